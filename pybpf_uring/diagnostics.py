@@ -1,0 +1,84 @@
+"""Source spans and user-facing errors.
+
+Every stage reports problems in the user's program as `Diagnostic`s that point at a `Span`;
+they render like a C compiler's (`path:line:col: error: message`, the source line, a caret
+under the span, and a hint of what is allowed instead).  `CompileError` carries all the
+diagnostics a stage collected, so a user sees every error at once.  Anything else raised
+from a stage is a bug in pybpf_uring, never in the user's program.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Source:
+    """The text a program was compiled from and where it came from."""
+
+    path: str
+    text: str
+    first_line: int = 1  # line number of text's first line in `path` (a function inside a file)
+
+    def line(self, lineno: int) -> str:
+        lines = self.text.splitlines()
+        i = lineno - self.first_line
+        return lines[i] if 0 <= i < len(lines) else ""
+
+
+@dataclass(frozen=True)
+class Span:
+    """1-based line and column of the first character, and of the character after the last."""
+
+    source: Source
+    line: int
+    col: int
+    end_line: int
+    end_col: int
+
+    def __repr__(self) -> str:  # keeps AST dumps readable
+        return f"{self.line}:{self.col}"
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    span: Span | None
+    message: str
+    hint: str = ""
+    severity: str = "error"
+
+    def render(self) -> str:
+        if self.span is None:
+            out = f"{self.severity}: {self.message}"
+            return out + (f"\n  note: {self.hint}" if self.hint else "")
+        s = self.span
+        text = s.source.line(s.line)
+        width = (s.end_col - s.col) if s.end_line == s.line and s.end_col > s.col else 1
+        width = max(1, min(width, len(text) - s.col + 1)) if text else 1
+        caret = " " * (s.col - 1) + "^" + "~" * (width - 1)
+        out = f"{s.source.path}:{s.line}:{s.col}: {self.severity}: {self.message}\n{text}\n{caret}"
+        return out + (f"\n  note: {self.hint}" if self.hint else "")
+
+
+@dataclass
+class CompileError(Exception):
+    """One or more errors in the user's program (or object); exit status 1 in the CLI."""
+
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return "\n".join(d.render() for d in self.diagnostics)
+
+
+class Collector:
+    """Collects diagnostics during a stage; `raise_if_any` ends the stage at its boundary."""
+
+    def __init__(self) -> None:
+        self.diagnostics: list[Diagnostic] = []
+
+    def error(self, span: Span | None, message: str, hint: str = "") -> None:
+        self.diagnostics.append(Diagnostic(span, message, hint))
+
+    def raise_if_any(self) -> None:
+        if self.diagnostics:
+            self.diagnostics.sort(key=lambda d: (d.span.line, d.span.col) if d.span else (0, 0))
+            raise CompileError(list(self.diagnostics))

@@ -1,0 +1,116 @@
+"""The names users write in annotations and map declarations, as host-side Python objects.
+
+The compiler never executes these: it reads the program's source.  They exist so that a module
+of BPF programs imports and runs as ordinary Python (annotations in `Struct` bodies are evaluated)
+and so the host can build and read the same data: a `Struct` subclass is a `ctypes.Structure`
+with C layout, so `bytes(Pair(a=1))` is exactly what a program sees as its ctx.
+"""
+from __future__ import annotations
+
+import ctypes
+import sys
+
+
+class IntType:
+    """A fixed-width integer type: `u32` in an annotation, `u32(x)` as a wrapping cast."""
+
+    def __init__(self, name: str, bits: int, signed: bool, ctype) -> None:
+        self.name, self.bits, self.signed, self.ctype = name, bits, signed, ctype
+
+    def __call__(self, value: int = 0) -> int:
+        value &= (1 << self.bits) - 1
+        if self.signed and value >> (self.bits - 1):
+            value -= 1 << self.bits
+        return value
+
+    def __getitem__(self, length: int) -> "ArrayOf":
+        return ArrayOf(self, length)
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+class ArrayOf:
+    """`T[n]` in an annotation: a fixed-size array."""
+
+    def __init__(self, elem, length: int) -> None:
+        self.elem, self.length = elem, length
+        self.ctype = ctype_of(elem) * length
+
+    def __getitem__(self, length: int) -> "ArrayOf":
+        return ArrayOf(self, length)
+
+    def __repr__(self) -> str:
+        return f"{self.elem!r}[{self.length}]"
+
+
+u8 = IntType("u8", 8, False, ctypes.c_uint8)
+u16 = IntType("u16", 16, False, ctypes.c_uint16)
+u32 = IntType("u32", 32, False, ctypes.c_uint32)
+u64 = IntType("u64", 64, False, ctypes.c_uint64)
+i8 = IntType("i8", 8, True, ctypes.c_int8)
+i16 = IntType("i16", 16, True, ctypes.c_int16)
+i32 = IntType("i32", 32, True, ctypes.c_int32)
+i64 = IntType("i64", 64, True, ctypes.c_int64)
+INT_TYPES = {t.name: t for t in (u8, u16, u32, u64, i8, i16, i32, i64)}
+
+
+def ctype_of(t):
+    return t if isinstance(t, type) and issubclass(t, ctypes.Structure) else t.ctype
+
+
+class _StructMeta(type(ctypes.Structure)):
+    """Turns the class annotations into ctypes `_fields_` before ctypes lays the class out."""
+
+    def __new__(mcls, name, bases, ns):
+        ann = ns.get("__annotations__", {})
+        if ann and "_fields_" not in ns:
+            scope = vars(sys.modules[ns["__module__"]]) if ns.get("__module__") in sys.modules else {}
+            # `from __future__ import annotations` leaves strings: evaluate them where they were written
+            resolve = lambda t: eval(t, dict(scope), ns) if isinstance(t, str) else t  # noqa: E731
+            ns["_fields_"] = [(n, ctype_of(resolve(t))) for n, t in ann.items()]
+        return super().__new__(mcls, name, bases, ns)
+
+    def __getitem__(cls, length: int) -> ArrayOf:
+        return ArrayOf(cls, length)
+
+
+class Struct(ctypes.Structure, metaclass=_StructMeta):
+    """Base of user structs: fields come from the class annotations, laid out as C does."""
+
+    def __repr__(self) -> str:
+        def show(v):
+            return list(map(show, v)) if isinstance(v, ctypes.Array) else v
+        body = ", ".join(f"{n}={show(getattr(self, n))!r}" for n, _ in self._fields_)
+        return f"{type(self).__name__}({body})"
+
+
+def sizeof(t) -> int:
+    return ctypes.sizeof(ctype_of(t))
+
+
+class _Map:
+    """A map declaration at module level; the loader gives it contents."""
+
+    kind = ""
+
+    def __init__(self, key, value, max_entries: int) -> None:
+        self.key, self.value, self.max_entries = key, value, max_entries
+
+    def __repr__(self) -> str:
+        return f"{self.kind}({self.key!r}, {self.value!r}, {self.max_entries})"
+
+
+class ArrayMap(_Map):
+    """`ArrayMap(value_type, max_entries)`: BPF_MAP_TYPE_ARRAY with u32 keys."""
+
+    kind = "ArrayMap"
+
+    def __init__(self, value, max_entries: int) -> None:
+        super().__init__(u32, value, max_entries)
+
+
+class HashMap(_Map):
+    """`HashMap(key_type, value_type, max_entries)`: BPF_MAP_TYPE_HASH."""
+
+    kind = "HashMap"

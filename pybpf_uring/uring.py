@@ -1,0 +1,94 @@
+"""io_uring names for RFC programs (ABI.md §A): the ctx, SQE and CQE layouts, helpers, preps.
+
+The structs are real `Struct`s, so host code builds SQEs with the same `prep_*` functions that
+programs call (the compiler inlines them as field stores).  The RFC helpers only run inside a
+program; calling one from Python says so.
+"""
+from __future__ import annotations
+
+from .types import Struct, i32, u8, u16, u32, u64
+
+IORING_OP_NOP = 0
+IORING_OP_READ = 22
+IORING_OP_WRITE = 23
+IORING_OP_TIMEOUT = 11
+IORING_OP_OPENAT = 18
+IORING_OP_CLOSE = 19
+IORING_OP_SENDMSG = 9
+IORING_OP_RECVMSG = 10
+IORING_OP_SEND = 26
+IORING_OP_RECV = 27
+IORING_OP_BPF = 37  # the RFC's opcode; never sent to a kernel, the engine runs it
+
+
+class IoUringCtx(Struct):
+    """`struct io_uring_bpf_ctx` of the RFC."""
+
+    user_data: u64
+    wait_nr: u32
+    wait_idx: u32
+
+
+class Sqe(Struct):
+    """`struct io_uring_sqe` with the RFC's `cq_idx` at offset 48."""
+
+    opcode: u8
+    flags: u8
+    ioprio: u16
+    fd: i32
+    off: u64
+    addr: u64
+    len: u32
+    rw_flags: u32
+    user_data: u64
+    buf_index: u16
+    personality: u16
+    splice_fd_in: i32
+    cq_idx: u16
+    pad0: u16
+    pad1: u32
+    pad2: u64
+
+
+class Cqe(Struct):
+    """`struct io_uring_cqe`."""
+
+    user_data: u64
+    res: i32
+    flags: u32
+
+
+def _rw(sqe: Sqe, op: int, fd: int, addr: int, length: int, offset: int) -> None:
+    sqe.opcode, sqe.fd, sqe.addr, sqe.len, sqe.off = op, fd, addr, length, offset
+
+
+def prep_nop(sqe: Sqe) -> None:
+    sqe.opcode = IORING_OP_NOP
+
+
+def prep_read(sqe: Sqe, fd: int, buf: int, length: int, offset: int) -> None:
+    _rw(sqe, IORING_OP_READ, fd, buf, length, offset)
+
+
+def prep_write(sqe: Sqe, fd: int, buf: int, length: int, offset: int) -> None:
+    _rw(sqe, IORING_OP_WRITE, fd, buf, length, offset)
+
+
+def prep_timeout(sqe: Sqe, ts: int, count: int, flags: int) -> None:
+    """`ts` is the address of a `struct __kernel_timespec`."""
+    _rw(sqe, IORING_OP_TIMEOUT, -1, ts, 1, count)
+    sqe.rw_flags = flags
+
+
+def _program_only(name: str):
+    def helper(*args):
+        raise RuntimeError(f"{name}() runs only inside an @iouring program, not in Python")
+    helper.__name__ = name
+    return helper
+
+
+queue_sqe = _program_only("queue_sqe")
+emit_cqe = _program_only("emit_cqe")
+reap_cqe = _program_only("reap_cqe")
+copy_from_user = _program_only("copy_from_user")
+copy_to_user = _program_only("copy_to_user")
