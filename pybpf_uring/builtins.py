@@ -1,0 +1,64 @@
+"""Callables a program may use besides its own subprograms: BPF helpers and compiler intrinsics.
+
+A helper is called by ID.  Its parameters say how each Python argument becomes machine
+arguments: `REF_SIZE` passes the address of a local struct or array *and* its size, which is
+how the RFC helpers take out-parameters (`reap_cqe(ctx, 1, cqe)` → `(ctx, 1, &cqe, 16)`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .typesys import I32, I64, U32, U64, Type
+
+CTX = "ctx"            # the program's ctx argument
+INT = "int"            # any integer, converted to the parameter's width
+REF_SIZE = "ref+size"  # address of a local, then its size
+
+
+@dataclass(frozen=True)
+class Param:
+    kind: str                 # CTX, INT or REF_SIZE
+    type: Type = U64          # for INT: the parameter's width
+    struct: str | None = None  # for REF_SIZE: the struct it must be (None: any local)
+    writes: bool = False      # for REF_SIZE: the helper writes the local
+
+
+@dataclass(frozen=True)
+class Helper:
+    name: str
+    id: int
+    params: tuple[Param, ...]
+    ret: Type
+    programs: frozenset[str] = frozenset()  # program kinds that may call it; empty: all
+    sleepable: bool = False
+
+
+IOURING = frozenset({"iouring"})
+
+HELPERS = {h.name: h for h in (
+    Helper("ktime_get_ns", 5, (), U64),
+    Helper("get_prandom_u32", 7, (), U32),
+    Helper("get_smp_processor_id", 8, (), U32),
+    Helper("get_current_pid_tgid", 14, (), U64),
+    Helper("queue_sqe", 164, (Param(CTX), Param(REF_SIZE, struct="Sqe")), I64, IOURING, True),
+    Helper("emit_cqe", 165, (Param(CTX), Param(INT, U32), Param(INT, U64), Param(INT, I32),
+                             Param(INT, U32)), I64, IOURING),
+    Helper("reap_cqe", 166, (Param(CTX), Param(INT, U32), Param(REF_SIZE, struct="Cqe", writes=True)),
+           I64, IOURING),
+    Helper("copy_to_user", 167, (Param(INT, U64), Param(REF_SIZE)), I64, IOURING, True),
+    # bpf_copy_from_user(dst, size, uptr): Python order (dst, uptr)
+    Helper("copy_from_user", 148, (Param(REF_SIZE, writes=True), Param(INT, U64)), I64, IOURING, True),
+)}
+
+# Map operations and print() are lowered to these helper IDs.
+MAP_LOOKUP_ELEM, MAP_UPDATE_ELEM, MAP_DELETE_ELEM, TRACE_PRINTK = 1, 2, 3, 6
+BPF_ANY, BPF_NOEXIST, BPF_EXIST = 0, 1, 2
+
+# prep_* are inlined as field stores, mirroring uring.py's host versions:
+# name → (fields set to constants, fields set from the arguments after the sqe).
+PREPS = {
+    "prep_nop": ({"opcode": 0}, ()),
+    "prep_read": ({"opcode": 22}, ("fd", "addr", "len", "off")),
+    "prep_write": ({"opcode": 23}, ("fd", "addr", "len", "off")),
+    "prep_timeout": ({"opcode": 11, "fd": -1, "len": 1}, ("addr", "off", "rw_flags")),
+}
