@@ -1,0 +1,435 @@
+"""Checker: resolves names, infers and checks types, and enforces the rules of BPF programs.
+
+Algorithm.  A module pass records imports (resolved against pybpf_uring's own objects),
+folds module-level integer constants, lays out structs, and declares maps.  Then every program
+and every subprogram it calls (transitively; recursion is an error) is checked statement by
+statement in source order.  Locals are function-wide, as in Python: the first assignment fixes
+a local's type (its annotation, or the type of the value; a bare integer literal is i64).
+Expressions are typed bottom-up; an integer constant takes the type of what it meets.
+Results go to side tables keyed by node (`Checked`), never onto the nodes.  Every error is
+collected, and the stage ends with one CompileError listing them all.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+
+from . import syntax as S
+from .builtins import HELPERS, PREPS, Helper
+from .diagnostics import Collector, Span
+from .limits import MAX_CALL_DEPTH, MAX_HELPER_ARGS, STACK_BYTES
+from .typesys import (BOOL, I64, INTS, NONE, STR, U64, ArrayT, IntT, MapT, PtrT, StructT, Type)
+
+PROGRAM_KINDS = {"iouring", "syscall", "socket_filter", "tracepoint", "loop_step"}
+LIBRARY_MODULES = ("pybpf_uring", "pybpf_uring.uring")
+
+
+@dataclass
+class Symbol:
+    """What a name means: kind is local, const, map, struct, int_type, helper, prep, func,
+    decorator, builtin (range/print/sizeof/Struct/ArrayMap/HashMap) or module."""
+
+    kind: str
+    type: Type | None = None
+    value: object = None
+
+
+@dataclass
+class CallTarget:
+    kind: str  # helper, prep, subprog, cast, ctor, print, sizeof, lookup
+    target: object = None
+
+
+@dataclass
+class FunctionInfo:
+    node: S.FunctionDef
+    kind: str | None  # program kind, None for a subprogram
+    section: str | None
+    params: list[tuple[str, Type]]
+    ret: Type
+    locals: dict[str, Type] = field(default_factory=dict)
+    calls: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.node.name
+
+
+@dataclass
+class Checked:
+    """The typed program: the module plus side tables the lowering reads."""
+
+    module: S.Module
+    structs: dict[str, StructT]
+    maps: dict[str, tuple[MapT, S.Assign]]
+    consts: dict[str, int]
+    functions: dict[str, FunctionInfo]  # programs first, then subprograms, in source order
+    types: dict[S.Expr, Type] = field(default_factory=dict)
+    values: dict[S.Expr, int] = field(default_factory=dict)  # expressions folded to constants
+    symbols: dict[S.Name, Symbol] = field(default_factory=dict)
+    calls: dict[S.Call, CallTarget] = field(default_factory=dict)
+    loops: dict[S.For, tuple[int, int, int]] = field(default_factory=dict)
+
+    @property
+    def programs(self) -> list[FunctionInfo]:
+        return [f for f in self.functions.values() if f.kind]
+
+
+def check(module: S.Module, only: set[str] | None = None) -> Checked:
+    """Check `module`; `only` limits the programs compiled (a decorated function's `.compile()`)."""
+    return ModuleChecker(module).run(only)
+
+
+class ModuleChecker:
+    def __init__(self, module: S.Module) -> None:
+        self.module = module
+        self.errors = Collector()
+        self.globals: dict[str, Symbol] = {}
+        self.out = Checked(module, {}, {}, {}, {})
+        self.defs: dict[str, S.FunctionDef] = {}
+
+    def error(self, span: Span | None, message: str, hint: str = "") -> None:
+        self.errors.error(span, message, hint)
+
+    # ----- module level ---------------------------------------------------------------
+    def run(self, only: set[str] | None) -> Checked:
+        for stmt in self.module.body:
+            handler = getattr(self, "decl_" + type(stmt).__name__, None)
+            if handler is None:
+                self.error(stmt.span, f"{describe(stmt)} is not allowed at module level",
+                           "a BPF module holds imports, integer constants, maps, Struct classes and functions")
+            else:
+                handler(stmt)
+        programs = [d for d in self.defs.values() if d.decorators]
+        if only is not None:
+            programs = [d for d in programs if d.name in only]
+        if not programs and not self.errors.diagnostics:
+            self.error(None, f"{self.module.source.path}: no BPF program found",
+                       "decorate a function with @syscall, @iouring, @socket_filter or @tracepoint(...)")
+        for d in programs:
+            self.program(d)
+        self.check_call_graph()
+        self.errors.raise_if_any()
+        return self.out
+
+    def decl_Import(self, stmt: S.Import) -> None:
+        if stmt.module == "__future__":
+            return
+        if not stmt.module:
+            for name, alias in stmt.names:
+                if name in LIBRARY_MODULES:
+                    self.globals[alias] = Symbol("module", value=importlib.import_module(name))
+                else:
+                    self.error(stmt.span, f"cannot import {name!r} into a BPF module",
+                               "import from pybpf_uring or pybpf_uring.uring")
+            return
+        if stmt.module not in LIBRARY_MODULES:
+            self.error(stmt.span, f"cannot import from {stmt.module!r} in a BPF module",
+                       "import from pybpf_uring or pybpf_uring.uring")
+            return
+        lib = importlib.import_module(stmt.module)
+        for name, alias in stmt.names:
+            sym = library_symbol(lib, name)
+            if sym is None:
+                self.error(stmt.span, f"{stmt.module} has no name {name!r}")
+            else:
+                self.globals[alias] = sym
+                if sym.kind == "struct":
+                    self.out.structs.setdefault(sym.type.name, sym.type)
+
+    def decl_Assign(self, stmt: S.Assign) -> None:
+        if not isinstance(stmt.target, S.Name):
+            self.error(stmt.target.span, "only names can be assigned at module level")
+            return
+        name, value = stmt.target.id, stmt.value
+        if isinstance(value, S.Call) and self.callee_symbol(value.func).kind == "builtin" \
+                and self.callee_symbol(value.func).value in ("ArrayMap", "HashMap"):
+            self.declare_map(name, stmt, value)
+            return
+        folded = self.fold(value) if value is not None else None
+        if folded is None:
+            self.error(value.span if value else stmt.span,
+                       f"module-level {name!r} must be an integer constant or a map",
+                       "e.g. MAX = 16, or hits = ArrayMap(u64, 4)")
+            return
+        self.globals[name] = Symbol("const", I64, folded)
+        self.out.consts[name] = folded
+
+    def declare_map(self, name: str, stmt: S.Assign, call: S.Call) -> None:
+        kind = self.callee_symbol(call.func).value
+        want = 2 if kind == "ArrayMap" else 3
+        if len(call.args) != want or call.keywords:
+            form = "ArrayMap(value_type, max_entries)" if kind == "ArrayMap" \
+                else "HashMap(key_type, value_type, max_entries)"
+            self.error(call.span, f"{kind} takes {want} positional arguments", f"write {form}")
+            return
+        *type_args, size = call.args
+        types = [self.resolve_type(a) for a in type_args]
+        entries = self.fold(size)
+        if None in types:
+            return
+        if entries is None or entries <= 0:
+            self.error(size.span, "max_entries must be a positive integer constant")
+            return
+        key, value = (INTS["u32"], types[0]) if kind == "ArrayMap" else types
+        for t, node in zip((key, value), (type_args[0], type_args[-1])):
+            if isinstance(t, PtrT):
+                self.error(node.span, "map keys and values cannot be references")
+                return
+        m = MapT(kind, key, value, entries)
+        self.globals[name] = Symbol("map", m)
+        self.out.maps[name] = (m, stmt)
+
+    def decl_ClassDef(self, stmt: S.ClassDef) -> None:
+        bases = [self.callee_symbol(b) for b in stmt.bases]
+        if len(bases) != 1 or bases[0].kind != "builtin" or bases[0].value != "Struct":
+            self.error(stmt.span, f"class {stmt.name} must derive from Struct",
+                       f"write `class {stmt.name}(Struct):` with annotated fields")
+            return
+        members = []
+        for f in stmt.fields:
+            t = self.resolve_type(f.annotation)
+            if t is not None:
+                members.append((f.name, t, f.span.line))
+        if not members:
+            self.error(stmt.span, f"struct {stmt.name} has no fields")
+            return
+        st = StructT.layout(stmt.name, members, stmt.span.line)
+        self.globals[stmt.name] = Symbol("struct", st)
+        self.out.structs[stmt.name] = st
+
+    def decl_FunctionDef(self, stmt: S.FunctionDef) -> None:
+        if stmt.name in self.defs:
+            self.error(stmt.span, f"function {stmt.name!r} is defined twice")
+        self.defs[stmt.name] = stmt
+        self.globals[stmt.name] = Symbol("func", value=stmt)
+
+    # ----- types and constants ---------------------------------------------------------
+    def callee_symbol(self, e: S.Expr) -> Symbol:
+        if isinstance(e, S.Name):
+            return self.globals.get(e.id, Symbol("unknown"))
+        if isinstance(e, S.Attribute) and isinstance(e.value, S.Name):
+            mod = self.globals.get(e.value.id)
+            if mod is not None and mod.kind == "module":
+                return library_symbol(mod.value, e.attr) or Symbol("unknown")
+        return Symbol("unknown")
+
+    def resolve_type(self, e: S.Expr) -> Type | None:
+        """An annotation: an integer type, a struct, or `T[n]`."""
+        if isinstance(e, S.Subscript):
+            elem = self.resolve_type(e.value)
+            n = self.fold(e.index)
+            if elem is None:
+                return None
+            if n is None or n <= 0:
+                self.error(e.index.span, "array length must be a positive integer constant")
+                return None
+            return ArrayT(elem, n)
+        sym = self.callee_symbol(e)
+        if sym.kind in ("int_type", "struct"):
+            return sym.type
+        if isinstance(e, S.Constant) and e.value is None:
+            return NONE
+        what = e.id if isinstance(e, S.Name) else describe(e)
+        hint = "use u8, u16, u32, u64, i8, i16, i32, i64, a Struct class, or T[n]"
+        if isinstance(e, S.Name) and e.id in INTS:
+            hint = f"import it: from pybpf_uring import {e.id}"
+        elif isinstance(e, S.Name) and e.id == "int":
+            hint = "Python's int has no width in BPF: use i64 (or another fixed-width type)"
+        self.error(e.span, f"{what!r} is not a type", hint)
+        return None
+
+    def fold(self, e: S.Expr) -> int | None:
+        """The value of a constant expression made of literals and module constants, or None."""
+        if isinstance(e, S.Constant) and type(e.value) in (int, bool):
+            return int(e.value)
+        if isinstance(e, S.Name):
+            sym = self.globals.get(e.id)
+            return sym.value if sym is not None and sym.kind == "const" else None
+        if isinstance(e, S.UnaryOp) and e.op in ("-", "+", "~"):
+            v = self.fold(e.operand)
+            return None if v is None else {"-": -v, "+": v, "~": ~v}[e.op] if v is not None else None
+        if isinstance(e, S.BinOp):
+            a, b = self.fold(e.left), self.fold(e.right)
+            if a is None or b is None:
+                return None
+            return fold_binop(e.op, a, b)
+        if isinstance(e, S.Call) and self.callee_symbol(e.func).value == "sizeof" and len(e.args) == 1:
+            t = self.resolve_type(e.args[0])
+            return t.size if t is not None else None
+        return None
+
+    # ----- functions ------------------------------------------------------------------
+    def program(self, d: S.FunctionDef) -> None:
+        if len(d.decorators) != 1:
+            self.error(d.span, f"{d.name} has {len(d.decorators)} decorators; a program has exactly one")
+            return
+        kind, section = self.decorator(d.decorators[0], d.name)
+        if kind is None:
+            return
+        self.function(d, kind, section)
+
+    def decorator(self, e: S.Expr, name: str) -> tuple[str | None, str | None]:
+        call = e if isinstance(e, S.Call) else None
+        sym = self.callee_symbol(call.func if call else e)
+        kind = sym.value if sym.kind == "decorator" else None
+        if kind is None:
+            self.error(e.span, "unknown decorator", "use @syscall, @iouring, @socket_filter, "
+                       "@tracepoint(\"category/name\") or @loop_step")
+            return None, None
+        if kind == "tracepoint":
+            arg = call.args[0] if call and len(call.args) == 1 else None
+            if arg is None or not isinstance(arg, S.Constant) or not isinstance(arg.value, str) \
+                    or arg.value.count("/") != 1:
+                self.error(e.span, "@tracepoint needs the tracepoint's name",
+                           'write @tracepoint("io_uring/io_uring_complete")')
+                return None, None
+            return kind, f"tracepoint/{arg.value}"
+        if call is not None:
+            self.error(e.span, f"@{kind} takes no arguments", f"write @{kind}")
+            return None, None
+        if kind == "loop_step":
+            self.error(e.span, "@loop_step programs (mainline io_uring_bpf_ops) are not supported yet",
+                       "use @iouring for the RFC engine")
+            return None, None
+        return kind, {"iouring": f"iouring.s/{name}", "syscall": "syscall",
+                      "socket_filter": "socket"}[kind]
+
+    def function(self, d: S.FunctionDef, kind: str | None, section: str | None) -> FunctionInfo | None:
+        if d.name in self.out.functions:
+            return self.out.functions[d.name]
+        params = []
+        for p in d.params:
+            if p.annotation is None:
+                self.error(p.span, f"parameter {p.name!r} needs a type annotation",
+                           f"e.g. {p.name}: u64")
+                continue
+            t = self.resolve_type(p.annotation)
+            if t is None:
+                continue
+            params.append((p.name, PtrT(t) if isinstance(t, (StructT, ArrayT)) else t))
+        ret = INTS["i64"] if d.returns is None and kind is None else \
+            (self.resolve_type(d.returns) if d.returns is not None else None)
+        if ret is None and d.returns is None:
+            self.error(d.span, f"program {d.name} needs a return type", f"write `def {d.name}(...) -> i32:`")
+            return None
+        if ret is None:
+            return None
+        if not isinstance(ret, (IntT,)) and ret != NONE:
+            self.error(d.returns.span, "a function returns an integer type (or None for a subprogram)")
+            return None
+        if kind is not None:
+            self.program_rules(d, kind, params, ret)
+        if len(params) > MAX_HELPER_ARGS:
+            self.error(d.span, f"{d.name} takes {len(params)} parameters; BPF passes at most "
+                       f"{MAX_HELPER_ARGS} in registers", "group them in a Struct and pass that")
+        info = FunctionInfo(d, kind, section, params, ret)
+        self.out.functions[d.name] = info
+        from .check_body import BodyChecker
+        BodyChecker(self, info).run()
+        for callee in info.calls:
+            self.function(self.defs[callee], None, None)
+        return info
+
+    def program_rules(self, d: S.FunctionDef, kind: str, params, ret: Type) -> None:
+        if len(params) != 1 or not isinstance(params[0][1], PtrT):
+            want = {"iouring": "ctx: IoUringCtx", "syscall": "ctx: YourStruct",
+                    "socket_filter": "ctx: SkBuff", "tracepoint": "ctx: YourRecordStruct"}[kind]
+            self.error(d.span, f"a @{kind} program takes one ctx parameter", f"write `def {d.name}({want})`")
+            return
+        ctx = params[0][1].target
+        if kind == "iouring" and getattr(ctx, "name", "") != "IoUringCtx":
+            self.error(d.params[0].annotation.span, "an @iouring program's ctx is an IoUringCtx",
+                       "from pybpf_uring.uring import IoUringCtx")
+        if kind == "socket_filter" and getattr(ctx, "name", "") != "SkBuff":
+            self.error(d.params[0].annotation.span, "a @socket_filter program's ctx is an SkBuff",
+                       "from pybpf_uring import SkBuff")
+        if not isinstance(ctx, StructT):
+            self.error(d.params[0].annotation.span, "a program's ctx must be a Struct")
+        if not isinstance(ret, IntT):
+            self.error(d.span, "a program returns an integer", f"write `-> i32`")
+
+    def check_call_graph(self) -> None:
+        """No recursion (the verifier rejects it) and at most MAX_CALL_DEPTH frames."""
+        funcs = self.out.functions
+
+        def depth(name: str, path: tuple[str, ...]) -> int:
+            if name in path:
+                cycle = " -> ".join(path[path.index(name):] + (name,))
+                self.error(funcs[name].node.span, f"recursion is not allowed in BPF programs: {cycle}",
+                           "rewrite it as a loop with a constant bound")
+                return 0
+            return 1 + max((depth(c, path + (name,)) for c in funcs[name].calls), default=0)
+
+        for p in self.out.programs:
+            d = depth(p.name, ())
+            if d > MAX_CALL_DEPTH:
+                self.error(p.node.span, f"calls nest {d} deep; the verifier allows {MAX_CALL_DEPTH}")
+
+
+def fold_binop(op: str, a: int, b: int) -> int | None:
+    if op in ("//", "%") and b == 0:
+        return None
+    if op in ("<<", ">>") and b < 0:
+        return None
+    return {"+": a + b, "-": a - b, "*": a * b, "//": a // b if b else 0, "%": a % b if b else 0,
+            "&": a & b, "|": a | b, "^": a ^ b, "<<": a << min(b, 128), ">>": a >> b}.get(op)
+
+
+def library_symbol(lib, name: str) -> Symbol | None:
+    """Classify one of pybpf_uring's own objects by what it is at run time."""
+    from . import decorators, types as T
+    obj = getattr(lib, name, None)
+    if obj is None:
+        return None
+    if isinstance(obj, T.IntType):
+        return Symbol("int_type", INTS[obj.name])
+    if obj is T.Struct:
+        return Symbol("builtin", value="Struct")
+    if obj in (T.ArrayMap, T.HashMap):
+        return Symbol("builtin", value=obj.__name__)
+    if obj is T.sizeof:
+        return Symbol("builtin", value="sizeof")
+    if isinstance(obj, type) and issubclass(obj, T.Struct):
+        return Symbol("struct", struct_from_ctypes(obj))
+    if getattr(decorators, name, None) is obj and name in PROGRAM_KINDS:
+        return Symbol("decorator", value=name)
+    if name in HELPERS:
+        return Symbol("helper", value=HELPERS[name])
+    if name in PREPS:
+        return Symbol("prep", value=name)
+    if isinstance(obj, int):
+        return Symbol("const", I64, obj)
+    return None
+
+
+_STRUCT_CACHE: dict[type, StructT] = {}
+
+
+def struct_from_ctypes(cls) -> StructT:
+    """The compiler's view of a host-side Struct (the library's own, or a notebook's)."""
+    import ctypes
+    if cls not in _STRUCT_CACHE:
+        def conv(ct):
+            if isinstance(ct, type) and issubclass(ct, ctypes.Array):
+                return ArrayT(conv(ct._type_), ct._length_)
+            if isinstance(ct, type) and issubclass(ct, ctypes.Structure):
+                return struct_from_ctypes(ct)
+            size = ctypes.sizeof(ct)
+            signed = ct(-1).value == -1
+            return INTS[f"{'i' if signed else 'u'}{size * 8}"]
+        members = [(n, conv(ct), 0) for n, ct in cls._fields_]
+        _STRUCT_CACHE[cls] = StructT.layout(cls.__name__, members)
+    return _STRUCT_CACHE[cls]
+
+
+def describe(node) -> str:
+    """A construct's name as a user would say it, for error messages."""
+    names = {"BinOp": "an arithmetic expression", "Call": "a call", "Constant": "a constant",
+             "If": "an if statement", "For": "a for loop", "While": "a while loop",
+             "ExprStmt": "an expression statement", "Return": "return", "Delete": "del",
+             "AugAssign": "an augmented assignment", "Subscript": "a subscript",
+             "Attribute": "an attribute", "Compare": "a comparison", "BoolOp": "and/or",
+             "UnaryOp": "a unary expression", "Pass": "pass", "Break": "break",
+             "Continue": "continue", "Name": "a name"}
+    return names.get(type(node).__name__, type(node).__name__)

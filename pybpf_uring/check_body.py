@@ -1,0 +1,666 @@
+"""Checking one function body: statements in source order, expressions bottom-up.
+
+Split from check.py, which owns module-level declarations; this module owns the rules that
+apply inside a function (locals, conversions, loop bounds, map and helper calls, ctx access).
+"""
+from __future__ import annotations
+
+from . import syntax as S
+from .builtins import CTX, INT, PREPS, REF_SIZE, Helper
+from .check import CallTarget, FunctionInfo, Symbol, describe, fold_binop
+from .limits import MAX_LOOP_ITERATIONS, MAX_PRINT_ARGS, STACK_BYTES
+from .typesys import (BOOL, I64, INTS, NONE, STR, U32, U64, ArrayT, BoolT, IntT, MapT, PtrT,
+                      StructT, Type, common_int)
+
+ARITH = {"+", "-", "*", "//", "%", "&", "|", "^", "<<", ">>"}
+TERMINATORS = (S.Return, S.Break, S.Continue)
+
+
+class BodyChecker:
+    def __init__(self, mod, info: FunctionInfo) -> None:
+        self.mod, self.info, self.out = mod, info, mod.out
+        self.locals = info.locals
+        self.loop_depth = 0
+        self.nonnull: set[str] = set()
+        self.ctx_name = info.params[0][0] if info.kind and info.params else None
+
+    def error(self, span, message: str, hint: str = "") -> None:
+        self.mod.error(span, message, hint)
+
+    def run(self) -> None:
+        for name, t in self.info.params:
+            self.locals[name] = t
+            if isinstance(t, PtrT):
+                self.nonnull.add(name)
+        self.block(self.info.node.body)
+        stack = sum(t.size for n, t in self.locals.items()
+                    if isinstance(t, (StructT, ArrayT)))
+        if stack > STACK_BYTES:
+            self.error(self.info.node.span, f"{self.info.name} needs {stack} bytes of stack for its "
+                       f"structs and arrays; BPF allows {STACK_BYTES}",
+                       "keep large data in a map value (m.lookup(k)) instead of locals")
+
+    def block(self, body) -> None:
+        for stmt in body:
+            handler = getattr(self, "stmt_" + type(stmt).__name__, None)
+            if handler is None:
+                self.error(stmt.span, f"{describe(stmt)} is not allowed inside a function")
+            else:
+                handler(stmt)
+
+    # ----- statements -----------------------------------------------------------------
+    def stmt_Pass(self, s: S.Pass) -> None:
+        pass
+
+    def stmt_Break(self, s) -> None:
+        if not self.loop_depth:
+            self.error(s.span, f"'{type(s).__name__.lower()}' outside a loop")
+
+    stmt_Continue = stmt_Break
+
+    def stmt_Return(self, s: S.Return) -> None:
+        ret = self.info.ret
+        if s.value is None:
+            if ret != NONE:
+                self.error(s.span, f"{self.info.name} must return a {ret}", f"write `return 0`")
+            return
+        if ret == NONE:
+            self.error(s.value.span, f"{self.info.name} returns None", "declare `-> i64` to return a value")
+            return
+        self.convert(s.value, ret, "return value")
+
+    def stmt_ExprStmt(self, s: S.ExprStmt) -> None:
+        if not isinstance(s.value, S.Call):
+            self.error(s.value.span, f"{describe(s.value)} has no effect here",
+                       "assign it, or call a helper or subprogram")
+            return
+        self.call(s.value, statement=True)
+
+    def stmt_Delete(self, s: S.Delete) -> None:
+        t = s.target
+        if not (isinstance(t, S.Subscript) and isinstance(self.expr_type_of_base(t.value), MapT)):
+            self.error(s.span, "del works only on a map element", "write `del m[key]`")
+            return
+        m = self.expr(t.value)
+        if m.kind == "ArrayMap":
+            self.error(s.span, "ArrayMap elements cannot be deleted (the kernel keeps every slot)",
+                       "store 0 instead, or use a HashMap")
+        self.convert(t.index, m.key, "map key")
+
+    def stmt_Assign(self, s: S.Assign) -> None:
+        target = s.target
+        if isinstance(target, S.Name):
+            self.assign_name(s, target)
+            return
+        if s.annotation is not None:
+            self.error(s.annotation.span, "only a plain name can be annotated")
+        if isinstance(target, S.Subscript) and isinstance(self.expr_type_of_base(target.value), MapT):
+            m = self.expr(target.value)
+            self.convert(target.index, m.key, "map key")
+            self.convert(s.value, m.value, "map value")
+            return
+        t = self.lvalue(target)
+        if t is not None:
+            self.convert(s.value, t, "assigned value")
+
+    def assign_name(self, s: S.Assign, target: S.Name) -> None:
+        name = target.id
+        if name == self.ctx_name:
+            self.error(target.span, "the ctx parameter cannot be reassigned")
+            return
+        if self.global_kind(name) in ("map", "const", "struct", "int_type", "helper", "func"):
+            self.error(target.span, f"{name!r} is a module-level {self.global_kind(name)} and cannot be assigned",
+                       "pick another name for the local")
+            return
+        declared = self.mod.resolve_type(s.annotation) if s.annotation is not None else None
+        current = self.locals.get(name)
+        if declared is not None and current is not None and declared != current:
+            self.error(s.annotation.span, f"{name!r} is already a {current}; a local keeps one type")
+            return
+        want = declared or current
+        if s.value is None:
+            if want is None:
+                return
+        elif want is None:
+            got = self.expr(s.value)
+            if got in (NONE, STR) or isinstance(got, MapT):
+                self.error(s.value.span, f"cannot store {describe(s.value)} of type {got} in a local")
+                return
+            want = BOOL if got == BOOL else got
+        else:
+            self.convert(s.value, want, "assigned value")
+        self.locals[name] = want
+        self.out.symbols[target] = Symbol("local", want)
+        self.out.types[target] = want
+        if isinstance(want, PtrT):
+            refined = self.out.types.get(s.value)
+            if isinstance(refined, PtrT) and not refined.nullable:
+                self.nonnull.add(name)
+            else:
+                self.nonnull.discard(name)
+
+    def stmt_AugAssign(self, s: S.AugAssign) -> None:
+        target = s.target
+        if isinstance(target, S.Subscript) and isinstance(self.expr_type_of_base(target.value), MapT):
+            m = self.expr(target.value)
+            self.convert(target.index, m.key, "map key")
+            if not isinstance(m.value, IntT):
+                self.error(s.span, f"{s.op}= needs an integer map value, not {m.value}")
+                return
+            self.convert(s.value, m.value, "operand")
+            return
+        if isinstance(target, S.Name) and target.id not in self.locals:
+            self.error(target.span, f"{target.id!r} is used before it is assigned",
+                       f"assign it first, e.g. {target.id} = 0")
+            return
+        t = self.lvalue(target)
+        if t is None:
+            return
+        if not isinstance(t, IntT):
+            self.error(s.span, f"{s.op}= needs an integer, not {t}")
+            return
+        self.arith_operand(s.op, s.value, t)
+
+    def stmt_If(self, s: S.If) -> None:
+        self.condition(s.test)
+        yes, no = self.narrowing(s.test)
+        saved = set(self.nonnull)
+        self.nonnull |= yes
+        self.block(s.body)
+        self.nonnull = saved | no
+        self.block(s.orelse)
+        self.nonnull = saved
+        if s.body and isinstance(s.body[-1], TERMINATORS) and not s.orelse:
+            self.nonnull |= no
+
+    def stmt_For(self, s: S.For) -> None:
+        it = s.iter
+        if not (isinstance(it, S.Call) and isinstance(it.func, S.Name) and it.func.id == "range"
+                and self.global_kind("range") is None):
+            self.error(it.span, "a for loop must iterate over range(...)",
+                       "write `for i in range(N):` with a constant N")
+            self.loop_body(s.body)
+            return
+        if not 1 <= len(it.args) <= 3 or it.keywords:
+            self.error(it.span, "range takes 1 to 3 positional arguments")
+            return
+        bounds = [self.mod.fold(a) for a in it.args]
+        for a, b in zip(it.args, bounds):
+            if b is None:
+                self.expr(a)
+                self.error(a.span, "the loop bound must be a constant the compiler can prove",
+                           f"loop to a constant maximum and stop early: `for i in range(MAX):` "
+                           f"with `if i >= {self.source_text(a)}: break`")
+        if None not in bounds:
+            start, stop, step = (0, bounds[0], 1) if len(bounds) == 1 else (*bounds, 1)[:3]
+            if step == 0:
+                self.error(it.args[2].span, "range() step cannot be zero")
+            else:
+                trips = max(0, -(-(stop - start) // step))
+                if trips > MAX_LOOP_ITERATIONS:
+                    self.error(it.span, f"this loop runs {trips} times; at most {MAX_LOOP_ITERATIONS} "
+                               "fit in a verified program")
+                self.out.loops[s] = (start, stop, step)
+                for a in it.args:
+                    self.out.values[a] = self.mod.fold(a)
+                    self.out.types[a] = I64
+        t = self.locals.setdefault(s.target.id, I64)
+        if not isinstance(t, IntT):
+            self.error(s.target.span, f"{s.target.id!r} is a {t}, not an integer")
+        self.out.symbols[s.target] = Symbol("local", t)
+        self.out.types[s.target] = t
+        self.loop_body(s.body)
+
+    def stmt_While(self, s: S.While) -> None:
+        self.condition(s.test)
+        var = self.while_bound(s)
+        if var is None:
+            self.error(s.test.span, "cannot prove that this while loop ends",
+                       "write `while i < N:` with a constant N and an unconditional `i += 1` "
+                       "in the body (no continue), or use `for i in range(N):`")
+        self.loop_body(s.body)
+
+    def while_bound(self, s: S.While) -> str | None:
+        """`while i < C` (or <=, >, >=) where the body's top level steps i towards C by a
+        constant and nothing else assigns i: then the loop ends after at most |C - i| steps."""
+        t = s.test
+        if not (isinstance(t, S.Compare) and len(t.ops) == 1 and isinstance(t.left, S.Name)
+                and t.ops[0] in ("<", "<=", ">", ">=") and self.mod.fold(t.comparators[0]) is not None):
+            return None
+        var, up = t.left.id, t.ops[0] in ("<", "<=")
+        steps = [st for st in s.body if isinstance(st, S.AugAssign) and isinstance(st.target, S.Name)
+                 and st.target.id == var and st.op == ("+" if up else "-")
+                 and (self.mod.fold(st.value) or 0) > 0]
+        if len(steps) != 1 or any(isinstance(n, S.Continue) for n in walk(s.body)):
+            return None
+        others = [n for n in walk(s.body) if n is not steps[0] and isinstance(n, (S.Assign, S.AugAssign))
+                  and isinstance(n.target, S.Name) and n.target.id == var]
+        return None if others else var
+
+    def loop_body(self, body) -> None:
+        self.loop_depth += 1
+        saved = set(self.nonnull)
+        self.block(body)
+        self.nonnull = saved
+        self.loop_depth -= 1
+
+    # ----- expressions ----------------------------------------------------------------
+    def record(self, e: S.Expr, t: Type, value: int | None = None) -> Type:
+        self.out.types[e] = t
+        if value is not None:
+            self.out.values[e] = value
+        return t
+
+    def expr(self, e: S.Expr, want: Type | None = None) -> Type:
+        """Type `e`; an integer constant takes `want` when it fits."""
+        value = self.mod.fold(e) if not isinstance(e, S.Call) or self.is_sizeof(e) else None
+        if isinstance(e, S.Name) and e.id in self.locals:
+            value = None
+        if value is not None:
+            if isinstance(e, (S.BinOp, S.UnaryOp)):
+                self.visit_const_parts(e)
+            t = want if isinstance(want, IntT) else (BOOL if isinstance(e, S.Constant)
+                                                      and type(e.value) is bool else default_int(value))
+            if isinstance(t, IntT) and not t.min <= value <= t.max:
+                self.error(e.span, f"{value} does not fit in {t}",
+                           f"write {t.name}({value}) to wrap it explicitly" if t.name else "")
+            return self.record(e, t, value)
+        handler = getattr(self, "expr_" + type(e).__name__, None)
+        if handler is None:
+            self.error(e.span, f"{describe(e)} is not allowed here")
+            return self.record(e, I64)
+        return self.record(e, handler(e, want))
+
+    def visit_const_parts(self, e) -> None:
+        if isinstance(e, S.BinOp) and e.op in ("//", "%") and self.mod.fold(e.right) == 0:
+            self.error(e.right.span, "division by zero")
+
+    def expr_Constant(self, e: S.Constant, want) -> Type:
+        if isinstance(e.value, str):
+            return STR
+        if e.value is None:
+            return NONE
+        self.error(e.span, f"{e.value!r} is not a value a BPF program can use")
+        return I64
+
+    def expr_Name(self, e: S.Name, want) -> Type:
+        if e.id in self.locals:
+            self.out.symbols[e] = Symbol("local", self.locals[e.id])
+            if isinstance(self.locals[e.id], PtrT) and e.id not in self.nonnull and \
+                    self.locals[e.id].nullable:
+                return self.locals[e.id]
+            t = self.locals[e.id]
+            return PtrT(t.target) if isinstance(t, PtrT) and e.id in self.nonnull else t
+        sym = self.mod.globals.get(e.id)
+        if sym is None:
+            self.error(e.span, f"name {e.id!r} is not defined", self.undefined_hint(e.id))
+            return I64
+        self.out.symbols[e] = sym
+        if sym.kind == "map":
+            return sym.type
+        self.error(e.span, f"{e.id!r} is a {sym.kind} and cannot be used as a value")
+        return I64
+
+    def undefined_hint(self, name: str) -> str:
+        if name in INTS or name in ("Struct", "ArrayMap", "HashMap", "sizeof"):
+            return f"import it: from pybpf_uring import {name}"
+        from .builtins import HELPERS
+        if name in HELPERS or name in PREPS or name in ("Sqe", "Cqe", "IoUringCtx"):
+            return f"import it: from pybpf_uring.uring import {name}"
+        return "assign it before use, or declare it at module level"
+
+    def expr_BinOp(self, e: S.BinOp, want) -> Type:
+        if e.op not in ARITH:
+            self.error(e.span, f"operator {e.op!r} is not supported")
+            return I64
+        a_const, b_const = self.mod.fold(e.left) is not None, self.mod.fold(e.right) is not None
+        if e.op in ("<<", ">>"):
+            t = self.int_operand(e.left, want if a_const else None)
+            self.int_operand(e.right, None if not b_const else U64 if isinstance(t, IntT) else None)
+            count = self.mod.fold(e.right)
+            if isinstance(t, IntT) and count is not None and not 0 <= count < t.bits:
+                self.error(e.right.span, f"shift count {count} is out of range for {t} (0 to {t.bits - 1})")
+            return t
+        if a_const and not b_const:
+            t = self.int_operand(e.right, want)
+            self.int_operand(e.left, t)
+        elif b_const and not a_const:
+            t = self.int_operand(e.left, want)
+            self.int_operand(e.right, t)
+        else:
+            ta, tb = self.int_operand(e.left, want), self.int_operand(e.right, want)
+            t = common_int(ta, tb) if isinstance(ta, IntT) and isinstance(tb, IntT) else I64
+        if e.op in ("//", "%") and self.mod.fold(e.right) == 0:
+            self.error(e.right.span, "division by zero")
+        return t
+
+    def int_operand(self, e: S.Expr, want) -> Type:
+        t = self.expr(e, want)
+        if t == BOOL:
+            return self.record(e, U64 if want is None else want)
+        if not isinstance(t, IntT):
+            self.error(e.span, f"expected an integer, not {t}")
+            return I64
+        return t
+
+    def arith_operand(self, op: str, e: S.Expr, t: IntT) -> None:
+        self.int_operand(e, U64 if op in ("<<", ">>") else t)
+
+    def expr_UnaryOp(self, e: S.UnaryOp, want) -> Type:
+        if e.op == "not":
+            self.condition(e.operand)
+            return BOOL
+        return self.int_operand(e.operand, want)
+
+    def expr_BoolOp(self, e: S.BoolOp, want) -> Type:
+        for v in e.values:
+            self.condition(v)
+        return BOOL
+
+    def expr_Compare(self, e: S.Compare, want) -> Type:
+        operands = (e.left,) + e.comparators
+        for op, a, b in zip(e.ops, operands, operands[1:]):
+            if op in ("is", "is not"):
+                if not (isinstance(b, S.Constant) and b.value is None):
+                    self.error(b.span, f"'{op}' compares only with None", "use == or != for integers")
+                elif not isinstance(self.expr(a), PtrT):
+                    self.error(a.span, f"only a map reference from m.lookup(k) can be None")
+                self.record(b, NONE)
+                continue
+            ca, cb = self.mod.fold(a) is not None, self.mod.fold(b) is not None
+            ta = self.int_operand(a, None) if not ca else None
+            tb = self.int_operand(b, ta) if not cb or ta is not None else None
+            if ta is None:
+                ta = self.int_operand(a, tb)
+        return BOOL
+
+    def condition(self, e: S.Expr) -> None:
+        t = self.expr(e)
+        if not isinstance(t, (IntT, BoolT, PtrT)):
+            self.error(e.span, f"a condition must be an integer, bool or reference, not {t}")
+
+    def narrowing(self, test: S.Expr) -> tuple[set[str], set[str]]:
+        """Names of map references proven non-None when `test` is true, and when it is false."""
+        if isinstance(test, S.Name) and isinstance(self.locals.get(test.id), PtrT):
+            return {test.id}, set()
+        if isinstance(test, S.UnaryOp) and test.op == "not":
+            yes, no = self.narrowing(test.operand)
+            return no, yes
+        if isinstance(test, S.Compare) and len(test.ops) == 1 and isinstance(test.left, S.Name) \
+                and test.ops[0] in ("is", "is not"):
+            names = {test.left.id}
+            return (names, set()) if test.ops[0] == "is not" else (set(), names)
+        if isinstance(test, S.BoolOp) and test.op == "and":
+            return set().union(*(self.narrowing(v)[0] for v in test.values)), set()
+        return set(), set()
+
+    def expr_Attribute(self, e: S.Attribute, want) -> Type:
+        base = self.expr(e.value)
+        if isinstance(base, PtrT) and base.nullable:
+            self.error(e.value.span, f"{self.source_text(e.value)} may be None here",
+                       f"check first: `if {self.source_text(e.value)} is not None:`")
+        st = base.target if isinstance(base, PtrT) else base
+        if not isinstance(st, StructT):
+            self.error(e.span, f"{base} has no attribute {e.attr!r}")
+            return I64
+        f = st.field(e.attr)
+        if f is None:
+            names = ", ".join(x.name for x in st.fields)
+            self.error(e.span, f"struct {st.name} has no field {e.attr!r}", f"its fields are: {names}")
+            return I64
+        return f.type
+
+    def expr_Subscript(self, e: S.Subscript, want) -> Type:
+        base = self.expr(e.value)
+        if isinstance(base, MapT):
+            self.convert(e.index, base.key, "map key")
+            return base.value
+        if isinstance(base, PtrT):
+            if base.nullable:
+                self.error(e.value.span, f"{self.source_text(e.value)} may be None here",
+                           f"check first: `if {self.source_text(e.value)} is not None:`")
+            if isinstance(base.target, IntT):
+                if self.mod.fold(e.index) != 0:
+                    self.error(e.index.span, "a reference to an integer is read and written as ref[0]")
+                self.expr(e.index, U64)
+                return base.target
+            base = base.target
+        if not isinstance(base, ArrayT):
+            self.error(e.span, f"{base} cannot be indexed")
+            return I64
+        idx = self.mod.fold(e.index)
+        self.int_operand(e.index, U64 if idx is not None else None)
+        if idx is not None and not 0 <= idx < base.length:
+            self.error(e.index.span, f"index {idx} is out of range for {base} (0 to {base.length - 1})")
+        if idx is None and self.in_ctx(e.value) and self.info.kind in ("syscall", "tracepoint",
+                                                                       "socket_filter"):
+            self.error(e.index.span, "the ctx cannot be indexed by a variable (the verifier rejects "
+                       "a ctx access at a variable offset)",
+                       f"copy it to the stack first: `local = {self.source_text(e.value)}` "
+                       f"then `local[{self.source_text(e.index)}]`")
+        return base.elem
+
+    def in_ctx(self, e: S.Expr) -> bool:
+        while isinstance(e, (S.Attribute, S.Subscript)):
+            e = e.value
+        return isinstance(e, S.Name) and e.id == self.ctx_name
+
+    def lvalue(self, e: S.Expr) -> Type | None:
+        """The type of an assignable location: a local, a struct field, an array element."""
+        if isinstance(e, S.Name):
+            if e.id not in self.locals:
+                self.error(e.span, f"{e.id!r} is used before it is assigned")
+                return None
+            return self.expr(e)
+        if isinstance(e, (S.Attribute, S.Subscript)):
+            root = e
+            while isinstance(root, (S.Attribute, S.Subscript)):
+                root = root.value
+            t = self.expr(e)
+            if self.info.kind == "tracepoint" and self.in_ctx(e):
+                self.error(e.span, "a tracepoint's record is read-only")
+            return t
+        self.error(e.span, f"cannot assign to {describe(e)}")
+        return None
+
+    def expr_type_of_base(self, e: S.Expr) -> Type | None:
+        if isinstance(e, S.Name) and e.id not in self.locals:
+            sym = self.mod.globals.get(e.id)
+            return sym.type if sym is not None and sym.kind == "map" else None
+        return None
+
+    def convert(self, e: S.Expr, want: Type, what: str) -> None:
+        """`e` is stored into a location of type `want`: integers convert as in C (wrapping),
+        structs and arrays copy when their types match, references only to the same type."""
+        got = self.expr(e, want)
+        if isinstance(want, IntT) and isinstance(got, (IntT, BoolT)):
+            return
+        if got == want:
+            return
+        if isinstance(got, PtrT) and got.target == want:
+            return  # copy out of a reference: `c: Pair = ctx`
+        if isinstance(want, PtrT) and isinstance(got, PtrT) and got.target == want.target:
+            return
+        self.error(e.span, f"{what} has type {got}, expected {want}")
+
+    def global_kind(self, name: str) -> str | None:
+        sym = self.mod.globals.get(name)
+        return sym.kind if sym is not None else None
+
+    def source_text(self, e: S.Expr) -> str:
+        s = e.span
+        if s.line != s.end_line:
+            return "..."
+        return s.source.line(s.line)[s.col - 1:s.end_col - 1]
+
+    # ----- calls ----------------------------------------------------------------------
+    def is_sizeof(self, e: S.Call) -> bool:
+        return isinstance(e.func, S.Name) and self.global_kind(e.func.id) == "builtin" \
+            and self.mod.globals[e.func.id].value == "sizeof"
+
+    def expr_Call(self, e: S.Call, want) -> Type:
+        return self.call(e, statement=False)
+
+    def call(self, e: S.Call, statement: bool) -> Type:
+        if isinstance(e.func, S.Attribute) and isinstance(self.expr_type_of_base(e.func.value), MapT):
+            return self.map_method(e)
+        if isinstance(e.func, S.Name) and e.func.id == "print" and self.global_kind("print") is None:
+            if not statement:
+                self.error(e.span, "print() is a statement; it has no value")
+            return self.print_call(e)
+        sym = self.mod.callee_symbol(e.func)
+        if e.keywords and sym.kind != "struct":
+            self.error(e.keywords[0].span, "keyword arguments are only for Struct constructors",
+                       "pass the arguments by position")
+        handler = getattr(self, "call_" + sym.kind, None)
+        if handler is None:
+            name = self.source_text(e.func)
+            self.error(e.func.span, f"{name!r} cannot be called in a BPF program",
+                       "call a helper, a prep_* function, a cast like u32(x), a Struct, "
+                       "or a function of this module")
+            return I64
+        return handler(e, sym)
+
+    def call_int_type(self, e: S.Call, sym: Symbol) -> Type:
+        if len(e.args) != 1:
+            self.error(e.span, f"{sym.type}() takes one argument")
+            return sym.type
+        self.out.calls[e] = CallTarget("cast", sym.type)
+        v = self.mod.fold(e.args[0])
+        if v is not None:
+            self.record(e.args[0], I64 if default_int(v) == I64 else default_int(v), v)
+            self.out.values[e] = sym.type.wrap(v)
+            return sym.type
+        self.int_operand(e.args[0], None)
+        return sym.type
+
+    def call_struct(self, e: S.Call, sym: Symbol) -> Type:
+        st: StructT = sym.type
+        self.out.calls[e] = CallTarget("ctor", st)
+        if e.args:
+            self.error(e.args[0].span, f"{st.name}(...) takes keyword arguments",
+                       f"write {st.name}({st.fields[0].name}=...)")
+        for kw in e.keywords:
+            f = st.field(kw.name)
+            if f is None:
+                self.error(kw.span, f"struct {st.name} has no field {kw.name!r}")
+            else:
+                self.convert(kw.value, f.type, f"field {kw.name}")
+        return st
+
+    def call_builtin(self, e: S.Call, sym: Symbol) -> Type:
+        if sym.value == "sizeof":
+            self.error(e.span, "sizeof() takes one type", "e.g. sizeof(Pair)")
+            return I64
+        self.error(e.span, f"{sym.value}(...) is only allowed at module level")
+        return I64
+
+    def call_helper(self, e: S.Call, sym: Symbol) -> Type:
+        h: Helper = sym.value
+        self.out.calls[e] = CallTarget("helper", h)
+        if h.programs and self.info.kind not in h.programs:
+            where = "a subprogram" if self.info.kind is None else f"a @{self.info.kind} program"
+            self.error(e.func.span, f"{h.name}() cannot be called from {where}",
+                       f"it is available in @{', @'.join(sorted(h.programs))} programs")
+        if len(e.args) != len(h.params):
+            self.error(e.span, f"{h.name}() takes {len(h.params)} arguments, got {len(e.args)}")
+            return h.ret
+        for a, p in zip(e.args, h.params):
+            if p.kind == CTX:
+                if not (isinstance(a, S.Name) and a.id == self.ctx_name):
+                    self.error(a.span, f"{h.name}() needs the program's ctx here",
+                               f"pass {self.ctx_name or 'ctx'}")
+                self.expr(a)
+            elif p.kind == INT:
+                self.convert(a, p.type, "argument")
+            elif p.kind == REF_SIZE:
+                self.ref_argument(h.name, a, p.struct)
+        return h.ret
+
+    def ref_argument(self, helper: str, a: S.Expr, struct: str | None) -> None:
+        t = self.expr(a)
+        target = t.target if isinstance(t, PtrT) else t
+        if not isinstance(a, (S.Name, S.Attribute, S.Subscript)) or isinstance(t, MapT):
+            self.error(a.span, f"{helper}() needs a variable to pass by address")
+        elif struct is not None and getattr(target, "name", None) != struct:
+            self.error(a.span, f"{helper}() needs a {struct}, not {target}",
+                       f"e.g. `buf = {struct}()` then {helper}(..., buf)")
+        elif not isinstance(target, (StructT, ArrayT, IntT)):
+            self.error(a.span, f"{helper}() needs a struct, array or integer variable")
+
+    def call_prep(self, e: S.Call, sym: Symbol) -> Type:
+        consts, fields = PREPS[sym.value]
+        self.out.calls[e] = CallTarget("prep", sym.value)
+        if len(e.args) != 1 + len(fields):
+            self.error(e.span, f"{sym.value}() takes {1 + len(fields)} arguments: "
+                       f"sqe{''.join(', ' + f for f in fields)}")
+            return NONE
+        self.ref_argument(sym.value, e.args[0], "Sqe")
+        sqe = self.out.types.get(e.args[0])
+        st = sqe.target if isinstance(sqe, PtrT) else sqe
+        for a, fname in zip(e.args[1:], fields):
+            f = st.field(fname) if isinstance(st, StructT) else None
+            self.convert(a, f.type if f else U64, fname)
+        return NONE
+
+    def call_func(self, e: S.Call, sym: Symbol) -> Type:
+        d: S.FunctionDef = sym.value
+        if d.decorators:
+            self.error(e.func.span, f"{d.name} is a program; programs cannot call each other",
+                       "move the shared code into an undecorated function and call that")
+            return I64
+        callee = self.mod.function(d, None, None) if d.name not in self.out.functions \
+            else self.out.functions[d.name]
+        if d.name not in self.info.calls:
+            self.info.calls.append(d.name)
+        self.out.calls[e] = CallTarget("subprog", d.name)
+        if callee is None:
+            return I64
+        if len(e.args) != len(callee.params):
+            self.error(e.span, f"{d.name}() takes {len(callee.params)} arguments, got {len(e.args)}")
+            return callee.ret
+        for a, (pname, pt) in zip(e.args, callee.params):
+            if isinstance(pt, PtrT):
+                got = self.expr(a)
+                target = got.target if isinstance(got, PtrT) else got
+                if target != pt.target or not isinstance(a, (S.Name, S.Attribute, S.Subscript)):
+                    self.error(a.span, f"argument {pname} must be a {pt.target} variable, not {got}")
+            else:
+                self.convert(a, pt, f"argument {pname}")
+        return callee.ret
+
+    def map_method(self, e: S.Call) -> Type:
+        m: MapT = self.expr(e.func.value)
+        if e.func.attr != "lookup" or len(e.args) != 1:
+            self.error(e.func.span, f"maps have no method {e.func.attr!r} with these arguments",
+                       "use m[k], m[k] = v, del m[k], or m.lookup(k)")
+            return I64
+        self.convert(e.args[0], m.key, "map key")
+        self.out.calls[e] = CallTarget("lookup", m)
+        return PtrT(m.value, nullable=True)
+
+    def print_call(self, e: S.Call) -> Type:
+        self.out.calls[e] = CallTarget("print")
+        ints = 0
+        for a in e.args:
+            t = self.expr(a)
+            if t == STR:
+                continue
+            if not isinstance(t, (IntT, BoolT)):
+                self.error(a.span, f"print() shows strings and integers, not {t}")
+            ints += 1
+        if ints > MAX_PRINT_ARGS:
+            self.error(e.span, f"print() shows at most {MAX_PRINT_ARGS} integers (bpf_trace_printk); "
+                       f"got {ints}", "split it into several print() calls")
+        return NONE
+
+
+def default_int(value: int) -> IntT:
+    return I64 if value <= I64.max else U64
+
+
+def walk(body):
+    for stmt in body:
+        yield stmt
+        for attr in ("body", "orelse"):
+            yield from walk(getattr(stmt, attr, ()))

@@ -1,0 +1,114 @@
+"""Debug metadata in the shape clang emits for BPF, which is all LLVM needs to write `.BTF`
+(types of programs, structs and maps) and `.BTF.ext` (function and line info).
+
+Types are named for the kernel's tools: each DSL integer is a typedef (`u32`) of the C base
+type (`unsigned int`), structs keep their Python names and layout, and a map is libbpf's
+anonymous struct of `type`, `max_entries`, `key` and `value` pointers.
+"""
+from __future__ import annotations
+
+import os
+
+import llvmlite.ir as ir
+
+from .typesys import ArrayT, BoolT, IntT, MapT, PtrT, StructT, Type
+
+C_NAMES = {(8, False): "unsigned char", (8, True): "signed char", (16, False): "unsigned short",
+           (16, True): "short", (32, False): "unsigned int", (32, True): "int",
+           (64, False): "unsigned long long", (64, True): "long long"}
+
+
+class DebugInfo:
+    def __init__(self, module: ir.Module, path: str) -> None:
+        self.m = module
+        directory, name = os.path.split(os.path.abspath(path)) if not path.startswith("<") else ("", path)
+        self.file = self.node("DIFile", filename=name, directory=directory)
+        self.cu = self.node("DICompileUnit", distinct=True,
+                            language=ir.DIToken("DW_LANG_C11"), file=self.file,
+                            producer="pybpf_uring", isOptimized=True, runtimeVersion=0,
+                            emissionKind=ir.DIToken("FullDebug"), nameTableKind=ir.DIToken("None"))
+        self.m.add_named_metadata("llvm.dbg.cu", self.cu)
+        for behaviour, key, value in ((7, "Dwarf Version", 5), (2, "Debug Info Version", 3)):
+            self.m.add_named_metadata("llvm.module.flags",
+                                      [ir.Constant(ir.IntType(32), behaviour), key,
+                                       ir.Constant(ir.IntType(32), value)])
+        self.types: dict[object, ir.DIValue] = {}
+        self.scopes: dict[str, ir.DIValue] = {}
+        self.locations: dict[tuple, ir.DIValue] = {}
+
+    def node(self, kind: str, distinct: bool = False, **operands) -> ir.DIValue:
+        return self.m.add_debug_info(kind, operands, is_distinct=distinct)
+
+    # ----- types ----------------------------------------------------------------------
+    def type(self, t: Type | None) -> ir.DIValue | None:
+        key = id(t) if isinstance(t, StructT) else t
+        if key not in self.types:
+            self.types[key] = self.make_type(t)
+        return self.types[key]
+
+    def make_type(self, t: Type) -> ir.DIValue | None:
+        if isinstance(t, IntT):
+            base = self.node("DIBasicType", name=C_NAMES[t.bits, t.signed], size=t.bits,
+                             encoding=ir.DIToken("DW_ATE_signed" if t.signed else "DW_ATE_unsigned"))
+            return self.node("DIDerivedType", tag=ir.DIToken("DW_TAG_typedef"), name=t.name,
+                             file=self.file, baseType=base)
+        if isinstance(t, BoolT):
+            return self.node("DIBasicType", name="_Bool", size=8, encoding=ir.DIToken("DW_ATE_boolean"))
+        if isinstance(t, PtrT):
+            return self.pointer(self.type(t.target))
+        if isinstance(t, ArrayT):
+            return self.array(self.type(t.elem), t.length, t.size * 8)
+        if isinstance(t, StructT):
+            members = [self.member(f.name, self.type(f.type), f.type.size * 8, f.offset * 8, f.line or t.line)
+                       for f in t.fields]
+            return self.node("DICompositeType", tag=ir.DIToken("DW_TAG_structure_type"), name=t.name,
+                             file=self.file, line=t.line, size=t.size * 8, elements=self.m.add_metadata(members))
+        return None
+
+    def pointer(self, target: ir.DIValue | None) -> ir.DIValue:
+        return self.node("DIDerivedType", tag=ir.DIToken("DW_TAG_pointer_type"), baseType=target, size=64)
+
+    def array(self, elem: ir.DIValue, count: int, bits: int) -> ir.DIValue:
+        sub = self.node("DISubrange", count=count)
+        return self.node("DICompositeType", tag=ir.DIToken("DW_TAG_array_type"), baseType=elem,
+                         size=bits, elements=self.m.add_metadata([sub]))
+
+    def member(self, name: str, t: ir.DIValue, bits: int, offset: int, line: int) -> ir.DIValue:
+        return self.node("DIDerivedType", tag=ir.DIToken("DW_TAG_member"), name=name, file=self.file,
+                         line=line, baseType=t, size=bits, offset=offset)
+
+    # ----- program entities -----------------------------------------------------------
+    def map_variable(self, gv: ir.GlobalVariable, name: str, mt: MapT, line: int) -> None:
+        """libbpf reads a map's definition from the BTF of this struct, never from its bytes."""
+        int_t = self.node("DIBasicType", name="int", size=32, encoding=ir.DIToken("DW_ATE_signed"))
+
+        def number(n: int) -> ir.DIValue:  # `int (*name)[n]`: the value lives in the array size
+            return self.pointer(self.array(int_t, n, 32 * n))
+
+        fields = [("type", number(mt.map_type)), ("max_entries", number(mt.max_entries)),
+                  ("key", self.pointer(self.type(mt.key))), ("value", self.pointer(self.type(mt.value)))]
+        members = [self.member(n, t, 64, 64 * i, line) for i, (n, t) in enumerate(fields)]
+        struct = self.node("DICompositeType", tag=ir.DIToken("DW_TAG_structure_type"), file=self.file,
+                           line=line, size=256, elements=self.m.add_metadata(members))
+        var = self.node("DIGlobalVariable", distinct=True, name=name, scope=self.cu, file=self.file,
+                        line=line, type=struct, isLocal=False, isDefinition=True)
+        gv.set_metadata("dbg", self.node("DIGlobalVariableExpression", var=var,
+                                         expr=self.node("DIExpression")))
+
+    def function(self, fn: ir.Function, info) -> None:
+        ret = None if info.ret.__class__.__name__ == "NoneT" else self.type(info.ret)
+        proto = self.node("DISubroutineType",
+                          types=self.m.add_metadata([ret] + [self.type(t) for _, t in info.params]))
+        line = info.node.span.line
+        sp = self.node("DISubprogram", distinct=True, name=info.name, scope=self.file, file=self.file,
+                       line=line, type=proto, scopeLine=line, flags=ir.DIToken("DIFlagPrototyped"),
+                       spFlags=ir.DIToken("DISPFlagDefinition | DISPFlagOptimized"), unit=self.cu)
+        fn.set_metadata("dbg", sp)
+        self.scopes[fn.name] = sp
+
+    def location(self, span, fn: ir.Function) -> ir.DIValue:
+        key = (fn.name, span.line, span.col)
+        if key not in self.locations:
+            self.locations[key] = self.node("DILocation", line=span.line, column=span.col,
+                                            scope=self.scopes[fn.name])
+        return self.locations[key]
