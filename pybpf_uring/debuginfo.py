@@ -35,6 +35,7 @@ class DebugInfo:
         self.types: dict[object, ir.DIValue] = {}
         self.scopes: dict[str, ir.DIValue] = {}
         self.locations: dict[tuple, ir.DIValue] = {}
+        self.pending: list[tuple[ir.DIValue, int, list]] = []
 
     def node(self, kind: str, distinct: bool = False, **operands) -> ir.DIValue:
         return self.m.add_debug_info(kind, operands, is_distinct=distinct)
@@ -102,7 +103,10 @@ class DebugInfo:
         line = info.node.span.line
         sp = self.node("DISubprogram", distinct=True, name=info.name, scope=self.file, file=self.file,
                        line=line, type=proto, scopeLine=line, flags=ir.DIToken("DIFlagPrototyped"),
-                       spFlags=ir.DIToken("DISPFlagDefinition | DISPFlagOptimized"), unit=self.cu)
+                       spFlags=ir.DIToken("DISPFlagDefinition | DISPFlagOptimized"
+                                           + ("" if info.kind else " | DISPFlagLocalToUnit")),
+                       unit=self.cu)
+        self.pending.append((sp, line, info.params))
         fn.set_metadata("dbg", sp)
         self.scopes[fn.name] = sp
 
@@ -112,3 +116,13 @@ class DebugInfo:
             self.locations[key] = self.node("DILocation", line=span.line, column=span.col,
                                             scope=self.scopes[fn.name])
         return self.locations[key]
+
+    def finish(self) -> None:
+        """Give each subprogram its parameters.  BTF takes parameter names from them (the kernel
+        rejects a FUNC with unnamed arguments).  They point back at their subprogram, and
+        llvmlite hashes metadata by content, so the cycle is closed last, once no more nodes
+        are created."""
+        for sp, line, params in self.pending:
+            nodes = [self.node("DILocalVariable", name=name, arg=i + 1, scope=sp, file=self.file,
+                               line=line, type=self.type(t)) for i, (name, t) in enumerate(params)]
+            sp.operands += (("retainedNodes", self.m.add_metadata(nodes)),)

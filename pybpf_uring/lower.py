@@ -69,6 +69,7 @@ class ModuleLowering:
         for info in self.c.functions.values():
             FunctionLowering(self, info).run()
         self.license()
+        self.dbg.finish()
         return LoweredModule(str(self.m), self.cpu, self.c.module.source.path)
 
     def declare_map(self, name: str, mt: MapT, node: S.Assign) -> None:
