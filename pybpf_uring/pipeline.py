@@ -2,28 +2,40 @@
 chains them, and is what `compile_file`, `compile_module`, `Program.compile()` and the CLI use."""
 from __future__ import annotations
 
-from .diagnostics import CompileError
+from dataclasses import dataclass
 
 
-def compile_source(text: str, path: str = "<string>", cpu: str = "v3", only: set[str] | None = None,
-                   first_line: int = 1):
-    from .parse import parse_source
-    return compile_tree(parse_source(text, path, first_line), cpu, only)
+@dataclass(frozen=True)
+class Compilation:
+    """Every stage's output, so the CLI can dump any of them (`--dump ast|ir|ir-opt|asm`)."""
+
+    tree: object      # syntax.Module
+    ir: str           # LLVM IR as lowered
+    ir_opt: str       # after the -O2 pipeline
+    object: object    # objfile.BpfObject
 
 
-def compile_tree(module, cpu: str = "v3", only: set[str] | None = None):
+def compile_tree(module, cpu: str = "v3", only: set[str] | None = None) -> Compilation:
     from .check import check
     from .emit import emit
     from .lower import lower
     from .objfile import BpfObject
-    emitted = emit(lower(check(module, only), cpu))
-    return BpfObject.read(emitted.elf)
+    lowered = lower(check(module, only), cpu)
+    emitted = emit(lowered)
+    return Compilation(module, lowered.ir, emitted.ir_opt, BpfObject.read(emitted.elf))
+
+
+def compile_source(text: str, path: str = "<string>", cpu: str = "v3", only: set[str] | None = None):
+    """Source text of a BPF module → BpfObject."""
+    from .parse import parse_source
+    return compile_tree(parse_source(text, path), cpu, only).object
 
 
 def compile_file(path, cpu: str = "v3"):
     """All programs and maps of a BPF module file → one BpfObject."""
+    from .parse import parse_source
     with open(path, encoding="utf-8") as f:
-        return compile_source(f.read(), str(path), cpu)
+        return compile_tree(parse_source(f.read(), str(path)), cpu).object
 
 
 def compile_module(module, cpu: str = "v3"):
@@ -34,7 +46,4 @@ def compile_module(module, cpu: str = "v3"):
 def compile_function(program, cpu: str = "v3"):
     """One decorated function, with what it uses from its module (or notebook cell)."""
     from .parse import parse_function
-    return compile_tree(parse_function(program), cpu, only={program.name})
-
-
-__all__ = ["compile_source", "compile_file", "compile_module", "compile_function", "CompileError"]
+    return compile_tree(parse_function(program), cpu, only={program.name}).object

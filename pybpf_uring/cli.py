@@ -1,0 +1,152 @@
+"""`pybpf-uring`: compile, disassemble, check and verify BPF programs written in Python.
+
+Exit status (SPEC.md): 0 success, 1 a diagnosed error in the user's program or object,
+2 bad usage.  Errors go to stderr as `path:line:col: error: …` with the source line and a caret;
+a Python traceback is never shown for a user's input.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+STAGES = ("ast", "ir", "ir-opt", "asm")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pybpf-uring", description="Write io_uring BPF programs in Python.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help: str, target: str = "FILE.py"):
+        c = sub.add_parser(name, help=help, description=help)
+        c.add_argument("file", metavar=target)
+        c.add_argument("--cpu", choices=("v1", "v2", "v3", "v4"), default="v3",
+                       help="BPF instruction set version (default v3)")
+        return c
+
+    c = command("compile", "compile a BPF module to an ELF object")
+    c.add_argument("-o", "--output", metavar="FILE.o", help="output object (default: FILE.o beside FILE.py)")
+    c.add_argument("--dump", choices=STAGES, action="append", default=[],
+                   help="print a stage's output to stdout (repeatable)")
+    command("disasm", "disassemble an object, or a module after compiling it", "FILE.o|FILE.py")
+    command("check", "parse and check a BPF module without emitting code")
+    command("verify", "load an object's kernel programs through the verifier", "FILE.o|FILE.py")
+    command("run", "run a module's io_uring programs on a real ring")
+    plugin = sub.add_parser("conformance-plugin", help="bpf_conformance plugin: program hex on stdin")
+    plugin.add_argument("memory", nargs="?", default="", help="memory as hex bytes")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        return EXIT_ERROR
+    except Exception as exc:  # noqa: BLE001 - the one place user-facing errors are rendered
+        return report(exc)
+
+
+def report(exc: Exception) -> int:
+    from .diagnostics import CompileError
+    if isinstance(exc, CompileError):
+        print(exc, file=sys.stderr)
+        return EXIT_ERROR
+    if isinstance(exc, OSError) and exc.filename:
+        print(f"{exc.filename}: error: {exc.strerror}", file=sys.stderr)
+        return EXIT_ERROR
+    if type(exc).__name__ in ("ObjectError", "LoadError", "VerifierError"):
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    if os.environ.get("PYBPF_URING_DEBUG"):
+        raise exc
+    print(f"internal error in pybpf_uring: {type(exc).__name__}: {exc}\n"
+          "  (this is a bug in pybpf_uring, not in your program; PYBPF_URING_DEBUG=1 shows the "
+          "traceback)", file=sys.stderr)
+    return EXIT_ERROR
+
+
+def read_source(path: str):
+    from .parse import parse_source
+    with open(path, encoding="utf-8") as f:
+        return parse_source(f.read(), path)
+
+
+def load_object(path: str, cpu: str):
+    """An object file as it is, or a Python module compiled first."""
+    if path.endswith(".py"):
+        from .pipeline import compile_tree
+        return compile_tree(read_source(path), cpu).object
+    from .objfile import BpfObject
+    return BpfObject.read(path)
+
+
+def cmd_compile(args) -> int:
+    from .pipeline import compile_tree
+    result = compile_tree(read_source(args.file), args.cpu)
+    dumps = {"ast": lambda: dump_tree(result.tree), "ir": lambda: result.ir,
+             "ir-opt": lambda: result.ir_opt, "asm": result.object.disasm}
+    for stage in args.dump:
+        print(dumps[stage]())
+    out = args.output or os.path.splitext(args.file)[0] + ".o"
+    result.object.write(out)
+    return EXIT_OK
+
+
+def cmd_disasm(args) -> int:
+    print(load_object(args.file, args.cpu).disasm(), end="")
+    return EXIT_OK
+
+
+def cmd_check(args) -> int:
+    from .check import check
+    checked = check(read_source(args.file))
+    names = ", ".join(f"{p.name} ({p.section})" for p in checked.programs)
+    print(f"{args.file}: ok: {names}")
+    return EXIT_OK
+
+
+def cmd_verify(args) -> int:
+    obj = load_object(args.file, args.cpu)
+    with obj.load() as loaded:
+        for name, prog in loaded.programs.items():
+            print(f"{name}: verified")
+    return EXIT_OK
+
+
+def cmd_run(args) -> int:
+    print(f"{args.file}: error: `pybpf-uring run` needs the io_uring runtime (Ring and the "
+          "userspace engine), which this version does not have yet", file=sys.stderr)
+    return EXIT_ERROR
+
+
+def cmd_conformance_plugin(args) -> int:
+    from .conformance import plugin_main
+    return plugin_main([args.memory] if args.memory else [], sys.stdin, sys.stdout, sys.stderr)
+
+
+def dump_tree(node, indent: int = 0) -> str:
+    """The syntax tree, one node per line, with each node's line:col."""
+    from dataclasses import fields, is_dataclass
+    pad = "  " * indent
+    if not is_dataclass(node):
+        return f"{pad}{node!r}"
+    span = getattr(node, "span", None)
+    head = f"{pad}{type(node).__name__}" + (f" @{span.line}:{span.col}" if span is not None else "")
+    scalars, children = [], []
+    for f in fields(node):
+        if f.name in ("span", "source"):
+            continue
+        v = getattr(node, f.name)
+        if is_dataclass(v):
+            children.append(dump_tree(v, indent + 1))
+        elif isinstance(v, tuple) and v and all(is_dataclass(x) for x in v):
+            children.extend(dump_tree(x, indent + 1) for x in v)
+        else:
+            scalars.append(f"{f.name}={v!r}")
+    return "\n".join([head + (" " + " ".join(scalars) if scalars else "")] + children)
+
+
+COMMANDS = {"compile": cmd_compile, "disasm": cmd_disasm, "check": cmd_check, "verify": cmd_verify,
+            "run": cmd_run, "conformance-plugin": cmd_conformance_plugin}
