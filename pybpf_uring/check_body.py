@@ -440,6 +440,13 @@ class BodyChecker:
                        f"then `local[{self.source_text(e.index)}]`")
         return base.elem
 
+    def variable_index(self, e: S.Expr) -> bool:
+        while isinstance(e, (S.Attribute, S.Subscript)):
+            if isinstance(e, S.Subscript) and self.mod.fold(e.index) is None:
+                return True
+            e = e.value
+        return False
+
     def in_ctx(self, e: S.Expr) -> bool:
         while isinstance(e, (S.Attribute, S.Subscript)):
             e = e.value
@@ -582,6 +589,9 @@ class BodyChecker:
         target = t.target if isinstance(t, PtrT) else t
         if not isinstance(a, (S.Name, S.Attribute, S.Subscript)) or isinstance(t, MapT):
             self.error(a.span, f"{helper}() needs a variable to pass by address")
+        elif self.variable_index(a):
+            self.error(a.span, "an element at a variable index cannot be passed by address",
+                       "copy it to a local first")
         elif struct is not None and getattr(target, "name", None) != struct:
             self.error(a.span, f"{helper}() needs a {struct}, not {target}",
                        f"e.g. `buf = {struct}()` then {helper}(..., buf)")
@@ -625,6 +635,9 @@ class BodyChecker:
                 target = got.target if isinstance(got, PtrT) else got
                 if target != pt.target or not isinstance(a, (S.Name, S.Attribute, S.Subscript)):
                     self.error(a.span, f"argument {pname} must be a {pt.target} variable, not {got}")
+                elif self.variable_index(a):
+                    self.error(a.span, "an element at a variable index cannot be passed by reference",
+                               "copy it to a local first")
             else:
                 self.convert(a, pt, f"argument {pname}")
         return callee.ret

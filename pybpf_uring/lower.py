@@ -11,6 +11,8 @@ array index outside the array reads 0 and writes nothing.
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 from dataclasses import dataclass
 
 import llvmlite.ir as ir
@@ -192,7 +194,10 @@ class FunctionLowering:
             self.map_update(target, m, self.value_ptr(s.value, m.value), BPF_ANY)
             return
         t = self.c.types[target] if not isinstance(target, S.Name) else self.info.locals[target.id]
-        self.store_into(self.address(target), t, s.value)
+        guards: list[ir.Value] = []
+        addr = self.address(target, guards)
+        with self.guarded(guards):
+            self.store_into(addr, t, s.value)
 
     def store_into(self, addr: ir.Value, t: Type, value: S.Expr) -> None:
         if isinstance(t, (StructT, ArrayT)):
@@ -210,8 +215,10 @@ class FunctionLowering:
             self.map_augassign(s, self.c.types[target.value])
             return
         t = self.c.types[target]
-        addr = self.address(target)
-        self.store(self.binop(s.op, self.load(addr, t), t, s.value, t), addr, t)
+        guards: list[ir.Value] = []
+        addr = self.address(target, guards)
+        with self.guarded(guards):
+            self.store(self.binop(s.op, self.load(addr, t), t, s.value, t), addr, t)
 
     def stmt_If(self, s: S.If) -> None:
         cond = self.condition(s.test)
@@ -299,45 +306,53 @@ class FunctionLowering:
                                 ir.Constant(I1, 0)], arg_attrs={0: ()})
         call.arg_attributes[0].align = t.align
 
-    def address(self, e: S.Expr) -> ir.Value:
-        """The address of an lvalue (a local, a field, an array element, ref[0])."""
+    def address(self, e: S.Expr, guards: list[ir.Value] | None = None) -> ir.Value:
+        """The address of an lvalue (a local, a field, an array element, ref[0]).  Each variable
+        array index adds `index < length` to `guards`: the access happens only when all hold,
+        so a program never touches memory outside the array (and the verifier sees why)."""
         if isinstance(e, S.Name):
             return self.slots[e.id]
         if isinstance(e, S.Attribute):
             st = self.struct_of(e.value)
-            return self.offset(self.base_address(e.value), st.field(e.attr).offset)
+            return self.offset(self.base_address(e.value, guards), st.field(e.attr).offset)
         if isinstance(e, S.Subscript):
             base_t = self.c.types[e.value]
-            base = self.base_address(e.value)
+            base = self.base_address(e.value, guards)
             if isinstance(base_t, PtrT) and isinstance(base_t.target, IntT):
                 return base
             arr = base_t.target if isinstance(base_t, PtrT) else base_t
             if e.index in self.c.values:
                 return self.offset(base, self.c.values[e.index] * arr.elem.size)
             idx = self.convert(self.value(e.index), self.c.types[e.index], U64)
+            if guards is None:
+                raise AssertionError("a variable index needs a bounds guard")
+            guards.append(self.b.icmp_unsigned("<", idx, ir.Constant(I64_IR, arr.length)))
             return self.offset(base, self.b.mul(idx, ir.Constant(I64_IR, arr.elem.size)))
         return self.aggregate(e)
 
-    def base_address(self, e: S.Expr) -> ir.Value:
+    def guarded(self, guards: list[ir.Value]):
+        """A block that runs only when every bounds guard holds."""
+        if not guards:
+            return contextlib.nullcontext()
+        return self.b.if_then(functools.reduce(self.b.and_, guards))
+
+    def base_address(self, e: S.Expr, guards: list[ir.Value] | None = None) -> ir.Value:
         t = self.c.types[e]
         if isinstance(t, PtrT):
             return self.value(e)
-        return self.address(e)
+        return self.address(e, guards)
 
     def struct_of(self, e: S.Expr) -> StructT:
         t = self.c.types[e]
         return t.target if isinstance(t, PtrT) else t
 
-    def guarded_index(self, e: S.Subscript, access) -> ir.Value | None:
-        """A variable index is checked against the array length: outside it a read gives 0 and
-        a write does nothing (and the verifier sees a bounded offset)."""
-        base_t = self.c.types[e.value]
-        arr = base_t.target if isinstance(base_t, PtrT) else base_t
-        if e.index in self.c.values or not isinstance(arr, ArrayT):
-            return access(self.address(e))
-        idx = self.convert(self.value(e.index), self.c.types[e.index], U64)
-        ok = self.b.icmp_unsigned("<", idx, ir.Constant(I64_IR, arr.length))
-        return self.either(ok, lambda: access(self.address(e)))
+    def read(self, e: S.Expr, t: Type) -> ir.Value:
+        """Load an lvalue; outside its array bounds the value is 0."""
+        guards: list[ir.Value] = []
+        addr = self.address(e, guards)
+        if not guards:
+            return self.load(addr, t)
+        return self.either(functools.reduce(self.b.and_, guards), lambda: self.load(addr, t))
 
     # ----- values ---------------------------------------------------------------------
     def value(self, e: S.Expr, want: Type | None = None) -> ir.Value:
@@ -381,12 +396,12 @@ class FunctionLowering:
         return self.b.load(self.slots[e.id], align=t.align)
 
     def expr_Attribute(self, e: S.Attribute, t: Type) -> ir.Value:
-        return self.load(self.address(e), t)
+        return self.read(e, t)
 
     def expr_Subscript(self, e: S.Subscript, t: Type) -> ir.Value:
         if isinstance(self.c.types[e.value], MapT):
             return self.map_read(e, self.c.types[e.value])
-        return self.guarded_index(e, lambda addr: self.load(addr, t))
+        return self.read(e, t)
 
     def expr_UnaryOp(self, e: S.UnaryOp, t: Type) -> ir.Value:
         if e.op == "not":
@@ -468,7 +483,7 @@ class FunctionLowering:
                 args.append(self.value(a, U64 if not p.type.signed else I64))
             else:
                 t = self.c.types[a]
-                addr = self.base_address(a) if isinstance(t, PtrT) else self.address(a)
+                addr = self.base_address(a)
                 size = (t.target if isinstance(t, PtrT) else t).size
                 args += [self.byte_ptr(addr), ir.Constant(I64_IR, size)]
         return self.convert(self.helper(h.id, I64_IR, args), I64, h.ret)
@@ -476,7 +491,7 @@ class FunctionLowering:
     def call_prep(self, e: S.Call, name: str) -> None:
         consts, fields = PREPS[name]
         sqe = e.args[0]
-        base = self.base_address(sqe) if isinstance(self.c.types[sqe], PtrT) else self.address(sqe)
+        base = self.base_address(sqe)
         st = self.struct_of(sqe)
         for fname, v in consts.items():
             f = st.field(fname)
@@ -495,8 +510,7 @@ class FunctionLowering:
         args = []
         for a, (_, pt) in zip(e.args, callee.params):
             if isinstance(pt, PtrT):
-                t = self.c.types[a]
-                args.append(self.byte_ptr(self.base_address(a) if isinstance(t, PtrT) else self.address(a)))
+                args.append(self.byte_ptr(self.base_address(a)))
             else:
                 args.append(self.value(a, pt))
         return self.b.call(self.ml.funcs[name], args)
@@ -557,7 +571,15 @@ class FunctionLowering:
                 with otherwise:
                     self.memset(tmp, t)
             return tmp
-        return self.address(e)
+        guards: list[ir.Value] = []
+        addr = self.address(e, guards)
+        if not guards:
+            return addr
+        tmp = self.alloca(t)  # out of bounds, a copy reads as zeros
+        self.memset(tmp, t)
+        with self.guarded(guards):
+            self.memcpy(tmp, addr, t)
+        return tmp
 
     # ----- maps -----------------------------------------------------------------------
     def map_ptr(self, e: S.Expr) -> ir.Value:
