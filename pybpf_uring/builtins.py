@@ -34,12 +34,15 @@ class Helper:
 
 
 IOURING = frozenset({"iouring"})
+SOCKET = frozenset({"socket_filter"})
 
 HELPERS = {h.name: h for h in (
     Helper("ktime_get_ns", 5, (), U64),
     Helper("get_prandom_u32", 7, (), U32),
     Helper("get_smp_processor_id", 8, (), U32),
     Helper("get_current_pid_tgid", 14, (), U64),
+    # bpf_skb_load_bytes(skb, offset, to, len)
+    Helper("skb_load_bytes", 26, (Param(CTX), Param(INT, U32), Param(REF_SIZE, writes=True)), I64, SOCKET),
     Helper("queue_sqe", 164, (Param(CTX), Param(REF_SIZE, struct="Sqe")), I64, IOURING, True),
     Helper("emit_cqe", 165, (Param(CTX), Param(INT, U32), Param(INT, U64), Param(INT, I32),
                              Param(INT, U32)), I64, IOURING),

@@ -114,3 +114,37 @@ class HashMap(_Map):
     """`HashMap(key_type, value_type, max_entries)`: BPF_MAP_TYPE_HASH."""
 
     kind = "HashMap"
+
+
+class SkBuff(Struct):
+    """The readable head of the kernel's `struct __sk_buff`: a @socket_filter program's ctx.
+    Packet bytes are read with `skb_load_bytes(ctx, offset, buf)`."""
+
+    len: u32
+    pkt_type: u32
+    mark: u32
+    queue_mapping: u32
+    protocol: u32
+    vlan_present: u32
+    vlan_tci: u32
+    vlan_proto: u32
+    priority: u32
+    ingress_ifindex: u32
+    ifindex: u32
+    tc_index: u32
+    cb: u32[5]
+    hash: u32
+
+
+def _program_only(name: str):
+    def helper(*args):
+        raise RuntimeError(f"{name}() runs only inside a BPF program, not in Python")
+    helper.__name__ = name
+    return helper
+
+
+ktime_get_ns = _program_only("ktime_get_ns")
+get_prandom_u32 = _program_only("get_prandom_u32")
+get_smp_processor_id = _program_only("get_smp_processor_id")
+get_current_pid_tgid = _program_only("get_current_pid_tgid")
+skb_load_bytes = _program_only("skb_load_bytes")

@@ -6,7 +6,7 @@ program; calling one from Python says so.
 """
 from __future__ import annotations
 
-from .types import Struct, i32, u8, u16, u32, u64
+from .types import Struct, _program_only, i32, u8, u16, u32, u64
 
 IORING_OP_NOP = 0
 IORING_OP_READ = 22
@@ -78,13 +78,6 @@ def prep_timeout(sqe: Sqe, ts: int, count: int, flags: int) -> None:
     """`ts` is the address of a `struct __kernel_timespec`."""
     _rw(sqe, IORING_OP_TIMEOUT, -1, ts, 1, count)
     sqe.rw_flags = flags
-
-
-def _program_only(name: str):
-    def helper(*args):
-        raise RuntimeError(f"{name}() runs only inside an @iouring program, not in Python")
-    helper.__name__ = name
-    return helper
 
 
 queue_sqe = _program_only("queue_sqe")
