@@ -191,7 +191,8 @@ class FunctionLowering:
             return
         if isinstance(target, S.Subscript) and isinstance(self.c.types.get(target.value), MapT):
             m = self.c.types[target.value]
-            self.map_update(target, m, self.value_ptr(s.value, m.value), BPF_ANY)
+            key = self.key_ptr(target.index, m)
+            self.map_update(target.value, key, self.value_ptr(s.value, m.value), BPF_ANY)
             return
         t = self.c.types[target] if not isinstance(target, S.Name) else self.info.locals[target.id]
         guards: list[ir.Value] = []
@@ -516,7 +517,7 @@ class FunctionLowering:
         return self.b.call(self.ml.funcs[name], args)
 
     def call_lookup(self, e: S.Call, m: MapT) -> ir.Value:
-        return self.helper(MAP_LOOKUP_ELEM, I8P, [self.map_ptr(e.func.value), self.key_ptr(e.args[0], m)])
+        return self.lookup(e.func.value, self.key_ptr(e.args[0], m))
 
     def call_print(self, e: S.Call, _) -> None:
         """print(...) → bpf_trace_printk with a format built at compile time, kept on the stack
@@ -596,7 +597,10 @@ class FunctionLowering:
         return self.byte_ptr(slot)
 
     def call_lookup_key(self, e: S.Subscript, m: MapT) -> ir.Value:
-        return self.helper(MAP_LOOKUP_ELEM, I8P, [self.map_ptr(e.value), self.key_ptr(e.index, m)])
+        return self.lookup(e.value, self.key_ptr(e.index, m))
+
+    def lookup(self, map_expr: S.Expr, key: ir.Value) -> ir.Value:
+        return self.helper(MAP_LOOKUP_ELEM, I8P, [self.map_ptr(map_expr), key])
 
     def map_read(self, e: S.Subscript, m: MapT) -> ir.Value:
         """m[k]: the value, or zero when the key is missing."""
@@ -620,14 +624,14 @@ class FunctionLowering:
         phi.add_incoming(ir.Constant(v.type, None), before)
         return phi
 
-    def map_update(self, target: S.Subscript, m: MapT, value: ir.Value, flags: int) -> None:
-        self.helper(MAP_UPDATE_ELEM, I64_IR, [self.map_ptr(target.value), self.key_ptr(target.index, m),
-                                              value, ir.Constant(I64_IR, flags)])
+    def map_update(self, map_expr: S.Expr, key: ir.Value, value: ir.Value, flags: int) -> None:
+        self.helper(MAP_UPDATE_ELEM, I64_IR, [self.map_ptr(map_expr), key, value, ir.Constant(I64_IR, flags)])
 
     def map_augassign(self, s: S.AugAssign, m: MapT) -> None:
         """m[k] op= v: in place when the key exists, else m[k] = 0 op v (a missing key reads 0)."""
         target = s.target
-        ref = self.call_lookup_key(target, m)
+        key = self.key_ptr(target.index, m)  # evaluated once, as Python does
+        ref = self.lookup(target.value, key)
         found = self.b.icmp_unsigned("!=", ref, ir.Constant(I8P, None))
         t = m.value
         with self.b.if_else(found) as (then, otherwise):
@@ -636,7 +640,7 @@ class FunctionLowering:
             with otherwise:
                 slot = self.temp(t, "value")
                 self.store(self.binop(s.op, ir.Constant(ir_type(t), 0), t, s.value, t), slot, t)
-                self.map_update(target, m, self.byte_ptr(slot), BPF_NOEXIST)
+                self.map_update(target.value, key, self.byte_ptr(slot), BPF_NOEXIST)
 
 
 def common(a: Type, b: Type) -> IntT:
