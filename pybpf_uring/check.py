@@ -61,7 +61,7 @@ class Checked:
 
     module: S.Module
     structs: dict[str, StructT]
-    maps: dict[str, tuple[MapT, S.Assign]]
+    maps: dict[str, tuple[MapT, int]]  # the type and the line it is declared on (0: unknown)
     consts: dict[str, int]
     functions: dict[str, FunctionInfo]  # programs first, then subprograms, in source order
     types: dict[S.Expr, Type] = field(default_factory=dict)
@@ -178,7 +178,7 @@ class ModuleChecker:
                 return
         m = MapT(kind, key, value, entries)
         self.globals[name] = Symbol("map", m)
-        self.out.maps[name] = (m, stmt)
+        self.out.maps[name] = (m, stmt.span.line)
 
     def decl_ClassDef(self, stmt: S.ClassDef) -> None:
         bases = [self.callee_symbol(b) for b in stmt.bases]
@@ -207,12 +207,27 @@ class ModuleChecker:
     # ----- types and constants ---------------------------------------------------------
     def callee_symbol(self, e: S.Expr) -> Symbol:
         if isinstance(e, S.Name):
-            return self.globals.get(e.id, Symbol("unknown"))
+            return self.global_symbol(e.id) or Symbol("unknown")
         if isinstance(e, S.Attribute) and isinstance(e.value, S.Name):
             mod = self.globals.get(e.value.id)
             if mod is not None and mod.kind == "module":
                 return library_symbol(mod.value, e.attr) or Symbol("unknown")
         return Symbol("unknown")
+
+    def global_symbol(self, name: str) -> Symbol | None:
+        """A module-level name: declared in the module, or (for a function compiled on its own)
+        found among its globals at run time."""
+        sym = self.globals.get(name)
+        env = self.module.environment
+        if sym is None and env is not None and name in env:
+            sym = runtime_symbol(env[name], name)
+            if sym is not None:
+                self.globals[name] = sym
+                if sym.kind == "map":
+                    self.out.maps[name] = (sym.type, 0)
+                elif sym.kind == "const":
+                    self.out.consts[name] = sym.value
+        return sym
 
     def resolve_type(self, e: S.Expr) -> Type | None:
         """An annotation: an integer type, a struct, or `T[n]`."""
@@ -244,7 +259,7 @@ class ModuleChecker:
         if isinstance(e, S.Constant) and type(e.value) in (int, bool):
             return int(e.value)
         if isinstance(e, S.Name):
-            sym = self.globals.get(e.id)
+            sym = self.global_symbol(e.id)
             return sym.value if sym is not None and sym.kind == "const" else None
         if isinstance(e, S.UnaryOp) and e.op in ("-", "+", "~"):
             v = self.fold(e.operand)
@@ -377,11 +392,17 @@ def fold_binop(op: str, a: int, b: int) -> int | None:
 
 
 def library_symbol(lib, name: str) -> Symbol | None:
-    """Classify one of pybpf_uring's own objects by what it is at run time."""
-    from . import decorators, types as T
+    """One of pybpf_uring's own names, imported by the module."""
     obj = getattr(lib, name, None)
-    if obj is None:
-        return None
+    return None if obj is None else runtime_symbol(obj, name)
+
+
+def runtime_symbol(obj, name: str) -> Symbol | None:
+    """Classify a Python object by what it is at run time: pybpf_uring's own names, and a
+    script's or notebook's maps, structs and integer constants."""
+    from . import decorators, types as T
+    if isinstance(obj, T._Map):
+        return Symbol("map", MapT(obj.kind, runtime_type(obj.key), runtime_type(obj.value), obj.max_entries))
     if isinstance(obj, T.IntType):
         return Symbol("int_type", INTS[obj.name])
     if obj is T.Struct:
@@ -392,15 +413,27 @@ def library_symbol(lib, name: str) -> Symbol | None:
         return Symbol("builtin", value="sizeof")
     if isinstance(obj, type) and issubclass(obj, T.Struct):
         return Symbol("struct", struct_from_ctypes(obj))
-    if getattr(decorators, name, None) is obj and name in PROGRAM_KINDS:
-        return Symbol("decorator", value=name)
-    if name in HELPERS:
-        return Symbol("helper", value=HELPERS[name])
-    if name in PREPS:
-        return Symbol("prep", value=name)
-    if isinstance(obj, int):
+    if getattr(decorators, getattr(obj, "__name__", ""), None) is obj and obj.__name__ in PROGRAM_KINDS:
+        return Symbol("decorator", value=obj.__name__)
+    from . import types as host_types, uring
+    helper_name = getattr(obj, "__name__", "")
+    if helper_name in HELPERS and getattr(host_types, helper_name, getattr(uring, helper_name, None)) is obj:
+        return Symbol("helper", value=HELPERS[helper_name])
+    if helper_name in PREPS and getattr(uring, helper_name) is obj:
+        return Symbol("prep", value=helper_name)
+    if isinstance(obj, int) and not isinstance(obj, bool):
         return Symbol("const", I64, obj)
     return None
+
+
+def runtime_type(t) -> Type:
+    """A host-side type object (`u32`, `u32[4]`, a Struct class) as the compiler's type."""
+    from . import types as T
+    if isinstance(t, T.IntType):
+        return INTS[t.name]
+    if isinstance(t, T.ArrayOf):
+        return ArrayT(runtime_type(t.elem), t.length)
+    return struct_from_ctypes(t)
 
 
 _STRUCT_CACHE: dict[type, StructT] = {}

@@ -291,7 +291,7 @@ class BodyChecker:
                 return self.locals[e.id]
             t = self.locals[e.id]
             return PtrT(t.target) if isinstance(t, PtrT) and e.id in self.nonnull else t
-        sym = self.mod.globals.get(e.id)
+        sym = self.mod.global_symbol(e.id)
         if sym is None:
             self.error(e.span, f"name {e.id!r} is not defined", self.undefined_hint(e.id))
             return I64
@@ -472,7 +472,7 @@ class BodyChecker:
 
     def expr_type_of_base(self, e: S.Expr) -> Type | None:
         if isinstance(e, S.Name) and e.id not in self.locals:
-            sym = self.mod.globals.get(e.id)
+            sym = self.mod.global_symbol(e.id)
             return sym.type if sym is not None and sym.kind == "map" else None
         return None
 
@@ -491,7 +491,7 @@ class BodyChecker:
         self.error(e.span, f"{what} has type {got}, expected {want}")
 
     def global_kind(self, name: str) -> str | None:
-        sym = self.mod.globals.get(name)
+        sym = self.mod.global_symbol(name)
         return sym.kind if sym is not None else None
 
     def source_text(self, e: S.Expr) -> str:
@@ -503,7 +503,7 @@ class BodyChecker:
     # ----- calls ----------------------------------------------------------------------
     def is_sizeof(self, e: S.Call) -> bool:
         return isinstance(e.func, S.Name) and self.global_kind(e.func.id) == "builtin" \
-            and self.mod.globals[e.func.id].value == "sizeof"
+            and self.mod.global_symbol(e.func.id).value == "sizeof"
 
     def expr_Call(self, e: S.Call, want) -> Type:
         return self.call(e, statement=False)

@@ -64,8 +64,8 @@ class ModuleLowering:
         self.funcs: dict[str, ir.Function] = {}
 
     def run(self) -> LoweredModule:
-        for name, (mt, node) in self.c.maps.items():
-            self.declare_map(name, mt, node)
+        for name, (mt, line) in self.c.maps.items():
+            self.declare_map(name, mt, line)
         for info in self.c.functions.values():
             self.declare_function(info)
         for info in self.c.functions.values():
@@ -74,14 +74,14 @@ class ModuleLowering:
         self.dbg.finish()
         return LoweredModule(str(self.m), self.cpu, self.c.module.source.path)
 
-    def declare_map(self, name: str, mt: MapT, node: S.Assign) -> None:
+    def declare_map(self, name: str, mt: MapT, line: int) -> None:
         """libbpf's BTF-defined map: a struct of four pointers whose BTF carries the facts."""
         ty = ir.LiteralStructType([I8P] * 4)
         gv = ir.GlobalVariable(self.m, ty, name)
         gv.initializer = ir.Constant(ty, None)
         gv.section = ".maps"
         gv.align = 8
-        self.dbg.map_variable(gv, name, mt, node.span.line)
+        self.dbg.map_variable(gv, name, mt, line)
         self.maps[name] = gv
 
     def declare_function(self, info: FunctionInfo) -> None:

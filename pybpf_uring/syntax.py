@@ -192,3 +192,6 @@ class Import(Stmt):
 class Module:
     source: "Source"  # noqa: F821 - see diagnostics.Source
     body: tuple[Stmt, ...]  # FunctionDef, ClassDef, Import, Assign (constants and maps)
+    # For a decorated function compiled on its own (in a script or a notebook cell): the
+    # function's globals at run time, where names not declared in `body` are found.
+    environment: dict | None = None
