@@ -273,13 +273,11 @@ def map_update_elem(fd: int, key: bytes, value: bytes, flags: int = BPF_ANY) -> 
     ret, code = _try_bpf(BPF_MAP_UPDATE_ELEM, MapElemAttr(map_fd=fd, key=_addr(k), value=_addr(v),
                                                           flags=flags))
     if ret < 0:
+        full = "the map is full (max_entries reached) or an array index is past max_entries"
         detail = {(_errno.EEXIST, BPF_NOEXIST): "the key is already present and BPF_NOEXIST was given",
                   (_errno.ENOENT, BPF_EXIST): "the key is absent and BPF_EXIST was given",
-                  (_errno.E2BIG, BPF_ANY): "the map is full (max_entries reached)",
-                  (_errno.E2BIG, BPF_NOEXIST): "the map is full (max_entries reached)",
-                  (_errno.E2BIG, BPF_EXIST): "the index is out of range",
-                  (_errno.EINVAL, BPF_NOEXIST): "every index of an array exists, so BPF_NOEXIST "
-                                                "can never succeed there"}.get((code, flags & 3), "")
+                  (_errno.E2BIG, BPF_ANY): full, (_errno.E2BIG, BPF_NOEXIST): full,
+                  (_errno.E2BIG, BPF_EXIST): full}.get((code, flags & 3), "")
         raise bpf_error(BPF_MAP_UPDATE_ELEM, code, detail)
 
 

@@ -1,0 +1,598 @@
+"""Load: a `BpfObject` (pure data read from an ELF) → live kernel maps and programs.
+
+The spec stays untouched; everything the kernel created lives in a `LoadedObject`, which owns
+every fd it opened and closes them all on `close()` / `with` exit, and also when loading fails
+half-way, so a rejected program never leaks the maps created before it.
+
+Steps, in libbpf's order:
+1. create each map from its BTF-defined description (type, key/value size, max_entries, flags);
+2. for each program the running kernel can load: link its .text subprograms
+   (`ProgramSpec.linked()`), point every map relocation (an `ld_imm64`) at the map's fd
+   (src_reg = BPF_PSEUDO_MAP_FD), and BPF_PROG_LOAD it with the object's license;
+3. on rejection, load again with a verifier log and raise `VerifierError`, which names the
+   program, the errno, the C or Python source line of the failing instruction (from the
+   program's line_info) and the log's tail.
+
+io_uring programs (section `iouring.s/…`) belong to an RFC the mainline kernel never merged:
+their type number 31 is BPF_PROG_TYPE_SYSCALL upstream, so loading them "as 31" would verify
+them against the wrong context.  They are refused with an error that says what is missing and
+where they run instead (the project's userspace engine behind `Ring`).
+"""
+from __future__ import annotations
+
+import ctypes
+import errno as _errno
+import os
+import weakref
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+from . import kernel
+from .diagnostics import CompileError, Diagnostic, Source, Span
+
+# kind → (prog type, prog_flags).  SYSCALL programs are always loaded sleepable: the kernel
+# refuses a non-sleepable one ("Syscall programs can only be sleepable").
+KERNEL_KINDS = {
+    "syscall": (kernel.BPF_PROG_TYPE_SYSCALL, kernel.BPF_F_SLEEPABLE),
+    "socket_filter": (kernel.BPF_PROG_TYPE_SOCKET_FILTER, 0),
+    "tracepoint": (kernel.BPF_PROG_TYPE_TRACEPOINT, 0),
+}
+
+MAP_TYPES_BY_NAME = {name: num for num, name in kernel.MAP_TYPE_NAMES.items()}
+
+LOG_TAIL_LINES = 24  # enough for the rejected path's last states, short enough to read
+DEFAULT_LOG_SIZE = 4 << 20
+MAX_LOG_SIZE = 1 << 30  # the kernel's own cap on log_size (UINT_MAX >> 2)
+
+
+# --- errors -----------------------------------------------------------------------------------
+@dataclass
+class VerifierError(CompileError):
+    """The kernel's verifier refused a program.  A CompileError so the CLI prints it (source
+    line and caret, then the log's tail) and exits 1: the fault is in the user's program."""
+
+    program: str = ""
+    errno: int = 0
+    log: str = ""
+    insn: int | None = None  # index (in 8-byte slots) of the instruction the verifier stopped at
+
+
+@dataclass
+class UnsupportedProgramError(CompileError):
+    """A program of a kind this kernel cannot load (io_uring RFC programs, io_uring struct_ops
+    on a kernel without `io_uring_bpf_ops`).  Says what is missing and where it runs instead."""
+
+    program: str = ""
+    kind: str = ""
+
+
+def _unsupported_reason(kind: str) -> str | None:
+    if kind in KERNEL_KINDS:
+        return None
+    if kind == "iouring":
+        return ("io_uring BPF programs are from an RFC series that mainline Linux never merged: "
+                "this kernel has no program type for them (mainline gave type 31 to "
+                "BPF_PROG_TYPE_SYSCALL) and no IORING_OP_BPF; they run in pybpf_uring's "
+                "userspace engine: use `pybpf_uring.Ring(...).register(obj)`")
+    if kind in ("struct_ops", "loop_step"):
+        if not kernel_has_btf_type("io_uring_bpf_ops"):
+            return ("this kernel's BTF has no `struct io_uring_bpf_ops`, so it cannot attach an "
+                    "io_uring loop_step program (mainline io_uring BPF ops are newer than "
+                    f"{os.uname().release}); run it in pybpf_uring's userspace engine")
+        return ("struct_ops programs are registered through a struct_ops map and a link, which "
+                "this loader does not do; use bpftool 7.8 (`bpftool struct_ops register`)")
+    return f"unknown program kind {kind!r}: the loader knows {', '.join(sorted(KERNEL_KINDS))}"
+
+
+_VMLINUX_BTF = "/sys/kernel/btf/vmlinux"
+
+
+def kernel_has_btf_type(name: str) -> bool:
+    """Whether the running kernel's BTF names `name` (a cheap string-table search)."""
+    try:
+        with open(_VMLINUX_BTF, "rb") as f:
+            return b"\0" + name.encode() + b"\0" in f.read()
+    except OSError:
+        return False
+
+
+# --- values in and out of maps ----------------------------------------------------------------
+def pack(value: Any, size: int, what: str) -> bytes:
+    """An int (little-endian, wrapped to `size` bytes if negative), bytes, or ctypes object."""
+    if isinstance(value, bool):
+        value = int(value)
+    if isinstance(value, int):
+        if not -(1 << (8 * size - 1)) <= value < (1 << (8 * size)):
+            raise OverflowError(f"{what} {value} does not fit in {size} bytes")
+        return (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little")
+    if isinstance(value, (ctypes.Structure, ctypes.Union, ctypes.Array, ctypes._SimpleCData)):
+        raw = bytes(value)
+    elif isinstance(value, (bytes, bytearray, memoryview)):
+        raw = bytes(value)
+    else:
+        raise TypeError(f"{what} must be an int, bytes or a ctypes object, not {type(value).__name__}")
+    if len(raw) != size:
+        raise ValueError(f"{what} is {len(raw)} bytes but the map's {what.split()[-1]} size is {size}")
+    return raw
+
+
+def unpack(raw: bytes, type_: Any) -> Any:
+    """Bytes from the kernel as `type_`: a ctypes type, a pybpf_uring int type (u32, i64, …),
+    `int`, `bytes`, or None (int for 1/2/4/8-byte values, else bytes)."""
+    if type_ is None:
+        type_ = int if len(raw) in (1, 2, 4, 8) else bytes
+    if type_ is bytes:
+        return raw
+    if type_ is int:
+        return int.from_bytes(raw, "little")
+    if hasattr(type_, "bits") and hasattr(type_, "signed"):  # types.IntType
+        return int.from_bytes(raw, "little", signed=type_.signed)
+    if isinstance(type_, type) and issubclass(type_, (ctypes.Structure, ctypes.Union, ctypes.Array,
+                                                      ctypes._SimpleCData)):
+        obj = type_.from_buffer_copy(raw)
+        return obj.value if isinstance(obj, ctypes._SimpleCData) else obj
+    raise TypeError(f"cannot decode map data as {type_!r}")
+
+
+# --- live maps --------------------------------------------------------------------------------
+class KernelMap:
+    """A map the kernel holds, used like a dict from the host.
+
+    `m[k]` raises KeyError for a missing key (a hash map's absent key, an array index past
+    max_entries); `m.get(k)` returns a default.  Keys and values are ints packed little-endian to
+    the map's sizes, bytes, or ctypes objects; reads decode as `key_type` / `value_type` (set them
+    to a ctypes Structure to read struct values as instances)."""
+
+    def __init__(self, name: str, fd: int, map_type: int, key_size: int, value_size: int,
+                 max_entries: int, flags: int = 0, key_type: Any = None, value_type: Any = None,
+                 spec: Any = None) -> None:
+        self.name, self._fd, self.type = name, fd, map_type
+        self.key_size, self.value_size, self.max_entries, self.flags = key_size, value_size, max_entries, flags
+        self.key_type, self.value_type, self.spec = key_type, value_type, spec
+
+    @property
+    def fd(self) -> int:
+        if self._fd < 0:
+            raise ValueError(f"map {self.name!r} is closed")
+        return self._fd
+
+    def __repr__(self) -> str:
+        kind = kernel.MAP_TYPE_NAMES.get(self.type, str(self.type))
+        state = f"fd {self._fd}" if self._fd >= 0 else "closed"
+        return (f"<KernelMap {self.name!r} {kind} key {self.key_size} B value {self.value_size} B "
+                f"x{self.max_entries} {state}>")
+
+    def _key(self, key: Any) -> bytes:
+        return pack(key, self.key_size, f"map {self.name!r} key")
+
+    def _value(self, value: Any) -> bytes:
+        return pack(value, self.value_size, f"map {self.name!r} value")
+
+    def __getitem__(self, key: Any) -> Any:
+        raw = kernel.map_lookup_elem(self.fd, self._key(key), self.value_size)
+        if raw is None:
+            raise KeyError(key)
+        return unpack(raw, self.value_type)
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        raw = kernel.map_lookup_elem(self.fd, self._key(key), self.value_size)
+        return default if raw is None else unpack(raw, self.value_type)
+
+    def __contains__(self, key: Any) -> bool:
+        return kernel.map_lookup_elem(self.fd, self._key(key), self.value_size) is not None
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.set(key, value)
+
+    def set(self, key: Any, value: Any, flags: int = kernel.BPF_ANY) -> None:
+        """Update with explicit flags: BPF_NOEXIST raises FileExistsError (EEXIST) if the key is
+        there, BPF_EXIST raises FileNotFoundError (ENOENT) if it is not."""
+        kernel.map_update_elem(self.fd, self._key(key), self._value(value), flags)
+
+    def __delitem__(self, key: Any) -> None:
+        try:
+            kernel.map_delete_elem(self.fd, self._key(key))
+        except FileNotFoundError:
+            raise KeyError(key) from None
+
+    def _raw_keys(self) -> Iterator[bytes]:
+        key = None
+        while (key := kernel.map_get_next_key(self.fd, key, self.key_size)) is not None:
+            yield key
+
+    def keys(self) -> list:
+        """A snapshot of the keys (walking a hash map while a program changes it may skip keys
+        or restart, so the walk is done once, here)."""
+        return [unpack(k, self.key_type) for k in self._raw_keys()]
+
+    def __iter__(self) -> Iterator:
+        return iter(self.keys())
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self._raw_keys())
+
+    def items(self) -> list[tuple]:
+        out = []
+        for raw in self._raw_keys():
+            value = kernel.map_lookup_elem(self.fd, raw, self.value_size)
+            if value is not None:  # deleted by a program between the two calls
+                out.append((unpack(raw, self.key_type), unpack(value, self.value_type)))
+        return out
+
+    def values(self) -> list:
+        return [v for _, v in self.items()]
+
+    def info(self) -> kernel.MapInfo:
+        return kernel.map_info(self.fd)
+
+
+# --- live programs ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TestRunResult:
+    retval: int       # r0 as the kernel reports it: the low 32 bits, unsigned
+    ctx: Any          # the ctx after the run, of the type passed in (None if none was)
+    duration: int     # ns, the kernel's measurement
+    data: bytes = b""  # packet after the run (socket filters)
+
+    @property
+    def signed_retval(self) -> int:
+        """retval as the i32 a program declared `-> i32` (or C `int`) returned."""
+        return self.retval - (1 << 32) if self.retval & 0x80000000 else self.retval
+
+    __test__ = False  # not a pytest class, despite the name
+
+
+class KernelProgram:
+    """A program the verifier accepted; `.fd` is the kernel's handle."""
+
+    def __init__(self, name: str, fd: int, kind: str, prog_type: int, verifier_log: str = "",
+                 spec: Any = None) -> None:
+        self.name, self._fd, self.kind, self.prog_type = name, fd, kind, prog_type
+        self.verifier_log, self.spec = verifier_log, spec
+
+    @property
+    def fd(self) -> int:
+        if self._fd < 0:
+            raise ValueError(f"program {self.name!r} is closed")
+        return self._fd
+
+    def __repr__(self) -> str:
+        state = f"fd {self._fd}" if self._fd >= 0 else "closed"
+        return f"<KernelProgram {self.name!r} {self.kind} {state}>"
+
+    def info(self) -> kernel.ProgInfo:
+        return kernel.prog_info(self.fd)
+
+    def test_run(self, ctx: Any = None, data: bytes = b"", repeat: int = 0) -> TestRunResult:
+        """Run once in the kernel with BPF_PROG_TEST_RUN.
+
+        syscall: `ctx` (bytes or a ctypes object) is the program's context; the kernel copies it
+        back after the run, and the result's ctx is a new object of the same type.  No packet
+        data and no repeat: the kernel refuses both for this type.
+        socket_filter: `data` is an Ethernet frame (at least 14 bytes); the program sees it from
+        the network header on, as a socket would.  `ctx` optionally presets a `__sk_buff`."""
+        if self.prog_type == kernel.BPF_PROG_TYPE_SYSCALL:
+            if data or repeat:
+                raise ValueError(f"program {self.name!r}: the kernel test-runs syscall programs on "
+                                 "a ctx only (no data, no repeat)")
+            raw = _ctx_bytes(ctx)
+            if len(raw) > 0xFFFF:
+                raise ValueError(f"program {self.name!r}: ctx of {len(raw)} bytes exceeds the "
+                                 "kernel's 65535-byte limit for syscall programs")
+            run = self._run(ctx=raw)
+            return TestRunResult(run.retval, _ctx_like(ctx, run.ctx), run.duration)
+        if self.prog_type == kernel.BPF_PROG_TYPE_SOCKET_FILTER:
+            if len(data) < 14:
+                raise ValueError(f"program {self.name!r}: a socket filter's test data is an "
+                                 f"Ethernet frame of at least 14 bytes, got {len(data)}")
+            raw = _ctx_bytes(ctx)
+            run = self._run(ctx=raw or None, data=bytes(data), data_out_size=len(data) + 256,
+                            ctx_out=bool(raw), repeat=repeat)
+            return TestRunResult(run.retval, _ctx_like(ctx, run.ctx), run.duration, run.data)
+        raise UnsupportedProgramError(
+            [Diagnostic(None, f"program {self.name!r}: the kernel cannot test-run "
+                        f"{kernel.PROG_TYPE_NAMES.get(self.prog_type, self.prog_type)} programs",
+                        "attach it to its tracepoint instead, or test it in the userspace engine")],
+            self.name, self.kind)
+
+    def _run(self, **kw) -> kernel.TestRun:
+        try:
+            return kernel.prog_test_run(self.fd, **kw)
+        except OSError as exc:
+            if exc.errno == _errno.EINVAL and self.prog_type == kernel.BPF_PROG_TYPE_SYSCALL:
+                raise OSError(exc.errno, f"{exc.strerror}: program {self.name!r}: the ctx "
+                              "must cover every ctx field the program reads") from None
+            raise
+
+
+def _ctx_bytes(ctx: Any) -> bytes:
+    if ctx is None:
+        return b""
+    if isinstance(ctx, (bytes, bytearray, memoryview)):
+        return bytes(ctx)
+    if isinstance(ctx, (ctypes.Structure, ctypes.Union, ctypes.Array)):
+        return bytes(ctx)
+    raise TypeError(f"ctx must be bytes or a ctypes Structure, not {type(ctx).__name__}")
+
+
+def _ctx_like(original: Any, raw: bytes) -> Any:
+    """The ctx written back, as the type the caller passed (a new instance, never the input)."""
+    if original is None:
+        return None
+    if isinstance(original, (ctypes.Structure, ctypes.Union, ctypes.Array)):
+        return type(original).from_buffer_copy(raw)
+    if isinstance(original, bytearray):
+        return bytearray(raw)
+    return raw
+
+
+class Programs(Mapping):
+    """name → KernelProgram; a program left out because this kernel cannot load it raises
+    UnsupportedProgramError (with the reason) instead of a bare KeyError."""
+
+    def __init__(self) -> None:
+        self._loaded: dict[str, KernelProgram] = {}
+        self.skipped: dict[str, UnsupportedProgramError] = {}
+
+    def __getitem__(self, name: str) -> KernelProgram:
+        if name in self.skipped:
+            raise self.skipped[name]
+        return self._loaded[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._loaded)
+
+    def __len__(self) -> int:
+        return len(self._loaded)
+
+
+class LoadedObject:
+    """The kernel side of one BpfObject: its maps and loaded programs, owner of their fds."""
+
+    def __init__(self, spec: Any) -> None:
+        self.spec = spec
+        self.programs = Programs()
+        self.maps: dict[str, KernelMap] = {}
+        self._fds: list[int] = []
+        # closes the fds even if the user forgets `close()`; a no-op after close()
+        self._finalizer = weakref.finalize(self, _close_all, self._fds)
+
+    def _own(self, fd: int) -> int:
+        self._fds.append(fd)
+        return fd
+
+    def close(self) -> None:
+        _close_all(self._fds)
+        for obj in (*self.programs._loaded.values(), *self.maps.values()):
+            obj._fd = -1
+
+    def __enter__(self) -> "LoadedObject":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<LoadedObject programs={list(self.programs)} maps={list(self.maps)}>"
+
+
+def _close_all(fds: list[int]) -> None:
+    while fds:
+        kernel.close(fds.pop())
+
+
+# --- loading ----------------------------------------------------------------------------------
+def load(obj: Any, *, only: set[str] | None = None, log_level: int = 0) -> LoadedObject:
+    """Create the object's maps and load its kernel programs; see the module docstring.
+
+    `only` names the programs to load (default: every one this kernel can load; a named program
+    it cannot load is an error, an unnamed one is skipped with its reason in
+    `loaded.programs.skipped`).  `log_level` > 0 keeps the verifier log of accepted programs
+    in `KernelProgram.verifier_log` (a rejection always gets a log)."""
+    loaded = LoadedObject(obj)
+    try:
+        for spec in obj.maps:
+            _create_map(loaded, spec)
+        chosen = [p for p in obj.programs if only is None or p.name in only]
+        if only is not None and (missing := only - {p.name for p in chosen}):
+            raise KeyError(f"no program named {', '.join(sorted(missing))} in the object")
+        for prog in chosen:
+            reason = _unsupported_reason(prog.kind)
+            if reason is None:
+                continue
+            err = UnsupportedProgramError(
+                [Diagnostic(None, f"cannot load program {prog.name!r} ({prog.kind}) into the "
+                            f"kernel: {reason}")], prog.name, prog.kind)
+            if only is not None or all(_unsupported_reason(p.kind) for p in chosen):
+                raise err
+            loaded.programs.skipped[prog.name] = err
+        for prog in chosen:
+            if prog.name not in loaded.programs.skipped:
+                _load_program(loaded, prog, obj, log_level)
+    except BaseException:
+        loaded.close()
+        raise
+    return loaded
+
+
+def _create_map(loaded: LoadedObject, spec: Any) -> None:
+    map_type = spec.type if isinstance(spec.type, int) else MAP_TYPES_BY_NAME[str(spec.type).lower()]
+    fd = loaded._own(kernel.map_create(map_type, spec.key_size, spec.value_size, spec.max_entries,
+                                       getattr(spec, "flags", 0) or 0, name=spec.name))
+    loaded.maps[spec.name] = KernelMap(spec.name, fd, map_type, spec.key_size, spec.value_size,
+                                       spec.max_entries, getattr(spec, "flags", 0) or 0,
+                                       getattr(spec, "key_type", None), getattr(spec, "value_type", None),
+                                       spec)
+    initial = getattr(spec, "data", None)  # .data/.rodata contents, when the reader gives them
+    if initial:
+        kernel.map_update_elem(fd, bytes(4), bytes(initial).ljust(spec.value_size, b"\0"))
+
+
+def _load_program(loaded: LoadedObject, prog: Any, obj: Any, log_level: int) -> None:
+    prog_type, flags = KERNEL_KINDS[prog.kind]
+    if getattr(prog, "sleepable", False):
+        flags |= kernel.BPF_F_SLEEPABLE
+    linked = prog.linked()
+    code = relocate(linked, loaded.maps)
+    license = getattr(obj, "license", "") or "GPL"
+    res = _prog_load(prog_type, code, license, prog.name, flags, log_level)
+    if res.fd < 0:
+        if not res.log:  # loaded without a log: verify again to learn why
+            res = _prog_load(prog_type, code, license, prog.name, flags, max(log_level, 1))
+        if res.fd < 0:
+            raise verifier_error(prog.name, res.errno, res.log, line_info_of(linked))
+    fd = loaded._own(res.fd)
+    loaded.programs._loaded[prog.name] = KernelProgram(prog.name, fd, prog.kind, prog_type, res.log,
+                                                       prog)
+
+
+def _prog_load(prog_type: int, code: bytes, license: str, name: str, flags: int,
+               log_level: int) -> kernel.ProgLoadResult:
+    """BPF_PROG_LOAD, growing the log buffer when the kernel reports (log_true_size) that the
+    log did not fit: on success a short buffer turns into ENOSPC since 6.4."""
+    size = DEFAULT_LOG_SIZE
+    while True:
+        res = kernel.prog_load(prog_type, code, license, name, flags, log_level,
+                               log_size=size if log_level else 0)
+        if not (log_level and res.errno == _errno.ENOSPC and size < res.log_true_size <= MAX_LOG_SIZE):
+            return res
+        size = res.log_true_size + 1
+
+
+# --- relocation -------------------------------------------------------------------------------
+def relocate(linked: Any, maps: Mapping[str, KernelMap]) -> bytes:
+    """The program's bytes with each map reference bound to its map's fd (src_reg =
+    BPF_PSEUDO_MAP_FD in the ld_imm64, imm = fd), as the kernel expects of an fd-based loader."""
+    code = bytearray(encode_program(linked))
+    for rel in linked.relocations:
+        off = slot_of(linked, rel.insn_index) * kernel.INSN_SIZE
+        if rel.kind == "map":
+            if rel.symbol not in maps:
+                raise CompileError([Diagnostic(None, f"program {linked.name!r} refers to map "
+                                               f"{rel.symbol!r}, which the object does not define")])
+            _patch_ld_imm64(code, off, kernel.BPF_PSEUDO_MAP_FD, maps[rel.symbol].fd, linked.name)
+        elif rel.kind == "data":
+            if rel.symbol not in maps:
+                raise CompileError([Diagnostic(None, f"program {linked.name!r} uses global data "
+                                               f"{rel.symbol!r}, which this loader has no map for",
+                                               "keep values in maps or module-level constants")])
+            _patch_ld_imm64(code, off, kernel.BPF_PSEUDO_MAP_VALUE, maps[rel.symbol].fd, linked.name)
+        elif rel.kind == "kfunc":
+            raise CompileError([Diagnostic(None, f"program {linked.name!r} calls kernel function "
+                                           f"{rel.symbol!r}; this loader does not resolve kfuncs")])
+        # "call" relocations were resolved by linked()
+    return bytes(code)
+
+
+def _patch_ld_imm64(code: bytearray, off: int, src: int, fd: int, prog: str) -> None:
+    if code[off] != 0x18:
+        raise CompileError([Diagnostic(None, f"program {prog!r}: relocation at byte {off} is not "
+                                       f"an ld_imm64 (opcode {code[off]:#04x})")])
+    code[off + 1] = (code[off + 1] & 0x0F) | (src << 4)
+    if src == kernel.BPF_PSEUDO_MAP_VALUE:
+        # the offset into the data the compiler put in imm moves to the second half's imm
+        # (as libbpf does), because the first half's imm now holds the map fd
+        base = int.from_bytes(code[off + 4:off + 8], "little", signed=True)
+        extra = int.from_bytes(code[off + 12:off + 16], "little", signed=True)
+        code[off + 12:off + 16] = (base + extra).to_bytes(4, "little", signed=True)
+    else:
+        code[off + 12:off + 16] = bytes(4)
+    code[off + 4:off + 8] = fd.to_bytes(4, "little", signed=True)
+
+
+def encode_program(linked: Any) -> bytes:
+    from . import isa
+    return bytes(isa.encode(linked.instructions))
+
+
+def slot_of(linked: Any, index: int) -> int:
+    """Relocations and line_info index instructions; the kernel counts 8-byte slots."""
+    return index
+
+
+def line_info_of(linked: Any) -> list:
+    return list(getattr(linked, "line_info", None) or [])
+
+
+# --- verifier errors --------------------------------------------------------------------------
+def failing_insn(log: str) -> tuple[int, str] | None:
+    """The last `N: (op) ...` line of a verifier log: where the verifier gave up."""
+    import re
+    found = None
+    for line in log.splitlines():
+        m = re.match(r"^(\d+): \(([0-9a-f]{2})\) (.*?)\s*(?:;.*)?$", line)
+        if m:
+            found = (int(m.group(1)), line.strip())
+    return found
+
+
+def verifier_reason(log: str) -> str:
+    """The verifier's own sentence for the rejection: the last line that is not bookkeeping."""
+    skip = ("processed ", "verification time", "stack depth", "-- END PROG LOAD LOG", "from ")
+    import re
+    for line in reversed(log.strip().splitlines()):
+        text = line.strip()
+        if not text or text.startswith(skip) or re.match(r"^\d+: ", text) or text.startswith(";"):
+            continue
+        return text
+    return "no reason given in the log"
+
+
+def log_tail(log: str, lines: int = LOG_TAIL_LINES) -> str:
+    rows = log.rstrip().splitlines()
+    cut = rows[-lines:]
+    head = [f"... ({len(rows) - lines} earlier lines of the log omitted)"] if len(rows) > lines else []
+    return "\n".join(head + cut)
+
+
+def source_span(line_info: list, insn: int) -> Span | None:
+    """The source span of instruction `insn`: the line_info entry at or before it."""
+    best = None
+    for entry in line_info:
+        off, file, line, col, text = _line_entry(entry)
+        if off <= insn and (best is None or off >= best[0]) and line > 0:
+            best = (off, file, line, col, text)
+    if best is None:
+        return None
+    _, file, line, col, text = best
+    raw = text or _line_text(file, line) or ""  # the text the compiler saw, else the file
+    # Columns count characters, a tab being one, and the caret is drawn with spaces: showing
+    # each tab as one space keeps the reported column true and the caret under it.
+    shown = raw.replace("\t", " ")
+    if col <= 0:  # no column: underline the whole statement
+        col = len(shown) - len(shown.lstrip()) + 1
+        end = len(shown.rstrip()) + 1
+    else:
+        end = col + 1
+    return Span(Source(file or "<unknown>", shown, first_line=line), line, col, line, max(end, col + 1))
+
+
+def _line_entry(entry: Any) -> tuple[int, str, int, int, str]:
+    """(insn, file, line, column, line text) from a line_info entry of the reader."""
+    if isinstance(entry, tuple):
+        return entry
+    return (entry.insn, entry.file, entry.line, entry.col, entry.text)
+
+
+def _line_text(file: str, line: int) -> str | None:
+    """Line `line` of `file` as it is on disk now (None if the file is gone)."""
+    try:
+        with open(file, encoding="utf-8", errors="replace") as f:
+            for i, text in enumerate(f, 1):
+                if i == line:
+                    return text.rstrip("\n")
+    except OSError:
+        pass
+    return None
+
+
+def verifier_error(name: str, code: int, log: str, line_info: list) -> VerifierError:
+    where = failing_insn(log)
+    insn = where[0] if where else None
+    span = source_span(line_info, insn) if insn is not None else None
+    message = (f"the kernel verifier rejected program {name!r}: {kernel.errno_meaning(code)}: "
+               f"{verifier_reason(log)}")
+    hint = (f"at instruction {where[1]}\n" if where else "") + "verifier log (tail):\n" + \
+        "\n".join("    " + row for row in log_tail(log).splitlines())
+    return VerifierError([Diagnostic(span, message, hint)], name, code, log, insn)
