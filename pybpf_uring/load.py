@@ -23,6 +23,7 @@ from __future__ import annotations
 import ctypes
 import errno as _errno
 import os
+import re
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -516,27 +517,39 @@ def line_info_of(linked: Any) -> list:
 
 
 # --- verifier errors --------------------------------------------------------------------------
-def failing_insn(log: str) -> tuple[int, str] | None:
-    """The last `N: (op) ...` line of a verifier log: where the verifier gave up."""
-    import re
-    found = None
-    for line in log.splitlines():
-        m = re.match(r"^(\d+): \(([0-9a-f]{2})\) (.*?)\s*(?:;.*)?$", line)
-        if m:
-            found = (int(m.group(1)), line.strip())
-    return found
+# Rejections the verifier reports at the end of an instruction line rather than on a line of
+# their own (the log's last line is then the state dump that explains it, not the reason).
+_INLINE_REASONS = re.compile(
+    r"(infinite loop detected at insn \d+|back-edge from insn \d+ to \d+|"
+    r"BPF program is too large\..*|The sequence of \d+ jumps is too complex\.?|"
+    r"unreachable insn \d+|jump out of range from insn \d+ to \d+)")
+_BOOKKEEPING = re.compile(r"^(processed |verification time|stack depth|-- END PROG LOAD LOG|from \d+ to|"
+                          r"(cur|old) state:|R\d+[_=]|mark_precise|last_idx|regs=|frame\d|func#|;|\d+: )")
 
 
 def verifier_reason(log: str) -> str:
-    """The verifier's own sentence for the rejection: the last line that is not bookkeeping."""
-    skip = ("processed ", "verification time", "stack depth", "-- END PROG LOAD LOG", "from ")
-    import re
-    for line in reversed(log.strip().splitlines()):
-        text = line.strip()
-        if not text or text.startswith(skip) or re.match(r"^\d+: ", text) or text.startswith(";"):
-            continue
-        return text
+    """The verifier's own sentence for the rejection."""
+    rows = [r.strip() for r in log.strip().splitlines()]
+    for row in reversed(rows[-16:]):
+        if m := _INLINE_REASONS.search(row):
+            return m.group(1)
+    for row in reversed(rows):
+        if row and not _BOOKKEEPING.match(row):
+            return row
     return "no reason given in the log"
+
+
+def failing_insn(log: str) -> tuple[int, str] | None:
+    """The last `N: (op) ...` line of a verifier log (where the verifier gave up), as its index
+    and its disassembly without the register states or messages the kernel appended to it."""
+    found = None
+    for line in log.splitlines():
+        m = re.match(r"^(\d+): \([0-9a-f]{2}\) ", line)
+        if m:
+            text = re.split(r"\s+;|\s+\d+: R\d", line.strip())[0]
+            text = _INLINE_REASONS.split(text)[0].rstrip()
+            found = (int(m.group(1)), text)
+    return found
 
 
 def log_tail(log: str, lines: int = LOG_TAIL_LINES) -> str:

@@ -312,3 +312,20 @@ def test_loop_step_needs_io_uring_bpf_ops_in_kernel_btf():
     obj = NS(maps=[], programs=[prog_spec("step", "struct_ops")], license="GPL")
     with pytest.raises(loadmod.UnsupportedProgramError, match="'step'.*io_uring_bpf_ops|struct_ops"):
         loadmod.load(obj)
+
+
+LOOP_LOG = """\
+0: R1=ctx() R10=fp0
+0: (79) r2 = *(u64 *)(r1 +0)          ; R1=ctx() R2=scalar()
+1: (55) if r2 != 0x0 goto pc-2 0: R1=ctx() R2=scalar(umin=1) R10=fp0
+0: (79) r2 = *(u64 *)(r1 +0)          ; R1=ctx() R2=scalar()
+1: (55) if r2 != 0x0 goto pc-2 infinite loop detected at insn 0
+cur state: R1=ctx() R2=scalar(umin=1) R10=fp0
+old state: R1=ctx() R2=scalar(umin=1) R10=fp0
+processed 13 insns (limit 1000000) max_states_per_insn 0 total_states 1 peak_states 1 mark_read 0
+"""
+
+
+def test_reason_written_after_an_instruction_is_found():
+    assert loadmod.verifier_reason(LOOP_LOG) == "infinite loop detected at insn 0"
+    assert loadmod.failing_insn(LOOP_LOG) == (1, "1: (55) if r2 != 0x0 goto pc-2")

@@ -20,4 +20,14 @@ int variable_ctx(struct args *ctx)
 	return ((__u8 *)ctx)[i];
 }
 
+/* Never terminates when ctx->a != 0: the verifier sees the same state again at the loop head
+ * ("infinite loop detected"). */
+SEC("syscall")
+int spin(struct args *ctx)
+{
+	while (*(volatile __u64 *)&ctx->a)
+		;
+	return 0;
+}
+
 char LICENSE[] SEC("license") = "GPL";
