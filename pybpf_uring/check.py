@@ -69,6 +69,7 @@ class Checked:
     symbols: dict[S.Name, Symbol] = field(default_factory=dict)
     calls: dict[S.Call, CallTarget] = field(default_factory=dict)
     loops: dict[S.For, tuple[int, int, int]] = field(default_factory=dict)
+    warnings: list = field(default_factory=list)  # Diagnostics that do not stop compilation
 
     @property
     def programs(self) -> list[FunctionInfo]:
@@ -110,6 +111,7 @@ class ModuleChecker:
             self.program(d)
         self.check_call_graph()
         self.errors.raise_if_any()
+        self.out.warnings = self.errors.warnings
         return self.out
 
     def decl_Import(self, stmt: S.Import) -> None:

@@ -372,7 +372,22 @@ class BodyChecker:
             tb = self.int_operand(b, ta) if not cb or ta is not None else None
             if ta is None:
                 ta = self.int_operand(a, tb)
+            if not (ca or cb):
+                self.signedness_warning(op, a, b, ta, tb)
         return BOOL
+
+    def signedness_warning(self, op: str, a: S.Expr, b: S.Expr, ta: Type, tb: Type) -> None:
+        """C's conversions turn the signed side of a comparison unsigned when the unsigned side
+        is at least as wide: a negative value then compares as a huge one."""
+        if not (isinstance(ta, IntT) and isinstance(tb, IntT)) or ta.signed == tb.signed:
+            return
+        t = common_int(ta, tb)
+        if t.signed:
+            return
+        signed_side = a if ta.signed else b
+        self.mod.errors.warn(signed_side.span, f"comparison of {ta} {op} {tb} is done as {t}: "
+                             f"a negative {self.source_text(signed_side)} compares as a large value",
+                             f"convert both sides to a signed type, e.g. i64(...) {op} i64(...)")
 
     def condition(self, e: S.Expr) -> None:
         t = self.expr(e)

@@ -85,6 +85,8 @@ def load_object(path: str, cpu: str):
 def cmd_compile(args) -> int:
     from .pipeline import compile_tree
     result = compile_tree(read_source(args.file), args.cpu)
+    for w in result.warnings:
+        print(w.render(), file=sys.stderr)
     dumps = {"ast": lambda: dump_tree(result.tree), "ir": lambda: result.ir,
              "ir-opt": lambda: result.ir_opt, "asm": result.object.disasm}
     for stage in args.dump:
@@ -102,6 +104,8 @@ def cmd_disasm(args) -> int:
 def cmd_check(args) -> int:
     from .check import check
     checked = check(read_source(args.file))
+    for w in checked.warnings:
+        print(w.render(), file=sys.stderr)
     names = ", ".join(f"{p.name} ({p.section})" for p in checked.programs)
     print(f"{args.file}: ok: {names}")
     return EXIT_OK

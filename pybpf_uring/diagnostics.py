@@ -74,9 +74,13 @@ class Collector:
 
     def __init__(self) -> None:
         self.diagnostics: list[Diagnostic] = []
+        self.warnings: list[Diagnostic] = []
 
     def error(self, span: Span | None, message: str, hint: str = "") -> None:
         self.diagnostics.append(Diagnostic(span, message, hint))
+
+    def warn(self, span: Span | None, message: str, hint: str = "") -> None:
+        self.warnings.append(Diagnostic(span, message, hint, "warning"))
 
     def raise_if_any(self) -> None:
         if self.diagnostics:

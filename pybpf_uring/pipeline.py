@@ -13,6 +13,7 @@ class Compilation:
     ir: str           # LLVM IR as lowered
     ir_opt: str       # after the -O2 pipeline
     object: object    # objfile.BpfObject
+    warnings: list    # Diagnostics that did not stop compilation
 
 
 def compile_tree(module, cpu: str = "v3", only: set[str] | None = None) -> Compilation:
@@ -20,9 +21,10 @@ def compile_tree(module, cpu: str = "v3", only: set[str] | None = None) -> Compi
     from .emit import emit
     from .lower import lower
     from .objfile import BpfObject
-    lowered = lower(check(module, only), cpu)
+    checked = check(module, only)
+    lowered = lower(checked, cpu)
     emitted = emit(lowered)
-    return Compilation(module, lowered.ir, emitted.ir_opt, BpfObject.read(emitted.elf))
+    return Compilation(module, lowered.ir, emitted.ir_opt, BpfObject.read(emitted.elf), checked.warnings)
 
 
 def compile_source(text: str, path: str = "<string>", cpu: str = "v3", only: set[str] | None = None):
