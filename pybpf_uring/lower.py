@@ -109,7 +109,7 @@ class FunctionLowering:
     def __init__(self, ml: ModuleLowering, info: FunctionInfo) -> None:
         self.ml, self.c, self.info = ml, ml.c, info
         self.fn = ml.funcs[info.name]
-        self.entry = self.fn.append_basic_block("entry")
+        self.entry = self.fn.append_basic_block("entry")  # the only block placed up front
         self.b = ir.IRBuilder(self.entry)
         self.slots: dict[str, ir.Value] = {}  # local name → alloca (or the pointer of a ref param)
         self.loops: list[tuple[ir.Block, ir.Block]] = []  # (continue target, break target)
@@ -129,12 +129,22 @@ class FunctionLowering:
         for name, t in info.locals.items():
             if name not in dict(info.params) and isinstance(t, (IntT, BoolT, PtrT)):
                 self.b.store(ir.Constant(ir_type(t), None), self.slots[name], align=t.align)
-        body = self.fn.append_basic_block("body")
+        body = self.new_block("body")
         self.b.branch(body)
-        self.b.position_at_end(body)
+        self.enter(body)
         self.block(info.node.body)
         if not self.b.block.is_terminated:
             self.b.ret_void() if info.ret == NONE else self.b.ret(ir.Constant(ir_type(info.ret), 0))
+
+    def new_block(self, name: str) -> ir.Block:
+        """A block placed in the function only when code is emitted into it (as clang does), so
+        the layout follows the source: a loop's exit comes after its body."""
+        return ir.Block(parent=self.fn, name=name)
+
+    def enter(self, block: ir.Block) -> None:
+        if block not in self.fn.blocks:
+            self.fn.blocks.append(block)
+        self.b.position_at_end(block)
 
     def alloca(self, t: Type, name: str = "") -> ir.AllocaInstr:
         with self.b.goto_block(self.entry):
@@ -223,47 +233,47 @@ class FunctionLowering:
 
     def stmt_If(self, s: S.If) -> None:
         cond = self.condition(s.test)
-        then = self.fn.append_basic_block("if.then")
-        after = self.fn.append_basic_block("if.end")
-        other = self.fn.append_basic_block("if.else") if s.orelse else after
+        then = self.new_block("if.then")
+        after = self.new_block("if.end")
+        other = self.new_block("if.else") if s.orelse else after
         self.b.cbranch(cond, then, other)
         for block, body in ((then, s.body), (other, s.orelse)):
             if block is after:
                 continue
-            self.b.position_at_end(block)
+            self.enter(block)
             self.block(body)
             if not self.b.block.is_terminated:
                 self.b.branch(after)
-        self.b.position_at_end(after)
+        self.enter(after)
 
     def stmt_For(self, s: S.For) -> None:
         start, stop, step = self.c.loops[s]
         t = self.info.locals[s.target.id]
         counter = self.alloca(I64, "range")
         self.b.store(ir.Constant(I64_IR, start), counter, align=8)
-        head, body, latch, after = (self.fn.append_basic_block(n) for n in
+        head, body, latch, after = (self.new_block(n) for n in
                                     ("for.cond", "for.body", "for.inc", "for.end"))
         self.b.branch(head)
-        self.b.position_at_end(head)
+        self.enter(head)
         i = self.b.load(counter, align=8)
         self.b.cbranch(self.b.icmp_signed("<" if step > 0 else ">", i, ir.Constant(I64_IR, stop)),
                        body, after)
-        self.b.position_at_end(body)
+        self.enter(body)
         self.store(self.convert(i, I64, t), self.slots[s.target.id], t)
         self.loop(latch, after, s.body)
-        self.b.position_at_end(latch)
+        self.enter(latch)
         self.b.store(self.b.add(self.b.load(counter, align=8), ir.Constant(I64_IR, step)), counter, align=8)
         self.b.branch(head)
-        self.b.position_at_end(after)
+        self.enter(after)
 
     def stmt_While(self, s: S.While) -> None:
-        head, body, after = (self.fn.append_basic_block(n) for n in ("while.cond", "while.body", "while.end"))
+        head, body, after = (self.new_block(n) for n in ("while.cond", "while.body", "while.end"))
         self.b.branch(head)
-        self.b.position_at_end(head)
+        self.enter(head)
         self.b.cbranch(self.condition(s.test), body, after)
-        self.b.position_at_end(body)
+        self.enter(body)
         self.loop(head, after, s.body)
-        self.b.position_at_end(after)
+        self.enter(after)
 
     def loop(self, cont: ir.Block, brk: ir.Block, body) -> None:
         self.loops.append((cont, brk))
@@ -413,16 +423,16 @@ class FunctionLowering:
     def expr_BoolOp(self, e: S.BoolOp, t: Type) -> ir.Value:
         """Short-circuit: later operands run only when the earlier ones did not decide."""
         result = self.alloca(BOOL)
-        done = self.fn.append_basic_block("bool.end")
+        done = self.new_block("bool.end")
         for v in e.values[:-1]:
             c = self.condition(v)
             self.b.store(c, result)
-            nxt = self.fn.append_basic_block("bool.next")
+            nxt = self.new_block("bool.next")
             self.b.cbranch(c, nxt, done) if e.op == "and" else self.b.cbranch(c, done, nxt)
-            self.b.position_at_end(nxt)
+            self.enter(nxt)
         self.b.store(self.condition(e.values[-1]), result)
         self.b.branch(done)
-        self.b.position_at_end(done)
+        self.enter(done)
         return self.b.load(result)
 
     def expr_Compare(self, e: S.Compare, t: Type) -> ir.Value:
@@ -611,14 +621,14 @@ class FunctionLowering:
     def either(self, cond: ir.Value, compute) -> ir.Value:
         """`compute()` when cond holds, else zero of the same type."""
         before = self.b.block
-        then = self.fn.append_basic_block("then")
-        join = self.fn.append_basic_block("join")
+        then = self.new_block("then")
+        join = self.new_block("join")
         self.b.cbranch(cond, then, join)
-        self.b.position_at_end(then)
+        self.enter(then)
         v = compute()
         then_end = self.b.block
         self.b.branch(join)
-        self.b.position_at_end(join)
+        self.enter(join)
         phi = self.b.phi(v.type)
         phi.add_incoming(v, then_end)
         phi.add_incoming(ir.Constant(v.type, None), before)

@@ -31,20 +31,20 @@ def divide(fl, op: str, a: ir.Value, b: ir.Value, t: IntT, const: int | None) ->
     special = [(ir.Constant(ty, 0), ir.Constant(ty, 0) if op == "//" else a)]
     if t.signed:
         special.append((ir.Constant(ty, -1), bld.neg(a) if op == "//" else ir.Constant(ty, 0)))
-    done = fl.fn.append_basic_block("div.end")
-    general = fl.fn.append_basic_block("div")
+    done = fl.new_block("div.end")
+    general = fl.new_block("div")
     incoming = []
     for value, result in special:
-        nxt = fl.fn.append_basic_block("div.check")
+        nxt = fl.new_block("div.check")
         bld.cbranch(bld.icmp_signed("==", b, value), done, nxt)
         incoming.append((result, bld.block))
-        bld.position_at_end(nxt)
+        fl.enter(nxt)
     bld.branch(general)
-    bld.position_at_end(general)
+    fl.enter(general)
     r = core(fl, op, a, b, t, None)
     incoming.append((r, bld.block))
     bld.branch(done)
-    bld.position_at_end(done)
+    fl.enter(done)
     phi = bld.phi(ty)
     for value, block in incoming:
         phi.add_incoming(value, block)
