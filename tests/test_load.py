@@ -329,3 +329,215 @@ processed 13 insns (limit 1000000) max_states_per_insn 0 total_states 1 peak_sta
 def test_reason_written_after_an_instruction_is_found():
     assert loadmod.verifier_reason(LOOP_LOG) == "infinite loop detected at insn 0"
     assert loadmod.failing_insn(LOOP_LOG) == (1, "1: (55) if r2 != 0x0 goto pc-2")
+
+
+# --- load: clang-compiled objects in the kernel -------------------------------------------------
+import ctypes  # noqa: E402
+import random  # noqa: E402
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+
+DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+CLANG = shutil.which("clang-22")
+
+
+@pytest.fixture(scope="module")
+def c_object(tmp_path_factory):
+    """`c_object("load_syscall")` → the BpfObject clang-22 makes of tests/data/load_syscall.c."""
+    if CLANG is None:
+        pytest.skip("clang-22 not installed")
+    objfile = pytest.importorskip("pybpf_uring.objfile")
+    out = tmp_path_factory.mktemp("objs")
+    cache: dict = {}
+
+    def build(name: str):
+        if name not in cache:
+            path = out / f"{name}.o"
+            subprocess.run([CLANG, "-O2", "-g", "-target", "bpf", "-mcpu=v3", "-c",
+                            os.path.join(DATA, f"{name}.c"), "-o", str(path)], check=True)
+            cache[name] = objfile.BpfObject.read(str(path))
+        return cache[name]
+    return build
+
+
+class Args(ctypes.Structure):
+    """struct args of load_syscall.c."""
+    _fields_ = [("a", ctypes.c_uint64), ("b", ctypes.c_uint64), ("op", ctypes.c_uint32),
+                ("flags", ctypes.c_uint32), ("out", ctypes.c_uint64)]
+
+
+M64 = (1 << 64) - 1
+
+
+def calc_reference(a: int, b: int, op: int) -> int:
+    """What calc() in load_syscall.c computes, in Python."""
+    if op == 0:
+        return (a + b) & M64
+    if op == 1:
+        return (a - b) & M64
+    if op == 2:
+        return (a * b) & M64
+    if op == 3:
+        return a // b if b else 0
+    if op == 4:
+        return a ^ b
+    if op == 5:
+        return (a << (b & 63)) & M64
+    if op == 6:
+        signed = a - (1 << 64) if a >> 63 else a
+        return (signed >> (b & 63)) & M64
+    return M64
+
+
+def calc_inputs(n: int = 300) -> list[tuple[int, int, int]]:
+    rnd = random.Random(1234)
+    edges = [0, 1, 2, 63, 64, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFF, 1 << 63, M64, M64 - 1]
+    cases = [(a, b, op) for op in range(8) for a in edges[::3] for b in edges[::4]]
+    cases += [(rnd.getrandbits(64), rnd.getrandbits(rnd.choice((3, 6, 32, 64))), rnd.randrange(9))
+              for _ in range(n)]
+    return cases
+
+
+def test_syscall_program_matches_python_reference(c_object):
+    with loadmod.load(c_object("load_syscall")) as live:
+        calc = live.programs["calc"]
+        assert calc.kind == "syscall" and calc.info().type == kernel.BPF_PROG_TYPE_SYSCALL
+        counts = [0] * 8
+        last = {}
+        for a, b, op in calc_inputs():
+            ctx = Args(a=a, b=b, op=op, flags=0xABCD, out=0)
+            res = calc.test_run(ctx)
+            want = calc_reference(a, b, op)
+            assert isinstance(res.ctx, Args) and res.ctx is not ctx
+            assert (res.ctx.out, res.ctx.a, res.ctx.b, res.ctx.flags) == (want, a, b, 0xABCD), (a, b, op)
+            assert ctx.out == 0  # the caller's ctx is left as it was
+            assert res.retval == (want ^ (want >> 32)) & 0xFFFFFFFF
+            counts[op & 7] += 1
+            last[op] = (a, b)
+        # the program's map writes, read from the host
+        assert live.maps["counters"].items() == list(enumerate(counts))
+        pairs = {k: (int.from_bytes(v[:8], "little"), int.from_bytes(v[8:], "little"))
+                 for k, v in live.maps["last"].items()}
+        assert pairs == last
+
+
+def test_ctx_as_bytes_comes_back_as_bytes(c_object):
+    with loadmod.load(c_object("load_syscall")) as live:
+        raw = bytes(Args(a=40, b=2, op=0))
+        res = live.programs["calc"].test_run(raw)
+        assert isinstance(res.ctx, bytes) and Args.from_buffer_copy(res.ctx).out == 42
+        assert res.retval == 42 and res.signed_retval == 42
+
+
+def test_negative_return_value_is_32_bits(c_object):
+    with loadmod.load(c_object("load_syscall")) as live:
+        res = live.programs["calc"].test_run(Args(a=0, b=1, op=1))  # 0 - 1 = ~0
+        assert res.ctx.out == M64 and res.retval == 0 and res.signed_retval == 0
+        res = live.programs["calc"].test_run(Args(a=0xFFFFFFFF, b=0, op=0))
+        assert res.retval == 0xFFFFFFFF and res.signed_retval == -1
+
+
+def test_program_reads_what_the_host_wrote(c_object):
+    with loadmod.load(c_object("load_syscall")) as live:
+        counters = live.maps["counters"]
+        values = {0: 5, 3: 1 << 40, 7: 11}
+        for k, v in values.items():
+            counters[k] = v
+        res = live.programs["sum_counters"].test_run(Args())
+        assert res.ctx.out == sum(values.values()) and res.retval == len(values)
+        counters.set(3, 0, kernel.BPF_EXIST)
+        assert live.programs["sum_counters"].test_run(Args()).retval == 2
+
+
+def test_update_flags_on_a_loaded_hash_map(c_object):
+    with loadmod.load(c_object("load_syscall")) as live:
+        last = live.maps["last"]
+        live.programs["calc"].test_run(Args(a=1, b=2, op=4))  # the program inserts key 4
+        with pytest.raises(FileExistsError, match="EEXIST.*BPF_NOEXIST"):
+            last.set(4, bytes(16), kernel.BPF_NOEXIST)
+        with pytest.raises(FileNotFoundError, match="ENOENT.*BPF_EXIST"):
+            last.set(5, bytes(16), kernel.BPF_EXIST)
+        del last[4]
+        assert 4 not in last and len(last) == 0
+
+
+def test_maps_are_created_as_declared(c_object):
+    with loadmod.load(c_object("load_syscall")) as live:
+        info = live.maps["counters"].info()
+        assert (info.type, info.key_size, info.value_size, info.max_entries) == (kernel.BPF_MAP_TYPE_ARRAY, 4, 8, 8)
+        info = live.maps["last"].info()
+        assert (info.type, info.key_size, info.value_size, info.max_entries) == (kernel.BPF_MAP_TYPE_HASH, 4, 16, 64)
+
+
+def test_socket_filter_on_packets(c_object):
+    def frame(proto: int, payload: bytes) -> bytes:
+        ip = bytes([0x45, 0, 0, 20 + len(payload), 0, 0, 0, 0, 64, proto, 0, 0]) + bytes(8)
+        return bytes(12) + b"\x08\x00" + ip + payload
+
+    with loadmod.load(c_object("load_socket")) as live:
+        keep = live.programs["keep_udp"]
+        assert keep.info().type == kernel.BPF_PROG_TYPE_SOCKET_FILTER
+        rnd = random.Random(7)
+        for _ in range(50):
+            proto = rnd.choice((6, 17, 1))
+            pkt = frame(proto, rnd.randbytes(rnd.randrange(0, 200)))
+            res = keep.test_run(data=pkt)
+            assert res.retval == (len(pkt) - 14 if proto == 17 else 0)
+            # the packet comes back from the network header on as it went in (the kernel
+            # rebuilds the Ethernet header it had pulled, without the EtherType)
+            assert len(res.data) == len(pkt) and res.data[14:] == pkt[14:]
+        with pytest.raises(ValueError, match="at least 14 bytes"):
+            keep.test_run(data=b"short")
+
+
+def test_tracepoint_program_loads_but_cannot_be_test_run(c_object):
+    with loadmod.load(c_object("load_trace")) as live:
+        prog = live.programs["count_completions"]
+        assert prog.info().type == kernel.BPF_PROG_TYPE_TRACEPOINT
+        assert live.maps["completions"][0] == 0
+        with pytest.raises(loadmod.UnsupportedProgramError, match="cannot test-run tracepoint"):
+            prog.test_run()
+
+
+def test_loaded_object_closes_every_fd(c_object):
+    obj = c_object("load_syscall")
+    before = open_fds()
+    live = loadmod.load(obj)
+    assert len(open_fds() - before) == 4  # two maps, two programs
+    live.close()
+    assert open_fds() == before
+    with pytest.raises(ValueError, match="closed"):
+        live.programs["calc"].test_run(Args())
+
+
+def test_verifier_rejection_names_the_c_source_line(c_object):
+    obj = c_object("load_reject")
+    before = open_fds()
+    with pytest.raises(loadmod.VerifierError) as info:
+        loadmod.load(obj, only={"variable_ctx"})
+    assert open_fds() == before
+    err = info.value
+    assert isinstance(err, CompileError) and err.program == "variable_ctx" and err.errno == errno.EACCES
+    lines = str(err).splitlines()
+    assert lines[0].split(":")[0].endswith("load_reject.c") and ":20:" in lines[0]
+    assert "rejected program 'variable_ctx': EACCES" in lines[0]
+    assert "variable ctx access" in lines[0] and "disallowed" in lines[0]
+    assert lines[1].strip() == "return ((__u8 *)ctx)[i];"
+    assert lines[2].strip().startswith("^")
+    assert "verifier log (tail)" in str(err) and "processed" in str(err)
+
+
+def test_unbounded_loop_is_rejected_at_its_line(c_object):
+    with pytest.raises(loadmod.VerifierError) as info:
+        loadmod.load(c_object("load_reject"), only={"spin"})
+    text = str(info.value)
+    assert "infinite loop detected" in text and "load_reject.c:28:" in text
+    assert "while (*(volatile __u64 *)&ctx->a)" in text
+
+
+def test_the_first_rejection_stops_the_load_and_frees_everything(c_object):
+    obj = c_object("load_reject")
+    before = open_fds()
+    with pytest.raises(loadmod.VerifierError):
+        loadmod.load(obj)
+    assert open_fds() == before
