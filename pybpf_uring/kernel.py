@@ -29,6 +29,7 @@ BPF_PROG_LOAD = 5
 BPF_PROG_TEST_RUN = 10
 BPF_OBJ_GET_INFO_BY_FD = 15
 BPF_BTF_LOAD = 18
+BPF_MAP_FREEZE = 22
 
 COMMAND_NAMES = {v: k for k, v in dict(globals()).items() if k.startswith("BPF_") and isinstance(v, int)}
 
@@ -303,6 +304,12 @@ def map_get_next_key(fd: int, key: bytes | None, key_size: int) -> bytes | None:
     return n.raw
 
 
+def map_freeze(fd: int) -> None:
+    """Forbids further writes from the host (what libbpf does to .rodata after filling it), so the
+    verifier may treat the map's contents as constants."""
+    sys_bpf(BPF_MAP_FREEZE, MapElemAttr(map_fd=fd))
+
+
 # --- programs ---------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ProgLoadResult:
@@ -406,6 +413,16 @@ def prog_info(fd: int) -> ProgInfo:
 
 def map_info(fd: int) -> MapInfo:
     return obj_get_info_by_fd(fd, MapInfo())
+
+
+def prog_xlated(fd: int) -> bytes:
+    """The program as the verifier rewrote it (map fds replaced by addresses, helpers inlined…):
+    what actually runs, before the JIT."""
+    size = prog_info(fd).xlated_prog_len
+    buf = ctypes.create_string_buffer(size)
+    info = ProgInfo(xlated_prog_len=size, xlated_prog_insns=ctypes.addressof(buf))
+    obj_get_info_by_fd(fd, info)
+    return buf.raw[:info.xlated_prog_len]
 
 
 def close(fd: int) -> None:

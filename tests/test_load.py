@@ -541,3 +541,23 @@ def test_the_first_rejection_stops_the_load_and_frees_everything(c_object):
     with pytest.raises(loadmod.VerifierError):
         loadmod.load(obj)
     assert open_fds() == before
+
+
+def test_frozen_map_refuses_host_writes():
+    fd = kernel.map_create(kernel.BPF_MAP_TYPE_ARRAY, 4, 8, 1, flags=kernel.BPF_F_RDONLY_PROG)
+    try:
+        kernel.map_update_elem(fd, bytes(4), struct.pack("<Q", 5))
+        kernel.map_freeze(fd)
+        with pytest.raises(PermissionError, match="BPF_MAP_UPDATE_ELEM failed: EPERM"):
+            kernel.map_update_elem(fd, bytes(4), struct.pack("<Q", 6))
+        assert kernel.map_lookup_elem(fd, bytes(4), 8) == struct.pack("<Q", 5)
+    finally:
+        kernel.close(fd)
+
+
+def test_xlated_program_is_what_was_loaded():
+    res = kernel.prog_load(kernel.BPF_PROG_TYPE_SOCKET_FILTER, RET42, name="x")
+    try:
+        assert kernel.prog_xlated(res.fd) == RET42
+    finally:
+        kernel.close(res.fd)
