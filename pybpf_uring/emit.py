@@ -27,6 +27,10 @@ def target_machine(cpu: str):
     # IndVarSimplify would replace a loop's exit value by a closed form needing a 128-bit
     # multiply (__multi3), which BPF cannot call: keep the loop instead.
     llvm.set_option("pybpf_uring", "-replexitval=never")
+    # Past 512 bytes of stack the BPF backend reports through LLVM's fatal error handler, which
+    # ends the process (a notebook's kernel with it).  Let it emit; the stack is measured on
+    # the emitted code instead.
+    llvm.set_option("pybpf_uring", "-bpf-stack-size=65536")
     return llvm.Target.from_triple("bpfel").create_target_machine(cpu=cpu, opt=2)
 
 
