@@ -417,8 +417,19 @@ def load(obj: Any, *, only: set[str] | None = None, log_level: int = 0) -> Loade
     return loaded
 
 
+def map_type_number(type_: Any) -> int:
+    """A map type as the reader gave it (2, "array", "BPF_MAP_TYPE_ARRAY") → its number."""
+    if isinstance(type_, int):
+        return type_
+    name = str(type_).lower().removeprefix("bpf_map_type_")
+    if name not in MAP_TYPES_BY_NAME:
+        raise CompileError([Diagnostic(None, f"unknown map type {type_!r}",
+                                       f"known: {', '.join(sorted(MAP_TYPES_BY_NAME))}")])
+    return MAP_TYPES_BY_NAME[name]
+
+
 def _create_map(loaded: LoadedObject, spec: Any) -> None:
-    map_type = spec.type if isinstance(spec.type, int) else MAP_TYPES_BY_NAME[str(spec.type).lower()]
+    map_type = map_type_number(spec.type)
     fd = loaded._own(kernel.map_create(map_type, spec.key_size, spec.value_size, spec.max_entries,
                                        getattr(spec, "flags", 0) or 0, name=spec.name))
     loaded.maps[spec.name] = KernelMap(spec.name, fd, map_type, spec.key_size, spec.value_size,
@@ -604,8 +615,13 @@ def verifier_error(name: str, code: int, log: str, line_info: list) -> VerifierE
     where = failing_insn(log)
     insn = where[0] if where else None
     span = source_span(line_info, insn) if insn is not None else None
-    message = (f"the kernel verifier rejected program {name!r}: {kernel.errno_meaning(code)}: "
-               f"{verifier_reason(log)}")
-    hint = (f"at instruction {where[1]}\n" if where else "") + "verifier log (tail):\n" + \
-        "\n".join("    " + row for row in log_tail(log).splitlines())
+    if log.strip():
+        message = (f"the kernel verifier rejected program {name!r}: {kernel.errno_meaning(code)}: "
+                   f"{verifier_reason(log)}")
+    else:  # refused before verification (permissions, limits): there is no log to explain it
+        message = f"the kernel refused to load program {name!r}: {kernel.errno_meaning(code)}"
+    parts = [f"at instruction {where[1]}"] if where else []
+    if log.strip():
+        parts.append("verifier log (tail):\n" + "\n".join("    " + r for r in log_tail(log).splitlines()))
+    hint = "\n".join(parts)
     return VerifierError([Diagnostic(span, message, hint)], name, code, log, insn)

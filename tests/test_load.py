@@ -561,3 +561,19 @@ def test_xlated_program_is_what_was_loaded():
         assert kernel.prog_xlated(res.fd) == RET42
     finally:
         kernel.close(res.fd)
+
+
+def test_refusal_without_a_log_says_so():
+    err = loadmod.verifier_error("h", errno.EPERM, "", [])
+    assert str(err) == ("error: the kernel refused to load program 'h': EPERM (operation not "
+                        "permitted (needs CAP_BPF/CAP_SYS_ADMIN, or a GPL license))")
+
+
+@pytest.mark.parametrize("given", [2, "array", "ARRAY", "BPF_MAP_TYPE_ARRAY"])
+def test_map_type_spellings(given):
+    assert loadmod.map_type_number(given) == kernel.BPF_MAP_TYPE_ARRAY
+
+
+def test_unknown_map_type_is_a_diagnosed_error():
+    with pytest.raises(CompileError, match="unknown map type 'treemap'"):
+        loadmod.map_type_number("treemap")
