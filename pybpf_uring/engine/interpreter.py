@@ -1,0 +1,746 @@
+"""An interpreter of the RFC 9669 BPF instruction set (cpu v4) with every memory access checked.
+
+Algorithm.  A program is validated and translated once into a list of closures, one per
+instruction slot; running it is `pc = code[pc]()` in a loop bounded by the instruction budget.
+Each closure is made by a *factory* compiled from a small source template: the template is the
+shape of an instruction family (ALU, conditional jump, load, store), the semantic tables below
+(`_ALU`, `_COND`, ...) fill in the operation, and the instruction's fields (register numbers,
+immediate, next pc, jump target) become closure constants.  So dispatch is one call per
+instruction, decoding never happens at run time, and no instruction allocates.
+
+Registers hold unsigned 64-bit Python ints; signed views are taken with `(x ^ S) - S`.
+32-bit ALU results are computed on masked operands, which is the zero extension RFC 9669 asks
+for.  Semantics that are easy to get wrong (RFC 9669 section 4.1): division by zero gives 0;
+modulo by zero leaves dst (ALU64) or its zero-extended low half (ALU); shift counts are masked
+to 63/31; signed division and modulo truncate towards zero like C; MOVSX has a register form
+only; CMPXCHG compares with r0 and always loads the old value into r0.
+
+Memory is the region table of `memory.Memory` (address = region id << 32 | offset).  Loads and
+stores inline the common case (a plain region, in bounds) and defer everything else to
+`Memory.load`/`store`, whose MemoryFault becomes a `BpfFault` naming the instruction.
+
+BPF-to-BPF calls get a fresh 512-byte stack region per frame (so overrunning a frame faults
+instead of corrupting the caller) and save r6-r9 and r10, as the kernel's interpreter does.
+"""
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Callable, Mapping, Sequence
+
+from ..limits import MAX_CALL_DEPTH, STACK_BYTES
+from .memory import Memory, MemoryFault, OFFSET_MASK, REGION_SHIFT, Region
+
+__all__ = [
+    "Interpreter", "BpfFault", "BudgetExceeded", "InvalidProgram", "Helper", "validate",
+    "DEFAULT_BUDGET",
+]
+
+M64 = (1 << 64) - 1
+M32 = (1 << 32) - 1
+S64 = 1 << 63
+S32 = 1 << 31
+DEFAULT_BUDGET = 1_000_000     # the verifier's complexity limit, reused as a run-time bound
+
+Helper = Callable[..., int]
+"""`helper(memory, r1, r2, r3, r4, r5) -> r0`; a MemoryFault it raises faults the call."""
+
+
+class InvalidProgram(ValueError):
+    """A program the engine refuses before running it (what a verifier would reject outright)."""
+
+    def __init__(self, insn_index: int | None, message: str) -> None:
+        self.insn_index = insn_index
+        self.message = message
+        super().__init__(f"instruction {insn_index}: {message}" if insn_index is not None else message)
+
+
+class BpfFault(RuntimeError):
+    """A run-time fault: the program did something it may not; `insn_index` says where."""
+
+    def __init__(self, insn_index: int, message: str, disassembly: str = "") -> None:
+        self.insn_index = insn_index
+        self.message = message
+        self.disassembly = disassembly
+        where = f"instruction {insn_index}" + (f" ({disassembly})" if disassembly else "")
+        super().__init__(f"{where}: {message}")
+
+
+class BudgetExceeded(BpfFault):
+    """The run executed its whole instruction budget without exiting (a runaway loop)."""
+
+
+class _Halt(Exception):
+    """Raised by the outermost `exit`; cheaper than testing for a sentinel pc on every step."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Instruction fields
+
+@dataclass(frozen=True)
+class _Fields:
+    """The five fields of one 8-byte slot (used only until pybpf_uring.isa supplies its own)."""
+
+    opcode: int
+    dst: int
+    src: int
+    off: int
+    imm: int
+
+
+_SLOT = struct.Struct("<BBhi")
+
+
+def _slots(program: bytes) -> list[_Fields]:
+    if len(program) % 8:
+        raise InvalidProgram(None, f"program is {len(program)} bytes, not a whole number of "
+                             "8-byte instructions")
+    if not program:
+        raise InvalidProgram(None, "program is empty")
+    out = []
+    for i in range(0, len(program), 8):
+        opcode, regs, off, imm = _SLOT.unpack_from(program, i)
+        out.append(_Fields(opcode, regs & 0xF, regs >> 4, off, imm))
+    return out
+
+
+# Classes and modifiers of RFC 9669 section 3.
+LD, LDX, ST, STX, ALU, JMP, JMP32, ALU64 = range(8)
+SRC_X = 0x08
+SIZES = {0x00: 4, 0x08: 2, 0x10: 1, 0x18: 8}       # W, H, B, DW
+MODE_IMM, MODE_MEM, MODE_MEMSX, MODE_ATOMIC = 0x00, 0x60, 0x80, 0xC0
+OP_NEG, OP_MOV, OP_END = 0x80, 0xB0, 0xD0
+OP_JA, OP_CALL, OP_EXIT = 0x00, 0x80, 0x90
+FETCH = 0x01
+
+# ---------------------------------------------------------------------------------------------
+# Semantic tables.  `{a}`/`{b}` are the operands (already masked to the operation's width),
+# `{M}` the width mask, `{S}` the sign bit, `{W}` the shift mask.  Keys are (op, offset): the
+# offset field selects the signed division/modulo and the MOVSX widths.
+
+
+def _sdiv(a: int, b: int, sign: int, mask: int) -> int:
+    sa, sb = (a ^ sign) - sign, (b ^ sign) - sign
+    if sb == 0:
+        return 0
+    q = abs(sa) // abs(sb)
+    return (-q if (sa < 0) != (sb < 0) else q) & mask   # truncation, not Python's floor
+
+
+def _smod(a: int, b: int, sign: int, mask: int) -> int:
+    sa, sb = (a ^ sign) - sign, (b ^ sign) - sign
+    if sb == 0:
+        return a
+    r = abs(sa) % abs(sb)
+    return (-r if sa < 0 else r) & mask                 # sign of the dividend, like C
+
+
+_ALU: dict[tuple[int, int], str] = {
+    (0x00, 0): "({a} + {b}) & {M}",
+    (0x10, 0): "({a} - {b}) & {M}",
+    (0x20, 0): "({a} * {b}) & {M}",
+    (0x30, 0): "({a} // {b} if {b} else 0)",
+    (0x30, 1): "_sdiv({a}, {b}, {S}, {M})",
+    (0x40, 0): "{a} | {b}",
+    (0x50, 0): "{a} & {b}",
+    (0x60, 0): "({a} << ({b} & {W})) & {M}",
+    (0x70, 0): "{a} >> ({b} & {W})",
+    (0x80, 0): "-{a} & {M}",
+    (0x90, 0): "({a} % {b} if {b} else {a})",
+    (0x90, 1): "_smod({a}, {b}, {S}, {M})",
+    (0xA0, 0): "{a} ^ {b}",
+    (0xB0, 0): "{b}",
+    (0xB0, 8): "((({b} & 0xFF) ^ 0x80) - 0x80) & {M}",
+    (0xB0, 16): "((({b} & 0xFFFF) ^ 0x8000) - 0x8000) & {M}",
+    (0xB0, 32): "((({b} & 0xFFFFFFFF) ^ 0x80000000) - 0x80000000) & {M}",
+    (0xC0, 0): "((({a} ^ {S}) - {S}) >> ({b} & {W})) & {M}",
+}
+_X_ONLY = {(0xB0, 8), (0xB0, 16), (0xB0, 32)}   # MOVSX has no immediate form
+_ALU32_EXCLUDED = {(0xB0, 32)}                  # movsx from 32 bits into 32 bits is no insn
+_UNARY = {(0x80, 0)}                            # NEG: K form only, src and imm unused
+
+# Conditional jumps: `{a}`/`{b}` unsigned operands, `{sa}`/`{sb}` operands biased by the sign bit
+# (x ^ S), whose unsigned order is the signed order of x.
+_COND: dict[int, str] = {
+    0x10: "{a} == {b}", 0x20: "{a} > {b}", 0x30: "{a} >= {b}", 0x40: "{a} & {b}",
+    0x50: "{a} != {b}", 0x60: "{sa} > {sb}", 0x70: "{sa} >= {sb}", 0xA0: "{a} < {b}",
+    0xB0: "{a} <= {b}", 0xC0: "{sa} < {sb}", 0xD0: "{sa} <= {sb}",
+}
+
+# Atomic operations (imm without the FETCH bit): new memory value from (old, src).
+_ATOMIC: dict[int, Callable[[int, int], int]] = {
+    0x00: lambda old, src: old + src,
+    0x40: lambda old, src: old | src,
+    0x50: lambda old, src: old & src,
+    0xA0: lambda old, src: old ^ src,
+}
+XCHG, CMPXCHG = 0xE0 | FETCH, 0xF0 | FETCH
+
+_UNSIGNED = {1: "B", 2: "H", 4: "I", 8: "Q"}
+_SIGNED = {1: "b", 2: "h", 4: "i"}
+
+
+def _bswap(value: int, width: int) -> int:
+    n = width // 8
+    return int.from_bytes((value & ((1 << width) - 1)).to_bytes(n, "little"), "big")
+
+
+# Byte-order operations: (class, source bit) -> value transform for an imm width.
+_END: dict[tuple[int, int], Callable[[int, int], int]] = {
+    (ALU, 0): lambda v, w: v & ((1 << w) - 1),          # to little endian: truncate only (host LE)
+    (ALU, SRC_X): _bswap,                                # to big endian
+    (ALU64, 0): _bswap,                                  # unconditional bswap (cpu v4)
+}
+
+# ---------------------------------------------------------------------------------------------
+# Templates.  Compiled once per distinct source text; each yields a factory
+# `make(**fields) -> op` whose op returns the next pc.
+
+_TEMPLATE_GLOBALS = {"_sdiv": _sdiv, "_smod": _smod}
+_FACTORIES: dict[str, Callable[..., Callable[[], int]]] = {}
+
+
+def _factory(source: str) -> Callable[..., Callable[[], int]]:
+    factory = _FACTORIES.get(source)
+    if factory is None:
+        namespace: dict = {}
+        exec(compile(source, "<bpf-template>", "exec"), dict(_TEMPLATE_GLOBALS), namespace)
+        factory = _FACTORIES[source] = namespace["make"]
+    return factory
+
+
+def _operand(text: str, name: str, expr: str, binding: str) -> tuple[str, str]:
+    """Inline `expr` for `{name}` when used once (or when it is a bare name), else bind it to a
+    local first so a repeated operand is read from the register file once."""
+    if text.count("{" + name + "}") <= 1 or expr.isidentifier():
+        return text.replace("{" + name + "}", expr), ""
+    return text.replace("{" + name + "}", binding), f"        {binding} = {expr}\n"
+
+
+def _width(cls: int) -> dict[str, str]:
+    wide = cls in (ALU64, JMP)
+    return {"{M}": hex(M64 if wide else M32), "{S}": hex(S64 if wide else S32),
+            "{W}": "63" if wide else "31"}
+
+
+def _fill(text: str, cls: int) -> str:
+    for key, value in _width(cls).items():
+        text = text.replace(key, value)
+    return text
+
+
+_ALU_TEMPLATE = """
+def make(regs, d, s, k, nxt):
+    def op():
+{prelude}        regs[d] = {expr}
+        return nxt
+    return op
+"""
+
+_COND_TEMPLATE = """
+def make(regs, d, s, k, nxt, target):
+    def op():
+        return target if {expr} else nxt
+    return op
+"""
+
+_LOAD_TEMPLATE = """
+def make(regs, readable, d, s, off, nxt, slow, pc):
+    unpack = STRUCT.unpack_from
+    get = readable.get
+    def op():
+        addr = (regs[s] + off) & 0xFFFFFFFFFFFFFFFF
+        o = addr & 0xFFFFFFFF
+        buf = get(addr >> 32, b"")
+        if o + SIZE <= len(buf):
+            regs[d] = unpack(buf, o)[0]{extend}
+        else:
+            regs[d] = {slow_value}
+        return nxt
+    return op
+"""
+
+_STORE_TEMPLATE = """
+def make(regs, writable, d, s, k, off, nxt, slow, pc):
+    pack = STRUCT.pack_into
+    get = writable.get
+    def op():
+        addr = (regs[d] + off) & 0xFFFFFFFFFFFFFFFF
+        o = addr & 0xFFFFFFFF
+        buf = get(addr >> 32, b"")
+        if o + SIZE <= len(buf):
+            pack(buf, o, {value})
+        else:
+            slow(pc, addr, SIZE, {value})
+        return nxt
+    return op
+"""
+
+
+def _alu_source(cls: int, op: int, off: int, use_x: bool) -> str:
+    expr = _fill(_ALU[(op, off)], cls)
+    a = "regs[d]" if cls == ALU64 else "(regs[d] & 0xFFFFFFFF)"
+    b = ("regs[s]" if cls == ALU64 else "(regs[s] & 0xFFFFFFFF)") if use_x else "k"
+    expr, pre_a = _operand(expr, "a", a, "a")
+    expr, pre_b = _operand(expr, "b", b, "b")
+    return _ALU_TEMPLATE.format(prelude=pre_a + pre_b, expr=expr)
+
+
+def _cond_source(cls: int, op: int, use_x: bool) -> str:
+    expr = _COND[op]
+    wide = cls == JMP
+    sign = hex(S64 if wide else S32)
+    a = "regs[d]" if wide else "(regs[d] & 0xFFFFFFFF)"
+    b = ("regs[s]" if wide else "(regs[s] & 0xFFFFFFFF)") if use_x else "k"
+    # For the K form the caller pre-biases k when the comparison is signed.
+    expr = expr.replace("{a}", a).replace("{b}", b)
+    expr = expr.replace("{sa}", f"({a} ^ {sign})")
+    expr = expr.replace("{sb}", f"({b} ^ {sign})" if use_x else "k")
+    return _COND_TEMPLATE.format(expr=expr)
+
+
+def _mem_source(template: str, size: int, fmt: str, **parts: str) -> tuple[str, dict]:
+    source = template.format(**parts).replace("SIZE", str(size))
+    return source, {"STRUCT": struct.Struct("<" + fmt)}
+
+
+_MEM_FACTORIES: dict[tuple, Callable[..., Callable[[], int]]] = {}
+
+
+def _mem_factory(key: tuple, source: str, extra: dict) -> Callable[..., Callable[[], int]]:
+    factory = _MEM_FACTORIES.get(key)
+    if factory is None:
+        namespace: dict = {}
+        exec(compile(source, "<bpf-template>", "exec"), {**_TEMPLATE_GLOBALS, **extra}, namespace)
+        factory = _MEM_FACTORIES[key] = namespace["make"]
+    return factory
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation: which (opcode, fields) combinations exist.  A rule names the fields that must be
+# zero; anything not in the table is an unknown opcode.
+
+@dataclass(frozen=True)
+class _Rule:
+    name: str
+    zero: tuple[str, ...] = ()          # fields that must be 0
+    offsets: frozenset[int] = frozenset({0})   # allowed values of `off` when it is not a jump
+    writes_dst: bool = False
+
+
+def _rules() -> dict[int, _Rule]:
+    rules: dict[int, _Rule] = {}
+    alu_names = {0x00: "add", 0x10: "sub", 0x20: "mul", 0x30: "div", 0x40: "or", 0x50: "and",
+                 0x60: "lsh", 0x70: "rsh", 0x80: "neg", 0x90: "mod", 0xA0: "xor", 0xB0: "mov",
+                 0xC0: "arsh"}
+    for cls, suffix in ((ALU, "32"), (ALU64, "")):
+        for op, name in alu_names.items():
+            offs = {off for (o, off) in _ALU if o == op}
+            if cls == ALU:
+                offs -= {off for (o, off) in _ALU32_EXCLUDED if o == op}
+            k_offs = frozenset(off for off in offs if (op, off) not in _X_ONLY)
+            if (op, 0) in _UNARY:
+                rules[cls | op] = _Rule(name + suffix, ("src", "imm"), frozenset({0}), True)
+                continue
+            rules[cls | op] = _Rule(name + suffix, ("src",), k_offs, True)
+            rules[cls | op | SRC_X] = _Rule(name + suffix, ("imm",), frozenset(offs), True)
+        for src_bit in (0, SRC_X):
+            if (cls, src_bit) in _END:
+                kind = {(ALU, 0): "le", (ALU, SRC_X): "be", (ALU64, 0): "bswap"}[(cls, src_bit)]
+                rules[cls | OP_END | src_bit] = _Rule(kind, ("src",), frozenset({0}), True)
+    cond_names = {0x10: "jeq", 0x20: "jgt", 0x30: "jge", 0x40: "jset", 0x50: "jne", 0x60: "jsgt",
+                  0x70: "jsge", 0xA0: "jlt", 0xB0: "jle", 0xC0: "jslt", 0xD0: "jsle"}
+    for cls, suffix in ((JMP, ""), (JMP32, "32")):
+        for op, name in cond_names.items():
+            rules[cls | op] = _Rule(name + suffix, ("src",), frozenset())
+            rules[cls | op | SRC_X] = _Rule(name + suffix, ("imm",), frozenset())
+    rules[JMP | OP_JA] = _Rule("ja", ("dst", "src", "imm"), frozenset())
+    rules[JMP32 | OP_JA] = _Rule("gotol", ("dst", "src"), frozenset({0}))
+    rules[JMP | OP_CALL] = _Rule("call", ("dst",), frozenset({0}))
+    rules[JMP | OP_EXIT] = _Rule("exit", ("dst", "src", "imm"), frozenset({0}))
+    rules[LD | MODE_IMM | 0x18] = _Rule("lddw", (), frozenset({0}), True)
+    for size_bits, size in SIZES.items():
+        sname = {1: "b", 2: "h", 4: "w", 8: "dw"}[size]
+        rules[LDX | MODE_MEM | size_bits] = _Rule("ldx" + sname, ("imm",), frozenset(), True)
+        rules[ST | MODE_MEM | size_bits] = _Rule("st" + sname, ("src",), frozenset())
+        rules[STX | MODE_MEM | size_bits] = _Rule("stx" + sname, ("imm",), frozenset())
+        if size != 8:
+            rules[LDX | MODE_MEMSX | size_bits] = _Rule("ldxs" + sname, ("imm",), frozenset(), True)
+        if size in (4, 8):
+            rules[STX | MODE_ATOMIC | size_bits] = _Rule("atomic" + ("32" if size == 4 else ""),
+                                                         (), frozenset())
+    return rules
+
+
+_RULES = _rules()
+_ATOMIC_IMMS = frozenset({*_ATOMIC, *(op | FETCH for op in _ATOMIC), XCHG, CMPXCHG})
+_LDDW_SOURCES = {0: "imm64", 1: "map by fd", 2: "map value by fd", 3: "variable address",
+                 4: "code address", 5: "map by index", 6: "map value by index"}
+CALLX = JMP | OP_CALL | SRC_X
+
+
+def validate(program: bytes | Sequence, *, allow_callx: bool = False) -> list:
+    """Check every slot against RFC 9669; returns the slots, raises InvalidProgram otherwise.
+
+    Unused fields must be zero (RFC 9669 section 3: "unused fields ... SHALL be cleared to
+    zero"), jumps and local calls must land on an instruction (not past the end, not in the
+    second half of an lddw), and r10 is never a destination.
+    """
+    slots = _slots(program) if isinstance(program, (bytes, bytearray, memoryview)) else list(program)
+    if not slots:
+        raise InvalidProgram(None, "program is empty")
+    n = len(slots)
+    second_half = set()
+    for i, ins in enumerate(slots):
+        if i in second_half:
+            if ins.opcode or ins.dst or ins.src or ins.off:
+                raise InvalidProgram(i, "second half of lddw must have opcode, registers and "
+                                     "offset 0")
+            continue
+        _check_slot(i, ins, allow_callx)
+        if ins.opcode == LD | 0x18:
+            if i + 1 >= n:
+                raise InvalidProgram(i, "lddw is the last slot; it needs a second 8-byte half")
+            second_half.add(i + 1)
+    for i, ins in enumerate(slots):
+        if i in second_half:
+            continue
+        target = _branch_target(i, ins)
+        if target is not None and (not 0 <= target < n or target in second_half):
+            where = "outside the program" if not 0 <= target < n else "into the middle of an lddw"
+            raise InvalidProgram(i, f"{_RULES.get(ins.opcode, _Rule('insn')).name} jumps to "
+                                 f"slot {target}, {where} (program has {n} slots)")
+    return slots
+
+
+def _check_slot(i: int, ins, allow_callx: bool) -> None:
+    if ins.opcode == CALLX and allow_callx:
+        return
+    rule = _RULES.get(ins.opcode)
+    if rule is None:
+        extra = " (callx is not part of RFC 9669)" if ins.opcode == CALLX else ""
+        raise InvalidProgram(i, f"unknown opcode {ins.opcode:#04x}{extra}")
+    for reg_field in ("dst", "src"):
+        if getattr(ins, reg_field) > 10:
+            raise InvalidProgram(i, f"{rule.name}: {reg_field} register r{getattr(ins, reg_field)}"
+                                 " does not exist (r0-r10)")
+    for name in rule.zero:
+        value = getattr(ins, name)
+        if value:
+            raise InvalidProgram(i, f"{rule.name} (opcode {ins.opcode:#04x}): {name} field is "
+                                 f"{value} but must be 0")
+    if rule.offsets and ins.off not in rule.offsets:
+        allowed = ", ".join(map(str, sorted(rule.offsets)))
+        raise InvalidProgram(i, f"{rule.name} (opcode {ins.opcode:#04x}): offset field is "
+                             f"{ins.off} but must be {allowed}")
+    if rule.writes_dst and ins.dst == 10:
+        raise InvalidProgram(i, f"{rule.name}: r10 is the read-only frame pointer")
+    cls, op = ins.opcode & 0x07, ins.opcode & 0xF0
+    if op == OP_END and cls in (ALU, ALU64) and ins.imm not in (16, 32, 64):
+        raise InvalidProgram(i, f"{rule.name}: width {ins.imm} must be 16, 32 or 64")
+    if ins.opcode & 0xE7 == STX | MODE_ATOMIC and ins.imm not in _ATOMIC_IMMS:
+        raise InvalidProgram(i, f"atomic operation {ins.imm:#x} does not exist")
+    if ins.opcode == JMP | OP_CALL and ins.src not in (0, 1, 2):
+        raise InvalidProgram(i, f"call: src {ins.src} must be 0 (helper), 1 (local) or 2 (kfunc)")
+    if ins.opcode == LD | 0x18 and ins.src not in _LDDW_SOURCES:
+        raise InvalidProgram(i, f"lddw: src {ins.src} is not a known 64-bit load form (0-6)")
+
+
+def _branch_target(i: int, ins) -> int | None:
+    cls, op = ins.opcode & 0x07, ins.opcode & 0xF0
+    if ins.opcode == JMP | OP_CALL:
+        return i + 1 + ins.imm if ins.src == 1 else None
+    if ins.opcode == JMP32 | OP_JA:
+        return i + 1 + ins.imm
+    if cls in (JMP, JMP32) and op not in (OP_CALL, OP_EXIT):
+        return i + 1 + ins.off
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# The interpreter
+
+LddwResolver = Callable[[int, int, int], int]
+"""`resolve(src, imm, next_imm) -> value` for lddw forms other than the plain imm64 (maps...)."""
+
+
+class Interpreter:
+    """One validated, translated program bound to a memory; `run` executes it.
+
+    `helpers` maps helper ids (call src 0) and `kfuncs` BTF ids (call src 2) to callables
+    `fn(memory, r1, r2, r3, r4, r5) -> int`.  `resolve_lddw` gives the value of the pseudo lddw
+    forms (map references, code addresses) -- whoever loaded the ELF knows what they are.
+    A run is not re-entrant: the registers and frames belong to the instance.
+    """
+
+    def __init__(self, program: bytes | Sequence, *, memory: Memory | None = None,
+                 helpers: Mapping[int, Helper] | None = None,
+                 kfuncs: Mapping[int, Helper] | None = None,
+                 resolve_lddw: LddwResolver | None = None,
+                 budget: int = DEFAULT_BUDGET, disassemble: Callable[[int], str] | None = None) -> None:
+        self.slots = validate(program)
+        self.memory = memory if memory is not None else Memory()
+        self.helpers = dict(helpers or {})
+        self.kfuncs = dict(kfuncs or {})
+        self.budget = budget
+        self.executed = 0                       # instructions the last run executed
+        self._resolve_lddw = resolve_lddw
+        self._disassemble = disassemble or self._default_disassembly
+        self.regs = [0] * 11
+        self._frames: list[tuple[int, int, int, int, int, int]] = []
+        self.stack: list[Region] = [
+            self.memory.map(bytearray(STACK_BYTES), f"stack frame {depth}")
+            for depth in range(MAX_CALL_DEPTH)]
+        self._stack_tops = [region.base + STACK_BYTES for region in self.stack]
+        self.code = self._translate()
+
+    # -- running --------------------------------------------------------------------------------
+
+    def run(self, *args: int, budget: int | None = None) -> int:
+        """Run from slot 0 with r1..r5 = args; returns r0 (unsigned 64-bit)."""
+        if len(args) > 5:
+            raise TypeError(f"a BPF program takes at most 5 arguments (r1-r5), got {len(args)}")
+        regs = self.regs
+        regs[:] = [0] * 11
+        for i, value in enumerate(args, start=1):
+            regs[i] = value & M64
+        regs[10] = self._stack_tops[0]
+        self.stack[0].buf[:] = bytes(STACK_BYTES)
+        self._frames.clear()
+        limit = self.budget if budget is None else budget
+        code = self.code
+        pc = 0
+        n = -1
+        try:
+            for n in range(limit):
+                pc = code[pc]()
+        except _Halt:
+            self.executed = n + 1
+            return regs[0]
+        self.executed = limit
+        raise BudgetExceeded(pc, f"instruction budget of {limit} exhausted before exit "
+                             "(an unbounded loop?)", self._disassemble(pc))
+
+    # -- faults -------------------------------------------------------------------------------------
+
+    def fault(self, pc: int, message: str) -> BpfFault:
+        return BpfFault(pc, message, self._disassemble(pc))
+
+    def _default_disassembly(self, pc: int) -> str:
+        try:
+            from .. import disasm
+        except ImportError:
+            disasm = None
+        ins = self.slots[pc] if 0 <= pc < len(self.slots) else None
+        if ins is None:
+            return ""
+        for name in ("format_instruction", "disassemble_instruction", "format_insn"):
+            fn = getattr(disasm, name, None) if disasm else None
+            if fn is not None:
+                try:
+                    return str(fn(ins))
+                except Exception:       # a disassembler bug must not hide the fault itself
+                    break
+        rule = _RULES.get(ins.opcode)
+        name = rule.name if rule else f"op {ins.opcode:#04x}"
+        return f"{name} dst=r{ins.dst} src=r{ins.src} off={ins.off} imm={ins.imm}"
+
+    def _slow_load(self, pc: int, address: int, size: int) -> int:
+        try:
+            return self.memory.load(address, size)
+        except MemoryFault as exc:
+            raise self.fault(pc, exc.message) from None
+
+    def _slow_store(self, pc: int, address: int, size: int, value: int) -> None:
+        try:
+            self.memory.store(address, size, value)
+        except MemoryFault as exc:
+            raise self.fault(pc, exc.message) from None
+
+    # -- translation --------------------------------------------------------------------------------
+
+    def _translate(self) -> list[Callable[[], int]]:
+        code: list[Callable[[], int]] = []
+        slots = self.slots
+        i = 0
+        while i < len(slots):
+            ins = slots[i]
+            cls = ins.opcode & 0x07
+            code.append(_TRANSLATORS[cls](self, i, ins))
+            if ins.opcode == LD | 0x18:
+                code.append(self._unreachable(i + 1, "jump into the second half of an lddw"))
+                i += 1
+            i += 1
+        code.append(self._unreachable(len(slots) - 1, "execution ran past the last instruction "
+                                      "without exit"))
+        return code
+
+    def _unreachable(self, pc: int, message: str) -> Callable[[], int]:
+        def op() -> int:
+            raise self.fault(pc, message)
+        return op
+
+    def _alu(self, i: int, ins) -> Callable[[], int]:
+        cls, op, use_x = ins.opcode & 0x07, ins.opcode & 0xF0, bool(ins.opcode & SRC_X)
+        if op == OP_END:
+            return self._end(i, ins, cls, use_x)
+        k = ins.imm & (M64 if cls == ALU64 else M32)      # imm is sign-extended, then truncated
+        source = _alu_source(cls, op, ins.off, use_x)
+        return _factory(source)(self.regs, ins.dst, ins.src, k, i + 1)
+
+    def _end(self, i: int, ins, cls: int, use_x: bool) -> Callable[[], int]:
+        transform, width, regs, d, nxt = _END[(cls, SRC_X if use_x else 0)], ins.imm, self.regs, ins.dst, i + 1
+
+        def op() -> int:
+            regs[d] = transform(regs[d], width)
+            return nxt
+        return op
+
+    def _jmp(self, i: int, ins) -> Callable[[], int]:
+        cls, op, use_x = ins.opcode & 0x07, ins.opcode & 0xF0, bool(ins.opcode & SRC_X)
+        nxt = i + 1
+        if op == OP_JA:
+            target = i + 1 + (ins.imm if cls == JMP32 else ins.off)
+            return lambda: target
+        if op == OP_EXIT:
+            return self._exit()
+        if op == OP_CALL:
+            return self._call(i, ins)
+        wide = cls == JMP
+        k = ins.imm & (M64 if wide else M32)
+        if op in (0x60, 0x70, 0xC0, 0xD0) and not use_x:
+            k ^= S64 if wide else S32
+        return _factory(_cond_source(cls, op, use_x))(self.regs, ins.dst, ins.src, k, nxt,
+                                                       i + 1 + ins.off)
+
+    def _exit(self) -> Callable[[], int]:
+        regs, frames = self.regs, self._frames
+
+        def op() -> int:
+            if frames:
+                ret, regs[6], regs[7], regs[8], regs[9], regs[10] = frames.pop()
+                return ret
+            raise _Halt
+        return op
+
+    def _call(self, i: int, ins) -> Callable[[], int]:
+        regs, frames, nxt = self.regs, self._frames, i + 1
+        if ins.src == 1:
+            target, tops, stack = i + 1 + ins.imm, self._stack_tops, self.stack
+
+            def call_local() -> int:
+                depth = len(frames) + 1
+                if depth >= MAX_CALL_DEPTH:
+                    raise self.fault(i, f"stack overflow: a call from frame {depth - 1} needs "
+                                     f"{depth + 1} frames; the limit is {MAX_CALL_DEPTH}")
+                frames.append((nxt, regs[6], regs[7], regs[8], regs[9], regs[10]))
+                regs[10] = tops[depth]
+                stack[depth].buf[:] = bytes(STACK_BYTES)
+                return target
+            return call_local
+        table, kind = (self.helpers, "helper") if ins.src == 0 else (self.kfuncs, "kfunc")
+        fn = table.get(ins.imm)
+        if fn is None:
+            known = ", ".join(map(str, sorted(table))) or "none"
+            raise InvalidProgram(i, f"call to unknown {kind} {ins.imm} (known: {known})")
+        memory = self.memory
+
+        def call_helper() -> int:
+            try:
+                result = fn(memory, regs[1], regs[2], regs[3], regs[4], regs[5])
+            except MemoryFault as exc:
+                raise self.fault(i, f"{kind} {ins.imm}: {exc.message}") from None
+            regs[0] = result & M64
+            return nxt
+        return call_helper
+
+    def _lddw(self, i: int, ins) -> Callable[[], int]:
+        nxt_imm = self.slots[i + 1].imm & M32
+        if ins.src == 0:
+            value = (ins.imm & M32) | nxt_imm << 32
+        elif self._resolve_lddw is None:
+            raise InvalidProgram(i, f"lddw {_LDDW_SOURCES[ins.src]} (src {ins.src}) needs a "
+                                 "resolver; none was given")
+        else:
+            value = self._resolve_lddw(ins.src, ins.imm, self.slots[i + 1].imm) & M64
+        regs, d, nxt = self.regs, ins.dst, i + 2
+
+        def op() -> int:
+            regs[d] = value
+            return nxt
+        return op
+
+    def _ld(self, i: int, ins) -> Callable[[], int]:
+        return self._lddw(i, ins)
+
+    def _ldx(self, i: int, ins) -> Callable[[], int]:
+        size = SIZES[ins.opcode & 0x18]
+        signed = ins.opcode & 0xE0 == MODE_MEMSX
+        fmt = _SIGNED[size] if signed else _UNSIGNED[size]
+        extend = " & 0xFFFFFFFFFFFFFFFF" if signed else ""
+        slow_value = "slow(pc, addr, SIZE)"
+        if signed:   # the slow path returns the unsigned bits; sign-extend them here
+            sign = hex(1 << (8 * size - 1))
+            slow_value = f"((slow(pc, addr, SIZE) ^ {sign}) - {sign}) & 0xFFFFFFFFFFFFFFFF"
+        source, extra = _mem_source(_LOAD_TEMPLATE, size, fmt, extend=extend, slow_value=slow_value)
+        factory = _mem_factory(("ldx", size, signed), source, extra)
+        return factory(self.regs, self.memory.readable, ins.dst, ins.src, ins.off, i + 1,
+                       self._slow_load, i)
+
+    def _st(self, i: int, ins) -> Callable[[], int]:
+        size = SIZES[ins.opcode & 0x18]
+        value = ins.imm & ((1 << (8 * size)) - 1)
+        source, extra = _mem_source(_STORE_TEMPLATE, size, _UNSIGNED[size], value="k")
+        factory = _mem_factory(("st", size), source, extra)
+        return factory(self.regs, self.memory.writable, ins.dst, ins.src, value, ins.off, i + 1,
+                       self._slow_store, i)
+
+    def _stx(self, i: int, ins) -> Callable[[], int]:
+        size = SIZES[ins.opcode & 0x18]
+        if ins.opcode & 0xE0 == MODE_ATOMIC:
+            return self._atomic(i, ins, size)
+        source, extra = _mem_source(_STORE_TEMPLATE, size, _UNSIGNED[size],
+                                    value=f"regs[s] & {(1 << (8 * size)) - 1:#x}")
+        factory = _mem_factory(("stx", size), source, extra)
+        return factory(self.regs, self.memory.writable, ins.dst, ins.src, 0, ins.off, i + 1,
+                       self._slow_store, i)
+
+    def _atomic(self, i: int, ins, size: int) -> Callable[[], int]:
+        """Read-modify-write through the checked slow path; the engine is single-threaded, so
+        atomicity is automatic and only the fetch/xchg/cmpxchg register effects matter."""
+        regs, d, s, off, nxt, mask = self.regs, ins.dst, ins.src, ins.off, i + 1, (1 << (8 * size)) - 1
+        load, store = self._slow_load, self._slow_store
+        imm = ins.imm
+        if imm == CMPXCHG:
+            def op() -> int:
+                addr = (regs[d] + off) & M64
+                old = load(i, addr, size)
+                if old == regs[0] & mask:
+                    store(i, addr, size, regs[s] & mask)
+                regs[0] = old
+                return nxt
+            return op
+        if imm == XCHG:
+            def op() -> int:
+                addr = (regs[d] + off) & M64
+                old = load(i, addr, size)
+                store(i, addr, size, regs[s] & mask)
+                regs[s] = old
+                return nxt
+            return op
+        combine, fetch = _ATOMIC[imm & ~FETCH], bool(imm & FETCH)
+
+        def op() -> int:
+            addr = (regs[d] + off) & M64
+            old = load(i, addr, size)
+            store(i, addr, size, combine(old, regs[s]) & mask)
+            if fetch:
+                regs[s] = old
+            return nxt
+        return op
+
+
+_TRANSLATORS: dict[int, Callable[[Interpreter, int, object], Callable[[], int]]] = {
+    LD: Interpreter._ld, LDX: Interpreter._ldx, ST: Interpreter._st, STX: Interpreter._stx,
+    ALU: Interpreter._alu, JMP: Interpreter._jmp, JMP32: Interpreter._jmp, ALU64: Interpreter._alu,
+}

@@ -1,0 +1,154 @@
+"""The bpf_conformance suite, read from ../shared/conformance and run two ways.
+
+Every case of `tests/` runs in-process and through the plugin protocol function; only the callx
+group is excluded (not part of RFC 9669).  Every file of `negative/` must be refused: by the
+reader (ConformanceFormatError) for malformed files, or -- for the two files whose only fault is
+a wrong expectation -- by a failing outcome when run.
+"""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+
+from pybpf_uring.conformance import (ConformanceFormatError, assemble, plugin_main, read_case,
+                                     run_case)
+
+SUITE = Path(__file__).parents[1] / ".." / "shared" / "conformance"
+CASES = sorted((SUITE / "tests").glob("*.data"))
+NEGATIVE = sorted(p for p in (SUITE / "negative").iterdir() if p.is_file())
+
+# Files of negative/ that are well-formed but expect the wrong thing: caught only by running.
+WRONG_EXPECTATION = {"error.data", "incorrect_return_value_high_bits.data"}
+
+pytestmark = pytest.mark.skipif(not SUITE.is_dir(), reason="../shared/conformance not present")
+
+
+def _hex(data: bytes) -> str:
+    return " ".join(f"{b:02x}" for b in data)
+
+
+def _plugin(program: bytes, memory: bytes) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    argv = [_hex(memory)] if memory else []
+    code = plugin_main(argv, io.StringIO(_hex(program)), out, err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_suite_is_complete():
+    assert len(CASES) == 313
+    assert len(NEGATIVE) == 61
+
+
+@pytest.mark.parametrize("path", CASES, ids=lambda p: p.stem)
+def test_case_in_process(path):
+    case = read_case(path)
+    if case.needs_callx:
+        pytest.skip("callx is not part of RFC 9669")
+    outcome = run_case(case)
+    assert outcome.passed, outcome.describe()
+
+
+@pytest.mark.parametrize("path", CASES, ids=lambda p: p.stem)
+def test_case_through_plugin(path):
+    case = read_case(path)
+    if case.needs_callx:
+        pytest.skip("callx is not part of RFC 9669")
+    code, out, err = _plugin(case.program, case.memory)
+    assert (code, err) == (0, "")
+    assert int(out.strip(), 16) == case.result
+
+
+def test_score_is_312_of_312():
+    """The number the README quotes: every case but the callx group passes."""
+    passed = skipped = 0
+    for path in CASES:
+        case = read_case(path)
+        if case.needs_callx:
+            skipped += 1
+            continue
+        passed += run_case(case).passed
+    assert (passed, skipped) == (312, 1)
+
+
+@pytest.mark.parametrize("path", NEGATIVE, ids=lambda p: p.name)
+def test_negative_file_is_refused(path):
+    if path.name in WRONG_EXPECTATION:
+        outcome = run_case(read_case(path))
+        assert not outcome.passed, outcome.describe()
+        return
+    with pytest.raises(ConformanceFormatError) as info:
+        read_case(path)
+    message = str(info.value)
+    assert message.startswith(str(path)), message        # names the file
+    assert "Traceback" not in message
+
+
+@pytest.mark.parametrize("name, line, fragment", [
+    ("invalid_register.data", 4, "invalid register '%r50'"),
+    ("invalid_imm32_dec_range.data", 5, "outside the signed 32-bit range"),
+    ("invalid_imm32_hex_range.data", 5, "does not fit in 32 bits"),
+    ("invalid_offset_range.data", 5, "offset +0x10000 does not fit in 16 bits"),
+    ("invalid_label.data", 4, "undefined label 'NOT_A_LABEL'"),
+    ("invalid_mnemonic.data", 5, "invalid mnemonic 'ldxq'"),
+    ("invalid_operand_count.data", 4, "'lddw' takes 2 operands, got 1"),
+    ("invalid_lock.data", 4, "invalid number of operands for lock"),
+    ("invalid_unknown_directive.data", 4, "unknown section '-- Unknown directive'"),
+    ("unused-exit-imm.data", 5, "exit (opcode 0x95): imm field is 1 but must be 0"),
+    ("unused-stdw-src.data", 5, "stdw (opcode 0x7a): src field is 1 but must be 0"),
+    ("empty.data", 0, "no sections, only comments"),
+    ("empty_instructions.data", 0, "neither '-- asm' nor '-- raw'"),
+])
+def test_negative_messages_name_line_and_problem(name, line, fragment):
+    with pytest.raises(ConformanceFormatError) as info:
+        read_case(SUITE / "negative" / name)
+    assert info.value.line == line
+    assert fragment in info.value.message
+
+
+def test_raw_words_replace_asm_and_must_agree(tmp_path):
+    case = read_case(SUITE / "tests" / "lddw.data")
+    assert case.program == bytes.fromhex("18000000887766550000000044332211" "9500000000000000")
+    bad = tmp_path / "disagree.data"
+    bad.write_text("-- asm\nexit\n-- raw\n0x0000000000000095\n0x0000000000000095\n-- result\n0x0\n")
+    with pytest.raises(ConformanceFormatError, match="disagree"):
+        read_case(bad)
+
+
+def test_assembler_encodings():
+    program, lines = assemble(enumerate([
+        "mov32 %r0, -3", "lock fetch add32 [%r10-4], %r1", "ja32 +1", "exit",
+        "jsgt %r1, %r2, exit", "ldxsh %r3, [%r1+0x10]", "movsx1664 %r4, %r5",
+        "call local done", "done:", "exit",
+    ], start=1))
+    words = [program[i:i + 8].hex() for i in range(0, len(program), 8)]
+    assert words == [
+        "b4000000fdffffff",     # ALU | MOV | K, imm -3
+        "c31afcff01000000",     # STX | ATOMIC | W, imm ADD | FETCH
+        "0600000001000000",     # JMP32 | JA: gotol, offset in imm
+        "9500000000000000",
+        "6d21feff00000000",     # to the implicit label `exit` (slot 3): 3 - 4 - 1
+        "8913100000000000",     # LDX | MEMSX | H
+        "bf54100000000000",     # ALU64 | MOV | X, offset 16
+        "8510000000000000",     # call local, src 1, imm 0 (next slot)
+        "9500000000000000",
+    ]
+    assert lines == (1, 2, 3, 4, 5, 6, 7, 8, 10)
+
+
+def test_plugin_protocol_errors():
+    code, out, err = _plugin(bytes.fromhex("9500000001000000"), b"")
+    assert code != 0 and out == "" and "imm field is 1" in err
+    code, out, err = _plugin(bytes.fromhex("7910000000000000" "9500000000000000"), b"")
+    assert code != 0 and "null pointer" in err     # r1 is 0 without memory
+    out_buf, err_buf = io.StringIO(), io.StringIO()
+    assert plugin_main([], io.StringIO("zz"), out_buf, err_buf) == 1
+    assert "not a hex byte" in err_buf.getvalue()
+
+
+def test_plugin_passes_memory_in_r1_and_length_in_r2():
+    # ldxb r0, [r1+2]; add r0, r2; exit
+    program = bytes.fromhex("7110020000000000" "0f20000000000000" "9500000000000000")
+    code, out, err = _plugin(program, bytes([1, 2, 3, 4]))
+    assert (code, out, err) == (0, "7\n", "")
