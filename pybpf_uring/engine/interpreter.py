@@ -15,7 +15,7 @@ modulo by zero leaves dst (ALU64) or its zero-extended low half (ALU); shift cou
 to 63/31; signed division and modulo truncate towards zero like C; MOVSX has a register form
 only; CMPXCHG compares with r0 and always loads the old value into r0.
 
-Memory is the region table of `memory.Memory` (address = region id << 32 | offset).  Loads and
+Memory is the region table of `memory.Memory` (address = id << 32 | 2 GiB + offset).  Loads and
 stores inline the common case (a plain region, in bounds) and defer everything else to
 `Memory.load`/`store`, whose MemoryFault becomes a `BpfFault` naming the instruction.
 
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
 from ..limits import MAX_CALL_DEPTH, STACK_BYTES
-from .memory import Memory, MemoryFault, OFFSET_MASK, REGION_SHIFT, Region
+from .memory import Memory, MemoryFault, Region
 
 __all__ = [
     "Interpreter", "BpfFault", "BudgetExceeded", "InvalidProgram", "Helper", "validate",
@@ -250,9 +250,9 @@ def make(regs, readable, d, s, off, nxt, slow, pc):
     get = readable.get
     def op():
         addr = (regs[s] + off) & 0xFFFFFFFFFFFFFFFF
-        o = addr & 0xFFFFFFFF
+        o = (addr & 0xFFFFFFFF) - 0x80000000
         buf = get(addr >> 32, b"")
-        if o + SIZE <= len(buf):
+        if 0 <= o <= len(buf) - SIZE:
             regs[d] = unpack(buf, o)[0]{extend}
         else:
             regs[d] = {slow_value}
@@ -266,9 +266,9 @@ def make(regs, writable, d, s, k, off, nxt, slow, pc):
     get = writable.get
     def op():
         addr = (regs[d] + off) & 0xFFFFFFFFFFFFFFFF
-        o = addr & 0xFFFFFFFF
+        o = (addr & 0xFFFFFFFF) - 0x80000000
         buf = get(addr >> 32, b"")
-        if o + SIZE <= len(buf):
+        if 0 <= o <= len(buf) - SIZE:
             pack(buf, o, {value})
         else:
             slow(pc, addr, SIZE, {value})

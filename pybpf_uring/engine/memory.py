@@ -1,13 +1,13 @@
 """Bounds-checked memory for the userspace engine: the only bytes a BPF program may touch.
 
 A program sees 64-bit addresses; the engine gives every region (ctx, each stack frame, each map
-value, each helper buffer) its own 4 GiB window: address = region id << 32 | offset.  Addresses
-are therefore plain integers -- `r1 + 8`, storing a pointer to the stack and reloading it, and
-comparing pointers all work with no provenance tracking -- and resolving one is a shift, a
-dict lookup and one comparison against the region's length.  Region id 0 is never mapped, so
-NULL and small integers fault as null dereferences rather than reaching any memory.  An address
-that walks off a region lands in the unmapped rest of its window (regions are far smaller than
-4 GiB) and faults.
+value, each helper buffer) its own 4 GiB window and places the region in the middle of it:
+address = region id << 32 | (2 GiB + offset).  Addresses are therefore plain integers -- `r1 + 8`,
+storing a pointer to the stack and reloading it, and comparing pointers all work with no
+provenance tracking -- and resolving one is a shift, a dict lookup and a range test.  An address
+that walks off either end of a region stays inside its own window (regions are at most 1 GiB),
+so the fault can say "stack frame 0-8" rather than blaming a neighbour.  Region id 0 is never
+mapped, so NULL and small integers fault as null dereferences.
 
 The interpreter inlines the fast path (plain regions, found in `readable` / `writable`);
 everything else -- read-only regions, regions that allow only some (offset, size) fields, and
@@ -19,11 +19,12 @@ import struct
 from dataclasses import dataclass, field
 from typing import Iterable
 
-__all__ = ["Memory", "MemoryFault", "Region", "REGION_SHIFT", "OFFSET_MASK"]
+__all__ = ["Memory", "MemoryFault", "Region", "REGION_SHIFT", "OFFSET_MASK", "BIAS"]
 
 REGION_SHIFT = 32
 OFFSET_MASK = (1 << REGION_SHIFT) - 1
-_MAX_REGION_BYTES = 1 << 31          # far below the window, so overruns always land unmapped
+BIAS = 1 << 31                       # a region starts in the middle of its window
+_MAX_REGION_BYTES = 1 << 30          # so under- and overruns up to 1 GiB stay in the window
 _NULL_WINDOW = 1 << REGION_SHIFT
 
 _UNSIGNED = {1: struct.Struct("<B"), 2: struct.Struct("<H"), 4: struct.Struct("<I"), 8: struct.Struct("<Q")}
@@ -79,7 +80,7 @@ class Memory:
             raise ValueError(f"region {name!r} is {len(buf)} bytes; the limit is {_MAX_REGION_BYTES}")
         rid = self._next_id
         self._next_id += 1
-        region = Region(name, buf, rid << REGION_SHIFT, writable,
+        region = Region(name, buf, rid << REGION_SHIFT | BIAS, writable,
                         frozenset(fields) if fields is not None else None)
         self.regions[rid] = region
         if region.fields is None:
@@ -102,8 +103,8 @@ class Memory:
         region = self.regions.get(address >> REGION_SHIFT)
         if region is None:
             return hex(address)
-        offset = address & OFFSET_MASK
-        return f"{region.name}+{offset}"
+        offset = (address & OFFSET_MASK) - BIAS
+        return f"{region.name}{offset:+d}"
 
     def resolve(self, address: int, size: int, access: str) -> tuple[Region, int]:
         """The region and offset of an access of `size` bytes, or the MemoryFault explaining why not."""
@@ -115,10 +116,10 @@ class Memory:
         if region is None:
             raise MemoryFault(f"{access} of {size} bytes at {address:#x}: no region is mapped there "
                               "(a dangling pointer or an integer used as a pointer)", address)
-        offset = address & OFFSET_MASK
-        if offset + size > len(region.buf):
+        offset = (address & OFFSET_MASK) - BIAS
+        if offset < 0 or offset + size > len(region.buf):
             raise MemoryFault(
-                f"{access} of {size} bytes at {region.name}+{offset} is out of bounds "
+                f"{access} of {size} bytes at {region.name}{offset:+d} is out of bounds "
                 f"({region.name} is {len(region.buf)} bytes)", address)
         if access == "write" and not region.writable:
             raise MemoryFault(f"write of {size} bytes at {region.name}+{offset}: "

@@ -1,0 +1,446 @@
+"""The interpreter: a semantics table, faults that name their instruction, calls and frames,
+and hypothesis-generated ALU programs checked against a reference model written here.
+
+Programs are written in the conformance suite's assembler syntax (`pybpf_uring.conformance.
+assemble`) so a failing case reads like the suite's own files.
+"""
+from __future__ import annotations
+
+import struct
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from pybpf_uring.conformance import assemble
+from pybpf_uring.engine import (BpfFault, BudgetExceeded, Interpreter, InvalidProgram, Memory,
+                                MemoryFault)
+
+M64 = (1 << 64) - 1
+M32 = (1 << 32) - 1
+
+
+def prog(*lines: str) -> bytes:
+    program, _ = assemble(enumerate(lines, start=1))
+    return program
+
+
+def run(*lines: str, args: tuple[int, ...] = (), **kw) -> int:
+    return Interpreter(prog(*lines), **kw).run(*args)
+
+
+# ---------------------------------------------------------------------------------------------
+# Semantics (RFC 9669 section 4), each row one rule interpreters get wrong.
+
+SEMANTICS = [
+    ("div64 by zero gives 0", ["mov %r0, 7", "mov %r1, 0", "div %r0, %r1", "exit"], 0),
+    ("div32 by zero gives 0", ["lddw %r0, -1", "mov %r1, 0", "div32 %r0, %r1", "exit"], 0),
+    ("mod64 by zero leaves dst", ["lddw %r0, 0x1234567800000005", "mov %r1, 0", "mod %r0, %r1",
+                                  "exit"], 0x1234567800000005),
+    ("mod32 by zero zero-extends dst", ["lddw %r0, 0x1234567800000005", "mov %r1, 0",
+                                        "mod32 %r0, %r1", "exit"], 5),
+    ("lsh64 count masked to 63", ["mov %r0, 1", "mov %r1, 65", "lsh %r0, %r1", "exit"], 2),
+    ("lsh32 count masked to 31", ["mov %r0, 1", "mov %r1, 33", "lsh32 %r0, %r1", "exit"], 2),
+    ("rsh64 imm masked", ["lddw %r0, 0x8000000000000000", "rsh %r0, 127", "exit"], 1),
+    ("arsh32 sign-extends within 32 bits", ["mov32 %r0, 0x80000000", "arsh32 %r0, 4", "exit"],
+     0xF8000000),
+    ("arsh64", ["lddw %r0, 0x8000000000000000", "arsh %r0, 63", "exit"], M64),
+    ("smod truncates like C (dividend's sign)", ["mov %r0, -7", "smod %r0, 2", "exit"], M64),
+    ("smod positive by negative", ["mov %r0, 7", "smod %r0, -2", "exit"], 1),
+    ("smod32 truncates", ["mov32 %r0, -7", "smod32 %r0, 2", "exit"], M32),
+    ("sdiv truncates towards zero", ["mov %r0, -7", "sdiv %r0, 2", "exit"], (-3) & M64),
+    ("sdiv INT_MIN / -1 wraps", ["lddw %r0, 0x8000000000000000", "sdiv %r0, -1", "exit"], 1 << 63),
+    ("smod INT_MIN % -1 is 0", ["lddw %r0, 0x8000000000000000", "smod %r0, -1", "exit"], 0),
+    ("sdiv by zero gives 0", ["mov %r0, -7", "mov %r1, 0", "sdiv %r0, %r1", "exit"], 0),
+    ("smod by zero leaves dst", ["mov %r0, -7", "mov %r1, 0", "smod %r0, %r1", "exit"],
+     (-7) & M64),
+    ("32-bit add zero-extends", ["lddw %r0, -1", "add32 %r0, 0", "exit"], M32),
+    ("mov32 imm zero-extends", ["mov32 %r0, -1", "exit"], M32),
+    ("mov64 imm sign-extends", ["mov %r0, -1", "exit"], M64),
+    ("add64 imm sign-extends", ["mov %r0, 0", "add %r0, -1", "exit"], M64),
+    ("neg32", ["mov32 %r0, 1", "neg32 %r0", "exit"], M32),
+    ("mul32 drops the high half", ["mov32 %r0, 0x10000", "mul32 %r0, 0x10000", "exit"], 0),
+    ("movsx864", ["mov %r1, 0x80", "movsx864 %r0, %r1", "exit"], M64 ^ 0x7F),
+    ("movsx832 zero-extends the 32-bit result", ["mov %r1, 0x180", "movsx832 %r0, %r1", "exit"],
+     0xFFFFFF80),
+    ("movsx1664", ["mov %r1, 0x8000", "movsx1664 %r0, %r1", "exit"], M64 ^ 0x7FFF),
+    ("movsx3264", ["mov32 %r1, 0x80000000", "movsx3264 %r0, %r1", "exit"], M64 ^ 0x7FFFFFFF),
+    ("bswap16 keeps only 16 bits", ["lddw %r0, 0x8877665544332211", "bswap16 %r0", "exit"], 0x1122),
+    ("bswap32", ["lddw %r0, 0x8877665544332211", "bswap32 %r0", "exit"], 0x11223344),
+    ("bswap64", ["lddw %r0, 0x8877665544332211", "bswap64 %r0", "exit"], 0x1122334455667788),
+    ("be16", ["lddw %r0, 0x8877665544332211", "be16 %r0", "exit"], 0x1122),
+    ("le16 truncates", ["lddw %r0, 0x8877665544332211", "le16 %r0", "exit"], 0x2211),
+    ("le64 is identity", ["lddw %r0, 0x8877665544332211", "le64 %r0", "exit"], 0x8877665544332211),
+    ("jgt is unsigned", ["mov %r0, 0", "mov %r1, -1", "jgt %r1, 1, +1", "exit", "mov %r0, 1",
+                         "exit"], 1),
+    ("jsgt is signed", ["mov %r0, 0", "mov %r1, -1", "jsgt %r1, 1, +1", "exit", "mov %r0, 1",
+                        "exit"], 0),
+    ("jslt32 looks at 32 bits", ["mov %r0, 0", "lddw %r1, 0x80000000", "jslt32 %r1, 0, +1",
+                                 "exit", "mov %r0, 1", "exit"], 1),
+    ("jset", ["mov %r0, 0", "mov %r1, 6", "jset %r1, 2, +1", "exit", "mov %r0, 1", "exit"], 1),
+    ("ldxsb sign-extends", ["stb [%r10-1], 0x80", "ldxsb %r0, [%r10-1]", "exit"], M64 ^ 0x7F),
+    ("ldxsw sign-extends", ["stw [%r10-4], -2", "ldxsw %r0, [%r10-4]", "exit"], (-2) & M64),
+    ("stdw imm sign-extends", ["stdw [%r10-8], -1", "ldxdw %r0, [%r10-8]", "exit"], M64),
+    ("misaligned access is not a fault", ["stdw [%r10-16], -1", "ldxw %r0, [%r10-13]", "exit"],
+     M32),
+    ("lock add", ["stdw [%r10-8], 40", "mov %r1, 2", "lock add [%r10-8], %r1",
+                  "ldxdw %r0, [%r10-8]", "exit"], 42),
+    ("lock fetch add returns the old value", ["stdw [%r10-8], 40", "mov %r1, 2",
+                                              "lock fetch add [%r10-8], %r1", "mov %r0, %r1",
+                                              "exit"], 40),
+    ("lock fetch or32 zero-extends", ["stw [%r10-4], -1", "lddw %r1, -1",
+                                      "lock fetch or32 [%r10-4], %r1", "mov %r0, %r1", "exit"],
+     M32),
+    ("lock xchg", ["stdw [%r10-8], 7", "mov %r1, 9", "lock xchg [%r10-8], %r1",
+                   "ldxdw %r0, [%r10-8]", "lsh %r0, 8", "or %r0, %r1", "exit"], 0x907),
+    ("cmpxchg compares with r0 and stores on match", [
+        "stdw [%r10-8], 5", "mov %r0, 5", "mov %r1, 6", "lock cmpxchg [%r10-8], %r1",
+        "ldxdw %r2, [%r10-8]", "lsh %r0, 8", "or %r0, %r2", "exit"], 0x506),
+    ("cmpxchg leaves memory on mismatch and loads r0", [
+        "stdw [%r10-8], 5", "mov %r0, 4", "mov %r1, 6", "lock cmpxchg [%r10-8], %r1",
+        "ldxdw %r2, [%r10-8]", "lsh %r0, 8", "or %r0, %r2", "exit"], 0x505),
+    ("cmpxchg32 compares only the low half of r0", [
+        "stw [%r10-4], 5", "lddw %r0, 0x100000005", "mov %r1, 6",
+        "lock cmpxchg32 [%r10-4], %r1", "ldxw %r0, [%r10-4]", "exit"], 6),
+    ("gotol (ja32) jumps by imm", ["mov %r0, 1", "ja32 +1", "mov %r0, 2", "exit"], 1),
+    ("lddw full 64 bits", ["lddw %r0, 0xfedcba9876543210", "exit"], 0xFEDCBA9876543210),
+]
+
+
+@pytest.mark.parametrize("lines, expected", [row[1:] for row in SEMANTICS],
+                         ids=[row[0] for row in SEMANTICS])
+def test_semantics(lines, expected):
+    assert run(*lines) == expected
+
+
+# ---------------------------------------------------------------------------------------------
+# Pointers and regions
+
+def test_pointer_arithmetic_and_reloading_a_stored_pointer():
+    memory = Memory()
+    ctx = memory.map(bytearray(struct.pack("<QQ", 11, 22)), "ctx")
+    vm = Interpreter(prog(
+        "stxdw [%r10-8], %r1",      # spill the ctx pointer
+        "mov %r1, 0",
+        "ldxdw %r2, [%r10-8]",      # reload it
+        "add %r2, 8",
+        "ldxdw %r0, [%r2+0]",
+        "exit"), memory=memory)
+    assert vm.run(ctx.base) == 22
+
+
+def test_program_writes_ctx_in_place():
+    memory = Memory()
+    buf = bytearray(16)
+    ctx = memory.map(buf, "ctx")
+    Interpreter(prog("stw [%r1+12], 7", "mov %r0, 0", "exit"), memory=memory).run(ctx.base)
+    assert struct.unpack_from("<I", buf, 12)[0] == 7
+
+
+def test_field_restricted_region_allows_only_its_fields():
+    memory = Memory()
+    ctx = memory.map(bytearray(16), "ctx", fields=[(0, 8), (8, 4), (12, 4)])
+    assert Interpreter(prog("stw [%r1+8], 3", "ldxw %r0, [%r1+8]", "exit"),
+                       memory=memory).run(ctx.base) == 3
+    vm = Interpreter(prog("mov %r0, 0", "ldxh %r0, [%r1+8]", "exit"), memory=memory)
+    with pytest.raises(BpfFault) as info:
+        vm.run(ctx.base)
+    assert info.value.insn_index == 1
+    assert "may only be accessed at +0 (8 bytes), +8 (4 bytes), +12 (4 bytes)" in info.value.message
+
+
+def test_read_only_region_refuses_writes():
+    memory = Memory()
+    ro = memory.map(bytearray(8), "rodata", writable=False)
+    vm = Interpreter(prog("mov %r0, 0", "stb [%r1+0], 1", "exit"), memory=memory)
+    with pytest.raises(BpfFault, match="rodata is read-only") as info:
+        vm.run(ro.base)
+    assert info.value.insn_index == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Faults: each names the instruction that made it.
+
+def _fault(lines, *, args=(), memory=None, **kw) -> BpfFault:
+    vm = Interpreter(prog(*lines), memory=memory, **kw)
+    with pytest.raises(BpfFault) as info:
+        vm.run(*args)
+    return info.value
+
+
+def test_ctx_read_past_the_end():
+    memory = Memory()
+    ctx = memory.map(bytearray(16), "ctx")
+    fault = _fault(["mov %r0, 0", "ldxdw %r0, [%r1+16]", "exit"], args=(ctx.base,), memory=memory)
+    assert fault.insn_index == 1
+    assert "read of 8 bytes at ctx+16 is out of bounds (ctx is 16 bytes)" in str(fault)
+    assert str(fault).startswith("instruction 1 (")      # with its disassembly
+
+
+def test_ctx_write_straddling_the_end():
+    memory = Memory()
+    ctx = memory.map(bytearray(16), "ctx")
+    fault = _fault(["mov %r0, 0", "mov %r2, 1", "stxdw [%r1+12], %r2", "exit"], args=(ctx.base,),
+                   memory=memory)
+    assert fault.insn_index == 2
+    assert "write of 8 bytes at ctx+12 is out of bounds" in fault.message
+
+
+def test_ctx_read_before_the_start():
+    memory = Memory()
+    ctx = memory.map(bytearray(16), "ctx")
+    fault = _fault(["ldxb %r0, [%r1-1]", "exit"], args=(ctx.base,), memory=memory)
+    assert fault.insn_index == 0
+    assert "ctx-1 is out of bounds" in fault.message
+
+
+def test_stack_read_above_the_frame():
+    fault = _fault(["mov %r0, 0", "ldxdw %r0, [%r10+0]", "exit"])
+    assert fault.insn_index == 1
+    assert "stack frame 0+512 is out of bounds" in fault.message
+
+
+def test_stack_write_below_the_frame():
+    fault = _fault(["mov %r0, 0", "mov %r1, 0", "stxdw [%r10-520], %r1", "exit"])
+    assert fault.insn_index == 2
+    assert "stack frame 0-8 is out of bounds" in fault.message
+
+
+def test_map_value_overrun_through_a_helper_pointer():
+    memory = Memory()
+    value = memory.map(bytearray(8), "map value")
+    helpers = {1: lambda mem, *regs: value.base}          # a map_lookup_elem stand-in
+    fault = _fault(["call 1", "ldxw %r1, [%r0+4]", "ldxw %r1, [%r0+8]", "exit"], memory=memory,
+                   helpers=helpers)
+    assert fault.insn_index == 2
+    assert "map value+8 is out of bounds (map value is 8 bytes)" in fault.message
+
+
+def test_null_dereference():
+    fault = _fault(["mov %r1, 0", "mov %r0, 0", "ldxw %r0, [%r1+4]", "exit"])
+    assert fault.insn_index == 2
+    assert "null pointer dereference" in fault.message
+
+
+def test_integer_used_as_pointer():
+    fault = _fault(["lddw %r1, 0x123400000000", "stw [%r1+0], 1", "exit"])
+    assert fault.insn_index == 2               # lddw takes slots 0 and 1
+    assert "no region is mapped there" in fault.message
+
+
+def test_atomic_out_of_bounds():
+    fault = _fault(["mov %r1, 1", "lock add [%r10+0], %r1", "exit"])
+    assert fault.insn_index == 1
+
+
+def test_helper_fault_names_the_call():
+    def read_past(mem, r1, r2, r3, r4, r5):
+        return len(mem.read(r1, r2))
+    fault = _fault(["mov %r1, %r10", "add %r1, -8", "mov %r2, 16", "call 7", "exit"],
+                   helpers={7: read_past})
+    assert fault.insn_index == 3
+    assert "helper 7: read of 16 bytes at stack frame 0+504 is out of bounds" in fault.message
+
+
+def test_stack_overflow_by_deep_recursion():
+    fault = _fault(["call local f", "exit", "f:", "call local f", "exit"])
+    assert fault.insn_index == 2
+    assert "stack overflow" in fault.message and "limit is 8" in fault.message
+
+
+def test_budget():
+    vm = Interpreter(prog("mov %r0, 0", "loop:", "add %r0, 1", "ja loop", "exit"), budget=1001)
+    with pytest.raises(BudgetExceeded) as info:
+        vm.run()
+    assert info.value.insn_index == 1          # 1 + 500 * 2 instructions: stopped before `add`
+    assert "budget of 1001" in info.value.message
+
+
+def test_budget_is_per_run():
+    vm = Interpreter(prog("mov %r0, 3", "exit"), budget=2)
+    assert vm.run() == 3 and vm.run() == 3 and vm.executed == 2
+
+
+def test_running_off_the_end():
+    fault = _fault(["mov %r0, 0"])
+    assert fault.insn_index == 0
+    assert "past the last instruction" in fault.message
+
+
+# ---------------------------------------------------------------------------------------------
+# Calls and frames
+
+def test_call_preserves_r6_to_r9_and_passes_r1_to_r5():
+    assert run("mov %r6, 6", "mov %r9, 9", "mov %r1, 1", "mov %r5, 5", "call local f",
+               "add %r0, %r6", "add %r0, %r9", "exit",
+               "f:", "mov %r0, %r1", "add %r0, %r5", "mov %r6, 100", "mov %r9, 100", "exit") == 21
+
+
+def test_each_frame_has_its_own_stack_and_callees_reach_the_caller_through_pointers():
+    assert run(
+        "stdw [%r10-8], 40",
+        "mov %r1, %r10", "add %r1, -8",     # pointer to the caller's slot
+        "call local f",
+        "ldxdw %r0, [%r10-8]",              # the callee wrote through the pointer
+        "ldxdw %r1, [%r10-16]",             # ... and its own r10-16 was another frame
+        "add %r0, %r1",
+        "exit",
+        "f:",
+        "stdw [%r10-16], 1000",
+        "ldxdw %r2, [%r1+0]", "add %r2, 2", "stxdw [%r1+0], %r2",
+        "mov %r0, 0", "exit") == 42
+
+
+def test_callee_frame_starts_zeroed_and_r10_is_restored():
+    assert run("stdw [%r10-8], 5", "call local f", "ldxdw %r0, [%r10-8]", "exit",
+               "f:", "ldxdw %r0, [%r10-8]", "exit") == 5
+
+
+def test_helpers_get_memory_and_five_arguments():
+    seen = []
+
+    def helper(mem, *args):
+        seen.append(args)
+        mem.write(args[0], b"\x2a")
+        return -1
+
+    result = run("mov %r1, %r10", "add %r1, -1", "mov %r2, 2", "mov %r3, 3", "mov %r4, 4",
+                 "mov %r5, 5", "call 9", "ldxb %r1, [%r10-1]", "add %r0, %r1", "exit",
+                 helpers={9: helper})
+    assert result == 41
+    assert seen[0][1:] == (2, 3, 4, 5)
+
+
+# ---------------------------------------------------------------------------------------------
+# Refused programs
+
+@pytest.mark.parametrize("program, index, fragment", [
+    (bytes.fromhex("0500050000000000" "9500000000000000"), 0, "outside the program"),
+    (bytes.fromhex("0500010000000000" "1800000000000000" "0000000000000000" "9500000000000000"),
+     0, "into the middle of an lddw"),
+    (bytes.fromhex("1800000000000000"), 0, "needs a second 8-byte half"),
+    (bytes.fromhex("b70a000000000000" "9500000000000000"), 0, "r10 is the read-only frame pointer"),
+    (bytes.fromhex("8d02000000000000" "9500000000000000"), 0, "callx is not part of RFC 9669"),
+    (bytes.fromhex("c31a000002000000" "9500000000000000"), 0, "atomic operation 0x2"),
+    (bytes.fromhex("d700000008000000" "9500000000000000"), 0, "width 8 must be 16, 32 or 64"),
+    (bytes.fromhex("bc01200000000000" "9500000000000000"), 0, "offset field is 32"),
+    (bytes.fromhex("b701000000000000"[:-2]), None, "not a whole number"),
+])
+def test_invalid_programs(program, index, fragment):
+    with pytest.raises(InvalidProgram) as info:
+        Interpreter(program)
+    assert info.value.insn_index == index
+    assert fragment in str(info.value)
+
+
+def test_unknown_helper_is_refused_at_load():
+    with pytest.raises(InvalidProgram, match="unknown helper 99"):
+        Interpreter(prog("call 99", "exit"))
+
+
+def test_memory_helpers_fault_cleanly():
+    memory = Memory()
+    region = memory.map(bytearray(4), "buf")
+    memory.write(region.base, b"ab")
+    assert memory.read(region.base, 4) == b"ab\0\0"
+    with pytest.raises(MemoryFault, match="out of bounds"):
+        memory.read(region.base + 2, 3)
+    memory.unmap(region)
+    with pytest.raises(MemoryFault, match="no region"):
+        memory.read(region.base, 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Straight-line ALU programs against an independent reference model.
+#
+# The model works on Python ints with explicit two's-complement conversions and C-style
+# truncating division, which is a different route from the interpreter's templates.
+
+def _signed(value: int, bits: int) -> int:
+    value &= (1 << bits) - 1
+    return value - (1 << bits) if value >> (bits - 1) else value
+
+
+def _c_div(a: int, b: int) -> int:
+    q = abs(a) // abs(b)
+    return q if (a >= 0) == (b >= 0) else -q
+
+
+def _model(op: str, bits: int, a: int, b: int, off: int) -> int:
+    mask = (1 << bits) - 1
+    a, b = a & mask, b & mask
+    sa, sb = _signed(a, bits), _signed(b, bits)
+    if op == "add":
+        r = a + b
+    elif op == "sub":
+        r = a - b
+    elif op == "mul":
+        r = sa * sb
+    elif op == "div":
+        r = (a // b if b else 0) if off == 0 else (_c_div(sa, sb) if sb else 0)
+    elif op == "mod":
+        if off == 0:
+            r = a % b if b else a
+        else:
+            r = sa - sb * _c_div(sa, sb) if sb else a
+    elif op == "or":
+        r = a | b
+    elif op == "and":
+        r = a & b
+    elif op == "xor":
+        r = a ^ b
+    elif op == "lsh":
+        r = a << (b % bits)
+    elif op == "rsh":
+        r = a >> (b % bits)
+    elif op == "arsh":
+        r = sa >> (b % bits)
+    elif op == "neg":
+        r = -sa
+    elif op == "mov":
+        r = b if off == 0 else _signed(b, off)
+    else:
+        raise AssertionError(op)
+    return r & mask
+
+
+_OPCODES = {"add": 0x00, "sub": 0x10, "mul": 0x20, "div": 0x30, "or": 0x40, "and": 0x50,
+            "lsh": 0x60, "rsh": 0x70, "neg": 0x80, "mod": 0x90, "xor": 0xA0, "mov": 0xB0,
+            "arsh": 0xC0}
+
+
+@st.composite
+def alu_insn(draw):
+    op = draw(st.sampled_from(sorted(_OPCODES)))
+    wide = draw(st.booleans())
+    use_reg = op != "neg" and draw(st.booleans())
+    off = 0
+    if op in ("div", "mod"):
+        off = draw(st.sampled_from([0, 1]))
+    if op == "mov" and use_reg:
+        off = draw(st.sampled_from([0, 8, 16, 32] if wide else [0, 8, 16]))
+    imm = 0 if op == "neg" or use_reg else draw(st.one_of(
+        st.integers(-(1 << 31), (1 << 31) - 1), st.sampled_from([0, -1, 1, 31, 32, 63, 64])))
+    return op, wide, use_reg, draw(st.integers(0, 9)), draw(st.integers(0, 9)), off, imm
+
+
+def _encode(op, wide, use_reg, dst, src, off, imm) -> bytes:
+    opcode = (0x07 if wide else 0x04) | _OPCODES[op] | (0x08 if use_reg else 0)
+    return struct.pack("<BBhi", opcode, (src if use_reg else 0) << 4 | dst, off, imm)
+
+
+@settings(max_examples=300, deadline=None)
+@given(init=st.lists(st.integers(0, M64) | st.sampled_from([0, 1, M64, 1 << 63, M32, 1 << 31]),
+                     min_size=10, max_size=10),
+       body=st.lists(alu_insn(), min_size=1, max_size=25))
+def test_alu_programs_match_the_reference_model(init, body):
+    code = b"".join(struct.pack("<BBhi", 0x18, r, 0, _signed(v, 32)) +
+                    struct.pack("<BBhi", 0, 0, 0, _signed(v >> 32, 32)) for r, v in enumerate(init))
+    code += b"".join(_encode(*insn) for insn in body) + bytes.fromhex("9500000000000000")
+    regs = list(init)
+    for op, wide, use_reg, dst, src, off, imm in body:
+        bits = 64 if wide else 32
+        b = regs[src] if use_reg else imm & M64        # an imm is sign-extended first
+        regs[dst] = _model(op, bits, regs[dst], b, off)
+    vm = Interpreter(code)
+    assert vm.run() == regs[0]
+    assert vm.regs[:10] == regs
