@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence, TextIO
 
+from . import isa
+
 __all__ = [
     "ConformanceCase", "ConformanceFormatError", "CaseOutcome", "read_case", "assemble",
     "parse_hex_bytes", "run_case", "execute", "plugin_main", "default_helpers",
@@ -35,7 +37,6 @@ __all__ = [
 _SECTIONS = ("asm", "raw", "mem", "result", "error", "c", "no register offset")
 _PROSE_SECTIONS = frozenset({"c", "no register offset"})
 
-_INSN = struct.Struct("<BBhi")   # opcode, src<<4|dst, signed offset, signed imm
 
 
 class ConformanceFormatError(ValueError):
@@ -72,7 +73,7 @@ class ConformanceCase:
     @property
     def needs_callx(self) -> bool:
         """True for the callx group, which RFC 9669 leaves out and the project does not run."""
-        return any(self.program[i] == 0x8D for i in range(0, len(self.program), 8))
+        return any(ins.opcode == isa.JMP | isa.CALL | isa.X for ins in isa.decode(self.program))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -173,21 +174,19 @@ _REG = re.compile(r"%r([0-9]+)\Z")
 _MEM = re.compile(r"\[\s*(%r[0-9]+)\s*(?:([+-])\s*((?:0[xX])?[0-9a-fA-F]+))?\s*\]\Z")
 _LABEL = re.compile(r"[A-Za-z_.][A-Za-z0-9_.]*\Z")
 
-# Instruction classes, ALU/JMP operation codes and size codes of RFC 9669 (section 3, 4, 5).
-_LD, _LDX, _ST, _STX, _ALU, _JMP, _JMP32, _ALU64 = range(8)
-_K, _X = 0x00, 0x08
-_SIZE = {"w": 0x00, "h": 0x08, "b": 0x10, "dw": 0x18}
-_IMM, _MEMM, _MEMSX, _ATOMIC = 0x00, 0x60, 0x80, 0xC0
-_ALU_OPS = {"add": 0x00, "sub": 0x10, "mul": 0x20, "div": 0x30, "sdiv": 0x30, "or": 0x40,
-            "and": 0x50, "lsh": 0x60, "rsh": 0x70, "neg": 0x80, "mod": 0x90, "smod": 0x90,
-            "xor": 0xA0, "mov": 0xB0, "arsh": 0xC0}
+# Mnemonic pieces -> RFC 9669 opcode fields, from pybpf_uring.isa's tables.
+_ALU_OPS = {name: op for op, name in isa.ALU_NAMES.items() if op != isa.END}
+_ALU_OPS.update(sdiv=isa.DIV, smod=isa.MOD)
 _SIGNED_ALU = frozenset({"sdiv", "smod"})     # offset 1 selects the signed variant
-_END = 0xD0
-_JMP_OPS = {"jeq": 0x10, "jgt": 0x20, "jge": 0x30, "jset": 0x40, "jne": 0x50, "jsgt": 0x60,
-            "jsge": 0x70, "jlt": 0xA0, "jle": 0xB0, "jslt": 0xC0, "jsle": 0xD0}
-_JA, _CALL, _EXIT = 0x00, 0x80, 0x90
-_ATOMIC_OPS = {"add": 0x00, "or": 0x40, "and": 0x50, "xor": 0xA0}
-_FETCH, _XCHG, _CMPXCHG = 0x01, 0xE1, 0xF1
+_JMP_OPS = {isa.JMP_NAMES[op]: op for op in isa.CONDITIONAL_JUMPS}
+_SIZE = {name: bits for bits, name in isa.SIZE_NAMES.items()}
+_ATOMIC_OPS = {"add": isa.ATOMIC_ADD, "or": isa.ATOMIC_OR, "and": isa.ATOMIC_AND, "xor": isa.ATOMIC_XOR}
+_LD, _LDX, _ST, _STX, _ALU, _JMP, _JMP32, _ALU64 = (isa.LD, isa.LDX, isa.ST, isa.STX, isa.ALU,
+                                                     isa.JMP, isa.JMP32, isa.ALU64)
+_K, _X, _END = isa.K, isa.X, isa.END
+_MEMM, _MEMSX, _ATOMIC = isa.MEM, isa.MEMSX, isa.ATOMIC
+_JA, _CALL, _EXIT = isa.JA, isa.CALL, isa.EXIT
+_FETCH, _XCHG, _CMPXCHG = isa.FETCH, isa.XCHG, isa.CMPXCHG
 
 
 @dataclass
@@ -315,7 +314,7 @@ def _asm_lddw(mnemonic: str, operands: list[str]) -> _Insn:
     _want(mnemonic, operands, 2)
     value = _imm64(operands[1])
     low = value & 0xFFFFFFFF
-    return _Insn(_LD | _IMM | _SIZE["dw"], dst=_reg(operands[0]),
+    return _Insn(isa.LDDW, dst=_reg(operands[0]),
                  imm=low - (1 << 32) if low >> 31 else low, wide_imm=value >> 32)
 
 
@@ -435,7 +434,7 @@ def assemble(lines: Iterable[tuple[int, str]], path: str | Path = "<asm>") -> tu
         raise ConformanceFormatError(path, 0, "the asm section holds no instructions")
     if first_exit is not None:
         labels.setdefault("exit", (first_exit, 0))   # the suite's implicit label
-    out = bytearray()
+    out: list[isa.Instruction] = []
     slot_lines: list[int] = []
     for lineno, insn in insns:
         here = len(slot_lines)
@@ -450,13 +449,11 @@ def assemble(lines: Iterable[tuple[int, str]], path: str | Path = "<asm>") -> tu
                                              f"{delta} instructions away; offsets hold 16 bits")
             else:
                 insn.off = delta
-        out += _INSN.pack(insn.opcode, insn.src << 4 | insn.dst, insn.off, insn.imm)
-        slot_lines.append(lineno)
-        if insn.wide_imm is not None:
-            wide = insn.wide_imm
-            out += _INSN.pack(0, 0, 0, wide - (1 << 32) if wide >> 31 else wide)
-            slot_lines.append(lineno)
-    return bytes(out), tuple(slot_lines)
+        wide = insn.wide_imm or 0
+        out.append(isa.Instruction(insn.opcode, insn.dst, insn.src, insn.off, insn.imm,
+                                   wide - (1 << 32) if wide >> 31 else wide))
+        slot_lines.extend([lineno] * out[-1].slots)
+    return isa.encode(out), tuple(slot_lines)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -317,7 +317,7 @@ def test_helpers_get_memory_and_five_arguments():
     (bytes.fromhex("0500050000000000" "9500000000000000"), 0, "outside the program"),
     (bytes.fromhex("0500010000000000" "1800000000000000" "0000000000000000" "9500000000000000"),
      0, "into the middle of an lddw"),
-    (bytes.fromhex("1800000000000000"), 0, "needs a second 8-byte half"),
+    (bytes.fromhex("1800000000000000"), 0, "lddw is missing its second slot"),
     (bytes.fromhex("b70a000000000000" "9500000000000000"), 0, "r10 is the read-only frame pointer"),
     (bytes.fromhex("8d02000000000000" "9500000000000000"), 0, "callx is not part of RFC 9669"),
     (bytes.fromhex("c31a000002000000" "9500000000000000"), 0, "atomic operation 0x2"),

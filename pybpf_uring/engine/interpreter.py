@@ -28,6 +28,10 @@ import struct
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
+from .. import isa
+from ..isa import (ALU, ALU64, ATOMIC, CALL, CMPXCHG, END, EXIT, FETCH, IMM, JA, JMP, JMP32, LD,
+                   LDDW, LDX, MEM, MEMSX, MOV, NEG, SIZE_BYTES, SIZE_NAMES, ST, STX, XCHG, X,
+                   DecodeError, Instruction)
 from ..limits import MAX_CALL_DEPTH, STACK_BYTES
 from .memory import Memory, MemoryFault, Region
 
@@ -74,44 +78,13 @@ class _Halt(Exception):
     """Raised by the outermost `exit`; cheaper than testing for a sentinel pc on every step."""
 
 
-# ---------------------------------------------------------------------------------------------
-# Instruction fields
+# Opcode fields come from pybpf_uring.isa; these are the engine's shorthands for them.
+SRC_X = X
+MODE_IMM, MODE_MEM, MODE_MEMSX, MODE_ATOMIC = IMM, MEM, MEMSX, ATOMIC
+OP_NEG, OP_MOV, OP_END = NEG, MOV, END
+OP_JA, OP_CALL, OP_EXIT = JA, CALL, EXIT
+SIZES = SIZE_BYTES
 
-@dataclass(frozen=True)
-class _Fields:
-    """The five fields of one 8-byte slot (used only until pybpf_uring.isa supplies its own)."""
-
-    opcode: int
-    dst: int
-    src: int
-    off: int
-    imm: int
-
-
-_SLOT = struct.Struct("<BBhi")
-
-
-def _slots(program: bytes) -> list[_Fields]:
-    if len(program) % 8:
-        raise InvalidProgram(None, f"program is {len(program)} bytes, not a whole number of "
-                             "8-byte instructions")
-    if not program:
-        raise InvalidProgram(None, "program is empty")
-    out = []
-    for i in range(0, len(program), 8):
-        opcode, regs, off, imm = _SLOT.unpack_from(program, i)
-        out.append(_Fields(opcode, regs & 0xF, regs >> 4, off, imm))
-    return out
-
-
-# Classes and modifiers of RFC 9669 section 3.
-LD, LDX, ST, STX, ALU, JMP, JMP32, ALU64 = range(8)
-SRC_X = 0x08
-SIZES = {0x00: 4, 0x08: 2, 0x10: 1, 0x18: 8}       # W, H, B, DW
-MODE_IMM, MODE_MEM, MODE_MEMSX, MODE_ATOMIC = 0x00, 0x60, 0x80, 0xC0
-OP_NEG, OP_MOV, OP_END = 0x80, 0xB0, 0xD0
-OP_JA, OP_CALL, OP_EXIT = 0x00, 0x80, 0x90
-FETCH = 0x01
 
 # ---------------------------------------------------------------------------------------------
 # Semantic tables.  `{a}`/`{b}` are the operands (already masked to the operation's width),
@@ -174,7 +147,6 @@ _ATOMIC: dict[int, Callable[[int, int], int]] = {
     0x50: lambda old, src: old & src,
     0xA0: lambda old, src: old ^ src,
 }
-XCHG, CMPXCHG = 0xE0 | FETCH, 0xF0 | FETCH
 
 _UNSIGNED = {1: "B", 2: "H", 4: "I", 8: "Q"}
 _SIGNED = {1: "b", 2: "h", 4: "i"}
@@ -330,9 +302,7 @@ class _Rule:
 
 def _rules() -> dict[int, _Rule]:
     rules: dict[int, _Rule] = {}
-    alu_names = {0x00: "add", 0x10: "sub", 0x20: "mul", 0x30: "div", 0x40: "or", 0x50: "and",
-                 0x60: "lsh", 0x70: "rsh", 0x80: "neg", 0x90: "mod", 0xA0: "xor", 0xB0: "mov",
-                 0xC0: "arsh"}
+    alu_names = {op: name for op, name in isa.ALU_NAMES.items() if op != END}
     for cls, suffix in ((ALU, "32"), (ALU64, "")):
         for op, name in alu_names.items():
             offs = {off for (o, off) in _ALU if o == op}
@@ -348,8 +318,8 @@ def _rules() -> dict[int, _Rule]:
             if (cls, src_bit) in _END:
                 kind = {(ALU, 0): "le", (ALU, SRC_X): "be", (ALU64, 0): "bswap"}[(cls, src_bit)]
                 rules[cls | OP_END | src_bit] = _Rule(kind, ("src",), frozenset({0}), True)
-    cond_names = {0x10: "jeq", 0x20: "jgt", 0x30: "jge", 0x40: "jset", 0x50: "jne", 0x60: "jsgt",
-                  0x70: "jsge", 0xA0: "jlt", 0xB0: "jle", 0xC0: "jslt", 0xD0: "jsle"}
+    cond_names = {op: isa.JMP_NAMES[op] for op in isa.CONDITIONAL_JUMPS}
+    assert set(cond_names) == set(_COND), "isa's conditional jumps and _COND disagree"
     for cls, suffix in ((JMP, ""), (JMP32, "32")):
         for op, name in cond_names.items():
             rules[cls | op] = _Rule(name + suffix, ("src",), frozenset())
@@ -358,9 +328,9 @@ def _rules() -> dict[int, _Rule]:
     rules[JMP32 | OP_JA] = _Rule("gotol", ("dst", "src"), frozenset({0}))
     rules[JMP | OP_CALL] = _Rule("call", ("dst",), frozenset({0}))
     rules[JMP | OP_EXIT] = _Rule("exit", ("dst", "src", "imm"), frozenset({0}))
-    rules[LD | MODE_IMM | 0x18] = _Rule("lddw", (), frozenset({0}), True)
+    rules[LDDW] = _Rule("lddw", (), frozenset({0}), True)
     for size_bits, size in SIZES.items():
-        sname = {1: "b", 2: "h", 4: "w", 8: "dw"}[size]
+        sname = SIZE_NAMES[size_bits]
         rules[LDX | MODE_MEM | size_bits] = _Rule("ldx" + sname, ("imm",), frozenset(), True)
         rules[ST | MODE_MEM | size_bits] = _Rule("st" + sname, ("src",), frozenset())
         rules[STX | MODE_MEM | size_bits] = _Rule("stx" + sname, ("imm",), frozenset())
@@ -379,37 +349,37 @@ _LDDW_SOURCES = {0: "imm64", 1: "map by fd", 2: "map value by fd", 3: "variable 
 CALLX = JMP | OP_CALL | SRC_X
 
 
-def validate(program: bytes | Sequence, *, allow_callx: bool = False) -> list:
-    """Check every slot against RFC 9669; returns the slots, raises InvalidProgram otherwise.
+def validate(program: bytes | Sequence[Instruction], *,
+             allow_callx: bool = False) -> list[Instruction | None]:
+    """Check every instruction against RFC 9669; returns them indexed by slot (the second slot
+    of an lddw is None), or raises InvalidProgram naming the slot.
 
     Unused fields must be zero (RFC 9669 section 3: "unused fields ... SHALL be cleared to
     zero"), jumps and local calls must land on an instruction (not past the end, not in the
     second half of an lddw), and r10 is never a destination.
     """
-    slots = _slots(program) if isinstance(program, (bytes, bytearray, memoryview)) else list(program)
-    if not slots:
+    if isinstance(program, (bytes, bytearray, memoryview)):
+        try:
+            insns = isa.decode(program)
+        except DecodeError as exc:
+            raise InvalidProgram(exc.slot, exc.message) from None
+    else:
+        insns = list(program)
+    if not insns:
         raise InvalidProgram(None, "program is empty")
+    slots: list[Instruction | None] = []
+    for ins in insns:
+        _check_slot(len(slots), ins, allow_callx)
+        slots.append(ins)
+        if ins.is_wide:
+            slots.append(None)
     n = len(slots)
-    second_half = set()
     for i, ins in enumerate(slots):
-        if i in second_half:
-            if ins.opcode or ins.dst or ins.src or ins.off:
-                raise InvalidProgram(i, "second half of lddw must have opcode, registers and "
-                                     "offset 0")
-            continue
-        _check_slot(i, ins, allow_callx)
-        if ins.opcode == LD | 0x18:
-            if i + 1 >= n:
-                raise InvalidProgram(i, "lddw is the last slot; it needs a second 8-byte half")
-            second_half.add(i + 1)
-    for i, ins in enumerate(slots):
-        if i in second_half:
-            continue
-        target = _branch_target(i, ins)
-        if target is not None and (not 0 <= target < n or target in second_half):
+        target = _branch_target(i, ins) if ins is not None else None
+        if target is not None and (not 0 <= target < n or slots[target] is None):
             where = "outside the program" if not 0 <= target < n else "into the middle of an lddw"
-            raise InvalidProgram(i, f"{_RULES.get(ins.opcode, _Rule('insn')).name} jumps to "
-                                 f"slot {target}, {where} (program has {n} slots)")
+            raise InvalidProgram(i, f"{_RULES[ins.opcode].name} jumps to slot {target}, {where} "
+                                 f"(program has {n} slots)")
     return slots
 
 
@@ -442,7 +412,7 @@ def _check_slot(i: int, ins, allow_callx: bool) -> None:
         raise InvalidProgram(i, f"atomic operation {ins.imm:#x} does not exist")
     if ins.opcode == JMP | OP_CALL and ins.src not in (0, 1, 2):
         raise InvalidProgram(i, f"call: src {ins.src} must be 0 (helper), 1 (local) or 2 (kfunc)")
-    if ins.opcode == LD | 0x18 and ins.src not in _LDDW_SOURCES:
+    if ins.opcode == LDDW and ins.src not in _LDDW_SOURCES:
         raise InvalidProgram(i, f"lddw: src {ins.src} is not a known 64-bit load form (0-6)")
 
 
@@ -532,6 +502,8 @@ class Interpreter:
         except ImportError:
             disasm = None
         ins = self.slots[pc] if 0 <= pc < len(self.slots) else None
+        if ins is None and pc > 0 and self.slots[pc - 1] is not None:
+            ins = self.slots[pc - 1]       # the second half of an lddw
         if ins is None:
             return ""
         for name in ("format_instruction", "disassemble_instruction", "format_insn"):
@@ -541,9 +513,7 @@ class Interpreter:
                     return str(fn(ins))
                 except Exception:       # a disassembler bug must not hide the fault itself
                     break
-        rule = _RULES.get(ins.opcode)
-        name = rule.name if rule else f"op {ins.opcode:#04x}"
-        return f"{name} dst=r{ins.dst} src=r{ins.src} off={ins.off} imm={ins.imm}"
+        return f"{isa.mnemonic(ins)} dst=r{ins.dst} src=r{ins.src} off={ins.off} imm={ins.imm}"
 
     def _slow_load(self, pc: int, address: int, size: int) -> int:
         try:
@@ -561,17 +531,12 @@ class Interpreter:
 
     def _translate(self) -> list[Callable[[], int]]:
         code: list[Callable[[], int]] = []
-        slots = self.slots
-        i = 0
-        while i < len(slots):
-            ins = slots[i]
-            cls = ins.opcode & 0x07
-            code.append(_TRANSLATORS[cls](self, i, ins))
-            if ins.opcode == LD | 0x18:
-                code.append(self._unreachable(i + 1, "jump into the second half of an lddw"))
-                i += 1
-            i += 1
-        code.append(self._unreachable(len(slots) - 1, "execution ran past the last instruction "
+        for i, ins in enumerate(self.slots):
+            if ins is None:    # validation keeps jumps out; this only guards the invariant
+                code.append(self._unreachable(i, "jump into the second half of an lddw"))
+            else:
+                code.append(_TRANSLATORS[ins.cls](self, i, ins))
+        code.append(self._unreachable(len(self.slots) - 1, "execution ran past the last instruction "
                                       "without exit"))
         return code
 
@@ -655,14 +620,13 @@ class Interpreter:
         return call_helper
 
     def _lddw(self, i: int, ins) -> Callable[[], int]:
-        nxt_imm = self.slots[i + 1].imm & M32
         if ins.src == 0:
-            value = (ins.imm & M32) | nxt_imm << 32
+            value = ins.imm64
         elif self._resolve_lddw is None:
             raise InvalidProgram(i, f"lddw {_LDDW_SOURCES[ins.src]} (src {ins.src}) needs a "
                                  "resolver; none was given")
         else:
-            value = self._resolve_lddw(ins.src, ins.imm, self.slots[i + 1].imm) & M64
+            value = self._resolve_lddw(ins.src, ins.imm, ins.imm_hi) & M64
         regs, d, nxt = self.regs, ins.dst, i + 2
 
         def op() -> int:
@@ -674,7 +638,7 @@ class Interpreter:
         return self._lddw(i, ins)
 
     def _ldx(self, i: int, ins) -> Callable[[], int]:
-        size = SIZES[ins.opcode & 0x18]
+        size = ins.size
         signed = ins.opcode & 0xE0 == MODE_MEMSX
         fmt = _SIGNED[size] if signed else _UNSIGNED[size]
         extend = " & 0xFFFFFFFFFFFFFFFF" if signed else ""
@@ -688,7 +652,7 @@ class Interpreter:
                        self._slow_load, i)
 
     def _st(self, i: int, ins) -> Callable[[], int]:
-        size = SIZES[ins.opcode & 0x18]
+        size = ins.size
         value = ins.imm & ((1 << (8 * size)) - 1)
         source, extra = _mem_source(_STORE_TEMPLATE, size, _UNSIGNED[size], value="k")
         factory = _mem_factory(("st", size), source, extra)
@@ -696,7 +660,7 @@ class Interpreter:
                        self._slow_store, i)
 
     def _stx(self, i: int, ins) -> Callable[[], int]:
-        size = SIZES[ins.opcode & 0x18]
+        size = ins.size
         if ins.opcode & 0xE0 == MODE_ATOMIC:
             return self._atomic(i, ins, size)
         source, extra = _mem_source(_STORE_TEMPLATE, size, _UNSIGNED[size],
