@@ -577,3 +577,103 @@ def test_map_type_spellings(given):
 def test_unknown_map_type_is_a_diagnosed_error():
     with pytest.raises(CompileError, match="unknown map type 'treemap'"):
         loadmod.map_type_number("treemap")
+
+
+# --- load: hand-assembled programs through load() (no ELF) --------------------------------------
+from pybpf_uring import isa  # noqa: E402
+from pybpf_uring.isa import Instruction as I  # noqa: E402
+
+
+def store_1234_in_map() -> list:
+    """m[0] = 1234 through bpf_map_lookup_elem, after a lddw that makes slot ≠ list index."""
+    return [
+        I.lddw(6, 0x1122334455667788),   # slots 0-1
+        I(0x62, 10, 0, -4, 0),           # 2: *(u32 *)(r10 - 4) = 0
+        I(0xBF, 2, 10),                  # 3: r2 = r10
+        I(0x07, 2, 0, 0, -4),            # 4: r2 += -4
+        I.lddw(1, 0),                    # 5-6: r1 = map m   (relocated)
+        I(0x85, 0, 0, 0, 1),             # 7: call bpf_map_lookup_elem
+        I(0x15, 0, 0, 2, 0),             # 8: if r0 == 0 goto +2
+        I(0xB7, 1, 0, 0, 1234),          # 9: r1 = 1234
+        I(0x7B, 0, 1, 0, 0),             # 10: *(u64 *)(r0 + 0) = r1
+        I(0xB7, 0, 0, 0, 0),             # 11: r0 = 0
+        I(0x95),                         # 12: exit
+    ]
+
+
+def hand_prog(name, kind, insns, relocations=()):
+    spec = NS(name=name, kind=kind, section=kind, sleepable=False, instructions=insns,
+              relocations=list(relocations), line_info=[], func_info=[])
+    spec.linked = lambda: spec
+    return spec
+
+
+def test_map_relocation_binds_the_map_fd():
+    prog = hand_prog("store", "syscall", store_1234_in_map(), [NS(insn_index=5, symbol="m", kind="map")])
+    obj = NS(maps=[map_spec("m", "array", entries=1)], programs=[prog], license="GPL")
+    with loadmod.load(obj) as live:
+        assert live.maps["m"][0] == 0
+        assert live.programs["store"].test_run().retval == 0
+        assert live.maps["m"][0] == 1234
+        info = live.programs["store"].info()
+        assert info.nr_map_ids == 1
+
+
+def test_reference_to_a_missing_map_is_diagnosed():
+    prog = hand_prog("store", "syscall", store_1234_in_map(), [NS(insn_index=5, symbol="nope", kind="map")])
+    obj = NS(maps=[map_spec("m", "array", entries=1)], programs=[prog], license="GPL")
+    before = open_fds()
+    with pytest.raises(CompileError, match="refers to map 'nope'"):
+        loadmod.load(obj)
+    assert open_fds() == before
+
+
+def test_relocation_that_is_not_a_lddw_is_diagnosed():
+    prog = hand_prog("store", "syscall", store_1234_in_map(), [NS(insn_index=4, symbol="m", kind="map")])
+    obj = NS(maps=[map_spec("m", "array", entries=1)], programs=[prog], license="GPL")
+    with pytest.raises(CompileError, match="not an ld_imm64"):
+        loadmod.load(obj)
+
+
+def test_mixed_object_loads_kernel_programs_and_explains_the_rest():
+    ret42 = isa.decode(RET42)
+    obj = NS(maps=[], license="GPL",
+             programs=[prog_spec("pingpong", "iouring"), hand_prog("add", "syscall", ret42),
+                       hand_prog("pkt", "socket_filter", ret42)])
+    with loadmod.load(obj) as live:
+        assert sorted(live.programs) == ["add", "pkt"]
+        assert live.programs["add"].test_run(b"").retval == 42
+        with pytest.raises(loadmod.UnsupportedProgramError, match="'pingpong'.*never merged"):
+            live.programs["pingpong"]
+        assert "pingpong" in live.programs.skipped
+    with pytest.raises(loadmod.UnsupportedProgramError, match="'pingpong'"):
+        loadmod.load(obj, only={"pingpong"})
+    with pytest.raises(KeyError, match="no program named 'nothere'|nothere"):
+        loadmod.load(obj, only={"nothere"})
+
+
+def test_accepted_program_keeps_its_log_when_asked():
+    obj = NS(maps=[], license="GPL", programs=[hand_prog("add", "syscall", isa.decode(RET42))])
+    with loadmod.load(obj, log_level=kernel.BPF_LOG_LEVEL1 | kernel.BPF_LOG_STATS) as live:
+        assert "processed 2 insns" in live.programs["add"].verifier_log
+    with loadmod.load(obj) as live:
+        assert live.programs["add"].verifier_log == ""
+
+
+def test_syscall_test_run_refuses_packet_data():
+    obj = NS(maps=[], license="GPL", programs=[hand_prog("add", "syscall", isa.decode(RET42))])
+    with loadmod.load(obj) as live:
+        with pytest.raises(ValueError, match="ctx only"):
+            live.programs["add"].test_run(data=b"x" * 20)
+
+
+def test_rejected_hand_program_without_line_info():
+    # r0 = *(u64 *)(r9 + 0): r9 was never written
+    bad = [I(0x79, 0, 9, 0, 0), I(0x95)]
+    obj = NS(maps=[map_spec("m")], license="GPL", programs=[hand_prog("bad", "syscall", bad)])
+    before = open_fds()
+    with pytest.raises(loadmod.VerifierError) as info:
+        loadmod.load(obj)
+    assert open_fds() == before
+    assert "R9 !read_ok" in str(info.value) and info.value.insn == 0
+    assert str(info.value).startswith("error: the kernel verifier rejected program 'bad': EACCES")
