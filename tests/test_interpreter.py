@@ -444,3 +444,71 @@ def test_alu_programs_match_the_reference_model(init, body):
     vm = Interpreter(code)
     assert vm.run() == regs[0]
     assert vm.regs[:10] == regs
+
+
+# ---------------------------------------------------------------------------------------------
+# Block compilation against single-stepping: random programs with branches, loops, stack
+# accesses (some out of bounds) and small budgets must behave identically in both modes --
+# same result or same fault at the same slot, same registers, same stack, same count.
+
+_COND_OPS = [0x10, 0x20, 0x30, 0x40, 0x50, 0x60, 0x70, 0xA0, 0xB0, 0xC0, 0xD0]
+
+
+@st.composite
+def mixed_program(draw):
+    init = draw(st.lists(st.integers(0, M64), min_size=10, max_size=10))
+    length = draw(st.integers(1, 30))
+    base = 20                                    # ten lddw, two slots each
+    body = []
+    for pc in range(base, base + length):
+        kind = draw(st.sampled_from(["alu", "alu", "jump", "load", "store", "atomic"]))
+        if kind == "alu":
+            body.append(_encode(*draw(alu_insn())))
+        elif kind == "jump":
+            target = draw(st.integers(base, base + length))      # backwards too: loops
+            op = draw(st.sampled_from(_COND_OPS + [0x00]))
+            cls = 0x05 if op == 0x00 or draw(st.booleans()) else 0x06
+            use_reg = op != 0x00 and draw(st.booleans())
+            opcode = cls | op | (0x08 if use_reg else 0)
+            dst = 0 if op == 0x00 else draw(st.integers(0, 9))
+            src = draw(st.integers(0, 9)) if use_reg else 0
+            imm = 0 if op == 0x00 or use_reg else draw(st.integers(-(1 << 31), (1 << 31) - 1))
+            if cls == 0x06 and op == 0x00:       # gotol keeps its offset in imm
+                body.append(struct.pack("<BBhi", opcode, 0, 0, target - pc - 1))
+            else:
+                body.append(struct.pack("<BBhi", opcode, src << 4 | dst, target - pc - 1, imm))
+        else:
+            size = draw(st.sampled_from([0x00, 0x08, 0x10, 0x18]))
+            off = draw(st.integers(-520, 8))
+            reg = draw(st.sampled_from([10, 10, 10, 1]))
+            if kind == "load":
+                mode = draw(st.sampled_from([0x60, 0x80])) if size != 0x18 else 0x60
+                body.append(struct.pack("<BBhi", 0x01 | mode | size, reg << 4 | draw(st.integers(0, 9)), off, 0))
+            elif kind == "store":
+                if draw(st.booleans()):
+                    body.append(struct.pack("<BBhi", 0x62 | size, reg, off, draw(st.integers(-9, 9))))
+                else:
+                    body.append(struct.pack("<BBhi", 0x63 | size, draw(st.integers(0, 9)) << 4 | reg, off, 0))
+            else:
+                imm = draw(st.sampled_from([0x00, 0x01, 0x40, 0x41, 0x50, 0xA1, 0xE1, 0xF1]))
+                body.append(struct.pack("<BBhi", 0xC3 | draw(st.sampled_from([0x00, 0x18])),
+                                        draw(st.integers(0, 9)) << 4 | reg, off, imm))
+    code = b"".join(struct.pack("<BBhi", 0x18, r, 0, _signed(v, 32)) +
+                    struct.pack("<BBhi", 0, 0, 0, _signed(v >> 32, 32)) for r, v in enumerate(init))
+    return code + b"".join(body) + bytes.fromhex("9500000000000000")
+
+
+def _observe(program: bytes, budget: int, compile_blocks: bool):
+    vm = Interpreter(program, budget=budget, compile_blocks=compile_blocks)
+    try:
+        outcome = ("exit", vm.run())
+    except BpfFault as fault:
+        outcome = (type(fault).__name__, fault.insn_index, fault.message)
+    executed = vm.executed if outcome[0] != "BpfFault" else None   # a fault stops the count
+    return outcome, list(vm.regs) if outcome[0] != "BpfFault" else None, bytes(vm.stack[0].buf), executed
+
+
+@settings(max_examples=300, deadline=None)
+@given(program=mixed_program(), budget=st.integers(1, 300))
+def test_blocks_and_single_steps_agree(program, budget):
+    assert _observe(program, budget, True) == _observe(program, budget, False)

@@ -447,7 +447,8 @@ class Interpreter:
                  helpers: Mapping[int, Helper] | None = None,
                  kfuncs: Mapping[int, Helper] | None = None,
                  resolve_lddw: LddwResolver | None = None,
-                 budget: int = DEFAULT_BUDGET, disassemble: Callable[[int], str] | None = None) -> None:
+                 budget: int = DEFAULT_BUDGET, disassemble: Callable[[int], str] | None = None,
+                 compile_blocks: bool = True) -> None:
         self.slots = validate(program)
         self.memory = memory if memory is not None else Memory()
         self.helpers = dict(helpers or {})
@@ -458,11 +459,15 @@ class Interpreter:
         self._disassemble = disassemble or self._default_disassembly
         self.regs = [0] * 11
         self._frames: list[tuple[int, int, int, int, int, int]] = []
+        self._lddw_values: dict[int, int] = {}      # slot -> resolved 64-bit value
         self.stack: list[Region] = [
             self.memory.map(bytearray(STACK_BYTES), f"stack frame {depth}")
             for depth in range(MAX_CALL_DEPTH)]
         self._stack_tops = [region.base + STACK_BYTES for region in self.stack]
         self.code = self._translate()
+        # Blocks are the fast path; single-stepping the closures is the exact one (budget ends).
+        self._blocks, self._costs = (_BlockCompiler(self).compile() if compile_blocks
+                                     else (None, None))
 
     # -- running --------------------------------------------------------------------------------
 
@@ -478,14 +483,21 @@ class Interpreter:
         self.stack[0].buf[:] = bytes(STACK_BYTES)
         self._frames.clear()
         limit = self.budget if budget is None else budget
-        code = self.code
-        pc = 0
-        n = -1
+        blocks, costs, code = self._blocks, self._costs, self.code
+        pc, remaining, stepping = 0, limit, False
         try:
-            for n in range(limit):
+            if blocks is not None:
+                while True:                      # whole blocks while the budget covers them
+                    cost = costs[pc]
+                    if cost > remaining:
+                        break
+                    remaining -= cost
+                    pc = blocks[pc]()
+            stepping = True                      # then one slot at a time, to the exact end
+            for remaining in range(remaining, 0, -1):
                 pc = code[pc]()
         except _Halt:
-            self.executed = n + 1
+            self.executed = limit - remaining + stepping
             return regs[0]
         self.executed = limit
         raise BudgetExceeded(pc, f"instruction budget of {limit} exhausted before exit "
@@ -627,6 +639,7 @@ class Interpreter:
                                  "resolver; none was given")
         else:
             value = self._resolve_lddw(ins.src, ins.imm, ins.imm_hi) & M64
+        self._lddw_values[i] = value
         regs, d, nxt = self.regs, ins.dst, i + 2
 
         def op() -> int:
@@ -708,3 +721,210 @@ _TRANSLATORS: dict[int, Callable[[Interpreter, int, object], Callable[[], int]]]
     LD: Interpreter._ld, LDX: Interpreter._ldx, ST: Interpreter._st, STX: Interpreter._stx,
     ALU: Interpreter._alu, JMP: Interpreter._jmp, JMP32: Interpreter._jmp, ALU64: Interpreter._alu,
 }
+
+
+# ---------------------------------------------------------------------------------------------
+# Block compilation: the fast path.
+#
+# A basic block (a run of slots entered only at its first and left only at its last) becomes
+# one Python function whose registers live in locals: a register is read from `regs` the first
+# time the block uses it and written back once, before the block returns.  The same semantic
+# tables drive it, with operands that are locals and constants that are literals.  Instructions
+# with effects beyond registers and memory (calls, exit) end a block and run their per-slot
+# closure; atomics flush the locals and run theirs in place.  Faults inside a block raise with
+# the faulting slot's own index, exactly as single-stepping would.
+
+_BLOCK_PRELUDE = """
+def b{pc}():
+"""
+
+
+class _BlockCompiler:
+    """Translates an Interpreter's validated slots into `blocks[pc]` functions and costs."""
+
+    def __init__(self, vm: Interpreter) -> None:
+        self.vm = vm
+        self.slots = vm.slots
+        self.namespace: dict = {
+            "regs": vm.regs, "code": vm.code, "rget": vm.memory.readable.get,
+            "wget": vm.memory.writable.get, "slow_load": vm._slow_load,
+            "slow_store": vm._slow_store, "_sdiv": _sdiv, "_smod": _smod, "_bswap": _bswap,
+            "_truncate": _END[(ALU, 0)],
+        }
+        for size, fmt in _UNSIGNED.items():
+            self.namespace[f"U{size}"] = struct.Struct("<" + fmt).unpack_from
+            self.namespace[f"P{size}"] = struct.Struct("<" + fmt).pack_into
+        for size, fmt in _SIGNED.items():
+            self.namespace[f"S{size}"] = struct.Struct("<" + fmt).unpack_from
+
+    def leaders(self) -> list[int]:
+        n = len(self.slots)
+        starts = {0}
+        for i, ins in enumerate(self.slots):
+            if ins is None:
+                continue
+            target = _branch_target(i, ins)
+            if target is not None:
+                starts.add(target)
+            if ins.cls in (JMP, JMP32):          # every jump, call and exit ends a block
+                starts.add(i + ins.slots)
+        return sorted(s for s in starts if s < n)
+
+    def compile(self) -> tuple[list, list[int]]:
+        n = len(self.slots)
+        leaders = self.leaders()
+        bounds = list(zip(leaders, leaders[1:] + [n]))
+        source = "".join(self._block(start, end) for start, end in bounds)
+        exec(compile(source, "<bpf-blocks>", "exec"), self.namespace)
+        blocks: list = [None] * (n + 1)
+        costs = [0] * (n + 1)
+        for start, end in bounds:
+            blocks[start] = self.namespace[f"b{start}"]
+            costs[start] = sum(1 for ins in self.slots[start:end] if ins is not None)
+        blocks[n] = self.vm.code[n]            # running off the end faults
+        costs[n] = 1
+        return blocks, costs
+
+    # -- one block ------------------------------------------------------------------------------
+
+    def _block(self, start: int, end: int) -> str:
+        self.lines: list[str] = []
+        self.loaded: set[int] = set()
+        self.dirty: set[int] = set()
+        pc = start
+        ended = False
+        while pc < end:
+            ins = self.slots[pc]
+            ended = self._insn(pc, ins)
+            pc += ins.slots
+        if not ended:
+            self._flush()
+            self.lines.append(f"return {end}")
+        body = "".join(f"    {line}\n" for line in self.lines)
+        return _BLOCK_PRELUDE.format(pc=start) + body
+
+    def _use(self, reg: int) -> str:
+        if reg not in self.loaded:
+            self.lines.append(f"r{reg} = regs[{reg}]")
+            self.loaded.add(reg)
+        return f"r{reg}"
+
+    def _def(self, reg: int) -> str:
+        self.loaded.add(reg)
+        self.dirty.add(reg)
+        return f"r{reg}"
+
+    def _flush(self) -> None:
+        for reg in sorted(self.dirty):
+            self.lines.append(f"regs[{reg}] = r{reg}")
+        self.dirty.clear()
+
+    def _step(self, pc: int, returns: bool) -> None:
+        """Hand one slot to its closure: registers go back to `regs` first."""
+        self._flush()
+        if returns:
+            self.lines.append(f"return code[{pc}]()")
+        else:
+            self.lines.append(f"code[{pc}]()")
+            self.loaded.clear()
+
+    def _insn(self, pc: int, ins: Instruction) -> bool:
+        """Emit one instruction; True when it ended the block (it returned a pc)."""
+        cls = ins.cls
+        if cls in (ALU, ALU64):
+            self._alu(ins)
+        elif ins.opcode == LDDW:
+            self._lddw(pc, ins)
+        elif cls == LDX:
+            self._load(pc, ins)
+        elif cls == ST or (cls == STX and ins.mode == MEM):
+            self._store(pc, ins)
+        elif cls == STX:
+            self._step(pc, returns=False)      # atomics
+        else:
+            self._jump(pc, ins)
+            return True
+        return False
+
+    def _alu(self, ins: Instruction) -> None:
+        cls, op, wide = ins.cls, ins.op, ins.cls == ALU64
+        if op == END:
+            value = self._use(ins.dst)
+            fn = "_truncate" if (cls, ins.source) == (ALU, 0) else "_bswap"
+            self.lines.append(f"{self._def(ins.dst)} = {fn}({value}, {ins.imm})")
+            return
+        mask = "" if wide else " & 0xFFFFFFFF"
+        template = _fill(_ALU[(op, ins.off)], cls)
+        if "{a}" in template:                    # mov and movsx never read dst
+            a = f"({self._use(ins.dst)}{mask})" if mask else self._use(ins.dst)
+            template = template.replace("{a}", a)
+        if "{b}" in template:                    # neg never reads an operand
+            if ins.source == X:
+                b = f"({self._use(ins.src)}{mask})" if mask else self._use(ins.src)
+            else:
+                b = str(ins.imm & (M64 if wide else M32))
+            template = template.replace("{b}", b)
+        self.lines.append(f"{self._def(ins.dst)} = {template}")
+
+    def _lddw(self, pc: int, ins: Instruction) -> None:
+        # Translation to closures already resolved the value (maps, code addresses).
+        self.lines.append(f"{self._def(ins.dst)} = {self.vm._lddw_values[pc]}")
+
+    def _address(self, reg: int, off: int) -> None:
+        self.lines.append(f"a_ = ({self._use(reg)} + {off}) & 0xFFFFFFFFFFFFFFFF")
+        self.lines.append("o_ = (a_ & 0xFFFFFFFF) - 0x80000000")
+
+    def _load(self, pc: int, ins: Instruction) -> None:
+        size, signed = ins.size, ins.mode == MEMSX
+        self._address(ins.src, ins.off)
+        dst = self._def(ins.dst)
+        self.lines.append('b_ = rget(a_ >> 32, b"")')
+        self.lines.append(f"if 0 <= o_ <= len(b_) - {size}:")
+        if signed:
+            sign = 1 << (8 * size - 1)
+            self.lines.append(f"    {dst} = S{size}(b_, o_)[0] & 0xFFFFFFFFFFFFFFFF")
+            self.lines.append("else:")
+            self.lines.append(f"    {dst} = ((slow_load({pc}, a_, {size}) ^ {sign}) - {sign})"
+                              " & 0xFFFFFFFFFFFFFFFF")
+        else:
+            self.lines.append(f"    {dst} = U{size}(b_, o_)[0]")
+            self.lines.append("else:")
+            self.lines.append(f"    {dst} = slow_load({pc}, a_, {size})")
+
+    def _store(self, pc: int, ins: Instruction) -> None:
+        size = ins.size
+        mask = (1 << (8 * size)) - 1
+        if ins.cls == ST:
+            value = str(ins.imm & mask)
+        else:
+            value = f"({self._use(ins.src)} & {mask:#x})" if size < 8 else self._use(ins.src)
+        self._address(ins.dst, ins.off)
+        self.lines.append('b_ = wget(a_ >> 32, b"")')
+        self.lines.append(f"if 0 <= o_ <= len(b_) - {size}:")
+        self.lines.append(f"    P{size}(b_, o_, {value})")
+        self.lines.append("else:")
+        self.lines.append(f"    slow_store({pc}, a_, {size}, {value})")
+
+    def _jump(self, pc: int, ins: Instruction) -> None:
+        cls, op = ins.cls, ins.op
+        if op in (CALL, EXIT):
+            self._step(pc, returns=True)
+            return
+        target = _branch_target(pc, ins)
+        if op == JA:
+            self._flush()
+            self.lines.append(f"return {target}")
+            return
+        wide = cls == JMP
+        mask, sign = ("", S64) if wide else (" & 0xFFFFFFFF", S32)
+        a = f"({self._use(ins.dst)}{mask})" if mask else self._use(ins.dst)
+        if ins.source == X:
+            b = f"({self._use(ins.src)}{mask})" if mask else self._use(ins.src)
+            sb = f"({b} ^ {sign:#x})"
+        else:
+            k = ins.imm & (M64 if wide else M32)
+            b, sb = str(k), str(k ^ sign)
+        cond = (_COND[op].replace("{a}", a).replace("{b}", b)
+                .replace("{sa}", f"({a} ^ {sign:#x})").replace("{sb}", sb))
+        self._flush()
+        self.lines.append(f"return {target} if {cond} else {pc + 1}")
