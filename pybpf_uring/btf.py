@@ -1,0 +1,546 @@
+"""BTF and BTF.ext: the type information and the instruction → source map of a BPF object.
+
+`.BTF` is a header, a type section and a string section.  Types are numbered from 1 in the
+order they appear (0 is `void`); each is a 12-byte record (name offset, info word with kind,
+vlen and kind_flag, then a size or a type id) followed by kind-specific data.  We decode every
+kind the kernel knows (include/uapi/linux/btf.h) into frozen dataclasses, because two consumers
+need them: `objfile` decodes libbpf's BTF-defined maps (a struct in `.maps` whose members encode
+type/sizes as `int (*name)[N]` and key/value as pointers to the real types), and the loader maps
+a verifier error at instruction N back to a source line through `.BTF.ext`.
+
+`.BTF.ext` holds, per ELF section, func_info records (instruction → FUNC type) and line_info
+records (instruction → file, line, column, and the text of that line as the compiler saw it).
+In the object file their instruction offsets are in *bytes* within the section; we convert them
+to slot indexes, as libbpf does before handing them to the kernel.
+
+Malformed input raises `BtfError` with the offset it stopped at: the reader turns it into an
+ObjectError, never a struct.error.
+"""
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from typing import Iterator
+
+__all__ = [
+    "Btf", "BtfExt", "BtfError", "LineInfo", "FuncInfo", "parse_btf", "parse_btf_ext",
+    "Void", "Int", "Ptr", "Array", "Struct", "Union", "Member", "Enum", "Enum64", "EnumValue",
+    "Fwd", "Typedef", "Volatile", "Const", "Restrict", "Func", "FuncProto", "Param", "Var",
+    "Datasec", "VarSecinfo", "Float", "DeclTag", "TypeTag",
+]
+
+BTF_MAGIC = 0xEB9F
+_HEADER = struct.Struct("<HBBIIIII")          # magic version flags hdr_len type_off/len str_off/len
+_TYPE = struct.Struct("<III")                 # name_off info size_or_type
+_EXT_HEADER = struct.Struct("<HBBIIIII")      # magic version flags hdr_len func/line off/len
+_U32 = struct.Struct("<I")
+
+INT_SIGNED, INT_CHAR, INT_BOOL = 1, 2, 4
+LINKAGE_NAMES = {0: "static", 1: "global", 2: "extern"}
+
+
+class BtfError(ValueError):
+    """The BTF or BTF.ext bytes do not follow the format."""
+
+
+# --- types ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Void:
+    name: str = ""
+    kind = "void"
+
+
+@dataclass(frozen=True)
+class Int:
+    name: str
+    size: int
+    bits: int
+    offset: int = 0
+    encoding: int = 0
+    kind = "int"
+
+    @property
+    def signed(self) -> bool:
+        return bool(self.encoding & INT_SIGNED)
+
+
+@dataclass(frozen=True)
+class Ptr:
+    type: int
+    name: str = ""
+    kind = "ptr"
+
+
+@dataclass(frozen=True)
+class Array:
+    type: int
+    index_type: int
+    nelems: int
+    name: str = ""
+    kind = "array"
+
+
+@dataclass(frozen=True)
+class Member:
+    name: str
+    type: int
+    bit_offset: int
+    bitfield_size: int = 0
+
+    @property
+    def offset(self) -> int:
+        """Byte offset (members that are not bitfields start on a byte)."""
+        return self.bit_offset // 8
+
+
+@dataclass(frozen=True)
+class Struct:
+    name: str
+    size: int
+    members: tuple[Member, ...]
+    kind = "struct"
+
+    def member(self, name: str) -> Member | None:
+        return next((m for m in self.members if m.name == name), None)
+
+
+@dataclass(frozen=True)
+class Union(Struct):
+    kind = "union"
+
+
+@dataclass(frozen=True)
+class EnumValue:
+    name: str
+    value: int
+
+
+@dataclass(frozen=True)
+class Enum:
+    name: str
+    size: int
+    values: tuple[EnumValue, ...]
+    signed: bool = False
+    kind = "enum"
+
+
+@dataclass(frozen=True)
+class Enum64(Enum):
+    kind = "enum64"
+
+
+@dataclass(frozen=True)
+class Fwd:
+    name: str
+    union: bool = False
+    kind = "fwd"
+
+
+@dataclass(frozen=True)
+class Typedef:
+    name: str
+    type: int
+    kind = "typedef"
+
+
+@dataclass(frozen=True)
+class Volatile:
+    type: int
+    name: str = ""
+    kind = "volatile"
+
+
+@dataclass(frozen=True)
+class Const:
+    type: int
+    name: str = ""
+    kind = "const"
+
+
+@dataclass(frozen=True)
+class Restrict:
+    type: int
+    name: str = ""
+    kind = "restrict"
+
+
+@dataclass(frozen=True)
+class Func:
+    name: str
+    type: int           # its FuncProto
+    linkage: int = 0    # 0 static, 1 global, 2 extern
+    kind = "func"
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    type: int
+
+
+@dataclass(frozen=True)
+class FuncProto:
+    return_type: int
+    params: tuple[Param, ...]
+    name: str = ""
+    kind = "func_proto"
+
+
+@dataclass(frozen=True)
+class Var:
+    name: str
+    type: int
+    linkage: int = 0
+    kind = "var"
+
+
+@dataclass(frozen=True)
+class VarSecinfo:
+    type: int           # a Var (or Func for .ksyms)
+    offset: int
+    size: int
+
+
+@dataclass(frozen=True)
+class Datasec:
+    name: str
+    size: int
+    vars: tuple[VarSecinfo, ...]
+    kind = "datasec"
+
+
+@dataclass(frozen=True)
+class Float:
+    name: str
+    size: int
+    kind = "float"
+
+
+@dataclass(frozen=True)
+class DeclTag:
+    name: str
+    type: int
+    component_idx: int  # -1: the tag is on the type itself, else a member/param index
+    kind = "decl_tag"
+
+
+@dataclass(frozen=True)
+class TypeTag:
+    name: str
+    type: int
+    kind = "type_tag"
+
+
+_MODIFIERS = (Typedef, Volatile, Const, Restrict, TypeTag)
+
+
+# --- .BTF -------------------------------------------------------------------------------------
+@dataclass
+class Btf:
+    """Parsed `.BTF`: `types[id]` (types[0] is Void) and the raw bytes (what BTF_LOAD takes)."""
+
+    types: list
+    strings: bytes
+    raw: bytes = field(repr=False, default=b"")
+
+    def __getitem__(self, type_id: int):
+        try:
+            return self.types[type_id]
+        except IndexError:
+            raise BtfError(f"type id {type_id} is out of range (the BTF has "
+                           f"{len(self.types) - 1} types)") from None
+
+    def __len__(self) -> int:
+        return len(self.types)
+
+    def __iter__(self) -> Iterator:
+        return iter(self.types)
+
+    def string(self, offset: int) -> str:
+        return _string(self.strings, offset)
+
+    def find(self, name: str, kind: str | None = None) -> int | None:
+        """The id of the first type called `name` (of `kind`, e.g. "struct"), or None."""
+        for i, t in enumerate(self.types):
+            if t.name == name and (kind is None or t.kind == kind):
+                return i
+        return None
+
+    def resolve(self, type_id: int) -> int:
+        """Skip typedefs and qualifiers: the id of the type underneath."""
+        seen = 0
+        while isinstance(self[type_id], _MODIFIERS):
+            type_id = self[type_id].type
+            seen += 1
+            if seen > len(self.types):
+                raise BtfError(f"type {type_id} is part of a cycle of typedefs/qualifiers")
+        return type_id
+
+    def size_of(self, type_id: int) -> int:
+        """Bytes a value of the type occupies (as sizeof in C)."""
+        t = self[self.resolve(type_id)]
+        if isinstance(t, Ptr):
+            return 8
+        if isinstance(t, Array):
+            return t.nelems * self.size_of(t.type)
+        if isinstance(t, (Int, Struct, Enum, Float, Datasec)):
+            return t.size
+        if isinstance(t, Var):
+            return self.size_of(t.type)
+        raise BtfError(f"type {type_id} ({t.kind}) has no size")
+
+    def type_name(self, type_id: int) -> str:
+        """A C spelling of the type, for messages and the HTML view (`struct pair`, `__u32 *`)."""
+        t = self[type_id]
+        if isinstance(t, Void):
+            return "void"
+        if isinstance(t, Ptr):
+            return self.type_name(t.type) + " *"
+        if isinstance(t, Array):
+            return f"{self.type_name(t.type)}[{t.nelems}]"
+        if isinstance(t, (Const, Volatile, Restrict)):
+            return f"{t.kind} {self.type_name(t.type)}"
+        if isinstance(t, (Struct, Enum, Fwd)) and not isinstance(t, Enum64):
+            keyword = ("union" if t.union else "struct") if isinstance(t, Fwd) else t.kind
+            return f"{keyword} {t.name or '(anon)'}"
+        if isinstance(t, FuncProto):
+            return f"{self.type_name(t.return_type)} (*)({', '.join(self.type_name(p.type) for p in t.params)})"
+        return t.name or f"({t.kind})"
+
+
+def parse_btf(data: bytes) -> Btf:
+    data = bytes(data)
+    if len(data) < _HEADER.size:
+        raise BtfError(f".BTF is {len(data)} bytes, shorter than its {_HEADER.size}-byte header")
+    magic, version, _flags, hdr_len, type_off, type_len, str_off, str_len = _HEADER.unpack_from(data)
+    if magic != BTF_MAGIC:
+        raise BtfError(f".BTF has magic {magic:#06x}, not {BTF_MAGIC:#06x} (or it is big-endian)")
+    if version != 1:
+        raise BtfError(f".BTF version {version} is not supported (only 1)")
+    if hdr_len < _HEADER.size or hdr_len > len(data):
+        raise BtfError(f".BTF header length {hdr_len} is out of range")
+    types_at, strs_at = hdr_len + type_off, hdr_len + str_off
+    if types_at + type_len > len(data) or strs_at + str_len > len(data):
+        raise BtfError(f".BTF sections (types {type_off}+{type_len}, strings {str_off}+{str_len}) "
+                       f"run past its {len(data)} bytes")
+    strings = data[strs_at:strs_at + str_len]
+    if strings and strings[0] != 0:
+        raise BtfError(".BTF string section does not start with the empty string")
+    types: list = [Void()]
+    _TypeReader(data[types_at:types_at + type_len], strings, types).read_all()
+    for i, t in enumerate(types):
+        for ref in _references(t):
+            if ref >= len(types):
+                raise BtfError(f"type {i} ({t.kind} {t.name!r}) refers to type {ref}, but the BTF "
+                               f"has only {len(types) - 1} types")
+    return Btf(types, strings, data)
+
+
+def _references(t) -> list[int]:
+    refs = [getattr(t, a) for a in ("type", "index_type", "return_type") if hasattr(t, a)]
+    for sub in (getattr(t, "members", ()), getattr(t, "params", ()), getattr(t, "vars", ())):
+        refs += [m.type for m in sub]
+    return refs
+
+
+def _string(strings: bytes, offset: int) -> str:
+    if offset >= len(strings) and offset:
+        raise BtfError(f"string offset {offset} is past the {len(strings)}-byte string section")
+    end = strings.find(b"\0", offset)
+    if end < 0:
+        raise BtfError(f"string at offset {offset} is not NUL-terminated")
+    return strings[offset:end].decode("utf-8", errors="replace")
+
+
+class _TypeReader:
+    """Walks the type section record by record; one method per kind keeps each layout in view."""
+
+    def __init__(self, data: bytes, strings: bytes, out: list) -> None:
+        self.data, self.strings, self.out, self.pos = data, strings, out, 0
+
+    def u32s(self, n: int) -> tuple[int, ...]:
+        end = self.pos + 4 * n
+        if end > len(self.data):
+            raise BtfError(f"type {len(self.out)} is truncated at byte {self.pos} of the type section")
+        values = struct.unpack_from(f"<{n}I", self.data, self.pos)
+        self.pos = end
+        return values
+
+    def name(self, offset: int) -> str:
+        return _string(self.strings, offset)
+
+    def read_all(self) -> None:
+        while self.pos < len(self.data):
+            name_off, info, size_or_type = self.u32s(3)
+            kind, vlen, kflag = (info >> 24) & 0x1F, info & 0xFFFF, info >> 31
+            reader = _KINDS.get(kind)
+            if reader is None:
+                raise BtfError(f"type {len(self.out)} has unknown kind {kind}")
+            self.out.append(reader(self, self.name(name_off), vlen, kflag, size_or_type))
+
+
+def _int(r: _TypeReader, name, vlen, kflag, size):
+    (enc,) = r.u32s(1)
+    return Int(name, size, enc & 0xFF, (enc >> 16) & 0xFF, (enc >> 24) & 0x0F)
+
+
+def _array(r: _TypeReader, name, vlen, kflag, _):
+    elem, index, nelems = r.u32s(3)
+    return Array(elem, index, nelems, name)
+
+
+def _composite(cls):
+    def read(r: _TypeReader, name, vlen, kflag, size):
+        members = []
+        for _ in range(vlen):
+            m_name, m_type, m_off = r.u32s(3)
+            # kind_flag: the offset word packs bitfield size (high 8 bits) and bit offset
+            bits, off = ((m_off >> 24), m_off & 0xFFFFFF) if kflag else (0, m_off)
+            members.append(Member(r.name(m_name), m_type, off, bits))
+        return cls(name, size, tuple(members))
+    return read
+
+
+def _enum(cls):
+    def read(r: _TypeReader, name, vlen, kflag, size):
+        values = []
+        for _ in range(vlen):
+            if cls is Enum64:
+                v_name, lo, hi = r.u32s(3)
+                value = lo | (hi << 32)
+                if kflag and value >> 63:
+                    value -= 1 << 64
+            else:
+                v_name, value = r.u32s(2)
+                if kflag and value >> 31:
+                    value -= 1 << 32
+            values.append(EnumValue(r.name(v_name), value))
+        return cls(name, size, tuple(values), bool(kflag))
+    return read
+
+
+def _func_proto(r: _TypeReader, name, vlen, kflag, ret):
+    params = []
+    for _ in range(vlen):
+        p_name, p_type = r.u32s(2)
+        params.append(Param(r.name(p_name), p_type))
+    return FuncProto(ret, tuple(params), name)
+
+
+def _var(r: _TypeReader, name, vlen, kflag, type_):
+    (linkage,) = r.u32s(1)
+    return Var(name, type_, linkage)
+
+
+def _datasec(r: _TypeReader, name, vlen, kflag, size):
+    return Datasec(name, size, tuple(VarSecinfo(*r.u32s(3)) for _ in range(vlen)))
+
+
+def _decl_tag(r: _TypeReader, name, vlen, kflag, type_):
+    (idx,) = r.u32s(1)
+    return DeclTag(name, type_, idx - (1 << 32) if idx >> 31 else idx)
+
+
+_KINDS = {
+    1: _int,
+    2: lambda r, name, vlen, kflag, t: Ptr(t, name),
+    3: _array,
+    4: _composite(Struct),
+    5: _composite(Union),
+    6: _enum(Enum),
+    7: lambda r, name, vlen, kflag, t: Fwd(name, bool(kflag)),
+    8: lambda r, name, vlen, kflag, t: Typedef(name, t),
+    9: lambda r, name, vlen, kflag, t: Volatile(t, name),
+    10: lambda r, name, vlen, kflag, t: Const(t, name),
+    11: lambda r, name, vlen, kflag, t: Restrict(t, name),
+    12: lambda r, name, vlen, kflag, t: Func(name, t, vlen),
+    13: _func_proto,
+    14: _var,
+    15: _datasec,
+    16: lambda r, name, vlen, kflag, size: Float(name, size),
+    17: _decl_tag,
+    18: lambda r, name, vlen, kflag, t: TypeTag(name, t),
+    19: _enum(Enum64),
+}
+
+
+# --- .BTF.ext ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LineInfo:
+    """Instruction `insn` (a slot index within its section or program) starts source `line`."""
+
+    insn: int
+    file: str
+    line: int
+    col: int
+    text: str
+
+
+@dataclass(frozen=True)
+class FuncInfo:
+    """The function whose BTF FUNC is `type_id` starts at slot `insn`."""
+
+    insn: int
+    type_id: int
+    name: str = ""
+
+
+@dataclass
+class BtfExt:
+    """Parsed `.BTF.ext`: records per ELF section name, instruction offsets in slots."""
+
+    func_info: dict[str, list[FuncInfo]]
+    line_info: dict[str, list[LineInfo]]
+    raw: bytes = field(repr=False, default=b"")
+
+
+def parse_btf_ext(data: bytes, btf: Btf) -> BtfExt:
+    """`.BTF.ext` bytes → records.  Names (sections, files, line text) are in `btf`'s strings."""
+    data = bytes(data)
+    if len(data) < _EXT_HEADER.size:
+        raise BtfError(f".BTF.ext is {len(data)} bytes, shorter than its header")
+    magic, version, _flags, hdr_len, fi_off, fi_len, li_off, li_len = _EXT_HEADER.unpack_from(data)
+    if magic != BTF_MAGIC:
+        raise BtfError(f".BTF.ext has magic {magic:#06x}, not {BTF_MAGIC:#06x}")
+    if version != 1:
+        raise BtfError(f".BTF.ext version {version} is not supported (only 1)")
+    if hdr_len < _EXT_HEADER.size or hdr_len > len(data):
+        raise BtfError(f".BTF.ext header length {hdr_len} is out of range")
+
+    def blocks(off: int, length: int, min_rec: int, what: str):
+        start, end = hdr_len + off, hdr_len + off + length
+        if length == 0:
+            return
+        if end > len(data) or length < 4:
+            raise BtfError(f".BTF.ext {what} ({off}+{length}) runs past its {len(data)} bytes")
+        (rec_size,) = _U32.unpack_from(data, start)
+        if rec_size < min_rec:
+            raise BtfError(f".BTF.ext {what} record size {rec_size} is below {min_rec}")
+        pos = start + 4
+        while pos < end:
+            if pos + 8 > end:
+                raise BtfError(f".BTF.ext {what} is truncated at byte {pos}")
+            sec_off, count = struct.unpack_from("<II", data, pos)
+            pos += 8
+            if pos + count * rec_size > end:
+                raise BtfError(f".BTF.ext {what} of {btf.string(sec_off)!r} claims {count} "
+                               f"records, more than its {end - pos} bytes hold")
+            recs = [data[pos + i * rec_size:pos + (i + 1) * rec_size] for i in range(count)]
+            pos += count * rec_size
+            yield btf.string(sec_off), recs
+
+    func_info: dict[str, list[FuncInfo]] = {}
+    for sec, recs in blocks(fi_off, fi_len, 8, "func_info"):
+        out = func_info.setdefault(sec, [])
+        for rec in recs:
+            insn_off, type_id = struct.unpack_from("<II", rec)
+            t = btf[type_id]
+            out.append(FuncInfo(insn_off // 8, type_id, t.name))
+    line_info: dict[str, list[LineInfo]] = {}
+    for sec, recs in blocks(li_off, li_len, 16, "line_info"):
+        out_l = line_info.setdefault(sec, [])
+        for rec in recs:
+            insn_off, file_off, line_off, line_col = struct.unpack_from("<IIII", rec)
+            out_l.append(LineInfo(insn_off // 8, btf.string(file_off), line_col >> 10,
+                                  line_col & 0x3FF, btf.string(line_off)))
+    return BtfExt(func_info, line_info, data)
