@@ -24,6 +24,7 @@ import ctypes
 import errno as _errno
 import os
 import re
+import struct
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -356,6 +357,8 @@ class LoadedObject:
         self.programs = Programs()
         self.maps: dict[str, KernelMap] = {}
         self._fds: list[int] = []
+        self.btf: KernelBtf | None = None  # the object's BTF in the kernel, if it loaded
+        self.btf_error: str = ""            # why it did not, or why a program went without it
         # closes the fds even if the user forgets `close()`; a no-op after close()
         self._finalizer = weakref.finalize(self, _close_all, self._fds)
 
@@ -393,6 +396,7 @@ def load(obj: Any, *, only: set[str] | None = None, log_level: int = 0) -> Loade
     in `KernelProgram.verifier_log` (a rejection always gets a log)."""
     loaded = LoadedObject(obj)
     try:
+        loaded.btf = _load_btf(loaded, obj)
         for spec in obj.maps:
             _create_map(loaded, spec)
         chosen = [p for p in obj.programs if only is None or p.name in only]
@@ -430,28 +434,44 @@ def map_type_number(type_: Any) -> int:
 
 def _create_map(loaded: LoadedObject, spec: Any) -> None:
     map_type = map_type_number(spec.type)
+    flags = getattr(spec, "flags", 0) or 0
     fd = loaded._own(kernel.map_create(map_type, spec.key_size, spec.value_size, spec.max_entries,
-                                       getattr(spec, "flags", 0) or 0, name=spec.name))
+                                       flags, name=spec.name))
     loaded.maps[spec.name] = KernelMap(spec.name, fd, map_type, spec.key_size, spec.value_size,
-                                       spec.max_entries, getattr(spec, "flags", 0) or 0,
+                                       spec.max_entries, flags,
                                        getattr(spec, "key_type", None), getattr(spec, "value_type", None),
                                        spec)
-    initial = getattr(spec, "data", None)  # .data/.rodata contents, when the reader gives them
+    initial = getattr(spec, "data", None)  # .data/.rodata contents
     if initial:
         kernel.map_update_elem(fd, bytes(4), bytes(initial).ljust(spec.value_size, b"\0"))
+    if flags & kernel.BPF_F_RDONLY_PROG and map_type == kernel.BPF_MAP_TYPE_ARRAY:
+        # .rodata, as libbpf does: frozen, so the verifier may fold reads of it into constants
+        # (and the host cannot change what the program was verified with)
+        kernel.map_freeze(fd)
 
 
 def _load_program(loaded: LoadedObject, prog: Any, obj: Any, log_level: int) -> None:
+    """Loads with the object's BTF (func_info, line_info: the verifier log then quotes source
+    lines) when there is one; if the kernel refuses the program only because of its BTF, loads it
+    without.  A rejection is explained from a log of the same attempt that failed."""
     prog_type, flags = KERNEL_KINDS[prog.kind]
     if getattr(prog, "sleepable", False):
         flags |= kernel.BPF_F_SLEEPABLE
     linked = prog.linked()
     code = relocate(linked, loaded.maps)
     license = getattr(obj, "license", "") or "GPL"
-    res = _prog_load(prog_type, code, license, prog.name, flags, log_level)
+    attempt = _ProgLoad(prog_type, code, license, prog.name, flags)
+    btf = loaded.btf.records(linked) if loaded.btf else None
+    res = attempt.run(log_level, btf)
+    if res.fd < 0 and btf is not None:  # the program, or only its BTF records?
+        plain = attempt.run(log_level, None)
+        if plain.fd >= 0:
+            loaded.btf_error = (f"program {prog.name!r} was loaded without BTF, which the kernel "
+                                f"refused: {kernel.errno_meaning(res.errno)}: {verifier_reason(res.log)}")
+            res = plain
     if res.fd < 0:
         if not res.log:  # loaded without a log: verify again to learn why
-            res = _prog_load(prog_type, code, license, prog.name, flags, max(log_level, 1))
+            res = attempt.run(max(log_level, 1), btf)
         if res.fd < 0:
             raise verifier_error(prog.name, res.errno, res.log, line_info_of(linked))
     fd = loaded._own(res.fd)
@@ -459,17 +479,125 @@ def _load_program(loaded: LoadedObject, prog: Any, obj: Any, log_level: int) -> 
                                                        prog)
 
 
-def _prog_load(prog_type: int, code: bytes, license: str, name: str, flags: int,
-               log_level: int) -> kernel.ProgLoadResult:
-    """BPF_PROG_LOAD, growing the log buffer when the kernel reports (log_true_size) that the
-    log did not fit: on success a short buffer turns into ENOSPC since 6.4."""
-    size = DEFAULT_LOG_SIZE
-    while True:
-        res = kernel.prog_load(prog_type, code, license, name, flags, log_level,
-                               log_size=size if log_level else 0)
-        if not (log_level and res.errno == _errno.ENOSPC and size < res.log_true_size <= MAX_LOG_SIZE):
-            return res
-        size = res.log_true_size + 1
+@dataclass(frozen=True)
+class _ProgLoad:
+    prog_type: int
+    code: bytes
+    license: str
+    name: str
+    flags: int
+
+    def run(self, log_level: int, btf: "BtfRecords | None") -> kernel.ProgLoadResult:
+        """BPF_PROG_LOAD, growing the log buffer when the kernel reports (log_true_size) that the
+        log did not fit: on success a short buffer turns into ENOSPC since 6.4."""
+        size = DEFAULT_LOG_SIZE
+        extra = btf.attrs() if btf else {}
+        while True:
+            res = kernel.prog_load(self.prog_type, self.code, self.license, self.name, self.flags,
+                                   log_level, log_size=size if log_level else 0, **extra)
+            if not (log_level and res.errno == _errno.ENOSPC and size < res.log_true_size <= MAX_LOG_SIZE):
+                return res
+            size = res.log_true_size + 1
+
+
+# --- BTF for the kernel -----------------------------------------------------------------------
+# Bytes after the 12-byte common header of each BTF kind (include/uapi/linux/btf.h), per vlen
+# entry where the kind has a list: needed to walk the raw type section and patch it in place.
+_BTF_EXTRA = {1: (4, 0), 2: (0, 0), 3: (12, 0), 4: (0, 12), 5: (0, 12), 6: (0, 8), 7: (0, 0),
+              8: (0, 0), 9: (0, 0), 10: (0, 0), 11: (0, 0), 12: (0, 0), 13: (0, 8), 14: (4, 0),
+              15: (0, 12), 16: (0, 0), 17: (4, 0), 18: (0, 0), 19: (0, 12)}
+BTF_KIND_VAR, BTF_KIND_DATASEC = 14, 15
+
+
+def btf_for_kernel(raw: bytes) -> bytes:
+    """An object's `.BTF` as the kernel accepts it.  In a relocatable object clang leaves every
+    DATASEC with size 0 and its variables at offset 0 (the linker would fill them in); libbpf
+    fixes them from the ELF symbols.  The kernel only checks that they are consistent, and reads
+    them only for maps created with BTF (this loader creates maps without), so laying the
+    variables out one after another is enough.  Extern variables (libbpf's .kconfig/.ksyms) are
+    not something the kernel's BTF allows: they become globals."""
+    data = bytearray(raw)
+    _magic, _ver, _flags, hdr_len, type_off, type_len, _so, _sl = struct.unpack_from("<HBBIIIII", data)
+    pos, end = hdr_len + type_off, hdr_len + type_off + type_len
+    while pos < end:
+        _name, info, _size = struct.unpack_from("<III", data, pos)
+        kind, vlen = (info >> 24) & 0x1F, info & 0xFFFF
+        if kind not in _BTF_EXTRA:
+            raise ValueError(f"BTF kind {kind} at byte {pos} is unknown")
+        fixed, per = _BTF_EXTRA[kind]
+        body = pos + 12
+        if kind == BTF_KIND_VAR and struct.unpack_from("<I", data, body)[0] > 1:
+            struct.pack_into("<I", data, body, 1)
+        if kind == BTF_KIND_DATASEC:
+            offset = 0
+            for i in range(vlen):
+                at = body + 12 * i
+                type_id, _off, size = struct.unpack_from("<III", data, at)
+                offset = (offset + 7) & ~7
+                struct.pack_into("<III", data, at, type_id, offset, size)
+                offset += size
+            struct.pack_into("<I", data, pos + 8, offset)
+        pos = body + fixed + per * vlen
+    return bytes(data)
+
+
+@dataclass(frozen=True)
+class BtfRecords:
+    """func_info and line_info of one linked program, in the kernel's record formats."""
+
+    fd: int
+    func_info: bytes
+    line_info: bytes
+
+    def attrs(self) -> dict:
+        return {"btf_fd": self.fd, "func_info": self.func_info, "func_info_rec_size": 8,
+                "line_info": self.line_info, "line_info_rec_size": 16}
+
+
+class KernelBtf:
+    """An object's BTF loaded into the kernel, and the string offsets its records need."""
+
+    def __init__(self, fd: int, strings: bytes) -> None:
+        self.fd = fd
+        self._offsets: dict[str, int] = {}
+        at = 0
+        for piece in strings.split(b"\0"):
+            self._offsets.setdefault(piece.decode(errors="replace"), at)
+            at += len(piece) + 1
+
+    def records(self, linked: Any) -> BtfRecords | None:
+        """None when the program has no func_info (the kernel wants both or neither)."""
+        funcs = sorted({f.insn: f.type_id for f in getattr(linked, "func_info", None) or []}.items())
+        lines: dict[int, bytes] = {}
+        for entry in line_info_of(linked):
+            insn, file, line, col, text = _line_entry(entry)
+            if insn in lines or file not in self._offsets or text not in self._offsets:
+                continue
+            lines[insn] = struct.pack("<IIII", insn, self._offsets[file], self._offsets[text],
+                                      (line << 10) | (col & 0x3FF))
+        if not funcs:
+            return None
+        return BtfRecords(self.fd, b"".join(struct.pack("<II", i, t) for i, t in funcs),
+                          b"".join(lines[i] for i in sorted(lines)))
+
+
+def _load_btf(loaded: LoadedObject, obj: Any) -> KernelBtf | None:
+    """The object's BTF in the kernel, or None (recorded in `btf_error`): BTF only improves
+    logs and introspection, so a kernel that refuses it still gets the programs."""
+    btf = getattr(obj, "btf", None)
+    if btf is None:
+        return None
+    try:
+        if isinstance(btf, (bytes, bytearray)):
+            from .btf import parse_btf
+            raw, strings = bytes(btf), parse_btf(bytes(btf)).strings
+        else:
+            raw, strings = btf.raw, btf.strings
+        fd = loaded._own(kernel.btf_load(btf_for_kernel(raw)))
+    except (OSError, ValueError, struct.error) as exc:  # BtfError is a ValueError
+        loaded.btf_error = f"the object's BTF was not loaded: {exc}"
+        return None
+    return KernelBtf(fd, strings)
 
 
 # --- relocation -------------------------------------------------------------------------------
@@ -493,7 +621,11 @@ def relocate(linked: Any, maps: Mapping[str, KernelMap]) -> bytes:
         elif rel.kind == "kfunc":
             raise CompileError([Diagnostic(None, f"program {linked.name!r} calls kernel function "
                                            f"{rel.symbol!r}; this loader does not resolve kfuncs")])
-        # "call" relocations were resolved by linked()
+        elif rel.kind == "extern":
+            raise CompileError([Diagnostic(None, f"program {linked.name!r} refers to undefined "
+                                           f"symbol {rel.symbol!r}; this loader resolves maps, "
+                                           "global data and subprograms only")])
+        # "call" and "func" relocations were resolved by linked()
     return bytes(code)
 
 

@@ -5,6 +5,7 @@ Every test talks to the running kernel; they skip as a group where bpf() is not 
 """
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import struct
@@ -503,7 +504,8 @@ def test_loaded_object_closes_every_fd(c_object):
     obj = c_object("load_syscall")
     before = open_fds()
     live = loadmod.load(obj)
-    assert len(open_fds() - before) == 4  # two maps, two programs
+    # two maps, two programs, and the object's BTF
+    assert len(open_fds() - before) == 4 + (live.btf is not None)
     live.close()
     assert open_fds() == before
     with pytest.raises(ValueError, match="closed"):
@@ -677,3 +679,71 @@ def test_rejected_hand_program_without_line_info():
     assert open_fds() == before
     assert "R9 !read_ok" in str(info.value) and info.value.insn == 0
     assert str(info.value).startswith("error: the kernel verifier rejected program 'bad': EACCES")
+
+
+# --- global data and BTF ------------------------------------------------------------------------
+def test_global_data_sections_are_maps_the_program_uses(c_object):
+    with loadmod.load(c_object("load_data")) as live:
+        prog = live.programs["accumulate"]
+        total = 0
+        values = [0, 1, 99, 100, 101, 5000, 7]
+        for v in values:
+            out = struct.unpack("<QQ", prog.test_run(struct.pack("<QQ", v, 0)).ctx)[1]
+            assert out == min(v, 100) + 5
+            total += out
+        bss = live.maps[".bss"][0]
+        assert struct.unpack("<QQ", bss) == (total, len(values))
+        assert live.maps[".rodata"][0] == 100 and live.maps[".data"][0] == 5
+        live.maps[".data"][0] = 1000  # host writes reach the program
+        assert struct.unpack("<QQ", prog.test_run(struct.pack("<QQ", 1, 0)).ctx)[1] == 1001
+        with pytest.raises(PermissionError, match="EPERM"):  # .rodata is frozen
+            live.maps[".rodata"][0] = 1
+
+
+def test_programs_carry_the_objects_btf(c_object):
+    with loadmod.load(c_object("load_syscall")) as live:
+        assert live.btf is not None and live.btf_error == ""
+        info = live.programs["calc"].info()
+        assert info.btf_id != 0 and info.nr_func_info == 1 and info.nr_line_info > 10
+
+
+def test_rejection_log_quotes_source_lines_from_btf(c_object):
+    with pytest.raises(loadmod.VerifierError) as info:
+        loadmod.load(c_object("load_reject"), only={"variable_ctx"})
+    assert "; return ((__u8 *)ctx)[i]; @ load_reject.c:20" in info.value.log
+
+
+def test_btf_for_kernel_lays_out_datasec_variables():
+    from pybpf_uring import btf as btfmod
+    obj = pytest.importorskip("pybpf_uring.objfile").BpfObject.read(
+        subprocess.run([CLANG or "clang-22", "-O2", "-g", "-target", "bpf", "-mcpu=v3", "-c",
+                        os.path.join(DATA, "load_syscall.c"), "-o", "-"],
+                       check=True, capture_output=True).stdout)
+    before = [t for t in obj.btf.types if isinstance(t, btfmod.Datasec)]
+    assert before and all(t.size == 0 for t in before)  # as clang leaves them
+    fixed = btfmod.parse_btf(loadmod.btf_for_kernel(obj.btf.raw))
+    maps = next(t for t in fixed.types if isinstance(t, btfmod.Datasec) and t.name == ".maps")
+    assert [(v.offset, v.size) for v in maps.vars] == [(0, 32), (32, 32)] and maps.size == 64
+    kernel.close(kernel.btf_load(loadmod.btf_for_kernel(obj.btf.raw)))
+
+
+def test_program_whose_btf_the_kernel_refuses_loads_without_it(c_object):
+    obj = c_object("load_syscall")
+    calc = obj.program("calc")
+    # func_info naming a type that is not a FUNC: the kernel refuses the records, not the code
+    broken = dataclasses.replace(calc, func_info=(dataclasses.replace(calc.func_info[0], type_id=1),))
+    mixed = dataclasses.replace(obj, programs=[broken])
+    before = open_fds()
+    with loadmod.load(mixed) as live:
+        assert "'calc' was loaded without BTF" in live.btf_error
+        assert live.programs["calc"].info().btf_id == 0
+        assert live.programs["calc"].test_run(Args(a=2, b=3, op=2)).ctx.out == 6
+    assert open_fds() == before
+
+
+def test_unparsable_btf_is_skipped_not_fatal():
+    obj = NS(maps=[], license="GPL", btf=b"not btf at all",
+             programs=[hand_prog("add", "syscall", isa.decode(RET42))])
+    with loadmod.load(obj) as live:
+        assert live.btf is None and "BTF was not loaded" in live.btf_error
+        assert live.programs["add"].test_run().retval == 42
