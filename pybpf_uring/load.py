@@ -137,6 +137,64 @@ def unpack(raw: bytes, type_: Any) -> Any:
     raise TypeError(f"cannot decode map data as {type_!r}")
 
 
+_INT_CTYPES = {(1, False): ctypes.c_uint8, (2, False): ctypes.c_uint16, (4, False): ctypes.c_uint32,
+               (8, False): ctypes.c_uint64, (1, True): ctypes.c_int8, (2, True): ctypes.c_int16,
+               (4, True): ctypes.c_int32, (8, True): ctypes.c_int64}
+
+
+def ctype_from_btf(btf: Any, type_id: int, _depth: int = 0) -> Any:
+    """The ctypes type with the layout BTF describes (`struct pair` → a Structure with fields
+    a, b), so map values read back with their field names and signedness.  None where the type
+    has no faithful ctypes twin (bitfields, unknown kinds): the map then reads bytes."""
+    from . import btf as b
+    if not type_id or _depth > 32:
+        return None
+    t = btf[btf.resolve(type_id)]
+    if isinstance(t, b.Int):
+        return _INT_CTYPES.get((t.size, t.signed))
+    if isinstance(t, b.Enum):
+        return _INT_CTYPES.get((t.size, bool(getattr(t, "signed", False))))
+    if isinstance(t, b.Ptr):
+        return ctypes.c_uint64
+    if isinstance(t, b.Float):
+        return {4: ctypes.c_float, 8: ctypes.c_double}.get(t.size)
+    if isinstance(t, b.Array):
+        elem = ctype_from_btf(btf, t.type, _depth + 1)
+        return elem * t.nelems if elem is not None else None
+    if isinstance(t, b.Struct):
+        return _struct_from_btf(btf, t, _depth)
+    return None
+
+
+def _struct_from_btf(btf: Any, t: Any, depth: int) -> Any:
+    fields, at = [], 0
+    for i, m in enumerate(t.members):
+        member = ctype_from_btf(btf, m.type, depth + 1)
+        if m.bitfield_size or m.bit_offset % 8 or member is None or not m.name:
+            return None
+        if t.kind == "struct" and m.offset < at:  # overlapping members: not a plain struct
+            return None
+        if t.kind == "struct" and m.offset > at:
+            fields.append((f"_pad{i}", ctypes.c_uint8 * (m.offset - at)))
+        fields.append((m.name, member))
+        at = max(at, m.offset + ctypes.sizeof(member)) if t.kind == "struct" else at
+    base = ctypes.Union if t.kind == "union" else ctypes.Structure
+    size = sum(ctypes.sizeof(f) for _, f in fields) if t.kind == "struct" else \
+        max((ctypes.sizeof(f) for _, f in fields), default=0)
+    if size < t.size:
+        fields.append(("_tail", ctypes.c_uint8 * (t.size - size)))
+    # explicit padding and _pack_ 1 reproduce the BTF offsets exactly, whatever the alignment
+    cls = type(t.name or "anon", (base,), {"_pack_": 1, "_fields_": fields, "__repr__": _struct_repr})
+    return cls if ctypes.sizeof(cls) == t.size else None
+
+
+def _struct_repr(self) -> str:
+    def show(v):
+        return [show(x) for x in v] if isinstance(v, ctypes.Array) else v
+    body = ", ".join(f"{n}={show(getattr(self, n))!r}" for n, _ in self._fields_ if not n.startswith("_"))
+    return f"{type(self).__name__}({body})"
+
+
 # --- live maps --------------------------------------------------------------------------------
 class KernelMap:
     """A map the kernel holds, used like a dict from the host.
@@ -435,12 +493,30 @@ def map_type_number(type_: Any) -> int:
 def _create_map(loaded: LoadedObject, spec: Any) -> None:
     map_type = map_type_number(spec.type)
     flags = getattr(spec, "flags", 0) or 0
-    fd = loaded._own(kernel.map_create(map_type, spec.key_size, spec.value_size, spec.max_entries,
-                                       flags, name=spec.name))
+    key_id, value_id = getattr(spec, "key_type_id", 0), getattr(spec, "value_type_id", 0)
+    args = (map_type, spec.key_size, spec.value_size, spec.max_entries, flags)
+    fd = -1
+    if loaded.btf and key_id and value_id:
+        # with its key/value types the kernel (and bpftool) can show entries as C values;
+        # a kernel that refuses them for this map type still gets the map without
+        try:
+            fd = kernel.map_create(*args, name=spec.name, btf_fd=loaded.btf.fd,
+                                   btf_key_type_id=key_id, btf_value_type_id=value_id)
+        except OSError:
+            fd = -1
+    if fd < 0:
+        fd = kernel.map_create(*args, name=spec.name)
+    loaded._own(fd)
+    key_type, value_type = getattr(spec, "key_type", None), getattr(spec, "value_type", None)
+    btf = getattr(loaded.spec, "btf", None)
+    if btf is not None and not isinstance(btf, (bytes, bytearray)):
+        decoded_key = ctype_from_btf(btf, key_id)
+        # struct keys stay bytes: ctypes instances hash by identity, useless as dict keys
+        if key_type is None and decoded_key in _INT_CTYPES.values():
+            key_type = decoded_key
+        value_type = value_type or ctype_from_btf(btf, value_id)
     loaded.maps[spec.name] = KernelMap(spec.name, fd, map_type, spec.key_size, spec.value_size,
-                                       spec.max_entries, flags,
-                                       getattr(spec, "key_type", None), getattr(spec, "value_type", None),
-                                       spec)
+                                       spec.max_entries, flags, key_type, value_type, spec)
     initial = getattr(spec, "data", None)  # .data/.rodata contents
     if initial:
         kernel.map_update_elem(fd, bytes(4), bytes(initial).ljust(spec.value_size, b"\0"))

@@ -417,9 +417,9 @@ def test_syscall_program_matches_python_reference(c_object):
             last[op] = (a, b)
         # the program's map writes, read from the host
         assert live.maps["counters"].items() == list(enumerate(counts))
-        pairs = {k: (int.from_bytes(v[:8], "little"), int.from_bytes(v[8:], "little"))
-                 for k, v in live.maps["last"].items()}
-        assert pairs == last
+        # values decode through the map's BTF value type, struct pair
+        assert {k: (v.a, v.b) for k, v in live.maps["last"].items()} == last
+        assert type(live.maps["last"][op]).__name__ == "pair"
 
 
 def test_ctx_as_bytes_comes_back_as_bytes(c_object):
@@ -465,6 +465,7 @@ def test_update_flags_on_a_loaded_hash_map(c_object):
 def test_maps_are_created_as_declared(c_object):
     with loadmod.load(c_object("load_syscall")) as live:
         info = live.maps["counters"].info()
+        assert info.btf_id != 0 and info.btf_value_type_id != 0  # bpftool can print its values
         assert (info.type, info.key_size, info.value_size, info.max_entries) == (kernel.BPF_MAP_TYPE_ARRAY, 4, 8, 8)
         info = live.maps["last"].info()
         assert (info.type, info.key_size, info.value_size, info.max_entries) == (kernel.BPF_MAP_TYPE_HASH, 4, 16, 64)
@@ -747,3 +748,27 @@ def test_unparsable_btf_is_skipped_not_fatal():
     with loadmod.load(obj) as live:
         assert live.btf is None and "BTF was not loaded" in live.btf_error
         assert live.programs["add"].test_run().retval == 42
+
+
+def test_ctypes_from_btf_follow_the_c_layout():
+    from pybpf_uring import btf as btfmod
+    src = ("struct inner { unsigned char tag; long long v; };\n"
+           "struct outer { short s; struct inner in[2]; unsigned int u; char pad[3]; };\n"
+           "struct outer o; union u { int i; unsigned long long l; } un; enum e { A = -1 } en;\n"
+           "struct bits { int a : 3; } bf;\n")
+    raw = subprocess.run([CLANG or "clang-22", "-g", "-target", "bpf", "-c", "-x", "c", "-", "-o", "-"],
+                         input=src.encode(), check=True, capture_output=True).stdout
+    obj = pytest.importorskip("pybpf_uring.objfile").BpfObject.read(raw)
+    b = obj.btf
+    outer = loadmod.ctype_from_btf(b, b.find("outer", "struct"))
+    assert ctypes.sizeof(outer) == 48
+    assert [(n, getattr(outer, n).offset) for n in ("s", "in", "u", "pad")] == \
+        [("s", 0), ("in", 8), ("u", 40), ("pad", 44)]
+    value = outer.from_buffer_copy(struct.pack("<h6x", -2) + struct.pack("<B7xq", 9, -5) * 2 +
+                                   struct.pack("<I3s1x", 7, b"abc"))
+    inner = getattr(value, "in")  # a C member may be a Python keyword
+    assert (value.s, inner[1].tag, inner[1].v, value.u) == (-2, 9, -5, 7)
+    assert repr(value).startswith("outer(s=-2, in=[inner(tag=9, v=-5)")
+    assert ctypes.sizeof(loadmod.ctype_from_btf(b, b.find("u", "union"))) == 8
+    assert loadmod.ctype_from_btf(b, b.find("e", "enum")) is ctypes.c_int32
+    assert loadmod.ctype_from_btf(b, b.find("bits", "struct")) is None  # bitfields: bytes
