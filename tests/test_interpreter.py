@@ -461,8 +461,14 @@ def mixed_program(draw):
     base = 20                                    # ten lddw, two slots each
     body = []
     for pc in range(base, base + length):
-        kind = draw(st.sampled_from(["alu", "alu", "jump", "load", "store", "atomic"]))
-        if kind == "alu":
+        kind = draw(st.sampled_from(["alu", "alu", "jump", "load", "store", "atomic", "call"]))
+        if kind == "call":
+            choice = draw(st.sampled_from(["helper 1", "helper 2", "local"]))
+            if choice == "local":     # the subprogram sits right after the final exit
+                body.append(struct.pack("<BBhi", 0x85, 0x10, 0, base + length + 1 - pc - 1))
+            else:
+                body.append(struct.pack("<BBhi", 0x85, 0, 0, int(choice[-1])))
+        elif kind == "alu":
             body.append(_encode(*draw(alu_insn())))
         elif kind == "jump":
             target = draw(st.integers(base, base + length))      # backwards too: loops
@@ -495,11 +501,23 @@ def mixed_program(draw):
                                         draw(st.integers(0, 9)) << 4 | reg, off, imm))
     code = b"".join(struct.pack("<BBhi", 0x18, r, 0, _signed(v, 32)) +
                     struct.pack("<BBhi", 0, 0, 0, _signed(v >> 32, 32)) for r, v in enumerate(init))
-    return code + b"".join(body) + bytes.fromhex("9500000000000000")
+    subprogram = prog("stxdw [%r10-8], %r1", "ldxdw %r0, [%r10-8]", "add %r0, %r2",
+                      "mov %r6, 0", "exit")
+    return code + b"".join(body) + bytes.fromhex("9500000000000000") + subprogram
+
+
+def _mix(memory, r1, r2, r3, r4, r5):
+    return (r1 * 3 + r2 - r5) ^ r4
+
+
+def _poke(memory, r1, r2, r3, r4, r5):
+    memory.write(r1 - 8, struct.pack("<Q", r2))    # faults unless r1 points into a region
+    return 0
 
 
 def _observe(program: bytes, budget: int, compile_blocks: bool):
-    vm = Interpreter(program, budget=budget, compile_blocks=compile_blocks)
+    vm = Interpreter(program, budget=budget, compile_blocks=compile_blocks,
+                     helpers={1: _mix, 2: _poke})
     try:
         outcome = ("exit", vm.run())
     except BpfFault as fault:

@@ -460,6 +460,7 @@ class Interpreter:
         self.regs = [0] * 11
         self._frames: list[tuple[int, int, int, int, int, int]] = []
         self._lddw_values: dict[int, int] = {}      # slot -> resolved 64-bit value
+        self._helper_calls: dict[int, Callable[..., int]] = {}   # slot -> invoke(r1..r5)
         self.stack: list[Region] = [
             self.memory.map(bytearray(STACK_BYTES), f"stack frame {depth}")
             for depth in range(MAX_CALL_DEPTH)]
@@ -622,12 +623,15 @@ class Interpreter:
             raise InvalidProgram(i, f"call to unknown {kind} {ins.imm} (known: {known})")
         memory = self.memory
 
-        def call_helper() -> int:
+        def invoke(r1: int, r2: int, r3: int, r4: int, r5: int) -> int:
             try:
-                result = fn(memory, regs[1], regs[2], regs[3], regs[4], regs[5])
+                return fn(memory, r1, r2, r3, r4, r5) & M64
             except MemoryFault as exc:
                 raise self.fault(i, f"{kind} {ins.imm}: {exc.message}") from None
-            regs[0] = result & M64
+        self._helper_calls[i] = invoke
+
+        def call_helper() -> int:
+            regs[0] = invoke(regs[1], regs[2], regs[3], regs[4], regs[5])
             return nxt
         return call_helper
 
@@ -739,6 +743,10 @@ def b{pc}():
 """
 
 
+def _is_helper_call(ins: Instruction) -> bool:
+    return ins.opcode == JMP | CALL and ins.src != 1
+
+
 class _BlockCompiler:
     """Translates an Interpreter's validated slots into `blocks[pc]` functions and costs."""
 
@@ -766,8 +774,8 @@ class _BlockCompiler:
             target = _branch_target(i, ins)
             if target is not None:
                 starts.add(target)
-            if ins.cls in (JMP, JMP32):          # every jump, call and exit ends a block
-                starts.add(i + ins.slots)
+            if ins.cls in (JMP, JMP32) and not _is_helper_call(ins):
+                starts.add(i + ins.slots)        # every jump, local call and exit ends a block
         return sorted(s for s in starts if s < n)
 
     def compile(self) -> tuple[list, list[int]]:
@@ -841,6 +849,8 @@ class _BlockCompiler:
             self._store(pc, ins)
         elif cls == STX:
             self._step(pc, returns=False)      # atomics
+        elif _is_helper_call(ins):
+            self._helper_call(pc)
         else:
             self._jump(pc, ins)
             return True
@@ -865,6 +875,12 @@ class _BlockCompiler:
                 b = str(ins.imm & (M64 if wide else M32))
             template = template.replace("{b}", b)
         self.lines.append(f"{self._def(ins.dst)} = {template}")
+
+    def _helper_call(self, pc: int) -> None:
+        """Helpers take values, not the register file, so the block keeps going after one."""
+        self.namespace[f"h{pc}"] = self.vm._helper_calls[pc]
+        args = ", ".join(self._use(reg) for reg in range(1, 6))
+        self.lines.append(f"{self._def(0)} = h{pc}({args})")
 
     def _lddw(self, pc: int, ins: Instruction) -> None:
         # Translation to closures already resolved the value (maps, code addresses).
