@@ -772,3 +772,12 @@ def test_ctypes_from_btf_follow_the_c_layout():
     assert ctypes.sizeof(loadmod.ctype_from_btf(b, b.find("u", "union"))) == 8
     assert loadmod.ctype_from_btf(b, b.find("e", "enum")) is ctypes.c_int32
     assert loadmod.ctype_from_btf(b, b.find("bits", "struct")) is None  # bitfields: bytes
+
+
+def test_ctx_shorter_than_what_the_program_reads(c_object):
+    with loadmod.load(c_object("load_syscall")) as live:
+        with pytest.raises(OSError, match="EINVAL.*'calc'.*must cover every ctx field") as info:
+            live.programs["calc"].test_run(b"\0" * 8)
+        assert info.value.errno == errno.EINVAL
+        with pytest.raises(ValueError, match="65535"):
+            live.programs["calc"].test_run(b"\0" * 70000)
