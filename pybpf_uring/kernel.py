@@ -257,7 +257,10 @@ def map_create(map_type: int, key_size: int, value_size: int, max_entries: int, 
 
 
 def map_lookup_elem(fd: int, key: bytes, value_size: int) -> bytes | None:
-    """The value stored under `key`, or None if there is none (ENOENT is not an error here)."""
+    """The value stored under `key`, or None if there is none (ENOENT is not an error here).
+
+    `value_size` is the buffer the kernel writes into and must be what the kernel will write:
+    for per-CPU maps that is round_up(value_size, 8) × possible CPUs, not the map's value_size."""
     k = ctypes.create_string_buffer(key, len(key))
     v = ctypes.create_string_buffer(value_size)
     ret, code = _try_bpf(BPF_MAP_LOOKUP_ELEM, MapElemAttr(map_fd=fd, key=_addr(k), value=_addr(v)))

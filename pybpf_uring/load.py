@@ -5,11 +5,17 @@ every fd it opened and closes them all on `close()` / `with` exit, and also when
 half-way, so a rejected program never leaks the maps created before it.
 
 Steps, in libbpf's order:
-1. create each map from its BTF-defined description (type, key/value size, max_entries, flags);
-2. for each program the running kernel can load: link its .text subprograms
-   (`ProgramSpec.linked()`), point every map relocation (an `ld_imm64`) at the map's fd
-   (src_reg = BPF_PSEUDO_MAP_FD), and BPF_PROG_LOAD it with the object's license;
-3. on rejection, load again with a verifier log and raise `VerifierError`, which names the
+1. load the object's BTF (clang leaves DATASEC sizes and offsets for a linker to fill in; they
+   are laid out here as libbpf does).  BTF is optional: a kernel that refuses it still gets the
+   maps and programs, and `btf_error` says why;
+2. create each map: BTF-defined `.maps` (type, key/value size, max_entries, flags, and their
+   BTF key/value types) and the single-entry arrays behind `.data`/`.rodata`/`.bss`, filled
+   with their initial bytes (`.rodata` then frozen);
+3. for each program the running kernel can load: link its .text subprograms
+   (`ProgramSpec.linked()`), point every map reference (an `ld_imm64`) at the map's fd
+   (BPF_PSEUDO_MAP_FD, or BPF_PSEUDO_MAP_VALUE + offset for global data) and BPF_PROG_LOAD it
+   with the object's license and the program's func_info/line_info;
+4. on rejection, load again with a verifier log and raise `VerifierError`, which names the
    program, the errno, the C or Python source line of the failing instruction (from the
    program's line_info) and the log's tail.
 
@@ -79,9 +85,9 @@ def _unsupported_reason(kind: str) -> str | None:
                 "userspace engine: use `pybpf_uring.Ring(...).register(obj)`")
     if kind in ("struct_ops", "loop_step"):
         if not kernel_has_btf_type("io_uring_bpf_ops"):
-            return ("this kernel's BTF has no `struct io_uring_bpf_ops`, so it cannot attach an "
-                    "io_uring loop_step program (mainline io_uring BPF ops are newer than "
-                    f"{os.uname().release}); run it in pybpf_uring's userspace engine")
+            return (f"this kernel ({os.uname().release}) has no `struct io_uring_bpf_ops` in "
+                    "its BTF, so it cannot run an io_uring loop_step program; run it in "
+                    "pybpf_uring's userspace engine")
         return ("struct_ops programs are registered through a struct_ops map and a link, which "
                 "this loader does not do; use bpftool 7.8 (`bpftool struct_ops register`)")
     return f"unknown program kind {kind!r}: the loader knows {', '.join(sorted(KERNEL_KINDS))}"
@@ -195,6 +201,24 @@ def _struct_repr(self) -> str:
     return f"{type(self).__name__}({body})"
 
 
+PER_CPU_MAP_TYPES = frozenset({kernel.BPF_MAP_TYPE_PERCPU_HASH, kernel.BPF_MAP_TYPE_PERCPU_ARRAY,
+                               kernel.BPF_MAP_TYPE_LRU_PERCPU_HASH, 21})  # 21: percpu cgroup storage
+
+
+def possible_cpus() -> int:
+    """CPUs the kernel may bring online (what per-CPU maps are sized by), e.g. "0-3,5" → 5."""
+    try:
+        with open("/sys/devices/system/cpu/possible") as f:
+            text = f.read().strip()
+    except OSError:
+        return os.cpu_count() or 1
+    count = 0
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        count += int(hi or lo) - int(lo) + 1
+    return count
+
+
 # --- live maps --------------------------------------------------------------------------------
 class KernelMap:
     """A map the kernel holds, used like a dict from the host.
@@ -223,24 +247,57 @@ class KernelMap:
         return (f"<KernelMap {self.name!r} {kind} key {self.key_size} B value {self.value_size} B "
                 f"x{self.max_entries} {state}>")
 
+    @property
+    def per_cpu(self) -> bool:
+        return self.type in PER_CPU_MAP_TYPES
+
+    @property
+    def _slot(self) -> int:
+        """Bytes per CPU in a per-CPU map's host buffer: the kernel rounds values up to 8."""
+        return (self.value_size + 7) & ~7
+
+    @property
+    def _buffer_size(self) -> int:
+        """What a lookup writes.  Per-CPU maps return one value per *possible* CPU: a buffer of
+        value_size would let the kernel write past its end."""
+        return self._slot * possible_cpus() if self.per_cpu else self.value_size
+
     def _key(self, key: Any) -> bytes:
         return pack(key, self.key_size, f"map {self.name!r} key")
 
     def _value(self, value: Any) -> bytes:
-        return pack(value, self.value_size, f"map {self.name!r} value")
+        if not self.per_cpu:
+            return pack(value, self.value_size, f"map {self.name!r} value")
+        n = possible_cpus()
+        values = list(value) if isinstance(value, (list, tuple)) else [value] * n
+        if len(values) != n:
+            raise ValueError(f"per-CPU map {self.name!r} takes one value per possible CPU "
+                             f"({n}), got {len(values)}")
+        return b"".join(pack(v, self.value_size, f"map {self.name!r} value").ljust(self._slot, b"\0")
+                        for v in values)
+
+    def _decode(self, raw: bytes) -> Any:
+        if not self.per_cpu:
+            return unpack(raw, self.value_type)
+        return [unpack(raw[i:i + self.value_size], self.value_type)
+                for i in range(0, len(raw), self._slot)]
+
+    def _lookup(self, key: bytes) -> bytes | None:
+        return kernel.map_lookup_elem(self.fd, key, self._buffer_size)
 
     def __getitem__(self, key: Any) -> Any:
-        raw = kernel.map_lookup_elem(self.fd, self._key(key), self.value_size)
+        """The value (a list with one value per possible CPU for per-CPU maps)."""
+        raw = self._lookup(self._key(key))
         if raw is None:
             raise KeyError(key)
-        return unpack(raw, self.value_type)
+        return self._decode(raw)
 
     def get(self, key: Any, default: Any = None) -> Any:
-        raw = kernel.map_lookup_elem(self.fd, self._key(key), self.value_size)
-        return default if raw is None else unpack(raw, self.value_type)
+        raw = self._lookup(self._key(key))
+        return default if raw is None else self._decode(raw)
 
     def __contains__(self, key: Any) -> bool:
-        return kernel.map_lookup_elem(self.fd, self._key(key), self.value_size) is not None
+        return self._lookup(self._key(key)) is not None
 
     def __setitem__(self, key: Any, value: Any) -> None:
         self.set(key, value)
@@ -275,9 +332,9 @@ class KernelMap:
     def items(self) -> list[tuple]:
         out = []
         for raw in self._raw_keys():
-            value = kernel.map_lookup_elem(self.fd, raw, self.value_size)
+            value = self._lookup(raw)
             if value is not None:  # deleted by a program between the two calls
-                out.append((unpack(raw, self.key_type), unpack(value, self.value_type)))
+                out.append((unpack(raw, self.key_type), self._decode(value)))
         return out
 
     def values(self) -> list:

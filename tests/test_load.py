@@ -781,3 +781,20 @@ def test_ctx_shorter_than_what_the_program_reads(c_object):
         assert info.value.errno == errno.EINVAL
         with pytest.raises(ValueError, match="65535"):
             live.programs["calc"].test_run(b"\0" * 70000)
+
+
+def test_per_cpu_maps_hold_one_value_per_possible_cpu():
+    ncpu = loadmod.possible_cpus()
+    assert ncpu >= 1
+    fd = kernel.map_create(kernel.BPF_MAP_TYPE_PERCPU_ARRAY, 4, 4, 2)
+    try:
+        m = loadmod.KernelMap("pc", fd, kernel.BPF_MAP_TYPE_PERCPU_ARRAY, 4, 4, 2)
+        assert m.per_cpu and m[0] == [0] * ncpu
+        m[1] = list(range(ncpu))
+        assert m[1] == list(range(ncpu))
+        m[0] = 7  # one value for every CPU
+        assert m.items() == [(0, [7] * ncpu), (1, list(range(ncpu)))]
+        with pytest.raises(ValueError, match=f"one value per possible CPU \\({ncpu}\\)"):
+            m[0] = [1] * (ncpu + 1)
+    finally:
+        kernel.close(fd)
