@@ -181,7 +181,7 @@ _SIGNED_ALU = frozenset({"sdiv", "smod"})     # offset 1 selects the signed vari
 _JMP_OPS = {isa.JMP_NAMES[op]: op for op in isa.CONDITIONAL_JUMPS}
 _SIZE = {name: bits for bits, name in isa.SIZE_NAMES.items()}
 _ATOMIC_OPS = {"add": isa.ATOMIC_ADD, "or": isa.ATOMIC_OR, "and": isa.ATOMIC_AND, "xor": isa.ATOMIC_XOR}
-_LD, _LDX, _ST, _STX, _ALU, _JMP, _JMP32, _ALU64 = (isa.LD, isa.LDX, isa.ST, isa.STX, isa.ALU,
+_LDX, _ST, _STX, _ALU, _JMP, _JMP32, _ALU64 = (isa.LDX, isa.ST, isa.STX, isa.ALU,
                                                      isa.JMP, isa.JMP32, isa.ALU64)
 _K, _X, _END = isa.K, isa.X, isa.END
 _MEMM, _MEMSX, _ATOMIC = isa.MEM, isa.MEMSX, isa.ATOMIC

@@ -29,9 +29,10 @@ from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
 from .. import isa
-from ..isa import (ALU, ALU64, ATOMIC, CALL, CMPXCHG, END, EXIT, FETCH, IMM, JA, JMP, JMP32, LD,
-                   LDDW, LDX, MEM, MEMSX, MOV, NEG, SIZE_BYTES, SIZE_NAMES, ST, STX, XCHG, X,
-                   DecodeError, Instruction)
+from ..isa import (ADD, ALU, ALU64, AND, ARSH, ATOMIC, CALL, CMPXCHG, DIV, END, EXIT, FETCH,
+                   JA, JEQ, JGE, JGT, JLE, JLT, JMP, JMP32, JNE, JSET, JSGE, JSGT, JSLE, JSLT, LD,
+                   LDDW, LDX, LSH, MEM, MEMSX, MOD, MOV, MUL, NEG, OR, RSH, SIZE_BYTES,
+                   SIZE_NAMES, ST, STX, SUB, XCHG, XOR, X, DecodeError, Instruction)
 from ..limits import MAX_CALL_DEPTH, STACK_BYTES
 from .memory import Memory, MemoryFault, Region
 
@@ -78,14 +79,6 @@ class _Halt(Exception):
     """Raised by the outermost `exit`; cheaper than testing for a sentinel pc on every step."""
 
 
-# Opcode fields come from pybpf_uring.isa; these are the engine's shorthands for them.
-SRC_X = X
-MODE_IMM, MODE_MEM, MODE_MEMSX, MODE_ATOMIC = IMM, MEM, MEMSX, ATOMIC
-OP_NEG, OP_MOV, OP_END = NEG, MOV, END
-OP_JA, OP_CALL, OP_EXIT = JA, CALL, EXIT
-SIZES = SIZE_BYTES
-
-
 # ---------------------------------------------------------------------------------------------
 # Semantic tables.  `{a}`/`{b}` are the operands (already masked to the operation's width),
 # `{M}` the width mask, `{S}` the sign bit, `{W}` the shift mask.  Keys are (op, offset): the
@@ -109,43 +102,43 @@ def _smod(a: int, b: int, sign: int, mask: int) -> int:
 
 
 _ALU: dict[tuple[int, int], str] = {
-    (0x00, 0): "({a} + {b}) & {M}",
-    (0x10, 0): "({a} - {b}) & {M}",
-    (0x20, 0): "({a} * {b}) & {M}",
-    (0x30, 0): "({a} // {b} if {b} else 0)",
-    (0x30, 1): "_sdiv({a}, {b}, {S}, {M})",
-    (0x40, 0): "{a} | {b}",
-    (0x50, 0): "{a} & {b}",
-    (0x60, 0): "({a} << ({b} & {W})) & {M}",
-    (0x70, 0): "{a} >> ({b} & {W})",
-    (0x80, 0): "-{a} & {M}",
-    (0x90, 0): "({a} % {b} if {b} else {a})",
-    (0x90, 1): "_smod({a}, {b}, {S}, {M})",
-    (0xA0, 0): "{a} ^ {b}",
-    (0xB0, 0): "{b}",
-    (0xB0, 8): "((({b} & 0xFF) ^ 0x80) - 0x80) & {M}",
-    (0xB0, 16): "((({b} & 0xFFFF) ^ 0x8000) - 0x8000) & {M}",
-    (0xB0, 32): "((({b} & 0xFFFFFFFF) ^ 0x80000000) - 0x80000000) & {M}",
-    (0xC0, 0): "((({a} ^ {S}) - {S}) >> ({b} & {W})) & {M}",
+    (ADD, 0): "({a} + {b}) & {M}",
+    (SUB, 0): "({a} - {b}) & {M}",
+    (MUL, 0): "({a} * {b}) & {M}",
+    (DIV, 0): "({a} // {b} if {b} else 0)",
+    (DIV, 1): "_sdiv({a}, {b}, {S}, {M})",
+    (OR, 0): "{a} | {b}",
+    (AND, 0): "{a} & {b}",
+    (LSH, 0): "({a} << ({b} & {W})) & {M}",
+    (RSH, 0): "{a} >> ({b} & {W})",
+    (NEG, 0): "-{a} & {M}",
+    (MOD, 0): "({a} % {b} if {b} else {a})",
+    (MOD, 1): "_smod({a}, {b}, {S}, {M})",
+    (XOR, 0): "{a} ^ {b}",
+    (MOV, 0): "{b}",
+    (MOV, 8): "((({b} & 0xFF) ^ 0x80) - 0x80) & {M}",
+    (MOV, 16): "((({b} & 0xFFFF) ^ 0x8000) - 0x8000) & {M}",
+    (MOV, 32): "((({b} & 0xFFFFFFFF) ^ 0x80000000) - 0x80000000) & {M}",
+    (ARSH, 0): "((({a} ^ {S}) - {S}) >> ({b} & {W})) & {M}",
 }
-_X_ONLY = {(0xB0, 8), (0xB0, 16), (0xB0, 32)}   # MOVSX has no immediate form
-_ALU32_EXCLUDED = {(0xB0, 32)}                  # movsx from 32 bits into 32 bits is no insn
-_UNARY = {(0x80, 0)}                            # NEG: K form only, src and imm unused
+_X_ONLY = {(MOV, 8), (MOV, 16), (MOV, 32)}   # MOVSX has no immediate form
+_ALU32_EXCLUDED = {(MOV, 32)}                  # movsx from 32 bits into 32 bits is no insn
+_UNARY = {(NEG, 0)}                            # NEG: K form only, src and imm unused
 
 # Conditional jumps: `{a}`/`{b}` unsigned operands, `{sa}`/`{sb}` operands biased by the sign bit
 # (x ^ S), whose unsigned order is the signed order of x.
 _COND: dict[int, str] = {
-    0x10: "{a} == {b}", 0x20: "{a} > {b}", 0x30: "{a} >= {b}", 0x40: "{a} & {b}",
-    0x50: "{a} != {b}", 0x60: "{sa} > {sb}", 0x70: "{sa} >= {sb}", 0xA0: "{a} < {b}",
-    0xB0: "{a} <= {b}", 0xC0: "{sa} < {sb}", 0xD0: "{sa} <= {sb}",
+    JEQ: "{a} == {b}", JGT: "{a} > {b}", JGE: "{a} >= {b}", JSET: "{a} & {b}",
+    JNE: "{a} != {b}", JSGT: "{sa} > {sb}", JSGE: "{sa} >= {sb}", JLT: "{a} < {b}",
+    JLE: "{a} <= {b}", JSLT: "{sa} < {sb}", JSLE: "{sa} <= {sb}",
 }
 
 # Atomic operations (imm without the FETCH bit): new memory value from (old, src).
 _ATOMIC: dict[int, Callable[[int, int], int]] = {
-    0x00: lambda old, src: old + src,
-    0x40: lambda old, src: old | src,
-    0x50: lambda old, src: old & src,
-    0xA0: lambda old, src: old ^ src,
+    isa.ATOMIC_ADD: lambda old, src: old + src,
+    isa.ATOMIC_OR: lambda old, src: old | src,
+    isa.ATOMIC_AND: lambda old, src: old & src,
+    isa.ATOMIC_XOR: lambda old, src: old ^ src,
 }
 
 _UNSIGNED = {1: "B", 2: "H", 4: "I", 8: "Q"}
@@ -160,7 +153,7 @@ def _bswap(value: int, width: int) -> int:
 # Byte-order operations: (class, source bit) -> value transform for an imm width.
 _END: dict[tuple[int, int], Callable[[int, int], int]] = {
     (ALU, 0): lambda v, w: v & ((1 << w) - 1),          # to little endian: truncate only (host LE)
-    (ALU, SRC_X): _bswap,                                # to big endian
+    (ALU, X): _bswap,                                # to big endian
     (ALU64, 0): _bswap,                                  # unconditional bswap (cpu v4)
 }
 
@@ -313,31 +306,31 @@ def _rules() -> dict[int, _Rule]:
                 rules[cls | op] = _Rule(name + suffix, ("src", "imm"), frozenset({0}), True)
                 continue
             rules[cls | op] = _Rule(name + suffix, ("src",), k_offs, True)
-            rules[cls | op | SRC_X] = _Rule(name + suffix, ("imm",), frozenset(offs), True)
-        for src_bit in (0, SRC_X):
+            rules[cls | op | X] = _Rule(name + suffix, ("imm",), frozenset(offs), True)
+        for src_bit in (0, X):
             if (cls, src_bit) in _END:
-                kind = {(ALU, 0): "le", (ALU, SRC_X): "be", (ALU64, 0): "bswap"}[(cls, src_bit)]
-                rules[cls | OP_END | src_bit] = _Rule(kind, ("src",), frozenset({0}), True)
+                kind = {(ALU, 0): "le", (ALU, X): "be", (ALU64, 0): "bswap"}[(cls, src_bit)]
+                rules[cls | END | src_bit] = _Rule(kind, ("src",), frozenset({0}), True)
     cond_names = {op: isa.JMP_NAMES[op] for op in isa.CONDITIONAL_JUMPS}
     assert set(cond_names) == set(_COND), "isa's conditional jumps and _COND disagree"
     for cls, suffix in ((JMP, ""), (JMP32, "32")):
         for op, name in cond_names.items():
             rules[cls | op] = _Rule(name + suffix, ("src",), frozenset())
-            rules[cls | op | SRC_X] = _Rule(name + suffix, ("imm",), frozenset())
-    rules[JMP | OP_JA] = _Rule("ja", ("dst", "src", "imm"), frozenset())
-    rules[JMP32 | OP_JA] = _Rule("gotol", ("dst", "src"), frozenset({0}))
-    rules[JMP | OP_CALL] = _Rule("call", ("dst",), frozenset({0}))
-    rules[JMP | OP_EXIT] = _Rule("exit", ("dst", "src", "imm"), frozenset({0}))
+            rules[cls | op | X] = _Rule(name + suffix, ("imm",), frozenset())
+    rules[JMP | JA] = _Rule("ja", ("dst", "src", "imm"), frozenset())
+    rules[JMP32 | JA] = _Rule("gotol", ("dst", "src"), frozenset({0}))
+    rules[JMP | CALL] = _Rule("call", ("dst",), frozenset({0}))
+    rules[JMP | EXIT] = _Rule("exit", ("dst", "src", "imm"), frozenset({0}))
     rules[LDDW] = _Rule("lddw", (), frozenset({0}), True)
-    for size_bits, size in SIZES.items():
+    for size_bits, size in SIZE_BYTES.items():
         sname = SIZE_NAMES[size_bits]
-        rules[LDX | MODE_MEM | size_bits] = _Rule("ldx" + sname, ("imm",), frozenset(), True)
-        rules[ST | MODE_MEM | size_bits] = _Rule("st" + sname, ("src",), frozenset())
-        rules[STX | MODE_MEM | size_bits] = _Rule("stx" + sname, ("imm",), frozenset())
+        rules[LDX | MEM | size_bits] = _Rule("ldx" + sname, ("imm",), frozenset(), True)
+        rules[ST | MEM | size_bits] = _Rule("st" + sname, ("src",), frozenset())
+        rules[STX | MEM | size_bits] = _Rule("stx" + sname, ("imm",), frozenset())
         if size != 8:
-            rules[LDX | MODE_MEMSX | size_bits] = _Rule("ldxs" + sname, ("imm",), frozenset(), True)
+            rules[LDX | MEMSX | size_bits] = _Rule("ldxs" + sname, ("imm",), frozenset(), True)
         if size in (4, 8):
-            rules[STX | MODE_ATOMIC | size_bits] = _Rule("atomic" + ("32" if size == 4 else ""),
+            rules[STX | ATOMIC | size_bits] = _Rule("atomic" + ("32" if size == 4 else ""),
                                                          (), frozenset())
     return rules
 
@@ -346,7 +339,7 @@ _RULES = _rules()
 _ATOMIC_IMMS = frozenset({*_ATOMIC, *(op | FETCH for op in _ATOMIC), XCHG, CMPXCHG})
 _LDDW_SOURCES = {0: "imm64", 1: "map by fd", 2: "map value by fd", 3: "variable address",
                  4: "code address", 5: "map by index", 6: "map value by index"}
-CALLX = JMP | OP_CALL | SRC_X
+CALLX = JMP | CALL | X
 
 
 def validate(program: bytes | Sequence[Instruction], *,
@@ -405,24 +398,24 @@ def _check_slot(i: int, ins, allow_callx: bool) -> None:
                              f"{ins.off} but must be {allowed}")
     if rule.writes_dst and ins.dst == 10:
         raise InvalidProgram(i, f"{rule.name}: r10 is the read-only frame pointer")
-    cls, op = ins.opcode & 0x07, ins.opcode & 0xF0
-    if op == OP_END and cls in (ALU, ALU64) and ins.imm not in (16, 32, 64):
+    cls, op = ins.cls, ins.op
+    if op == END and cls in (ALU, ALU64) and ins.imm not in (16, 32, 64):
         raise InvalidProgram(i, f"{rule.name}: width {ins.imm} must be 16, 32 or 64")
-    if ins.opcode & 0xE7 == STX | MODE_ATOMIC and ins.imm not in _ATOMIC_IMMS:
+    if ins.opcode & ~isa.SIZE_MASK == STX | ATOMIC and ins.imm not in _ATOMIC_IMMS:
         raise InvalidProgram(i, f"atomic operation {ins.imm:#x} does not exist")
-    if ins.opcode == JMP | OP_CALL and ins.src not in (0, 1, 2):
+    if ins.opcode == JMP | CALL and ins.src not in (0, 1, 2):
         raise InvalidProgram(i, f"call: src {ins.src} must be 0 (helper), 1 (local) or 2 (kfunc)")
     if ins.opcode == LDDW and ins.src not in _LDDW_SOURCES:
         raise InvalidProgram(i, f"lddw: src {ins.src} is not a known 64-bit load form (0-6)")
 
 
 def _branch_target(i: int, ins) -> int | None:
-    cls, op = ins.opcode & 0x07, ins.opcode & 0xF0
-    if ins.opcode == JMP | OP_CALL:
+    cls, op = ins.cls, ins.op
+    if ins.opcode == JMP | CALL:
         return i + 1 + ins.imm if ins.src == 1 else None
-    if ins.opcode == JMP32 | OP_JA:
+    if ins.opcode == JMP32 | JA:
         return i + 1 + ins.imm
-    if cls in (JMP, JMP32) and op not in (OP_CALL, OP_EXIT):
+    if cls in (JMP, JMP32) and op not in (CALL, EXIT):
         return i + 1 + ins.off
     return None
 
@@ -559,15 +552,15 @@ class Interpreter:
         return op
 
     def _alu(self, i: int, ins) -> Callable[[], int]:
-        cls, op, use_x = ins.opcode & 0x07, ins.opcode & 0xF0, bool(ins.opcode & SRC_X)
-        if op == OP_END:
+        cls, op, use_x = ins.cls, ins.op, ins.source == X
+        if op == END:
             return self._end(i, ins, cls, use_x)
         k = ins.imm & (M64 if cls == ALU64 else M32)      # imm is sign-extended, then truncated
         source = _alu_source(cls, op, ins.off, use_x)
         return _factory(source)(self.regs, ins.dst, ins.src, k, i + 1)
 
     def _end(self, i: int, ins, cls: int, use_x: bool) -> Callable[[], int]:
-        transform, width, regs, d, nxt = _END[(cls, SRC_X if use_x else 0)], ins.imm, self.regs, ins.dst, i + 1
+        transform, width, regs, d, nxt = _END[(cls, X if use_x else 0)], ins.imm, self.regs, ins.dst, i + 1
 
         def op() -> int:
             regs[d] = transform(regs[d], width)
@@ -575,18 +568,18 @@ class Interpreter:
         return op
 
     def _jmp(self, i: int, ins) -> Callable[[], int]:
-        cls, op, use_x = ins.opcode & 0x07, ins.opcode & 0xF0, bool(ins.opcode & SRC_X)
+        cls, op, use_x = ins.cls, ins.op, ins.source == X
         nxt = i + 1
-        if op == OP_JA:
+        if op == JA:
             target = i + 1 + (ins.imm if cls == JMP32 else ins.off)
             return lambda: target
-        if op == OP_EXIT:
+        if op == EXIT:
             return self._exit()
-        if op == OP_CALL:
+        if op == CALL:
             return self._call(i, ins)
         wide = cls == JMP
         k = ins.imm & (M64 if wide else M32)
-        if op in (0x60, 0x70, 0xC0, 0xD0) and not use_x:
+        if op in (JSGT, JSGE, JSLT, JSLE) and not use_x:
             k ^= S64 if wide else S32
         return _factory(_cond_source(cls, op, use_x))(self.regs, ins.dst, ins.src, k, nxt,
                                                        i + 1 + ins.off)
@@ -656,7 +649,7 @@ class Interpreter:
 
     def _ldx(self, i: int, ins) -> Callable[[], int]:
         size = ins.size
-        signed = ins.opcode & 0xE0 == MODE_MEMSX
+        signed = ins.mode == MEMSX
         fmt = _SIGNED[size] if signed else _UNSIGNED[size]
         extend = " & 0xFFFFFFFFFFFFFFFF" if signed else ""
         slow_value = "slow(pc, addr, SIZE)"
@@ -678,7 +671,7 @@ class Interpreter:
 
     def _stx(self, i: int, ins) -> Callable[[], int]:
         size = ins.size
-        if ins.opcode & 0xE0 == MODE_ATOMIC:
+        if ins.mode == ATOMIC:
             return self._atomic(i, ins, size)
         source, extra = _mem_source(_STORE_TEMPLATE, size, _UNSIGNED[size],
                                     value=f"regs[s] & {(1 << (8 * size)) - 1:#x}")
