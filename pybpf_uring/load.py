@@ -33,7 +33,7 @@ import re
 import struct
 import weakref
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from . import kernel
@@ -64,6 +64,21 @@ class VerifierError(CompileError):
     errno: int = 0
     log: str = ""
     insn: int | None = None  # index (in 8-byte slots) of the instruction the verifier stopped at
+    combined: list = field(default_factory=list, repr=False)  # the errors `combine` merged
+
+    @classmethod
+    def combine(cls, errors: list["VerifierError"]) -> "VerifierError":
+        """One error for several rejected programs: every diagnostic, the first one's details."""
+        if len(errors) == 1:
+            return errors[0]
+        first = errors[0]
+        return cls([d for e in errors for d in e.diagnostics], first.program, first.errno,
+                   first.log, first.insn, list(errors))
+
+    @property
+    def rejections(self) -> list["VerifierError"]:
+        """One VerifierError per rejected program."""
+        return self.combined or [self]
 
 
 @dataclass
@@ -527,9 +542,15 @@ def load(obj: Any, *, only: set[str] | None = None, log_level: int = 0) -> Loade
             if only is not None or all(_unsupported_reason(p.kind) for p in chosen):
                 raise err
             loaded.programs.skipped[prog.name] = err
-        for prog in chosen:
+        rejected: list[VerifierError] = []
+        for prog in chosen:  # verify every program, so the user sees every rejection at once
             if prog.name not in loaded.programs.skipped:
-                _load_program(loaded, prog, obj, log_level)
+                try:
+                    _load_program(loaded, prog, obj, log_level)
+                except VerifierError as exc:
+                    rejected.append(exc)
+        if rejected:
+            raise VerifierError.combine(rejected)
     except BaseException:
         loaded.close()
         raise

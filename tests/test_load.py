@@ -798,3 +798,16 @@ def test_per_cpu_maps_hold_one_value_per_possible_cpu():
             m[0] = [1] * (ncpu + 1)
     finally:
         kernel.close(fd)
+
+
+def test_every_rejected_program_is_reported_at_once(c_object):
+    obj = c_object("load_reject")
+    before = open_fds()
+    with pytest.raises(loadmod.VerifierError) as info:
+        loadmod.load(obj)
+    assert open_fds() == before
+    err = info.value
+    assert [e.program for e in err.rejections] == ["variable_ctx", "spin"]
+    assert len(err.diagnostics) == 2 and err.program == "variable_ctx"
+    text = str(err)
+    assert "load_reject.c:20:" in text and "load_reject.c:28:" in text
