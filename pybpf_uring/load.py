@@ -39,6 +39,9 @@ from typing import Any, Iterator
 from . import kernel
 from .diagnostics import CompileError, Diagnostic, Source, Span
 
+__all__ = ["load", "LoadedObject", "KernelProgram", "KernelMap", "TestRunResult", "VerifierError",
+           "UnsupportedProgramError", "BPF_ANY", "BPF_NOEXIST", "BPF_EXIST"]
+
 # kind → (prog type, prog_flags).  SYSCALL programs are always loaded sleepable: the kernel
 # refuses a non-sleepable one ("Syscall programs can only be sleepable").
 KERNEL_KINDS = {
@@ -46,6 +49,9 @@ KERNEL_KINDS = {
     "socket_filter": (kernel.BPF_PROG_TYPE_SOCKET_FILTER, 0),
     "tracepoint": (kernel.BPF_PROG_TYPE_TRACEPOINT, 0),
 }
+
+# update flags for KernelMap.set, re-exported so users need not import the syscall layer
+BPF_ANY, BPF_NOEXIST, BPF_EXIST = kernel.BPF_ANY, kernel.BPF_NOEXIST, kernel.BPF_EXIST
 
 MAP_TYPES_BY_NAME = {name: num for num, name in kernel.MAP_TYPE_NAMES.items()}
 
