@@ -530,3 +530,43 @@ def _observe(program: bytes, budget: int, compile_blocks: bool):
 @given(program=mixed_program(), budget=st.integers(1, 300))
 def test_blocks_and_single_steps_agree(program, budget):
     assert _observe(program, budget, True) == _observe(program, budget, False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loader hooks: pseudo lddw forms, kfuncs, tracing
+
+def test_lddw_pseudo_forms_go_through_the_resolver():
+    seen = []
+
+    def resolve(src, imm, imm_hi):
+        seen.append((src, imm, imm_hi))
+        return 0xABC00000000 + imm
+
+    program = (struct.pack("<BBhi", 0x18, 0x10 | 1, 0, 7) + struct.pack("<BBhi", 0, 0, 0, 0)
+               + struct.pack("<BBhi", 0xBF, 0x10, 0, 0) + bytes.fromhex("9500000000000000"))
+    for blocks in (True, False):
+        assert Interpreter(program, resolve_lddw=resolve, compile_blocks=blocks).run() == 0xABC00000007
+    assert seen[0] == (1, 7, 0)
+    with pytest.raises(InvalidProgram, match="map by fd .* needs a resolver"):
+        Interpreter(program)
+
+
+def test_kfunc_calls_use_their_own_table():
+    program = struct.pack("<BBhi", 0x85, 0x20, 0, 1234) + bytes.fromhex("9500000000000000")
+    assert Interpreter(program, kfuncs={1234: lambda mem, *r: 99}).run() == 99
+    with pytest.raises(InvalidProgram, match="unknown kfunc 1234"):
+        Interpreter(program, helpers={1234: lambda mem, *r: 99})
+
+
+def test_fetching_atomic_into_r10_is_refused():
+    program = struct.pack("<BBhi", 0xDB, 0xA1, 0, 0x01) + bytes.fromhex("9500000000000000")
+    with pytest.raises(InvalidProgram, match="overwrite r10"):
+        Interpreter(program)
+
+
+def test_trace_sees_every_instruction():
+    steps = []
+    vm = Interpreter(prog("mov %r0, 2", "loop:", "sub %r0, 1", "jne %r0, 0, loop", "exit"))
+    assert vm.run(trace=lambda pc, regs: steps.append((pc, regs[0]))) == 0
+    assert steps == [(0, 0), (1, 2), (2, 1), (1, 1), (2, 0), (3, 0)]
+    assert vm.executed == 6
