@@ -282,6 +282,8 @@ def map_update_elem(fd: int, key: bytes, value: bytes, flags: int = BPF_ANY) -> 
                   (_errno.ENOENT, BPF_EXIST): "the key is absent and BPF_EXIST was given",
                   (_errno.E2BIG, BPF_ANY): full, (_errno.E2BIG, BPF_NOEXIST): full,
                   (_errno.E2BIG, BPF_EXIST): full}.get((code, flags & 3), "")
+        if code == _errno.EPERM:
+            detail = "the map is frozen (like .rodata) or read-only for the host"
         raise bpf_error(BPF_MAP_UPDATE_ELEM, code, detail)
 
 

@@ -551,7 +551,7 @@ def test_frozen_map_refuses_host_writes():
     try:
         kernel.map_update_elem(fd, bytes(4), struct.pack("<Q", 5))
         kernel.map_freeze(fd)
-        with pytest.raises(PermissionError, match="BPF_MAP_UPDATE_ELEM failed: EPERM"):
+        with pytest.raises(PermissionError, match="BPF_MAP_UPDATE_ELEM failed: EPERM.*frozen"):
             kernel.map_update_elem(fd, bytes(4), struct.pack("<Q", 6))
         assert kernel.map_lookup_elem(fd, bytes(4), 8) == struct.pack("<Q", 5)
     finally:
