@@ -621,7 +621,15 @@ def run_case(case: ConformanceCase, *, budget: int | None = None) -> CaseOutcome
     try:
         return CaseOutcome(case, execute(case.program, case.memory, budget=budget), None)
     except (InvalidProgram, BpfFault) as exc:
-        return CaseOutcome(case, None, str(exc))
+        return CaseOutcome(case, None, _with_source_line(case, exc))
+
+
+def _with_source_line(case: ConformanceCase, exc: Exception) -> str:
+    """Prefix an engine error with the case file's line, so a failure reads like the suite."""
+    index = getattr(exc, "insn_index", None)
+    if index is None or not 0 <= index < len(case.insn_lines):
+        return str(exc)
+    return f"{case.path.name}:{case.insn_lines[index]}: {exc}"
 
 
 # ---------------------------------------------------------------------------------------------

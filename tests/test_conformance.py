@@ -152,3 +152,13 @@ def test_plugin_passes_memory_in_r1_and_length_in_r2():
     program = bytes.fromhex("7110020000000000" "0f20000000000000" "9500000000000000")
     code, out, err = _plugin(program, bytes([1, 2, 3, 4]))
     assert (code, out, err) == (0, "7\n", "")
+
+
+def test_run_case_errors_point_at_the_case_line(tmp_path):
+    case_file = tmp_path / "fault.data"
+    case_file.write_text("-- asm\nmov %r0, 0\n# a comment\nldxw %r0, [%r1+8]\nexit\n"
+                         "-- mem\n00 00 00 00\n-- result\n0x0\n")
+    outcome = run_case(read_case(case_file))
+    assert not outcome.passed
+    assert outcome.error.startswith("fault.data:4: instruction 1 (")
+    assert "read of 4 bytes at mem+8 is out of bounds (mem is 4 bytes)" in outcome.error
