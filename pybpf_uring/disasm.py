@@ -1,0 +1,332 @@
+"""Disassembly text identical to `llvm-objdump -d` of LLVM 22 (one format for CLI, tests, errors).
+
+Two entry points:
+
+* `format_instruction(ins)` — the text of one instruction (`r2 = *(u64 *)(r1 + 0x8)`,
+  `if w1 s> 0x3 goto +0x2`), or `<unknown>` for an encoding LLVM's decoder rejects.
+* `disassemble(obj)` — a whole `BpfObject` as `llvm-objdump -d` prints it: every non-empty
+  executable section, a header per symbol, `index:\\tbytes\\ttext` per instruction, branch
+  targets labelled `<symbol+0xoff>`.
+
+The rules were read off llvm-objdump-22 output (tests/test_disasm.py keeps them honest):
+
+* Which fields an instruction uses decides validity, as in LLVM's decoder tables: a field the
+  text does not show is ignored (`exit` with dst=2 is still `exit`), except `off`, which must
+  be 0 where it has no meaning in ALU and lddw instructions.  Registers above r11 are invalid.
+* Loads and stores narrower than 64 bits show the 32-bit register (`w1 = *(u8 *)...`) at every
+  cpu level; `be`/`le` always show `r`.  Immediates and offsets print as signed hex.
+* Atomic operations are matched on the low 12 bits of imm (LLVM ignores the rest).
+* Symbols of a section are sorted by (address, name); at an address shared by several, the
+  last one names it.  A section without a symbol at 0 gets its own name there.  A branch label
+  is the last such symbol at or before the (64-bit wrapping) target address.
+* A run of 8 or more zero bytes where an instruction would start is printed as `\\t\\t...`
+  (llvm-objdump's --disassemble-zeroes default), skipping the run rounded down to 4 bytes.
+* Bytes too few for an instruction are printed one per line as `<unknown>`.
+"""
+from __future__ import annotations
+
+import struct
+from typing import Callable, Iterable, NamedTuple, Sequence
+
+from . import isa
+from .isa import (ALU, ALU64, JMP, JMP32, LD, LDX, ST, STX, K, X, MEM, MEMSX, ATOMIC, ABS, IND,
+                  W, H, B, DW, Instruction)
+
+__all__ = ["format_instruction", "disassemble", "disassemble_section", "format_program",
+           "UNKNOWN"]
+
+UNKNOWN = "<unknown>"
+_SLOT = struct.Struct("<BBhi")
+MAX_REG = 11   # LLVM's BPF register class is r0-r11
+
+
+class _Text(NamedTuple):
+    text: str
+    branch: int | None = None   # slots after the next one a taken branch lands on
+
+
+def _hex(v: int) -> str:
+    return f"-{-v:#x}" if v < 0 else f"{v:#x}"
+
+
+def _rel(v: int) -> str:
+    return f"-{-v:#x}" if v < 0 else f"+{v:#x}"
+
+
+def _mem(reg: str, off: int) -> str:
+    return f"({reg} - {-off:#x})" if off < 0 else f"({reg} + {off:#x})"
+
+
+_SIZE_TYPE = {W: "u32", H: "u16", B: "u8", DW: "u64"}
+_SIGNED_TYPE = {W: "s32", H: "s16", B: "s8"}
+
+_ALU_OPS = {isa.ADD: "+=", isa.SUB: "-=", isa.MUL: "*=", isa.DIV: "/=", isa.OR: "|=",
+            isa.AND: "&=", isa.LSH: "<<=", isa.RSH: ">>=", isa.MOD: "%=", isa.XOR: "^=",
+            isa.MOV: "=", isa.ARSH: "s>>="}
+_SIGNED_ALU = {isa.DIV: "s/=", isa.MOD: "s%="}
+_CONDITIONS = {isa.JEQ: "==", isa.JGT: ">", isa.JGE: ">=", isa.JSET: "&", isa.JNE: "!=",
+               isa.JSGT: "s>", isa.JSGE: "s>=", isa.JLT: "<", isa.JLE: "<=", isa.JSLT: "s<",
+               isa.JSLE: "s<="}
+_LOCK_OPS = {isa.ATOMIC_ADD: "+=", isa.ATOMIC_OR: "|=", isa.ATOMIC_AND: "&=", isa.ATOMIC_XOR: "^="}
+_FETCH_OPS = {isa.ATOMIC_ADD | isa.FETCH: "add", isa.ATOMIC_OR | isa.FETCH: "or",
+              isa.ATOMIC_AND | isa.FETCH: "and", isa.ATOMIC_XOR | isa.FETCH: "xor"}
+
+
+class _Invalid(Exception):
+    """The encoding is not an instruction LLVM's decoder knows."""
+
+
+def _reg(n: int, wide: bool = True) -> str:
+    if n > MAX_REG:
+        raise _Invalid
+    return f"{'r' if wide else 'w'}{n}"
+
+
+# --- one formatter per class -------------------------------------------------------------------
+def _alu(ins: Instruction) -> _Text:
+    wide = ins.cls == ALU64
+    op, d = ins.op, ins.dst
+    if op == isa.NEG:
+        if ins.source != K or ins.off:
+            raise _Invalid
+        r = _reg(d, wide)
+        return _Text(f"{r} = -{r}")
+    if op == isa.END:
+        if ins.off or ins.imm not in (16, 32, 64):
+            raise _Invalid
+        if wide:
+            if ins.source != K:
+                raise _Invalid
+            name = "bswap"
+        else:
+            name = "be" if ins.source == isa.TO_BE else "le"
+        r = _reg(d)
+        return _Text(f"{r} = {name}{ins.imm} {r}")
+    if op not in _ALU_OPS:
+        raise _Invalid
+    symbol = _ALU_OPS[op]
+    if op in _SIGNED_ALU and ins.off == isa.SIGNED_OFF:
+        symbol = _SIGNED_ALU[op]
+    elif op == isa.MOV and ins.source == X and ins.off in ((8, 16, 32) if wide else (8, 16)):
+        return _Text(f"{_reg(d, wide)} = (s{ins.off}){_reg(ins.src, wide)}")
+    elif ins.off:
+        raise _Invalid
+    operand = _reg(ins.src, wide) if ins.source == X else _hex(ins.imm)
+    return _Text(f"{_reg(d, wide)} {symbol} {operand}")
+
+
+def _jmp(ins: Instruction) -> _Text:
+    wide = ins.cls == JMP
+    op = ins.op
+    if op == isa.JA:
+        if ins.source != K:
+            raise _Invalid
+        if wide:
+            return _Text(f"goto {_rel(ins.off)}", ins.off)
+        return _Text(f"gotol {_rel(ins.imm)}", ins.imm)
+    if op in _CONDITIONS:
+        operand = _reg(ins.src, wide) if ins.source == X else _hex(ins.imm)
+        return _Text(f"if {_reg(ins.dst, wide)} {_CONDITIONS[op]} {operand} goto {_rel(ins.off)}",
+                     ins.off)
+    if not wide:
+        raise _Invalid
+    if op == isa.CALL:
+        return _Text(f"call {_hex(ins.imm)}" if ins.source == K else f"callx {_reg(ins.dst)}")
+    if op == isa.EXIT and ins.source == K:
+        return _Text("exit")
+    if op == isa.JCOND and ins.source == K:
+        return _Text(f"may_goto {_rel(ins.off)}", ins.off)
+    raise _Invalid
+
+
+def _ld(ins: Instruction) -> _Text:
+    size = ins.opcode & isa.SIZE_MASK
+    if ins.mode == isa.IMM and size == DW:
+        if ins.off:
+            raise _Invalid
+        if ins.src == 0:
+            value = ins.imm64 - (1 << 64) if ins.imm64 >> 63 else ins.imm64
+            return _Text(f"{_reg(ins.dst)} = {_hex(value)} ll")
+        return _Text(f"ld_pseudo\t{_reg(ins.dst)}, {ins.src:#x}, {_hex(ins.imm)}")
+    if size == DW:
+        raise _Invalid
+    if ins.mode == ABS:
+        return _Text(f"r0 = *({_SIZE_TYPE[size]} *)skb[{_hex(ins.imm)}]")
+    if ins.mode == IND:
+        return _Text(f"r0 = *({_SIZE_TYPE[size]} *)skb[{_reg(ins.src)}]")
+    raise _Invalid
+
+
+def _ldx(ins: Instruction) -> _Text:
+    size = ins.opcode & isa.SIZE_MASK
+    if ins.mode == MEM:
+        return _Text(f"{_reg(ins.dst, size == DW)} = *({_SIZE_TYPE[size]} *){_mem(_reg(ins.src), ins.off)}")
+    if ins.mode == MEMSX and size != DW:
+        return _Text(f"{_reg(ins.dst)} = *({_SIGNED_TYPE[size]} *){_mem(_reg(ins.src), ins.off)}")
+    raise _Invalid
+
+
+def _st(ins: Instruction) -> _Text:
+    size = ins.opcode & isa.SIZE_MASK
+    if ins.mode != MEM:
+        raise _Invalid
+    return _Text(f"*({_SIZE_TYPE[size]} *){_mem(_reg(ins.dst), ins.off)} = {_hex(ins.imm)}")
+
+
+def _stx(ins: Instruction) -> _Text:
+    size = ins.opcode & isa.SIZE_MASK
+    wide = size == DW
+    t = _SIZE_TYPE[size]
+    if ins.mode == MEM:
+        return _Text(f"*({t} *){_mem(_reg(ins.dst), ins.off)} = {_reg(ins.src, wide)}")
+    if ins.mode != ATOMIC:
+        raise _Invalid
+    op = ins.imm & 0xFFF
+    addr = _mem(_reg(ins.dst), ins.off)
+    if op == isa.LOAD_ACQ:
+        # the one atomic that loads: dst receives, src holds the address
+        return _Text(f"{_reg(ins.dst, wide)} = load_acquire(({t} *){_mem(_reg(ins.src), ins.off)})")
+    if op == isa.STORE_REL:
+        return _Text(f"store_release(({t} *){addr}, {_reg(ins.src, wide)})")
+    if size not in (W, DW):
+        raise _Invalid
+    s = _reg(ins.src, wide)
+    if op in _LOCK_OPS:
+        return _Text(f"lock *({t} *){addr} {_LOCK_OPS[op]} {s}")
+    if op in _FETCH_OPS:
+        return _Text(f"{s} = atomic_fetch_{_FETCH_OPS[op]}(({t} *){addr}, {s})")
+    suffix = "_64" if wide else "32_32"
+    inner = addr[1:-1]   # xchg/cmpxchg print the address without parentheses
+    if op == isa.XCHG:
+        return _Text(f"{s} = xchg{suffix}({inner}, {s})")
+    if op == isa.CMPXCHG:
+        r0 = _reg(0, wide)
+        return _Text(f"{r0} = cmpxchg{suffix}({inner}, {r0}, {s})")
+    raise _Invalid
+
+
+_CLASSES: dict[int, Callable[[Instruction], _Text]] = {
+    ALU: _alu, ALU64: _alu, JMP: _jmp, JMP32: _jmp, LD: _ld, LDX: _ldx, ST: _st, STX: _stx,
+}
+
+
+def _render(ins: Instruction) -> _Text:
+    try:
+        return _CLASSES[ins.cls](ins)
+    except _Invalid:
+        return _Text(UNKNOWN)
+
+
+def format_instruction(ins) -> str:
+    """llvm-objdump's text for one instruction (without the branch-target label).
+
+    Accepts an `isa.Instruction` or anything with opcode/dst/src/off/imm (and imm_hi for a
+    lddw), e.g. the interpreter's slot records."""
+    if not isinstance(ins, Instruction):
+        ins = Instruction(ins.opcode, ins.dst, ins.src, ins.off, ins.imm, getattr(ins, "imm_hi", 0))
+    return _render(ins).text
+
+
+def format_program(insns: Sequence[Instruction]) -> str:
+    """One line per instruction, `slot: text`, jump targets as slot numbers: for messages and
+    the engine's dumps, where there are no symbols to name targets."""
+    lines = []
+    for slot, ins in zip(isa.slot_indexes(insns), insns):
+        text, branch = _render(ins)
+        if branch is not None:
+            text += f" <{slot + 1 + branch}>"
+        lines.append(f"{slot:>5}: {text}")
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+# --- whole objects ----------------------------------------------------------------------------
+class _Sym(NamedTuple):
+    addr: int
+    name: str
+    type: int
+
+
+_SYM_TYPE_ORDER = {"notype": 0, "object": 1, "func": 2, "section": 3, "file": 4}
+
+
+def _section_symbols(obj, sec) -> list[_Sym]:
+    syms = sorted(_Sym(s.value, s.name, _SYM_TYPE_ORDER.get(s.type, 5)) for s in obj.symbols
+                  if s.section == sec.index and s.type not in ("section", "file"))
+    if not syms or syms[0].addr != 0:
+        syms.insert(0, _Sym(0, sec.name, _SYM_TYPE_ORDER["func"]))
+    return syms
+
+
+def _label(syms: list[_Sym], target: int) -> str:
+    best = None
+    for s in syms:              # sorted: the last one at or before the target
+        if s.addr <= target:
+            best = s
+        else:
+            break
+    if best is None:
+        return ""
+    return f" <{best.name}>" if best.addr == target else f" <{best.name}+{target - best.addr:#x}>"
+
+
+def disassemble_section(data: bytes, symbols: list[_Sym]) -> list[str]:
+    """The lines llvm-objdump prints for one section's bytes, from its first symbol header."""
+    out: list[str] = []
+    for i, sym in enumerate(symbols):
+        end = len(data) if i + 1 == len(symbols) else min(len(data), symbols[i + 1].addr)
+        if sym.addr >= end:
+            continue  # several symbols at one address: the last one names it
+        out.append("")
+        out.append(f"{sym.addr:016x} <{sym.name}>:")
+        pos = sym.addr
+        while pos < end:
+            zeros = _zero_run(data, pos, end)
+            if zeros:
+                out.append("\t\t...")
+                pos += zeros
+                continue
+            size = 16 if data[pos] == isa.LDDW else 8
+            if pos + size > len(data):
+                out.append(f"{pos // 8:>8}:\t{data[pos]:02x}\t{UNKNOWN}")
+                pos += 1
+                continue
+            ins = _instruction_at(data, pos)
+            text, branch = _render(ins)
+            if text == UNKNOWN:
+                size = 8
+            elif branch is not None:
+                text += _label(symbols, (pos + 8 + branch * 8) & ((1 << 64) - 1))
+            out.append(f"{pos // 8:>8}:\t{data[pos:pos + size].hex(' ')}\t{text}")
+            pos += size
+    return out
+
+
+def _zero_run(data: bytes, pos: int, end: int) -> int:
+    n = pos
+    while n < end and data[n] == 0:
+        n += 1
+    n -= pos
+    return n & ~3 if n >= 8 else 0
+
+
+def _instruction_at(data: bytes, pos: int) -> Instruction:
+    """The instruction at byte `pos`, reading a lddw's second slot only for its imm (LLVM
+    ignores the rest of it)."""
+    opcode, regs, off, imm = _SLOT.unpack_from(data, pos)
+    imm_hi = _SLOT.unpack_from(data, pos + 8)[3] if opcode == isa.LDDW else 0
+    return Instruction(opcode, regs & 0xF, regs >> 4, off, imm, imm_hi)
+
+
+def disassemble(obj, filename: str | None = None) -> str:
+    """`llvm-objdump -d` of a BpfObject.  With `filename`, the output starts with the same
+    `\\nNAME:\\tfile format elf64-bpf\\n` header as llvm-objdump's; without, from the first
+    section header."""
+    lines: list[str] = []
+    if filename is not None:
+        lines += ["", f"{filename}:\tfile format elf64-bpf"]
+    for sec in obj.sections:
+        if not sec.executable or not sec.size:
+            continue
+        lines += ["", f"Disassembly of section {sec.name}:"]
+        lines += disassemble_section(sec.data, _section_symbols(obj, sec))
+    return "\n".join(lines) + "\n" if lines else ""
