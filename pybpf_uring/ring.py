@@ -101,6 +101,7 @@ _CQE = struct.Struct("<QiI")
 _UD = struct.Struct("<Q")
 _CQ_IDX = struct.Struct("<H")
 _SQE_HEAD = struct.Struct("<BBHiQQI4xQ8xH")   # opcode flags ioprio fd off addr len user_data cq_idx
+_SQE_ROUTE = struct.Struct("<BB30xQ8xH")                # opcode flags user_data cq_idx
 _CTX = struct.Struct("<QII")
 
 
@@ -452,7 +453,7 @@ class Ring:
             if cq_u32[head_i] != cq_u32[tail_i]:
                 self._drain()
                 if q.entries:
-                    return Cqe(*q.pop())
+                    return Cqe(*(q.pop() if q.backlog else q.entries.popleft()))
             if self._runnable or self._parked:
                 self._progress()
                 if q.entries:
@@ -530,12 +531,13 @@ class Ring:
         return (self._sq_tail - self._sq_u32[self._sq_head_i]) & _U32
 
     def _queue_raw(self, raw: bytes, from_program: bool) -> int:
-        opcode, flags, ioprio, fd, off, addr, length, user_data, cq_idx = _SQE_HEAD.unpack_from(raw)
+        opcode, flags, user_data, cq_idx = _SQE_ROUTE.unpack_from(raw)
         if cq_idx >= len(self._cqs):
             if from_program:
                 return -_errno.EINVAL
             raise ValueError(f"SQE cq_idx {cq_idx} names no CQ: this ring has CQs 0..{len(self._cqs) - 1}")
         if opcode == IORING_OP_BPF:
+            _, _, ioprio, _, off, addr, length, _, _ = _SQE_HEAD.unpack_from(raw)
             req = _BpfRequest(off, user_data, cq_idx)
             if ioprio or length or addr or flags & (IOSQE_FIXED_FILE | IOSQE_BUFFER_SELECT) \
                     or not 0 <= off < len(self._programs):
@@ -548,10 +550,11 @@ class Ring:
             self._enter(0, 0)
             if self._pending() >= self.entries:
                 return -_errno.EBUSY
-        if opcode in _TARGETS_BY_USER_DATA and not (
-                opcode == IORING_OP_ASYNC_CANCEL
-                and struct.unpack_from("<I", raw, 28)[0] & (IORING_ASYNC_CANCEL_FD | IORING_ASYNC_CANCEL_ANY)):
-            addr = self._tag_of(addr)
+        retarget = opcode in _TARGETS_BY_USER_DATA and not (
+            opcode == IORING_OP_ASYNC_CANCEL
+            and struct.unpack_from("<I", raw, 28)[0] & (IORING_ASYNC_CANCEL_FD | IORING_ASYNC_CANCEL_ANY))
+        if retarget:   # before this SQE takes a tag, so it can never name itself
+            target = self._tag_of(_UD.unpack_from(raw, 16)[0])
         if flags & IOSQE_CQE_SKIP_SUCCESS:
             if cq_idx:
                 if from_program:
@@ -571,8 +574,8 @@ class Ring:
         sqes[slot:slot + SQE_SIZE] = raw
         _UD.pack_into(sqes, slot + 32, tag)
         _CQ_IDX.pack_into(sqes, slot + 48, 0)
-        if opcode in _TARGETS_BY_USER_DATA:
-            _UD.pack_into(sqes, slot + 16, addr)
+        if retarget:
+            _UD.pack_into(sqes, slot + 16, target)
         self._sq_tail = (self._sq_tail + 1) & _U32
         self._sq_u32[self._sq_tail_i] = self._sq_tail
         self._version += 1
@@ -622,20 +625,18 @@ class Ring:
         raise ring_sys._oserror("io_uring_enter", err)
 
     # --- the kernel CQ -------------------------------------------------------------------------
-    def _drain(self) -> int:
+    def _drain(self) -> None:
         """Move every CQE from the kernel ring to its userspace CQ, restoring the user_data."""
         cq = self._cq_u32
         head = cq[self._cq_head_i]
         tail = cq[self._cq_tail_i]
         if head == tail:
-            return 0
-        n = 0
+            return
         tags, cqs, unpack, buf, mask, base = self._tags, self._cqs, _CQE.unpack_from, self._cq_bytes, \
             self._cq_mask, self._cqes_off
         while head != tail:
             user_data, res, flags = unpack(buf, base + (head & mask) * CQE_SIZE)
             head = (head + 1) & _U32
-            n += 1
             slot = user_data - _TAG_BASE
             entry = tags[slot] if 0 <= slot < len(tags) else None
             if entry is None:
@@ -645,10 +646,13 @@ class Ring:
                 tags[slot] = None
                 self._free.append(slot)
                 self._in_flight -= 1
-            cqs[entry[1]].post((entry[0], res, flags))
+            q = cqs[entry[1]]
+            if q.backlog or len(q.entries) >= q.size:
+                q.post((entry[0], res, flags))
+            else:
+                q.entries.append((entry[0], res, flags))
         cq[self._cq_head_i] = head
         self._version += 1
-        return n
 
     # --- BPF requests --------------------------------------------------------------------------
     def _progress(self) -> bool:

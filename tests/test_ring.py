@@ -547,3 +547,77 @@ def test_skip_success_sqes_post_nothing_and_leak_no_tag():
         assert ring.peek_cqe() is None
         with pytest.raises(DeadlockError):
             ring.wait_cqe()
+
+
+# --- end to end: a compiled program run by the project's interpreter -----------------------------
+
+RELAY = '''
+from pybpf_uring import iouring, i32
+from pybpf_uring.uring import IoUringCtx, Sqe, Cqe, queue_sqe, emit_cqe, reap_cqe, prep_nop
+
+@iouring
+def relay(ctx: IoUringCtx) -> i32:
+    cqe = Cqe()
+    if reap_cqe(ctx, 1, cqe) == 0:
+        emit_cqe(ctx, 2, cqe.user_data + 1, cqe.res, 0)
+        return 0
+    sqe = Sqe()
+    prep_nop(sqe)
+    sqe.user_data = ctx.user_data
+    sqe.cq_idx = 1
+    queue_sqe(ctx, sqe)
+    ctx.wait_idx = 1
+    ctx.wait_nr = 1
+    return 0
+'''
+
+
+class InterpreterRunner:
+    """The smallest adapter from the engine's Interpreter to the ProgramRunner protocol (no maps).
+
+    The ctx is mapped as a plain 16-byte region: the compiler currently merges the stores to
+    wait_idx and wait_nr into one 8-byte store, which a field-exact ctx (as the RFC verifier
+    checks) refuses -- that is the compiler's to fix, not what this test is about.
+    """
+
+    def __init__(self, program):
+        from pybpf_uring.engine import BpfFault, Interpreter, Memory
+        self.fault_types = (BpfFault,)
+        m64 = (1 << 64) - 1
+        self.memory = Memory()
+        self.ctx = bytearray(16)
+        self.region = self.memory.map(self.ctx, "ctx")
+        self.helpers = None
+
+        def queue_sqe(mem, ctx, sqe, length, *_):
+            return self.helpers.queue_sqe(mem.read(sqe, length)) & m64
+
+        def emit_cqe(mem, ctx, cq, user_data, res, flags):
+            return self.helpers.emit_cqe(cq, user_data, res, flags) & m64
+
+        def reap_cqe(mem, ctx, cq, out, length, *_):
+            ret, data = self.helpers.reap_cqe(cq, length)
+            mem.write(out, data)
+            return ret & m64
+
+        self.interpreter = Interpreter(program.linked().instructions, memory=self.memory,
+                                       helpers={164: queue_sqe, 165: emit_cqe, 166: reap_cqe})
+
+    def run(self, ctx, helpers):
+        self.ctx[:] = ctx
+        self.helpers = helpers
+        return self.interpreter.run(self.region.base), bytes(self.ctx)
+
+
+def test_compiled_program_through_the_interpreter_on_a_real_ring():
+    pytest.importorskip("llvmlite")
+    from pybpf_uring import compile_source
+    obj = compile_source(RELAY)
+    assert [(p.name, p.kind, p.section) for p in obj.programs] == [("relay", "iouring", "iouring.s/relay")]
+    with Ring(entries=8, cq_sizes=(4, 4)) as ring:
+        ring.register(obj, engine=lambda o: SimpleNamespace(maps={}, runner=InterpreterRunner))
+        ring.submit_bpf("relay", user_data=41)
+        assert ring.parked == 1                      # its NOP is on its way to CQ 1
+        assert cqe_tuple(ring.wait_cqe()) == (41, 0, 0)
+        assert cqe_tuple(ring.wait_cqe(2)) == (42, 0, 0)
+        assert not ring.faults
