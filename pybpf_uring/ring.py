@@ -94,7 +94,7 @@ IORING_ASYNC_CANCEL_ANY = 1 << 2
 
 _syscall, _NR_ENTER, _GETEVENTS = ring_sys._syscall, ring_sys.NR_IO_URING_ENTER, ring_sys.IORING_ENTER_GETEVENTS
 _TAG_BASE = 0xB9F5_0000_0000_0000   # kernel-visible user_data = _TAG_BASE | tag slot
-_TAG_SLOTS = 1 << 32
+_MAX_COPY = 1 << 24
 _U32, _U64 = (1 << 32) - 1, (1 << 64) - 1
 
 _CQE = struct.Struct("<QiI")
@@ -238,7 +238,7 @@ class Helpers:
 
     def copy_from_user(self, uptr: int, size: int) -> tuple[int, bytes]:
         """bpf_copy_from_user: (0, bytes), or (-EFAULT, zeroes) as the kernel zeroes dst on failure."""
-        if size < 0:
+        if not 0 <= size <= _MAX_COPY:   # no program memory region is that large
             return -_errno.EINVAL, b""
         data = read_user(uptr & _U64, size)
         return (0, data) if data is not None else (-_errno.EFAULT, bytes(size))

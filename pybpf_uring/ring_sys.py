@@ -158,18 +158,24 @@ class RawRing:
         self.fd = -1
         self._maps: list[_Mapping] = []
         self._views: list[memoryview] = []
-        params = _Params()
-        params.flags = IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN
-        if cq_entries is not None:
-            params.flags |= IORING_SETUP_CQSIZE
-            params.cq_entries = cq_entries
-        fd = _syscall(NR_IO_URING_SETUP, entries, ctypes.byref(params))
-        if fd < 0:
+        # SUBMIT_ALL (5.18) keeps submitting past an SQE that fails, so one bad SQE does not hold
+        # back the rest of a batch; COOP_TASKRUN (5.19) spares an IPI per completion.  Older
+        # kernels refuse unknown flags with EINVAL: try again without them.
+        for flags in (IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN, 0):
+            params = _Params()
+            params.flags = flags
+            if cq_entries is not None:
+                params.flags |= IORING_SETUP_CQSIZE
+                params.cq_entries = cq_entries
+            fd = _syscall(NR_IO_URING_SETUP, entries, ctypes.byref(params))
+            if fd >= 0:
+                break
             err = ctypes.get_errno()
-            if err == _errno.EINVAL:
-                raise ValueError(f"io_uring_setup refused entries={entries}, cq_entries={cq_entries}"
-                                 f" (EINVAL: at most {MAX_ENTRIES} SQ entries, CQ at least as large)")
-            raise _oserror("io_uring_setup", err)
+            if err != _errno.EINVAL:
+                raise _oserror("io_uring_setup", err)
+        else:
+            raise ValueError(f"io_uring_setup refused entries={entries}, cq_entries={cq_entries}"
+                             f" (EINVAL: at most {MAX_ENTRIES} SQ entries, CQ at least as large)")
         self.fd = fd
         try:
             self._map(params)

@@ -169,6 +169,43 @@ def test_bad_fd_fails_the_request_not_the_call():
         assert cqe_tuple(ring.wait_cqe()) == (3, -errno.EBADF, 0)
 
 
+
+def test_multishot_timeout_keeps_its_tag_until_the_last_cqe():
+    ts = Timespec(0, 1_000_000)
+    with Ring(entries=4, cq_sizes=(8,)) as ring:
+        sqe = timeout(ts, 5, cq_idx=1)
+        sqe.off, sqe.rw_flags = 3, 1 << 6           # IORING_TIMEOUT_MULTISHOT, 3 shots
+        ring.submit(sqe)
+        got = [cqe_tuple(ring.wait_cqe(1, timeout=2)) for _ in range(3)]
+        assert got == [(5, -errno.ETIME, 2), (5, -errno.ETIME, 2), (5, -errno.ETIME, 0)]
+        with pytest.raises(DeadlockError):
+            ring.wait_cqe(1)
+
+
+def test_a_signal_interrupts_a_blocking_wait():
+    import signal
+
+    class Interrupted(Exception):
+        pass
+
+    def handler(signum, frame):
+        raise Interrupted()
+
+    ts = Timespec(10, 0)
+    old = signal.signal(signal.SIGALRM, handler)
+    try:
+        with Ring(entries=4) as ring:
+            ring.submit(timeout(ts, 1))
+            signal.setitimer(signal.ITIMER_REAL, 0.02)
+            start = time.monotonic()
+            with pytest.raises(Interrupted):
+                ring.wait_cqe()
+            assert time.monotonic() - start < 2
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
 # --- extra CQs, routing, overflow ----------------------------------------------------------------
 
 def test_cq_idx_routes_kernel_cqes_to_extra_cqs():
@@ -437,6 +474,52 @@ def test_unregister_cancels_parked_requests():
         assert ring.programs == ()
         registered(ring, q=prog)
         assert ring.programs == ("q",)
+
+
+
+def test_a_program_that_reparks_without_progress_does_not_spin():
+    runs = []
+
+    def lazy(ctx, h):           # waits on a CQ that already holds a CQE but never reaps it
+        runs.append(1)
+        ctx.wait_idx, ctx.wait_nr = 1, 1
+
+    with registered(Ring(entries=4, cq_sizes=(4,)), lazy=lazy) as ring:
+        ring.submit(nop(1, 1))
+        ring.submit_bpf("lazy")
+        with pytest.raises(DeadlockError, match="lazy on CQ 1 for 1"):
+            ring.wait_cqe()
+        assert len(runs) < 10
+
+
+def test_host_sqe_with_op_bpf_runs_the_program_and_completes_on_its_cq():
+    def prog(ctx, h):
+        h.emit_cqe(0, ctx.user_data * 2, 0, 0)
+
+    with registered(Ring(entries=4, cq_sizes=(4,)), p=prog) as ring:
+        sqe = ring.sqe()
+        sqe.opcode, sqe.off, sqe.user_data, sqe.cq_idx = IORING_OP_BPF, 0, 21, 1
+        ring.submit(sqe)
+        assert cqe_tuple(ring.wait_cqe(0)) == (42, 0, 0)
+        assert cqe_tuple(ring.wait_cqe(1)) == (21, 0, 0)
+        sqe.off = 5                                    # no such program: prep fails
+        ring.submit(sqe)
+        assert cqe_tuple(ring.wait_cqe(1)) == (21, -errno.EINVAL, 0)
+
+
+def test_copy_to_user_respects_page_protection():
+    seen = {}
+    code = ctypes.cast(ctypes.CDLL(None).getpid, ctypes.c_void_p).value   # an r-x page
+
+    def prog(ctx, h):
+        seen["read"] = h.copy_from_user(code, 4)[0]
+        seen["write"] = h.copy_to_user(code, b"\x90")
+        seen["huge"] = h.copy_from_user(code, 1 << 30)[0]
+
+    with registered(Ring(entries=4), p=prog) as ring:
+        ring.submit_bpf("p")
+        ring.wait_cqe()
+    assert seen == {"read": 0, "write": -errno.EFAULT, "huge": -errno.EINVAL}
 
 
 # --- registration -------------------------------------------------------------------------------
