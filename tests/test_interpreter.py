@@ -570,3 +570,16 @@ def test_trace_sees_every_instruction():
     assert vm.run(trace=lambda pc, regs: steps.append((pc, regs[0]))) == 0
     assert steps == [(0, 0), (1, 2), (2, 1), (1, 1), (2, 0), (3, 0)]
     assert vm.executed == 6
+
+
+@pytest.mark.parametrize("compile_blocks", [True, False])
+def test_tight_loop_counts_every_iteration(compile_blocks):
+    program = prog("mov %r0, 10", "loop:", "sub %r0, 1", "jne %r0, 0, loop", "exit")
+    vm = Interpreter(program, compile_blocks=compile_blocks)
+    assert vm.run() == 0 and vm.executed == 22
+    assert vm.run(budget=22) == 0
+    for budget, index in ((21, 3), (20, 2), (5, 1), (4, 2)):
+        with pytest.raises(BudgetExceeded) as info:
+            vm.run(budget=budget)
+        assert info.value.insn_index == index, budget
+        assert vm.executed == budget

@@ -30,6 +30,7 @@ instead of corrupting the caller) and save r6-r9 and r10, as the kernel's interp
 """
 from __future__ import annotations
 
+import re
 import struct
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
@@ -463,6 +464,7 @@ class Interpreter:
         self._frames: list[tuple[int, int, int, int, int, int]] = []
         self._lddw_values: dict[int, int] = {}      # slot -> resolved 64-bit value
         self._helper_calls: dict[int, Callable[..., int]] = {}   # slot -> invoke(r1..r5)
+        self._spent = [0]          # instructions a tight-loop block ran beyond its first pass
         self.stack: list[Region] = [
             self.memory.map(bytearray(STACK_BYTES), f"stack frame {depth}")
             for depth in range(MAX_CALL_DEPTH)]
@@ -493,7 +495,7 @@ class Interpreter:
         self.stack[0].buf[:] = bytes(STACK_BYTES)
         self._frames.clear()
         limit = self.budget if budget is None else budget
-        blocks, costs, code = self._blocks, self._costs, self.code
+        blocks, costs, code, spent = self._blocks, self._costs, self.code, self._spent
         pc, remaining, stepping = 0, limit, False
         if trace is not None:
             blocks = None
@@ -504,7 +506,10 @@ class Interpreter:
                     if cost > remaining:
                         break
                     remaining -= cost
-                    pc = blocks[pc]()
+                    pc = blocks[pc](remaining)
+                    if pc < 0:                   # a tight loop ran more iterations itself
+                        pc = ~pc
+                        remaining -= spent[0]
             stepping = True                      # then one slot at a time, to the exact end
             if trace is None:
                 for remaining in range(remaining, 0, -1):
@@ -755,8 +760,29 @@ _TRANSLATORS: dict[int, Callable[[Interpreter, int, object], Callable[[], int]]]
 # the faulting slot's own index, exactly as single-stepping would.
 
 _BLOCK_PRELUDE = """
-def b{pc}():
+def b{pc}(rem):
 """
+
+# A block that ends by jumping back to its own start (a tight loop) iterates inside its
+# function, as many times as the budget `rem` left after its first iteration allows; it returns
+# ~pc (negative) after storing the instructions of the extra iterations in `spent[0]`.
+_LOOP_TEMPLATE = """
+def b{start}(rem):
+{hoisted}    n_ = rem // {cost}
+    i_ = 0
+    while True:
+{body}{leave}        if i_ == n_:
+{flush}            spent[0] = i_ * {cost}
+            return ~{start}
+        i_ += 1
+"""
+
+_LOOP_EXIT = """        if not ({cond}):
+{flush}            spent[0] = i_ * {cost}
+            return ~{fall}
+"""
+
+_REGISTER_LOAD = re.compile(r"r\d+ = regs\[\d+\]\Z")
 
 
 def _is_helper_call(ins: Instruction) -> bool:
@@ -772,7 +798,7 @@ class _BlockCompiler:
         self.namespace: dict = {
             "regs": vm.regs, "code": vm.code, "rget": vm.memory.readable.get,
             "wget": vm.memory.writable.get, "slow_load": vm._slow_load,
-            "slow_store": vm._slow_store, "_sdiv": _sdiv, "_smod": _smod, "_bswap": _bswap,
+            "slow_store": vm._slow_store, "spent": vm._spent, "_sdiv": _sdiv, "_smod": _smod, "_bswap": _bswap,
             "_truncate": _END[(ALU, 0)],
         }
         for size, fmt in _UNSIGNED.items():
@@ -805,7 +831,8 @@ class _BlockCompiler:
         for start, end in bounds:
             blocks[start] = self.namespace[f"b{start}"]
             costs[start] = sum(1 for ins in self.slots[start:end] if ins is not None)
-        blocks[n] = self.vm.code[n]            # running off the end faults
+        fall_off = self.vm.code[n]
+        blocks[n] = lambda rem: fall_off()     # running off the end faults
         costs[n] = 1
         return blocks, costs
 
@@ -815,17 +842,40 @@ class _BlockCompiler:
         self.lines: list[str] = []
         self.loaded: set[int] = set()
         self.dirty: set[int] = set()
-        pc = start
+        pcs = [pc for pc in range(start, end) if self.slots[pc] is not None]
+        last = self.slots[pcs[-1]]
+        if self._is_tight_loop(start, pcs, last):
+            return self._loop(start, pcs, last)
         ended = False
-        while pc < end:
-            ins = self.slots[pc]
-            ended = self._insn(pc, ins)
-            pc += ins.slots
+        for pc in pcs:
+            ended = self._insn(pc, self.slots[pc])
         if not ended:
             self._flush()
             self.lines.append(f"return {end}")
         body = "".join(f"    {line}\n" for line in self.lines)
         return _BLOCK_PRELUDE.format(pc=start) + body
+
+    def _is_tight_loop(self, start: int, pcs: list[int], last: Instruction) -> bool:
+        if not last.is_jump or _branch_target(pcs[-1], last) != start:
+            return False
+        # Atomics run their closure on the register file, which the loop keeps in locals.
+        return not any(self.slots[pc].is_atomic for pc in pcs)
+
+    def _loop(self, start: int, pcs: list[int], last: Instruction) -> str:
+        for pc in pcs[:-1]:
+            self._insn(pc, self.slots[pc])
+        cond = None if last.op == JA else self._condition(last)
+        # Each register is loaded once, before the loop; inside it they are locals.
+        hoisted = [line for line in self.lines if _REGISTER_LOAD.match(line)]
+        body = [line for line in self.lines if not _REGISTER_LOAD.match(line)]
+        flush = "".join(f"            regs[{reg}] = r{reg}\n" for reg in sorted(self.dirty))
+        cost = len(pcs)
+        leave = "" if cond is None else _LOOP_EXIT.format(
+            cond=cond, flush=flush, cost=cost, fall=pcs[-1] + 1)
+        return _LOOP_TEMPLATE.format(
+            start=start, cost=cost, flush=flush, leave=leave,
+            hoisted="".join(f"    {line}\n" for line in hoisted),
+            body="".join(f"        {line}\n" for line in body))
 
     def _use(self, reg: int) -> str:
         if reg not in self.loaded:
@@ -938,7 +988,7 @@ class _BlockCompiler:
         self.lines.append(f"    slow_store({pc}, a_, {size}, {value})")
 
     def _jump(self, pc: int, ins: Instruction) -> None:
-        cls, op = ins.cls, ins.op
+        op = ins.op
         if op in (CALL, EXIT):
             self._step(pc, returns=True)
             return
@@ -947,7 +997,13 @@ class _BlockCompiler:
             self._flush()
             self.lines.append(f"return {target}")
             return
-        wide = cls == JMP
+        cond = self._condition(ins)
+        self._flush()
+        self.lines.append(f"return {target} if {cond} else {pc + 1}")
+
+    def _condition(self, ins: Instruction) -> str:
+        """The Python expression of a conditional jump's test, on register locals."""
+        wide = ins.cls == JMP
         mask, sign = ("", S64) if wide else (" & 0xFFFFFFFF", S32)
         a = f"({self._use(ins.dst)}{mask})" if mask else self._use(ins.dst)
         if ins.source == X:
@@ -956,7 +1012,5 @@ class _BlockCompiler:
         else:
             k = ins.imm & (M64 if wide else M32)
             b, sb = str(k), str(k ^ sign)
-        cond = (_COND[op].replace("{a}", a).replace("{b}", b)
+        return (_COND[ins.op].replace("{a}", a).replace("{b}", b)
                 .replace("{sa}", f"({a} ^ {sign:#x})").replace("{sb}", sb))
-        self._flush()
-        self.lines.append(f"return {target} if {cond} else {pc + 1}")
