@@ -811,3 +811,48 @@ def test_every_rejected_program_is_reported_at_once(c_object):
     assert len(err.diagnostics) == 2 and err.program == "variable_ctx"
     text = str(err)
     assert "load_reject.c:20:" in text and "load_reject.c:28:" in text
+
+
+# --- a program written in Python ----------------------------------------------------------------
+DSL = '''
+from pybpf_uring import syscall, Struct, i32, i64, u64, u32, ArrayMap, HashMap
+
+hits = ArrayMap(u64, 4)
+balance = HashMap(u32, i64, 8)
+
+class Args(Struct):
+    a: u64
+    b: u64
+
+def twice(x: u64) -> u64:
+    return x * 2
+
+@syscall
+def add(ctx: Args) -> i32:
+    hits[1] += 1
+    balance[u32(ctx.a)] = 0 - i64(ctx.a)
+    ctx.b = twice(ctx.a)
+    return 7
+'''
+
+
+def test_python_program_loads_with_its_subprogram_and_btf(tmp_path):
+    from pybpf_uring import compile_source
+    path = tmp_path / "prog.py"
+    path.write_text(DSL)
+    try:
+        obj = compile_source(DSL, str(path))
+    except Exception as exc:  # the compiler's own tests own its failures
+        pytest.skip(f"the compiler cannot build the sample here: {exc}")
+    namespace: dict = {}
+    exec(compile(DSL, str(path), "exec", dont_inherit=True), namespace)  # not our __future__
+    before = open_fds()
+    with loadmod.load(obj) as live:
+        add = live.programs["add"]
+        for a in (1, 2, 3, 21):
+            res = add.test_run(namespace["Args"](a=a))
+            assert res.retval == 7 and isinstance(res.ctx, namespace["Args"]) and res.ctx.b == 2 * a
+        assert live.maps["hits"][1] == 4
+        assert dict(live.maps["balance"].items()) == {1: -1, 2: -2, 3: -3, 21: -21}  # i64, signed
+        assert live.btf_error == "" and add.info().nr_line_info > 3
+    assert open_fds() == before
