@@ -62,7 +62,7 @@ import struct
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from . import ring_sys
 from .ring_sys import RawRing, read_user, write_user
@@ -95,6 +95,7 @@ IORING_ASYNC_CANCEL_ANY = 1 << 2
 _syscall, _NR_ENTER, _GETEVENTS = ring_sys._syscall, ring_sys.NR_IO_URING_ENTER, ring_sys.IORING_ENTER_GETEVENTS
 _TAG_BASE = 0xB9F5_0000_0000_0000   # kernel-visible user_data = _TAG_BASE | tag slot
 _MAX_COPY = 1 << 24
+_RUN_BUDGET = 4096           # program runs per _progress call
 _U32, _U64 = (1 << 32) - 1, (1 << 64) - 1
 
 _CQE = struct.Struct("<QiI")
@@ -455,9 +456,11 @@ class Ring:
                 if q.entries:
                     return Cqe(*(q.pop() if q.backlog else q.entries.popleft()))
             if self._runnable or self._parked:
-                self._progress()
+                more = self._progress()
                 if q.entries:
                     return Cqe(*q.pop())
+                if more:
+                    continue
             to_submit = (self._sq_tail - sq_u32[sq_head_i]) & _U32
             if not to_submit and not self._in_flight:
                 self._stalled(q)
@@ -473,10 +476,12 @@ class Ring:
         deadline = time.monotonic() + timeout
         while True:
             self._drain()
-            self._progress()
+            more = self._progress()
             if q.entries:
                 return Cqe(*q.pop())
             left = deadline - time.monotonic()
+            if more and left > 0:
+                continue
             pending = self._pending()
             if left <= 0 and not pending:
                 raise TimeoutError(f"no CQE on CQ {q.index} within {timeout} s")
@@ -658,27 +663,41 @@ class Ring:
     def _progress(self) -> bool:
         """Run runnable requests and parked ones whose CQ condition holds, until nothing changes.
 
-        Returns whether any CQ or SQ changed.  A program that re-parks on a condition that is
-        already true without changing anything is not re-run in the same call (that would spin).
+        A program that re-parks on a condition that is already true without changing any CQ or
+        the SQ is not re-run in the same call (that would spin).  At most `_RUN_BUDGET` runs per
+        call, so programs that keep each other busy for ever (two requests bouncing CQEs with no
+        end) cannot keep a timed wait from timing out: returns True when it stopped on the budget
+        and more runs are due at once.
         """
         if not self._runnable and not self._parked:
             return False
-        start = self._version
+        budget = _RUN_BUDGET
         while True:
             before = self._version
             self._drain()
             while self._runnable:
+                if budget <= 0:
+                    return True
+                budget -= 1
                 self._run(self._runnable.popleft())
             if self._parked:
                 parked, self._parked = self._parked, []
                 cqs = self._cqs
-                for req in parked:
-                    if len(cqs[req.wait_idx]) >= req.wait_nr:
-                        self._run(req)
-                    else:
+                for i, req in enumerate(parked):
+                    if len(cqs[req.wait_idx]) < req.wait_nr:
                         self._parked.append(req)
+                        continue
+                    if budget <= 0:
+                        self._parked.extend(parked[i:])
+                        return True
+                    budget -= 1
+                    try:
+                        self._run(req)
+                    except BaseException:
+                        self._parked.extend(parked[i + 1:])   # a runner bug loses no other request
+                        raise
             if self._version == before and not self._runnable:
-                return self._version != start
+                return False
 
     def _run(self, req: _BpfRequest) -> None:
         name, runner = self._programs[req.prog]

@@ -522,6 +522,28 @@ def test_copy_to_user_respects_page_protection():
     assert seen == {"read": 0, "write": -errno.EFAULT, "huge": -errno.EINVAL}
 
 
+
+def test_endless_pingpong_still_lets_a_timed_wait_time_out():
+    def player(mine, other):
+        def prog(ctx, h):
+            ret, raw = h.reap_cqe(mine)
+            if ret == 0:
+                h.emit_cqe(other, 0, 0, 0)
+            ctx.wait_idx, ctx.wait_nr = mine, 1
+        return prog
+
+    with registered(Ring(entries=4, cq_sizes=(2, 2)), a=player(1, 2), b=player(2, 1)) as ring:
+        ring.submit_bpf("a", user_data=1)
+        ring.submit_bpf("b", user_data=2)
+        ring.submit(nop(0, 1))
+        start = time.monotonic()
+        with pytest.raises(TimeoutError):
+            ring.wait_cqe(timeout=0.05)
+        assert time.monotonic() - start < 1
+        ring.unregister()
+        assert {ring.wait_cqe().res for _ in range(2)} == {-errno.ECANCELED}
+
+
 # --- registration -------------------------------------------------------------------------------
 
 def test_register_table_order_maps_and_errors():
