@@ -3,7 +3,7 @@
 This is cilium/ebpf's "spec" idea: `BpfObject` says what the ELF describes and creates nothing;
 the loader turns it into kernel objects and the engine runs it.  Reading happens in two steps:
 
-1. `_Elf` pulls everything out of pyelftools into plain records (sections with their bytes,
+1. `ElfRecords` pulls everything out of pyelftools into plain records (sections with their bytes,
    symbols, relocations), checking the sizes pyelftools trusts blindly.  Any pyelftools
    exception becomes an `ObjectError`, so a corrupt file never shows a library traceback.
 2. The spec is built from those records as libbpf does it: every function symbol in an
@@ -30,7 +30,7 @@ from . import isa
 from .isa import Instruction
 
 __all__ = ["BpfObject", "ProgramSpec", "MapSpec", "Relocation", "Section", "Symbol",
-           "ObjectError", "program_kind", "SECTION_KINDS", "MAP_TYPE_NAMES"]
+           "ObjectError", "program_kind", "read_elf", "ElfRecords", "SECTION_KINDS", "MAP_TYPE_NAMES"]
 
 EM_BPF = 247
 SHT_PROGBITS, SHT_SYMTAB, SHT_RELA, SHT_NOBITS, SHT_REL = 1, 2, 4, 8, 9
@@ -337,13 +337,27 @@ _SYM_BINDS = {"STB_LOCAL": "local", "STB_GLOBAL": "global", "STB_WEAK": "weak"}
 
 
 @dataclass
-class _Elf:
+class ElfRecords:
+    """Sections, symbols and relocations of an ELF, before any BPF meaning is given to them
+    (enough for `disasm.disassemble` on objects that are not valid programs)."""
+
     sections: list[Section]
     symbols: list[Symbol]
     relocations: dict[int, list[tuple[int, int, int]]]   # target section → (offset, sym, type)
 
 
-def _read_elf(data: bytes) -> _Elf:
+def read_elf(source: str | os.PathLike | bytes) -> ElfRecords:
+    """The plain records of any EM_BPF relocatable ELF; ObjectError if it is not one."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return _read_elf(bytes(source))
+    try:
+        with open(source, "rb") as f:
+            return _read_elf(f.read())
+    except OSError as exc:
+        raise ObjectError(f"cannot read: {exc.strerror or exc}", os.fspath(source)) from None
+
+
+def _read_elf(data: bytes) -> ElfRecords:
     if len(data) < 64:
         raise ObjectError(f"file is {len(data)} bytes, too short for an ELF header")
     if data[:4] != b"\x7fELF":
@@ -366,7 +380,7 @@ def _read_elf(data: bytes) -> _Elf:
         raise ObjectError(f"malformed ELF: {type(exc).__name__}: {exc}") from None
 
 
-def _records(elf, data: bytes) -> _Elf:
+def _records(elf, data: bytes) -> ElfRecords:
     sections: list[Section] = []
     raw_sections = list(elf.iter_sections())
     for i, sec in enumerate(raw_sections):
@@ -400,7 +414,7 @@ def _records(elf, data: bytes) -> _Elf:
                               f"multiple of its {entry}-byte entries")
         relocations[sec.info] = [(r["r_offset"], r["r_info_sym"], r["r_info_type"])
                                  for r in raw.iter_relocations()]
-    return _Elf(sections, symbols, relocations)
+    return ElfRecords(sections, symbols, relocations)
 
 
 _SH_TYPES = {"SHT_NULL": 0, "SHT_PROGBITS": SHT_PROGBITS, "SHT_SYMTAB": SHT_SYMTAB,
@@ -454,7 +468,7 @@ def _read_btf(by_name: dict[str, Section]):
     return btf, ext
 
 
-def _functions(elf: _Elf, sec: Section, ext, btf) -> list[ProgramSpec]:
+def _functions(elf: ElfRecords, sec: Section, ext, btf) -> list[ProgramSpec]:
     """The functions of an executable section, each with its instructions, relocations and
     debug records; kind/sleepable are filled in by the caller."""
     if sec.size % isa.INSN_SIZE:
@@ -495,7 +509,7 @@ def _functions(elf: _Elf, sec: Section, ext, btf) -> list[ProgramSpec]:
     return out
 
 
-def _section_relocations(elf: _Elf, sec: Section):
+def _section_relocations(elf: ElfRecords, sec: Section):
     """(slot, maker) per relocation of `sec`; maker(index, insn, elf) classifies it later,
     when the instruction is known."""
     out = []
@@ -512,7 +526,7 @@ def _section_relocations(elf: _Elf, sec: Section):
     return out
 
 
-def _classify(index: int, ins: Instruction, sym: Symbol, elf: _Elf, sec: Section,
+def _classify(index: int, ins: Instruction, sym: Symbol, elf: ElfRecords, sec: Section,
               offset: int) -> Relocation:
     where = f"relocation at byte {offset} of {sec.name!r} ({sym.name or 'section symbol'})"
     target = elf.sections[sym.section] if 0 < sym.section < len(elf.sections) else None
@@ -541,7 +555,7 @@ def _classify(index: int, ins: Instruction, sym: Symbol, elf: _Elf, sec: Section
                       "data nor .text")
 
 
-def _function_at(elf: _Elf, sec: Section, slot: int) -> str:
+def _function_at(elf: ElfRecords, sec: Section, slot: int) -> str:
     best = None
     for s in elf.symbols:
         if s.section == sec.index and s.type == "func" and s.value // 8 <= slot:
@@ -583,7 +597,7 @@ def _fold_data(insns: list[Instruction], relocs: list) -> list[Instruction]:
 
 
 # --- maps -------------------------------------------------------------------------------------
-def _btf_maps(elf: _Elf, sec: Section | None, btf: btfmod.Btf | None) -> list[MapSpec]:
+def _btf_maps(elf: ElfRecords, sec: Section | None, btf: btfmod.Btf | None) -> list[MapSpec]:
     if sec is None:
         return []
     syms = [s for s in elf.symbols if s.section == sec.index and s.type == "object"]
@@ -650,7 +664,7 @@ def _map_from_btf(btf: btfmod.Btf, name: str, type_id: int) -> MapSpec:
                    values.get("numa_node", 0))
 
 
-def _data_maps(elf: _Elf) -> list[MapSpec]:
+def _data_maps(elf: ElfRecords) -> list[MapSpec]:
     """`.data`, `.rodata*`, `.bss*`: one array map of one value each, as libbpf makes them."""
     out = []
     for sec in elf.sections:

@@ -59,3 +59,146 @@ def test_decode_rejects(raw, message):
 def test_round_trip(fields):
     insns = [Instruction(op, d, s, o, i, hi if op == isa.LDDW else 0) for op, d, s, o, i, hi in fields]
     assert isa.decode(isa.encode(insns)) == insns
+
+
+# --- llvm-objdump text, one instruction at a time ---------------------------------------------
+import os  # noqa: E402
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+
+from pybpf_uring import disasm  # noqa: E402
+from pybpf_uring.objfile import BpfObject, read_elf  # noqa: E402
+
+# (slot bytes, llvm-objdump-22 text) — read off its output; the golden tests below cover the rest
+TEXTS = [
+    ("b7 00 00 00 ff ff ff ff", "r0 = -0x1"),
+    ("b4 00 00 00 00 00 00 80", "w0 = -0x80000000"),
+    ("bf 21 00 00 00 00 00 00", "r1 = r2"),
+    ("c7 01 00 00 01 00 00 00", "r1 s>>= 0x1"),
+    ("3c 21 01 00 00 00 00 00", "w1 s/= w2"),
+    ("94 01 01 00 fd ff ff ff", "w1 s%= -0x3"),
+    ("bf 21 20 00 00 00 00 00", "r1 = (s32)r2"),
+    ("bc 21 10 00 00 00 00 00", "w1 = (s16)w2"),
+    ("bc 21 20 00 00 00 00 00", "<unknown>"),            # no 32-bit movsx from 32 bits
+    ("87 01 00 00 00 00 00 00", "r1 = -r1"),
+    ("8f 01 00 00 00 00 00 00", "<unknown>"),            # neg has no register form
+    ("dc 01 00 00 10 00 00 00", "r1 = be16 r1"),
+    ("d4 01 00 00 40 00 00 00", "r1 = le64 r1"),
+    ("d4 01 00 00 08 00 00 00", "<unknown>"),
+    ("d7 01 00 00 20 00 00 00", "r1 = bswap32 r1"),
+    ("07 01 05 00 00 00 00 00", "<unknown>"),            # ALU offset must be 0
+    ("07 21 00 00 00 00 00 00", "r1 += 0x0"),            # src of an immediate form is ignored
+    ("71 21 01 00 00 00 00 00", "w1 = *(u8 *)(r2 + 0x1)"),
+    ("79 a1 f8 ff 00 00 00 00", "r1 = *(u64 *)(r10 - 0x8)"),
+    ("79 10 00 80 00 00 00 00", "r0 = *(u64 *)(r1 - 0x8000)"),
+    ("91 21 01 00 00 00 00 00", "r1 = *(s8 *)(r2 + 0x1)"),
+    ("6a 01 02 00 fd ff ff ff", "*(u16 *)(r1 + 0x2) = -0x3"),
+    ("63 2a fc ff 00 00 00 00", "*(u32 *)(r10 - 0x4) = w2"),
+    ("c3 21 00 00 00 00 00 00", "lock *(u32 *)(r1 + 0x0) += w2"),
+    ("db 21 08 00 a0 00 00 00", "lock *(u64 *)(r1 + 0x8) ^= r2"),
+    ("c3 21 00 00 41 00 00 00", "w2 = atomic_fetch_or((u32 *)(r1 + 0x0), w2)"),
+    ("db 21 08 00 e1 00 00 00", "r2 = xchg_64(r1 + 0x8, r2)"),
+    ("c3 21 00 00 f1 00 00 00", "w0 = cmpxchg32_32(r1 + 0x0, w0, w2)"),
+    ("cb 12 00 00 00 01 00 00", "w2 = load_acquire((u16 *)(r1 + 0x0))"),
+    ("db 12 00 00 10 01 00 00", "store_release((u64 *)(r2 + 0x0), r1)"),
+    ("d3 12 00 00 00 00 00 00", "<unknown>"),            # byte-wide atomics are only acquire/release
+    ("30 00 00 00 05 00 00 00", "r0 = *(u8 *)skb[0x5]"),
+    ("48 30 00 00 00 00 00 00", "r0 = *(u16 *)skb[r3]"),
+    ("65 01 02 00 03 00 00 00", "if r1 s> 0x3 goto +0x2"),
+    ("c6 01 01 00 fd ff ff ff", "if w1 s< -0x3 goto +0x1"),
+    ("4d 21 ff ff 00 00 00 00", "if r1 & r2 goto -0x1"),
+    ("05 00 00 00 01 00 00 00", "goto +0x0"),            # goto reads off, not imm
+    ("06 00 01 00 05 00 00 00", "gotol +0x5"),           # gotol reads imm, not off
+    ("85 00 00 00 01 00 00 00", "call 0x1"),
+    ("85 10 00 00 ff ff ff ff", "call -0x1"),
+    ("8d 03 00 00 00 00 00 00", "callx r3"),
+    ("e5 00 01 00 00 00 00 00", "may_goto +0x1"),
+    ("95 00 05 00 00 00 00 00", "exit"),
+    ("96 00 00 00 00 00 00 00", "<unknown>"),
+    ("dc 0c 00 00 10 00 00 00", "<unknown>"),            # r12 does not exist
+    ("ff 00 00 00 00 00 00 00", "<unknown>"),
+]
+
+WIDE = [
+    ("18 01 00 00 ef cd ab 89 00 00 00 00 67 45 23 01", "r1 = 0x123456789abcdef ll"),
+    ("18 01 00 00 00 00 00 80 00 00 00 00 00 00 00 80", "r1 = -0x7fffffff80000000 ll"),
+    ("18 11 00 00 05 00 00 00 00 00 00 00 07 00 00 00", "ld_pseudo\tr1, 0x1, 0x5"),
+]
+
+
+@pytest.mark.parametrize("hexbytes, text", TEXTS + WIDE)
+def test_instruction_text(hexbytes, text):
+    ins, = isa.decode(bytes.fromhex(hexbytes))
+    assert disasm.format_instruction(ins) == text
+
+
+def test_format_instruction_takes_slot_records():
+    """The interpreter passes its own 5-field slot records."""
+    from types import SimpleNamespace
+    assert disasm.format_instruction(SimpleNamespace(opcode=0x07, dst=1, src=0, off=0, imm=-8)) == "r1 += -0x8"
+
+
+def test_format_program_numbers_slots_and_targets():
+    insns = isa.decode(bytes.fromhex("b7000000 00000000 18010000 01000000 00000000 00000000"
+                                     "15010100 00000000 95000000 00000000 95000000 00000000"))
+    assert disasm.format_program(insns) == (
+        "    0: r0 = 0x0\n    1: r1 = 0x1 ll\n    3: if r1 == 0x0 goto +0x1 <5>\n"
+        "    4: exit\n    5: exit\n")
+
+
+# --- golden: whole objects against llvm-objdump-22 --------------------------------------------
+DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+CLANG = shutil.which("clang-22") or "clang-22"
+OBJDUMP = "/usr/lib/llvm-22/bin/llvm-objdump"
+
+GOLDEN = [  # (fixture, cpu, readable as a BpfObject)
+    ("disasm_ops", "v1", True), ("disasm_ops", "v2", True), ("disasm_ops", "v3", True),
+    ("disasm_ops", "v4", True), ("disasm_asm", "v4", False), ("disasm_gotol", "v4", True),
+    ("read_objects", "v3", True), ("load_syscall", "v1", True), ("load_socket", "v2", True),
+]
+
+
+@pytest.fixture(scope="module")
+def build(tmp_path_factory):
+    out = tmp_path_factory.mktemp("golden")
+
+    def compile_(name: str, cpu: str) -> str:
+        path = str(out / f"{name}-{cpu}.o")
+        if not os.path.exists(path):
+            subprocess.run([CLANG, "-O2", "-g", "-target", "bpf", f"-mcpu={cpu}", "-c",
+                            os.path.join(DATA, f"{name}.c"), "-o", path], check=True)
+        return path
+    return compile_
+
+
+@pytest.mark.parametrize("name, cpu, readable", GOLDEN, ids=[f"{n}-{c}" for n, c, _ in GOLDEN])
+def test_golden_against_llvm_objdump(build, name, cpu, readable):
+    path = build(name, cpu)
+    want = subprocess.run([OBJDUMP, "-d", path], capture_output=True, text=True, check=True).stdout
+    records = read_elf(path)
+    assert disasm.disassemble(records, path) == want
+    if readable:
+        obj = BpfObject.read(path)
+        assert obj.disasm() == want.split("\n", 2)[2]   # all but the file-name header line
+
+
+def test_golden_covers_every_opcode_family(build):
+    """The fixtures above exercise every opcode llvm-objdump can print (a guard against a
+    fixture losing its coverage when clang changes what it emits)."""
+    seen = set()
+    for name, cpu, _ in GOLDEN:
+        for sec in read_elf(build(name, cpu)).sections:
+            if sec.executable and sec.size:
+                for pos in range(0, sec.size - 7, 8):
+                    seen.add(sec.data[pos])
+    expected = {0x07, 0x0f, 0x17, 0x1f, 0x27, 0x2f, 0x37, 0x3f, 0x47, 0x4f, 0x57, 0x5f, 0x67,
+                0x6f, 0x77, 0x7f, 0x87, 0x97, 0x9f, 0xa7, 0xaf, 0xb7, 0xbf, 0xc7, 0xcf, 0xd7,
+                0x04, 0x0c, 0x14, 0x1c, 0x24, 0x2c, 0x34, 0x3c, 0x44, 0x4c, 0x54, 0x5c, 0x64,
+                0x6c, 0x74, 0x7c, 0x84, 0x94, 0x9c, 0xa4, 0xac, 0xb4, 0xbc, 0xc4, 0xcc, 0xd4,
+                0xdc, 0x18, 0x20, 0x28, 0x30, 0x40, 0x48, 0x50, 0x61, 0x69, 0x71, 0x79, 0x81,
+                0x89, 0x91, 0x62, 0x6a, 0x72, 0x7a, 0x63, 0x6b, 0x73, 0x7b, 0xc3, 0xdb, 0xcb,
+                0xd3, 0x05, 0x15, 0x1d, 0x25, 0x2d, 0x35, 0x3d, 0x45, 0x4d, 0x55, 0x5d, 0x65,
+                0x6d, 0x75, 0x7d, 0xa5, 0xad, 0xb5, 0xbd, 0xc5, 0xcd, 0xd5, 0xdd, 0x85, 0x8d,
+                0x95, 0xe5, 0x06, 0x16, 0x1e, 0x26, 0x2e, 0x36, 0x3e, 0x46, 0x4e, 0x56, 0x5e,
+                0x66, 0x6e, 0x76, 0x7e, 0xa6, 0xae, 0xb6, 0xbe, 0xc6, 0xce, 0xd6, 0xde}
+    assert expected - seen == set()

@@ -207,3 +207,9 @@ def test_write_round_trips(obj, tmp_path):
     obj.write(path)
     again = BpfObject.read(path)
     assert again.programs == obj.programs and again.maps == obj.maps
+
+
+def test_repr_html_escapes(obj):
+    page = obj._repr_html_()
+    assert "<table>" in page and "struct_ops.s/loop_step_s" in page
+    assert "&lt;sys_prog&gt;:" in page and "<sys_prog>" not in page
