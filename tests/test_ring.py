@@ -210,7 +210,7 @@ def test_a_signal_interrupts_a_blocking_wait():
 
 def test_cq_idx_routes_kernel_cqes_to_extra_cqs():
     with Ring(entries=8, cq_sizes=(16, 16)) as ring:
-        assert ring.cq_sizes == (16, 16, 16)
+        assert (ring.cq_entries, ring.cq_sizes) == (16, (16, 16))
         for ud, cq in ((10, 1), (20, 2), (30, 0), (11, 1)):
             ring.queue(nop(ud, cq))
         ring.flush()
