@@ -30,7 +30,8 @@ from . import isa
 
 __all__ = [
     "ConformanceCase", "ConformanceFormatError", "CaseOutcome", "read_case", "assemble",
-    "parse_hex_bytes", "run_case", "execute", "plugin_main", "default_helpers",
+    "parse_hex_bytes", "run_case", "run_suite", "SuiteResult", "execute", "plugin_main",
+    "default_helpers",
 ]
 
 # Sections the format knows; the prose ones are kept but never interpreted.
@@ -632,14 +633,48 @@ def _with_source_line(case: ConformanceCase, exc: Exception) -> str:
     return f"{case.path.name}:{case.insn_lines[index]}: {exc}"
 
 
+@dataclass(frozen=True)
+class SuiteResult:
+    """The outcome of every case of a directory; `score` is what the README quotes."""
+
+    outcomes: tuple[CaseOutcome, ...]
+    skipped: tuple[Path, ...]            # the callx group, outside RFC 9669
+
+    @property
+    def passed(self) -> int:
+        return sum(o.passed for o in self.outcomes)
+
+    @property
+    def failures(self) -> list[CaseOutcome]:
+        return [o for o in self.outcomes if not o.passed]
+
+    @property
+    def score(self) -> str:
+        return f"{self.passed}/{len(self.outcomes)}"
+
+
+def run_suite(directory: str | Path) -> SuiteResult:
+    """Read and run every `*.data` case of `directory` (a malformed one raises)."""
+    outcomes, skipped = [], []
+    for path in sorted(Path(directory).glob("*.data")):
+        case = read_case(path)
+        if case.needs_callx:
+            skipped.append(path)
+            continue
+        outcomes.append(run_case(case))
+    return SuiteResult(tuple(outcomes), tuple(skipped))
+
+
 # ---------------------------------------------------------------------------------------------
 # The bpf_conformance plugin protocol
 
 def plugin_main(argv: Sequence[str], stdin: TextIO, stdout: TextIO, stderr: TextIO) -> int:
     """One plugin invocation: program hex on stdin, memory hex as argv[0], r0 in hex on stdout.
 
-    `argv` excludes the program name.  Exit status 0 with r0 printed, or 1 with a one-line
-    reason on stderr (bad input, a program the engine refuses, a run-time fault).
+    `argv` excludes the program name.  The runner passes the memory argument even when it is
+    empty and may append its plugin options (such as `--jit`); options are ignored, since this
+    engine has one mode.  Exit status 0 with r0 printed, or 1 with a one-line reason on stderr
+    (bad input, a program the engine refuses, a run-time fault).
     """
     from .engine import BpfFault, InvalidProgram
     try:
@@ -655,3 +690,8 @@ def plugin_main(argv: Sequence[str], stdin: TextIO, stdout: TextIO, stderr: Text
         return 1
     print(f"{r0:x}", file=stdout)
     return 0
+
+
+if __name__ == "__main__":     # `python -m pybpf_uring.conformance` is a working plugin
+    import sys
+    sys.exit(plugin_main(sys.argv[1:], sys.stdin, sys.stdout, sys.stderr))
