@@ -903,17 +903,52 @@ def _line_text(file: str, line: int) -> str | None:
     return None
 
 
+# What to do instead, for the rejections users meet most (matched against the reason).
+VERIFIER_HINTS = [
+    (r"dereference of modified ctx ptr|variable ctx access",
+     "a ctx can only be read at constant offsets: copy the field to a local first"),
+    (r"unbounded min value|unbounded memory access|min value is negative|"
+     r"invalid (variable-offset|unbounded variable-offset)",
+     "the verifier cannot bound this index: mask it (`i & (N - 1)`) or compare it with the "
+     "length right before the access"),
+    (r"invalid access to map value|invalid access to memory|outside of the allowed memory range",
+     "the access can fall outside the value: check the offset against the size first"),
+    (r"R\d+ invalid mem access 'map_value_or_null'|invalid mem access '.*or_null'",
+     "a map lookup can return NULL: test the result before using it"),
+    (r"infinite loop detected|back-edge|The sequence of \d+ jumps is too complex|"
+     r"BPF program is too large",
+     "the verifier must see every loop end: give the loop a constant bound it can prove"),
+    (r"combined stack size|stack size .* too large|invalid write to stack",
+     "the stack of all frames together is limited to 512 bytes: keep large values in a map"),
+    (r"!read_ok", "a register is read before anything was written to it"),
+    (r"unknown func|program of this type cannot use helper",
+     "this helper is not available to this program type"),
+    (r"Syscall programs can only be sleepable", "syscall programs must be loaded sleepable"),
+]
+
+
+def verifier_hint(reason: str) -> str:
+    for pattern, hint in VERIFIER_HINTS:
+        if re.search(pattern, reason):
+            return hint
+    return ""
+
+
 def verifier_error(name: str, code: int, log: str, line_info: list) -> VerifierError:
     where = failing_insn(log)
     insn = where[0] if where else None
     span = source_span(line_info, insn) if insn is not None else None
+    parts = []
     if log.strip():
-        message = (f"the kernel verifier rejected program {name!r}: {kernel.errno_meaning(code)}: "
-                   f"{verifier_reason(log)}")
+        reason = verifier_reason(log)
+        message = f"the kernel verifier rejected program {name!r}: {kernel.errno_meaning(code)}: {reason}"
+        if hint := verifier_hint(reason):
+            parts.append(hint)
     else:  # refused before verification (permissions, limits): there is no log to explain it
         message = f"the kernel refused to load program {name!r}: {kernel.errno_meaning(code)}"
-    parts = [f"at instruction {where[1]}"] if where else []
+    if where:
+        parts.append(f"at instruction {where[1]}")
     if log.strip():
-        parts.append("verifier log (tail):\n" + "\n".join("    " + r for r in log_tail(log).splitlines()))
-    hint = "\n".join(parts)
-    return VerifierError([Diagnostic(span, message, hint)], name, code, log, insn)
+        parts.append("verifier log (tail):\n" + "\n".join("      " + r for r in log_tail(log).splitlines()))
+    # the renderer prefixes the first line with "  note: "; the rest line up under it
+    return VerifierError([Diagnostic(span, message, "\n  ".join(parts))], name, code, log, insn)

@@ -253,7 +253,10 @@ def test_verifier_error_points_at_the_source_line(tmp_path):
                        "disallowed")
     assert text[1] == " return ((char *)ctx)[i];"
     assert text[2] == "        ^"
-    assert text[3] == "  note: at instruction 3: (71) r0 = *(u8 *)(r1 +0)"
+    assert text[3] == ("  note: a ctx can only be read at constant offsets: copy the field to a "
+                       "local first")
+    assert text[4] == "  at instruction 3: (71) r0 = *(u8 *)(r1 +0)"
+    assert text[5] == "  verifier log (tail):" and text[6] == "      func#0 @0"
     assert "processed 4 insns" in text[-1]
 
 
@@ -856,3 +859,15 @@ def test_python_program_loads_with_its_subprogram_and_btf(tmp_path):
         assert dict(live.maps["balance"].items()) == {1: -1, 2: -2, 3: -3, 21: -21}  # i64, signed
         assert live.btf_error == "" and add.info().nr_line_info > 3
     assert open_fds() == before
+
+
+@pytest.mark.parametrize("reason, hint", [
+    ("math between fp pointer and register with unbounded min value is not allowed", "mask it"),
+    ("R0 invalid mem access 'map_value_or_null'", "can return NULL"),
+    ("infinite loop detected at insn 0", "constant bound"),
+    ("combined stack size of 2 calls is 544. Too large", "512 bytes"),
+    ("R9 !read_ok", "read before anything was written"),
+    ("something new in a future kernel", ""),
+])
+def test_verifier_hints(reason, hint):
+    assert (hint in loadmod.verifier_hint(reason)) if hint else loadmod.verifier_hint(reason) == ""
