@@ -583,3 +583,22 @@ def test_tight_loop_counts_every_iteration(compile_blocks):
             vm.run(budget=budget)
         assert info.value.insn_index == index, budget
         assert vm.executed == budget
+
+
+def test_package_docstring_example_runs():
+    """The usage shown in pybpf_uring.engine's docstring, with a stand-in emit_cqe."""
+    posted = []
+
+    def emit_cqe(memory, ctx, cq_idx, user_data, res, flags):
+        posted.append((cq_idx, user_data, res))
+        return 0
+
+    program = prog("mov %r6, %r1", "ldxdw %r3, [%r6+0]", "mov %r2, 1", "mov %r4, 7",
+                   "mov %r5, 0", "call 165", "stw [%r6+8], 1", "exit")
+    memory = Memory()
+    ctx = memory.map(bytearray(struct.pack("<QII", 0xFEED, 0, 0)), "ctx",
+                     fields=[(0, 8), (8, 4), (12, 4)])
+    vm = Interpreter(program, memory=memory, helpers={165: emit_cqe})
+    assert vm.run(ctx.base) == 0
+    assert posted == [(1, 0xFEED, 7)]
+    assert struct.unpack_from("<I", ctx.buf, 8)[0] == 1     # wait_nr written in place
