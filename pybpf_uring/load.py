@@ -411,28 +411,35 @@ class KernelProgram:
         socket_filter: `data` is an Ethernet frame (at least 14 bytes); the program sees it from
         the network header on, as a socket would.  `ctx` optionally presets a `__sk_buff`."""
         if self.prog_type == kernel.BPF_PROG_TYPE_SYSCALL:
-            if data or repeat:
-                raise ValueError(f"program {self.name!r}: the kernel test-runs syscall programs on "
-                                 "a ctx only (no data, no repeat)")
-            raw = _ctx_bytes(ctx)
-            if len(raw) > 0xFFFF:
-                raise ValueError(f"program {self.name!r}: ctx of {len(raw)} bytes exceeds the "
-                                 "kernel's 65535-byte limit for syscall programs")
-            run = self._run(ctx=raw)
-            return TestRunResult(run.retval, _ctx_like(ctx, run.ctx), run.duration)
+            return self._run_syscall(ctx, data, repeat)
         if self.prog_type == kernel.BPF_PROG_TYPE_SOCKET_FILTER:
-            if len(data) < 14:
-                raise ValueError(f"program {self.name!r}: a socket filter's test data is an "
-                                 f"Ethernet frame of at least 14 bytes, got {len(data)}")
-            raw = _ctx_bytes(ctx)
-            run = self._run(ctx=raw or None, data=bytes(data), data_out_size=len(data) + 256,
-                            ctx_out=bool(raw), repeat=repeat)
-            return TestRunResult(run.retval, _ctx_like(ctx, run.ctx), run.duration, run.data)
+            return self._run_socket_filter(ctx, data, repeat)
         raise UnsupportedProgramError(
             [Diagnostic(None, f"program {self.name!r}: the kernel cannot test-run "
                         f"{kernel.PROG_TYPE_NAMES.get(self.prog_type, self.prog_type)} programs",
                         "attach it to its tracepoint instead, or test it in the userspace engine")],
             self.name, self.kind)
+
+    def _run_syscall(self, ctx: Any, data: bytes, repeat: int) -> TestRunResult:
+        if data or repeat:
+            raise ValueError(f"program {self.name!r}: the kernel test-runs syscall programs on "
+                             "a ctx only (no data, no repeat)")
+        raw = _ctx_bytes(ctx)
+        if len(raw) > 0xFFFF:
+            raise ValueError(f"program {self.name!r}: ctx of {len(raw)} bytes exceeds the "
+                             "kernel's 65535-byte limit for syscall programs")
+        run = self._run(ctx=raw)
+        return TestRunResult(run.retval, _ctx_like(ctx, run.ctx), run.duration)
+
+    def _run_socket_filter(self, ctx: Any, data: bytes, repeat: int) -> TestRunResult:
+        if len(data) < 14:
+            raise ValueError(f"program {self.name!r}: a socket filter's test data is an "
+                             f"Ethernet frame of at least 14 bytes, got {len(data)}")
+        raw = _ctx_bytes(ctx)
+        # room for the packet as it comes back (a filter cannot grow it; others could)
+        run = self._run(ctx=raw or None, data=bytes(data), data_out_size=len(data) + 256,
+                        ctx_out=bool(raw), repeat=repeat)
+        return TestRunResult(run.retval, _ctx_like(ctx, run.ctx), run.duration, run.data)
 
     def _run(self, **kw) -> kernel.TestRun:
         try:
@@ -535,32 +542,37 @@ def load(obj: Any, *, only: set[str] | None = None, log_level: int = 0) -> Loade
         loaded.btf = _load_btf(loaded, obj)
         for spec in obj.maps:
             _create_map(loaded, spec)
-        chosen = [p for p in obj.programs if only is None or p.name in only]
-        if only is not None and (missing := only - {p.name for p in chosen}):
-            raise KeyError(f"no program named {', '.join(sorted(missing))} in the object")
-        for prog in chosen:
-            reason = _unsupported_reason(prog.kind)
-            if reason is None:
-                continue
-            err = UnsupportedProgramError(
-                [Diagnostic(None, f"cannot load program {prog.name!r} ({prog.kind}) into the "
-                            f"kernel: {reason}")], prog.name, prog.kind)
-            if only is not None or all(_unsupported_reason(p.kind) for p in chosen):
-                raise err
-            loaded.programs.skipped[prog.name] = err
         rejected: list[VerifierError] = []
-        for prog in chosen:  # verify every program, so the user sees every rejection at once
-            if prog.name not in loaded.programs.skipped:
-                try:
-                    _load_program(loaded, prog, obj, log_level)
-                except VerifierError as exc:
-                    rejected.append(exc)
+        for prog in _kernel_programs(obj, only, loaded.programs.skipped):
+            try:  # verify every program, so the user sees every rejection at once
+                _load_program(loaded, prog, obj, log_level)
+            except VerifierError as exc:
+                rejected.append(exc)
         if rejected:
             raise VerifierError.combine(rejected)
     except BaseException:
         loaded.close()
         raise
     return loaded
+
+
+def _kernel_programs(obj: Any, only: set[str] | None, skipped: dict) -> list:
+    """The programs to load.  One this kernel cannot load is an error if it was asked for by
+    name or if nothing else is left to load, and otherwise recorded in `skipped`."""
+    chosen = [p for p in obj.programs if only is None or p.name in only]
+    if only is not None and (missing := only - {p.name for p in chosen}):
+        raise KeyError(f"no program named {', '.join(sorted(missing))} in the object")
+    loadable = [p for p in chosen if _unsupported_reason(p.kind) is None]
+    for prog in chosen:
+        if (reason := _unsupported_reason(prog.kind)) is None:
+            continue
+        err = UnsupportedProgramError(
+            [Diagnostic(None, f"cannot load program {prog.name!r} ({prog.kind}) into the "
+                        f"kernel: {reason}")], prog.name, prog.kind)
+        if only is not None or not loadable:
+            raise err
+        skipped[prog.name] = err
+    return loadable
 
 
 def map_type_number(type_: Any) -> int:
