@@ -171,3 +171,36 @@ def test_module_runs_as_a_real_plugin_process(name):
         capture_output=True, text=True, timeout=60, cwd=Path(__file__).parents[1])
     assert (done.returncode, done.stderr) == (0, "")
     assert int(done.stdout, 16) == case.result
+
+
+# Reading never crashes: arbitrary edits of real case files either read or are refused with a
+# ConformanceFormatError, and whatever reads also runs to an outcome (a fault is an outcome).
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+_SAMPLES = [p.read_text() for p in CASES[::20]] if CASES else ["-- asm\nexit\n-- result\n0\n"]
+_TOKENS = ["-- asm", "-- raw", "-- mem", "-- result", "-- error", "%r11", "[%r1+", "0x", "-",
+           "lock", "fetch", ",", "#", "\n", " ", ":", "exit", "0xffffffffffffffffff", "ja -1",
+           "lddw %r0, 1", "call local", "\t", "\x00", "é"]
+
+
+@st.composite
+def mangled_case(draw):
+    text = draw(st.sampled_from(_SAMPLES))
+    for _ in range(draw(st.integers(1, 4))):
+        at = draw(st.integers(0, len(text)))
+        end = min(len(text), at + draw(st.integers(0, 12)))
+        text = text[:at] + draw(st.sampled_from(_TOKENS) | st.text(max_size=4)) + text[end:]
+    return text
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=mangled_case())
+def test_mangled_files_read_or_are_refused_cleanly(tmp_path, text):
+    path = tmp_path / "mangled.data"
+    path.write_text(text, encoding="utf-8", errors="surrogatepass")
+    try:
+        case = read_case(path)
+    except ConformanceFormatError as exc:
+        assert str(exc).startswith(str(path))
+        return
+    run_case(case, budget=10_000)
