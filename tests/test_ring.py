@@ -359,6 +359,35 @@ def test_parked_request_runs_again_when_its_cq_holds_wait_nr():
         assert runs == [0, 1, [1, 2]] and ring.parked == 0
 
 
+def test_rfc_test_example():
+    """The RFC's `test` program: CQEs to CQ 0 and CQ 1, reap, queue a NOP, copy user memory,
+    wait on CQ 0."""
+    cell = ctypes.c_uint64(41)
+    log = []
+
+    def test(ctx, h):
+        if log:                                   # second run: CQ 0 held a CQE
+            log.append("rerun")
+            return
+        assert h.emit_cqe(0, 1, 10, 0) == 0
+        assert h.emit_cqe(1, 2, 20, 0) == 0 and h.emit_cqe(1, 3, 30, 0) == 0
+        log.append([struct.unpack("<QiI", h.reap_cqe(1)[1])[0] for _ in range(2)])
+        assert h.queue_sqe(bytes(nop(4))) == 0
+        ret, raw = h.copy_from_user(ctx.user_data, 8)
+        assert ret == 0
+        assert h.copy_to_user(ctx.user_data, struct.pack("<Q", struct.unpack("<Q", raw)[0] + 1)) == 0
+        ctx.wait_idx, ctx.wait_nr = 0, 1
+
+    with registered(Ring(entries=4, cq_sizes=(128,)), test=test) as ring:
+        ring.submit_bpf("test", user_data=ctypes.addressof(cell))
+        assert log == [[2, 3], "rerun"]
+        assert cell.value == 42
+        got = [cqe_tuple(ring.wait_cqe()) for _ in range(3)]
+        assert got == [(1, 10, 0), (4, 0, 0), (ctypes.addressof(cell), 0, 0)]
+        assert ring.peek_cqe(1) is None
+
+
+
 def test_counting_rearms_a_timeout_on_cq1():
     """The RFC's `counting` example: re-arm a timeout on CQ 1 and wait for it, 5 times."""
     ts = Timespec(0, 1_000_000)
