@@ -371,6 +371,22 @@ class Ring:
         self._progress()
         return self._enter(0, 0)
 
+    def register_files(self, fds: Sequence[int]) -> None:
+        """Register a fixed-file table (IORING_REGISTER_FILES): SQEs with IOSQE_FIXED_FILE then
+        name a file by its index here (the RFC's write_file example writes through one); -1
+        leaves a slot empty."""
+        raw = self._live()
+        fds = list(fds)
+        if not fds:
+            raise ValueError("register_files: give at least one fd")
+        for i, fd in enumerate(fds):
+            _check_int(f"fds[{i}]", fd, -1, (1 << 31) - 1)
+        raw.register_files(fds)
+
+    def unregister_files(self) -> None:
+        """Drop the fixed-file table (ENXIO if there is none)."""
+        self._live().unregister_files()
+
     # --- BPF programs --------------------------------------------------------------------------
     def register(self, obj: Any, engine: Callable[[Any], EngineInstance] | None = None) -> None:
         """Attach `obj`'s io_uring programs (IORING_REGISTER_BPF): table index = their order.

@@ -26,7 +26,7 @@ import os
 from dataclasses import dataclass
 
 __all__ = [
-    "RawRing", "io_uring_enter", "read_user", "write_user",
+    "RawRing", "io_uring_enter", "io_uring_register", "read_user", "write_user",
     "IORING_ENTER_GETEVENTS", "IORING_ENTER_EXT_ARG",
 ]
 
@@ -146,6 +146,20 @@ def io_uring_enter(fd: int, to_submit: int, min_complete: int, flags: int, arg: 
     return ret if ret >= 0 else -ctypes.get_errno()
 
 
+IORING_REGISTER_BUFFERS = 0
+IORING_UNREGISTER_BUFFERS = 1
+IORING_REGISTER_FILES = 2
+IORING_UNREGISTER_FILES = 3
+
+
+def io_uring_register(fd: int, opcode: int, arg: int, nr: int, call: str) -> int:
+    """io_uring_register(2); a failure is an OSError naming `call` and the errno."""
+    ret = _syscall(NR_IO_URING_REGISTER, fd, opcode, _c_void_p(arg), nr)
+    if ret < 0:
+        raise _oserror(call, ctypes.get_errno())
+    return ret
+
+
 class RawRing:
     """One kernel ring: its fd, its mapped regions and the offsets of the words inside them.
 
@@ -241,6 +255,15 @@ class RawRing:
         return io_uring_enter(self.fd, to_submit, min_complete,
                               IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG,
                               ctypes.addressof(arg), ctypes.sizeof(arg))
+
+    def register_files(self, fds: list[int]) -> None:
+        arr = (ctypes.c_int32 * len(fds))(*fds)
+        io_uring_register(self.fd, IORING_REGISTER_FILES, ctypes.addressof(arr), len(fds),
+                          "io_uring_register(IORING_REGISTER_FILES)")
+
+    def unregister_files(self) -> None:
+        io_uring_register(self.fd, IORING_UNREGISTER_FILES, 0, 0,
+                          "io_uring_register(IORING_UNREGISTER_FILES)")
 
     def close(self) -> None:
         """Unmap every region and close the fd; safe to call twice and after a failed setup."""

@@ -159,6 +159,26 @@ def test_read_and_write_a_temp_file():
         assert dst.raw[:1000] == data[100:1100]
 
 
+def test_fixed_file_write():
+    with tempfile.TemporaryFile() as f, Ring(entries=4) as ring:
+        ring.register_files([-1, f.fileno()])
+        src = ctypes.create_string_buffer(b"fixed!", 6)
+        w = ring.sqe()
+        prep_write(w, 1, ctypes.addressof(src), 6, 0)
+        w.flags, w.user_data = 1, 9                 # IOSQE_FIXED_FILE: fd is index 1
+        ring.submit(w)
+        assert cqe_tuple(ring.wait_cqe()) == (9, 6, 0)
+        assert os.pread(f.fileno(), 6, 0) == b"fixed!"
+        ring.unregister_files()
+        with pytest.raises(OSError, match="IORING_UNREGISTER_FILES.*ENXIO"):
+            ring.unregister_files()
+        with pytest.raises(OSError, match="IORING_REGISTER_FILES.*EBADF"):
+            ring.register_files([12345])
+        with pytest.raises(ValueError, match="at least one fd"):
+            ring.register_files([])
+
+
+
 def test_bad_fd_fails_the_request_not_the_call():
     with Ring(entries=4) as ring:
         buf = ctypes.create_string_buffer(8)
