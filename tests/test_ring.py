@@ -457,6 +457,41 @@ def test_pingpong_between_cq1_and_cq2():
         assert ring.parked == 1      # pong still waits on CQ 2
 
 
+def test_rfc_write_file_example():
+    """The RFC's `write_file`: 16 blocks of 16 KiB to a fixed file, queue depth 4, reaping CQ 1."""
+    blocks, block, depth = 16, 16 * 1024, 4
+    data = bytes(i % 251 for i in range(blocks * block))
+    buf = ctypes.create_string_buffer(data, len(data))
+    state = {"sent": 0, "done": 0, "runs": 0}
+
+    def write_file(ctx, h):
+        state["runs"] += 1
+        while True:
+            ret, raw = h.reap_cqe(1)
+            if ret:
+                break
+            assert struct.unpack("<QiI", raw)[1] == block
+            state["done"] += 1
+        while state["sent"] < blocks and state["sent"] - state["done"] < depth:
+            i = state["sent"]
+            sqe = Sqe()
+            prep_write(sqe, 0, ctx.user_data + i * block, block, i * block)
+            sqe.flags, sqe.user_data, sqe.cq_idx = 1, i, 1          # IOSQE_FIXED_FILE
+            assert h.queue_sqe(bytes(sqe)) == 0
+            state["sent"] += 1
+        if state["done"] < blocks:
+            ctx.wait_idx, ctx.wait_nr = 1, 1
+
+    with tempfile.TemporaryFile() as f, registered(Ring(entries=8, cq_sizes=(128, 128)),
+                                                   write_file=write_file) as ring:
+        ring.register_files([f.fileno()])
+        ring.submit_bpf("write_file", user_data=ctypes.addressof(buf))
+        assert cqe_tuple(ring.wait_cqe(timeout=5)) == (ctypes.addressof(buf), 0, 0)
+        assert state["done"] == blocks and 2 <= state["runs"] <= blocks + 1
+        assert os.pread(f.fileno(), len(data), 0) == data
+
+
+
 def test_bad_wait_idx_fails_the_request():
     def prog(ctx, h):
         ctx.wait_idx, ctx.wait_nr = 5, 1
