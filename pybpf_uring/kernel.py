@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ctypes
 import errno as _errno
+import fcntl
 import os
 import platform
 from dataclasses import dataclass
@@ -428,6 +429,64 @@ def prog_xlated(fd: int) -> bytes:
     info = ProgInfo(xlated_prog_len=size, xlated_prog_insns=ctypes.addressof(buf))
     obj_get_info_by_fd(fd, info)
     return buf.raw[:info.xlated_prog_len]
+
+
+# --- tracepoints (perf events) ----------------------------------------------------------------
+_SYS_PERF_EVENT_OPEN = {"x86_64": 298, "aarch64": 241, "i386": 336, "i686": 336, "armv7l": 364,
+                        "riscv64": 241, "ppc64le": 319, "s390x": 331, "loongarch64": 241}
+PERF_TYPE_TRACEPOINT = 2
+PERF_FLAG_FD_CLOEXEC = 1 << 3
+PERF_EVENT_IOC_ENABLE = 0x2400
+PERF_EVENT_IOC_SET_BPF = 0x40042408   # _IOW('$', 8, __u32)
+TRACEFS_ROOTS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
+
+
+class PerfEventAttr(ctypes.Structure):
+    """struct perf_event_attr up to PERF_ATTR_SIZE_VER0 (64 bytes): all a tracepoint needs."""
+    _fields_ = [("type", u32), ("size", u32), ("config", u64), ("sample_period", u64),
+                ("sample_type", u64), ("read_format", u64), ("flags", u64),
+                ("wakeup_events", u32), ("bp_type", u32), ("config1", u64)]
+
+
+def tracepoint_id(category: str, name: str) -> int:
+    """The id tracefs gives `category/name`; FileNotFoundError says whether tracefs is missing
+    or the tracepoint is."""
+    roots = [r for r in TRACEFS_ROOTS if os.path.isdir(os.path.join(r, "events"))]
+    if not roots:
+        raise FileNotFoundError(_errno.ENOENT, "tracefs is not mounted (mount -t tracefs nodev "
+                                "/sys/kernel/tracing), so tracepoints cannot be found")
+    path = os.path.join(roots[0], "events", category, name, "id")
+    try:
+        with open(path) as f:
+            return int(f.read())
+    except FileNotFoundError:
+        raise FileNotFoundError(_errno.ENOENT, f"no tracepoint {category}/{name} in this kernel",
+                                path) from None
+
+
+def attach_tracepoint(prog_fd: int, category: str, name: str) -> int:
+    """Runs a BPF_PROG_TYPE_TRACEPOINT program on every hit of `category/name`, on any CPU (the
+    program hangs off the tracepoint itself; the perf event only carries it).  Returns the perf
+    event fd: closing it detaches the program."""
+    machine = platform.machine()
+    if machine not in _SYS_PERF_EVENT_OPEN:
+        raise OSError(_errno.ENOSYS, f"perf_event_open: syscall number unknown for {machine}")
+    attr = PerfEventAttr(type=PERF_TYPE_TRACEPOINT, size=ctypes.sizeof(PerfEventAttr),
+                         config=tracepoint_id(category, name), sample_period=1, wakeup_events=1)
+    fd = _libc.syscall(_SYS_PERF_EVENT_OPEN[machine], ctypes.byref(attr), -1, 0, -1,
+                       PERF_FLAG_FD_CLOEXEC)
+    if fd < 0:
+        code = ctypes.get_errno()
+        raise OSError(code, f"perf_event_open for tracepoint {category}/{name} failed: "
+                      f"{errno_name(code)} ({os.strerror(code)})")
+    try:
+        fcntl.ioctl(fd, PERF_EVENT_IOC_SET_BPF, prog_fd)
+        fcntl.ioctl(fd, PERF_EVENT_IOC_ENABLE, 0)
+    except OSError as exc:
+        os.close(fd)
+        raise OSError(exc.errno, f"attaching to tracepoint {category}/{name} failed: "
+                      f"{errno_name(exc.errno)} ({os.strerror(exc.errno)})") from None
+    return fd
 
 
 def close(fd: int) -> None:

@@ -39,8 +39,8 @@ from typing import Any, Iterator
 from . import kernel
 from .diagnostics import CompileError, Diagnostic, Source, Span
 
-__all__ = ["load", "LoadedObject", "KernelProgram", "KernelMap", "TestRunResult", "VerifierError",
-           "UnsupportedProgramError", "BPF_ANY", "BPF_NOEXIST", "BPF_EXIST"]
+__all__ = ["load", "LoadedObject", "KernelProgram", "KernelMap", "TestRunResult", "Attachment",
+           "VerifierError", "UnsupportedProgramError", "BPF_ANY", "BPF_NOEXIST", "BPF_EXIST"]
 
 # kind → (prog type, prog_flags).  SYSCALL programs are always loaded sleepable: the kernel
 # refuses a non-sleepable one ("Syscall programs can only be sleepable").
@@ -385,9 +385,9 @@ class KernelProgram:
     """A program the verifier accepted; `.fd` is the kernel's handle."""
 
     def __init__(self, name: str, fd: int, kind: str, prog_type: int, verifier_log: str = "",
-                 spec: Any = None) -> None:
+                 spec: Any = None, owner: "LoadedObject | None" = None) -> None:
         self.name, self._fd, self.kind, self.prog_type = name, fd, kind, prog_type
-        self.verifier_log, self.spec = verifier_log, spec
+        self.verifier_log, self.spec, self._owner = verifier_log, spec, owner
 
     @property
     def fd(self) -> int:
@@ -401,6 +401,20 @@ class KernelProgram:
 
     def info(self) -> kernel.ProgInfo:
         return kernel.prog_info(self.fd)
+
+    def attach(self) -> "Attachment":
+        """Attach a tracepoint program to the tracepoint its section names
+        (`tracepoint/io_uring/io_uring_complete`).  Detached by `Attachment.close()` or when the
+        loaded object closes."""
+        section = getattr(self.spec, "section", "")
+        category, _, name = section.partition("/")[2].partition("/")
+        if self.prog_type != kernel.BPF_PROG_TYPE_TRACEPOINT or not name:
+            raise UnsupportedProgramError(
+                [Diagnostic(None, f"program {self.name!r} ({self.kind}, section {section!r}) has no "
+                            "tracepoint to attach to", "only `tracepoint/<category>/<name>` "
+                            "programs attach; test others with test_run")], self.name, self.kind)
+        fd = kernel.attach_tracepoint(self.fd, category, name)
+        return Attachment(f"{category}/{name}", fd, self._owner)
 
     def test_run(self, ctx: Any = None, data: bytes = b"", repeat: int = 0) -> TestRunResult:
         """Run once in the kernel with BPF_PROG_TEST_RUN.
@@ -470,6 +484,32 @@ def _ctx_like(original: Any, raw: bytes) -> Any:
     if isinstance(original, bytearray):
         return bytearray(raw)
     return raw
+
+
+class Attachment:
+    """A program attached to a tracepoint; `close()` detaches it."""
+
+    def __init__(self, target: str, fd: int, owner: "LoadedObject | None") -> None:
+        self.target, self.fd, self._owner = target, fd, owner
+        if owner is not None:
+            owner._own(fd)  # detached with everything else when the object closes
+
+    def close(self) -> None:
+        if self.fd < 0:
+            return
+        if self._owner is not None and self.fd in self._owner._fds:
+            self._owner._fds.remove(self.fd)
+        kernel.close(self.fd)
+        self.fd = -1
+
+    def __enter__(self) -> "Attachment":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Attachment {self.target} {'fd ' + str(self.fd) if self.fd >= 0 else 'detached'}>"
 
 
 class Programs(Mapping):
@@ -648,7 +688,7 @@ def _load_program(loaded: LoadedObject, prog: Any, obj: Any, log_level: int) -> 
             raise verifier_error(prog.name, res.errno, res.log, line_info_of(linked))
     fd = loaded._own(res.fd)
     loaded.programs._loaded[prog.name] = KernelProgram(prog.name, fd, prog.kind, prog_type, res.log,
-                                                       prog)
+                                                       prog, loaded)
 
 
 @dataclass(frozen=True)

@@ -871,3 +871,35 @@ def test_python_program_loads_with_its_subprogram_and_btf(tmp_path):
 ])
 def test_verifier_hints(reason, hint):
     assert (hint in loadmod.verifier_hint(reason)) if hint else loadmod.verifier_hint(reason) == ""
+
+
+def test_tracepoint_program_attached_counts_real_events(c_object):
+    before = open_fds()
+    with loadmod.load(c_object("load_trace")) as live:
+        seen = live.maps["getpid_seen"]
+        seen[0] = os.getpid()
+        try:
+            attachment = live.programs["getpid_calls"].attach()
+        except FileNotFoundError as exc:  # tracefs not mounted, or no syscall tracepoints
+            pytest.skip(str(exc))
+        with attachment:
+            for _ in range(25):
+                os.getpid()  # CPython does not cache it: each is a real getpid(2)
+        assert seen[1] == 25
+        os.getpid()
+        assert seen[1] == 25  # detached
+        live.programs["getpid_calls"].attach()  # left attached: close() must detach it
+    assert open_fds() == before
+
+
+def test_only_tracepoint_programs_attach(c_object):
+    with loadmod.load(c_object("load_syscall")) as live:
+        with pytest.raises(loadmod.UnsupportedProgramError, match="no tracepoint to attach to"):
+            live.programs["calc"].attach()
+
+
+def test_unknown_tracepoint_is_named():
+    if not any(os.path.isdir(os.path.join(r, "events")) for r in kernel.TRACEFS_ROOTS):
+        pytest.skip("tracefs not mounted")
+    with pytest.raises(FileNotFoundError, match="no tracepoint nosuch/event in this kernel"):
+        kernel.tracepoint_id("nosuch", "event")
