@@ -473,8 +473,10 @@ def attach_tracepoint(prog_fd: int, category: str, name: str) -> int:
         raise OSError(_errno.ENOSYS, f"perf_event_open: syscall number unknown for {machine}")
     attr = PerfEventAttr(type=PERF_TYPE_TRACEPOINT, size=ctypes.sizeof(PerfEventAttr),
                          config=tracepoint_id(category, name), sample_period=1, wakeup_events=1)
-    fd = _libc.syscall(_SYS_PERF_EVENT_OPEN[machine], ctypes.byref(attr), -1, 0, -1,
-                       PERF_FLAG_FD_CLOEXEC)
+    # pid -1, cpu 0, no group; longs, as syscall(2) reads its variadic arguments
+    fd = _libc.syscall(ctypes.c_long(_SYS_PERF_EVENT_OPEN[machine]), ctypes.byref(attr),
+                       ctypes.c_long(-1), ctypes.c_long(0), ctypes.c_long(-1),
+                       ctypes.c_ulong(PERF_FLAG_FD_CLOEXEC))
     if fd < 0:
         code = ctypes.get_errno()
         raise OSError(code, f"perf_event_open for tracepoint {category}/{name} failed: "
