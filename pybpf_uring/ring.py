@@ -9,7 +9,9 @@ What the kernel does and what this module emulates (ABI.md §A):
   the user_data and routes the CQE to its CQ.  A tag lives until the request's last CQE (one
   without IORING_CQE_F_MORE), so multishot requests keep theirs.  Cancel-style SQEs, whose `addr`
   names another request's user_data, have that addr translated to the target's tag (the live
-  request with that user_data in the lowest tag slot).  An SQE with IOSQE_CQE_SKIP_SUCCESS keeps
+  request with that user_data in the lowest tag slot; so IORING_ASYNC_CANCEL_ALL by user_data
+  reaches one request).  A poll update that changes the target's user_data changes it in the
+  tag table instead.  An SQE with IOSQE_CQE_SKIP_SUCCESS keeps
   its own user_data (its tag could never be freed: success posts nothing), so it may only
   complete on CQ 0.  A CQE whose user_data is not a live tag (IORING_OP_MSG_RING
   from another ring) is delivered to CQ 0 unchanged.
@@ -96,6 +98,7 @@ _TARGETS_BY_USER_DATA = frozenset((IORING_OP_POLL_REMOVE, IORING_OP_TIMEOUT_REMO
 IORING_ASYNC_CANCEL_ALL = 1 << 0
 IORING_ASYNC_CANCEL_FD = 1 << 1
 IORING_ASYNC_CANCEL_ANY = 1 << 2
+IORING_POLL_UPDATE_USER_DATA = 1 << 2     # in a POLL_REMOVE's len
 
 _syscall, _NR_ENTER, _GETEVENTS = ring_sys._syscall, ring_sys.NR_IO_URING_ENTER, ring_sys.IORING_ENTER_GETEVENTS
 _TAG_BASE = 0xB9F5_0000_0000_0000   # kernel-visible user_data = _TAG_BASE | tag slot
@@ -107,6 +110,7 @@ _CQE = struct.Struct("<QiI")
 _UD = struct.Struct("<Q")
 _CQ_IDX = struct.Struct("<H")
 _SQE_HEAD = struct.Struct("<BBHiQQI4xQ8xH")   # opcode flags ioprio fd off addr len user_data cq_idx
+_U32_AT = struct.Struct("<I")
 _SQE_ROUTE = struct.Struct("<BB30xQ8xH")                # opcode flags user_data cq_idx
 _CTX = struct.Struct("<QII")
 
@@ -584,11 +588,8 @@ class Ring:
             self._enter(0, 0)
             if self._pending() >= self.entries:
                 return -_errno.EBUSY
-        retarget = opcode in _TARGETS_BY_USER_DATA and not (
-            opcode == IORING_OP_ASYNC_CANCEL
-            and struct.unpack_from("<I", raw, 28)[0] & (IORING_ASYNC_CANCEL_FD | IORING_ASYNC_CANCEL_ANY))
-        if retarget:   # before this SQE takes a tag, so it can never name itself
-            target = self._tag_of(_UD.unpack_from(raw, 16)[0])
+        # Before this SQE takes a tag, so it can never name itself.
+        patches = self._retarget(opcode, raw) if opcode in _TARGETS_BY_USER_DATA else ()
         if flags & IOSQE_CQE_SKIP_SUCCESS:
             if cq_idx:
                 if from_program:
@@ -608,8 +609,8 @@ class Ring:
         sqes[slot:slot + SQE_SIZE] = raw
         _UD.pack_into(sqes, slot + 32, tag)
         _CQ_IDX.pack_into(sqes, slot + 48, 0)
-        if retarget:
-            _UD.pack_into(sqes, slot + 16, target)
+        for offset, value in patches:
+            _UD.pack_into(sqes, slot + offset, value)
         self._sq_tail = (self._sq_tail + 1) & _U32
         self._sq_u32[self._sq_tail_i] = self._sq_tail
         self._version += 1
@@ -625,6 +626,21 @@ class Ring:
             self._tags.append(entry)
         self._in_flight += 1
         return _TAG_BASE | slot
+
+    def _retarget(self, opcode: int, raw: bytes) -> tuple[tuple[int, int], ...]:
+        """Patches (SQE offset, u64) that point a cancel/remove/update SQE at the target's tag."""
+        if opcode == IORING_OP_ASYNC_CANCEL and _U32_AT.unpack_from(raw, 28)[0] & (
+                IORING_ASYNC_CANCEL_FD | IORING_ASYNC_CANCEL_ANY):
+            return ()                                  # keyed by fd or matching all: no user_data
+        target = self._tag_of(_UD.unpack_from(raw, 16)[0])
+        if opcode == IORING_OP_POLL_REMOVE and _U32_AT.unpack_from(raw, 24)[0] & IORING_POLL_UPDATE_USER_DATA:
+            # The kernel would give the poll a new user_data (in `off`): keep its tag and give the
+            # new user_data to the tag instead, so its later CQEs are still routed.
+            slot = target - _TAG_BASE
+            if 0 <= slot < len(self._tags) and self._tags[slot] is not None:
+                self._tags[slot] = (_UD.unpack_from(raw, 8)[0], self._tags[slot][1])
+                return ((16, target), (8, target))
+        return ((16, target),)
 
     def _tag_of(self, user_data: int) -> int:
         """The kernel-visible tag of a live request with `user_data` (the lowest tag slot), or

@@ -131,6 +131,28 @@ def test_wait_timeout_raises_and_cancel_by_user_data_reaches_the_request():
         assert got == {99: -errno.ECANCELED, 100: 0}
 
 
+def test_poll_update_of_user_data_keeps_routing():
+    IORING_OP_POLL_ADD, IORING_OP_POLL_REMOVE = 6, 7
+    r, w = os.pipe()
+    try:
+        with Ring(entries=4, cq_sizes=(4,)) as ring:
+            poll = ring.sqe()
+            poll.opcode, poll.fd, poll.rw_flags, poll.user_data, poll.cq_idx = IORING_OP_POLL_ADD, r, 1, 50, 1
+            ring.submit(poll)                               # POLLIN on an empty pipe: pending
+            update = ring.sqe()
+            update.opcode, update.fd, update.addr, update.off = IORING_OP_POLL_REMOVE, -1, 50, 51
+            update.len, update.user_data = 1 << 2, 60        # IORING_POLL_UPDATE_USER_DATA
+            ring.submit(update)
+            assert cqe_tuple(ring.wait_cqe(0, timeout=1)) == (60, 0, 0)
+            os.write(w, b"x")
+            c = ring.wait_cqe(1, timeout=1)
+            assert (c.user_data, c.res & 1) == (51, 1)
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+
 def test_zero_timeout_still_submits_queued_sqes():
     with Ring(entries=4) as ring:
         ring.queue(nop(5))
