@@ -602,3 +602,53 @@ def test_package_docstring_example_runs():
     assert vm.run(ctx.base) == 0
     assert posted == [(1, 0xFEED, 7)]
     assert struct.unpack_from("<I", ctx.buf, 8)[0] == 1     # wait_nr written in place
+
+
+# Arbitrary instructions: construction either refuses the program (InvalidProgram) or the run
+# ends in r0, a BpfFault or BudgetExceeded -- never another exception -- identically in both
+# execution modes.
+from pybpf_uring.engine.interpreter import _RULES  # noqa: E402
+
+
+@st.composite
+def arbitrary_program(draw):
+    """Mostly well-formed instructions (the engine's own rule table says which fields must be
+    zero), with a sprinkle of arbitrary opcodes and fields so refusals are exercised too."""
+    count = draw(st.integers(1, 12))
+    slots = []
+    for i in range(count):
+        wild = draw(st.integers(0, 9)) == 0
+        opcode = draw(st.integers(0, 255)) if wild else draw(st.sampled_from(sorted(_RULES)))
+        rule = _RULES.get(opcode)
+        fields = {
+            "dst": draw(st.integers(0, 9 if rule and rule.writes_dst else 10)),
+            "src": draw(st.integers(0, 10)),
+            "off": draw(st.sampled_from(sorted(rule.offsets)) if rule and rule.offsets and not wild
+                        else st.integers(-i - 1, count - i)),
+            "imm": draw(st.sampled_from([0, 1, -1, 2, 5, 16, 32, 64, 0x01, 0x41, 0xE1, 0xF1])
+                        | st.integers(-i - 1, count - i)),
+        }
+        for name in (rule.zero if rule and not wild else ()):
+            fields[name] = 0
+        slots.append(struct.pack("<BBhi", opcode, fields["src"] << 4 | fields["dst"],
+                                 fields["off"], fields["imm"]))
+    return b"".join(slots) + bytes.fromhex("9500000000000000")
+
+
+@settings(max_examples=400, deadline=None)
+@given(program=arbitrary_program())
+def test_arbitrary_instructions_never_escape_as_other_exceptions(program):
+    helpers = {1: _mix, 2: _poke, 5: _mix, 16: _mix, 32: _mix, 64: _mix}
+    try:
+        Interpreter(program, helpers=helpers, resolve_lddw=lambda src, imm, hi: imm)
+    except InvalidProgram:
+        return
+    results = []
+    for blocks in (True, False):
+        vm = Interpreter(program, helpers=helpers, resolve_lddw=lambda src, imm, hi: imm,
+                         budget=200, compile_blocks=blocks)
+        try:
+            results.append(("exit", vm.run(), vm.executed))
+        except BpfFault as fault:
+            results.append((type(fault).__name__, fault.insn_index, fault.message))
+    assert results[0] == results[1]
