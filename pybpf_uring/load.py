@@ -253,7 +253,8 @@ class KernelMap:
                  max_entries: int, flags: int = 0, key_type: Any = None, value_type: Any = None,
                  spec: Any = None) -> None:
         self.name, self._fd, self.type = name, fd, map_type
-        self.key_size, self.value_size, self.max_entries, self.flags = key_size, value_size, max_entries, flags
+        self.key_size, self.value_size = key_size, value_size
+        self.max_entries, self.flags = max_entries, flags
         self.key_type, self.value_type, self.spec = key_type, value_type, spec
 
     @property

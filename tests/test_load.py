@@ -5,14 +5,22 @@ Every test talks to the running kernel; they skip as a group where bpf() is not 
 """
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import errno
 import os
+import random
+import shutil
 import struct
+import subprocess
+from types import SimpleNamespace as NS
 
 import pytest
 
-from pybpf_uring import kernel
+from pybpf_uring import isa, kernel
+from pybpf_uring import load as loadmod
+from pybpf_uring.diagnostics import CompileError
+from pybpf_uring.isa import Instruction as I
 
 # r0 = 42; exit — the smallest program every type accepts.
 RET42 = bytes([0xB7, 0, 0, 0, 42, 0, 0, 0, 0x95, 0, 0, 0, 0, 0, 0, 0])
@@ -122,8 +130,6 @@ def test_errno_meaning_names_the_errno():
 
 
 # --- load: live maps, without an object ---------------------------------------------------------
-from pybpf_uring import load as loadmod  # noqa: E402
-from pybpf_uring.diagnostics import CompileError  # noqa: E402
 
 
 @pytest.fixture
@@ -267,7 +273,6 @@ def test_verifier_error_without_line_info_still_names_program_and_errno():
 
 
 # --- load: whole objects, fd ownership ----------------------------------------------------------
-from types import SimpleNamespace as NS  # noqa: E402
 
 
 def map_spec(name, type_="hash", key=4, value=8, entries=16):
@@ -336,10 +341,6 @@ def test_reason_written_after_an_instruction_is_found():
 
 
 # --- load: clang-compiled objects in the kernel -------------------------------------------------
-import ctypes  # noqa: E402
-import random  # noqa: E402
-import shutil  # noqa: E402
-import subprocess  # noqa: E402
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 CLANG = shutil.which("clang-22")
@@ -467,11 +468,14 @@ def test_update_flags_on_a_loaded_hash_map(c_object):
 
 def test_maps_are_created_as_declared(c_object):
     with loadmod.load(c_object("load_syscall")) as live:
+        def shape(name):
+            info = live.maps[name].info()
+            return info.type, info.key_size, info.value_size, info.max_entries
+
+        assert shape("counters") == (kernel.BPF_MAP_TYPE_ARRAY, 4, 8, 8)
+        assert shape("last") == (kernel.BPF_MAP_TYPE_HASH, 4, 16, 64)
         info = live.maps["counters"].info()
         assert info.btf_id != 0 and info.btf_value_type_id != 0  # bpftool can print its values
-        assert (info.type, info.key_size, info.value_size, info.max_entries) == (kernel.BPF_MAP_TYPE_ARRAY, 4, 8, 8)
-        info = live.maps["last"].info()
-        assert (info.type, info.key_size, info.value_size, info.max_entries) == (kernel.BPF_MAP_TYPE_HASH, 4, 16, 64)
 
 
 def test_socket_filter_on_packets(c_object):
@@ -586,8 +590,6 @@ def test_unknown_map_type_is_a_diagnosed_error():
 
 
 # --- load: hand-assembled programs through load() (no ELF) --------------------------------------
-from pybpf_uring import isa  # noqa: E402
-from pybpf_uring.isa import Instruction as I  # noqa: E402
 
 
 def store_1234_in_map() -> list:
