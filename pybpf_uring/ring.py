@@ -337,6 +337,10 @@ class Ring:
         state = "closed" if self._raw is None else f"fd={self._fd}"
         return f"Ring(entries={getattr(self, 'entries', '?')}, cq_sizes={getattr(self, 'cq_sizes', ())}, {state})"
 
+    def fileno(self) -> int:
+        """The kernel ring's fd (for IORING_OP_MSG_RING from another ring, or for tracing)."""
+        return self._live().fd
+
     def _live(self) -> RawRing:
         if self._raw is None:
             raise ValueError("operation on a closed Ring")
@@ -522,7 +526,7 @@ class Ring:
             res = self._raw.enter_timeout(pending, 1, max(left, 0.0))
             self.enter_calls += 1
             if res < 0 and res not in (-_errno.ETIME, -_errno.EINTR, -_errno.EAGAIN, -_errno.EBUSY):
-                raise ring_sys._oserror("io_uring_enter", -res)
+                raise ring_sys.oserror("io_uring_enter", -res)
 
     def peek_cqe(self, cq: int = 0) -> Cqe | None:
         """The next CQE of CQ `cq` if one is ready, else None; never blocks."""
@@ -672,7 +676,7 @@ class Ring:
         if err in (_errno.EBUSY, _errno.EAGAIN):
             self._drain()
             return
-        raise ring_sys._oserror("io_uring_enter", err)
+        raise ring_sys.oserror("io_uring_enter", err)
 
     # --- the kernel CQ -------------------------------------------------------------------------
     def _drain(self) -> None:

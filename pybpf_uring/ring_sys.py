@@ -131,7 +131,7 @@ class _Mapping:
     size: int
 
 
-def _oserror(call: str, err: int) -> OSError:
+def oserror(call: str, err: int) -> OSError:
     name = _errno.errorcode.get(err, str(err))
     return OSError(err, f"{call} failed: {name} ({os.strerror(err)})")
 
@@ -156,7 +156,7 @@ def io_uring_register(fd: int, opcode: int, arg: int, nr: int, call: str) -> int
     """io_uring_register(2); a failure is an OSError naming `call` and the errno."""
     ret = _syscall(NR_IO_URING_REGISTER, fd, opcode, _c_void_p(arg), nr)
     if ret < 0:
-        raise _oserror(call, ctypes.get_errno())
+        raise oserror(call, ctypes.get_errno())
     return ret
 
 
@@ -186,7 +186,7 @@ class RawRing:
                 break
             err = ctypes.get_errno()
             if err != _errno.EINVAL:
-                raise _oserror("io_uring_setup", err)
+                raise oserror("io_uring_setup", err)
         else:
             raise ValueError(f"io_uring_setup refused entries={entries}, cq_entries={cq_entries}"
                              f" (EINVAL: at most {MAX_ENTRIES} SQ entries, CQ at least as large)")
@@ -235,7 +235,7 @@ class RawRing:
     def _map_region(self, size: int, offset: int, prot: int, flags: int) -> memoryview:
         address = _mmap(None, size, prot, flags, self.fd, offset)
         if address is None or address == _MAP_FAILED:
-            raise _oserror(f"mmap of io_uring region {offset:#x}", ctypes.get_errno())
+            raise oserror(f"mmap of io_uring region {offset:#x}", ctypes.get_errno())
         self._maps.append(_Mapping(address, size))
         view = _view_of(address, size, _PyBUF_WRITE)
         self._views.append(view)

@@ -86,6 +86,7 @@ def cqe_tuple(c) -> tuple[int, int, int]:
 
 def test_nop_round_trip_keeps_user_data():
     with Ring(entries=8) as ring:
+        assert os.readlink(f"/proc/self/fd/{ring.fileno()}") == "anon_inode:[io_uring]"
         ring.submit(nop(0xFFFF_FFFF_FFFF_FFFF))
         assert cqe_tuple(ring.wait_cqe()) == (0xFFFF_FFFF_FFFF_FFFF, 0, 0)
         assert ring.peek_cqe() is None
