@@ -263,6 +263,17 @@ def test_cq_idx_routes_kernel_cqes_to_extra_cqs():
         assert ring.peek_cqe(0) is None and ring.peek_cqe(1) is None and ring.peek_cqe(2) is None
 
 
+def test_msg_ring_from_another_ring_lands_on_cq0_unchanged():
+    IORING_OP_MSG_RING = 40
+    with Ring(entries=4) as a, Ring(entries=4, cq_sizes=(4,)) as b:
+        msg = a.sqe()
+        msg.opcode, msg.fd, msg.len, msg.off, msg.user_data = IORING_OP_MSG_RING, b.fileno(), 77, 0x1234, 1
+        a.submit(msg)
+        assert cqe_tuple(a.wait_cqe()) == (1, 0, 0)
+        assert cqe_tuple(b.wait_cqe(timeout=1)) == (0x1234, 77, 0)
+
+
+
 def test_full_extra_cq_counts_overflows_and_loses_nothing():
     with Ring(entries=8, cq_sizes=(2,)) as ring:
         for i in range(5):
