@@ -275,7 +275,7 @@ def mnemonic(ins: Instruction) -> str:
     for error messages and tables; `disasm` renders the llvm-objdump text."""
     cls = ins.cls
     if cls in (ALU, ALU64):
-        name = ALU_NAMES.get(ins.op, f"alu{ins.op:#x}")
+        name = ALU_NAMES.get(ins.op, f"op{ins.op:#x}-")
         if ins.op in (DIV, MOD) and ins.off == SIGNED_OFF:
             name = "s" + name
         elif ins.op == MOV and ins.off in MOVSX_OFFS:
@@ -284,7 +284,7 @@ def mnemonic(ins: Instruction) -> str:
             return ("bswap" if cls == ALU64 else ("be" if ins.source == TO_BE else "le")) + str(ins.imm)
         return name + ("64" if cls == ALU64 else "32")
     if cls in (JMP, JMP32):
-        name = JMP_NAMES.get(ins.op, f"jmp{ins.op:#x}")
+        name = JMP_NAMES.get(ins.op, f"jmp-op{ins.op:#x}-")
         if cls == JMP32:
             return "gotol" if ins.op == JA else name + "32"
         return name

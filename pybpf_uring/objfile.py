@@ -22,6 +22,7 @@ import html
 import io
 import os
 import re
+import struct
 from dataclasses import dataclass, field, replace
 from typing import Iterable
 
@@ -366,6 +367,11 @@ def _read_elf(data: bytes) -> ElfRecords:
         raise ObjectError("not a 64-bit ELF file: BPF objects are ELF64")
     if data[5] != 1:
         raise ObjectError("not a little-endian ELF file (big-endian BPF is not supported)")
+    shoff, = struct.unpack_from("<Q", data, 0x28)
+    shentsize, shnum = struct.unpack_from("<HH", data, 0x3A)
+    if shoff + shentsize * shnum > len(data):
+        raise ObjectError(f"the section header table ({shnum} entries at offset {shoff}) runs past "
+                          f"the end of the {len(data)}-byte file (truncated?)")
     try:
         from elftools.elf.elffile import ELFFile
         elf = ELFFile(io.BytesIO(data))
@@ -394,6 +400,9 @@ def _records(elf, data: bytes) -> ElfRecords:
                                 sec["sh_link"], sec["sh_info"]))
     symbols: list[Symbol] = []
     symtab = elf.get_section_by_name(".symtab")
+    if symtab is not None and not hasattr(symtab, "iter_symbols"):
+        raise ObjectError(".symtab is not a symbol table (its section type is "
+                          f"{symtab['sh_type']})")
     if symtab is not None:
         for s in symtab.iter_symbols():
             shndx = s["st_shndx"]

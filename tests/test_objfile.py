@@ -213,3 +213,143 @@ def test_repr_html_escapes(obj):
     page = obj._repr_html_()
     assert "<table>" in page and "struct_ops.s/loop_step_s" in page
     assert "&lt;sys_prog&gt;:" in page and "<sys_prog>" not in page
+
+
+# --- corrupt objects: rejected with a message, never a library traceback ----------------------
+SHDR = 64   # ELF64 section header size; fields at sh_type 4, sh_offset 24, sh_size 32, sh_info 44
+
+
+def section_header(data: bytes, name: str) -> int:
+    """Byte offset of `name`'s section header (found with pyelftools, patched by hand)."""
+    import io
+    from elftools.elf.elffile import ELFFile
+    elf = ELFFile(io.BytesIO(data))
+    shoff = struct.unpack_from("<Q", data, 0x28)[0]
+    for i, sec in enumerate(elf.iter_sections()):
+        if sec.name == name:
+            return shoff + i * SHDR
+    raise KeyError(name)
+
+
+def section_body(data: bytes, name: str) -> int:
+    return struct.unpack_from("<Q", data, section_header(data, name) + 24)[0]
+
+
+def patch(data: bytes, offset: int, fmt: str, value) -> bytes:
+    out = bytearray(data)
+    struct.pack_into(fmt, out, offset, value)
+    return bytes(out)
+
+
+CORRUPTIONS = [  # (case, how to corrupt the bytes of load_syscall.o, message fragment)
+    ("empty", lambda d: b"", "file is 0 bytes, too short for an ELF header"),
+    ("text", lambda d: b"int main() { return 0; }\n" * 4, "not an ELF file"),
+    ("truncated header", lambda d: d[:40], "too short for an ELF header"),
+    ("truncated body", lambda d: d[:len(d) // 2], "the section header table (27 entries at offset"),
+    ("32-bit", lambda d: patch(d, 4, "B", 1), "not a 64-bit ELF file"),
+    ("big-endian", lambda d: patch(d, 5, "B", 2), "not a little-endian ELF file"),
+    ("x86-64", lambda d: patch(d, 0x12, "<H", 62), "ELF machine is EM_X86_64, not EM_BPF"),
+    ("executable", lambda d: patch(d, 0x10, "<H", 2), "ELF type is ET_EXEC, not a relocatable object"),
+    ("section headers past the end", lambda d: patch(d, 0x28, "<Q", len(d) + 4096),
+     "section header table (27 entries at offset"),
+    ("section count huge", lambda d: patch(d, 0x3C, "<H", 0xFFF0), "section header table (65520 entries"),
+    ("section names index", lambda d: patch(d, 0x3E, "<H", 0x7000), "malformed ELF"),
+    ("section size", lambda d: patch(d, section_header(d, "syscall") + 32, "<Q", 1 << 40),
+     "section 'syscall' (1099511627776 bytes at offset"),
+    ("code not whole instructions", lambda d: patch(d, section_header(d, "syscall") + 32, "<Q", 1412),
+     "section 'syscall' is 1412 bytes, not a whole number of 8-byte instructions"),
+    ("relocation to missing symbol", lambda d: patch(d, section_body(d, ".relsyscall") + 12, "<I", 999),
+     "relocation at byte 384 of 'syscall' refers to symbol 999, but the symbol table has"),
+    ("relocation off an instruction", lambda d: patch(d, section_body(d, ".relsyscall"), "<Q", 385),
+     "relocation at byte 385 of 'syscall' is not on an instruction"),
+    ("relocation on a non-lddw", lambda d: patch(d, section_body(d, ".relsyscall"), "<Q", 0),
+     "relocation at byte 0 of 'syscall' (counters): patches a mov64, not a call or lddw"),
+    ("relocation section target", lambda d: patch(d, section_header(d, ".relsyscall") + 44, "<I", 900),
+     "relocation section '.relsyscall' targets section 900, which does not exist"),
+    ("symtab type", lambda d: patch(d, section_header(d, ".symtab") + 4, "<I", 1),
+     ".symtab is not a symbol table (its section type is SHT_PROGBITS)"),
+    ("BTF magic", lambda d: patch(d, section_body(d, ".BTF"), "<H", 0x9FEB),
+     "corrupt BTF: .BTF has magic 0x9feb, not 0xeb9f"),
+    ("BTF version", lambda d: patch(d, section_body(d, ".BTF") + 2, "B", 9),
+     "corrupt BTF: .BTF version 9 is not supported"),
+    ("BTF type section length", lambda d: patch(d, section_body(d, ".BTF") + 12, "<I", 1 << 30),
+     "corrupt BTF: .BTF sections (types 0+1073741824"),
+    ("BTF unknown kind", lambda d: patch(d, section_body(d, ".BTF") + 24 + 4, "<I", 31 << 24),
+     "corrupt BTF: type 1 has unknown kind 31"),
+    ("BTF dangling type id", lambda d: patch(d, section_body(d, ".BTF") + 24 + 8, "<I", 5000),
+     "corrupt BTF: type 1 (ptr '') refers to type 5000, but the BTF has only 33 types"),
+    ("BTF.ext magic", lambda d: patch(d, section_body(d, ".BTF.ext"), "<H", 0),
+     "corrupt BTF: .BTF.ext has magic 0x0000"),
+    ("BTF.ext record count", lambda d: patch(d, section_body(d, ".BTF.ext") + 32 + 4 + 4, "<I", 1 << 20),
+     "corrupt BTF: .BTF.ext func_info of 'syscall' claims 1048576 records"),
+    ("second half of a lddw", lambda d: patch(d, section_body(d, "syscall") + 392, "B", 0x95),
+     "function 'calc' in 'syscall': slot 49: the second slot of a lddw must have opcode"),
+]
+
+
+@pytest.mark.parametrize("case, corrupt, message", CORRUPTIONS, ids=[c[0] for c in CORRUPTIONS])
+def test_corrupt_object_rejected(objects, case, corrupt, message):
+    with open(objects["syscall"], "rb") as f:
+        data = corrupt(f.read())
+    with pytest.raises(ObjectError) as exc:
+        BpfObject.read(data)
+    assert message in str(exc.value)
+
+
+def test_error_names_the_file(tmp_path):
+    path = tmp_path / "bad.o"
+    path.write_bytes(b"\x7fELF")
+    with pytest.raises(ObjectError, match=r"bad\.o: file is 4 bytes"):
+        BpfObject.read(str(path))
+    with pytest.raises(ObjectError, match="cannot read: No such file or directory"):
+        BpfObject.read(str(tmp_path / "missing.o"))
+
+
+@pytest.mark.parametrize("source, message", [
+    ('__attribute__((section("xdp"), used)) int f(void *c) { return 1; }',
+     "section 'xdp': unknown program type"),
+    ('struct { int type; int max_entries; } m __attribute__((section("maps"), used)) = {2, 4};\n'
+     '__attribute__((section("socket"), used)) int f(void *c) { return 1; }',
+     "legacy `maps` section"),
+    ('struct { int (*type)[2]; } m __attribute__((section(".maps"), used));\n'
+     '__attribute__((section("socket"), used)) int f(void *c) { return 1; }',
+     "maps in .maps need BTF to describe them: compile with -g"),
+])
+def test_unsupported_objects_rejected(tmp_path, source, message):
+    src = tmp_path / "x.c"
+    src.write_text(source + "\n")
+    out = tmp_path / "x.o"
+    subprocess.run([CLANG, "-O2", "-target", "bpf", "-c", str(src), "-o", str(out)], check=True)
+    with pytest.raises(ObjectError, match=message.replace("(", r"\(").replace("`", "`")):
+        BpfObject.read(str(out))
+
+
+def test_random_corruption_never_escapes(objects):
+    """ubpf-style fuzzing of the parts the reader trusts: header, section headers, symbols,
+    relocations, BTF and code.  Whatever the bytes, the result is a BpfObject or ObjectError."""
+    import io
+    import random
+    from elftools.elf.elffile import ELFFile
+    with open(objects["read"], "rb") as f:
+        data = f.read()
+    elf = ELFFile(io.BytesIO(data))
+    shoff = struct.unpack_from("<Q", data, 0x28)[0]
+    regions = [(0, 64), (shoff, shoff + SHDR * elf.num_sections())]
+    regions += [(s["sh_offset"], s["sh_offset"] + s["sh_size"]) for s in elf.iter_sections()
+                if s["sh_size"] and s["sh_type"] != "SHT_NOBITS" and "debug" not in s.name]
+    rnd = random.Random(9669)
+    rejected = 0
+    for _ in range(600):
+        b = bytearray(data)
+        lo, hi = rnd.choice(regions)
+        for _ in range(rnd.randrange(1, 4)):
+            p = rnd.randrange(lo, hi)
+            b[p] = rnd.choice([0, 0xFF, rnd.randrange(256), b[p] ^ (1 << rnd.randrange(8))])
+        try:
+            obj = BpfObject.read(bytes(b))
+            obj.disasm()
+            for prog in obj.programs:
+                prog.linked()
+        except ObjectError:
+            rejected += 1
+    assert rejected > 50   # the corruption did reach the checks
