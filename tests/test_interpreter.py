@@ -320,8 +320,8 @@ def test_helpers_get_memory_and_five_arguments():
     (bytes.fromhex("1800000000000000"), 0, "lddw is missing its second slot"),
     (bytes.fromhex("b70a000000000000" "9500000000000000"), 0, "r10 is the read-only frame pointer"),
     (bytes.fromhex("8d02000000000000" "9500000000000000"), 0, "callx is not part of RFC 9669"),
-    (bytes.fromhex("c31a000002000000" "9500000000000000"), 0, "atomic operation 0x2"),
-    (bytes.fromhex("d700000008000000" "9500000000000000"), 0, "width 8 must be 16, 32 or 64"),
+    (bytes.fromhex("c31a000002000000" "9500000000000000"), 0, "atomic32 (opcode 0xc3): imm 0x2 selects no operation"),
+    (bytes.fromhex("d700000008000000" "9500000000000000"), 0, "bswap (opcode 0xd7): imm 0x8 selects no operation (allowed: 0x10, 0x20, 0x40)"),
     (bytes.fromhex("bc01200000000000" "9500000000000000"), 0, "offset field is 32"),
     (bytes.fromhex("b701000000000000"[:-2]), None, "not a whole number"),
 ])
@@ -652,3 +652,10 @@ def test_arbitrary_instructions_never_escape_as_other_exceptions(program):
         except BpfFault as fault:
             results.append((type(fault).__name__, fault.insn_index, fault.message))
     assert results[0] == results[1]
+
+
+def test_refused_program_leaves_shared_memory_unchanged():
+    memory = Memory()
+    with pytest.raises(InvalidProgram):
+        Interpreter(prog("call 99", "exit"), memory=memory)
+    assert memory.regions == {}

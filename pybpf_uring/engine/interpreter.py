@@ -298,6 +298,8 @@ class _Rule:
     zero: tuple[str, ...] = ()          # fields that must be 0
     offsets: frozenset[int] = frozenset({0})   # allowed values of `off` when it is not a jump
     writes_dst: bool = False
+    imms: frozenset[int] | None = None  # allowed values of `imm` when it selects an operation
+    srcs: frozenset[int] | None = None  # allowed values of `src` when it selects a form
 
 
 def _rules() -> dict[int, _Rule]:
@@ -317,7 +319,8 @@ def _rules() -> dict[int, _Rule]:
         for src_bit in (0, X):
             if (cls, src_bit) in _END:
                 kind = {(ALU, 0): "le", (ALU, X): "be", (ALU64, 0): "bswap"}[(cls, src_bit)]
-                rules[cls | END | src_bit] = _Rule(kind, ("src",), frozenset({0}), True)
+                rules[cls | END | src_bit] = _Rule(kind, ("src",), frozenset({0}), True,
+                                                   imms=frozenset({16, 32, 64}))
     cond_names = {op: isa.JMP_NAMES[op] for op in isa.CONDITIONAL_JUMPS}
     assert set(cond_names) == set(_COND), "isa's conditional jumps and _COND disagree"
     for cls, suffix in ((JMP, ""), (JMP32, "32")):
@@ -326,9 +329,9 @@ def _rules() -> dict[int, _Rule]:
             rules[cls | op | X] = _Rule(name + suffix, ("imm",), frozenset())
     rules[JMP | JA] = _Rule("ja", ("dst", "src", "imm"), frozenset())
     rules[JMP32 | JA] = _Rule("gotol", ("dst", "src"), frozenset({0}))
-    rules[JMP | CALL] = _Rule("call", ("dst",), frozenset({0}))
+    rules[JMP | CALL] = _Rule("call", ("dst",), frozenset({0}), srcs=frozenset(_CALL_FORMS))
     rules[JMP | EXIT] = _Rule("exit", ("dst", "src", "imm"), frozenset({0}))
-    rules[LDDW] = _Rule("lddw", (), frozenset({0}), True)
+    rules[LDDW] = _Rule("lddw", (), frozenset({0}), True, srcs=frozenset(_LDDW_SOURCES))
     for size_bits, size in SIZE_BYTES.items():
         sname = SIZE_NAMES[size_bits]
         rules[LDX | MEM | size_bits] = _Rule("ldx" + sname, ("imm",), frozenset(), True)
@@ -338,14 +341,15 @@ def _rules() -> dict[int, _Rule]:
             rules[LDX | MEMSX | size_bits] = _Rule("ldxs" + sname, ("imm",), frozenset(), True)
         if size in (4, 8):
             rules[STX | ATOMIC | size_bits] = _Rule("atomic" + ("32" if size == 4 else ""),
-                                                         (), frozenset())
+                                                    (), frozenset(), imms=_ATOMIC_IMMS)
     return rules
 
 
-_RULES = _rules()
 _ATOMIC_IMMS = frozenset({*_ATOMIC, *(op | FETCH for op in _ATOMIC), XCHG, CMPXCHG})
 _LDDW_SOURCES = {0: "imm64", 1: "map by fd", 2: "map value by fd", 3: "variable address",
                  4: "code address", 5: "map by index", 6: "map value by index"}
+_CALL_FORMS = {isa.CALL_HELPER: "helper", isa.CALL_PSEUDO: "local", isa.CALL_KFUNC: "kfunc"}
+_RULES = _rules()
 CALLX = JMP | CALL | X
 
 
@@ -408,15 +412,13 @@ def _check_slot(i: int, ins, allow_callx: bool) -> None:
     if ins.cls == STX and ins.mode == ATOMIC and ins.imm & FETCH and ins.src == 10:
         raise InvalidProgram(i, f"{rule.name}: a fetching atomic would overwrite r10, the "
                              "read-only frame pointer")
-    cls, op = ins.cls, ins.op
-    if op == END and cls in (ALU, ALU64) and ins.imm not in (16, 32, 64):
-        raise InvalidProgram(i, f"{rule.name}: width {ins.imm} must be 16, 32 or 64")
-    if ins.opcode & ~isa.SIZE_MASK == STX | ATOMIC and ins.imm not in _ATOMIC_IMMS:
-        raise InvalidProgram(i, f"atomic operation {ins.imm:#x} does not exist")
-    if ins.opcode == JMP | CALL and ins.src not in (0, 1, 2):
-        raise InvalidProgram(i, f"call: src {ins.src} must be 0 (helper), 1 (local) or 2 (kfunc)")
-    if ins.opcode == LDDW and ins.src not in _LDDW_SOURCES:
-        raise InvalidProgram(i, f"lddw: src {ins.src} is not a known 64-bit load form (0-6)")
+    if rule.imms is not None and ins.imm not in rule.imms:
+        allowed = ", ".join(f"{v:#x}" for v in sorted(rule.imms))
+        raise InvalidProgram(i, f"{rule.name} (opcode {ins.opcode:#04x}): imm {ins.imm:#x} "
+                             f"selects no operation (allowed: {allowed})")
+    if rule.srcs is not None and ins.src not in rule.srcs:
+        raise InvalidProgram(i, f"{rule.name} (opcode {ins.opcode:#04x}): src {ins.src} "
+                             f"selects no form (allowed: {', '.join(map(str, sorted(rule.srcs)))})")
 
 
 def _branch_target(i: int, ins) -> int | None:
@@ -434,7 +436,7 @@ def _branch_target(i: int, ins) -> int | None:
 # The interpreter
 
 LddwResolver = Callable[[int, int, int], int]
-"""`resolve(src, imm, next_imm) -> value` for lddw forms other than the plain imm64 (maps...)."""
+"""`resolve(src, imm, imm_hi) -> value` for lddw forms other than the plain imm64 (maps...)."""
 
 
 class Interpreter:
@@ -469,10 +471,15 @@ class Interpreter:
             self.memory.map(bytearray(STACK_BYTES), f"stack frame {depth}")
             for depth in range(MAX_CALL_DEPTH)]
         self._stack_tops = [region.base + STACK_BYTES for region in self.stack]
-        self.code = self._translate()
-        # Blocks are the fast path; single-stepping the closures is the exact one (budget ends).
-        self._blocks, self._costs = (_BlockCompiler(self).compile() if compile_blocks
-                                     else (None, None))
+        try:
+            self.code = self._translate()
+            # Blocks are the fast path; single-stepping the closures is the exact one.
+            self._blocks, self._costs = (_BlockCompiler(self).compile() if compile_blocks
+                                         else (None, None))
+        except InvalidProgram:
+            for region in self.stack:           # a refused program leaves the memory as it was
+                self.memory.unmap(region)
+            raise
 
     # -- running --------------------------------------------------------------------------------
 
