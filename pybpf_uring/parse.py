@@ -17,8 +17,6 @@ from __future__ import annotations
 import ast
 import dataclasses
 import functools
-import inspect
-import linecache
 import os
 import re
 import sys
@@ -56,6 +54,7 @@ def parse_function(fn) -> S.Module:
     file's.  In a notebook cell, the function's own source (dedented, spans on the cell's lines)
     and the plain functions it calls.  Either way `environment` holds the function's globals,
     where the checker finds what the parsed text does not declare."""
+    import inspect
     fn = inspect.unwrap(fn)
     if not isinstance(fn, types.FunctionType):
         raise TypeError(f"parse_function needs a function or a decorated program, not {type(fn).__name__}")
@@ -82,7 +81,7 @@ def _lark():
 
     with open(GRAMMAR, encoding="utf-8") as f:
         grammar = f.read()
-    return Lark(grammar, parser="lalr", lexer="contextual", postlex=Indenter(),
+    return Lark(grammar, parser="lalr", lexer="basic", postlex=Indenter(),
                 propagate_positions=True, maybe_placeholders=True, cache=_cache_file())
 
 
@@ -107,8 +106,12 @@ def _parse(source: Source, text: str, line_offset: int, col_offset: int) -> tupl
     statements whose spans point into `source`."""
     locate = _Locator(source, line_offset, col_offset)
     text = text.replace("\r\n", "\n").replace("\r", "\n").lstrip("\ufeff")
+    # A newline in front lets the indenter see an indented first line (it reads indentation
+    # only after a newline); the locator takes the extra line back off.
+    locate.line_offset -= 1
     try:
-        tree = _lark().parse(text if text.endswith("\n") else text + "\n")
+        text = "\n" + text + ("" if text.endswith("\n") else "\n")
+        tree = _lark().parse(text)
     except UnexpectedInput as e:
         raise CompileError([_syntax_error(e, locate, text)]) from None
     except _BadDedent as e:
@@ -144,35 +147,87 @@ class _Locator:
 
 
 # ----- generic syntax errors ----------------------------------------------------------------
-# Terminals that can start an expression; an error expecting any of them expects "an expression".
-EXPRESSION_START = {"NAME", "NUMBER", "STRING", "LPAR", "LSQB", "LBRACE", "MINUS", "PLUS",
-                    "TILDE", "NOT", "LAMBDA", "AWAIT", "NONE", "TRUE", "FALSE", "STAR"}
+# Expected tokens are summarised in words: "an expression" for anything that can start one,
+# "an operator" for the operators that may continue one; closers and separators stay literal.
+EXPRESSION_START = {"(", "[", "{", "-", "+", "~", "not", "lambda", "await", "None", "True", "False",
+                    "...", "*", "NAME", "NUMBER", "STRING"}
+OPERATORS = {"+", "-", "*", "/", "//", "%", "&", "|", "^", "<<", ">>", "**", "@", "<", ">", "==",
+             "!=", "<=", ">=", "<>", "and", "or", "not", "in", "is", "if", ".", "(", "["}
+AFTER_OPERATOR = {"_NEWLINE", ")", "]", "}", ":", ",", "="}
 TOKEN_WORDS = {"NAME": "a name", "NUMBER": "a number", "STRING": "a string",
                "_NEWLINE": "the end of the line", "_INDENT": "an indented block",
                "_DEDENT": "the end of the block", "$END": "the end of the file",
-               "AUGOP": "an augmented assignment", "DOTS": "'.'", "ASYNC": "'async'", "AWAIT": "'await'"}
+               "AUGOP": "an augmented assignment"}
 
 
 def _syntax_error(e, locate: _Locator, text: str) -> Diagnostic:
     """lark's UnexpectedInput as `invalid syntax: …` with what was expected, in words."""
     token = getattr(e, "token", None)
     if token is None:  # UnexpectedCharacters: the lexer found no token here
-        return _bad_character(e, locate, text)
-    span = locate.token(token) if token.line else locate.at(e.line or 1, e.column or 1)
+        return _bad_character(e, locate)
     if token.type == "_INDENT":
         return Diagnostic(locate.at(token.end_line or 1, 1), "invalid syntax: unexpected indent",
                           "indent only the body of a def, class, if, for or while")
-    expected = set(getattr(e, "accepts", None) or e.expected)
-    if token.type == "$END" or (token.type == "_DEDENT" and expected == {"_INDENT"}):
-        span = locate.at(span.line - locate.line_offset, max(1, span.col - locate.col_offset))
-    if "_INDENT" in expected and token.type not in ("_NEWLINE",):
+    expected = {_terminal_value(name) for name in (getattr(e, "accepts", None) or e.expected)}
+    span = locate.token(token) if token.line else locate.at(e.line or 1, e.column or 1)
+    if token.type == "$END" and expected & {")", "]", "}"}:
+        bracket = _unclosed_bracket(text)
+        if bracket is not None:
+            return Diagnostic(locate.at(*bracket.start), f"invalid syntax: {bracket.string!r} was never closed")
+    if "_INDENT" in expected:
         return Diagnostic(span, "invalid syntax: expected an indented block",
                           "indent the body of a def, class, if, for or while by 4 spaces")
     return Diagnostic(span, f"invalid syntax: unexpected {_describe_token(token)}",
                       f"expected {_expected_words(expected)}")
 
 
-def _bad_character(e, locate: _Locator, text: str) -> Diagnostic:
+def _terminal_value(name: str) -> str:
+    """A literal terminal's text (`)` for RPAR); other terminals keep their name."""
+    for t in _lark().terminals:
+        if t.name == name and t.pattern.type == "str":
+            return t.pattern.value
+    return name
+
+
+def _unclosed_bracket(text: str):
+    """The innermost bracket still open at the end of `text` (Python's tokenizer, so brackets
+    inside strings and comments do not count), with its 1-based line and column."""
+    import io
+    import tokenize
+    stack = []
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(text).readline):
+            if tok.type == tokenize.OP and tok.string in ("(", "[", "{"):
+                stack.append(tok)
+            elif tok.type == tokenize.OP and tok.string in (")", "]", "}") and stack:
+                stack.pop()
+    except (tokenize.TokenError, SyntaxError):
+        pass
+    if not stack:
+        return None
+    tok = stack[-1]
+    return tok._replace(start=(tok.start[0], tok.start[1] + 1))
+
+
+def _expected_words(expected: set[str]) -> str:
+    words = []
+    if {"NAME", "NUMBER"} <= expected:
+        words.append("an expression")
+        expected = expected - EXPRESSION_START
+    if len(expected & OPERATORS - {"*", "/", "**", "(", "["}) >= 3:
+        words.append("an operator")
+        expected = expected & AFTER_OPERATOR
+    words += [TOKEN_WORDS.get(v) or repr(v) for v in sorted(expected, key=_expected_order)]
+    words = list(dict.fromkeys(words))[:6]
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
+
+
+def _expected_order(value: str) -> tuple:
+    first = ["_NEWLINE", "NAME", ":", ")", "]", "}", ",", "="]
+    return (first.index(value), "") if value in first else (len(first), value)
+
+
+def _bad_character(e, locate: _Locator) -> Diagnostic:
     span = locate.at(e.line, e.column)
     char = e.char if e.char else ""
     if char in "\"'":
@@ -201,26 +256,6 @@ def _describe_token(token) -> str:
     if token.type in ("NUMBER", "STRING"):
         return f"{token.type.lower()} {token.value}"
     return repr(str(token.value))
-
-
-def _expected_words(expected: set[str]) -> str:
-    words = []
-    if expected & EXPRESSION_START >= {"NAME", "NUMBER"}:
-        words.append("an expression")
-        expected = expected - EXPRESSION_START
-    for name in sorted(expected):
-        words.append(TOKEN_WORDS.get(name) or _terminal_text(name))
-    words = list(dict.fromkeys(w for w in words if w))
-    if len(words) > 6:
-        words = words[:6] + ["…"]
-    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
-
-
-def _terminal_text(name: str) -> str:
-    for t in _lark().terminals:
-        if t.name == name and t.pattern.type == "str":
-            return repr(t.pattern.value)
-    return name.lower()
 
 
 # ----- host code skipped in a module's text -------------------------------------------------
@@ -270,6 +305,7 @@ def _block_end(lines: list[str], start: int) -> int:
 def _parse_from_file(fn) -> S.Module | None:
     """The declarations `fn` reaches in its file's text; None where the source is not a file
     (a notebook cell, or text Python could not parse) or `fn` is not at its top level."""
+    import linecache
     filename = fn.__code__.co_filename
     if _is_notebook_cell(filename):
         return None
@@ -339,6 +375,7 @@ def _first_line(stmt: ast.stmt) -> int:
 def _parse_own_source(fn) -> tuple[Source, tuple[S.Stmt, ...]]:
     """`fn`'s own source lines (a notebook cell's), dedented for the parser while spans keep
     the cell's lines and columns."""
+    import inspect
     try:
         lines, first = inspect.getsourcelines(fn)
     except (OSError, TypeError):
@@ -395,7 +432,6 @@ REJECTED = {
     "walrus": "assignment expressions (:=) are not available in BPF programs; assign in a statement first",
     "tuple_display": "tuples are not available in BPF programs; use separate variables or a Struct",
     "generator": "generator expressions are not available in BPF programs; use a for loop over range(...)",
-    "generator_argument": "generator expressions are not available in BPF programs; use a for loop over range(...)",
     "list_display": "list literals are not available in BPF programs; use a Struct with an array field (b: u32[4])",
     "list_comprehension": "list comprehensions are not available in BPF programs; use a for loop over range(...)",
     "dict_display": "dict literals are not available in BPF programs; use a HashMap declared at module level",
@@ -585,7 +621,7 @@ class _Builder(Transformer):
         return tuple(args), tuple(keywords)
 
     def generator_argument(self, meta, children):
-        self._reject(self.locate.meta(meta), REJECTED["generator_argument"])
+        self._reject(self.locate.meta(meta), REJECTED["generator"])
         return (), ()
 
     def keyword(self, meta, children):
@@ -605,9 +641,11 @@ class _Builder(Transformer):
         if len(values) > 1:
             self._reject(span, "chained assignment (a = b = ...) is not available in BPF programs; "
                               "assign each name in its own statement")
-        target = self._target(target, "tuple unpacking assignment is not available in BPF programs; "
-                                     "assign one name at a time")
-        return S.Assign(span, target, self._expr(values[-1]))
+        if isinstance(target, _Tuple):  # one error for `a, b = 1, 2`, not one per side
+            self._reject(span, "tuple unpacking assignment is not available in BPF programs; "
+                               "assign one name at a time")
+            return None
+        return S.Assign(span, self._target(target, ""), self._expr(values[-1]))
 
     def annassign(self, meta, children):
         target, annotation, value = children
@@ -625,7 +663,8 @@ class _Builder(Transformer):
 
     def _target(self, target, tuple_message: str) -> S.Expr:
         """An assignment target: a name, a field or an element."""
-        target = self._expr(target, tuple_message)
+        if isinstance(target, _Tuple):
+            return self._reject(target.span, tuple_message)
         if not isinstance(target, (S.Name, S.Attribute, S.Subscript)):
             return self._reject(target.span, f"cannot assign to {_describe(target)}",
                                "assign to a name, a field (s.x) or an element (a[i])")
@@ -810,7 +849,8 @@ def _int_literal(text: str) -> tuple[int, str | None]:
         return 0, ("leading zeros in decimal integer literals are not allowed; "
                    "use 0o for octal, or remove the zeros")
     is_hex = digits[:2].lower() == "0x"
-    if not is_hex and re.fullmatch(r"(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?[jJ]?", digits):
+    if not is_hex and re.fullmatch(r"(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?[jJ]?", digits) \
+            and re.search(r"[.eEjJ]", digits):
         return 0, "float literals are not available in BPF programs; BPF has integers only"
     return 0, f"invalid integer literal {text!r}"
 
