@@ -37,6 +37,24 @@ What the kernel does and what this module emulates (ABI.md §A):
   request's completion is posted, the SQEs queued so far are submitted (the RFC kernel submits
   inside queue_sqe), so an inline completion such as a NOP's lands ahead of it.
 
+How the engine plugs in: `ring.register(obj, engine)` calls `engine(obj)` once (default
+`pybpf_uring.engine.instantiate`) and gets an `EngineInstance`: `.maps` (what `ring.maps` shows)
+and `.runner(program_spec) -> ProgramRunner` for each io_uring program, in table order.  A run
+is `runner.run(ctx16, helpers) -> (r0, ctx16)`; the engine maps the program's helper calls onto
+`helpers` (a `Helpers`), reading and writing the program's own memory itself:
+
+  164 iouring_queue_sqe(ctx, sqe, len)        -> helpers.queue_sqe(<len bytes at sqe>)
+  165 iouring_emit_cqe(ctx, cq, ud, res, fl)  -> helpers.emit_cqe(cq, ud, res, fl)
+  166 iouring_reap_cqe(ctx, cq, out, len)     -> ret, cqe = helpers.reap_cqe(cq, len); cqe -> out
+  167 bpf_copy_to_user(uptr, src, size)       -> helpers.copy_to_user(uptr, <size bytes at src>)
+  148 bpf_copy_from_user(dst, size, uptr)     -> ret, data = helpers.copy_from_user(uptr, size); data -> dst
+
+Results are the RFC's negative errnos as Python ints (the engine turns them into u64 r0).
+Addresses inside an SQE (a buffer, a timespec) go to the kernel as they are: they must be
+addresses of this process (e.g. derived from ctx.user_data), not engine region addresses.
+A fault is a `ProgramFault` or one of the runner's `fault_types`.  `tests/test_ring.py`'s
+`InterpreterRunner` is the smallest such adapter over the project's interpreter.
+
 Choice of ring layer (measured here, Linux 6.18, Python 3.11, one-at-a-time NOP chain, 200 000
 ops, io_uring_enter calls per op counted with strace -c):
 
