@@ -299,9 +299,17 @@ class Btf:
         if isinstance(t, Array):
             return f"{self.type_name(t.type)}[{t.nelems}]"
         if isinstance(t, (Const, Volatile, Restrict)):
+            # a qualified pointer is spelt with the qualifier after the star, as in C
+            if isinstance(self[t.type], Ptr):
+                return f"{self.type_name(t.type)} {t.kind}"
             return f"{t.kind} {self.type_name(t.type)}"
-        if isinstance(t, (Struct, Enum, Fwd)) and not isinstance(t, Enum64):
-            keyword = ("union" if t.union else "struct") if isinstance(t, Fwd) else t.kind
+        if isinstance(t, TypeTag):
+            return f'{self.type_name(t.type)} __attribute__((btf_type_tag("{t.name}")))'
+        if isinstance(t, (Struct, Enum, Fwd)):
+            if isinstance(t, Fwd):
+                keyword = "union" if t.union else "struct"
+            else:
+                keyword = "enum" if isinstance(t, Enum) else t.kind
             return f"{keyword} {t.name or '(anon)'}"
         if isinstance(t, FuncProto):
             return f"{self.type_name(t.return_type)} (*)({', '.join(self.type_name(p.type) for p in t.params)})"

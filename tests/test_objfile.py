@@ -353,3 +353,52 @@ def test_random_corruption_never_escapes(objects):
         except ObjectError:
             rejected += 1
     assert rejected > 50   # the corruption did reach the checks
+
+
+# --- every BTF kind ---------------------------------------------------------------------------
+def test_every_btf_kind(tmp_path):
+    b = BpfObject.read(compile_c("btf_kinds", tmp_path)).btf
+    kinds = {t.kind for t in b}
+    assert kinds == {"void", "int", "ptr", "array", "struct", "union", "enum", "enum64", "fwd",
+                     "typedef", "volatile", "const", "restrict", "func", "func_proto", "var",
+                     "datasec", "float", "decl_tag", "type_tag"}
+    shape = b[b.find("shape", "struct")]
+    assert [(m.name, m.bit_offset, m.bitfield_size, b.type_name(m.type)) for m in shape.members] == [
+        ("kind", 0, 3, "u32"), ("flags", 3, 5, "unsigned int"), ("pad", 32, 0, "int"),
+        ("color", 64, 0, "enum color"), ("size", 128, 0, "enum big"),
+        ("area", 192, 0, "union number"), ("name", 256, 0, "const volatile char[6]"),
+        ("next", 320, 0, "struct opaque *"),
+        ("user_ptr", 384, 0, 'int __attribute__((btf_type_tag("user"))) *'),
+        ("ratio", 448, 0, "float")]
+    assert shape.size == 64 and b.size_of(b.find("shape", "struct")) == 64
+    color = b[b.find("color", "enum")]
+    assert color.signed and [(v.name, v.value) for v in color.values] == [("RED", 0), ("GREEN", 5), ("BLUE", -1)]
+    big = b[b.find("big", "enum64")]
+    assert big.size == 8 and big.values[1] == btfmod.EnumValue("HUGE", 0x123456789A)
+    assert b[b.find("double", "float")].size == 8
+    assert b[b.find("opaque", "fwd")].union is False
+    tags = {(t.name, b[t.type].name, t.component_idx) for t in b if t.kind == "decl_tag"}
+    assert tags == {("shape_tag", "shape", -1), ("var_tag", "global_shape", -1), ("param_tag", "helper", 0)}
+    helper = b[b.find("helper", "func")]
+    assert helper.linkage == 0 and b[b.find("use_all", "func")].linkage == 1
+    assert b.type_name(b[helper.type].params[0].type) == "struct shape * restrict"
+    sections = {t.name: [b[v.type].name for v in t.vars] for t in b if t.kind == "datasec"}
+    assert sections == {".bss": ["global_shape"], ".rodata": ["answer"], "license": ["LICENSE"]}
+    assert b.resolve(b.find("answer", "var")) == b.find("answer", "var")   # a var is not a modifier
+    assert b.size_of(b[b.find("answer", "var")].type) == 4
+
+
+@pytest.mark.parametrize("raw, message", [
+    (b"\x9f\xeb", ".BTF is 2 bytes, shorter than its 24-byte header"),
+    (struct.pack("<HBBIIIII", 0xEB9F, 1, 0, 24, 0, 12, 12, 1) + struct.pack("<III", 0, 0, 0) + b"\0",
+     "type 1 has unknown kind 0"),
+    (struct.pack("<HBBIIIII", 0xEB9F, 1, 0, 24, 0, 8, 8, 1) + bytes(8) + b"\0",
+     "type 1 is truncated at byte 0 of the type section"),
+    (struct.pack("<HBBIIIII", 0xEB9F, 1, 0, 24, 0, 12, 12, 2) + struct.pack("<III", 5, 2 << 24, 0) + b"\0a",
+     "string offset 5 is past the 2-byte string section"),
+    (struct.pack("<HBBIIIII", 0xEB9F, 1, 0, 24, 0, 0, 0, 2) + b"ab",
+     ".BTF string section does not start with the empty string"),
+])
+def test_btf_parser_rejects(raw, message):
+    with pytest.raises(btfmod.BtfError, match=message.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")):
+        btfmod.parse_btf(raw)
