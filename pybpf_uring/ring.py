@@ -122,6 +122,7 @@ _syscall, _NR_ENTER, _GETEVENTS = ring_sys._syscall, ring_sys.NR_IO_URING_ENTER,
 _TAG_BASE = 0xB9F5_0000_0000_0000   # kernel-visible user_data = _TAG_BASE | tag slot
 _MAX_COPY = 1 << 24
 _RUN_BUDGET = 4096           # program runs per _progress call
+_CLOSE_GRACE = 1.0           # seconds close() waits for cancelled kernel requests
 _U32, _U64 = (1 << 32) - 1, (1 << 64) - 1
 
 _CQE = struct.Struct("<QiI")
@@ -327,14 +328,41 @@ class Ring:
 
     # --- lifetime ------------------------------------------------------------------------------
     def close(self) -> None:
-        """Release the ring fd and every mapping; parked BPF requests are dropped.  Idempotent."""
-        raw, self._raw = self._raw, None
-        if raw is None:
+        """Release the ring fd and every mapping; parked BPF requests are dropped.  Idempotent.
+
+        Kernel requests still in flight are cancelled and waited for (briefly) first: closing the
+        fd alone lets the kernel cancel them later, from a workqueue, and a read could still land
+        in a Python buffer the caller has freed by then.
+        """
+        if self._raw is None:
             return
+        try:
+            self._cancel_in_flight(_CLOSE_GRACE)
+        except OSError:
+            pass
+        raw, self._raw = self._raw, None
         self._sq_u32 = self._sqes = self._cq_u32 = self._cq_bytes = None
         self._parked.clear()
         self._runnable.clear()
         raw.close()
+
+    def _cancel_in_flight(self, grace: float) -> None:
+        if not self._in_flight and not self._pending():
+            return
+        cancel = Sqe()
+        cancel.opcode, cancel.fd = IORING_OP_ASYNC_CANCEL, -1
+        cancel.rw_flags = IORING_ASYNC_CANCEL_ANY | IORING_ASYNC_CANCEL_ALL
+        self._queue_raw(bytes(cancel), from_program=False)
+        deadline = time.monotonic() + grace
+        while self._in_flight or self._pending():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            res = self._raw.enter_timeout(self._pending(), 1, left)
+            self.enter_calls += 1
+            if res < 0 and res not in (-_errno.ETIME, -_errno.EINTR, -_errno.EAGAIN, -_errno.EBUSY):
+                return
+            self._drain()
 
     @property
     def closed(self) -> bool:
@@ -349,7 +377,10 @@ class Ring:
 
     def __del__(self) -> None:
         if getattr(self, "_raw", None) is not None:
-            self.close()
+            try:
+                self.close()
+            except Exception:   # interpreter shutdown: modules may be half torn down
+                pass
 
     def __repr__(self) -> str:
         state = "closed" if self._raw is None else f"fd={self._fd}"

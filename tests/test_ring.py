@@ -724,6 +724,27 @@ def test_close_releases_every_fd_and_mapping():
     assert _resources() == before
 
 
+def test_close_cancels_requests_in_flight_before_releasing_the_ring():
+    r, w = os.pipe()
+    buf = ctypes.create_string_buffer(8)
+    try:
+        ring = Ring(entries=4)
+        read = ring.sqe()
+        prep_read(read, r, ctypes.addressof(buf), 8, 0)
+        ts = Timespec(10, 0)
+        ring.submit(read)
+        ring.submit(timeout(ts, 2))
+        start = time.monotonic()
+        ring.close()
+        assert time.monotonic() - start < 0.5 and ring._in_flight == 0
+        os.write(w, b"late")                   # the cancelled read must not take this
+        assert os.read(r, 4) == b"late" and buf.raw == bytes(8)
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+
 def test_bad_arguments_raise_clear_errors():
     with pytest.raises(ValueError, match=r"entries = 0 is out of range \(1..32768\)"):
         Ring(entries=0)
