@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import ctypes
 import errno as _errno
+import functools
 import os
 import re
 import struct
@@ -722,36 +723,91 @@ _BTF_EXTRA = {1: (4, 0), 2: (0, 0), 3: (12, 0), 4: (0, 12), 5: (0, 12), 6: (0, 8
 BTF_KIND_VAR, BTF_KIND_DATASEC = 14, 15
 
 
+BTF_KIND_INT, BTF_KIND_FUNC = 1, 12
+BTF_LINKAGE_GLOBAL = 1
+
+
 def btf_for_kernel(raw: bytes) -> bytes:
-    """An object's `.BTF` as the kernel accepts it.  In a relocatable object clang leaves every
-    DATASEC with size 0 and its variables at offset 0 (the linker would fill them in); libbpf
-    fixes them from the ELF symbols.  The kernel only checks that they are consistent, and reads
-    them only for maps created with BTF (this loader creates maps without), so laying the
-    variables out one after another is enough.  Extern variables (libbpf's .kconfig/.ksyms) are
-    not something the kernel's BTF allows: they become globals."""
-    data = bytearray(raw)
-    _magic, _ver, _flags, hdr_len, type_off, type_len, _so, _sl = struct.unpack_from("<HBBIIIII", data)
-    pos, end = hdr_len + type_off, hdr_len + type_off + type_len
-    while pos < end:
-        _name, info, _size = struct.unpack_from("<III", data, pos)
-        kind, vlen = (info >> 24) & 0x1F, info & 0xFFFF
-        if kind not in _BTF_EXTRA:
-            raise ValueError(f"BTF kind {kind} at byte {pos} is unknown")
-        fixed, per = _BTF_EXTRA[kind]
+    """An object's `.BTF` as the kernel accepts it, fixed up as libbpf does before BTF_LOAD:
+
+    * clang leaves every DATASEC with size 0 and its variables at offset 0 (a linker would fill
+      them in).  The kernel only checks that they are consistent, and reads them only for maps
+      created with a DATASEC value type (this loader never does that), so the variables are
+      laid out one after another;
+    * extern variables and functions (`__ksym`, `__kconfig`) have a linkage the kernel refuses:
+      they become global, and the kfuncs listed in `.ksyms` (a DATASEC may only hold VARs) are
+      replaced there by one dummy int variable."""
+    hdr_len, types, strings = _btf_split(raw)
+    records = _btf_walk(types)  # type id i is records[i - 1]
+    dummy: list[int] = []       # the dummy VAR's id, once added
+
+    def dummy_var() -> int:
+        nonlocal types, strings
+        if not dummy:
+            types, strings, type_id = _btf_add_dummy_var(types, strings, records)
+            dummy.append(type_id)
+        return dummy[0]
+
+    for pos, kind, vlen in records:
         body = pos + 12
-        if kind == BTF_KIND_VAR and struct.unpack_from("<I", data, body)[0] > 1:
-            struct.pack_into("<I", data, body, 1)
+        if kind == BTF_KIND_FUNC and vlen > BTF_LINKAGE_GLOBAL:
+            info = struct.unpack_from("<I", types, pos + 4)[0]
+            struct.pack_into("<I", types, pos + 4, (info & ~0xFFFF) | BTF_LINKAGE_GLOBAL)
+        if kind == BTF_KIND_VAR and struct.unpack_from("<I", types, body)[0] > BTF_LINKAGE_GLOBAL:
+            struct.pack_into("<I", types, body, BTF_LINKAGE_GLOBAL)
         if kind == BTF_KIND_DATASEC:
             offset = 0
             for i in range(vlen):
                 at = body + 12 * i
-                type_id, _off, size = struct.unpack_from("<III", data, at)
+                type_id, _off, size = struct.unpack_from("<III", types, at)
+                if not 0 < type_id <= len(records) or records[type_id - 1][1] != BTF_KIND_VAR:
+                    type_id, size = dummy_var(), 4
                 offset = (offset + 7) & ~7
-                struct.pack_into("<III", data, at, type_id, offset, size)
+                struct.pack_into("<III", types, at, type_id, offset, size)
                 offset += size
-            struct.pack_into("<I", data, pos + 8, offset)
-        pos = body + fixed + per * vlen
-    return bytes(data)
+            struct.pack_into("<I", types, pos + 8, offset)
+    header = bytearray(raw[:hdr_len])
+    struct.pack_into("<IIII", header, 8, 0, len(types), len(types), len(strings))
+    return bytes(header) + bytes(types) + bytes(strings)
+
+
+def _btf_split(raw: bytes) -> tuple[int, bytearray, bytearray]:
+    _magic, _ver, _flags, hdr_len, type_off, type_len, str_off, str_len = \
+        struct.unpack_from("<HBBIIIII", raw)
+    types = bytearray(raw[hdr_len + type_off:hdr_len + type_off + type_len])
+    strings = bytearray(raw[hdr_len + str_off:hdr_len + str_off + str_len])
+    return hdr_len, types, strings
+
+
+def _btf_walk(types: bytes) -> list[tuple[int, int, int]]:
+    """(byte position, kind, vlen) of every type record, in id order."""
+    out, pos = [], 0
+    while pos < len(types):
+        info = struct.unpack_from("<I", types, pos + 4)[0]
+        kind, vlen = (info >> 24) & 0x1F, info & 0xFFFF
+        if kind not in _BTF_EXTRA:
+            raise ValueError(f"BTF kind {kind} at byte {pos} is unknown")
+        fixed, per = _BTF_EXTRA[kind]
+        out.append((pos, kind, vlen))
+        pos += 12 + fixed + per * vlen
+    return out
+
+
+def _btf_add_dummy_var(types: bytearray, strings: bytearray, records: list):
+    """Appends `int dummy_ksym` (and a 4-byte int type if there is none): (types, strings, id)."""
+    count = len(records)
+    int_id = next((i + 1 for i, (pos, kind, _) in enumerate(records) if kind == BTF_KIND_INT
+                   and struct.unpack_from("<I", types, pos + 8)[0] == 4), 0)
+    if not int_id:
+        name = len(strings)
+        strings += b"int\0"
+        types += struct.pack("<IIII", name, BTF_KIND_INT << 24, 4, (1 << 24) | 32)  # signed, 32 bits
+        count += 1
+        int_id = count
+    name = len(strings)
+    strings += b"dummy_ksym\0"
+    types += struct.pack("<IIII", name, BTF_KIND_VAR << 24, int_id, BTF_LINKAGE_GLOBAL)
+    return types, strings, count + 1
 
 
 @dataclass(frozen=True)
@@ -832,14 +888,42 @@ def relocate(linked: Any, maps: Mapping[str, KernelMap]) -> bytes:
                                                "keep values in maps or module-level constants")])
             _patch_ld_imm64(code, off, kernel.BPF_PSEUDO_MAP_VALUE, maps[rel.symbol].fd, linked.name)
         elif rel.kind == "kfunc":
-            raise CompileError([Diagnostic(None, f"program {linked.name!r} calls kernel function "
-                                           f"{rel.symbol!r}; this loader does not resolve kfuncs")])
+            if code[off] != 0x85:
+                raise CompileError([Diagnostic(None, f"program {linked.name!r}: kfunc relocation "
+                                               f"at byte {off} is not a call")])
+            # src_reg BPF_PSEUDO_KFUNC_CALL, imm = the function's id in vmlinux BTF, off 0 = vmlinux
+            code[off + 1] = (code[off + 1] & 0x0F) | (kernel.BPF_PSEUDO_KFUNC_CALL << 4)
+            code[off + 2:off + 4] = bytes(2)
+            code[off + 4:off + 8] = kfunc_id(rel.symbol, linked.name).to_bytes(4, "little")
         elif rel.kind == "extern":
             raise CompileError([Diagnostic(None, f"program {linked.name!r} refers to undefined "
                                            f"symbol {rel.symbol!r}; this loader resolves maps, "
                                            "global data and subprograms only")])
         # "call" and "func" relocations were resolved by linked()
     return bytes(code)
+
+
+@functools.lru_cache(maxsize=1)
+def _vmlinux_funcs() -> dict[str, int]:
+    """FUNC name → type id in the running kernel's BTF (parsed once: about a second)."""
+    from .btf import Func, parse_btf
+    try:
+        with open(_VMLINUX_BTF, "rb") as f:
+            btf = parse_btf(f.read())
+    except OSError:
+        return {}
+    return {t.name: i for i, t in enumerate(btf.types) if isinstance(t, Func)}
+
+
+def kfunc_id(name: str, program: str) -> int:
+    """The vmlinux BTF id the verifier wants in a kfunc call's imm."""
+    funcs = _vmlinux_funcs()
+    if name not in funcs:
+        where = "this kernel's BTF" if funcs else f"{_VMLINUX_BTF} (missing: no kernel BTF)"
+        raise CompileError([Diagnostic(None, f"program {program!r} calls kernel function {name!r}, "
+                                       f"which is not in {where}",
+                                       "kfuncs in kernel modules are not resolved by this loader")])
+    return funcs[name]
 
 
 def _patch_ld_imm64(code: bytearray, off: int, src: int, fd: int, prog: str) -> None:

@@ -905,3 +905,22 @@ def test_unknown_tracepoint_is_named():
         pytest.skip("tracefs not mounted")
     with pytest.raises(FileNotFoundError, match="no tracepoint nosuch/event in this kernel"):
         kernel.tracepoint_id("nosuch", "event")
+
+
+# --- kernel functions ---------------------------------------------------------------------------
+def test_kfunc_calls_are_resolved_in_the_kernels_btf(c_object):
+    with loadmod.load(c_object("load_kfunc")) as live:
+        assert live.btf_error == ""  # .ksyms externs fixed up as libbpf does
+        prog = live.programs["under_rcu"]
+        for a in (0, 1, 14, 1 << 40):
+            out = struct.unpack("<QQ", prog.test_run(struct.pack("<QQ", a, 0)).ctx)[1]
+            assert out == (a * 3) & M64
+
+
+def test_unknown_kfunc_is_diagnosed():
+    call = [I(0x85, 0, 1, 0, -1), I(0xB7), I(0x95)]
+    prog = hand_prog("k", "syscall", call, [NS(insn_index=0, symbol="no_such_kfunc", kind="kfunc")])
+    before = open_fds()
+    with pytest.raises(CompileError, match="calls kernel function 'no_such_kfunc', which is not in"):
+        loadmod.load(NS(maps=[], programs=[prog], license="GPL"))
+    assert open_fds() == before
