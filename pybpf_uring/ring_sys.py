@@ -10,9 +10,10 @@ Why ctypes and not the `liburing` PyPI package (measured on this machine, Linux 
 SQE into an SQ slot and read raw 16-byte CQEs.  liburing's Python `SQE` exposes seven fields
 (no `addr`, `off`, `buf_index` or raw bytes; `opcode` is read-only) and its preps take Python
 `bytes`, not addresses, so a program's SQE cannot be reproduced through it at all.  Here the SQE
-array, the SQ ring and the CQ ring are `mmap` objects; a slot is written with one slice
-assignment and the head/tail words are read through a `memoryview` cast to u32, which costs a
-Python index, not a ctypes call.  (libc's mmap, not Python's: see `_view_of`.)  Only `io_uring_enter` itself goes through ctypes.
+array, the SQ ring and the CQ ring are mapped once and seen through memoryviews: a slot is
+written with one slice assignment and a head/tail word is read through a view cast to u32, which
+costs a Python index, not a ctypes call.  Only `io_uring_enter` itself goes through ctypes, once
+per submit-and-wait.
 
 Syscall numbers 425-427 are the same on every Linux architecture (they were added after the
 tables were unified).
@@ -146,8 +147,6 @@ def io_uring_enter(fd: int, to_submit: int, min_complete: int, flags: int, arg: 
     return ret if ret >= 0 else -ctypes.get_errno()
 
 
-IORING_REGISTER_BUFFERS = 0
-IORING_UNREGISTER_BUFFERS = 1
 IORING_REGISTER_FILES = 2
 IORING_UNREGISTER_FILES = 3
 
