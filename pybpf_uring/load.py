@@ -640,7 +640,8 @@ def _create_map(loaded: LoadedObject, spec: Any) -> None:
         try:
             fd = kernel.map_create(*args, name=spec.name, btf_fd=loaded.btf.fd,
                                    btf_key_type_id=key_id, btf_value_type_id=value_id)
-        except OSError:
+        except OSError as exc:
+            loaded.btf_error = f"map {spec.name!r} was created without BTF types: {exc}"
             fd = -1
     if fd < 0:
         fd = kernel.map_create(*args, name=spec.name)
