@@ -216,10 +216,14 @@ def _struct_from_btf(btf: Any, t: Any, depth: int) -> Any:
     return cls if ctypes.sizeof(cls) == t.size else None
 
 
+_FILLER = re.compile(r"_pad\d+|_tail")  # the padding fields _struct_from_btf adds
+
+
 def _struct_repr(self) -> str:
     def show(v):
         return [show(x) for x in v] if isinstance(v, ctypes.Array) else v
-    body = ", ".join(f"{n}={show(getattr(self, n))!r}" for n, _ in self._fields_ if not n.startswith("_"))
+    shown = [n for n, _ in self._fields_ if not _FILLER.fullmatch(n)]
+    body = ", ".join(f"{n}={show(getattr(self, n))!r}" for n in shown)
     return f"{type(self).__name__}({body})"
 
 
