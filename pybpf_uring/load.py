@@ -499,12 +499,14 @@ class Attachment:
         self.target, self.fd, self._owner = target, fd, owner
         if owner is not None:
             owner._own(fd)  # detached with everything else when the object closes
+            owner._attachments.append(self)
 
     def close(self) -> None:
         if self.fd < 0:
             return
-        if self._owner is not None and self.fd in self._owner._fds:
+        if self._owner is not None:
             self._owner._fds.remove(self.fd)
+            self._owner._attachments.remove(self)
         kernel.close(self.fd)
         self.fd = -1
 
@@ -546,6 +548,7 @@ class LoadedObject:
         self.programs = Programs()
         self.maps: dict[str, KernelMap] = {}
         self._fds: list[int] = []
+        self._attachments: list[Attachment] = []
         self.btf: KernelBtf | None = None  # the object's BTF in the kernel, if it loaded
         self.btf_error: str = ""            # why it did not, or why a program went without it
         # closes the fds even if the user forgets `close()`; a no-op after close()
@@ -559,6 +562,8 @@ class LoadedObject:
         _close_all(self._fds)
         for obj in (*self.programs._loaded.values(), *self.maps.values()):
             obj._fd = -1
+        for attachment in self._attachments:  # their fd numbers may be reused from now on
+            attachment.fd = -1
 
     def __enter__(self) -> "LoadedObject":
         return self

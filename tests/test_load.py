@@ -890,8 +890,10 @@ def test_tracepoint_program_attached_counts_real_events(c_object):
         assert seen[1] == 25
         os.getpid()
         assert seen[1] == 25  # detached
-        live.programs["getpid_calls"].attach()  # left attached: close() must detach it
+        left = live.programs["getpid_calls"].attach()  # left attached: close() must detach it
     assert open_fds() == before
+    assert left.fd == -1
+    left.close()  # harmless: must not close whatever now has its old fd number
 
 
 def test_only_tracepoint_programs_attach(c_object):
