@@ -122,6 +122,8 @@ _syscall, _NR_ENTER, _GETEVENTS = ring_sys._syscall, ring_sys.NR_IO_URING_ENTER,
 _TAG_BASE = 0xB9F5_0000_0000_0000   # kernel-visible user_data = _TAG_BASE | tag slot
 _MAX_COPY = 1 << 24
 _RUN_BUDGET = 4096           # program runs per _progress call
+_INF = float("inf")
+_MAX_TIMEOUT = float(1 << 40)   # seconds: far beyond any wait, still a valid __kernel_timespec
 _CLOSE_GRACE = 1.0           # seconds close() waits for cancelled kernel requests
 _U32, _U64 = (1 << 32) - 1, (1 << 64) - 1
 
@@ -530,7 +532,7 @@ class Ring:
             q = self._cq(cq)
         if q.entries:
             return Cqe(*q.pop())
-        if timeout is not None:
+        if timeout is not None and timeout != _INF:
             return self._wait_timed(q, timeout)
         # The hot path of a one-at-a-time chain: one io_uring_enter submits what is queued and
         # waits; everything else here is a handful of memoryview reads.
@@ -559,6 +561,7 @@ class Ring:
             raise TypeError(f"timeout must be a number of seconds or None, not {timeout!r}")
         if timeout < 0:
             raise ValueError(f"timeout must be >= 0 seconds, not {timeout}")
+        timeout = min(timeout, _MAX_TIMEOUT)
         deadline = time.monotonic() + timeout
         while True:
             self._drain()
@@ -582,9 +585,11 @@ class Ring:
         self._live()
         q = self._cq(cq)
         if not q.entries:
+            self._drain()
             self._progress()
-            if self._pending():
+            if not q.entries and self._pending():
                 self._enter(0, 0)
+                self._drain()
                 self._progress()
         return Cqe(*q.pop()) if q.entries else None
 

@@ -763,6 +763,18 @@ def test_bad_arguments_raise_clear_errors():
             ring.peek_cqe("1")
         with pytest.raises(ValueError, match="timeout must be >= 0"):
             ring.wait_cqe(timeout=-1)
+        with pytest.raises(TypeError, match="timeout must be a number of seconds or None, not nan"):
+            ring.wait_cqe(timeout=float("nan"))
+        with pytest.raises(TypeError, match="not '1'"):
+            ring.wait_cqe(timeout="1")
+        ring.queue(nop(3))
+        assert ring.wait_cqe(timeout=float("inf")).user_data == 3
+        ring.queue(nop(4))
+        assert ring.wait_cqe(timeout=1e300).user_data == 4
+        ring.queue(nop(5))
+        assert ring.peek_cqe().user_data == 5      # peek submits what is queued
+        ring.submit(nop(6))
+        assert ring.peek_cqe().user_data == 6      # and reaps what the kernel completed
         with pytest.raises(ValueError, match="a raw SQE is 64 bytes, not 3"):
             ring.submit(b"abc")
         with pytest.raises(TypeError, match="expected an Sqe"):
