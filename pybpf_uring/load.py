@@ -256,8 +256,11 @@ class KernelMap:
 
     def __init__(self, name: str, fd: int, map_type: int, key_size: int, value_size: int,
                  max_entries: int, flags: int = 0, key_type: Any = None, value_type: Any = None,
-                 spec: Any = None) -> None:
+                 spec: Any = None, owner: "LoadedObject | None" = None) -> None:
         self.name, self._fd, self.type = name, fd, map_type
+        # keeps the owner (and so this fd) alive as long as the map is used: were the owner
+        # collected, its finalizer would close the fd and the number could be reused
+        self._owner = owner
         self.key_size, self.value_size = key_size, value_size
         self.max_entries, self.flags = max_entries, flags
         self.key_type, self.value_type, self.spec = key_type, value_type, spec
@@ -664,7 +667,7 @@ def _create_map(loaded: LoadedObject, spec: Any) -> None:
             key_type = decoded_key
         value_type = value_type or ctype_from_btf(btf, value_id)
     loaded.maps[spec.name] = KernelMap(spec.name, fd, map_type, spec.key_size, spec.value_size,
-                                       spec.max_entries, flags, key_type, value_type, spec)
+                                       spec.max_entries, flags, key_type, value_type, spec, loaded)
     initial = getattr(spec, "data", None)  # .data/.rodata contents
     if initial:
         kernel.map_update_elem(fd, bytes(4), bytes(initial).ljust(spec.value_size, b"\0"))

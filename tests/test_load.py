@@ -926,3 +926,15 @@ def test_unknown_kfunc_is_diagnosed():
     with pytest.raises(CompileError, match="calls kernel function 'no_such_kfunc', which is not in"):
         loadmod.load(NS(maps=[], programs=[prog], license="GPL"))
     assert open_fds() == before
+
+
+def test_a_map_keeps_its_object_alive():
+    import gc
+    before = open_fds()
+    m = loadmod.load(NS(maps=[map_spec("solo")], programs=[], license="GPL")).maps["solo"]
+    gc.collect()
+    m[1] = 2  # the LoadedObject is unreferenced but must not have closed the fd
+    assert m[1] == 2
+    del m
+    gc.collect()
+    assert open_fds() == before  # and once nothing refers to it, its fds are closed
