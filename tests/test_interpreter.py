@@ -731,3 +731,77 @@ def test_alu_programs_match_the_kernel(init, body):
     ctx = memory.map(bytearray(80), "ctx")
     assert Interpreter(program, memory=memory).run(ctx.base) == 0
     assert struct.unpack("<10Q", ctx.buf) == struct.unpack("<10Q", expected)
+
+
+@st.composite
+def verifiable_program(draw):
+    """ALU, byte swaps, aligned stack loads/stores/atomics below the two spill slots, and
+    forward conditional jumps: what the verifier accepts once the stack is initialised."""
+    items: list = []
+    count = draw(st.integers(1, 24))
+    for index in range(count):
+        kind = draw(st.sampled_from(["alu", "alu", "mem", "jump"]))
+        if kind == "alu":
+            items.append(draw(verifiable_insn()))
+        elif kind == "jump":
+            op = draw(st.sampled_from(_COND_OPS))
+            cls = draw(st.sampled_from([0x05, 0x06]))
+            use_reg = draw(st.booleans())
+            items.append((cls | op | (0x08 if use_reg else 0), draw(st.integers(0, 9)),
+                          draw(st.integers(0, 9)) if use_reg else 0,
+                          0 if use_reg else draw(st.integers(-(1 << 31), (1 << 31) - 1)),
+                          draw(st.integers(index + 1, count))))
+        else:
+            size = draw(st.sampled_from([0x00, 0x08, 0x10, 0x18]))
+            width = {0x00: 4, 0x08: 2, 0x10: 1, 0x18: 8}[size]
+            off = -width * draw(st.integers(24 // width + 1, 512 // width))
+            reg = draw(st.integers(0, 9))
+            form = draw(st.sampled_from(["ldx", "ldxs", "st", "stx", "atomic"]))
+            if form == "ldxs" and width == 8:
+                form = "ldx"
+            if form == "atomic" and width in (1, 2):
+                form = "stx"
+            if form in ("ldx", "ldxs"):
+                mode = 0x60 if form == "ldx" else 0x80
+                items.append(struct.pack("<BBhi", 0x01 | mode | size, 10 << 4 | reg, off, 0))
+            elif form == "st":
+                items.append(struct.pack("<BBhi", 0x62 | size, 10, off,
+                                         draw(st.integers(-(1 << 31), (1 << 31) - 1))))
+            elif form == "stx":
+                items.append(struct.pack("<BBhi", 0x63 | size, reg << 4 | 10, off, 0))
+            else:
+                imm = draw(st.sampled_from([0x00, 0x01, 0x40, 0x41, 0x50, 0x51, 0xA0, 0xA1,
+                                            0xE1, 0xF1]))
+                items.append(struct.pack("<BBhi", 0xC3 | size, reg << 4 | 10, off, imm))
+    out = []
+    for index, item in enumerate(items):
+        if isinstance(item, tuple):
+            opcode, dst, src, imm, target = item
+            item = struct.pack("<BBhi", opcode, src << 4 | dst, target - index - 1, imm)
+        out.append(item)
+    return b"".join(out)
+
+
+@pytest.mark.skipif(not _KERNEL, reason="bpf() syscall programs unavailable here")
+@settings(max_examples=150, deadline=None)
+@given(init=st.lists(st.integers(0, M64), min_size=10, max_size=10), body=verifiable_program())
+def test_programs_with_stack_and_branches_match_the_kernel(init, body):
+    import os
+    from pybpf_uring import kernel
+    zero_stack = b"".join(struct.pack("<BBhi", 0x7A, 10, -8 * k, 0) for k in range(3, 65))
+    program = (prog("stxdw [%r10-8], %r1") + zero_stack
+               + b"".join(struct.pack("<BBhi", 0x18, r, 0, _signed(v, 32)) +
+                          struct.pack("<BBhi", 0, 0, 0, _signed(v >> 32, 32))
+                          for r, v in enumerate(init))
+               + body + _epilogue())
+    loaded = kernel.prog_load(kernel.BPF_PROG_TYPE_SYSCALL, program, prog_flags=_SLEEPABLE,
+                              log_level=1)
+    assert loaded.fd >= 0, loaded.log[-800:]
+    try:
+        expected = kernel.prog_test_run(loaded.fd, ctx=bytes(80)).ctx
+    finally:
+        os.close(loaded.fd)
+    memory = Memory()
+    ctx = memory.map(bytearray(80), "ctx")
+    assert Interpreter(program, memory=memory).run(ctx.base) == 0
+    assert struct.unpack("<10Q", ctx.buf) == struct.unpack("<10Q", expected)
