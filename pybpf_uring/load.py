@@ -411,6 +411,12 @@ class KernelProgram:
     def info(self) -> kernel.ProgInfo:
         return kernel.prog_info(self.fd)
 
+    def xlated(self) -> list:
+        """The instructions as the verifier rewrote them (helper calls resolved and inlined, dead
+        code removed): what runs, before the JIT.  Map references read as map ids."""
+        from . import isa
+        return isa.decode(kernel.prog_xlated(self.fd))
+
     def attach(self) -> "Attachment":
         """Attach a tracepoint program to the tracepoint its section names
         (`tracepoint/io_uring/io_uring_complete`).  Detached by `Attachment.close()` or when the

@@ -938,3 +938,13 @@ def test_a_map_keeps_its_object_alive():
     del m
     gc.collect()
     assert open_fds() == before  # and once nothing refers to it, its fds are closed
+
+
+def test_translated_program_names_the_map_by_id():
+    prog = hand_prog("store", "syscall", store_1234_in_map(), [NS(insn_index=5, symbol="m", kind="map")])
+    obj = NS(maps=[map_spec("m", "array", entries=1)], programs=[prog], license="GPL")
+    with loadmod.load(obj) as live:
+        xlated = live.programs["store"].xlated()
+        lddw = [i for i in xlated if i.is_wide and i.src == kernel.BPF_PSEUDO_MAP_FD]
+        # the kernel dumps the map reference as the map's id (the fd meant nothing to it)
+        assert [i.imm64 for i in lddw] == [live.maps["m"].info().id]
