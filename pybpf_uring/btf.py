@@ -19,14 +19,15 @@ ObjectError, never a struct.error.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterator
 
 __all__ = [
     "Btf", "BtfExt", "BtfError", "LineInfo", "FuncInfo", "parse_btf", "parse_btf_ext",
     "Void", "Int", "Ptr", "Array", "Struct", "Union", "Member", "Enum", "Enum64", "EnumValue",
     "Fwd", "Typedef", "Volatile", "Const", "Restrict", "Func", "FuncProto", "Param", "Var",
-    "Datasec", "VarSecinfo", "Float", "DeclTag", "TypeTag",
+    "Datasec", "VarSecinfo", "Float", "DeclTag", "TypeTag", "encode_btf", "encode_func_info",
+    "encode_line_info", "FUNC_INFO_SIZE", "LINE_INFO_SIZE",
 ]
 
 BTF_MAGIC = 0xEB9F
@@ -259,6 +260,12 @@ class Btf:
     def string(self, offset: int) -> str:
         return _string(self.strings, offset)
 
+    def for_kernel(self, section_sizes: dict[str, int],
+                   symbol_offsets: dict[tuple[str, str], int]) -> bytes:
+        """These types as BTF_LOAD accepts them (see `_for_kernel`): `section_sizes` by ELF
+        section name, `symbol_offsets` by (section name, variable name)."""
+        return _for_kernel(self, section_sizes, symbol_offsets)
+
     def find(self, name: str, kind: str | None = None) -> int | None:
         """The id of the first type called `name` (of `kind`, e.g. "struct"), or None."""
         for i, t in enumerate(self.types):
@@ -482,6 +489,10 @@ class LineInfo:
     line: int
     col: int
     text: str
+    # offsets of `file` and `text` in the object's BTF strings, which `Btf.for_kernel` keeps,
+    # so these records can be handed to BPF_PROG_LOAD as they are
+    file_off: int = field(default=0, compare=False, repr=False)
+    text_off: int = field(default=0, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -550,5 +561,141 @@ def parse_btf_ext(data: bytes, btf: Btf) -> BtfExt:
         for rec in recs:
             insn_off, file_off, line_off, line_col = struct.unpack_from("<IIII", rec)
             out_l.append(LineInfo(insn_off // 8, btf.string(file_off), line_col >> 10,
-                                  line_col & 0x3FF, btf.string(line_off)))
+                                  line_col & 0x3FF, btf.string(line_off), file_off, line_off))
     return BtfExt(func_info, line_info, data)
+
+
+# --- writing: BTF for the kernel, func_info / line_info for BPF_PROG_LOAD ---------------------
+FUNC_INFO_SIZE = 8    # struct bpf_func_info {insn_off, type_id}
+LINE_INFO_SIZE = 16   # struct bpf_line_info {insn_off, file_name_off, line_off, line_col}
+_KIND_NUMBERS = {"int": 1, "ptr": 2, "array": 3, "struct": 4, "union": 5, "enum": 6, "fwd": 7,
+                 "typedef": 8, "volatile": 9, "const": 10, "restrict": 11, "func": 12,
+                 "func_proto": 13, "var": 14, "datasec": 15, "float": 16, "decl_tag": 17,
+                 "type_tag": 18, "enum64": 19}
+
+
+class _Strings:
+    """A string table that starts with the original one, so every offset into it (names,
+    line_info file and line text) stays valid; new names are appended."""
+
+    def __init__(self, base: bytes) -> None:
+        self.data = bytearray(base or b"\0")
+        self.index: dict[str, int] = {}
+        pos = 0
+        for chunk in bytes(self.data).split(b"\0"):
+            self.index.setdefault(chunk.decode("utf-8", errors="replace"), pos)
+            pos += len(chunk) + 1
+
+    def __call__(self, name: str) -> int:
+        if name not in self.index:
+            self.index[name] = len(self.data)
+            self.data += name.encode() + b"\0"
+        return self.index[name]
+
+
+def _record(t, strings: _Strings) -> bytes:
+    def head(vlen: int, size_or_type: int, kflag: int = 0) -> bytes:
+        info = (kflag << 31) | (_KIND_NUMBERS[t.kind] << 24) | vlen
+        return struct.pack("<III", strings(t.name), info, size_or_type)
+
+    if isinstance(t, Int):
+        return head(0, t.size) + struct.pack("<I", (t.encoding << 24) | (t.offset << 16) | t.bits)
+    if isinstance(t, Array):
+        return head(0, 0) + struct.pack("<III", t.type, t.index_type, t.nelems)
+    if isinstance(t, Struct):
+        kflag = int(any(m.bitfield_size for m in t.members))
+        body = b"".join(struct.pack("<III", strings(m.name), m.type,
+                                    (m.bitfield_size << 24 | m.bit_offset) if kflag else m.bit_offset)
+                        for m in t.members)
+        return head(len(t.members), t.size, kflag) + body
+    if isinstance(t, Enum64):
+        body = b"".join(struct.pack("<III", strings(v.name), v.value & M32, (v.value >> 32) & M32)
+                        for v in t.values)
+        return head(len(t.values), t.size, int(t.signed)) + body
+    if isinstance(t, Enum):
+        body = b"".join(struct.pack("<II", strings(v.name), v.value & M32) for v in t.values)
+        return head(len(t.values), t.size, int(t.signed)) + body
+    if isinstance(t, Fwd):
+        return head(0, 0, int(t.union))
+    if isinstance(t, Func):
+        return head(t.linkage, t.type)
+    if isinstance(t, FuncProto):
+        body = b"".join(struct.pack("<II", strings(p.name), p.type) for p in t.params)
+        return head(len(t.params), t.return_type) + body
+    if isinstance(t, Var):
+        return head(0, t.type) + struct.pack("<I", t.linkage)
+    if isinstance(t, Datasec):
+        body = b"".join(struct.pack("<III", v.type, v.offset, v.size) for v in t.vars)
+        return head(len(t.vars), t.size) + body
+    if isinstance(t, Float):
+        return head(0, t.size)
+    if isinstance(t, DeclTag):
+        return head(0, t.type) + struct.pack("<I", t.component_idx & M32)
+    return head(0, t.type)   # ptr, typedef, volatile, const, restrict, type_tag
+
+
+M32 = (1 << 32) - 1
+
+
+def encode_btf(types: list, base_strings: bytes = b"\0") -> bytes:
+    """Types (types[0] is Void) → `.BTF` bytes; names are added to `base_strings`."""
+    strings = _Strings(base_strings)
+    body = b"".join(_record(t, strings) for t in types[1:])
+    header = _HEADER.pack(BTF_MAGIC, 1, 0, _HEADER.size, 0, len(body), len(body), len(strings.data))
+    return header + body + bytes(strings.data)
+
+
+def _for_kernel(btf: Btf, section_sizes: dict[str, int], symbol_offsets: dict[str, int]) -> bytes:
+    """libbpf's fix-ups before BTF_LOAD, which rejects what clang leaves for the loader:
+    DATASEC sizes and variable offsets are 0 in the object (they come from the ELF section and
+    symbol), and extern variables and functions (.ksyms) have a linkage the kernel refuses."""
+    types = list(btf.types)
+    int_id = next((i for i, t in enumerate(types) if isinstance(t, Int) and t.size == 4), None)
+    if int_id is None:
+        types.append(Int("int", 4, 32, 0, INT_SIGNED))
+        int_id = len(types) - 1
+    dummy_id = None
+    for i, t in enumerate(list(types)):
+        if isinstance(t, FuncProto):   # the kernel wants every parameter named
+            types[i] = replace(t, params=tuple(p if p.name or not p.type else replace(p, name=f"arg{n}")
+                                               for n, p in enumerate(t.params)))
+        if not isinstance(t, Datasec):
+            continue
+        entries = []
+        if any(isinstance(types[v.type], Func) or getattr(types[v.type], "linkage", 0) == 2
+               for v in t.vars):
+            # externs take no room in the object: give each a 4-byte int slot (as libbpf does)
+            # and point kfuncs at a dummy variable, since a DATASEC may only list VARs
+            for n, v in enumerate(t.vars):
+                target = types[v.type]
+                if isinstance(target, Func):
+                    if dummy_id is None:
+                        types.append(Var("dummy_ksym", int_id, 1))
+                        dummy_id = len(types) - 1
+                    types[v.type] = replace(target, linkage=1)
+                    entries.append(VarSecinfo(dummy_id, 4 * n, 4))
+                else:
+                    types[v.type] = replace(target, type=int_id, linkage=1)
+                    entries.append(VarSecinfo(v.type, 4 * n, 4))
+            size = 4 * len(t.vars)
+        else:
+            for v in t.vars:
+                name = types[v.type].name
+                entries.append(replace(v, offset=symbol_offsets.get((t.name, name), v.offset)))
+            entries.sort(key=lambda v: v.offset)
+            size = section_sizes.get(t.name, t.size)
+        types[i] = replace(t, size=size, vars=tuple(entries))
+    return encode_btf(types, btf.strings)
+
+
+
+def encode_func_info(records) -> bytes:
+    """`struct bpf_func_info` records for BPF_PROG_LOAD (insn_off counts instructions)."""
+    return b"".join(struct.pack("<II", r.insn, r.type_id) for r in records)
+
+
+def encode_line_info(records) -> bytes:
+    """`struct bpf_line_info` records for BPF_PROG_LOAD; string offsets are into the BTF that
+    `Btf.for_kernel` returns."""
+    return b"".join(struct.pack("<IIII", r.insn, r.file_off, r.text_off, (r.line << 10) | (r.col & 0x3FF))
+                    for r in records)

@@ -305,6 +305,25 @@ class BpfObject:
         known = ", ".join(m.name for m in self.maps) or "none"
         raise KeyError(f"no map named {name!r} in the object (maps: {known})")
 
+    def load(self, **options):
+        """Create the maps and load the programs into the running kernel: `load.load(self,
+        **options)`, a LoadedObject usable as a context manager.  The spec stays pure data;
+        this is only a shortcut to the loader stage."""
+        from .load import load
+        return load(self, **options)
+
+    def kernel_btf(self) -> bytes | None:
+        """The object's BTF with libbpf's fix-ups (DATASEC sizes and offsets from the ELF,
+        externs made loadable), ready for BPF_BTF_LOAD; None without BTF.  Line and func info
+        of the programs (`btf.encode_line_info`) index its strings."""
+        if self.btf is None:
+            return None
+        names = {s.index: s.name for s in self.sections}
+        sizes = {s.name: s.size for s in self.sections if s.name}
+        offsets = {(names.get(sym.section, ""), sym.name): sym.value for sym in self.symbols
+                   if sym.type == "object" and sym.section in names}
+        return self.btf.for_kernel(sizes, offsets)
+
     def disasm(self) -> str:
         """The whole object as `llvm-objdump -d` prints it (see `disasm.disassemble`)."""
         from .disasm import disassemble
