@@ -422,8 +422,8 @@ def map_info(fd: int) -> MapInfo:
 
 
 def prog_xlated(fd: int) -> bytes:
-    """The program as the verifier rewrote it (map fds replaced by addresses, helpers inlined…):
-    what actually runs, before the JIT."""
+    """The program as the verifier rewrote it (helpers resolved or inlined, dead code gone): what
+    actually runs, before the JIT.  The kernel dumps map references as map ids."""
     size = prog_info(fd).xlated_prog_len
     buf = ctypes.create_string_buffer(size)
     info = ProgInfo(xlated_prog_len=size, xlated_prog_insns=ctypes.addressof(buf))
