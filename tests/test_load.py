@@ -948,3 +948,25 @@ def test_translated_program_names_the_map_by_id():
         lddw = [i for i in xlated if i.is_wide and i.src == kernel.BPF_PSEUDO_MAP_FD]
         # the kernel dumps the map reference as the map's id (the fd meant nothing to it)
         assert [i.imm64 for i in lddw] == [live.maps["m"].info().id]
+
+
+def test_kernel_tracepoint_counts_completions_of_a_real_ring(c_object):
+    """The kernel side and the io_uring side together: a tracepoint program loaded here counts
+    the CQEs a `pybpf_uring.Ring` gets from the kernel."""
+    ring_mod = pytest.importorskip("pybpf_uring.ring")
+    from pybpf_uring.uring import prep_nop
+    with loadmod.load(c_object("load_trace")) as live:
+        completions = live.maps["completions"]
+        completions[0] = os.getpid()
+        try:
+            attachment = live.programs["count_completions"].attach()
+        except FileNotFoundError as exc:
+            pytest.skip(str(exc))
+        with attachment, ring_mod.Ring(entries=8) as ring:
+            for i in range(12):
+                sqe = ring.sqe()
+                prep_nop(sqe)
+                sqe.user_data = i
+                ring.submit(sqe)
+                assert ring.wait_cqe(timeout=5).user_data == i
+        assert completions[1] == 12

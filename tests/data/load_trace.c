@@ -10,9 +10,10 @@ typedef unsigned long long __u64;
 static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)1;
 static __u64 (*bpf_get_current_pid_tgid)(void) = (void *)14;
 
+/* key 0: the tgid to watch (written by the host); key 1: how many CQEs its rings completed */
 struct {
 	__uint(type, 2); /* BPF_MAP_TYPE_ARRAY */
-	__uint(max_entries, 1);
+	__uint(max_entries, 2);
 	__type(key, __u32);
 	__type(value, __u64);
 } completions SEC(".maps");
@@ -20,11 +21,12 @@ struct {
 SEC("tracepoint/io_uring/io_uring_complete")
 int count_completions(void *ctx)
 {
-	__u32 zero = 0;
-	__u64 *n = bpf_map_lookup_elem(&completions, &zero);
+	__u32 watch_key = 0, count_key = 1;
+	__u64 *watch = bpf_map_lookup_elem(&completions, &watch_key);
+	__u64 *count = bpf_map_lookup_elem(&completions, &count_key);
 
-	if (n)
-		__sync_fetch_and_add(n, 1);
+	if (watch && count && *watch == bpf_get_current_pid_tgid() >> 32)
+		__sync_fetch_and_add(count, 1);
 	return 0;
 }
 
