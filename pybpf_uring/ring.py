@@ -119,6 +119,7 @@ IORING_ASYNC_CANCEL_ANY = 1 << 2
 IORING_POLL_UPDATE_USER_DATA = 1 << 2     # in a POLL_REMOVE's len
 
 _syscall, _NR_ENTER, _GETEVENTS = ring_sys._syscall, ring_sys.NR_IO_URING_ENTER, ring_sys.IORING_ENTER_GETEVENTS
+_HELD_BACK = ring_sys.IORING_SQ_CQ_OVERFLOW | ring_sys.IORING_SQ_TASKRUN
 _TAG_BASE = 0xB9F5_0000_0000_0000   # kernel-visible user_data = _TAG_BASE | tag slot
 _MAX_COPY = 1 << 24
 _RUN_BUDGET = 4096           # program runs per _progress call
@@ -309,7 +310,7 @@ class Ring:
         # SQ state kept locally: only this object writes the tail.
         self._sq_u32, self._sqes = raw.sq_u32, raw.sqes
         self._sq_tail = raw.sq_u32[raw.sq_tail]
-        self._sq_tail_i, self._sq_head_i = raw.sq_tail, raw.sq_head
+        self._sq_tail_i, self._sq_head_i, self._sq_flags_i = raw.sq_tail, raw.sq_head, raw.sq_flags
         self._sq_mask = raw.sq_u32[raw.sq_mask]
         self._cq_u32, self._cq_bytes = raw.cq_u32, raw.cq
         self._cq_head_i, self._cq_tail_i = raw.cq_head, raw.cq_tail
@@ -734,12 +735,31 @@ class Ring:
 
     # --- the kernel CQ -------------------------------------------------------------------------
     def _drain(self) -> None:
-        """Move every CQE from the kernel ring to its userspace CQ, restoring the user_data."""
-        cq = self._cq_u32
-        head = cq[self._cq_head_i]
-        tail = cq[self._cq_tail_i]
-        if head == tail:
-            return
+        """Move every CQE from the kernel to its userspace CQ, restoring the user_data.
+
+        CQEs the kernel holds back -- in its overflow list (more completions than its CQ ring
+        holds), or waiting for task work (COOP_TASKRUN) -- are posted by an io_uring_enter with
+        GETEVENTS, a CQ ring's worth at a time: make those (non-blocking) calls while the SQ ring's
+        flags say so, as liburing's peek does.
+        """
+        sq_u32, flags_i, cq = self._sq_u32, self._sq_flags_i, self._cq_u32
+        while True:
+            held_back = sq_u32[flags_i] & _HELD_BACK
+            if held_back:
+                self.enter_calls += 1
+                if _syscall(_NR_ENTER, self._fd, 0, 0, _GETEVENTS, None, 0) < 0:
+                    err = ctypes.get_errno()
+                    if err not in (_errno.EINTR, _errno.EBUSY, _errno.EAGAIN):
+                        raise ring_sys.oserror("io_uring_enter", err)
+            head, tail = cq[self._cq_head_i], cq[self._cq_tail_i]
+            if head == tail:    # (after an enter that posted nothing, too: never spin on a flag)
+                return
+            self._route(head, tail)
+            if not held_back and not sq_u32[flags_i] & _HELD_BACK:
+                return
+
+    def _route(self, head: int, tail: int) -> None:
+        """Route the kernel CQ ring's entries head..tail and give the slots back to the kernel."""
         tags, cqs, unpack, buf, mask, base = self._tags, self._cqs, _CQE.unpack_from, self._cq_bytes, \
             self._cq_mask, self._cqes_off
         while head != tail:
@@ -759,7 +779,7 @@ class Ring:
                 q.post((entry[0], res, flags))
             else:
                 q.entries.append((entry[0], res, flags))
-        cq[self._cq_head_i] = head
+        self._cq_u32[self._cq_head_i] = head
         self._version += 1
 
     # --- BPF requests --------------------------------------------------------------------------

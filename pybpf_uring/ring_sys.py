@@ -39,6 +39,10 @@ IORING_SETUP_CQSIZE = 1 << 3
 IORING_SETUP_CLAMP = 1 << 4
 IORING_SETUP_SUBMIT_ALL = 1 << 7
 IORING_SETUP_COOP_TASKRUN = 1 << 8
+IORING_SETUP_TASKRUN_FLAG = 1 << 9
+
+IORING_SQ_CQ_OVERFLOW = 1 << 1   # sq ring flags: CQEs wait in the kernel's overflow list
+IORING_SQ_TASKRUN = 1 << 2       # completions wait for task work (COOP_TASKRUN + TASKRUN_FLAG)
 
 IORING_FEAT_SINGLE_MMAP = 1 << 0
 IORING_FEAT_NODROP = 1 << 1
@@ -172,9 +176,11 @@ class RawRing:
         self._maps: list[_Mapping] = []
         self._views: list[memoryview] = []
         # SUBMIT_ALL (5.18) keeps submitting past an SQE that fails, so one bad SQE does not hold
-        # back the rest of a batch; COOP_TASKRUN (5.19) spares an IPI per completion.  Older
+        # back the rest of a batch; COOP_TASKRUN (5.19) spares an IPI per completion, and
+        # TASKRUN_FLAG makes the kernel say (IORING_SQ_TASKRUN) when completions wait for an
+        # io_uring_enter to post them, so a non-blocking peek knows to make one.  Older
         # kernels refuse unknown flags with EINVAL: try again without them.
-        for flags in (IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN, 0):
+        for flags in (IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG, 0):
             params = _Params()
             params.flags = flags
             if cq_entries is not None:
@@ -201,6 +207,7 @@ class RawRing:
         so, co = params.sq_off, params.cq_off
         self.sq_head, self.sq_tail, self.sq_mask = so.head // 4, so.tail // 4, so.ring_mask // 4
         self.sq_dropped = so.dropped // 4
+        self.sq_flags = so.flags // 4
         self.cq_head, self.cq_tail, self.cq_mask = co.head // 4, co.tail // 4, co.ring_mask // 4
         self.cq_overflow = co.overflow // 4
         self.cqes_off = co.cqes

@@ -292,6 +292,33 @@ def test_kernel_cq_wraps_many_times():
             assert ring.wait_cqe(i % 2).user_data == i
 
 
+def test_random_mix_of_queue_flush_peek_wait_matches_a_fifo_model():
+    import random
+    rnd = random.Random(1234)
+    model = {0: [], 1: [], 2: []}
+    with Ring(entries=4, cq_sizes=(2, 3)) as ring:
+        for step in range(3000):
+            op, cq = rnd.random(), rnd.randrange(3)
+            if op < 0.45:
+                ring.queue(nop(step, cq))
+                model[cq].append(step)
+            elif op < 0.55:
+                ring.flush()
+            elif op < 0.8:
+                c = ring.peek_cqe(cq)
+                assert (c and c.user_data) == (model[cq].pop(0) if model[cq] else None)
+            elif model[cq]:
+                assert ring.wait_cqe(cq).user_data == model[cq].pop(0)
+            else:
+                with pytest.raises(DeadlockError):
+                    ring.wait_cqe(cq)
+        for cq, expected in model.items():
+            assert [ring.wait_cqe(cq).user_data for _ in expected] == expected
+            assert ring.peek_cqe(cq) is None
+        assert ring._in_flight == 0 and sum(ring.overflows) > 0
+
+
+
 # --- helpers ------------------------------------------------------------------------------------
 
 def test_helper_return_codes():
