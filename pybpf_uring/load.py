@@ -5,9 +5,8 @@ every fd it opened and closes them all on `close()` / `with` exit, and also when
 half-way, so a rejected program never leaks the maps created before it.
 
 Steps, in libbpf's order:
-1. load the object's BTF (clang leaves DATASEC sizes and offsets for a linker to fill in; they
-   are laid out here as libbpf does).  BTF is optional: a kernel that refuses it still gets the
-   maps and programs, and `btf_error` says why;
+1. load the object's BTF (`BpfObject.kernel_btf()`, with libbpf's fix-ups).  BTF is optional:
+   a kernel that refuses it still gets the maps and programs, and `btf_error` says why;
 2. create each map: BTF-defined `.maps` (type, key/value size, max_entries, flags, and their
    BTF key/value types) and the single-entry arrays behind `.data`/`.rodata`/`.bss`, filled
    with their initial bytes (`.rodata` then frozen);
@@ -734,101 +733,6 @@ class _ProgLoad:
 
 
 # --- BTF for the kernel -----------------------------------------------------------------------
-# Bytes after the 12-byte common header of each BTF kind (include/uapi/linux/btf.h), per vlen
-# entry where the kind has a list: needed to walk the raw type section and patch it in place.
-_BTF_EXTRA = {1: (4, 0), 2: (0, 0), 3: (12, 0), 4: (0, 12), 5: (0, 12), 6: (0, 8), 7: (0, 0),
-              8: (0, 0), 9: (0, 0), 10: (0, 0), 11: (0, 0), 12: (0, 0), 13: (0, 8), 14: (4, 0),
-              15: (0, 12), 16: (0, 0), 17: (4, 0), 18: (0, 0), 19: (0, 12)}
-BTF_KIND_VAR, BTF_KIND_DATASEC = 14, 15
-
-
-BTF_KIND_INT, BTF_KIND_FUNC = 1, 12
-BTF_LINKAGE_GLOBAL = 1
-
-
-def btf_for_kernel(raw: bytes) -> bytes:
-    """An object's `.BTF` as the kernel accepts it, fixed up as libbpf does before BTF_LOAD:
-
-    * clang leaves every DATASEC with size 0 and its variables at offset 0 (a linker would fill
-      them in).  The kernel only checks that they are consistent, and reads them only for maps
-      created with a DATASEC value type (this loader never does that), so the variables are
-      laid out one after another;
-    * extern variables and functions (`__ksym`, `__kconfig`) have a linkage the kernel refuses:
-      they become global, and the kfuncs listed in `.ksyms` (a DATASEC may only hold VARs) are
-      replaced there by one dummy int variable."""
-    hdr_len, types, strings = _btf_split(raw)
-    records = _btf_walk(types)  # type id i is records[i - 1]
-    dummy: list[int] = []       # the dummy VAR's id, once added
-
-    def dummy_var() -> int:
-        nonlocal types, strings
-        if not dummy:
-            types, strings, type_id = _btf_add_dummy_var(types, strings, records)
-            dummy.append(type_id)
-        return dummy[0]
-
-    for pos, kind, vlen in records:
-        body = pos + 12
-        if kind == BTF_KIND_FUNC and vlen > BTF_LINKAGE_GLOBAL:
-            info = struct.unpack_from("<I", types, pos + 4)[0]
-            struct.pack_into("<I", types, pos + 4, (info & ~0xFFFF) | BTF_LINKAGE_GLOBAL)
-        if kind == BTF_KIND_VAR and struct.unpack_from("<I", types, body)[0] > BTF_LINKAGE_GLOBAL:
-            struct.pack_into("<I", types, body, BTF_LINKAGE_GLOBAL)
-        if kind == BTF_KIND_DATASEC:
-            offset = 0
-            for i in range(vlen):
-                at = body + 12 * i
-                type_id, _off, size = struct.unpack_from("<III", types, at)
-                if not 0 < type_id <= len(records) or records[type_id - 1][1] != BTF_KIND_VAR:
-                    type_id, size = dummy_var(), 4
-                offset = (offset + 7) & ~7
-                struct.pack_into("<III", types, at, type_id, offset, size)
-                offset += size
-            struct.pack_into("<I", types, pos + 8, offset)
-    header = bytearray(raw[:hdr_len])
-    struct.pack_into("<IIII", header, 8, 0, len(types), len(types), len(strings))
-    return bytes(header) + bytes(types) + bytes(strings)
-
-
-def _btf_split(raw: bytes) -> tuple[int, bytearray, bytearray]:
-    _magic, _ver, _flags, hdr_len, type_off, type_len, str_off, str_len = \
-        struct.unpack_from("<HBBIIIII", raw)
-    types = bytearray(raw[hdr_len + type_off:hdr_len + type_off + type_len])
-    strings = bytearray(raw[hdr_len + str_off:hdr_len + str_off + str_len])
-    return hdr_len, types, strings
-
-
-def _btf_walk(types: bytes) -> list[tuple[int, int, int]]:
-    """(byte position, kind, vlen) of every type record, in id order."""
-    out, pos = [], 0
-    while pos < len(types):
-        info = struct.unpack_from("<I", types, pos + 4)[0]
-        kind, vlen = (info >> 24) & 0x1F, info & 0xFFFF
-        if kind not in _BTF_EXTRA:
-            raise ValueError(f"BTF kind {kind} at byte {pos} is unknown")
-        fixed, per = _BTF_EXTRA[kind]
-        out.append((pos, kind, vlen))
-        pos += 12 + fixed + per * vlen
-    return out
-
-
-def _btf_add_dummy_var(types: bytearray, strings: bytearray, records: list):
-    """Appends `int dummy_ksym` (and a 4-byte int type if there is none): (types, strings, id)."""
-    count = len(records)
-    int_id = next((i + 1 for i, (pos, kind, _) in enumerate(records) if kind == BTF_KIND_INT
-                   and struct.unpack_from("<I", types, pos + 8)[0] == 4), 0)
-    if not int_id:
-        name = len(strings)
-        strings += b"int\0"
-        types += struct.pack("<IIII", name, BTF_KIND_INT << 24, 4, (1 << 24) | 32)  # signed, 32 bits
-        count += 1
-        int_id = count
-    name = len(strings)
-    strings += b"dummy_ksym\0"
-    types += struct.pack("<IIII", name, BTF_KIND_VAR << 24, int_id, BTF_LINKAGE_GLOBAL)
-    return types, strings, count + 1
-
-
 @dataclass(frozen=True)
 class BtfRecords:
     """func_info and line_info of one linked program, in the kernel's record formats."""
@@ -843,49 +747,41 @@ class BtfRecords:
 
 
 class KernelBtf:
-    """An object's BTF loaded into the kernel, and the string offsets its records need."""
+    """An object's BTF loaded into the kernel (`BpfObject.kernel_btf()`: libbpf's fix-ups done
+    by the reader), and the program records that refer to it."""
 
-    def __init__(self, fd: int, strings: bytes) -> None:
+    def __init__(self, fd: int) -> None:
         self.fd = fd
-        self._offsets: dict[str, int] = {}
-        at = 0
-        for piece in strings.split(b"\0"):
-            self._offsets.setdefault(piece.decode(errors="replace"), at)
-            at += len(piece) + 1
 
     def records(self, linked: Any) -> BtfRecords | None:
-        """None when the program has no func_info (the kernel wants both or neither)."""
-        funcs = sorted({f.insn: f.type_id for f in getattr(linked, "func_info", None) or []}.items())
-        lines: dict[int, bytes] = {}
-        for entry in line_info_of(linked):
-            insn, file, line, col, text = _line_entry(entry)
-            if insn in lines or file not in self._offsets or text not in self._offsets:
-                continue
-            lines[insn] = struct.pack("<IIII", insn, self._offsets[file], self._offsets[text],
-                                      (line << 10) | (col & 0x3FF))
+        """func_info and line_info of a linked program, or None without func_info (the kernel
+        wants both or neither).  The kernel wants strictly increasing instruction offsets: where
+        the compiler gave one instruction several lines (one per column), the first is kept."""
+        from .btf import encode_func_info, encode_line_info
+        funcs = list({f.insn: f for f in getattr(linked, "func_info", None) or []}.values())
         if not funcs:
             return None
-        return BtfRecords(self.fd, b"".join(struct.pack("<II", i, t) for i, t in funcs),
-                          b"".join(lines[i] for i in sorted(lines)))
+        lines: dict[int, Any] = {}
+        for entry in line_info_of(linked):
+            if getattr(entry, "file_off", 0) and entry.insn not in lines:
+                lines[entry.insn] = entry
+        return BtfRecords(self.fd, encode_func_info(sorted(funcs, key=lambda f: f.insn)),
+                          encode_line_info(lines[i] for i in sorted(lines)))
 
 
 def _load_btf(loaded: LoadedObject, obj: Any) -> KernelBtf | None:
     """The object's BTF in the kernel, or None (recorded in `btf_error`): BTF only improves
-    logs and introspection, so a kernel that refuses it still gets the programs."""
-    btf = getattr(obj, "btf", None)
-    if btf is None:
-        return None
+    logs, introspection and map printing, so a kernel that refuses it still gets the programs."""
+    kernel_btf = getattr(obj, "kernel_btf", None)
     try:
-        if isinstance(btf, (bytes, bytearray)):
-            from .btf import parse_btf
-            raw, strings = bytes(btf), parse_btf(bytes(btf)).strings
-        else:
-            raw, strings = btf.raw, btf.strings
-        fd = loaded._own(kernel.btf_load(btf_for_kernel(raw)))
+        raw = kernel_btf() if kernel_btf is not None else None
+        if raw is None:
+            return None
+        fd = loaded._own(kernel.btf_load(raw))
     except (OSError, ValueError, struct.error) as exc:  # BtfError is a ValueError
         loaded.btf_error = f"the object's BTF was not loaded: {exc}"
         return None
-    return KernelBtf(fd, strings)
+    return KernelBtf(fd)
 
 
 # --- relocation -------------------------------------------------------------------------------

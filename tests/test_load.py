@@ -719,20 +719,6 @@ def test_rejection_log_quotes_source_lines_from_btf(c_object):
     assert "; return ((__u8 *)ctx)[i]; @ load_reject.c:20" in info.value.log
 
 
-def test_btf_for_kernel_lays_out_datasec_variables():
-    from pybpf_uring import btf as btfmod
-    obj = pytest.importorskip("pybpf_uring.objfile").BpfObject.read(
-        subprocess.run([CLANG or "clang-22", "-O2", "-g", "-target", "bpf", "-mcpu=v3", "-c",
-                        os.path.join(DATA, "load_syscall.c"), "-o", "-"],
-                       check=True, capture_output=True).stdout)
-    before = [t for t in obj.btf.types if isinstance(t, btfmod.Datasec)]
-    assert before and all(t.size == 0 for t in before)  # as clang leaves them
-    fixed = btfmod.parse_btf(loadmod.btf_for_kernel(obj.btf.raw))
-    maps = next(t for t in fixed.types if isinstance(t, btfmod.Datasec) and t.name == ".maps")
-    assert [(v.offset, v.size) for v in maps.vars] == [(0, 32), (32, 32)] and maps.size == 64
-    kernel.close(kernel.btf_load(loadmod.btf_for_kernel(obj.btf.raw)))
-
-
 def test_program_whose_btf_the_kernel_refuses_loads_without_it(c_object):
     obj = c_object("load_syscall")
     calc = obj.program("calc")
@@ -747,8 +733,8 @@ def test_program_whose_btf_the_kernel_refuses_loads_without_it(c_object):
     assert open_fds() == before
 
 
-def test_unparsable_btf_is_skipped_not_fatal():
-    obj = NS(maps=[], license="GPL", btf=b"not btf at all",
+def test_btf_the_kernel_refuses_is_skipped_not_fatal():
+    obj = NS(maps=[], license="GPL", kernel_btf=lambda: b"not btf at all",
              programs=[hand_prog("add", "syscall", isa.decode(RET42))])
     with loadmod.load(obj) as live:
         assert live.btf is None and "BTF was not loaded" in live.btf_error
