@@ -319,6 +319,26 @@ def test_random_mix_of_queue_flush_peek_wait_matches_a_fifo_model():
 
 
 
+def test_async_completions_arrive_once_each_through_peeks_and_waits():
+    import random
+    rnd = random.Random(7)
+    specs = [Timespec(0, rnd.randrange(0, 2_000_000)) for _ in range(60)]
+    seen = {0: [], 1: [], 2: []}
+    with Ring(entries=8, cq_sizes=(4, 4)) as ring:
+        for i, ts in enumerate(specs):
+            ring.queue(timeout(ts, i, i % 3))
+            c = ring.peek_cqe(rnd.randrange(3))
+            if c is not None:
+                assert c.res == -errno.ETIME
+                seen[c.user_data % 3].append(c.user_data)
+        for cq in range(3):
+            while len(seen[cq]) < 20:
+                seen[cq].append(ring.wait_cqe(cq, timeout=2).user_data)
+        assert {cq: sorted(v) for cq, v in seen.items()} == {cq: list(range(cq, 60, 3)) for cq in range(3)}
+        assert ring._in_flight == 0 and all(ring.peek_cqe(cq) is None for cq in range(3))
+
+
+
 # --- helpers ------------------------------------------------------------------------------------
 
 def test_helper_return_codes():
