@@ -790,7 +790,7 @@ def relocate(linked: Any, maps: Mapping[str, KernelMap]) -> bytes:
     BPF_PSEUDO_MAP_FD in the ld_imm64, imm = fd), as the kernel expects of an fd-based loader."""
     code = bytearray(encode_program(linked))
     for rel in linked.relocations:
-        off = slot_of(linked, rel.insn_index) * kernel.INSN_SIZE
+        off = rel.insn_index * kernel.INSN_SIZE  # relocations count 8-byte slots, as the kernel
         if rel.kind == "map":
             if rel.symbol not in maps:
                 raise CompileError([Diagnostic(None, f"program {linked.name!r} refers to map "
@@ -860,11 +860,6 @@ def _patch_ld_imm64(code: bytearray, off: int, src: int, fd: int, prog: str) -> 
 def encode_program(linked: Any) -> bytes:
     from . import isa
     return bytes(isa.encode(linked.instructions))
-
-
-def slot_of(linked: Any, index: int) -> int:
-    """Relocations and line_info index instructions; the kernel counts 8-byte slots."""
-    return index
 
 
 def line_info_of(linked: Any) -> list:
