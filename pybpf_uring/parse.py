@@ -121,10 +121,20 @@ def _parse(source: Source, text: str, line_offset: int, col_offset: int) -> tupl
     builder = _Builder(locate)
     try:
         body = builder.transform(tree)
-    except VisitError as e:  # a bug in the builder: show it as itself, not as lark's wrapper
-        raise e.orig_exc from None
+    except (VisitError, RecursionError) as e:
+        _reraise(getattr(e, "orig_exc", e), source)
     builder.errors.raise_if_any()
     return body
+
+
+def _reraise(error: BaseException, source: Source):
+    """The builder recurses once per tree level, as Python's own parser does, so very deep
+    nesting is the user's to fix; anything else is a bug in the builder, shown as itself
+    rather than as lark's VisitError wrapper."""
+    if isinstance(error, RecursionError):
+        raise CompileError([Diagnostic(None, f"{source.path}: the program nests too deeply to parse",
+                                       "split deep expressions with intermediate variables, and deep blocks into functions")]) from None
+    raise error
 
 
 class _Locator:
@@ -277,12 +287,21 @@ def _without_host_blocks(text: str) -> str:
 def _main_blocks(text: str, lines: list[str]) -> list[tuple[int, int]]:
     """1-based inclusive line ranges of the main blocks: from Python's own parser when the text
     is valid Python, else every following line that is blank, a comment or indented."""
-    try:
-        tree = ast.parse(text)
-    except (SyntaxError, ValueError):
+    tree = _python_ast(text)
+    if tree is None:
         return [(start, _block_end(lines, start)) for start in
                 (text.count("\n", 0, m.start()) + 1 for m in MAIN_BLOCK.finditer(text))]
     return [(s.lineno, s.end_lineno) for s in tree.body if _is_main_test(s)]
+
+
+def _python_ast(text: str) -> ast.Module | None:
+    """Python's own parse of `text`, quietly (its warnings are about code we do not compile)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return ast.parse(text)
+    except (SyntaxError, ValueError, MemoryError, RecursionError):
+        return None
 
 
 def _is_main_test(stmt: ast.stmt) -> bool:
@@ -310,9 +329,8 @@ def _parse_from_file(fn) -> S.Module | None:
     if _is_notebook_cell(filename):
         return None
     text = "".join(linecache.getlines(filename, fn.__globals__))
-    try:
-        tree = ast.parse(text)
-    except (SyntaxError, ValueError):
+    tree = _python_ast(text)
+    if tree is None:
         return None
     kept = _reachable_statements(tree.body, fn)
     if kept is None:
