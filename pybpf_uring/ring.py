@@ -436,7 +436,10 @@ class Ring:
         name a file by its index here (the RFC's write_file example writes through one); -1
         leaves a slot empty."""
         raw = self._live()
-        fds = list(fds)
+        try:
+            fds = list(fds)
+        except TypeError:
+            raise TypeError(f"register_files takes a sequence of fds, not {type(fds).__name__}") from None
         if not fds:
             raise ValueError("register_files: give at least one fd")
         for i, fd in enumerate(fds):
