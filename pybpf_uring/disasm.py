@@ -32,8 +32,8 @@ from . import isa
 from .isa import (ALU, ALU64, JMP, JMP32, LD, LDX, ST, STX, K, X, MEM, MEMSX, ATOMIC, ABS, IND,
                   W, H, B, DW, Instruction)
 
-__all__ = ["format_instruction", "disassemble", "disassemble_section", "format_program",
-           "UNKNOWN"]
+__all__ = ["format_instruction", "disassemble", "disassemble_file", "disassemble_section",
+           "format_program", "UNKNOWN", "RELOCATION_TYPES"]
 
 UNKNOWN = "<unknown>"
 _SLOT = struct.Struct("<BBhi")
@@ -269,9 +269,20 @@ def _label(syms: list[_Sym], target: int) -> str:
     return f" <{best.name}>" if best.addr == target else f" <{best.name}+{target - best.addr:#x}>"
 
 
-def disassemble_section(data: bytes, symbols: list[_Sym]) -> list[str]:
-    """The lines llvm-objdump prints for one section's bytes, from its first symbol header."""
+# ELF relocation types of the BPF target (llvm/BinaryFormat/ELFRelocs/BPF.def)
+RELOCATION_TYPES = {0: "R_BPF_NONE", 1: "R_BPF_64_64", 2: "R_BPF_64_ABS64", 3: "R_BPF_64_ABS32",
+                    4: "R_BPF_64_NODYLD32", 10: "R_BPF_64_32"}
+
+
+def disassemble_section(data: bytes, symbols: list[_Sym],
+                        relocs: Sequence[tuple[int, str]] | None = None) -> list[str]:
+    """The lines llvm-objdump prints for one section's bytes, from its first symbol header.
+
+    `relocs`, (offset, text) sorted by offset, are printed after the instruction they patch
+    (as `-r` does); zero runs then stop at the next one, so a relocated zero slot is shown."""
     out: list[str] = []
+    pending = list(relocs or [])
+    pending.reverse()   # pop() from the front
     for i, sym in enumerate(symbols):
         end = len(data) if i + 1 == len(symbols) else min(len(data), symbols[i + 1].addr)
         if sym.addr >= end:
@@ -280,7 +291,8 @@ def disassemble_section(data: bytes, symbols: list[_Sym]) -> list[str]:
         out.append(f"{sym.addr:016x} <{sym.name}>:")
         pos = sym.addr
         while pos < end:
-            zeros = _zero_run(data, pos, end)
+            limit = min(end, pending[-1][0]) if pending and pending[-1][0] >= pos else end
+            zeros = _zero_run(data, pos, limit)
             if zeros:
                 out.append("\t\t...")
                 pos += zeros
@@ -289,6 +301,9 @@ def disassemble_section(data: bytes, symbols: list[_Sym]) -> list[str]:
             if pos + size > len(data):
                 out.append(f"{pos // 8:>8}:\t{data[pos]:02x}\t{UNKNOWN}")
                 pos += 1
+                while pending and pending[-1][0] < pos:
+                    offset, what = pending.pop()
+                    out.append(f"\t\t{offset:016x}:  {what}")
                 continue
             ins = _instruction_at(data, pos)
             text, branch = _render(ins)
@@ -298,6 +313,9 @@ def disassemble_section(data: bytes, symbols: list[_Sym]) -> list[str]:
                 text += _label(symbols, (pos + 8 + branch * 8) & ((1 << 64) - 1))
             out.append(f"{pos // 8:>8}:\t{data[pos:pos + size].hex(' ')}\t{text}")
             pos += size
+            while pending and pending[-1][0] < pos:
+                offset, what = pending.pop()
+                out.append(f"\t\t{offset:016x}:  {what}")
     return out
 
 
@@ -317,10 +335,25 @@ def _instruction_at(data: bytes, pos: int) -> Instruction:
     return Instruction(opcode, regs & 0xF, regs >> 4, off, imm, imm_hi)
 
 
-def disassemble(obj, filename: str | None = None) -> str:
-    """`llvm-objdump -d` of a BpfObject.  With `filename`, the output starts with the same
-    `\\nNAME:\\tfile format elf64-bpf\\n` header as llvm-objdump's; without, from the first
-    section header."""
+def _relocation_lines(obj, sec) -> list[tuple[int, str]]:
+    records = getattr(obj, "relocation_records", None) or getattr(obj, "relocations", {})
+    out = []
+    for offset, sym_index, rtype in records.get(sec.index, []):
+        sym = obj.symbols[sym_index] if 0 <= sym_index < len(obj.symbols) else None
+        name = "*ABS*"
+        if sym is not None:
+            name = sym.name
+            if sym.type == "section" and 0 < sym.section < len(obj.sections):
+                name = obj.sections[sym.section].name
+        out.append((offset, f"{RELOCATION_TYPES.get(rtype, f'Unknown ({rtype})')}\t{name}"))
+    return sorted(out, key=lambda r: r[0])
+
+
+def disassemble(obj, filename: str | None = None, relocations: bool = False) -> str:
+    """`llvm-objdump -d` (with `relocations`, `-dr`) of a BpfObject or `objfile.ElfRecords`.
+
+    With `filename`, the output starts with the same `\\nNAME:\\tfile format elf64-bpf\\n`
+    header as llvm-objdump's; without, from the first section header."""
     lines: list[str] = []
     if filename is not None:
         lines += ["", f"{filename}:\tfile format elf64-bpf"]
@@ -328,5 +361,13 @@ def disassemble(obj, filename: str | None = None) -> str:
         if not sec.executable or not sec.size:
             continue
         lines += ["", f"Disassembly of section {sec.name}:"]
-        lines += disassemble_section(sec.data, _section_symbols(obj, sec))
+        relocs = _relocation_lines(obj, sec) if relocations else None
+        lines += disassemble_section(sec.data, _section_symbols(obj, sec), relocs)
     return "\n".join(lines) + "\n" if lines else ""
+
+
+def disassemble_file(path: str, relocations: bool = False) -> str:
+    """llvm-objdump's output for any BPF ELF file, including objects that are not valid
+    programs (it reads only sections and symbols, see `objfile.read_elf`)."""
+    from .objfile import read_elf
+    return disassemble(read_elf(path), path, relocations)

@@ -266,6 +266,8 @@ class BpfObject:
     sections: list[Section] = field(default_factory=list, repr=False)
     symbols: list[Symbol] = field(default_factory=list, repr=False)
     path: str | None = None
+    # the ELF's relocation entries, by target section index: (offset, symbol index, type)
+    relocation_records: dict[int, list[tuple[int, int, int]]] = field(default_factory=dict, repr=False)
 
     @classmethod
     def read(cls, source: str | os.PathLike | bytes | bytearray) -> "BpfObject":
@@ -324,10 +326,11 @@ class BpfObject:
                    if sym.type == "object" and sym.section in names}
         return self.btf.for_kernel(sizes, offsets)
 
-    def disasm(self) -> str:
-        """The whole object as `llvm-objdump -d` prints it (see `disasm.disassemble`)."""
+    def disasm(self, relocations: bool = False) -> str:
+        """The whole object as `llvm-objdump -d` (`-dr` with relocations) prints it, without
+        the file-name line (see `disasm.disassemble`)."""
         from .disasm import disassemble
-        return disassemble(self)
+        return disassemble(self, relocations=relocations)
 
     def __repr__(self) -> str:
         return (f"<BpfObject programs={[p.name for p in self.programs]} "
@@ -475,7 +478,8 @@ def _build(data: bytes, path: str | None) -> BpfObject:
             programs.append(replace(f, kind=kind, sleepable=sleepable, subprograms=tuple(text)))
     text = [replace(f, subprograms=tuple(text)) for f in text]
     programs = [replace(p, subprograms=tuple(text)) for p in programs]
-    return BpfObject(data, programs, maps, license, btf, ext, text, elf.sections, elf.symbols, path)
+    return BpfObject(data, programs, maps, license, btf, ext, text, elf.sections, elf.symbols, path,
+                     elf.relocations)
 
 
 def _license(sec: Section | None) -> str:

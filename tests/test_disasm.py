@@ -154,7 +154,8 @@ OBJDUMP = "/usr/lib/llvm-22/bin/llvm-objdump"
 GOLDEN = [  # (fixture, cpu, readable as a BpfObject)
     ("disasm_ops", "v1", True), ("disasm_ops", "v2", True), ("disasm_ops", "v3", True),
     ("disasm_ops", "v4", True), ("disasm_asm", "v4", False), ("disasm_gotol", "v4", True),
-    ("read_objects", "v3", True), ("load_syscall", "v1", True), ("load_socket", "v2", True),
+    ("read_objects", "v3", True), ("read_static", "v3", True), ("btf_kinds", "v3", True),
+    ("load_syscall", "v1", True), ("load_socket", "v2", True),
 ]
 
 
@@ -172,14 +173,16 @@ def build(tmp_path_factory):
 
 
 @pytest.mark.parametrize("name, cpu, readable", GOLDEN, ids=[f"{n}-{c}" for n, c, _ in GOLDEN])
-def test_golden_against_llvm_objdump(build, name, cpu, readable):
+@pytest.mark.parametrize("relocations", [False, True], ids=["d", "dr"])
+def test_golden_against_llvm_objdump(build, name, cpu, readable, relocations):
     path = build(name, cpu)
-    want = subprocess.run([OBJDUMP, "-d", path], capture_output=True, text=True, check=True).stdout
-    records = read_elf(path)
-    assert disasm.disassemble(records, path) == want
+    want = subprocess.run([OBJDUMP, "-dr" if relocations else "-d", path], capture_output=True,
+                          text=True, check=True).stdout
+    assert disasm.disassemble_file(path, relocations) == want
     if readable:
         obj = BpfObject.read(path)
-        assert obj.disasm() == want.split("\n", 2)[2]   # all but the file-name header line
+        # all but the file-name header line
+        assert obj.disasm(relocations=relocations) == want.split("\n", 2)[2]
 
 
 def test_golden_covers_every_opcode_family(build):

@@ -467,3 +467,22 @@ def test_load_shortcut(objects):
     _kernel()
     with BpfObject.read(objects["syscall"]).load() as live:
         assert set(live.programs) == {"calc", "sum_counters"}
+
+
+def test_relocations_against_section_symbols(tmp_path):
+    o = BpfObject.read(compile_c("read_static", tmp_path))
+    first = next(f for f in o.subprograms if f.name == "first")
+    assert [(r.symbol, r.kind, r.variable) for r in first.relocations] == [
+        (".bss", "data", ""), (".rodata.str1.1", "data", "")]
+    assert [(m.name, m.value_size, m.flags, m.data) for m in o.maps] == [
+        (".rodata.str1.1", 6, 0x80, b"hello\0"), (".bss", 4, 0, None)]
+    prog = o.program("prog")
+    # `call -1` against the .text symbol: imm + 1 is the callee's slot in .text
+    assert [(r.symbol, r.kind, r.target) for r in prog.relocations] == [
+        ("first", "call", 0), ("second", "call", first.slot_count)]
+    linked = prog.linked()
+    assert [f.name for f in linked.func_info] == ["prog", "first", "second"]
+    starts = {f.name: f.insn for f in linked.func_info}
+    code = dict(zip(isa.slot_indexes(linked.instructions), linked.instructions))
+    calls = [(s, s + ins.imm + 1) for s, ins in code.items() if ins.is_pseudo_call]
+    assert [target for _, target in calls] == [starts["first"], starts["second"], starts["first"]]
