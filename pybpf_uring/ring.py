@@ -534,7 +534,7 @@ class Ring:
         else:
             self._live()
             q = self._cq(cq)
-        if q.entries:
+        if q.entries and not (self._runnable or self._parked):
             return Cqe(*q.pop())
         if timeout is not None and timeout != _INF:
             return self._wait_timed(q, timeout)
@@ -545,14 +545,16 @@ class Ring:
         while True:
             if cq_u32[head_i] != cq_u32[tail_i]:
                 self._drain()
-                if q.entries:
-                    return Cqe(*(q.pop() if q.backlog else q.entries.popleft()))
+            # Programs whose CQ condition now holds run before the host is handed a CQE, as the
+            # RFC kernel runs them (task work) before io_uring_enter returns to userspace.
             if self._runnable or self._parked:
                 more = self._progress()
                 if q.entries:
                     return Cqe(*q.pop())
                 if more:
                     continue
+            elif q.entries:
+                return Cqe(*(q.pop() if q.backlog else q.entries.popleft()))
             to_submit = (self._sq_tail - sq_u32[sq_head_i]) & _U32
             if not to_submit and not self._in_flight:
                 self._stalled(q)
@@ -588,7 +590,7 @@ class Ring:
         """The next CQE of CQ `cq` if one is ready, else None; never blocks."""
         self._live()
         q = self._cq(cq)
-        if not q.entries:
+        if not q.entries or self._runnable or self._parked:
             self._drain()
             self._progress()
             if not q.entries and self._pending():
@@ -600,8 +602,10 @@ class Ring:
     def ready(self, cq: int = 0) -> int:
         """How many CQEs CQ `cq` holds now (its backlog included)."""
         self._live()
+        q = self._cq(cq)
         self._drain()
-        return len(self._cq(cq))
+        self._progress()
+        return len(q)
 
     @property
     def overflows(self) -> tuple[int, ...]:

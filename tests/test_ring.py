@@ -489,6 +489,31 @@ def test_rfc_test_example():
 
 
 
+def test_a_waiting_program_reaps_before_the_host_is_handed_the_cqe():
+    got = []
+
+    def prog(ctx, h):
+        ret, raw = h.reap_cqe(1)
+        if ret:
+            ctx.wait_idx, ctx.wait_nr = 1, 1
+        else:
+            got.append(struct.unpack("<QiI", raw)[0])
+
+    with registered(Ring(entries=4, cq_sizes=(4,)), p=prog) as ring:
+        for wait in (lambda: ring.wait_cqe(1, timeout=0.01), lambda: ring.peek_cqe(1),
+                     lambda: ring.wait_cqe(1)):
+            ring.submit_bpf("p", user_data=1)
+            ring.queue(nop(7, 1))
+            try:
+                assert wait() is None          # the program took the CQE first
+            except (TimeoutError, DeadlockError):
+                pass
+            assert got[-1] == 7 and ring.ready(1) == 0
+            assert cqe_tuple(ring.wait_cqe()) == (1, 0, 0)
+        assert got == [7, 7, 7]
+
+
+
 def test_counting_rearms_a_timeout_on_cq1():
     """The RFC's `counting` example: re-arm a timeout on CQ 1 and wait for it, 5 times."""
     ts = Timespec(0, 1_000_000)
