@@ -31,7 +31,9 @@ What the kernel does and what this module emulates (ABI.md §A):
   ignored.  A fault fails the request with a negative res (-EFAULT unless the fault says otherwise)
   and is recorded in `ring.faults`.
 * Nothing runs behind the caller's back (no thread): parked requests are re-run whenever the host
-  calls into the ring (`wait_cqe`, `peek_cqe`, `flush`, `submit*`).  Queued SQEs reach the kernel at
+  calls into the ring (`wait_cqe`, `peek_cqe`, `ready`, `flush`, `submit*`), and always before a
+  CQE is handed to the host -- the RFC kernel runs them as task work before io_uring_enter
+  returns, so a waiting program reaps its CQE before the host can.  Queued SQEs reach the kernel at
   the next such call; waiting merges that submission with the wait into one io_uring_enter, so a
   program that queues an SQE and parks on its CQ costs one io_uring_enter per round.  Before a BPF
   request's completion is posted, the SQEs queued so far are submitted (the RFC kernel submits
