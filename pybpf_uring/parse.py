@@ -66,22 +66,29 @@ def parse_function(fn) -> S.Module:
 
 
 # ----- the lark parser ----------------------------------------------------------------------
+class _Indenter(PythonIndenter):
+    """lark's PythonIndenter, keeping the position of a bad dedent (lark's DedentError has none)."""
+
+    def handle_NL(self, token):
+        try:
+            yield from super().handle_NL(token)
+        except DedentError:
+            raise _BadDedent(token) from None
+
+
+class _BadDedent(Exception):
+    def __init__(self, token) -> None:
+        super().__init__("unindent does not match any outer indentation level")
+        self.token = token
+
+
 @functools.lru_cache(maxsize=None)
 def _lark():
-    """The LALR parser, built once per process; the tables are cached on disk, keyed by the
-    grammar's hash, because building them takes longer than a whole cold compile may."""
-    class Indenter(PythonIndenter):
-        """lark's PythonIndenter, with the position of a bad dedent (lark's DedentError has none)."""
-
-        def handle_NL(self, token):
-            try:
-                yield from super().handle_NL(token)
-            except DedentError:
-                raise _BadDedent(token) from None
-
+    """The LALR parser, built once per process; the tables are cached on disk (lark checks the
+    grammar's hash), because building them takes longer than a whole cold compile may."""
     with open(GRAMMAR, encoding="utf-8") as f:
         grammar = f.read()
-    return Lark(grammar, parser="lalr", lexer="basic", postlex=Indenter(),
+    return Lark(grammar, parser="lalr", lexer="basic", postlex=_Indenter(),
                 propagate_positions=True, maybe_placeholders=True, cache=_cache_file())
 
 
@@ -95,22 +102,14 @@ def _cache_file() -> str | bool:
     return os.path.join(folder, f"grammar-lark{lark_version}-py{sys.version_info[0]}{sys.version_info[1]}.cache")
 
 
-class _BadDedent(Exception):
-    def __init__(self, token) -> None:
-        super().__init__("unindent does not match any outer indentation level")
-        self.token = token
-
-
 def _parse(source: Source, text: str, line_offset: int, col_offset: int) -> tuple[S.Stmt, ...]:
     """Parse `text` (the source's text, possibly with lines blanked or dedented) into
     statements whose spans point into `source`."""
-    locate = _Locator(source, line_offset, col_offset)
-    text = text.replace("\r\n", "\n").replace("\r", "\n").lstrip("\ufeff")
     # A newline in front lets the indenter see an indented first line (it reads indentation
-    # only after a newline); the locator takes the extra line back off.
-    locate.line_offset -= 1
+    # only after a newline); the locator takes that line back off.
+    locate = _Locator(source, line_offset - 1, col_offset)
+    text = "\n" + _normal_newlines(text).lstrip("\ufeff") + "\n"
     try:
-        text = "\n" + text + ("" if text.endswith("\n") else "\n")
         tree = _lark().parse(text)
     except UnexpectedInput as e:
         raise CompileError([_syntax_error(e, locate, text)]) from None
@@ -127,13 +126,18 @@ def _parse(source: Source, text: str, line_offset: int, col_offset: int) -> tupl
     return body
 
 
+def _normal_newlines(text: str) -> str:
+    """Line ends as "\n" only, as lark and Python's ast count lines."""
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
 def _reraise(error: BaseException, source: Source):
     """The builder recurses once per tree level, as Python's own parser does, so very deep
     nesting is the user's to fix; anything else is a bug in the builder, shown as itself
     rather than as lark's VisitError wrapper."""
     if isinstance(error, RecursionError):
-        raise CompileError([Diagnostic(None, f"{source.path}: the program nests too deeply to parse",
-                                       "split deep expressions with intermediate variables, and deep blocks into functions")]) from None
+        hint = "split deep expressions with intermediate variables, and deep blocks into functions"
+        raise CompileError([Diagnostic(None, f"{source.path}: the program nests too deeply to parse", hint)]) from None
     raise error
 
 
@@ -183,7 +187,8 @@ def _syntax_error(e, locate: _Locator, text: str) -> Diagnostic:
     if token.type == "$END" and expected & {")", "]", "}"}:
         bracket = _unclosed_bracket(text)
         if bracket is not None:
-            return Diagnostic(locate.at(*bracket.start), f"invalid syntax: {bracket.string!r} was never closed")
+            line, col, char = bracket
+            return Diagnostic(locate.at(line, col), f"invalid syntax: {char!r} was never closed")
     if "_INDENT" in expected:
         return Diagnostic(span, "invalid syntax: expected an indented block",
                           "indent the body of a def, class, if, for or while by 4 spaces")
@@ -199,7 +204,7 @@ def _terminal_value(name: str) -> str:
     return name
 
 
-def _unclosed_bracket(text: str):
+def _unclosed_bracket(text: str) -> tuple[int, int, str] | None:
     """The innermost bracket still open at the end of `text` (Python's tokenizer, so brackets
     inside strings and comments do not count), with its 1-based line and column."""
     import io
@@ -215,8 +220,8 @@ def _unclosed_bracket(text: str):
         pass
     if not stack:
         return None
-    tok = stack[-1]
-    return tok._replace(start=(tok.start[0], tok.start[1] + 1))
+    (line, col0), char = stack[-1].start, stack[-1].string
+    return line, col0 + 1, char
 
 
 def _expected_words(expected: set[str]) -> str:
@@ -277,11 +282,11 @@ def _without_host_blocks(text: str) -> str:
     spans do not move): that block runs on the host and may use any Python."""
     if not MAIN_BLOCK.search(text):
         return text
-    lines = text.splitlines(keepends=True)
+    text = _normal_newlines(text)
+    lines = text.split("\n")
     for start, end in _main_blocks(text, lines):
-        for i in range(start - 1, end):
-            lines[i] = "\n"
-    return "".join(lines)
+        lines[start - 1:end] = [""] * (end - start + 1)
+    return "\n".join(lines)
 
 
 def _main_blocks(text: str, lines: list[str]) -> list[tuple[int, int]]:
@@ -305,8 +310,10 @@ def _python_ast(text: str) -> ast.Module | None:
 
 
 def _is_main_test(stmt: ast.stmt) -> bool:
-    return isinstance(stmt, ast.If) and ast.dump(stmt.test) == ast.dump(
-        ast.parse("__name__ == '__main__'", mode="eval").body)
+    test = getattr(stmt, "test", None)
+    return isinstance(stmt, ast.If) and isinstance(test, ast.Compare) and isinstance(test.left, ast.Name) \
+        and test.left.id == "__name__" and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq) \
+        and isinstance(test.comparators[0], ast.Constant) and test.comparators[0].value == "__main__"
 
 
 def _block_end(lines: list[str], start: int) -> int:
@@ -335,9 +342,9 @@ def _parse_from_file(fn) -> S.Module | None:
     kept = _reachable_statements(tree.body, fn)
     if kept is None:
         return None
-    lines = text.splitlines(keepends=True)
     keep = {i for stmt in kept for i in range(_first_line(stmt), stmt.end_lineno + 1)}
-    blanked = "".join(line if i + 1 in keep else "\n" for i, line in enumerate(lines))
+    lines = _normal_newlines(text).split("\n")
+    blanked = "\n".join(line if i + 1 in keep else "" for i, line in enumerate(lines))
     source = Source(filename, text)
     return S.Module(source, _parse(source, blanked, 0, 0), fn.__globals__)
 
@@ -412,26 +419,31 @@ def _common_indent(lines: list[str]) -> int:
 
 
 def _with_called_functions(fn, body: tuple[S.Stmt, ...]) -> tuple[S.Stmt, ...]:
-    """`body` preceded by the plain functions it calls that live in other cells or files
-    (subprograms), found among `fn`'s globals, transitively."""
-    done, todo, extra = {fn.__name__}, [fn], []
+    """`body` preceded by the plain functions it names (subprograms) from `fn`'s own module,
+    the notebook's `__main__` for a cell, found among its globals, transitively.  Functions of
+    other modules (pybpf_uring's decorators, libraries) are not the program's."""
+    done, todo, extra = {fn.__name__}, [body], []
     while todo:
-        current = todo.pop()
-        for name in sorted(_code_names(current.__code__)):
-            obj = current.__globals__.get(name)
-            if name not in done and isinstance(obj, types.FunctionType):
+        for name in sorted(set(_names_in(todo.pop()))):
+            obj = fn.__globals__.get(name)
+            if name not in done and isinstance(obj, types.FunctionType) and obj.__module__ == fn.__module__:
                 done.add(name)
-                extra.extend(_parse_own_source(obj)[1])
-                todo.append(obj)
+                found = _parse_own_source(obj)[1]
+                extra.extend(found)
+                todo.append(found)
     return (*extra, *body)
 
 
-def _code_names(code) -> set[str]:
-    names = set(code.co_names)
-    for const in code.co_consts:
-        if isinstance(const, types.CodeType):
-            names |= _code_names(const)
-    return names
+def _names_in(node):
+    """Every Name's id in a syntax tree (nodes, or tuples of them)."""
+    if isinstance(node, tuple):
+        for item in node:
+            yield from _names_in(item)
+    elif isinstance(node, S.Name):
+        yield node.id
+    elif dataclasses.is_dataclass(node) and not isinstance(node, Span):
+        for f in dataclasses.fields(node):
+            yield from _names_in(getattr(node, f.name))
 
 
 # ----- parse tree → syntax tree -------------------------------------------------------------
