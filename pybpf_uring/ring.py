@@ -847,6 +847,7 @@ class Ring:
             self._complete(req, -_errno.ECANCELED)   # the runner itself broke: do not hang waiters
             raise
         if len(ctx) != CTX_SIZE:
+            self._complete(req, -_errno.ECANCELED)
             raise TypeError(f"runner for {name!r} returned a {len(ctx)}-byte ctx; it must be {CTX_SIZE}")
         _, wait_nr, wait_idx = _CTX.unpack(ctx)
         # No version bump for the run itself: only changes to CQs and the SQ count as progress.

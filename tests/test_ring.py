@@ -647,10 +647,18 @@ def test_runner_bug_propagates_and_does_not_hang_waiters():
     def broken(ctx, h):
         raise KeyError("engine bug")
 
+    class ShortCtx(PyRunner):
+        def run(self, ctx, helpers):
+            return 0, ctx[:8]
+
     with registered(Ring(entries=4), broken=broken) as ring:
         with pytest.raises(KeyError):
             ring.submit_bpf("broken", user_data=6)
         assert cqe_tuple(ring.wait_cqe()) == (6, -errno.ECANCELED, 0)
+    with registered(Ring(entries=4), ShortCtx, short=broken) as ring:
+        with pytest.raises(TypeError, match="8-byte ctx"):
+            ring.submit_bpf("short", user_data=7)
+        assert cqe_tuple(ring.wait_cqe()) == (7, -errno.ECANCELED, 0)
 
 
 def test_unregister_cancels_parked_requests():
