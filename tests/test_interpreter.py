@@ -805,3 +805,35 @@ def test_programs_with_stack_and_branches_match_the_kernel(init, body):
     ctx = memory.map(bytearray(80), "ctx")
     assert Interpreter(program, memory=memory).run(ctx.base) == 0
     assert struct.unpack("<10Q", ctx.buf) == struct.unpack("<10Q", expected)
+
+
+def test_loop_regions_match_single_steps_at_every_budget():
+    """A loop of several blocks (header, two arms, latch) with a helper call inside, run
+    under every budget from 1 to its full length: same result or same stopping slot."""
+    program = prog(
+        "mov %r0, 0", "mov %r6, 0",
+        "loop:",
+        "mov %r1, %r6", "call 1", "add %r7, %r0",
+        "jset %r6, 1, odd",
+        "add %r8, %r6", "ja next",
+        "odd:",
+        "sub %r8, 1",
+        "next:",
+        "add %r6, 1",
+        "jlt %r6, 7, loop",
+        "mov %r0, %r8", "add %r0, %r7", "exit")
+    helpers = {1: lambda mem, r1, *rest: r1 * 10}
+    full = Interpreter(program, helpers=helpers, compile_blocks=False)
+    expected = full.run()
+    assert expected == (0 + 2 + 4 + 6) - 3 + 10 * sum(range(7))
+    total = full.executed
+    for budget in range(1, total + 2):
+        outcomes = []
+        for blocks in (True, False):
+            vm = Interpreter(program, helpers=helpers, budget=budget, compile_blocks=blocks)
+            try:
+                outcomes.append(("exit", vm.run(), vm.executed))
+            except BudgetExceeded as exc:
+                outcomes.append(("budget", exc.insn_index, vm.executed))
+        assert outcomes[0] == outcomes[1], budget
+    assert outcomes[0] == ("exit", expected, total)
