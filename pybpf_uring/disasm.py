@@ -32,7 +32,8 @@ from . import isa
 from .isa import (ALU, ALU64, JMP, JMP32, LD, LDX, ST, STX, K, X, MEM, MEMSX, ATOMIC, ABS, IND,
                   W, H, B, DW, Instruction)
 
-__all__ = ["format_instruction", "disassemble", "disassemble_file", "disassemble_section",
+__all__ = ["format_instruction", "disassemble", "disassemble_file", "disassemble_program",
+           "disassemble_section",
            "format_program", "UNKNOWN", "RELOCATION_TYPES"]
 
 UNKNOWN = "<unknown>"
@@ -275,7 +276,8 @@ RELOCATION_TYPES = {0: "R_BPF_NONE", 1: "R_BPF_64_64", 2: "R_BPF_64_ABS64", 3: "
 
 
 def disassemble_section(data: bytes, symbols: list[_Sym],
-                        relocs: Sequence[tuple[int, str]] | None = None) -> list[str]:
+                        relocs: Sequence[tuple[int, str]] | None = None,
+                        before: dict[int, list[str]] | None = None) -> list[str]:
     """The lines llvm-objdump prints for one section's bytes, from its first symbol header.
 
     `relocs`, (offset, text) sorted by offset, are printed after the instruction they patch
@@ -297,6 +299,8 @@ def disassemble_section(data: bytes, symbols: list[_Sym],
                 out.append("\t\t...")
                 pos += zeros
                 continue
+            if before and pos in before:
+                out.extend(before[pos])
             size = 16 if data[pos] == isa.LDDW else 8
             if pos + size > len(data):
                 out.append(f"{pos // 8:>8}:\t{data[pos]:02x}\t{UNKNOWN}")
@@ -364,6 +368,29 @@ def disassemble(obj, filename: str | None = None, relocations: bool = False) -> 
         relocs = _relocation_lines(obj, sec) if relocations else None
         lines += disassemble_section(sec.data, _section_symbols(obj, sec), relocs)
     return "\n".join(lines) + "\n" if lines else ""
+
+
+def disassemble_program(prog, source: bool = False) -> str:
+    """One ProgramSpec (as read, or `linked()`) in llvm-objdump's format: a header for the
+    program and for each subprogram its func_info names, branch labels relative to them.
+    With `source`, the line_info text precedes the instructions it starts (`; text`), which is
+    how a verifier error at slot N is read against the program."""
+    data = isa.encode(prog.instructions)
+    names = {0: prog.name}
+    for fi in getattr(prog, "func_info", ()):
+        if fi.insn and fi.name:
+            names.setdefault(fi.insn * 8, fi.name)
+    symbols = sorted(_Sym(addr, name, 2) for addr, name in names.items())
+    before: dict[int, list[str]] = {}
+    if source:
+        last = None
+        for li in sorted(getattr(prog, "line_info", ()), key=lambda li: li.insn):
+            # one record per statement *column*: show a line when it changes, as objdump -S
+            if li.text.strip() and (li.file, li.line) != last:
+                before.setdefault(li.insn * 8, []).append(f"; {li.text.strip()}")
+            last = (li.file, li.line)
+    lines = disassemble_section(data, symbols, None, before)
+    return "\n".join(lines[1:]) + "\n" if data else ""
 
 
 def disassemble_file(path: str, relocations: bool = False) -> str:

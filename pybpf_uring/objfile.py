@@ -189,6 +189,17 @@ class ProgramSpec:
     def bytes(self) -> bytes:
         return isa.encode(self.instructions)
 
+    def disasm(self, source: bool = False) -> str:
+        """This program in llvm-objdump's format (`disasm.disassemble_program`); with
+        `source`, each source line before the instructions it starts."""
+        from .disasm import disassemble_program
+        return disassemble_program(self, source)
+
+    def __repr__(self) -> str:
+        flags = ", sleepable" if self.sleepable else ""
+        return (f"<ProgramSpec {self.name!r} section {self.section!r} ({self.kind}{flags}): "
+                f"{self.slot_count} slots, {len(self.relocations)} relocations>")
+
     def linked(self) -> "ProgramSpec":
         """What libbpf hands the kernel: this program, then every `.text` function it calls
         (transitively, each once, in the order first called), each pseudo call and function

@@ -205,3 +205,17 @@ def test_golden_covers_every_opcode_family(build):
                 0x95, 0xe5, 0x06, 0x16, 0x1e, 0x26, 0x2e, 0x36, 0x3e, 0x46, 0x4e, 0x56, 0x5e,
                 0x66, 0x6e, 0x76, 0x7e, 0xa6, 0xae, 0xb6, 0xbe, 0xc6, 0xce, 0xd6, 0xde}
     assert expected - seen == set()
+
+
+def test_program_disassembly_with_subprograms_and_source(build):
+    obj = BpfObject.read(build("read_objects", "v3"))
+    text = obj.program("ring_sleepy").linked().disasm(source=True)
+    headers = [line for line in text.splitlines() if line.endswith(">:")]
+    assert headers == ["0000000000000000 <ring_sleepy>:", "0000000000000038 <middle>:",
+                       "0000000000000050 <leaf>:", "0000000000000080 <helper_static>:"]
+    assert text.count("; return middle(1) + leaf(1);") == 1
+    assert "; return leaf(v) + 1;\n      16:\t85 10 00 00 f9 ff ff ff\tcall -0x7\n" in text
+    # unlinked, a program is its section's listing for its symbol
+    plain = obj.program("tp_prog").disasm()
+    section = disasm.disassemble(obj).split("Disassembly of section tracepoint/io_uring/io_uring_complete:\n\n")[1]
+    assert plain == section.split("\n\nDisassembly")[0] + "\n"
