@@ -154,6 +154,27 @@ def test_poll_update_of_user_data_keeps_routing():
 
 
 
+def test_timeout_remove_by_user_data_and_linked_sqes_on_different_cqs():
+    IORING_OP_TIMEOUT_REMOVE, IOSQE_IO_LINK = 12, 1 << 2
+    ts = Timespec(10, 0)
+    with Ring(entries=8, cq_sizes=(4, 4)) as ring:
+        ring.submit(timeout(ts, 5, cq_idx=2))
+        remove = ring.sqe()
+        remove.opcode, remove.fd, remove.addr, remove.user_data = IORING_OP_TIMEOUT_REMOVE, -1, 5, 6
+        ring.submit(remove)
+        assert cqe_tuple(ring.wait_cqe(0, timeout=1)) == (6, 0, 0)
+        assert cqe_tuple(ring.wait_cqe(2, timeout=1)) == (5, -errno.ECANCELED, 0)
+        first, second = nop(10, 1), nop(11, 2)
+        first.flags = IOSQE_IO_LINK
+        ring.queue(first)
+        ring.queue(second)
+        assert (ring.wait_cqe(2).user_data, ring.wait_cqe(1).user_data) == (11, 10)
+        remove.addr = 99                                  # nothing in flight with that user_data
+        ring.submit(remove)
+        assert cqe_tuple(ring.wait_cqe()) == (6, -errno.ENOENT, 0)
+
+
+
 def test_zero_timeout_still_submits_queued_sqes():
     with Ring(entries=4) as ring:
         ring.queue(nop(5))
