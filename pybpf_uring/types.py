@@ -65,8 +65,9 @@ class _StructMeta(type(ctypes.Structure)):
     def __new__(mcls, name, bases, ns):
         ann = ns.get("__annotations__", {})
         if ann and "_fields_" not in ns:
-            scope = vars(sys.modules[ns["__module__"]]) if ns.get("__module__") in sys.modules else {}
-            # `from __future__ import annotations` leaves strings: evaluate them where they were written
+            # `from __future__ import annotations` leaves strings: evaluate them where they were
+            # written (the frame running the class statement; also right for exec'd sources)
+            scope = sys._getframe(1).f_globals
             resolve = lambda t: eval(t, dict(scope), ns) if isinstance(t, str) else t  # noqa: E731
             ns["_fields_"] = [(n, ctype_of(resolve(t))) for n, t in ann.items()]
         return super().__new__(mcls, name, bases, ns)

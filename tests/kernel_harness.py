@@ -1,0 +1,33 @@
+"""Shared by the kernel tests: compile a BPF module from source, load it into the running
+kernel, and run its syscall programs with test_run on a ctx built from the module's own
+Struct classes (the source is also ordinary Python, so executing it gives the host classes)."""
+from __future__ import annotations
+
+import contextlib
+
+from pybpf_uring import compile_source
+
+
+@contextlib.contextmanager
+def loaded(src: str, cpu: str = "v3"):
+    """(loaded object, the module's namespace) for a BPF module's source."""
+    namespace: dict = {}
+    exec(compile(src, "<bpf module>", "exec", dont_inherit=True), namespace)
+    obj = compile_source(src, "<bpf module>", cpu)
+    with obj.load() as live:
+        yield live, namespace
+
+
+def wrap(value: int, bits: int, signed: bool) -> int:
+    value &= (1 << bits) - 1
+    return value - (1 << bits) if signed and value >> (bits - 1) else value
+
+
+def floordiv(a: int, b: int) -> int:
+    """The DSL's `//`: Python's floor division, and 0 for a zero divisor (as BPF defines it)."""
+    return 0 if b == 0 else a // b
+
+
+def floormod(a: int, b: int) -> int:
+    """The DSL's `%`: Python's floor modulo, and the dividend for a zero divisor."""
+    return a if b == 0 else a % b
