@@ -410,6 +410,11 @@ class KernelProgram:
     def info(self) -> kernel.ProgInfo:
         return kernel.prog_info(self.fd)
 
+    @property
+    def verified_insns(self) -> int:
+        """Instructions the verifier processed (its cost, which the 1M-instruction limit bounds)."""
+        return self.info().verified_insns
+
     def xlated(self) -> list:
         """The instructions as the verifier rewrote them (helper calls resolved and inlined, dead
         code removed): what runs, before the JIT.  Map references read as map ids."""

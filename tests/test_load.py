@@ -664,6 +664,7 @@ def test_accepted_program_keeps_its_log_when_asked():
     obj = NS(maps=[], license="GPL", programs=[hand_prog("add", "syscall", isa.decode(RET42))])
     with loadmod.load(obj, log_level=kernel.BPF_LOG_LEVEL1 | kernel.BPF_LOG_STATS) as live:
         assert "processed 2 insns" in live.programs["add"].verifier_log
+        assert live.programs["add"].verified_insns == 2
     with loadmod.load(obj) as live:
         assert live.programs["add"].verifier_log == ""
 
