@@ -33,6 +33,7 @@ instead of corrupting the caller) and save r6-r9 and r10, as the kernel's interp
 """
 from __future__ import annotations
 
+import functools
 import re
 import struct
 from dataclasses import dataclass
@@ -797,6 +798,13 @@ _MAX_REGION_BLOCKS = 12
 _REGISTER_LOAD = re.compile(r"r\d+ = regs\[\d+\]\Z")
 
 
+@functools.lru_cache(maxsize=256)
+def _compile_blocks(source: str):
+    """Compiling is most of an Interpreter's construction; the same program (a ring's program
+    re-registered, a conformance case run twice) yields the same source, so keep its code."""
+    return compile(source, "<bpf-blocks>", "exec")
+
+
 def _is_helper_call(ins: Instruction) -> bool:
     return ins.opcode == JMP | CALL and ins.src != 1
 
@@ -839,7 +847,7 @@ class _BlockCompiler:
         source = "".join(self._block(start, end) for start, end in bounds)
         regions = self._regions(bounds)
         source += "".join(self._region(header, members) for header, members in regions.items())
-        exec(compile(source, "<bpf-blocks>", "exec"), self.namespace)
+        exec(_compile_blocks(source), self.namespace)
         blocks: list = [None] * (n + 1)
         costs = [0] * (n + 1)
         for start, end in bounds:
