@@ -837,3 +837,31 @@ def test_loop_regions_match_single_steps_at_every_budget():
                 outcomes.append(("budget", exc.insn_index, vm.executed))
         assert outcomes[0] == outcomes[1], budget
     assert outcomes[0] == ("exit", expected, total)
+
+
+@pytest.mark.parametrize("compile_blocks", [True, False])
+def test_regions_mapped_by_a_helper_mid_run_are_visible_at_once(compile_blocks):
+    """map_lookup_elem-style helpers may map a value lazily and return its address; the very
+    next load in the same compiled block must see it."""
+    memory = Memory()
+
+    def lookup(mem, *regs):
+        return mem.map(bytearray(struct.pack("<Q", 1234)), "map value").base
+
+    vm = Interpreter(prog("call 1", "ldxdw %r0, [%r0+0]", "exit"), memory=memory,
+                     helpers={1: lookup}, compile_blocks=compile_blocks)
+    assert vm.run() == 1234
+
+
+def test_read_only_bytes_region_and_helper_views():
+    memory = Memory()
+    ro = memory.map(b"\x01\x02\x03\x04", "rodata", writable=False)
+    buf = memory.map(bytearray(4), "out")
+    assert Interpreter(prog("ldxw %r0, [%r1+0]", "exit"), memory=memory).run(ro.base) == 0x04030201
+    memory.view(buf.base + 1, 2)[:] = b"\xAA\xBB"
+    assert buf.buf == bytearray(b"\x00\xAA\xBB\x00")
+    with pytest.raises(MemoryFault, match="rodata is read-only"):
+        memory.view(ro.base, 1)
+    with pytest.raises(TypeError, match="immutable"):
+        memory.map(b"x", "bad")
+    assert memory.describe(buf.base + 3) == "out+3" and memory.describe(5) == "0x5"
