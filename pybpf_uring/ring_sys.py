@@ -288,6 +288,16 @@ class RawRing:
 # process_vm_readv/writev on our own pid return EFAULT for an unmapped or protected address
 # instead of delivering SIGSEGV, which is what the RFC's copy_{from,to}_user promise a program.
 
+def _checked(n: int, call: str) -> int:
+    """A fault is an answer (the caller returns -EFAULT); a call the sandbox forbids is not: a
+    seccomp filter or a missing syscall must not pass for a bad pointer in a program."""
+    if n < 0:
+        err = ctypes.get_errno()
+        if err in (_errno.EPERM, _errno.ENOSYS, _errno.EACCES):
+            raise oserror(call, err)
+    return n
+
+
 def read_user(address: int, size: int) -> bytes | None:
     """`size` bytes at `address` of this process, or None if any of them cannot be read."""
     if size == 0:
@@ -295,7 +305,8 @@ def read_user(address: int, size: int) -> bytes | None:
     buf = ctypes.create_string_buffer(size)
     local = _Iovec(ctypes.addressof(buf), size)
     remote = _Iovec(address, size)
-    n = _process_vm_readv(os.getpid(), ctypes.byref(local), 1, ctypes.byref(remote), 1, 0)
+    n = _checked(_process_vm_readv(os.getpid(), ctypes.byref(local), 1, ctypes.byref(remote), 1, 0),
+                 "process_vm_readv")
     return buf.raw if n == size else None
 
 
@@ -306,5 +317,6 @@ def write_user(address: int, data: bytes) -> bool:
     buf = ctypes.create_string_buffer(bytes(data), len(data))
     local = _Iovec(ctypes.addressof(buf), len(data))
     remote = _Iovec(address, len(data))
-    n = _process_vm_writev(os.getpid(), ctypes.byref(local), 1, ctypes.byref(remote), 1, 0)
+    n = _checked(_process_vm_writev(os.getpid(), ctypes.byref(local), 1, ctypes.byref(remote), 1, 0),
+                 "process_vm_writev")
     return n == len(data)
