@@ -474,21 +474,24 @@ def _build(data: bytes, path: str | None) -> BpfObject:
                           "maps in `.maps` with BTF (__uint/__type members, compiled with -g)")
     maps = _btf_maps(elf, by_name.get(".maps"), btf) + _data_maps(elf)
     text_sec = by_name.get(".text")
-    text = _functions(elf, text_sec, ext, btf) if text_sec is not None and text_sec.executable \
-        and text_sec.size else []
+    text: list[ProgramSpec] = []
+    if text_sec is not None and text_sec.executable and text_sec.size:
+        text = _functions(elf, text_sec, ext)
     programs: list[ProgramSpec] = []
     for sec in elf.sections:
         if not sec.executable or sec.name == ".text" or sec.size == 0:
             continue
         known = program_kind(sec.name)
         if known is None:
+            patterns = ", ".join(p + ("*" if p.endswith("/") else "") for p, _, _ in SECTION_KINDS)
             raise ObjectError(f"section {sec.name!r}: unknown program type (known sections: "
-                              f"{', '.join(p + ('*' if p.endswith('/') else '') for p, _, _ in SECTION_KINDS)})")
+                              f"{patterns})")
         kind, sleepable = known
-        for f in _functions(elf, sec, ext, btf):
-            programs.append(replace(f, kind=kind, sleepable=sleepable, subprograms=tuple(text)))
-    text = [replace(f, subprograms=tuple(text)) for f in text]
-    programs = [replace(p, subprograms=tuple(text)) for p in programs]
+        programs += [replace(f, kind=kind, sleepable=sleepable) for f in _functions(elf, sec, ext)]
+    # every function can be linked: each carries the .text functions it may call
+    subprograms = tuple(text)
+    text = [replace(f, subprograms=subprograms) for f in text]
+    programs = [replace(p, subprograms=subprograms) for p in programs]
     return BpfObject(data, programs, maps, license, btf, ext, text, elf.sections, elf.symbols, path,
                      elf.relocations)
 
@@ -511,7 +514,7 @@ def _read_btf(by_name: dict[str, Section]):
     return btf, ext
 
 
-def _functions(elf: ElfRecords, sec: Section, ext, btf) -> list[ProgramSpec]:
+def _functions(elf: ElfRecords, sec: Section, ext) -> list[ProgramSpec]:
     """The functions of an executable section, each with its instructions, relocations and
     debug records; kind/sleepable are filled in by the caller."""
     if sec.size % isa.INSN_SIZE:
@@ -535,37 +538,39 @@ def _functions(elf: ElfRecords, sec: Section, ext, btf) -> list[ProgramSpec]:
             insns = isa.decode(sec.data[sym.value:end])
         except isa.DecodeError as exc:
             raise ObjectError(f"function {sym.name!r} in {sec.name!r}: {exc}") from None
-        starts = set(isa.slot_indexes(insns))
-        mine = []
-        for slot, rel in relocs:
+        code = _by_slot(insns)
+        mine = []   # (Relocation, its symbol or None)
+        for slot, target, offset in relocs:
             if first <= slot < last:
-                if slot - first not in starts:
-                    raise ObjectError(f"relocation at byte {slot * 8} of {sec.name!r} points into "
+                if slot - first not in code:
+                    raise ObjectError(f"relocation at byte {offset} of {sec.name!r} points into "
                                       "the middle of a lddw")
-                mine.append(rel(slot - first, _by_slot(insns)[slot - first], elf))
-        mine += _local_calls(insns, first, sec, relocs, syms)
+                rel = _classify(slot - first, code[slot - first], target, elf, sec, offset)
+                mine.append((rel, target))
+        mine += _local_calls(insns, first, sec, {slot for slot, _, _ in relocs}, syms)
+        mine.sort(key=lambda pair: pair[0].insn_index)
         out.append(ProgramSpec(
-            sym.name, sec.name, "", tuple(_fold_data(insns, mine)), tuple(r for r, _ in mine),
-            tuple(replace(li, insn=li.insn - first) for li in lines if first <= li.insn < last),
-            tuple(replace(fi, insn=fi.insn - first) for fi in funcs if first <= fi.insn < last),
-            False, first))
+            name=sym.name, section=sec.name, kind="",
+            instructions=tuple(_fold_data(insns, mine)),
+            relocations=tuple(rel for rel, _ in mine),
+            line_info=tuple(replace(li, insn=li.insn - first) for li in lines if first <= li.insn < last),
+            func_info=tuple(replace(fi, insn=fi.insn - first) for fi in funcs if first <= fi.insn < last),
+            offset=first))
     return out
 
 
-def _section_relocations(elf: ElfRecords, sec: Section):
-    """(slot, maker) per relocation of `sec`; maker(index, insn, elf) classifies it later,
-    when the instruction is known."""
+def _section_relocations(elf: ElfRecords, sec: Section) -> list[tuple[int, Symbol, int]]:
+    """(slot, symbol, byte offset) per relocation of `sec`, checked against the section and
+    the symbol table; classified once the instruction is known (`_classify`)."""
     out = []
-    for offset, sym_index, rtype in elf.relocations.get(sec.index, []):
+    for offset, sym_index, _rtype in elf.relocations.get(sec.index, []):
         if offset % 8 or offset >= sec.size:
             raise ObjectError(f"relocation at byte {offset} of {sec.name!r} is not on an "
                               f"instruction of the {sec.size}-byte section")
         if not 0 <= sym_index < len(elf.symbols):
             raise ObjectError(f"relocation at byte {offset} of {sec.name!r} refers to symbol "
                               f"{sym_index}, but the symbol table has {len(elf.symbols)}")
-        sym = elf.symbols[sym_index]
-        out.append((offset // 8, lambda idx, ins, e, sym=sym, off=offset:
-                    (_classify(idx, ins, sym, e, sec, off), sym)))
+        out.append((offset // 8, elf.symbols[sym_index], offset))
     return out
 
 
@@ -588,14 +593,27 @@ def _classify(index: int, ins: Instruction, sym: Symbol, elf: ElfRecords, sec: S
     if not ins.is_wide:
         raise ObjectError(f"{where}: patches a {ins.name}, not a call or lddw")
     if target.name == ".maps":
-        return Relocation(index, sym.name, "map")
+        if sym.type != "section":
+            return Relocation(index, sym.name, "map")
+        # a static map is reached through the section symbol, its offset in imm (as libbpf
+        # finds it: the map whose symbol sits at that offset)
+        var = _object_at(elf, target, ins.imm)
+        if var is None:
+            raise ObjectError(f"{where}: no map starts at offset {ins.imm} of .maps")
+        return Relocation(index, var.name, "map")
     if _DATA_SECTION.match(target.name):
-        return Relocation(index, target.name, "data", sym.value, sym.name if sym.type == "object" else "")
+        var = sym if sym.type == "object" else _object_at(elf, target, ins.imm)
+        return Relocation(index, target.name, "data", sym.value, var.name if var else "")
     if target.executable and target.name == ".text":
         dest = (sym.value + ins.imm) // 8
         return Relocation(index, _function_at(elf, target, dest), "func", dest)
     raise ObjectError(f"{where}: refers to section {target.name!r}, which is neither .maps, "
                       "data nor .text")
+
+
+def _object_at(elf: ElfRecords, sec: Section, offset: int) -> Symbol | None:
+    return next((s for s in elf.symbols if s.section == sec.index and s.type == "object"
+                 and s.value == offset), None)
 
 
 def _function_at(elf: ElfRecords, sec: Section, slot: int) -> str:
@@ -609,10 +627,9 @@ def _function_at(elf: ElfRecords, sec: Section, slot: int) -> str:
     return best.name if best.value // 8 == slot else f"{best.name}+{slot - best.value // 8}"
 
 
-def _local_calls(insns, first: int, sec: Section, relocs, syms) -> list:
+def _local_calls(insns, first: int, sec: Section, relocated: set[int], syms) -> list:
     """Pseudo calls clang resolved itself (no relocation): within .text, target = own slot +
     imm + 1.  Expressed as "call" relocations so linking has one path."""
-    relocated = {slot for slot, _ in relocs}
     out = []
     for idx, ins in zip(isa.slot_indexes(insns), insns):
         if ins.is_pseudo_call and first + idx not in relocated:

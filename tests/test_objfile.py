@@ -486,3 +486,18 @@ def test_relocations_against_section_symbols(tmp_path):
     code = dict(zip(isa.slot_indexes(linked.instructions), linked.instructions))
     calls = [(s, s + ins.imm + 1) for s, ins in code.items() if ins.is_pseudo_call]
     assert [target for _, target in calls] == [starts["first"], starts["second"], starts["first"]]
+
+
+def test_static_maps_and_variables_through_section_symbols(tmp_path):
+    o = BpfObject.read(compile_c("read_static_maps", tmp_path))
+    # in .maps order (clang lays static maps out last-defined first)
+    assert [(m.name, m.max_entries, m.value_size) for m in o.maps] == [
+        ("second_map", 2, 8), ("first_map", 1, 8), (".bss", 1, 8)]
+    rels = [(r.symbol, r.kind, r.variable) for r in o.program("prog").relocations]
+    assert rels[:2] == [("second_map", "map", ""), ("first_map", "map", "")]
+    assert {v for _, kind, v in rels if kind == "data"} == {"hits", "misses"}
+    _kernel()
+    with o.load() as live:
+        live.maps["first_map"][0] = 5
+        live.maps["second_map"][0] = 37
+        assert live.programs["prog"].test_run(data=bytes(64)).retval == 42
