@@ -14,9 +14,12 @@ The assembler follows the suite's syntax (`mov %r0, 1`, `ldxw %r0, [%r1+4]`, `lo
 suite's own C++ assembler about ranges: an immediate must fit its field (a decimal one as a
 signed 32-bit value, a hex one as 32 bits), an offset 16 bits, and registers are r0-r10 only.
 
-`plugin_main` speaks the bpf_conformance plugin protocol: program bytes in hex on stdin, memory
-in the same form as argv[0] when there is any, r0 printed in hex on stdout, non-zero exit and a
-message on stderr on error.
+`run_case` / `run_suite` run cases in-process on the engine (r1 = the case's memory, r2 = its
+length); `plugin_main` speaks the bpf_conformance plugin protocol: program bytes in hex on
+stdin, memory in the same form as argv[0] when there is any, r0 printed in hex on stdout,
+non-zero exit and a message on stderr on error (`python -m pybpf_uring.conformance` is one).
+Raw programs are checked with the engine's `validate`, so a file whose instructions set fields
+RFC 9669 requires to be zero is refused at read time, naming its line.
 """
 from __future__ import annotations
 
