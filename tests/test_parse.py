@@ -637,3 +637,36 @@ def _parse_or_compile_error(text: str) -> None:
         assert e.diagnostics and all(d.render() for d in e.diagnostics)
     else:
         assert isinstance(m, S.Module)
+
+
+# ----- speed -------------------------------------------------------------------------------
+def test_parser_tables_are_built_once_and_cached_on_disk(tmp_path, monkeypatch):
+    import time
+
+    from pybpf_uring import parse
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    parse._lark.cache_clear()
+    try:
+        parse_source("x = 1\n")  # builds the tables and writes them to the cache
+        (cached,) = (tmp_path / "pybpf_uring").iterdir()
+        parse._lark.cache_clear()
+        start = time.perf_counter()
+        assert tree(SPEC_EXAMPLE)  # loads them back: no LALR construction
+        for _ in range(10):
+            parse_source(SPEC_EXAMPLE)
+        elapsed = time.perf_counter() - start
+    finally:
+        parse._lark.cache_clear()
+    assert cached.stat().st_size > 0
+    assert elapsed < 0.4, f"loading the cached parser and 11 parses took {elapsed:.3f}s"
+
+
+def test_an_unwritable_cache_directory_still_parses(tmp_path, monkeypatch):
+    from pybpf_uring import parse
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "file"))  # a file where a directory should be
+    parse._lark.cache_clear()
+    try:
+        assert tree("x = 1\n") == ["(= x 1)"]
+    finally:
+        parse._lark.cache_clear()
