@@ -69,6 +69,7 @@ class Checked:
     symbols: dict[S.Name, Symbol] = field(default_factory=dict)
     calls: dict[S.Call, CallTarget] = field(default_factory=dict)
     loops: dict[S.For, tuple[int, int, int]] = field(default_factory=dict)
+    in_bounds: set = field(default_factory=set)  # Subscripts whose variable index is proven in range
     warnings: list = field(default_factory=list)  # Diagnostics that do not stop compilation
 
     @property

@@ -22,6 +22,7 @@ class BodyChecker:
         self.locals = info.locals
         self.loop_depth = 0
         self.nonnull: set[str] = set()
+        self.ranges: dict[str, tuple[int, int]] = {}  # range() loop variables: (min, max)
         self.ctx_name = info.params[0][0] if info.kind and info.params else None
 
     def error(self, span, message: str, hint: str = "") -> None:
@@ -209,7 +210,19 @@ class BodyChecker:
             self.error(s.target.span, f"{s.target.id!r} is a {t}, not an integer")
         self.out.symbols[s.target] = Symbol("local", t)
         self.out.types[s.target] = t
+        name = s.target.id
+        rebound = any(isinstance(n, (S.Assign, S.AugAssign)) and isinstance(n.target, S.Name)
+                      and n.target.id == name for n in walk(s.body))
+        outer = self.ranges.pop(name, None)
+        if s in self.out.loops and not rebound:
+            start, stop, step = self.out.loops[s]
+            values = range(start, stop, step)
+            if values:
+                self.ranges[name] = (min(values), max(values))
         self.loop_body(s.body)
+        self.ranges.pop(name, None)
+        if outer is not None and not rebound:
+            self.ranges[name] = outer
 
     def stmt_While(self, s: S.While) -> None:
         self.condition(s.test)
@@ -447,6 +460,9 @@ class BodyChecker:
         self.int_operand(e.index, U64 if idx is not None else None)
         if idx is not None and not 0 <= idx < base.length:
             self.error(e.index.span, f"index {idx} is out of range for {base} (0 to {base.length - 1})")
+        known = self.ranges.get(e.index.id) if isinstance(e.index, S.Name) else None
+        if known is not None and 0 <= known[0] and known[1] < base.length:
+            self.out.in_bounds.add(e)  # a range() loop variable that stays inside the array
         if idx is None and self.in_ctx(e.value) and self.info.kind in ("syscall", "tracepoint",
                                                                        "socket_filter"):
             self.error(e.index.span, "the ctx cannot be indexed by a variable (the verifier rejects "

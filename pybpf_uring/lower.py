@@ -114,6 +114,7 @@ class FunctionLowering:
         self.slots: dict[str, ir.Value] = {}  # local name → alloca (or the pointer of a ref param)
         self.loops: list[tuple[ir.Block, ir.Block]] = []  # (continue target, break target)
         self.scratch: dict[tuple, ir.AllocaInstr] = {}
+        self.passthrough_seq = 0
 
     # ----- setup ----------------------------------------------------------------------
     def run(self) -> None:
@@ -334,12 +335,24 @@ class FunctionLowering:
             arr = base_t.target if isinstance(base_t, PtrT) else base_t
             if e.index in self.c.values:
                 return self.offset(base, self.c.values[e.index] * arr.elem.size)
-            idx = self.convert(self.value(e.index), self.c.types[e.index], U64)
+            if e in self.c.in_bounds:
+                idx = self.convert(self.value(e.index), self.c.types[e.index], U64)
+                return self.offset(base, self.b.mul(idx, ir.Constant(I64_IR, arr.elem.size)))
+            idx = self.opaque(self.convert(self.value(e.index), self.c.types[e.index], U64))
             if guards is None:
                 raise AssertionError("a variable index needs a bounds guard")
             guards.append(self.b.icmp_unsigned("<", idx, ir.Constant(I64_IR, arr.length)))
             return self.offset(base, self.b.mul(idx, ir.Constant(I64_IR, arr.elem.size)))
         return self.aggregate(e)
+
+    def opaque(self, v: ir.Value) -> ir.Value:
+        """`v` through `llvm.bpf.passthrough`, which LLVM cannot see through: a bounds check
+        LLVM could prove (`x % 40 < 40`) stays in the code, because the verifier cannot prove it
+        (it does not track ranges through `%`) and needs the comparison on this register."""
+        self.passthrough_seq += 1
+        fn = self.ml.m.declare_intrinsic("llvm.bpf.passthrough", [v.type, v.type],
+                                         ir.FunctionType(v.type, [I32, v.type]))
+        return self.b.call(fn, [ir.Constant(I32, self.passthrough_seq), v])
 
     def guarded(self, guards: list[ir.Value]):
         """A block that runs only when every bounds guard holds."""

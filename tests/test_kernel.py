@@ -514,3 +514,40 @@ def test_print_reaches_the_kernel_trace_buffer():
             assert want in text
     finally:
         os.close(fd)
+
+
+INDEXES = """
+from pybpf_uring import syscall, Struct, i32, u64
+
+class Inner(Struct):
+    v: u64[40]
+
+class Args(Struct):
+    a: u64
+    b: u64
+    c: u64
+    got: u64
+    outside: u64
+
+@syscall
+def indexes(ctx: Args) -> i32:
+    inner = Inner()
+    inner.v[ctx.a % 40] = ctx.b        # LLVM proves this in range; the verifier must see it too
+    inner.v[ctx.c] += 7                # an index outside 0..39 writes nothing
+    ctx.got = inner.v[ctx.a % 40]
+    ctx.outside = inner.v[ctx.c]       # and reads 0
+    return 0
+"""
+
+
+@pytest.mark.parametrize("cpu", ["v1", "v3", "v4"])
+def test_variable_indexes_are_bounded_for_the_verifier(cpu):
+    with loaded(INDEXES, cpu) as (live, ns):
+        prog = live.programs["indexes"]
+        for a, c in [(0, 0), (5, 5), (45, 5), (39, 40), (3, 2**64 - 1), (1000, 39)]:
+            out = prog.test_run(ctx=ns["Args"](a=a, b=99, c=c)).ctx
+            v = [0] * 40
+            v[a % 40] = 99
+            if c < 40:
+                v[c] += 7
+            assert (out.got, out.outside) == (v[a % 40], v[c] if c < 40 else 0), (a, c)
