@@ -283,7 +283,19 @@ class Helpers:
 class Ring:
     """A real kernel io_uring with RFC extra CQs and BPF requests; see the module docstring.
 
-    `Ring(entries=64, cq_sizes=(128, 128))` has CQ 0 (the kernel's) and CQs 1 and 2.
+    `Ring(entries=64, cq_sizes=(128, 128))` has CQ 0 (the kernel's) and CQs 1 and 2::
+
+        with Ring(entries=64, cq_sizes=(128,)) as ring:
+            sqe = ring.sqe()
+            prep_nop(sqe)
+            sqe.user_data, sqe.cq_idx = 7, 1
+            ring.submit(sqe)
+            cqe = ring.wait_cqe(1, timeout=1.0)      # Cqe(user_data=7, res=0, flags=0)
+
+            ring.register(obj)                      # a BpfObject with @iouring programs
+            ring.submit_bpf("pingpong", user_data=1)
+            ring.wait_cqe(0)                        # the request's completion, res 0
+            ring.maps["hits"]
     """
 
     def __init__(self, entries: int = 64, cq_sizes: Sequence[int] = ()) -> None:
