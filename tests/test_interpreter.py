@@ -173,7 +173,7 @@ def test_ctx_read_past_the_end():
     fault = _fault(["mov %r0, 0", "ldxdw %r0, [%r1+16]", "exit"], args=(ctx.base,), memory=memory)
     assert fault.insn_index == 1
     assert "read of 8 bytes at ctx+16 is out of bounds (ctx is 16 bytes)" in str(fault)
-    assert str(fault).startswith("instruction 1 (")      # with its disassembly
+    assert str(fault).startswith("instruction 1 (r0 = *(u64 *)(r1 + 0x10)): ")   # disassembly
 
 
 def test_ctx_write_straddling_the_end():

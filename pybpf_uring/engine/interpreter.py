@@ -542,23 +542,13 @@ class Interpreter:
         return BpfFault(pc, message, self._disassemble(pc))
 
     def _default_disassembly(self, pc: int) -> str:
-        try:
-            from .. import disasm
-        except ImportError:
-            disasm = None
+        """llvm-objdump's text of the slot's instruction (the second slot of an lddw shows the
+        lddw), as `pybpf-uring disasm` prints it."""
+        from ..disasm import format_instruction
         ins = self.slots[pc] if 0 <= pc < len(self.slots) else None
-        if ins is None and pc > 0 and self.slots[pc - 1] is not None:
-            ins = self.slots[pc - 1]       # the second half of an lddw
-        if ins is None:
-            return ""
-        for name in ("format_instruction", "disassemble_instruction", "format_insn"):
-            fn = getattr(disasm, name, None) if disasm else None
-            if fn is not None:
-                try:
-                    return str(fn(ins))
-                except Exception:       # a disassembler bug must not hide the fault itself
-                    break
-        return f"{isa.mnemonic(ins)} dst=r{ins.dst} src=r{ins.src} off={ins.off} imm={ins.imm}"
+        if ins is None and 0 < pc <= len(self.slots):
+            ins = self.slots[pc - 1]
+        return format_instruction(ins) if ins is not None else ""
 
     def _slow_load(self, pc: int, address: int, size: int) -> int:
         try:
