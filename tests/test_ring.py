@@ -822,6 +822,18 @@ def test_close_releases_every_fd_and_mapping():
             raise RuntimeError("boom")
     with pytest.raises(ValueError):
         Ring(entries=100_000)
+
+    def parks(ctx, h):
+        ctx.wait_idx, ctx.wait_nr = 1, 1
+
+    with pytest.raises(DeadlockError):            # a ring left with a parked request and a fault
+        with registered(Ring(entries=4, cq_sizes=(4,)), FaultingRunner, p=parks,
+                        f=lambda c, h: 1 // 0) as ring:
+            ring.submit_bpf("f")
+            ring.submit_bpf("p")
+            ring.wait_cqe(1)
+    ring = Ring(entries=4)
+    del ring                                     # dropped without close(): __del__ releases it
     assert _resources() == before
 
 
