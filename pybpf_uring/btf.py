@@ -26,7 +26,7 @@ __all__ = [
     "Btf", "BtfExt", "BtfError", "LineInfo", "FuncInfo", "parse_btf", "parse_btf_ext",
     "Void", "Int", "Ptr", "Array", "Struct", "Union", "Member", "Enum", "Enum64", "EnumValue",
     "Fwd", "Typedef", "Volatile", "Const", "Restrict", "Func", "FuncProto", "Param", "Var",
-    "Datasec", "VarSecinfo", "Float", "DeclTag", "TypeTag", "encode_btf", "encode_func_info",
+    "Datasec", "VarSecinfo", "Float", "DeclTag", "TypeTag", "CoreRelo", "encode_btf", "encode_func_info",
     "encode_line_info", "FUNC_INFO_SIZE", "LINE_INFO_SIZE",
 ]
 
@@ -504,6 +504,25 @@ class FuncInfo:
     name: str = ""
 
 
+# enum bpf_core_relo_kind
+CORE_RELO_KINDS = {0: "field_byte_offset", 1: "field_byte_size", 2: "field_exists",
+                   3: "field_signed", 4: "field_lshift_u64", 5: "field_rshift_u64",
+                   6: "type_id_local", 7: "type_id_target", 8: "type_exists", 9: "type_size",
+                   10: "enumval_exists", 11: "enumval_value", 12: "type_matches"}
+
+
+@dataclass(frozen=True)
+class CoreRelo:
+    """A CO-RE relocation: the instruction at slot `insn` depends on the kernel's layout of
+    local type `type_id` along `access` ("0:1:2", member indexes); a loader must patch it
+    against the running kernel's BTF before loading."""
+
+    insn: int
+    type_id: int
+    access: str
+    kind: str
+
+
 @dataclass
 class BtfExt:
     """Parsed `.BTF.ext`: records per ELF section name, instruction offsets in slots."""
@@ -511,6 +530,7 @@ class BtfExt:
     func_info: dict[str, list[FuncInfo]]
     line_info: dict[str, list[LineInfo]]
     raw: bytes = field(repr=False, default=b"")
+    core_relos: dict[str, list[CoreRelo]] = field(default_factory=dict)
 
 
 def parse_btf_ext(data: bytes, btf: Btf) -> BtfExt:
@@ -562,7 +582,17 @@ def parse_btf_ext(data: bytes, btf: Btf) -> BtfExt:
             insn_off, file_off, line_off, line_col = struct.unpack_from("<IIII", rec)
             out_l.append(LineInfo(insn_off // 8, btf.string(file_off), line_col >> 10,
                                   line_col & 0x3FF, btf.string(line_off), file_off, line_off))
-    return BtfExt(func_info, line_info, data)
+    core_relos: dict[str, list[CoreRelo]] = {}
+    if hdr_len >= _EXT_HEADER.size + 8:   # the CO-RE part of the header came later (v5.8)
+        cr_off, cr_len = struct.unpack_from("<II", data, _EXT_HEADER.size)
+        for sec, recs in blocks(cr_off, cr_len, 16, "core_relo"):
+            out_c = core_relos.setdefault(sec, [])
+            for rec in recs:
+                insn_off, type_id, access_off, kind = struct.unpack_from("<IIII", rec)
+                btf[type_id]  # must exist
+                out_c.append(CoreRelo(insn_off // 8, type_id, btf.string(access_off),
+                                      CORE_RELO_KINDS.get(kind, f"kind {kind}")))
+    return BtfExt(func_info, line_info, data, core_relos)
 
 
 # --- writing: BTF for the kernel, func_info / line_info for BPF_PROG_LOAD ---------------------

@@ -176,6 +176,7 @@ class ProgramSpec:
     func_info: tuple[btfmod.FuncInfo, ...] = ()
     sleepable: bool = False
     offset: int = 0
+    core_relos: tuple[btfmod.CoreRelo, ...] = ()   # CO-RE: patched by libbpf, not by us
     subprograms: tuple["ProgramSpec", ...] = field(default=(), repr=False, compare=False)
 
     @property
@@ -237,6 +238,7 @@ class _Linker:
         relocs: list[Relocation] = []
         lines: list[btfmod.LineInfo] = []
         funcs: list[btfmod.FuncInfo] = []
+        cores: list[btfmod.CoreRelo] = []
         i = 0
         while i < len(self.pieces):   # pieces grow while we walk them
             func, base = self.pieces[i]
@@ -250,9 +252,11 @@ class _Linker:
             insns.extend(code[s] for s in sorted(code))
             lines += [replace(li, insn=li.insn + base) for li in func.line_info]
             funcs += [replace(fi, insn=fi.insn + base) for fi in func.func_info]
+            cores += [replace(c, insn=c.insn + base) for c in func.core_relos]
             i += 1
         return replace(self.prog, instructions=tuple(insns), relocations=tuple(relocs),
-                       line_info=tuple(lines), func_info=tuple(funcs), subprograms=())
+                       line_info=tuple(lines), func_info=tuple(funcs), core_relos=tuple(cores),
+                       subprograms=())
 
 
 def _patch_call(ins: Instruction, rel: int) -> Instruction:
@@ -527,6 +531,7 @@ def _functions(elf: ElfRecords, sec: Section, ext) -> list[ProgramSpec]:
     relocs = _section_relocations(elf, sec)
     lines = ext.line_info.get(sec.name, []) if ext else []
     funcs = ext.func_info.get(sec.name, []) if ext else []
+    cores = ext.core_relos.get(sec.name, []) if ext else []
     out = []
     for i, sym in enumerate(syms):
         end = sym.value + sym.size if sym.size else (syms[i + 1].value if i + 1 < len(syms) else sec.size)
@@ -555,7 +560,8 @@ def _functions(elf: ElfRecords, sec: Section, ext) -> list[ProgramSpec]:
             relocations=tuple(rel for rel, _ in mine),
             line_info=tuple(replace(li, insn=li.insn - first) for li in lines if first <= li.insn < last),
             func_info=tuple(replace(fi, insn=fi.insn - first) for fi in funcs if first <= fi.insn < last),
-            offset=first))
+            offset=first,
+            core_relos=tuple(replace(c, insn=c.insn - first) for c in cores if first <= c.insn < last)))
     return out
 
 
