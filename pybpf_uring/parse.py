@@ -512,9 +512,8 @@ def _reject_rule(rule: str):
     return reject
 
 
-def _join(first, last) -> Span:
-    """The span from `first`'s start to `last`'s end."""
-    a, b = first.span, last.span
+def _join(a: Span, b: Span) -> Span:
+    """The span from `a`'s start to `b`'s end."""
     return Span(a.source, a.line, a.col, b.end_line, b.end_col)
 
 
@@ -547,6 +546,9 @@ class _Builder(Transformer):
         super().__init__(visit_tokens=False)
         self.locate = locate
         self.errors = Collector()
+        # A parenthesised expression's span excludes its parentheses, as in Python's ast, but
+        # an operation around it covers them: `(a + b) * c` starts at the `(`.
+        self.with_parens: dict[int, Span] = {}
 
     def _reject(self, span: Span, message: str, hint: str = "") -> S.Expr:
         """Record a diagnostic; a placeholder lets the rest of the program be checked too."""
@@ -596,10 +598,17 @@ class _Builder(Transformer):
         return S.Constant(self.locate.meta(meta), False)
 
     # ----- operators
+    def paren(self, meta, children):
+        self.with_parens[id(children[0])] = self.locate.meta(meta)
+        return children[0]
+
+    def _outer(self, e: S.Expr) -> Span:
+        return self.with_parens.get(id(e), e.span)
+
     def _binops(self, meta, children):
         left = children[0]
         for op, right in zip(children[1::2], children[2::2]):
-            left = S.BinOp(_join(left, right), str(op), left, right)
+            left = S.BinOp(_join(self._outer(left), self._outer(right)), str(op), left, right)
             if left.op in REJECTED_OPS:
                 self._reject(left.span, REJECTED_OPS[left.op])
         return left

@@ -1,5 +1,7 @@
 """The frontend: syntax trees of accepted programs, their spans, the exact text of the diagnostics
 for rejected Python, and the promise that no input raises anything but CompileError."""
+import ast
+import dataclasses
 import linecache
 import sys
 import textwrap
@@ -9,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from pybpf_uring import syntax as S
-from pybpf_uring.diagnostics import CompileError
+from pybpf_uring.diagnostics import CompileError, Span
 from pybpf_uring.parse import parse_function, parse_source
 
 SPEC_EXAMPLE = '''\
@@ -253,6 +255,37 @@ def test_spans_of_statements_and_expressions():
     assert spans(ret.value) == (25, 12, 25, 28)
     assert spans(ret.value.right) == (25, 20, 25, 28) and spans(ret.value.right.value) == (25, 20, 25, 25)
     assert m.source.path == "spec.py" and ret.span.source is m.source
+
+
+def _expressions(node):
+    """Every expression node below `node` (statements, tuples of nodes, keywords included)."""
+    if isinstance(node, tuple):
+        for item in node:
+            yield from _expressions(item)
+    elif dataclasses.is_dataclass(node) and not isinstance(node, Span):
+        if isinstance(node, S.Expr):
+            yield node
+        for f in dataclasses.fields(node):
+            yield from _expressions(getattr(node, f.name))
+
+
+def _text(span) -> str:
+    lines = span.source.text.split("\n")[span.line - 1:span.end_line]
+    lines[-1] = lines[-1][:span.end_col - 1]
+    lines[0] = lines[0][span.col - 1:]
+    return "\n".join(lines)
+
+
+def test_every_expression_span_covers_exactly_its_text():
+    """The text under each expression's span is that expression, as Python's ast reads it."""
+    m = parse_source(SPEC_EXAMPLE + "x = not (a + -b) * f(c, d=e)[0].g << 2\n"
+                     "y = a * (b + c) - (d) | ((e)) and (f) < (g)\nz = (a)(b)[(c)].d\n")
+    python = {(n.lineno, n.col_offset + 1, n.end_lineno, n.end_col_offset + 1)
+              for n in ast.walk(ast.parse(m.source.text)) if isinstance(n, ast.expr)}
+    for e in _expressions(m.body):
+        text = _text(e.span)
+        assert sexp(e) == sexp(parse_source(f"x = ({text})\n").body[0].value), text
+        assert spans(e) in python, text
 
 
 def test_elif_spans_start_at_elif():
