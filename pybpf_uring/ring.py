@@ -349,9 +349,10 @@ class Ring:
     def close(self) -> None:
         """Release the ring fd and every mapping; parked BPF requests are dropped.  Idempotent.
 
-        Kernel requests still in flight are cancelled and waited for (briefly) first: closing the
-        fd alone lets the kernel cancel them later, from a workqueue, and a read could still land
-        in a Python buffer the caller has freed by then.
+        SQEs queued but never submitted are dropped.  Kernel requests still in flight are
+        cancelled and waited for (briefly) first: closing the fd alone lets the kernel cancel them
+        later, from a workqueue, and a read could still land in a Python buffer the caller has
+        freed by then.
         """
         if self._raw is None:
             return
@@ -365,15 +366,30 @@ class Ring:
         self._runnable.clear()
         raw.close()
 
+    def _discard_pending(self) -> None:
+        """Take back SQEs queued but never submitted (as liburing's queue_exit drops them): closing
+        must not start a write the caller never flushed."""
+        head = self._sq_u32[self._sq_head_i]
+        while self._sq_tail != head:
+            self._sq_tail = (self._sq_tail - 1) & _U32
+            slot = _UD.unpack_from(self._sqes, (self._sq_tail & self._sq_mask) * SQE_SIZE + 32)[0]
+            slot -= _TAG_BASE
+            if 0 <= slot < len(self._tags) and self._tags[slot] is not None:
+                self._tags[slot] = None
+                self._free.append(slot)
+                self._in_flight -= 1
+        self._sq_u32[self._sq_tail_i] = self._sq_tail
+
     def _cancel_in_flight(self, grace: float) -> None:
-        if not self._in_flight and not self._pending():
+        self._discard_pending()
+        if not self._in_flight:
             return
         cancel = Sqe()
         cancel.opcode, cancel.fd = IORING_OP_ASYNC_CANCEL, -1
         cancel.rw_flags = IORING_ASYNC_CANCEL_ANY | IORING_ASYNC_CANCEL_ALL
         self._queue_raw(bytes(cancel), from_program=False)
         deadline = time.monotonic() + grace
-        while self._in_flight or self._pending():
+        while self._in_flight:
             left = deadline - time.monotonic()
             if left <= 0:
                 return

@@ -852,6 +852,14 @@ def test_close_cancels_requests_in_flight_before_releasing_the_ring():
         assert time.monotonic() - start < 0.5 and ring._in_flight == 0
         os.write(w, b"late")                   # the cancelled read must not take this
         assert os.read(r, 4) == b"late" and buf.raw == bytes(8)
+        with Ring(entries=4) as ring:           # queued, never flushed: never written
+            src = ctypes.create_string_buffer(b"never", 5)
+            write = ring.sqe()
+            prep_write(write, w, ctypes.addressof(src), 5, 0)
+            ring.queue(write)
+        os.set_blocking(r, False)
+        with pytest.raises(BlockingIOError):
+            os.read(r, 5)
     finally:
         os.close(r)
         os.close(w)
