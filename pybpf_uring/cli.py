@@ -88,11 +88,12 @@ def cmd_compile(args) -> int:
     for w in result.warnings:
         print(w.render(), file=sys.stderr)
     dumps = {"ast": lambda: dump_tree(result.tree), "ir": lambda: result.ir,
-             "ir-opt": lambda: result.ir_opt, "asm": result.object.disasm}
+             "ir-opt": lambda: result.ir_opt, "asm": lambda: result.object.disasm()}
     for stage in args.dump:
         print(dumps[stage]())
     out = args.output or os.path.splitext(args.file)[0] + ".o"
-    result.object.write(out)
+    with open(out, "wb") as f:
+        f.write(result.elf)
     return EXIT_OK
 
 

@@ -3,6 +3,7 @@ chains them, and is what `compile_file`, `compile_module`, `Program.compile()` a
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 
 @dataclass(frozen=True)
@@ -12,19 +13,24 @@ class Compilation:
     tree: object      # syntax.Module
     ir: str           # LLVM IR as lowered
     ir_opt: str       # after the -O2 pipeline
-    object: object    # objfile.BpfObject
+    elf: bytes        # the object file
     warnings: list    # Diagnostics that did not stop compilation
+
+    @cached_property
+    def object(self):
+        """The object read back (pyelftools is imported only when something looks inside)."""
+        from .objfile import BpfObject
+        return BpfObject.read(self.elf)
 
 
 def compile_tree(module, cpu: str = "v3", only: set[str] | None = None) -> Compilation:
     from .check import check
     from .emit import emit
     from .lower import lower
-    from .objfile import BpfObject
     checked = check(module, only)
     lowered = lower(checked, cpu)
     emitted = emit(lowered)
-    return Compilation(module, lowered.ir, emitted.ir_opt, BpfObject.read(emitted.elf), checked.warnings)
+    return Compilation(module, lowered.ir, emitted.ir_opt, emitted.elf, checked.warnings)
 
 
 def compile_source(text: str, path: str = "<string>", cpu: str = "v3", only: set[str] | None = None):
