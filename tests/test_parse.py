@@ -114,8 +114,7 @@ def test_spec_example():
     ]
 
 
-def test_statements():
-    program = textwrap.dedent('''\
+STATEMENTS = textwrap.dedent('''\
         import pybpf_uring as pb, pybpf_uring.uring
         from pybpf_uring import (u32,
                                  u64 as U,)
@@ -140,7 +139,11 @@ def test_statements():
             del m[a]
             print("x =", x, sep="")
             return x
-        ''')
+    ''')
+
+
+def test_statements():
+    program = STATEMENTS
     assert tree(program) == [
         "(import '' pybpf_uring->pb pybpf_uring.uring)",
         "(import 'pybpf_uring' u32 u64->U)",
@@ -257,16 +260,15 @@ def test_spans_of_statements_and_expressions():
     assert m.source.path == "spec.py" and ret.span.source is m.source
 
 
-def _expressions(node):
-    """Every expression node below `node` (statements, tuples of nodes, keywords included)."""
+def _nodes(node):
+    """Every node below `node` (tuples of nodes included)."""
     if isinstance(node, tuple):
         for item in node:
-            yield from _expressions(item)
+            yield from _nodes(item)
     elif dataclasses.is_dataclass(node) and not isinstance(node, Span):
-        if isinstance(node, S.Expr):
-            yield node
+        yield node
         for f in dataclasses.fields(node):
-            yield from _expressions(getattr(node, f.name))
+            yield from _nodes(getattr(node, f.name))
 
 
 def _text(span) -> str:
@@ -276,16 +278,22 @@ def _text(span) -> str:
     return "\n".join(lines)
 
 
-def test_every_expression_span_covers_exactly_its_text():
-    """The text under each expression's span is that expression, as Python's ast reads it."""
-    m = parse_source(SPEC_EXAMPLE + "x = not (a + -b) * f(c, d=e)[0].g << 2\n"
-                     "y = a * (b + c) - (d) | ((e)) and (f) < (g)\nz = (a)(b)[(c)].d\n")
+EXPRESSIONS = "x = not (a + -b) * f(c, d=e)[0].g << 2\ny = a * (b + c) - (d) | ((e)) and (f) < (g)\n" \
+              "z = (a)(b)[(c)].d\n"
+
+
+@pytest.mark.parametrize("program", [SPEC_EXAMPLE + EXPRESSIONS, STATEMENTS], ids=["expressions", "statements"])
+def test_every_span_is_pythons_and_covers_exactly_its_text(program):
+    """Each node's span is the span Python's ast gives the same construct, and the text under
+    an expression's span parses back to that expression."""
+    m = parse_source(program)
     python = {(n.lineno, n.col_offset + 1, n.end_lineno, n.end_col_offset + 1)
-              for n in ast.walk(ast.parse(m.source.text)) if isinstance(n, ast.expr)}
-    for e in _expressions(m.body):
+              for n in ast.walk(ast.parse(m.source.text)) if hasattr(n, "end_col_offset")}
+    for node in _nodes(m.body):
+        assert spans(node) in python, (node, _text(node.span))
+    for e in (n for n in _nodes(m.body) if isinstance(n, S.Expr)):
         text = _text(e.span)
         assert sexp(e) == sexp(parse_source(f"x = ({text})\n").body[0].value), text
-        assert spans(e) in python, text
 
 
 def test_elif_spans_start_at_elif():
