@@ -681,6 +681,9 @@ def _kernel_available() -> bool:
 
 
 _SLEEPABLE = 1 << 4          # BPF_F_SLEEPABLE: the kernel runs syscall programs only sleepable
+# Register values where the edge cases live (zero divisors, INT_MIN / -1, sign bits).
+_INTERESTING = st.integers(0, M64) | st.sampled_from(
+    [0, 1, 2, M64, M64 - 1, 1 << 63, (1 << 63) - 1, M32, 1 << 31, (1 << 31) - 1, 0xFF, 0x80])
 _KERNEL = _kernel_available()
 
 
@@ -710,7 +713,7 @@ def _epilogue() -> bytes:
 
 @pytest.mark.skipif(not _KERNEL, reason="bpf() syscall programs unavailable here")
 @settings(max_examples=150, deadline=None)
-@given(init=st.lists(st.integers(0, M64), min_size=10, max_size=10),
+@given(init=st.lists(_INTERESTING, min_size=10, max_size=10),
        body=st.lists(verifiable_insn(), min_size=1, max_size=20))
 def test_alu_programs_match_the_kernel(init, body):
     import os
@@ -784,7 +787,7 @@ def verifiable_program(draw):
 
 @pytest.mark.skipif(not _KERNEL, reason="bpf() syscall programs unavailable here")
 @settings(max_examples=150, deadline=None)
-@given(init=st.lists(st.integers(0, M64), min_size=10, max_size=10), body=verifiable_program())
+@given(init=st.lists(_INTERESTING, min_size=10, max_size=10), body=verifiable_program())
 def test_programs_with_stack_and_branches_match_the_kernel(init, body):
     import os
     from pybpf_uring import kernel
