@@ -11,6 +11,7 @@ from functools import lru_cache
 import llvmlite.binding as llvm
 
 from .diagnostics import CompileError, Diagnostic
+from .limits import STACK_BYTES
 from .lower import CPUS, LoweredModule
 
 
@@ -45,12 +46,48 @@ def emit(lowered: LoweredModule) -> Emitted:
     pb.getModulePassManager().run(mod, pb)
     try:
         elf = tm.emit_object(mod)
-    except RuntimeError as exc:  # the BPF backend's own refusals (stack size, unsupported calls)
-        raise CompileError([Diagnostic(None, backend_message(str(exc)))]) from None
+    except RuntimeError as exc:  # the BPF backend's own refusals
+        raise CompileError([Diagnostic(None, "the BPF backend refused the program: " + str(exc).strip())]) from None
+    if max(lowered.frames.values(), default=0) > STACK_BYTES - SPILL_MARGIN:
+        check_stack(elf, lowered.path)
     return Emitted(elf, str(mod))
 
 
-def backend_message(text: str) -> str:
-    if "stack limit" in text.lower():
-        return "the program needs more than 512 bytes of BPF stack after optimisation: " + text.strip()
-    return "the BPF backend refused the program: " + text.strip()
+SPILL_MARGIN = 64  # below 512 minus this, slots plus LLVM's spills cannot reach the limit
+
+
+def check_stack(elf: bytes, path: str) -> None:
+    """Measure each function's frame on the emitted code: the deepest r10-relative slot."""
+    from .objfile import BpfObject
+    obj = BpfObject.read(elf)
+    functions = {p.name: p for p in obj.programs}
+    for p in obj.programs:
+        functions.update((s.name, s) for s in p.subprograms)
+    errors = []
+    for name, fn in functions.items():
+        depth = frame_depth(fn.instructions)
+        if depth > STACK_BYTES:
+            errors.append(Diagnostic(None, f"{path}: {name} uses {depth} bytes of stack after "
+                                     f"optimisation; BPF allows {STACK_BYTES}",
+                                     "keep large structs in a map value (m.lookup(k)) instead of locals"))
+    if errors:
+        raise CompileError(errors)
+
+
+def frame_depth(insns) -> int:
+    """Bytes below r10 that the code reaches: loads and stores at r10 - off, and addresses
+    formed as `rX = r10; rX += -off` (how LLVM passes a stack slot to a helper)."""
+    from . import isa
+    depth, copies = 0, set()
+    for ins in insns:
+        cls = ins.cls
+        if cls in (isa.ST, isa.STX) and ins.dst == 10 or cls == isa.LDX and ins.src == 10:
+            depth = max(depth, -ins.off)
+        elif cls == isa.ALU64 and ins.op == isa.MOV and ins.opcode & isa.SOURCE_MASK and ins.src == 10:
+            copies.add(ins.dst)
+        elif cls == isa.ALU64 and ins.op == isa.ADD and ins.dst in copies and not ins.opcode & isa.SOURCE_MASK:
+            depth = max(depth, -ins.imm)
+            copies.discard(ins.dst)
+        elif cls in (isa.ALU, isa.ALU64, isa.LDX, isa.LD):
+            copies.discard(ins.dst)
+    return depth

@@ -35,6 +35,8 @@ class LoweredModule:
     ir: str            # LLVM IR text, before optimisation
     cpu: str
     path: str
+    frames: dict       # function name → bytes of all its stack slots (an upper bound before
+                       # LLVM shares slots; spills may add a little)
 
 
 def lower(checked: Checked, cpu: str = "v3") -> LoweredModule:
@@ -62,6 +64,7 @@ class ModuleLowering:
         self.dbg = DebugInfo(self.m, checked.module.source.path)
         self.maps: dict[str, ir.GlobalVariable] = {}
         self.funcs: dict[str, ir.Function] = {}
+        self.frames: dict[str, int] = {}
 
     def run(self) -> LoweredModule:
         for name, (mt, line) in self.c.maps.items():
@@ -72,7 +75,7 @@ class ModuleLowering:
             FunctionLowering(self, info).run()
         self.license()
         self.dbg.finish()
-        return LoweredModule(str(self.m), self.cpu, self.c.module.source.path)
+        return LoweredModule(str(self.m), self.cpu, self.c.module.source.path, self.frames)
 
     def declare_map(self, name: str, mt: MapT, line: int) -> None:
         """libbpf's BTF-defined map: a struct of four pointers whose BTF carries the facts."""
@@ -154,6 +157,8 @@ class FunctionLowering:
                     else self.b.position_before(self.entry.terminator)
             slot = self.b.alloca(ir_type(t), name=name)
         slot.align = max(t.align, 1)
+        frames = self.ml.frames
+        frames[self.info.name] = frames.get(self.info.name, 0) + max(t.size, 1)
         return slot
 
     def temp(self, t: Type, key: object) -> ir.AllocaInstr:
