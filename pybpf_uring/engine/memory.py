@@ -7,7 +7,10 @@ storing a pointer to the stack and reloading it, and comparing pointers all work
 provenance tracking -- and resolving one is a shift, a dict lookup and a range test.  An address
 that walks off either end of a region stays inside its own window (regions are at most 1 GiB),
 so the fault can say "stack frame 0-8" rather than blaming a neighbour.  Region id 0 is never
-mapped, so NULL and small integers fault as null dereferences.
+mapped, so NULL and small integers fault as null dereferences.  What this cannot catch, having
+no provenance: arithmetic that moves a pointer by a multiple of 4 GiB lands in another region's
+window (the verifier would have refused such a program; the host's memory stays safe either
+way, since every access goes through a Python buffer of the region's own size).
 
 The interpreter inlines the fast path (plain regions, found in `readable` / `writable`);
 everything else -- read-only regions, regions that allow only some (offset, size) fields, and
