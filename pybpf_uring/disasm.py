@@ -15,7 +15,8 @@ The rules were read off llvm-objdump-22 output (tests/test_disasm.py keeps them 
   be 0 where it has no meaning in ALU and lddw instructions.  Registers above r11 are invalid.
 * Loads and stores narrower than 64 bits show the 32-bit register (`w1 = *(u8 *)...`) at every
   cpu level; `be`/`le` always show `r`.  Immediates and offsets print as signed hex.
-* Atomic operations are matched on the low 12 bits of imm (LLVM ignores the rest).
+* Atomic operations are read from imm bits 0 (fetch), 4-7 (operation) and 8 (acquire/release),
+  the rest ignored, in the order LLVM's decoder tries them (`_atomic_op`).
 * Symbols of a section are sorted by (address, name); at an address shared by several, the
   last one names it.  A section without a symbol at 0 gets its own name there.  A branch label
   is the last such symbol at or before the (64-bit wrapping) target address.
@@ -39,6 +40,7 @@ __all__ = ["format_instruction", "disassemble", "disassemble_file", "disassemble
 UNKNOWN = "<unknown>"
 _SLOT = struct.Struct("<BBhi")
 MAX_REG = 11   # LLVM's BPF register class is r0-r11
+ADDR_SPACE_CAST_OFF = 1   # MOV64 X with off=1: addr_space_cast (BPF arena)
 
 
 class _Text(NamedTuple):
@@ -88,12 +90,12 @@ def _alu(ins: Instruction) -> _Text:
     wide = ins.cls == ALU64
     op, d = ins.op, ins.dst
     if op == isa.NEG:
-        if ins.source != K or ins.off:
+        if ins.source != K:
             raise _Invalid
         r = _reg(d, wide)
         return _Text(f"{r} = -{r}")
     if op == isa.END:
-        if ins.off or ins.imm not in (16, 32, 64):
+        if ins.imm not in (16, 32, 64):
             raise _Invalid
         if wide:
             if ins.source != K:
@@ -110,6 +112,10 @@ def _alu(ins: Instruction) -> _Text:
         symbol = _SIGNED_ALU[op]
     elif op == isa.MOV and ins.source == X and ins.off in ((8, 16, 32) if wide else (8, 16)):
         return _Text(f"{_reg(d, wide)} = (s{ins.off}){_reg(ins.src, wide)}")
+    elif op == isa.MOV and ins.source == X and wide and ins.off == ADDR_SPACE_CAST_OFF:
+        # arena pointers: imm holds the destination (high half) and source address spaces
+        dst_as, src_as = (ins.imm >> 16) & 0xFFFF, ins.imm & 0xFFFF
+        return _Text(f"{_reg(d)} = addr_space_cast({_reg(ins.src)}, {dst_as:#x}, {src_as:#x})")
     elif ins.off:
         raise _Invalid
     operand = _reg(ins.src, wide) if ins.source == X else _hex(ins.imm)
@@ -120,8 +126,10 @@ def _jmp(ins: Instruction) -> _Text:
     wide = ins.cls == JMP
     op = ins.op
     if op == isa.JA:
-        if ins.source != K:
-            raise _Invalid
+        if ins.source == X:
+            if not wide:
+                raise _Invalid
+            return _Text(f"gotox {_reg(ins.dst)}")   # indirect jump (LLVM 22)
         if wide:
             return _Text(f"goto {_rel(ins.off)}", ins.off)
         return _Text(f"gotol {_rel(ins.imm)}", ins.imm)
@@ -133,7 +141,7 @@ def _jmp(ins: Instruction) -> _Text:
         raise _Invalid
     if op == isa.CALL:
         return _Text(f"call {_hex(ins.imm)}" if ins.source == K else f"callx {_reg(ins.dst)}")
-    if op == isa.EXIT and ins.source == K:
+    if op == isa.EXIT and ins.source == K and ins.imm == 0:
         return _Text("exit")
     if op == isa.JCOND and ins.source == K:
         return _Text(f"may_goto {_rel(ins.off)}", ins.off)
@@ -148,7 +156,7 @@ def _ld(ins: Instruction) -> _Text:
         if ins.src == 0:
             value = ins.imm64 - (1 << 64) if ins.imm64 >> 63 else ins.imm64
             return _Text(f"{_reg(ins.dst)} = {_hex(value)} ll")
-        return _Text(f"ld_pseudo\t{_reg(ins.dst)}, {ins.src:#x}, {_hex(ins.imm)}")
+        return _Text(f"ld_pseudo\t{_reg(ins.dst)}, {ins.src:#x}, {ins.imm & 0xFFFFFFFF:#x}")
     if size == DW:
         raise _Invalid
     if ins.mode == ABS:
@@ -182,16 +190,14 @@ def _stx(ins: Instruction) -> _Text:
         return _Text(f"*({t} *){_mem(_reg(ins.dst), ins.off)} = {_reg(ins.src, wide)}")
     if ins.mode != ATOMIC:
         raise _Invalid
-    op = ins.imm & 0xFFF
+    op = _atomic_op(ins.imm, size in (W, DW))
     addr = _mem(_reg(ins.dst), ins.off)
+    s = _reg(ins.src, wide)
     if op == isa.LOAD_ACQ:
         # the one atomic that loads: dst receives, src holds the address
         return _Text(f"{_reg(ins.dst, wide)} = load_acquire(({t} *){_mem(_reg(ins.src), ins.off)})")
     if op == isa.STORE_REL:
-        return _Text(f"store_release(({t} *){addr}, {_reg(ins.src, wide)})")
-    if size not in (W, DW):
-        raise _Invalid
-    s = _reg(ins.src, wide)
+        return _Text(f"store_release(({t} *){addr}, {s})")
     if op in _LOCK_OPS:
         return _Text(f"lock *({t} *){addr} {_LOCK_OPS[op]} {s}")
     if op in _FETCH_OPS:
@@ -200,9 +206,23 @@ def _stx(ins: Instruction) -> _Text:
     inner = addr[1:-1]   # xchg/cmpxchg print the address without parentheses
     if op == isa.XCHG:
         return _Text(f"{s} = xchg{suffix}({inner}, {s})")
-    if op == isa.CMPXCHG:
-        r0 = _reg(0, wide)
-        return _Text(f"{r0} = cmpxchg{suffix}({inner}, {r0}, {s})")
+    r0 = _reg(0, wide)
+    return _Text(f"{r0} = cmpxchg{suffix}({inner}, {r0}, {s})")
+
+
+def _atomic_op(imm: int, word: bool) -> int:
+    """The atomic operation LLVM's decoder reads from imm (the fields it does not check are
+    ignored): bits 4-7 are the operation, bit 0 FETCH, bit 8 the acquire/release family.
+    Only W and DW have read-modify-write forms."""
+    op, fetch, acq_rel = (imm >> 4) & 0xF, imm & 0xF == isa.FETCH, imm >> 8 & 1
+    if word and fetch and op in (0x0, 0x4, 0x5, 0xA, 0xE, 0xF):
+        return op << 4 | isa.FETCH
+    if op == 0x0 and acq_rel:
+        return isa.LOAD_ACQ
+    if op == 0x1 and acq_rel:
+        return isa.STORE_REL
+    if word and (op in (0x4, 0x5, 0xA) or op == 0x0 and not acq_rel):
+        return op << 4
     raise _Invalid
 
 
@@ -301,19 +321,13 @@ def disassemble_section(data: bytes, symbols: list[_Sym],
                 continue
             if before and pos in before:
                 out.extend(before[pos])
-            size = 16 if data[pos] == isa.LDDW else 8
+            # LLVM decodes 8 bytes first; a valid lddw then wants its second slot too, and
+            # without 8 (or 16) bytes left only one byte is skipped
+            text, branch = _render(_instruction_at(data, pos)) if pos + 8 <= len(data) else (UNKNOWN, None)
+            size = 16 if text != UNKNOWN and data[pos] == isa.LDDW else 8
             if pos + size > len(data):
-                out.append(f"{pos // 8:>8}:\t{data[pos]:02x}\t{UNKNOWN}")
-                pos += 1
-                while pending and pending[-1][0] < pos:
-                    offset, what = pending.pop()
-                    out.append(f"\t\t{offset:016x}:  {what}")
-                continue
-            ins = _instruction_at(data, pos)
-            text, branch = _render(ins)
-            if text == UNKNOWN:
-                size = 8
-            elif branch is not None:
+                text, branch, size = UNKNOWN, None, 1
+            if branch is not None:
                 text += _label(symbols, (pos + 8 + branch * 8) & ((1 << 64) - 1))
             out.append(f"{pos // 8:>8}:\t{data[pos:pos + size].hex(' ')}\t{text}")
             pos += size
@@ -335,7 +349,7 @@ def _instruction_at(data: bytes, pos: int) -> Instruction:
     """The instruction at byte `pos`, reading a lddw's second slot only for its imm (LLVM
     ignores the rest of it)."""
     opcode, regs, off, imm = _SLOT.unpack_from(data, pos)
-    imm_hi = _SLOT.unpack_from(data, pos + 8)[3] if opcode == isa.LDDW else 0
+    imm_hi = _SLOT.unpack_from(data, pos + 8)[3] if opcode == isa.LDDW and pos + 16 <= len(data) else 0
     return Instruction(opcode, regs & 0xF, regs >> 4, off, imm, imm_hi)
 
 
