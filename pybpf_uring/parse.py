@@ -192,8 +192,18 @@ def _syntax_error(e, locate: _Locator, text: str) -> Diagnostic:
     if "_INDENT" in expected:
         return Diagnostic(span, "invalid syntax: expected an indented block",
                           "indent the body of a def, class, if, for or while by 4 spaces")
+    hint = f"expected {_expected_words(expected)}"
     return Diagnostic(span, f"invalid syntax: unexpected {_describe_token(token)}",
-                      f"expected {_expected_words(expected)}")
+                      hint + _likely_intent(token, expected, text.split("\n")[token.line - 1] if token.line else ""))
+
+
+def _likely_intent(token, expected: set[str], line: str) -> str:
+    """What a Python programmer most likely meant by the common slips (`if x = 1:`, `else if`)."""
+    if expected == {":"} and token.value == "=":
+        return "; to compare, write =="
+    if expected == {":"} and token.value == "if" and line[:token.column - 1].rstrip().endswith("else"):
+        return "; for another condition, write elif"
+    return ""
 
 
 def _terminal_value(name: str) -> str:

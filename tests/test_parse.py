@@ -544,6 +544,14 @@ SYNTAX_ERRORS = {
         "x = a $ b\n",
         "prog.py:1:7: error: invalid syntax: invalid character '$'\nx = a $ b\n      ^\n"
         "  note: programs are written with Python's operators, names and literals"),
+    "assignment_in_condition": (
+        "if x = 1:\n    pass\n",
+        "prog.py:1:6: error: invalid syntax: unexpected '='\nif x = 1:\n     ^\n"
+        "  note: expected ':'; to compare, write =="),
+    "else_if": (
+        "if x:\n    pass\nelse if y:\n    pass\n",
+        "prog.py:3:6: error: invalid syntax: unexpected 'if'\nelse if y:\n     ^~\n"
+        "  note: expected ':'; for another condition, write elif"),
     "keyword_as_name": (
         "def if(): pass\n",
         "prog.py:1:5: error: invalid syntax: unexpected 'if'\ndef if(): pass\n    ^~\n  note: expected a name"),
