@@ -178,7 +178,7 @@ def _syntax_error(e, locate: _Locator, text: str) -> Diagnostic:
     """lark's UnexpectedInput as `invalid syntax: …` with what was expected, in words."""
     token = getattr(e, "token", None)
     if token is None:  # UnexpectedCharacters: the lexer found no token here
-        return _bad_character(e, locate)
+        return _bad_character(e, locate, text)
     if token.type == "_INDENT":
         return Diagnostic(locate.at(token.end_line or 1, 1), "invalid syntax: unexpected indent",
                           "indent only the body of a def, class, if, for or while")
@@ -252,10 +252,16 @@ def _expected_order(value: str) -> tuple:
     return (first.index(value), "") if value in first else (len(first), value)
 
 
-def _bad_character(e, locate: _Locator) -> Diagnostic:
+def _bad_character(e, locate: _Locator, text: str) -> Diagnostic:
+    """The lexer's UnexpectedCharacters: an unterminated string, a stray backslash, or a
+    character Python does not use."""
     span = locate.at(e.line, e.column)
     char = e.char if e.char else ""
-    if char in "\"'":
+    # An unterminated """ lexes as an empty string "" and a stray " after it.
+    if char and char in "\"'" and e.column > 2 and text[e.pos_in_stream - 2:e.pos_in_stream + 1] == char * 3:
+        return Diagnostic(locate.at(e.line, e.column - 2),
+                          "invalid syntax: unterminated triple-quoted string literal", f"close it with {char * 3}")
+    if char and char in "\"'":
         return Diagnostic(span, "invalid syntax: unterminated string literal",
                           "close the string on the same line, or use triple quotes")
     if char == "\\":

@@ -516,6 +516,10 @@ SYNTAX_ERRORS = {
         "print('abc)\n",
         "prog.py:1:7: error: invalid syntax: unterminated string literal\nprint('abc)\n      ^\n"
         "  note: close the string on the same line, or use triple quotes"),
+    "unterminated_docstring": (
+        'def f():\n    """Never closed.\n    return 1\n',
+        'prog.py:2:5: error: invalid syntax: unterminated triple-quoted string literal\n'
+        '    """Never closed.\n    ^\n  note: close it with """'),
     "unexpected_indent": (
         "x = 1\n    y = 2\n",
         "prog.py:2:1: error: invalid syntax: unexpected indent\n    y = 2\n^\n"
