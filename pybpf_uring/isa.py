@@ -284,6 +284,8 @@ def mnemonic(ins: Instruction) -> str:
             return ("bswap" if cls == ALU64 else ("be" if ins.source == TO_BE else "le")) + str(ins.imm)
         return name + ("64" if cls == ALU64 else "32")
     if cls in (JMP, JMP32):
+        if cls == JMP and ins.op == JA and ins.source == X:
+            return "gotox"   # indirect jump through a register (LLVM 22)
         name = JMP_NAMES.get(ins.op, f"jmp-op{ins.op:#x}-")
         if cls == JMP32:
             return "gotol" if ins.op == JA else name + "32"
