@@ -35,6 +35,7 @@ _HEADER = struct.Struct("<HBBIIIII")          # magic version flags hdr_len type
 _TYPE = struct.Struct("<III")                 # name_off info size_or_type
 _EXT_HEADER = struct.Struct("<HBBIIIII")      # magic version flags hdr_len func/line off/len
 _U32 = struct.Struct("<I")
+M32 = (1 << 32) - 1
 
 INT_SIGNED, INT_CHAR, INT_BOOL = 1, 2, 4
 LINKAGE_NAMES = {0: "static", 1: "global", 2: "extern"}
@@ -662,9 +663,6 @@ def _record(t, strings: _Strings) -> bytes:
     if isinstance(t, DeclTag):
         return head(0, t.type) + struct.pack("<I", t.component_idx & M32)
     return head(0, t.type)   # ptr, typedef, volatile, const, restrict, type_tag
-
-
-M32 = (1 << 32) - 1
 
 
 def encode_btf(types: list, base_strings: bytes = b"\0") -> bytes:

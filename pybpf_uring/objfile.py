@@ -352,20 +352,31 @@ class BpfObject:
                 f"maps={[m.name for m in self.maps]} license={self.license!r}>")
 
     def _repr_html_(self) -> str:
+        """Jupyter's view: programs, maps (with their BTF key/value types), sections and the
+        disassembly, as plain escaped HTML."""
         e = html.escape
-        rows = "".join(f"<tr><td>{e(s.name)}</td><td>{s.size}</td></tr>"
-                       for s in self.sections if s.name)
-        progs = "".join(f"<tr><td>{e(p.name)}</td><td>{e(p.section)}</td><td>{e(p.kind)}"
-                        f"{' (sleepable)' if p.sleepable else ''}</td><td>{p.slot_count}</td></tr>"
-                        for p in self.programs)
-        maps = "".join(f"<tr><td>{e(m.name)}</td><td>{e(m.type_name)}</td><td>{m.key_size}</td>"
-                       f"<td>{m.value_size}</td><td>{m.max_entries}</td></tr>" for m in self.maps)
-        return (f"<div><b>BPF object</b> (license {e(self.license or '-')})"
-                f"<table><tr><th>program</th><th>section</th><th>kind</th><th>slots</th></tr>{progs}</table>"
-                f"<table><tr><th>map</th><th>type</th><th>key</th><th>value</th><th>entries</th></tr>{maps}</table>"
-                f"<details><summary>sections</summary><table><tr><th>section</th><th>bytes</th></tr>"
-                f"{rows}</table></details>"
-                f"<pre>{e(self.disasm())}</pre></div>")
+
+        def table(head: list[str], rows: Iterable[list]) -> str:
+            th = "".join(f"<th>{e(h)}</th>" for h in head)
+            trs = "".join("<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+            return f"<table><tr>{th}</tr>{trs}</table>"
+
+        def type_of(size: int, type_id: int) -> str:
+            named = self.btf.type_name(type_id) if self.btf is not None and type_id else ""
+            return f"{size} ({named})" if named else str(size)
+
+        progs = table(["program", "section", "kind", "slots", "relocations"],
+                      ([p.name, p.section, p.kind + (" (sleepable)" if p.sleepable else ""),
+                        p.slot_count, len(p.relocations)] for p in self.programs))
+        maps = table(["map", "type", "key", "value", "entries", "flags"],
+                     ([m.name, m.type_name, type_of(m.key_size, m.key_type_id),
+                       type_of(m.value_size, m.value_type_id), m.max_entries, hex(m.flags)]
+                      for m in self.maps))
+        sections = table(["section", "bytes"], ([s.name, s.size] for s in self.sections if s.name))
+        return (f"<div><b>BPF object</b> (license {e(self.license or '-')}){progs}{maps}"
+                f"<details><summary>sections</summary>{sections}</details>"
+                f"<details open><summary>disassembly</summary><pre>{e(self.disasm())}</pre>"
+                f"</details></div>")
 
 
 # --- step 1: pyelftools → plain records ------------------------------------------------------

@@ -211,8 +211,9 @@ def test_write_round_trips(obj, tmp_path):
 
 def test_repr_html_escapes(obj):
     page = obj._repr_html_()
-    assert "<table>" in page and "struct_ops.s/loop_step_s" in page
+    assert "<table>" in page and "<td>struct_ops.s/loop_step_s</td>" in page
     assert "&lt;sys_prog&gt;:" in page and "<sys_prog>" not in page
+    assert "<td>8 (__u64)</td><td>12 (struct point)</td>" in page
 
 
 # --- corrupt objects: rejected with a message, never a library traceback ----------------------
