@@ -19,10 +19,15 @@ C_NAMES = {(8, False): "unsigned char", (8, True): "signed char", (16, False): "
 
 
 class DebugInfo:
-    def __init__(self, module: ir.Module, path: str) -> None:
+    def __init__(self, module: ir.Module, source) -> None:
         self.m = module
+        path = source.path
         directory, name = os.path.split(os.path.abspath(path)) if not path.startswith("<") else ("", path)
-        self.file = self.node("DIFile", filename=name, directory=directory)
+        # The source travels inside the object: .BTF.ext's line texts come from it, so they are
+        # right for notebook cells and files that have since changed.  Line N of it is line N
+        # of the file.
+        text = "\n" * (source.first_line - 1) + source.text
+        self.file = self.node("DIFile", filename=name, directory=directory, source=text)
         self.cu = self.node("DICompileUnit", distinct=True,
                             language=ir.DIToken("DW_LANG_C11"), file=self.file,
                             producer="pybpf_uring", isOptimized=True, runtimeVersion=0,

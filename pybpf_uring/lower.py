@@ -28,6 +28,8 @@ DATA_LAYOUT = "e-m:e-p:64:64-i64:64-i128:128-n32:64-S128"
 I8P = ir.IntType(8).as_pointer()
 I1, I8, I32, I64_IR = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64)
 CPUS = ("v1", "v2", "v3", "v4")
+# program kinds whose ctx is checked field by field (the RFC's io_uring ctx, the kernel's __sk_buff)
+FIELD_EXACT_CTX = frozenset({"iouring", "socket_filter"})
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,7 @@ class ModuleLowering:
         self.m = ir.Module(name=checked.module.source.path)
         self.m.triple = "bpfel"
         self.m.data_layout = DATA_LAYOUT
-        self.dbg = DebugInfo(self.m, checked.module.source.path)
+        self.dbg = DebugInfo(self.m, checked.module.source)
         self.maps: dict[str, ir.GlobalVariable] = {}
         self.funcs: dict[str, ir.Function] = {}
         self.frames: dict[str, int] = {}
@@ -214,9 +216,9 @@ class FunctionLowering:
         guards: list[ir.Value] = []
         addr = self.address(target, guards)
         with self.guarded(guards):
-            self.store_into(addr, t, s.value)
+            self.store_into(addr, t, s.value, self.exact(target))
 
-    def store_into(self, addr: ir.Value, t: Type, value: S.Expr) -> None:
+    def store_into(self, addr: ir.Value, t: Type, value: S.Expr, exact: bool = False) -> None:
         if isinstance(t, (StructT, ArrayT)):
             call = self.c.calls.get(value) if isinstance(value, S.Call) else None
             if call is not None and call.kind == "ctor":
@@ -224,7 +226,7 @@ class FunctionLowering:
             else:
                 self.memcpy(addr, self.aggregate(value), t)
             return
-        self.store(self.value(value, t), addr, t)
+        self.store(self.value(value, t), addr, t, exact)
 
     def stmt_AugAssign(self, s: S.AugAssign) -> None:
         target = s.target
@@ -234,8 +236,9 @@ class FunctionLowering:
         t = self.c.types[target]
         guards: list[ir.Value] = []
         addr = self.address(target, guards)
+        exact = self.exact(target)
         with self.guarded(guards):
-            self.store(self.binop(s.op, self.load(addr, t), t, s.value, t), addr, t)
+            self.store(self.binop(s.op, self.load(addr, t, exact), t, s.value, t), addr, t, exact)
 
     def stmt_If(self, s: S.If) -> None:
         cond = self.condition(s.test)
@@ -292,11 +295,26 @@ class FunctionLowering:
     def typed_ptr(self, addr: ir.Value, t: Type) -> ir.Value:
         return self.b.bitcast(addr, ir_type(t).as_pointer())
 
-    def load(self, addr: ir.Value, t: Type) -> ir.Value:
-        return self.b.load(self.typed_ptr(addr, t), align=t.align)
+    def load(self, addr: ir.Value, t: Type, exact: bool = False) -> ir.Value:
+        ld = self.b.load(self.typed_ptr(addr, t), align=t.align)
+        if exact:
+            ld.__class__ = VolatileLoad
+        return ld
 
-    def store(self, value: ir.Value, addr: ir.Value, t: Type) -> None:
-        self.b.store(value, self.typed_ptr(addr, t), align=t.align)
+    def store(self, value: ir.Value, addr: ir.Value, t: Type, exact: bool = False) -> None:
+        st = self.b.store(value, self.typed_ptr(addr, t), align=t.align)
+        if exact:
+            st.__class__ = VolatileStore
+
+    def exact(self, e: S.Expr) -> bool:
+        """Whether `e` is a field of a ctx checked field by field: then each access must stay
+        exactly as written (LLVM would merge `ctx.wait_idx = 1; ctx.wait_nr = 1` into one
+        8-byte store), which volatile guarantees."""
+        if self.info.kind not in FIELD_EXACT_CTX:
+            return False
+        while isinstance(e, (S.Attribute, S.Subscript)):
+            e = e.value
+        return isinstance(e, S.Name) and e.id == self.info.params[0][0]
 
     def byte_ptr(self, v: ir.Value) -> ir.Value:
         return v if v.type == I8P else self.b.bitcast(v, I8P)
@@ -379,9 +397,10 @@ class FunctionLowering:
         """Load an lvalue; outside its array bounds the value is 0."""
         guards: list[ir.Value] = []
         addr = self.address(e, guards)
+        exact = self.exact(e)
         if not guards:
-            return self.load(addr, t)
-        return self.either(functools.reduce(self.b.and_, guards), lambda: self.load(addr, t))
+            return self.load(addr, t, exact)
+        return self.either(functools.reduce(self.b.and_, guards), lambda: self.load(addr, t, exact))
 
     # ----- values ---------------------------------------------------------------------
     def value(self, e: S.Expr, want: Type | None = None) -> ir.Value:
@@ -669,6 +688,22 @@ class FunctionLowering:
                 slot = self.temp(t, "value")
                 self.store(self.binop(s.op, ir.Constant(ir_type(t), 0), t, s.value, t), slot, t)
                 self.map_update(target.value, key, self.byte_ptr(slot), BPF_NOEXIST)
+
+
+class VolatileLoad(ir.LoadInstr):
+    """llvmlite's load, printed `load volatile` (llvmlite has no volatile flag)."""
+
+    def descr(self, buf):
+        text: list[str] = []
+        super().descr(text)
+        buf.append(text[0].replace("load ", "load volatile ", 1))
+
+
+class VolatileStore(ir.StoreInstr):
+    def descr(self, buf):
+        text: list[str] = []
+        super().descr(text)
+        buf.append(text[0].replace("store ", "store volatile ", 1))
 
 
 def common(a: Type, b: Type) -> IntT:

@@ -67,8 +67,9 @@ class _StructMeta(type(ctypes.Structure)):
         if ann and "_fields_" not in ns:
             # `from __future__ import annotations` leaves strings: evaluate them where they were
             # written (the frame running the class statement; also right for exec'd sources)
-            scope = sys._getframe(1).f_globals
-            resolve = lambda t: eval(t, dict(scope), ns) if isinstance(t, str) else t  # noqa: E731
+            frame = sys._getframe(1)
+            names = {**frame.f_locals, **ns}
+            resolve = lambda t: eval(t, frame.f_globals, names) if isinstance(t, str) else t  # noqa: E731
             ns["_fields_"] = [(n, ctype_of(resolve(t))) for n, t in ann.items()]
         return super().__new__(mcls, name, bases, ns)
 
