@@ -124,7 +124,8 @@ class Relocation:
 
     kind: "map" (a lddw of a `.maps` variable: the loader puts the map fd in it),
     "data" (a lddw into `.data`/`.rodata`/`.bss`: `symbol` is the section, which is also the
-    name of its MapSpec; the byte offset is already in the instruction's imm),
+    name of its MapSpec; the byte offset is already in the instruction's imm; `target` is the
+    variable's offset, `variable` its name),
     "call" (a BPF-to-BPF call; `target` is the callee's slot in `.text`),
     "func" (a lddw of a subprogram's address, for callbacks; `target` as for "call"),
     "kfunc" (a call of an undefined function: a kernel function), "extern" (any other
@@ -219,6 +220,8 @@ class _Linker:
         self.text = {f.offset: f for f in prog.subprograms}
         self.pieces: list[tuple[ProgramSpec, int]] = [(prog, 0)]   # (function, base slot)
         self.base: dict[int, int] = {}                              # .text offset → base
+        if prog.section == ".text":   # a subprogram linked on its own may call itself
+            self.base[prog.offset] = 0
         self.size = prog.slot_count
 
     def callee(self, target: int, where: str) -> int:

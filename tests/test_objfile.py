@@ -543,3 +543,14 @@ def test_section_symbol_relocations_run_in_the_kernel(tmp_path):
         # first(1) + second(2) = msg[1] + msg[2] * 2 + the counter's effect (order is clang's)
         assert ret in (101 + (108 + 1) * 2, (101 + 1) + 108 * 2)
         assert live.maps[".bss"][0] == 2
+
+
+def test_linking_a_recursive_subprogram_keeps_one_copy(tmp_path):
+    o = BpfObject.read(compile_c("read_recursion", tmp_path))
+    sub = next(f for f in o.subprograms if f.name == "fib")
+    for linked, base in ((o.program("prog").linked(), o.program("prog").slot_count), (sub.linked(), 0)):
+        assert [f.name for f in linked.func_info][-1] == "fib"
+        code = dict(zip(isa.slot_indexes(linked.instructions), linked.instructions))
+        self_calls = [s for s, ins in code.items() if ins.is_pseudo_call and s >= base]
+        assert self_calls and all(s + code[s].imm + 1 == base for s in self_calls)
+        assert linked.slot_count == base + sub.slot_count
