@@ -810,25 +810,38 @@ def test_programs_with_stack_and_branches_match_the_kernel(init, body):
     assert struct.unpack("<10Q", ctx.buf) == struct.unpack("<10Q", expected)
 
 
-def test_loop_regions_match_single_steps_at_every_budget():
-    """A loop of several blocks (header, two arms, latch) with a helper call inside, run
-    under every budget from 1 to its full length: same result or same stopping slot."""
-    program = prog(
-        "mov %r0, 0", "mov %r6, 0",
-        "loop:",
-        "mov %r1, %r6", "call 1", "add %r7, %r0",
-        "jset %r6, 1, odd",
-        "add %r8, %r6", "ja next",
-        "odd:",
-        "sub %r8, 1",
-        "next:",
-        "add %r6, 1",
-        "jlt %r6, 7, loop",
-        "mov %r0, %r8", "add %r0, %r7", "exit")
+LOOPS = {
+    # header, two arms, latch, with a helper call inside
+    "branchy": (["mov %r0, 0", "mov %r6, 0",
+                 "loop:", "mov %r1, %r6", "call 1", "add %r7, %r0", "jset %r6, 1, odd",
+                 "add %r8, %r6", "ja next",
+                 "odd:", "sub %r8, 1",
+                 "next:", "add %r6, 1", "jlt %r6, 7, loop",
+                 "mov %r0, %r8", "add %r0, %r7", "exit"],
+                (0 + 2 + 4 + 6) - 3 + 10 * sum(range(7))),
+    # an atomic in a one-block loop
+    "tight atomic": (["stdw [%r10-8], 0", "mov %r6, 10",
+                      "loop:", "mov %r1, 3", "lock add [%r10-8], %r1", "sub %r6, 1",
+                      "jne %r6, 0, loop",
+                      "ldxdw %r0, [%r10-8]", "exit"], 30),
+    # an early exit inside the loop's range, and a fetching atomic
+    "early exit": (["stdw [%r10-8], 0", "mov %r6, 0",
+                    "loop:", "mov %r1, 1", "lock fetch add [%r10-8], %r1", "jne %r6, 5, cont",
+                    "ldxdw %r0, [%r10-8]", "add %r0, %r1", "exit",
+                    "cont:", "add %r6, 1", "jlt %r6, 9, loop",
+                    "mov %r0, 99", "exit"], 6 + 5),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LOOPS))
+def test_loops_match_single_steps_at_every_budget(name):
+    """Compiled loops run under every budget from 1 to their full length: same result or the
+    same stopping slot and count as single-stepping."""
+    lines, expected = LOOPS[name]
+    program = prog(*lines)
     helpers = {1: lambda mem, r1, *rest: r1 * 10}
     full = Interpreter(program, helpers=helpers, compile_blocks=False)
-    expected = full.run()
-    assert expected == (0 + 2 + 4 + 6) - 3 + 10 * sum(range(7))
+    assert full.run() == expected
     total = full.executed
     for budget in range(1, total + 2):
         outcomes = []

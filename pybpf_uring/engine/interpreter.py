@@ -809,7 +809,7 @@ class _BlockCompiler:
             "regs": vm.regs, "code": vm.code, "rget": vm.memory.readable.get,
             "wget": vm.memory.writable.get, "slow_load": vm._slow_load,
             "slow_store": vm._slow_store, "spent": vm._spent, "_sdiv": _sdiv, "_smod": _smod, "_bswap": _bswap,
-            "_truncate": _END[(ALU, 0)],
+            "_truncate": _END[(ALU, 0)], "atomic_ops": _ATOMIC,
         }
         for size, fmt in _UNSIGNED.items():
             self.namespace[f"U{size}"] = struct.Struct("<" + fmt).unpack_from
@@ -860,8 +860,9 @@ class _BlockCompiler:
     # blocks, and a local `pc_` picks the next block.  Each block charges its instructions
     # before running and hands control back to the dispatcher -- with the count in `spent[0]`
     # and ~pc returned -- when the budget would not cover it or when control leaves the loop.
-    # Loops holding local calls, exits or atomics (which need the register file) keep the
-    # block-by-block path; so do very large ones, whose `if pc_ ==` chain would be long.
+    # Blocks ending in a local call or exit (which need the frames) stay outside: reaching one
+    # leaves the function.  Very large loops, whose `if pc_ ==` chain would be long, keep the
+    # block-by-block path.
 
     def _regions(self, bounds: list[tuple[int, int]]) -> dict[int, list[tuple[int, int]]]:
         last_source: dict[int, int] = {}
@@ -872,18 +873,16 @@ class _BlockCompiler:
                 last_source[target] = max(last_source.get(target, start), start)
         regions = {}
         for header, source in sorted(last_source.items()):
-            members = [(s, e) for s, e in bounds if header <= s <= source]
-            if 2 <= len(members) <= _MAX_REGION_BLOCKS and all(
-                    self._loopable(s, e) for s, e in members):
+            # Blocks ending in a local call or exit need the frames: reaching one leaves the
+            # loop function, and the dispatcher runs it.
+            members = [(s, e) for s, e in bounds if header <= s <= source and self._inline(s, e)]
+            if members and members[0][0] == header and 2 <= len(members) <= _MAX_REGION_BLOCKS:
                 regions[header] = members
         return regions
 
-    def _loopable(self, start: int, end: int) -> bool:
-        for ins in self.slots[start:end]:
-            if ins is not None and (ins.is_atomic or ins.is_exit or ins.is_pseudo_call
-                                    or (ins.is_call and not _is_helper_call(ins))):
-                return False
-        return True
+    def _inline(self, start: int, end: int) -> bool:
+        last = self.slots[max(p for p in range(start, end) if self.slots[p] is not None)]
+        return not (last.is_exit or last.is_pseudo_call)
 
     def _region(self, header: int, members: list[tuple[int, int]]) -> str:
         # Pass 1 learns which registers the loop touches; pass 2 emits with all of them
@@ -946,10 +945,7 @@ class _BlockCompiler:
         return _BLOCK_PRELUDE.format(pc=start) + body
 
     def _is_tight_loop(self, start: int, pcs: list[int], last: Instruction) -> bool:
-        if not last.is_jump or _branch_target(pcs[-1], last) != start:
-            return False
-        # Atomics run their closure on the register file, which the loop keeps in locals.
-        return not any(self.slots[pc].is_atomic for pc in pcs)
+        return last.is_jump and _branch_target(pcs[-1], last) == start
 
     def _loop(self, start: int, pcs: list[int], last: Instruction) -> str:
         for pc in pcs[:-1]:
@@ -983,14 +979,10 @@ class _BlockCompiler:
             self.lines.append(f"regs[{reg}] = r{reg}")
         self.dirty.clear()
 
-    def _step(self, pc: int, returns: bool) -> None:
-        """Hand one slot to its closure: registers go back to `regs` first."""
+    def _step(self, pc: int) -> None:
+        """End the block with the slot's closure (local call, exit): it works on `regs`."""
         self._flush()
-        if returns:
-            self.lines.append(f"return code[{pc}]()")
-        else:
-            self.lines.append(f"code[{pc}]()")
-            self.loaded.clear()
+        self.lines.append(f"return code[{pc}]()")
 
     def _insn(self, pc: int, ins: Instruction) -> bool:
         """Emit one instruction; True when it ended the block (it returned a pc)."""
@@ -1004,7 +996,7 @@ class _BlockCompiler:
         elif cls == ST or (cls == STX and ins.mode == MEM):
             self._store(pc, ins)
         elif cls == STX:
-            self._step(pc, returns=False)      # atomics
+            self._atomic(pc, ins)
         elif _is_helper_call(ins):
             self._helper_call(pc)
         else:
@@ -1077,10 +1069,31 @@ class _BlockCompiler:
         self.lines.append("else:")
         self.lines.append(f"    slow_store({pc}, a_, {size}, {value})")
 
+    def _atomic(self, pc: int, ins: Instruction) -> None:
+        """Read-modify-write through the checked slow path, as the closure does."""
+        size, imm = ins.size, ins.imm
+        mask = hex((1 << (8 * size)) - 1)
+        self._address(ins.dst, ins.off)
+        src = self._use(ins.src)
+        self.lines.append(f"old_ = slow_load({pc}, a_, {size})")
+        if imm == CMPXCHG:
+            r0 = self._use(0)
+            self.lines.append(f"if old_ == {r0} & {mask}:")
+            self.lines.append(f"    slow_store({pc}, a_, {size}, {src} & {mask})")
+            self.lines.append(f"{self._def(0)} = old_")
+            return
+        if imm == XCHG:
+            self.lines.append(f"slow_store({pc}, a_, {size}, {src} & {mask})")
+        else:
+            self.lines.append(f"slow_store({pc}, a_, {size}, "
+                              f"atomic_ops[{imm & ~FETCH}](old_, {src}) & {mask})")
+        if imm & FETCH:
+            self.lines.append(f"{self._def(ins.src)} = old_")
+
     def _jump(self, pc: int, ins: Instruction) -> None:
         op = ins.op
         if op in (CALL, EXIT):
-            self._step(pc, returns=True)
+            self._step(pc)
             return
         target = _branch_target(pc, ins)
         if op == JA:
