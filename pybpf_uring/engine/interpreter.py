@@ -6,7 +6,7 @@ semantic tables (`_ALU`, `_COND`, `_END`, `_ATOMIC`):
 * per-slot closures -- `pc = code[pc]()` -- each made by a factory compiled from a small source
   template (the shape of an instruction family) with the instruction's fields as closure
   constants.  This is the exact path: it runs the last instructions of a budget, traces, and
-  is what a compiled block falls back to for atomics, local calls and exit.
+  is what a compiled block hands local calls and exit to (they work on the frames).
 * per-basic-block functions (`_BlockCompiler`): the straight-line code of a block becomes one
   Python function whose registers are locals and whose constants are literals; the run loop
   charges a block's whole instruction count to the budget before calling it.  A loop (a block
@@ -755,10 +755,10 @@ _TRANSLATORS: dict[int, Callable[[Interpreter, int, object], Callable[[], int]]]
 # A basic block (a run of slots entered only at its first and left only at its last) becomes
 # one Python function whose registers live in locals: a register is read from `regs` the first
 # time the block uses it and written back once, before the block returns.  The same semantic
-# tables drive it, with operands that are locals and constants that are literals.  Instructions
-# with effects beyond registers and memory (calls, exit) end a block and run their per-slot
-# closure; atomics flush the locals and run theirs in place.  Faults inside a block raise with
-# the faulting slot's own index, exactly as single-stepping would.
+# tables drive it, with operands that are locals and constants that are literals.  Helper calls
+# and atomics run inline (helpers take values; atomics use the checked slow path); local calls
+# and exit, which work on the frames, end a block and run their per-slot closure.  Faults
+# inside a block raise with the faulting slot's own index, exactly as single-stepping would.
 
 _BLOCK_PRELUDE = """
 def b{pc}(rem):
