@@ -198,11 +198,17 @@ def _syntax_error(e, locate: _Locator, text: str) -> Diagnostic:
 
 
 def _likely_intent(token, expected: set[str], line: str) -> str:
-    """What a Python programmer most likely meant by the common slips (`if x = 1:`, `else if`)."""
+    """What a Python programmer most likely meant by a common slip (`if x = 1:`, `else if`,
+    Python 2's `print x`, a match statement)."""
+    before = line[:token.column - 1].strip() if token.column else ""
     if expected == {":"} and token.value == "=":
         return "; to compare, write =="
-    if expected == {":"} and token.value == "if" and line[:token.column - 1].rstrip().endswith("else"):
+    if expected == {":"} and token.value == "if" and before.endswith("else"):
         return "; for another condition, write elif"
+    if before == "print":
+        return "; print is a function: print(...)"
+    if before == "match":
+        return "; match statements are not available in BPF programs, use if/elif"
     return ""
 
 
@@ -671,7 +677,7 @@ class _Builder(Transformer):
             elif c is not None:
                 if keywords:
                     self._reject(c.span, "positional argument follows keyword argument",
-                                "put positional arguments first: f(a, b, name=c)")
+                                 "put positional arguments first: f(a, b, name=c)")
                 args.append(c)
         return tuple(args), tuple(keywords)
 
@@ -683,7 +689,7 @@ class _Builder(Transformer):
         target, value = children
         if not isinstance(target, S.Name):
             self._reject(target.span, "a keyword argument's name must be a plain name: f(name=value)",
-                        "to compare, write ==")
+                         "to compare, write ==")
             return value
         return S.Keyword(self.locate.meta(meta), target.id, value)
 
@@ -695,12 +701,12 @@ class _Builder(Transformer):
         span, (target, *values) = self.locate.meta(meta), children
         if len(values) > 1:
             self._reject(span, "chained assignment (a = b = ...) is not available in BPF programs; "
-                              "assign each name in its own statement")
+                               "assign each name in its own statement")
         if isinstance(target, _Tuple):  # one error for `a, b = 1, 2`, not one per side
             self._reject(span, "tuple unpacking assignment is not available in BPF programs; "
                                "assign one name at a time")
             return None
-        return S.Assign(span, self._target(target, ""), self._expr(values[-1]))
+        return S.Assign(span, self._target(target), self._expr(values[-1]))
 
     def annassign(self, meta, children):
         target, annotation, value = children
@@ -716,13 +722,13 @@ class _Builder(Transformer):
         target = self._target(target, "augmented assignment has one target; update one name at a time")
         return S.AugAssign(span, target, str(op)[:-1], self._expr(value))
 
-    def _target(self, target, tuple_message: str) -> S.Expr:
+    def _target(self, target, tuple_message: str = "") -> S.Expr:
         """An assignment target: a name, a field or an element."""
         if isinstance(target, _Tuple):
             return self._reject(target.span, tuple_message)
         if not isinstance(target, (S.Name, S.Attribute, S.Subscript)):
             return self._reject(target.span, f"cannot assign to {_describe(target)}",
-                               "assign to a name, a field (s.x) or an element (a[i])")
+                                "assign to a name, a field (s.x) or an element (a[i])")
         return target
 
     def del_stmt(self, meta, children):
@@ -836,7 +842,7 @@ class _Builder(Transformer):
         *decorators, definition = children
         if isinstance(definition, S.ClassDef):
             self._reject(decorators[0].span, "class decorators are not available in BPF modules",
-                        "a Struct class is written `class Name(Struct):` with annotated fields")
+                         "a Struct class is written `class Name(Struct):` with annotated fields")
             return definition
         if isinstance(definition, S.FunctionDef):
             return dataclasses.replace(definition, decorators=tuple(decorators))
@@ -847,7 +853,7 @@ class _Builder(Transformer):
         bases, keywords = arguments if arguments is not None else ((), ())
         for k in keywords:
             self._reject(k.span, "class keyword arguments are not available in BPF modules",
-                        f"write class {name}(Struct):")
+                         f"write class {name}(Struct):")
         span = _block_span(self.locate.meta(meta), body)
         fields = tuple(f for f in map(self._field, _without_docstring(body)) if f is not None)
         return S.ClassDef(span, str(name), bases, fields)
@@ -864,7 +870,7 @@ class _Builder(Transformer):
             return S.Field(stmt.span, stmt.target.id, stmt.annotation)
         if isinstance(stmt, S.FunctionDef):
             self._reject(_header_span(stmt), "methods are not available in Struct classes",
-                        "define a module-level function that takes the struct as a parameter")
+                         "define a module-level function that takes the struct as a parameter")
         else:
             self._reject(_header_span(stmt), "a Struct class holds only annotated fields (name: type)")
         return None

@@ -556,6 +556,15 @@ SYNTAX_ERRORS = {
         "if x:\n    pass\nelse if y:\n    pass\n",
         "prog.py:3:6: error: invalid syntax: unexpected 'if'\nelse if y:\n     ^~\n"
         "  note: expected ':'; for another condition, write elif"),
+    "python2_print": (
+        'print "x"\n',
+        "prog.py:1:7: error: invalid syntax: unexpected string \"x\"\nprint \"x\"\n      ^~~\n"
+        "  note: expected an operator, the end of the line, ':', ',' or '='; print is a function: print(...)"),
+    "match_statement": (
+        "match x:\n    case 1:\n        pass\n",
+        "prog.py:1:7: error: invalid syntax: unexpected name 'x'\nmatch x:\n      ^\n"
+        "  note: expected an operator, the end of the line, ':', ',' or '='; match statements are not available "
+        "in BPF programs, use if/elif"),
     "keyword_as_name": (
         "def if(): pass\n",
         "prog.py:1:5: error: invalid syntax: unexpected 'if'\ndef if(): pass\n    ^~\n  note: expected a name"),
