@@ -261,3 +261,25 @@ def test_random_encodings_match_llvm_objdump(tmp_path):
     got = disasm.disassemble_file(str(obj))
     diff = [(w, g) for w, g in zip(want.splitlines(), got.splitlines()) if w != g]
     assert diff[:5] == [] and got == want
+
+
+@given(st.integers(0, 255), st.integers(0, 15), st.integers(0, 15), st.integers(-2**15, 2**15 - 1),
+       st.integers(-2**31, 2**31 - 1), st.integers(-2**31, 2**31 - 1))
+def test_any_fields_have_a_text_and_a_name(opcode, dst, src, off, imm, imm_hi):
+    ins = Instruction(opcode, dst, src, off, imm, imm_hi if opcode == isa.LDDW else 0)
+    assert disasm.format_instruction(ins)
+    assert ins.name
+
+
+def test_mnemonics_differ_except_for_the_operand_kind():
+    """The ubpf-style names tell apart every opcode llvm-objdump decodes, except an immediate
+    and a register operand of the same operation (`add64 r1, 1` / `add64 r1, r2`), so a
+    message naming an instruction and its operands is unambiguous."""
+    names = {}
+    for opcode in range(256):
+        fields = dict(imm=16) if opcode & 0xF7 in (0xD4, 0xD7) else {}
+        ins = Instruction(opcode, 1, 2, 0, **fields)
+        if disasm.format_instruction(ins) != disasm.UNKNOWN:
+            names.setdefault(ins.name, []).append(opcode)
+    shared = {n: ops for n, ops in names.items() if len(ops) > 1}
+    assert all(len(ops) == 2 and ops[0] ^ ops[1] == isa.X for ops in shared.values()), shared

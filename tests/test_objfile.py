@@ -554,3 +554,34 @@ def test_linking_a_recursive_subprogram_keeps_one_copy(tmp_path):
         self_calls = [s for s, ins in code.items() if ins.is_pseudo_call and s >= base]
         assert self_calls and all(s + code[s].imm + 1 == base for s in self_calls)
         assert linked.slot_count == base + sub.slot_count
+
+
+def test_btf_parser_fuzz_raises_only_btf_error():
+    """Random mutations of a real .BTF: parsed, or BtfError — never struct.error/IndexError."""
+    import random
+    rnd = random.Random(77)
+    base = _btf_sample()
+    for _ in range(400):
+        b = bytearray(base)
+        for _ in range(rnd.randrange(1, 4)):
+            b[rnd.randrange(len(b))] = rnd.randrange(256)
+        if rnd.random() < 0.2:
+            del b[rnd.randrange(len(b)):]
+        try:
+            btfmod.parse_btf(bytes(b))
+        except btfmod.BtfError:
+            pass
+
+
+def _btf_sample() -> bytes:
+    """One of every kind, written by encode_btf and read back."""
+    types = [btfmod.Void(), btfmod.Int("int", 4, 32, 0, 1), btfmod.Ptr(1),
+             btfmod.Struct("s", 8, (btfmod.Member("a", 1, 0), btfmod.Member("b", 2, 32, 0))),
+             btfmod.Enum("e", 4, (btfmod.EnumValue("A", 1),)), btfmod.Array(1, 1, 4),
+             btfmod.FuncProto(1, (btfmod.Param("x", 2),)), btfmod.Func("f", 6, 1),
+             btfmod.Var("v", 3, 1), btfmod.Datasec(".data", 8, (btfmod.VarSecinfo(8, 0, 8),)),
+             btfmod.Enum64("big", 8, (btfmod.EnumValue("H", 1 << 40),)), btfmod.Float("double", 8),
+             btfmod.DeclTag("tag", 3, -1), btfmod.TypeTag("user", 1), btfmod.Typedef("t", 1)]
+    raw = btfmod.encode_btf(types)
+    assert btfmod.parse_btf(raw).types == types
+    return raw
