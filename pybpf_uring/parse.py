@@ -754,7 +754,7 @@ class _Builder(Transformer):
     def yield_stmt(self, meta, children):
         return None  # the yield expression already said what is wrong
 
-    def tuple(self, meta, children):
+    def bare_tuple(self, meta, children):
         return _Tuple(self.locate.meta(meta), tuple(children))
 
     # ----- imports
