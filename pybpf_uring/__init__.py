@@ -11,7 +11,7 @@ __all__ = [
     "i8", "i16", "i32", "i64", "u8", "u16", "u32", "u64", "Struct", "ArrayMap", "HashMap",
     "sizeof", "SkBuff", "ktime_get_ns", "get_prandom_u32", "get_smp_processor_id",
     "get_current_pid_tgid", "skb_load_bytes", "iouring", "syscall", "socket_filter", "tracepoint", "loop_step",
-    "compile_file", "compile_module", "compile_source", "BpfObject",
+    "compile_file", "compile_module", "compile_source", "BpfObject", "Ring",
 ]
 
 
@@ -22,4 +22,7 @@ def __getattr__(name):
     if name == "BpfObject":
         from .objfile import BpfObject
         return BpfObject
+    if name == "Ring":
+        from .ring import Ring
+        return Ring
     raise AttributeError(name)
