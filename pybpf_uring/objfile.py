@@ -191,6 +191,17 @@ class ProgramSpec:
     def bytes(self) -> bytes:
         return isa.encode(self.instructions)
 
+    def line_at(self, slot: int) -> btfmod.LineInfo | None:
+        """The source line of the instruction at `slot` (as a verifier log or an engine fault
+        numbers it): the last line_info record at or before it within the same function, so
+        a subprogram's first instructions never borrow the caller's line."""
+        start = max((f.insn for f in self.func_info if f.insn <= slot), default=0)
+        best = None
+        for li in self.line_info:
+            if start <= li.insn <= slot and (best is None or li.insn >= best.insn):
+                best = li
+        return best
+
     def disasm(self, source: bool = False) -> str:
         """This program in llvm-objdump's format (`disasm.disassemble_program`); with
         `source`, each source line before the instructions it starts."""

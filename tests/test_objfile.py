@@ -585,3 +585,28 @@ def _btf_sample() -> bytes:
     raw = btfmod.encode_btf(types)
     assert btfmod.parse_btf(raw).types == types
     return raw
+
+
+def test_verifier_rejection_maps_to_the_source_line(tmp_path):
+    """The verifier's failing instruction (a slot of the linked program) → line_at → the C line."""
+    import re
+    from pybpf_uring import load as loadmod
+    _kernel()
+    o = BpfObject.read(compile_c("read_reject", tmp_path))
+    linked = o.program("reject_me").linked()
+    with pytest.raises(loadmod.VerifierError) as exc:
+        o.load()
+    log = exc.value.log
+    slot = int(re.findall(r"^(\d+): \(", log, re.M)[-1])
+    line = linked.line_at(slot)
+    assert line.text.strip() == "return *v + 1; /* no NULL check */"
+    assert linked.instruction_at(slot).is_load
+    assert loadmod.failing_insn(log)[0] == slot
+
+
+def test_line_at_stays_inside_the_function(obj):
+    linked = obj.program("ring_sleepy").linked()
+    starts = {f.name: f.insn for f in linked.func_info}
+    assert linked.line_at(starts["middle"]).text.strip() == "return helper_static(v) ^ 5;"
+    assert linked.line_at(starts["middle"] - 1).text.strip() == "return middle(1) + leaf(1);"
+    assert obj.program("tp_short").line_at(0).line > 0
