@@ -17,6 +17,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import functools
+import hashlib
 import os
 import re
 import sys
@@ -84,22 +85,27 @@ class _BadDedent(Exception):
 
 @functools.lru_cache(maxsize=None)
 def _lark():
-    """The LALR parser, built once per process; the tables are cached on disk (lark checks the
-    grammar's hash), because building them takes longer than a whole cold compile may."""
+    """The LALR parser, built once per process; the tables are cached on disk because building
+    them takes longer than a whole cold compile may."""
     with open(GRAMMAR, encoding="utf-8") as f:
         grammar = f.read()
     return Lark(grammar, parser="lalr", lexer="basic", postlex=_Indenter(),
-                propagate_positions=True, maybe_placeholders=True, cache=_cache_file())
+                propagate_positions=True, maybe_placeholders=True, cache=_cache_file(grammar))
 
 
-def _cache_file() -> str | bool:
+def _cache_file(grammar: str) -> str | bool:
+    """A file in the user's cache directory, one per grammar text, lark and Python version, so
+    two checkouts of different versions do not overwrite each other's tables (lark also checks
+    a hash of the grammar and options stored inside)."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     folder = os.path.join(base, "pybpf_uring")
     try:
         os.makedirs(folder, exist_ok=True)
     except OSError:
         return False  # an unwritable home: build the tables every time, still correct
-    return os.path.join(folder, f"grammar-lark{lark_version}-py{sys.version_info[0]}{sys.version_info[1]}.cache")
+    digest = hashlib.sha256(grammar.encode()).hexdigest()[:16]
+    name = f"grammar-{digest}-lark{lark_version}-py{sys.version_info[0]}{sys.version_info[1]}.cache"
+    return os.path.join(folder, name)
 
 
 def _parse(source: Source, text: str, line_offset: int, col_offset: int) -> tuple[S.Stmt, ...]:
