@@ -895,3 +895,79 @@ def test_throughput_smoke():
     rate = vm.executed / (time.perf_counter() - start)
     assert vm.executed == 800004
     assert rate > 2e6, f"{rate / 1e6:.1f} M insn/s"
+
+
+# ---------------------------------------------------------------------------------------------
+# Programs this project compiles, run in the kernel and in the engine on the same ctx bytes.
+
+COMPILED = """
+from pybpf_uring import syscall, Struct, i32, i64, u8, u32, u64
+
+N = 12
+
+class Args(Struct):
+    data: u32[N]
+    k: i64
+    small: u8
+    out: i64[6]
+
+def mix(a: i64, b: i64) -> i64:
+    if a < b:
+        return b // 3 - a % 7
+    return a * b - (a >> 2)
+
+@syscall
+def crunch(ctx: Args) -> i32:
+    data = ctx.data
+    out = ctx.out
+    total = 0
+    odd = 0
+    for i in range(N):
+        if data[i] == 0:
+            continue
+        if data[i] & 1:
+            odd += 1
+        total += mix(data[i], ctx.k)
+    out[0] = total
+    out[1] = odd
+    out[2] = ctx.k // 7
+    out[3] = ctx.k % -5
+    out[4] = i64(ctx.small) * 300
+    j = 0
+    steps = 0
+    while j < 50:
+        steps += ctx.small % 5 + 1
+        j += 1
+    out[5] = steps
+    ctx.out = out
+    return odd
+"""
+
+
+@pytest.mark.skipif(not _KERNEL, reason="bpf() syscall programs unavailable here")
+@pytest.mark.parametrize("cpu", ["v3", "v4"])
+def test_compiled_programs_match_the_kernel(cpu):
+    pytest.importorskip("llvmlite")
+    import random
+    from pybpf_uring import compile_source
+    namespace: dict = {}
+    exec(compile(COMPILED, "<bpf module>", "exec", dont_inherit=True), namespace)
+    obj = compile_source(COMPILED, "<bpf module>", cpu)
+    spec = next(p for p in obj.programs if p.name == "crunch")
+    rnd = random.Random(7)
+    with obj.load() as live:
+        program = live.programs["crunch"]
+        for _ in range(40):
+            args = namespace["Args"](
+                data=(namespace["u32"].ctype * 12)(*(rnd.choice([0, 1, 2, 7, 0xFFFFFFFF,
+                                                                 rnd.getrandbits(32)])
+                                                     for _ in range(12))),
+                k=rnd.choice([0, 1, -1, -7, 2**63 - 1, -2**63, rnd.getrandbits(63)]),
+                small=rnd.getrandbits(8))
+            raw = bytes(args)
+            expected = program.test_run(ctx=args)
+            memory = Memory()
+            ctx = memory.map(bytearray(raw), "ctx")
+            r0 = Interpreter(spec.linked().instructions, memory=memory).run(ctx.base)
+            assert r0 & M32 == expected.retval
+            assert bytes(ctx.buf) == bytes(expected.ctx)

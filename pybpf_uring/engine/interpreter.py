@@ -13,7 +13,7 @@ semantic tables (`_ALU`, `_COND`, `_END`, `_ATOMIC`):
   that jumps back to itself, or the blocks between a header and its last back edge) becomes
   one function that iterates in place, charging the budget block by block.
 
-So decoding never happens at run time and no instruction allocates; on this machine a
+So decoding never happens at run time and instructions create no objects beyond Python ints; a
 multiply/add loop runs at ~30 M insn/s, a loop with a branch and a memory load at ~25 M, and
 the closures alone at ~12-15 M.
 
