@@ -311,6 +311,11 @@ def test_first_line_offsets_spans():
                               "use // for integer division\ny = 1 / 2\n    ^~~~~"
 
 
+def test_windows_line_ends_and_a_byte_order_mark():
+    assert tree("\ufeffx = 1\r\nif x:\r\n    y = 2\r\n") == ["(= x 1)", "(if x [(= y 2)] [])"]
+    assert error("x = 1\r\ny = 1 / 2\r\n").startswith("prog.py:2:5: error: true division")
+
+
 # ----- rejected Python: exact diagnostics ---------------------------------------------------
 REJECTED = {
     "true_division": (
