@@ -500,10 +500,12 @@ REJECTED = {
     "star_arg": "argument unpacking (*args) is not available in BPF programs; pass each argument",
     "kwstar_arg": "keyword argument unpacking (**kwargs) is not available in BPF programs; pass each argument",
     "star_param": "star parameters (*args) are not available in BPF programs; declare each parameter with its type",
-    "kwstar_param": "keyword parameters (**kwargs) are not available in BPF programs; declare each parameter with its type",
+    "kwstar_param": "keyword parameters (**kwargs) are not available in BPF programs; "
+                    "declare each parameter with its type",
     "posonly_marker": "positional-only markers (/) are not available in BPF programs; list the parameters",
     "slice": "slices are not available in BPF programs; index one element at a time",
-    "subscript_tuple": "subscripts with several indexes are not available in BPF programs; index one at a time: x[a][b]",
+    "subscript_tuple": "subscripts with several indexes are not available in BPF programs; "
+                       "index one at a time: x[a][b]",
     "yield_expr": "yield is not available in BPF programs; a function returns one value",
     "await_op": "await is not available in BPF programs; call helpers directly",
     "power_op": "the power operator (**) is not available in BPF programs; multiply, or shift left for powers of two",
@@ -516,7 +518,8 @@ REJECTED = {
     "nonlocal_stmt": "nonlocal is not available in BPF programs; pass values as arguments",
     "loop_else": "else: on a loop is not available in BPF programs; set a flag before break and test it after the loop",
     "import_star": "star imports are not available in BPF modules; import each name: from pybpf_uring import u32",
-    "relative_module": "relative imports are not available in BPF modules; import from pybpf_uring or pybpf_uring.uring",
+    "relative_module": "relative imports are not available in BPF modules; "
+                       "import from pybpf_uring or pybpf_uring.uring",
 }
 REJECTED_OPS = {
     "/": "true division is not available in BPF programs; use // for integer division",

@@ -58,7 +58,7 @@ SEXP = {
     "BinOp": lambda n: f"({n.op} {sexp(n.left)} {sexp(n.right)})",
     "UnaryOp": lambda n: f"({n.op} {sexp(n.operand)})",
     "BoolOp": lambda n: f"({n.op} {_seq(n.values)})",
-    "Compare": lambda n: "(" + " ".join([sexp(n.left)] + [f"{o} {sexp(c)}" for o, c in zip(n.ops, n.comparators)]) + ")",
+    "Compare": lambda n: f"({sexp(n.left)} " + " ".join(f"{o} {sexp(c)}" for o, c in zip(n.ops, n.comparators)) + ")",
     "Attribute": lambda n: f"{sexp(n.value)}.{n.attr}",
     "Subscript": lambda n: f"{sexp(n.value)}[{sexp(n.index)}]",
     "Keyword": lambda n: f"{n.name}={sexp(n.value)}",
