@@ -971,3 +971,9 @@ def test_compiled_programs_match_the_kernel(cpu):
             r0 = Interpreter(spec.linked().instructions, memory=memory).run(ctx.base)
             assert r0 & M32 == expected.retval
             assert bytes(ctx.buf) == bytes(expected.ctx)
+
+
+def test_block_source_is_kept_for_inspection():
+    vm = Interpreter(prog("mov %r0, 2", "loop:", "sub %r0, 1", "jne %r0, 0, loop", "exit"))
+    assert "def b0(rem):" in vm.block_source and "while True:" in vm.block_source
+    assert Interpreter(prog("exit"), compile_blocks=False).block_source == ""

@@ -478,8 +478,8 @@ class Interpreter:
         try:
             self.code = self._translate()
             # Blocks are the fast path; single-stepping the closures is the exact one.
-            self._blocks, self._costs = (_BlockCompiler(self).compile() if compile_blocks
-                                         else (None, None))
+            self._blocks, self._costs, self.block_source = (
+                _BlockCompiler(self).compile() if compile_blocks else (None, None, ""))
         except InvalidProgram:
             for region in self.stack:           # a refused program leaves the memory as it was
                 self.memory.unmap(region)
@@ -830,7 +830,9 @@ class _BlockCompiler:
                 starts.add(i + ins.slots)        # every jump, local call and exit ends a block
         return sorted(s for s in starts if s < n)
 
-    def compile(self) -> tuple[list, list[int]]:
+    def compile(self) -> tuple[list, list[int], str]:
+        """`blocks[pc]` for every block start, their instruction counts, and the Python source
+        (kept as `Interpreter.block_source`, the engine's dump stage)."""
         n = len(self.slots)
         leaders = self.leaders()
         bounds = list(zip(leaders, leaders[1:] + [n]))
@@ -848,7 +850,7 @@ class _BlockCompiler:
         fall_off = self.vm.code[n]
         blocks[n] = lambda rem: fall_off()     # running off the end faults
         costs[n] = 1
-        return blocks, costs
+        return blocks, costs, source
 
     def _cost(self, start: int, end: int) -> int:
         return sum(1 for ins in self.slots[start:end] if ins is not None)
