@@ -320,7 +320,8 @@ class Btf:
                 keyword = "enum" if isinstance(t, Enum) else t.kind
             return f"{keyword} {t.name or '(anon)'}"
         if isinstance(t, FuncProto):
-            return f"{self.type_name(t.return_type)} (*)({', '.join(self.type_name(p.type) for p in t.params)})"
+            params = ", ".join(self.type_name(p.type) for p in t.params)
+            return f"{self.type_name(t.return_type)} (*)({params})"
         return t.name or f"({t.kind})"
 
 

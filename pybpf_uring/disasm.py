@@ -1,20 +1,26 @@
 """Disassembly text identical to `llvm-objdump -d` of LLVM 22 (one format for CLI, tests, errors).
 
-Two entry points:
+Entry points:
 
 * `format_instruction(ins)` — the text of one instruction (`r2 = *(u64 *)(r1 + 0x8)`,
   `if w1 s> 0x3 goto +0x2`), or `<unknown>` for an encoding LLVM's decoder rejects.
-* `disassemble(obj)` — a whole `BpfObject` as `llvm-objdump -d` prints it: every non-empty
-  executable section, a header per symbol, `index:\\tbytes\\ttext` per instruction, branch
-  targets labelled `<symbol+0xoff>`.
+* `disassemble(obj)` — a whole `BpfObject` (or the `ElfRecords` of any BPF ELF) as
+  `llvm-objdump -d` prints it — `-dr` with `relocations=True`: every non-empty executable
+  section, a header per symbol, `index:\\tbytes\\ttext` per instruction, branch targets
+  labelled `<symbol+0xoff>`.  `disassemble_file(path)` adds llvm-objdump's file-name line.
+* `disassemble_program(prog)` — one (linked) program, optionally with its source lines.
+* `format_program(insns)` — `slot: text` lines for messages, without symbols.
 
-The rules were read off llvm-objdump-22 output (tests/test_disasm.py keeps them honest):
+The rules were read off llvm-objdump-22 output and checked by differential fuzzing against it
+(tests/test_disasm.py keeps them honest):
 
 * Which fields an instruction uses decides validity, as in LLVM's decoder tables: a field the
-  text does not show is ignored (`exit` with dst=2 is still `exit`), except `off`, which must
-  be 0 where it has no meaning in ALU and lddw instructions.  Registers above r11 are invalid.
+  text does not show is mostly ignored (`exit` with dst=2 is still `exit`), but `off` must be
+  0 in ALU instructions other than neg/byte swaps and in lddw, `imm` must be 0 in `exit`, and
+  registers above r11 are invalid.
 * Loads and stores narrower than 64 bits show the 32-bit register (`w1 = *(u8 *)...`) at every
-  cpu level; `be`/`le` always show `r`.  Immediates and offsets print as signed hex.
+  cpu level; `be`/`le` always show `r`.  Immediates and offsets print as signed hex, except
+  the unsigned imm of `ld_pseudo`.
 * Atomic operations are read from imm bits 0 (fetch), 4-7 (operation) and 8 (acquire/release),
   the rest ignored, in the order LLVM's decoder tries them (`_atomic_op`).
 * Symbols of a section are sorted by (address, name); at an address shared by several, the
@@ -22,12 +28,12 @@ The rules were read off llvm-objdump-22 output (tests/test_disasm.py keeps them 
   is the last such symbol at or before the (64-bit wrapping) target address.
 * A run of 8 or more zero bytes where an instruction would start is printed as `\\t\\t...`
   (llvm-objdump's --disassemble-zeroes default), skipping the run rounded down to 4 bytes.
-* Bytes too few for an instruction are printed one per line as `<unknown>`.
+* Fewer than 8 bytes left, or a valid lddw without its second slot: one byte, `<unknown>`.
 """
 from __future__ import annotations
 
 import struct
-from typing import Callable, Iterable, NamedTuple, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 from . import isa
 from .isa import (ALU, ALU64, JMP, JMP32, LD, LDX, ST, STX, K, X, MEM, MEMSX, ATOMIC, ABS, IND,

@@ -281,7 +281,8 @@ def mnemonic(ins: Instruction) -> str:
         elif ins.op == MOV and ins.off in MOVSX_OFFS:
             name = "movsx"
         elif ins.op == END:
-            return ("bswap" if cls == ALU64 else ("be" if ins.source == TO_BE else "le")) + str(ins.imm)
+            order = "bswap" if cls == ALU64 else ("be" if ins.source == TO_BE else "le")
+            return order + str(ins.imm)
         return name + ("64" if cls == ALU64 else "32")
     if cls in (JMP, JMP32):
         if cls == JMP and ins.op == JA and ins.source == X:
@@ -292,7 +293,9 @@ def mnemonic(ins: Instruction) -> str:
         return name
     size = SIZE_NAMES[ins.opcode & SIZE_MASK]
     if cls == LD:
-        return {IMM: "lddw", ABS: "ldabs", IND: "ldind"}.get(ins.mode, "ld") + ("" if ins.mode == IMM else size)
+        if ins.mode == IMM:
+            return "lddw"
+        return {ABS: "ldabs", IND: "ldind"}.get(ins.mode, "ld") + size
     if cls == LDX:
         return ("ldxs" if ins.mode == MEMSX else "ldx") + size
     if ins.mode == ATOMIC:

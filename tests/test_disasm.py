@@ -147,7 +147,8 @@ def test_instruction_text(hexbytes, text):
 def test_format_instruction_takes_slot_records():
     """The interpreter passes its own 5-field slot records."""
     from types import SimpleNamespace
-    assert disasm.format_instruction(SimpleNamespace(opcode=0x07, dst=1, src=0, off=0, imm=-8)) == "r1 += -0x8"
+    slot = SimpleNamespace(opcode=0x07, dst=1, src=0, off=0, imm=-8)
+    assert disasm.format_instruction(slot) == "r1 += -0x8"
 
 
 def test_format_program_numbers_slots_and_targets():
@@ -229,7 +230,8 @@ def test_program_disassembly_with_subprograms_and_source(build):
     assert "; return leaf(v) + 1;\n      16:\t85 10 00 00 f9 ff ff ff\tcall -0x7\n" in text
     # unlinked, a program is its section's listing for its symbol
     plain = obj.program("tp_prog").disasm()
-    section = disasm.disassemble(obj).split("Disassembly of section tracepoint/io_uring/io_uring_complete:\n\n")[1]
+    header = "Disassembly of section tracepoint/io_uring/io_uring_complete:\n\n"
+    section = disasm.disassemble(obj).split(header)[1]
     assert plain == section.split("\n\nDisassembly")[0] + "\n"
 
 
