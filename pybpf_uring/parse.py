@@ -50,8 +50,7 @@ def parse_function(fn) -> S.Module:
     """Parse what a decorated function (a `decorators.Program` or a plain function) needs.
 
     In a file, the file's own text: the function and the top-level declarations it reaches by
-    name (maps, structs, constants, subprograms) plus the imports from pybpf_uring, with every
-    other line blanked, so host code around the programs is never parsed and spans stay the
+    name (imports, maps, structs, constants, subprograms), with every other line blanked, so host code around the programs is never parsed and spans stay the
     file's.  In a notebook cell, the function's own source (dedented, spans on the cell's lines)
     and the plain functions it calls.  Either way `environment` holds the function's globals,
     where the checker finds what the parsed text does not declare."""
@@ -382,8 +381,9 @@ def _is_notebook_cell(filename: str) -> bool:
 
 
 def _reachable_statements(body: list[ast.stmt], fn) -> list[ast.stmt] | None:
-    """`fn`'s definition, the top-level statements defining the names it uses (transitively),
-    and the imports from pybpf_uring.  Other top-level code is the host's."""
+    """`fn`'s definition and the top-level statements (imports, maps, constants, structs,
+    functions) defining the names it uses, transitively.  Other top-level code is the host's;
+    so is a star import, whose names the checker finds among the globals instead."""
     defines: dict[str, ast.stmt] = {}
     for stmt in body:
         for name in _defined_names(stmt):
@@ -398,13 +398,15 @@ def _reachable_statements(body: list[ast.stmt], fn) -> list[ast.stmt] | None:
             if stmt is not None and id(stmt) not in kept:
                 kept[id(stmt)] = stmt
                 todo.append(stmt)
-    imports = [s for s in body if _is_library_import(s)]
-    return sorted({id(s): s for s in [*kept.values(), *imports]}.values(), key=lambda s: s.lineno)
+    return sorted(kept.values(), key=lambda s: s.lineno)
 
 
 def _defined_names(stmt: ast.stmt) -> list[str]:
+    """The names a top-level statement binds (a star import binds none we can see)."""
     if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
         return [stmt.name]
+    if isinstance(stmt, (ast.Import, ast.ImportFrom)):
+        return [a.asname or a.name.split(".")[0] for a in stmt.names if a.name != "*"]
     targets = stmt.targets if isinstance(stmt, ast.Assign) else \
         [stmt.target] if isinstance(stmt, ast.AnnAssign) else []
     return [t.id for t in targets if isinstance(t, ast.Name)]
@@ -412,12 +414,6 @@ def _defined_names(stmt: ast.stmt) -> list[str]:
 
 def _used_names(stmt: ast.stmt) -> set[str]:
     return {n.id for n in ast.walk(stmt) if isinstance(n, ast.Name)}
-
-
-def _is_library_import(stmt: ast.stmt) -> bool:
-    if isinstance(stmt, ast.ImportFrom):
-        return stmt.level == 0 and (stmt.module or "").split(".")[0] in ("pybpf_uring", "__future__")
-    return isinstance(stmt, ast.Import) and all(a.name.split(".")[0] == "pybpf_uring" for a in stmt.names)
 
 
 def _first_line(stmt: ast.stmt) -> int:

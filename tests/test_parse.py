@@ -630,6 +630,18 @@ def test_parse_function_in_a_script_keeps_what_the_program_reaches(tmp_path, mon
     assert spans(m.body[-1]) == (16, 1, 18, 25) and m.source.line(17) == "    hits[0] += 1"
 
 
+def test_parse_function_in_a_script_with_a_star_import(tmp_path, monkeypatch):
+    path = tmp_path / "star_mod.py"
+    path.write_text("from pybpf_uring import *\n\n@syscall\ndef p(ctx: u64) -> i32:\n    return 0\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = __import__("star_mod")
+    try:
+        m = parse_function(module.p)
+    finally:
+        sys.modules.pop("star_mod", None)
+    assert [sexp(s) for s in m.body] == ["(def p [syscall] (ctx:u64) -> i32 [(return 0)])"]
+
+
 def _cell_function(cell: str, name: str, filename: str = "<ipython-input-3-0123456789ab>"):
     """Run `cell` as IPython does: compiled under a fake file name that linecache knows."""
     linecache.cache[filename] = (len(cell), None, cell.splitlines(keepends=True), filename)
