@@ -320,8 +320,10 @@ def test_helpers_get_memory_and_five_arguments():
     (bytes.fromhex("1800000000000000"), 0, "lddw is missing its second slot"),
     (bytes.fromhex("b70a000000000000" "9500000000000000"), 0, "r10 is the read-only frame pointer"),
     (bytes.fromhex("8d02000000000000" "9500000000000000"), 0, "callx is not part of RFC 9669"),
-    (bytes.fromhex("c31a000002000000" "9500000000000000"), 0, "atomic32 (opcode 0xc3): imm 0x2 selects no operation"),
-    (bytes.fromhex("d700000008000000" "9500000000000000"), 0, "bswap (opcode 0xd7): imm 0x8 selects no operation (allowed: 0x10, 0x20, 0x40)"),
+    (bytes.fromhex("c31a000002000000" "9500000000000000"), 0,
+     "atomic32 (opcode 0xc3): imm 0x2 selects no operation"),
+    (bytes.fromhex("d700000008000000" "9500000000000000"), 0,
+     "bswap (opcode 0xd7): imm 0x8 selects no operation (allowed: 0x10, 0x20, 0x40)"),
     (bytes.fromhex("bc01200000000000" "9500000000000000"), 0, "offset field is 32"),
     (bytes.fromhex("b701000000000000"[:-2]), None, "not a whole number"),
 ])
@@ -489,12 +491,14 @@ def mixed_program(draw):
             reg = draw(st.sampled_from([10, 10, 10, 1]))
             if kind == "load":
                 mode = draw(st.sampled_from([0x60, 0x80])) if size != 0x18 else 0x60
-                body.append(struct.pack("<BBhi", 0x01 | mode | size, reg << 4 | draw(st.integers(0, 9)), off, 0))
+                dst = draw(st.integers(0, 9))
+                body.append(struct.pack("<BBhi", 0x01 | mode | size, reg << 4 | dst, off, 0))
             elif kind == "store":
                 if draw(st.booleans()):
                     body.append(struct.pack("<BBhi", 0x62 | size, reg, off, draw(st.integers(-9, 9))))
                 else:
-                    body.append(struct.pack("<BBhi", 0x63 | size, draw(st.integers(0, 9)) << 4 | reg, off, 0))
+                    src = draw(st.integers(0, 9))
+                    body.append(struct.pack("<BBhi", 0x63 | size, src << 4 | reg, off, 0))
             else:
                 imm = draw(st.sampled_from([0x00, 0x01, 0x40, 0x41, 0x50, 0xA1, 0xE1, 0xF1]))
                 body.append(struct.pack("<BBhi", 0xC3 | draw(st.sampled_from([0x00, 0x18])),

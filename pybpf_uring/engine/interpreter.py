@@ -589,7 +589,8 @@ class Interpreter:
         return _factory(source)(self.regs, ins.dst, ins.src, k, i + 1)
 
     def _end(self, i: int, ins, cls: int, use_x: bool) -> Callable[[], int]:
-        transform, width, regs, d, nxt = _END[(cls, X if use_x else 0)], ins.imm, self.regs, ins.dst, i + 1
+        transform = _END[(cls, X if use_x else 0)]
+        width, regs, d, nxt = ins.imm, self.regs, ins.dst, i + 1
 
         def op() -> int:
             regs[d] = transform(regs[d], width)
@@ -625,7 +626,7 @@ class Interpreter:
 
     def _call(self, i: int, ins) -> Callable[[], int]:
         regs, frames, nxt = self.regs, self._frames, i + 1
-        if ins.src == 1:
+        if ins.src == isa.CALL_PSEUDO:
             target, tops, stack = i + 1 + ins.imm, self._stack_tops, self.stack
 
             def call_local() -> int:
@@ -638,7 +639,8 @@ class Interpreter:
                 stack[depth].buf[:] = bytes(STACK_BYTES)
                 return target
             return call_local
-        table, kind = (self.helpers, "helper") if ins.src == 0 else (self.kfuncs, "kfunc")
+        table, kind = ((self.helpers, "helper") if ins.src == isa.CALL_HELPER
+                       else (self.kfuncs, "kfunc"))
         fn = table.get(ins.imm)
         if fn is None:
             known = ", ".join(map(str, sorted(table))) or "none"
@@ -672,9 +674,6 @@ class Interpreter:
             regs[d] = value
             return nxt
         return op
-
-    def _ld(self, i: int, ins) -> Callable[[], int]:
-        return self._lddw(i, ins)
 
     def _ldx(self, i: int, ins) -> Callable[[], int]:
         size = ins.size
@@ -744,7 +743,7 @@ class Interpreter:
 
 
 _TRANSLATORS: dict[int, Callable[[Interpreter, int, object], Callable[[], int]]] = {
-    LD: Interpreter._ld, LDX: Interpreter._ldx, ST: Interpreter._st, STX: Interpreter._stx,
+    LD: Interpreter._lddw, LDX: Interpreter._ldx, ST: Interpreter._st, STX: Interpreter._stx,
     ALU: Interpreter._alu, JMP: Interpreter._jmp, JMP32: Interpreter._jmp, ALU64: Interpreter._alu,
 }
 
@@ -808,7 +807,8 @@ class _BlockCompiler:
         self.namespace: dict = {
             "regs": vm.regs, "code": vm.code, "rget": vm.memory.readable.get,
             "wget": vm.memory.writable.get, "slow_load": vm._slow_load,
-            "slow_store": vm._slow_store, "spent": vm._spent, "_sdiv": _sdiv, "_smod": _smod, "_bswap": _bswap,
+            "slow_store": vm._slow_store, "spent": vm._spent,
+            "_sdiv": _sdiv, "_smod": _smod, "_bswap": _bswap,
             "_truncate": _END[(ALU, 0)], "atomic_ops": _ATOMIC,
         }
         for size, fmt in _UNSIGNED.items():
