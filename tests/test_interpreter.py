@@ -530,7 +530,7 @@ def _observe(program: bytes, budget: int, compile_blocks: bool):
     return outcome, list(vm.regs) if outcome[0] != "BpfFault" else None, bytes(vm.stack[0].buf), executed
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(program=mixed_program(), budget=st.integers(1, 300))
 def test_blocks_and_single_steps_agree(program, budget):
     assert _observe(program, budget, True) == _observe(program, budget, False)
@@ -639,7 +639,7 @@ def arbitrary_program(draw):
     return b"".join(slots) + bytes.fromhex("9500000000000000")
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(program=arbitrary_program())
 def test_arbitrary_instructions_never_escape_as_other_exceptions(program):
     helpers = {1: _mix, 2: _poke, 5: _mix, 16: _mix, 32: _mix, 64: _mix}
@@ -790,7 +790,7 @@ def verifiable_program(draw):
 
 
 @pytest.mark.skipif(not _KERNEL, reason="bpf() syscall programs unavailable here")
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(init=st.lists(_INTERESTING, min_size=10, max_size=10), body=verifiable_program())
 def test_programs_with_stack_and_branches_match_the_kernel(init, body):
     import os
