@@ -18,6 +18,7 @@ ObjectError, never a struct.error.
 """
 from __future__ import annotations
 
+import gc
 import struct
 from dataclasses import dataclass, field, replace
 from typing import Iterator
@@ -234,6 +235,7 @@ class TypeTag:
 
 
 _MODIFIERS = (Typedef, Volatile, Const, Restrict, TypeTag)
+_SIMPLE_REF = frozenset({Ptr, Typedef, Volatile, Const, Restrict, TypeTag, Func, Var, DeclTag})
 
 
 # --- .BTF -------------------------------------------------------------------------------------
@@ -344,20 +346,38 @@ def parse_btf(data: bytes) -> Btf:
     if strings and strings[0] != 0:
         raise BtfError(".BTF string section does not start with the empty string")
     types: list = [Void()]
-    _TypeReader(data[types_at:types_at + type_len], strings, types).read_all()
+    # vmlinux has ~150k types: the collector's passes over that many new (acyclic) records
+    # would double the time, so it is paused while they are made
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        _TypeReader(data[types_at:types_at + type_len], strings, types).read_all()
+    finally:
+        if collecting:
+            gc.enable()
+    count = len(types)
     for i, t in enumerate(types):
-        for ref in _references(t):
-            if ref >= len(types):
-                raise BtfError(f"type {i} ({t.kind} {t.name!r}) refers to type {ref}, but the BTF "
-                               f"has only {len(types) - 1} types")
+        refs = _references(t)
+        if refs and max(refs) >= count:
+            raise BtfError(f"type {i} ({t.kind} {t.name!r}) refers to type {max(refs)}, but the "
+                           f"BTF has only {count - 1} types")
     return Btf(types, strings, data)
 
 
 def _references(t) -> list[int]:
-    refs = [getattr(t, a) for a in ("type", "index_type", "return_type") if hasattr(t, a)]
-    for sub in (getattr(t, "members", ()), getattr(t, "params", ()), getattr(t, "vars", ())):
-        refs += [m.type for m in sub]
-    return refs
+    """The type ids `t` points at (checked once, so later lookups need no bounds checks)."""
+    cls = type(t)
+    if cls in _SIMPLE_REF:
+        return [t.type]
+    if cls is Array:
+        return [t.type, t.index_type]
+    if cls is FuncProto:
+        return [t.return_type, *(p.type for p in t.params)]
+    if cls in (Struct, Union):
+        return [m.type for m in t.members]
+    if cls is Datasec:
+        return [v.type for v in t.vars]
+    return []
 
 
 def _string(strings: bytes, offset: int) -> str:
@@ -373,21 +393,36 @@ class _TypeReader:
     """Walks the type section record by record; one method per kind keeps each layout in view."""
 
     def __init__(self, data: bytes, strings: bytes, out: list) -> None:
-        self.data, self.strings, self.out, self.pos = data, strings, out, 0
+        # every record is whole 32-bit words: unpack them all at once (vmlinux has ~150k types)
+        self.words = struct.unpack(f"<{len(data) // 4}I", data[:len(data) // 4 * 4])
+        self.size = len(data)
+        self.strings, self.out, self.pos = strings, out, 0   # pos counts words
+        # decode the string table in one pass; an offset into the middle of a string (the
+        # tail of a longer name) is looked up on demand
+        self.names: dict[int, str] = {}
+        at = 0
+        for chunk in strings.split(b"\0")[:-1]:
+            self.names[at] = chunk.decode("utf-8", errors="replace")
+            at += len(chunk) + 1
 
     def u32s(self, n: int) -> tuple[int, ...]:
-        end = self.pos + 4 * n
-        if end > len(self.data):
-            raise BtfError(f"type {len(self.out)} is truncated at byte {self.pos} of the type section")
-        values = struct.unpack_from(f"<{n}I", self.data, self.pos)
+        end = self.pos + n
+        if end * 4 > self.size:
+            raise BtfError(f"type {len(self.out)} is truncated at byte {self.pos * 4} of the "
+                           "type section")
+        values = self.words[self.pos:end]
         self.pos = end
         return values
 
     def name(self, offset: int) -> str:
-        return _string(self.strings, offset)
+        try:
+            return self.names[offset]
+        except KeyError:
+            name = self.names[offset] = _string(self.strings, offset)
+            return name
 
     def read_all(self) -> None:
-        while self.pos < len(self.data):
+        while self.pos * 4 < self.size:
             name_off, info, size_or_type = self.u32s(3)
             kind, vlen, kflag = (info >> 24) & 0x1F, info & 0xFFFF, info >> 31
             reader = _KINDS.get(kind)

@@ -612,3 +612,19 @@ def test_line_at_stays_inside_the_function(obj):
     assert linked.line_at(starts["middle"]).text.strip() == "return helper_static(v) ^ 5;"
     assert linked.line_at(starts["middle"] - 1).text.strip() == "return middle(1) + leaf(1);"
     assert obj.program("tp_short").line_at(0).line > 0
+
+
+def test_parses_the_running_kernels_btf():
+    """The biggest BTF there is (vmlinux): every record of the kernel's own layout, the loader
+    needs it to find kfunc ids."""
+    path = "/sys/kernel/btf/vmlinux"
+    if not os.path.exists(path):
+        pytest.skip("no /sys/kernel/btf/vmlinux")
+    with open(path, "rb") as f:
+        b = btfmod.parse_btf(f.read())
+    task = b[b.find("task_struct", "struct")]
+    assert task.size > 1000 and task.member("pid") is not None
+    assert b.type_name(task.member("pid").type) == "pid_t"
+    ring = b.find("io_uring_sqe", "struct")
+    assert ring is not None and b.size_of(ring) == 64
+    assert len({t.kind for t in b}) >= 15
