@@ -3,12 +3,12 @@
 The public names of SPEC.md.  Heavy stages (lark, llvmlite, pyelftools) are imported only when
 a program is compiled, read or loaded, so `import pybpf_uring` stays cheap.
 """
-from .types import i8, i16, i32, i64, u8, u16, u32, u64, Struct, ArrayMap, HashMap, sizeof, SkBuff
+from .types import i8, i16, i32, i64, u8, u16, u32, u64, Struct, ArrayMap, HashMap, sizeof, SkBuff, Const
 from .types import ktime_get_ns, get_prandom_u32, get_smp_processor_id, get_current_pid_tgid, skb_load_bytes
 from .decorators import iouring, syscall, socket_filter, tracepoint, loop_step
 
 __all__ = [
-    "i8", "i16", "i32", "i64", "u8", "u16", "u32", "u64", "Struct", "ArrayMap", "HashMap",
+    "i8", "i16", "i32", "i64", "u8", "u16", "u32", "u64", "Struct", "ArrayMap", "HashMap", "Const",
     "sizeof", "SkBuff", "ktime_get_ns", "get_prandom_u32", "get_smp_processor_id",
     "get_current_pid_tgid", "skb_load_bytes", "iouring", "syscall", "socket_filter", "tracepoint", "loop_step",
     "compile_file", "compile_module", "compile_source", "BpfObject", "Ring",

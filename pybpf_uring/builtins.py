@@ -13,6 +13,7 @@ from .typesys import I32, I64, U32, U64, Type
 CTX = "ctx"            # the program's ctx argument
 INT = "int"            # any integer, converted to the parameter's width
 REF_SIZE = "ref+size"  # address of a local, then its size
+TYPE_SIZE = "type"     # a type, passed as its size; the call returns a reference to that type
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,29 @@ HELPERS = {h.name: h for h in (
     Helper("copy_to_user", 167, (Param(INT, U64), Param(REF_SIZE)), I64, IOURING, True),
     # bpf_copy_from_user(dst, size, uptr): Python order (dst, uptr)
     Helper("copy_from_user", 148, (Param(REF_SIZE, writes=True), Param(INT, U64)), I64, IOURING, True),
+)}
+
+LOOP = frozenset({"loop_step"})
+
+
+@dataclass(frozen=True)
+class Kfunc:
+    """A kernel function (kfunc) a program calls by name; the loader resolves it against the
+    running kernel's BTF.  `ret` None: the call returns a reference to the type passed as its
+    TYPE_SIZE argument, or None."""
+
+    name: str
+    symbol: str
+    params: tuple[Param, ...]
+    arg_names: tuple[str, ...]  # the kernel prototype's, for BTF
+    ret: Type | None
+    programs: frozenset[str] = frozenset()
+
+
+KFUNCS = {k.name: k for k in (
+    Kfunc("submit_sqes", "bpf_io_uring_submit_sqes", (Param(CTX), Param(INT, U32)), ("ctx", "nr"), I32, LOOP),
+    Kfunc("get_region", "bpf_io_uring_get_region", (Param(CTX), Param(INT, U32), Param(TYPE_SIZE)),
+          ("ctx", "region_id", "rdwr_buf_size"), None, LOOP),
 )}
 
 # Map operations and print() are lowered to these helper IDs.

@@ -15,13 +15,13 @@ import importlib
 from dataclasses import dataclass, field
 
 from . import syntax as S
-from .builtins import HELPERS, PREPS, Helper
+from .builtins import HELPERS, KFUNCS, PREPS, Helper
 from .diagnostics import Collector, Span
 from .limits import MAX_CALL_DEPTH, MAX_HELPER_ARGS, STACK_BYTES
 from .typesys import (BOOL, I64, INTS, NONE, STR, U64, ArrayT, IntT, MapT, PtrT, StructT, Type)
 
 PROGRAM_KINDS = {"iouring", "syscall", "socket_filter", "tracepoint", "loop_step"}
-LIBRARY_MODULES = ("pybpf_uring", "pybpf_uring.uring")
+LIBRARY_MODULES = ("pybpf_uring", "pybpf_uring.uring", "pybpf_uring.iou")
 
 
 @dataclass
@@ -55,6 +55,18 @@ class FunctionInfo:
         return self.node.name
 
 
+@dataclass(frozen=True)
+class GlobalVar:
+    """A module-level variable in `.data`/`.bss`, or `.rodata` when `const` (set by the host
+    before loading)."""
+
+    name: str
+    type: Type
+    init: int
+    const: bool
+    line: int
+
+
 @dataclass
 class Checked:
     """The typed program: the module plus side tables the lowering reads."""
@@ -69,6 +81,7 @@ class Checked:
     symbols: dict[S.Name, Symbol] = field(default_factory=dict)
     calls: dict[S.Call, CallTarget] = field(default_factory=dict)
     loops: dict[S.For, tuple[int, int, int]] = field(default_factory=dict)
+    globals: dict[str, "GlobalVar"] = field(default_factory=dict)
     in_bounds: set = field(default_factory=set)  # Subscripts whose variable index is proven in range
     warnings: list = field(default_factory=list)  # Diagnostics that do not stop compilation
 
@@ -145,6 +158,9 @@ class ModuleChecker:
             self.error(stmt.target.span, "only names can be assigned at module level")
             return
         name, value = stmt.target.id, stmt.value
+        if stmt.annotation is not None:
+            self.declare_global(name, stmt)
+            return
         if isinstance(value, S.Call) and self.callee_symbol(value.func).kind == "builtin" \
                 and self.callee_symbol(value.func).value in ("ArrayMap", "HashMap"):
             self.declare_map(name, stmt, value)
@@ -157,6 +173,26 @@ class ModuleChecker:
             return
         self.globals[name] = Symbol("const", I64, folded)
         self.out.consts[name] = folded
+
+    def declare_global(self, name: str, stmt: S.Assign) -> None:
+        ann, const = stmt.annotation, False
+        if isinstance(ann, S.Subscript) and self.callee_symbol(ann.value).value == "Const":
+            ann, const = ann.index, True
+        t = self.resolve_type(ann)
+        if t is None:
+            return
+        init = 0 if stmt.value is None else self.fold(stmt.value)
+        if init is None or not isinstance(t, IntT) and init != 0:
+            self.error((stmt.value or stmt).span, f"global {name!r} needs a constant initial value"
+                       + ("" if isinstance(t, IntT) else " (a struct or array global starts zeroed)"),
+                       f"e.g. {name}: u64 = 0")
+            return
+        if isinstance(t, IntT) and not t.min <= init <= t.max:
+            self.error(stmt.value.span, f"{init} does not fit in {t}")
+            return
+        g = GlobalVar(name, t, init, const, stmt.span.line)
+        self.globals[name] = Symbol("global", t, g)
+        self.out.globals[name] = g
 
     def declare_map(self, name: str, stmt: S.Assign, call: S.Call) -> None:
         kind = self.callee_symbol(call.func).value
@@ -306,12 +342,8 @@ class ModuleChecker:
         if call is not None:
             self.error(e.span, f"@{kind} takes no arguments", f"write @{kind}")
             return None, None
-        if kind == "loop_step":
-            self.error(e.span, "@loop_step programs (mainline io_uring_bpf_ops) are not supported yet",
-                       "use @iouring for the RFC engine")
-            return None, None
-        return kind, {"iouring": f"iouring.s/{name}", "syscall": "syscall",
-                      "socket_filter": "socket"}[kind]
+        return kind, {"iouring": f"iouring.s/{name}", "syscall": "syscall", "socket_filter": "socket",
+                      "loop_step": f"struct_ops.s/{name}"}[kind]
 
     def function(self, d: S.FunctionDef, kind: str | None, section: str | None) -> FunctionInfo | None:
         if d.name in self.out.functions:
@@ -350,6 +382,15 @@ class ModuleChecker:
         return info
 
     def program_rules(self, d: S.FunctionDef, kind: str, params, ret: Type) -> None:
+        if kind == "loop_step":
+            names = [getattr(getattr(t, "target", None), "name", None) for _, t in params]
+            if names != ["IouCtx", "IouLoopParams"]:
+                self.error(d.span, "a @loop_step program takes the loop's ctx and its parameters",
+                           f"write `def {d.name}(ctx: IouCtx, lp: IouLoopParams) -> i32:` "
+                           "(from pybpf_uring.iou import IouCtx, IouLoopParams)")
+            if not isinstance(ret, IntT):
+                self.error(d.span, "a program returns an integer", "write `-> i32`")
+            return
         if len(params) != 1 or not isinstance(params[0][1], PtrT):
             want = {"iouring": "ctx: IoUringCtx", "syscall": "ctx: YourStruct",
                     "socket_filter": "ctx: SkBuff", "tracepoint": "ctx: YourRecordStruct"}[kind]
@@ -414,12 +455,16 @@ def runtime_symbol(obj, name: str) -> Symbol | None:
         return Symbol("builtin", value=obj.__name__)
     if obj is T.sizeof:
         return Symbol("builtin", value="sizeof")
+    if obj is T.Const:
+        return Symbol("builtin", value="Const")
     if isinstance(obj, type) and issubclass(obj, T.Struct):
         return Symbol("struct", struct_from_ctypes(obj))
     if getattr(decorators, getattr(obj, "__name__", ""), None) is obj and obj.__name__ in PROGRAM_KINDS:
         return Symbol("decorator", value=obj.__name__)
-    from . import types as host_types, uring
+    from . import iou, types as host_types, uring
     helper_name = getattr(obj, "__name__", "")
+    if helper_name in KFUNCS and getattr(iou, helper_name) is obj:
+        return Symbol("kfunc", value=KFUNCS[helper_name])
     if helper_name in HELPERS and getattr(host_types, helper_name, getattr(uring, helper_name, None)) is obj:
         return Symbol("helper", value=HELPERS[helper_name])
     if helper_name in PREPS and getattr(uring, helper_name) is obj:
@@ -455,7 +500,7 @@ def struct_from_ctypes(cls) -> StructT:
             signed = ct(-1).value == -1
             return INTS[f"{'i' if signed else 'u'}{size * 8}"]
         members = [(n, conv(ct), 0) for n, ct in cls._fields_]
-        _STRUCT_CACHE[cls] = StructT.layout(cls.__name__, members)
+        _STRUCT_CACHE[cls] = StructT.layout(cls.__name__, members, btf_name=getattr(cls, "_btf_name_", ""))
     return _STRUCT_CACHE[cls]
 
 

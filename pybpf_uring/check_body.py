@@ -6,7 +6,7 @@ apply inside a function (locals, conversions, loop bounds, map and helper calls,
 from __future__ import annotations
 
 from . import syntax as S
-from .builtins import CTX, INT, PREPS, REF_SIZE, Helper
+from .builtins import CTX, INT, PREPS, REF_SIZE, Helper, Kfunc
 from .check import CallTarget, FunctionInfo, Symbol, describe, fold_binop
 from .limits import MAX_LOOP_ITERATIONS, MAX_PRINT_ARGS, STACK_BYTES
 from .typesys import (BOOL, I64, INTS, NONE, STR, U32, U64, ArrayT, BoolT, IntT, MapT, PtrT,
@@ -109,6 +109,19 @@ class BodyChecker:
         if name == self.ctx_name:
             self.error(target.span, "the ctx parameter cannot be reassigned")
             return
+        if self.global_kind(name) == "global" and name not in self.locals:
+            g = self.mod.global_symbol(name)
+            if g.value.const:
+                self.error(target.span, f"{name!r} is a read-only global (Const)",
+                           "the host sets it before loading; keep a copy in a local to change it")
+            elif s.annotation is not None:
+                self.error(s.annotation.span, f"{name!r} is a global of type {g.type}; "
+                           "assign it without an annotation")
+            else:
+                self.out.symbols[target] = g
+                self.out.types[target] = g.type
+                self.convert(s.value, g.type, "assigned value")
+            return
         if self.global_kind(name) in ("map", "const", "struct", "int_type", "helper", "func"):
             self.error(target.span, f"{name!r} is a module-level {self.global_kind(name)} and cannot be assigned",
                        "pick another name for the local")
@@ -150,7 +163,8 @@ class BodyChecker:
                 return
             self.convert(s.value, m.value, "operand")
             return
-        if isinstance(target, S.Name) and target.id not in self.locals:
+        if isinstance(target, S.Name) and target.id not in self.locals \
+                and self.global_kind(target.id) != "global":
             self.error(target.span, f"{target.id!r} is used before it is assigned",
                        f"assign it first, e.g. {target.id} = 0")
             return
@@ -309,7 +323,7 @@ class BodyChecker:
             self.error(e.span, f"name {e.id!r} is not defined", self.undefined_hint(e.id))
             return I64
         self.out.symbols[e] = sym
-        if sym.kind == "map":
+        if sym.kind in ("map", "global"):
             return sym.type
         self.error(e.span, f"{e.id!r} is a {sym.kind} and cannot be used as a value")
         return I64
@@ -420,6 +434,8 @@ class BodyChecker:
             return (names, set()) if test.ops[0] == "is not" else (set(), names)
         if isinstance(test, S.BoolOp) and test.op == "and":
             return set().union(*(self.narrowing(v)[0] for v in test.values)), set()
+        if isinstance(test, S.BoolOp) and test.op == "or":  # false only when every operand is
+            return set(), set().union(*(self.narrowing(v)[1] for v in test.values))
         return set(), set()
 
     def expr_Attribute(self, e: S.Attribute, want) -> Type:
@@ -472,8 +488,9 @@ class BodyChecker:
         return base.elem
 
     def variable_index(self, e: S.Expr) -> bool:
+        """Whether an lvalue has an index that needs a run-time bounds check."""
         while isinstance(e, (S.Attribute, S.Subscript)):
-            if isinstance(e, S.Subscript) and self.mod.fold(e.index) is None:
+            if isinstance(e, S.Subscript) and self.mod.fold(e.index) is None and e not in self.out.in_bounds:
                 return True
             e = e.value
         return False
@@ -486,6 +503,11 @@ class BodyChecker:
     def lvalue(self, e: S.Expr) -> Type | None:
         """The type of an assignable location: a local, a struct field, an array element."""
         if isinstance(e, S.Name):
+            g = self.mod.global_symbol(e.id) if e.id not in self.locals else None
+            if g is not None and g.kind == "global":
+                if g.value.const:
+                    self.error(e.span, f"{e.id!r} is a read-only global (Const)")
+                return self.expr(e)
             if e.id not in self.locals:
                 self.error(e.span, f"{e.id!r} is used before it is assigned")
                 return None
@@ -614,6 +636,29 @@ class BodyChecker:
             elif p.kind == REF_SIZE:
                 self.ref_argument(h.name, a, p.struct)
         return h.ret
+
+    def call_kfunc(self, e: S.Call, sym: Symbol) -> Type:
+        k: Kfunc = sym.value
+        if k.programs and self.info.kind not in k.programs:
+            where = "a subprogram" if self.info.kind is None else f"a @{self.info.kind} program"
+            self.error(e.func.span, f"{k.name}() cannot be called from {where}",
+                       f"it is a kernel function of @{', @'.join(sorted(k.programs))} programs")
+        if len(e.args) != len(k.params):
+            self.error(e.span, f"{k.name}() takes {len(k.params)} arguments, got {len(e.args)}")
+            return k.ret or I64
+        ret = k.ret
+        for a, p in zip(e.args, k.params):
+            if p.kind == CTX:
+                if not (isinstance(a, S.Name) and a.id == self.ctx_name):
+                    self.error(a.span, f"{k.name}() needs the program's ctx here", f"pass {self.ctx_name}")
+                self.expr(a)
+            elif p.kind == INT:
+                self.convert(a, p.type, "argument")
+            else:  # TYPE_SIZE: the view the call returns
+                t = self.mod.resolve_type(a)
+                ret = PtrT(t if t is not None else U64, nullable=True)
+        self.out.calls[e] = CallTarget("kfunc", (k, ret))
+        return ret
 
     def ref_argument(self, helper: str, a: S.Expr, struct: str | None) -> None:
         t = self.expr(a)

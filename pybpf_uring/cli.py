@@ -141,7 +141,7 @@ def dump_tree(node, indent: int = 0) -> str:
     head = f"{pad}{type(node).__name__}" + (f" @{span.line}:{span.col}" if span is not None else "")
     scalars, children = [], []
     for f in fields(node):
-        if f.name in ("span", "source"):
+        if f.name in ("span", "source", "environment"):  # the environment is the program's globals
             continue
         v = getattr(node, f.name)
         if is_dataclass(v):

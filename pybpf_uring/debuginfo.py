@@ -64,10 +64,13 @@ class DebugInfo:
             return self.pointer(self.type(t.target))
         if isinstance(t, ArrayT):
             return self.array(self.type(t.elem), t.length, t.size * 8)
+        if isinstance(t, StructT) and not t.fields:  # opaque: the kernel's own type, by name
+            return self.node("DICompositeType", tag=ir.DIToken("DW_TAG_structure_type"), name=t.btf_name,
+                             file=self.file, flags=ir.DIToken("DIFlagFwdDecl"))
         if isinstance(t, StructT):
             members = [self.member(f.name, self.type(f.type), f.type.size * 8, f.offset * 8, f.line or t.line)
                        for f in t.fields]
-            return self.node("DICompositeType", tag=ir.DIToken("DW_TAG_structure_type"), name=t.name,
+            return self.node("DICompositeType", tag=ir.DIToken("DW_TAG_structure_type"), name=t.btf_name,
                              file=self.file, line=t.line, size=t.size * 8, elements=self.m.add_metadata(members))
         return None
 
@@ -96,10 +99,50 @@ class DebugInfo:
         members = [self.member(n, t, 64, 64 * i, line) for i, (n, t) in enumerate(fields)]
         struct = self.node("DICompositeType", tag=ir.DIToken("DW_TAG_structure_type"), file=self.file,
                            line=line, size=256, elements=self.m.add_metadata(members))
+        self.variable(gv, name, struct, line)
+
+    def global_variable(self, gv: ir.GlobalVariable, g) -> None:
+        t = self.type(g.type)
+        if g.const:  # libbpf's `const volatile`: read-only for the program, set by the host
+            t = self.node("DIDerivedType", tag=ir.DIToken("DW_TAG_const_type"),
+                          baseType=self.node("DIDerivedType", tag=ir.DIToken("DW_TAG_volatile_type"), baseType=t))
+        self.variable(gv, g.name, t, g.line)
+
+    def variable(self, gv: ir.GlobalVariable, name: str, t: ir.DIValue, line: int) -> None:
         var = self.node("DIGlobalVariable", distinct=True, name=name, scope=self.cu, file=self.file,
-                        line=line, type=struct, isLocal=False, isDefinition=True)
+                        line=line, type=t, isLocal=False, isDefinition=True)
         gv.set_metadata("dbg", self.node("DIGlobalVariableExpression", var=var,
                                          expr=self.node("DIExpression")))
+
+    def kfunc(self, fn: ir.Function, k) -> None:
+        """A kfunc declaration: BTF records it as an extern FUNC in `.ksyms`, which libbpf
+        matches by name against the kernel's BTF."""
+        from .builtins import CTX, TYPE_SIZE
+        from .typesys import U8, U64
+        ctx = self.pointer(self.node("DICompositeType", tag=ir.DIToken("DW_TAG_structure_type"),
+                                     name="iou_ctx", file=self.file, flags=ir.DIToken("DIFlagFwdDecl")))
+        params = [ctx if p.kind == CTX else self.type(U64 if p.kind == TYPE_SIZE else p.type) for p in k.params]
+        ret = self.pointer(self.type(U8)) if k.ret is None else self.type(k.ret)
+        sp = self.node("DISubprogram", name=k.symbol, scope=self.file, file=self.file,
+                       type=self.node("DISubroutineType", types=self.m.add_metadata([ret] + params)),
+                       flags=ir.DIToken("DIFlagPrototyped"), spFlags=ir.DIToken("DISPFlagOptimized"))
+        self.pending.append((sp, 0, list(zip(k.arg_names, params))))
+        fn.set_metadata("dbg", sp)
+
+    def struct_ops_variable(self, gv: ir.GlobalVariable, info) -> None:
+        """`struct io_uring_bpf_ops`, shaped as the kernel's: libbpf finds the kernel type by
+        this name and fills the value from the members it knows (loop_step, ring_fd)."""
+        from .typesys import U32
+        step = self.pointer(self.node("DISubroutineType", types=self.m.add_metadata(
+            [self.type(info.ret)] + [self.type(t) for _, t in info.params])))
+        void_ptr = self.pointer(None)
+        members = [self.member("loop_step", step, 64, 0, info.node.span.line),
+                   self.member("ring_fd", self.type(U32), 32, 64, info.node.span.line),
+                   self.member("priv", void_ptr, 64, 128, info.node.span.line)]
+        ops = self.node("DICompositeType", tag=ir.DIToken("DW_TAG_structure_type"), name="io_uring_bpf_ops",
+                        file=self.file, line=info.node.span.line, size=192,
+                        elements=self.m.add_metadata(members))
+        self.variable(gv, gv.name, ops, info.node.span.line)
 
     def function(self, fn: ir.Function, info) -> None:
         ret = None if info.ret.__class__.__name__ == "NoneT" else self.type(info.ret)
@@ -128,6 +171,7 @@ class DebugInfo:
         llvmlite hashes metadata by content, so the cycle is closed last, once no more nodes
         are created."""
         for sp, line, params in self.pending:
-            nodes = [self.node("DILocalVariable", name=name, arg=i + 1, scope=sp, file=self.file,
-                               line=line, type=self.type(t)) for i, (name, t) in enumerate(params)]
+            nodes = [self.node("DILocalVariable", name=name, arg=i + 1, scope=sp, file=self.file, line=line,
+                               type=t if isinstance(t, ir.DIValue) else self.type(t))
+                     for i, (name, t) in enumerate(params)]
             sp.operands += (("retainedNodes", self.m.add_metadata(nodes)),)

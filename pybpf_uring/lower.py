@@ -19,7 +19,7 @@ import llvmlite.ir as ir
 
 from . import syntax as S
 from .builtins import (BPF_ANY, BPF_NOEXIST, CTX, INT, MAP_DELETE_ELEM, MAP_LOOKUP_ELEM,
-                       MAP_UPDATE_ELEM, PREPS, REF_SIZE, TRACE_PRINTK)
+                       MAP_UPDATE_ELEM, PREPS, REF_SIZE, TRACE_PRINTK, TYPE_SIZE)
 from .check import Checked, FunctionInfo
 from .debuginfo import DebugInfo
 from .typesys import BOOL, I64, NONE, U32, U64, ArrayT, BoolT, IntT, MapT, PtrT, StructT, Type
@@ -65,16 +65,23 @@ class ModuleLowering:
         self.m.data_layout = DATA_LAYOUT
         self.dbg = DebugInfo(self.m, checked.module.source)
         self.maps: dict[str, ir.GlobalVariable] = {}
+        self.globals: dict[str, ir.GlobalVariable] = {}
         self.funcs: dict[str, ir.Function] = {}
+        self.kfuncs: dict[str, ir.Function] = {}
         self.frames: dict[str, int] = {}
 
     def run(self) -> LoweredModule:
         for name, (mt, line) in self.c.maps.items():
             self.declare_map(name, mt, line)
+        for g in self.c.globals.values():
+            self.declare_global(g)
         for info in self.c.functions.values():
             self.declare_function(info)
         for info in self.c.functions.values():
             FunctionLowering(self, info).run()
+        for info in self.c.programs:
+            if info.kind == "loop_step":
+                self.struct_ops(info)
         self.license()
         self.dbg.finish()
         return LoweredModule(str(self.m), self.cpu, self.c.module.source.path, self.frames)
@@ -88,6 +95,41 @@ class ModuleLowering:
         gv.align = 8
         self.dbg.map_variable(gv, name, mt, line)
         self.maps[name] = gv
+
+    def declare_global(self, g) -> None:
+        """A module-level variable: `.rodata` when Const (its loads are volatile, so the value
+        the host sets before loading is the one read), else `.data`, or `.bss` when zero."""
+        ty = ir_type(g.type)
+        gv = ir.GlobalVariable(self.m, ty, g.name)
+        gv.initializer = ir.Constant(ty, g.type.wrap(g.init) if isinstance(g.type, IntT) else None)
+        gv.global_constant = g.const
+        gv.align = g.type.align
+        self.dbg.global_variable(gv, g)
+        self.globals[g.name] = gv
+
+    def kfunc(self, k) -> ir.Function:
+        """The extern declaration of a kernel function, in `.ksyms` as libbpf expects."""
+        if k.symbol not in self.kfuncs:
+            ret = I8P if k.ret is None else ir_type(k.ret)
+            args = [I8P if p.kind == CTX else I64_IR if p.kind == TYPE_SIZE else ir_type(p.type)
+                    for p in k.params]
+            fn = ExternFunction(self.m, ir.FunctionType(ret, args), k.symbol)
+            fn.section = ".ksyms"
+            self.dbg.kfunc(fn, k)
+            self.kfuncs[k.symbol] = fn
+        return self.kfuncs[k.symbol]
+
+    def struct_ops(self, info: FunctionInfo) -> None:
+        """`struct io_uring_bpf_ops NAME_ops` in `.struct_ops.link`: the loader creates the
+        struct_ops map from it (with ring_fd set) and links it."""
+        ty = ir.LiteralStructType([I8P, I32, ir.ArrayType(I8, 4), I8P])
+        gv = ir.GlobalVariable(self.m, ty, f"{info.name}_ops")
+        fn = self.funcs[info.name]
+        gv.initializer = ir.Constant(ty, [fn.bitcast(I8P), ir.Constant(I32, 0),
+                                          ir.Constant(ir.ArrayType(I8, 4), None), ir.Constant(I8P, None)])
+        gv.section = ".struct_ops.link"
+        gv.align = 8
+        self.dbg.struct_ops_variable(gv, info)
 
     def declare_function(self, info: FunctionInfo) -> None:
         ret = ir.VoidType() if info.ret == NONE else ir_type(info.ret)
@@ -212,7 +254,7 @@ class FunctionLowering:
             key = self.key_ptr(target.index, m)
             self.map_update(target.value, key, self.value_ptr(s.value, m.value), BPF_ANY)
             return
-        t = self.c.types[target] if not isinstance(target, S.Name) else self.info.locals[target.id]
+        t = self.c.types[target]
         guards: list[ir.Value] = []
         addr = self.address(target, guards)
         with self.guarded(guards):
@@ -346,7 +388,7 @@ class FunctionLowering:
         array index adds `index < length` to `guards`: the access happens only when all hold,
         so a program never touches memory outside the array (and the verifier sees why)."""
         if isinstance(e, S.Name):
-            return self.slots[e.id]
+            return self.slots[e.id] if e.id in self.slots else self.byte_ptr(self.ml.globals[e.id])
         if isinstance(e, S.Attribute):
             st = self.struct_of(e.value)
             return self.offset(self.base_address(e.value, guards), st.field(e.attr).offset)
@@ -441,6 +483,8 @@ class FunctionLowering:
     def expr_Name(self, e: S.Name, t: Type) -> ir.Value:
         if isinstance(t, MapT):
             return self.map_ptr(e)
+        if e.id not in self.slots:  # a global; a Const one is re-read as the host set it
+            return self.load(self.address(e), t, exact=self.c.globals[e.id].const)
         return self.b.load(self.slots[e.id], align=t.align)
 
     def expr_Attribute(self, e: S.Attribute, t: Type) -> ir.Value:
@@ -536,11 +580,25 @@ class FunctionLowering:
                 args += [self.byte_ptr(addr), ir.Constant(I64_IR, size)]
         return self.convert(self.helper(h.id, I64_IR, args), I64, h.ret)
 
+    def call_kfunc(self, e: S.Call, target) -> ir.Value:
+        k, ret = target
+        args = []
+        for a, p in zip(e.args, k.params):
+            if p.kind == CTX:
+                args.append(self.value(a))
+            elif p.kind == INT:
+                args.append(self.value(a, p.type))
+            else:
+                args.append(ir.Constant(I64_IR, ret.target.size))
+        result = self.b.call(self.ml.kfunc(k), args)
+        return result
+
     def call_prep(self, e: S.Call, name: str) -> None:
         consts, fields = PREPS[name]
         sqe = e.args[0]
         base = self.base_address(sqe)
         st = self.struct_of(sqe)
+        self.memset(base, st)  # from a zeroed SQE, as uring.py's host versions and liburing do
         for fname, v in consts.items():
             f = st.field(fname)
             self.store(ir.Constant(ir_type(f.type), f.type.wrap(v)), self.offset(base, f.offset), f.type)
@@ -688,6 +746,22 @@ class FunctionLowering:
                 slot = self.temp(t, "value")
                 self.store(self.binop(s.op, ir.Constant(ir_type(t), 0), t, s.value, t), slot, t)
                 self.map_update(target.value, key, self.byte_ptr(slot), BPF_NOEXIST)
+
+
+class ExternFunction(ir.Function):
+    """A declaration with debug info: LLVM wants `declare !dbg !N ...`, where llvmlite prints
+    the attachment after the prototype (where only a definition may carry it)."""
+
+    def descr_prototype(self, buf):
+        text: list[str] = []
+        md = self.metadata
+        self.metadata = {}
+        try:
+            super().descr_prototype(text)
+        finally:
+            self.metadata = md
+        attachments = " ".join(f"!{k} {v.get_reference()}" for k, v in md.items())
+        buf.append(text[0].replace("declare ", f"declare {attachments} ", 1) if attachments else text[0])
 
 
 class VolatileLoad(ir.LoadInstr):

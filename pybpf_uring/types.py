@@ -91,6 +91,18 @@ def sizeof(t) -> int:
     return ctypes.sizeof(ctype_of(t))
 
 
+class Const:
+    """`NAME: Const[u32] = 0` at module level: a read-only global (`.rodata`), which the host may
+    set before the object is loaded (libbpf's `const volatile`)."""
+
+    def __init__(self, t) -> None:
+        self.type = t
+        self.ctype = ctype_of(t)
+
+    def __class_getitem__(cls, t) -> "Const":
+        return cls(t)
+
+
 class _Map:
     """A map declaration at module level; the loader gives it contents."""
 

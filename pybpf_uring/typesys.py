@@ -100,12 +100,13 @@ class StructT(Type):
     size: int  # type: ignore[assignment]
     align: int  # type: ignore[assignment]
     line: int = 0
+    btf_name: str = ""  # the name in BTF when the kernel knows the struct by another name
 
     def field(self, name: str) -> FieldT | None:
         return next((f for f in self.fields if f.name == name), None)
 
     @staticmethod
-    def layout(name: str, members: list[tuple[str, Type, int]], line: int = 0) -> "StructT":
+    def layout(name: str, members: list[tuple[str, Type, int]], line: int = 0, btf_name: str = "") -> "StructT":
         """C layout: each member at its natural alignment, the size rounded to the largest one."""
         offset, align, fields = 0, 1, []
         for fname, ftype, fline in members:
@@ -113,7 +114,7 @@ class StructT(Type):
             fields.append(FieldT(fname, ftype, offset, fline))
             offset += ftype.size
             align = max(align, ftype.align)
-        return StructT(name, tuple(fields), -(-offset // align) * align, align, line)
+        return StructT(name, tuple(fields), -(-offset // align) * align, align, line, btf_name or name)
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,8 @@ program; calling one from Python says so.
 """
 from __future__ import annotations
 
+import ctypes
+
 from .types import Struct, _program_only, i32, u8, u16, u32, u64
 
 IORING_OP_NOP = 0
@@ -58,11 +60,18 @@ class Cqe(Struct):
     flags: u32
 
 
+def _clear(sqe: Sqe) -> None:
+    """Every prep starts from a zeroed SQE, as liburing's do: a reused slot keeps nothing."""
+    ctypes.memset(ctypes.addressof(sqe), 0, ctypes.sizeof(sqe))
+
+
 def _rw(sqe: Sqe, op: int, fd: int, addr: int, length: int, offset: int) -> None:
+    _clear(sqe)
     sqe.opcode, sqe.fd, sqe.addr, sqe.len, sqe.off = op, fd, addr, length, offset
 
 
 def prep_nop(sqe: Sqe) -> None:
+    _clear(sqe)
     sqe.opcode = IORING_OP_NOP
 
 
