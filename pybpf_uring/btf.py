@@ -246,6 +246,7 @@ class Btf:
     types: list
     strings: bytes
     raw: bytes = field(repr=False, default=b"")
+    _by_name: dict | None = field(default=None, init=False, repr=False, compare=False)
 
     def __getitem__(self, type_id: int):
         try:
@@ -271,10 +272,18 @@ class Btf:
 
     def find(self, name: str, kind: str | None = None) -> int | None:
         """The id of the first type called `name` (of `kind`, e.g. "struct"), or None."""
-        for i, t in enumerate(self.types):
-            if t.name == name and (kind is None or t.kind == kind):
-                return i
-        return None
+        return next(iter(self.find_all(name, kind)), None)
+
+    def find_all(self, name: str, kind: str | None = None) -> list[int]:
+        """Every id of a type called `name` (of `kind`), from a name index built on first use
+        (a loader looks up many kfuncs in vmlinux's ~150k types)."""
+        if self._by_name is None:
+            index: dict[str, list[int]] = {}
+            for i, t in enumerate(self.types):
+                if t.name:
+                    index.setdefault(t.name, []).append(i)
+            self._by_name = index
+        return [i for i in self._by_name.get(name, ()) if kind is None or self.types[i].kind == kind]
 
     def resolve(self, type_id: int) -> int:
         """Skip typedefs and qualifiers: the id of the type underneath."""

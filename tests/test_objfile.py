@@ -628,3 +628,5 @@ def test_parses_the_running_kernels_btf():
     ring = b.find("io_uring_sqe", "struct")
     assert ring is not None and b.size_of(ring) == 64
     assert len({t.kind for t in b}) >= 15
+    assert b.find_all("task_struct", "struct") == [b.find("task_struct", "struct")]
+    assert b.find("no such type anywhere") is None and b.find("task_struct", "enum") is None
