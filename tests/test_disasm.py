@@ -285,3 +285,15 @@ def test_mnemonics_differ_except_for_the_operand_kind():
             names.setdefault(ins.name, []).append(opcode)
     shared = {n: ops for n, ops in names.items() if len(ops) > 1}
     assert all(len(ops) == 2 and ops[0] ^ ops[1] == isa.X for ops in shared.values()), shared
+
+
+@pytest.mark.parametrize("cpu", ["v1", "v3", "v4"])
+def test_compiled_python_disassembles_as_llvm_objdump_does(tmp_path, cpu):
+    """What the CLI promises for the project's own objects (llvmlite-emitted, not clang)."""
+    from pybpf_uring import compile_file
+    sample = os.path.join(os.path.dirname(DATA), "..", "samples", "packet_stats.py")
+    path = str(tmp_path / f"packet_stats-{cpu}.o")
+    compile_file(sample, cpu=cpu).write(path)
+    for flags, relocations in (("-d", False), ("-dr", True)):
+        want = subprocess.run([OBJDUMP, flags, path], capture_output=True, text=True, check=True).stdout
+        assert disasm.disassemble_file(path, relocations) == want
