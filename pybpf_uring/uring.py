@@ -26,6 +26,8 @@ IORING_OP_BPF = 37  # the RFC's opcode; never sent to a kernel, the engine runs 
 class IoUringCtx(Struct):
     """`struct io_uring_bpf_ctx` of the RFC."""
 
+    _btf_name_ = "io_uring_bpf_ctx"
+
     user_data: u64
     wait_nr: u32
     wait_idx: u32
@@ -33,6 +35,8 @@ class IoUringCtx(Struct):
 
 class Sqe(Struct):
     """`struct io_uring_sqe` with the RFC's `cq_idx` at offset 48."""
+
+    _btf_name_ = "io_uring_sqe"
 
     opcode: u8
     flags: u8
@@ -54,6 +58,8 @@ class Sqe(Struct):
 
 class Cqe(Struct):
     """`struct io_uring_cqe`."""
+
+    _btf_name_ = "io_uring_cqe"
 
     user_data: u64
     res: i32
