@@ -13,7 +13,14 @@ records (instruction → file, line, column, and the text of that line as the co
 In the object file their instruction offsets are in *bytes* within the section; we convert them
 to slot indexes, as libbpf does before handing them to the kernel.
 
-Malformed input raises `BtfError` with the offset it stopped at: the reader turns it into an
+`.BTF.ext` may also carry CO-RE relocations (`CoreRelo`), read so a loader can name them.
+
+Writing goes the other way: `encode_btf` re-emits types byte-identically to clang when given
+the original string table, and `Btf.for_kernel` applies libbpf's fix-ups (DATASEC sizes and
+offsets, extern variables and kfuncs) so BPF_BTF_LOAD accepts an object's BTF; func_info and
+line_info records are encoded for BPF_PROG_LOAD against its string offsets.
+
+Malformed input raises `BtfError` saying where it stopped: the reader turns it into an
 ObjectError, never a struct.error.
 """
 from __future__ import annotations

@@ -14,7 +14,9 @@ the loader turns it into kernel objects and the engine runs it.  Reading happens
 
 Every instruction index here counts 8-byte *slots* (a lddw is two), as the kernel, the
 verifier log and `.BTF.ext` do.  `ProgramSpec.linked()` is libbpf's "append the subprograms
-the program calls and fix the call offsets" step, which both the loader and the engine need.
+the program calls and fix the call offsets" step, which both the loader and the engine need;
+`BpfObject.kernel_btf()` is libbpf's BTF sanitising, so the loader can hand the kernel the
+object's BTF with each program's func_info and line_info (the verifier log then quotes source).
 """
 from __future__ import annotations
 
@@ -31,7 +33,8 @@ from . import isa
 from .isa import Instruction
 
 __all__ = ["BpfObject", "ProgramSpec", "MapSpec", "Relocation", "Section", "Symbol",
-           "ObjectError", "program_kind", "read_elf", "ElfRecords", "SECTION_KINDS", "MAP_TYPE_NAMES"]
+           "ObjectError", "program_kind", "read_elf", "ElfRecords", "SECTION_KINDS",
+           "MAP_TYPE_NAMES"]
 
 EM_BPF = 247
 SHT_PROGBITS, SHT_SYMTAB, SHT_RELA, SHT_NOBITS, SHT_REL = 1, 2, 4, 8, 9
