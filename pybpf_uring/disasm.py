@@ -258,7 +258,7 @@ def format_program(insns: Sequence[Instruction]) -> str:
     """One line per instruction, `slot: text`, jump targets as slot numbers: for messages and
     the engine's dumps, where there are no symbols to name targets."""
     lines = []
-    for slot, ins in zip(isa.slot_indexes(insns), insns):
+    for slot, ins in isa.with_slots(insns):
         text, branch = _render(ins)
         if branch is not None:
             text += f" <{slot + 1 + branch}>"

@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 __all__ = [
-    "Instruction", "DecodeError", "decode", "encode", "slot_indexes", "slot_count", "mnemonic",
+    "Instruction", "DecodeError", "decode", "encode", "slot_indexes", "slot_count", "with_slots",
+    "mnemonic",
     "INSN_SIZE",
 ]
 
@@ -264,6 +265,14 @@ def slot_indexes(insns: Sequence[Instruction]) -> list[int]:
         out.append(slot)
         slot += ins.slots
     return out
+
+
+def with_slots(insns: Iterable[Instruction]) -> Iterator[tuple[int, Instruction]]:
+    """(first slot, instruction) pairs: `enumerate` in the kernel's numbering."""
+    slot = 0
+    for ins in insns:
+        yield slot, ins
+        slot += ins.slots
 
 
 def slot_count(insns: Iterable[Instruction]) -> int:

@@ -225,7 +225,7 @@ class ProgramSpec:
 
 def _by_slot(insns: Iterable[Instruction]) -> dict[int, Instruction]:
     insns = list(insns)
-    return dict(zip(isa.slot_indexes(insns), insns))
+    return dict(isa.with_slots(insns))
 
 
 class _Linker:
@@ -665,7 +665,7 @@ def _local_calls(insns, first: int, sec: Section, relocated: set[int], syms) -> 
     """Pseudo calls clang resolved itself (no relocation): within .text, target = own slot +
     imm + 1.  Expressed as "call" relocations so linking has one path."""
     out = []
-    for idx, ins in zip(isa.slot_indexes(insns), insns):
+    for idx, ins in isa.with_slots(insns):
         if ins.is_pseudo_call and first + idx not in relocated:
             dest = first + idx + ins.imm + 1
             if sec.name != ".text":
@@ -685,7 +685,7 @@ def _fold_data(insns: list[Instruction], relocs: list) -> list[Instruction]:
     if not fold:
         return insns
     out = []
-    for idx, ins in zip(isa.slot_indexes(insns), insns):
+    for idx, ins in isa.with_slots(insns):
         out.append(ins.with_imm(ins.imm + fold[idx]) if idx in fold else ins)
     return out
 

@@ -38,6 +38,7 @@ def test_lddw_takes_two_slots_and_keeps_both_halves():
     insns = isa.decode(raw)
     assert len(insns) == 2 and insns[0].is_wide and insns[0].imm64 == 0x90ABCDEF12345678
     assert isa.slot_indexes(insns) == [0, 2] and isa.slot_count(insns) == 3
+    assert [slot for slot, _ in isa.with_slots(insns)] == [0, 2]
     assert isa.encode(insns) == raw
     assert Instruction.lddw(1, 0x90ABCDEF12345678) == insns[0]
 

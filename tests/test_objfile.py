@@ -140,7 +140,7 @@ def test_linked_appends_callees_transitively_and_fixes_calls(obj):
     names = [f.name for f in linked.func_info]
     assert names == ["ring_sleepy", "middle", "leaf", "helper_static"]
     starts = {f.name: f.insn for f in linked.func_info}
-    code = dict(zip(isa.slot_indexes(linked.instructions), linked.instructions))
+    code = dict(isa.with_slots(linked.instructions))
     for r in linked.relocations:
         if r.kind == "call":
             ins = code[r.insn_index]
@@ -157,7 +157,7 @@ def test_linked_appends_callees_transitively_and_fixes_calls(obj):
 def test_linked_callback_address(obj):
     linked = obj.program("ring_prog").linked()
     starts = {f.name: f.insn for f in linked.func_info}
-    ld = dict(zip(isa.slot_indexes(linked.instructions), linked.instructions))[5]
+    ld = dict(isa.with_slots(linked.instructions))[5]
     assert ld.is_wide and ld.src == isa.PSEUDO_FUNC and 5 + ld.imm + 1 == starts["step"]
 
 
@@ -487,7 +487,7 @@ def test_relocations_against_section_symbols(tmp_path):
     linked = prog.linked()
     assert [f.name for f in linked.func_info] == ["prog", "first", "second"]
     starts = {f.name: f.insn for f in linked.func_info}
-    code = dict(zip(isa.slot_indexes(linked.instructions), linked.instructions))
+    code = dict(isa.with_slots(linked.instructions))
     calls = [(s, s + ins.imm + 1) for s, ins in code.items() if ins.is_pseudo_call]
     assert [target for _, target in calls] == [starts["first"], starts["second"], starts["first"]]
 
@@ -552,7 +552,7 @@ def test_linking_a_recursive_subprogram_keeps_one_copy(tmp_path):
     sub = next(f for f in o.subprograms if f.name == "fib")
     for linked, base in ((o.program("prog").linked(), o.program("prog").slot_count), (sub.linked(), 0)):
         assert [f.name for f in linked.func_info][-1] == "fib"
-        code = dict(zip(isa.slot_indexes(linked.instructions), linked.instructions))
+        code = dict(isa.with_slots(linked.instructions))
         self_calls = [s for s, ins in code.items() if ins.is_pseudo_call and s >= base]
         assert self_calls and all(s + code[s].imm + 1 == base for s in self_calls)
         assert linked.slot_count == base + sub.slot_count
