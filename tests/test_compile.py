@@ -165,6 +165,31 @@ def test_libbpf_loads_our_objects(tmp_path):
         shutil.rmtree(pin, ignore_errors=True)
 
 
+def kernel_test_sources() -> dict[str, str]:
+    import test_kernel
+    sources = {}
+    for name in dir(test_kernel):
+        src = getattr(test_kernel, name)
+        if name.isupper() and isinstance(src, str) and "@" in src:
+            sources[name] = src.format(T="i16") if "{T}" in src else src
+    return sources
+
+
+@pytest.mark.parametrize("name", sorted(kernel_test_sources()))
+def test_libbpf_loads_every_kernel_test_program(tmp_path, name):
+    """The objects the kernel tests load through our loader also load through libbpf."""
+    obj = compile_source(kernel_test_sources()[name], f"{name}.py")
+    path = tmp_path / "p.o"
+    obj.write(path)
+    pin = f"/sys/fs/bpf/pybpf_uring_{name}_{os.getpid()}"
+    try:
+        run = subprocess.run(["bpftool", "prog", "loadall", str(path), pin], capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert sorted(os.listdir(pin)) == sorted(p.name for p in obj.programs)
+    finally:
+        shutil.rmtree(pin, ignore_errors=True)
+
+
 def test_runtime_loop_bound_needs_no_128_bit_multiply():
     src = """
 from pybpf_uring import syscall, Struct, i32, u32, u64
