@@ -630,3 +630,21 @@ def test_parses_the_running_kernels_btf():
     assert len({t.kind for t in b}) >= 15
     assert b.find_all("task_struct", "struct") == [b.find("task_struct", "struct")]
     assert b.find("no such type anywhere") is None and b.find("task_struct", "enum") is None
+
+
+def test_extern_variable_relocation(tmp_path):
+    src = tmp_path / "ext.c"
+    src.write_text('extern unsigned int LINUX_KERNEL_VERSION __attribute__((section(".kconfig")));\n'
+                   '__attribute__((section("socket"), used)) int f(void *c)\n'
+                   '{ return LINUX_KERNEL_VERSION > 5; }\n')
+    out = tmp_path / "ext.o"
+    subprocess.run([CLANG, "-O2", "-g", "-target", "bpf", "-c", str(src), "-o", str(out)], check=True)
+    o = BpfObject.read(str(out))
+    assert [(r.insn_index, r.symbol, r.kind) for r in o.program("f").relocations] == [
+        (0, "LINUX_KERNEL_VERSION", "extern")]
+    b = btfmod.parse_btf(o.kernel_btf())
+    kconfig = b[b.find(".kconfig", "datasec")]
+    assert [(b[v.type].name, b[v.type].linkage, v.offset, v.size) for v in kconfig.vars] == [
+        ("LINUX_KERNEL_VERSION", 1, 0, 4)]
+    kernel = _kernel()
+    os.close(kernel.btf_load(o.kernel_btf()))
