@@ -17,6 +17,7 @@ way; their `base` is the pointer the program sees.
 from .interpreter import (DEFAULT_BUDGET, BpfFault, BudgetExceeded, Helper, Interpreter,
                           InvalidProgram, validate)
 from .memory import Memory, MemoryFault, Region
+from .instance import instantiate
 
 __all__ = [
     "Interpreter", "BpfFault", "BudgetExceeded", "InvalidProgram", "Helper", "validate",

@@ -1,0 +1,418 @@
+"""An object made live in the userspace engine: its maps, its programs, their helpers and ctx.
+
+`instantiate(obj)` is the engine's loader, the counterpart of `load.load` for programs the
+running kernel cannot take (the RFC's io_uring programs, ABI.md §A).  It does what libbpf and the
+RFC kernel would do, in the same order:
+
+1. every map of the object (`.maps` and the `.data`/`.rodata`/`.bss` arrays) becomes an engine
+   map (`maps.py`) whose values are regions of one shared `Memory`;
+2. every program is linked (`ProgramSpec.linked()`: subprograms appended, calls fixed) and each
+   map reference -- an ld_imm64 the compiler left as 0 with a relocation -- is rewritten to the
+   kernel's "map by index" forms (src 5 for the map, src 6 for a value + offset), which the
+   interpreter resolves to the map's *handle* (a unique, empty region the map helpers recognise)
+   or to the address of the data map's value;
+3. each program gets an `Interpreter` over that memory with the helper table below, and a
+   16-byte ctx region that only admits the RFC's fields at their exact offsets and sizes
+   (user_data u64 at 0, wait_nr u32 at 8, wait_idx u32 at 12), as the RFC verifier's
+   `is_valid_access` does.
+
+Helpers (the number is the call's imm):
+
+  1 map_lookup_elem(map, key)            -> value address or 0
+  2 map_update_elem(map, key, value, fl) -> 0 / -EEXIST / -ENOENT / -E2BIG / -EINVAL
+  3 map_delete_elem(map, key)            -> 0 / -ENOENT / -EINVAL (arrays)
+  5 ktime_get_ns()                       -> CLOCK_MONOTONIC, as the kernel's
+  6 trace_printk(fmt, size, a, b, c)     -> length; the line goes to `instance.trace`
+  7 get_prandom_u32()                    -> 32 random bits
+  8 get_smp_processor_id()               -> 0 (the engine is one CPU)
+ 14 get_current_pid_tgid()               -> tgid << 32 | tid of the host thread
+ 164-167, 148: the RFC helpers, onto the request's `ring.Helpers` (see ring.py)
+
+A fault (bad memory access, runaway loop, a helper given a bad pointer) becomes a
+`ring.ProgramFault` whose message names the program, the instruction (slot and disassembly) and
+the Python line it came from (the program's BTF line_info), so the Ring fails the request with
+-EFAULT and records the message in `ring.faults`.
+"""
+from __future__ import annotations
+
+import errno as _errno
+import os
+import random
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any, Callable, Iterator
+
+from .. import isa
+from ..isa import Instruction
+from ..objfile import ProgramSpec
+from ..ring import ProgramFault
+from .interpreter import DEFAULT_BUDGET, BpfFault, Interpreter, InvalidProgram
+from .maps import ArrayMap, EngineMap, HashMap, make_map
+from .memory import Memory, MemoryFault
+
+__all__ = ["instantiate", "EngineInstance", "EngineProgram", "EngineError", "MapTable",
+           "CTX_FIELDS", "HELPER_NAMES"]
+
+M64, M32 = (1 << 64) - 1, (1 << 32) - 1
+CTX_SIZE = 16
+CTX_FIELDS = ((0, 8), (8, 4), (12, 4))     # struct io_uring_bpf_ctx {u64 user_data; u32 wait_nr, wait_idx}
+TRACE_LINES = 10_000                       # like a trace_pipe buffer: the newest lines are kept
+_MAX_TRACE_STRING = 256
+
+HELPER_NAMES = {
+    1: "map_lookup_elem", 2: "map_update_elem", 3: "map_delete_elem", 5: "ktime_get_ns",
+    6: "trace_printk", 7: "get_prandom_u32", 8: "get_smp_processor_id",
+    14: "get_current_pid_tgid", 148: "copy_from_user", 164: "iouring_queue_sqe",
+    165: "iouring_emit_cqe", 166: "iouring_reap_cqe", 167: "copy_to_user",
+}
+
+
+class EngineError(Exception):
+    """The object cannot run in the engine (a map type, relocation or program it lacks)."""
+
+
+class MapTable(Mapping):
+    """`ring.maps`: the instance's maps by name.  `.instance` leads back to the engine instance
+    (for `ring.maps.instance.trace`, the lines programs printed)."""
+
+    def __init__(self, maps: dict[str, EngineMap], instance: "EngineInstance") -> None:
+        self._maps, self.instance = maps, instance
+
+    def __getitem__(self, name: str) -> EngineMap:
+        try:
+            return self._maps[name]
+        except KeyError:
+            known = ", ".join(self._maps) or "none"
+            raise KeyError(f"no map named {name!r} (maps: {known})") from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._maps)
+
+    def __len__(self) -> int:
+        return len(self._maps)
+
+    def __repr__(self) -> str:
+        return f"MapTable({list(self._maps)})"
+
+    @property
+    def trace(self) -> deque[str]:
+        return self.instance.trace
+
+
+class EngineInstance:
+    """One object live in the engine: `maps` (a `MapTable`), `memory`, `trace` (printed lines),
+    and a runner per program (`runner(spec_or_name)`)."""
+
+    def __init__(self, obj: Any, *, budget: int = DEFAULT_BUDGET,
+                 on_trace: Callable[[str], None] | None = None) -> None:
+        self.obj = obj
+        self.memory = Memory()
+        self.trace: deque[str] = deque(maxlen=TRACE_LINES)
+        self.on_trace = on_trace
+        self.budget = budget
+        btf = getattr(obj, "btf", None)
+        self._map_list: list[EngineMap] = []
+        for spec in obj.maps:
+            try:
+                self._map_list.append(make_map(spec, self.memory, btf))
+            except ValueError as exc:
+                raise EngineError(str(exc)) from None
+        self.maps = MapTable({m.name: m for m in self._map_list}, self)
+        self._by_handle = {m.handle.base: m for m in self._map_list}
+        self._hash_maps = [m for m in self._map_list if isinstance(m, HashMap)]
+        self.programs: dict[str, EngineProgram] = {}
+        for spec in obj.programs:
+            self.programs[spec.name] = EngineProgram(self, spec)
+
+    def __repr__(self) -> str:
+        return f"<EngineInstance programs={list(self.programs)} maps={list(self.maps)}>"
+
+    def runner(self, program: ProgramSpec | str) -> "EngineProgram":
+        """The runner of a program (its spec, as `Ring.register` passes it, or its name)."""
+        name = program if isinstance(program, str) else program.name
+        try:
+            return self.programs[name]
+        except KeyError:
+            raise KeyError(f"no program named {name!r} (programs: {', '.join(self.programs)})") from None
+
+    # -- map references -------------------------------------------------------------------------
+    def map_index(self, name: str, program: str) -> int:
+        for i, m in enumerate(self._map_list):
+            if m.name == name:
+                return i
+        raise EngineError(f"program {program!r} refers to map {name!r}, which the object does not define")
+
+    def resolve_lddw(self, src: int, imm: int, imm_hi: int) -> int:
+        """The value of a relocated ld_imm64: a map's handle (src 5) or a value address (src 6)."""
+        if src in (isa.PSEUDO_MAP_IDX, isa.PSEUDO_MAP_IDX_VALUE) and 0 <= imm < len(self._map_list):
+            m = self._map_list[imm]
+            if src == isa.PSEUDO_MAP_IDX:
+                return m.handle.base
+            if isinstance(m, ArrayMap):     # global data: one-element arrays
+                return m.element_address(0) + imm_hi
+        raise EngineError(f"ld_imm64 with src {src} and imm {imm}: the engine resolves only the map "
+                          "references it wrote itself (src 5/6, by map index)")
+
+    def map_at(self, memory: Memory, address: int, arg: str) -> EngineMap:
+        m = self._by_handle.get(address & M64)
+        if m is None:
+            raise MemoryFault(f"{arg} = {memory.describe(address)} is not a map (pass a map itself, "
+                              "as ld_imm64 of a map gives it)", address)
+        return m
+
+    def begin_run(self) -> None:
+        for m in self._hash_maps:
+            m.running = True
+
+    def end_run(self) -> None:
+        for m in self._hash_maps:
+            m.running = False
+            m.end_run()
+
+    def emit_trace(self, line: str) -> None:
+        self.trace.append(line)
+        if self.on_trace is not None:
+            self.on_trace(line)
+
+
+class EngineProgram:
+    """A linked, relocated program on the instance's memory: a `ring.ProgramRunner`.
+
+    `run(ctx, helpers)` -> (r0, ctx as the program left it).  For an io_uring program the ctx is
+    16 bytes and field-exact; any other kind gets a plain region of the ctx's size (a syscall
+    program's struct), so the same runner serves differential tests against the kernel.
+    `helpers` is the request's `ring.Helpers`; without it the RFC helpers fault.
+    """
+
+    fault_types = ()    # faults arrive as ring.ProgramFault
+
+    def __init__(self, instance: EngineInstance, spec: ProgramSpec) -> None:
+        self.instance, self.spec, self.name = instance, spec, spec.name
+        self._map_slots: dict[int, str] = {}      # relocated lddw slot -> what it loads
+        self.linked = self._relocated(spec.linked())
+        self._ring_helpers: Any = None
+        self.runs = 0
+        self.executed = 0           # instructions of the last run
+        self._ctx_regions: dict[int, Any] = {}
+        try:
+            self.interpreter = Interpreter(
+                self.linked.instructions, memory=instance.memory, helpers=self._helper_table(),
+                resolve_lddw=instance.resolve_lddw, budget=instance.budget,
+                disassemble=self.disassemble)
+        except InvalidProgram as exc:
+            raise EngineError(f"program {spec.name!r}: {self._where(exc.insn_index, exc.message)}") from None
+
+    def __repr__(self) -> str:
+        return f"<EngineProgram {self.name!r} ({self.spec.kind}), {self.runs} runs>"
+
+    # -- linking --------------------------------------------------------------------------------
+    def _relocated(self, linked: ProgramSpec) -> ProgramSpec:
+        insns = list(linked.instructions)
+        index_of = {slot: i for i, slot in enumerate(isa.slot_indexes(insns))}
+        for rel in linked.relocations:
+            if rel.kind in ("call", "func"):
+                continue        # resolved by linked()
+            if rel.kind not in ("map", "data"):
+                raise EngineError(f"program {linked.name!r} refers to {rel.kind} {rel.symbol!r}: the "
+                                  "engine resolves maps, global data and subprograms only")
+            i = index_of[rel.insn_index]
+            ins = insns[i]
+            map_index = self.instance.map_index(rel.symbol, linked.name)
+            self._map_slots[rel.insn_index] = (f"map {rel.symbol!r}" if rel.kind == "map" else
+                                               f"{rel.variable or rel.symbol} in map {rel.symbol!r}")
+            if rel.kind == "map":
+                insns[i] = Instruction(ins.opcode, ins.dst, isa.PSEUDO_MAP_IDX, 0, map_index, 0)
+            else:   # the byte offset in the section, as load.py moves it to the second imm
+                insns[i] = Instruction(ins.opcode, ins.dst, isa.PSEUDO_MAP_IDX_VALUE, 0, map_index,
+                                       ins.imm + ins.imm_hi)
+        return replace(linked, instructions=tuple(insns))
+
+    def disassemble(self, slot: int) -> str:
+        """The slot's instruction as `pybpf-uring disasm` prints it; a relocated ld_imm64 shows
+        the map (or variable) it loads rather than the engine's internal index form."""
+        from ..disasm import format_instruction
+        by_slot = dict(zip(isa.slot_indexes(self.linked.instructions), self.linked.instructions))
+        if slot not in by_slot and slot - 1 in by_slot:    # the second half of a lddw
+            slot -= 1
+        ins = by_slot.get(slot)
+        if ins is None:
+            return ""
+        if slot in self._map_slots:
+            return f"r{ins.dst} = {self._map_slots[slot]} ll"
+        return format_instruction(ins)
+
+    # -- running --------------------------------------------------------------------------------
+    def _ctx_region(self, size: int):
+        region = self._ctx_regions.get(size)
+        if region is None:
+            fields = CTX_FIELDS if self.spec.kind == "iouring" else None
+            region = self.instance.memory.map(bytearray(size), "ctx", fields=fields)
+            self._ctx_regions[size] = region
+        return region
+
+    def run(self, ctx: bytes, helpers: Any = None) -> tuple[int, bytes]:
+        """One run from slot 0 with r1 = the ctx; faults raise `ProgramFault` (see the module)."""
+        if self.spec.kind == "iouring" and len(ctx) != CTX_SIZE:
+            raise ValueError(f"an io_uring program's ctx is {CTX_SIZE} bytes, not {len(ctx)}")
+        region = self._ctx_region(len(ctx))
+        region.buf[:] = ctx
+        self._ring_helpers = helpers
+        self.runs += 1
+        instance = self.instance
+        instance.begin_run()
+        try:
+            r0 = self.interpreter.run(region.base)
+        except BpfFault as exc:
+            raise ProgramFault(f"program {self.name!r}: {self._where(exc.insn_index, exc.message, exc.disassembly)}",
+                               _errno.EFAULT) from None
+        finally:
+            self.executed = self.interpreter.executed
+            self._ring_helpers = None
+            instance.end_run()
+        return r0, bytes(region.buf)
+
+    def _where(self, slot: int | None, message: str, disassembly: str = "") -> str:
+        if slot is None:
+            return message
+        text = f"instruction {slot}" + (f" ({disassembly})" if disassembly else "") + f": {message}"
+        line = self.linked.line_at(slot)
+        if line is not None and line.line > 0:
+            source = line.text.strip() if line.text else ""
+            text += f"\n  at {line.file or '<unknown>'}:{line.line}" + (f": {source}" if source else "")
+        return text
+
+    # -- helpers --------------------------------------------------------------------------------
+    def _ring(self, helper: int):
+        helpers = self._ring_helpers
+        if helpers is None:
+            raise MemoryFault(f"{HELPER_NAMES[helper]} needs an io_uring request: this run has no "
+                              "ring (only programs run by a Ring's BPF requests can call it)")
+        return helpers
+
+    def _helper_table(self) -> dict[int, Callable[..., int]]:
+        inst = self.instance
+        map_at = inst.map_at
+
+        def map_lookup_elem(mem, r1, r2, *_):
+            m = map_at(mem, r1, "r1")
+            return m.lookup(mem.read(r2, m.key_size))
+
+        def map_update_elem(mem, r1, r2, r3, r4, _):
+            m = map_at(mem, r1, "r1")
+            return m.update(mem.read(r2, m.key_size), mem.read(r3, m.value_size), r4)
+
+        def map_delete_elem(mem, r1, r2, *_):
+            m = map_at(mem, r1, "r1")
+            return m.delete(mem.read(r2, m.key_size))
+
+        def ktime_get_ns(*_):
+            return time.monotonic_ns()
+
+        def trace_printk(mem, r1, r2, r3, r4, r5):
+            fmt = mem.read(r1, r2 & M32)
+            if not fmt or fmt[-1] != 0:
+                return -_errno.EINVAL          # the kernel wants a NUL-terminated format
+            line = format_trace(mem, fmt[:fmt.index(0)], (r3, r4, r5))
+            if line is None:
+                return -_errno.EINVAL
+            inst.emit_trace(line.rstrip("\n"))
+            return len(line.encode(errors="replace"))
+
+        def get_prandom_u32(*_):
+            return random.getrandbits(32)
+
+        def get_smp_processor_id(*_):
+            return 0
+
+        def get_current_pid_tgid(*_):
+            return os.getpid() << 32 | threading.get_native_id()
+
+        def queue_sqe(mem, ctx, sqe, length, *_):
+            return self._ring(164).queue_sqe(mem.read(sqe, length & M32))
+
+        def emit_cqe(mem, ctx, cq, user_data, res, flags):
+            return self._ring(165).emit_cqe(cq & M32, user_data, res, flags)
+
+        def reap_cqe(mem, ctx, cq, out, length, _):
+            length &= M32
+            mem.view(out, length)               # the verifier checks out/len before the call
+            ret, data = self._ring(166).reap_cqe(cq & M32, length)
+            mem.write(out, data[:length])
+            return ret
+
+        def copy_to_user(mem, uptr, src, size, *_):
+            return self._ring(167).copy_to_user(uptr, mem.read(src, size & M32))
+
+        def copy_from_user(mem, dst, size, uptr, *_):
+            size &= M32
+            mem.view(dst, size)
+            ret, data = self._ring(148).copy_from_user(uptr, size)
+            mem.write(dst, data[:size])
+            return ret
+
+        return {1: map_lookup_elem, 2: map_update_elem, 3: map_delete_elem, 5: ktime_get_ns,
+                6: trace_printk, 7: get_prandom_u32, 8: get_smp_processor_id,
+                14: get_current_pid_tgid, 148: copy_from_user, 164: queue_sqe, 165: emit_cqe,
+                166: reap_cqe, 167: copy_to_user}
+
+
+_SPEC = re.compile(rb"%([-+ 0#]*)(\d*)(ll|l|h|hh|z)?([diuxXcsp%])")
+
+
+def format_trace(mem: Memory, fmt: bytes, args: tuple[int, int, int]) -> str | None:
+    """bpf_trace_printk's formatting: %d %i %u %x %X %c %s %p with l/ll (64-bit; no modifier is
+    32-bit, as the kernel casts), at most three conversions; None where the kernel says -EINVAL."""
+    out, used, pos = [], 0, 0
+    for m in _SPEC.finditer(fmt):
+        out.append(fmt[pos:m.start()].decode(errors="replace"))
+        pos = m.end()
+        flags, width, length, conv = m.groups()
+        if conv == b"%":
+            out.append("%")
+            continue
+        if used == 3:
+            return None
+        value = args[used]
+        used += 1
+        spec = "%" + (flags + width).decode()
+        if conv in b"di":
+            bits = 64 if length in (b"l", b"ll", b"z") else 32
+            value &= (1 << bits) - 1
+            out.append((spec + "d") % (value - (1 << bits) if value >> (bits - 1) else value))
+        elif conv in b"uxX":
+            bits = 64 if length in (b"l", b"ll", b"z") else 32
+            out.append((spec + ("d" if conv == b"u" else conv.decode())) % (value & ((1 << bits) - 1)))
+        elif conv == b"c":
+            out.append((spec + "c") % chr(value & 0xFF))
+        elif conv == b"p":
+            out.append(f"0x{value & M64:x}")
+        else:   # %s: a NUL-terminated string in program memory (the kernel reads it unsafely)
+            out.append((spec + "s") % _c_string(mem, value))
+    if b"%" in fmt[pos:]:
+        return None          # a conversion the kernel does not know
+    out.append(fmt[pos:].decode(errors="replace"))
+    return "".join(out)
+
+
+def _c_string(mem: Memory, address: int) -> str:
+    try:
+        region, offset = mem.resolve(address, 1, "read")
+    except MemoryFault:
+        return "(fault)"
+    raw = bytes(region.buf[offset:offset + _MAX_TRACE_STRING])
+    return raw.split(b"\0", 1)[0].decode(errors="replace")
+
+
+def instantiate(obj: Any, *, budget: int = DEFAULT_BUDGET,
+                on_trace: Callable[[str], None] | None = None) -> EngineInstance:
+    """Make `obj` (a `BpfObject`) live in the engine; what `Ring.register(obj)` calls.
+
+    `budget` bounds the instructions of one run (a runaway loop faults instead of hanging the
+    host); `on_trace(line)` is called for every line a program prints, as well as the line
+    being kept in `instance.trace`.  EngineError when the object needs something the engine
+    does not have."""
+    return EngineInstance(obj, budget=budget, on_trace=on_trace)

@@ -1,0 +1,307 @@
+"""Maps of the userspace engine: array and hash maps a program and its host share.
+
+A program reaches a map through the kernel's helper contract (map_lookup_elem 1, update 2,
+delete 3): lookup gives a *pointer* to the value, which the program then reads and writes in
+place.  So every value lives in a region of the engine's `Memory`, and the host's dict-like view
+(`ring.maps[name][k]`) reads and writes the very same bytes -- a counter the program bumps is the
+counter the host sees, with no copy in between.
+
+Semantics follow the kernel's `arraymap.c` and `hashtab.c` where a program can observe them:
+
+* update flags: BPF_ANY (0) creates or replaces, BPF_NOEXIST (1) fails with -EEXIST on a
+  present key, BPF_EXIST (2) with -ENOENT on a missing one; other flags are -EINVAL (BPF_F_LOCK
+  too: no engine map has a spin lock).  An array's elements always exist (NOEXIST is always
+  -EEXIST), an index past max_entries is -E2BIG, and array elements cannot be deleted (-EINVAL).
+  A full hash map refuses a new key with -E2BIG.
+* pointers stay valid while the program that got them runs.  An array element's region is made
+  on first use and never goes away.  A hash element updated in place keeps its region (the kernel
+  swaps in a new element, but a program holding the old pointer keeps reading valid memory until
+  it ends; writing in place is the closest a single-copy engine gets, and never faults).  A
+  deleted element's region is *retired*: it stays mapped until the run ends (the kernel frees
+  it after an RCU grace period, which outlasts the program), then it is unmapped, so a pointer
+  kept across runs -- which the verifier would never allow -- faults instead of aliasing.
+* `.rodata` maps are read-only to programs (`BPF_F_RDONLY_PROG`, as libbpf creates them) and
+  writable from the host, like the kernel's; `.data` / `.bss` are plain one-element arrays.
+
+Keys and values from the host are ints (little-endian, to the map's sizes), bytes or ctypes
+objects (`load.pack`); reads decode with the BTF type of the map's value when the object has
+one (a `Struct` value reads back as a ctypes structure with its fields), else as an int for
+1/2/4/8-byte values and bytes otherwise -- the same conventions as the kernel-side `KernelMap`.
+"""
+from __future__ import annotations
+
+import errno as _errno
+import os
+from typing import Any, Iterator
+
+from ..load import ctype_from_btf, pack, unpack
+from ..objfile import MAP_TYPE_NAMES, MapSpec
+from .memory import Memory, Region
+
+__all__ = ["EngineMap", "ArrayMap", "HashMap", "make_map", "BPF_ANY", "BPF_NOEXIST", "BPF_EXIST",
+           "BPF_F_LOCK", "BPF_F_RDONLY_PROG", "SUPPORTED_MAP_TYPES"]
+
+BPF_ANY, BPF_NOEXIST, BPF_EXIST, BPF_F_LOCK = 0, 1, 2, 4
+BPF_F_RDONLY_PROG = 0x80
+BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_ARRAY = 1, 2
+SUPPORTED_MAP_TYPES = {BPF_MAP_TYPE_HASH: "hash", BPF_MAP_TYPE_ARRAY: "array"}
+_MAX_ENTRIES = 1 << 24    # far more than any sample needs, and a guard against a corrupt spec
+
+
+class EngineMap:
+    """What the host and the helpers share for one map; see the module docstring.
+
+    The helper side (`lookup`, `update`, `delete` on raw key bytes) returns the kernel's
+    numbers: a value address or 0, and 0 or -errno.  The host side is a dict: `m[k]` (KeyError
+    when missing), `m.get(k)`, `k in m`, `m[k] = v`, `m.set(k, v, flags)` (FileExistsError /
+    FileNotFoundError / OSError like the bpf() syscall), `del m[k]`, `keys()`, `items()`, `len()`.
+    """
+
+    def __init__(self, spec: MapSpec, memory: Memory, btf: Any = None) -> None:
+        if spec.key_size <= 0 or spec.value_size <= 0 or not 0 < spec.max_entries <= _MAX_ENTRIES:
+            raise ValueError(f"map {spec.name!r}: key size {spec.key_size}, value size "
+                             f"{spec.value_size} and max_entries {spec.max_entries} must be positive "
+                             f"(max_entries at most {_MAX_ENTRIES})")
+        self.spec, self.name, self.memory = spec, spec.name, memory
+        self.key_size, self.value_size, self.max_entries = spec.key_size, spec.value_size, spec.max_entries
+        self.type = spec.type
+        self.flags = spec.flags
+        self.program_writable = not spec.flags & BPF_F_RDONLY_PROG
+        self.key_type = ctype_from_btf(btf, spec.key_type_id) if btf is not None else None
+        self.value_type = ctype_from_btf(btf, spec.value_type_id) if btf is not None else None
+        # The handle a program's ld_imm64 of this map loads: an empty read-only region, so its
+        # address is unique and any load or store through it faults with the map's name.
+        self.handle: Region = memory.map(bytearray(0), f"map {spec.name!r} (the map itself, not a value)",
+                                         writable=False)
+
+    def __repr__(self) -> str:
+        kind = MAP_TYPE_NAMES.get(self.type, str(self.type))
+        return (f"<EngineMap {self.name!r} {kind} key {self.key_size} B value {self.value_size} B "
+                f"x{self.max_entries}>")
+
+    # -- helper side (raw bytes, kernel return codes) -------------------------------------------
+    def lookup(self, key: bytes) -> int:
+        raise NotImplementedError
+
+    def update(self, key: bytes, value: bytes, flags: int) -> int:
+        raise NotImplementedError
+
+    def delete(self, key: bytes) -> int:
+        raise NotImplementedError
+
+    def raw_keys(self) -> list[bytes]:
+        raise NotImplementedError
+
+    def raw_value(self, key: bytes) -> bytes | None:
+        raise NotImplementedError
+
+    def end_run(self) -> None:
+        """Called when a program run ends: what only had to outlive the run can go."""
+
+    def _value_region(self, buf: bytearray | memoryview, what: str) -> Region:
+        return self.memory.map(buf, f"map {self.name!r} value {what}", writable=self.program_writable)
+
+    # -- host side ------------------------------------------------------------------------------
+    def _key(self, key: Any) -> bytes:
+        return pack(key, self.key_size, f"map {self.name!r} key")
+
+    def _value(self, value: Any) -> bytes:
+        return pack(value, self.value_size, f"map {self.name!r} value")
+
+    def _decode(self, raw: bytes) -> Any:
+        return unpack(raw, self.value_type)
+
+    def __getitem__(self, key: Any) -> Any:
+        raw = self.raw_value(self._key(key))
+        if raw is None:
+            raise KeyError(key)
+        return self._decode(raw)
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        raw = self.raw_value(self._key(key))
+        return default if raw is None else self._decode(raw)
+
+    def __contains__(self, key: Any) -> bool:
+        return self.raw_value(self._key(key)) is not None
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.set(key, value)
+
+    def set(self, key: Any, value: Any, flags: int = BPF_ANY) -> None:
+        """Update with the kernel's flags; errors raise as the bpf() syscall's would."""
+        res = self.update(self._key(key), self._value(value), flags)
+        if res < 0:
+            raise _os_error(-res, f"map {self.name!r} update of key {key!r} (flags {flags})")
+
+    def __delitem__(self, key: Any) -> None:
+        res = self.delete(self._key(key))
+        if res == -_errno.ENOENT:
+            raise KeyError(key)
+        if res < 0:
+            raise _os_error(-res, f"map {self.name!r} delete of key {key!r}")
+
+    def keys(self) -> list:
+        return [unpack(k, self.key_type) for k in self.raw_keys()]
+
+    def __iter__(self) -> Iterator:
+        return iter(self.keys())
+
+    def __len__(self) -> int:
+        return len(self.raw_keys())
+
+    def items(self) -> list[tuple]:
+        out = []
+        for raw in self.raw_keys():
+            value = self.raw_value(raw)
+            if value is not None:
+                out.append((unpack(raw, self.key_type), self._decode(value)))
+        return out
+
+    def values(self) -> list:
+        return [v for _, v in self.items()]
+
+    def view(self, key: Any) -> memoryview:
+        """The live bytes of one value (writes show at once in the program's view); KeyError if
+        the key is missing.  For host code that shares a buffer with a program."""
+        address = self.lookup(self._key(key))
+        if not address:
+            raise KeyError(key)
+        region, offset = self.memory.resolve(address, self.value_size, "read")
+        return memoryview(region.buf)[offset:offset + self.value_size]
+
+    def address(self, key: Any) -> int:
+        """The engine address of a value (what a program's lookup returns); KeyError if missing."""
+        address = self.lookup(self._key(key))
+        if not address:
+            raise KeyError(key)
+        return address
+
+
+class ArrayMap(EngineMap):
+    """BPF_MAP_TYPE_ARRAY: u32 keys 0..max_entries-1, all present, zero-filled at creation.
+
+    One bytearray holds every value (host reads index into it); an element's region is a
+    memoryview of its slice, made the first time a program asks for it, so a 64k-entry map a
+    program touches at three indexes costs three regions."""
+
+    def __init__(self, spec: MapSpec, memory: Memory, btf: Any = None) -> None:
+        super().__init__(spec, memory, btf)
+        if spec.key_size != 4:
+            raise ValueError(f"array map {spec.name!r}: key size is {spec.key_size}; arrays take u32 keys")
+        self.data = bytearray(spec.value_size * spec.max_entries)
+        if spec.data:
+            initial = bytes(spec.data)[:spec.value_size]
+            self.data[:len(initial)] = initial
+        self._regions: dict[int, Region] = {}
+
+    def _index(self, key: bytes) -> int:
+        return int.from_bytes(key, "little")
+
+    def element_address(self, index: int) -> int:
+        """The region base of element `index` (made on first use)."""
+        region = self._regions.get(index)
+        if region is None:
+            start = index * self.value_size
+            view = memoryview(self.data)[start:start + self.value_size]
+            region = self._regions[index] = self._value_region(view, f"[{index}]")
+        return region.base
+
+    def lookup(self, key: bytes) -> int:
+        index = self._index(key)
+        return self.element_address(index) if index < self.max_entries else 0
+
+    def update(self, key: bytes, value: bytes, flags: int) -> int:
+        if flags & ~BPF_F_LOCK > BPF_EXIST or flags & BPF_F_LOCK:
+            return -_errno.EINVAL
+        index = self._index(key)
+        if index >= self.max_entries:
+            return -_errno.E2BIG
+        if flags == BPF_NOEXIST:
+            return -_errno.EEXIST      # every element of an array exists
+        start = index * self.value_size
+        self.data[start:start + self.value_size] = value
+        return 0
+
+    def delete(self, key: bytes) -> int:
+        return -_errno.EINVAL
+
+    def raw_keys(self) -> list[bytes]:
+        return [i.to_bytes(4, "little") for i in range(self.max_entries)]
+
+    def raw_value(self, key: bytes) -> bytes | None:
+        index = self._index(key)
+        if index >= self.max_entries:
+            return None
+        start = index * self.value_size
+        return bytes(self.data[start:start + self.value_size])
+
+    def __len__(self) -> int:
+        return self.max_entries
+
+
+class HashMap(EngineMap):
+    """BPF_MAP_TYPE_HASH: at most max_entries keys, each value its own region."""
+
+    def __init__(self, spec: MapSpec, memory: Memory, btf: Any = None) -> None:
+        super().__init__(spec, memory, btf)
+        self._elements: dict[bytes, Region] = {}
+        self._retired: list[Region] = []
+        self.running = False      # set by the instance while a program runs
+
+    def lookup(self, key: bytes) -> int:
+        region = self._elements.get(key)
+        return region.base if region is not None else 0
+
+    def update(self, key: bytes, value: bytes, flags: int) -> int:
+        if flags & ~BPF_F_LOCK > BPF_EXIST or flags & BPF_F_LOCK:
+            return -_errno.EINVAL
+        region = self._elements.get(key)
+        if region is not None:
+            if flags == BPF_NOEXIST:
+                return -_errno.EEXIST
+            region.buf[:] = value
+            return 0
+        if flags == BPF_EXIST:
+            return -_errno.ENOENT
+        if len(self._elements) >= self.max_entries:
+            return -_errno.E2BIG
+        self._elements[bytes(key)] = self._value_region(bytearray(value), f"[{key.hex()}]")
+        return 0
+
+    def delete(self, key: bytes) -> int:
+        region = self._elements.pop(key, None)
+        if region is None:
+            return -_errno.ENOENT
+        if self.running:
+            self._retired.append(region)     # the program may still hold a pointer to it
+        else:
+            self.memory.unmap(region)
+        return 0
+
+    def end_run(self) -> None:
+        for region in self._retired:
+            self.memory.unmap(region)
+        self._retired.clear()
+
+    def raw_keys(self) -> list[bytes]:
+        return list(self._elements)
+
+    def raw_value(self, key: bytes) -> bytes | None:
+        region = self._elements.get(key)
+        return bytes(region.buf) if region is not None else None
+
+
+def make_map(spec: MapSpec, memory: Memory, btf: Any = None) -> EngineMap:
+    """The engine map for `spec`; ValueError naming the type for kinds the engine lacks."""
+    if spec.type == BPF_MAP_TYPE_ARRAY:
+        return ArrayMap(spec, memory, btf)
+    if spec.type == BPF_MAP_TYPE_HASH:
+        return HashMap(spec, memory, btf)
+    kind = MAP_TYPE_NAMES.get(spec.type, str(spec.type))
+    raise ValueError(f"map {spec.name!r} is a {kind} map; the engine has "
+                     f"{' and '.join(SUPPORTED_MAP_TYPES.values())} maps only")
+
+
+def _os_error(err: int, what: str) -> OSError:
+    """OSError(err) is FileExistsError / FileNotFoundError for EEXIST / ENOENT, as bpf() raises."""
+    return OSError(err, f"{what}: {_errno.errorcode.get(err, err)}: {os.strerror(err)}")

@@ -1,0 +1,317 @@
+"""The engine's maps and object instances (`engine/maps.py`, `engine/instance.py`).
+
+Map semantics are checked against the kernel's (arraymap.c / hashtab.c return codes), programs
+compiled by this project run on a real Ring with `register(obj)` and no engine argument, and
+faults must name the instruction and the source line.
+"""
+from __future__ import annotations
+
+import ctypes
+import errno
+import shutil
+import subprocess
+import textwrap
+
+import pytest
+
+from pybpf_uring import Ring
+from pybpf_uring.engine import Memory, MemoryFault, instantiate
+from pybpf_uring.engine.instance import EngineError, format_trace
+from pybpf_uring.engine.maps import BPF_ANY, BPF_EXIST, BPF_F_LOCK, BPF_NOEXIST, ArrayMap, HashMap, make_map
+from pybpf_uring.objfile import MapSpec
+
+pytest.importorskip("llvmlite")
+from pybpf_uring import compile_source  # noqa: E402
+
+CLANG = shutil.which("clang-22")
+
+
+def key(n: int, size: int = 4) -> bytes:
+    return n.to_bytes(size, "little")
+
+
+def array(n=4, value_size=8, **kw) -> ArrayMap:
+    return make_map(MapSpec("a", 2, 4, value_size, n, **kw), Memory())
+
+
+def hashmap(n=2, value_size=8) -> HashMap:
+    return make_map(MapSpec("h", 1, 4, value_size, n), Memory())
+
+
+# --- kernel return codes ----------------------------------------------------------------------
+def test_array_update_flags_and_bounds():
+    a = array()
+    v = key(5, 8)
+    assert a.update(key(0), v, BPF_ANY) == 0
+    assert a.update(key(1), v, BPF_EXIST) == 0               # every element exists
+    assert a.update(key(1), v, BPF_NOEXIST) == -errno.EEXIST
+    assert a.update(key(4), v, BPF_ANY) == -errno.E2BIG      # past max_entries
+    assert a.update(key(0), v, 3) == -errno.EINVAL
+    assert a.update(key(0), v, BPF_F_LOCK) == -errno.EINVAL  # no spin lock in the value
+    assert a.delete(key(0)) == -errno.EINVAL                 # array elements cannot be deleted
+    assert a.lookup(key(4)) == 0
+    assert a[0] == 5 and a[1] == 5 and a[2] == 0 and len(a) == 4
+    with pytest.raises(KeyError):
+        a[4]
+
+
+def test_hash_update_flags_full_map_and_delete():
+    h = hashmap(n=2)
+    assert h.update(key(1), key(10, 8), BPF_EXIST) == -errno.ENOENT
+    assert h.update(key(1), key(10, 8), BPF_NOEXIST) == 0
+    assert h.update(key(1), key(11, 8), BPF_NOEXIST) == -errno.EEXIST
+    assert h.update(key(1), key(12, 8), BPF_EXIST) == 0
+    assert h.update(key(2), key(20, 8), BPF_ANY) == 0
+    assert h.update(key(3), key(30, 8), BPF_ANY) == -errno.E2BIG   # full
+    assert h.update(key(2), key(21, 8), BPF_ANY) == 0                # replacing still works
+    assert h.delete(key(3)) == -errno.ENOENT
+    assert dict(h.items()) == {1: 12, 2: 21}
+    assert h.delete(key(1)) == 0
+    assert h.update(key(3), key(30, 8), BPF_ANY) == 0                # room again
+    assert sorted(h.keys()) == [2, 3]
+
+
+def test_host_side_raises_like_the_bpf_syscall():
+    h = hashmap()
+    h[7] = 70
+    with pytest.raises(FileExistsError):
+        h.set(7, 1, BPF_NOEXIST)
+    with pytest.raises(FileNotFoundError):
+        h.set(8, 1, BPF_EXIST)
+    with pytest.raises(KeyError):
+        del h[8]
+    assert h.get(8, "none") == "none" and 7 in h and 8 not in h
+    a = array()
+    with pytest.raises(OSError) as exc:
+        del a[0]
+    assert exc.value.errno == errno.EINVAL
+    with pytest.raises(OverflowError):
+        a[0] = 1 << 64
+
+
+def test_value_regions_are_stable_and_retired_only_after_the_run():
+    h = hashmap()
+    h[1] = 5
+    address = h.lookup(key(1))
+    h[1] = 6                                   # an update keeps the element in place
+    assert h.lookup(key(1)) == address and h.memory.load(address, 8) == 6
+    h.running = True                           # a program holds `address`...
+    assert h.delete(key(1)) == 0
+    assert h.memory.load(address, 8) == 6      # ...and may still use it until it ends
+    h.memory.store(address, 8, 9)
+    h.running = False
+    h.end_run()
+    with pytest.raises(MemoryFault, match="no region is mapped"):
+        h.memory.load(address, 8)              # a pointer kept past the run faults, never aliases
+    h[1] = 1
+    assert h.lookup(key(1)) != address
+
+
+def test_array_regions_share_the_host_bytes():
+    a = array(n=1024)
+    addr = a.lookup(key(3))
+    assert a.lookup(key(3)) == addr            # one region per element, made on first use
+    a.memory.store(addr, 8, 77)
+    assert a[3] == 77
+    a[3] = 78
+    assert a.memory.load(addr, 8) == 78
+    with pytest.raises(MemoryFault, match="out of bounds"):
+        a.memory.load(addr + 8, 8)             # the neighbour is not reachable from element 3
+    assert len(a.memory.regions) == 2          # the handle and element 3
+
+
+def test_rodata_is_read_only_to_programs_only():
+    a = array(n=1, value_size=4, flags=0x80, data=b"\x01\x00\x00\x00")
+    assert a[0] == 1
+    addr = a.lookup(key(0))
+    with pytest.raises(MemoryFault, match="read-only"):
+        a.memory.store(addr, 4, 2)
+    a[0] = 2
+    assert a.memory.load(addr, 4) == 2
+
+
+def test_unsupported_map_types_are_named():
+    with pytest.raises(ValueError, match="ringbuf map; the engine has hash and array maps only"):
+        make_map(MapSpec("rb", 27, 0, 0, 4096), Memory())
+
+
+def test_trace_formats_like_the_kernel():
+    mem = Memory()
+    s = mem.map(bytearray(b"abc\0"), "s")
+    assert format_trace(mem, b"x=%d u=%u %llx", (-1 & (2**64 - 1), 2**32 + 3, 255)) == "x=-1 u=3 ff"
+    assert format_trace(mem, b"%s!", (s.base, 0, 0)) == "abc!"
+    assert format_trace(mem, b"%lld %%", (2**64 - 2, 0, 0)) == "-2 %"
+    assert format_trace(mem, b"%d %d %d %d", (1, 2, 3)) is None     # four conversions
+    assert format_trace(mem, b"%q", (1, 2, 3)) is None
+
+
+# --- objects on a real ring -------------------------------------------------------------------
+COUNTER = textwrap.dedent("""
+    from pybpf_uring import iouring, i32, u32, u64, ArrayMap, HashMap, ktime_get_ns, get_prandom_u32
+    from pybpf_uring.uring import IoUringCtx, Cqe, emit_cqe
+
+    hits = ArrayMap(u64, 4)
+    seen = HashMap(u64, u64, 4)
+    LIMIT = 3
+
+    @iouring
+    def count(ctx: IoUringCtx) -> i32:
+        hits[0] += 1
+        extra = hits[2]                          # the host writes hits[2]
+        hits[1] += extra
+        hits[3] = ktime_get_ns()
+        if seen.lookup(ctx.user_data) is None:
+            seen[ctx.user_data] = 1
+        else:
+            v = seen.lookup(ctx.user_data)
+            if v is not None:
+                v[0] += 1
+                if v[0] > LIMIT:
+                    del seen[ctx.user_data]
+        print("run", hits[0], ctx.user_data)
+        r = get_prandom_u32()
+        emit_cqe(ctx, 1, ctx.user_data, i32(r & 1), 0)
+        return 0
+""")
+
+
+def test_register_without_engine_shares_maps_with_the_host():
+    obj = compile_source(COUNTER, "counter.py")
+    with Ring(entries=8, cq_sizes=(16,)) as ring:
+        ring.register(obj)                        # the default engine: engine.instantiate
+        ring.maps["hits"][2] = 10
+        for ud in (5, 5, 6, 5, 5):
+            ring.submit_bpf("count", user_data=ud)
+            assert ring.wait_cqe(0, timeout=1).res == 0
+            assert ring.wait_cqe(1, timeout=1).user_data == ud
+        hits = ring.maps["hits"]
+        assert hits[0] == 5 and hits[1] == 50
+        assert 0 < hits[3] and abs(hits[3] - __import__("time").monotonic_ns()) < 10**10
+        assert dict(ring.maps["seen"].items()) == {6: 1}    # 5 reached 4 and was deleted
+        assert list(ring.maps.trace) == ["run 1 5", "run 2 5", "run 3 6", "run 4 5", "run 5 5"]
+        assert not ring.faults
+
+
+RUNAWAY = textwrap.dedent("""
+    from pybpf_uring import iouring, i32, u64, ArrayMap
+    from pybpf_uring.uring import IoUringCtx
+
+    n = ArrayMap(u64, 1)
+
+    @iouring
+    def spin(ctx: IoUringCtx) -> i32:
+        i = 0
+        while i < 1000000:
+            i += 1
+            n[0] += 1
+        return 0
+""")
+
+
+def test_a_fault_fails_the_request_and_names_instruction_and_python_line():
+    obj = compile_source(RUNAWAY, "runaway.py")
+    with Ring(entries=4) as ring:
+        ring.register(obj, engine=lambda o: instantiate(o, budget=5000))
+        ring.submit_bpf("spin", user_data=3)
+        cqe = ring.wait_cqe(0, timeout=1)
+        assert (cqe.user_data, cqe.res) == (3, -errno.EFAULT)
+        fault = ring.faults[-1]
+        assert fault.program == "spin" and fault.res == -errno.EFAULT
+        assert "instruction budget of 5000 exhausted" in fault.message
+        assert "instruction " in fault.message and "runaway.py:" in fault.message
+        line = int(fault.message.split("runaway.py:")[1].split(":")[0])
+        assert RUNAWAY.splitlines()[line - 1].strip() in fault.message
+        # the map kept what the runs did before the fault
+        assert ring.maps["n"][0] > 0
+
+
+C_PROGRAM = r"""
+typedef unsigned short __u16;
+typedef unsigned int __u32;
+typedef int __s32;
+typedef unsigned long long __u64;
+#define SEC(n) __attribute__((section(n), used))
+struct io_uring_bpf_ctx { __u64 user_data; __u32 wait_nr; __u32 wait_idx; };
+static long (*bpf_trace_printk)(const char *fmt, __u32 size, ...) = (void *)6;
+static long (*emit_cqe)(void *ctx, __u32 cq, __u64 ud, __s32 res, __u32 flags) = (void *)165;
+volatile const __u32 step = 7;
+__u64 total;
+__u64 scratch[2];
+
+SEC("iouring.s/acc")
+int acc(struct io_uring_bpf_ctx *ctx)
+{
+    total += step;
+    scratch[1] = total;
+    emit_cqe(ctx, 0, total, 0, 0);
+    return 0;
+}
+
+SEC("iouring.s/wild")
+int wild(struct io_uring_bpf_ctx *ctx)
+{
+    return *(__u64 *)ctx->user_data;        /* a user pointer is not program memory */
+}
+
+SEC("iouring.s/badctx")
+int badctx(struct io_uring_bpf_ctx *ctx)
+{
+    return *((volatile __u16 *)ctx + 1);     /* inside user_data: not a field */
+}
+char _license[] SEC("license") = "GPL";
+"""
+
+
+@pytest.fixture(scope="module")
+def c_object(tmp_path_factory):
+    if CLANG is None:
+        pytest.skip("clang-22 not installed")
+    from pybpf_uring.objfile import BpfObject
+    d = tmp_path_factory.mktemp("c")
+    (d / "p.c").write_text(C_PROGRAM)
+    subprocess.run([CLANG, "-O2", "-g", "-target", "bpf", "-mcpu=v3", "-c", str(d / "p.c"),
+                    "-o", str(d / "p.o")], check=True)
+    return BpfObject.read(d / "p.o")
+
+
+def test_global_data_of_a_clang_object(c_object):
+    assert {m.name for m in c_object.maps} >= {".rodata", ".bss"}
+    with Ring(entries=4) as ring:
+        ring.register(c_object)
+        for _ in range(3):
+            ring.submit_bpf("acc")
+        got = [ring.wait_cqe(0, timeout=1) for _ in range(6)]
+        assert [c.user_data for c in got if c.user_data] == [7, 14, 21]
+        bss = ring.maps[".bss"][0]
+        assert int.from_bytes(bytes(bss)[:8], "little") == 21 if not isinstance(bss, int) else bss == 21
+
+
+def test_faults_in_c_programs_name_the_c_line(c_object):
+    with Ring(entries=4) as ring:
+        ring.register(c_object)
+        ring.submit_bpf("wild", user_data=ctypes.addressof(ctypes.c_uint64(1)))
+        assert ring.wait_cqe(0, timeout=1).res == -errno.EFAULT
+        msg = ring.faults[-1].message
+        assert "no region is mapped there" in msg and "p.c:" in msg and "ctx->user_data" in msg
+        ring.submit_bpf("badctx")
+        assert ring.wait_cqe(0, timeout=1).res == -errno.EFAULT
+        assert "ctx may only be accessed at +0 (8 bytes), +8 (4 bytes), +12 (4 bytes)" in ring.faults[-1].message
+
+
+def test_objects_the_engine_cannot_run_are_refused():
+    obj = compile_source(COUNTER, "counter.py")
+    from dataclasses import replace
+    bad = replace(obj, maps=[replace(m, type=27) if m.name == "hits" else m for m in obj.maps])
+    with pytest.raises(EngineError, match="ringbuf"):
+        instantiate(bad)
+    missing = replace(obj, maps=[m for m in obj.maps if m.name != "seen"])
+    with pytest.raises(EngineError, match="refers to map 'seen'"):
+        instantiate(missing)
+
+
+def test_runner_without_a_ring_faults_on_rfc_helpers():
+    inst = instantiate(compile_source(COUNTER, "counter.py"))
+    from pybpf_uring.ring import ProgramFault
+    with pytest.raises(ProgramFault, match="iouring_emit_cqe needs an io_uring request"):
+        inst.runner("count").run(bytes(16))
+    assert inst.maps["hits"][0] == 1          # the run got that far
