@@ -15,10 +15,10 @@ import importlib
 from dataclasses import dataclass, field
 
 from . import syntax as S
-from .builtins import HELPERS, KFUNCS, PREPS, Helper
+from .builtins import HELPERS, KFUNCS, PREPS
 from .diagnostics import Collector, Span
-from .limits import MAX_CALL_DEPTH, MAX_HELPER_ARGS, STACK_BYTES
-from .typesys import (BOOL, I64, INTS, NONE, STR, U64, ArrayT, IntT, MapT, PtrT, StructT, Type)
+from .limits import MAX_CALL_DEPTH, MAX_HELPER_ARGS
+from .typesys import I64, INTS, NONE, ArrayT, IntT, MapT, PtrT, StructT, Type
 
 PROGRAM_KINDS = {"iouring", "syscall", "socket_filter", "tracepoint", "loop_step"}
 LIBRARY_MODULES = ("pybpf_uring", "pybpf_uring.uring", "pybpf_uring.iou")
@@ -406,7 +406,7 @@ class ModuleChecker:
         if not isinstance(ctx, StructT):
             self.error(d.params[0].annotation.span, "a program's ctx must be a Struct")
         if not isinstance(ret, IntT):
-            self.error(d.span, "a program returns an integer", f"write `-> i32`")
+            self.error(d.span, "a program returns an integer", "write `-> i32`")
 
     def check_call_graph(self) -> None:
         """No recursion (the verifier rejects it) and at most MAX_CALL_DEPTH frames."""

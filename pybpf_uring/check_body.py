@@ -6,10 +6,10 @@ apply inside a function (locals, conversions, loop bounds, map and helper calls,
 from __future__ import annotations
 
 from . import syntax as S
-from .builtins import CTX, INT, PREPS, REF_SIZE, Helper, Kfunc
-from .check import CallTarget, FunctionInfo, Symbol, describe, fold_binop
+from .builtins import CTX, INT, PREPS, Helper, Kfunc
+from .check import CallTarget, FunctionInfo, Symbol, describe
 from .limits import MAX_LOOP_ITERATIONS, MAX_PRINT_ARGS, STACK_BYTES
-from .typesys import (BOOL, I64, INTS, NONE, STR, U32, U64, ArrayT, BoolT, IntT, MapT, PtrT,
+from .typesys import (BOOL, I64, INTS, NONE, STR, U64, ArrayT, BoolT, IntT, MapT, PtrT,
                       StructT, Type, common_int)
 
 ARITH = {"+", "-", "*", "//", "%", "&", "|", "^", "<<", ">>"}
@@ -63,7 +63,7 @@ class BodyChecker:
         ret = self.info.ret
         if s.value is None:
             if ret != NONE:
-                self.error(s.span, f"{self.info.name} must return a {ret}", f"write `return 0`")
+                self.error(s.span, f"{self.info.name} must return a {ret}", "write `return 0`")
             return
         if ret == NONE:
             self.error(s.value.span, f"{self.info.name} returns None", "declare `-> i64` to return a value")
@@ -391,7 +391,7 @@ class BodyChecker:
                 if not (isinstance(b, S.Constant) and b.value is None):
                     self.error(b.span, f"'{op}' compares only with None", "use == or != for integers")
                 elif not isinstance(self.expr(a), PtrT):
-                    self.error(a.span, f"only a map reference from m.lookup(k) can be None")
+                    self.error(a.span, "only a map reference from m.lookup(k) can be None")
                 self.record(b, NONE)
                 continue
             ca, cb = self.mod.fold(a) is not None, self.mod.fold(b) is not None
@@ -618,47 +618,38 @@ class BodyChecker:
     def call_helper(self, e: S.Call, sym: Symbol) -> Type:
         h: Helper = sym.value
         self.out.calls[e] = CallTarget("helper", h)
-        if h.programs and self.info.kind not in h.programs:
-            where = "a subprogram" if self.info.kind is None else f"a @{self.info.kind} program"
-            self.error(e.func.span, f"{h.name}() cannot be called from {where}",
-                       f"it is available in @{', @'.join(sorted(h.programs))} programs")
-        if len(e.args) != len(h.params):
-            self.error(e.span, f"{h.name}() takes {len(h.params)} arguments, got {len(e.args)}")
-            return h.ret
-        for a, p in zip(e.args, h.params):
-            if p.kind == CTX:
-                if not (isinstance(a, S.Name) and a.id == self.ctx_name):
-                    self.error(a.span, f"{h.name}() needs the program's ctx here",
-                               f"pass {self.ctx_name or 'ctx'}")
-                self.expr(a)
-            elif p.kind == INT:
-                self.convert(a, p.type, "argument")
-            elif p.kind == REF_SIZE:
-                self.ref_argument(h.name, a, p.struct)
+        for a, p in self.kernel_call(e, h.name, h.params, h.programs, "available in"):
+            self.ref_argument(h.name, a, p.struct)
         return h.ret
 
     def call_kfunc(self, e: S.Call, sym: Symbol) -> Type:
         k: Kfunc = sym.value
-        if k.programs and self.info.kind not in k.programs:
+        ret = k.ret or I64
+        for a, _ in self.kernel_call(e, k.name, k.params, k.programs, "a kernel function of"):
+            t = self.mod.resolve_type(a)  # TYPE_SIZE: the view the call returns
+            ret = PtrT(t if t is not None else U64, nullable=True)
+        self.out.calls[e] = CallTarget("kfunc", (k, ret))
+        return ret
+
+    def kernel_call(self, e: S.Call, name: str, params, programs, what: str):
+        """The rules shared by helpers and kfuncs: the program kinds that may call it, the
+        argument count, the ctx and integer arguments.  Yields the other (argument, param)."""
+        if programs and self.info.kind not in programs:
             where = "a subprogram" if self.info.kind is None else f"a @{self.info.kind} program"
-            self.error(e.func.span, f"{k.name}() cannot be called from {where}",
-                       f"it is a kernel function of @{', @'.join(sorted(k.programs))} programs")
-        if len(e.args) != len(k.params):
-            self.error(e.span, f"{k.name}() takes {len(k.params)} arguments, got {len(e.args)}")
-            return k.ret or I64
-        ret = k.ret
-        for a, p in zip(e.args, k.params):
+            self.error(e.func.span, f"{name}() cannot be called from {where}",
+                       f"it is {what} @{', @'.join(sorted(programs))} programs")
+        if len(e.args) != len(params):
+            self.error(e.span, f"{name}() takes {len(params)} arguments, got {len(e.args)}")
+            return
+        for a, p in zip(e.args, params):
             if p.kind == CTX:
                 if not (isinstance(a, S.Name) and a.id == self.ctx_name):
-                    self.error(a.span, f"{k.name}() needs the program's ctx here", f"pass {self.ctx_name}")
+                    self.error(a.span, f"{name}() needs the program's ctx here", f"pass {self.ctx_name or 'ctx'}")
                 self.expr(a)
             elif p.kind == INT:
                 self.convert(a, p.type, "argument")
-            else:  # TYPE_SIZE: the view the call returns
-                t = self.mod.resolve_type(a)
-                ret = PtrT(t if t is not None else U64, nullable=True)
-        self.out.calls[e] = CallTarget("kfunc", (k, ret))
-        return ret
+            else:
+                yield a, p
 
     def ref_argument(self, helper: str, a: S.Expr, struct: str | None) -> None:
         t = self.expr(a)

@@ -19,10 +19,10 @@ import llvmlite.ir as ir
 
 from . import syntax as S
 from .builtins import (BPF_ANY, BPF_NOEXIST, CTX, INT, MAP_DELETE_ELEM, MAP_LOOKUP_ELEM,
-                       MAP_UPDATE_ELEM, PREPS, REF_SIZE, TRACE_PRINTK, TYPE_SIZE)
+                       MAP_UPDATE_ELEM, PREPS, TRACE_PRINTK, TYPE_SIZE)
 from .check import Checked, FunctionInfo
 from .debuginfo import DebugInfo
-from .typesys import BOOL, I64, NONE, U32, U64, ArrayT, BoolT, IntT, MapT, PtrT, StructT, Type
+from .typesys import BOOL, I64, NONE, U64, ArrayT, BoolT, IntT, MapT, PtrT, StructT, Type
 
 DATA_LAYOUT = "e-m:e-p:64:64-i64:64-i128:128-n32:64-S128"
 I8P = ir.IntType(8).as_pointer()
