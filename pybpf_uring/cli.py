@@ -32,7 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
     command("disasm", "disassemble an object, or a module after compiling it", "FILE.o|FILE.py")
     command("check", "parse and check a BPF module without emitting code")
     command("verify", "load an object's kernel programs through the verifier", "FILE.o|FILE.py")
-    command("run", "run a module's io_uring programs on a real ring")
+    r = command("run", "run a BPF module: its `__main__` block if it has one, else each of its "
+                "io_uring programs once on a real ring")
+    r.add_argument("--user-data", type=int, default=0, help="the BPF requests' user_data (default 0)")
+    r.add_argument("--cq-sizes", default="128,128", help="sizes of the extra CQs (default 128,128)")
+    r.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the programs to finish")
     plugin = sub.add_parser("conformance-plugin", help="bpf_conformance plugin: program hex on stdin")
     plugin.add_argument("memory", nargs="?", default="", help="memory as hex bytes")
     return p
@@ -121,9 +125,45 @@ def cmd_verify(args) -> int:
 
 
 def cmd_run(args) -> int:
-    print(f"{args.file}: error: `pybpf-uring run` needs the io_uring runtime (Ring and the "
-          "userspace engine), which this version does not have yet", file=sys.stderr)
-    return EXIT_ERROR
+    """A module with a `__main__` block is its own runner; otherwise every io_uring program is
+    submitted once and the ring is drained until none is parked, printing each CQ's CQEs."""
+    import re
+    import runpy
+    with open(args.file, encoding="utf-8") as f:
+        text = f.read()
+    if re.search(r"""^if\s+__name__\s*==\s*['"]__main__['"]\s*:""", text, re.M):
+        runpy.run_path(args.file, run_name="__main__")
+        return EXIT_OK
+    import time
+    from .pipeline import compile_tree
+    from .ring import Ring
+    obj = compile_tree(read_source(args.file), args.cpu).object
+    names = [p.name for p in obj.programs if p.kind == "iouring"]
+    if not names:
+        print(f"{args.file}: error: no @iouring program to run (kernel program types are run from "
+              "Python: obj.load().programs[name].test_run(...))", file=sys.stderr)
+        return EXIT_ERROR
+    sizes = tuple(int(n) for n in args.cq_sizes.split(",") if n)
+    with Ring(entries=64, cq_sizes=sizes) as ring:
+        ring.register(obj)
+        for name in names:
+            ring.submit_bpf(name, user_data=args.user_data)
+        deadline = time.monotonic() + args.timeout
+        while ring.parked and time.monotonic() < deadline:
+            for cq in range(len(sizes) + 1):
+                ring.ready(cq)
+            time.sleep(0.001)
+        for cq in range(len(sizes) + 1):
+            while (cqe := ring.peek_cqe(cq)) is not None:
+                print(f"cq {cq}: user_data={cqe.user_data} res={cqe.res} flags={cqe.flags}")
+        for fault in ring.faults:
+            print(f"fault: {fault}", file=sys.stderr)
+        for name, m in ring.maps.items():
+            print(f"map {name}: {dict(m.items())}")
+        if ring.parked:
+            print(f"{args.file}: error: {ring.parked} program(s) still waiting after {args.timeout} s",
+                  file=sys.stderr)
+        return EXIT_ERROR if ring.faults or ring.parked else EXIT_OK
 
 
 def cmd_conformance_plugin(args) -> int:

@@ -348,3 +348,31 @@ def cell_prog(ctx: CellArgs) -> i32:
         assert live.programs["cell_prog"].test_run(ctx=namespace["CellArgs"](a=20)).retval == 41
     html = obj._repr_html_()
     assert "cell_prog" in html and "exit" in html
+
+
+def test_cli_run_submits_io_uring_programs_on_a_real_ring(tmp_path):
+    module = tmp_path / "hello.py"
+    module.write_text('''
+from pybpf_uring import iouring, ArrayMap, i32, u64
+from pybpf_uring.uring import IoUringCtx, Cqe, emit_cqe, reap_cqe
+
+hits = ArrayMap(u64, 2)
+
+@iouring
+def hello(ctx: IoUringCtx) -> i32:
+    emit_cqe(ctx, 1, ctx.user_data + 1, 7, 0)
+    cqe = Cqe()
+    if reap_cqe(ctx, 1, cqe) == 0:
+        hits[0] += cqe.user_data
+    emit_cqe(ctx, 2, 99, 0, 0)
+    return 0
+''')
+    run = cli("run", str(module), "--user-data", "41")
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == ("cq 0: user_data=41 res=0 flags=0\ncq 2: user_data=99 res=0 flags=0\n"
+                          "map hits: {0: 42, 1: 0}\n")
+    kernel_only = tmp_path / "k.py"
+    kernel_only.write_text("from pybpf_uring import syscall, Struct, i32, u64\n\nclass A(Struct):\n"
+                           "    a: u64\n\n@syscall\ndef f(ctx: A) -> i32:\n    return 0\n")
+    run = cli("run", str(kernel_only))
+    assert run.returncode == 1 and "no @iouring program to run" in run.stderr
