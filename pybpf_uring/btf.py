@@ -720,12 +720,20 @@ def _record(t, strings: _Strings) -> bytes:
 def encode_btf(types: list, base_strings: bytes = b"\0") -> bytes:
     """Types (types[0] is Void) → `.BTF` bytes; names are added to `base_strings`."""
     strings = _Strings(base_strings)
-    body = b"".join(_record(t, strings) for t in types[1:])
+    records = []
+    for i, t in enumerate(types[1:], start=1):
+        try:
+            records.append(_record(t, strings))
+        except struct.error:
+            raise BtfError(f"type {i} ({t.kind} {t.name!r}) has a value that does not fit "
+                           "BTF's 32-bit fields") from None
+    body = b"".join(records)
     header = _HEADER.pack(BTF_MAGIC, 1, 0, _HEADER.size, 0, len(body), len(body), len(strings.data))
     return header + body + bytes(strings.data)
 
 
-def _for_kernel(btf: Btf, section_sizes: dict[str, int], symbol_offsets: dict[str, int]) -> bytes:
+def _for_kernel(btf: Btf, section_sizes: dict[str, int],
+                symbol_offsets: dict[tuple[str, str], int]) -> bytes:
     """libbpf's fix-ups before BTF_LOAD, which rejects what clang leaves for the loader:
     DATASEC sizes and variable offsets are 0 in the object (they come from the ELF section and
     symbol), and extern variables and functions (.ksyms) have a linkage the kernel refuses."""
@@ -737,8 +745,9 @@ def _for_kernel(btf: Btf, section_sizes: dict[str, int], symbol_offsets: dict[st
     dummy_id = None
     for i, t in enumerate(list(types)):
         if isinstance(t, FuncProto):   # the kernel wants every parameter named
-            types[i] = replace(t, params=tuple(p if p.name or not p.type else replace(p, name=f"arg{n}")
-                                               for n, p in enumerate(t.params)))
+            params = tuple(p if p.name or not p.type else replace(p, name=f"arg{n}")
+                           for n, p in enumerate(t.params))
+            types[i] = replace(t, params=params)
         if not isinstance(t, Datasec):
             continue
         entries = []
@@ -754,9 +763,12 @@ def _for_kernel(btf: Btf, section_sizes: dict[str, int], symbol_offsets: dict[st
                         dummy_id = len(types) - 1
                     types[v.type] = replace(target, linkage=1)
                     entries.append(VarSecinfo(dummy_id, 4 * n, 4))
-                else:
+                elif isinstance(target, Var):
                     types[v.type] = replace(target, type=int_id, linkage=1)
                     entries.append(VarSecinfo(v.type, 4 * n, 4))
+                else:
+                    raise BtfError(f"DATASEC {t.name!r} lists type {v.type} ({target.kind}), "
+                                   "not a variable or function")
             size = 4 * len(t.vars)
         else:
             for v in t.vars:
@@ -766,7 +778,6 @@ def _for_kernel(btf: Btf, section_sizes: dict[str, int], symbol_offsets: dict[st
             size = section_sizes.get(t.name, t.size)
         types[i] = replace(t, size=size, vars=tuple(entries))
     return encode_btf(types, btf.strings)
-
 
 
 def encode_func_info(records) -> bytes:

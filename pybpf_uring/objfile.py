@@ -356,7 +356,10 @@ class BpfObject:
         sizes = {s.name: s.size for s in self.sections if s.name}
         offsets = {(names.get(sym.section, ""), sym.name): sym.value for sym in self.symbols
                    if sym.type == "object" and sym.section in names}
-        return self.btf.for_kernel(sizes, offsets)
+        try:
+            return self.btf.for_kernel(sizes, offsets)
+        except btfmod.BtfError as exc:
+            raise ObjectError(f"corrupt BTF: {exc}") from None
 
     def disasm(self, relocations: bool = False) -> str:
         """The whole object as `llvm-objdump -d` (`-dr` with relocations) prints it, without

@@ -348,9 +348,11 @@ def test_random_corruption_never_escapes(objects):
             b[p] = rnd.choice([0, 0xFF, rnd.randrange(256), b[p] ^ (1 << rnd.randrange(8))])
         try:
             obj = BpfObject.read(bytes(b))
-            obj.disasm()
+            obj.disasm(relocations=True)
+            obj.kernel_btf()
+            obj._repr_html_()
             for prog in obj.programs:
-                prog.linked()
+                prog.linked().disasm(source=True)
         except ObjectError:
             rejected += 1
     assert rejected > 50   # the corruption did reach the checks
