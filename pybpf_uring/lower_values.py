@@ -1,0 +1,274 @@
+"""Lowering of memory and values: addresses of lvalues with their bounds guards, loads and
+stores (volatile for field-exact contexts), conversions, operators and comparisons.
+
+A mixin of `lower.FunctionLowering`, which owns the builder and the function's slots.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+
+import llvmlite.ir as ir
+
+from . import syntax as S
+from .typesys import BOOL, U64, ArrayT, BoolT, IntT, MapT, PtrT, StructT, Type, common_int
+
+I8P = ir.IntType(8).as_pointer()
+I1, I8, I32, I64_IR = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64)
+# program kinds whose ctx is checked field by field (the RFC's io_uring ctx, the kernel's __sk_buff)
+FIELD_EXACT_CTX = frozenset({"iouring", "socket_filter"})
+
+
+def ir_type(t: Type) -> ir.Type:
+    if isinstance(t, IntT):
+        return ir.IntType(t.bits)
+    if isinstance(t, BoolT):
+        return I1
+    if isinstance(t, PtrT):
+        return I8P
+    if isinstance(t, (StructT, ArrayT)):
+        return ir.ArrayType(I8, t.size)
+    raise AssertionError(f"no LLVM type for {t}")
+
+
+class ValueLowering:
+    # ----- memory ---------------------------------------------------------------------
+    def typed_ptr(self, addr: ir.Value, t: Type) -> ir.Value:
+        return self.b.bitcast(addr, ir_type(t).as_pointer())
+
+    def load(self, addr: ir.Value, t: Type, exact: bool = False) -> ir.Value:
+        ld = self.b.load(self.typed_ptr(addr, t), align=t.align)
+        if exact:
+            ld.__class__ = VolatileLoad
+        return ld
+
+    def store(self, value: ir.Value, addr: ir.Value, t: Type, exact: bool = False) -> None:
+        st = self.b.store(value, self.typed_ptr(addr, t), align=t.align)
+        if exact:
+            st.__class__ = VolatileStore
+
+    def exact(self, e: S.Expr) -> bool:
+        """Whether `e` is a field of a ctx checked field by field: then each access must stay
+        exactly as written (LLVM would merge `ctx.wait_idx = 1; ctx.wait_nr = 1` into one
+        8-byte store), which volatile guarantees."""
+        if self.info.kind not in FIELD_EXACT_CTX:
+            return False
+        while isinstance(e, (S.Attribute, S.Subscript)):
+            e = e.value
+        return isinstance(e, S.Name) and e.id == self.info.params[0][0]
+
+    def byte_ptr(self, v: ir.Value) -> ir.Value:
+        return v if v.type == I8P else self.b.bitcast(v, I8P)
+
+    def offset(self, base: ir.Value, off: ir.Value | int) -> ir.Value:
+        base = self.byte_ptr(base)
+        if isinstance(off, int):
+            if off == 0:
+                return base
+            off = ir.Constant(I64_IR, off)
+        return self.b.gep(base, [off], inbounds=True)
+
+    def memcpy(self, dst: ir.Value, src: ir.Value, t: Type) -> None:
+        """Copy a struct or array; both sides hold a `t`, so both are `t.align` aligned, which
+        lets the backend copy in words rather than bytes."""
+        fn = self.ml.m.declare_intrinsic("llvm.memcpy", [I8P, I8P, I64_IR])
+        call = self.b.call(fn, [self.byte_ptr(dst), self.byte_ptr(src), ir.Constant(I64_IR, t.size),
+                                ir.Constant(I1, 0)], arg_attrs={0: (), 1: ()})
+        call.arg_attributes[0].align = call.arg_attributes[1].align = t.align
+
+    def memset(self, dst: ir.Value, t: Type) -> None:
+        fn = self.ml.m.declare_intrinsic("llvm.memset", [I8P, I64_IR])
+        call = self.b.call(fn, [self.byte_ptr(dst), ir.Constant(I8, 0), ir.Constant(I64_IR, t.size),
+                                ir.Constant(I1, 0)], arg_attrs={0: ()})
+        call.arg_attributes[0].align = t.align
+
+    def address(self, e: S.Expr, guards: list[ir.Value] | None = None) -> ir.Value:
+        """The address of an lvalue (a local, a field, an array element, ref[0]).  Each variable
+        array index adds `index < length` to `guards`: the access happens only when all hold,
+        so a program never touches memory outside the array (and the verifier sees why)."""
+        if isinstance(e, S.Name):
+            return self.slots[e.id] if e.id in self.slots else self.byte_ptr(self.ml.globals[e.id])
+        if isinstance(e, S.Attribute):
+            st = self.struct_of(e.value)
+            return self.offset(self.base_address(e.value, guards), st.field(e.attr).offset)
+        if isinstance(e, S.Subscript):
+            base_t = self.c.types[e.value]
+            base = self.base_address(e.value, guards)
+            if isinstance(base_t, PtrT) and isinstance(base_t.target, IntT):
+                return base
+            arr = base_t.target if isinstance(base_t, PtrT) else base_t
+            if e.index in self.c.values:
+                return self.offset(base, self.c.values[e.index] * arr.elem.size)
+            if e in self.c.in_bounds:
+                idx = self.convert(self.value(e.index), self.c.types[e.index], U64)
+                return self.offset(base, self.b.mul(idx, ir.Constant(I64_IR, arr.elem.size)))
+            idx = self.opaque(self.convert(self.value(e.index), self.c.types[e.index], U64))
+            if guards is None:
+                raise AssertionError("a variable index needs a bounds guard")
+            guards.append(self.b.icmp_unsigned("<", idx, ir.Constant(I64_IR, arr.length)))
+            return self.offset(base, self.b.mul(idx, ir.Constant(I64_IR, arr.elem.size)))
+        return self.aggregate(e)
+
+    def opaque(self, v: ir.Value) -> ir.Value:
+        """`v` through `llvm.bpf.passthrough`, which LLVM cannot see through: a bounds check
+        LLVM could prove (`x % 40 < 40`) stays in the code, because the verifier cannot prove it
+        (it does not track ranges through `%`) and needs the comparison on this register."""
+        self.passthrough_seq += 1
+        fn = self.ml.m.declare_intrinsic("llvm.bpf.passthrough", [v.type, v.type],
+                                         ir.FunctionType(v.type, [I32, v.type]))
+        return self.b.call(fn, [ir.Constant(I32, self.passthrough_seq), v])
+
+    def guarded(self, guards: list[ir.Value]):
+        """A block that runs only when every bounds guard holds."""
+        if not guards:
+            return contextlib.nullcontext()
+        return self.b.if_then(functools.reduce(self.b.and_, guards))
+
+    def base_address(self, e: S.Expr, guards: list[ir.Value] | None = None) -> ir.Value:
+        t = self.c.types[e]
+        if isinstance(t, PtrT):
+            return self.value(e)
+        return self.address(e, guards)
+
+    def struct_of(self, e: S.Expr) -> StructT:
+        t = self.c.types[e]
+        return t.target if isinstance(t, PtrT) else t
+
+    def read(self, e: S.Expr, t: Type) -> ir.Value:
+        """Load an lvalue; outside its array bounds the value is 0."""
+        guards: list[ir.Value] = []
+        addr = self.address(e, guards)
+        exact = self.exact(e)
+        if not guards:
+            return self.load(addr, t, exact)
+        return self.either(functools.reduce(self.b.and_, guards), lambda: self.load(addr, t, exact))
+
+    # ----- values ---------------------------------------------------------------------
+    def value(self, e: S.Expr, want: Type | None = None) -> ir.Value:
+        """The value of a scalar expression, converted to `want` when given."""
+        t = self.c.types[e]
+        if e in self.c.values and isinstance(t, (IntT, BoolT)):
+            v = ir.Constant(ir_type(t), t.wrap(self.c.values[e]) if isinstance(t, IntT) else self.c.values[e])
+        else:
+            v = getattr(self, "expr_" + type(e).__name__)(e, t)
+        return v if want is None else self.convert(v, t, want)
+
+    def convert(self, v: ir.Value, src: Type, dst: Type) -> ir.Value:
+        if isinstance(src, PtrT) and isinstance(dst, (StructT, IntT)):
+            return self.load(v, dst) if not isinstance(dst, StructT) else v
+        if src == dst or not isinstance(dst, (IntT, BoolT)):
+            return v
+        if isinstance(dst, BoolT):
+            return self.truth(v, src)
+        to = ir.IntType(dst.bits)
+        if isinstance(src, BoolT):
+            return self.b.zext(v, to)
+        if src.bits > dst.bits:
+            return self.b.trunc(v, to)
+        if src.bits < dst.bits:
+            return self.b.sext(v, to) if src.signed else self.b.zext(v, to)
+        return v
+
+    def truth(self, v: ir.Value, t: Type) -> ir.Value:
+        if isinstance(t, BoolT):
+            return v
+        if isinstance(t, PtrT):
+            return self.b.icmp_unsigned("!=", v, ir.Constant(I8P, None))
+        return self.b.icmp_unsigned("!=", v, ir.Constant(v.type, 0))
+
+    def condition(self, e: S.Expr) -> ir.Value:
+        return self.truth(self.value(e), self.c.types[e])
+
+    def expr_Name(self, e: S.Name, t: Type) -> ir.Value:
+        if isinstance(t, MapT):
+            return self.map_ptr(e)
+        if e.id not in self.slots:  # a global; a Const one is re-read as the host set it
+            return self.load(self.address(e), t, exact=self.c.globals[e.id].const)
+        return self.b.load(self.slots[e.id], align=t.align)
+
+    def expr_Attribute(self, e: S.Attribute, t: Type) -> ir.Value:
+        return self.read(e, t)
+
+    def expr_Subscript(self, e: S.Subscript, t: Type) -> ir.Value:
+        if isinstance(self.c.types[e.value], MapT):
+            return self.map_read(e, self.c.types[e.value])
+        return self.read(e, t)
+
+    def expr_UnaryOp(self, e: S.UnaryOp, t: Type) -> ir.Value:
+        if e.op == "not":
+            return self.b.not_(self.condition(e.operand))
+        v = self.value(e.operand, t)
+        return {"-": self.b.neg, "~": self.b.not_, "+": lambda x: x}[e.op](v)
+
+    def expr_BoolOp(self, e: S.BoolOp, t: Type) -> ir.Value:
+        """Short-circuit: later operands run only when the earlier ones did not decide."""
+        result = self.alloca(BOOL)
+        done = self.new_block("bool.end")
+        for v in e.values[:-1]:
+            c = self.condition(v)
+            self.b.store(c, result)
+            nxt = self.new_block("bool.next")
+            self.b.cbranch(c, nxt, done) if e.op == "and" else self.b.cbranch(c, done, nxt)
+            self.enter(nxt)
+        self.b.store(self.condition(e.values[-1]), result)
+        self.b.branch(done)
+        self.enter(done)
+        return self.b.load(result)
+
+    def expr_Compare(self, e: S.Compare, t: Type) -> ir.Value:
+        operands = (e.left,) + e.comparators
+        result = None
+        for op, a, b in zip(e.ops, operands, operands[1:]):
+            c = self.compare(op, a, b)
+            result = c if result is None else self.b.and_(result, c)
+        return result
+
+    def compare(self, op: str, a: S.Expr, b: S.Expr) -> ir.Value:
+        if op in ("is", "is not"):
+            return self.b.icmp_unsigned("==" if op == "is" else "!=", self.value(a), ir.Constant(I8P, None))
+        ta, tb = self.c.types[a], self.c.types[b]
+        t = common(ta, tb)
+        va, vb = self.value(a, t), self.value(b, t)
+        return (self.b.icmp_signed if t.signed else self.b.icmp_unsigned)(op, va, vb)
+
+    def expr_BinOp(self, e: S.BinOp, t: Type) -> ir.Value:
+        return self.binop(e.op, self.value(e.left, t if e.op not in ("<<", ">>") else None), t, e.right, t)
+
+    def binop(self, op: str, a: ir.Value, t: IntT, right: S.Expr, rt: Type) -> ir.Value:
+        if a.type != ir_type(t):
+            a = self.convert(a, self.c.types.get(right) if False else t, t)
+        if op in ("<<", ">>"):
+            count = self.value(right, t)
+            if right not in self.c.values:
+                count = self.b.and_(count, ir.Constant(count.type, t.bits - 1))  # BPF masks too
+            return self.b.shl(a, count) if op == "<<" else \
+                (self.b.ashr(a, count) if t.signed else self.b.lshr(a, count))
+        b = self.value(right, t)
+        simple = {"+": self.b.add, "-": self.b.sub, "*": self.b.mul, "&": self.b.and_,
+                  "|": self.b.or_, "^": self.b.xor}
+        if op in simple:
+            return simple[op](a, b)
+        from .lower_div import divide
+        return divide(self, op, a, b, t, self.c.values.get(right))
+
+
+class VolatileLoad(ir.LoadInstr):
+    """llvmlite's load, printed `load volatile` (llvmlite has no volatile flag)."""
+
+    def descr(self, buf):
+        text: list[str] = []
+        super().descr(text)
+        buf.append(text[0].replace("load ", "load volatile ", 1))
+
+
+class VolatileStore(ir.StoreInstr):
+    def descr(self, buf):
+        text: list[str] = []
+        super().descr(text)
+        buf.append(text[0].replace("store ", "store volatile ", 1))
+
+
+def common(a: Type, b: Type) -> IntT:
+    a = U64 if isinstance(a, BoolT) else a
+    b = U64 if isinstance(b, BoolT) else b
+    return common_int(a, b)
