@@ -509,7 +509,7 @@ def test_static_maps_and_variables_through_section_symbols(tmp_path):
         assert live.programs["prog"].test_run(data=bytes(64)).retval == 42
 
 
-def test_core_relocations(tmp_path):
+def test_core_relocations(tmp_path, obj):
     """CO-RE records are read (a loader that does not apply them can say so, naming the field)."""
     o = BpfObject.read(compile_c("read_core", tmp_path))
     prog = o.program("core_prog")
@@ -518,11 +518,7 @@ def test_core_relocations(tmp_path):
         (1, "struct task_like", "0:1", "field_exists"),
         (3, "struct task_like", "0:2", "field_byte_size")]
     assert prog.linked().core_relos == prog.core_relos
-    assert obj_without_core(tmp_path).program("sock_prog").core_relos == ()
-
-
-def obj_without_core(tmp_path):
-    return BpfObject.read(compile_c("read_objects", tmp_path))
+    assert obj.program("sock_prog").core_relos == ()
 
 
 # --- end to end: linked programs with data relocations run in the kernel ----------------------
