@@ -201,6 +201,11 @@ class Instruction:
     def name(self) -> str:
         return mnemonic(self)
 
+    def __str__(self) -> str:
+        """llvm-objdump's text (`r1 += 0x2`): the one format of tests, CLI and messages."""
+        from .disasm import format_instruction   # disasm builds on this module
+        return format_instruction(self)
+
     # -- bytes ----------------------------------------------------------------------------------
     def encode(self) -> bytes:
         try:

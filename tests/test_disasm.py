@@ -142,7 +142,7 @@ WIDE = [
 @pytest.mark.parametrize("hexbytes, text", TEXTS + WIDE)
 def test_instruction_text(hexbytes, text):
     ins, = isa.decode(bytes.fromhex(hexbytes))
-    assert disasm.format_instruction(ins) == text
+    assert disasm.format_instruction(ins) == text == str(ins)
 
 
 def test_format_instruction_takes_slot_records():
