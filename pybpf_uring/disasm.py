@@ -32,6 +32,7 @@ The rules were read off llvm-objdump-22 output and checked by differential fuzzi
 """
 from __future__ import annotations
 
+import bisect
 import struct
 from typing import Callable, NamedTuple, Sequence
 
@@ -284,15 +285,12 @@ def _section_symbols(obj, sec) -> list[_Sym]:
     return syms
 
 
-def _label(syms: list[_Sym], target: int) -> str:
-    best = None
-    for s in syms:              # sorted: the last one at or before the target
-        if s.addr <= target:
-            best = s
-        else:
-            break
-    if best is None:
+def _label(syms: list[_Sym], addrs: list[int], target: int) -> str:
+    """` <name+0xoff>` for a branch target: the last symbol (in sorted order) at or before it."""
+    at = bisect.bisect_right(addrs, target)
+    if at == 0:
         return ""
+    best = syms[at - 1]
     return f" <{best.name}>" if best.addr == target else f" <{best.name}+{target - best.addr:#x}>"
 
 
@@ -309,6 +307,7 @@ def disassemble_section(data: bytes, symbols: list[_Sym],
     `relocs`, (offset, text) sorted by offset, are printed after the instruction they patch
     (as `-r` does); zero runs then stop at the next one, so a relocated zero slot is shown."""
     out: list[str] = []
+    addrs = [s.addr for s in symbols]
     pending = list(relocs or [])
     pending.reverse()   # pop() from the front
     for i, sym in enumerate(symbols):
@@ -334,7 +333,7 @@ def disassemble_section(data: bytes, symbols: list[_Sym],
             if pos + size > len(data):
                 text, branch, size = UNKNOWN, None, 1
             if branch is not None:
-                text += _label(symbols, (pos + 8 + branch * 8) & ((1 << 64) - 1))
+                text += _label(symbols, addrs, (pos + 8 + branch * 8) & ((1 << 64) - 1))
             out.append(f"{pos // 8:>8}:\t{data[pos:pos + size].hex(' ')}\t{text}")
             pos += size
             while pending and pending[-1][0] < pos:
