@@ -129,7 +129,8 @@ class Relocation:
     "data" (a lddw into `.data`/`.rodata`/`.bss`: `symbol` is the section, which is also the
     name of its MapSpec; the byte offset is already in the instruction's imm; `target` is the
     variable's offset, `variable` its name),
-    "call" (a BPF-to-BPF call; `target` is the callee's slot in `.text`),
+    "call" (a BPF-to-BPF call; `target` is the callee's slot in `.text`, and after `linked()`
+    its slot in the linked program),
     "func" (a lddw of a subprogram's address, for callbacks; `target` as for "call"),
     "kfunc" (a call of an undefined function: a kernel function), "extern" (any other
     undefined symbol)."""
@@ -265,6 +266,7 @@ class _Linker:
                 if rel.kind in ("call", "func"):
                     target = self.callee(rel.target, f"{func.name} (slot {rel.insn_index})")
                     code[rel.insn_index] = _patch_call(code[rel.insn_index], target - slot - 1)
+                    rel = replace(rel, target=target)
                 relocs.append(replace(rel, insn_index=slot))
             insns.extend(code[s] for s in sorted(code))
             lines += [replace(li, insn=li.insn + base) for li in func.line_info]

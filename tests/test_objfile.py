@@ -145,7 +145,7 @@ def test_linked_appends_callees_transitively_and_fixes_calls(obj):
         if r.kind == "call":
             ins = code[r.insn_index]
             assert ins.src == isa.CALL_PSEUDO
-            assert r.insn_index + ins.imm + 1 == starts[r.symbol]
+            assert r.insn_index + ins.imm + 1 == starts[r.symbol] == r.target
     assert linked.slot_count == prog.slot_count + sum(
         f.slot_count for f in obj.subprograms if f.name in names)
     # the data relocation of leaf moved with it
