@@ -646,3 +646,18 @@ def test_extern_variable_relocation(tmp_path):
         ("LINUX_KERNEL_VERSION", 1, 0, 4)]
     kernel = _kernel()
     os.close(kernel.btf_load(o.kernel_btf()))
+
+
+def test_reads_what_the_libbpf_linker_writes(objects, obj, tmp_path):
+    """`bpftool gen object` (libbpf's static linker) rewrites sections, symbols and BTF: the
+    spec read from its output is the same as from clang's."""
+    bpftool = shutil.which("bpftool")
+    if bpftool is None:
+        pytest.skip("bpftool not installed")
+    out = tmp_path / "linked.o"
+    subprocess.run([bpftool, "gen", "object", str(out), objects["read"]], check=True)
+    again = BpfObject.read(str(out))
+    assert again.maps == obj.maps
+    assert [(p.name, p.kind, p.linked().instructions) for p in again.programs] == \
+        [(p.name, p.kind, p.linked().instructions) for p in obj.programs]
+    assert [p.linked().relocations for p in again.programs] == [p.linked().relocations for p in obj.programs]
