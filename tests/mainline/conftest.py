@@ -1,0 +1,56 @@
+"""The mainline group: loop_step programs attached to real rings on a kernel with
+`io_uring_bpf_ops` (Linux 7.1+).  This machine's kernel has none, so the group runs inside
+Debian's 7.2 kernel under QEMU: tests/test_mainline_host.py boots it once (../shared/vm/vmrun)
+and runs this directory there, with the C fixtures compiled on the host beforehand.
+
+Outside such a kernel every test here skips with the probe's reason, except when
+PYBPF_URING_MAINLINE_REQUIRED=1 (set by the VM run), where a kernel without the feature is a
+failure: the point of booting that kernel is that the tests run.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from pybpf_uring import mainline
+
+DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data")
+CLANG = ["clang-22", "-O2", "-g", "-target", "bpf", "-mcpu=v3"]
+
+
+def pytest_collection_modifyitems(config, items):
+    support = mainline.probe()
+    if support.ok:
+        return
+    reason = f"needs io_uring_bpf_ops; this kernel ({support.release}) lacks " + "; ".join(support.missing)
+    here = os.path.dirname(os.path.abspath(__file__))
+    mine = [item for item in items if str(item.fspath).startswith(here)]
+    if os.environ.get("PYBPF_URING_MAINLINE_REQUIRED") == "1":
+        pytest.exit(f"PYBPF_URING_MAINLINE_REQUIRED=1 but {reason}", returncode=1)
+    for item in mine:
+        item.add_marker(pytest.mark.skip(reason=reason + " (tests/test_mainline_host.py runs "
+                                         "this group in a 7.2 VM)"))
+
+
+@pytest.fixture(scope="session")
+def c_object(tmp_path_factory):
+    """`c_object("nops")` → the path of tests/data/mainline_nops.c compiled by clang-22: taken
+    from $PYBPF_URING_MAINLINE_OBJECTS when the host compiled it (clang under TCG is slow),
+    else compiled here."""
+    prebuilt = os.environ.get("PYBPF_URING_MAINLINE_OBJECTS", "")
+    out = tmp_path_factory.mktemp("mainline_objects")
+
+    def build(name: str) -> str:
+        ready = os.path.join(prebuilt, f"mainline_{name}.o")
+        if prebuilt and os.path.exists(ready):
+            return ready
+        if shutil.which(CLANG[0]) is None:
+            pytest.fail(f"{CLANG[0]} is needed to build tests/data/mainline_{name}.c")
+        path = str(out / f"mainline_{name}.o")
+        subprocess.run(CLANG + ["-c", os.path.join(DATA, f"mainline_{name}.c"), "-o", path],
+                       check=True, capture_output=True, text=True)
+        return path
+    return build
