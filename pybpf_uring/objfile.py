@@ -192,7 +192,8 @@ class ProgramSpec:
         """The instruction starting at `slot` (KeyError inside a lddw or past the end)."""
         return _by_slot(self.instructions)[slot]
 
-    def bytes(self) -> bytes:
+    def encode(self) -> bytes:
+        """The instructions as the kernel takes them (8 bytes a slot)."""
         return isa.encode(self.instructions)
 
     def line_at(self, slot: int) -> btfmod.LineInfo | None:
@@ -324,6 +325,7 @@ class BpfObject:
             raise
 
     def write(self, path: str | os.PathLike) -> None:
+        """Save the ELF exactly as read (for llvm-objdump, bpftool, libbpf)."""
         with open(path, "wb") as f:
             f.write(self.elf)
 

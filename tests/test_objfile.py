@@ -74,7 +74,7 @@ def test_programs_in_order(obj):
 
 def test_program_bytes_match_section(obj):
     sec = next(s for s in obj.sections if s.name == "syscall")
-    assert obj.program("sys_prog").bytes() == sec.data
+    assert obj.program("sys_prog").encode() == sec.data
     assert obj.program("sys_prog").instructions[-1].is_exit
 
 
