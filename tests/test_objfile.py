@@ -661,3 +661,12 @@ def test_reads_what_the_libbpf_linker_writes(objects, obj, tmp_path):
     assert [(p.name, p.kind, p.linked().instructions) for p in again.programs] == \
         [(p.name, p.kind, p.linked().instructions) for p in obj.programs]
     assert [p.linked().relocations for p in again.programs] == [p.linked().relocations for p in obj.programs]
+
+
+def test_every_kernel_program_of_the_fixture_passes_the_verifier(obj):
+    """Linking and relocation for each kernel-loadable kind (the verifier checks every call
+    offset and map reference)."""
+    _kernel()
+    names = {p.name for p in obj.programs if p.kind in ("syscall", "socket_filter", "tracepoint")}
+    with obj.load(only=names) as live:
+        assert set(live.programs) == names == {"sys_prog", "sock_prog", "tp_prog", "tp_short"}
