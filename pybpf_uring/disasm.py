@@ -389,11 +389,17 @@ def disassemble(obj, filename: str | None = None, relocations: bool = False) -> 
     return "\n".join(lines) + "\n" if lines else ""
 
 
-def disassemble_program(prog, source: bool = False) -> str:
+_RELOCATION_OF_KIND = {"map": "R_BPF_64_64", "data": "R_BPF_64_64", "func": "R_BPF_64_64",
+                       "extern": "R_BPF_64_64", "call": "R_BPF_64_32", "kfunc": "R_BPF_64_32"}
+
+
+def disassemble_program(prog, source: bool = False, relocations: bool = False) -> str:
     """One ProgramSpec (as read, or `linked()`) in llvm-objdump's format: a header for the
     program and for each subprogram its func_info names, branch labels relative to them.
     With `source`, the line_info text precedes the instructions it starts (`; text`), which is
-    how a verifier error at slot N is read against the program."""
+    how a verifier error at slot N is read against the program; with `relocations`, each
+    relocation follows its instruction as `-dr` shows it (offsets within the program, the
+    variable's name for data)."""
     data = isa.encode(prog.instructions)
     names = {0: prog.name}
     for fi in getattr(prog, "func_info", ()):
@@ -408,7 +414,11 @@ def disassemble_program(prog, source: bool = False) -> str:
             if li.text.strip() and (li.file, li.line) != last:
                 before.setdefault(li.insn * 8, []).append(f"; {li.text.strip()}")
             last = (li.file, li.line)
-    lines = disassemble_section(data, symbols, None, before)
+    relocs = None
+    if relocations:
+        relocs = sorted((r.insn_index * 8, f"{_RELOCATION_OF_KIND.get(r.kind, r.kind)}\t"
+                         f"{r.variable or r.symbol}") for r in getattr(prog, "relocations", ()))
+    lines = disassemble_section(data, symbols, relocs, before)
     return "\n".join(lines[1:]) + "\n" if data else ""
 
 

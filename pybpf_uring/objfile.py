@@ -207,11 +207,12 @@ class ProgramSpec:
                 best = li
         return best
 
-    def disasm(self, source: bool = False) -> str:
+    def disasm(self, source: bool = False, relocations: bool = False) -> str:
         """This program in llvm-objdump's format (`disasm.disassemble_program`); with
-        `source`, each source line before the instructions it starts."""
+        `source`, each source line before the instructions it starts; with `relocations`,
+        what each relocation refers to."""
         from .disasm import disassemble_program
-        return disassemble_program(self, source)
+        return disassemble_program(self, source, relocations)
 
     def __repr__(self) -> str:
         flags = ", sleepable" if self.sleepable else ""

@@ -298,3 +298,14 @@ def test_compiled_python_disassembles_as_llvm_objdump_does(tmp_path, cpu):
     for flags, relocations in (("-d", False), ("-dr", True)):
         want = subprocess.run([OBJDUMP, flags, path], capture_output=True, text=True, check=True).stdout
         assert disasm.disassemble_file(path, relocations) == want
+
+
+def test_program_disassembly_with_relocations_matches_objdump_dr(build):
+    """A program that starts its section reads as `llvm-objdump -dr` shows that section."""
+    path = build("read_objects", "v3")
+    obj = BpfObject.read(path)
+    want = subprocess.run([OBJDUMP, "-dr", path], capture_output=True, text=True, check=True).stdout
+    section = want.split("Disassembly of section syscall:\n\n")[1].split("\n\nDisassembly")[0]
+    assert obj.program("sys_prog").disasm(relocations=True) == section + "\n"
+    linked = obj.program("ring_sleepy").linked().disasm(relocations=True)
+    assert "R_BPF_64_64\tlimit" in linked and linked.count("R_BPF_64_32\t") == 4
