@@ -208,6 +208,9 @@ class Instruction:
 
     # -- bytes ----------------------------------------------------------------------------------
     def encode(self) -> bytes:
+        """The 8 (lddw: 16) bytes of this instruction; ValueError if a field does not fit."""
+        if not (0 <= self.dst <= 15 and 0 <= self.src <= 15):
+            raise ValueError(f"{self!r} does not fit an 8-byte slot: registers are 4 bits")
         try:
             first = _SLOT.pack(self.opcode, (self.src << 4) | self.dst, self.off, self.imm)
             if self.is_wide:
@@ -223,6 +226,7 @@ class Instruction:
         return cls(LDDW, dst, src, 0, _signed32(value & M32), _signed32(value >> 32))
 
     def with_imm(self, imm: int) -> "Instruction":
+        """The same instruction with another imm (wrapped to 32 bits, as the field holds)."""
         return Instruction(self.opcode, self.dst, self.src, self.off, _signed32(imm), self.imm_hi)
 
 

@@ -43,6 +43,13 @@ def test_lddw_takes_two_slots_and_keeps_both_halves():
     assert Instruction.lddw(1, 0x90ABCDEF12345678) == insns[0]
 
 
+@pytest.mark.parametrize("ins", [Instruction(0xB7, dst=16), Instruction(0xBF, src=-1),
+                                 Instruction(0xB7, imm=1 << 31), Instruction(0x79, off=1 << 15)])
+def test_encode_rejects_fields_that_do_not_fit(ins):
+    with pytest.raises(ValueError, match="does not fit an 8-byte slot"):
+        ins.encode()
+
+
 @pytest.mark.parametrize("raw, message", [
     (b"\x95" + bytes(6), "7 bytes is not a whole number of 8-byte instructions"),
     (bytes.fromhex("1801000001000000"), "slot 0: lddw is missing its second slot"),
