@@ -1,0 +1,240 @@
+"""Mainline io_uring BPF (`io_uring_bpf_ops`, Linux 7.1+) from this machine's side.
+
+This kernel (6.18) has no io_uring_bpf_ops, so here the loader must say so cleanly: one
+CompileError-style message naming each missing piece, no traceback, no fd left open.  The parts
+that need no such kernel (the BTF index, reading ops variables and globals from objects, the
+ring a loop drives used from userspace) are tested here directly.  And one test boots Debian's
+7.2 kernel under QEMU (../shared/vm) and runs the tests/mainline group there, in one boot.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from pybpf_uring import mainline
+from pybpf_uring.btf import parse_btf
+from pybpf_uring.diagnostics import CompileError
+from pybpf_uring.mainline import LoopRing, MainlineUnsupportedError
+from pybpf_uring.objfile import BpfObject
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DATA = os.path.join(ROOT, "tests", "data")
+VM_DIR = os.path.normpath(os.path.join(ROOT, "..", "shared", "vm"))
+CLANG = ["clang-22", "-O2", "-g", "-target", "bpf", "-mcpu=v3"]
+FIXTURES = ("nops", "steps", "cp", "reject")
+VM_BUDGET_S = 300        # a hung guest must not hang the suite (the run itself takes ~50 s)
+
+
+def open_fds() -> set[int]:
+    return {int(n) for n in os.listdir("/proc/self/fd")}
+
+
+@pytest.fixture(scope="module")
+def objects(tmp_path_factory) -> str:
+    """tests/data/mainline_*.c compiled by clang-22 into a directory (the VM reads it too)."""
+    if shutil.which(CLANG[0]) is None:
+        pytest.fail(f"{CLANG[0]} is needed to build the tests/data/mainline_*.c fixtures")
+    out = tmp_path_factory.mktemp("mainline_objects")
+    for name in FIXTURES:
+        subprocess.run(CLANG + ["-c", os.path.join(DATA, f"mainline_{name}.c"), "-o",
+                                str(out / f"mainline_{name}.o")], check=True, capture_output=True)
+    return str(out)
+
+
+def obj_path(objects: str, name: str) -> str:
+    return os.path.join(objects, f"mainline_{name}.o")
+
+
+# --- on a kernel without io_uring_bpf_ops ---------------------------------------------------------
+needs_old_kernel = pytest.mark.skipif(mainline.probe().ok,
+                                      reason="this kernel has io_uring_bpf_ops (tests/mainline runs here)")
+
+
+@needs_old_kernel
+def test_attach_names_exactly_what_the_kernel_lacks(objects):
+    before = open_fds()
+    with LoopRing(8) as ring:
+        with pytest.raises(MainlineUnsupportedError) as exc:
+            ring.attach(obj_path(objects, "nops"), globals={"nops_wanted": 10})
+    err = exc.value
+    assert isinstance(err, CompileError) and err.kind == "loop_step"
+    text = str(err)
+    assert text.startswith(f"error: this kernel ({os.uname().release}) cannot run io_uring "
+                           "loop_step programs: it lacks ")
+    for piece in ("BTF type `struct io_uring_bpf_ops`", "`struct bpf_struct_ops_io_uring_bpf_ops`",
+                  "kfunc `bpf_io_uring_submit_sqes`", "kfunc `bpf_io_uring_get_region`"):
+        assert piece in text
+    assert "note: io_uring_bpf_ops needs Linux 7.1 or later" in text
+    assert "Traceback" not in text and len(err.missing) == 4
+    assert open_fds() == before
+
+
+@needs_old_kernel
+def test_probe_reports_and_require_raises():
+    support = mainline.probe()
+    assert not support.ok and support.kernel_ops is None
+    assert support.release == os.uname().release
+    with pytest.raises(MainlineUnsupportedError, match="cannot run io_uring loop_step programs"):
+        support.require()
+    # the ring flags are probed by trying them: 6.18 has CQSIZE but not SQ_REWIND (7.0)
+    assert support.ring_flags & mainline.IORING_SETUP_CQSIZE
+
+
+def test_cli_style_rendering_has_no_traceback(objects):
+    """What `pybpf-uring` prints for a CompileError: the rendered diagnostics only."""
+    code = ("import sys\nfrom pybpf_uring.mainline import LoopRing\nfrom pybpf_uring.diagnostics "
+            "import CompileError\ntry:\n    LoopRing(8).attach(sys.argv[1])\nexcept CompileError as e:\n"
+            "    print(e, file=sys.stderr); sys.exit(1)\n")
+    run = subprocess.run([sys.executable, "-c", code, obj_path(objects, "nops")], capture_output=True,
+                         text=True, cwd=ROOT)
+    if mainline.probe().ok:
+        assert run.returncode == 0, run.stderr
+    else:
+        assert run.returncode == 1 and run.stderr.startswith("error: this kernel (")
+        assert "Traceback" not in run.stderr
+
+
+# --- the kernel BTF index -------------------------------------------------------------------------
+def test_vmlinux_index_agrees_with_the_full_parser():
+    with open(mainline.VMLINUX_BTF, "rb") as f:
+        raw = f.read()
+    index, full = mainline.VmlinuxIndex(raw), parse_btf(raw)
+    assert len(index) == len(full.types)
+    for name, kind in [("task_struct", "struct"), ("bpf_cmd", "enum"), ("io_uring_params", "struct"),
+                       ("bpf_rcu_read_lock", "func"), ("bpf_prog_type", "enum")]:
+        type_id = index.find(name, kind)
+        assert type_id == full.find(name, kind) and type_id is not None
+        t = full.types[type_id]
+        got = index.type(type_id)
+        assert got == t if kind != "enum" else got.values == t.values
+    assert index.find("no_such_type_anywhere", "struct") is None
+    assert index.enum_value("bpf_cmd", "BPF_LINK_CREATE") == 28
+    assert index.enum_value("bpf_attach_type", "BPF_STRUCT_OPS") == 44
+
+
+def test_vmlinux_index_reads_an_objects_btf(objects):
+    obj = BpfObject.read(obj_path(objects, "nops"))
+    index = mainline.VmlinuxIndex(obj.btf.raw)
+    ops_id = index.find("io_uring_bpf_ops", "struct")
+    assert ops_id == obj.btf.find("io_uring_bpf_ops", "struct")
+    assert index.type(ops_id) == obj.btf.types[ops_id]
+    assert index.is_func_pointer(index.type(ops_id).members[0].type)
+    assert not index.is_func_pointer(index.type(ops_id).members[1].type)
+
+
+# --- the object side --------------------------------------------------------------------------------
+def test_ops_variable_of_a_clang_object(objects):
+    [spec] = mainline.ops_specs(BpfObject.read(obj_path(objects, "nops")))
+    assert (spec.name, spec.section, spec.type_name, spec.link) == (
+        "nops_ops", ".struct_ops.link", "io_uring_bpf_ops", True)
+    assert dict(spec.programs) == {"loop_step": "nops_step"}
+    assert [m.name for m in spec.members] == ["loop_step", "ring_fd", "priv"]
+    assert spec.sizes == {"loop_step": 8, "ring_fd": 4, "priv": 8} and len(spec.data) == 24
+
+
+def test_globals_of_a_clang_object_are_set_on_a_copy(objects):
+    obj = BpfObject.read(obj_path(objects, "cp"))
+    variables = mainline.global_vars(obj)
+    assert variables["result"] == mainline.GlobalVar("result", ".data", variables["result"].offset, 4, True)
+    assert variables["cq_entries"].section == ".rodata" and not variables["cq_entries"].signed
+    assert {"input_fd", "buffer", "offset", "requests"} <= set(variables)
+    patched = mainline._with_globals(obj, {"cq_entries": 64, "result": -5, "buffer": 1 << 40})
+    rodata = patched.map(".rodata").data
+    at = variables["cq_entries"].offset
+    assert rodata[at:at + 4] == (64).to_bytes(4, "little")
+    data = patched.map(".data").data
+    assert data[variables["result"].offset:][:4] == (-5).to_bytes(4, "little", signed=True)
+    assert patched.map(".bss").data[variables["buffer"].offset:][:8] == (1 << 40).to_bytes(8, "little")
+    assert obj.map(".rodata").data == bytes(len(rodata))     # the original is untouched
+    with pytest.raises(CompileError, match="no global variable 'nope'"):
+        mainline._with_globals(obj, {"nope": 1})
+    with pytest.raises(OverflowError):
+        mainline._with_globals(obj, {"cq_entries": 1 << 32})
+
+
+def test_an_object_without_ops_is_diagnosed(objects, tmp_path):
+    src = tmp_path / "plain.c"
+    src.write_text('int f(void *ctx) __attribute__((section("syscall"), used));\n'
+                   'int f(void *ctx) { return 0; }\nchar LICENSE[] __attribute__((section("license"), used)) = "GPL";\n')
+    out = tmp_path / "plain.o"
+    subprocess.run(CLANG + ["-c", str(src), "-o", str(out)], check=True, capture_output=True)
+    with pytest.raises(CompileError, match=r"has no `struct io_uring_bpf_ops` variables"):
+        mainline._choose_ops(BpfObject.read(out), None)
+    with pytest.raises(CompileError, match="no struct_ops variable 'x'"):
+        mainline._choose_ops(BpfObject.read(obj_path(objects, "nops")), "x")
+
+
+# --- the ring, from userspace ---------------------------------------------------------------------
+def test_loop_ring_from_userspace_here():
+    """The ring a loop drives works on any kernel with the required flags (6.1+); without
+    SQ_REWIND, `submit` moves the SQ tail over the same slots."""
+    before = open_fds()
+    with LoopRing(8, 16) as ring:
+        assert ring.flags & mainline.REQUIRED_RING_FLAGS == mainline.REQUIRED_RING_FLAGS
+        assert ring.sq_rewind == bool(mainline.probe().ring_flags & mainline.IORING_SETUP_SQ_REWIND)
+        seen = []
+        for batch in range(5):
+            for i in range(8):
+                ring.prep_nop(i, batch * 8 + i)
+            assert ring.submit(8, wait=8) == 8
+            seen += ring.reap()
+        assert [c[0] for c in seen] == list(range(40)) and {c[1] for c in seen} == {0}
+        assert ring.cq_head == ring.cq_tail == 40 and ring.enter_calls == 5
+        assert "SINGLE_ISSUER|DEFER_TASKRUN|NO_SQARRAY" in repr(ring)
+    assert ring.closed and open_fds() == before
+    with pytest.raises(ValueError, match="closed"):
+        ring.run()
+
+
+def test_ring_setup_failure_names_the_flags():
+    with pytest.raises(OSError, match=r"io_uring_setup\(8.*IORING_SETUP_SQ_REWIND|io_uring_setup\(8.*failed"):
+        LoopRing(8, flags=mainline.REQUIRED_RING_FLAGS | (1 << 31))
+
+
+# --- the tests/mainline group, in Debian's 7.2 kernel ----------------------------------------------
+def _vm_home() -> str:
+    return os.environ.get("VMRUN_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "pybpf-uring-vm")
+
+
+def _ensure_vm() -> None:
+    """Prepare the VM once per machine (../shared/vm/setup.sh caches it in ~/.cache); any way
+    this cannot work is a failure with the reason, never a skip: the group only runs here."""
+    for tool in ("vmrun", "setup.sh"):
+        if not os.path.exists(os.path.join(VM_DIR, tool)):
+            pytest.fail(f"{VM_DIR}/{tool} is missing: the mainline tests boot a 7.2 kernel with it")
+    home = _vm_home()
+    if os.path.exists(os.path.join(home, "kernel", "vmlinuz")) and os.path.exists(os.path.join(home, "bin", "virtiofsd")):
+        return
+    try:
+        run = subprocess.run([os.path.join(VM_DIR, "setup.sh")], capture_output=True, text=True, timeout=900)
+    except subprocess.TimeoutExpired:
+        pytest.fail("../shared/vm/setup.sh did not finish in 15 minutes (network?)")
+    if run.returncode:
+        tail = "\n".join((run.stdout + run.stderr).splitlines()[-15:])
+        pytest.fail(f"../shared/vm/setup.sh failed (exit {run.returncode}); it needs root, apt and "
+                    f"network access to deb.debian.org; its output ends:\n{tail}")
+
+
+def test_mainline_group_runs_in_a_72_vm(objects):
+    """One boot: the whole tests/mainline group under the 7.2 kernel, with the fixtures compiled
+    here (clang under TCG is slow) and the host's own Python (the guest's / is the host's)."""
+    _ensure_vm()
+    command = (f"PYBPF_URING_MAINLINE_REQUIRED=1 PYBPF_URING_MAINLINE_OBJECTS={objects} "
+               f"{sys.executable} -m pytest -q -p no:cacheprovider -o addopts= tests/mainline")
+    env = dict(os.environ, VMRUN_TIMEOUT=str(VM_BUDGET_S))
+    try:
+        run = subprocess.run([os.path.join(VM_DIR, "vmrun"), command], cwd=ROOT, env=env,
+                             capture_output=True, text=True, timeout=VM_BUDGET_S + 60)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the VM run took more than {VM_BUDGET_S + 60} s")
+    output = run.stdout + run.stderr
+    assert run.returncode == 0, f"tests/mainline in the 7.2 VM failed (exit {run.returncode}):\n{output[-6000:]}"
+    summary = re.search(r"(\d+) passed", output)
+    assert summary and int(summary.group(1)) >= 20, output[-3000:]
+    assert not re.search(r"\d+ (failed|error|skipped)", output), output[-3000:]
