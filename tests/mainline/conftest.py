@@ -17,7 +17,8 @@ import pytest
 
 from pybpf_uring import mainline
 
-DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data")
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DATA = os.path.join(ROOT, "tests", "data")
 CLANG = ["clang-22", "-O2", "-g", "-target", "bpf", "-mcpu=v3"]
 
 
@@ -53,4 +54,20 @@ def c_object(tmp_path_factory):
         subprocess.run(CLANG + ["-c", os.path.join(DATA, f"mainline_{name}.c"), "-o", path],
                        check=True, capture_output=True, text=True)
         return path
+    return build
+
+
+@pytest.fixture(scope="session")
+def python_object():
+    """`python_object("samples/mainline_nops.py")` → its BpfObject: the host's build from
+    $PYBPF_URING_MAINLINE_OBJECTS when there is one, else compiled here."""
+    from pybpf_uring import compile_file
+    from pybpf_uring.objfile import BpfObject
+    prebuilt = os.environ.get("PYBPF_URING_MAINLINE_OBJECTS", "")
+
+    def build(relpath: str):
+        ready = os.path.join(prebuilt, "python_" + os.path.basename(relpath).replace(".py", ".o"))
+        if prebuilt and os.path.exists(ready):
+            return BpfObject.read(ready)
+        return compile_file(os.path.join(ROOT, relpath))
     return build

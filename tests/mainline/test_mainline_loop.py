@@ -17,8 +17,6 @@ from pybpf_uring.diagnostics import CompileError
 from pybpf_uring.load import VerifierError
 from pybpf_uring.mainline import LoopError, LoopRing
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 
 def open_fds() -> set[int]:
     return {int(n) for n in os.listdir("/proc/self/fd")}
@@ -233,9 +231,8 @@ def test_fds_are_all_closed(c_object):
                    reason="compiler side in progress: a struct_ops program gets one ctx pointer "
                           "(r1) holding its arguments as u64s (ctx[0] the iou_ctx, ctx[1] the "
                           "loop params), as libbpf's BPF_PROG unpacks them; the sample reads r2")
-def test_python_sample_runs_in_the_kernel():
-    from pybpf_uring import compile_file
-    obj = compile_file(os.path.join(ROOT, "samples", "mainline_nops.py"))
+def test_python_sample_runs_in_the_kernel(python_object):
+    obj = python_object("samples/mainline_nops.py")
     with LoopRing(8, 64) as ring, ring.attach(obj) as att:
         assert ring.run() == 0 and ring.enter_calls == 1
         g = att.globals
