@@ -34,7 +34,7 @@ from .isa import Instruction
 
 __all__ = ["BpfObject", "ProgramSpec", "MapSpec", "Relocation", "Section", "Symbol",
            "ObjectError", "program_kind", "read_elf", "ElfRecords", "SECTION_KINDS",
-           "MAP_TYPE_NAMES"]
+           "UNKNOWN_KIND", "MAP_TYPE_NAMES"]
 
 EM_BPF = 247
 SHT_PROGBITS, SHT_SYMTAB, SHT_RELA, SHT_NOBITS, SHT_REL = 1, 2, 4, 8, 9
@@ -56,7 +56,10 @@ MAP_TYPE_NAMES = {
 BPF_MAP_TYPE_ARRAY = 2
 
 # Section name → (program kind, sleepable), as libbpf's section_defs: an exact name, or a
-# prefix ending in "/" that must be followed by something.
+# prefix ending in "/" that must be followed by something.  The first group is what this
+# project compiles and loads; the second names other common libbpf kinds so their objects can
+# still be read and disassembled (the loader says it cannot load them).  Any other executable
+# section gets kind "unknown", as libbpf too reads it and only fails to load it.
 SECTION_KINDS: list[tuple[str, str, bool]] = [
     ("syscall", "syscall", True),
     ("socket", "socket_filter", False),
@@ -69,7 +72,28 @@ SECTION_KINDS: list[tuple[str, str, bool]] = [
     ("struct_ops", "struct_ops", False),
     ("struct_ops/", "struct_ops", False),
     ("struct_ops.s/", "struct_ops", True),
+    # other libbpf kinds
+    ("xdp", "xdp", False),
+    ("xdp/", "xdp", False),
+    ("tc", "sched_cls", False),
+    ("classifier", "sched_cls", False),
+    ("kprobe/", "kprobe", False),
+    ("kretprobe/", "kprobe", False),
+    ("uprobe/", "kprobe", False),
+    ("raw_tp/", "raw_tracepoint", False),
+    ("raw_tracepoint/", "raw_tracepoint", False),
+    ("tp_btf/", "tracing", False),
+    ("fentry/", "tracing", False),
+    ("fexit/", "tracing", False),
+    ("fentry.s/", "tracing", True),
+    ("fexit.s/", "tracing", True),
+    ("lsm/", "lsm", False),
+    ("lsm.s/", "lsm", True),
+    ("cgroup_skb/ingress", "cgroup_skb", False),
+    ("cgroup_skb/egress", "cgroup_skb", False),
+    ("perf_event", "perf_event", False),
 ]
+UNKNOWN_KIND = "unknown"
 
 _DATA_SECTION = re.compile(r"^\.(data|rodata|bss)(\..*)?$")
 
@@ -84,7 +108,7 @@ class ObjectError(Exception):
 
 
 def program_kind(section: str) -> tuple[str, bool] | None:
-    """(kind, sleepable) for a program section name, None if libbpf would not know it."""
+    """(kind, sleepable) for a program section name, None if it names no kind we know."""
     for pattern, kind, sleepable in SECTION_KINDS:
         if pattern.endswith("/"):
             if section.startswith(pattern) and len(section) > len(pattern):
@@ -521,12 +545,7 @@ def _build(data: bytes, path: str | None) -> BpfObject:
     for sec in elf.sections:
         if not sec.executable or sec.name == ".text" or sec.size == 0:
             continue
-        known = program_kind(sec.name)
-        if known is None:
-            patterns = ", ".join(p + ("*" if p.endswith("/") else "") for p, _, _ in SECTION_KINDS)
-            raise ObjectError(f"section {sec.name!r}: unknown program type (known sections: "
-                              f"{patterns})")
-        kind, sleepable = known
+        kind, sleepable = program_kind(sec.name) or (UNKNOWN_KIND, False)
         programs += [replace(f, kind=kind, sleepable=sleepable) for f in _functions(elf, sec, ext)]
     # every function can be linked: each carries the .text functions it may call
     subprograms = tuple(text)

@@ -47,7 +47,9 @@ def obj(objects):
     ("struct_ops.s/loop_step", ("struct_ops", True)),
     ("tracepoint/", None),
     ("syscall/x", None),
-    ("xdp", None),
+    ("xdp", ("xdp", False)),
+    ("fentry.s/do_exit", ("tracing", True)),
+    ("my_own_section", None),
 ])
 def test_program_kind(section, expected):
     assert program_kind(section) == expected
@@ -306,9 +308,23 @@ def test_error_names_the_file(tmp_path):
         BpfObject.read(str(tmp_path / "missing.o"))
 
 
+def test_unknown_sections_are_read_and_refused_by_the_loader(tmp_path):
+    """As libbpf: an executable section of no known kind is still a program (kind "unknown"),
+    readable and disassemblable; loading it is what fails."""
+    src = tmp_path / "x.c"
+    src.write_text('__attribute__((section("my_own_section"), used)) int f(void *c) { return 1; }\n'
+                   '__attribute__((section("xdp"), used)) int g(void *c) { return 2; }\n')
+    out = tmp_path / "x.o"
+    subprocess.run([CLANG, "-O2", "-target", "bpf", "-c", str(src), "-o", str(out)], check=True)
+    o = BpfObject.read(str(out))
+    assert [(p.name, p.kind) for p in o.programs] == [("f", "unknown"), ("g", "xdp")]
+    assert "<f>:" in o.disasm()
+    from pybpf_uring import load as loadmod
+    with pytest.raises(loadmod.UnsupportedProgramError, match="unknown program kind 'unknown'"):
+        o.load(only={"f"})
+
+
 @pytest.mark.parametrize("source, message", [
-    ('__attribute__((section("xdp"), used)) int f(void *c) { return 1; }',
-     "section 'xdp': unknown program type"),
     ('struct { int type; int max_entries; } m __attribute__((section("maps"), used)) = {2, 4};\n'
      '__attribute__((section("socket"), used)) int f(void *c) { return 1; }',
      "legacy `maps` section"),
