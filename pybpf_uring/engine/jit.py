@@ -1,0 +1,447 @@
+"""A JIT for the userspace engine: BPF bytecode lifted to LLVM IR (`jit_lift`) and compiled in
+process by llvmlite's MCJIT, with the interpreter's semantics, faults and budget.
+
+    jit = Jit(program, memory=memory, helpers={165: emit_cqe}, budget=1_000_000)
+    r0 = jit.run(ctx.base)
+
+`Jit` takes what `Interpreter` takes and runs the same way: the same `Memory` (so helpers get
+the same addresses and `memory.read/write`), the same helper functions `fn(memory, r1..r5)`
+(called through ctypes callbacks), `BpfFault` / `BudgetExceeded` naming the same instruction
+with the same message, `executed` after a successful run.  It lifts the linked instruction
+list, not Python source, so clang's objects run too.
+
+Differences from the interpreter, all by design:
+* no `trace=` (there is no per-instruction hook in native code): `select_engine` falls back;
+* registers after a fault are not observable (the interpreter's are "unspecified" too);
+* stores to the stack frame at constant r10 offsets inside the frame are not held back when the
+  budget runs out mid-block, so a frame may hold a few more bytes than the interpreter's after
+  a BudgetExceeded (frames are scratch; every other effect stops at the same instruction);
+* `executed` is set on success and on BudgetExceeded (= the budget), not after other faults.
+
+`unchecked=True` drops the bounds checks: every load and store goes straight to the region its
+address names.  It is only for programs the caller asserts were proven safe (by the kernel's
+verifier or an equivalent): a program that reaches memory it was not given then reads or
+corrupts host memory instead of faulting.
+
+`select_engine(...)` picks the JIT and falls back to the interpreter with a reason when the JIT
+cannot run the request (llvmlite missing, a trace requested, LLVM refusing the IR).
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+from .. import isa
+from ..limits import MAX_CALL_DEPTH, STACK_BYTES
+from .interpreter import (DEFAULT_BUDGET, BpfFault, BudgetExceeded, Helper, Interpreter,
+                          InvalidProgram, LddwResolver, validate, _LDDW_SOURCES)
+from .jit_lift import (STATE_FIELDS, STATUS_BUDGET, STATUS_DEPTH, STATUS_FELL_OFF, STATUS_HOST,
+                       lift)
+from .memory import Memory, MemoryFault, Region
+
+__all__ = ["Jit", "JitUnavailable", "select_engine", "EngineChoice", "jit_available",
+           "run_case", "run_suite", "execute", "plugin_main", "compile_stats"]
+
+M64 = (1 << 64) - 1
+_U64 = ctypes.c_uint64
+_VP = ctypes.c_void_p
+_SLOW_LOAD = ctypes.CFUNCTYPE(_U64, _VP, _U64, _U64, _U64)
+_SLOW_STORE = ctypes.CFUNCTYPE(None, _VP, _U64, _U64, _U64, _U64)
+_HELPER = ctypes.CFUNCTYPE(_U64, _VP, _U64, _U64, _U64, _U64, _U64, _U64)
+_STATE = _U64 * len(STATE_FIELDS)
+_S = {name: i for i, name in enumerate(STATE_FIELDS)}
+
+
+class JitUnavailable(RuntimeError):
+    """The JIT cannot run this request (the reason is the message); the interpreter can."""
+
+
+# ---------------------------------------------------------------------------------------------
+# The compiler: one MCJIT engine for the process, modules added as programs arrive, compiled
+# code cached by the IR's identity (the same program bound twice compiles once).
+
+class _Compiler:
+    def __init__(self) -> None:
+        import llvmlite.binding as llvm
+        llvm.initialize_native_target()
+        llvm.initialize_native_asmprinter()
+        self.llvm = llvm
+        target = llvm.Target.from_default_triple()
+        self.tm = target.create_target_machine(
+            cpu=llvm.get_host_cpu_name(), features=llvm.get_host_cpu_features().flatten(),
+            opt=3, jit=True)
+        self.engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), self.tm)
+        self.cache: dict[str, int] = {}
+        self.lock = threading.Lock()
+        self.compiles = 0
+        self.seconds = 0.0
+
+    def compile(self, text: str, name: str) -> int:
+        import time
+        with self.lock:
+            address = self.cache.get(name)
+            if address is not None:
+                return address
+            start = time.perf_counter()
+            llvm = self.llvm
+            module = llvm.parse_assembly(text)
+            module.verify()
+            pb = llvm.create_pass_builder(self.tm, llvm.create_pipeline_tuning_options(speed_level=2))
+            pb.getModulePassManager().run(module, pb)
+            self.engine.add_module(module)
+            self.engine.finalize_object()
+            address = self.engine.get_function_address(name)
+            self.cache[name] = address
+            self.compiles += 1
+            self.seconds += time.perf_counter() - start
+            return address
+
+
+_COMPILER: _Compiler | None = None
+_COMPILER_ERROR: str | None = None
+
+
+def _compiler() -> _Compiler:
+    global _COMPILER, _COMPILER_ERROR
+    if _COMPILER is None:
+        if _COMPILER_ERROR is not None:
+            raise JitUnavailable(_COMPILER_ERROR)
+        try:
+            _COMPILER = _Compiler()
+        except ImportError as exc:
+            _COMPILER_ERROR = f"llvmlite is not installed ({exc})"
+            raise JitUnavailable(_COMPILER_ERROR) from None
+    return _COMPILER
+
+
+def jit_available() -> str | None:
+    """None when the JIT can compile here, else why not."""
+    try:
+        _compiler()
+    except JitUnavailable as exc:
+        return str(exc)
+    return None
+
+
+def compile_stats() -> tuple[int, float]:
+    """(programs compiled, seconds spent compiling them) in this process."""
+    return (0, 0.0) if _COMPILER is None else (_COMPILER.compiles, _COMPILER.seconds)
+
+
+# ---------------------------------------------------------------------------------------------
+
+class Jit:
+    """A validated program compiled to native code, bound to a memory; `run` executes it.
+
+    Arguments are the Interpreter's (`memory`, `helpers`, `kfuncs`, `resolve_lddw`, `budget`,
+    `disassemble`), plus `unchecked`: see the module docstring -- only for programs proven
+    safe.  Construction validates (InvalidProgram, as the interpreter), lifts and compiles
+    (`compile_seconds`; JitUnavailable if LLVM refuses).  Not re-entrant, like the interpreter.
+    """
+
+    def __init__(self, program: bytes | Sequence, *, memory: Memory | None = None,
+                 helpers: Mapping[int, Helper] | None = None,
+                 kfuncs: Mapping[int, Helper] | None = None,
+                 resolve_lddw: LddwResolver | None = None,
+                 budget: int = DEFAULT_BUDGET, disassemble: Callable[[int], str] | None = None,
+                 unchecked: bool = False) -> None:
+        import time
+        self.slots = validate(program)
+        self.memory = memory if memory is not None else Memory()
+        self.helpers = dict(helpers or {})
+        self.kfuncs = dict(kfuncs or {})
+        self.budget = budget
+        self.unchecked = unchecked
+        self.executed = 0
+        self._disassemble = disassemble or self._default_disassembly
+        self._calls = self._bind_calls()
+        lddw_values = self._lddw_values(resolve_lddw)
+        start = time.perf_counter()
+        key = hashlib.sha1(repr((isa.encode(i for i in self.slots if i is not None),
+                                 sorted(lddw_values.items()), unchecked)).encode()).hexdigest()
+        self.lifted = lift(self.slots, lddw_values, unchecked=unchecked, name=f"bpf_{key[:20]}")
+        try:
+            address = _compiler().compile(self.lifted.text, self.lifted.entry)
+        except RuntimeError as exc:
+            if isinstance(exc, JitUnavailable):
+                raise
+            raise JitUnavailable(f"LLVM refused the lifted program: {exc}") from None
+        self.compile_seconds = time.perf_counter() - start
+        self._entry = ctypes.CFUNCTYPE(_U64, _VP, _U64, _U64, _U64, _U64, _U64)(address)
+        self.stack: list[Region] = [self.memory.map(bytearray(STACK_BYTES), f"stack frame {d}")
+                                    for d in range(MAX_CALL_DEPTH)]
+        self._tops = (_U64 * MAX_CALL_DEPTH)(*(r.base + STACK_BYTES for r in self.stack))
+        self._stack_ptrs = (_VP * MAX_CALL_DEPTH)()
+        self._state = _STATE()
+        self._callbacks = (_SLOW_LOAD(self._slow_load), _SLOW_STORE(self._slow_store),
+                           _HELPER(self._helper))
+        for name, fn in zip(("slow_load", "slow_store", "helper"), self._callbacks):
+            self._state[_S[name]] = ctypes.cast(fn, _VP).value
+        self._state[_S["stack_ptrs"]] = ctypes.addressof(self._stack_ptrs)
+        self._state[_S["stack_tops"]] = ctypes.addressof(self._tops)
+        self._pins: list = []
+        self._tables: list = []
+        self._table_key = None
+        self._pending: BaseException | None = None
+
+    # -- binding ----------------------------------------------------------------------------------
+    def _bind_calls(self) -> dict[int, Callable[..., int]]:
+        """slot -> invoke(r1..r5): the helper or kfunc, unknown ones refused as the interpreter
+        refuses them, MemoryFaults worded as its faults."""
+        calls = {}
+        for pc, ins in enumerate(self.slots):
+            if ins is None or not ins.is_call or ins.is_pseudo_call:
+                continue
+            table, kind = ((self.helpers, "helper") if ins.src == isa.CALL_HELPER
+                           else (self.kfuncs, "kfunc"))
+            fn = table.get(ins.imm)
+            if fn is None:
+                known = ", ".join(map(str, sorted(table))) or "none"
+                raise InvalidProgram(pc, f"call to unknown {kind} {ins.imm} (known: {known})")
+            calls[pc] = (fn, f"{kind} {ins.imm}")
+        return calls
+
+    def _lddw_values(self, resolve: LddwResolver | None) -> dict[int, int]:
+        values = {}
+        for pc, ins in enumerate(self.slots):
+            if ins is None or not ins.is_wide:
+                continue
+            if ins.src == 0:
+                values[pc] = ins.imm64
+            elif resolve is None:
+                raise InvalidProgram(pc, f"lddw {_LDDW_SOURCES[ins.src]} (src {ins.src}) needs a "
+                                     "resolver; none was given")
+            else:
+                values[pc] = resolve(ins.src, ins.imm, ins.imm_hi) & M64
+        return values
+
+    # -- the region table -----------------------------------------------------------------------
+    def _memory_key(self) -> tuple:
+        memory = self.memory
+        return (getattr(memory, "_next_id", None), len(memory.regions),
+                len(memory.readable), len(memory.writable))
+
+    def _build_table(self) -> None:
+        """A fresh table of every mapped region: {native pointer, bytes the checked fast path may
+        read, bytes it may write}.  Field-exact and read-only regions get 0 where the fast path
+        must not serve them, so those accesses go to `Memory` exactly as the interpreter's do."""
+        memory = self.memory
+        count = max(memory.regions, default=0) + 1
+        table = ((_U64 * 3) * count)()
+        for rid, region in memory.regions.items():
+            buf = region.buf
+            size = len(buf)
+            if size == 0:
+                continue
+            shared = True
+            try:
+                native = (ctypes.c_char * size).from_buffer(buf)
+            except TypeError:                        # immutable: reads only, from a copy
+                native, shared = (ctypes.c_char * size).from_buffer_copy(buf), False
+            self._pins.append(native)
+            readable = memory.readable.get(rid) is buf
+            writable = shared and memory.writable.get(rid) is buf
+            table[rid][0] = ctypes.addressof(native)
+            table[rid][1] = size if readable else 0
+            table[rid][2] = size if writable else 0
+        self._tables.append(table)
+        self._state[_S["table"]] = ctypes.addressof(table)
+        self._state[_S["table_len"]] = count
+        for depth, region in enumerate(self.stack):
+            self._stack_ptrs[depth] = table[region.base >> 32][0]
+        self._table_key = self._memory_key()
+
+    def _release(self) -> None:
+        """Drop the buffer exports so the regions' owners may resize them between runs."""
+        self._tables.clear()
+        self._pins.clear()
+        self._table_key = None
+
+    # -- callbacks (run on the host, inside native code) ----------------------------------------
+    def _fail(self, exc: BaseException) -> None:
+        if self._pending is None:
+            self._pending = exc
+        self._state[_S["status"]] = STATUS_HOST
+
+    def _slow_load(self, state, pc: int, address: int, size: int) -> int:
+        try:
+            return self.memory.load(address, size)
+        except MemoryFault as exc:
+            self._fail(self.fault(pc, exc.message))
+        except BaseException as exc:      # noqa: BLE001 -- re-raised by run()
+            self._fail(exc)
+        return 0
+
+    def _slow_store(self, state, pc: int, address: int, size: int, value: int) -> None:
+        try:
+            self.memory.store(address, size, value)
+        except MemoryFault as exc:
+            self._fail(self.fault(pc, exc.message))
+        except BaseException as exc:      # noqa: BLE001
+            self._fail(exc)
+
+    def _helper(self, state, pc: int, r1: int, r2: int, r3: int, r4: int, r5: int) -> int:
+        fn, what = self._calls[pc]
+        try:
+            r0 = fn(self.memory, r1, r2, r3, r4, r5) & M64
+        except MemoryFault as exc:
+            self._fail(self.fault(pc, f"{what}: {exc.message}"))
+            return 0
+        except BaseException as exc:      # noqa: BLE001
+            self._fail(exc)
+            return 0
+        if self._memory_key() != self._table_key:     # the helper mapped or unmapped regions
+            self._build_table()
+        return r0
+
+    # -- running --------------------------------------------------------------------------------
+    def run(self, *args: int, budget: int | None = None) -> int:
+        """Run from slot 0 with r1..r5 = args; returns r0 (unsigned 64-bit), as Interpreter.run."""
+        if len(args) > 5:
+            raise TypeError(f"a BPF program takes at most 5 arguments (r1-r5), got {len(args)}")
+        values = [a & M64 for a in args] + [0] * (5 - len(args))
+        limit = self.budget if budget is None else budget
+        state = self._state
+        state[_S["status"]] = 0
+        state[_S["budget"]] = limit
+        self._pending = None
+        self._build_table()
+        ctypes.memset(self._stack_ptrs[0], 0, STACK_BYTES)
+        try:
+            r0 = self._entry(ctypes.addressof(state), *values)
+        finally:
+            self._release()
+        status = state[_S["status"]]
+        if status == 0:
+            self.executed = limit - ctypes.c_int64(state[_S["budget"]]).value
+            return r0
+        raise self._exit_fault(status, limit)
+
+    def _exit_fault(self, status: int, limit: int) -> BaseException:
+        state = self._state
+        slot, aux = state[_S["fault_slot"]], state[_S["fault_aux"]]
+        if status == STATUS_HOST:
+            pending, self._pending = self._pending, None
+            return pending
+        if status == STATUS_BUDGET:
+            pc = self.lifted.positions[slot][aux]
+            self.executed = limit
+            return BudgetExceeded(pc, f"instruction budget of {limit} exhausted before exit "
+                                  "(an unbounded loop?)", self._disassemble(pc))
+        if status == STATUS_DEPTH:
+            return self.fault(slot, f"stack overflow: a call from frame {aux - 1} needs "
+                              f"{aux + 1} frames; the limit is {MAX_CALL_DEPTH}")
+        if status == STATUS_FELL_OFF:
+            return self.fault(slot, "execution ran past the last instruction without exit")
+        return RuntimeError(f"JIT returned unknown status {status}")
+
+    def fault(self, pc: int, message: str) -> BpfFault:
+        return BpfFault(pc, message, self._disassemble(pc))
+
+    def _default_disassembly(self, pc: int) -> str:
+        from ..disasm import format_instruction
+        ins = self.slots[pc] if 0 <= pc < len(self.slots) else None
+        if ins is None and 0 < pc <= len(self.slots):
+            ins = self.slots[pc - 1]
+        return format_instruction(ins) if ins is not None else ""
+
+    def close(self) -> None:
+        """Unmap the stack frames from the memory (the compiled code stays cached)."""
+        for region in self.stack:
+            self.memory.unmap(region)
+        self.stack = []
+
+
+# ---------------------------------------------------------------------------------------------
+# Choosing an engine
+
+@dataclass(frozen=True)
+class EngineChoice:
+    """What `select_engine` built: `engine` (a Jit or an Interpreter), its `kind`, and why the
+    interpreter was chosen when it was (`reason` is None for the JIT)."""
+
+    engine: Jit | Interpreter
+    kind: str
+    reason: str | None = None
+
+
+def select_engine(program: bytes | Sequence, *, prefer: str = "jit", trace: bool = False,
+                  unchecked: bool = False, **options) -> EngineChoice:
+    """The JIT when it can run the program, else the interpreter with the reason.
+
+    `options` are the engines' shared keyword arguments (memory, helpers, kfuncs,
+    resolve_lddw, budget, disassemble).  InvalidProgram propagates: both engines refuse the
+    same programs.  `trace=True` (single-stepping) and `prefer="interpreter"` pick the
+    interpreter; so do a missing llvmlite and IR that LLVM refuses.
+    """
+    reason = None
+    if prefer == "interpreter":
+        reason = "the interpreter was asked for"
+    elif trace:
+        reason = "tracing single-steps instructions; only the interpreter can"
+    else:
+        reason = jit_available()
+    if reason is None:
+        try:
+            return EngineChoice(Jit(program, unchecked=unchecked, **options), "jit")
+        except JitUnavailable as exc:
+            reason = str(exc)
+    return EngineChoice(Interpreter(program, **options), "interpreter", reason)
+
+
+# ---------------------------------------------------------------------------------------------
+# The conformance suite through the JIT (the same case reader and outcome as conformance.py)
+
+def execute(program: bytes, memory: bytes, *, budget: int | None = None,
+            unchecked: bool = False) -> int:
+    """Run `program` as the suite does (r1 = a copy of `memory`, r2 = its length) on the JIT."""
+    from ..conformance import default_helpers
+    mem = Memory()
+    address = mem.map(bytearray(memory), "mem").base if memory else 0
+    jit = Jit(program, memory=mem, helpers=default_helpers(), budget=budget or DEFAULT_BUDGET,
+              unchecked=unchecked)
+    return jit.run(address, len(memory))
+
+
+def run_case(case, *, budget: int | None = None):
+    """One conformance case on the JIT; refusals and faults become the outcome's error."""
+    from ..conformance import CaseOutcome, _with_source_line
+    try:
+        return CaseOutcome(case, execute(case.program, case.memory, budget=budget), None)
+    except (InvalidProgram, BpfFault) as exc:
+        return CaseOutcome(case, None, _with_source_line(case, exc))
+
+
+def run_suite(directory: str | Path):
+    """Every `*.data` case of `directory` on the JIT, the callx group skipped (not RFC 9669)."""
+    from ..conformance import SuiteResult, read_case
+    outcomes, skipped = [], []
+    for path in sorted(Path(directory).glob("*.data")):
+        case = read_case(path)
+        if case.needs_callx:
+            skipped.append(path)
+            continue
+        outcomes.append(run_case(case))
+    return SuiteResult(tuple(outcomes), tuple(skipped))
+
+
+def plugin_main(argv: Sequence[str], stdin, stdout, stderr) -> int:
+    """The bpf_conformance plugin protocol (see conformance.plugin_main) on the JIT."""
+    from ..conformance import parse_hex_bytes
+    try:
+        program = parse_hex_bytes(stdin.read())
+        memory = parse_hex_bytes(argv[0]) if argv and not argv[0].startswith("--") else b""
+    except ValueError as exc:
+        print(f"error: malformed input: {exc}", file=stderr)
+        return 1
+    try:
+        r0 = execute(program, memory)
+    except (InvalidProgram, BpfFault, JitUnavailable) as exc:
+        print(f"error: {exc}", file=stderr)
+        return 1
+    print(f"{r0:x}", file=stdout)
+    return 0
