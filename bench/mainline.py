@@ -1,0 +1,223 @@
+"""Mainline loop benchmark: NOPs driven by a loop_step program (io_uring_bpf_ops, Linux 7.1+)
+against plain userspace loops on the same ring type.
+
+All three run N NOPs, at most B in flight, on a ring created with SINGLE_ISSUER | DEFER_TASKRUN
+| NO_SQARRAY | SQ_REWIND | CQSIZE (`pybpf_uring.mainline.LoopRing`; the C loop makes the same
+io_uring_setup call), each round writing B NOP SQEs at slots 0..B, submitting them, waiting for
+their B CQEs and advancing the CQ head:
+
+- `bpf loop`: tests/data/mainline_nops.c (liburing's nops.bpf.c shape) attached to the ring;
+  one io_uring_enter(GETEVENTS) runs every round inside the kernel;
+- `C userspace`: the same rounds from C with raw syscalls (one io_uring_enter per round; no
+  liburing, whose Debian version predates NO_SQARRAY);
+- `Python userspace`: the same rounds through `LoopRing.prep_nop/submit/reap`.
+
+Printed: NOPs/s, io_uring_enter calls per 1000 NOPs, loop steps per 1000 NOPs, and NOPs/s as
+ratios against the C loop.  This machine's kernel (6.18) has no io_uring_bpf_ops, so by default
+the script boots Debian's 7.2 kernel (../shared/vm/vmrun, TCG: software emulation) and runs
+itself there with --here; compare ratios, not absolute rates, which TCG slows down by 10-50x
+unevenly (guest user code and guest kernel code are both emulated, system call entry more so).
+
+Run: python3 bench/mainline.py [-n N] [--batch B] [--repeat R] [--here]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+
+from pybpf_uring import mainline  # noqa: E402
+from pybpf_uring.diagnostics import CompileError  # noqa: E402
+
+VMRUN = os.path.normpath(os.path.join(ROOT, "..", "shared", "vm", "vmrun"))
+NOPS_C = os.path.join(ROOT, "tests", "data", "mainline_nops.c")
+
+C_LOOP = r"""
+/* N NOPs in rounds of B on a ring set up like pybpf_uring.mainline.LoopRing; prints
+ * "<ns> <io_uring_enter calls>".  Raw syscalls: bookworm's liburing predates NO_SQARRAY. */
+#include <linux/io_uring.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#define SETUP_SINGLE_ISSUER (1U << 12)
+#define SETUP_DEFER_TASKRUN (1U << 13)
+#define SETUP_NO_SQARRAY (1U << 16)
+#define SETUP_SQ_REWIND (1U << 20)
+
+int main(int argc, char **argv)
+{
+	long n = atol(argv[1]), b = atol(argv[2]), enters = 0, done = 0;
+	unsigned flags = SETUP_SINGLE_ISSUER | SETUP_DEFER_TASKRUN | SETUP_NO_SQARRAY |
+			 SETUP_SQ_REWIND | IORING_SETUP_CQSIZE;
+	struct io_uring_params p;
+	memset(&p, 0, sizeof(p));
+	p.flags = flags;
+	p.cq_entries = 2 * b;
+	int fd = syscall(__NR_io_uring_setup, (unsigned)(b < 8 ? 8 : b), &p);
+	if (fd < 0) { perror("io_uring_setup"); return 2; }
+	size_t rings_size = p.cq_off.cqes + p.cq_entries * sizeof(struct io_uring_cqe);
+	char *rings = mmap(0, rings_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, IORING_OFF_SQ_RING);
+	struct io_uring_sqe *sqes = mmap(0, p.sq_entries * sizeof(struct io_uring_sqe),
+					 PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, IORING_OFF_SQES);
+	if (rings == MAP_FAILED || sqes == MAP_FAILED) { perror("mmap"); return 2; }
+	unsigned *head = (unsigned *)(rings + p.cq_off.head), *tail = (unsigned *)(rings + p.cq_off.tail);
+	struct io_uring_cqe *cqes = (struct io_uring_cqe *)(rings + p.cq_off.cqes);
+	unsigned mask = p.cq_entries - 1;
+	struct timespec t0, t1;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	while (done < n) {
+		long k = n - done < b ? n - done : b;
+		for (long i = 0; i < k; i++) {
+			memset(&sqes[i], 0, sizeof(sqes[i]));
+			sqes[i].opcode = IORING_OP_NOP;
+			sqes[i].user_data = done + i;
+		}
+		enters++;
+		if (syscall(__NR_io_uring_enter, fd, k, k, IORING_ENTER_GETEVENTS, NULL, 0) != k) {
+			perror("io_uring_enter"); return 3;
+		}
+		unsigned h = *head, t = __atomic_load_n(tail, __ATOMIC_ACQUIRE);
+		for (; h != t; h++) {
+			if (cqes[h & mask].res != 0 || cqes[h & mask].user_data != (unsigned long)done) return 4;
+			done++;
+		}
+		__atomic_store_n(head, h, __ATOMIC_RELEASE);
+	}
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	printf("%ld %ld\n", (t1.tv_sec - t0.tv_sec) * 1000000000L + (t1.tv_nsec - t0.tv_nsec), enters);
+	return 0;
+}
+"""
+
+
+def build(workdir: str) -> tuple[str, str | None]:
+    """The nops object (clang-22) and the C loop (cc, if there is one), built into `workdir`."""
+    obj = os.path.join(workdir, "mainline_nops.o")
+    subprocess.run(["clang-22", "-O2", "-g", "-target", "bpf", "-mcpu=v3", "-c", NOPS_C, "-o", obj],
+                   check=True)
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        return obj, None
+    src, exe = os.path.join(workdir, "loop.c"), os.path.join(workdir, "c_loop")
+    with open(src, "w") as f:
+        f.write(C_LOOP)
+    subprocess.run([cc, "-O2", "-o", exe, src], check=True)
+    return obj, exe
+
+
+def ring_for(batch: int) -> mainline.LoopRing:
+    return mainline.LoopRing(max(8, batch), 2 * batch)
+
+
+def bench_bpf(obj: str, n: int, batch: int) -> dict:
+    with ring_for(batch) as ring, ring.attach(obj, globals={"nops_wanted": n, "batch": batch}) as att:
+        start = time.perf_counter_ns()
+        ring.run()
+        ns = time.perf_counter_ns() - start
+        g = att.globals
+        if (g["nops_done"], g["bad_cqes"], g["submit_error"]) != (n, 0, 0):
+            raise RuntimeError(f"the loop did not complete its NOPs: {g!r}")
+        return {"ns": ns, "enters": ring.enter_calls, "steps": g["steps"]}
+
+
+def bench_python(n: int, batch: int) -> dict:
+    with ring_for(batch) as ring:
+        done = 0
+        start = time.perf_counter_ns()
+        while done < n:
+            k = min(batch, n - done)
+            for i in range(k):
+                ring.prep_nop(i, done + i)
+            ring.submit(k, wait=k)
+            done += len(ring.reap())
+        ns = time.perf_counter_ns() - start
+        return {"ns": ns, "enters": ring.enter_calls, "steps": 0}
+
+
+def bench_c(exe: str, n: int, batch: int) -> dict:
+    out = subprocess.run([exe, str(n), str(batch)], check=True, capture_output=True, text=True).stdout
+    ns, enters = map(int, out.split())
+    return {"ns": ns, "enters": enters, "steps": 0}
+
+
+def measure(fn, repeat: int) -> dict:
+    runs = [fn() for _ in range(repeat)]
+    best = min(runs, key=lambda r: r["ns"])
+    best["median_ns"] = statistics.median(r["ns"] for r in runs)
+    return best
+
+
+def report(results: dict[str, dict], n: int, batch: int) -> str:
+    base = results.get("C userspace") or results["Python userspace"]
+    base_name = "C userspace" if "C userspace" in results else "Python userspace"
+    lines = [f"{n} NOPs, {batch} in flight, best of the repeats (kernel {os.uname().release})",
+             f"{'loop':<18}{'NOPs/s':>12}{'enter/1000':>12}{'steps/1000':>12}{'vs ' + base_name:>22}"]
+    for name, r in results.items():
+        rate = n / (r["ns"] / 1e9)
+        ratio = base["ns"] / r["ns"]
+        steps = f"{1000 * r['steps'] / n:.1f}" if r["steps"] else "-"
+        lines.append(f"{name:<18}{rate:>12,.0f}{1000 * r['enters'] / n:>12.2f}{steps:>12}{ratio:>21.2f}x")
+    return "\n".join(lines)
+
+
+def run_here(args) -> int:
+    support = mainline.probe()
+    try:
+        support.require()
+    except CompileError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    with tempfile.TemporaryDirectory() as tmp:
+        obj, exe = (args.object, args.c_loop) if args.object else build(tmp)
+        results = {"bpf loop": measure(lambda: bench_bpf(obj, args.n, args.batch), args.repeat)}
+        if exe:
+            results["C userspace"] = measure(lambda: bench_c(exe, args.n, args.batch), args.repeat)
+        results["Python userspace"] = measure(lambda: bench_python(args.n, args.batch), args.repeat)
+    print(report(results, args.n, args.batch))
+    return 0
+
+
+def run_in_vm(args) -> int:
+    """Build on the host (compilers under TCG are slow), then boot the 7.2 kernel once."""
+    if not os.path.exists(VMRUN):
+        print(f"this kernel lacks io_uring_bpf_ops and {VMRUN} is missing", file=sys.stderr)
+        return 1
+    with tempfile.TemporaryDirectory() as tmp:
+        obj, exe = build(tmp)
+        command = (f"{sys.executable} bench/mainline.py --here -n {args.n} --batch {args.batch} "
+                   f"--repeat {args.repeat} --object {obj}" + (f" --c-loop {exe}" if exe else ""))
+        return subprocess.run([VMRUN, command], cwd=ROOT).returncode
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("-n", type=int, default=100_000, help="NOPs per run")
+    ap.add_argument("--batch", type=int, default=8, help="NOPs in flight (the program's max is 32)")
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--here", action="store_true", help="run on this kernel, never boot the VM")
+    ap.add_argument("--object", help=argparse.SUPPRESS)
+    ap.add_argument("--c-loop", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if not 1 <= args.batch <= 32:
+        ap.error("--batch must be 1..32 (MAX_BATCH of mainline_nops.c)")
+    if args.here or mainline.probe().ok:
+        return run_here(args)
+    return run_in_vm(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
