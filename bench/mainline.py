@@ -66,8 +66,9 @@ int main(int argc, char **argv)
 	struct io_uring_params p;
 	memset(&p, 0, sizeof(p));
 	p.flags = flags;
-	p.cq_entries = 2 * b;
-	int fd = syscall(__NR_io_uring_setup, (unsigned)(b < 8 ? 8 : b), &p);
+	unsigned sq = b < 8 ? 8 : b;
+	p.cq_entries = 2 * sq;
+	int fd = syscall(__NR_io_uring_setup, sq, &p);
 	if (fd < 0) { perror("io_uring_setup"); return 2; }
 	size_t rings_size = p.cq_off.cqes + p.cq_entries * sizeof(struct io_uring_cqe);
 	char *rings = mmap(0, rings_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, IORING_OFF_SQ_RING);
@@ -120,7 +121,8 @@ def build(workdir: str) -> tuple[str, str | None]:
 
 
 def ring_for(batch: int) -> mainline.LoopRing:
-    return mainline.LoopRing(max(8, batch), 2 * batch)
+    sq = max(8, batch)      # the kernel wants cq_entries >= sq_entries
+    return mainline.LoopRing(sq, 2 * sq)
 
 
 def bench_bpf(obj: str, n: int, batch: int) -> dict:
