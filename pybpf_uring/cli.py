@@ -29,7 +29,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-o", "--output", metavar="FILE.o", help="output object (default: FILE.o beside FILE.py)")
     c.add_argument("--dump", choices=STAGES, action="append", default=[],
                    help="print a stage's output to stdout (repeatable)")
-    command("disasm", "disassemble an object, or a module after compiling it", "FILE.o|FILE.py")
+    d = command("disasm", "disassemble an object (as llvm-objdump -d), or a module after compiling it",
+                "FILE.o|FILE.py")
+    d.add_argument("-r", "--relocations", action="store_true", help="show relocations (llvm-objdump -dr)")
+    d.add_argument("-S", "--source", action="store_true",
+                   help="each program linked as loaded, with its source lines (from .BTF.ext)")
     command("check", "parse and check a BPF module without emitting code")
     command("verify", "load an object's kernel programs through the verifier", "FILE.o|FILE.py")
     r = command("run", "run a BPF module: its `__main__` block if it has one, else each of its "
@@ -102,7 +106,14 @@ def cmd_compile(args) -> int:
 
 
 def cmd_disasm(args) -> int:
-    print(load_object(args.file, args.cpu).disasm(), end="")
+    if args.source:
+        obj = load_object(args.file, args.cpu)
+        print("\n".join(p.linked().disasm(source=True, relocations=args.relocations) for p in obj.programs), end="")
+    elif args.file.endswith(".py"):
+        print(load_object(args.file, args.cpu).disasm(relocations=args.relocations), end="")
+    else:  # any BPF ELF, valid program or not, with llvm-objdump's file-name line
+        from .disasm import disassemble_file
+        print(disassemble_file(args.file, args.relocations), end="")
     return EXIT_OK
 
 

@@ -267,9 +267,15 @@ def test_cli_compile_writes_the_object_and_dumps_stages(tmp_path):
     assert "define i32 @\"stats\"" in run.stdout and "<stats>:" in run.stdout
 
 
-def test_cli_disasm_check_and_verify():
+def test_cli_disasm_check_and_verify(tmp_path):
     run = cli("disasm", SOURCES["packet_stats"])
     assert run.returncode == 0 and run.stdout == compile_file(SOURCES["packet_stats"]).disasm()
+    obj_path = tmp_path / "p.o"
+    compile_file(SOURCES["packet_stats"]).write(obj_path)
+    ours = cli("disasm", "-r", str(obj_path)).stdout
+    assert ours == subprocess.run([OBJDUMP, "-dr", str(obj_path)], capture_output=True, text=True).stdout
+    with_source = cli("disasm", "-S", SOURCES["packet_stats"]).stdout
+    assert "; sizes[b] += 1" in with_source and "<log2>:" in with_source
     run = cli("check", SOURCES["bench_programs"])
     assert run.returncode == 0 and "arith (syscall)" in run.stdout
     run = cli("verify", SOURCES["packet_stats"])
