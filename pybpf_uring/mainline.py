@@ -951,7 +951,7 @@ def _load_program(att: LoopAttachment, obj: Any, name: str, member: str, kops: K
     if res.fd < 0:
         raise loadmod.verifier_error(name, res.errno, res.log, loadmod.line_info_of(linked))
     fd = att._own(res.fd)
-    kp = loadmod.KernelProgram(name, fd, "loop_step", kops.numbers["prog_type"], res.log, prog, None)
+    kp = loadmod.KernelProgram(name, fd, "loop_step", kops.numbers["prog_type"], res.log, prog, att)
     att.programs[name] = kp
     return kp
 

@@ -8,6 +8,7 @@ ring a loop drives used from userspace) are tested here directly.  And one test 
 """
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
@@ -201,8 +202,12 @@ def test_loop_ring_from_userspace_here():
 
 
 def test_ring_setup_failure_names_the_flags():
-    with pytest.raises(OSError, match=r"io_uring_setup\(8.*IORING_SETUP_SQ_REWIND|io_uring_setup\(8.*failed"):
+    before = open_fds()
+    with pytest.raises(OSError, match=r"io_uring_setup\(8, cq_entries=None, flags=IORING_SETUP_SINGLE_ISSUER"
+                       r" \| IORING_SETUP_DEFER_TASKRUN \| IORING_SETUP_NO_SQARRAY \| 0x80000000\) "
+                       r"failed: EINVAL") as exc:
         LoopRing(8, flags=mainline.REQUIRED_RING_FLAGS | (1 << 31))
+    assert exc.value.errno == errno.EINVAL and open_fds() == before
 
 
 # --- the tests/mainline group, in Debian's 7.2 kernel ----------------------------------------------

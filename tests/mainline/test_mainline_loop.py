@@ -57,6 +57,8 @@ def test_nops_run_inside_one_enter(c_object, wanted, batch):
             assert ring.enter_calls == 1
             assert ring.cq_head == ring.cq_tail == wanted
             assert g["cq_entries"] == 32 and g["sq_entries"] == 16   # filled from the ring
+            prog = att.programs["nops_step"]
+            assert prog.verified_insns > 0 and prog.info().type == 27   # BPF_PROG_TYPE_STRUCT_OPS
 
 
 def test_loop_state_survives_between_runs(c_object):
