@@ -52,7 +52,7 @@ from ..objfile import ProgramSpec
 from ..ring import ProgramFault
 from .interpreter import DEFAULT_BUDGET, BpfFault, Interpreter, InvalidProgram
 from .maps import ArrayMap, EngineMap, HashMap, make_map
-from .memory import Memory, MemoryFault
+from .memory import BIAS, OFFSET_MASK, REGION_SHIFT, Memory, MemoryFault
 
 __all__ = ["instantiate", "EngineInstance", "EngineProgram", "EngineError", "MapTable",
            "CTX_FIELDS", "HELPER_NAMES"]
@@ -201,6 +201,7 @@ class EngineProgram:
         try:
             self.interpreter = Interpreter(
                 self.linked.instructions, memory=instance.memory, helpers=self._helper_table(),
+                kfuncs={_TRAP_ID: _bpf_trap},
                 resolve_lddw=instance.resolve_lddw, budget=instance.budget,
                 disassemble=self.disassemble)
         except InvalidProgram as exc:
@@ -216,6 +217,13 @@ class EngineProgram:
         for rel in linked.relocations:
             if rel.kind in ("call", "func"):
                 continue        # resolved by linked()
+            if rel.kind == "kfunc" and rel.symbol == "__bpf_trap":
+                # LLVM's lowering of undefined behaviour it proved (a division by a constant 0):
+                # the kernel refuses the program; the engine runs it and faults when it gets there
+                i = index_of[rel.insn_index]
+                ins = insns[i]
+                insns[i] = Instruction(ins.opcode, ins.dst, isa.CALL_KFUNC, 0, _TRAP_ID, 0)
+                continue
             if rel.kind not in ("map", "data"):
                 raise EngineError(f"program {linked.name!r} refers to {rel.kind} {rel.symbol!r}: the "
                                   "engine resolves maps, global data and subprograms only")
@@ -295,19 +303,29 @@ class EngineProgram:
 
     def _helper_table(self) -> dict[int, Callable[..., int]]:
         inst = self.instance
+        maps = inst._by_handle
         map_at = inst.map_at
+        readable = inst.memory.readable
+
+        def read(mem, address: int, size: int) -> bytes:
+            # keys and values are nearly always on the stack: the interpreter's own fast path
+            buf = readable.get(address >> REGION_SHIFT)
+            offset = (address & OFFSET_MASK) - BIAS
+            if buf is not None and 0 <= offset and offset + size <= len(buf):
+                return bytes(buf[offset:offset + size])
+            return mem.read(address, size)
 
         def map_lookup_elem(mem, r1, r2, *_):
-            m = map_at(mem, r1, "r1")
-            return m.lookup(mem.read(r2, m.key_size))
+            m = maps.get(r1) or map_at(mem, r1, "r1")
+            return m.lookup(read(mem, r2, m.key_size))
 
         def map_update_elem(mem, r1, r2, r3, r4, _):
-            m = map_at(mem, r1, "r1")
-            return m.update(mem.read(r2, m.key_size), mem.read(r3, m.value_size), r4)
+            m = maps.get(r1) or map_at(mem, r1, "r1")
+            return m.update(read(mem, r2, m.key_size), read(mem, r3, m.value_size), r4)
 
         def map_delete_elem(mem, r1, r2, *_):
-            m = map_at(mem, r1, "r1")
-            return m.delete(mem.read(r2, m.key_size))
+            m = maps.get(r1) or map_at(mem, r1, "r1")
+            return m.delete(read(mem, r2, m.key_size))
 
         def ktime_get_ns(*_):
             return time.monotonic_ns()
@@ -358,6 +376,14 @@ class EngineProgram:
                 6: trace_printk, 7: get_prandom_u32, 8: get_smp_processor_id,
                 14: get_current_pid_tgid, 148: copy_from_user, 164: queue_sqe, 165: emit_cqe,
                 166: reap_cqe, 167: copy_to_user}
+
+
+_TRAP_ID = 1     # the engine's own number for __bpf_trap (it has no vmlinux BTF ids)
+
+
+def _bpf_trap(*_):
+    raise MemoryFault("__bpf_trap: the compiled code reached a trap LLVM put where it proved "
+                      "undefined behaviour (such as a division by a constant zero)")
 
 
 _SPEC = re.compile(rb"%([-+ 0#]*)(\d*)(ll|l|h|hh|z)?([diuxXcsp%])")
