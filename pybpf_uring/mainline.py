@@ -36,7 +36,9 @@ import errno as _errno
 import functools
 import mmap as _mmapmod
 import os
+import signal
 import struct
+import threading
 import weakref
 from array import array
 from dataclasses import dataclass
@@ -525,10 +527,34 @@ class LoopRing:
         ring-layout globals the caller leaves out are filled from this ring."""
         return attach(self, obj, ops, globals, log_level)
 
-    def run(self) -> int:
+    def run(self, timeout: float | None = None) -> int:
         """Run the attached loop: one io_uring_enter(GETEVENTS) that returns when the program
-        says STOP.  Returns the kernel's result (0); raises LoopError on failure."""
-        return self._checked_enter(0, 0, IORING_ENTER_GETEVENTS, "running the loop")
+        says STOP.  Returns the kernel's result (0); raises LoopError on failure.
+
+        A loop that never says STOP keeps the call in the kernel until a signal arrives; the
+        loop ignores io_uring_enter's own timeout (IORING_ENTER_EXT_ARG: checked on 7.2), so
+        `timeout` (seconds, main thread only) arms a SIGALRM timer instead, and a loop still
+        running when it fires raises LoopError(ETIME).  The previous SIGALRM handler and timer
+        are put back afterwards."""
+        if timeout is None:
+            return self._checked_enter(0, 0, IORING_ENTER_GETEVENTS, "running the loop")
+        if threading.current_thread() is not threading.main_thread():
+            raise ValueError("run(timeout=...) uses SIGALRM, which only the main thread can handle")
+        fired = []
+        old_handler = signal.signal(signal.SIGALRM, lambda *_: fired.append(True))
+        old_timer = signal.setitimer(signal.ITIMER_REAL, timeout)
+        try:
+            return self._checked_enter(0, 0, IORING_ENTER_GETEVENTS, "running the loop")
+        except LoopError as exc:
+            if exc.errno == _errno.EINTR and fired:
+                raise LoopError(_errno.ETIME, f"the loop did not stop within {timeout} s (its "
+                                "program kept returning IOU_LOOP_CONTINUE)") from None
+            raise
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, old_handler)
+            if old_timer[0]:
+                signal.setitimer(signal.ITIMER_REAL, *old_timer)
 
     # --- the same ring from userspace (the benchmark's baseline) ------------------------------
     def prep_nop(self, index: int, user_data: int) -> None:

@@ -150,6 +150,17 @@ def test_a_signal_ends_a_sleeping_loop_with_eintr(c_object):
         signal.signal(signal.SIGALRM, old)
 
 
+def test_run_timeout_ends_a_loop_that_never_stops(c_object):
+    with LoopRing(4) as ring, ring.attach(c_object("steps"), globals={"sleep_forever": 1}) as att:
+        with pytest.raises(LoopError, match=r"did not stop within 0.2 s") as exc:
+            ring.run(timeout=0.2)
+        assert exc.value.errno == errno.ETIME
+        assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+        att.globals["sleep_forever"] = 0
+        att.globals["stop_after"] = 0
+        assert ring.run(timeout=5) == 0                    # stops by itself: no error
+
+
 # --- file copy ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("size", [0, 1, 4096, 100_003, 1 << 20])
 def test_cp_copies_every_byte(c_object, tmp_path, size):
