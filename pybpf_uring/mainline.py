@@ -40,7 +40,6 @@ import signal
 import struct
 import threading
 import weakref
-from array import array
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping
 
@@ -559,7 +558,8 @@ class LoopRing:
     # --- the same ring from userspace (the benchmark's baseline) ------------------------------
     def prep_nop(self, index: int, user_data: int) -> None:
         """A NOP SQE at SQ slot `index` (slot `index` is what SQ_REWIND submits `index`-th)."""
-        self.sqes[index * SQE_SIZE:(index + 1) * SQE_SIZE] = _NOP_SQE_PREFIX + user_data.to_bytes(8, "little") + bytes(24)
+        sqe = _NOP_SQE_PREFIX + user_data.to_bytes(8, "little") + bytes(24)
+        self.sqes[index * SQE_SIZE:(index + 1) * SQE_SIZE] = sqe
 
     def submit(self, n: int, wait: int = 0) -> int:
         """Submit the SQEs written at slots [0, n) and wait for `wait` completions; the number

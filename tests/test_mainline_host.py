@@ -170,7 +170,8 @@ def test_globals_of_a_clang_object_are_set_on_a_copy(objects):
 def test_an_object_without_ops_is_diagnosed(objects, tmp_path):
     src = tmp_path / "plain.c"
     src.write_text('int f(void *ctx) __attribute__((section("syscall"), used));\n'
-                   'int f(void *ctx) { return 0; }\nchar LICENSE[] __attribute__((section("license"), used)) = "GPL";\n')
+                   'int f(void *ctx) { return 0; }\n'
+                   'char LICENSE[] __attribute__((section("license"), used)) = "GPL";\n')
     out = tmp_path / "plain.o"
     subprocess.run(CLANG + ["-c", str(src), "-o", str(out)], check=True, capture_output=True)
     with pytest.raises(CompileError, match=r"has no `struct io_uring_bpf_ops` variables"):
@@ -223,7 +224,7 @@ def _ensure_vm() -> None:
         if not os.path.exists(os.path.join(VM_DIR, tool)):
             pytest.fail(f"{VM_DIR}/{tool} is missing: the mainline tests boot a 7.2 kernel with it")
     home = _vm_home()
-    if os.path.exists(os.path.join(home, "kernel", "vmlinuz")) and os.path.exists(os.path.join(home, "bin", "virtiofsd")):
+    if all(os.path.exists(os.path.join(home, *part)) for part in (("kernel", "vmlinuz"), ("bin", "virtiofsd"))):
         return
     try:
         run = subprocess.run([os.path.join(VM_DIR, "setup.sh")], capture_output=True, text=True, timeout=900)
