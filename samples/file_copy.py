@@ -11,7 +11,7 @@ the outcome (bytes written, errors) is in the `progress` map.
 
     python samples/file_copy.py [src] [dst]
 """
-from pybpf_uring import iouring, i32, i64, u32, u64, Struct, ArrayMap
+from pybpf_uring import iouring, i32, u32, u64, Struct, ArrayMap
 from pybpf_uring.uring import IoUringCtx, Sqe, Cqe, queue_sqe, reap_cqe, copy_from_user
 from pybpf_uring.uring import prep_read, prep_write
 

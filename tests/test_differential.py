@@ -66,7 +66,8 @@ class Ctx(ctypes.Structure):
 def expr(draw, t: str, names: tuple[str, ...], depth: int = 3) -> str:
     """An expression of type `t`: every operand is cast to `t`, so no mixed-type rule applies."""
     if depth == 0 or draw(st.integers(0, 3)) == 0:
-        kind = draw(st.sampled_from(["field", "field", "local", "literal"] if names else ["field", "literal"]))
+        kinds = ["field", "field", "local", "literal"] if names else ["field", "literal"]
+        kind = draw(st.sampled_from(kinds))
         if kind == "field":
             return f"{t}(ctx.{draw(st.sampled_from(sorted(FIELDS)))})"
         if kind == "local":
@@ -125,7 +126,7 @@ def ctx_values():
                      st.integers(-2**63, 2**63 - 1))
 
 
-@settings(max_examples=int(os.environ.get("DIFFERENTIAL_EXAMPLES", "20")), deadline=None,
+@settings(max_examples=int(os.environ.get("DIFFERENTIAL_EXAMPLES", "100")), deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                  HealthCheck.filter_too_much])
 @given(program(), st.lists(ctx_values(), min_size=3, max_size=3))

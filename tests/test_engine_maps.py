@@ -295,7 +295,8 @@ def test_faults_in_c_programs_name_the_c_line(c_object):
         assert "no region is mapped there" in msg and "p.c:" in msg and "ctx->user_data" in msg
         ring.submit_bpf("badctx")
         assert ring.wait_cqe(0, timeout=1).res == -errno.EFAULT
-        assert "ctx may only be accessed at +0 (8 bytes), +8 (4 bytes), +12 (4 bytes)" in ring.faults[-1].message
+        message = ring.faults[-1].message
+        assert "ctx may only be accessed at +0 (8 bytes), +8 (4 bytes), +12 (4 bytes)" in message
 
 
 def test_objects_the_engine_cannot_run_are_refused():
@@ -315,3 +316,35 @@ def test_runner_without_a_ring_faults_on_rfc_helpers():
     with pytest.raises(ProgramFault, match="iouring_emit_cqe needs an io_uring request"):
         inst.runner("count").run(bytes(16))
     assert inst.maps["hits"][0] == 1          # the run got that far
+
+
+MIXED = textwrap.dedent("""
+    from pybpf_uring import iouring, socket_filter, i32, u32, u64, ArrayMap, SkBuff, skb_load_bytes
+    from pybpf_uring.uring import IoUringCtx
+
+    seen = ArrayMap(u64, 1)
+
+    @socket_filter
+    def filt(ctx: SkBuff) -> i32:
+        b: u32 = 0
+        skb_load_bytes(ctx, 0, b)
+        seen[0] += 1
+        return 0
+
+    @iouring
+    def bump(ctx: IoUringCtx) -> i32:
+        seen[0] += 10
+        return 0
+""")
+
+
+def test_an_object_mixing_kinds_registers_its_iouring_programs():
+    obj = compile_source(MIXED, "mixed.py")
+    with Ring(entries=4) as ring:
+        ring.register(obj)                       # the filter's helper 26 is not the engine's
+        assert ring.programs == ("bump",)
+        ring.submit_bpf("bump")
+        assert ring.wait_cqe(0, timeout=1).res == 0
+        assert ring.maps["seen"][0] == 10
+        with pytest.raises(EngineError, match="unknown helper 26"):
+            ring.maps.instance.runner("filt")

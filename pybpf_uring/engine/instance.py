@@ -124,9 +124,12 @@ class EngineInstance:
         self.maps = MapTable({m.name: m for m in self._map_list}, self)
         self._by_handle = {m.handle.base: m for m in self._map_list}
         self._hash_maps = [m for m in self._map_list if isinstance(m, HashMap)]
-        self.programs: dict[str, EngineProgram] = {}
-        for spec in obj.programs:
-            self.programs[spec.name] = EngineProgram(self, spec)
+        # io_uring programs are made now, so what the engine cannot run fails at register time;
+        # other kinds (a socket filter beside them, a syscall program under test) on first use,
+        # so an object mixing kinds registers even if their helpers are not the engine's.
+        self._specs = {spec.name: spec for spec in obj.programs}
+        self.programs: dict[str, EngineProgram] = {
+            spec.name: EngineProgram(self, spec) for spec in obj.programs if spec.kind == "iouring"}
 
     def __repr__(self) -> str:
         return f"<EngineInstance programs={list(self.programs)} maps={list(self.maps)}>"
@@ -134,10 +137,13 @@ class EngineInstance:
     def runner(self, program: ProgramSpec | str) -> "EngineProgram":
         """The runner of a program (its spec, as `Ring.register` passes it, or its name)."""
         name = program if isinstance(program, str) else program.name
-        try:
-            return self.programs[name]
-        except KeyError:
-            raise KeyError(f"no program named {name!r} (programs: {', '.join(self.programs)})") from None
+        runner = self.programs.get(name)
+        if runner is None:
+            spec = self._specs.get(name)
+            if spec is None:
+                raise KeyError(f"no program named {name!r} (programs: {', '.join(self._specs)})")
+            runner = self.programs[name] = EngineProgram(self, spec)
+        return runner
 
     # -- map references -------------------------------------------------------------------------
     def map_index(self, name: str, program: str) -> int:
@@ -275,8 +281,8 @@ class EngineProgram:
         try:
             r0 = self.interpreter.run(region.base)
         except BpfFault as exc:
-            raise ProgramFault(f"program {self.name!r}: {self._where(exc.insn_index, exc.message, exc.disassembly)}",
-                               _errno.EFAULT) from None
+            where = self._where(exc.insn_index, exc.message, exc.disassembly)
+            raise ProgramFault(f"program {self.name!r}: {where}", _errno.EFAULT) from None
         finally:
             self.executed = self.interpreter.executed
             self._ring_helpers = None
