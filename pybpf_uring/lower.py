@@ -144,6 +144,7 @@ class FunctionLowering(ValueLowering, CallLowering):
         self.slots: dict[str, ir.Value] = {}  # local name → alloca (or the pointer of a ref param)
         self.loops: list[tuple[ir.Block, ir.Block]] = []  # (continue target, break target)
         self.scratch: dict[tuple, ir.AllocaInstr] = {}
+        self.direct: dict[str, ir.Value] = {}  # locals used as SSA values, never through a slot
         self.passthrough_seq = 0
 
     # ----- setup ----------------------------------------------------------------------
@@ -157,6 +158,8 @@ class FunctionLowering(ValueLowering, CallLowering):
             self.slots[name] = self.alloca(t, name)
         for (name, t), arg in zip(info.params, self.fn.args):
             self.b.store(arg, self.slots[name], align=t.align)
+        if info.kind:  # the ctx: never reassigned, so used as the value itself
+            self.direct[info.params[0][0]] = self.static_offsets(self.fn.args[0])
         for name, t in info.locals.items():
             if name not in dict(info.params) and isinstance(t, (IntT, BoolT, PtrT)):
                 self.b.store(ir.Constant(ir_type(t), None), self.slots[name], align=t.align)
@@ -166,6 +169,14 @@ class FunctionLowering(ValueLowering, CallLowering):
         self.block(info.node.body)
         if not self.b.block.is_terminated:
             self.b.ret_void() if info.ret == NONE else self.b.ret(ir.Constant(ir_type(info.ret), 0))
+
+    def static_offsets(self, ctx: ir.Value) -> ir.Value:
+        """The ctx through `llvm.preserve.static.offset` (clang's preserve_static_offset): the
+        BPF backend then keeps every field access at its constant offset from the ctx register.
+        The verifier refuses any other ctx access ("dereference of modified ctx ptr"), and LLVM
+        would otherwise turn `if c: v = ctx.a else: v = ctx.b` into one load at ctx + select."""
+        fn = self.ml.m.declare_intrinsic("llvm.preserve.static.offset", (), ir.FunctionType(I8P, [I8P]))
+        return self.b.call(fn, [ctx])
 
     def new_block(self, name: str) -> ir.Block:
         """A block placed in the function only when code is emitted into it (as clang does), so
@@ -184,6 +195,7 @@ class FunctionLowering(ValueLowering, CallLowering):
                     else self.b.position_before(self.entry.terminator)
             slot = self.b.alloca(ir_type(t), name=name)
         slot.align = max(t.align, 1)
+        slot.type = I8P  # referenced as an opaque `ptr`, like every address here
         frames = self.ml.frames
         frames[self.info.name] = frames.get(self.info.name, 0) + max(t.size, 1)
         return slot
@@ -241,9 +253,9 @@ class FunctionLowering(ValueLowering, CallLowering):
         guards: list[ir.Value] = []
         addr = self.address(target, guards)
         with self.guarded(guards):
-            self.store_into(addr, t, s.value, self.exact(target))
+            self.store_into(addr, t, s.value)
 
-    def store_into(self, addr: ir.Value, t: Type, value: S.Expr, exact: bool = False) -> None:
+    def store_into(self, addr: ir.Value, t: Type, value: S.Expr) -> None:
         if isinstance(t, (StructT, ArrayT)):
             call = self.c.calls.get(value) if isinstance(value, S.Call) else None
             if call is not None and call.kind == "ctor":
@@ -251,7 +263,7 @@ class FunctionLowering(ValueLowering, CallLowering):
             else:
                 self.memcpy(addr, self.aggregate(value), t)
             return
-        self.store(self.value(value, t), addr, t, exact)
+        self.store(self.value(value, t), addr, t)
 
     def stmt_AugAssign(self, s: S.AugAssign) -> None:
         target = s.target
@@ -261,9 +273,8 @@ class FunctionLowering(ValueLowering, CallLowering):
         t = self.c.types[target]
         guards: list[ir.Value] = []
         addr = self.address(target, guards)
-        exact = self.exact(target)
         with self.guarded(guards):
-            self.store(self.binop(s.op, self.load(addr, t, exact), t, s.value, t), addr, t, exact)
+            self.store(self.binop(s.op, self.load(addr, t), t, s.value, t), addr, t)
 
     def stmt_If(self, s: S.If) -> None:
         cond = self.condition(s.test)
@@ -289,14 +300,14 @@ class FunctionLowering(ValueLowering, CallLowering):
                                     ("for.cond", "for.body", "for.inc", "for.end"))
         self.b.branch(head)
         self.enter(head)
-        i = self.b.load(counter, align=8)
+        i = self.load(counter, I64)
         self.b.cbranch(self.b.icmp_signed("<" if step > 0 else ">", i, ir.Constant(I64_IR, stop)),
                        body, after)
         self.enter(body)
         self.store(self.convert(i, I64, t), self.slots[s.target.id], t)
         self.loop(latch, after, s.body)
         self.enter(latch)
-        self.b.store(self.b.add(self.b.load(counter, align=8), ir.Constant(I64_IR, step)), counter, align=8)
+        self.store(self.b.add(self.load(counter, I64), ir.Constant(I64_IR, step)), counter, I64)
         self.b.branch(head)
         self.enter(after)
 

@@ -25,6 +25,8 @@ def divide(fl, op: str, a: ir.Value, b: ir.Value, t: IntT, const: int | None) ->
         return bld.trunc(r, ty)
     if const is not None:
         c = t.wrap(const)
+        if c == 0:  # never a division LLVM could call undefined
+            return ir.Constant(ty, 0) if op == "//" else a
         if t.signed and c == -1:
             return bld.neg(a) if op == "//" else ir.Constant(ty, 0)
         return core(fl, op, a, b, t, c)

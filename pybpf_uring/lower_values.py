@@ -1,5 +1,5 @@
 """Lowering of memory and values: addresses of lvalues with their bounds guards, loads and
-stores (volatile for field-exact contexts), conversions, operators and comparisons.
+stores, conversions, operators and comparisons.
 
 A mixin of `lower.FunctionLowering`, which owns the builder and the function's slots.
 """
@@ -13,10 +13,8 @@ import llvmlite.ir as ir
 from . import syntax as S
 from .typesys import BOOL, U64, ArrayT, BoolT, IntT, MapT, PtrT, StructT, Type, common_int
 
-I8P = ir.IntType(8).as_pointer()
+I8P = ir.PointerType()  # opaque `ptr`, as LLVM 22 has them: no bitcasts between a GEP and its load
 I1, I8, I32, I64_IR = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64)
-# program kinds whose ctx is checked field by field (the RFC's io_uring ctx, the kernel's __sk_buff)
-FIELD_EXACT_CTX = frozenset({"iouring", "socket_filter"})
 
 
 def ir_type(t: Type) -> ir.Type:
@@ -33,32 +31,17 @@ def ir_type(t: Type) -> ir.Type:
 
 class ValueLowering:
     # ----- memory ---------------------------------------------------------------------
-    def typed_ptr(self, addr: ir.Value, t: Type) -> ir.Value:
-        return self.b.bitcast(addr, ir_type(t).as_pointer())
-
-    def load(self, addr: ir.Value, t: Type, exact: bool = False) -> ir.Value:
-        ld = self.b.load(self.typed_ptr(addr, t), align=t.align)
-        if exact:
+    def load(self, addr: ir.Value, t: Type, volatile: bool = False) -> ir.Value:
+        ld = self.b.load(self.byte_ptr(addr), typ=ir_type(t), align=t.align)
+        if volatile:
             ld.__class__ = VolatileLoad
         return ld
 
-    def store(self, value: ir.Value, addr: ir.Value, t: Type, exact: bool = False) -> None:
-        st = self.b.store(value, self.typed_ptr(addr, t), align=t.align)
-        if exact:
-            st.__class__ = VolatileStore
-
-    def exact(self, e: S.Expr) -> bool:
-        """Whether `e` is a field of a ctx checked field by field: then each access must stay
-        exactly as written (LLVM would merge `ctx.wait_idx = 1; ctx.wait_nr = 1` into one
-        8-byte store), which volatile guarantees."""
-        if self.info.kind not in FIELD_EXACT_CTX:
-            return False
-        while isinstance(e, (S.Attribute, S.Subscript)):
-            e = e.value
-        return isinstance(e, S.Name) and e.id == self.info.params[0][0]
+    def store(self, value: ir.Value, addr: ir.Value, t: Type) -> None:
+        self.b.store(value, self.byte_ptr(addr), align=t.align)
 
     def byte_ptr(self, v: ir.Value) -> ir.Value:
-        return v if v.type == I8P else self.b.bitcast(v, I8P)
+        return v if v.type.is_opaque else self.b.bitcast(v, I8P)  # slots and globals are typed
 
     def offset(self, base: ir.Value, off: ir.Value | int) -> ir.Value:
         base = self.byte_ptr(base)
@@ -66,7 +49,7 @@ class ValueLowering:
             if off == 0:
                 return base
             off = ir.Constant(I64_IR, off)
-        return self.b.gep(base, [off], inbounds=True)
+        return self.b.gep(base, [off], inbounds=True, source_etype=I8)
 
     def memcpy(self, dst: ir.Value, src: ir.Value, t: Type) -> None:
         """Copy a struct or array; both sides hold a `t`, so both are `t.align` aligned, which
@@ -138,10 +121,9 @@ class ValueLowering:
         """Load an lvalue; outside its array bounds the value is 0."""
         guards: list[ir.Value] = []
         addr = self.address(e, guards)
-        exact = self.exact(e)
         if not guards:
-            return self.load(addr, t, exact)
-        return self.either(functools.reduce(self.b.and_, guards), lambda: self.load(addr, t, exact))
+            return self.load(addr, t)
+        return self.either(functools.reduce(self.b.and_, guards), lambda: self.load(addr, t))
 
     # ----- values ---------------------------------------------------------------------
     def value(self, e: S.Expr, want: Type | None = None) -> ir.Value:
@@ -182,9 +164,11 @@ class ValueLowering:
     def expr_Name(self, e: S.Name, t: Type) -> ir.Value:
         if isinstance(t, MapT):
             return self.map_ptr(e)
+        if e.id in self.direct:
+            return self.direct[e.id]
         if e.id not in self.slots:  # a global; a Const one is re-read as the host set it
-            return self.load(self.address(e), t, exact=self.c.globals[e.id].const)
-        return self.b.load(self.slots[e.id], align=t.align)
+            return self.load(self.address(e), t, volatile=self.c.globals[e.id].const)
+        return self.load(self.slots[e.id], t)
 
     def expr_Attribute(self, e: S.Attribute, t: Type) -> ir.Value:
         return self.read(e, t)
@@ -213,7 +197,7 @@ class ValueLowering:
         self.b.store(self.condition(e.values[-1]), result)
         self.b.branch(done)
         self.enter(done)
-        return self.b.load(result)
+        return self.load(result, BOOL)
 
     def expr_Compare(self, e: S.Compare, t: Type) -> ir.Value:
         operands = (e.left,) + e.comparators
@@ -253,19 +237,13 @@ class ValueLowering:
 
 
 class VolatileLoad(ir.LoadInstr):
-    """llvmlite's load, printed `load volatile` (llvmlite has no volatile flag)."""
+    """llvmlite's load, printed `load volatile` (llvmlite has no volatile flag): a Const global
+    is read from memory, never folded to the value it had when compiled."""
 
     def descr(self, buf):
         text: list[str] = []
         super().descr(text)
         buf.append(text[0].replace("load ", "load volatile ", 1))
-
-
-class VolatileStore(ir.StoreInstr):
-    def descr(self, buf):
-        text: list[str] = []
-        super().descr(text)
-        buf.append(text[0].replace("store ", "store volatile ", 1))
 
 
 def common(a: Type, b: Type) -> IntT:

@@ -550,3 +550,33 @@ def test_variable_indexes_are_bounded_for_the_verifier(cpu):
             if c < 40:
                 v[c] += 7
             assert (out.got, out.outside) == (v[a % 40], v[c] if c < 40 else 0), (a, c)
+
+
+CONSTANT_DIVISORS = """
+from pybpf_uring import syscall, Struct, i32, u8, i64
+
+class Args(Struct):
+    a: u8
+    b: i64
+    r: i64[4]
+
+@syscall
+def constant_divisors(ctx: Args) -> i32:
+    ctx.r[0] = u8(ctx.a) // u8(0)      # a divisor that folds to zero: BPF's x // 0 == 0
+    ctx.r[1] = u8(ctx.a) % u8(0)       # and x % 0 == x
+    v = u8(ctx.a)
+    if ctx.b < 5:
+        v = u8(ctx.a)
+    else:
+        v = u8(ctx.b)                  # a field chosen by a branch: still a constant ctx offset
+    ctx.r[2] = v
+    return 2
+"""
+
+
+def test_constant_zero_divisors_and_branch_chosen_fields():
+    with loaded(CONSTANT_DIVISORS) as (live, ns):
+        for a, b in [(7, 1), (200, 9), (0, -3)]:
+            res = live.programs["constant_divisors"].test_run(ctx=ns["Args"](a=a, b=b))
+            assert res.retval == 2
+            assert list(res.ctx.r)[:3] == [0, a, a if b < 5 else b % 256]
