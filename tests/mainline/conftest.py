@@ -9,6 +9,7 @@ failure: the point of booting that kernel is that the tests run.
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -19,6 +20,7 @@ from pybpf_uring import mainline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DATA = os.path.join(ROOT, "tests", "data")
+HERE = os.path.dirname(os.path.abspath(__file__))
 CLANG = ["clang-22", "-O2", "-g", "-target", "bpf", "-mcpu=v3"]
 
 
@@ -27,8 +29,7 @@ def pytest_collection_modifyitems(config, items):
     if support.ok:
         return
     reason = f"needs io_uring_bpf_ops; this kernel ({support.release}) lacks " + "; ".join(support.missing)
-    here = os.path.dirname(os.path.abspath(__file__))
-    mine = [item for item in items if str(item.fspath).startswith(here)]
+    mine = [item for item in items if str(item.fspath).startswith(HERE)]
     if os.environ.get("PYBPF_URING_MAINLINE_REQUIRED") == "1":
         pytest.exit(f"PYBPF_URING_MAINLINE_REQUIRED=1 but {reason}", returncode=1)
     for item in mine:
@@ -59,15 +60,17 @@ def c_object(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def python_object():
-    """`python_object("samples/mainline_nops.py")` → its BpfObject: the host's build from
-    $PYBPF_URING_MAINLINE_OBJECTS when there is one, else compiled here."""
-    from pybpf_uring import compile_file
+    """`python_object("count")` → the BpfObject of a program of loop_programs.py (or of a sample):
+    the host's build from $PYBPF_URING_MAINLINE_OBJECTS when there is one, else compiled here."""
     from pybpf_uring.objfile import BpfObject
+    spec = importlib.util.spec_from_file_location("loop_programs", os.path.join(HERE, "loop_programs.py"))
+    loop_programs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(loop_programs)
     prebuilt = os.environ.get("PYBPF_URING_MAINLINE_OBJECTS", "")
 
-    def build(relpath: str):
-        ready = os.path.join(prebuilt, "python_" + os.path.basename(relpath).replace(".py", ".o"))
+    def build(name: str):
+        ready = os.path.join(prebuilt, f"python_{name}.o")
         if prebuilt and os.path.exists(ready):
             return BpfObject.read(ready)
-        return compile_file(os.path.join(ROOT, relpath))
+        return loop_programs.build(name)
     return build
