@@ -230,6 +230,8 @@ class _Function:
         self.lines: list[str] = []
         self.counter = 0
         self.blocks = lifter.program.blocks
+        self.current = "entry"                     # the LLVM block being emitted
+        self.budget_exits: list[tuple[str, int, str]] = []   # (from block, start, position)
 
     # -- low level ------------------------------------------------------------------------------
     def val(self, expr: str) -> str:
@@ -243,6 +245,7 @@ class _Function:
 
     def label(self, name: str) -> None:
         self.lines.append(f"{name}:")
+        self.current = name
 
     def fresh(self, stem: str) -> str:
         self.counter += 1
@@ -260,12 +263,10 @@ class _Function:
         self.emit(f"store i64 {value}, ptr %R{reg}")
 
     def field(self, name: str, ty: str = "i64") -> str:
-        slot = self.val(f"getelementptr i64, ptr %st, i64 {_F[name]}")
-        return self.val(f"load {ty}, ptr {slot}")
+        return self.val(f"load {ty}, ptr %p_{name}")
 
     def put_field(self, name: str, value: str) -> None:
-        slot = self.val(f"getelementptr i64, ptr %st, i64 {_F[name]}")
-        self.emit(f"store i64 {value}, ptr {slot}")
+        self.emit(f"store i64 {value}, ptr %p_{name}")
 
     def leave(self) -> None:
         """Return after a fault: every caller sees status != 0 and returns too."""
@@ -278,24 +279,36 @@ class _Function:
         self.leave()
 
     def check_status(self) -> None:
-        status = self.field("status")
-        bad = self.val(f"icmp ne i64 {status}, 0")
-        fail, ok = self.fresh("fail"), self.fresh("ok")
-        self.emit(f"br i1 {bad}, label %{fail}, label %{ok}, !prof !0")
-        self.label(fail)
-        self.leave()
+        """After a host call: leave when it failed (every frame shares one `fail` block)."""
+        bad = self.val(f"icmp ne i64 {self.field('status')}, 0")
+        ok = self.fresh("ok")
+        self.emit(f"br i1 {bad}, label %fail, label %{ok}, !prof !0")
         self.label(ok)
 
     # -- budget -----------------------------------------------------------------------------------
     def guard(self, position: int) -> None:
         """Stop unless the budget covered this block up to and including `position`."""
-        cost = self.cost
-        short = self.val(f"icmp slt i64 {self.rem}, {position + 1 - cost}")
-        out, ok = self.fresh("budget"), self.fresh("ok")
-        self.emit(f"br i1 {short}, label %{out}, label %{ok}, !prof !0")
-        self.label(out)
-        self.stop(STATUS_BUDGET, self.start, self.val(f"add i64 {self.rem}, {cost}"))
+        short = self.val(f"icmp slt i64 {self.rem}, {position + 1 - self.cost}")
+        ok = self.fresh("ok")
+        self.budget_exits.append((self.current, self.start, self.rem, self.cost))
+        self.emit(f"br i1 {short}, label %budget_out, label %{ok}, !prof !0")
         self.label(ok)
+
+    def shared_exits(self) -> None:
+        """One block per function for each way out, so a guard costs a compare and a branch
+        and little IR: `fail` (a host call failed) and `budget_out` (phis say where)."""
+        self.label("fail")
+        self.leave()
+        if not self.budget_exits:
+            return
+        self.label("budget_out")
+        starts = ", ".join(f"[{start}, %{block}]" for block, start, _, _ in self.budget_exits)
+        rems = ", ".join(f"[{rem}, %{block}]" for block, _, rem, _ in self.budget_exits)
+        costs = ", ".join(f"[{cost}, %{block}]" for block, _, _, cost in self.budget_exits)
+        start = self.val(f"phi i64 {starts}")
+        rem = self.val(f"phi i64 {rems}")
+        aux = self.val(f"add i64 {rem}, {self.val(f'phi i64 {costs}')}")
+        self.stop(STATUS_BUDGET, start, aux)
 
     # -- the function ---------------------------------------------------------------------------
     def text(self) -> str:
@@ -311,6 +324,13 @@ class _Function:
         for reg in range(10):
             self.emit(f"%R{reg} = alloca i64")
         self.emit("%REM = alloca i64")
+        self.emit("%TAB = alloca ptr")
+        self.emit("%TLEN = alloca i64")
+        for name, index in _F.items():
+            self.emit(f"%p_{name} = getelementptr i64, ptr %st, i64 {index}")
+        for name in ("slow_load", "slow_store", "helper"):   # fixed for the run
+            self.emit(f"%fn_{name} = load ptr, ptr %p_{name}")
+        self.reload_table()
         if self.main:
             self.emit("%depth = add i64 0, 0")
             self.emit(f"store i64 {self.field('budget')}, ptr %REM")
@@ -328,7 +348,13 @@ class _Function:
         self.emit(f"br label %b{self.entry}")
         for start in lifter.program.function_blocks(self.entry):
             self.block(start)
+        self.shared_exits()
         return "\n".join([head, *self.lines, "}"])
+
+    def reload_table(self) -> None:
+        """The region table changes only inside helpers (which may map regions)."""
+        self.emit(f"store ptr {self.field('table', 'ptr')}, ptr %TAB")
+        self.emit(f"store i64 {self.field('table_len')}, ptr %TLEN")
 
     def block(self, start: int) -> None:
         pcs = self.blocks[start]
@@ -427,6 +453,7 @@ class _Function:
         result = self.val(f"call {_RET} @{self.lifter.name}_f{target}(ptr %st, i64 {depth}, "
                           f"i64 {rem}, {regs})")
         self.check_status()
+        self.reload_table()
         for reg in range(6):
             self.set(reg, self.val(f"extractvalue {_RET} {result}, {reg}"))
         self.emit(f"store i64 {self.val(f'extractvalue {_RET} {result}, 6')}, ptr %REM")
@@ -434,10 +461,10 @@ class _Function:
 
     def helper_call(self, ins: Instruction) -> None:
         self.guard(self.position)
-        fn = self.field("helper", "ptr")
         args = ", ".join(f"i64 {self.get(r)}" for r in range(1, 6))
-        r0 = self.val(f"call i64 {fn}(ptr %st, i64 {self.pc}, {args})")
+        r0 = self.val(f"call i64 %fn_helper(ptr %st, i64 {self.pc}, {args})")
         self.check_status()
+        self.reload_table()
         self.set(0, r0)
 
     def lddw(self, ins: Instruction) -> None:
@@ -456,10 +483,10 @@ class _Function:
     def host_pointer(self, addr: str, size: int, kind: str) -> tuple[str, str]:
         """(i1 in bounds of a fast region, native pointer) -- pointer valid only when in bounds.
         Unchecked programs get a constant true."""
-        table = self.field("table", "ptr")
+        table = self.val("load ptr, ptr %TAB")
         rid = self.val(f"lshr i64 {addr}, 32")
         if not self.lifter.unchecked:
-            inside = self.val(f"icmp ult i64 {rid}, {self.field('table_len')}")
+            inside = self.val(f"icmp ult i64 {rid}, {self.val('load i64, ptr %TLEN')}")
             rid = self.val(f"select i1 {inside}, i64 {rid}, i64 0")   # entry 0 serves nothing
         entry = self.val(f"getelementptr [3 x i64], ptr {table}, i64 {rid}")
         low = self.val(f"trunc i64 {addr} to i32")
@@ -484,19 +511,13 @@ class _Function:
         ok, pointer = self.host_pointer(addr, size, "read")
         if ok == "true":
             return self._widen(self.val(f"load {t}, ptr {pointer}, align 1"), size)
-        fast, slow, join = self.fresh("fast"), self.fresh("slow"), self.fresh("join")
-        self.emit(f"br i1 {ok}, label %{fast}, label %{slow}, !prof !2")
-        self.label(fast)
+        fast, slow, join = self.begin_access(ok)
         quick = self._widen(self.val(f"load {t}, ptr {pointer}, align 1"), size)
         self.emit(f"br label %{join}")
         self.label(slow)
-        fn = self.field("slow_load", "ptr")
-        value = self.val(f"call i64 {fn}(ptr %st, i64 {self.pc}, i64 {addr}, i64 {size})")
-        self.check_status()
-        slow_end = self.lines[-1][:-1]         # the label check_status opened
-        self.emit(f"br label %{join}")
-        self.label(join)
-        return self.val(f"phi i64 [{quick}, %{fast}], [{value}, %{slow_end}]")
+        value = self.val(f"call i64 %fn_slow_load(ptr %st, i64 {self.pc}, i64 {addr}, i64 {size})")
+        self.end_access(join)
+        return self.val(f"phi i64 [{quick}, %{fast}], [{value}, %{slow}]")
 
     def store(self, reg: int, off: int, size: int, value: str) -> None:
         t = _TY[size]
@@ -511,16 +532,25 @@ class _Function:
         if ok == "true":
             self.emit(f"store {t} {narrow}, ptr {pointer}, align 1")
             return
-        fast, slow, join = self.fresh("fast"), self.fresh("slow"), self.fresh("join")
-        self.emit(f"br i1 {ok}, label %{fast}, label %{slow}, !prof !2")
-        self.label(fast)
+        _, slow, join = self.begin_access(ok)
         self.emit(f"store {t} {narrow}, ptr {pointer}, align 1")
         self.emit(f"br label %{join}")
         self.label(slow)
-        fn = self.field("slow_store", "ptr")
-        self.emit(f"call void {fn}(ptr %st, i64 {self.pc}, i64 {addr}, i64 {size}, i64 {value})")
-        self.check_status()
-        self.emit(f"br label %{join}")
+        self.emit(f"call void %fn_slow_store(ptr %st, i64 {self.pc}, i64 {addr}, i64 {size}, "
+                  f"i64 {value})")
+        self.end_access(join)
+
+    def begin_access(self, ok: str) -> tuple[str, str, str]:
+        """Fast (in bounds of a plain region) or slow (the host's Memory) -- three blocks, the
+        slow one leaving for `fail` when the host recorded a fault."""
+        fast, slow, join = self.fresh("fast"), self.fresh("slow"), self.fresh("join")
+        self.emit(f"br i1 {ok}, label %{fast}, label %{slow}, !prof !2")
+        self.label(fast)
+        return fast, slow, join
+
+    def end_access(self, join: str) -> None:
+        bad = self.val(f"icmp ne i64 {self.field('status')}, 0")
+        self.emit(f"br i1 {bad}, label %fail, label %{join}, !prof !0")
         self.label(join)
 
     def _widen(self, value: str, size: int, signed: bool = False) -> str:
