@@ -78,7 +78,20 @@ class _StructMeta(type(ctypes.Structure)):
 
 
 class Struct(ctypes.Structure, metaclass=_StructMeta):
-    """Base of user structs: fields come from the class annotations, laid out as C does."""
+    """Base of user structs: fields come from the class annotations, laid out as C does.
+
+    Keyword arguments may give an array field as a list (`Pair(b=[1, 2])`, the rest zero) and
+    a nested struct field as a dict."""
+
+    def __init__(self, *args, **fields) -> None:
+        types = dict(self._fields_)
+        for name, value in fields.items():
+            t = types.get(name)
+            if isinstance(t, type) and issubclass(t, ctypes.Array) and isinstance(value, (list, tuple)):
+                fields[name] = t(*value)
+            elif isinstance(t, type) and issubclass(t, ctypes.Structure) and isinstance(value, dict):
+                fields[name] = t(**value)
+        super().__init__(*args, **fields)
 
     def __repr__(self) -> str:
         def show(v):

@@ -382,3 +382,13 @@ def hello(ctx: IoUringCtx) -> i32:
                            "    a: u64\n\n@syscall\ndef f(ctx: A) -> i32:\n    return 0\n")
     run = cli("run", str(kernel_only))
     assert run.returncode == 1 and "no @iouring program to run" in run.stderr
+
+
+def test_readme_example_runs_as_written(tmp_path):
+    with open(os.path.join(ROOT, "README.md")) as f:
+        text = f.read()
+    snippet = text.split("```python\n", 1)[1].split("```", 1)[0]
+    script = tmp_path / "readme.py"
+    script.write_text(snippet)
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
+    assert (run.returncode, run.stdout) == (0, "42\n"), run.stderr
