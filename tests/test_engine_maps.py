@@ -348,3 +348,60 @@ def test_an_object_mixing_kinds_registers_its_iouring_programs():
         assert ring.maps["seen"][0] == 10
         with pytest.raises(EngineError, match="unknown helper 26"):
             ring.maps.instance.runner("filt")
+
+
+DELETE_THEN_USE = textwrap.dedent("""
+    from pybpf_uring import iouring, i32, u64, HashMap
+    from pybpf_uring.uring import IoUringCtx
+
+    seen = HashMap(u64, u64, 4)
+
+    @iouring
+    def take(ctx: IoUringCtx) -> i32:
+        v = seen.lookup(ctx.user_data)
+        if v is not None:
+            del seen[ctx.user_data]
+            v[0] += 1                    # still valid: the element is freed after the run
+            seen[ctx.user_data + 1] = v[0]
+        return 0
+""")
+
+
+def test_a_deleted_value_stays_usable_until_the_run_ends():
+    obj = compile_source(DELETE_THEN_USE, "take.py")
+    with Ring(entries=4) as ring:
+        ring.register(obj)
+        ring.maps["seen"][7] = 41
+        ring.submit_bpf("take", user_data=7)
+        assert ring.wait_cqe(0, timeout=1).res == 0
+        assert not ring.faults
+        assert dict(ring.maps["seen"].items()) == {8: 42}
+        names = [r.name for r in ring.maps.instance.memory.regions.values()]
+        assert "map 'seen' value [0700000000000000]" not in names      # retired after the run
+        assert "map 'seen' value [0800000000000000]" in names
+
+
+RHS_KEYS = textwrap.dedent("""
+    from pybpf_uring import iouring, i32, u64, ArrayMap
+    from pybpf_uring.uring import IoUringCtx
+
+    hits = ArrayMap(u64, 4)
+
+    @iouring
+    def add(ctx: IoUringCtx) -> i32:
+        hits[1] = hits[1] + hits[2]
+        return 0
+""")
+
+
+@pytest.mark.xfail(strict=False, reason="compiler: in `m[1] = m[1] + m[2]` the update reuses the "
+                   "stack slot of the last key read (2), so it writes m[2]; the kernel agrees "
+                   "with the engine on the compiled code")
+def test_map_assignment_whose_value_reads_other_keys():
+    inst = instantiate(compile_source(RHS_KEYS, "rhs.py"))
+    inst.maps["hits"][2] = 10
+
+    class NoRing:
+        pass
+    inst.runner("add").run(bytes(16), NoRing())
+    assert inst.maps["hits"].values() == [0, 10, 10, 0]
