@@ -18,7 +18,7 @@ the script boots Debian's 7.2 kernel (../shared/vm/vmrun, TCG: software emulatio
 itself there with --here; compare ratios, not absolute rates, which TCG slows down by 10-50x
 unevenly (guest user code and guest kernel code are both emulated, system call entry more so).
 
-Run: python3 bench/mainline.py [-n N] [--batch B] [--repeat R] [--here]
+Run: python3 bench/mainline.py [-n N] [--batch B[,B...]] [--repeat R] [--here]
 """
 from __future__ import annotations
 
@@ -185,11 +185,12 @@ def run_here(args) -> int:
         return 1
     with tempfile.TemporaryDirectory() as tmp:
         obj, exe = (args.object, args.c_loop) if args.object else build(tmp)
-        results = {"bpf loop": measure(lambda: bench_bpf(obj, args.n, args.batch), args.repeat)}
-        if exe:
-            results["C userspace"] = measure(lambda: bench_c(exe, args.n, args.batch), args.repeat)
-        results["Python userspace"] = measure(lambda: bench_python(args.n, args.batch), args.repeat)
-    print(report(results, args.n, args.batch))
+        for batch in args.batch:
+            results = {"bpf loop": measure(lambda: bench_bpf(obj, args.n, batch), args.repeat)}
+            if exe:
+                results["C userspace"] = measure(lambda: bench_c(exe, args.n, batch), args.repeat)
+            results["Python userspace"] = measure(lambda: bench_python(args.n, batch), args.repeat)
+            print(report(results, args.n, batch), end="\n\n", flush=True)
     return 0
 
 
@@ -200,7 +201,8 @@ def run_in_vm(args) -> int:
         return 1
     with tempfile.TemporaryDirectory() as tmp:
         obj, exe = build(tmp)
-        command = (f"{sys.executable} bench/mainline.py --here -n {args.n} --batch {args.batch} "
+        batches = ",".join(map(str, args.batch))
+        command = (f"{sys.executable} bench/mainline.py --here -n {args.n} --batch {batches} "
                    f"--repeat {args.repeat} --object {obj}" + (f" --c-loop {exe}" if exe else ""))
         return subprocess.run([VMRUN, command], cwd=ROOT).returncode
 
@@ -208,13 +210,14 @@ def run_in_vm(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("-n", type=int, default=100_000, help="NOPs per run")
-    ap.add_argument("--batch", type=int, default=8, help="NOPs in flight (the program's max is 32)")
+    ap.add_argument("--batch", default="1,8,32", type=lambda text: [int(b) for b in text.split(",")],
+                    help="NOPs in flight, comma-separated for several runs (the program's max is 32)")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--here", action="store_true", help="run on this kernel, never boot the VM")
     ap.add_argument("--object", help=argparse.SUPPRESS)
     ap.add_argument("--c-loop", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    if not 1 <= args.batch <= 32:
+    if not all(1 <= b <= 32 for b in args.batch):
         ap.error("--batch must be 1..32 (MAX_BATCH of mainline_nops.c)")
     if args.here or mainline.probe().ok:
         return run_here(args)
