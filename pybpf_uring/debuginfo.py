@@ -144,17 +144,18 @@ class DebugInfo:
                         elements=self.m.add_metadata(members))
         self.variable(gv, gv.name, ops, info.node.span.line)
 
-    def function(self, fn: ir.Function, info) -> None:
+    def function(self, fn: ir.Function, info, params) -> None:
+        """`params`: the parameters as the kernel passes them (a struct_ops program's u64 array)."""
         ret = None if info.ret.__class__.__name__ == "NoneT" else self.type(info.ret)
         proto = self.node("DISubroutineType",
-                          types=self.m.add_metadata([ret] + [self.type(t) for _, t in info.params]))
+                          types=self.m.add_metadata([ret] + [self.type(t) for _, t in params]))
         line = info.node.span.line
         sp = self.node("DISubprogram", distinct=True, name=info.name, scope=self.file, file=self.file,
                        line=line, type=proto, scopeLine=line, flags=ir.DIToken("DIFlagPrototyped"),
                        spFlags=ir.DIToken("DISPFlagDefinition | DISPFlagOptimized"
                                            + ("" if info.kind else " | DISPFlagLocalToUnit")),
                        unit=self.cu)
-        self.pending.append((sp, line, info.params))
+        self.pending.append((sp, line, params))
         fn.set_metadata("dbg", sp)
         self.scopes[fn.name] = sp
 

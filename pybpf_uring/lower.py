@@ -21,10 +21,18 @@ from .check import Checked, FunctionInfo
 from .debuginfo import DebugInfo
 from .lower_calls import CallLowering
 from .lower_values import I8, I8P, I32, I64_IR, ValueLowering, ir_type
-from .typesys import I64, NONE, ArrayT, BoolT, IntT, MapT, PtrT, StructT, Type
+from .typesys import I64, NONE, U64, ArrayT, BoolT, IntT, MapT, PtrT, StructT, Type
 
 DATA_LAYOUT = "e-m:e-p:64:64-i64:64-i128:128-n32:64-S128"
 CPUS = ("v1", "v2", "v3", "v4")
+
+
+def machine_params(info: FunctionInfo) -> list:
+    """The function's parameters as the kernel passes them: a struct_ops program gets one
+    pointer to its arguments as u64s (what libbpf's BPF_PROG unpacks), the others their own."""
+    if info.kind == "loop_step":
+        return [("ctx", PtrT(U64))]
+    return info.params
 
 
 @dataclass(frozen=True)
@@ -116,7 +124,7 @@ class ModuleLowering:
 
     def declare_function(self, info: FunctionInfo) -> None:
         ret = ir.VoidType() if info.ret == NONE else ir_type(info.ret)
-        fnty = ir.FunctionType(ret, [ir_type(t) for _, t in info.params])
+        fnty = ir.FunctionType(ret, [ir_type(t) for _, t in machine_params(info)])
         fn = ir.Function(self.m, fnty, info.name)
         fn.attributes.add("nounwind")  # or LLVM emits .eh_frame
         if info.kind:
@@ -150,15 +158,23 @@ class FunctionLowering(ValueLowering, CallLowering):
     # ----- setup ----------------------------------------------------------------------
     def run(self) -> None:
         info = self.info
-        self.ml.dbg.function(self.fn, info)
+        params = machine_params(info)
+        self.ml.dbg.function(self.fn, info, params)
         self.b.debug_metadata = self.ml.dbg.location(info.node.span, self.fn)
-        for (name, t), arg in zip(info.params, self.fn.args):
+        for (name, t), arg in zip(params, self.fn.args):
             arg.name = name
         for name, t in info.locals.items():
             self.slots[name] = self.alloca(t, name)
-        for (name, t), arg in zip(info.params, self.fn.args):
-            self.b.store(arg, self.slots[name], align=t.align)
-        if info.kind:  # the ctx: never reassigned, so used as the value itself
+        if info.kind == "loop_step":  # the arguments arrive as an array of u64 (BPF_PROG's ctx)
+            array = self.static_offsets(self.fn.args[0])
+            values = [self.load(self.offset(array, 8 * i), t) for i, (_, t) in enumerate(info.params)]
+        else:
+            values = list(self.fn.args)
+        for (name, t), v in zip(info.params, values):
+            self.b.store(v, self.slots[name], align=t.align)
+        if info.kind == "loop_step":
+            self.direct[info.params[0][0]] = values[0]
+        elif info.kind:  # the ctx: never reassigned, so used as the value itself
             self.direct[info.params[0][0]] = self.static_offsets(self.fn.args[0])
         for name, t in info.locals.items():
             if name not in dict(info.params) and isinstance(t, (IntT, BoolT, PtrT)):
