@@ -26,6 +26,15 @@ libbpf does for `bpf_map__attach_struct_ops`, done here over `kernel` (bpf()) an
 
 Every fd belongs to exactly one owner (`LoopRing`, `LoopAttachment`), which closes it on
 `close()`, on `with` exit, on garbage collection and when a step fails half-way.
+
+    from pybpf_uring.mainline import LoopRing
+    with LoopRing(sq_entries=8, cq_entries=16) as ring:
+        with ring.attach("nops.o", globals={"nops_wanted": 1000}) as att:   # or a BpfObject
+            ring.run(timeout=10)                 # every NOP runs inside this one call
+            print(att.globals["nops_done"])      # .data/.bss read back by name
+
+Globals named in RING_LAYOUT_GLOBALS (`cq_entries`, `cq_head_offset`, ...) that the object
+declares are filled from the ring unless `globals` gives them.
 """
 from __future__ import annotations
 
@@ -523,7 +532,8 @@ class LoopRing:
         """Load the loop_step program(s) of `obj` (a BpfObject, a path, or ELF bytes) and attach
         its ops variable `ops` (the only one, by default) to this ring; see the module docstring.
         `globals` sets data-section variables before loading (the only way to set `.rodata`);
-        ring-layout globals the caller leaves out are filled from this ring."""
+        ring-layout globals the caller leaves out are filled from this ring.  Each attach loads
+        the object anew, so two rings running one object keep separate globals."""
         return attach(self, obj, ops, globals, log_level)
 
     def run(self, timeout: float | None = None) -> int:

@@ -92,6 +92,17 @@ def test_one_ops_per_ring(c_object):
         assert open_fds() == before
 
 
+def test_each_ring_gets_its_own_instance_of_the_object(c_object):
+    """Attaching loads the object again: two rings, two sets of globals, no shared state."""
+    with LoopRing(8, 16) as a, LoopRing(8, 16) as b:
+        with a.attach(c_object("nops"), globals={"nops_wanted": 30}) as att_a, \
+                b.attach(c_object("nops"), globals={"nops_wanted": 70}) as att_b:
+            a.run()
+            b.run()
+            assert (att_a.globals["nops_done"], att_b.globals["nops_done"]) == (30, 70)
+            assert (a.cq_head, b.cq_head) == (30, 70)
+
+
 def test_ring_without_defer_taskrun_is_refused(c_object):
     flags = mainline.IORING_SETUP_SINGLE_ISSUER | mainline.IORING_SETUP_NO_SQARRAY | mainline.IORING_SETUP_SQ_REWIND
     with LoopRing(8, flags=flags) as ring:
