@@ -10,7 +10,9 @@ their B CQEs and advancing the CQ head:
   one io_uring_enter(GETEVENTS) runs every round inside the kernel;
 - `C userspace`: the same rounds from C with raw syscalls (one io_uring_enter per round; no
   liburing, whose Debian version predates NO_SQARRAY);
-- `Python userspace`: the same rounds through `LoopRing.prep_nop/submit/reap`.
+- `Python userspace`: the same rounds through `LoopRing.prep_nop/submit/reap`;
+- `bpf loop (Python)`: samples/mainline_nops.py compiled by pybpf_uring (BATCH = 8, so only in
+  the 8-in-flight table), when it compiles and the kernel accepts it; otherwise the reason.
 
 Printed: NOPs/s, io_uring_enter calls per 1000 NOPs, loop steps per 1000 NOPs, and NOPs/s as
 ratios against the C loop.  This machine's kernel (6.18) has no io_uring_bpf_ops, so by default
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -40,6 +43,8 @@ from pybpf_uring.diagnostics import CompileError  # noqa: E402
 
 VMRUN = os.path.normpath(os.path.join(ROOT, "..", "shared", "vm", "vmrun"))
 NOPS_C = os.path.join(ROOT, "tests", "data", "mainline_nops.c")
+NOPS_PY = os.path.join(ROOT, "samples", "mainline_nops.py")
+PY_BATCH, PY_CQ = 8, 64     # the sample's BATCH and CQ_SLOTS
 
 C_LOOP = r"""
 /* N NOPs in rounds of B on a ring set up like pybpf_uring.mainline.LoopRing; prints
@@ -105,6 +110,17 @@ int main(int argc, char **argv)
 """
 
 
+def build_python(workdir: str) -> str:
+    """samples/mainline_nops.py compiled, or why not (the compiler's side is still growing)."""
+    try:
+        from pybpf_uring import compile_file
+        path = os.path.join(workdir, "python_mainline_nops.o")
+        compile_file(NOPS_PY).write(path)
+        return path
+    except Exception as exc:   # noqa: BLE001 - the table shows the reason instead of a row
+        return f"not compiled: {type(exc).__name__}: {str(exc).splitlines()[0]}"
+
+
 def build(workdir: str) -> tuple[str, str | None]:
     """The nops object (clang-22) and the C loop (cc, if there is one), built into `workdir`."""
     obj = os.path.join(workdir, "mainline_nops.o")
@@ -134,6 +150,16 @@ def bench_bpf(obj: str, n: int, batch: int) -> dict:
         if (g["nops_done"], g["bad_cqes"], g["submit_error"]) != (n, 0, 0):
             raise RuntimeError(f"the loop did not complete its NOPs: {g!r}")
         return {"ns": ns, "enters": ring.enter_calls, "steps": g["steps"]}
+
+
+def bench_python_program(obj: str, n: int) -> dict:
+    with mainline.LoopRing(PY_BATCH, PY_CQ) as ring, ring.attach(obj, globals={"target": n}) as att:
+        start = time.perf_counter_ns()
+        ring.run()
+        ns = time.perf_counter_ns() - start
+        if att.globals["completed"] != n:
+            raise RuntimeError(f"the Python loop did not complete its NOPs: {att.globals!r}")
+        return {"ns": ns, "enters": ring.enter_calls, "steps": 0}
 
 
 def bench_python(n: int, batch: int) -> dict:
@@ -185,12 +211,22 @@ def run_here(args) -> int:
         return 1
     with tempfile.TemporaryDirectory() as tmp:
         obj, exe = (args.object, args.c_loop) if args.object else build(tmp)
+        py_obj = args.python_object or build_python(tmp)
         for batch in args.batch:
             results = {"bpf loop": measure(lambda: bench_bpf(obj, args.n, batch), args.repeat)}
             if exe:
                 results["C userspace"] = measure(lambda: bench_c(exe, args.n, batch), args.repeat)
             results["Python userspace"] = measure(lambda: bench_python(args.n, batch), args.repeat)
-            print(report(results, args.n, batch), end="\n\n", flush=True)
+            note = ""
+            if batch == PY_BATCH:
+                try:
+                    if not os.path.exists(py_obj):
+                        raise RuntimeError(py_obj)
+                    results["bpf loop (Python)"] = measure(lambda: bench_python_program(py_obj, args.n),
+                                                           args.repeat)
+                except (CompileError, RuntimeError, OSError) as exc:
+                    note = f"bpf loop (Python): skipped, {str(exc).splitlines()[0]}"
+            print(report(results, args.n, batch) + (f"\n{note}" if note else ""), end="\n\n", flush=True)
     return 0
 
 
@@ -201,9 +237,11 @@ def run_in_vm(args) -> int:
         return 1
     with tempfile.TemporaryDirectory() as tmp:
         obj, exe = build(tmp)
+        py_obj = build_python(tmp)
         batches = ",".join(map(str, args.batch))
         command = (f"{sys.executable} bench/mainline.py --here -n {args.n} --batch {batches} "
-                   f"--repeat {args.repeat} --object {obj}" + (f" --c-loop {exe}" if exe else ""))
+                   f"--repeat {args.repeat} --object {obj} --python-object {shlex.quote(py_obj)}"
+                   + (f" --c-loop {exe}" if exe else ""))
         return subprocess.run([VMRUN, command], cwd=ROOT).returncode
 
 
@@ -216,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--here", action="store_true", help="run on this kernel, never boot the VM")
     ap.add_argument("--object", help=argparse.SUPPRESS)
     ap.add_argument("--c-loop", help=argparse.SUPPRESS)
+    ap.add_argument("--python-object", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if not all(1 <= b <= 32 for b in args.batch):
         ap.error("--batch must be 1..32 (MAX_BATCH of mainline_nops.c)")

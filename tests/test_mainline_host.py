@@ -143,6 +143,21 @@ def test_vmlinux_index_reads_an_objects_btf(objects):
     assert not index.is_func_pointer(index.type(ops_id).members[1].type)
 
 
+def test_probe_names_each_missing_piece_of_a_partial_btf(objects):
+    """An object's BTF has the ops struct and the kfunc externs but none of the kernel's enums
+    or the struct_ops value type: the probe names exactly those, whatever kernel runs this."""
+    index = mainline.VmlinuxIndex(BpfObject.read(obj_path(objects, "nops")).btf.raw)
+    missing: list[str] = []
+    assert mainline._probe_btf(index, missing) is None
+    assert missing == [
+        "BTF type `struct bpf_struct_ops_io_uring_bpf_ops` with a `data` member (the struct_ops "
+        "value type the kernel registers along with the ops)",
+        "`BPF_PROG_TYPE_STRUCT_OPS` in BTF `enum bpf_prog_type`",
+        "`BPF_MAP_TYPE_STRUCT_OPS` in BTF `enum bpf_map_type`",
+        "`BPF_STRUCT_OPS` in BTF `enum bpf_attach_type`",
+        "`BPF_LINK_CREATE` in BTF `enum bpf_cmd`"]
+
+
 # --- the object side --------------------------------------------------------------------------------
 def test_ops_variable_of_a_clang_object(objects):
     [spec] = mainline.ops_specs(BpfObject.read(obj_path(objects, "nops")))
