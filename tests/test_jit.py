@@ -222,6 +222,22 @@ def test_helper_that_maps_a_region_is_seen_by_the_program():
     assert jit.run() == 42
 
 
+def test_regions_mapped_between_runs_and_close_releases_buffers():
+    memory = Memory()
+    first = memory.map(bytearray(b"\x01" + bytes(7)), "first")
+    jit = Jit(prog("ldxb %r0, [%r1+0]", "exit"), memory=memory)
+    assert jit.run(first.base) == 1
+    first.buf[:] = b"\x05" + bytes(7)          # same-length writes while the JIT holds it
+    assert jit.run(first.base) == 5
+    second = memory.map(bytearray(b"\x07"), "second")
+    assert jit.run(second.base) == 7
+    memory.unmap(second)
+    with pytest.raises(BpfFault, match="no region is mapped"):
+        jit.run(second.base)
+    jit.close()
+    first.buf.extend(b"more")                   # no export left behind
+
+
 def test_unchecked_runs_proven_programs_the_same():
     program = prog("mov %r0, 0", "mov %r6, 0", "loop:", "mov %r2, %r6", "lsh %r2, 3",
                    "mov %r3, %r1", "add %r3, %r2", "ldxdw %r4, [%r3+0]", "add %r0, %r4",

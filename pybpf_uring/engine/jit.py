@@ -203,10 +203,12 @@ class Jit:
             self._state[_S[name]] = ctypes.cast(fn, _VP).value
         self._state[_S["stack_ptrs"]] = ctypes.addressof(self._stack_ptrs)
         self._state[_S["stack_tops"]] = ctypes.addressof(self._tops)
+        self._state_address = ctypes.addressof(self._state)
         self._pins: list = []
         self._tables: list = []
         self._table_key = None
         self._pending: BaseException | None = None
+        self._in_run = False
 
     # -- binding ----------------------------------------------------------------------------------
     def _bind_calls(self) -> dict[int, Callable[..., int]]:
@@ -248,8 +250,15 @@ class Jit:
     def _build_table(self) -> None:
         """A fresh table of every mapped region: {native pointer, bytes the checked fast path may
         read, bytes it may write}.  Field-exact and read-only regions get 0 where the fast path
-        must not serve them, so those accesses go to `Memory` exactly as the interpreter's do."""
+        must not serve them, so those accesses go to `Memory` exactly as the interpreter's do.
+
+        The table and the buffer exports behind it (a bytearray cannot be resized while
+        exported; same-length slice assignment still works) are kept across runs until the
+        memory maps or unmaps a region -- rebuilding per run cost ~10 us.  The old table stays
+        alive until the run ends, since native frames may still hold it.  `close()` releases."""
         memory = self.memory
+        if not self._in_run:
+            self._release()
         count = max(memory.regions, default=0) + 1
         table = ((_U64 * 3) * count)()
         for rid, region in memory.regions.items():
@@ -276,7 +285,7 @@ class Jit:
         self._table_key = self._memory_key()
 
     def _release(self) -> None:
-        """Drop the buffer exports so the regions' owners may resize them between runs."""
+        """Drop the table and the buffer exports behind it."""
         self._tables.clear()
         self._pins.clear()
         self._table_key = None
@@ -329,12 +338,14 @@ class Jit:
         state[_S["status"]] = 0
         state[_S["budget"]] = limit
         self._pending = None
-        self._build_table()
+        if self._memory_key() != self._table_key:
+            self._build_table()
         ctypes.memset(self._stack_ptrs[0], 0, STACK_BYTES)
+        self._in_run = True
         try:
-            r0 = self._entry(ctypes.addressof(state), *values)
+            r0 = self._entry(self._state_address, *values)
         finally:
-            self._release()
+            self._in_run = False
         status = state[_S["status"]]
         if status == 0:
             self.executed = limit - ctypes.c_int64(state[_S["budget"]]).value
@@ -370,7 +381,9 @@ class Jit:
         return format_instruction(ins) if ins is not None else ""
 
     def close(self) -> None:
-        """Unmap the stack frames from the memory (the compiled code stays cached)."""
+        """Release the region buffers and unmap the stack frames from the memory (the
+        compiled code stays cached for the next Jit of the same program)."""
+        self._release()
         for region in self.stack:
             self.memory.unmap(region)
         self.stack = []

@@ -506,7 +506,8 @@ class _Function:
         native = self.stack_slot(reg, off, size)
         if native is not None:
             return self._widen(self.val(f"load {t}, ptr {native}, align 1"), size)
-        self.guard(self.position)
+        # An in-bounds load has no effect to hold back, so only the slow path (which may
+        # fault) is guarded by the budget.
         addr = self.address(reg, off)
         ok, pointer = self.host_pointer(addr, size, "read")
         if ok == "true":
@@ -515,6 +516,8 @@ class _Function:
         quick = self._widen(self.val(f"load {t}, ptr {pointer}, align 1"), size)
         self.emit(f"br label %{join}")
         self.label(slow)
+        self.guard(self.position)
+        slow = self.current
         value = self.val(f"call i64 %fn_slow_load(ptr %st, i64 {self.pc}, i64 {addr}, i64 {size})")
         self.end_access(join)
         return self.val(f"phi i64 [{quick}, %{fast}], [{value}, %{slow}]")
