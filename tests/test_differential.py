@@ -5,7 +5,8 @@ width and signedness, locals, if/else, bounded loops with an early break, a map 
 are compiled once as `@syscall` and run
 
 * in the kernel: `obj.load()` and BPF_PROG_TEST_RUN on the ctx (the verifier accepted them);
-* in the engine: `engine.instantiate(obj)` on the same linked instructions, the ctx as a region.
+* in the engine: `engine.instantiate(obj)` on the same linked instructions, the ctx as a region,
+  on the interpreter and (when llvmlite can) on the JIT.
 
 The return value (the kernel reports its low 32 bits), the ctx written back and the map must be
 the same.  No Python model is involved: whatever the compiler made of a program, both machines
@@ -27,6 +28,14 @@ from hypothesis import strategies as st  # noqa: E402
 from pybpf_uring import compile_source  # noqa: E402
 from pybpf_uring.engine import instantiate  # noqa: E402
 from pybpf_uring.load import VerifierError  # noqa: E402
+
+BACKENDS = ["interpreter"]
+try:
+    from pybpf_uring.engine.jit import jit_available
+    if jit_available() is None:
+        BACKENDS.append("jit")
+except ImportError:
+    pass
 
 if os.geteuid() != 0:
     pytest.skip("loading programs into the kernel needs root", allow_module_level=True)
@@ -126,14 +135,13 @@ def ctx_values():
                      st.integers(-2**63, 2**63 - 1))
 
 
-@settings(max_examples=int(os.environ.get("DIFFERENTIAL_EXAMPLES", "100")), deadline=None,
+@settings(max_examples=int(os.environ.get("DIFFERENTIAL_EXAMPLES", "60")), deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                  HealthCheck.filter_too_much])
 @given(program(), st.lists(ctx_values(), min_size=3, max_size=3))
 def test_kernel_and_engine_agree(source, inputs):
     obj = compile_source(source, "generated.py")
-    engine = instantiate(obj)
-    runner = engine.runner("prog")
+    engines = [instantiate(obj, backend=b) for b in BACKENDS]
     try:
         live = obj.load()
     except VerifierError as exc:
@@ -146,11 +154,13 @@ def test_kernel_and_engine_agree(source, inputs):
         for values in inputs:
             ctx = Ctx(*values)
             got = kernel_prog.test_run(ctx=ctx)
-            r0, out = runner.run(bytes(ctx))
-            assert (r0 & 0xFFFFFFFF, bytes(out)) == (got.retval, bytes(got.ctx)), (
-                f"kernel and engine differ on ctx {values}:\n{source}")
+            for engine in engines:
+                r0, out = engine.runner("prog").run(bytes(ctx))
+                assert (r0 & 0xFFFFFFFF, bytes(out)) == (got.retval, bytes(got.ctx)), (
+                    f"kernel and engine ({engine.backend}) differ on ctx {values}:\n{source}")
         kernel_map = [live.maps["m"][i] for i in range(4)]
-    assert engine.maps["m"].values() == kernel_map, source
+    for engine in engines:
+        assert engine.maps["m"].values() == kernel_map, (engine.backend, source)
 
 
 def test_the_generator_covers_the_language():

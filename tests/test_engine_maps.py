@@ -175,10 +175,19 @@ COUNTER = textwrap.dedent("""
 """)
 
 
-def test_register_without_engine_shares_maps_with_the_host():
+@pytest.mark.parametrize("backend", ["interpreter", "jit"])
+def test_register_shares_maps_with_the_host(backend):
+    if backend == "jit":
+        from pybpf_uring.engine.jit import jit_available
+        if (reason := jit_available()) is not None:
+            pytest.skip(reason)
     obj = compile_source(COUNTER, "counter.py")
     with Ring(entries=8, cq_sizes=(16,)) as ring:
-        ring.register(obj)                        # the default engine: engine.instantiate
+        if backend == "interpreter":
+            ring.register(obj)                    # the default engine: engine.instantiate
+        else:
+            ring.register(obj, engine=lambda o: instantiate(o, backend=backend))
+            assert ring.maps.instance.runner("count").backend == "jit"
         ring.maps["hits"][2] = 10
         for ud in (5, 5, 6, 5, 5):
             ring.submit_bpf("count", user_data=ud)
@@ -208,10 +217,11 @@ RUNAWAY = textwrap.dedent("""
 """)
 
 
-def test_a_fault_fails_the_request_and_names_instruction_and_python_line():
+@pytest.mark.parametrize("backend", ["interpreter", "auto"])
+def test_a_fault_fails_the_request_and_names_instruction_and_python_line(backend):
     obj = compile_source(RUNAWAY, "runaway.py")
     with Ring(entries=4) as ring:
-        ring.register(obj, engine=lambda o: instantiate(o, budget=5000))
+        ring.register(obj, engine=lambda o: instantiate(o, budget=5000, backend=backend))
         ring.submit_bpf("spin", user_data=3)
         cqe = ring.wait_cqe(0, timeout=1)
         assert (cqe.user_data, cqe.res) == (3, -errno.EFAULT)
@@ -308,6 +318,11 @@ def test_objects_the_engine_cannot_run_are_refused():
     missing = replace(obj, maps=[m for m in obj.maps if m.name != "seen"])
     with pytest.raises(EngineError, match="refers to map 'seen'"):
         instantiate(missing)
+
+
+def test_backends_are_named():
+    with pytest.raises(ValueError, match="backend must be one of interpreter, jit, auto"):
+        instantiate(compile_source(COUNTER, "counter.py"), backend="fast")
 
 
 def test_runner_without_a_ring_faults_on_rfc_helpers():

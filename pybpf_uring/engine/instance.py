@@ -55,11 +55,12 @@ from .maps import ArrayMap, EngineMap, HashMap, make_map
 from .memory import BIAS, OFFSET_MASK, REGION_SHIFT, Memory, MemoryFault
 
 __all__ = ["instantiate", "EngineInstance", "EngineProgram", "EngineError", "MapTable",
-           "CTX_FIELDS", "HELPER_NAMES"]
+           "CTX_FIELDS", "HELPER_NAMES", "BACKENDS"]
 
 M64, M32 = (1 << 64) - 1, (1 << 32) - 1
 CTX_SIZE = 16
 CTX_FIELDS = ((0, 8), (8, 4), (12, 4))     # struct io_uring_bpf_ctx {u64 user_data; u32 wait_nr, wait_idx}
+BACKENDS = ("interpreter", "jit", "auto")
 TRACE_LINES = 10_000                       # like a trace_pipe buffer: the newest lines are kept
 _MAX_TRACE_STRING = 256
 
@@ -108,7 +109,10 @@ class EngineInstance:
     and a runner per program (`runner(spec_or_name)`)."""
 
     def __init__(self, obj: Any, *, budget: int = DEFAULT_BUDGET,
-                 on_trace: Callable[[str], None] | None = None) -> None:
+                 on_trace: Callable[[str], None] | None = None, backend: str = "interpreter") -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+        self.backend = backend
         self.obj = obj
         self.memory = Memory()
         self.trace: deque[str] = deque(maxlen=TRACE_LINES)
@@ -204,12 +208,20 @@ class EngineProgram:
         self.runs = 0
         self.executed = 0           # instructions of the last run
         self._ctx_regions: dict[int, Any] = {}
+        options = dict(memory=instance.memory, helpers=self._helper_table(),
+                       kfuncs={_TRAP_ID: _bpf_trap}, resolve_lddw=instance.resolve_lddw,
+                       budget=instance.budget, disassemble=self.disassemble)
+        self.backend_reason: str | None = None    # why the JIT was not used, when it was asked for
         try:
-            self.interpreter = Interpreter(
-                self.linked.instructions, memory=instance.memory, helpers=self._helper_table(),
-                kfuncs={_TRAP_ID: _bpf_trap},
-                resolve_lddw=instance.resolve_lddw, budget=instance.budget,
-                disassemble=self.disassemble)
+            if instance.backend == "interpreter":
+                self.vm = Interpreter(self.linked.instructions, **options)
+                self.backend = "interpreter"
+            else:
+                from .jit import select_engine
+                choice = select_engine(self.linked.instructions, **options)
+                if choice.reason is not None and instance.backend == "jit":
+                    raise EngineError(f"program {spec.name!r}: the JIT cannot run it: {choice.reason}")
+                self.vm, self.backend, self.backend_reason = choice.engine, choice.kind, choice.reason
         except InvalidProgram as exc:
             raise EngineError(f"program {spec.name!r}: {self._where(exc.insn_index, exc.message)}") from None
 
@@ -279,12 +291,12 @@ class EngineProgram:
         instance = self.instance
         instance.begin_run()
         try:
-            r0 = self.interpreter.run(region.base)
+            r0 = self.vm.run(region.base)
         except BpfFault as exc:
             where = self._where(exc.insn_index, exc.message, exc.disassembly)
             raise ProgramFault(f"program {self.name!r}: {where}", _errno.EFAULT) from None
         finally:
-            self.executed = self.interpreter.executed
+            self.executed = self.vm.executed
             self._ring_helpers = None
             instance.end_run()
         return r0, bytes(region.buf)
@@ -440,11 +452,18 @@ def _c_string(mem: Memory, address: int) -> str:
 
 
 def instantiate(obj: Any, *, budget: int = DEFAULT_BUDGET,
-                on_trace: Callable[[str], None] | None = None) -> EngineInstance:
+                on_trace: Callable[[str], None] | None = None,
+                backend: str = "interpreter") -> EngineInstance:
     """Make `obj` (a `BpfObject`) live in the engine; what `Ring.register(obj)` calls.
 
     `budget` bounds the instructions of one run (a runaway loop faults instead of hanging the
     host); `on_trace(line)` is called for every line a program prints, as well as the line
-    being kept in `instance.trace`.  EngineError when the object needs something the engine
-    does not have."""
-    return EngineInstance(obj, budget=budget, on_trace=on_trace)
+    being kept in `instance.trace`.  `backend` runs the programs on the "interpreter" (the
+    default: no compile time, and RFC programs spend their time in helpers, not in loops), the
+    "jit" (llvmlite; EngineError if it cannot take a program), or "auto" (the JIT where it can,
+    else the interpreter; `runner.backend` and `runner.backend_reason` say which and why).
+    EngineError when the object needs something the engine does not have.
+
+        ring.register(obj, engine=lambda o: instantiate(o, backend="jit"))
+    """
+    return EngineInstance(obj, budget=budget, on_trace=on_trace, backend=backend)
