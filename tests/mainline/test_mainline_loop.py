@@ -251,14 +251,6 @@ def test_fds_are_all_closed(c_object):
 
 
 # --- Python programs (the compiler's @loop_step) ------------------------------------------------
-# xfail until the compiler reads a struct_ops program's arguments from its ctx (r1 points at
-# them as u64s: ctx[0] the iou_ctx, ctx[1] the loop params, as libbpf's BPF_PROG unpacks them);
-# today it uses r1 and r2 directly and the verifier stops at "R2 !read_ok".
-compiler_ctx_args = pytest.mark.xfail(raises=VerifierError, strict=False,
-                                      reason="compiler: struct_ops arguments come through ctx")
-
-
-@compiler_ctx_args
 def test_python_sample_runs_in_the_kernel(python_object):
     obj = python_object("mainline_nops")
     with LoopRing(8, 64) as ring, ring.attach(obj) as att:
@@ -268,7 +260,6 @@ def test_python_sample_runs_in_the_kernel(python_object):
         assert ring.cq_head == ring.cq_tail == 1000
 
 
-@compiler_ctx_args
 @pytest.mark.parametrize("verdict,stop_after", [(1, 25), (3, 4)])
 def test_python_loop_continues_then_stops(python_object, verdict, stop_after):
     with LoopRing(4) as ring:
