@@ -151,7 +151,7 @@ class FunctionLowering(ValueLowering, CallLowering):
         self.b = ir.IRBuilder(self.entry)
         self.slots: dict[str, ir.Value] = {}  # local name → alloca (or the pointer of a ref param)
         self.loops: list[tuple[ir.Block, ir.Block]] = []  # (continue target, break target)
-        self.scratch: dict[tuple, ir.AllocaInstr] = {}
+        self.temps: list[ir.AllocaInstr] = []  # helper-argument slots of the current statement
         self.direct: dict[str, ir.Value] = {}  # locals used as SSA values, never through a slot
         self.passthrough_seq = 0
 
@@ -216,12 +216,18 @@ class FunctionLowering(ValueLowering, CallLowering):
         frames[self.info.name] = frames.get(self.info.name, 0) + max(t.size, 1)
         return slot
 
-    def temp(self, t: Type, key: object) -> ir.AllocaInstr:
-        """A stack slot for a helper argument, reused by every call site of the same kind."""
-        k = (t.name if not isinstance(t, StructT) else id(t), key)
-        if k not in self.scratch:
-            self.scratch[k] = self.alloca(t)
-        return self.scratch[k]
+    def temp(self, t: Type) -> ir.AllocaInstr:
+        """A stack slot for one helper argument (a map key or value), live until the end of the
+        statement: its own slot, so no other key read on the way can overwrite it, and lifetime
+        markers let LLVM share the stack between statements, as clang's locals do."""
+        slot = self.alloca(t)
+        self.lifetime("start", slot)
+        self.temps.append(slot)
+        return slot
+
+    def lifetime(self, which: str, slot: ir.Value) -> None:
+        fn = self.ml.m.declare_intrinsic(f"llvm.lifetime.{which}", [I8P], ir.FunctionType(ir.VoidType(), [I8P]))
+        self.b.call(fn, [slot])
 
     # ----- statements -----------------------------------------------------------------
     def block(self, body) -> None:
@@ -229,7 +235,12 @@ class FunctionLowering(ValueLowering, CallLowering):
             if self.b.block.is_terminated:
                 return  # code after return/break/continue never runs
             self.b.debug_metadata = self.ml.dbg.location(stmt.span, self.fn)
+            first = len(self.temps)
             getattr(self, "stmt_" + type(stmt).__name__)(stmt)
+            if not self.b.block.is_terminated:
+                for slot in self.temps[first:]:
+                    self.lifetime("end", slot)
+            del self.temps[first:]
 
     def stmt_Pass(self, s) -> None:
         pass
@@ -262,8 +273,8 @@ class FunctionLowering(ValueLowering, CallLowering):
             return
         if isinstance(target, S.Subscript) and isinstance(self.c.types.get(target.value), MapT):
             m = self.c.types[target.value]
-            key = self.key_ptr(target.index, m)
-            self.map_update(target.value, key, self.value_ptr(s.value, m.value), BPF_ANY)
+            value = self.value_ptr(s.value, m.value)  # Python evaluates the value before the key
+            self.map_update(target.value, self.key_ptr(target.index, m), value, BPF_ANY)
             return
         t = self.c.types[target]
         guards: list[ir.Value] = []

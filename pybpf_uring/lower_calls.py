@@ -156,12 +156,12 @@ class CallLowering:
         return self.byte_ptr(self.ml.maps[e.id])
 
     def key_ptr(self, key: S.Expr, m: MapT) -> ir.Value:
-        return self.value_ptr(key, m.key, "key")
+        return self.value_ptr(key, m.key)
 
-    def value_ptr(self, e: S.Expr, t: Type, role: str = "value") -> ir.Value:
+    def value_ptr(self, e: S.Expr, t: Type) -> ir.Value:
         if isinstance(t, (StructT, ArrayT)):
             return self.byte_ptr(self.aggregate(e))
-        slot = self.temp(t, role)
+        slot = self.temp(t)
         self.store(self.value(e, t), slot, t)
         return self.byte_ptr(slot)
 
@@ -207,6 +207,6 @@ class CallLowering:
             with then:
                 self.store(self.binop(s.op, self.load(ref, t), t, s.value, t), ref, t)
             with otherwise:
-                slot = self.temp(t, "value")
+                slot = self.temp(t)
                 self.store(self.binop(s.op, ir.Constant(ir_type(t), 0), t, s.value, t), slot, t)
                 self.map_update(target.value, key, self.byte_ptr(slot), BPF_NOEXIST)

@@ -580,3 +580,28 @@ def test_constant_zero_divisors_and_branch_chosen_fields():
             res = live.programs["constant_divisors"].test_run(ctx=ns["Args"](a=a, b=b))
             assert res.retval == 2
             assert list(res.ctx.r)[:3] == [0, a, a if b < 5 else b % 256]
+
+
+MAP_KEYS = """
+from pybpf_uring import syscall, Struct, HashMap, i32, u32, u64
+
+m = HashMap(u32, u64, 16)
+
+class Args(Struct):
+    k: u32
+
+@syscall
+def keys(ctx: Args) -> i32:
+    m[1] = m[ctx.k] + m[2]        # the value reads other keys before the update's key is used
+    m[ctx.k] += m[3] + m[4]       # and the key of m[k] op= v survives the reads in v
+    return 0
+"""
+
+
+def test_map_updates_keep_their_own_key_while_the_value_reads_others():
+    with loaded(MAP_KEYS) as (live, ns):
+        m = live.maps["m"]
+        for k, v in {1: 10, 2: 20, 3: 30, 4: 40, 5: 50}.items():
+            m[k] = v
+        live.programs["keys"].test_run(ctx=ns["Args"](k=5))
+        assert dict(m.items()) == {1: 50 + 20, 2: 20, 3: 30, 4: 40, 5: 50 + 30 + 40}
