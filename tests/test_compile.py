@@ -392,3 +392,18 @@ def test_readme_example_runs_as_written(tmp_path):
     script.write_text(snippet)
     run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
     assert (run.returncode, run.stdout) == (0, "42\n"), run.stderr
+
+
+def test_cli_conformance_plugin_speaks_the_runner_protocol():
+    from pybpf_uring.conformance import read_case
+    shared = os.path.join(ROOT, "..", "shared", "conformance", "tests")
+    for name in ("add.data", "ldxb.data"):
+        case = read_case(os.path.join(shared, name))
+        argv = [sys.executable, "-m", "pybpf_uring", "conformance-plugin"]
+        if case.memory:
+            argv.append(case.memory.hex(" "))
+        run = subprocess.run(argv, input=case.program.hex(" "), capture_output=True, text=True)
+        assert (run.returncode, int(run.stdout, 16)) == (0, case.result), run.stderr
+    bad = subprocess.run([sys.executable, "-m", "pybpf_uring", "conformance-plugin"], input="zz",
+                         capture_output=True, text=True)
+    assert bad.returncode != 0 and bad.stderr and "Traceback" not in bad.stderr
