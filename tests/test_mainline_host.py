@@ -201,7 +201,7 @@ def test_an_object_without_ops_is_diagnosed(objects, tmp_path):
         mainline._choose_ops(BpfObject.read(obj_path(objects, "nops")), "x")
 
 
-@pytest.mark.parametrize("name", ["count", "mainline_nops"])
+@pytest.mark.parametrize("name", ["count", "cp", "mainline_nops"])
 def test_compiled_python_programs_have_what_the_loader_needs(name):
     """The compiler's side of the contract: an io_uring_bpf_ops variable in .struct_ops.link
     whose loop_step points at a sleepable struct_ops program, the kfuncs as calls to resolve,
@@ -215,6 +215,7 @@ def test_compiled_python_programs_have_what_the_loader_needs(name):
     assert {r.symbol for r in prog.relocations if r.kind == "kfunc"} <= set(mainline.KFUNCS)
     variables = mainline.global_vars(obj)
     wanted = {"count": {"steps", "stop_after", "verdict"},
+              "cp": {"input_fd", "output_fd", "buffer", "buffer_size", "offset", "result", "requests"},
               "mainline_nops": {"cq_entries", "target", "submitted", "completed"}}[name]
     assert wanted <= set(variables)
     if name == "mainline_nops":   # a Const: the host fills it from the ring, before loading

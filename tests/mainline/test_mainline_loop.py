@@ -271,3 +271,22 @@ def test_python_loop_continues_then_stops(python_object, verdict, stop_after):
                     ring.run(timeout=30)
                 assert exc.value.errno == errno.EINVAL
             assert att.globals["steps"] == stop_after
+
+
+@pytest.mark.parametrize("size", [0, 5000, 100_003])
+def test_python_cp_copies_every_byte(python_object, tmp_path, size):
+    data = os.urandom(size)
+    src, dst = tmp_path / "in", tmp_path / "out"
+    src.write_bytes(data)
+    buf = ctypes.create_string_buffer(4096)
+    fin, fout = os.open(src, os.O_RDONLY), os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        with LoopRing(1, 8) as ring, ring.attach(python_object("cp"), globals={
+                "input_fd": fin, "output_fd": fout, "buffer": ctypes.addressof(buf), "buffer_size": 4096}) as att:
+            assert ring.run(timeout=60) == 0 and ring.enter_calls == 1
+            assert (att.globals["result"], att.globals["offset"]) == (0, size)
+            assert att.globals["requests"] == 2 * -(-size // 4096) + 1
+    finally:
+        os.close(fin)
+        os.close(fout)
+    assert dst.read_bytes() == data
