@@ -24,11 +24,10 @@ def run(name: str, *args: str, timeout: float = 60) -> str:
     return proc.stdout
 
 
-def test_every_sample_is_a_bpf_module_that_compiles():
+def test_every_runtime_sample_is_a_bpf_module_that_compiles():
     from pybpf_uring import compile_file
-    names = sorted(p.name for p in SAMPLES.glob("*.py") if not p.name.startswith("_"))
-    assert {"rfc_helpers.py", "counting.py", "pingpong.py", "write_file.py", "read_open.py",
-            "file_copy.py", "udp_keepalive.py"} <= set(names)
+    names = ["rfc_helpers.py", "counting.py", "pingpong.py", "write_file.py", "read_open.py",
+             "file_copy.py", "udp_keepalive.py"]
     for name in names:
         obj = compile_file(SAMPLES / name)
         assert obj.programs, name
@@ -105,7 +104,8 @@ def test_udp_keepalive_wakes_the_application_only_for_real_traffic():
     assert ticks >= 10
     m = re.search(r"PINGs sent (\d+) \(each connection at least (\d+)\), seen by peers (\d+)", out)
     sent, least, seen = map(int, m.groups())
-    assert sent == 16 * ticks and least == ticks and seen == sent
+    # the last round's send CQEs or the peers' reads may land after the STOP: a round of slack
+    assert 16 * (ticks - 1) <= sent <= 16 * ticks and least >= ticks - 1 and abs(seen - sent) <= 16
     m = re.search(r"PONGs absorbed (\d+) \(each connection at least (\d+)\)", out)
     absorbed, least_pongs = map(int, m.groups())
     assert sent - 16 <= absorbed <= sent and least_pongs >= ticks - 1   # the last round may be in flight
