@@ -266,6 +266,19 @@ def test_lddw_forms_need_a_resolver():
     assert Jit(program, resolve_lddw=lambda src, imm, hi: 0xABC).run() == 0xABC
 
 
+def test_large_programs_start_at_tier_0_and_tier_up_when_hot(monkeypatch):
+    monkeypatch.setattr(jit_module, "TIER_LINES", 0)
+    monkeypatch.setattr(jit_module, "HOT_INSTRUCTIONS", 1000)
+    program = prog("mov %r0, 0", "loop:", "add %r0, 3", "sub %r1, 1", "jne %r1, 0, loop", "exit")
+    jit = Jit(program, cache=False)
+    assert jit.tier == 0
+    assert jit.run(100) == 300 and jit.tier == 0
+    assert jit.run(400) == 1200 and jit.tier == 1      # 1500 instructions so far: hot
+    assert jit.run(5) == 15 and jit.executed == 17
+    with pytest.raises(BudgetExceeded):
+        Jit(program, cache=False, budget=50).run(1 << 40)
+
+
 def test_compile_time_is_small():
     """Not the benchmark: a floor far above the ~10 ms measured, so only a regression fails."""
     jit = Jit(prog("mov %r0, 0", "mov %r2, 41", "loop:", "add %r0, %r2", "sub %r2, 1",

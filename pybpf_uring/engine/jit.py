@@ -62,8 +62,17 @@ class JitUnavailable(RuntimeError):
 
 
 # ---------------------------------------------------------------------------------------------
-# The compiler: one MCJIT engine for the process, modules added as programs arrive, compiled
-# code cached by the IR's identity (the same program bound twice compiles once).
+# The compiler: an MCJIT engine per code-generation tier, modules added as programs arrive,
+# compiled code cached by the IR's identity (the same program bound twice compiles once).
+#
+# Tiers.  Machine-code generation is most of a compile and grows with the IR (~13 us a line at
+# codegen level 1).  Level 0 (FastISel, the fast register allocator) generates 5-8x faster code
+# 2-3x slower.  So a program whose IR is small compiles at level 1 at once; a large one starts
+# at level 0 and is recompiled at level 1 when it has executed HOT_INSTRUCTIONS (a loop).
+
+TIER_LINES = 900             # IR lines up to which a program compiles at level 1 at once
+HOT_INSTRUCTIONS = 2_000_000  # instructions a level-0 program runs before it is recompiled
+
 
 class _Compiler:
     def __init__(self) -> None:
@@ -72,19 +81,22 @@ class _Compiler:
         llvm.initialize_native_asmprinter()
         self.llvm = llvm
         target = llvm.Target.from_default_triple()
-        self.tm = target.create_target_machine(
-            cpu=llvm.get_host_cpu_name(), features=llvm.get_host_cpu_features().flatten(),
-            opt=1, jit=True)     # measured: the same loop speed as opt 2/3, 15% less time
-        self.engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), self.tm)
-        self.cache: dict[str, int] = {}
+        cpu, features = llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten()
+        # codegen level 1 measured as fast as 2 and 3 on the benchmark loops, 15% less time
+        self.tms = [target.create_target_machine(cpu=cpu, features=features, opt=level,
+                                                 jit=True) for level in (0, 1)]
+        self.tm = self.tms[1]
+        self.engines = [llvm.create_mcjit_compiler(llvm.parse_assembly(""), tm)
+                        for tm in self.tms]
+        self.cache: dict[tuple[str, int], int] = {}
         self.lock = threading.Lock()
         self.compiles = 0
         self.seconds = 0.0
 
-    def compile(self, text: str, name: str) -> int:
+    def compile(self, text: str, name: str, level: int = 1) -> int:
         import time
         with self.lock:
-            address = self.cache.get(name)
+            address = self.cache.get((name, level))
             if address is not None:
                 return address
             start = time.perf_counter()
@@ -92,14 +104,14 @@ class _Compiler:
             module = llvm.parse_assembly(text)
             module.verify()
             self.optimize(module)
-            self.engine.add_module(module)
-            self.engine.finalize_object()
-            address = self.engine.get_function_address(name)
-            self.cache[name] = address
+            engine = self.engines[level]
+            engine.add_module(module)
+            engine.finalize_object()
+            address = engine.get_function_address(name)
+            self.cache[(name, level)] = address
             self.compiles += 1
             self.seconds += time.perf_counter() - start
             return address
-
 
     def optimize(self, module) -> None:
         """A short pipeline instead of -O2: registers out of allocas (sroa), folding and
@@ -157,7 +169,9 @@ class Jit:
     Arguments are the Interpreter's (`memory`, `helpers`, `kfuncs`, `resolve_lddw`, `budget`,
     `disassemble`), plus `unchecked`: see the module docstring -- only for programs proven
     safe -- and `cache`: False compiles anew even when the same program was compiled before
-    (what a compile-time benchmark needs; the process keeps every compiled module).  Construction validates (InvalidProgram, as the interpreter), lifts and compiles
+    (what a compile-time benchmark needs; the process keeps every compiled module).
+    `tier` is the code-generation level in use (see TIER_LINES): 1 at once for most programs,
+    0 first for large ones until they have run HOT_INSTRUCTIONS.  Construction validates (InvalidProgram, as the interpreter), lifts and compiles
     (`compile_seconds`; JitUnavailable if LLVM refuses).  Not re-entrant, like the interpreter.
     """
 
@@ -184,14 +198,10 @@ class Jit:
         if not cache:                    # a name never seen: compiled anew (compile-time benches)
             key = f"{key[:12]}{next(_FRESH):08d}"
         self.lifted = lift(self.slots, lddw_values, unchecked=unchecked, name=f"bpf_{key[:20]}")
-        try:
-            address = _compiler().compile(self.lifted.text, self.lifted.entry)
-        except RuntimeError as exc:
-            if isinstance(exc, JitUnavailable):
-                raise
-            raise JitUnavailable(f"LLVM refused the lifted program: {exc}") from None
+        self.tier = 1 if self.lifted.text.count("\n") <= TIER_LINES else 0
+        self._hot = 0                 # instructions run at tier 0
+        self._entry = self._compile(self.tier)
         self.compile_seconds = time.perf_counter() - start
-        self._entry = ctypes.CFUNCTYPE(_U64, _VP, _U64, _U64, _U64, _U64, _U64)(address)
         self.stack: list[Region] = [self.memory.map(bytearray(STACK_BYTES), f"stack frame {d}")
                                     for d in range(MAX_CALL_DEPTH)]
         self._tops = (_U64 * MAX_CALL_DEPTH)(*(r.base + STACK_BYTES for r in self.stack))
@@ -209,6 +219,22 @@ class Jit:
         self._table_key = None
         self._pending: BaseException | None = None
         self._in_run = False
+
+    def _compile(self, level: int):
+        try:
+            address = _compiler().compile(self.lifted.text, self.lifted.entry, level)
+        except RuntimeError as exc:
+            if isinstance(exc, JitUnavailable):
+                raise
+            raise JitUnavailable(f"LLVM refused the lifted program: {exc}") from None
+        return ctypes.CFUNCTYPE(_U64, _VP, _U64, _U64, _U64, _U64, _U64)(address)
+
+    def _count(self, executed: int) -> None:
+        """Tier up a level-0 program once it has proven hot (see TIER_LINES)."""
+        if self.tier == 0:
+            self._hot += executed
+            if self._hot >= HOT_INSTRUCTIONS:
+                self._entry, self.tier = self._compile(1), 1
 
     # -- binding ----------------------------------------------------------------------------------
     def _bind_calls(self) -> dict[int, Callable[..., int]]:
@@ -349,8 +375,11 @@ class Jit:
         status = state[_S["status"]]
         if status == 0:
             self.executed = limit - ctypes.c_int64(state[_S["budget"]]).value
+            self._count(self.executed)
             return r0
-        raise self._exit_fault(status, limit)
+        fault = self._exit_fault(status, limit)
+        self._count(self.executed if isinstance(fault, BudgetExceeded) else 0)
+        raise fault
 
     def _exit_fault(self, status: int, limit: int) -> BaseException:
         state = self._state
