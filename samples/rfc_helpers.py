@@ -40,6 +40,7 @@ def test(ctx: IoUringCtx) -> i32:
     copy_from_user(v, ctx.user_data)
     v += 1
     copy_to_user(ctx.user_data, v)
+    print("test: user counter now", v)          # bpf_trace_printk: the host reads ring.maps.trace
     ctx.wait_idx = 0
     ctx.wait_nr = 2
     return 0
@@ -61,3 +62,4 @@ if __name__ == "__main__":
         print("reaped from CQ1:", ring.maps["reaped"].values())
         print("runs:", ring.maps["runs"][0], "counter in user memory:", counter.value)
         print("CQ1 left:", ring.ready(1), "faults:", list(ring.faults))
+        print("trace:", list(ring.maps.trace))

@@ -40,6 +40,7 @@ def test_rfc_helpers():
     assert "reaped from CQ1: [3, 11, 4, 12]" in out
     assert "runs: 2 counter in user memory: 42" in out
     assert "CQ1 left: 0 faults: []" in out
+    assert "trace: ['test: user counter now 42']" in out
 
 
 def test_counting():
