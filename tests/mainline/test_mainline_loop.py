@@ -9,6 +9,7 @@ import ctypes
 import errno
 import os
 import signal
+import threading
 
 import pytest
 
@@ -109,6 +110,25 @@ def test_ring_without_defer_taskrun_is_refused(c_object):
         with pytest.raises(OSError, match="DEFER_TASKRUN") as exc:
             ring.attach(c_object("nops"))
         assert exc.value.errno == errno.EOPNOTSUPP
+
+
+def test_only_the_creating_thread_runs_the_loop(c_object):
+    """SINGLE_ISSUER | DEFER_TASKRUN: another thread's io_uring_enter is refused, and says why."""
+    with LoopRing(8, 16) as ring, ring.attach(c_object("nops"), globals={"nops_wanted": 8}) as att:
+        caught: list[BaseException] = []
+
+        def other() -> None:
+            try:
+                ring.run()
+            except LoopError as exc:
+                caught.append(exc)
+        worker = threading.Thread(target=other)
+        worker.start()
+        worker.join()
+        assert len(caught) == 1 and caught[0].errno == errno.EEXIST
+        assert "SINGLE_ISSUER" in str(caught[0])
+        assert att.globals["steps"] == 0
+        assert ring.run() == 0 and att.globals["nops_done"] == 8
 
 
 def test_userspace_loop_on_the_same_ring_type():
