@@ -57,7 +57,7 @@ from . import kernel
 from .diagnostics import CompileError, Diagnostic
 from .load import UnsupportedProgramError
 
-__all__ = ["probe", "Support", "LoopRing", "LoopAttachment", "Globals", "OpsSpec", "ops_specs",
+__all__ = ["probe", "Support", "LoopRing", "LoopAttachment", "Globals", "OpsSpec", "ops_specs", "as_object",
            "MainlineUnsupportedError", "LoopError", "VmlinuxIndex", "RING_LAYOUT_GLOBALS",
            "IOU_LOOP_CONTINUE", "IOU_LOOP_STOP", "IOU_REGION_MEM", "IOU_REGION_CQ", "IOU_REGION_SQ"]
 
@@ -529,7 +529,8 @@ class LoopRing:
     # --- loop_step programs -------------------------------------------------------------------
     def attach(self, obj: Any, ops: str | None = None, globals: Mapping[str, Any] | None = None,
                log_level: int = 0) -> "LoopAttachment":
-        """Load the loop_step program(s) of `obj` (a BpfObject, a path, or ELF bytes) and attach
+        """Load the loop_step program(s) of `obj` (a BpfObject, a `@loop_step` function, a path,
+        or ELF bytes: `as_object`) and attach
         its ops variable `ops` (the only one, by default) to this ring; see the module docstring.
         `globals` sets data-section variables before loading (the only way to set `.rodata`);
         ring-layout globals the caller leaves out are filled from this ring.  Each attach loads
@@ -872,11 +873,9 @@ def attach(ring: LoopRing, obj: Any, ops: str | None = None, globals: Mapping[st
            log_level: int = 0) -> LoopAttachment:
     """`LoopRing.attach`: see there and the module docstring."""
     from . import load as loadmod
-    from .objfile import BpfObject
     if ring.closed:
         raise ValueError("the ring is closed")
-    if not isinstance(obj, BpfObject):
-        obj = BpfObject.read(obj)
+    obj = as_object(obj)
     spec = _choose_ops(obj, ops)
     kops = probe().require()
     needed = sorted({r.symbol for p in obj.programs for r in p.relocations if r.kind == "kfunc"})
@@ -903,6 +902,17 @@ def attach(ring: LoopRing, obj: Any, ops: str | None = None, globals: Mapping[st
         raise
     ring.attachments.append(att)
     return att
+
+
+def as_object(obj: Any) -> Any:
+    """A BpfObject from what a user has at hand: the object itself, a `@loop_step` function
+    (compiled here), a path to an ELF file, or its bytes."""
+    from .objfile import BpfObject
+    if isinstance(obj, BpfObject):
+        return obj
+    if callable(getattr(obj, "compile", None)):
+        return obj.compile()
+    return BpfObject.read(obj)
 
 
 def _choose_ops(obj: Any, name: str | None) -> OpsSpec:

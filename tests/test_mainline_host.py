@@ -224,6 +224,20 @@ def test_compiled_python_programs_have_what_the_loader_needs(name):
         assert patched.map(".rodata").data[:4] == (64).to_bytes(4, "little")
 
 
+def test_attach_takes_a_decorated_function_a_path_or_bytes(objects, tmp_path):
+    module = tmp_path / "one_step.py"
+    module.write_text(loop_programs().COUNT)
+    namespace: dict = {}
+    exec(compile(module.read_text(), str(module), "exec"), namespace)
+    from_function = mainline.as_object(namespace["count"])
+    assert [p.name for p in from_function.programs] == ["count"]
+    path = obj_path(objects, "nops")
+    with open(path, "rb") as f:
+        raw = f.read()
+    for given in (path, raw, BpfObject.read(path)):
+        assert [p.name for p in mainline.as_object(given).programs] == ["nops_step"]
+
+
 # --- the ring, from userspace ---------------------------------------------------------------------
 def test_loop_ring_from_userspace_here():
     """The ring a loop drives works on any kernel with the required flags (6.1+); without
