@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import os
 import shutil
 import subprocess
 import textwrap
+import time
 
 import pytest
 
@@ -195,7 +197,7 @@ def test_register_shares_maps_with_the_host(backend):
             assert ring.wait_cqe(1, timeout=1).user_data == ud
         hits = ring.maps["hits"]
         assert hits[0] == 5 and hits[1] == 50
-        assert 0 < hits[3] and abs(hits[3] - __import__("time").monotonic_ns()) < 10**10
+        assert 0 < hits[3] and abs(hits[3] - time.monotonic_ns()) < 10**10
         assert dict(ring.maps["seen"].items()) == {6: 1}    # 5 reached 4 and was deleted
         assert list(ring.maps.trace) == ["run 1 5", "run 2 5", "run 3 6", "run 4 5", "run 5 5"]
         assert not ring.faults
@@ -420,3 +422,47 @@ def test_map_assignment_whose_value_reads_other_keys():
         pass
     inst.runner("add").run(bytes(16), NoRing())
     assert inst.maps["hits"].values() == [0, 10, 10, 0]
+
+
+# --- the same operations on a kernel map --------------------------------------------------------
+def _kernel_result(call) -> int:
+    try:
+        call()
+        return 0
+    except OSError as exc:
+        return -exc.errno
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="bpf() needs root")
+@pytest.mark.parametrize("map_type,max_entries", [(2, 4), (1, 3)], ids=["array", "hash"])
+def test_update_and_delete_return_what_the_kernel_returns(map_type, max_entries):
+    hypothesis = pytest.importorskip("hypothesis")
+    from hypothesis import strategies as st
+
+    from pybpf_uring import kernel
+    ops_strategy = st.lists(st.tuples(st.sampled_from(["update", "delete"]), st.integers(0, 5),
+                                      st.integers(0, 2**64 - 1), st.sampled_from([0, 1, 2, 3, 4])),
+                            max_size=30)
+
+    @hypothesis.settings(max_examples=60, deadline=None, database=None)
+    @hypothesis.given(ops_strategy)
+    def check(ops):
+        engine = make_map(MapSpec("m", map_type, 4, 8, max_entries), Memory())
+        fd = kernel.map_create(map_type, 4, 8, max_entries, name="m")
+        try:
+            for op, k, v, flags in ops:
+                if op == "update":
+                    want = _kernel_result(lambda: kernel.map_update_elem(fd, key(k), key(v, 8), flags))
+                    got = engine.update(key(k), key(v, 8), flags)
+                else:
+                    want = _kernel_result(lambda: kernel.map_delete_elem(fd, key(k)))
+                    got = engine.delete(key(k))
+                assert got == want, (op, k, flags)
+            for k in range(6):
+                raw = kernel.map_lookup_elem(fd, key(k), 8)
+                assert engine.raw_value(key(k)) == raw, k
+                assert bool(engine.lookup(key(k))) == (raw is not None)
+        finally:
+            os.close(fd)
+
+    check()
