@@ -20,7 +20,7 @@ pytest.importorskip("llvmlite")
 from pybpf_uring import isa  # noqa: E402
 from pybpf_uring.conformance import assemble, read_case  # noqa: E402
 from pybpf_uring.engine import (BpfFault, BudgetExceeded, Interpreter, InvalidProgram,  # noqa: E402
-                                Memory, MemoryFault)
+                                Memory)
 from pybpf_uring.engine import jit as jit_module  # noqa: E402
 from pybpf_uring.engine.jit import Jit, select_engine  # noqa: E402
 
@@ -220,6 +220,29 @@ def test_helper_that_maps_a_region_is_seen_by_the_program():
     jit = Jit(prog("call 1", "ldxb %r0, [%r0+0]", "exit"), memory=memory,
               helpers={1: make_buffer})
     assert jit.run() == 42
+
+
+def test_helpers_that_map_and_unmap_regions_mid_run():
+    """A hash map's churn: every new key maps a region, a delete unmaps one."""
+    def helpers():
+        made = []
+
+        def make(memory, r1, *_):
+            made.append(memory.map(bytearray([r1 & 0xFF] * 8), f"value {len(made)}"))
+            return made[-1].base
+
+        def drop(memory, *_):
+            memory.unmap(made.pop(0))
+            return 0
+        return {3: make, 4: drop}
+    program = prog("mov %r6, 0", "mov %r7, 0", "loop:", "mov %r1, %r6", "call 3",
+                   "ldxb %r2, [%r0+7]", "add %r7, %r2", "mov %r8, %r0", "call 4",
+                   "add %r6, 1", "jlt %r6, 50, loop", "ldxb %r0, [%r8+0]", "exit")
+    for budget in (77, 300, 10_000):
+        results = [outcome(engine, program, helpers=helpers(), budget=budget)
+                   for engine in (Interpreter, Jit)]
+        assert results[1] == results[0]
+    assert "no region is mapped" in results[0][0][2]
 
 
 def test_regions_mapped_between_runs_and_close_releases_buffers():

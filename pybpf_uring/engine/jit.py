@@ -16,7 +16,9 @@ Differences from the interpreter, all by design:
 * stores to the stack frame at constant r10 offsets inside the frame are not held back when the
   budget runs out mid-block, so a frame may hold a few more bytes than the interpreter's after
   a BudgetExceeded (frames are scratch; every other effect stops at the same instruction);
-* `executed` is set on success and on BudgetExceeded (= the budget), not after other faults.
+* `executed` is set on success and on BudgetExceeded (= the budget), not after other faults;
+* while a Jit holds a memory, the regions' bytearrays are exported to native code: writes of
+  the same length work, resizing one raises BufferError until `close()`.
 
 `unchecked=True` drops the bounds checks: every load and store goes straight to the region its
 address names.  It is only for programs the caller asserts were proven safe (by the kernel's
@@ -171,8 +173,9 @@ class Jit:
     safe -- and `cache`: False compiles anew even when the same program was compiled before
     (what a compile-time benchmark needs; the process keeps every compiled module).
     `tier` is the code-generation level in use (see TIER_LINES): 1 at once for most programs,
-    0 first for large ones until they have run HOT_INSTRUCTIONS.  Construction validates (InvalidProgram, as the interpreter), lifts and compiles
-    (`compile_seconds`; JitUnavailable if LLVM refuses).  Not re-entrant, like the interpreter.
+    0 first for large ones until they have run HOT_INSTRUCTIONS.  Construction validates
+    (InvalidProgram, as the interpreter), lifts and compiles (`compile_seconds`;
+    JitUnavailable if LLVM refuses).  Not re-entrant, like the interpreter.
     """
 
     def __init__(self, program: bytes | Sequence, *, memory: Memory | None = None,
@@ -214,7 +217,7 @@ class Jit:
         self._state[_S["stack_ptrs"]] = ctypes.addressof(self._stack_ptrs)
         self._state[_S["stack_tops"]] = ctypes.addressof(self._tops)
         self._state_address = ctypes.addressof(self._state)
-        self._pins: list = []
+        self._entries: dict[int, tuple] = {}     # region id -> _entry_for(...)
         self._tables: list = []
         self._table_key = None
         self._pending: BaseException | None = None
@@ -274,35 +277,31 @@ class Jit:
                 len(memory.readable), len(memory.writable))
 
     def _build_table(self) -> None:
-        """A fresh table of every mapped region: {native pointer, bytes the checked fast path may
+        """A new table of every mapped region: {native pointer, bytes the checked fast path may
         read, bytes it may write}.  Field-exact and read-only regions get 0 where the fast path
         must not serve them, so those accesses go to `Memory` exactly as the interpreter's do.
 
-        The table and the buffer exports behind it (a bytearray cannot be resized while
-        exported; same-length slice assignment still works) are kept across runs until the
-        memory maps or unmaps a region -- rebuilding per run cost ~10 us.  The old table stays
-        alive until the run ends, since native frames may still hold it.  `close()` releases."""
+        Incremental: the previous table is copied and only regions mapped or unmapped since are
+        patched, so a hash map that maps a region per new key costs a copy, not a rebuild.  A
+        table is never changed once native code may hold it (its loads are invariant), and the
+        buffer exports behind it (a bytearray cannot be resized while exported; same-length
+        slice assignment still works) are kept across runs.  `close()` releases them."""
         memory = self.memory
-        if not self._in_run:
-            self._release()
-        count = max(memory.regions, default=0) + 1
+        known, live = self._entries, memory.regions
+        count = max(live, default=0) + 1
         table = ((_U64 * 3) * count)()
-        for rid, region in memory.regions.items():
-            buf = region.buf
-            size = len(buf)
-            if size == 0:
-                continue
-            shared = True
-            try:
-                native = (ctypes.c_char * size).from_buffer(buf)
-            except TypeError:                        # immutable: reads only, from a copy
-                native, shared = (ctypes.c_char * size).from_buffer_copy(buf), False
-            self._pins.append(native)
-            readable = memory.readable.get(rid) is buf
-            writable = shared and memory.writable.get(rid) is buf
-            table[rid][0] = ctypes.addressof(native)
-            table[rid][1] = size if readable else 0
-            table[rid][2] = size if writable else 0
+        old = self._tables[-1] if self._tables else None
+        if old is not None:
+            ctypes.memmove(table, old, min(ctypes.sizeof(old), ctypes.sizeof(table)))
+        for rid in known.keys() - live.keys():
+            del known[rid]
+            if rid < count:
+                table[rid][0] = table[rid][1] = table[rid][2] = 0
+        for rid in live.keys() - known.keys():
+            known[rid] = self._entry_for(rid, live[rid])
+            table[rid][0], table[rid][1], table[rid][2] = known[rid][1:]
+        if not self._in_run:
+            self._tables.clear()                # nothing native holds the old ones now
         self._tables.append(table)
         self._state[_S["table"]] = ctypes.addressof(table)
         self._state[_S["table_len"]] = count
@@ -310,10 +309,26 @@ class Jit:
             self._stack_ptrs[depth] = table[region.base >> 32][0]
         self._table_key = self._memory_key()
 
+    def _entry_for(self, rid: int, region: Region) -> tuple:
+        """(the pinned native buffer, pointer, fast-path readable bytes, writable bytes)."""
+        buf, memory = region.buf, self.memory
+        size = len(buf)
+        if size == 0:
+            return (None, 0, 0, 0)
+        shared = True
+        try:
+            native = (ctypes.c_char * size).from_buffer(buf)
+        except TypeError:                        # immutable: reads only, from a copy
+            native, shared = (ctypes.c_char * size).from_buffer_copy(buf), False
+        readable = memory.readable.get(rid) is buf
+        writable = shared and memory.writable.get(rid) is buf
+        return (native, ctypes.addressof(native), size if readable else 0,
+                size if writable else 0)
+
     def _release(self) -> None:
-        """Drop the table and the buffer exports behind it."""
+        """Drop the tables and the buffer exports behind them."""
         self._tables.clear()
-        self._pins.clear()
+        self._entries.clear()
         self._table_key = None
 
     # -- callbacks (run on the host, inside native code) ----------------------------------------

@@ -224,9 +224,8 @@ class _Program:
 class _Function:
     """The IR text of one BPF function (the program's entry, or a local-call target)."""
 
-    def __init__(self, lifter: "_Lifter", entry: int) -> None:
-        self.lifter, self.entry = lifter, entry
-        self.main = entry == 0
+    def __init__(self, lifter: "_Lifter", entry: int, main: bool) -> None:
+        self.lifter, self.entry, self.main = lifter, entry, main
         self.lines: list[str] = []
         self.counter = 0
         self.blocks = lifter.program.blocks
@@ -630,23 +629,14 @@ class _Lifter:
         self.name = name
 
     def lift(self) -> Lifted:
-        functions = [0] + [t for t in self.program.call_targets if t != 0]
-        bodies = [_Function(self, entry).text() for entry in functions]
-        if 0 in self.program.call_targets:        # slot 0 called as a subprogram too
-            bodies.append(_Function(self, 0)._as_sub())
+        # The program's entry, then every call target as a subprogram (slot 0 can be both).
+        bodies = [_Function(self, 0, main=True).text()]
+        bodies += [_Function(self, entry, main=False).text()
+                   for entry in self.program.call_targets]
         positions = {start: pcs for start, pcs in self.program.blocks.items()}
         helpers = [pc for pc, ins in enumerate(self.program.slots)
                    if ins is not None and ins.is_call and not ins.is_pseudo_call]
         return Lifted("\n\n".join(bodies) + "\n" + _PRELUDE, self.name, positions, helpers)
-
-
-def _as_sub(self: _Function) -> str:
-    """Slot 0 as a call target: the same blocks, emitted as a subprogram."""
-    self.main = False
-    return self.text()
-
-
-_Function._as_sub = _as_sub
 
 
 def lift(slots: Sequence[Instruction | None], lddw_values: dict[int, int], *,
