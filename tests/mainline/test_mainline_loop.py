@@ -152,6 +152,8 @@ def test_continue_until_stop(c_object):
         assert att.globals["steps"] == 50
         ring.run()                                           # steps >= stop_after: stops at once
         assert att.globals["steps"] == 51 and ring.enter_calls == 2
+        # the program's .maps array counted each step in slot step % 4
+        assert [att.maps["step_slots"][i] for i in range(4)] == [12, 13, 13, 13]
 
 
 @pytest.mark.parametrize("verdict", [2, -1, 0x100])
