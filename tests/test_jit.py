@@ -489,11 +489,37 @@ def crunch(ctx: Args) -> i32:
 """
 
 
-def _compiled(cpu: str):
+DIGEST = """
+from pybpf_uring import syscall, Struct, i32, i64, u8, u32, u64
+
+class Buf(Struct):
+    data: u8[32]
+    seed: u64
+    out: u64[4]
+
+@syscall
+def digest(ctx: Buf) -> i32:
+    data = ctx.data
+    h = ctx.seed
+    rot = 0
+    for i in range(32):
+        h = (h ^ data[i]) * 1099511628211
+        rot += h >> 59
+    out = ctx.out
+    out[0] = h
+    out[1] = rot
+    out[2] = h % 1000003
+    out[3] = h >> 7
+    ctx.out = out
+    return i32(h & 0x7fffffff)
+"""
+
+
+def _compiled(cpu: str, source: str = COMPILED):
     from pybpf_uring import compile_source
     namespace: dict = {}
-    exec(compile(COMPILED, "<bpf module>", "exec", dont_inherit=True), namespace)
-    obj = compile_source(COMPILED, "<bpf module>", cpu)
+    exec(compile(source, "<bpf module>", "exec", dont_inherit=True), namespace)
+    obj = compile_source(source, "<bpf module>", cpu)
     return obj, namespace
 
 
@@ -555,3 +581,21 @@ def test_compiled_program_matches_the_kernel_and_the_interpreter():
             assert jitted == interpreted
             assert jitted[0] & M32 == expected.retval
             assert jitted[1] == bytes(expected.ctx)
+
+
+@pytest.mark.skipif(not _kernel_available(), reason="bpf() syscall programs unavailable here")
+@pytest.mark.parametrize("cpu", ["v3", "v4"])
+def test_hash_loop_matches_the_kernel_and_the_interpreter(cpu):
+    import random
+    obj, namespace = _compiled(cpu, DIGEST)
+    instructions = obj.program("digest").linked().instructions
+    rnd = random.Random(9)
+    with obj.load() as live:
+        program = live.programs["digest"]
+        for _ in range(10):
+            args = namespace["Buf"](data=(namespace["u8"].ctype * 32)(*rnd.randbytes(32)),
+                                    seed=rnd.getrandbits(64))
+            expected = program.test_run(ctx=args)
+            interpreted, jitted = _run_both(instructions, bytes(args))
+            assert jitted == interpreted
+            assert (jitted[0] & M32, jitted[1]) == (expected.retval, bytes(expected.ctx))

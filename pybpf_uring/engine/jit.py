@@ -56,6 +56,7 @@ _SLOW_LOAD = ctypes.CFUNCTYPE(_U64, _VP, _U64, _U64, _U64)
 _SLOW_STORE = ctypes.CFUNCTYPE(None, _VP, _U64, _U64, _U64, _U64)
 _HELPER = ctypes.CFUNCTYPE(_U64, _VP, _U64, _U64, _U64, _U64, _U64, _U64)
 _STATE = _U64 * len(STATE_FIELDS)
+_MAX_BUDGET = 1 << 62      # native code counts down a signed 64-bit budget; more is forever
 _S = {name: i for i, name in enumerate(STATE_FIELDS)}
 
 
@@ -377,7 +378,8 @@ class Jit:
         limit = self.budget if budget is None else budget
         state = self._state
         state[_S["status"]] = 0
-        state[_S["budget"]] = limit
+        start = min(limit, _MAX_BUDGET)
+        state[_S["budget"]] = start
         self._pending = None
         if self._memory_key() != self._table_key:
             self._build_table()
@@ -389,7 +391,7 @@ class Jit:
             self._in_run = False
         status = state[_S["status"]]
         if status == 0:
-            self.executed = limit - ctypes.c_int64(state[_S["budget"]]).value
+            self.executed = start - ctypes.c_int64(state[_S["budget"]]).value
             self._count(self.executed)
             return r0
         fault = self._exit_fault(status, limit)
