@@ -302,6 +302,15 @@ def test_large_programs_start_at_tier_0_and_tier_up_when_hot(monkeypatch):
         Jit(program, cache=False, budget=50).run(1 << 40)
 
 
+def test_stages_can_be_dumped():
+    jit = Jit(prog("mov %r0, 2", "add %r0, 3", "exit"))
+    assert "define i64 @" in jit.dump("ir") and "alloca" in jit.dump("ir")
+    assert "alloca" not in jit.dump("ir-opt")
+    assert "ret" in jit.dump("asm")
+    with pytest.raises(ValueError, match="stage"):
+        jit.dump("bytes")
+
+
 def test_compile_time_is_small():
     """Not the benchmark: a floor far above the ~10 ms measured, so only a regression fails."""
     jit = Jit(prog("mov %r0, 0", "mov %r2, 41", "loop:", "add %r0, %r2", "sub %r2, 1",

@@ -426,6 +426,18 @@ class Jit:
             ins = self.slots[pc - 1]
         return format_instruction(ins) if ins is not None else ""
 
+    def dump(self, stage: str = "ir") -> str:
+        """The program at a stage of the JIT: "ir" (as lifted), "ir-opt" (after the pipeline)
+        or "asm" (the host code at the current tier) -- for reading what a program became."""
+        if stage == "ir":
+            return self.lifted.text
+        if stage not in ("ir-opt", "asm"):
+            raise ValueError(f"stage must be ir, ir-opt or asm, not {stage!r}")
+        compiler = _compiler()
+        module = compiler.llvm.parse_assembly(self.lifted.text)
+        compiler.optimize(module)
+        return str(module) if stage == "ir-opt" else compiler.tms[self.tier].emit_assembly(module)
+
     def close(self) -> None:
         """Release the region buffers and unmap the stack frames from the memory (the
         compiled code stays cached for the next Jit of the same program)."""

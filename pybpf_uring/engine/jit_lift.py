@@ -30,13 +30,13 @@ Accesses through r10 at a constant offset inside the 512-byte frame are checked 
 time, and become plain native accesses.  `unchecked=True` drops the table bounds checks.
 
 Budget.  Each block subtracts its instruction count on entry.  Before an instruction with an
-effect the host could see (a load or store that may fault, a helper call, an atomic) and
-before the block's last instruction, a compare against a constant says whether the budget ran
-out earlier in the block; if so the run stops with status BUDGET, naming the block and the
-position in it where the budget ran out -- the slot the interpreter reports.  So effects before
-that point happen and effects after it do not, as in the interpreter.  (Only stores to the
-stack frame at static r10 offsets are not held back: a frame is scratch, invisible after the
-run.)
+effect the host could see (a store, a helper call, an atomic, the slow path of a load, which
+may fault) and before the block's last instruction, a compare against a constant says whether
+the budget ran out earlier in the block; if so the run stops with status BUDGET, naming the
+block and the position in it where the budget ran out -- the slot the interpreter reports.  So
+effects before that point happen and effects after it do not, as in the interpreter.  (Only
+stores to the stack frame at static r10 offsets are not held back: a frame is scratch,
+invisible after the run.)  On the hot path a guard is a compare and a predicted branch.
 """
 from __future__ import annotations
 
