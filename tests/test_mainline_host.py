@@ -301,11 +301,14 @@ def test_mainline_group_runs_in_a_72_vm(objects):
     command = (f"PYBPF_URING_MAINLINE_REQUIRED=1 PYBPF_URING_MAINLINE_OBJECTS={objects} "
                f"{sys.executable} -m pytest -q {PYTEST_LEAN} -o addopts= tests/mainline")
     env = dict(os.environ, VMRUN_TIMEOUT=str(VM_BUDGET_S))
-    try:
-        run = subprocess.run([os.path.join(VM_DIR, "vmrun"), command], cwd=ROOT, env=env,
-                             capture_output=True, text=True, timeout=VM_BUDGET_S + 60)
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"the VM run took more than {VM_BUDGET_S + 60} s")
+    for attempt in (1, 2):
+        try:
+            run = subprocess.run([os.path.join(VM_DIR, "vmrun"), command], cwd=ROOT, env=env,
+                                 capture_output=True, text=True, timeout=VM_BUDGET_S + 60)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the VM run took more than {VM_BUDGET_S + 60} s")
+        if run.returncode != 125:   # 125: the guest never reported (it did not boot): once more
+            break
     output = run.stdout + run.stderr
     assert run.returncode == 0, f"tests/mainline in the 7.2 VM failed (exit {run.returncode}):\n{output[-6000:]}"
     summary = re.search(r"(\d+) passed", output)
