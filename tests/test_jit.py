@@ -282,6 +282,21 @@ def test_select_engine():
         select_engine(b"\xff" + bytes(7))
 
 
+def test_select_engine_falls_back_with_the_reason(monkeypatch):
+    program = prog("mov %r0, 4", "exit")
+    monkeypatch.setattr(jit_module, "jit_available", lambda: "llvmlite is not installed (test)")
+    choice = select_engine(program)
+    assert (choice.kind, choice.reason) == ("interpreter", "llvmlite is not installed (test)")
+    monkeypatch.undo()
+
+    def refuse(self, text, name, level=1):
+        raise RuntimeError("LLVM ERROR: (test)")
+    monkeypatch.setattr(jit_module._Compiler, "compile", refuse)
+    choice = select_engine(program)
+    assert choice.kind == "interpreter" and "LLVM refused" in choice.reason
+    assert choice.engine.run() == 4
+
+
 def test_lddw_forms_need_a_resolver():
     program = isa.encode([I.lddw(0, 3, src=isa.PSEUDO_MAP_IDX), I(isa.EXIT_OPCODE)])
     with pytest.raises(InvalidProgram, match="resolver"):

@@ -137,7 +137,17 @@ _FRESH = itertools.count()
 _COMPILER_ERROR: str | None = None
 
 
+_INIT_LOCK = threading.Lock()
+
+
 def _compiler() -> _Compiler:
+    if _COMPILER is not None:
+        return _COMPILER
+    with _INIT_LOCK:              # one compiler per process, even when threads race to it
+        return _make_compiler()
+
+
+def _make_compiler() -> _Compiler:
     global _COMPILER, _COMPILER_ERROR
     if _COMPILER is None:
         if _COMPILER_ERROR is not None:
