@@ -22,12 +22,11 @@ import pytest
 
 hypothesis = pytest.importorskip("hypothesis")
 pytest.importorskip("llvmlite")
-from hypothesis import HealthCheck, assume, given, settings  # noqa: E402
+from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from pybpf_uring import compile_source  # noqa: E402
 from pybpf_uring.engine import instantiate  # noqa: E402
-from pybpf_uring.load import VerifierError  # noqa: E402
 
 BACKENDS = ["interpreter"]
 try:
@@ -89,12 +88,7 @@ def expr(draw, t: str, names: tuple[str, ...], depth: int = 3) -> str:
         op = draw(st.sampled_from(["<<", ">>"]))
         return f"({draw(expr(t, names, depth - 1))} {op} {t}(ctx.{draw(st.sampled_from(sorted(FIELDS)))}))"
     op = draw(st.sampled_from(ARITH))
-    right = draw(expr(t, names, depth - 1))
-    if op in ("//", "%"):
-        # A divisor LLVM can prove zero makes the program a trap (see the xfail test below):
-        # or-ing in a ctx field keeps run-time zero divisors but never a provable one.
-        right = f"({right} | {t}(ctx.{draw(st.sampled_from(sorted(FIELDS)))}))"
-    return f"({draw(expr(t, names, depth - 1))} {op} {right})"
+    return f"({draw(expr(t, names, depth - 1))} {op} {draw(expr(t, names, depth - 1))})"
 
 
 @st.composite
@@ -142,14 +136,7 @@ def ctx_values():
 def test_kernel_and_engine_agree(source, inputs):
     obj = compile_source(source, "generated.py")
     engines = [instantiate(obj, backend=b) for b in BACKENDS]
-    try:
-        live = obj.load()
-    except VerifierError as exc:
-        # LLVM may merge two ctx loads into one load through a selected pointer, which the
-        # verifier refuses (see the xfail test below): a compiler matter, nothing to compare.
-        assume("dereference of modified ctx ptr" not in str(exc))
-        raise
-    with live:
+    with obj.load() as live:
         kernel_prog = live.programs["prog"]
         for values in inputs:
             ctx = Ctx(*values)
@@ -177,41 +164,19 @@ def test_the_generator_covers_the_language():
     assert set(TYPES) <= seen and {"//", "%", "<<", ">>", "break", "else:"} <= seen
 
 
-ZERO_DIVISOR = HEADER + """\
-    if u8(ctx.a) < u8(ctx.a) // u8(0):
-        return 1
-    return 2
-"""
-
-
-@pytest.mark.xfail(strict=False, reason="compiler: a division by a constant zero is undefined "
-                   "behaviour in the LLVM IR it emits, so LLVM replaces the program by a trap "
-                   "(__bpf_trap), which the kernel refuses; docs/language.md says x // 0 == 0")
-def test_division_by_a_constant_zero_is_defined():
-    obj = compile_source(ZERO_DIVISOR, "zero.py")
-    r0, _ = instantiate(obj).runner("prog").run(bytes(Ctx(a=1)))
-    assert r0 == 2
-
-
-TRAP = HEADER + """\
+# Programs that once went wrong in the compiler, kept as fixed cases: a divisor that folds to
+# zero (LLVM replaced the program by a trap), and a field chosen by a branch (LLVM loaded it at
+# `ctx + select(...)`, which the verifier refuses).
+FIXED_CASES = {
+    "zero divisor": """\
     v1: u8 = u8(ctx.a)
     if u8(ctx.a) < (~(u8(ctx.a) // u8(0))):
-        v1 = u8(ctx.a)
+        v1 = u8(ctx.c)
     ctx.out[0] = u64(v1)
-    return 0
-"""
-
-
-def test_a_trap_in_compiled_code_faults_in_the_engine():
-    from pybpf_uring.ring import ProgramFault
-    obj = compile_source(TRAP, "trap.py")
-    if not any(r.symbol == "__bpf_trap" for r in obj.program("prog").relocations):
-        pytest.skip("the compiler no longer emits a trap here")
-    with pytest.raises(ProgramFault, match="__bpf_trap"):
-        instantiate(obj).runner("prog").run(bytes(Ctx(a=1)))
-
-
-SELECTED_CTX_LOAD = HEADER + """\
+    ctx.out[1] = u64(i16(ctx.d) % i16(0))
+    return i32(u8(ctx.a) // u8(256))
+""",
+    "field chosen by a branch": """\
     v1: u8 = u8(ctx.a)
     if u8(ctx.c) < u8(ctx.d):
         v1 = u8(ctx.a)
@@ -219,13 +184,18 @@ SELECTED_CTX_LOAD = HEADER + """\
         v1 = u8(ctx.b)
     ctx.out[1] = u64(v1)
     return 0
-"""
+""",
+}
 
 
-@pytest.mark.xfail(strict=False, raises=VerifierError,
-                   reason="compiler: LLVM turns `v = ctx.a if c else ctx.b` into one load through "
-                   "`ctx + select(c, 0, 1)`, a variable ctx offset the verifier refuses for syscall "
-                   "programs, though the program never indexes its ctx")
-def test_a_field_chosen_by_a_branch_is_loaded_at_a_constant_offset():
-    with compile_source(SELECTED_CTX_LOAD, "select.py").load():
-        pass
+@pytest.mark.parametrize("body", list(FIXED_CASES.values()), ids=list(FIXED_CASES))
+def test_fixed_cases_agree(body):
+    obj = compile_source(HEADER + body, "fixed.py")
+    engines = [instantiate(obj, backend=b) for b in BACKENDS]
+    with obj.load() as live:
+        for values in [(0, 0, 0, 0, 0, 0, 0, 0), (200, -3, 7, -9, 1, -1, 5, -5), (1, 2, 300, 4, 5, 6, 7, 8)]:
+            ctx = Ctx(*values)
+            got = live.programs["prog"].test_run(ctx=ctx)
+            for engine in engines:
+                r0, out = engine.runner("prog").run(bytes(ctx))
+                assert (r0 & 0xFFFFFFFF, bytes(out)) == (got.retval, bytes(got.ctx)), engine.backend

@@ -202,7 +202,7 @@ class EngineProgram:
 
     def __init__(self, instance: EngineInstance, spec: ProgramSpec) -> None:
         self.instance, self.spec, self.name = instance, spec, spec.name
-        self._map_slots: dict[int, str] = {}      # relocated lddw slot -> what it loads
+        self._shown: dict[int, str] = {}          # relocated slot -> how a fault shows it
         self.linked = self._relocated(spec.linked())
         self._ring_helpers: Any = None
         self.runs = 0
@@ -236,11 +236,12 @@ class EngineProgram:
             if rel.kind in ("call", "func"):
                 continue        # resolved by linked()
             if rel.kind == "kfunc" and rel.symbol == "__bpf_trap":
-                # LLVM's lowering of undefined behaviour it proved (a division by a constant 0):
-                # the kernel refuses the program; the engine runs it and faults when it gets there
+                # LLVM's lowering of __builtin_trap() and of undefined behaviour it proved: the
+                # kernel refuses the program; the engine runs it and faults if it gets there
                 i = index_of[rel.insn_index]
                 ins = insns[i]
                 insns[i] = Instruction(ins.opcode, ins.dst, isa.CALL_KFUNC, 0, _TRAP_ID, 0)
+                self._shown[rel.insn_index] = "call __bpf_trap"
                 continue
             if rel.kind not in ("map", "data"):
                 raise EngineError(f"program {linked.name!r} refers to {rel.kind} {rel.symbol!r}: the "
@@ -248,8 +249,9 @@ class EngineProgram:
             i = index_of[rel.insn_index]
             ins = insns[i]
             map_index = self.instance.map_index(rel.symbol, linked.name)
-            self._map_slots[rel.insn_index] = (f"map {rel.symbol!r}" if rel.kind == "map" else
-                                               f"{rel.variable or rel.symbol} in map {rel.symbol!r}")
+            loads = (f"map {rel.symbol!r}" if rel.kind == "map" else
+                     f"{rel.variable or rel.symbol} in map {rel.symbol!r}")
+            self._shown[rel.insn_index] = f"r{ins.dst} = {loads} ll"
             if rel.kind == "map":
                 insns[i] = Instruction(ins.opcode, ins.dst, isa.PSEUDO_MAP_IDX, 0, map_index, 0)
             else:   # the byte offset in the section, as load.py moves it to the second imm
@@ -258,8 +260,8 @@ class EngineProgram:
         return replace(linked, instructions=tuple(insns))
 
     def disassemble(self, slot: int) -> str:
-        """The slot's instruction as `pybpf-uring disasm` prints it; a relocated ld_imm64 shows
-        the map (or variable) it loads rather than the engine's internal index form."""
+        """The slot's instruction as `pybpf-uring disasm` prints it; a relocated instruction shows
+        what it refers to (a map, a variable, __bpf_trap) rather than the engine's internal form."""
         from ..disasm import format_instruction
         by_slot = dict(zip(isa.slot_indexes(self.linked.instructions), self.linked.instructions))
         if slot not in by_slot and slot - 1 in by_slot:    # the second half of a lddw
@@ -267,9 +269,7 @@ class EngineProgram:
         ins = by_slot.get(slot)
         if ins is None:
             return ""
-        if slot in self._map_slots:
-            return f"r{ins.dst} = {self._map_slots[slot]} ll"
-        return format_instruction(ins)
+        return self._shown.get(slot) or format_instruction(ins)
 
     # -- running --------------------------------------------------------------------------------
     def _ctx_region(self, size: int):
@@ -400,8 +400,8 @@ _TRAP_ID = 1     # the engine's own number for __bpf_trap (it has no vmlinux BTF
 
 
 def _bpf_trap(*_):
-    raise MemoryFault("__bpf_trap: the compiled code reached a trap LLVM put where it proved "
-                      "undefined behaviour (such as a division by a constant zero)")
+    raise MemoryFault("__bpf_trap: the program reached a trap (LLVM emits one for __builtin_trap() "
+                      "and where it proved the code undefined)")
 
 
 _SPEC = re.compile(rb"%([-+ 0#]*)(\d*)(ll|l|h|hh|z)?([diuxXcsp%])")
