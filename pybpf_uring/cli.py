@@ -150,6 +150,8 @@ def cmd_run(args) -> int:
     from .ring import Ring
     obj = compile_tree(read_source(args.file), args.cpu).object
     names = [p.name for p in obj.programs if p.kind == "iouring"]
+    if not names and any(p.kind == "struct_ops" for p in obj.programs):
+        return run_loop_step(obj, args)
     if not names:
         print(f"{args.file}: error: no @iouring program to run (kernel program types are run from "
               "Python: obj.load().programs[name].test_run(...))", file=sys.stderr)
@@ -175,6 +177,18 @@ def cmd_run(args) -> int:
             print(f"{args.file}: error: {ring.parked} program(s) still waiting after {args.timeout} s",
                   file=sys.stderr)
         return EXIT_ERROR if ring.faults or ring.parked else EXIT_OK
+
+
+def run_loop_step(obj, args) -> int:
+    """A mainline module: attach its loop to a ring of a 7.1+ kernel, run it until it stops,
+    and print its globals (on an older kernel the probe says what is missing)."""
+    from .mainline import LoopRing
+    with LoopRing() as ring:
+        attachment = ring.attach(obj)
+        ring.run(timeout=args.timeout)
+        for name in attachment.globals:
+            print(f"{name} = {attachment.globals[name]}")
+    return EXIT_OK
 
 
 def cmd_conformance_plugin(args) -> int:

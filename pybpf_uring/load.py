@@ -107,10 +107,10 @@ def _unsupported_reason(kind: str) -> str | None:
     if kind in ("struct_ops", "loop_step"):
         if not kernel_has_btf_type("io_uring_bpf_ops"):
             return (f"this kernel ({os.uname().release}) has no `struct io_uring_bpf_ops` in "
-                    "its BTF, so it cannot run an io_uring loop_step program; run it in "
-                    "pybpf_uring's userspace engine")
-        return ("struct_ops programs are registered through a struct_ops map and a link, which "
-                "this loader does not do; use bpftool 7.8 (`bpftool struct_ops register`)")
+                    "its BTF, so it cannot run an io_uring loop_step program (Linux 7.1+ with "
+                    "CONFIG_IO_URING_BPF_OPS); `pybpf_uring.mainline.probe()` lists what is missing")
+        return ("a loop_step program is attached to a ring, not loaded on its own: use "
+                "`pybpf_uring.mainline.LoopRing(...).attach(obj)`")
     return f"unknown program kind {kind!r}: the loader knows {', '.join(sorted(KERNEL_KINDS))}"
 
 

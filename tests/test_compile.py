@@ -407,3 +407,12 @@ def test_cli_conformance_plugin_speaks_the_runner_protocol():
     bad = subprocess.run([sys.executable, "-m", "pybpf_uring", "conformance-plugin"], input="zz",
                          capture_output=True, text=True)
     assert bad.returncode != 0 and bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_cli_run_of_a_loop_step_module_says_what_this_kernel_lacks():
+    from pybpf_uring import mainline
+    if mainline.probe().ok:
+        pytest.skip("this kernel has io_uring_bpf_ops: tests/mainline runs the loop itself")
+    run = cli("run", os.path.join(ROOT, "samples", "mainline_nops.py"))
+    assert run.returncode == 1 and "Traceback" not in run.stderr
+    assert "cannot run io_uring loop_step programs" in run.stderr and "io_uring_bpf_ops" in run.stderr
