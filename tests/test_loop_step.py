@@ -105,3 +105,19 @@ def bump(ctx: Args) -> i32:
         prog = live.programs["bump"]
         assert prog.test_run(ctx=ns["Args"](a=5)).ctx.a == 5 + 4
         assert prog.test_run(ctx=ns["Args"](a=7)).ctx.a == 12 + 4
+
+
+def test_the_side_by_side_programs_of_docs_mainline_compile_and_the_rfc_one_runs(tmp_path):
+    """docs/mainline.md's two NOP loops: both compile; the RFC one completes 1000 NOPs on a real
+    ring in the engine (the mainline one runs in tests/mainline, in a 7.2 kernel)."""
+    import re
+    from pybpf_uring import Ring
+    with open(os.path.join(ROOT, "docs", "mainline.md")) as f:
+        rfc, mainline = re.findall(r"```python\n(.*?)```", f.read(), re.S)[:2]
+    assert compile_source(mainline, "mainline.py").program("nops").kind == "struct_ops"
+    obj = compile_source(rfc, "rfc.py")
+    with Ring(entries=64, cq_sizes=(128, 128)) as ring:
+        ring.register(obj)
+        ring.submit_bpf("nops")
+        done = ring.wait_cqe(timeout=10)
+        assert (done.res, ring.maps["state"][0], ring.maps["state"][1], list(ring.faults)) == (0, 1000, 1000, [])
