@@ -50,6 +50,8 @@ def test_array_update_flags_and_bounds():
     assert a.update(key(4), v, BPF_ANY) == -errno.E2BIG      # past max_entries
     assert a.update(key(0), v, 3) == -errno.EINVAL
     assert a.update(key(0), v, BPF_F_LOCK) == -errno.EINVAL  # no spin lock in the value
+    assert a.update(key(9), v, BPF_F_LOCK) == -errno.E2BIG   # ...checked after the index (helper)
+    assert a.update(key(0), v, BPF_F_LOCK | BPF_NOEXIST) == -errno.EEXIST
     assert a.delete(key(0)) == -errno.EINVAL                 # array elements cannot be deleted
     assert a.lookup(key(4)) == 0
     assert a[0] == 5 and a[1] == 5 and a[2] == 0 and len(a) == 4
@@ -457,7 +459,7 @@ def test_update_and_delete_return_what_the_kernel_returns(map_type, max_entries)
 
     from pybpf_uring import kernel
     ops_strategy = st.lists(st.tuples(st.sampled_from(["update", "delete"]), st.integers(0, 5),
-                                      st.integers(0, 2**64 - 1), st.sampled_from([0, 1, 2, 3, 4])),
+                                      st.integers(0, 2**64 - 1), st.sampled_from([0, 1, 2, 3, 4, 5, 6])),
                             max_size=30)
 
     @hypothesis.settings(max_examples=60, deadline=None, database=None)
@@ -469,7 +471,7 @@ def test_update_and_delete_return_what_the_kernel_returns(map_type, max_entries)
             for op, k, v, flags in ops:
                 if op == "update":
                     want = _kernel_result(lambda: kernel.map_update_elem(fd, key(k), key(v, 8), flags))
-                    got = engine.update(key(k), key(v, 8), flags)
+                    got = _kernel_result(lambda: engine.set(k, v, flags))   # the syscall path
                 else:
                     want = _kernel_result(lambda: kernel.map_delete_elem(fd, key(k)))
                     got = engine.delete(key(k))
@@ -480,5 +482,77 @@ def test_update_and_delete_return_what_the_kernel_returns(map_type, max_entries)
                 assert bool(engine.lookup(key(k))) == (raw is not None)
         finally:
             os.close(fd)
+
+    check()
+
+
+MAP_OPS_C = r"""
+#define SEC(n) __attribute__((section(n), used))
+#define __uint(name, val) int (*name)[val]
+#define __type(name, val) typeof(val) *name
+typedef unsigned int __u32;
+typedef unsigned long long __u64;
+typedef long long __s64;
+struct { __uint(type, 2); __uint(max_entries, 4); __type(key, __u32); __type(value, __u64); }
+    arr SEC(".maps");
+struct { __uint(type, 1); __uint(max_entries, 3); __type(key, __u32); __type(value, __u64); }
+    hash SEC(".maps");
+static void *(*lookup)(void *map, const void *key) = (void *)1;
+static long (*update)(void *map, const void *key, const void *value, __u64 flags) = (void *)2;
+static long (*delete)(void *map, const void *key) = (void *)3;
+struct args { __u32 op, which, key, pad; __u64 value, flags; __s64 ret; __u64 found; };
+
+SEC("syscall")
+int ops(struct args *a)
+{
+    __u32 k = a->key;
+    __u64 v = a->value;
+    void *map = a->which ? (void *)&hash : (void *)&arr;
+    __u64 *p;
+    if (a->op == 0)
+        a->ret = update(map, &k, &v, a->flags);
+    else if (a->op == 1)
+        a->ret = delete(map, &k);
+    p = lookup(map, &k);
+    a->found = p ? *p : 0xdead;
+    return 0;
+}
+char _license[] SEC("license") = "GPL";
+"""
+
+
+class MapArgs(ctypes.Structure):
+    _fields_ = [("op", ctypes.c_uint32), ("which", ctypes.c_uint32), ("key", ctypes.c_uint32),
+                ("pad", ctypes.c_uint32), ("value", ctypes.c_uint64), ("flags", ctypes.c_uint64),
+                ("ret", ctypes.c_int64), ("found", ctypes.c_uint64)]
+
+
+@pytest.mark.skipif(CLANG is None or os.geteuid() != 0, reason="needs clang-22 and root")
+def test_helper_calls_return_what_the_kernel_helpers_return(tmp_path):
+    """The same clang object, run by the kernel (test_run) and by the engine: every helper call's
+    return code and the value found afterwards agree, for random operation sequences."""
+    hypothesis = pytest.importorskip("hypothesis")
+    from hypothesis import strategies as st
+
+    from pybpf_uring.objfile import BpfObject
+    (tmp_path / "ops.c").write_text(MAP_OPS_C)
+    subprocess.run([CLANG, "-O2", "-g", "-target", "bpf", "-mcpu=v3", "-c", str(tmp_path / "ops.c"),
+                    "-o", str(tmp_path / "ops.o")], check=True)
+    obj = BpfObject.read(tmp_path / "ops.o")
+    op = st.tuples(st.integers(0, 2), st.integers(0, 1), st.integers(0, 5),
+                   st.integers(0, 2**64 - 1), st.sampled_from([0, 1, 2, 3, 4, 5, 6]))
+
+    @hypothesis.settings(max_examples=25, deadline=None, database=None)
+    @hypothesis.given(st.lists(op, max_size=25))
+    def check(ops):
+        engine = instantiate(obj).runner("ops")
+        with obj.load() as live:
+            prog = live.programs["ops"]
+            for o, which, k, v, flags in ops:
+                args = MapArgs(op=o, which=which, key=k, value=v, flags=flags)
+                want = MapArgs.from_buffer_copy(bytes(prog.test_run(ctx=args).ctx))
+                _, out = engine.run(bytes(args))
+                got = MapArgs.from_buffer_copy(out)
+                assert (got.ret, got.found) == (want.ret, want.found), (o, which, k, flags)
 
     check()

@@ -129,7 +129,8 @@ class EngineMap:
 
     def set(self, key: Any, value: Any, flags: int = BPF_ANY) -> None:
         """Update with the kernel's flags; errors raise as the bpf() syscall's would."""
-        res = self.update(self._key(key), self._value(value), flags)
+        # the syscall refuses BPF_F_LOCK on a value without a spin lock before the map sees it
+        res = -_errno.EINVAL if flags & BPF_F_LOCK else self.update(self._key(key), self._value(value), flags)
         if res < 0:
             raise _os_error(-res, f"map {self.name!r} update of key {key!r} (flags {flags})")
 
@@ -211,13 +212,17 @@ class ArrayMap(EngineMap):
         return self.element_address(index) if index < self.max_entries else 0
 
     def update(self, key: bytes, value: bytes, flags: int) -> int:
-        if flags & ~BPF_F_LOCK > BPF_EXIST or flags & BPF_F_LOCK:
+        # array_map_update_elem's order of checks: a program sees E2BIG / EEXIST before the
+        # EINVAL of a BPF_F_LOCK without a spin lock (the bpf() syscall checks the lock first)
+        if flags & ~BPF_F_LOCK > BPF_EXIST:
             return -_errno.EINVAL
         index = self._index(key)
         if index >= self.max_entries:
             return -_errno.E2BIG
-        if flags == BPF_NOEXIST:
+        if flags & BPF_NOEXIST:
             return -_errno.EEXIST      # every element of an array exists
+        if flags & BPF_F_LOCK:
+            return -_errno.EINVAL
         start = index * self.value_size
         self.data[start:start + self.value_size] = value
         return 0
