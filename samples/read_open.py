@@ -38,7 +38,10 @@ class State(Struct):
     fd: i32
 
 
-states = HashMap(u64, State, 64)     # per request (keyed by its user_data)
+# Per request, keyed by its user_data.  Run one request at a time, though: a request reaps
+# whatever CQE is at the head of CQ 1, so two at once would take each other's completions
+# (each would need its own CQ, or a dispatch on the CQE's user_data).
+states = HashMap(u64, State, 64)
 
 
 @iouring
