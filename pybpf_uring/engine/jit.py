@@ -17,6 +17,8 @@ Differences from the interpreter, all by design:
   budget runs out mid-block, so a frame may hold a few more bytes than the interpreter's after
   a BudgetExceeded (frames are scratch; every other effect stops at the same instruction);
 * `executed` is set on success and on BudgetExceeded (= the budget), not after other faults;
+* frame 0 is zeroed before a run only when the program mentions r10 (a program that never
+  does cannot reach its frame -- unless it forges the frame's address from a constant);
 * while a Jit holds a memory, the regions' bytearrays are exported to native code: writes of
   the same length work, resizing one raises BufferError until `close()`.
 
@@ -42,7 +44,7 @@ from .. import isa
 from ..limits import MAX_CALL_DEPTH, STACK_BYTES
 from .interpreter import (DEFAULT_BUDGET, BpfFault, BudgetExceeded, Helper, Interpreter,
                           InvalidProgram, LddwResolver, validate, _LDDW_SOURCES)
-from .jit_lift import (STATE_FIELDS, STATUS_BUDGET, STATUS_DEPTH, STATUS_FELL_OFF, STATUS_HOST,
+from .jit_lift import (ENTRY_FIELDS, STATE_FIELDS, STATUS_BUDGET, STATUS_DEPTH, STATUS_FELL_OFF, STATUS_HOST,
                        lift)
 from .memory import Memory, MemoryFault, Region
 
@@ -56,8 +58,11 @@ _SLOW_LOAD = ctypes.CFUNCTYPE(_U64, _VP, _U64, _U64, _U64)
 _SLOW_STORE = ctypes.CFUNCTYPE(None, _VP, _U64, _U64, _U64, _U64)
 _HELPER = ctypes.CFUNCTYPE(_U64, _VP, _U64, _U64, _U64, _U64, _U64, _U64)
 _STATE = _U64 * len(STATE_FIELDS)
+_WORDS = len(ENTRY_FIELDS)
+_EMPTY = [0] * _WORDS
 _MAX_BUDGET = 1 << 62      # native code counts down a signed 64-bit budget; more is forever
 _S = {name: i for i, name in enumerate(STATE_FIELDS)}
+_STATUS, _BUDGET = _S["status"], _S["budget"]
 
 
 class JitUnavailable(RuntimeError):
@@ -233,6 +238,9 @@ class Jit:
         self._table_key = None
         self._pending: BaseException | None = None
         self._in_run = False
+        # Frame 0 is zeroed per run (as the interpreter does) only if the program can reach it:
+        # without r10 no instruction and no helper can get a stack address.
+        self._uses_frame = any(ins is not None and 10 in (ins.dst, ins.src) for ins in self.slots)
 
     def _compile(self, level: int):
         try:
@@ -300,17 +308,17 @@ class Jit:
         memory = self.memory
         known, live = self._entries, memory.regions
         count = max(live, default=0) + 1
-        table = ((_U64 * 3) * count)()
+        table = ((_U64 * _WORDS) * count)()
         old = self._tables[-1] if self._tables else None
         if old is not None:
             ctypes.memmove(table, old, min(ctypes.sizeof(old), ctypes.sizeof(table)))
         for rid in known.keys() - live.keys():
             del known[rid]
             if rid < count:
-                table[rid][0] = table[rid][1] = table[rid][2] = 0
+                table[rid][:] = _EMPTY
         for rid in live.keys() - known.keys():
             known[rid] = self._entry_for(rid, live[rid])
-            table[rid][0], table[rid][1], table[rid][2] = known[rid][1:]
+            table[rid][:] = known[rid][1]
         if not self._in_run:
             self._tables.clear()                # nothing native holds the old ones now
         self._tables.append(table)
@@ -321,11 +329,11 @@ class Jit:
         self._table_key = self._memory_key()
 
     def _entry_for(self, rid: int, region: Region) -> tuple:
-        """(the pinned native buffer, pointer, fast-path readable bytes, writable bytes)."""
+        """(the pinned native buffer, the table words: see jit_lift.ENTRY_FIELDS)."""
         buf, memory = region.buf, self.memory
         size = len(buf)
         if size == 0:
-            return (None, 0, 0, 0)
+            return (None, _EMPTY)
         shared = True
         try:
             native = (ctypes.c_char * size).from_buffer(buf)
@@ -333,8 +341,16 @@ class Jit:
             native, shared = (ctypes.c_char * size).from_buffer_copy(buf), False
         readable = memory.readable.get(rid) is buf
         writable = shared and memory.writable.get(rid) is buf
-        return (native, ctypes.addressof(native), size if readable else 0,
-                size if writable else 0)
+        masks = [0] * 8
+        if region.fields is not None and size <= 64:
+            for offset, width in region.fields:
+                if width in (1, 2, 4, 8) and offset + width <= size:
+                    slot = {1: 0, 2: 1, 4: 2, 8: 3}[width]
+                    masks[slot] |= 1 << offset
+                    if region.writable and shared:
+                        masks[4 + slot] |= 1 << offset
+        return (native, [ctypes.addressof(native), size if readable else 0,
+                         size if writable else 0, *masks])
 
     def _release(self) -> None:
         """Drop the tables and the buffer exports behind them."""
@@ -387,22 +403,25 @@ class Jit:
         values = [a & M64 for a in args] + [0] * (5 - len(args))
         limit = self.budget if budget is None else budget
         state = self._state
-        state[_S["status"]] = 0
+        state[_STATUS] = 0
         start = min(limit, _MAX_BUDGET)
-        state[_S["budget"]] = start
+        state[_BUDGET] = start
         self._pending = None
         if self._memory_key() != self._table_key:
             self._build_table()
-        ctypes.memset(self._stack_ptrs[0], 0, STACK_BYTES)
+        if self._uses_frame:
+            ctypes.memset(self._stack_ptrs[0], 0, STACK_BYTES)
         self._in_run = True
         try:
             r0 = self._entry(self._state_address, *values)
         finally:
             self._in_run = False
-        status = state[_S["status"]]
+        status = state[_STATUS]
         if status == 0:
-            self.executed = start - ctypes.c_int64(state[_S["budget"]]).value
-            self._count(self.executed)
+            left = state[_BUDGET]
+            self.executed = start - (left - (1 << 64) if left >> 63 else left)
+            if self.tier == 0:
+                self._count(self.executed)
             return r0
         fault = self._exit_fault(status, limit)
         self._count(self.executed if isinstance(fault, BudgetExceeded) else 0)
