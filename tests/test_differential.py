@@ -1,8 +1,8 @@
 """Differential testing: the kernel and the engine run the same compiled program and must agree.
 
 Hypothesis writes small programs in the language -- integer expressions over ctx fields of every
-width and signedness, locals, if/else, bounded loops with an early break, a map update -- which
-are compiled once as `@syscall` and run
+width and signedness, locals, if/else, a `for` loop with an early break, a bounded `while`, a map
+update -- which are compiled once as `@syscall` and run
 
 * in the kernel: `obj.load()` and BPF_PROG_TEST_RUN on the ctx (the verifier accepted them);
 * in the engine: `engine.instantiate(obj)` on the same linked instructions, the ctx as a region,
@@ -116,6 +116,11 @@ def program(draw) -> str:
             f"    acc = {t2}(acc {draw(st.sampled_from(ARITH))} {draw(expr(t2, ('i', 'v0', 'acc'), 2))})"]
     if draw(st.booleans()):
         body += [f"    if {draw(condition(('i', 'acc')))}:", "        break"]
+    if draw(st.booleans()):     # a while loop with a provable bound: `name < constant`, constant step
+        body += ["j: i64 = 0",
+                 f"while j < {draw(st.integers(1, 12))}:",
+                 f"    j += {draw(st.integers(1, 4))}",
+                 f"    acc = {t2}(acc {draw(st.sampled_from(ARITH))} {draw(expr(t2, ('j', 'acc', 'v1'), 2))})"]
     body += ["m[u32(ctx.a) & 3] += u64(acc)",
              "ctx.out[0] = u64(v0)", "ctx.out[1] = u64(v1)", "ctx.out[2] = u64(acc)",
              f"return i32({draw(expr('i64', ('v0', 'v1', 'acc')))})"]
@@ -158,10 +163,10 @@ def test_the_generator_covers_the_language():
     @given(program())
     def collect(source):
         seen.update(t for t in TYPES if f"{t}(" in source)
-        seen.update(op for op in ARITH + ["<<", ">>", "break", "else:"] if op in source)
+        seen.update(op for op in ARITH + ["<<", ">>", "break", "else:", "while"] if op in source)
 
     collect()
-    assert set(TYPES) <= seen and {"//", "%", "<<", ">>", "break", "else:"} <= seen
+    assert set(TYPES) <= seen and {"//", "%", "<<", ">>", "break", "else:", "while"} <= seen
 
 
 # Programs that once went wrong in the compiler, kept as fixed cases: a divisor that folds to
