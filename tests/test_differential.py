@@ -117,10 +117,11 @@ def program(draw) -> str:
     if draw(st.booleans()):
         body += [f"    if {draw(condition(('i', 'acc')))}:", "        break"]
     if draw(st.booleans()):     # a while loop with a provable bound: `name < constant`, constant step
+        step = draw(expr(t2, ("j", "acc", "v1"), 2))
         body += ["j: i64 = 0",
                  f"while j < {draw(st.integers(1, 12))}:",
                  f"    j += {draw(st.integers(1, 4))}",
-                 f"    acc = {t2}(acc {draw(st.sampled_from(ARITH))} {draw(expr(t2, ('j', 'acc', 'v1'), 2))})"]
+                 f"    acc = {t2}(acc {draw(st.sampled_from(ARITH))} {step})"]
     body += ["m[u32(ctx.a) & 3] += u64(acc)",
              "ctx.out[0] = u64(v0)", "ctx.out[1] = u64(v1)", "ctx.out[2] = u64(acc)",
              f"return i32({draw(expr('i64', ('v0', 'v1', 'acc')))})"]
