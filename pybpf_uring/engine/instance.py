@@ -11,10 +11,11 @@ RFC kernel would do, in the same order:
    kernel's "map by index" forms (src 5 for the map, src 6 for a value + offset), which the
    interpreter resolves to the map's *handle* (a unique, empty region the map helpers recognise)
    or to the address of the data map's value;
-3. each program gets an `Interpreter` over that memory with the helper table below, and a
-   16-byte ctx region that only admits the RFC's fields at their exact offsets and sizes
-   (user_data u64 at 0, wait_nr u32 at 8, wait_idx u32 at 12), as the RFC verifier's
-   `is_valid_access` does.
+3. each program gets an `Interpreter` (or the JIT: `backend=`) over that memory with the helper
+   table below, and a 16-byte ctx region that only admits the RFC's fields at their exact
+   offsets and sizes (user_data u64 at 0, wait_nr u32 at 8, wait_idx u32 at 12), as the RFC
+   verifier's `is_valid_access` does.  io_uring programs are made at once, so `Ring.register`
+   reports what the engine cannot run; other kinds in the object when first asked for.
 
 Helpers (the number is the call's imm):
 
