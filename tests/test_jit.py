@@ -261,6 +261,20 @@ def test_regions_mapped_between_runs_and_close_releases_buffers():
     first.buf.extend(b"more")                   # no export left behind
 
 
+def test_ctx_fields_are_served_without_the_host(monkeypatch):
+    memory = Memory()
+    ctx = memory.map(bytearray(range(16)), "ctx", fields=[(0, 8), (8, 4), (12, 4)])
+    jit = Jit(prog("ldxw %r0, [%r1+8]", "stxw [%r1+12], %r0", "ldxdw %r2, [%r1+0]",
+                   "add %r0, %r2", "exit"), memory=memory)
+
+    def no_host(*args):
+        raise AssertionError("a field access went to the host")
+    monkeypatch.setattr(memory, "load", no_host)
+    monkeypatch.setattr(memory, "store", no_host)
+    assert jit.run(ctx.base) == 0x0B0A0908 + 0x0706050403020100
+    assert ctx.buf[12:] == bytes([8, 9, 10, 11])
+
+
 def test_unchecked_runs_proven_programs_the_same():
     program = prog("mov %r0, 0", "mov %r6, 0", "loop:", "mov %r2, %r6", "lsh %r2, 3",
                    "mov %r3, %r1", "add %r3, %r2", "ldxdw %r4, [%r3+0]", "add %r0, %r4",
