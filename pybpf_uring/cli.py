@@ -169,6 +169,8 @@ def cmd_run(args) -> int:
         for cq in range(len(sizes) + 1):
             while (cqe := ring.peek_cqe(cq)) is not None:
                 print(f"cq {cq}: user_data={cqe.user_data} res={cqe.res} flags={cqe.flags}")
+        for line in ring.engine.trace:
+            print(f"trace: {line}")
         for fault in ring.faults:
             print(f"fault: {fault}", file=sys.stderr)
         for name, m in ring.maps.items():

@@ -342,6 +342,7 @@ class Ring:
         self._parked: list[_BpfRequest] = []
         self._version = 0
         self.maps: Mapping[str, Any] = {}
+        self.engine: Any = None  # the registered object's EngineInstance (maps, trace)
         self.faults: deque[BpfFaultRecord] = deque(maxlen=100)
         self.enter_calls = 0
 
@@ -509,6 +510,7 @@ class Ring:
             engine = _default_engine()
         instance = engine(obj)
         self._programs = [(p.name, instance.runner(p)) for p in programs]
+        self.engine = instance  # its `trace` holds the lines programs printed
         self.maps = instance.maps
 
     def unregister(self) -> None:
@@ -521,6 +523,7 @@ class Ring:
         self._runnable.clear()
         self._parked.clear()
         self._programs = []
+        self.engine = None
         self.maps = {}
 
     @property

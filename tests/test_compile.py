@@ -377,6 +377,11 @@ def hello(ctx: IoUringCtx) -> i32:
     assert run.returncode == 0, run.stderr
     assert run.stdout == ("cq 0: user_data=41 res=0 flags=0\ncq 2: user_data=99 res=0 flags=0\n"
                           "map hits: {0: 42, 1: 0}\n")
+    printing = tmp_path / "hi.py"
+    printing.write_text("from pybpf_uring import iouring, i32\nfrom pybpf_uring.uring import IoUringCtx\n\n"
+                        "@iouring\ndef hi(ctx: IoUringCtx) -> i32:\n    print(\"hello from\", ctx.user_data)\n"
+                        "    return 0\n")
+    assert cli("run", str(printing), "--user-data", "7").stdout == "cq 0: user_data=7 res=0 flags=0\ntrace: hello from 7\n"
     kernel_only = tmp_path / "k.py"
     kernel_only.write_text("from pybpf_uring import syscall, Struct, i32, u64\n\nclass A(Struct):\n"
                            "    a: u64\n\n@syscall\ndef f(ctx: A) -> i32:\n    return 0\n")
