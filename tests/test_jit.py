@@ -212,6 +212,15 @@ def test_helper_errors_propagate():
         Jit(prog("call 9", "exit"))
 
 
+def test_kfuncs_are_called_like_helpers():
+    program = isa.encode([I(isa.ALU64 | isa.MOV, 1, imm=20),
+                          I(isa.CALL_OPCODE, src=isa.CALL_KFUNC, imm=77), I(isa.EXIT_OPCODE)])
+    kfuncs = {77: lambda memory, r1, *_: r1 + 1}
+    assert Jit(program, kfuncs=kfuncs).run() == 21 == Interpreter(program, kfuncs=kfuncs).run()
+    with pytest.raises(InvalidProgram, match="unknown kfunc 77"):
+        Jit(program)
+
+
 def test_helper_that_maps_a_region_is_seen_by_the_program():
     memory = Memory()
 
