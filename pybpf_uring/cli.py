@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the programs to finish")
     plugin = sub.add_parser("conformance-plugin", help="bpf_conformance plugin: program hex on stdin")
     plugin.add_argument("memory", nargs="?", default="", help="memory as hex bytes")
+    plugin.add_argument("--jit", action="store_true", help="run the program on the JIT")
     return p
 
 
@@ -195,7 +196,8 @@ def run_loop_step(obj, args) -> int:
 
 def cmd_conformance_plugin(args) -> int:
     from .conformance import plugin_main
-    return plugin_main([args.memory] if args.memory else [], sys.stdin, sys.stdout, sys.stderr)
+    argv = ([args.memory] if args.memory else []) + (["--jit"] if args.jit else [])
+    return plugin_main(argv, sys.stdin, sys.stdout, sys.stderr)
 
 
 def dump_tree(node, indent: int = 0) -> str:

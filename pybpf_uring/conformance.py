@@ -619,11 +619,12 @@ def execute(program: bytes, memory: bytes, *, budget: int | None = None) -> int:
     return vm.run(address, len(memory))
 
 
-def run_case(case: ConformanceCase, *, budget: int | None = None) -> CaseOutcome:
-    """Run one case in-process; engine refusals and faults become the outcome's error."""
+def run_case(case: ConformanceCase, *, budget: int | None = None, engine=None) -> CaseOutcome:
+    """Run one case in-process (on the interpreter, or on `engine`, an `execute` of the same
+    shape such as the JIT's); refusals and faults become the outcome's error."""
     from .engine import BpfFault, InvalidProgram
     try:
-        return CaseOutcome(case, execute(case.program, case.memory, budget=budget), None)
+        return CaseOutcome(case, (engine or execute)(case.program, case.memory, budget=budget), None)
     except (InvalidProgram, BpfFault) as exc:
         return CaseOutcome(case, None, _with_source_line(case, exc))
 
@@ -656,7 +657,7 @@ class SuiteResult:
         return f"{self.passed}/{len(self.outcomes)}"
 
 
-def run_suite(directory: str | Path) -> SuiteResult:
+def run_suite(directory: str | Path, engine=None) -> SuiteResult:
     """Read and run every `*.data` case of `directory` (a malformed one raises)."""
     outcomes, skipped = [], []
     for path in sorted(Path(directory).glob("*.data")):
@@ -664,7 +665,7 @@ def run_suite(directory: str | Path) -> SuiteResult:
         if case.needs_callx:
             skipped.append(path)
             continue
-        outcomes.append(run_case(case))
+        outcomes.append(run_case(case, engine=engine))
     return SuiteResult(tuple(outcomes), tuple(skipped))
 
 
@@ -675,11 +676,22 @@ def plugin_main(argv: Sequence[str], stdin: TextIO, stdout: TextIO, stderr: Text
     """One plugin invocation: program hex on stdin, memory hex as argv[0], r0 in hex on stdout.
 
     `argv` excludes the program name.  The runner passes the memory argument even when it is
-    empty and may append its plugin options (such as `--jit`); options are ignored, since this
-    engine has one mode.  Exit status 0 with r0 printed, or 1 with a one-line reason on stderr
-    (bad input, a program the engine refuses, a run-time fault).
+    empty and may add plugin options: `--jit` runs the program on the JIT instead of the
+    interpreter.  Exit status 0 with r0 printed, or 1 with a one-line reason on stderr (bad
+    input, a program the engine refuses, a run-time fault).
     """
     from .engine import BpfFault, InvalidProgram
+    options = [a for a in argv if a.startswith("--")]
+    argv = [a for a in argv if not a.startswith("--")]
+    unknown = [o for o in options if o != "--jit"]
+    if unknown:
+        print(f"error: unknown option {unknown[0]} (the plugin knows --jit)", file=stderr)
+        return 1
+    run = execute
+    errors: tuple = (InvalidProgram, BpfFault)
+    if "--jit" in options:
+        from .engine import jit
+        run, errors = jit.execute, errors + (jit.JitUnavailable,)
     try:
         program = parse_hex_bytes(stdin.read())
         memory = parse_hex_bytes(argv[0]) if argv else b""
@@ -687,8 +699,8 @@ def plugin_main(argv: Sequence[str], stdin: TextIO, stdout: TextIO, stderr: Text
         print(f"error: malformed input: {exc}", file=stderr)
         return 1
     try:
-        r0 = execute(program, memory)
-    except (InvalidProgram, BpfFault) as exc:
+        r0 = run(program, memory)
+    except errors as exc:
         print(f"error: {exc}", file=stderr)
         return 1
     print(f"{r0:x}", file=stdout)

@@ -2,6 +2,7 @@
 libbpf (bpftool) loads, the CLI's contract, and compiling from scripts and notebook cells."""
 from __future__ import annotations
 
+import itertools
 import linecache
 import os
 import shutil
@@ -402,9 +403,9 @@ def test_readme_example_runs_as_written(tmp_path):
 def test_cli_conformance_plugin_speaks_the_runner_protocol():
     from pybpf_uring.conformance import read_case
     shared = os.path.join(ROOT, "..", "shared", "conformance", "tests")
-    for name in ("add.data", "ldxb.data"):
+    for name, jit in itertools.product(("add.data", "ldxb.data"), ([], ["--jit"])):
         case = read_case(os.path.join(shared, name))
-        argv = [sys.executable, "-m", "pybpf_uring", "conformance-plugin"]
+        argv = [sys.executable, "-m", "pybpf_uring", "conformance-plugin", *jit]
         if case.memory:
             argv.append(case.memory.hex(" "))
         run = subprocess.run(argv, input=case.program.hex(" "), capture_output=True, text=True)

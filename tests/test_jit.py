@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 pytest.importorskip("llvmlite")
 
 from pybpf_uring import isa  # noqa: E402
+from pybpf_uring import conformance  # noqa: E402
 from pybpf_uring.conformance import assemble, read_case  # noqa: E402
 from pybpf_uring.engine import (BpfFault, BudgetExceeded, Interpreter, InvalidProgram,  # noqa: E402
                                 Memory)
@@ -44,13 +45,13 @@ def test_conformance_case(path):
     case = read_case(path)
     if case.needs_callx:
         pytest.skip("callx is not part of RFC 9669")
-    outcome = jit_module.run_case(case)
+    outcome = conformance.run_case(case, engine=jit_module.execute)
     assert outcome.passed, outcome.describe()
 
 
 @pytest.mark.skipif(not SUITE.is_dir(), reason="../shared/conformance not present")
 def test_conformance_score_is_312_of_312():
-    result = jit_module.run_suite(SUITE / "tests")
+    result = conformance.run_suite(SUITE / "tests", engine=jit_module.execute)
     assert result.score == "312/312", [o.describe() for o in result.failures]
     assert [p.name for p in result.skipped] == ["callx.data"]
 
@@ -59,10 +60,10 @@ def test_plugin_protocol():
     program = prog("ldxb %r0, [%r1+1]", "add %r0, %r2", "exit")
     out, err = io.StringIO(), io.StringIO()
     hexed = " ".join(f"{b:02x}" for b in program)
-    assert jit_module.plugin_main(["05 07 09"], io.StringIO(hexed), out, err) == 0
+    assert conformance.plugin_main(["05 07 09", "--jit"], io.StringIO(hexed), out, err) == 0
     assert out.getvalue().strip() == "a" and err.getvalue() == ""
     out, err = io.StringIO(), io.StringIO()
-    assert jit_module.plugin_main([], io.StringIO(hexed), out, err) == 1
+    assert conformance.plugin_main(["--jit"], io.StringIO(hexed), out, err) == 1
     assert "null pointer" in err.getvalue()
 
 

@@ -18,8 +18,10 @@ from .interpreter import (DEFAULT_BUDGET, BpfFault, BudgetExceeded, Helper, Inte
                           InvalidProgram, validate)
 from .memory import Memory, MemoryFault, Region
 from .instance import instantiate
+from .jit import EngineChoice, Jit, JitUnavailable, select_engine  # llvmlite loads on first compile
 
 __all__ = [
     "Interpreter", "BpfFault", "BudgetExceeded", "InvalidProgram", "Helper", "validate",
-    "DEFAULT_BUDGET", "Memory", "MemoryFault", "Region",
+    "DEFAULT_BUDGET", "Memory", "MemoryFault", "Region", "instantiate",
+    "Jit", "JitUnavailable", "EngineChoice", "select_engine",
 ]

@@ -37,7 +37,6 @@ import hashlib
 import itertools
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 from .. import isa
@@ -49,7 +48,7 @@ from .jit_lift import (ENTRY_FIELDS, STATE_FIELDS, STATUS_BUDGET, STATUS_DEPTH, 
 from .memory import Memory, MemoryFault, Region
 
 __all__ = ["Jit", "JitUnavailable", "select_engine", "EngineChoice", "jit_available",
-           "run_case", "run_suite", "execute", "plugin_main", "compile_stats"]
+           "execute", "compile_stats"]
 
 M64 = (1 << 64) - 1
 _U64 = ctypes.c_uint64
@@ -514,7 +513,7 @@ def select_engine(program: bytes | Sequence, *, prefer: str = "jit", trace: bool
 
 
 # ---------------------------------------------------------------------------------------------
-# The conformance suite through the JIT (the same case reader and outcome as conformance.py)
+# The conformance suite's `execute` on the JIT (conformance.run_case/run_suite/plugin_main take it)
 
 def execute(program: bytes, memory: bytes, *, budget: int | None = None,
             unchecked: bool = False) -> int:
@@ -527,41 +526,3 @@ def execute(program: bytes, memory: bytes, *, budget: int | None = None,
     return jit.run(address, len(memory))
 
 
-def run_case(case, *, budget: int | None = None):
-    """One conformance case on the JIT; refusals and faults become the outcome's error."""
-    from ..conformance import CaseOutcome, _with_source_line
-    try:
-        return CaseOutcome(case, execute(case.program, case.memory, budget=budget), None)
-    except (InvalidProgram, BpfFault) as exc:
-        return CaseOutcome(case, None, _with_source_line(case, exc))
-
-
-def run_suite(directory: str | Path):
-    """Every `*.data` case of `directory` on the JIT, the callx group skipped (not RFC 9669)."""
-    from ..conformance import SuiteResult, read_case
-    outcomes, skipped = [], []
-    for path in sorted(Path(directory).glob("*.data")):
-        case = read_case(path)
-        if case.needs_callx:
-            skipped.append(path)
-            continue
-        outcomes.append(run_case(case))
-    return SuiteResult(tuple(outcomes), tuple(skipped))
-
-
-def plugin_main(argv: Sequence[str], stdin, stdout, stderr) -> int:
-    """The bpf_conformance plugin protocol (see conformance.plugin_main) on the JIT."""
-    from ..conformance import parse_hex_bytes
-    try:
-        program = parse_hex_bytes(stdin.read())
-        memory = parse_hex_bytes(argv[0]) if argv and not argv[0].startswith("--") else b""
-    except ValueError as exc:
-        print(f"error: malformed input: {exc}", file=stderr)
-        return 1
-    try:
-        r0 = execute(program, memory)
-    except (InvalidProgram, BpfFault, JitUnavailable) as exc:
-        print(f"error: {exc}", file=stderr)
-        return 1
-    print(f"{r0:x}", file=stdout)
-    return 0
