@@ -110,7 +110,7 @@ class EngineInstance:
     and a runner per program (`runner(spec_or_name)`)."""
 
     def __init__(self, obj: Any, *, budget: int = DEFAULT_BUDGET,
-                 on_trace: Callable[[str], None] | None = None, backend: str = "interpreter") -> None:
+                 on_trace: Callable[[str], None] | None = None, backend: str = "auto") -> None:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
         self.backend = backend
@@ -454,15 +454,15 @@ def _c_string(mem: Memory, address: int) -> str:
 
 def instantiate(obj: Any, *, budget: int = DEFAULT_BUDGET,
                 on_trace: Callable[[str], None] | None = None,
-                backend: str = "interpreter") -> EngineInstance:
+                backend: str = "auto") -> EngineInstance:
     """Make `obj` (a `BpfObject`) live in the engine; what `Ring.register(obj)` calls.
 
     `budget` bounds the instructions of one run (a runaway loop faults instead of hanging the
     host); `on_trace(line)` is called for every line a program prints, as well as the line
-    being kept in `instance.trace`.  `backend` runs the programs on the "interpreter" (the
-    default: no compile time, and RFC programs spend their time in helpers, not in loops), the
-    "jit" (llvmlite; EngineError if it cannot take a program), or "auto" (the JIT where it can,
-    else the interpreter; `runner.backend` and `runner.backend_reason` say which and why).
+    being kept in `instance.trace`.  `backend` runs the programs on "auto" (the default: the JIT
+    where it can, else the interpreter; `runner.backend` and `runner.backend_reason` say which
+    and why), the "jit" (llvmlite; EngineError if it cannot take a program), or the
+    "interpreter" (no compile time: for a program run only a few times).
     EngineError when the object needs something the engine does not have.
 
         ring.register(obj, engine=lambda o: instantiate(o, backend="jit"))
