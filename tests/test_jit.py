@@ -493,7 +493,7 @@ def test_programs_with_local_calls_match_the_interpreter(program, budget):
 # ---------------------------------------------------------------------------------------------
 # Programs compiled by this project (and the kernel as a third opinion)
 
-COMPILED = """
+from test_interpreter import COMPILED  # noqa: E402 - one program, both engines judged on it
 from pybpf_uring import syscall, Struct, i32, i64, u8, u32, u64
 
 N = 12
