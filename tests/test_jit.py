@@ -494,47 +494,6 @@ def test_programs_with_local_calls_match_the_interpreter(program, budget):
 # Programs compiled by this project (and the kernel as a third opinion)
 
 from test_interpreter import COMPILED  # noqa: E402 - one program, both engines judged on it
-from pybpf_uring import syscall, Struct, i32, i64, u8, u32, u64
-
-N = 12
-
-class Args(Struct):
-    data: u32[N]
-    k: i64
-    small: u8
-    out: i64[6]
-
-def mix(a: i64, b: i64) -> i64:
-    if a < b:
-        return b // 3 - a % 7
-    return a * b - (a >> 2)
-
-@syscall
-def crunch(ctx: Args) -> i32:
-    data = ctx.data
-    out = ctx.out
-    total = 0
-    odd = 0
-    for i in range(N):
-        if data[i] == 0:
-            continue
-        if data[i] & 1:
-            odd += 1
-        total += mix(data[i], ctx.k)
-    out[0] = total
-    out[1] = odd
-    out[2] = ctx.k // 7
-    out[3] = ctx.k % -5
-    out[4] = i64(ctx.small) * 300
-    j = 0
-    steps = 0
-    while j < 50:
-        steps += ctx.small % 5 + 1
-        j += 1
-    out[5] = steps
-    ctx.out = out
-    return odd
-"""
 
 
 DIGEST = """
