@@ -18,10 +18,9 @@ TYPE_SIZE = "type"     # a type, passed as its size; the call returns a referenc
 
 @dataclass(frozen=True)
 class Param:
-    kind: str                 # CTX, INT or REF_SIZE
+    kind: str                 # CTX, INT, REF_SIZE or TYPE_SIZE
     type: Type = U64          # for INT: the parameter's width
     struct: str | None = None  # for REF_SIZE: the struct it must be (None: any local)
-    writes: bool = False      # for REF_SIZE: the helper writes the local
 
 
 @dataclass(frozen=True)
@@ -31,7 +30,6 @@ class Helper:
     params: tuple[Param, ...]
     ret: Type
     programs: frozenset[str] = frozenset()  # program kinds that may call it; empty: all
-    sleepable: bool = False
 
 
 IOURING = frozenset({"iouring"})
@@ -43,15 +41,15 @@ HELPERS = {h.name: h for h in (
     Helper("get_smp_processor_id", 8, (), U32),
     Helper("get_current_pid_tgid", 14, (), U64),
     # bpf_skb_load_bytes(skb, offset, to, len)
-    Helper("skb_load_bytes", 26, (Param(CTX), Param(INT, U32), Param(REF_SIZE, writes=True)), I64, SOCKET),
-    Helper("queue_sqe", 164, (Param(CTX), Param(REF_SIZE, struct="Sqe")), I64, IOURING, True),
+    Helper("skb_load_bytes", 26, (Param(CTX), Param(INT, U32), Param(REF_SIZE)), I64, SOCKET),
+    Helper("queue_sqe", 164, (Param(CTX), Param(REF_SIZE, struct="Sqe")), I64, IOURING),
     Helper("emit_cqe", 165, (Param(CTX), Param(INT, U32), Param(INT, U64), Param(INT, I32),
                              Param(INT, U32)), I64, IOURING),
-    Helper("reap_cqe", 166, (Param(CTX), Param(INT, U32), Param(REF_SIZE, struct="Cqe", writes=True)),
+    Helper("reap_cqe", 166, (Param(CTX), Param(INT, U32), Param(REF_SIZE, struct="Cqe")),
            I64, IOURING),
-    Helper("copy_to_user", 167, (Param(INT, U64), Param(REF_SIZE)), I64, IOURING, True),
+    Helper("copy_to_user", 167, (Param(INT, U64), Param(REF_SIZE)), I64, IOURING),
     # bpf_copy_from_user(dst, size, uptr): Python order (dst, uptr)
-    Helper("copy_from_user", 148, (Param(REF_SIZE, writes=True), Param(INT, U64)), I64, IOURING, True),
+    Helper("copy_from_user", 148, (Param(REF_SIZE), Param(INT, U64)), I64, IOURING),
 )}
 
 LOOP = frozenset({"loop_step"})
@@ -79,7 +77,7 @@ KFUNCS = {k.name: k for k in (
 
 # Map operations and print() are lowered to these helper IDs.
 MAP_LOOKUP_ELEM, MAP_UPDATE_ELEM, MAP_DELETE_ELEM, TRACE_PRINTK = 1, 2, 3, 6
-BPF_ANY, BPF_NOEXIST, BPF_EXIST = 0, 1, 2
+BPF_ANY, BPF_NOEXIST = 0, 1  # map update flags
 
 # prep_* are inlined as field stores, mirroring uring.py's host versions:
 # name → (fields set to constants, fields set from the arguments after the sqe).

@@ -10,7 +10,7 @@ import argparse
 import os
 import sys
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_ERROR = 0, 1  # bad usage exits 2, as argparse does
 STAGES = ("ast", "ir", "ir-opt", "asm")
 
 
@@ -131,7 +131,7 @@ def cmd_check(args) -> int:
 def cmd_verify(args) -> int:
     obj = load_object(args.file, args.cpu)
     with obj.load() as loaded:
-        for name, prog in loaded.programs.items():
+        for name in loaded.programs:
             print(f"{name}: verified")
     return EXIT_OK
 

@@ -14,7 +14,6 @@ class Program:
         self.name = fn.__name__
         self.__doc__ = fn.__doc__
         self.__wrapped__ = fn
-        self._object = None
 
     def compile(self, cpu: str = "v3"):
         """Compile this program (with the maps, structs and subprograms it uses) to a BpfObject."""
