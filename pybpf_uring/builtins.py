@@ -75,6 +75,10 @@ KFUNCS = {k.name: k for k in (
           ("ctx", "region_id", "rdwr_buf_size"), None, LOOP),
 )}
 
+# Inline operations on a mainline CQ view (see iou.py): name → program kinds that may use them.
+CQ_INTRINSICS = {"cq_reap": LOOP, "cq_wait": LOOP}
+ENOENT, EINVAL = 2, 22
+
 # Map operations and print() are lowered to these helper IDs.
 MAP_LOOKUP_ELEM, MAP_UPDATE_ELEM, MAP_DELETE_ELEM, TRACE_PRINTK = 1, 2, 3, 6
 BPF_ANY, BPF_NOEXIST = 0, 1  # map update flags

@@ -15,7 +15,7 @@ import importlib
 from dataclasses import dataclass, field
 
 from . import syntax as S
-from .builtins import HELPERS, KFUNCS, PREPS
+from .builtins import CQ_INTRINSICS, HELPERS, KFUNCS, PREPS
 from .diagnostics import Collector, Span
 from .limits import MAX_CALL_DEPTH, MAX_HELPER_ARGS
 from .typesys import I64, INTS, NONE, ArrayT, IntT, MapT, PtrT, StructT, Type
@@ -469,6 +469,8 @@ def runtime_symbol(obj, name: str) -> Symbol | None:
         return Symbol("helper", value=HELPERS[helper_name])
     if helper_name in PREPS and getattr(uring, helper_name) is obj:
         return Symbol("prep", value=helper_name)
+    if helper_name in CQ_INTRINSICS and getattr(iou, helper_name) is obj:
+        return Symbol("cq", value=helper_name)
     if isinstance(obj, int) and not isinstance(obj, bool):
         return Symbol("const", I64, obj)
     return None

@@ -6,10 +6,10 @@ apply inside a function (locals, conversions, loop bounds, map and helper calls,
 from __future__ import annotations
 
 from . import syntax as S
-from .builtins import CTX, INT, PREPS, Helper, Kfunc
+from .builtins import CQ_INTRINSICS, CTX, INT, PREPS, Helper, Kfunc
 from .check import CallTarget, FunctionInfo, Symbol, describe
 from .limits import MAX_LOOP_ITERATIONS, MAX_PRINT_ARGS, STACK_BYTES
-from .typesys import (BOOL, I64, INTS, NONE, STR, U64, ArrayT, BoolT, IntT, MapT, PtrT,
+from .typesys import (BOOL, I32, I64, INTS, NONE, STR, U32, U64, ArrayT, BoolT, IntT, MapT, PtrT,
                       StructT, Type, common_int)
 
 ARITH = {"+", "-", "*", "//", "%", "&", "|", "^", "<<", ">>"}
@@ -664,6 +664,44 @@ class BodyChecker:
                        f"e.g. `buf = {struct}()` then {helper}(..., buf)")
         elif not isinstance(target, (StructT, ArrayT, IntT)):
             self.error(a.span, f"{helper}() needs a struct, array or integer variable")
+
+    def call_cq(self, e: S.Call, sym: Symbol) -> Type:
+        """cq_reap(cq, cqe) -> i32 and cq_wait(lp, cq, n) on a mainline CQ view."""
+        name = sym.value
+        if self.info.kind not in CQ_INTRINSICS[name]:
+            self.error(e.func.span, f"{name}() works on a @loop_step program's CQ region",
+                       "in an @iouring program use reap_cqe(ctx, cq, cqe) and ctx.wait_nr")
+        want = {"cq_reap": ("cq", "cqe"), "cq_wait": ("lp", "cq", "n")}[name]
+        if len(e.args) != len(want):
+            self.error(e.span, f"{name}() takes {len(want)} arguments: {', '.join(want)}")
+            return I32 if name == "cq_reap" else NONE
+        self.out.calls[e] = CallTarget("cq", name)
+        for a, role in zip(e.args, want):
+            if role == "cq":
+                self.cq_view(a)
+            elif role == "cqe":
+                self.ref_argument(name, a, "Cqe")
+            elif role == "lp":
+                t = self.expr(a)
+                if getattr(getattr(t, "target", None), "name", None) != "IouLoopParams":
+                    self.error(a.span, f"{name}() needs the loop's IouLoopParams here")
+            else:
+                self.convert(a, U32, "n")
+        return I32 if name == "cq_reap" else NONE
+
+    def cq_view(self, a: S.Expr) -> None:
+        t = self.expr(a)
+        st = t.target if isinstance(t, PtrT) else None
+        ring = st.field("ring") if isinstance(st, StructT) else None
+        cqes = st.field("cqes") if isinstance(st, StructT) else None
+        if isinstance(t, PtrT) and t.nullable:
+            self.error(a.span, f"{self.source_text(a)} may be None here",
+                       f"check first: `if {self.source_text(a)} is None: return IOU_LOOP_STOP`")
+            return
+        if not (ring and getattr(ring.type, "name", None) == "CqRing" and isinstance(cqes.type if cqes else None, ArrayT)
+                and getattr(cqes.type.elem, "name", None) == "Cqe"):
+            self.error(a.span, "expected the CQ region's view: get_region(ctx, IOU_REGION_CQ, View) "
+                       "where View has `ring: CqRing` and `cqes: Cqe[N]`")
 
     def call_prep(self, e: S.Call, sym: Symbol) -> Type:
         consts, fields = PREPS[sym.value]

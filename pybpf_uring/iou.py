@@ -52,3 +52,9 @@ class CqRing(Struct):
 
 submit_sqes = _program_only("submit_sqes")
 get_region = _program_only("get_region")
+# The RFC's reap and wait, on a CQ view (a Struct with `ring: CqRing` and `cqes: Cqe[N]`):
+# cq_reap(cq, cqe) copies the CQE at the head into `cqe` and advances the head: 0, or -ENOENT
+# when the CQ is empty (-EINVAL when the ring's mask reaches past the view's N CQEs);
+# cq_wait(lp, cq, n) sleeps the loop until n more CQEs arrived after the head.
+cq_reap = _program_only("cq_reap")
+cq_wait = _program_only("cq_wait")

@@ -9,10 +9,10 @@ from __future__ import annotations
 import llvmlite.ir as ir
 
 from . import syntax as S
-from .builtins import (BPF_NOEXIST, CTX, INT, MAP_LOOKUP_ELEM, MAP_UPDATE_ELEM, PREPS,
-                       TRACE_PRINTK)
-from .lower_values import I8P, I64_IR, ir_type
-from .typesys import I64, U64, ArrayT, BoolT, IntT, MapT, PtrT, StructT, Type
+from .builtins import (BPF_NOEXIST, CTX, EINVAL, ENOENT, INT, MAP_LOOKUP_ELEM, MAP_UPDATE_ELEM,
+                       PREPS, TRACE_PRINTK)
+from .lower_values import I8P, I32, I64_IR, ir_type
+from .typesys import I64, U32, U64, ArrayT, BoolT, IntT, MapT, PtrT, StructT, Type
 
 
 class CallLowering:
@@ -56,6 +56,43 @@ class CallLowering:
                 args.append(ir.Constant(I64_IR, ret.target.size))
         result = self.b.call(self.ml.kfunc(k), args)
         return result
+
+    def call_cq(self, e: S.Call, name: str) -> ir.Value | None:
+        """The RFC's reap and wait on a mainline CQ view (`ring: CqRing`, `cqes: Cqe[N]`)."""
+        if name == "cq_wait":  # lp.cq_wait_idx = cq.ring.cq_head + n
+            lp, cq, n = e.args
+            head = self.load(self.cq_field(cq, "cq_head"), U32)
+            wait = self.struct_of(lp).field("cq_wait_idx")
+            self.store(self.b.add(head, self.value(n, U32)), self.offset(self.base_address(lp), wait.offset), U32)
+            return None
+        cq, cqe = e.args
+        head = self.load(self.cq_field(cq, "cq_head"), U32)
+        tail = self.load(self.cq_field(cq, "cq_tail"), U32, volatile=True)  # the kernel moves it
+        mask = self.load(self.cq_field(cq, "cq_ring_mask"), U32)
+        cqes = self.struct_of(cq).field("cqes")
+        index = self.opaque(self.b.zext(self.b.and_(head, mask), I64_IR))  # bounded for the verifier
+        inside = self.b.icmp_unsigned("<", index, ir.Constant(I64_IR, cqes.type.length))
+        empty = self.b.icmp_unsigned("==", head, tail)
+        result = self.b.select(empty, ir.Constant(I32, -ENOENT), ir.Constant(I32, -EINVAL))
+        before = self.b.block
+        take, done = self.new_block("cq.take"), self.new_block("cq.done")
+        self.b.cbranch(self.b.and_(self.b.not_(empty), inside), take, done)
+        self.enter(take)
+        slot = self.offset(self.base_address(cq), self.b.add(ir.Constant(I64_IR, cqes.offset),
+                                                               self.b.mul(index, ir.Constant(I64_IR, cqes.type.elem.size))))
+        self.memcpy(self.base_address(cqe), slot, cqes.type.elem)
+        self.store(self.b.add(head, ir.Constant(I32, 1)), self.cq_field(cq, "cq_head"), U32)
+        self.b.branch(done)
+        self.enter(done)
+        phi = self.b.phi(I32)
+        phi.add_incoming(ir.Constant(I32, 0), take)
+        phi.add_incoming(result, before)
+        return phi
+
+    def cq_field(self, cq: S.Expr, name: str) -> ir.Value:
+        view = self.struct_of(cq)
+        ring = view.field("ring")
+        return self.offset(self.base_address(cq), ring.offset + ring.type.field(name).offset)
 
     def call_prep(self, e: S.Call, name: str) -> None:
         consts, fields = PREPS[name]

@@ -1,26 +1,29 @@
 """Sample (mainline Linux 7.1+): liburing's NOP test as a Python `io_uring_bpf_ops` loop.
 
-Each step reaps the CQEs that arrived (advancing the CQ head itself), queues up to BATCH NOP
-SQEs into the SQ region, submits them, and sleeps until they complete; it stops after `target`
-NOPs.  Globals: `target` (.data) the host may change, `submitted`/`completed` (.bss) the host
+Each step reaps the CQEs that arrived (`cq_reap` copies the CQE at the head and advances it, as
+the RFC's reap_cqe), writes up to BATCH NOP SQEs into the SQ region, submits them, and sleeps
+until they complete (`cq_wait`); it stops after `target` NOPs.  Globals: `target` (.data) the host may change, `submitted`/`completed` (.bss) the host
 reads back, `cq_entries` (.rodata) set by the host before loading.
 """
 from pybpf_uring import loop_step, Struct, Const, i32, u8, u32, u64
 from pybpf_uring.uring import Sqe, Cqe, prep_nop
-from pybpf_uring.iou import IouCtx, IouLoopParams, CqRing, get_region, submit_sqes
+from pybpf_uring.iou import IouCtx, IouLoopParams, CqRing, get_region, submit_sqes, cq_reap, cq_wait
 from pybpf_uring.iou import IOU_LOOP_CONTINUE, IOU_LOOP_STOP, IOU_REGION_SQ, IOU_REGION_CQ
 
 BATCH = 8
 CQ_SLOTS = 64
-cq_entries: Const[u32] = CQ_SLOTS
+cq_entries: Const[u32] = CQ_SLOTS   # the loader sets it from the ring
 target: u64 = 1000
 submitted: u64 = 0
 completed: u64 = 0
+last: u64 = 0                       # user_data of the last CQE reaped
 
-class CqView(Struct):
+
+class CqView(Struct):               # the CQ region: its header, then the CQEs
     ring: CqRing
     pad: u8[32]
     cqes: Cqe[CQ_SLOTS]
+
 
 @loop_step
 def nops(ctx: IouCtx, lp: IouLoopParams) -> i32:
@@ -28,14 +31,12 @@ def nops(ctx: IouCtx, lp: IouLoopParams) -> i32:
     sqes = get_region(ctx, IOU_REGION_SQ, Sqe[BATCH])
     if cq is None or sqes is None:
         return IOU_LOOP_STOP
-    head = cq.ring.cq_head
-    tail = cq.ring.cq_tail
+    cqe = Cqe()
     for k in range(CQ_SLOTS):
-        if head == tail or k >= cq_entries:
+        if k >= cq_entries or cq_reap(cq, cqe) != 0:
             break
         completed += 1
-        head += 1
-    cq.ring.cq_head = head
+        last = cqe.user_data
     if completed >= target:
         return IOU_LOOP_STOP
     n: u32 = 0
@@ -47,5 +48,5 @@ def nops(ctx: IouCtx, lp: IouLoopParams) -> i32:
         n += 1
     submitted += n
     submit_sqes(ctx, n)
-    lp.cq_wait_idx = head + n
+    cq_wait(lp, cq, n)
     return IOU_LOOP_CONTINUE

@@ -32,7 +32,8 @@ def test_loop_step_object_has_struct_ops_kfuncs_and_globals(tmp_path):
                      "FUNC 'bpf_io_uring_get_region' type_id=", "linkage=extern",
                      "FUNC 'bpf_io_uring_submit_sqes' type_id=",
                      "DATASEC '.struct_ops.link'", "(VAR 'nops_ops')", "DATASEC '.ksyms'",
-                     "(VAR 'cq_entries')", "(VAR 'target')", "(VAR 'submitted')", "(VAR 'completed')"):
+                     "(VAR 'cq_entries')", "(VAR 'target')", "(VAR 'submitted')", "(VAR 'completed')",
+                     "(VAR 'last')"):
         assert expected in text, expected
     datasecs = {line.split("'")[1]: line for line in text.splitlines() if "DATASEC" in line}
     assert {".rodata", ".data", ".bss", ".ksyms", ".struct_ops.link"} <= set(datasecs)
@@ -47,7 +48,7 @@ def test_globals_hold_their_initial_values_in_their_sections():
     elf = ELFFile(io.BytesIO(obj.elf))
     assert elf.get_section_by_name(".rodata").data() == (64).to_bytes(4, "little")
     assert elf.get_section_by_name(".data").data() == (1000).to_bytes(8, "little")
-    assert elf.get_section_by_name(".bss").data_size == 16
+    assert elf.get_section_by_name(".bss").data_size == 24   # submitted, completed, last
 
 
 def test_const_globals_are_re_read_not_folded():
@@ -58,9 +59,10 @@ def test_const_globals_are_re_read_not_folded():
 
 
 BASE = """
-from pybpf_uring import loop_step, syscall, Struct, Const, i32, u32, u64
-from pybpf_uring.iou import IouCtx, IouLoopParams, submit_sqes, get_region, IOU_REGION_SQ
-from pybpf_uring.uring import Sqe
+from pybpf_uring import loop_step, syscall, iouring, Struct, Const, i32, u32, u64
+from pybpf_uring.iou import IouCtx, IouLoopParams, submit_sqes, get_region, cq_reap, cq_wait
+from pybpf_uring.iou import IOU_REGION_SQ, IOU_REGION_CQ, CqRing
+from pybpf_uring.uring import Sqe, Cqe, IoUringCtx
 
 limit: Const[u32] = 4
 count: u64 = 0
@@ -76,6 +78,16 @@ ERRORS = {
                      "error: a @loop_step program takes the loop's ctx and its parameters"),
     "kfunc_elsewhere": ("@syscall\ndef f(ctx: Args) -> i32:\n    return submit_sqes(ctx, 1)\n",
                         "error: submit_sqes() cannot be called from a @syscall program"),
+    "cq_reap_in_an_rfc_program": ("@iouring\ndef f(ctx: IoUringCtx) -> i32:\n    c = Cqe()\n"
+                                  "    return cq_reap(ctx, c)\n",
+                                  "error: cq_reap() works on a @loop_step program's CQ region"),
+    "cq_view_unchecked": ("@loop_step\ndef f(ctx: IouCtx, lp: IouLoopParams) -> i32:\n"
+                          "    cq = get_region(ctx, IOU_REGION_CQ, CqRing)\n    c = Cqe()\n"
+                          "    return cq_reap(cq, c)\n", "error: cq may be None here"),
+    "cq_not_a_view": ("@loop_step\ndef f(ctx: IouCtx, lp: IouLoopParams) -> i32:\n"
+                      "    cq = get_region(ctx, IOU_REGION_CQ, CqRing)\n    if cq is None:\n        return 1\n"
+                      "    c = Cqe()\n    return cq_reap(cq, c)\n",
+                      "error: expected the CQ region's view"),
     "region_unchecked": ("@loop_step\ndef f(ctx: IouCtx, lp: IouLoopParams) -> i32:\n"
                          "    s = get_region(ctx, IOU_REGION_SQ, Sqe[4])\n    s[0].opcode = 0\n    return 0\n",
                          "error: s may be None here"),

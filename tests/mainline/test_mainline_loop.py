@@ -279,6 +279,7 @@ def test_python_sample_runs_in_the_kernel(python_object):
         assert ring.run() == 0 and ring.enter_calls == 1
         g = att.globals
         assert g["completed"] == g["target"] == 1000 and g["submitted"] == 1000
+        assert g["last"] == 999      # cq_reap copied each CQE, in order
         assert ring.cq_head == ring.cq_tail == 1000
 
 
