@@ -4,48 +4,11 @@
  * same offset, then the next READ, all inside one io_uring_enter().  A READ of 0 bytes ends the
  * copy with `result` 0; a failed request ends it with `result` = its -errno.  `requests` counts
  * the SQEs submitted. */
-typedef unsigned char __u8;
-typedef unsigned short __u16;
-typedef unsigned int __u32;
-typedef int __s32;
-typedef unsigned long long __u64;
-
-#define SEC(name) __attribute__((section(name), used))
-#define __ksym __attribute__((section(".ksyms")))
+#include "mainline_defs.h"
 
 enum { IORING_OP_READ = 22, IORING_OP_WRITE = 23 };
-enum { IOU_LOOP_CONTINUE = 0, IOU_LOOP_STOP = 1 };
-enum { IOU_REGION_CQ = 1, IOU_REGION_SQ = 2 };
 enum { TAG_READ = 1, TAG_WRITE = 2 };
 #define EPROTO 71
-
-struct io_uring_sqe {
-	__u8 opcode, flags;
-	__u16 ioprio;
-	__s32 fd;
-	__u64 off, addr;
-	__u32 len, rw_flags;
-	__u64 user_data;
-	__u64 pad[3];
-};
-struct io_uring_cqe {
-	__u64 user_data;
-	__s32 res;
-	__u32 flags;
-};
-struct iou_ctx;
-struct iou_loop_params {
-	__u32 cq_wait_idx;
-};
-struct io_uring_bpf_ops {
-	int (*loop_step)(struct iou_ctx *ctx, struct iou_loop_params *lp);
-	__u32 ring_fd;
-	void *priv;
-};
-
-extern __u8 *bpf_io_uring_get_region(struct iou_ctx *ctx, __u32 region_id,
-				     const unsigned long rdwr_buf_size) __ksym;
-extern int bpf_io_uring_submit_sqes(struct iou_ctx *ctx, __u32 nr) __ksym;
 
 const volatile __u32 sq_entries;
 const volatile __u32 cq_entries;

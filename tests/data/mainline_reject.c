@@ -1,25 +1,8 @@
 /* A loop_step program the verifier must refuse, for tests/mainline/: it writes an SQE at an
  * index the host controls, with no bound, past the SQ region bpf_io_uring_get_region returned.
  * The loader must report the C line of the write, not a traceback. */
-typedef unsigned char __u8;
-typedef unsigned int __u32;
-typedef unsigned long long __u64;
+#include "mainline_defs.h"
 
-#define SEC(name) __attribute__((section(name), used))
-#define __ksym __attribute__((section(".ksyms")))
-
-struct iou_ctx;
-struct iou_loop_params {
-	__u32 cq_wait_idx;
-};
-struct io_uring_bpf_ops {
-	int (*loop_step)(struct iou_ctx *ctx, struct iou_loop_params *lp);
-	__u32 ring_fd;
-	void *priv;
-};
-
-extern __u8 *bpf_io_uring_get_region(struct iou_ctx *ctx, __u32 region_id,
-				     const unsigned long rdwr_buf_size) __ksym;
 
 __u32 slot;
 

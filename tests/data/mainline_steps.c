@@ -5,31 +5,10 @@
  * With `sleep_forever` set it waits for a CQE that never comes, so only a signal ends the
  * io_uring_enter() call (EINTR).  Each step also counts itself in the BTF-defined array map
  * `step_slots` (slot = step % 4), so maps in `.maps` are exercised from a loop_step program. */
-typedef unsigned char __u8;
-typedef unsigned int __u32;
-typedef int __s32;
-typedef unsigned long long __u64;
+#include "mainline_defs.h"
 
-#define SEC(name) __attribute__((section(name), used))
 #define __uint(name, val) int (*name)[val]
 #define __type(name, val) typeof(val) *name
-#define __ksym __attribute__((section(".ksyms")))
-
-enum { IOU_LOOP_CONTINUE = 0, IOU_LOOP_STOP = 1 };
-enum { IOU_REGION_CQ = 1 };
-
-struct iou_ctx;
-struct iou_loop_params {
-	__u32 cq_wait_idx;
-};
-struct io_uring_bpf_ops {
-	int (*loop_step)(struct iou_ctx *ctx, struct iou_loop_params *lp);
-	__u32 ring_fd;
-	void *priv;
-};
-
-extern __u8 *bpf_io_uring_get_region(struct iou_ctx *ctx, __u32 region_id,
-				     const unsigned long rdwr_buf_size) __ksym;
 
 struct {
 	__uint(type, 2);		/* BPF_MAP_TYPE_ARRAY */
