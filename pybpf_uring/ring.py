@@ -345,6 +345,8 @@ class Ring:
         self.engine: Any = None  # the registered object's EngineInstance (maps, trace)
         self.faults: deque[BpfFaultRecord] = deque(maxlen=100)
         self.enter_calls = 0
+        self._native: Any = None          # engine.native_ring.NativeRing when programs are native
+        self._session_helpers: Helpers | None = None
 
     # --- lifetime ------------------------------------------------------------------------------
     def close(self) -> None:
@@ -362,6 +364,7 @@ class Ring:
         except OSError:
             pass
         raw, self._raw = self._raw, None
+        self._native = None
         self._sq_u32 = self._sqes = self._cq_u32 = self._cq_bytes = None
         self._parked.clear()
         self._runnable.clear()
@@ -512,6 +515,11 @@ class Ring:
         self._programs = [(p.name, instance.runner(p)) for p in programs]
         self.engine = instance  # its `trace` holds the lines programs printed
         self.maps = instance.maps
+        # Runners that can run inside a native wait (JIT-compiled engine programs) get one.
+        natives = [getattr(runner, "native", lambda: None)() for _, runner in self._programs]
+        if any(n is not None for n in natives):
+            from .engine.native_ring import NativeRing
+            self._native = NativeRing(self, natives)
 
     def unregister(self) -> None:
         """Detach the programs (IORING_UNREGISTER_BPF); parked requests complete with -ECANCELED."""
@@ -523,6 +531,7 @@ class Ring:
         self._runnable.clear()
         self._parked.clear()
         self._programs = []
+        self._native = None
         self.engine = None
         self.maps = {}
 
@@ -579,6 +588,11 @@ class Ring:
         cq_u32, head_i, tail_i, sq_u32, sq_head_i = (self._cq_u32, self._cq_head_i, self._cq_tail_i,
                                                      self._sq_u32, self._sq_head_i)
         while True:
+            # With requests parked on JIT-compiled programs, the rounds run natively until this CQ
+            # has a CQE or something only this loop does is due (engine/native_ring.py).
+            if self._native is not None and self._parked and not self._runnable:
+                if self._native_wait(q):
+                    return Cqe(*q.pop())
             if cq_u32[head_i] != cq_u32[tail_i]:
                 self._drain()
             # Programs whose CQ condition now holds run before the host is handed a CQE, as the
@@ -657,6 +671,34 @@ class Ring:
             raise ValueError(f"no CQ {cq}: this ring has CQs 0..{len(self._cqs) - 1} "
                              f"(cq_sizes={self.cq_sizes})")
         return self._cqs[cq]
+
+    def _native_wait(self, q: _Cq) -> bool:
+        """Native rounds until q has a CQE (True) or the Python loop must make one pass (False)."""
+        from .engine import native_ring as nr
+        native = self._native
+        while True:
+            code = native.wait(q.index)
+            if code == nr.READY:
+                return True
+            if code in (nr.PYTHON, nr.STALLED):
+                return False
+            if code != nr.MORE:
+                req = _BpfRequest(*native.handed_back)
+                name, runner = self._programs[req.prog]
+                if code == nr.FAULTED:
+                    self._settle(req, name, runner, runner.native_fault)
+                elif code == nr.COMPLETE:
+                    self._complete(req, 0)
+                else:
+                    self._bad_wait(req, name)
+            if self._runnable or not self._parked:
+                return False
+
+    def session_helpers(self) -> Helpers:
+        """The Helpers a program's Python helper calls use inside a native wait."""
+        if self._session_helpers is None:
+            self._session_helpers = Helpers(self, None)
+        return self._session_helpers
 
     def _stalled(self, q: _Cq) -> None:
         waits = ", ".join(f"{self._programs[r.prog][0]} on CQ {r.wait_idx} for {r.wait_nr}"
@@ -870,17 +912,10 @@ class Ring:
         name, runner = self._programs[req.prog]
         req.runs += 1
         helpers = Helpers(self, req)
-        try:
-            _, ctx = runner.run(_CTX.pack(req.user_data, 0, 0), helpers)
-        except ProgramFault as exc:
-            self._fault(req, name, -abs(exc.errno or _errno.EFAULT), str(exc))
+        ctx = self._settle(req, name, runner,
+                           lambda: runner.run(_CTX.pack(req.user_data, 0, 0), helpers)[1])
+        if ctx is None:
             return
-        except Exception as exc:
-            if isinstance(exc, tuple(getattr(runner, "fault_types", ()))):
-                self._fault(req, name, -_errno.EFAULT, str(exc))
-                return
-            self._complete(req, -_errno.ECANCELED)   # the runner itself broke: do not hang waiters
-            raise
         if len(ctx) != CTX_SIZE:
             self._complete(req, -_errno.ECANCELED)
             raise TypeError(f"runner for {name!r} returned a {len(ctx)}-byte ctx; it must be {CTX_SIZE}")
@@ -889,11 +924,30 @@ class Ring:
         if not wait_nr:
             self._complete(req, 0)
         elif wait_idx >= len(self._cqs):
-            self._fault(req, name, -_errno.EINVAL,
-                        f"ctx.wait_idx = {wait_idx} names no CQ (the ring has {len(self._cqs)})")
+            req.wait_idx = wait_idx
+            self._bad_wait(req, name)
         else:
             req.wait_nr, req.wait_idx = wait_nr, wait_idx
             self._parked.append(req)
+
+    def _settle(self, req: _BpfRequest, name: str, runner: ProgramRunner, run: Callable[[], Any]) -> Any:
+        """`run()`'s result, or None after failing the request on a fault; a broken runner
+        cancels the request (waiters must not hang) and raises."""
+        try:
+            return run()
+        except ProgramFault as exc:
+            self._fault(req, name, -abs(exc.errno or _errno.EFAULT), str(exc))
+        except Exception as exc:
+            if isinstance(exc, tuple(getattr(runner, "fault_types", ()))):
+                self._fault(req, name, -_errno.EFAULT, str(exc))
+                return None
+            self._complete(req, -_errno.ECANCELED)
+            raise
+        return None
+
+    def _bad_wait(self, req: _BpfRequest, name: str) -> None:
+        self._fault(req, name, -_errno.EINVAL,
+                    f"ctx.wait_idx = {req.wait_idx} names no CQ (the ring has {len(self._cqs)})")
 
     def _fault(self, req: _BpfRequest, name: str, res: int, message: str) -> None:
         self.faults.append(BpfFaultRecord(req.user_data, name, res, message))

@@ -232,6 +232,9 @@ class RawRing:
             sq = self._map_region(sq_size, IORING_OFF_SQ_RING, prot, flags)
             cq = self._map_region(cq_size, IORING_OFF_CQ_RING, prot, flags)
         sqes = self._map_region(p.sq_entries * SQE_SIZE, IORING_OFF_SQES, prot, flags)
+        # host addresses of the three regions, for the engine's native ring (engine/native_ring)
+        self.sq_address, self.cq_address = self._maps[0].address, self._maps[-2].address
+        self.sqes_address = self._maps[-1].address
         self.sq_u32 = sq.cast("I")
         self.cq_u32 = cq.cast("I")
         self.cq = cq

@@ -36,6 +36,7 @@ the Python line it came from (the program's BTF line_info), so the Ring fails th
 """
 from __future__ import annotations
 
+import ctypes
 import errno as _errno
 import os
 import random
@@ -52,6 +53,7 @@ from ..isa import Instruction
 from ..objfile import ProgramSpec
 from ..ring import ProgramFault
 from .interpreter import DEFAULT_BUDGET, BpfFault, Interpreter, InvalidProgram
+from .jit_lift import STATE_FIELDS
 from .maps import ArrayMap, EngineMap, HashMap, make_map
 from .memory import BIAS, OFFSET_MASK, REGION_SHIFT, Memory, MemoryFault
 
@@ -110,10 +112,12 @@ class EngineInstance:
     and a runner per program (`runner(spec_or_name)`)."""
 
     def __init__(self, obj: Any, *, budget: int = DEFAULT_BUDGET,
-                 on_trace: Callable[[str], None] | None = None, backend: str = "auto") -> None:
+                 on_trace: Callable[[str], None] | None = None, backend: str = "auto",
+                 native_waits: bool = True) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
         self.backend = backend
+        self.native_waits = native_waits
         self.obj = obj
         self.memory = Memory()
         self.trace: deque[str] = deque(maxlen=TRACE_LINES)
@@ -133,6 +137,7 @@ class EngineInstance:
         # other kinds (a socket filter beside them, a syscall program under test) on first use,
         # so an object mixing kinds registers even if their helpers are not the engine's.
         self._specs = {spec.name: spec for spec in obj.programs}
+        self._natives: Any = None         # native helpers for JIT'd programs, made with the first
         self.programs: dict[str, EngineProgram] = {
             spec.name: EngineProgram(self, spec) for spec in obj.programs if spec.kind == "iouring"}
 
@@ -174,6 +179,31 @@ class EngineInstance:
             raise MemoryFault(f"{arg} = {memory.describe(address)} is not a map (pass a map itself, "
                               "as ld_imm64 of a map gives it)", address)
         return m
+
+    def native_tables(self) -> tuple[int, int]:
+        """(native helper table, array-map table) addresses for a JIT'd program's state block.
+
+        The map table is {count, then per array map: handle, max_entries, element addresses,
+        values, value size}: an element's address is cached the first time the Python lookup
+        makes its region; updates write the values in place, as ArrayMap.update does."""
+        if self._natives is None:
+            from .native_ring import native_helpers
+            table, address = native_helpers()
+            arrays = [m for m in self._map_list if type(m) is ArrayMap]
+            caches = [((ctypes.c_uint64 * m.max_entries)(),
+                       (ctypes.c_char * len(m.data)).from_buffer(m.data)) for m in arrays]
+            words = [len(arrays)]
+            for m, (cache, data) in zip(arrays, caches):
+                words += [m.handle.base, m.max_entries, ctypes.addressof(cache),
+                          ctypes.addressof(data), m.value_size]
+            maps = (ctypes.c_uint64 * len(words))(*words)
+            self._natives = (table, caches, maps, address, ctypes.addressof(maps))
+        return self._natives[3], self._natives[4]
+
+    def native_ok(self) -> bool:
+        """Whether this object's programs may run inside a native wait: hash maps free deleted
+        values when a run ends (end_run), which only a Python run does."""
+        return self.native_waits and not self._hash_maps
 
     def begin_run(self) -> None:
         for m in self._hash_maps:
@@ -223,6 +253,8 @@ class EngineProgram:
                 if choice.reason is not None and instance.backend == "jit":
                     raise EngineError(f"program {spec.name!r}: the JIT cannot run it: {choice.reason}")
                 self.vm, self.backend, self.backend_reason = choice.engine, choice.kind, choice.reason
+                if self.backend == "jit":
+                    self.vm.bind_natives(*instance.native_tables())
         except InvalidProgram as exc:
             raise EngineError(f"program {spec.name!r}: {self._where(exc.insn_index, exc.message)}") from None
 
@@ -301,6 +333,28 @@ class EngineProgram:
             self._ring_helpers = None
             instance.end_run()
         return r0, bytes(region.buf)
+
+    # -- native waits (engine.native_ring) ------------------------------------------------------
+    def native(self):
+        """A `NativeProgram` for a Ring's native waits, or None when this program must run in
+        Python (the interpreter, or an object with hash maps)."""
+        if self.backend != "jit" or self.spec.kind != "iouring" or not self.instance.native_ok():
+            return None
+        from .native_ring import NativeProgram
+        return NativeProgram(self, self.vm, self._ctx_region(CTX_SIZE))
+
+    def bind_ring_helpers(self, helpers: Any) -> None:
+        """The ring helpers the program's Python helper calls use outside `run` (a native wait)."""
+        self._ring_helpers = helpers
+
+    def native_fault(self) -> None:
+        """Raise what the last native run ended with, as `run` would have raised it."""
+        vm = self.vm
+        fault = vm._exit_fault(vm._state[_STATE_STATUS], vm.budget)
+        if isinstance(fault, BpfFault):
+            where = self._where(fault.insn_index, fault.message, fault.disassembly)
+            raise ProgramFault(f"program {self.name!r}: {where}", _errno.EFAULT)
+        raise fault
 
     def _where(self, slot: int | None, message: str, disassembly: str = "") -> str:
         if slot is None:
@@ -397,6 +451,7 @@ class EngineProgram:
                 166: reap_cqe, 167: copy_to_user}
 
 
+_STATE_STATUS = STATE_FIELDS.index("status")
 _TRAP_ID = 1     # the engine's own number for __bpf_trap (it has no vmlinux BTF ids)
 
 
@@ -454,7 +509,7 @@ def _c_string(mem: Memory, address: int) -> str:
 
 def instantiate(obj: Any, *, budget: int = DEFAULT_BUDGET,
                 on_trace: Callable[[str], None] | None = None,
-                backend: str = "auto") -> EngineInstance:
+                backend: str = "auto", native_waits: bool = True) -> EngineInstance:
     """Make `obj` (a `BpfObject`) live in the engine; what `Ring.register(obj)` calls.
 
     `budget` bounds the instructions of one run (a runaway loop faults instead of hanging the
@@ -462,9 +517,12 @@ def instantiate(obj: Any, *, budget: int = DEFAULT_BUDGET,
     being kept in `instance.trace`.  `backend` runs the programs on "auto" (the default: the JIT
     where it can, else the interpreter; `runner.backend` and `runner.backend_reason` say which
     and why), the "jit" (llvmlite; EngineError if it cannot take a program), or the
-    "interpreter" (no compile time: for a program run only a few times).
+    "interpreter" (no compile time: for a program run only a few times).  `native_waits=False`
+    keeps a Ring's rounds in Python even for JIT-compiled programs (engine/native_ring.py: by
+    default a wait with parked requests runs natively until the application has a CQE).
     EngineError when the object needs something the engine does not have.
 
         ring.register(obj, engine=lambda o: instantiate(o, backend="jit"))
     """
-    return EngineInstance(obj, budget=budget, on_trace=on_trace, backend=backend)
+    return EngineInstance(obj, budget=budget, on_trace=on_trace, backend=backend,
+                          native_waits=native_waits)

@@ -101,32 +101,40 @@ class _Compiler:
         self.seconds = 0.0
 
     def compile(self, text: str, name: str, level: int = 1) -> int:
+        return self.compile_module(text, (name,), level)[name]
+
+    def compile_module(self, text: str, names: Sequence[str], level: int = 1,
+                       inline: bool = False) -> dict[str, int]:
+        """Addresses of `names` in the module `text`, compiled once per process (keyed by the
+        first name); `inline` runs LLVM's always-inliner first (for hand-written modules)."""
         import time
         with self.lock:
-            address = self.cache.get((name, level))
+            address = self.cache.get((names[0], level))
             if address is not None:
-                return address
+                return {name: self.cache[(name, level)] for name in names}
             start = time.perf_counter()
             llvm = self.llvm
             module = llvm.parse_assembly(text)
             module.verify()
-            self.optimize(module)
+            self.optimize(module, inline)
             engine = self.engines[level]
             engine.add_module(module)
             engine.finalize_object()
-            address = engine.get_function_address(name)
-            self.cache[(name, level)] = address
+            for name in names:
+                self.cache[(name, level)] = engine.get_function_address(name)
             self.compiles += 1
             self.seconds += time.perf_counter() - start
-            return address
+            return {name: self.cache[(name, level)] for name in names}
 
-    def optimize(self, module) -> None:
+    def optimize(self, module, inline: bool = False) -> None:
         """A short pipeline instead of -O2: registers out of allocas (sroa), folding and
         redundancy elimination.  -O2 took 2-3x as long for the same speed on the benchmark
         loops, and its loop passes turn loops whose inputs they can see into closed forms --
         which makes benchmarks lie and real programs no faster."""
         llvm = self.llvm
         mpm = llvm.create_new_module_pass_manager()
+        if inline:
+            mpm.add_always_inliner_pass()
         for add in (mpm.add_sroa_pass, mpm.add_instruction_combine_pass,
                     mpm.add_simplify_cfg_pass, mpm.add_new_gvn_pass,
                     mpm.add_instruction_combine_pass, mpm.add_dead_code_elimination_pass,
@@ -231,6 +239,8 @@ class Jit:
             self._state[_S[name]] = ctypes.cast(fn, _VP).value
         self._state[_S["stack_ptrs"]] = ctypes.addressof(self._stack_ptrs)
         self._state[_S["stack_tops"]] = ctypes.addressof(self._tops)
+        self._natives = (_VP * 256)()        # no native helpers until the engine binds its own
+        self._state[_S["natives"]] = ctypes.addressof(self._natives)
         self._state_address = ctypes.addressof(self._state)
         self._entries: dict[int, tuple] = {}     # region id -> _entry_for(...)
         self._tables: list = []
@@ -240,6 +250,13 @@ class Jit:
         # Frame 0 is zeroed per run (as the interpreter does) only if the program can reach it:
         # without r10 no instruction and no helper can get a stack address.
         self._uses_frame = any(ins is not None and 10 in (ins.dst, ins.src) for ins in self.slots)
+
+    def bind_natives(self, natives: int, maps: int = 0, ring: int = 0) -> None:
+        """Point the state block at native helpers (a 256-entry table by helper id), the array
+        maps they serve and a native ring (engine.native_ring); 0 keeps the current one."""
+        for name, value in (("natives", natives), ("maps", maps), ("ring", ring)):
+            if value:
+                self._state[_S[name]] = value
 
     def _compile(self, level: int):
         try:

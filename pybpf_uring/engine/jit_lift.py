@@ -18,7 +18,9 @@ callee sees the caller's registers), the call depth and the remaining budget; it
 and the budget, so r6-r9 stay the caller's, as the interpreter's frame save/restore does.
 Helpers and kfuncs, and memory the inline path cannot serve, go through function pointers in
 the run's state block (`STATE_FIELDS`) to ctypes callbacks that run the interpreter's own Python
-code; a callback that faults sets `status` and every frame returns at once.
+code; a callback that faults sets `status` and every frame returns at once.  The helpers in
+`NATIVE_HELPERS` are looked up first in the state's `natives` table: when the engine filled it
+(native_ring_ir: the RFC ring helpers and array-map lookup), the call stays in native code.
 
 Memory.  An address is `region id << 32 | 2 GiB + offset` (memory.py).  The checked path looks
 the id up in the run's region table (`{ptr, readable bytes, writable bytes}` per id, 0 bytes for
@@ -49,12 +51,16 @@ from ..isa import (ADD, ALU, ALU64, AND, ARSH, ATOMIC, CALL, CMPXCHG, DIV, END, 
                    LSH, MEMSX, MOD, MOV, MUL, NEG, OR, RSH, ST, STX, SUB, XCHG, XOR, X, Instruction)
 from ..limits import MAX_CALL_DEPTH, STACK_BYTES
 
-__all__ = ["lift", "Lifted", "STATE_FIELDS", "STATUS_OK", "STATUS_HOST", "STATUS_BUDGET",
+__all__ = ["lift", "Lifted", "STATE_FIELDS", "NATIVE_HELPERS", "STATUS_OK", "STATUS_HOST", "STATUS_BUDGET",
            "STATUS_DEPTH", "STATUS_FELL_OFF", "ENTRY_FIELDS"]
 
 # The run's state block: one i64/pointer per field, in this order (jit.py mirrors it in ctypes).
 STATE_FIELDS = ("table", "table_len", "status", "fault_slot", "fault_aux", "budget",
-                "slow_load", "slow_store", "helper", "stack_ptrs", "stack_tops")
+                "slow_load", "slow_store", "helper", "stack_ptrs", "stack_tops",
+                "natives", "ring", "maps")
+# Helpers a program may call as native code (native_ring_ir): `natives` points to a table of 256
+# function pointers by helper id; a null entry, or a helper not listed here, goes to `helper`.
+NATIVE_HELPERS = frozenset((1, 2, 164, 165, 166))
 _F = {name: i for i, name in enumerate(STATE_FIELDS)}
 # One region-table entry: the native pointer, the bytes the fast path may read and write, then
 # for field-exact regions (the io_uring ctx) of at most 64 bytes, for each access size 1/2/4/8 a
@@ -467,7 +473,13 @@ class _Function:
     def helper_call(self, ins: Instruction) -> None:
         self.guard(self.position)
         args = ", ".join(f"i64 {self.get(r)}" for r in range(1, 6))
-        r0 = self.val(f"call i64 %fn_helper(ptr %st, i64 {self.pc}, {args})")
+        target = "%fn_helper"
+        if ins.src == isa.CALL_HELPER and ins.imm in NATIVE_HELPERS:
+            table = self.field("natives", "ptr")
+            native = self.val(f"load ptr, ptr {self.val(f'getelementptr ptr, ptr {table}, i64 {ins.imm}')}")
+            missing = self.val(f"icmp eq ptr {native}, null")
+            target = self.val(f"select i1 {missing}, ptr %fn_helper, ptr {native}")
+        r0 = self.val(f"call i64 {target}(ptr %st, i64 {self.pc}, {args})")
         self.check_status()
         self.reload_table()
         self.set(0, r0)

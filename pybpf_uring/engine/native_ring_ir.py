@@ -1,0 +1,985 @@
+"""The ring's hot path as LLVM IR: route kernel CQEs, queue SQEs, run parked requests, wait.
+
+`native_ring.py` compiles this module once per process with the JIT's compiler and drives it; this
+file is only the IR and the layouts it shares with ctypes.  Every function mirrors a method of
+`ring.Ring` (named beside it) and does only that method's common case: anything else -- a CQ with
+a backlog, a cancel that names another request, an SQE with CQE_SKIP_SUCCESS, a program that
+runs in Python, an io_uring_enter error -- returns a code that hands the moment back to the
+Python ring, which is the reference and does it exactly as it always has.
+
+Layouts (all words are i64; pointers are host addresses):
+
+* the ring block, `RING_WORDS`: the mapped SQ/CQ rings, the tag table (`tag_ud`, `tag_cq` with
+  `FREE` for a free slot, a stack of free slots), the CQ descriptors, the parked requests, the
+  program records, libc's `syscall` and `__errno_location`, and the `slow` callback;
+* a CQ descriptor, `CQ_WORDS`: a ring buffer of 16-byte CQEs {u64 user_data, i32 res, u32 flags}
+  at `buf`, `size` slots, `count` CQEs from `head`, and the Python backlog's length and the
+  overflow count (a CQ with a backlog is left to Python);
+* a parked request, `REQUEST_WORDS`, as `ring._BpfRequest`;
+* a program record, `PROGRAM_WORDS`: a JIT-compiled program's entry and state block, its ctx
+  region (host pointer and engine address), frame 0 to zero per run (or 0), its budget, and
+  counters the engine reads back (`runs`, `executed`); `native` = 0 sends its requests to Python.
+
+The RFC helpers (164 queue_sqe, 165 emit_cqe, 166 reap_cqe) and array-map lookup and update (1, 2)
+are here too,
+with the JIT's helper signature `i64 (ptr state, i64 pc, i64 r1..r5)`: the lifted program calls
+them directly through its state block's `natives` table (jit_lift.NATIVE_HELPERS).  Their
+uncommon cases call the Python helper instead -- `slow` for the ring helpers (which first
+brings the Python ring up to date), the state block's `helper` for map lookups.
+"""
+from __future__ import annotations
+
+from .jit_lift import ENTRY_FIELDS, STATE_FIELDS
+
+RING_WORDS = (
+    "fd", "sq_head", "sq_tail", "sq_flags", "sq_mask", "sq_entries", "sqes", "sq_local",
+    "cq_head", "cq_tail", "cq_mask", "cqes",
+    "tag_ud", "tag_cq", "tag_cap", "free", "nfree", "in_flight",
+    "cqs", "ncqs", "version", "enter_calls",
+    "parked", "nparked", "programs", "runs_left",
+    "syscall", "errno", "slow", "active", "py_work", "out",
+    "rec0", "rec1", "rec2", "rec3", "rec4", "rec5",      # the request a code hands back
+)
+CQ_WORDS = ("buf", "size", "head", "count", "backlog", "overflow")
+REQUEST_WORDS = ("prog", "user_data", "cq_idx", "wait_nr", "wait_idx", "runs")
+PROGRAM_WORDS = ("entry", "state", "ctx", "ctx_addr", "frame", "budget", "runs", "executed",
+                 "native")
+MAP_WORDS = ("handle", "max_entries", "addrs", "data", "value_size")   # an array map's record
+FREE = (1 << 64) - 1
+TAG_BASE = 0xB9F5_0000_0000_0000
+
+# nr_wait / nr_scan codes
+READY = 0        # the waited CQ holds a CQE
+MORE = 1         # the run budget is spent: come back (Python gets to see signals)
+PYTHON = 2       # something only the Python ring does is due: one pass of its loop
+FAULTED = 3      # rec* faulted in its program (removed from the parked list)
+COMPLETE = 4     # rec* finished; its completion needs the Python ring (removed)
+BAD_WAIT = 5     # rec* set wait_idx to a CQ that does not exist (removed; rec3/rec4 = its wait)
+STALLED = 6      # nothing can ever post to the waited CQ
+
+_NR_ENTER, _GETEVENTS = 426, 1
+_EINTR, _EAGAIN, _EBUSY, _ENOENT, _ENOMEM, _EINVAL = 4, 11, 16, 2, 12, 22
+_OP_BPF, _OP_POLL_REMOVE, _OP_TIMEOUT_REMOVE, _OP_ASYNC_CANCEL = 37, 7, 12, 14
+_SKIP_SUCCESS, _F_MORE, _HELD_BACK = 1 << 6, 1 << 1, (1 << 1) | (1 << 2)
+
+
+def _prologue(name: str, words: tuple[str, ...], base: str) -> str:
+    return "\n".join(f"  %{name}.{w} = getelementptr i64, ptr {base}, i64 {i}"
+                     for i, w in enumerate(words))
+
+
+_RING = _prologue("W", RING_WORDS, "%r")
+_ST = {name: i for i, name in enumerate(STATE_FIELDS)}
+_CQ = {name: i for i, name in enumerate(CQ_WORDS)}
+_RQ = {name: i for i, name in enumerate(REQUEST_WORDS)}
+_PG = {name: i for i, name in enumerate(PROGRAM_WORDS)}
+
+
+def _fill(text: str) -> str:
+    """Substitute {W} (the ring prologue) and #NAME# constants."""
+    constants = {
+        "ENTRY_WORDS": len(ENTRY_FIELDS), "CQD": 8 * len(CQ_WORDS), "RQD": 8 * len(REQUEST_WORDS),
+        "PGD": 8 * len(PROGRAM_WORDS), "MPD": 8 * len(MAP_WORDS), "TAG_BASE": TAG_BASE - (1 << 64),
+        "ST_STATUS": _ST["status"], "ST_BUDGET": _ST["budget"], "ST_TABLE": _ST["table"],
+        "ST_TLEN": _ST["table_len"], "ST_HELPER": _ST["helper"], "ST_RING": _ST["ring"],
+        "ST_MAPS": _ST["maps"], "FREE": -1, "RG_ACTIVE": RING_WORDS.index("active"),
+        **{f"CQ_{k.upper()}": v for k, v in _CQ.items()},
+        **{f"RQ_{k.upper()}": v for k, v in _RQ.items()},
+        **{f"PG_{k.upper()}": v for k, v in _PG.items()},
+    }
+    text = text.replace("{W}", _RING)
+    for name, value in constants.items():
+        text = text.replace(f"#{name}#", str(value))
+    return text
+
+
+# Small pieces, always inlined.
+_PIECES = r"""
+; libc's syscall(2): the result, or -errno
+define internal i64 @enter(ptr %r, i64 %submit, i64 %min, i64 %flags) alwaysinline {
+{W}
+  %n = load i64, ptr %W.enter_calls
+  %n1 = add i64 %n, 1
+  store i64 %n1, ptr %W.enter_calls
+  %fn = load ptr, ptr %W.syscall
+  %fd = load i64, ptr %W.fd
+  %res = call i64 (i64, ...) %fn(i64 426, i64 %fd, i64 %submit, i64 %min, i64 %flags, i64 0, i64 0)
+  %bad = icmp slt i64 %res, 0
+  br i1 %bad, label %err, label %ok
+ok:
+  ret i64 %res
+err:
+  %loc = load ptr, ptr %W.errno
+  %ep = call ptr %loc()
+  %e = load i32, ptr %ep
+  %e64 = sext i32 %e to i64
+  %neg = sub i64 0, %e64
+  ret i64 %neg
+}
+
+; SQEs written but not yet consumed by the kernel (Ring._pending)
+define internal i64 @pending(ptr %r) alwaysinline {
+{W}
+  %local = load i64, ptr %W.sq_local
+  %hp = load ptr, ptr %W.sq_head
+  %h = load atomic i32, ptr %hp acquire, align 4
+  %h64 = zext i32 %h to i64
+  %d = sub i64 %local, %h64
+  %p = and i64 %d, 4294967295
+  ret i64 %p
+}
+
+; the descriptor of CQ i
+define internal ptr @cq(ptr %r, i64 %i) alwaysinline {
+{W}
+  %base = load ptr, ptr %W.cqs
+  %off = mul i64 %i, #CQD#
+  %q = getelementptr i8, ptr %base, i64 %off
+  ret ptr %q
+}
+
+; true when the CQ takes one more CQE natively (no backlog, not full)
+define internal i1 @has_room(ptr %q) alwaysinline {
+  %bp = getelementptr i64, ptr %q, i64 #CQ_BACKLOG#
+  %b = load i64, ptr %bp
+  %cp = getelementptr i64, ptr %q, i64 #CQ_COUNT#
+  %c = load i64, ptr %cp
+  %sp = getelementptr i64, ptr %q, i64 #CQ_SIZE#
+  %s = load i64, ptr %sp
+  %nob = icmp eq i64 %b, 0
+  %free = icmp ult i64 %c, %s
+  %ok = and i1 %nob, %free
+  ret i1 %ok
+}
+
+; append a CQE (the caller checked has_room)
+define internal void @push(ptr %q, i64 %ud, i32 %res, i32 %flags) alwaysinline {
+  %hp = getelementptr i64, ptr %q, i64 #CQ_HEAD#
+  %h = load i64, ptr %hp
+  %cp = getelementptr i64, ptr %q, i64 #CQ_COUNT#
+  %c = load i64, ptr %cp
+  %sp = getelementptr i64, ptr %q, i64 #CQ_SIZE#
+  %s = load i64, ptr %sp
+  %t0 = add i64 %h, %c
+  %wrap = icmp uge i64 %t0, %s
+  %t1 = sub i64 %t0, %s
+  %t = select i1 %wrap, i64 %t1, i64 %t0
+  %bufp = getelementptr i64, ptr %q, i64 #CQ_BUF#
+  %buf = load ptr, ptr %bufp
+  %off = mul i64 %t, 16
+  %e = getelementptr i8, ptr %buf, i64 %off
+  store i64 %ud, ptr %e
+  %rp = getelementptr i8, ptr %e, i64 8
+  store i32 %res, ptr %rp
+  %fp = getelementptr i8, ptr %e, i64 12
+  store i32 %flags, ptr %fp
+  %c1 = add i64 %c, 1
+  store i64 %c1, ptr %cp
+  ret void
+}
+
+define internal void @bump(ptr %r) alwaysinline {
+{W}
+  %v = load i64, ptr %W.version
+  %v1 = add i64 %v, 1
+  store i64 %v1, ptr %W.version
+  ret void
+}
+
+; a host pointer for `size` bytes at engine address `addr` the JIT's fast path may read
+; (word 1) or write (word 2), or null -- the region table rule of jit_lift.host_pointer
+define internal ptr @host(ptr %st, i64 %addr, i64 %size, i64 %word) alwaysinline {
+  %tabp = getelementptr i64, ptr %st, i64 #ST_TABLE#
+  %tab = load ptr, ptr %tabp
+  %tlp = getelementptr i64, ptr %st, i64 #ST_TLEN#
+  %tlen = load i64, ptr %tlp
+  %rid = lshr i64 %addr, 32
+  %in = icmp ult i64 %rid, %tlen
+  br i1 %in, label %look, label %none
+look:
+  %eoff = mul i64 %rid, #ENTRY_WORDS#
+  %entry = getelementptr i64, ptr %tab, i64 %eoff
+  %low = trunc i64 %addr to i32
+  %o32 = xor i32 %low, -2147483648
+  %off = zext i32 %o32 to i64
+  %lp = getelementptr i64, ptr %entry, i64 %word
+  %limit = load i64, ptr %lp
+  %end = add i64 %off, %size
+  %fits = icmp ule i64 %end, %limit
+  br i1 %fits, label %yes, label %none
+yes:
+  %base = load ptr, ptr %entry
+  %p = getelementptr i8, ptr %base, i64 %off
+  ret ptr %p
+none:
+  ret ptr null
+}
+
+define internal i64 @python_helper(ptr %st, i64 %pc, i64 %a1, i64 %a2, i64 %a3, i64 %a4, i64 %a5) alwaysinline {
+  %hp = getelementptr i64, ptr %st, i64 #ST_HELPER#
+  %h = load ptr, ptr %hp
+  %v = call i64 %h(ptr %st, i64 %pc, i64 %a1, i64 %a2, i64 %a3, i64 %a4, i64 %a5)
+  ret i64 %v
+}
+
+; the ring of a program's state block while a native wait runs, else null
+define internal ptr @session(ptr %st) alwaysinline {
+  %rp = getelementptr i64, ptr %st, i64 #ST_RING#
+  %r = load ptr, ptr %rp
+  %has = icmp ne ptr %r, null
+  br i1 %has, label %check, label %no
+check:
+  %ap = getelementptr i64, ptr %r, i64 #RG_ACTIVE#
+  %a = load i64, ptr %ap
+  %on = icmp ne i64 %a, 0
+  br i1 %on, label %yes, label %no
+yes:
+  ret ptr %r
+no:
+  ret ptr null
+}
+
+define internal i64 @slow(ptr %r, ptr %st, i64 %pc, i64 %a1, i64 %a2, i64 %a3, i64 %a4, i64 %a5) alwaysinline {
+{W}
+  %f = load ptr, ptr %W.slow
+  %v = call i64 %f(ptr %st, i64 %pc, i64 %a1, i64 %a2, i64 %a3, i64 %a4, i64 %a5)
+  ret i64 %v
+}
+"""
+
+# Ring._drain + Ring._route
+_DRAIN = r"""
+; 0: the kernel CQ is empty; 1: the CQE at the head needs the Python ring (its CQ has a backlog
+; or is full); < 0: io_uring_enter failed (-errno)
+define i64 @nr_drain(ptr %r) {
+{W}
+  br label %top
+top:
+  %sqfp = load ptr, ptr %W.sq_flags
+  %f = load atomic i32, ptr %sqfp acquire, align 4
+  %held = and i32 %f, 6
+  %isheld = icmp ne i32 %held, 0
+  br i1 %isheld, label %flush, label %read
+flush:
+  %res = call i64 @enter(ptr %r, i64 0, i64 0, i64 1)
+  %failed = icmp slt i64 %res, 0
+  %e = sub i64 0, %res
+  %benign1 = icmp eq i64 %e, 4
+  %benign2 = icmp eq i64 %e, 16
+  %benign3 = icmp eq i64 %e, 11
+  %b12 = or i1 %benign1, %benign2
+  %benign = or i1 %b12, %benign3
+  %nb = xor i1 %benign, true
+  %fatal = and i1 %failed, %nb
+  br i1 %fatal, label %error, label %read
+error:
+  ret i64 %res
+read:
+  %headp = load ptr, ptr %W.cq_head
+  %tailp = load ptr, ptr %W.cq_tail
+  %h32 = load i32, ptr %headp
+  %t32 = load atomic i32, ptr %tailp acquire, align 4
+  %empty = icmp eq i32 %h32, %t32
+  br i1 %empty, label %done, label %route
+done:
+  ret i64 0
+route:
+  %mask = load i64, ptr %W.cq_mask
+  %cqes = load ptr, ptr %W.cqes
+  %cap = load i64, ptr %W.tag_cap
+  %tud = load ptr, ptr %W.tag_ud
+  %tcq = load ptr, ptr %W.tag_cq
+  br label %loop
+loop:
+  %h = phi i32 [%h32, %route], [%h1, %next]
+  %at = icmp eq i32 %h, %t32
+  br i1 %at, label %routed, label %one
+one:
+  %h64 = zext i32 %h to i64
+  %idx = and i64 %h64, %mask
+  %eoff = mul i64 %idx, 16
+  %cqe = getelementptr i8, ptr %cqes, i64 %eoff
+  %ud = load i64, ptr %cqe
+  %resp = getelementptr i8, ptr %cqe, i64 8
+  %cres = load i32, ptr %resp
+  %flp = getelementptr i8, ptr %cqe, i64 12
+  %cfl = load i32, ptr %flp
+  %slot = sub i64 %ud, #TAG_BASE#
+  %inr = icmp ult i64 %slot, %cap
+  br i1 %inr, label %lookup, label %foreign
+lookup:
+  %tcqp = getelementptr i64, ptr %tcq, i64 %slot
+  %target = load i64, ptr %tcqp
+  %live = icmp ne i64 %target, #FREE#
+  br i1 %live, label %tagged, label %foreign
+tagged:
+  %tudp = getelementptr i64, ptr %tud, i64 %slot
+  %oud = load i64, ptr %tudp
+  %q = call ptr @cq(ptr %r, i64 %target)
+  %room = call i1 @has_room(ptr %q)
+  br i1 %room, label %post_tagged, label %stop
+post_tagged:
+  call void @push(ptr %q, i64 %oud, i32 %cres, i32 %cfl)
+  %more = and i32 %cfl, 2
+  %last = icmp eq i32 %more, 0
+  br i1 %last, label %untag, label %next
+untag:
+  store i64 #FREE#, ptr %tcqp
+  %nf = load i64, ptr %W.nfree
+  %fr = load ptr, ptr %W.free
+  %frp = getelementptr i64, ptr %fr, i64 %nf
+  store i64 %slot, ptr %frp
+  %nf1 = add i64 %nf, 1
+  store i64 %nf1, ptr %W.nfree
+  %inf = load i64, ptr %W.in_flight
+  %inf1 = sub i64 %inf, 1
+  store i64 %inf1, ptr %W.in_flight
+  br label %next
+foreign:
+  %q0 = call ptr @cq(ptr %r, i64 0)
+  %room0 = call i1 @has_room(ptr %q0)
+  br i1 %room0, label %post_foreign, label %stop
+post_foreign:
+  call void @push(ptr %q0, i64 %ud, i32 %cres, i32 %cfl)
+  br label %next
+next:
+  %h1 = add i32 %h, 1
+  br label %loop
+stop:
+  store atomic i32 %h, ptr %headp release, align 4
+  call void @bump(ptr %r)
+  ret i64 1
+routed:
+  store atomic i32 %t32, ptr %headp release, align 4
+  call void @bump(ptr %r)
+  br i1 %isheld, label %top, label %recheck
+recheck:
+  %f2 = load atomic i32, ptr %sqfp acquire, align 4
+  %held2 = and i32 %f2, 6
+  %again = icmp ne i32 %held2, 0
+  br i1 %again, label %top, label %done
+}
+"""
+
+# Ring._queue_raw's common case
+_QUEUE = r"""
+; 0 queued; -EINVAL: cq_idx names no CQ; 1: the Python ring must queue it (a BPF request, a
+; cancel that names another request, CQE_SKIP_SUCCESS, a full SQ, no free tag slot)
+define i64 @nr_queue(ptr %r, ptr %sqe) {
+{W}
+  %op = load i8, ptr %sqe
+  %flp = getelementptr i8, ptr %sqe, i64 1
+  %fl = load i8, ptr %flp
+  %udp = getelementptr i8, ptr %sqe, i64 32
+  %ud = load i64, ptr %udp
+  %cip = getelementptr i8, ptr %sqe, i64 48
+  %ci16 = load i16, ptr %cip
+  %ci = zext i16 %ci16 to i64
+  %ncqs = load i64, ptr %W.ncqs
+  %badcq = icmp uge i64 %ci, %ncqs
+  br i1 %badcq, label %einval, label %kind
+einval:
+  ret i64 -22
+kind:
+  switch i8 %op, label %plain [ i8 37, label %python
+                               i8 7, label %python
+                               i8 12, label %python
+                               i8 14, label %python ]
+plain:
+  %skip = and i8 %fl, 64
+  %isskip = icmp ne i8 %skip, 0
+  br i1 %isskip, label %python, label %room
+room:
+  %pend = call i64 @pending(ptr %r)
+  %ent = load i64, ptr %W.sq_entries
+  %full = icmp uge i64 %pend, %ent
+  %nf = load i64, ptr %W.nfree
+  %notag = icmp eq i64 %nf, 0
+  %cannot = or i1 %full, %notag
+  br i1 %cannot, label %python, label %queue
+python:
+  ret i64 1
+queue:
+  %nf1 = sub i64 %nf, 1
+  store i64 %nf1, ptr %W.nfree
+  %fr = load ptr, ptr %W.free
+  %frp = getelementptr i64, ptr %fr, i64 %nf1
+  %slot = load i64, ptr %frp
+  %tud = load ptr, ptr %W.tag_ud
+  %tudp = getelementptr i64, ptr %tud, i64 %slot
+  store i64 %ud, ptr %tudp
+  %tcq = load ptr, ptr %W.tag_cq
+  %tcqp = getelementptr i64, ptr %tcq, i64 %slot
+  store i64 %ci, ptr %tcqp
+  %inf = load i64, ptr %W.in_flight
+  %inf1 = add i64 %inf, 1
+  store i64 %inf1, ptr %W.in_flight
+  %local = load i64, ptr %W.sq_local
+  %mask = load i64, ptr %W.sq_mask
+  %idx = and i64 %local, %mask
+  %soff = mul i64 %idx, 64
+  %sqes = load ptr, ptr %W.sqes
+  %dst = getelementptr i8, ptr %sqes, i64 %soff
+  call void @llvm.memcpy.p0.p0.i64(ptr %dst, ptr %sqe, i64 64, i1 false)
+  %tag = or i64 %slot, #TAG_BASE#
+  %dud = getelementptr i8, ptr %dst, i64 32
+  store i64 %tag, ptr %dud
+  %dci = getelementptr i8, ptr %dst, i64 48
+  store i16 0, ptr %dci
+  %l1 = add i64 %local, 1
+  %l2 = and i64 %l1, 4294967295
+  store i64 %l2, ptr %W.sq_local
+  %tailp = load ptr, ptr %W.sq_tail
+  %l32 = trunc i64 %l2 to i32
+  store atomic i32 %l32, ptr %tailp release, align 4
+  call void @bump(ptr %r)
+  ret i64 0
+}
+"""
+
+# The RFC helpers and array-map lookup, with the JIT's helper signature
+_HELPERS = r"""
+; 164 iouring_queue_sqe(ctx, sqe, len)  (Helpers.queue_sqe)
+define i64 @nh_queue_sqe(ptr %st, i64 %pc, i64 %a1, i64 %a2, i64 %a3, i64 %a4, i64 %a5) {
+  %r = call ptr @session(ptr %st)
+  %on = icmp ne ptr %r, null
+  br i1 %on, label %fast, label %python
+fast:
+  %len = and i64 %a3, 4294967295
+  %is64 = icmp eq i64 %len, 64
+  br i1 %is64, label %find, label %slow
+find:
+  %p = call ptr @host(ptr %st, i64 %a2, i64 64, i64 1)
+  %found = icmp ne ptr %p, null
+  br i1 %found, label %queue, label %slow
+queue:
+  %rc = call i64 @nr_queue(ptr %r, ptr %p)
+  %py = icmp eq i64 %rc, 1
+  br i1 %py, label %slow, label %done
+done:
+  ret i64 %rc
+slow:
+  %v = call i64 @slow(ptr %r, ptr %st, i64 %pc, i64 %a1, i64 %a2, i64 %a3, i64 %a4, i64 %a5)
+  ret i64 %v
+python:
+  %w = call i64 @python_helper(ptr %st, i64 %pc, i64 %a1, i64 %a2, i64 %a3, i64 %a4, i64 %a5)
+  ret i64 %w
+}
+
+; 165 iouring_emit_cqe(ctx, cq, user_data, res, flags)  (Helpers.emit_cqe)
+define i64 @nh_emit_cqe(ptr %st, i64 %pc, i64 %a1, i64 %a2, i64 %a3, i64 %a4, i64 %a5) {
+  %r = call ptr @session(ptr %st)
+{W}
+  %on = icmp ne ptr %r, null
+  br i1 %on, label %fast, label %python
+fast:
+  %ci = and i64 %a2, 4294967295
+  %ncqs = load i64, ptr %W.ncqs
+  %bad = icmp uge i64 %ci, %ncqs
+  br i1 %bad, label %einval, label %drain
+einval:
+  ret i64 -22
+drain:
+  %d = call i64 @nr_drain(ptr %r)
+  %drained = icmp eq i64 %d, 0
+  br i1 %drained, label %post, label %slow
+post:
+  %q = call ptr @cq(ptr %r, i64 %ci)
+  %bp = getelementptr i64, ptr %q, i64 #CQ_BACKLOG#
+  %b = load i64, ptr %bp
+  %hasb = icmp ne i64 %b, 0
+  br i1 %hasb, label %slow, label %room
+room:
+  %ok = call i1 @has_room(ptr %q)
+  br i1 %ok, label %push, label %full
+full:
+  %op = getelementptr i64, ptr %q, i64 #CQ_OVERFLOW#
+  %o = load i64, ptr %op
+  %o1 = add i64 %o, 1
+  store i64 %o1, ptr %op
+  ret i64 -12
+push:
+  %res = trunc i64 %a4 to i32
+  %fl = trunc i64 %a5 to i32
+  call void @push(ptr %q, i64 %a3, i32 %res, i32 %fl)
+  call void @bump(ptr %r)
+  ret i64 0
+slow:
+  %v = call i64 @slow(ptr %r, ptr %st, i64 %pc, i64 %a1, i64 %a2, i64 %a3, i64 %a4, i64 %a5)
+  ret i64 %v
+python:
+  %w = call i64 @python_helper(ptr %st, i64 %pc, i64 %a1, i64 %a2, i64 %a3, i64 %a4, i64 %a5)
+  ret i64 %w
+}
+
+; 166 iouring_reap_cqe(ctx, cq, out, len)  (Helpers.reap_cqe)
+define i64 @nh_reap_cqe(ptr %st, i64 %pc, i64 %a1, i64 %a2, i64 %a3, i64 %a4, i64 %a5) {
+  %r = call ptr @session(ptr %st)
+{W}
+  %on = icmp ne ptr %r, null
+  br i1 %on, label %fast, label %python
+fast:
+  %ci = and i64 %a2, 4294967295
+  %len = and i64 %a4, 4294967295
+  %ncqs = load i64, ptr %W.ncqs
+  %okcq = icmp ult i64 %ci, %ncqs
+  %is16 = icmp eq i64 %len, 16
+  %okargs = and i1 %okcq, %is16
+  br i1 %okargs, label %find, label %slow
+find:
+  %out = call ptr @host(ptr %st, i64 %a3, i64 16, i64 2)
+  %found = icmp ne ptr %out, null
+  br i1 %found, label %drain, label %slow
+drain:
+  %d = call i64 @nr_drain(ptr %r)
+  %drained = icmp eq i64 %d, 0
+  br i1 %drained, label %take, label %slow
+take:
+  %q = call ptr @cq(ptr %r, i64 %ci)
+  %bp = getelementptr i64, ptr %q, i64 #CQ_BACKLOG#
+  %b = load i64, ptr %bp
+  %hasb = icmp ne i64 %b, 0
+  br i1 %hasb, label %slow, label %count
+count:
+  %cp = getelementptr i64, ptr %q, i64 #CQ_COUNT#
+  %c = load i64, ptr %cp
+  %empty = icmp eq i64 %c, 0
+  br i1 %empty, label %enoent, label %pop
+enoent:
+  call void @llvm.memset.p0.i64(ptr %out, i8 0, i64 16, i1 false)
+  ret i64 -2
+pop:
+  %hp = getelementptr i64, ptr %q, i64 #CQ_HEAD#
+  %h = load i64, ptr %hp
+  %bufp = getelementptr i64, ptr %q, i64 #CQ_BUF#
+  %buf = load ptr, ptr %bufp
+  %off = mul i64 %h, 16
+  %e = getelementptr i8, ptr %buf, i64 %off
+  call void @llvm.memcpy.p0.p0.i64(ptr %out, ptr %e, i64 16, i1 false)
+  %h1 = add i64 %h, 1
+  %sp = getelementptr i64, ptr %q, i64 #CQ_SIZE#
+  %s = load i64, ptr %sp
+  %wrap = icmp eq i64 %h1, %s
+  %h2 = select i1 %wrap, i64 0, i64 %h1
+  store i64 %h2, ptr %hp
+  %c1 = sub i64 %c, 1
+  store i64 %c1, ptr %cp
+  call void @bump(ptr %r)
+  ret i64 0
+slow:
+  %v = call i64 @slow(ptr %r, ptr %st, i64 %pc, i64 %a1, i64 %a2, i64 %a3, i64 %a4, i64 %a5)
+  ret i64 %v
+python:
+  %w = call i64 @python_helper(ptr %st, i64 %pc, i64 %a1, i64 %a2, i64 %a3, i64 %a4, i64 %a5)
+  ret i64 %w
+}
+
+; the record of the array map whose handle is `handle`, or null
+define internal ptr @array_map(ptr %st, i64 %handle) alwaysinline {
+entry:
+  %mp = getelementptr i64, ptr %st, i64 #ST_MAPS#
+  %maps = load ptr, ptr %mp
+  %none = icmp eq ptr %maps, null
+  br i1 %none, label %missing, label %scan
+scan:
+  %n = load i64, ptr %maps
+  %recs = getelementptr i64, ptr %maps, i64 1
+  br label %loop
+loop:
+  %i = phi i64 [0, %scan], [%i1, %next]
+  %end = icmp eq i64 %i, %n
+  br i1 %end, label %missing, label %test
+test:
+  %roff = mul i64 %i, #MPD#
+  %rec = getelementptr i8, ptr %recs, i64 %roff
+  %h = load i64, ptr %rec
+  %hit = icmp eq i64 %h, %handle
+  br i1 %hit, label %found, label %next
+next:
+  %i1 = add i64 %i, 1
+  br label %loop
+found:
+  ret ptr %rec
+missing:
+  ret ptr null
+}
+
+; 2 map_update_elem(map, key, value, flags) for array maps, flags BPF_ANY or BPF_EXIST
+; (ArrayMap.update)
+define i64 @nh_map_update(ptr %st, i64 %pc, i64 %a1, i64 %a2, i64 %a3, i64 %a4, i64 %a5) {
+entry:
+  %rec = call ptr @array_map(ptr %st, i64 %a1)
+  %known = icmp ne ptr %rec, null
+  %plain = and i64 %a4, -3
+  %simple = icmp eq i64 %plain, 0
+  %ok = and i1 %known, %simple
+  br i1 %ok, label %key, label %python
+key:
+  %kp = call ptr @host(ptr %st, i64 %a2, i64 4, i64 1)
+  %vsp = getelementptr i64, ptr %rec, i64 4
+  %vs = load i64, ptr %vsp
+  %vp = call ptr @host(ptr %st, i64 %a3, i64 %vs, i64 1)
+  %kok = icmp ne ptr %kp, null
+  %vok = icmp ne ptr %vp, null
+  %both = and i1 %kok, %vok
+  br i1 %both, label %index, label %python
+index:
+  %k32 = load i32, ptr %kp, align 1
+  %k = zext i32 %k32 to i64
+  %maxp = getelementptr i64, ptr %rec, i64 1
+  %max = load i64, ptr %maxp
+  %inside = icmp ult i64 %k, %max
+  br i1 %inside, label %store, label %e2big
+e2big:
+  ret i64 -7
+store:
+  %dp = getelementptr i64, ptr %rec, i64 3
+  %data = load ptr, ptr %dp
+  %off = mul i64 %k, %vs
+  %dst = getelementptr i8, ptr %data, i64 %off
+  call void @llvm.memmove.p0.p0.i64(ptr %dst, ptr %vp, i64 %vs, i1 false)
+  ret i64 0
+python:
+  %w = call i64 @python_helper(ptr %st, i64 %pc, i64 %a1, i64 %a2, i64 %a3, i64 %a4, i64 %a5)
+  ret i64 %w
+}
+
+; 1 map_lookup_elem(map, key) for array maps whose element regions exist (ArrayMap.lookup)
+define i64 @nh_map_lookup(ptr %st, i64 %pc, i64 %a1, i64 %a2, i64 %a3, i64 %a4, i64 %a5) {
+entry:
+  %rec = call ptr @array_map(ptr %st, i64 %a1)
+  %known = icmp ne ptr %rec, null
+  br i1 %known, label %key, label %python
+key:
+  %kp = call ptr @host(ptr %st, i64 %a2, i64 4, i64 1)
+  %found = icmp ne ptr %kp, null
+  br i1 %found, label %index, label %python
+index:
+  %k32 = load i32, ptr %kp, align 1
+  %k = zext i32 %k32 to i64
+  %maxp = getelementptr i64, ptr %rec, i64 1
+  %max = load i64, ptr %maxp
+  %inside = icmp ult i64 %k, %max
+  br i1 %inside, label %element, label %nokey
+nokey:
+  ret i64 0
+element:
+  %ap = getelementptr i64, ptr %rec, i64 2
+  %addrs = load ptr, ptr %ap
+  %slotp = getelementptr i64, ptr %addrs, i64 %k
+  %addr = load i64, ptr %slotp
+  %cached = icmp ne i64 %addr, 0
+  br i1 %cached, label %done, label %first
+done:
+  ret i64 %addr
+first:
+  %v = call i64 @python_helper(ptr %st, i64 %pc, i64 %a1, i64 %a2, i64 %a3, i64 %a4, i64 %a5)
+  %sp = getelementptr i64, ptr %st, i64 #ST_STATUS#
+  %status = load i64, ptr %sp
+  %ok = icmp eq i64 %status, 0
+  br i1 %ok, label %remember, label %failed
+remember:
+  store i64 %v, ptr %slotp
+  ret i64 %v
+failed:
+  ret i64 %v
+python:
+  %w = call i64 @python_helper(ptr %st, i64 %pc, i64 %a1, i64 %a2, i64 %a3, i64 %a4, i64 %a5)
+  ret i64 %w
+}
+"""
+
+# Ring._progress (one pass over the parked requests), Ring._run, Ring._complete, Ring.wait_cqe
+_SCAN = r"""
+; move parked[k..n) down to parked[w..) and set nparked
+define internal void @close_gap(ptr %r, i64 %w, i64 %k) alwaysinline {
+{W}
+  %n = load i64, ptr %W.nparked
+  %base = load ptr, ptr %W.parked
+  %left = sub i64 %n, %k
+  %same = icmp eq i64 %w, %k
+  br i1 %same, label %done, label %move
+move:
+  %doff = mul i64 %w, #RQD#
+  %dst = getelementptr i8, ptr %base, i64 %doff
+  %soff = mul i64 %k, #RQD#
+  %src = getelementptr i8, ptr %base, i64 %soff
+  %bytes = mul i64 %left, #RQD#
+  call void @llvm.memmove.p0.p0.i64(ptr %dst, ptr %src, i64 %bytes, i1 false)
+  br label %done
+done:
+  %n1 = add i64 %w, %left
+  store i64 %n1, ptr %W.nparked
+  ret void
+}
+
+define internal void @hand_back(ptr %r, ptr %rec) alwaysinline {
+{W}
+  call void @llvm.memcpy.p0.p0.i64(ptr %W.rec0, ptr %rec, i64 #RQD#, i1 false)
+  ret void
+}
+
+; post a finished request's completion (Ring._complete): false when the Python ring must
+define internal i1 @complete(ptr %r, i64 %ud, i64 %ci) alwaysinline {
+{W}
+  %p = call i64 @pending(ptr %r)
+  %any = icmp ne i64 %p, 0
+  br i1 %any, label %submit, label %drain
+submit:
+  %res = call i64 @enter(ptr %r, i64 %p, i64 0, i64 0)
+  %bad = icmp slt i64 %res, 0
+  br i1 %bad, label %no, label %drain
+drain:
+  %d = call i64 @nr_drain(ptr %r)
+  %drained = icmp eq i64 %d, 0
+  br i1 %drained, label %post, label %no
+post:
+  %q = call ptr @cq(ptr %r, i64 %ci)
+  %room = call i1 @has_room(ptr %q)
+  br i1 %room, label %yes, label %no
+yes:
+  call void @push(ptr %q, i64 %ud, i32 0, i32 0)
+  call void @bump(ptr %r)
+  ret i1 true
+no:
+  ret i1 false
+}
+
+; one pass over the parked requests: run each whose CQ holds wait_nr CQEs
+define i64 @nr_scan(ptr %r) {
+entry:
+{W}
+  %n = load i64, ptr %W.nparked
+  %base = load ptr, ptr %W.parked
+  %progs = load ptr, ptr %W.programs
+  %ncqs = load i64, ptr %W.ncqs
+  br label %loop
+loop:
+  %i = phi i64 [0, %entry], [%i1k, %kept], [%i1, %completed]
+  %w = phi i64 [0, %entry], [%w1, %kept], [%w, %completed]
+  %end = icmp eq i64 %i, %n
+  br i1 %end, label %finished, label %look
+finished:
+  store i64 %w, ptr %W.nparked
+  ret i64 0
+look:
+  %roff = mul i64 %i, #RQD#
+  %rec = getelementptr i8, ptr %base, i64 %roff
+  %wnp = getelementptr i64, ptr %rec, i64 #RQ_WAIT_NR#
+  %wn = load i64, ptr %wnp
+  %wip = getelementptr i64, ptr %rec, i64 #RQ_WAIT_IDX#
+  %wi = load i64, ptr %wip
+  %q = call ptr @cq(ptr %r, i64 %wi)
+  %cp = getelementptr i64, ptr %q, i64 #CQ_COUNT#
+  %c = load i64, ptr %cp
+  %bp = getelementptr i64, ptr %q, i64 #CQ_BACKLOG#
+  %b = load i64, ptr %bp
+  %have = add i64 %c, %b
+  %ready = icmp uge i64 %have, %wn
+  br i1 %ready, label %runnable, label %keep_same
+keep_same:
+  br label %keep
+runnable:
+  %pi = load i64, ptr %rec
+  %poff = mul i64 %pi, #PGD#
+  %prog = getelementptr i8, ptr %progs, i64 %poff
+  %natp = getelementptr i64, ptr %prog, i64 #PG_NATIVE#
+  %nat = load i64, ptr %natp
+  %isnat = icmp ne i64 %nat, 0
+  br i1 %isnat, label %budget, label %to_python
+to_python:
+  call void @close_gap(ptr %r, i64 %w, i64 %i)
+  ret i64 2
+budget:
+  %rl = load i64, ptr %W.runs_left
+  %spent = icmp eq i64 %rl, 0
+  br i1 %spent, label %out_of_runs, label %run
+out_of_runs:
+  call void @close_gap(ptr %r, i64 %w, i64 %i)
+  ret i64 1
+run:
+  %rl1 = sub i64 %rl, 1
+  store i64 %rl1, ptr %W.runs_left
+  %udp = getelementptr i64, ptr %rec, i64 #RQ_USER_DATA#
+  %ud = load i64, ptr %udp
+  %ctxp = getelementptr i64, ptr %prog, i64 #PG_CTX#
+  %ctx = load ptr, ptr %ctxp
+  store i64 %ud, ptr %ctx
+  %waitf = getelementptr i8, ptr %ctx, i64 8
+  store i64 0, ptr %waitf
+  %frp = getelementptr i64, ptr %prog, i64 #PG_FRAME#
+  %frame = load ptr, ptr %frp
+  %hasframe = icmp ne ptr %frame, null
+  br i1 %hasframe, label %zero, label %call
+zero:
+  call void @llvm.memset.p0.i64(ptr %frame, i8 0, i64 512, i1 false)
+  br label %call
+call:
+  %stp = getelementptr i64, ptr %prog, i64 #PG_STATE#
+  %st = load ptr, ptr %stp
+  %statusp = getelementptr i64, ptr %st, i64 #ST_STATUS#
+  store i64 0, ptr %statusp
+  %bgp = getelementptr i64, ptr %prog, i64 #PG_BUDGET#
+  %bg = load i64, ptr %bgp
+  %stbp = getelementptr i64, ptr %st, i64 #ST_BUDGET#
+  store i64 %bg, ptr %stbp
+  %entp = getelementptr i64, ptr %prog, i64 #PG_ENTRY#
+  %fn = load ptr, ptr %entp
+  %cap = getelementptr i64, ptr %prog, i64 #PG_CTX_ADDR#
+  %ctxaddr = load i64, ptr %cap
+  %r0 = call i64 %fn(ptr %st, i64 %ctxaddr, i64 0, i64 0, i64 0, i64 0)
+  %runsp = getelementptr i64, ptr %rec, i64 #RQ_RUNS#
+  %runs = load i64, ptr %runsp
+  %runs1 = add i64 %runs, 1
+  store i64 %runs1, ptr %runsp
+  %pruns = getelementptr i64, ptr %prog, i64 #PG_RUNS#
+  %pr = load i64, ptr %pruns
+  %pr1 = add i64 %pr, 1
+  store i64 %pr1, ptr %pruns
+  %status = load i64, ptr %statusp
+  %faulted = icmp ne i64 %status, 0
+  br i1 %faulted, label %fault, label %ran
+fault:
+  call void @hand_back(ptr %r, ptr %rec)
+  %after = add i64 %i, 1
+  call void @close_gap(ptr %r, i64 %w, i64 %after)
+  ret i64 3
+ran:
+  %left = load i64, ptr %stbp
+  %used = sub i64 %bg, %left
+  %exp = getelementptr i64, ptr %prog, i64 #PG_EXECUTED#
+  store i64 %used, ptr %exp
+  %nr32p = getelementptr i8, ptr %ctx, i64 8
+  %nr32 = load i32, ptr %nr32p
+  %wi32p = getelementptr i8, ptr %ctx, i64 12
+  %wi32 = load i32, ptr %wi32p
+  %nr = zext i32 %nr32 to i64
+  %nwi = zext i32 %wi32 to i64
+  %finishedreq = icmp eq i64 %nr, 0
+  br i1 %finishedreq, label %finish, label %repark
+finish:
+  %cip = getelementptr i64, ptr %rec, i64 #RQ_CQ_IDX#
+  %ci = load i64, ptr %cip
+  %posted = call i1 @complete(ptr %r, i64 %ud, i64 %ci)
+  br i1 %posted, label %completed_check, label %complete_python
+completed_check:
+  %pw = load i64, ptr %W.py_work
+  %busy = icmp ne i64 %pw, 0
+  br i1 %busy, label %work_after_complete, label %completed
+work_after_complete:
+  %after2 = add i64 %i, 1
+  call void @close_gap(ptr %r, i64 %w, i64 %after2)
+  ret i64 2
+completed:
+  %i1 = add i64 %i, 1
+  br label %loop
+complete_python:
+  call void @hand_back(ptr %r, ptr %rec)
+  %after3 = add i64 %i, 1
+  call void @close_gap(ptr %r, i64 %w, i64 %after3)
+  ret i64 4
+repark:
+  %badwait = icmp uge i64 %nwi, %ncqs
+  br i1 %badwait, label %bad, label %park
+bad:
+  store i64 %nr, ptr %wnp
+  store i64 %nwi, ptr %wip
+  call void @hand_back(ptr %r, ptr %rec)
+  %after4 = add i64 %i, 1
+  call void @close_gap(ptr %r, i64 %w, i64 %after4)
+  ret i64 5
+park:
+  store i64 %nr, ptr %wnp
+  store i64 %nwi, ptr %wip
+  %pw2 = load i64, ptr %W.py_work
+  %busy2 = icmp ne i64 %pw2, 0
+  br i1 %busy2, label %work_after_park, label %keep
+work_after_park:
+  %dst2off = mul i64 %w, #RQD#
+  %dst2 = getelementptr i8, ptr %base, i64 %dst2off
+  call void @llvm.memmove.p0.p0.i64(ptr %dst2, ptr %rec, i64 #RQD#, i1 false)
+  %w2 = add i64 %w, 1
+  %after5 = add i64 %i, 1
+  call void @close_gap(ptr %r, i64 %w2, i64 %after5)
+  ret i64 2
+keep:
+  %dstoff = mul i64 %w, #RQD#
+  %dst = getelementptr i8, ptr %base, i64 %dstoff
+  %moved = icmp ne i64 %w, %i
+  br i1 %moved, label %copy, label %kept
+copy:
+  call void @llvm.memmove.p0.p0.i64(ptr %dst, ptr %rec, i64 #RQD#, i1 false)
+  br label %kept
+kept:
+  %w1 = add i64 %w, 1
+  %i1k = add i64 %i, 1
+  br label %loop
+}
+
+; Ring.wait_cqe's loop for CQ `ci`: READY, or a code that hands over to the Python ring
+define i64 @nr_wait(ptr %r, i64 %ci) {
+{W}
+  br label %top
+top:
+  %d = call i64 @nr_drain(ptr %r)
+  %drained = icmp eq i64 %d, 0
+  br i1 %drained, label %parked, label %python
+python:
+  ret i64 2
+parked:
+  %np = load i64, ptr %W.nparked
+  %none = icmp eq i64 %np, 0
+  br i1 %none, label %check, label %progress
+progress:
+  %before = load i64, ptr %W.version
+  %s = call i64 @nr_scan(ptr %r)
+  %scanned = icmp eq i64 %s, 0
+  br i1 %scanned, label %settled, label %handback
+handback:
+  ret i64 %s
+settled:
+  %after = load i64, ptr %W.version
+  %same = icmp eq i64 %after, %before
+  br i1 %same, label %check, label %again
+again:
+  %d2 = call i64 @nr_drain(ptr %r)
+  %drained2 = icmp eq i64 %d2, 0
+  br i1 %drained2, label %progress, label %python
+check:
+  %q = call ptr @cq(ptr %r, i64 %ci)
+  %cp = getelementptr i64, ptr %q, i64 #CQ_COUNT#
+  %c = load i64, ptr %cp
+  %has = icmp ne i64 %c, 0
+  br i1 %has, label %ready, label %block
+ready:
+  ret i64 0
+block:
+  %p = call i64 @pending(ptr %r)
+  %inf = load i64, ptr %W.in_flight
+  %idle = or i64 %p, %inf
+  %dead = icmp eq i64 %idle, 0
+  br i1 %dead, label %stalled, label %enter
+stalled:
+  ret i64 6
+enter:
+  %res = call i64 @enter(ptr %r, i64 %p, i64 1, i64 1)
+  %ok = icmp sge i64 %res, 0
+  br i1 %ok, label %top, label %failed
+failed:
+  %e = sub i64 0, %res
+  %busy = icmp eq i64 %e, 16
+  %again2 = icmp eq i64 %e, 11
+  %retry = or i1 %busy, %again2
+  br i1 %retry, label %top, label %python
+}
+"""
+
+_DECLS = """
+declare void @llvm.memset.p0.i64(ptr, i8, i64, i1)
+declare void @llvm.memcpy.p0.p0.i64(ptr, ptr, i64, i1)
+declare void @llvm.memmove.p0.p0.i64(ptr, ptr, i64, i1)
+"""
+
+FUNCTIONS = ("nr_drain", "nr_queue", "nr_scan", "nr_wait",
+             "nh_queue_sqe", "nh_emit_cqe", "nh_reap_cqe", "nh_map_lookup", "nh_map_update")
+TEXT = _fill(_PIECES + _DRAIN + _QUEUE + _HELPERS + _SCAN + _DECLS)
