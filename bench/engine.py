@@ -16,7 +16,11 @@ in this thread's CPU time):
   a program this project compiles, each compiled anew, against the interpreter's construction
   time for the same program (target: <= 20 ms).  That is the time before the first run: a
   program with large IR starts at codegen tier 0 and is recompiled at tier 1 once hot (jit.py,
-  TIER_LINES); the bench prints what that later recompile costs.
+  TIER_LINES); the bench prints what that later recompile costs;
+- the NOP chain of bench/ring.py (a BPF request that queues a NOP, parks on its CQE and goes
+  again) on each engine: the interpreter, the JIT with the rounds driven by the Python ring, and
+  the JIT with native waits (engine/native_ring.py), as ratios against the interpreter and a C
+  liburing loop run in the same invocation (target: native waits >= 0.5x C).
 
 Run: python3 bench/engine.py [--repeat N]   (2 shared cores here: compare medians, not maxima)
 """
@@ -31,6 +35,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+sys.path.insert(1, str(HERE))
 
 from pybpf_uring.conformance import assemble, default_helpers, read_case  # noqa: E402
 from pybpf_uring.engine import Interpreter, Memory  # noqa: E402
@@ -167,6 +172,7 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=11)
     ap.add_argument("--jit-iterations", type=int, default=20_000_000)
     ap.add_argument("--interp-iterations", type=int, default=100_000)
+    ap.add_argument("--chain", type=int, default=100_000, help="NOPs in the BPF NOP chain")
     args = ap.parse_args()
     reason = jit_available()
     if reason is not None:
@@ -200,7 +206,29 @@ def main() -> int:
     for name, jit_s, interp_s in times[:len(LOOPS) + 1]:
         print(f"  {name:22} JIT {jit_s * 1e3:6.1f} ms  interpreter {interp_s * 1e3:6.2f} ms "
               f"({jit_s / interp_s:5.1f}x)")
+    nop_chain(args.chain, max(3, args.repeat // 2))
     return 0
+
+
+def nop_chain(n: int, repeat: int) -> None:
+    """bench/ring.py's BPF NOP chain per engine, against the interpreter and C liburing."""
+    import tempfile
+    import ring as ring_bench          # bench/ring.py
+    with tempfile.TemporaryDirectory() as tmp:
+        exe = ring_bench.build_c(tmp)
+        c_ops = statistics.median(ring_bench.c_chain(exe, n) for _ in range(repeat)) if exe else None
+    print(f"\nBPF NOP chain (bench/ring.py), one NOP at a time, best of {repeat} (wall time)")
+    if c_ops is None:
+        print("  (no C baseline: gcc and liburing-dev are needed)")
+    else:
+        print(f"  {'C liburing':20} {c_ops:12,.0f} ops/s")
+    base = None
+    for label, options in ring_bench.ENGINES.items():
+        count = n if options.get("backend") != "interpreter" else max(1000, n // 20)
+        ops = max(ring_bench.bench_bpf_chain_engine(count, **options)[0] for _ in range(repeat))
+        base = base or ops
+        versus_c = f", {ops / c_ops:.3f}x C" if c_ops else ""
+        print(f"  {label:20} {ops:12,.0f} ops/s  ({ops / base:6.1f}x the interpreter{versus_c})")
 
 
 if __name__ == "__main__":

@@ -11,9 +11,9 @@ invocation:
 - for reference, the `liburing` PyPI package's Python binding, if it is installed (the ring
   layer was chosen against it: see the `pybpf_uring.ring` docstring);
 - the BPF-driven chain: a program that queues the next NOP on CQ 1 and parks on it.  Measured with
-  a Python stand-in program (the runtime's own overhead), and -- hook `bench_bpf_chain_engine` --
-  with the real compiled program once the userspace engine provides
-  `pybpf_uring.engine.instantiate`.
+  a Python stand-in program (the runtime's own overhead), and with the compiled program on each
+  engine (ENGINES): the interpreter, the JIT with the rounds driven by the Python ring, and the
+  JIT with native waits (engine/native_ring.py: the whole round in native code; target >= 0.5x C).
 
 Run: python3 bench/ring.py [-n N] [--repeat R]
 """
@@ -169,23 +169,27 @@ def bench_bpf_chain_standin(n: int) -> tuple[float, float]:
     return bpf_chain(n, lambda obj: SimpleNamespace(maps={}, runner=lambda p: _StandInChain()))
 
 
-def bench_bpf_chain_engine(n: int) -> tuple[float, float] | None:
-    """HOOK: the same chain with BPF_CHAIN_SOURCE compiled and run by the userspace engine.
+ENGINES = {
+    # label: instantiate() options
+    "interpreter": dict(backend="interpreter"),
+    "JIT, Python ring": dict(backend="jit", native_waits=False),
+    "JIT, native waits": dict(backend="jit"),
+}
 
-    Returns None until `pybpf_uring.engine.instantiate` exists (the engine is landing).
-    """
-    try:
-        from pybpf_uring.engine import instantiate  # type: ignore[attr-defined]
-        from pybpf_uring import compile_source  # type: ignore[attr-defined]
-    except ImportError:
-        return None
+
+def bench_bpf_chain_engine(n: int, **options) -> tuple[float, float]:
+    """The same chain with BPF_CHAIN_SOURCE compiled and run by the userspace engine;
+    `options` go to `instantiate` (ENGINES)."""
+    from pybpf_uring import compile_source
+    from pybpf_uring.engine import instantiate
     from pybpf_uring.ring import Ring
     obj = compile_source(BPF_CHAIN_SOURCE)
     with Ring(entries=64, cq_sizes=(64,)) as ring:
-        ring.register(obj, engine=instantiate)
+        ring.register(obj, engine=lambda o: instantiate(o, **options))
         t0 = time.perf_counter()
         ring.submit_bpf("chain", user_data=n)
-        ring.wait_cqe(0)
+        if ring.wait_cqe(0).res != 0 or ring.maps["count"][0] != n:
+            raise AssertionError("the chain did not run to its end")
         dt = time.perf_counter() - t0
         return n / dt, ring.enter_calls / n
 
@@ -246,12 +250,12 @@ def main() -> int:
     sb_ops, sb_enters = best(lambda: bench_bpf_chain_standin(n))
     print(f"  BPF chain, stand-in    {sb_ops:12,.0f} ops/s   enter/op {sb_enters:.2f}"
           f"   ratio to C {sb_ops / c_ops:.3f}")
-    engine = bench_bpf_chain_engine(n)
-    if engine is None:
-        print("  BPF chain, engine      skipped: pybpf_uring.engine.instantiate is not there yet")
-    else:
-        print(f"  BPF chain, engine      {engine[0]:12,.0f} ops/s   enter/op {engine[1]:.2f}"
-              f"   ratio to C {engine[0] / c_ops:.3f}")
+    for label, options in ENGINES.items():
+        # the interpreter's chain is ~100x slower: fewer NOPs, same per-op figure
+        count = n if options.get("backend") != "interpreter" else max(1000, n // 20)
+        ops, enters = best(lambda: bench_bpf_chain_engine(count, **options))
+        print(f"  BPF chain, {label:18} {ops:12,.0f} ops/s   enter/op {enters:.2f}"
+              f"   ratio to C {ops / c_ops:.3f}")
     shutil.rmtree(tmp, ignore_errors=True)
     keepalive(args.connections, args.interval_ms)
     return 0
