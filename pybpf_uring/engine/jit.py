@@ -251,12 +251,14 @@ class Jit:
         # without r10 no instruction and no helper can get a stack address.
         self._uses_frame = any(ins is not None and 10 in (ins.dst, ins.src) for ins in self.slots)
 
-    def bind_natives(self, natives: int, maps: int = 0, ring: int = 0) -> None:
-        """Point the state block at native helpers (a 256-entry table by helper id), the array
-        maps they serve and a native ring (engine.native_ring); 0 keeps the current one."""
-        for name, value in (("natives", natives), ("maps", maps), ("ring", ring)):
-            if value:
-                self._state[_S[name]] = value
+    def bind_natives(self, natives: int, maps: int) -> None:
+        """Point the state block at native helpers (a 256-entry table by helper id) and the
+        array maps they serve (engine.native_ring)."""
+        self._state[_S["natives"]], self._state[_S["maps"]] = natives, maps
+
+    def bind_ring(self, ring: int) -> None:
+        """The native ring whose wait is running this program now, or 0 (engine.native_ring)."""
+        self._state[_S["ring"]] = ring
 
     def _compile(self, level: int):
         try:

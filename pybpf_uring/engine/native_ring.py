@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import ctypes
 import struct
+import weakref
 from collections import deque
 from typing import Any, Sequence
 
@@ -87,7 +88,9 @@ class NativeProgram:
         values[_PG["ctx_addr"]] = self.ctx_region.base
         values[_PG["frame"]] = jit._stack_ptrs[0] if jit._uses_frame else 0
         values[_PG["budget"]] = min(jit.budget, _MAX_BUDGET)
-        values[_PG["native"]] = 1
+        # A large program starts at codegen level 0 and is recompiled when hot (jit.TIER_LINES):
+        # until then the Python ring runs it, which counts its instructions.
+        values[_PG["native"]] = 1 if jit.tier == 1 else 0
         return values
 
 
@@ -100,7 +103,7 @@ class NativeRing:
     def __init__(self, ring: Any, programs: Sequence[NativeProgram | None]) -> None:
         fns = _functions()
         self._wait = _WAIT(fns["nr_wait"])
-        self.ring = ring
+        self.ring = weakref.proxy(ring)       # the ring owns this; no cycle to keep its fd open
         self.programs = list(programs)
         raw = ring._raw
         self.words = (_U64 * len(ir.RING_WORDS))()
@@ -131,8 +134,6 @@ class NativeRing:
         self._programs = (_U64 * (_NPG * max(1, len(programs))))()
         w[W["programs"]] = ctypes.addressof(self._programs)
         self._by_state = {p.jit._state_address: p for p in programs if p is not None}
-        for p in self._by_state.values():
-            p.jit.bind_natives(0, ring=self.address)
         self._tags = self._free = None
         self._tag_cap = 0
         self._parked = None
@@ -162,6 +163,7 @@ class NativeRing:
                     programs[i * _NPG + _PG["native"]] = 0
                     continue
                 programs[i * _NPG:(i + 1) * _NPG] = p.record()
+                p.jit.bind_ring(self.address)
                 p.jit._in_run = True
                 p.program.bind_ring_helpers(ring.session_helpers())
             w[W["runs_left"]] = _RUN_BUDGET
@@ -229,6 +231,7 @@ class NativeRing:
                 if runs:
                     p.program.runs += runs
                     p.program.executed = p.jit.executed = programs[i * _NPG + _PG["executed"]]
+                p.jit.bind_ring(0)
                 p.jit._in_run = False
                 p.program.bind_ring_helpers(None)
 
