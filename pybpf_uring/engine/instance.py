@@ -183,22 +183,32 @@ class EngineInstance:
     def native_tables(self) -> tuple[int, int]:
         """(native helper table, array-map table) addresses for a JIT'd program's state block.
 
-        The map table is {count, then per array map: handle, max_entries, element addresses,
-        values, value size}: an element's address is cached the first time the Python lookup
-        makes its region; updates write the values in place, as ArrayMap.update does."""
+        The helper table stays empty (every helper a Python call) until a Ring registers the
+        object (`enable_native_helpers`): compiling the native module costs ~50 ms once per
+        process, which a program run outside a ring need not pay.  The map table is {count,
+        then per array map: handle, max_entries, element addresses, values, value size}: an
+        element's address is cached the first time the Python lookup makes its region;
+        updates write the values in place, as ArrayMap.update does."""
         if self._natives is None:
-            from .native_ring import native_helpers
-            table, address = native_helpers()
             arrays = [m for m in self._map_list if type(m) is ArrayMap]
-            caches = [((ctypes.c_uint64 * m.max_entries)(),
-                       (ctypes.c_char * len(m.data)).from_buffer(m.data)) for m in arrays]
+            keep = [((ctypes.c_uint64 * m.max_entries)(),
+                     (ctypes.c_char * len(m.data)).from_buffer(m.data)) for m in arrays]
             words = [len(arrays)]
-            for m, (cache, data) in zip(arrays, caches):
+            for m, (cache, data) in zip(arrays, keep):
                 words += [m.handle.base, m.max_entries, ctypes.addressof(cache),
                           ctypes.addressof(data), m.value_size]
-            maps = (ctypes.c_uint64 * len(words))(*words)
-            self._natives = (table, caches, maps, address, ctypes.addressof(maps))
-        return self._natives[3], self._natives[4]
+            self._natives = ((ctypes.c_void_p * 256)(), (ctypes.c_uint64 * len(words))(*words), keep)
+        table, maps, _ = self._natives
+        return ctypes.addressof(table), ctypes.addressof(maps)
+
+    def enable_native_helpers(self) -> None:
+        """Fill the native helper table (engine.native_ring): from now on this object's JIT'd
+        programs call the RFC helpers and array-map lookup/update as native code."""
+        self.native_tables()
+        from .native_ring import native_helpers
+        table = self._natives[0]
+        for helper, address in native_helpers().items():
+            table[helper] = address
 
     def native_ok(self) -> bool:
         """Whether this object's programs may run inside a native wait: hash maps free deleted

@@ -59,15 +59,11 @@ def _functions() -> dict[str, int]:
     return _compiler().compile_module(ir.TEXT, ir.FUNCTIONS, inline=True)
 
 
-def native_helpers() -> tuple[Any, Any]:
-    """(a 256-entry table of native helper addresses by helper id, its address): the table a
-    JIT'd program's state block points to (jit_lift.NATIVE_HELPERS)."""
+def native_helpers() -> dict[int, int]:
+    """Helper id -> address of its native version (jit_lift.NATIVE_HELPERS)."""
     fns = _functions()
-    table = (_VP * 256)()
-    for helper, name in ((1, "nh_map_lookup"), (2, "nh_map_update"), (164, "nh_queue_sqe"), (165, "nh_emit_cqe"),
-                         (166, "nh_reap_cqe")):
-        table[helper] = fns[name]
-    return table, ctypes.addressof(table)
+    return {1: fns["nh_map_lookup"], 2: fns["nh_map_update"], 164: fns["nh_queue_sqe"],
+            165: fns["nh_emit_cqe"], 166: fns["nh_reap_cqe"]}
 
 
 class NativeProgram:
@@ -134,6 +130,8 @@ class NativeRing:
         self._programs = (_U64 * (_NPG * max(1, len(programs))))()
         w[W["programs"]] = ctypes.addressof(self._programs)
         self._by_state = {p.jit._state_address: p for p in programs if p is not None}
+        for p in self._by_state.values():
+            p.program.instance.enable_native_helpers()
         self._tags = self._free = None
         self._tag_cap = 0
         self._parked = None
