@@ -620,6 +620,10 @@ class Ring:
         timeout = min(timeout, _MAX_TIMEOUT)
         deadline = time.monotonic() + timeout
         while True:
+            if self._native is not None and self._parked and not self._runnable \
+                    and time.monotonic() < deadline:
+                if self._native_wait(q, deadline):
+                    return Cqe(*q.pop())
             self._drain()
             more = self._progress()
             if q.entries:
@@ -672,15 +676,17 @@ class Ring:
                              f"(cq_sizes={self.cq_sizes})")
         return self._cqs[cq]
 
-    def _native_wait(self, q: _Cq) -> bool:
-        """Native rounds until q has a CQE (True) or the Python loop must make one pass (False)."""
+    def _native_wait(self, q: _Cq, deadline: float | None = None) -> bool:
+        """Native rounds until q has a CQE (True) or the Python loop must make one pass (False);
+        `deadline` is a time.monotonic() value for timed waits."""
         from .engine import native_ring as nr
         native = self._native
+        deadline_ns = 0 if deadline is None else max(1, int(deadline * 1e9))
         while True:
-            code = native.wait(q.index)
+            code = native.wait(q.index, deadline_ns)
             if code == nr.READY:
                 return True
-            if code in (nr.PYTHON, nr.STALLED):
+            if code in (nr.PYTHON, nr.STALLED, nr.TIMED_OUT):
                 return False
             if code != nr.MORE:
                 req = _BpfRequest(*native.handed_back)

@@ -36,10 +36,10 @@ from .jit import _MAX_BUDGET, _S, Jit, _compiler
 from .jit_lift import STATUS_OK
 
 __all__ = ["NativeRing", "NativeProgram", "native_helpers", "READY", "MORE", "PYTHON", "FAULTED",
-           "COMPLETE", "BAD_WAIT", "STALLED"]
+           "COMPLETE", "BAD_WAIT", "STALLED", "TIMED_OUT"]
 
-READY, MORE, PYTHON, FAULTED, COMPLETE, BAD_WAIT, STALLED = (
-    ir.READY, ir.MORE, ir.PYTHON, ir.FAULTED, ir.COMPLETE, ir.BAD_WAIT, ir.STALLED)
+READY, MORE, PYTHON, FAULTED, COMPLETE, BAD_WAIT, STALLED, TIMED_OUT = (
+    ir.READY, ir.MORE, ir.PYTHON, ir.FAULTED, ir.COMPLETE, ir.BAD_WAIT, ir.STALLED, ir.TIMED_OUT)
 
 _U64 = ctypes.c_uint64
 _VP = ctypes.c_void_p
@@ -117,6 +117,9 @@ class NativeRing:
         libc = ring_sys._libc
         w[W["syscall"]] = ctypes.cast(libc.syscall, _VP).value
         w[W["errno"]] = ctypes.cast(getattr(libc, "__errno_location"), _VP).value
+        w[W["clock"]] = ctypes.cast(libc.clock_gettime, _VP).value
+        w[W["arg_sz"]] = 8                                # sigmask_sz (no sigmask), pad 0
+        w[W["arg_ts"]] = self.address + 8 * W["ts_sec"]
         self._slow_cb = _HELPER(self._slow)
         w[W["slow"]] = ctypes.cast(self._slow_cb, _VP).value
         # CQs: a ring buffer per CQ, sized as the CQ, kept for the ring's life
@@ -246,9 +249,11 @@ class NativeRing:
         ring._in_flight = w[W["in_flight"]]
 
     # -- the calls ------------------------------------------------------------------------------
-    def wait(self, cq: int) -> int:
-        """One native wait on CQ `cq`: READY, or a code for the Python ring.  For FAULTED,
-        COMPLETE and BAD_WAIT, `handed_back` is the request's fields (ring._BpfRequest order)."""
+    def wait(self, cq: int, deadline_ns: int = 0) -> int:
+        """One native wait on CQ `cq`, until `deadline_ns` (time.monotonic_ns) if given: READY,
+        or a code for the Python ring.  For FAULTED, COMPLETE and BAD_WAIT, `handed_back` is the
+        request's fields (ring._BpfRequest order)."""
+        self.words[_W["deadline"]] = deadline_ns
         self._export(full=True)
         try:
             code = self._wait(self.address, cq)

@@ -39,6 +39,9 @@ RING_WORDS = (
     "parked", "nparked", "programs", "runs_left",
     "syscall", "errno", "slow", "active", "py_work", "out",
     "rec0", "rec1", "rec2", "rec3", "rec4", "rec5",      # the request a code hands back
+    "deadline", "clock",                  # a timed wait's CLOCK_MONOTONIC deadline (ns; 0: none)
+    "arg_sigmask", "arg_sz", "arg_ts",    # struct io_uring_getevents_arg for a timed enter
+    "ts_sec", "ts_nsec", "now_sec", "now_nsec",
 )
 CQ_WORDS = ("buf", "size", "head", "count", "backlog", "overflow")
 REQUEST_WORDS = ("prog", "user_data", "cq_idx", "wait_nr", "wait_idx", "runs")
@@ -56,6 +59,7 @@ FAULTED = 3      # rec* faulted in its program (removed from the parked list)
 COMPLETE = 4     # rec* finished; its completion needs the Python ring (removed)
 BAD_WAIT = 5     # rec* set wait_idx to a CQ that does not exist (removed; rec3/rec4 = its wait)
 STALLED = 6      # nothing can ever post to the waited CQ
+TIMED_OUT = 7    # a timed wait's deadline passed with the CQ still empty
 
 _NR_ENTER, _GETEVENTS = 426, 1
 _EINTR, _EAGAIN, _EBUSY, _ENOENT, _ENOMEM, _EINVAL = 4, 11, 16, 2, 12, 22
@@ -96,14 +100,14 @@ def _fill(text: str) -> str:
 # Small pieces, always inlined.
 _PIECES = r"""
 ; libc's syscall(2): the result, or -errno
-define internal i64 @enter(ptr %r, i64 %submit, i64 %min, i64 %flags) alwaysinline {
+define internal i64 @enter(ptr %r, i64 %submit, i64 %min, i64 %flags, ptr %arg, i64 %argsz) alwaysinline {
 {W}
   %n = load i64, ptr %W.enter_calls
   %n1 = add i64 %n, 1
   store i64 %n1, ptr %W.enter_calls
   %fn = load ptr, ptr %W.syscall
   %fd = load i64, ptr %W.fd
-  %res = call i64 (i64, ...) %fn(i64 426, i64 %fd, i64 %submit, i64 %min, i64 %flags, i64 0, i64 0)
+  %res = call i64 (i64, ...) %fn(i64 426, i64 %fd, i64 %submit, i64 %min, i64 %flags, ptr %arg, i64 %argsz)
   %bad = icmp slt i64 %res, 0
   br i1 %bad, label %err, label %ok
 ok:
@@ -261,7 +265,7 @@ top:
   %isheld = icmp ne i32 %held, 0
   br i1 %isheld, label %flush, label %read
 flush:
-  %res = call i64 @enter(ptr %r, i64 0, i64 0, i64 1)
+  %res = call i64 @enter(ptr %r, i64 0, i64 0, i64 1, ptr null, i64 0)
   %failed = icmp slt i64 %res, 0
   %e = sub i64 0, %res
   %benign1 = icmp eq i64 %e, 4
@@ -726,7 +730,7 @@ define internal i1 @complete(ptr %r, i64 %ud, i64 %ci) alwaysinline {
   %any = icmp ne i64 %p, 0
   br i1 %any, label %submit, label %drain
 submit:
-  %res = call i64 @enter(ptr %r, i64 %p, i64 0, i64 0)
+  %res = call i64 @enter(ptr %r, i64 %p, i64 0, i64 0, ptr null, i64 0)
   %bad = icmp slt i64 %res, 0
   br i1 %bad, label %no, label %drain
 drain:
@@ -916,7 +920,8 @@ kept:
   br label %loop
 }
 
-; Ring.wait_cqe's loop for CQ `ci`: READY, or a code that hands over to the Python ring
+; Ring.wait_cqe's loop for CQ `ci` (and _wait_timed's, until `deadline`): READY, or a code that
+; hands over to the Python ring
 define i64 @nr_wait(ptr %r, i64 %ci) {
 {W}
   br label %top
@@ -962,14 +967,42 @@ block:
 stalled:
   ret i64 6
 enter:
-  %res = call i64 @enter(ptr %r, i64 %p, i64 1, i64 1)
-  %ok = icmp sge i64 %res, 0
+  %dl = load i64, ptr %W.deadline
+  %timed = icmp ne i64 %dl, 0
+  br i1 %timed, label %clock, label %forever
+forever:
+  %res = call i64 @enter(ptr %r, i64 %p, i64 1, i64 1, ptr null, i64 0)
+  br label %entered
+clock:
+  %gettime = load ptr, ptr %W.clock
+  call i32 %gettime(i32 1, ptr %W.now_sec)
+  %sec = load i64, ptr %W.now_sec
+  %nsec = load i64, ptr %W.now_nsec
+  %secns = mul i64 %sec, 1000000000
+  %now = add i64 %secns, %nsec
+  %left = sub i64 %dl, %now
+  %over = icmp sle i64 %left, 0
+  br i1 %over, label %timed_out, label %timed_enter
+timed_out:
+  ret i64 7
+timed_enter:
+  %lsec = udiv i64 %left, 1000000000
+  %lnsec = urem i64 %left, 1000000000
+  store i64 %lsec, ptr %W.ts_sec
+  store i64 %lnsec, ptr %W.ts_nsec
+  %tres = call i64 @enter(ptr %r, i64 %p, i64 1, i64 9, ptr %W.arg_sigmask, i64 24)
+  br label %entered
+entered:
+  %rv = phi i64 [%res, %forever], [%tres, %timed_enter]
+  %ok = icmp sge i64 %rv, 0
   br i1 %ok, label %top, label %failed
 failed:
-  %e = sub i64 0, %res
+  %e = sub i64 0, %rv
   %busy = icmp eq i64 %e, 16
   %again2 = icmp eq i64 %e, 11
-  %retry = or i1 %busy, %again2
+  %expired = icmp eq i64 %e, 62
+  %retry1 = or i1 %busy, %again2
+  %retry = or i1 %retry1, %expired
   br i1 %retry, label %top, label %python
 }
 """
