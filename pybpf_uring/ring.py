@@ -39,6 +39,12 @@ What the kernel does and what this module emulates (ABI.md §A):
   request's completion is posted, the SQEs queued so far are submitted (the RFC kernel submits
   inside queue_sqe), so an inline completion such as a NOP's lands ahead of it.
 
+Native waits.  When requests are parked on programs the engine JIT-compiled, `wait_cqe` hands
+the rounds to `engine.native_ring` (its `native()` runners): routing, queueing, the programs and
+their helpers, and io_uring_enter run natively until the waited CQ has a CQE or something only
+this module does is due, and the state moves back here when it returns -- this module stays the
+reference, and the only code that runs otherwise.
+
 How the engine plugs in: `ring.register(obj, engine)` calls `engine(obj)` once (default
 `pybpf_uring.engine.instantiate`) and gets an `EngineInstance`: `.maps` (what `ring.maps` shows)
 and `.runner(program_spec) -> ProgramRunner` for each io_uring program, in table order.  A run
