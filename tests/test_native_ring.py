@@ -37,6 +37,9 @@ from pybpf_uring.engine import native_ring  # noqa: E402
 from pybpf_uring.ring import DeadlockError  # noqa: E402
 from pybpf_uring.uring import IORING_OP_BPF, Sqe, prep_nop, prep_timeout  # noqa: E402
 
+IORING_OP_ASYNC_CANCEL = 14
+IOSQE_CQE_SKIP_SUCCESS = 1 << 6
+
 ROOT = Path(__file__).parents[1]
 READY, MORE, PYTHON, FAULTED, COMPLETE, BAD_WAIT, STALLED = (
     native_ring.READY, native_ring.MORE, native_ring.PYTHON, native_ring.FAULTED,
@@ -158,6 +161,11 @@ def leftovers(ring: Ring, cq: int) -> list:
     return out
 
 
+def plain(value: Any) -> Any:
+    """A map value as something == compares by content (ctypes structs compare by identity)."""
+    return bytes(value) if isinstance(value, ctypes.Structure) else value
+
+
 def run(scenario: Scenario, native: bool) -> tuple[Outcome, Probe]:
     options = {"native_waits": native, "backend": scenario.backend}
     if scenario.budget is not None:
@@ -171,7 +179,7 @@ def run(scenario: Scenario, native: bool) -> tuple[Outcome, Probe]:
         probe.enter_calls = ring.enter_calls
         outcome = Outcome(
             host=host,
-            maps={name: list(m.items()) for name, m in ring.maps.items()},
+            maps={name: [(k, plain(v)) for k, v in m.items()] for name, m in ring.maps.items()},
             faults=list(ring.faults),
             overflows=ring.overflows,
             runs={name: p.runs for name, p in ring.engine.programs.items()},
@@ -204,34 +212,31 @@ def bench_chain_source() -> str:
 
 # --- programs -----------------------------------------------------------------------------------
 
-# A NOP chain on CQ cfg[2] of cfg[0] NOPs that emits every cfg[1]-th reaped NOP's count to CQ
-# cfg[3] and keeps emit_cqe's return codes.
+# A NOP chain of `nops` NOPs on CQ `chain` that emits every `every`-th reaped NOP's count to CQ
+# `app` and keeps emit_cqe's return codes.  Small enough to compile at JIT tier 1 (native at once).
 RELAY = """
     from pybpf_uring import iouring, ArrayMap, i32, i64, u16, u32, u64
     from pybpf_uring.uring import IoUringCtx, Sqe, Cqe, queue_sqe, reap_cqe, emit_cqe, prep_nop
 
-    cfg = ArrayMap(u64, 4)        # NOPs, emit every k-th, the chain's CQ, the application CQ
-    stats = ArrayMap(u64, 3)      # NOPs reaped, emits taken, emits refused
-    rets = ArrayMap(i64, 256)     # emit_cqe's return for the n-th NOP reaped
+    count = ArrayMap(u64, 1)      # NOPs reaped
+    rets = ArrayMap(i64, 256)     # emit_cqe's return for the n-th NOP reaped (when it emitted)
 
     @iouring
     def relay(ctx: IoUringCtx) -> i32:
-        chain = u32(cfg[2])
+        # ctx.user_data: nops | every << 16 | chain << 32 | app << 40
+        ud = ctx.user_data
+        chain = u32(ud >> 32) & 0xFF
         cqe = Cqe()
+        n = count[0]
         if reap_cqe(ctx, chain, cqe) == 0:
-            n = stats[0] + 1
-            stats[0] = n
-            if n % cfg[1] == 0:
-                r = emit_cqe(ctx, u32(cfg[3]), n, i32(cqe.user_data), 0)
-                rets[n % 256] = r
-                if r == 0:
-                    stats[1] += 1
-                else:
-                    stats[2] += 1
-        if stats[0] < cfg[0]:
+            n += 1
+            count[0] = n
+            if n % ((ud >> 16) & 0xFFFF) == 0:
+                rets[n % 256] = emit_cqe(ctx, u32(ud >> 40) & 0xFF, n, i32(cqe.user_data), 0)
+        if n < ud & 0xFFFF:
             sqe = Sqe()
             prep_nop(sqe)
-            sqe.user_data = stats[0] + 1000
+            sqe.user_data = n + 1000
             sqe.cq_idx = u16(chain)
             queue_sqe(ctx, sqe)
             ctx.wait_idx = chain
@@ -240,11 +245,8 @@ RELAY = """
 """
 
 
-def relay_config(nops: int, every: int, chain: int, app: int):
-    def setup(ring: Ring) -> None:
-        cfg = ring.maps["cfg"]
-        cfg[0], cfg[1], cfg[2], cfg[3] = nops, every, chain, app
-    return setup
+def relay_data(nops: int, every: int, chain: int, app: int) -> int:
+    return nops | every << 16 | chain << 32 | app << 40
 
 
 # A chain that loops 40 * (its round) times per run: a small budget stops it a few rounds in.
@@ -301,55 +303,37 @@ WANDERER = """
         return 0
 """
 
-# `boss` chains NOPs on CQ 1 and, on the way, queues SQEs only the Python ring queues: an
-# IORING_OP_BPF request for `child`, a CQE_SKIP_SUCCESS NOP, a cancel of the host's timeout.
-BOSS = """
-    from pybpf_uring import iouring, ArrayMap, i32, i64, u64
-    from pybpf_uring.uring import IoUringCtx, Sqe, Cqe, queue_sqe, reap_cqe, emit_cqe, prep_nop
+# `script` chains on CQ 1 whatever SQEs the host wrote in `plan`: in its round n it queues
+# plan[2n] and, unless its opcode is 255, plan[2n + 1], and parks on CQ 1 until round ROUNDS.
+# The host plans SQEs only the Python ring queues (an IORING_OP_BPF request for `child`, a
+# CQE_SKIP_SUCCESS NOP, a cancel naming its own timeout, a bad cq_idx) among plain NOPs.
+SCRIPT = """
+    from pybpf_uring import iouring, ArrayMap, i32, i64, u32, u64
+    from pybpf_uring.uring import IoUringCtx, Sqe, Cqe, queue_sqe, reap_cqe, emit_cqe
 
-    ROUNDS = 8
-    log = ArrayMap(u64, 2 * ROUNDS + 2)       # [0]: rounds; then per round: user_data, res
-    rets = ArrayMap(i64, 4)                   # queue_sqe's returns: spawn, skip, cancel, bad cq
+    ROUNDS = 7
+    plan = ArrayMap(Sqe, 2 * ROUNDS)
+    log = ArrayMap(u64, 2 * ROUNDS + 2)    # [1]: rounds; round n's CQE: [2n] user_data, [2n + 1] res
+    rets = ArrayMap(i64, 2 * ROUNDS)       # queue_sqe's return per plan entry
 
     @iouring
-    def boss(ctx: IoUringCtx) -> i32:
+    def script(ctx: IoUringCtx) -> i32:
         cqe = Cqe()
+        n = log[1]
         if reap_cqe(ctx, 1, cqe) == 0:
-            n = log[0] + 1
-            log[0] = n
+            n += 1
+            log[1] = n
             log[2 * n] = cqe.user_data
             log[2 * n + 1] = u64(cqe.res)
-        n = log[0]
         if n >= ROUNDS:
             return 0
-        sqe = Sqe()
-        if n == 2:
-            sqe.opcode = 37
-            sqe.off = 1
-            sqe.user_data = 77
-            sqe.cq_idx = 3
-            rets[0] = queue_sqe(ctx, sqe)
-        if n == 3:
-            prep_nop(sqe)
-            sqe.flags = 64
-            sqe.user_data = 88
-            rets[1] = queue_sqe(ctx, sqe)
-        if n == 5:
-            prep_nop(sqe)
-            sqe.cq_idx = 9
-            rets[3] = queue_sqe(ctx, sqe)
-        sqe = Sqe()
-        if n == 4:
-            sqe.opcode = 14
-            sqe.addr = 555
-            sqe.user_data = 4444
-            sqe.cq_idx = 1
-            rets[2] = queue_sqe(ctx, sqe)
-        else:
-            prep_nop(sqe)
-            sqe.user_data = n
-            sqe.cq_idx = 1
-            queue_sqe(ctx, sqe)
+        first = plan.lookup(2 * n)
+        if first is not None:
+            rets[2 * n] = queue_sqe(ctx, first)
+        second = plan.lookup(2 * n + 1)
+        if second is not None:
+            if second.opcode != 255:
+                rets[2 * n + 1] = queue_sqe(ctx, second)
         ctx.wait_idx = 1
         ctx.wait_nr = 1
         return 0
@@ -360,26 +344,26 @@ BOSS = """
         return 0
 """
 
-# Two requests bouncing a ball between CQ 1 and CQ 2 (user_data 1 and 2) until it reaches
-# cfg[0]; cfg[0] = 0 bounces for ever.
+# Two requests (user_data side | limit << 8, side 1 or 2) bouncing a ball between CQ 1 and CQ 2
+# until its count reaches the limit; limit 0 bounces for ever.
 RALLY = """
     from pybpf_uring import iouring, ArrayMap, i32, u32, u64
     from pybpf_uring.uring import IoUringCtx, Cqe, emit_cqe, reap_cqe
 
-    cfg = ArrayMap(u64, 1)
     hits = ArrayMap(u64, 3)
 
     @iouring
     def rally(ctx: IoUringCtx) -> i32:
-        mine = u32(ctx.user_data)
+        mine = u32(ctx.user_data) & 3
+        limit = ctx.user_data >> 8
         cqe = Cqe()
         if reap_cqe(ctx, mine, cqe) == 0:
             hits[mine] += 1
-            n = cqe.user_data
-            if cfg[0] != 0 and n >= cfg[0]:
+            n = cqe.user_data + 1
+            if limit != 0 and n > limit:
                 return 0
-            emit_cqe(ctx, 3 - mine, n + 1, 0, 0)
-            if cfg[0] != 0 and n + 1 >= cfg[0]:
+            emit_cqe(ctx, 3 - mine, n, 0, 0)
+            if n == limit:
                 return 0
         ctx.wait_idx = mine
         ctx.wait_nr = 1
@@ -458,3 +442,296 @@ def test_bench_nop_chain_runs_natively_and_agrees():
     assert probe.python_runs == 1 and ref.python_runs == n + 1
     # one io_uring_enter per NOP, as the Python ring
     assert probe.enter_calls == ref.enter_calls == n
+
+
+def test_emit_to_an_application_cq_that_the_host_waits_on():
+    nops, every, rounds = 60, 3, 20
+    ud = relay_data(nops, every, 1, 2)
+
+    def host(ring):
+        ring.submit_bpf("relay", user_data=ud)
+        got = [take(ring, 2) for _ in range(rounds)]
+        return got + [take(ring, 0), leftovers(ring, 2)]
+
+    obj = compiled(RELAY, "relay.py")
+    out, probe, _ = differential(Scenario(obj, host))
+    # the k-th CQE on CQ 2 carries the count 3k and, as res, the user_data of the NOP reaped
+    assert out.host[:rounds] == [(3 * k, 1000 + 3 * k - 1, 0) for k in range(1, rounds + 1)]
+    assert out.host[rounds:] == [(ud, 0, 0), []]
+    assert out.maps["count"] == [(0, nops)]
+    assert [(n, r) for n, r in out.maps["rets"][1:nops + 1] if n % every == 0] == \
+        [(n, 0) for n in range(every, nops + 1, every)]
+    assert out.runs == {"relay": nops + 1} and out.overflows == (0, 0, 0, 0)
+    assert probe.codes == [READY] * rounds       # the last run completed it: CQ 0 needed no wait
+    assert probe.python_runs == 1
+
+
+# --- FAULTED -----------------------------------------------------------------------------------
+
+def test_a_runaway_loop_faults_inside_a_native_wait():
+    def host(ring):
+        ring.submit_bpf("heavy", user_data=3)
+        return [take(ring, 0), take(ring, 0)]
+
+    obj = compiled(HEAVY, "heavy.py")
+    out, probe, _ = differential(Scenario(obj, host, budget=3000, cq_sizes=(8,)))
+    rounds = out.maps["count"][0][1]
+    assert 3 <= rounds < 40                        # some rounds ran before the fault
+    assert out.runs == {"heavy": rounds + 1}
+    assert out.host[0] == (3, -errno.EFAULT, 0)
+    assert out.host[1][0] == "DeadlockError"      # nothing is left to post to CQ 0
+    [fault] = out.faults
+    assert (fault.user_data, fault.program, fault.res) == (3, "heavy", -errno.EFAULT)
+    assert fault.message.startswith("program 'heavy': instruction ")
+    assert "instruction budget of 3000 exhausted" in fault.message and "heavy.py:" in fault.message
+    assert FAULTED in probe.codes and probe.python_runs == 1
+    assert out.parked == 0
+
+
+# --- BAD_WAIT ----------------------------------------------------------------------------------
+
+def test_a_wait_idx_naming_no_cq_fails_the_request_inside_a_native_wait():
+    def setup(ring):
+        ring.maps["cfg"][0], ring.maps["cfg"][1] = 6, 9
+
+    def host(ring):
+        ring.submit_bpf("wanderer", user_data=11)
+        return [take(ring, 0)]
+
+    obj = compiled(WANDERER, "wanderer.py")
+    out, probe, _ = differential(Scenario(obj, host, setup=setup, cq_sizes=(8,)))
+    assert out.host == [(11, -errno.EINVAL, 0)]
+    assert out.maps["count"] == [(0, 6)] and out.runs == {"wanderer": 6}
+    [fault] = out.faults
+    assert (fault.user_data, fault.program, fault.res) == (11, "wanderer", -errno.EINVAL)
+    assert fault.message == "ctx.wait_idx = 9 names no CQ (the ring has 2)"
+    assert probe.codes == [BAD_WAIT] and probe.python_runs == 1
+
+
+# --- overflow: emit_cqe into a full CQ ---------------------------------------------------------
+
+def test_emit_into_a_full_cq_is_enomem_and_counted_the_same():
+    nops = 12
+    ud = relay_data(nops, 1, 1, 2)
+
+    def host(ring):
+        ring.submit_bpf("relay", user_data=ud)
+        return [take(ring, 0), leftovers(ring, 2)]
+
+    obj = compiled(RELAY, "relay.py")
+    out, probe, _ = differential(Scenario(obj, host, cq_sizes=(16, 2)))
+    assert out.host == [(ud, 0, 0), [(1, 1000, 0), (2, 1001, 0)]]
+    assert out.maps["count"] == [(0, nops)]
+    assert [v for _, v in out.maps["rets"][1:nops + 1]] == [0, 0] + [-errno.ENOMEM] * (nops - 2)
+    assert out.overflows == (0, 0, nops - 2)
+    assert probe.codes == [READY] and probe.python_runs == 1
+
+
+# --- COMPLETE: the request's own CQ is full ----------------------------------------------------
+
+def test_completion_into_a_full_cq_is_handed_to_the_python_ring():
+    nops = 10
+    ud = relay_data(nops, nops, 1, 3)            # emits its last count to CQ 3, then completes
+
+    def host(ring):
+        ring.submit(nop(1, 2))
+        ring.submit(nop(2, 2))                       # CQ 2 (2 entries) is now full
+        ring.submit(bpf_sqe(0, ud, 2))               # the request completes on CQ 2
+        return [take(ring, 3), take(ring, 2), take(ring, 2), take(ring, 2)]
+
+    obj = compiled(RELAY, "relay.py")
+    out, probe, _ = differential(Scenario(obj, host, cq_sizes=(16, 2, 4)))
+    assert out.host == [(nops, 1000 + nops - 1, 0), (1, 0, 0), (2, 0, 0), (ud, 0, 0)]
+    assert out.overflows == (0, 0, 1, 0)
+    assert out.runs == {"relay": nops + 1} and out.parked == 0
+    assert COMPLETE in probe.codes and probe.python_runs == 1
+
+
+# --- PYTHON: SQEs only the Python ring queues (the _slow callback) -----------------------------
+
+def plain_nop(user_data: int) -> Sqe:
+    return nop(user_data, 1)
+
+
+def no_sqe() -> Sqe:
+    sqe = Sqe()
+    sqe.opcode = 255
+    return sqe
+
+
+def test_sqes_only_python_queues_go_through_the_slow_callback():
+    ts = Timespec(10, 0)
+    skip = nop(88, 0)
+    skip.flags = IOSQE_CQE_SKIP_SUCCESS
+    cancel = Sqe()
+    cancel.opcode, cancel.addr, cancel.user_data, cancel.cq_idx = IORING_OP_ASYNC_CANCEL, 555, 4444, 1
+    plan = [plain_nop(0), no_sqe(),
+            plain_nop(1), bpf_sqe(1, 77, 3),          # round 1: a request for `child`
+            plain_nop(2), skip,                        # round 2: CQE_SKIP_SUCCESS on CQ 0
+            cancel, no_sqe(),                          # round 3: cancel the host's timeout
+            plain_nop(4), nop(5, 9),                   # round 4: no CQ 9 (-EINVAL)
+            plain_nop(5), no_sqe(),
+            plain_nop(6), no_sqe()]
+
+    def setup(ring):
+        for i, sqe in enumerate(plan):
+            ring.maps["plan"][i] = bytes(sqe)
+
+    def host(ring):
+        ring.submit(timeout_sqe(ts, 555, 2))
+        ring.submit_bpf("script", user_data=1)
+        return [take(ring, 0), take(ring, 2), take(ring, 3), take(ring, 3), leftovers(ring, 0),
+                leftovers(ring, 1)]
+
+    obj = compiled(SCRIPT, "script.py")
+    out, probe, _ = differential(Scenario(obj, host, setup=setup))
+    assert out.host == [(1, 0, 0), (555, -errno.ECANCELED, 0), (78, 5, 0), (77, 0, 0), [], []]
+    log = [v for _, v in out.maps["log"]]
+    assert log[1] == 7
+    # per round, the CQE script reaped: its NOPs', and in round 4 its cancel's
+    assert [(log[2 * n], log[2 * n + 1]) for n in range(1, 8)] == \
+        [(0, 0), (1, 0), (2, 0), (4444, 0), (4, 0), (5, 0), (6, 0)]
+    assert [v for _, v in out.maps["rets"]] == [0, 0, 0, 0, 0, 0, 0, 0, 0, -errno.EINVAL,
+                                                 0, 0, 0, 0]
+    assert out.runs == {"script": 8, "child": 1}
+    assert out.faults == [] and out.parked == 0
+    assert PYTHON in probe.codes
+    assert probe.python_runs <= 3          # script's first run, child's run, at most one more
+
+
+# --- two parked requests -----------------------------------------------------------------------
+
+def test_pingpong_sample_with_untimed_waits():
+    obj = compile_file(str(ROOT / "samples" / "pingpong.py"))
+
+    def host(ring):
+        ring.submit_bpf("pingpong", user_data=1)
+        ring.submit_bpf("pingpong", user_data=2)
+        ring.submit(nop(0, 1))
+        return [take(ring, 0), take(ring, 0), leftovers(ring, 1), leftovers(ring, 2)]
+
+    out, probe, _ = differential(Scenario(obj, host, cq_sizes=(128, 128)))
+    assert sorted(out.host[:2]) == [(1, 0, 0), (2, 0, 0)] and out.host[2:] == [[], []]
+    assert out.maps["hits"] == [(0, 0), (1, 11), (2, 10)] and out.maps["last"] == [(0, 20)]
+    assert out.runs == {"pingpong": 23}
+    assert READY in probe.codes and probe.python_runs == 2
+
+
+# --- MORE: more runs than one native wait's budget ---------------------------------------------
+
+def test_a_rally_longer_than_the_run_budget_comes_back_through_more():
+    limit = 10_000
+
+    def host(ring):
+        ring.submit_bpf("rally", user_data=1 | limit << 8)
+        ring.submit_bpf("rally", user_data=2 | limit << 8)
+        ring.submit(nop(0, 1))
+        return [take(ring, 0), take(ring, 0)]
+
+    obj = compiled(RALLY, "rally.py")
+    out, probe, _ = differential(Scenario(obj, host, cq_sizes=(4, 4)))
+    assert sorted(out.host) == [(1 | limit << 8, 0, 0), (2 | limit << 8, 0, 0)]
+    assert out.maps["hits"] == [(0, 0), (1, limit // 2 + 1), (2, limit // 2)]
+    assert out.runs == {"rally": limit + 3}
+    assert probe.codes.count(MORE) >= 2 and probe.python_runs == 2
+
+
+# --- the Python ring only: hash maps, the interpreter -------------------------------------------
+
+@pytest.mark.parametrize("source, backend", [(HASHED, "auto"), (bench_chain_source(), "interpreter")],
+                         ids=["hash-map", "interpreter"])
+def test_objects_that_cannot_run_natively_still_work(source, backend):
+    n = 20
+
+    def host(ring):
+        ring.submit_bpf("chain", user_data=n)
+        return [take(ring, 0)]
+
+    obj = compiled(source, "chain.py")
+    scenario = Scenario(obj, host, cq_sizes=(8,), backend=backend)
+    native, native_probe = run(scenario, native=True)
+    reference, _ = run(scenario, native=False)
+    assert native == reference
+    assert native.host == [(n, 0, 0)] and native.runs == {"chain": n + 1}
+    assert native.maps["count"] == [(0, n)]
+    assert not native_probe.native and native_probe.codes == []
+    assert native_probe.python_runs == n + 1
+
+
+# --- STALLED: deadlocks ------------------------------------------------------------------------
+
+def test_a_deadlock_is_reported_the_same():
+    def host(ring):
+        ring.submit_bpf("sleeper", user_data=4)
+        return [take(ring, 0)]
+
+    obj = compiled(IDLE, "idle.py")
+    out, probe, _ = differential(Scenario(obj, host, cq_sizes=(4, 4)))
+    assert out.host == [("DeadlockError", "wait_cqe(cq=0) would wait for ever: CQ 0 is empty, no "
+                         "kernel request is in flight and no BPF request can run (parked: sleeper "
+                         "on CQ 2 for 1)")]
+    assert out.parked == 1 and out.runs == {"sleeper": 1, "lazy": 0}
+    assert probe.codes == [STALLED]
+
+
+def test_a_program_reparking_on_a_true_condition_does_not_spin():
+    ts = Timespec(0, 20_000_000)
+
+    def host(ring):
+        ring.submit_bpf("lazy", user_data=6)
+        ring.submit(timeout_sqe(ts, 1, 2))
+        return [take(ring, 2)]
+
+    obj = compiled(IDLE, "idle.py")
+    out, probe, _ = differential(Scenario(obj, host, cq_sizes=(4, 4)))
+    assert out.host == [(1, -errno.ETIME, 0)]
+    # once per pass that changed something: 3 in submit_bpf, 1 in submit, 2 in the wait (before
+    # and after the timeout's CQE) -- not a spin while the timeout ran
+    assert out.runs["lazy"] == out.maps["seen"][1][1] == 6
+    assert out.parked == 1
+    assert probe.codes == [READY]
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: after nr_wait returns STALLED the Python loop runs Ring._progress once more, so a "
+    "request parked on a condition that holds runs one more time than with the Python ring "
+    "(Ring._native_wait could raise the DeadlockError itself on STALLED)"))
+def test_a_deadlock_with_a_request_reparking_on_a_true_condition_runs_it_as_often():
+    def host(ring):
+        ring.submit_bpf("lazy", user_data=6)
+        return [take(ring, 0)]
+
+    obj = compiled(IDLE, "idle.py")
+    reference, _ = run(Scenario(obj, host, cq_sizes=(4, 4)), native=False)
+    assert reference.host[0][0] == "DeadlockError" and reference.runs["lazy"] == 4
+    out, probe, _ = differential(Scenario(obj, host, cq_sizes=(4, 4)))
+    assert probe.codes == [STALLED]
+
+
+# --- the run budget must not hold a wait whose CQ has a CQE --------------------------------------
+
+@pytest.mark.xfail(strict=True, raises=Hang, reason=(
+    "BUG: Ring._native_wait loops on MORE without looking at the waited CQ, and nr_wait only "
+    "looks at it when a scan changes nothing, so a wait on a CQ that a kernel CQE filled never "
+    "returns while two requests keep each other busy (the Python ring returns it)"))
+def test_endless_rally_still_lets_an_untimed_wait_return():
+    ts = Timespec(0, 50_000_000)
+
+    def host(ring):
+        ring.submit_bpf("rally", user_data=1)
+        ring.submit_bpf("rally", user_data=2)
+        ring.submit(nop(0, 1))
+        ring.submit(timeout_sqe(ts, 99, 3))
+        return [take(ring, 3)]
+
+    obj = compiled(RALLY, "rally.py")
+    scenario = Scenario(obj, host, cq_sizes=(4, 4, 4))
+    reference, _ = run(scenario, native=False)
+    assert reference.host == [(99, -errno.ETIME, 0)] and reference.runs["rally"] > 4096
+    global WATCHDOG
+    saved, WATCHDOG = WATCHDOG, 1.0
+    try:
+        native, probe = run(scenario, native=True)
+    finally:
+        WATCHDOG = saved
+    assert native.host == reference.host and MORE in probe.codes
