@@ -52,6 +52,7 @@ _HELPER = ctypes.CFUNCTYPE(_U64, _VP, _U64, _U64, _U64, _U64, _U64, _U64)
 _WAIT = ctypes.CFUNCTYPE(ctypes.c_int64, _VP, _U64)
 _FREE = ir.FREE
 _RUN_BUDGET = 4096          # program runs per nr_wait call, as Ring._progress
+_FRESH = 256                # tag slots beyond the Python table offered per wait (more: _slow)
 
 
 def _functions() -> dict[str, int]:
@@ -135,25 +136,29 @@ class NativeRing:
         self._by_state = {p.jit._state_address: p for p in programs if p is not None}
         for p in self._by_state.values():
             p.program.instance.enable_native_helpers()
-        self._tags = self._free = None
         self._tag_cap = 0
+        self._cq_shown: set[int] = set()     # CQs whose native copy may hold something
         self._parked = None
         self._parked_cap = 0
         self.handed_back: tuple | None = None
 
     # -- moving state between the Python ring and the native arrays ----------------------------
+    # Cost matters: a wait exports and imports once, so each is O(tags in use + CQs holding
+    # CQEs), with slice copies where ctypes has them.
     def _export(self, full: bool) -> None:
         ring, w, W = self.ring, self.words, _W
         w[W["sq_local"]] = ring._sq_tail
         self._export_tags()
-        desc = self._cq_desc
-        for i, (q, buf) in enumerate(zip(ring._cqs, self._cq_bufs)):
+        desc, shown = self._cq_desc, self._cq_shown
+        for i, q in enumerate(ring._cqs):
+            if not (q.entries or q.backlog or q.overflow or i in shown):
+                continue
+            buf, n = self._cq_bufs[i], len(q.entries)
+            for k, cqe in enumerate(q.entries):
+                _CQE.pack_into(buf, 16 * k, *cqe)
             base = i * _NCQ
-            n = 0
-            for n, cqe in enumerate(q.entries, 1):
-                _CQE.pack_into(buf, (n - 1) * 16, *cqe)
-            desc[base + _CQ["head"]], desc[base + _CQ["count"]] = 0, n
-            desc[base + _CQ["backlog"]], desc[base + _CQ["overflow"]] = len(q.backlog), q.overflow
+            desc[base + _CQ["head"]:base + _CQ["overflow"] + 1] = [0, n, len(q.backlog), q.overflow]
+            shown.add(i)
         w[W["version"]], w[W["enter_calls"]] = ring._version, ring.enter_calls
         w[W["py_work"]] = 1 if ring._runnable else 0
         if full:
@@ -171,27 +176,25 @@ class NativeRing:
         w[W["active"]] = 1
 
     def _export_tags(self) -> None:
+        """Slots below len(ring._tags) are written; the ones above are free in the native
+        arrays already (set so when allocated, and left so by every import), and the first
+        _FRESH of them are offered to nr_queue after the Python free list."""
         ring, w, W = self.ring, self.words, _W
         tags = ring._tags
-        cap = max(self._tag_cap, len(tags) + ring.entries + 16)
-        if cap > self._tag_cap:
+        used = len(tags)
+        if used + _FRESH > self._tag_cap:
+            cap = used + 2 * _FRESH
             self._tag_ud, self._tag_cq, self._free_stack = (_U64 * cap)(), (_U64 * cap)(), (_U64 * cap)()
+            ctypes.memset(self._tag_cq, 0xFF, 8 * cap)          # all FREE
             self._tag_cap = cap
             w[W["tag_ud"]] = ctypes.addressof(self._tag_ud)
             w[W["tag_cq"]] = ctypes.addressof(self._tag_cq)
             w[W["free"]] = ctypes.addressof(self._free_stack)
             w[W["tag_cap"]] = cap
-        ud, cq = self._tag_ud, self._tag_cq
-        for slot, entry in enumerate(tags):
-            if entry is None:
-                cq[slot] = _FREE
-            else:
-                ud[slot], cq[slot] = entry
-        # Fresh slots lie under the Python free list, so slots are reused as Ring._new_tag would.
-        fresh = range(cap - 1, len(tags) - 1, -1)
-        for slot in fresh:
-            cq[slot] = _FREE
-        stack = [*fresh, *ring._free]
+        if used:
+            self._tag_cq[:used] = [_FREE if e is None else e[1] for e in tags]
+            self._tag_ud[:used] = [0 if e is None else e[0] for e in tags]
+        stack = [*range(used + _FRESH - 1, used - 1, -1), *ring._free]
         self._free_stack[:len(stack)] = stack
         w[W["nfree"]], w[W["in_flight"]] = len(stack), ring._in_flight
 
@@ -201,10 +204,10 @@ class NativeRing:
             self._parked_cap = 2 * len(parked)
             self._parked = (_U64 * (_NRQ * self._parked_cap))()
             w[W["parked"]] = ctypes.addressof(self._parked)
-        records = self._parked
-        for i, req in enumerate(parked):
-            records[i * _NRQ:(i + 1) * _NRQ] = [req.prog, req.user_data, req.cq_idx, req.wait_nr,
-                                                req.wait_idx, req.runs]
+        records = []
+        for req in parked:
+            records += (req.prog, req.user_data, req.cq_idx, req.wait_nr, req.wait_idx, req.runs)
+        self._parked[:len(records)] = records
         w[W["nparked"]] = len(parked)
 
     def _import(self, full: bool) -> None:
@@ -212,18 +215,23 @@ class NativeRing:
         w[W["active"]] = 0
         ring._sq_tail = w[W["sq_local"]]
         self._import_tags()
-        desc = self._cq_desc
-        for i, (q, buf) in enumerate(zip(ring._cqs, self._cq_bufs)):
-            base = i * _NCQ
-            head, count, size = desc[base + _CQ["head"]], desc[base + _CQ["count"]], q.size
+        desc, shown = self._cq_desc, self._cq_shown
+        counts = desc[_CQ["count"]::_NCQ]      # native code posts to any CQ (an overflow: to a full one)
+        for i in shown.union(i for i, count in enumerate(counts) if count):
+            q, buf, base = ring._cqs[i], self._cq_bufs[i], i * _NCQ
+            head, count = desc[base + _CQ["head"]], counts[i]
+            size = q.size
             q.entries = deque(_CQE.unpack_from(buf, ((head + k) % size) * 16) for k in range(count))
             q.overflow = desc[base + _CQ["overflow"]]
+            if count or q.backlog or q.overflow:
+                shown.add(i)
+            else:
+                shown.discard(i)
         ring._version, ring.enter_calls = w[W["version"]], w[W["enter_calls"]]
         if full:
             from ..ring import _BpfRequest
-            records = self._parked
-            ring._parked = [_BpfRequest(*records[i * _NRQ:(i + 1) * _NRQ])
-                            for i in range(w[W["nparked"]])]
+            records = self._parked[:_NRQ * w[W["nparked"]]] if self._parked is not None else []
+            ring._parked = [_BpfRequest(*records[k:k + _NRQ]) for k in range(0, len(records), _NRQ)]
             programs = self._programs
             for i, p in enumerate(self.programs):
                 if p is None:
@@ -238,12 +246,13 @@ class NativeRing:
 
     def _import_tags(self) -> None:
         ring, w, W = self.ring, self.words, _W
-        ud, cq = self._tag_ud, self._tag_cq
-        live = [slot for slot in range(self._tag_cap) if cq[slot] != _FREE]
+        targets = self._tag_cq[:self._tag_cap]
+        live = [slot for slot, cq in enumerate(targets) if cq != _FREE]
         top = live[-1] + 1 if live else 0
         tags: list = [None] * top
+        ud = self._tag_ud[:top]
         for slot in live:
-            tags[slot] = (ud[slot], cq[slot])
+            tags[slot] = (ud[slot], targets[slot])
         ring._tags = tags
         ring._free = [s for s in self._free_stack[:w[W["nfree"]]] if s < top]
         ring._in_flight = w[W["in_flight"]]
