@@ -19,7 +19,9 @@ import ctypes
 import errno
 import functools
 import importlib.util
+import shutil
 import signal
+import subprocess
 import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -529,6 +531,71 @@ def test_a_runaway_loop_faults_inside_a_native_wait():
     assert "instruction budget of 3000 exhausted" in fault.message and "heavy.py:" in fault.message
     assert FAULTED in probe.codes and probe.python_runs == 1
     assert out.parked == 0
+
+
+WILD_C = r"""
+typedef unsigned short __u16;
+typedef unsigned int __u32;
+typedef int __s32;
+typedef unsigned long long __u64;
+#define SEC(n) __attribute__((section(n), used))
+struct io_uring_bpf_ctx { __u64 user_data; __u32 wait_nr; __u32 wait_idx; };
+struct sqe { unsigned char opcode, flags; __u16 ioprio; __s32 fd; __u64 off, addr; __u32 len, rw_flags;
+             __u64 user_data; __u16 buf_index, personality; __s32 splice_fd_in; __u16 cq_idx, pad0;
+             __u32 pad1; __u64 pad2; };
+struct cqe { __u64 user_data; __s32 res; __u32 flags; };
+static long (*queue_sqe)(void *ctx, void *sqe, __u32 len) = (void *)164;
+static long (*reap_cqe)(void *ctx, __u32 cq, void *out, __u32 len) = (void *)166;
+__u64 rounds;
+
+SEC("iouring.s/wild")
+int wild(struct io_uring_bpf_ctx *ctx)
+{
+    struct cqe cqe;
+    struct sqe sqe = {};
+    reap_cqe(ctx, 1, &cqe, sizeof(cqe));
+    if (++rounds == 6)
+        return *(volatile __u64 *)ctx->user_data;   /* a user pointer is not program memory */
+    sqe.user_data = rounds;
+    sqe.cq_idx = 1;
+    queue_sqe(ctx, &sqe, sizeof(sqe));
+    *(volatile __u32 *)&ctx->wait_idx = 1;     /* volatile: two 4-byte stores, not one */
+    *(volatile __u32 *)&ctx->wait_nr = 1;
+    return 0;
+}
+char _license[] SEC("license") = "GPL";
+"""
+
+
+@pytest.fixture(scope="module")
+def wild_object(tmp_path_factory):
+    clang = shutil.which("clang-22")
+    if clang is None:
+        pytest.skip("clang-22 not installed")
+    from pybpf_uring.objfile import BpfObject
+    d = tmp_path_factory.mktemp("wild")
+    (d / "wild.c").write_text(WILD_C)
+    subprocess.run([clang, "-O2", "-g", "-target", "bpf", "-mcpu=v3", "-c", str(d / "wild.c"),
+                    "-o", str(d / "wild.o")], check=True)
+    return BpfObject.read(d / "wild.o")
+
+
+def test_a_bad_pointer_faults_inside_a_native_wait(wild_object):
+    """A fault raised in Python (Memory's slow path) from inside a natively run program."""
+    target = ctypes.c_uint64(1)
+
+    def host(ring):
+        ring.submit_bpf("wild", user_data=ctypes.addressof(target))
+        return [take(ring, 0), leftovers(ring, 1)]
+
+    out, probe, _ = differential(Scenario(wild_object, host, cq_sizes=(8,)))
+    assert out.host == [(ctypes.addressof(target), -errno.EFAULT, 0), []]
+    assert out.runs == {"wild": 6}
+    [fault] = out.faults
+    assert fault.program == "wild" and fault.res == -errno.EFAULT
+    assert "no region is mapped there" in fault.message and "wild.c:" in fault.message
+    assert "ctx->user_data" in fault.message
+    assert probe.codes == [FAULTED] and probe.python_runs == 1
 
 
 # --- BAD_WAIT ----------------------------------------------------------------------------------
