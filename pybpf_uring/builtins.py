@@ -90,4 +90,9 @@ PREPS = {
     "prep_read": ({"opcode": 22}, ("fd", "addr", "len", "off")),
     "prep_write": ({"opcode": 23}, ("fd", "addr", "len", "off")),
     "prep_timeout": ({"opcode": 11, "fd": -1, "len": 1}, ("addr", "off", "rw_flags")),
+    # rw_flags is the union slot at offset 28: open_flags for openat, msg_flags for send/recv
+    "prep_openat": ({"opcode": 18}, ("fd", "addr", "rw_flags", "len")),
+    "prep_close": ({"opcode": 19}, ("fd",)),
+    "prep_send": ({"opcode": 26}, ("fd", "addr", "len", "rw_flags")),
+    "prep_recv": ({"opcode": 27}, ("fd", "addr", "len", "rw_flags")),
 }

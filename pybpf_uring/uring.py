@@ -95,6 +95,26 @@ def prep_timeout(sqe: Sqe, ts: int, count: int, flags: int) -> None:
     sqe.rw_flags = flags
 
 
+def prep_openat(sqe: Sqe, dfd: int, path: int, flags: int, mode: int) -> None:
+    """`path` is the address of a NUL-terminated path; `dfd` a directory fd or AT_FDCWD (-100)."""
+    _rw(sqe, IORING_OP_OPENAT, dfd, path, mode, 0)
+    sqe.rw_flags = flags  # the kernel's open_flags: the same u32 at offset 28
+
+
+def prep_close(sqe: Sqe, fd: int) -> None:
+    _rw(sqe, IORING_OP_CLOSE, fd, 0, 0, 0)
+
+
+def prep_send(sqe: Sqe, fd: int, buf: int, length: int, flags: int) -> None:
+    _rw(sqe, IORING_OP_SEND, fd, buf, length, 0)
+    sqe.rw_flags = flags  # msg_flags (MSG_*), at offset 28
+
+
+def prep_recv(sqe: Sqe, fd: int, buf: int, length: int, flags: int) -> None:
+    _rw(sqe, IORING_OP_RECV, fd, buf, length, 0)
+    sqe.rw_flags = flags  # msg_flags (MSG_*), at offset 28
+
+
 queue_sqe = _program_only("queue_sqe")
 emit_cqe = _program_only("emit_cqe")
 reap_cqe = _program_only("reap_cqe")
