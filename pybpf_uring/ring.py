@@ -692,8 +692,15 @@ class Ring:
             code = native.wait(q.index, deadline_ns)
             if code == nr.READY:
                 return True
-            if code in (nr.PYTHON, nr.STALLED, nr.TIMED_OUT):
+            if code == nr.STALLED:
+                self._stalled(q)
+            if code in (nr.PYTHON, nr.TIMED_OUT):
                 return False
+            if code == nr.MORE:                 # as after _progress spent its run budget:
+                if q.entries:
+                    return True
+                if deadline is not None and time.monotonic() >= deadline:
+                    return False                # the timed loop decides: poll once, time out
             if code != nr.MORE:
                 req = _BpfRequest(*native.handed_back)
                 name, runner = self._programs[req.prog]

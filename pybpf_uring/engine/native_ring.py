@@ -85,9 +85,7 @@ class NativeProgram:
         values[_PG["ctx_addr"]] = self.ctx_region.base
         values[_PG["frame"]] = jit._stack_ptrs[0] if jit._uses_frame else 0
         values[_PG["budget"]] = min(jit.budget, _MAX_BUDGET)
-        # A large program starts at codegen level 0 and is recompiled when hot (jit.TIER_LINES):
-        # until then the Python ring runs it, which counts its instructions.
-        values[_PG["native"]] = 1 if jit.tier == 1 else 0
+        values[_PG["native"]] = 1
         return values
 
 
@@ -240,6 +238,8 @@ class NativeRing:
                 if runs:
                     p.program.runs += runs
                     p.program.executed = p.jit.executed = programs[i * _NPG + _PG["executed"]]
+                    # a large program compiled at codegen level 0 tiers up once hot (jit.py)
+                    p.jit._count(programs[i * _NPG + _PG["spent"]])
                 p.jit.bind_ring(0)
                 p.jit._in_run = False
                 p.program.bind_ring_helpers(None)

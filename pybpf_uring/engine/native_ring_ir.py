@@ -18,7 +18,8 @@ Layouts (all words are i64; pointers are host addresses):
 * a parked request, `REQUEST_WORDS`, as `ring._BpfRequest`;
 * a program record, `PROGRAM_WORDS`: a JIT-compiled program's entry and state block, its ctx
   region (host pointer and engine address), frame 0 to zero per run (or 0), its budget, and
-  counters the engine reads back (`runs`, `executed`); `native` = 0 sends its requests to Python.
+  counters the engine reads back (`runs`, `executed` by the last run, `spent` by all, which
+  tiers the program up); `native` = 0 sends its requests to Python.
 
 The RFC helpers (164 queue_sqe, 165 emit_cqe, 166 reap_cqe) and array-map lookup and update (1, 2)
 are here too,
@@ -46,7 +47,7 @@ RING_WORDS = (
 CQ_WORDS = ("buf", "size", "head", "count", "backlog", "overflow")
 REQUEST_WORDS = ("prog", "user_data", "cq_idx", "wait_nr", "wait_idx", "runs")
 PROGRAM_WORDS = ("entry", "state", "ctx", "ctx_addr", "frame", "budget", "runs", "executed",
-                 "native")
+                 "native", "spent")
 MAP_WORDS = ("handle", "max_entries", "addrs", "data", "value_size")   # an array map's record
 FREE = (1 << 64) - 1
 TAG_BASE = 0xB9F5_0000_0000_0000
@@ -853,6 +854,10 @@ ran:
   %used = sub i64 %bg, %left
   %exp = getelementptr i64, ptr %prog, i64 #PG_EXECUTED#
   store i64 %used, ptr %exp
+  %spp = getelementptr i64, ptr %prog, i64 #PG_SPENT#
+  %sp0 = load i64, ptr %spp
+  %sp1 = add i64 %sp0, %used
+  store i64 %sp1, ptr %spp
   %nr32p = getelementptr i8, ptr %ctx, i64 8
   %nr32 = load i32, ptr %nr32p
   %wi32p = getelementptr i8, ptr %ctx, i64 12
