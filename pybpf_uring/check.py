@@ -49,6 +49,12 @@ class FunctionInfo:
     ret: Type
     locals: dict[str, Type] = field(default_factory=dict)
     calls: list[str] = field(default_factory=list)
+    # Parameters that receive a program's ctx → the program kinds whose ctx (known once every
+    # call site is checked); lowering keeps their field accesses at constant offsets.
+    ctx_params: dict[str, frozenset[str]] = field(default_factory=dict)
+    # Rules of a subprogram that depend on which programs call it, checked after the call graph
+    # is complete: ("kind", span, helper, kinds, what) and ("ctx", span, param, rule, kinds, message, hint).
+    deferred: list[tuple] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -102,6 +108,8 @@ class ModuleChecker:
         self.globals: dict[str, Symbol] = {}
         self.out = Checked(module, {}, {}, {}, {})
         self.defs: dict[str, S.FunctionDef] = {}
+        # (caller, argument name or None, callee, parameter, span): a struct passed by reference
+        self.ref_edges: list[tuple[str, str | None, str, str, Span]] = []
 
     def error(self, span: Span | None, message: str, hint: str = "") -> None:
         self.errors.error(span, message, hint)
@@ -124,6 +132,7 @@ class ModuleChecker:
         for d in programs:
             self.program(d)
         self.check_call_graph()
+        self.check_subprogram_contexts()
         self.errors.raise_if_any()
         self.out.warnings = self.errors.warnings
         return self.out
@@ -424,6 +433,90 @@ class ModuleChecker:
             d = depth(p.name, ())
             if d > MAX_CALL_DEPTH:
                 self.error(p.node.span, f"calls nest {d} deep; the verifier allows {MAX_CALL_DEPTH}")
+
+    def check_subprogram_contexts(self) -> None:
+        """Rules that depend on a subprogram's callers: which parameters carry a program's ctx
+        (a struct reference passed on from the program's ctx parameter, through any chain of
+        subprograms), and which program kinds reach a subprogram that calls a helper of
+        some kinds only."""
+        funcs = self.out.functions
+        carries: dict[tuple[str, str | None], set[str]] = {}
+
+        def passed(caller: str, arg: str | None) -> set[str]:
+            f = funcs[caller]
+            if f.kind and f.params and arg == f.params[0][0]:
+                return {f.kind}
+            return carries.get((caller, arg), set())
+
+        changed = True
+        while changed:  # a fixpoint over the edges: chains of subprograms pass the ctx on
+            changed = False
+            for caller, arg, callee, param, _ in self.ref_edges:
+                kinds, have = passed(caller, arg), carries.setdefault((callee, param), set())
+                if not kinds <= have:
+                    have |= kinds
+                    changed = True
+        for (name, param), kinds in carries.items():
+            if kinds:
+                funcs[name].ctx_params[param] = frozenset(kinds)
+        for caller, arg, callee, param, span in self.ref_edges:
+            if funcs[callee].ctx_params.get(param) and not passed(caller, arg):
+                # the verifier: "same insn cannot be used with different pointers"
+                self.error(span, f"{callee}() gets the program's ctx as {param!r} at another call, "
+                           "so every call must pass the ctx there",
+                           f"the verifier lets each of {callee}'s instructions access one kind of "
+                           "pointer; pass the ctx here, or give the other data its own function")
+        reach: dict[str, set[str]] = {}
+        for p in self.out.programs:
+            todo = [p.name]
+            while todo:
+                n = todo.pop()
+                if p.kind not in reach.setdefault(n, set()):
+                    reach[n].add(p.kind)
+                    todo += funcs[n].calls
+        for f in funcs.values():
+            for item in f.deferred:
+                if item[0] == "kind":
+                    self.deferred_kind(f, reach.get(f.name, set()), *item[1:])
+                else:
+                    _, span, param, kinds, message, hint = item
+                    if f.ctx_params.get(param, frozenset()) & kinds:
+                        self.error(span, message, hint)
+
+    def deferred_kind(self, f: FunctionInfo, reached: set[str], span: Span, name: str,
+                      kinds: frozenset[str], what: str) -> None:
+        for kind in sorted(reached - kinds):
+            caller = next(p.name for p in self.out.programs if p.kind == kind
+                          and self.reaches(p.name, f.name))
+            self.error(span, f"{name}() cannot be called from a @{kind} program",
+                       f"{f.name} is called from the @{kind} program {caller}; "
+                       f"{name}() is {what} @{', @'.join(sorted(kinds))} programs")
+
+    def reaches(self, start: str, target: str) -> bool:
+        seen, todo = set(), [start]
+        while todo:
+            n = todo.pop()
+            if n == target:
+                return True
+            if n not in seen:
+                seen.add(n)
+                todo += self.out.functions[n].calls
+        return False
+
+
+def ctx_type_kind(t: Type) -> str | None:
+    """The program kind whose ctx `t` is, for the library's ctx structs (a subprogram parameter
+    of one of these types receives the program's ctx); None for any other type."""
+    from . import iou, types as T, uring
+    target = t.target if isinstance(t, PtrT) else t
+    for cls, kind in ((uring.IoUringCtx, "iouring"), (T.SkBuff, "socket_filter"),
+                      (iou.IouCtx, "loop_step")):
+        if target is struct_from_ctypes(cls):
+            return kind
+    return None
+
+
+CTX_TYPE_NAMES = {"iouring": "IoUringCtx", "socket_filter": "SkBuff", "loop_step": "IouCtx"}
 
 
 def fold_binop(op: str, a: int, b: int) -> int | None:

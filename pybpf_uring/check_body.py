@@ -7,13 +7,14 @@ from __future__ import annotations
 
 from . import syntax as S
 from .builtins import CQ_INTRINSICS, CTX, INT, PREPS, Helper, Kfunc
-from .check import CallTarget, FunctionInfo, Symbol, describe
+from .check import CTX_TYPE_NAMES, PROGRAM_KINDS, CallTarget, FunctionInfo, Symbol, ctx_type_kind, describe
 from .limits import MAX_LOOP_ITERATIONS, MAX_PRINT_ARGS, STACK_BYTES
 from .typesys import (BOOL, I32, I64, INTS, NONE, STR, U32, U64, ArrayT, BoolT, IntT, MapT, PtrT,
                       StructT, Type, common_int)
 
 ARITH = {"+", "-", "*", "//", "%", "&", "|", "^", "<<", ">>"}
 TERMINATORS = (S.Return, S.Break, S.Continue)
+NO_VARIABLE_CTX_INDEX = frozenset({"syscall", "tracepoint", "socket_filter"})
 
 
 class BodyChecker:
@@ -23,12 +24,21 @@ class BodyChecker:
         self.loop_depth = 0
         self.nonnull: set[str] = set()
         self.ranges: dict[str, tuple[int, int]] = {}  # range() loop variables: (min, max)
-        self.ctx_name = info.params[0][0] if info.kind and info.params else None
+        # The names that hold a program's ctx → its program kind: a program's ctx parameter, or
+        # a subprogram's parameters of a ctx type (IoUringCtx, SkBuff, IouCtx).
+        if info.kind:
+            self.ctxs = {info.params[0][0]: info.kind} if info.params else {}
+        else:
+            self.ctxs = {n: k for n, t in info.params if (k := ctx_type_kind(t))}
+        self.kind = info.kind or next(iter(self.ctxs.values()), None)
 
     def error(self, span, message: str, hint: str = "") -> None:
         self.mod.error(span, message, hint)
 
     def run(self) -> None:
+        if len(set(self.ctxs.values())) > 1:
+            self.error(self.info.node.span, f"{self.info.name} takes the ctx of more than one program kind",
+                       "a subprogram takes the ctx of the one kind of program that calls it")
         for name, t in self.info.params:
             self.locals[name] = t
             if isinstance(t, PtrT):
@@ -106,9 +116,12 @@ class BodyChecker:
 
     def assign_name(self, s: S.Assign, target: S.Name) -> None:
         name = target.id
-        if name == self.ctx_name:
+        if name in self.ctxs:
             self.error(target.span, "the ctx parameter cannot be reassigned")
             return
+        if self.ref_param(name):
+            self.defer_ctx(target.span, name, PROGRAM_KINDS, "the ctx parameter cannot be reassigned",
+                           f"{self.info.name} receives the program's ctx as {name!r}")
         if self.global_kind(name) == "global" and name not in self.locals:
             g = self.mod.global_symbol(name)
             if g.value.const:
@@ -479,12 +492,17 @@ class BodyChecker:
         known = self.ranges.get(e.index.id) if isinstance(e.index, S.Name) else None
         if known is not None and 0 <= known[0] and known[1] < base.length:
             self.out.in_bounds.add(e)  # a range() loop variable that stays inside the array
-        if idx is None and self.in_ctx(e.value) and self.info.kind in ("syscall", "tracepoint",
-                                                                       "socket_filter"):
-            self.error(e.index.span, "the ctx cannot be indexed by a variable (the verifier rejects "
-                       "a ctx access at a variable offset)",
-                       f"copy it to the stack first: `local = {self.source_text(e.value)}` "
-                       f"then `local[{self.source_text(e.index)}]`")
+        if idx is None:
+            message = ("the ctx cannot be indexed by a variable (the verifier rejects "
+                       "a ctx access at a variable offset)")
+            hint = (f"copy it to the stack first: `local = {self.source_text(e.value)}` "
+                    f"then `local[{self.source_text(e.index)}]`")
+            root = self.root_name(e.value)
+            if self.ctxs.get(root) in NO_VARIABLE_CTX_INDEX:
+                self.error(e.index.span, message, hint)
+            elif self.ref_param(root):
+                self.defer_ctx(e.index.span, root, NO_VARIABLE_CTX_INDEX, message,
+                               f"{self.info.name} receives the program's ctx as {root!r}; {hint}")
         return base.elem
 
     def variable_index(self, e: S.Expr) -> bool:
@@ -495,10 +513,20 @@ class BodyChecker:
             e = e.value
         return False
 
-    def in_ctx(self, e: S.Expr) -> bool:
+    def root_name(self, e: S.Expr) -> str | None:
         while isinstance(e, (S.Attribute, S.Subscript)):
             e = e.value
-        return isinstance(e, S.Name) and e.id == self.ctx_name
+        return e.id if isinstance(e, S.Name) else None
+
+    def ref_param(self, name: str | None) -> bool:
+        """A subprogram's struct parameter that is not of a ctx type: it may still receive a
+        program's ctx (a @syscall program's `Args`), which is known once every call is checked."""
+        return self.info.kind is None and name not in self.ctxs and \
+            isinstance(dict(self.info.params).get(name), PtrT)
+
+    def defer_ctx(self, span, param: str, kinds: frozenset[str], message: str, hint: str = "") -> None:
+        """An error if `param` turns out to carry the ctx of a program of one of `kinds`."""
+        self.info.deferred.append(("ctx", span, param, kinds, message, hint))
 
     def lvalue(self, e: S.Expr) -> Type | None:
         """The type of an assignable location: a local, a struct field, an array element."""
@@ -517,8 +545,12 @@ class BodyChecker:
             while isinstance(root, (S.Attribute, S.Subscript)):
                 root = root.value
             t = self.expr(e)
-            if self.info.kind == "tracepoint" and self.in_ctx(e):
+            root = self.root_name(e)
+            if self.ctxs.get(root) == "tracepoint":
                 self.error(e.span, "a tracepoint's record is read-only")
+            elif self.ref_param(root):
+                self.defer_ctx(e.span, root, frozenset({"tracepoint"}), "a tracepoint's record is read-only",
+                               f"{self.info.name} receives it as {root!r}; write to a copy instead")
             return t
         self.error(e.span, f"cannot assign to {describe(e)}")
         return None
@@ -634,8 +666,11 @@ class BodyChecker:
     def kernel_call(self, e: S.Call, name: str, params, programs, what: str):
         """The rules shared by helpers and kfuncs: the program kinds that may call it, the
         argument count, the ctx and integer arguments.  Yields the other (argument, param)."""
-        if programs and self.info.kind not in programs:
-            where = "a subprogram" if self.info.kind is None else f"a @{self.info.kind} program"
+        if programs and self.kind is None:  # a subprogram without a ctx: its callers decide
+            self.info.deferred.append(("kind", e.func.span, name, programs, what))
+        elif programs and self.kind not in programs:
+            where = f"{article(self.kind)} program" if self.info.kind else \
+                f"a subprogram that takes {article(self.kind)} program's ctx"
             self.error(e.func.span, f"{name}() cannot be called from {where}",
                        f"it is {what} @{', @'.join(sorted(programs))} programs")
         if len(e.args) != len(params):
@@ -643,13 +678,25 @@ class BodyChecker:
             return
         for a, p in zip(e.args, params):
             if p.kind == CTX:
-                if not (isinstance(a, S.Name) and a.id == self.ctx_name):
-                    self.error(a.span, f"{name}() needs the program's ctx here", f"pass {self.ctx_name or 'ctx'}")
-                self.expr(a)
+                if self.ctx_argument(name, a, programs):
+                    self.expr(a)
             elif p.kind == INT:
                 self.convert(a, p.type, "argument")
             else:
                 yield a, p
+
+    def ctx_argument(self, name: str, a: S.Expr, programs) -> bool:
+        """The ctx a helper or kfunc takes: the program's own, or a subprogram's ctx parameter."""
+        if isinstance(a, S.Name) and a.id in self.ctxs:
+            return True
+        mine = [n for n, k in self.ctxs.items() if not programs or k in programs]
+        if mine or self.info.kind:
+            self.error(a.span, f"{name}() needs the program's ctx here", f"pass {mine[0] if mine else 'ctx'}")
+        else:
+            want = CTX_TYPE_NAMES[min(programs)] if programs else "the program's ctx type"
+            self.error(a.span, f"{name}() needs the program's ctx here",
+                       f"give {self.info.name} a parameter `ctx: {want}` and pass the program's ctx to it")
+        return False
 
     def ref_argument(self, helper: str, a: S.Expr, struct: str | None) -> None:
         t = self.expr(a)
@@ -668,7 +715,9 @@ class BodyChecker:
     def call_cq(self, e: S.Call, sym: Symbol) -> Type:
         """cq_reap(cq, cqe) -> i32 and cq_wait(lp, cq, n) on a mainline CQ view."""
         name = sym.value
-        if self.info.kind not in CQ_INTRINSICS[name]:
+        if self.kind is None:  # a subprogram without a ctx: its callers decide
+            self.info.deferred.append(("kind", e.func.span, name, CQ_INTRINSICS[name], "available in"))
+        elif self.kind not in CQ_INTRINSICS[name]:
             self.error(e.func.span, f"{name}() works on a @loop_step program's CQ region",
                        "in an @iouring program use reap_cqe(ctx, cq, cqe) and ctx.wait_nr")
         want = {"cq_reap": ("cq", "cqe"), "cq_wait": ("lp", "cq", "n")}[name]
@@ -735,7 +784,9 @@ class BodyChecker:
             self.error(e.span, f"{d.name}() takes {len(callee.params)} arguments, got {len(e.args)}")
             return callee.ret
         for a, (pname, pt) in zip(e.args, callee.params):
-            if isinstance(pt, PtrT):
+            if ctx_type_kind(pt):
+                self.ctx_parameter(callee, a, pname, pt)
+            elif isinstance(pt, PtrT):
                 got = self.expr(a)
                 target = got.target if isinstance(got, PtrT) else got
                 if target != pt.target or not isinstance(a, (S.Name, S.Attribute, S.Subscript)):
@@ -743,9 +794,36 @@ class BodyChecker:
                 elif self.variable_index(a):
                     self.error(a.span, "an element at a variable index cannot be passed by reference",
                                "copy it to a local first")
+                else:
+                    self.mod.ref_edges.append((self.info.name, a.id if isinstance(a, S.Name) else None,
+                                               d.name, pname, a.span))
             else:
                 self.convert(a, pt, f"argument {pname}")
         return callee.ret
+
+    def ctx_parameter(self, callee: FunctionInfo, a: S.Expr, pname: str, pt: PtrT) -> None:
+        """A subprogram's parameter of a ctx type gets the calling program's ctx, as it is:
+        the program's ctx parameter, or the caller's own ctx parameter passed on."""
+        kind = ctx_type_kind(pt)
+        ctx_type = CTX_TYPE_NAMES[kind]
+        self.expr(a)
+        if isinstance(a, S.Name) and self.ctxs.get(a.id) == kind:
+            self.mod.ref_edges.append((self.info.name, a.id, callee.name, pname, a.span))
+            return
+        if self.kind is not None and self.kind != kind:
+            where = f"{article(self.kind)} program" if self.info.kind else \
+                f"{self.info.name}, which takes {article(self.kind)} program's ctx"
+            self.error(a.span, f"{callee.name}() takes the ctx of {article(kind)} program ({pname}: {ctx_type}); "
+                       f"it cannot be called from {where}",
+                       f"call {callee.name}() from @{kind} programs only")
+            return
+        mine = next((n for n, k in self.ctxs.items() if k == kind), None)
+        if mine is not None or self.info.kind:
+            self.error(a.span, f"{callee.name}() needs the program's ctx for its parameter {pname}",
+                       f"pass {mine or 'ctx'} itself")
+            return
+        self.error(a.span, f"{callee.name}() needs the program's ctx for its parameter {pname}",
+                   f"give {self.info.name} a parameter `ctx: {ctx_type}` and pass the program's ctx to it")
 
     def map_method(self, e: S.Call) -> Type:
         m: MapT = self.expr(e.func.value)
@@ -771,6 +849,11 @@ class BodyChecker:
             self.error(e.span, f"print() shows at most {MAX_PRINT_ARGS} integers (bpf_trace_printk); "
                        f"got {ints}", "split it into several print() calls")
         return NONE
+
+
+def article(kind: str) -> str:
+    """`an @iouring`, `a @syscall`: a program kind as a message names it."""
+    return f"{'an' if kind[0] in 'aeiou' else 'a'} @{kind}"
 
 
 def default_int(value: int) -> IntT:

@@ -176,6 +176,9 @@ class FunctionLowering(ValueLowering, CallLowering):
             self.direct[info.params[0][0]] = values[0]
         elif info.kind:  # the ctx: never reassigned, so used as the value itself
             self.direct[info.params[0][0]] = self.static_offsets(self.fn.args[0])
+        for (name, _), arg in zip(info.params, self.fn.args):
+            if not info.kind and info.ctx_params.get(name, {"loop_step"}) != {"loop_step"}:
+                self.direct[name] = self.static_offsets(arg)  # a ctx passed on: the same rules
         for name, t in info.locals.items():
             if name not in dict(info.params) and isinstance(t, (IntT, BoolT, PtrT)):
                 self.b.store(ir.Constant(ir_type(t), None), self.slots[name], align=t.align)

@@ -127,6 +127,38 @@ CASES = {
         '@syscall\ndef f(ctx: Args) -> i32:\n    ctx.a + 1\n    return 0\n',
         'expression_statement.py:10:5: error: an arithmetic expression has no effect here\n    ctx.a + 1\n    ^~~~~~~~~\n  note: assign it, or call a helper or subprogram',
     ),
+    'subprogram_ctx_not_the_ctx': (
+        'def kick(ctx: IoUringCtx) -> i32:\n    sqe = Sqe()\n    return queue_sqe(ctx, sqe)\n\n@iouring\ndef f(ctx: IoUringCtx) -> i32:\n    other = IoUringCtx()\n    return kick(other)\n',
+        "subprogram_ctx_not_the_ctx.py:15:17: error: kick() needs the program's ctx for its parameter ctx\n    return kick(other)\n                ^~~~~\n  note: pass ctx itself",
+    ),
+    'subprogram_ctx_wrong_kind': (
+        'def kick(ctx: IoUringCtx) -> i32:\n    sqe = Sqe()\n    return queue_sqe(ctx, sqe)\n\n@syscall\ndef f(ctx: Args) -> i32:\n    return kick(ctx)\n',
+        'subprogram_ctx_wrong_kind.py:14:17: error: kick() takes the ctx of an @iouring program (ctx: IoUringCtx); it cannot be called from a @syscall program\n    return kick(ctx)\n                ^~~\n  note: call kick() from @iouring programs only',
+    ),
+    'subprogram_helper_without_ctx': (
+        'def kick(ud: u64) -> i32:\n    sqe = Sqe()\n    sqe.user_data = ud\n    return queue_sqe(ctx, sqe)\n\n@iouring\ndef f(ctx: IoUringCtx) -> i32:\n    return kick(1)\n',
+        "subprogram_helper_without_ctx.py:11:22: error: queue_sqe() needs the program's ctx here\n    return queue_sqe(ctx, sqe)\n                     ^~~\n  note: give kick a parameter `ctx: IoUringCtx` and pass the program's ctx to it",
+    ),
+    'subprogram_ctx_from_socket_filter': (
+        'from pybpf_uring import socket_filter, SkBuff\n\ndef wake(ctx: IoUringCtx) -> None:\n    ctx.wait_nr = 1\n\n@socket_filter\ndef f(ctx: SkBuff) -> i32:\n    wake(ctx)\n    return 0\n',
+        'subprogram_ctx_from_socket_filter.py:15:10: error: wake() takes the ctx of an @iouring program (ctx: IoUringCtx); it cannot be called from a @socket_filter program\n    wake(ctx)\n         ^~~\n  note: call wake() from @iouring programs only',
+    ),
+    'subprogram_ctx_variable_index': (
+        'def pick(c: Args, i: u64) -> u64:\n    return c.b[i]\n\n@syscall\ndef f(ctx: Args) -> i32:\n    return pick(ctx, ctx.a)\n',
+        "subprogram_ctx_variable_index.py:9:16: error: the ctx cannot be indexed by a variable (the verifier rejects a ctx access at a variable offset)\n    return c.b[i]\n               ^\n  note: pick receives the program's ctx as 'c'; copy it to the stack first: `local = c.b` then `local[i]`",
+    ),
+    'subprogram_helper_reached_from_syscall': (
+        'from pybpf_uring.uring import copy_to_user\n\ndef report(uptr: u64, c: Cqe) -> i64:\n    return copy_to_user(uptr, c)\n\n@syscall\ndef f(ctx: Args) -> i32:\n    c = Cqe()\n    return report(ctx.a, c)\n',
+        'subprogram_helper_reached_from_syscall.py:11:12: error: copy_to_user() cannot be called from a @syscall program\n    return copy_to_user(uptr, c)\n           ^~~~~~~~~~~~\n  note: report is called from the @syscall program f; copy_to_user() is available in @iouring programs',
+    ),
+    'subprogram_ctx_passed_on_wrong': (
+        'def wake(ctx: IoUringCtx) -> None:\n    ctx.wait_nr = 1\n\ndef step(n: u64) -> None:\n    c = IoUringCtx()\n    wake(c)\n\n@iouring\ndef f(ctx: IoUringCtx) -> i32:\n    step(1)\n    return 0\n',
+        "subprogram_ctx_passed_on_wrong.py:13:10: error: wake() needs the program's ctx for its parameter ctx\n    wake(c)\n         ^\n  note: give step a parameter `ctx: IoUringCtx` and pass the program's ctx to it",
+    ),
+    'subprogram_ctx_at_every_call': (
+        'def grab(c: Args) -> u64:\n    return c.a\n\n@syscall\ndef f(ctx: Args) -> i32:\n    copy: Args = ctx\n    return grab(ctx) + grab(copy)\n',
+        "subprogram_ctx_at_every_call.py:14:29: error: grab() gets the program's ctx as 'c' at another call, so every call must pass the ctx there\n    return grab(ctx) + grab(copy)\n                            ^~~~\n  note: the verifier lets each of grab's instructions access one kind of pointer; pass the ctx here, or give the other data its own function",
+    ),
 }
 
 
