@@ -44,30 +44,41 @@ class Msg(Struct):
     rest: u8[60]
 
 
+def arm_timer(ctx: IoUringCtx) -> None:
+    """The next tick: a kernel timeout of one interval, completing on CQ 1."""
+    sqe = Sqe()
+    prep_timeout(sqe, config[3], 0, 0)
+    sqe.user_data = TIMER << 16
+    sqe.cq_idx = 1
+    if queue_sqe(ctx, sqe) != 0:
+        stats[6] += 1
+
+
+def arm_recv(ctx: IoUringCtx, conn: u32) -> None:
+    """A receive on connection `conn` into its buffer, completing on CQ 1."""
+    sqe = Sqe()
+    sqe.opcode = IORING_OP_RECV
+    sqe.flags = IOSQE_FIXED_FILE
+    sqe.fd = i32(conn)
+    sqe.addr = config[1] + conn * MSG
+    sqe.len = MSG
+    sqe.user_data = RECV << 16 | conn
+    sqe.cq_idx = 1
+    if queue_sqe(ctx, sqe) != 0:
+        stats[6] += 1
+
+
 @iouring
 def keepalive(ctx: IoUringCtx) -> i32:
     stats[5] += 1
     n = config[0]
-    sqe = Sqe()
     if stats[0] == 0:
         stats[0] = 1
         for i in range(MAX_CONN):          # a receive in flight on every connection
             if i >= n:
                 break
-            sqe.opcode = IORING_OP_RECV
-            sqe.flags = IOSQE_FIXED_FILE
-            sqe.fd = i
-            sqe.addr = config[1] + i * MSG
-            sqe.len = MSG
-            sqe.user_data = RECV << 16 | i
-            sqe.cq_idx = 1
-            if queue_sqe(ctx, sqe) != 0:
-                stats[6] += 1
-        prep_timeout(sqe, config[3], 0, 0)
-        sqe.user_data = TIMER << 16
-        sqe.cq_idx = 1
-        if queue_sqe(ctx, sqe) != 0:
-            stats[6] += 1
+            arm_recv(ctx, i)
+        arm_timer(ctx)
     cqe = Cqe()
     msg = Msg()
     for k in range(2 * MAX_CONN + 2):
@@ -92,11 +103,7 @@ def keepalive(ctx: IoUringCtx) -> i32:
                 sqe.cq_idx = 1
                 if queue_sqe(ctx, sqe) != 0:
                     stats[6] += 1
-            prep_timeout(sqe, config[3], 0, 0)
-            sqe.user_data = TIMER << 16
-            sqe.cq_idx = 1
-            if queue_sqe(ctx, sqe) != 0:
-                stats[6] += 1
+            arm_timer(ctx)
         elif kind == SEND:
             if cqe.res < 0:
                 stats[2] += 1
@@ -114,16 +121,7 @@ def keepalive(ctx: IoUringCtx) -> i32:
                     emit_cqe(ctx, 2, conn, cqe.res, 0)
                     stats[4] += 1
                 if stats[7] == 0:
-                    sqe = Sqe()
-                    sqe.opcode = IORING_OP_RECV
-                    sqe.flags = IOSQE_FIXED_FILE
-                    sqe.fd = i32(conn)
-                    sqe.addr = config[1] + conn * MSG
-                    sqe.len = MSG
-                    sqe.user_data = RECV << 16 | conn
-                    sqe.cq_idx = 1
-                    if queue_sqe(ctx, sqe) != 0:
-                        stats[6] += 1
+                    arm_recv(ctx, u32(conn))
     if stats[7] != 0:
         return 0                  # stopped: the request completes; close() cancels the receives
     ctx.wait_idx = 1
