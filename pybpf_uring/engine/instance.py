@@ -133,6 +133,10 @@ class EngineInstance:
         self.maps = MapTable({m.name: m for m in self._map_list}, self)
         self._by_handle = {m.handle.base: m for m in self._map_list}
         self._hash_maps = [m for m in self._map_list if isinstance(m, HashMap)]
+        # Set when a run deletes a hash-map value: a native wait frees it when the run ends.
+        self.retired = (ctypes.c_uint64 * 1)()
+        for m in self._hash_maps:
+            m.retired_flag = self.retired
         # io_uring programs are made now, so what the engine cannot run fails at register time;
         # other kinds (a socket filter beside them, a syscall program under test) on first use,
         # so an object mixing kinds registers even if their helpers are not the engine's.
@@ -211,9 +215,8 @@ class EngineInstance:
             table[helper] = address
 
     def native_ok(self) -> bool:
-        """Whether this object's programs may run inside a native wait: hash maps free deleted
-        values when a run ends (end_run), which only a Python run does."""
-        return self.native_waits and not self._hash_maps
+        """Whether this object's programs may run inside a native wait."""
+        return self.native_waits
 
     def begin_run(self) -> None:
         for m in self._hash_maps:
@@ -223,6 +226,14 @@ class EngineInstance:
         for m in self._hash_maps:
             m.running = False
             m.end_run()
+        self.retired[0] = 0
+
+    def release_retired(self) -> None:
+        """Between two runs of a native wait (maps stay `running`): free the hash-map values
+        the last run deleted, as end_run would."""
+        for m in self._hash_maps:
+            m.end_run()
+        self.retired[0] = 0
 
     def emit_trace(self, line: str) -> None:
         self.trace.append(line)

@@ -252,6 +252,7 @@ class HashMap(EngineMap):
         self._elements: dict[bytes, Region] = {}
         self._retired: list[Region] = []
         self.running = False      # set by the instance while a program runs
+        self.retired_flag: Any = None   # the instance's: set to 1 when a value is retired
 
     def lookup(self, key: bytes) -> int:
         region = self._elements.get(key)
@@ -279,6 +280,8 @@ class HashMap(EngineMap):
             return -_errno.ENOENT
         if self.running:
             self._retired.append(region)     # the program may still hold a pointer to it
+            if self.retired_flag is not None:
+                self.retired_flag[0] = 1
         else:
             self.memory.unmap(region)
         return 0

@@ -32,8 +32,7 @@ from typing import Any, Sequence
 
 from .. import ring_sys
 from . import native_ring_ir as ir
-from .jit import _MAX_BUDGET, _S, Jit, _compiler
-from .jit_lift import STATUS_OK
+from .jit import _MAX_BUDGET, Jit, _compiler
 
 __all__ = ["NativeRing", "NativeProgram", "native_helpers", "READY", "MORE", "PYTHON", "FAULTED",
            "COMPLETE", "BAD_WAIT", "STALLED", "TIMED_OUT"]
@@ -50,6 +49,7 @@ _NCQ, _NRQ, _NPG = len(ir.CQ_WORDS), len(ir.REQUEST_WORDS), len(ir.PROGRAM_WORDS
 _CQE = struct.Struct("<QiI")
 _HELPER = ctypes.CFUNCTYPE(_U64, _VP, _U64, _U64, _U64, _U64, _U64, _U64)
 _WAIT = ctypes.CFUNCTYPE(ctypes.c_int64, _VP, _U64)
+_END_RUN = ctypes.CFUNCTYPE(None, _VP)
 _FREE = ir.FREE
 _RUN_BUDGET = 4096          # program runs per nr_wait call, as Ring._progress
 _FRESH = 256                # tag slots beyond the Python table offered per wait (more: _slow)
@@ -121,6 +121,10 @@ class NativeRing:
         w[W["arg_ts"]] = self.address + 8 * W["ts_sec"]
         self._slow_cb = _HELPER(self._slow)
         w[W["slow"]] = ctypes.cast(self._slow_cb, _VP).value
+        self._end_run_cb = _END_RUN(self._end_run)
+        w[W["end_run"]] = ctypes.cast(self._end_run_cb, _VP).value
+        self.instance = ring.engine
+        w[W["retired"]] = ctypes.addressof(self.instance.retired)
         # CQs: a ring buffer per CQ, sized as the CQ, kept for the ring's life
         cqs = ring._cqs
         self._cq_bufs = [ctypes.create_string_buffer(q.size * 16) for q in cqs]
@@ -171,6 +175,7 @@ class NativeRing:
                 p.jit._in_run = True
                 p.program.bind_ring_helpers(ring.session_helpers())
             w[W["runs_left"]] = _RUN_BUDGET
+            self.instance.begin_run()
         w[W["active"]] = 1
 
     def _export_tags(self) -> None:
@@ -243,6 +248,7 @@ class NativeRing:
                 p.jit.bind_ring(0)
                 p.jit._in_run = False
                 p.program.bind_ring_helpers(None)
+            self.instance.end_run()
 
     def _import_tags(self) -> None:
         ring, w, W = self.ring, self.words, _W
@@ -290,7 +296,13 @@ class NativeRing:
             except BaseException as exc:  # noqa: BLE001
                 jit._fail(exc)
 
-    def fault_status(self, prog: int) -> int:
-        """The status the program's last native run ended with (STATUS_OK if none)."""
-        p = self.programs[prog]
-        return p.jit._state[_S["status"]] if p is not None else STATUS_OK
+    def _end_run(self, state: int) -> None:
+        """After a native run that deleted hash-map values: free them, and give the programs
+        tables without their regions, so a later run faults on them as after a Python run."""
+        try:
+            self.instance.release_retired()
+            for p in self._by_state.values():
+                if p.jit._memory_key() != p.jit._table_key:
+                    p.jit._build_table()
+        except BaseException as exc:      # noqa: BLE001 -- a callback must not raise into C
+            self._by_state[state].jit._fail(exc)

@@ -9,7 +9,8 @@ Python ring, which is the reference and does it exactly as it always has.
 
 Layouts (all words are i64; pointers are host addresses):
 
-* the ring block, `RING_WORDS`: the mapped SQ/CQ rings, the tag table (`tag_ud`, `tag_cq` with
+* the ring block, `RING_WORDS`: the mapped SQ/CQ rings, the object's flag saying a run deleted
+  hash-map values (and the callback that frees them, as a Python run's end_run does), the tag table (`tag_ud`, `tag_cq` with
   `FREE` for a free slot, a stack of free slots), the CQ descriptors, the parked requests, the
   program records, libc's `syscall` and `__errno_location`, and the `slow` callback;
 * a CQ descriptor, `CQ_WORDS`: a ring buffer of 16-byte CQEs {u64 user_data, i32 res, u32 flags}
@@ -43,6 +44,7 @@ RING_WORDS = (
     "deadline", "clock",                  # a timed wait's CLOCK_MONOTONIC deadline (ns; 0: none)
     "arg_sigmask", "arg_sz", "arg_ts",    # struct io_uring_getevents_arg for a timed enter
     "ts_sec", "ts_nsec", "now_sec", "now_nsec",
+    "retired", "end_run",                 # the instance's retired-values flag; its callback
 )
 CQ_WORDS = ("buf", "size", "head", "count", "backlog", "overflow")
 REQUEST_WORDS = ("prog", "user_data", "cq_idx", "wait_nr", "wait_idx", "runs")
@@ -833,6 +835,15 @@ call:
   %cap = getelementptr i64, ptr %prog, i64 #PG_CTX_ADDR#
   %ctxaddr = load i64, ptr %cap
   %r0 = call i64 %fn(ptr %st, i64 %ctxaddr, i64 0, i64 0, i64 0, i64 0)
+  %retp = load ptr, ptr %W.retired
+  %ret = load i64, ptr %retp
+  %deleted = icmp ne i64 %ret, 0
+  br i1 %deleted, label %release, label %counted
+release:
+  %er = load ptr, ptr %W.end_run
+  call void %er(ptr %st)
+  br label %counted
+counted:
   %runsp = getelementptr i64, ptr %rec, i64 #RQ_RUNS#
   %runs = load i64, ptr %runsp
   %runs1 = add i64 %runs, 1
