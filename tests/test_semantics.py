@@ -96,6 +96,8 @@ def extend(children):
             count = n % left.type[0]
             return Bin(f"({left.text} {op} {count})", left.type, op, left, Lit(str(count), left.type, count))
         if isinstance(right, Lit):
+            if op in ("//", "%") and right.value == 0:
+                right = Lit("1", right.type, 1)      # a literal zero divisor is a compile error
             lit = Lit(right.text, left.type, right.value)
             return Bin(f"({left.text} {op} {lit.text})", left.type, op, left, lit)
         t = common(left.type, right.type)
