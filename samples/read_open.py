@@ -13,10 +13,8 @@ same block, since the RFC completes a BPF request with res 0 whatever happened.
 """
 from pybpf_uring import iouring, i32, i64, u32, u64, Struct, HashMap
 from pybpf_uring.uring import IoUringCtx, Sqe, Cqe, queue_sqe, reap_cqe, copy_from_user, copy_to_user
-from pybpf_uring.uring import prep_read
+from pybpf_uring.uring import prep_openat, prep_read, prep_close
 
-IORING_OP_OPENAT = 18
-IORING_OP_CLOSE = 19
 AT_FDCWD = -100
 O_RDONLY = 0
 OPENING = 0
@@ -52,10 +50,7 @@ def read_open(ctx: IoUringCtx) -> i32:
     sqe = Sqe()
     st = states.lookup(ctx.user_data)
     if st is None:
-        sqe.opcode = IORING_OP_OPENAT
-        sqe.fd = AT_FDCWD
-        sqe.addr = args.path
-        sqe.rw_flags = O_RDONLY
+        prep_openat(sqe, AT_FDCWD, args.path, O_RDONLY, 0)
         fresh = State()
         fresh.stage = OPENING
         states[ctx.user_data] = fresh
@@ -77,15 +72,14 @@ def read_open(ctx: IoUringCtx) -> i32:
         elif st.stage == READING:
             args.nread = cqe.res
             st.stage = CLOSING
-            sqe.opcode = IORING_OP_CLOSE
-            sqe.fd = st.fd
+            prep_close(sqe, st.fd)
         else:
             args.closed = cqe.res
             del states[ctx.user_data]
             copy_to_user(ctx.user_data, args)
             return 0
         copy_to_user(ctx.user_data, args)
-    sqe.user_data = ctx.user_data        # after prep_read, which clears the whole SQE
+    sqe.user_data = ctx.user_data        # after the prep, which clears the whole SQE
     sqe.cq_idx = 1
     queue_sqe(ctx, sqe)
     ctx.wait_idx = 1
