@@ -1009,3 +1009,125 @@ def test_random_relays_agree_with_the_python_ring(params):
     assert native == reference
     if native_probe.codes:
         assert native_probe.native
+
+
+# --- hash maps: lookups and in-place updates through the native index --------------------------
+
+HASH_OPS = """
+    from pybpf_uring import iouring, ArrayMap, HashMap, i32, u64
+    from pybpf_uring.uring import IoUringCtx, Sqe, Cqe, queue_sqe, reap_cqe, prep_nop
+
+    cmds = ArrayMap(u64, 64)       # one per run: op << 32 | key (0 lookup, 1 update, 2 delete)
+    out = ArrayMap(u64, 64)        # a lookup's value (0: absent)
+    table = HashMap(u64, u64, 8)
+    step = ArrayMap(u64, 1)
+
+    @iouring
+    def ops(ctx: IoUringCtx) -> i32:
+        cqe = Cqe()
+        reap_cqe(ctx, 1, cqe)
+        i = step[0]
+        if i >= ctx.user_data:
+            return 0
+        step[0] = i + 1
+        c = cmds[i]
+        op = c >> 32
+        key = c & 0xFFFF
+        if op == 0:
+            out[i] = table[key]
+        elif op == 1:
+            table[key] = i + 1
+        else:
+            del table[key]
+        sqe = Sqe()
+        prep_nop(sqe)
+        sqe.cq_idx = 1
+        queue_sqe(ctx, sqe)
+        ctx.wait_idx = 1
+        ctx.wait_nr = 1
+        return 0
+"""
+
+
+def python_hash_calls(ring) -> dict:
+    """Count the Python helper calls that name the hash map `table`: {helper id: calls}."""
+    handle = ring.maps["table"].handle.base
+    counts: dict = {}
+    for program in ring.engine.programs.values():
+        jit = program.vm
+        for pc, (fn, what) in list(jit._calls.items()):
+            helper = int(what.split()[-1])
+
+            def counted(mem, r1, *rest, fn=fn, helper=helper):
+                if r1 == handle:
+                    counts[helper] = counts.get(helper, 0) + 1
+                return fn(mem, r1, *rest)
+            jit._calls[pc] = (counted, what)
+    return counts
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([0, 0, 1, 1, 2]), st.integers(0, 11)), min_size=1,
+                max_size=64))
+def test_hash_map_operations_agree_with_the_python_ring(commands):
+    calls: list = []
+
+    def setup(ring):
+        for i, (op, key) in enumerate(commands):
+            ring.maps["cmds"][i] = op << 32 | key
+        calls.append(python_hash_calls(ring))
+
+    def host(ring):
+        ring.submit_bpf("ops", user_data=len(commands))
+        return [take(ring, 0)]
+
+    out, probe, _ = differential(Scenario(compiled(HASH_OPS, "ops.py"), host, setup=setup,
+                                          cq_sizes=(8,)))
+    # the model: a dict of at most 8 keys; updates of a new key into a full table are refused
+    model: dict = {}
+    expect = {}
+    for i, (op, key) in enumerate(commands):
+        if op == 0:
+            expect[i] = model.get(key, 0)
+        elif op == 1 and (key in model or len(model) < 8):
+            model[key] = i + 1
+        elif op == 2:
+            model.pop(key, None)
+    assert dict(out.maps["table"]) == model
+    assert all(dict(out.maps["out"])[i] == v for i, v in expect.items())
+    # in the native run, only the first run (Python's) and the updates that create a key (or are
+    # refused: a full table) and deletes reach Python; lookups and in-place updates do not
+    native_calls = calls[1]
+    assert native_calls.get(1, 0) <= (commands[0][0] == 0)
+    assert native_calls.get(3, 0) == sum(op == 2 for op, _ in commands)
+    assert native_calls.get(2, 0) <= sum(op == 1 for op, _ in commands)
+    assert probe.python_runs == 1
+
+
+def test_the_hash_index_survives_tombstones_and_rebuilds(monkeypatch):
+    """Keys inserted and deleted over and over: tombstones fill the 16-slot index, rebuilds
+    clear them, and every lookup stays native and right."""
+    commands = []
+    for k in range(16):
+        commands += [(1, k), (0, k), (2, k), (0, k)]
+    rebuilds = []
+    rebuild = native_ring.HashIndex.rebuild
+    monkeypatch.setattr(native_ring.HashIndex, "rebuild",
+                        lambda self: rebuilds.append(1) or rebuild(self))
+    calls: list = []
+
+    def setup(ring):
+        for i, (op, key) in enumerate(commands):
+            ring.maps["cmds"][i] = op << 32 | key
+        calls.append(python_hash_calls(ring))
+
+    def host(ring):
+        ring.submit_bpf("ops", user_data=len(commands))
+        return [take(ring, 0)]
+
+    out, probe, _ = differential(Scenario(compiled(HASH_OPS, "ops.py"), host, setup=setup,
+                                          cq_sizes=(8,)))
+    assert calls[1].get(1, 0) == 0 and probe.codes == [READY]
+    assert dict(out.maps["table"]) == {}
+    assert [v for _, v in out.maps["out"]] == [v for k in range(16) for v in (0, 4 * k + 1, 0, 0)]
+    assert len(rebuilds) >= 4          # 2 at creation, then when tombstones filled the index

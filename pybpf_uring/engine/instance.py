@@ -185,23 +185,34 @@ class EngineInstance:
         return m
 
     def native_tables(self) -> tuple[int, int]:
-        """(native helper table, array-map table) addresses for a JIT'd program's state block.
+        """(native helper table, maps table) addresses for a JIT'd program's state block.
 
         The helper table stays empty (every helper a Python call) until a Ring registers the
         object (`enable_native_helpers`): compiling the native module costs ~50 ms once per
-        process, which a program run outside a ring need not pay.  The map table is {count,
-        then per array map: handle, max_entries, element addresses, values, value size}: an
-        element's address is cached the first time the Python lookup makes its region;
-        updates write the values in place, as ArrayMap.update does."""
+        process, which a program run outside a ring need not pay.  The maps table is {count,
+        then a record per map (native_ring_ir.MAP_WORDS)}: an array's element addresses, cached
+        the first time the Python lookup makes the element's region, and its values, which
+        updates write in place as ArrayMap.update does; a hash map's index of keys and value
+        addresses (native_ring.HashIndex), kept in step by HashMap.update/delete."""
         if self._natives is None:
+            from .native_ring import MAP_WORDS, MAX_INDEXED, HashIndex
+            n = len(MAP_WORDS)
             arrays = [m for m in self._map_list if type(m) is ArrayMap]
-            keep = [((ctypes.c_uint64 * m.max_entries)(),
-                     (ctypes.c_char * len(m.data)).from_buffer(m.data)) for m in arrays]
-            words = [len(arrays)]
-            for m, (cache, data) in zip(arrays, keep):
-                words += [m.handle.base, m.max_entries, ctypes.addressof(cache),
-                          ctypes.addressof(data), m.value_size]
-            self._natives = ((ctypes.c_void_p * 256)(), (ctypes.c_uint64 * len(words))(*words), keep)
+            hashes = [m for m in self._hash_maps if m.max_entries <= MAX_INDEXED]
+            maps = (ctypes.c_uint64 * (1 + n * (len(arrays) + len(hashes))))()
+            maps[0] = len(arrays) + len(hashes)
+            keep: list = []
+            for i, m in enumerate(arrays + hashes):
+                base = 1 + n * i
+                maps[base:base + 5] = [m.handle.base, m.type, m.max_entries, m.key_size, m.value_size]
+                if isinstance(m, ArrayMap):
+                    cache = (ctypes.c_uint64 * m.max_entries)()
+                    data = (ctypes.c_char * len(m.data)).from_buffer(m.data)
+                    maps[base + 5:base + 7] = [ctypes.addressof(cache), ctypes.addressof(data)]
+                    keep += [cache, data]
+                else:
+                    m.index = HashIndex(m, maps, base)
+            self._natives = ((ctypes.c_void_p * 256)(), maps, keep)
         table, maps, _ = self._natives
         return ctypes.addressof(table), ctypes.addressof(maps)
 

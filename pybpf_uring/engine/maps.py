@@ -253,6 +253,7 @@ class HashMap(EngineMap):
         self._retired: list[Region] = []
         self.running = False      # set by the instance while a program runs
         self.retired_flag: Any = None   # the instance's: set to 1 when a value is retired
+        self.index: Any = None          # native_ring.HashIndex, kept in step for native lookups
 
     def lookup(self, key: bytes) -> int:
         region = self._elements.get(key)
@@ -271,13 +272,17 @@ class HashMap(EngineMap):
             return -_errno.ENOENT
         if len(self._elements) >= self.max_entries:
             return -_errno.E2BIG
-        self._elements[bytes(key)] = self._value_region(bytearray(value), f"[{key.hex()}]")
+        region = self._elements[bytes(key)] = self._value_region(bytearray(value), f"[{key.hex()}]")
+        if self.index is not None:
+            self.index.put(bytes(key), region.base)
         return 0
 
     def delete(self, key: bytes) -> int:
         region = self._elements.pop(key, None)
         if region is None:
             return -_errno.ENOENT
+        if self.index is not None:
+            self.index.remove(bytes(key))
         if self.running:
             self._retired.append(region)     # the program may still hold a pointer to it
             if self.retired_flag is not None:

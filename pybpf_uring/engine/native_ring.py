@@ -34,7 +34,7 @@ from .. import ring_sys
 from . import native_ring_ir as ir
 from .jit import _MAX_BUDGET, Jit, _compiler
 
-__all__ = ["NativeRing", "NativeProgram", "native_helpers", "READY", "MORE", "PYTHON", "FAULTED",
+__all__ = ["NativeRing", "NativeProgram", "HashIndex", "native_helpers", "MAP_WORDS", "MAX_INDEXED", "READY", "MORE", "PYTHON", "FAULTED",
            "COMPLETE", "BAD_WAIT", "STALLED", "TIMED_OUT"]
 
 READY, MORE, PYTHON, FAULTED, COMPLETE, BAD_WAIT, STALLED, TIMED_OUT = (
@@ -45,6 +45,8 @@ _VP = ctypes.c_void_p
 _W = {name: i for i, name in enumerate(ir.RING_WORDS)}
 _CQ = {name: i for i, name in enumerate(ir.CQ_WORDS)}
 _PG = {name: i for i, name in enumerate(ir.PROGRAM_WORDS)}
+MAP_WORDS = ir.MAP_WORDS
+_MP = {name: i for i, name in enumerate(MAP_WORDS)}
 _NCQ, _NRQ, _NPG = len(ir.CQ_WORDS), len(ir.REQUEST_WORDS), len(ir.PROGRAM_WORDS)
 _CQE = struct.Struct("<QiI")
 _HELPER = ctypes.CFUNCTYPE(_U64, _VP, _U64, _U64, _U64, _U64, _U64, _U64)
@@ -65,6 +67,76 @@ def native_helpers() -> dict[int, int]:
     fns = _functions()
     return {1: fns["nh_map_lookup"], 2: fns["nh_map_update"], 164: fns["nh_queue_sqe"],
             165: fns["nh_emit_cqe"], 166: fns["nh_reap_cqe"]}
+
+
+_FNV_BASIS, _FNV_PRIME, _M64 = 0xCBF29CE484222325, 0x100000001B3, (1 << 64) - 1
+_EMPTY, _TOMB = 0, 1        # slot states; a value's address is never either
+MAX_INDEXED = 1 << 16       # larger hash maps are looked up in Python
+
+
+def _fnv(key: bytes) -> int:
+    h = _FNV_BASIS
+    for b in key:
+        h = ((h ^ b) * _FNV_PRIME) & _M64
+    return h
+
+
+class HashIndex:
+    """A hash map's keys and value addresses in an open-addressing table native lookups probe
+    (native_ring_ir @hash_find: FNV-1a, linear probing, tombstones).  `HashMap.update` and
+    `.delete` keep it in step; it is rebuilt, and its record in the maps table repointed, when
+    tombstones and keys fill three quarters of it."""
+
+    def __init__(self, m: Any, record: Any, base: int) -> None:
+        self.map, self.record, self.base = m, record, base
+        self.key_size = m.key_size
+        self.stride = 8 + (m.key_size + 7) // 8 * 8
+        self.capacity = 8
+        while self.capacity < 2 * m.max_entries:
+            self.capacity *= 2
+        self.rebuild()
+
+    def rebuild(self) -> None:
+        self.slots = ctypes.create_string_buffer(self.capacity * self.stride)
+        self.used = 0
+        word = self.base + _MP["mask"]
+        self.record[word:word + 3] = [self.capacity - 1, ctypes.addressof(self.slots), self.stride]
+        for key, region in self.map._elements.items():
+            self.put(key, region.base)
+
+    def _find(self, key: bytes) -> tuple[int, int | None, bool]:
+        """(slot of the key or -1, first reusable slot on the way, whether that one is empty
+        rather than a tombstone)"""
+        mask, stride, buf = self.capacity - 1, self.stride, self.slots
+        i, reusable = _fnv(key) & mask, None
+        for _ in range(self.capacity):
+            addr = int.from_bytes(buf[i * stride:i * stride + 8], "little")
+            if addr == _EMPTY:
+                return (-1, i, True) if reusable is None else (-1, reusable, False)
+            if addr == _TOMB:
+                reusable = i if reusable is None else reusable
+            elif buf[i * stride + 8:i * stride + 8 + self.key_size] == key:
+                return i, reusable, False
+            i = (i + 1) & mask
+        return -1, reusable, False
+
+    def put(self, key: bytes, address: int) -> None:
+        found, free, empty = self._find(key)
+        slot = found if found >= 0 else free
+        if found < 0:
+            # `used` counts keys and tombstones: probes end only at an empty slot
+            if free is None or (empty and 4 * (self.used + 1) > 3 * self.capacity):
+                self.rebuild()            # (rebuild puts every key again, this one included)
+                return
+            self.used += empty
+        offset = slot * self.stride
+        self.slots[offset:offset + 8] = address.to_bytes(8, "little")
+        self.slots[offset + 8:offset + 8 + self.key_size] = key
+
+    def remove(self, key: bytes) -> None:
+        found, _, _ = self._find(key)
+        if found >= 0:
+            self.slots[found * self.stride:found * self.stride + 8] = _TOMB.to_bytes(8, "little")
 
 
 class NativeProgram:

@@ -50,7 +50,10 @@ CQ_WORDS = ("buf", "size", "head", "count", "backlog", "overflow")
 REQUEST_WORDS = ("prog", "user_data", "cq_idx", "wait_nr", "wait_idx", "runs")
 PROGRAM_WORDS = ("entry", "state", "ctx", "ctx_addr", "frame", "budget", "runs", "executed",
                  "native", "spent")
-MAP_WORDS = ("handle", "max_entries", "addrs", "data", "value_size")   # an array map's record
+# A map's record in the maps table: for arrays (kind 2) the cached element addresses and the
+# values; for hashes (kind 1) the open-addressing index `HashIndex` keeps in step with the map.
+MAP_WORDS = ("handle", "kind", "max_entries", "key_size", "value_size", "addrs", "data",
+             "mask", "slots", "stride")
 FREE = (1 << 64) - 1
 TAG_BASE = 0xB9F5_0000_0000_0000
 
@@ -93,6 +96,7 @@ def _fill(text: str) -> str:
         **{f"CQ_{k.upper()}": v for k, v in _CQ.items()},
         **{f"RQ_{k.upper()}": v for k, v in _RQ.items()},
         **{f"PG_{k.upper()}": v for k, v in _PG.items()},
+        **{f"MP_{name.upper()}": i for i, name in enumerate(MAP_WORDS)},
     }
     text = text.replace("{W}", _RING)
     for name, value in constants.items():
@@ -581,8 +585,8 @@ python:
   ret i64 %w
 }
 
-; the record of the array map whose handle is `handle`, or null
-define internal ptr @array_map(ptr %st, i64 %handle) alwaysinline {
+; the record of the map whose handle is `handle`, or null
+define internal ptr @find_map(ptr %st, i64 %handle) alwaysinline {
 entry:
   %mp = getelementptr i64, ptr %st, i64 #ST_MAPS#
   %maps = load ptr, ptr %mp
@@ -611,68 +615,163 @@ missing:
   ret ptr null
 }
 
-; 2 map_update_elem(map, key, value, flags) for array maps, flags BPF_ANY or BPF_EXIST
-; (ArrayMap.update)
+define internal i64 @word(ptr %rec, i64 %i) alwaysinline {
+  %p = getelementptr i64, ptr %rec, i64 %i
+  %v = load i64, ptr %p
+  ret i64 %v
+}
+
+; a hash map's value address for the key at host pointer `key` (HashIndex): 0 when the key is
+; absent, 1 when the index cannot say (the caller asks Python)
+define internal i64 @hash_find(ptr %rec, ptr %key) alwaysinline {
+entry:
+  %ks = call i64 @word(ptr %rec, i64 #MP_KEY_SIZE#)
+  %mask = call i64 @word(ptr %rec, i64 #MP_MASK#)
+  %slotsw = call i64 @word(ptr %rec, i64 #MP_SLOTS#)
+  %slots = inttoptr i64 %slotsw to ptr
+  %stride = call i64 @word(ptr %rec, i64 #MP_STRIDE#)
+  br label %hash
+hash:
+  %hi = phi i64 [0, %entry], [%hi1, %hash]
+  %hv = phi i64 [-3750763034362895579, %entry], [%hv2, %hash]
+  %bp = getelementptr i8, ptr %key, i64 %hi
+  %b = load i8, ptr %bp
+  %b64 = zext i8 %b to i64
+  %hv1 = xor i64 %hv, %b64
+  %hv2 = mul i64 %hv1, 1099511628211
+  %hi1 = add i64 %hi, 1
+  %hdone = icmp eq i64 %hi1, %ks
+  br i1 %hdone, label %probe_start, label %hash
+probe_start:
+  %start = and i64 %hv2, %mask
+  br label %probe
+probe:
+  %idx = phi i64 [%start, %probe_start], [%idx1, %next]
+  %tries = phi i64 [0, %probe_start], [%tries1, %next]
+  %soff = mul i64 %idx, %stride
+  %slot = getelementptr i8, ptr %slots, i64 %soff
+  %addr = load i64, ptr %slot
+  %empty = icmp eq i64 %addr, 0
+  br i1 %empty, label %absent, label %live
+absent:
+  ret i64 0
+live:
+  %tomb = icmp eq i64 %addr, 1
+  br i1 %tomb, label %next, label %compare
+compare:
+  %skey = getelementptr i8, ptr %slot, i64 8
+  br label %cmp
+cmp:
+  %ci = phi i64 [0, %compare], [%ci1, %cmp_next]
+  %ap = getelementptr i8, ptr %skey, i64 %ci
+  %a = load i8, ptr %ap
+  %kp = getelementptr i8, ptr %key, i64 %ci
+  %k = load i8, ptr %kp
+  %same = icmp eq i8 %a, %k
+  br i1 %same, label %cmp_next, label %next
+cmp_next:
+  %ci1 = add i64 %ci, 1
+  %all = icmp eq i64 %ci1, %ks
+  br i1 %all, label %match, label %cmp
+match:
+  ret i64 %addr
+next:
+  %idx2 = add i64 %idx, 1
+  %idx1 = and i64 %idx2, %mask
+  %tries1 = add i64 %tries, 1
+  %wrapped = icmp ugt i64 %tries1, %mask
+  br i1 %wrapped, label %unsure, label %probe
+unsure:
+  ret i64 1
+}
+
+; 2 map_update_elem(map, key, value, flags) with flags BPF_ANY or BPF_EXIST: an array element,
+; or a hash value whose key exists, written in place (ArrayMap.update / HashMap.update)
 define i64 @nh_map_update(ptr %st, i64 %pc, i64 %a1, i64 %a2, i64 %a3, i64 %a4, i64 %a5) {
 entry:
-  %rec = call ptr @array_map(ptr %st, i64 %a1)
+  %rec = call ptr @find_map(ptr %st, i64 %a1)
   %known = icmp ne ptr %rec, null
   %plain = and i64 %a4, -3
   %simple = icmp eq i64 %plain, 0
   %ok = and i1 %known, %simple
   br i1 %ok, label %key, label %python
 key:
-  %kp = call ptr @host(ptr %st, i64 %a2, i64 4, i64 1)
-  %vsp = getelementptr i64, ptr %rec, i64 4
-  %vs = load i64, ptr %vsp
+  %ks = call i64 @word(ptr %rec, i64 #MP_KEY_SIZE#)
+  %kp = call ptr @host(ptr %st, i64 %a2, i64 %ks, i64 1)
+  %vs = call i64 @word(ptr %rec, i64 #MP_VALUE_SIZE#)
   %vp = call ptr @host(ptr %st, i64 %a3, i64 %vs, i64 1)
   %kok = icmp ne ptr %kp, null
   %vok = icmp ne ptr %vp, null
   %both = and i1 %kok, %vok
-  br i1 %both, label %index, label %python
+  br i1 %both, label %kind, label %python
+kind:
+  %kd = call i64 @word(ptr %rec, i64 #MP_KIND#)
+  %isarray = icmp eq i64 %kd, 2
+  br i1 %isarray, label %index, label %hashed
 index:
   %k32 = load i32, ptr %kp, align 1
   %k = zext i32 %k32 to i64
-  %maxp = getelementptr i64, ptr %rec, i64 1
-  %max = load i64, ptr %maxp
+  %max = call i64 @word(ptr %rec, i64 #MP_MAX_ENTRIES#)
   %inside = icmp ult i64 %k, %max
   br i1 %inside, label %store, label %e2big
 e2big:
   ret i64 -7
 store:
-  %dp = getelementptr i64, ptr %rec, i64 3
-  %data = load ptr, ptr %dp
+  %dw = call i64 @word(ptr %rec, i64 #MP_DATA#)
+  %data = inttoptr i64 %dw to ptr
   %off = mul i64 %k, %vs
   %dst = getelementptr i8, ptr %data, i64 %off
   call void @llvm.memmove.p0.p0.i64(ptr %dst, ptr %vp, i64 %vs, i1 false)
+  ret i64 0
+hashed:
+  %addr = call i64 @hash_find(ptr %rec, ptr %kp)
+  %present = icmp ugt i64 %addr, 1
+  br i1 %present, label %in_place, label %python
+in_place:
+  %hdst = call ptr @host(ptr %st, i64 %addr, i64 %vs, i64 2)
+  %writable = icmp ne ptr %hdst, null
+  br i1 %writable, label %hstore, label %python
+hstore:
+  call void @llvm.memmove.p0.p0.i64(ptr %hdst, ptr %vp, i64 %vs, i1 false)
   ret i64 0
 python:
   %w = call i64 @python_helper(ptr %st, i64 %pc, i64 %a1, i64 %a2, i64 %a3, i64 %a4, i64 %a5)
   ret i64 %w
 }
 
-; 1 map_lookup_elem(map, key) for array maps whose element regions exist (ArrayMap.lookup)
+; 1 map_lookup_elem(map, key): an array element whose region exists, or a hash value
+; (ArrayMap.lookup / HashMap.lookup)
 define i64 @nh_map_lookup(ptr %st, i64 %pc, i64 %a1, i64 %a2, i64 %a3, i64 %a4, i64 %a5) {
 entry:
-  %rec = call ptr @array_map(ptr %st, i64 %a1)
+  %rec = call ptr @find_map(ptr %st, i64 %a1)
   %known = icmp ne ptr %rec, null
   br i1 %known, label %key, label %python
 key:
-  %kp = call ptr @host(ptr %st, i64 %a2, i64 4, i64 1)
+  %ks = call i64 @word(ptr %rec, i64 #MP_KEY_SIZE#)
+  %kp = call ptr @host(ptr %st, i64 %a2, i64 %ks, i64 1)
   %found = icmp ne ptr %kp, null
-  br i1 %found, label %index, label %python
+  br i1 %found, label %kind, label %python
+kind:
+  %kd = call i64 @word(ptr %rec, i64 #MP_KIND#)
+  %isarray = icmp eq i64 %kd, 2
+  br i1 %isarray, label %index, label %hashed
+hashed:
+  %haddr = call i64 @hash_find(ptr %rec, ptr %kp)
+  %unsure = icmp eq i64 %haddr, 1
+  br i1 %unsure, label %python, label %hdone
+hdone:
+  ret i64 %haddr
 index:
   %k32 = load i32, ptr %kp, align 1
   %k = zext i32 %k32 to i64
-  %maxp = getelementptr i64, ptr %rec, i64 1
-  %max = load i64, ptr %maxp
+  %max = call i64 @word(ptr %rec, i64 #MP_MAX_ENTRIES#)
   %inside = icmp ult i64 %k, %max
   br i1 %inside, label %element, label %nokey
 nokey:
   ret i64 0
 element:
-  %ap = getelementptr i64, ptr %rec, i64 2
-  %addrs = load ptr, ptr %ap
+  %aw = call i64 @word(ptr %rec, i64 #MP_ADDRS#)
+  %addrs = inttoptr i64 %aw to ptr
   %slotp = getelementptr i64, ptr %addrs, i64 %k
   %addr = load i64, ptr %slotp
   %cached = icmp ne i64 %addr, 0
