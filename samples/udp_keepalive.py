@@ -16,12 +16,10 @@ memory, passed in the `config` map.
 """
 from pybpf_uring import iouring, i32, u8, u32, u64, Struct, ArrayMap
 from pybpf_uring.uring import IoUringCtx, Sqe, Cqe, queue_sqe, emit_cqe, reap_cqe
-from pybpf_uring.uring import copy_from_user, copy_to_user, prep_timeout
+from pybpf_uring.uring import copy_from_user, copy_to_user, prep_timeout, prep_send, prep_recv
 
 MAX_CONN = 64
 MSG = 64                        # bytes per receive buffer and inbox slot
-IORING_OP_SEND = 26
-IORING_OP_RECV = 27
 IOSQE_FIXED_FILE = 1
 TIMER = 1                       # SQE/CQE user_data = kind << 16 | connection
 SEND = 2
@@ -57,11 +55,8 @@ def arm_timer(ctx: IoUringCtx) -> None:
 def arm_recv(ctx: IoUringCtx, conn: u32) -> None:
     """A receive on connection `conn` into its buffer, completing on CQ 1."""
     sqe = Sqe()
-    sqe.opcode = IORING_OP_RECV
+    prep_recv(sqe, i32(conn), config[1] + conn * MSG, MSG, 0)
     sqe.flags = IOSQE_FIXED_FILE
-    sqe.fd = i32(conn)
-    sqe.addr = config[1] + conn * MSG
-    sqe.len = MSG
     sqe.user_data = RECV << 16 | conn
     sqe.cq_idx = 1
     if queue_sqe(ctx, sqe) != 0:
@@ -94,11 +89,8 @@ def keepalive(ctx: IoUringCtx) -> i32:
                 if i >= n:
                     break
                 sqe = Sqe()
-                sqe.opcode = IORING_OP_SEND
+                prep_send(sqe, i, config[2], 4, 0)
                 sqe.flags = IOSQE_FIXED_FILE
-                sqe.fd = i
-                sqe.addr = config[2]
-                sqe.len = 4
                 sqe.user_data = SEND << 16 | i
                 sqe.cq_idx = 1
                 if queue_sqe(ctx, sqe) != 0:
