@@ -5,7 +5,10 @@ apply inside a function (locals, conversions, loop bounds, map and helper calls,
 """
 from __future__ import annotations
 
+import inspect
+
 from . import syntax as S
+from . import uring
 from .builtins import CQ_INTRINSICS, CTX, INT, PREPS, Helper, Kfunc
 from .check import CTX_TYPE_NAMES, PROGRAM_KINDS, CallTarget, FunctionInfo, Symbol, ctx_type_kind, describe
 from .limits import MAX_LOOP_ITERATIONS, MAX_PRINT_ARGS, STACK_BYTES
@@ -755,16 +758,19 @@ class BodyChecker:
     def call_prep(self, e: S.Call, sym: Symbol) -> Type:
         consts, fields = PREPS[sym.value]
         self.out.calls[e] = CallTarget("prep", sym.value)
-        if len(e.args) != 1 + len(fields):
-            self.error(e.span, f"{sym.value}() takes {1 + len(fields)} arguments: "
-                       f"sqe{''.join(', ' + f for f in fields)}")
+        # the parameters as the host-side prep (uring.py) names them, one per SQE field
+        params = list(inspect.signature(getattr(uring, sym.value)).parameters)
+        if len(e.args) != len(params):
+            self.error(e.span, f"{sym.value}() takes {len(params)} arguments "
+                       f"({', '.join(params)}), got {len(e.args)}",
+                       f"the same arguments as liburing's io_uring_{sym.value}")
             return NONE
         self.ref_argument(sym.value, e.args[0], "Sqe")
         sqe = self.out.types.get(e.args[0])
         st = sqe.target if isinstance(sqe, PtrT) else sqe
-        for a, fname in zip(e.args[1:], fields):
+        for a, fname, pname in zip(e.args[1:], fields, params[1:]):
             f = st.field(fname) if isinstance(st, StructT) else None
-            self.convert(a, f.type if f else U64, fname)
+            self.convert(a, f.type if f else U64, pname)
         return NONE
 
     def call_func(self, e: S.Call, sym: Symbol) -> Type:

@@ -244,13 +244,19 @@ def check_error(body: str) -> str:
 
 @pytest.mark.parametrize("body, message", [
     ("prep_openat(sqe, -100, 0, 0)",
-     "bad.py:8:5: error: prep_openat() takes 5 arguments: sqe, fd, addr, rw_flags, len\n"
-     "    prep_openat(sqe, -100, 0, 0)\n    ^~~~~~~~~~~~~~~~~~~~~~~~~~~~"),
+     "bad.py:8:5: error: prep_openat() takes 5 arguments (sqe, dfd, path, flags, mode), got 4\n"
+     "    prep_openat(sqe, -100, 0, 0)\n    ^~~~~~~~~~~~~~~~~~~~~~~~~~~~\n"
+     "  note: the same arguments as liburing's io_uring_prep_openat"),
     ("prep_close(sqe)",
-     "bad.py:8:5: error: prep_close() takes 2 arguments: sqe, fd\n    prep_close(sqe)\n    ^~~~~~~~~~~~~~~"),
+     "bad.py:8:5: error: prep_close() takes 2 arguments (sqe, fd), got 1\n    prep_close(sqe)\n"
+     "    ^~~~~~~~~~~~~~~\n  note: the same arguments as liburing's io_uring_prep_close"),
     ("prep_send(sqe, 3, 0, 4, 0, 0)",
-     "bad.py:8:5: error: prep_send() takes 5 arguments: sqe, fd, addr, len, rw_flags\n"
-     "    prep_send(sqe, 3, 0, 4, 0, 0)\n    ^~~~~~~~~~~~~~~~~~~~~~~~~~~~~"),
+     "bad.py:8:5: error: prep_send() takes 5 arguments (sqe, fd, buf, length, flags), got 6\n"
+     "    prep_send(sqe, 3, 0, 4, 0, 0)\n    ^~~~~~~~~~~~~~~~~~~~~~~~~~~~~\n"
+     "  note: the same arguments as liburing's io_uring_prep_send"),
+    ("prep_send(sqe, 3, cqe, 4, 0)",
+     "bad.py:8:23: error: buf has type Cqe, expected u64\n    prep_send(sqe, 3, cqe, 4, 0)\n"
+     "                      ^~~"),
     ("prep_recv(cqe, 3, 0, 4, 0)",
      "bad.py:8:15: error: prep_recv() needs a Sqe, not Cqe\n    prep_recv(cqe, 3, 0, 4, 0)\n"
      "              ^~~\n  note: e.g. `buf = Sqe()` then prep_recv(..., buf)"),
