@@ -650,6 +650,7 @@ class Ring:
         """The next CQE of CQ `cq` if one is ready, else None; never blocks."""
         self._live()
         q = self._cq(cq)
+        self._native_poll(q)
         if not q.entries or self._runnable or self._parked:
             self._drain()
             self._progress()
@@ -663,6 +664,7 @@ class Ring:
         """How many CQEs CQ `cq` holds now (its backlog included)."""
         self._live()
         q = self._cq(cq)
+        self._native_poll(q)
         self._drain()
         self._progress()
         return len(q)
@@ -682,9 +684,10 @@ class Ring:
                              f"(cq_sizes={self.cq_sizes})")
         return self._cqs[cq]
 
-    def _native_wait(self, q: _Cq, deadline: float | None = None) -> bool:
+    def _native_wait(self, q: _Cq, deadline: float | None = None, poll: bool = False) -> bool:
         """Native rounds until q has a CQE (True) or the Python loop must make one pass (False);
-        `deadline` is a time.monotonic() value for timed waits."""
+        `deadline` is a time.monotonic() value for timed waits; a `poll` never blocks nor
+        reports a deadlock (nothing to do now is its normal end)."""
         from .engine import native_ring as nr
         native = self._native
         deadline_ns = 0 if deadline is None else max(1, int(deadline * 1e9))
@@ -693,6 +696,8 @@ class Ring:
             if code == nr.READY:
                 return True
             if code == nr.STALLED:
+                if poll:
+                    return False
                 self._stalled(q)
             if code in (nr.PYTHON, nr.TIMED_OUT):
                 return False
@@ -712,6 +717,12 @@ class Ring:
                     self._bad_wait(req, name)
             if self._runnable or not self._parked:
                 return False
+
+    def _native_poll(self, q: _Cq) -> None:
+        """The rounds that are due now, natively (a wait that may not block: its deadline has
+        passed); the Python pass after it finds them done."""
+        if self._native is not None and self._parked and not self._runnable:
+            self._native_wait(q, time.monotonic(), poll=True)
 
     def session_helpers(self) -> Helpers:
         """The Helpers a program's Python helper calls use inside a native wait."""

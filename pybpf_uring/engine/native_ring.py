@@ -291,8 +291,11 @@ class NativeRing:
         ring._sq_tail = w[W["sq_local"]]
         self._import_tags()
         desc, shown = self._cq_desc, self._cq_shown
-        counts = desc[_CQ["count"]::_NCQ]      # native code posts to any CQ (an overflow: to a full one)
-        for i in shown.union(i for i, count in enumerate(counts) if count):
+        # native code posts to any CQ, and counts overflows on any (a CQ it filled and emptied)
+        counts, overflows = desc[_CQ["count"]::_NCQ], desc[_CQ["overflow"]::_NCQ]
+        changed = [i for i, (count, overflow, q) in enumerate(zip(counts, overflows, ring._cqs))
+                   if count or overflow != q.overflow]
+        for i in shown.union(changed):
             q, buf, base = ring._cqs[i], self._cq_bufs[i], i * _NCQ
             head, count = desc[base + _CQ["head"]], counts[i]
             size = q.size
