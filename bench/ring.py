@@ -240,21 +240,21 @@ def main() -> int:
     c_enters = c_enters_per_op(exe, min(n, 20_000))
     py_ops, py_enters = best(lambda: python_chain(n))
     print(f"NOP chain, {n} ops, one at a time (best of {rep}; C: median)")
-    print(f"  C liburing             {c_ops:12,.0f} ops/s   enter/op "
+    print(f"  {'C liburing':29} {c_ops:12,.0f} ops/s   enter/op "
           f"{'n/a' if c_enters is None else f'{c_enters:.2f}'}")
-    print(f"  Ring, Python loop      {py_ops:12,.0f} ops/s   enter/op {py_enters:.2f}"
+    print(f"  {'Ring, Python loop':29} {py_ops:12,.0f} ops/s   enter/op {py_enters:.2f}"
           f"   ratio to C {py_ops / c_ops:.3f}")
     pypi = pypi_liburing_chain(n)
     if pypi is not None:
-        print(f"  liburing PyPI (ref.)   {pypi:12,.0f} ops/s   enter/op 1.00   ratio to C {pypi / c_ops:.3f}")
+        print(f"  {'liburing PyPI (ref.)':29} {pypi:12,.0f} ops/s   enter/op 1.00   ratio to C {pypi / c_ops:.3f}")
     sb_ops, sb_enters = best(lambda: bench_bpf_chain_standin(n))
-    print(f"  BPF chain, stand-in    {sb_ops:12,.0f} ops/s   enter/op {sb_enters:.2f}"
+    print(f"  {'BPF chain, stand-in':29} {sb_ops:12,.0f} ops/s   enter/op {sb_enters:.2f}"
           f"   ratio to C {sb_ops / c_ops:.3f}")
     for label, options in ENGINES.items():
         # the interpreter's chain is ~100x slower: fewer NOPs, same per-op figure
         count = n if options.get("backend") != "interpreter" else max(1000, n // 20)
         ops, enters = best(lambda: bench_bpf_chain_engine(count, **options))
-        print(f"  BPF chain, {label:18} {ops:12,.0f} ops/s   enter/op {enters:.2f}"
+        print(f"  {'BPF chain, ' + label:29} {ops:12,.0f} ops/s   enter/op {enters:.2f}"
               f"   ratio to C {ops / c_ops:.3f}")
     shutil.rmtree(tmp, ignore_errors=True)
     keepalive(args.connections, args.interval_ms)
