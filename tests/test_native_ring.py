@@ -24,6 +24,7 @@ import shutil
 import signal
 import subprocess
 import textwrap
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -1054,9 +1055,9 @@ HASH_OPS = """
 """
 
 
-def python_hash_calls(ring) -> dict:
-    """Count the Python helper calls that name the hash map `table`: {helper id: calls}."""
-    handle = ring.maps["table"].handle.base
+def python_helper_calls(ring, first_arg: int | None = None) -> dict:
+    """Count the helper calls that reach Python (whose r1 is `first_arg`, if given):
+    {helper id: calls}."""
     counts: dict = {}
     for program in ring.engine.programs.values():
         jit = program.vm
@@ -1064,11 +1065,16 @@ def python_hash_calls(ring) -> dict:
             helper = int(what.split()[-1])
 
             def counted(mem, r1, *rest, fn=fn, helper=helper):
-                if r1 == handle:
+                if first_arg is None or r1 == first_arg:
                     counts[helper] = counts.get(helper, 0) + 1
                 return fn(mem, r1, *rest)
             jit._calls[pc] = (counted, what)
     return counts
+
+
+def python_hash_calls(ring) -> dict:
+    """Count the Python helper calls that name the hash map `table`: {helper id: calls}."""
+    return python_helper_calls(ring, ring.maps["table"].handle.base)
 
 
 @settings(max_examples=25, deadline=None)
@@ -1136,3 +1142,80 @@ def test_the_hash_index_survives_tombstones_and_rebuilds(monkeypatch):
     assert dict(out.maps["table"]) == {}
     assert [v for _, v in out.maps["out"]] == [v for k in range(16) for v in (0, 4 * k + 1, 0, 0)]
     assert len(rebuilds) >= 4          # 2 at creation, then when tombstones filled the index
+
+
+# --- user memory and the clock, natively ---------------------------------------------------------
+
+COPIER = """
+    from pybpf_uring import iouring, ArrayMap, i32, i64, u64
+    from pybpf_uring.uring import IoUringCtx, Sqe, Cqe, queue_sqe, reap_cqe, prep_nop
+    from pybpf_uring.uring import copy_from_user, copy_to_user
+    from pybpf_uring import ktime_get_ns
+
+    count = ArrayMap(u64, 1)
+    rets = ArrayMap(i64, 64)       # per round: copy_from_user's return << 8 | copy_to_user's
+    seen = ArrayMap(u64, 64)       # per round: what copy_from_user gave
+
+    @iouring
+    def copier(ctx: IoUringCtx) -> i32:
+        cqe = Cqe()
+        reap_cqe(ctx, 1, cqe)
+        n = count[0]
+        if n >= 12:
+            return 0
+        count[0] = n + 1
+        now: u64 = ktime_get_ns()
+        copy_to_user(ctx.user_data + 96 + n * 8, now)      # words[12 + n]: not compared
+        where = ctx.user_data + n * 8
+        if n == 5:
+            where = 8              # not mapped: -EFAULT, and the value reads as 0
+        v: u64 = 77
+        got = copy_from_user(v, where)
+        seen[n] = v
+        v = v * 2 + n
+        put = copy_to_user(where, v)
+        rets[n] = got * 256 + put
+        sqe = Sqe()
+        prep_nop(sqe)
+        sqe.cq_idx = 1
+        queue_sqe(ctx, sqe)
+        ctx.wait_idx = 1
+        ctx.wait_nr = 1
+        return 0
+"""
+
+
+def test_user_memory_and_the_clock_in_native_waits():
+    words = (ctypes.c_uint64 * 24)()          # 12 counters, then 12 clock readings
+    starts: list = []
+    stamps: list = []
+
+    calls: list = []
+
+    def host(ring):
+        calls.append(python_helper_calls(ring))
+        for i in range(12):
+            words[i] = 100 + i
+        starts.append(time.monotonic_ns())
+        ring.submit_bpf("copier", user_data=ctypes.addressof(words))
+        got = [take(ring, 0)]
+        starts.append(time.monotonic_ns())
+        stamps.append(list(words[12:]))
+        return got + [list(words[:12])]
+
+    out, probe, _ = differential(Scenario(compiled(COPIER, "copier.py"), host, cq_sizes=(8,)))
+    assert out.host == [(ctypes.addressof(words), 0, 0),
+                        [(100 + i) * 2 + i if i != 5 else 105 for i in range(12)]]
+    assert [v for _, v in out.maps["seen"][:12]] == [100 + i if i != 5 else 0 for i in range(12)]
+    efault = -errno.EFAULT
+    assert [v for _, v in out.maps["rets"][:12]] == [0 if i != 5 else efault * 256 + efault
+                                                     for i in range(12)]
+    assert probe.codes == [READY] and probe.python_runs == 1
+    # in the native run only the first run's helpers (and the first lookup of each array
+    # element) reach Python: every copy and clock reading after it is native
+    python, native = calls
+    assert python[148] == python[167] - 12 == python[5] == 12
+    assert native[148] == native[5] == 1 and native[167] == 2
+    # the clock: CLOCK_MONOTONIC, read in each run (the native run is the second of the two)
+    native = stamps[1]
+    assert native == sorted(native) and starts[2] <= native[0] and native[-1] <= starts[3]

@@ -60,7 +60,7 @@ STATE_FIELDS = ("table", "table_len", "status", "fault_slot", "fault_aux", "budg
                 "natives", "ring", "maps")
 # Helpers a program may call as native code (native_ring_ir): `natives` points to a table of 256
 # function pointers by helper id; a null entry, or a helper not listed here, goes to `helper`.
-NATIVE_HELPERS = frozenset((1, 2, 164, 165, 166))
+NATIVE_HELPERS = frozenset((1, 2, 5, 148, 164, 165, 166, 167))
 _F = {name: i for i, name in enumerate(STATE_FIELDS)}
 # One region-table entry: the native pointer, the bytes the fast path may read and write, then
 # for field-exact regions (the io_uring ctx) of at most 64 bytes, for each access size 1/2/4/8 a

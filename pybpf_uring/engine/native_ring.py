@@ -25,6 +25,7 @@ Python ring when they become runnable.  Not re-entrant; one thread, as the Ring.
 from __future__ import annotations
 
 import ctypes
+import os
 import struct
 import weakref
 from collections import deque
@@ -65,8 +66,9 @@ def _functions() -> dict[str, int]:
 def native_helpers() -> dict[int, int]:
     """Helper id -> address of its native version (jit_lift.NATIVE_HELPERS)."""
     fns = _functions()
-    return {1: fns["nh_map_lookup"], 2: fns["nh_map_update"], 164: fns["nh_queue_sqe"],
-            165: fns["nh_emit_cqe"], 166: fns["nh_reap_cqe"]}
+    return {1: fns["nh_map_lookup"], 2: fns["nh_map_update"], 5: fns["nh_ktime_get_ns"],
+            148: fns["nh_copy_from_user"], 164: fns["nh_queue_sqe"], 165: fns["nh_emit_cqe"],
+            166: fns["nh_reap_cqe"], 167: fns["nh_copy_to_user"]}
 
 
 _FNV_BASIS, _FNV_PRIME, _M64 = 0xCBF29CE484222325, 0x100000001B3, (1 << 64) - 1
@@ -189,6 +191,9 @@ class NativeRing:
         w[W["syscall"]] = ctypes.cast(libc.syscall, _VP).value
         w[W["errno"]] = ctypes.cast(getattr(libc, "__errno_location"), _VP).value
         w[W["clock"]] = ctypes.cast(libc.clock_gettime, _VP).value
+        w[W["pid"]] = os.getpid()
+        w[W["vm_readv"]] = ctypes.cast(libc.process_vm_readv, _VP).value
+        w[W["vm_writev"]] = ctypes.cast(libc.process_vm_writev, _VP).value
         w[W["arg_sz"]] = 8                                # sigmask_sz (no sigmask), pad 0
         w[W["arg_ts"]] = self.address + 8 * W["ts_sec"]
         self._slow_cb = _HELPER(self._slow)

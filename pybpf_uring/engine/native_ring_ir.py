@@ -22,8 +22,8 @@ Layouts (all words are i64; pointers are host addresses):
   counters the engine reads back (`runs`, `executed` by the last run, `spent` by all, which
   tiers the program up); `native` = 0 sends its requests to Python.
 
-The RFC helpers (164 queue_sqe, 165 emit_cqe, 166 reap_cqe) and array-map lookup and update (1, 2)
-are here too,
+The RFC helpers (164 queue_sqe, 165 emit_cqe, 166 reap_cqe, 148 copy_from_user, 167 copy_to_user),
+map lookup and update (1, 2) and ktime_get_ns (5) are here too,
 with the JIT's helper signature `i64 (ptr state, i64 pc, i64 r1..r5)`: the lifted program calls
 them directly through its state block's `natives` table (jit_lift.NATIVE_HELPERS).  Their
 uncommon cases call the Python helper instead -- `slow` for the ring helpers (which first
@@ -45,6 +45,7 @@ RING_WORDS = (
     "arg_sigmask", "arg_sz", "arg_ts",    # struct io_uring_getevents_arg for a timed enter
     "ts_sec", "ts_nsec", "now_sec", "now_nsec",
     "retired", "end_run",                 # the instance's retired-values flag; its callback
+    "pid", "vm_readv", "vm_writev",       # for copy_from_user / copy_to_user
 )
 CQ_WORDS = ("buf", "size", "head", "count", "backlog", "overflow")
 REQUEST_WORDS = ("prog", "user_data", "cq_idx", "wait_nr", "wait_idx", "runs")
@@ -92,7 +93,8 @@ def _fill(text: str) -> str:
         "PGD": 8 * len(PROGRAM_WORDS), "MPD": 8 * len(MAP_WORDS), "TAG_BASE": TAG_BASE - (1 << 64),
         "ST_STATUS": _ST["status"], "ST_BUDGET": _ST["budget"], "ST_TABLE": _ST["table"],
         "ST_TLEN": _ST["table_len"], "ST_HELPER": _ST["helper"], "ST_RING": _ST["ring"],
-        "ST_MAPS": _ST["maps"], "FREE": -1, "RG_ACTIVE": RING_WORDS.index("active"),
+        "ST_MAPS": _ST["maps"], "FREE": -1,
+        **{f"RG_{name.upper()}": i for i, name in enumerate(RING_WORDS)},
         **{f"CQ_{k.upper()}": v for k, v in _CQ.items()},
         **{f"RQ_{k.upper()}": v for k, v in _RQ.items()},
         **{f"PG_{k.upper()}": v for k, v in _PG.items()},
@@ -580,6 +582,131 @@ pop:
 slow:
   %v = call i64 @slow(ptr %r, ptr %st, i64 %pc, i64 %a1, i64 %a2, i64 %a3, i64 %a4, i64 %a5)
   ret i64 %v
+python:
+  %w = call i64 @python_helper(ptr %st, i64 %pc, i64 %a1, i64 %a2, i64 %a3, i64 %a4, i64 %a5)
+  ret i64 %w
+}
+
+; process_vm_readv/writev of this process: `size` bytes between `local` and user address
+; `user`; the bytes moved, or -errno
+define internal i64 @vm_copy(ptr %r, ptr %fn, ptr %local, i64 %user, i64 %size) alwaysinline {
+{W}
+  %liov = alloca [2 x i64]
+  %riov = alloca [2 x i64]
+  %laddr = ptrtoint ptr %local to i64
+  store i64 %laddr, ptr %liov
+  %llen = getelementptr i64, ptr %liov, i64 1
+  store i64 %size, ptr %llen
+  store i64 %user, ptr %riov
+  %rlen = getelementptr i64, ptr %riov, i64 1
+  store i64 %size, ptr %rlen
+  %pid = load i64, ptr %W.pid
+  %n = call i64 %fn(i64 %pid, ptr %liov, i64 1, ptr %riov, i64 1, i64 0)
+  %bad = icmp slt i64 %n, 0
+  br i1 %bad, label %err, label %ok
+ok:
+  ret i64 %n
+err:
+  %loc = load ptr, ptr %W.errno
+  %ep = call ptr %loc()
+  %e = load i32, ptr %ep
+  %e64 = sext i32 %e to i64
+  %neg = sub i64 0, %e64
+  ret i64 %neg
+}
+
+; a sandbox refusing the call (EPERM, ENOSYS, EACCES) is not a bad pointer: Python raises it
+define internal i1 @refused(i64 %n) alwaysinline {
+  %perm = icmp eq i64 %n, -1
+  %nosys = icmp eq i64 %n, -38
+  %acces = icmp eq i64 %n, -13
+  %a = or i1 %perm, %nosys
+  %b = or i1 %a, %acces
+  ret i1 %b
+}
+
+; 148 bpf_copy_from_user(dst, size, uptr)  (Helpers.copy_from_user)
+define i64 @nh_copy_from_user(ptr %st, i64 %pc, i64 %a1, i64 %a2, i64 %a3, i64 %a4, i64 %a5) {
+entry:
+  %r = call ptr @session(ptr %st)
+  %size = and i64 %a2, 4294967295
+  %on = icmp ne ptr %r, null
+  %some = icmp ne i64 %size, 0
+  %small = icmp ule i64 %size, 16777216
+  %sized = and i1 %some, %small
+  %go = and i1 %on, %sized
+  br i1 %go, label %find, label %python
+find:
+  %dst = call ptr @host(ptr %st, i64 %a1, i64 %size, i64 2)
+  %found = icmp ne ptr %dst, null
+  br i1 %found, label %copy, label %python
+copy:
+  %fnp = getelementptr i64, ptr %r, i64 #RG_VM_READV#
+  %fn = load ptr, ptr %fnp
+  %n = call i64 @vm_copy(ptr %r, ptr %fn, ptr %dst, i64 %a3, i64 %size)
+  %all = icmp eq i64 %n, %size
+  br i1 %all, label %done, label %short
+done:
+  ret i64 0
+short:
+  %sandbox = call i1 @refused(i64 %n)
+  br i1 %sandbox, label %python, label %fault
+fault:
+  call void @llvm.memset.p0.i64(ptr %dst, i8 0, i64 %size, i1 false)
+  ret i64 -14
+python:
+  %w = call i64 @python_helper(ptr %st, i64 %pc, i64 %a1, i64 %a2, i64 %a3, i64 %a4, i64 %a5)
+  ret i64 %w
+}
+
+; 167 bpf_copy_to_user(uptr, src, size)  (Helpers.copy_to_user)
+define i64 @nh_copy_to_user(ptr %st, i64 %pc, i64 %a1, i64 %a2, i64 %a3, i64 %a4, i64 %a5) {
+entry:
+  %r = call ptr @session(ptr %st)
+  %size = and i64 %a3, 4294967295
+  %on = icmp ne ptr %r, null
+  %some = icmp ne i64 %size, 0
+  %go = and i1 %on, %some
+  br i1 %go, label %find, label %python
+find:
+  %src = call ptr @host(ptr %st, i64 %a2, i64 %size, i64 1)
+  %found = icmp ne ptr %src, null
+  br i1 %found, label %copy, label %python
+copy:
+  %fnp = getelementptr i64, ptr %r, i64 #RG_VM_WRITEV#
+  %fn = load ptr, ptr %fnp
+  %n = call i64 @vm_copy(ptr %r, ptr %fn, ptr %src, i64 %a1, i64 %size)
+  %all = icmp eq i64 %n, %size
+  br i1 %all, label %done, label %short
+done:
+  ret i64 0
+short:
+  %sandbox = call i1 @refused(i64 %n)
+  br i1 %sandbox, label %python, label %fault
+fault:
+  ret i64 -14
+python:
+  %w = call i64 @python_helper(ptr %st, i64 %pc, i64 %a1, i64 %a2, i64 %a3, i64 %a4, i64 %a5)
+  ret i64 %w
+}
+
+; 5 ktime_get_ns(): CLOCK_MONOTONIC, as time.monotonic_ns()
+define i64 @nh_ktime_get_ns(ptr %st, i64 %pc, i64 %a1, i64 %a2, i64 %a3, i64 %a4, i64 %a5) {
+entry:
+  %r = call ptr @session(ptr %st)
+  %on = icmp ne ptr %r, null
+  br i1 %on, label %clock, label %python
+clock:
+  %ts = alloca [2 x i64]
+  %cp = getelementptr i64, ptr %r, i64 #RG_CLOCK#
+  %gettime = load ptr, ptr %cp
+  call i32 %gettime(i32 1, ptr %ts)
+  %sec = load i64, ptr %ts
+  %nsp = getelementptr i64, ptr %ts, i64 1
+  %nsec = load i64, ptr %nsp
+  %secns = mul i64 %sec, 1000000000
+  %now = add i64 %secns, %nsec
+  ret i64 %now
 python:
   %w = call i64 @python_helper(ptr %st, i64 %pc, i64 %a1, i64 %a2, i64 %a3, i64 %a4, i64 %a5)
   ret i64 %w
@@ -1129,5 +1256,6 @@ declare void @llvm.memmove.p0.p0.i64(ptr, ptr, i64, i1)
 """
 
 FUNCTIONS = ("nr_drain", "nr_queue", "nr_scan", "nr_wait",
-             "nh_queue_sqe", "nh_emit_cqe", "nh_reap_cqe", "nh_map_lookup", "nh_map_update")
+             "nh_queue_sqe", "nh_emit_cqe", "nh_reap_cqe", "nh_map_lookup", "nh_map_update",
+             "nh_copy_from_user", "nh_copy_to_user", "nh_ktime_get_ns")
 TEXT = _fill(_PIECES + _DRAIN + _QUEUE + _HELPERS + _SCAN + _DECLS)
