@@ -191,7 +191,6 @@ class NativeRing:
         w[W["syscall"]] = ctypes.cast(libc.syscall, _VP).value
         w[W["errno"]] = ctypes.cast(getattr(libc, "__errno_location"), _VP).value
         w[W["clock"]] = ctypes.cast(libc.clock_gettime, _VP).value
-        w[W["pid"]] = os.getpid()
         w[W["vm_readv"]] = ctypes.cast(libc.process_vm_readv, _VP).value
         w[W["vm_writev"]] = ctypes.cast(libc.process_vm_writev, _VP).value
         w[W["arg_sz"]] = 8                                # sigmask_sz (no sigmask), pad 0
@@ -252,6 +251,7 @@ class NativeRing:
                 p.jit._in_run = True
                 p.program.bind_ring_helpers(ring.session_helpers())
             w[W["runs_left"]] = _RUN_BUDGET
+            w[W["pid"]] = os.getpid()          # (read per wait: a forked child is another pid)
             self.instance.begin_run()
         w[W["active"]] = 1
 
