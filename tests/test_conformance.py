@@ -19,7 +19,7 @@ from pybpf_uring.conformance import (ConformanceFormatError, assemble, plugin_ma
 
 SUITE = Path(__file__).parents[1] / ".." / "shared" / "conformance"
 CASES = sorted((SUITE / "tests").glob("*.data"))
-NEGATIVE = sorted(p for p in (SUITE / "negative").iterdir() if p.is_file())
+NEGATIVE = sorted(p for p in (SUITE / "negative").glob("*") if p.is_file())
 
 # Files of negative/ that are well-formed but expect the wrong thing: caught only by running.
 WRONG_EXPECTATION = {"error.data", "incorrect_return_value_high_bits.data"}
