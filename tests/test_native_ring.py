@@ -1001,6 +1001,21 @@ def relay_scenarios(draw):
 @example(([1_108_101_693_442, 4_295_032_833], (1, 1, 1), [], 2))
 @example(([8_590_000_129, 8_590_000_128], (1, 1, 1), [], 2))
 def test_random_relays_agree_with_the_python_ring(params):
+    check_relays(params)
+
+
+@settings(max_examples=int(os.environ.get("NATIVE_RING_EXAMPLES", 25)), deadline=None, database=None)
+@given(relay_scenarios())
+def test_random_relays_agree_when_cqs_outgrow_their_native_buffers(params):
+    saved = native_ring._NATIVE_CQ
+    native_ring._NATIVE_CQ = 2
+    try:
+        check_relays(params)
+    finally:
+        native_ring._NATIVE_CQ = saved
+
+
+def check_relays(params):
     relays, sizes, waits, entries = params
 
     def host(ring):
@@ -1219,3 +1234,21 @@ def test_user_memory_and_the_clock_in_native_waits():
     # the clock: CLOCK_MONOTONIC, read in each run (the native run is the second of the two)
     native = stamps[1]
     assert native == sorted(native) and starts[2] <= native[0] and native[-1] <= starts[3]
+
+
+def test_a_cq_deeper_than_its_native_buffer_is_left_to_python(monkeypatch):
+    """A CQ holding more CQEs than its native buffer (native_ring._NATIVE_CQ, made 4 here) is
+    served by the Python ring, and the waits around it stay right."""
+    monkeypatch.setattr(native_ring, "_NATIVE_CQ", 4)
+    nops = 20
+    ud = relay_data(nops, 1, 1, 2)
+
+    def host(ring):
+        ring.submit_bpf("relay", user_data=ud)
+        return [take(ring, 0), leftovers(ring, 2)]
+
+    out, probe, _ = differential(Scenario(compiled(RELAY, "relay.py"), host, cq_sizes=(16, 64)))
+    assert out.host == [(ud, 0, 0), [(n, 999 + n, 0) for n in range(1, nops + 1)]]
+    assert [v for _, v in out.maps["rets"][1:nops + 1]] == [0] * nops
+    # once CQ 2 outgrew its buffer, each emit went through Python, the rest stayed native
+    assert probe.codes[-1] == READY and probe.python_runs == 1

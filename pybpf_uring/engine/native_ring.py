@@ -55,6 +55,7 @@ _WAIT = ctypes.CFUNCTYPE(ctypes.c_int64, _VP, _U64)
 _END_RUN = ctypes.CFUNCTYPE(None, _VP)
 _FREE = ir.FREE
 _RUN_BUDGET = 4096          # program runs per nr_wait call, as Ring._progress
+_NATIVE_CQ = 1024           # CQEs a CQ's native buffer holds
 _FRESH = 256                # tag slots beyond the Python table offered per wait (more: _slow)
 
 
@@ -201,13 +202,17 @@ class NativeRing:
         w[W["end_run"]] = ctypes.cast(self._end_run_cb, _VP).value
         self.instance = ring.engine
         w[W["retired"]] = ctypes.addressof(self.instance.retired)
-        # CQs: a ring buffer per CQ, sized as the CQ, kept for the ring's life
+        # CQs: a ring buffer per CQ, as large as the CQ up to _NATIVE_CQ entries (1024 CQs of
+        # 65536 would be a gigabyte): past that, the CQ is the Python ring's (see _export)
         cqs = ring._cqs
-        self._cq_bufs = [ctypes.create_string_buffer(q.size * 16) for q in cqs]
+        self._cq_caps = [min(q.size, _NATIVE_CQ) for q in cqs]
+        self._cq_bufs = [ctypes.create_string_buffer(cap * 16) for cap in self._cq_caps]
         self._cq_desc = (_U64 * (_NCQ * len(cqs)))()
-        for i, (q, buf) in enumerate(zip(cqs, self._cq_bufs)):
+        for i, (q, cap, buf) in enumerate(zip(cqs, self._cq_caps, self._cq_bufs)):
             self._cq_desc[i * _NCQ + _CQ["buf"]] = ctypes.addressof(buf)
-            self._cq_desc[i * _NCQ + _CQ["size"]] = q.size
+            self._cq_desc[i * _NCQ + _CQ["size"]] = cap
+            self._cq_desc[i * _NCQ + _CQ["limit"]] = q.size
+        self._held: set[int] = set()         # CQs left to Python for the current wait
         w[W["cqs"]], w[W["ncqs"]] = ctypes.addressof(self._cq_desc), len(cqs)
         self._programs = (_U64 * (_NPG * max(1, len(programs))))()
         w[W["programs"]] = ctypes.addressof(self._programs)
@@ -227,14 +232,21 @@ class NativeRing:
         ring, w, W = self.ring, self.words, _W
         w[W["sq_local"]] = ring._sq_tail
         self._export_tags()
-        desc, shown = self._cq_desc, self._cq_shown
+        desc, shown, held = self._cq_desc, self._cq_shown, self._held
+        held.clear()
         for i, q in enumerate(ring._cqs):
             if not (q.entries or q.backlog or q.overflow or i in shown):
                 continue
-            buf, n = self._cq_bufs[i], len(q.entries)
+            base, n = i * _NCQ, len(q.entries)
+            if n > self._cq_caps[i]:
+                # more CQEs than the native buffer holds: shown as a backlog of them all, which
+                # native code counts for wait_nr and otherwise leaves to Python
+                desc[base + _CQ["head"]:base + _CQ["overflow"] + 1] = [0, 0, len(q), q.overflow]
+                held.add(i)
+                continue
+            buf = self._cq_bufs[i]
             for k, cqe in enumerate(q.entries):
                 _CQE.pack_into(buf, 16 * k, *cqe)
-            base = i * _NCQ
             desc[base + _CQ["head"]:base + _CQ["overflow"] + 1] = [0, n, len(q.backlog), q.overflow]
             shown.add(i)
         w[W["version"]], w[W["enter_calls"]] = ring._version, ring.enter_calls
@@ -300,10 +312,10 @@ class NativeRing:
         counts, overflows = desc[_CQ["count"]::_NCQ], desc[_CQ["overflow"]::_NCQ]
         changed = [i for i, (count, overflow, q) in enumerate(zip(counts, overflows, ring._cqs))
                    if count or overflow != q.overflow]
-        for i in shown.union(changed):
+        for i in shown.union(changed) - self._held:
             q, buf, base = ring._cqs[i], self._cq_bufs[i], i * _NCQ
             head, count = desc[base + _CQ["head"]], counts[i]
-            size = q.size
+            size = self._cq_caps[i]
             q.entries = deque(_CQE.unpack_from(buf, ((head + k) % size) * 16) for k in range(count))
             q.overflow = desc[base + _CQ["overflow"]]
             if count or q.backlog or q.overflow:

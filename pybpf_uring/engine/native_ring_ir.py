@@ -14,8 +14,9 @@ Layouts (all words are i64; pointers are host addresses):
   `FREE` for a free slot, a stack of free slots), the CQ descriptors, the parked requests, the
   program records, libc's `syscall` and `__errno_location`, and the `slow` callback;
 * a CQ descriptor, `CQ_WORDS`: a ring buffer of 16-byte CQEs {u64 user_data, i32 res, u32 flags}
-  at `buf`, `size` slots, `count` CQEs from `head`, and the Python backlog's length and the
-  overflow count (a CQ with a backlog is left to Python);
+  at `buf`, `size` slots, `count` CQEs from `head`, the Python backlog's length, the overflow
+  count and the CQ's own size `limit` (a CQ with a backlog is left to Python; so is one holding
+  more CQEs than its buffer, shown as a backlog of all of them);
 * a parked request, `REQUEST_WORDS`, as `ring._BpfRequest`;
 * a program record, `PROGRAM_WORDS`: a JIT-compiled program's entry and state block, its ctx
   region (host pointer and engine address), frame 0 to zero per run (or 0), its budget, and
@@ -47,7 +48,7 @@ RING_WORDS = (
     "retired", "end_run",                 # the instance's retired-values flag; its callback
     "pid", "vm_readv", "vm_writev",       # for copy_from_user / copy_to_user
 )
-CQ_WORDS = ("buf", "size", "head", "count", "backlog", "overflow")
+CQ_WORDS = ("buf", "size", "head", "count", "backlog", "overflow", "limit")
 REQUEST_WORDS = ("prog", "user_data", "cq_idx", "wait_nr", "wait_idx", "runs")
 PROGRAM_WORDS = ("entry", "state", "ctx", "ctx_addr", "frame", "budget", "runs", "executed",
                  "native", "spent")
@@ -504,7 +505,15 @@ post:
   br i1 %hasb, label %slow, label %room
 room:
   %ok = call i1 @has_room(ptr %q)
-  br i1 %ok, label %push, label %full
+  br i1 %ok, label %push, label %no_room
+no_room:
+  ; the CQ is full (-ENOMEM), or only its native buffer is (the Python ring posts it)
+  %cp = getelementptr i64, ptr %q, i64 #CQ_COUNT#
+  %c = load i64, ptr %cp
+  %lp = getelementptr i64, ptr %q, i64 #CQ_LIMIT#
+  %limit = load i64, ptr %lp
+  %really = icmp uge i64 %c, %limit
+  br i1 %really, label %full, label %slow
 full:
   %op = getelementptr i64, ptr %q, i64 #CQ_OVERFLOW#
   %o = load i64, ptr %op
@@ -1196,7 +1205,10 @@ check:
   %q = call ptr @cq(ptr %r, i64 %ci)
   %cp = getelementptr i64, ptr %q, i64 #CQ_COUNT#
   %c = load i64, ptr %cp
-  %has = icmp ne i64 %c, 0
+  %bkp = getelementptr i64, ptr %q, i64 #CQ_BACKLOG#
+  %bk = load i64, ptr %bkp
+  %all = or i64 %c, %bk
+  %has = icmp ne i64 %all, 0
   br i1 %has, label %ready, label %block
 ready:
   ret i64 0
