@@ -5,7 +5,7 @@ CQ, the parked request's program runs, reaps it and queues the next SQE, and one
 submits that and waits.  Done from Python, the runtime's bookkeeping and the helper callbacks
 cost ~35 us a round against ~0.35 us for the same loop in C.  Here the whole round is native:
 `native_ring_ir` routes CQEs, queues SQEs, runs the parked requests' JIT-compiled programs (their
-RFC helpers and array-map lookups are native functions too) and calls io_uring_enter itself.
+RFC helpers, map lookups and the clock are native functions too) and calls io_uring_enter itself.
 Python wakes only when a CQE reaches the CQ the application waits on, or for a case only the
 Python ring handles.
 
@@ -18,9 +18,11 @@ unchanged.  `nr_wait` returns a code instead of doing anything unusual (ABI note
 native_ring_ir); a helper's uncommon case calls back into Python (`_slow`), which imports the
 CQ/tag/SQ state, runs the Python helper and exports it again.
 
-A program is run natively when it is JIT-compiled and its object has no hash map (hash maps
-free deleted values at the end of a run, a Python step); other programs' requests are run by the
-Python ring when they become runnable.  Not re-entrant; one thread, as the Ring.
+A program is run natively when it is JIT-compiled; other programs' requests are run by the
+Python ring when they become runnable.  Maps: array elements and hash values are found through
+the maps table the engine instance builds (`HashIndex` for hash keys); a hash value a native run
+deletes is freed when that run ends (`_end_run`), as after a Python run.  Not re-entrant; one
+thread, as the Ring.
 """
 from __future__ import annotations
 
@@ -35,8 +37,8 @@ from .. import ring_sys
 from . import native_ring_ir as ir
 from .jit import _MAX_BUDGET, Jit, _compiler
 
-__all__ = ["NativeRing", "NativeProgram", "HashIndex", "native_helpers", "MAP_WORDS", "MAX_INDEXED", "READY", "MORE", "PYTHON", "FAULTED",
-           "COMPLETE", "BAD_WAIT", "STALLED", "TIMED_OUT"]
+__all__ = ["NativeRing", "NativeProgram", "HashIndex", "native_helpers", "MAP_WORDS", "MAX_INDEXED",
+           "READY", "MORE", "PYTHON", "FAULTED", "COMPLETE", "BAD_WAIT", "STALLED", "TIMED_OUT"]
 
 READY, MORE, PYTHON, FAULTED, COMPLETE, BAD_WAIT, STALLED, TIMED_OUT = (
     ir.READY, ir.MORE, ir.PYTHON, ir.FAULTED, ir.COMPLETE, ir.BAD_WAIT, ir.STALLED, ir.TIMED_OUT)
