@@ -29,6 +29,10 @@ corrupts host memory instead of faulting.
 
 `select_engine(...)` picks the JIT and falls back to the interpreter with a reason when the JIT
 cannot run the request (llvmlite missing, a trace requested, LLVM refusing the IR).
+
+`bind_natives` / `bind_ring` let the engine serve some helpers (jit_lift.NATIVE_HELPERS) with
+native code instead of the Python `helpers` (engine/native_ring.py): map lookups, the RFC ring
+helpers while a Ring's native wait runs the program.  A Jit nobody binds calls Python for all.
 """
 from __future__ import annotations
 
