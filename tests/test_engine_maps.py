@@ -135,8 +135,8 @@ def test_rodata_is_read_only_to_programs_only():
 
 
 def test_unsupported_map_types_are_named():
-    with pytest.raises(ValueError, match="ringbuf map; the engine has hash and array maps only"):
-        make_map(MapSpec("rb", 27, 0, 0, 4096), Memory())
+    with pytest.raises(ValueError, match="queue map; the engine has hash, array, .* maps only"):
+        make_map(MapSpec("q", 22, 0, 8, 16), Memory())
 
 
 def test_trace_formats_like_the_kernel():
@@ -337,8 +337,8 @@ def test_a_trap_faults_when_it_is_reached(c_object):
 def test_objects_the_engine_cannot_run_are_refused():
     obj = compile_source(COUNTER, "counter.py")
     from dataclasses import replace
-    bad = replace(obj, maps=[replace(m, type=27) if m.name == "hits" else m for m in obj.maps])
-    with pytest.raises(EngineError, match="ringbuf"):
+    bad = replace(obj, maps=[replace(m, type=22) if m.name == "hits" else m for m in obj.maps])
+    with pytest.raises(EngineError, match="queue"):
         instantiate(bad)
     missing = replace(obj, maps=[m for m in obj.maps if m.name != "seen"])
     with pytest.raises(EngineError, match="refers to map 'seen'"):

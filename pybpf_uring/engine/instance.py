@@ -54,7 +54,7 @@ from ..objfile import ProgramSpec
 from ..ring import ProgramFault
 from .interpreter import DEFAULT_BUDGET, BpfFault, Interpreter, InvalidProgram
 from .jit_lift import STATE_FIELDS
-from .maps import ArrayMap, EngineMap, HashMap, make_map
+from .maps import ArrayMap, EngineMap, HashMap, PercpuHashMap, make_map
 from .memory import BIAS, OFFSET_MASK, REGION_SHIFT, Memory, MemoryFault
 
 __all__ = ["instantiate", "EngineInstance", "EngineProgram", "EngineError", "MapTable",
@@ -197,8 +197,10 @@ class EngineInstance:
         if self._natives is None:
             from .native_ring import MAP_WORDS, MAX_INDEXED, HashIndex
             n = len(MAP_WORDS)
+            # exact types: a per-CPU array's kind is not the native code's array kind (2), and an
+            # LRU hash's lookups must reach Python to count as uses
             arrays = [m for m in self._map_list if type(m) is ArrayMap]
-            hashes = [m for m in self._hash_maps if m.max_entries <= MAX_INDEXED]
+            hashes = [m for m in self._hash_maps if type(m) in _NATIVE_HASHES and m.max_entries <= MAX_INDEXED]
             maps = (ctypes.c_uint64 * (1 + n * (len(arrays) + len(hashes))))()
             maps[0] = len(arrays) + len(hashes)
             keep: list = []
@@ -484,6 +486,7 @@ class EngineProgram:
 
 
 _STATE_STATUS = STATE_FIELDS.index("status")
+_NATIVE_HASHES = (HashMap, PercpuHashMap)     # lookups and in-place updates exactly a hash map's
 _TRAP_ID = 1     # the engine's own number for __bpf_trap (it has no vmlinux BTF ids)
 
 

@@ -38,13 +38,16 @@ from ..load import ctype_from_btf, pack, unpack
 from ..objfile import MAP_TYPE_NAMES, MapSpec
 from .memory import Memory, Region
 
-__all__ = ["EngineMap", "ArrayMap", "HashMap", "make_map", "BPF_ANY", "BPF_NOEXIST", "BPF_EXIST",
+__all__ = ["EngineMap", "ArrayMap", "HashMap", "PercpuArrayMap", "PercpuHashMap", "LruHashMap",
+           "PercpuLruHashMap", "make_map", "BPF_ANY", "BPF_NOEXIST", "BPF_EXIST",
            "BPF_F_LOCK", "BPF_F_RDONLY_PROG", "SUPPORTED_MAP_TYPES"]
 
 BPF_ANY, BPF_NOEXIST, BPF_EXIST, BPF_F_LOCK = 0, 1, 2, 4
 BPF_F_RDONLY_PROG = 0x80
 BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_ARRAY = 1, 2
-SUPPORTED_MAP_TYPES = {BPF_MAP_TYPE_HASH: "hash", BPF_MAP_TYPE_ARRAY: "array"}
+BPF_MAP_TYPE_PERCPU_HASH, BPF_MAP_TYPE_PERCPU_ARRAY, BPF_MAP_TYPE_LRU_HASH = 5, 6, 9
+BPF_MAP_TYPE_LRU_PERCPU_HASH, BPF_MAP_TYPE_RINGBUF = 10, 27
+ENGINE_CPUS = 1           # get_smp_processor_id() is always 0
 _MAX_ENTRIES = 1 << 24    # far more than any sample needs, and a guard against a corrupt spec
 
 
@@ -58,10 +61,7 @@ class EngineMap:
     """
 
     def __init__(self, spec: MapSpec, memory: Memory, btf: Any = None) -> None:
-        if spec.key_size <= 0 or spec.value_size <= 0 or not 0 < spec.max_entries <= _MAX_ENTRIES:
-            raise ValueError(f"map {spec.name!r}: key size {spec.key_size}, value size "
-                             f"{spec.value_size} and max_entries {spec.max_entries} must be positive "
-                             f"(max_entries at most {_MAX_ENTRIES})")
+        self._check_sizes(spec)
         self.spec, self.name, self.memory = spec, spec.name, memory
         self.key_size, self.value_size, self.max_entries = spec.key_size, spec.value_size, spec.max_entries
         self.type = spec.type
@@ -73,6 +73,13 @@ class EngineMap:
         # address is unique and any load or store through it faults with the map's name.
         self.handle: Region = memory.map(bytearray(0), f"map {spec.name!r} (the map itself, not a value)",
                                          writable=False)
+
+    @staticmethod
+    def _check_sizes(spec: MapSpec) -> None:
+        if spec.key_size <= 0 or spec.value_size <= 0 or not 0 < spec.max_entries <= _MAX_ENTRIES:
+            raise ValueError(f"map {spec.name!r}: key size {spec.key_size}, value size "
+                             f"{spec.value_size} and max_entries {spec.max_entries} must be positive "
+                             f"(max_entries at most {_MAX_ENTRIES})")
 
     def __repr__(self) -> str:
         kind = MAP_TYPE_NAMES.get(self.type, str(self.type))
@@ -97,6 +104,11 @@ class EngineMap:
 
     def end_run(self) -> None:
         """Called when a program run ends: what only had to outlive the run can go."""
+
+    def _host_lookup(self, key: bytes) -> int:
+        """A lookup on the host's behalf: the syscall's, which (unlike a program's) does not
+        count as a use of an LRU map's key."""
+        return self.lookup(key)
 
     def _value_region(self, buf: bytearray | memoryview, what: str) -> Region:
         return self.memory.map(buf, f"map {self.name!r} value {what}", writable=self.program_writable)
@@ -164,7 +176,7 @@ class EngineMap:
     def view(self, key: Any) -> memoryview:
         """The live bytes of one value (writes show at once in the program's view); KeyError if
         the key is missing.  For host code that shares a buffer with a program."""
-        address = self.lookup(self._key(key))
+        address = self._host_lookup(self._key(key))
         if not address:
             raise KeyError(key)
         region, offset = self.memory.resolve(address, self.value_size, "read")
@@ -172,7 +184,7 @@ class EngineMap:
 
     def address(self, key: Any) -> int:
         """The engine address of a value (what a program's lookup returns); KeyError if missing."""
-        address = self.lookup(self._key(key))
+        address = self._host_lookup(self._key(key))
         if not address:
             raise KeyError(key)
         return address
@@ -304,17 +316,108 @@ class HashMap(EngineMap):
         return bytes(region.buf) if region is not None else None
 
 
+class _PerCpu:
+    """The host side of a per-CPU map on the one-CPU engine.  `KernelMap` reads a per-CPU value
+    as a list with one value per possible CPU and writes a list of as many, or one value every
+    CPU gets; the engine's reads are a list of ENGINE_CPUS (1) values, and its writes take a
+    value or a list of one.  A program sees one value per key, this CPU's, as in the kernel."""
+
+    per_cpu = True
+    name: str
+    value_size: int
+    value_type: Any
+
+    def _decode(self, raw: bytes) -> list:
+        return [unpack(raw, self.value_type)]
+
+    def _value(self, value: Any) -> bytes:
+        if isinstance(value, (list, tuple)):
+            if len(value) != ENGINE_CPUS:
+                raise ValueError(f"per-CPU map {self.name!r} takes one value per engine CPU "
+                                 f"({ENGINE_CPUS}), got {len(value)}")
+            value = value[0]
+        return pack(value, self.value_size, f"map {self.name!r} value")
+
+
+class PercpuArrayMap(_PerCpu, ArrayMap):
+    """BPF_MAP_TYPE_PERCPU_ARRAY: an array whose one CPU's values are the program's; host
+    values are lists (see `_PerCpu`)."""
+
+
+class PercpuHashMap(_PerCpu, HashMap):
+    """BPF_MAP_TYPE_PERCPU_HASH: a hash map whose one CPU's values are the program's; host
+    values are lists (see `_PerCpu`).  Lookups are a hash map's, so native lookups serve it."""
+
+
+class LruHashMap(HashMap):
+    """BPF_MAP_TYPE_LRU_HASH: a hash map that makes room for a new key by evicting the least
+    recently used one, where a plain hash map says -E2BIG.
+
+    A program's lookup and any update (program or host) count as a use; the host's reads do not
+    (the syscall's lookup is `htab_lru_map_lookup_elem_sys`, which leaves the LRU alone).  The
+    engine's order is exact; the kernel's is an approximation (an active and an inactive list
+    with a reference bit, per-CPU free lists) that may evict before the map is full or keep a
+    less recent key -- a program can rely on neither, nor on the engine's exact choice.  The
+    evicted value is retired like a deleted one.  `evictions` counts them."""
+
+    def __init__(self, spec: MapSpec, memory: Memory, btf: Any = None) -> None:
+        super().__init__(spec, memory, btf)
+        self.evictions = 0
+
+    def _touch(self, key: bytes) -> Region | None:
+        region = self._elements.pop(key, None)     # dicts keep insertion order: the end is newest
+        if region is not None:
+            self._elements[key] = region
+        return region
+
+    def lookup(self, key: bytes) -> int:
+        region = self._touch(key)
+        return region.base if region is not None else 0
+
+    def _host_lookup(self, key: bytes) -> int:
+        return HashMap.lookup(self, key)
+
+    def update(self, key: bytes, value: bytes, flags: int) -> int:
+        if flags & ~BPF_F_LOCK > BPF_EXIST or flags & BPF_F_LOCK:
+            return -_errno.EINVAL
+        key = bytes(key)
+        present = key in self._elements
+        if present and flags == BPF_NOEXIST:
+            return -_errno.EEXIST
+        if not present and flags == BPF_EXIST:
+            return -_errno.ENOENT
+        if not present and len(self._elements) >= self.max_entries:
+            self.delete(next(iter(self._elements)))
+            self.evictions += 1
+        res = super().update(key, value, flags)
+        if res == 0:
+            self._touch(key)
+        return res
+
+
+class PercpuLruHashMap(_PerCpu, LruHashMap):
+    """BPF_MAP_TYPE_LRU_PERCPU_HASH: an LRU hash with per-CPU values (BPF_F_NO_COMMON_LRU, a
+    list per CPU, is the same thing on one CPU)."""
+
+
 def make_map(spec: MapSpec, memory: Memory, btf: Any = None) -> EngineMap:
     """The engine map for `spec`; ValueError naming the type for kinds the engine lacks."""
-    if spec.type == BPF_MAP_TYPE_ARRAY:
-        return ArrayMap(spec, memory, btf)
-    if spec.type == BPF_MAP_TYPE_HASH:
-        return HashMap(spec, memory, btf)
-    kind = MAP_TYPE_NAMES.get(spec.type, str(spec.type))
-    raise ValueError(f"map {spec.name!r} is a {kind} map; the engine has "
-                     f"{' and '.join(SUPPORTED_MAP_TYPES.values())} maps only")
+    cls = _MAP_CLASSES.get(spec.type)
+    if cls is None:
+        kind = MAP_TYPE_NAMES.get(spec.type, str(spec.type))
+        raise ValueError(f"map {spec.name!r} is a {kind} map; the engine has "
+                         f"{', '.join(SUPPORTED_MAP_TYPES.values())} maps only")
+    return cls(spec, memory, btf)
 
 
 def _os_error(err: int, what: str) -> OSError:
     """OSError(err) is FileExistsError / FileNotFoundError for EEXIST / ENOENT, as bpf() raises."""
     return OSError(err, f"{what}: {_errno.errorcode.get(err, err)}: {os.strerror(err)}")
+
+
+_MAP_CLASSES: dict[int, type[EngineMap]] = {
+    BPF_MAP_TYPE_HASH: HashMap, BPF_MAP_TYPE_ARRAY: ArrayMap,
+    BPF_MAP_TYPE_PERCPU_HASH: PercpuHashMap, BPF_MAP_TYPE_PERCPU_ARRAY: PercpuArrayMap,
+    BPF_MAP_TYPE_LRU_HASH: LruHashMap, BPF_MAP_TYPE_LRU_PERCPU_HASH: PercpuLruHashMap,
+}
+SUPPORTED_MAP_TYPES = {t: MAP_TYPE_NAMES[t] for t in _MAP_CLASSES}
