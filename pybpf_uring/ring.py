@@ -706,7 +706,7 @@ class Ring:
                     return True
                 if deadline is not None and time.monotonic() >= deadline:
                     return False                # the timed loop decides: poll once, time out
-            if code != nr.MORE:
+            else:                               # a request handed back: FAULTED, COMPLETE, BAD_WAIT
                 req = _BpfRequest(*native.handed_back)
                 name, runner = self._programs[req.prog]
                 if code == nr.FAULTED:
