@@ -58,7 +58,8 @@ from .diagnostics import CompileError, Diagnostic
 from .load import UnsupportedProgramError
 
 __all__ = ["probe", "Support", "LoopRing", "LoopAttachment", "Globals", "OpsSpec", "ops_specs", "as_object",
-           "MainlineUnsupportedError", "LoopError", "VmlinuxIndex", "RING_LAYOUT_GLOBALS",
+           "MainlineUnsupportedError", "LoopError", "UnsuitableRingError", "VmlinuxIndex", "RING_LAYOUT_GLOBALS",
+           "RegionView", "region_views", "check_region_views",
            "IOU_LOOP_CONTINUE", "IOU_LOOP_STOP", "IOU_REGION_MEM", "IOU_REGION_CQ", "IOU_REGION_SQ"]
 
 IOU_LOOP_CONTINUE, IOU_LOOP_STOP = 0, 1
@@ -71,18 +72,29 @@ OPS_SECTIONS = (".struct_ops.link", ".struct_ops")
 VMLINUX_BTF = "/sys/kernel/btf/vmlinux"
 
 # io_uring_setup flags (uapi #defines: they are not in BTF, so they are probed by trying them)
+IORING_SETUP_IOPOLL = 1 << 0
+IORING_SETUP_SQPOLL = 1 << 1
 IORING_SETUP_CQSIZE = 1 << 3
 IORING_SETUP_SINGLE_ISSUER = 1 << 12
 IORING_SETUP_DEFER_TASKRUN = 1 << 13
 IORING_SETUP_NO_SQARRAY = 1 << 16
 IORING_SETUP_SQ_REWIND = 1 << 20
-RING_FLAG_NAMES = {IORING_SETUP_CQSIZE: "IORING_SETUP_CQSIZE",
+RING_FLAG_NAMES = {IORING_SETUP_IOPOLL: "IORING_SETUP_IOPOLL",
+                   IORING_SETUP_SQPOLL: "IORING_SETUP_SQPOLL",
+                   IORING_SETUP_CQSIZE: "IORING_SETUP_CQSIZE",
                    IORING_SETUP_SINGLE_ISSUER: "IORING_SETUP_SINGLE_ISSUER",
                    IORING_SETUP_DEFER_TASKRUN: "IORING_SETUP_DEFER_TASKRUN",
                    IORING_SETUP_NO_SQARRAY: "IORING_SETUP_NO_SQARRAY",
                    IORING_SETUP_SQ_REWIND: "IORING_SETUP_SQ_REWIND"}
-# the kernel refuses to attach ops to a ring without these (EOPNOTSUPP without DEFER_TASKRUN)
+# The kernel attaches ops only to a ring with DEFER_TASKRUN (which io_uring_setup allows only
+# with SINGLE_ISSUER) and without SQPOLL or IOPOLL: io_install_bpf() in io_uring/bpf-ops.c
+# returns EOPNOTSUPP otherwise.  NO_SQARRAY is not checked there: SQ_REWIND needs it.
 REQUIRED_RING_FLAGS = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_NO_SQARRAY
+REFUSED_RING_FLAGS = IORING_SETUP_SQPOLL | IORING_SETUP_IOPOLL
+LOOP_RING_RULE = ("a BPF loop needs a ring set up with IORING_SETUP_SINGLE_ISSUER | "
+                  "IORING_SETUP_DEFER_TASKRUN and without IORING_SETUP_SQPOLL or IORING_SETUP_IOPOLL "
+                  "(the loop runs in the task that calls io_uring_enter and polls nothing); "
+                  "LoopRing() without flags= sets up such a ring, with NO_SQARRAY and SQ_REWIND")
 IORING_ENTER_GETEVENTS = 1 << 0
 IORING_OP_NOP = 0
 
@@ -119,6 +131,16 @@ class LoopError(OSError):
     """io_uring_enter() failed while running the loop; the message says what the errno means
     here (EINVAL: the program returned something other than CONTINUE/STOP, EINTR: a signal
     woke the sleeping loop)."""
+
+
+@dataclass
+class UnsuitableRingError(CompileError):
+    """The ring cannot run this loop: the kernel refused to attach to it (`errno` EOPNOTSUPP:
+    its setup flags), io_uring_setup refused the flags (`errno` EINVAL), or the program's view
+    of a ring region does not fit the ring (`errno` 0: the loader's check).  A CompileError, so
+    the CLI prints the message and the hint, no traceback."""
+
+    errno: int = 0
 
 
 def _error(message: str, hint: str = "") -> CompileError:
@@ -469,9 +491,14 @@ class LoopRing:
                 flags |= IORING_SETUP_CQSIZE
         fd, err = _ring_setup(sq_entries, flags, cq_entries or 0, params)
         if fd < 0:
-            names = " | ".join(RING_FLAG_NAMES.get(f, hex(f)) for f in _bits(flags))
-            raise OSError(err, f"io_uring_setup({sq_entries}, cq_entries={cq_entries}, flags="
-                          f"{names}) failed: {_errno.errorcode.get(err, err)} ({os.strerror(err)})")
+            what = (f"io_uring_setup({sq_entries}, cq_entries={cq_entries}, flags={_flag_names(flags)}) "
+                    f"failed: {_errno.errorcode.get(err, err)}")
+            sqpoll_with = flags & (IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_SQ_REWIND)
+            if err == _errno.EINVAL and flags & IORING_SETUP_SQPOLL and sqpoll_with:
+                raise UnsuitableRingError([Diagnostic(
+                    None, f"{what}: the kernel takes no IORING_SETUP_SQPOLL with "
+                    f"{_flag_names(sqpoll_with)}", LOOP_RING_RULE)], err)
+            raise OSError(err, f"{what} ({os.strerror(err)})")
         self.fd, self.flags = fd, flags
         self._finalizer = weakref.finalize(self, _close_ring, self._views, self._maps, [fd])
         try:
@@ -652,6 +679,10 @@ def _close_ring(views: list, maps: list, fds: list) -> None:
 
 def _bits(flags: int) -> list[int]:
     return [1 << i for i in range(32) if flags >> i & 1]
+
+
+def _flag_names(flags: int) -> str:
+    return " | ".join(RING_FLAG_NAMES.get(f, hex(f)) for f in _bits(flags))
 
 
 # --- the object side: ops variables and globals (pure data) ---------------------------------
@@ -880,6 +911,7 @@ def attach(ring: LoopRing, obj: Any, ops: str | None = None, globals: Mapping[st
     kops = probe().require()
     needed = sorted({r.symbol for p in obj.programs for r in p.relocations if r.kind == "kfunc"})
     _require_kfuncs(needed)
+    check_region_views(obj, ring, set(spec.programs.values()))
     values = {k: v for k, v in ring.layout().items()
               if k in global_vars(obj) and k not in (globals or {})}
     values.update(globals or {})
@@ -934,6 +966,118 @@ def _choose_ops(obj: Any, name: str | None) -> OpsSpec:
                      "a loop_step object defines SEC(\".struct_ops.link\") struct "
                      f"{OPS_TYPE} NAME = {{ .loop_step = (void *)PROGRAM }}")
     return mine[0]
+
+
+# --- the program's views of the ring's regions ------------------------------------------------------
+@dataclass(frozen=True)
+class RegionView:
+    """A `bpf_io_uring_get_region(ctx, region, size)` call whose region and size are constants
+    in the code: a Python `get_region(ctx, IOU_REGION_CQ, View)` passes sizeof(View), fixed when
+    the program was compiled.  (A C program that sizes its view from `.rodata` globals has no
+    such call: the loader fills those from the ring, so they fit it by construction.)"""
+
+    program: str
+    region: int
+    size: int
+    slot: int
+
+
+_REGION_NAMES = {IOU_REGION_MEM: "MEM", IOU_REGION_CQ: "CQ", IOU_REGION_SQ: "SQ"}
+
+
+def region_views(obj: Any, programs: set[str] | None = None) -> list[RegionView]:
+    """The constant-size region views of `obj`'s struct_ops programs (of `programs`, if given).
+
+    For each get_region call, r2 and r3 are traced back through the straight-line code before
+    it: a `mov` of an immediate (or a lddw) is a constant; anything else, a jump or a call in
+    between, or a jump into that stretch from elsewhere, leaves the call out."""
+    from . import isa
+    out = []
+    for prog in obj.programs:
+        if prog.kind != "struct_ops" or (programs is not None and prog.name not in programs):
+            continue
+        linked = prog.linked()
+        slots = list(isa.with_slots(linked.instructions))
+        targets = {_jump_target(at, ins) for at, ins in slots} - {None}
+        for rel in linked.relocations:
+            if rel.kind == "kfunc" and rel.symbol == "bpf_io_uring_get_region":
+                args = _constant_args(slots, targets, rel.insn_index, (2, 3))
+                if None not in args:
+                    out.append(RegionView(prog.name, args[0], args[1], rel.insn_index))
+    return out
+
+
+def _jump_target(at: int, ins: Any) -> int | None:
+    from . import isa
+    if ins.cls not in (isa.JMP, isa.JMP32) or ins.op in (isa.CALL, isa.EXIT):
+        return None
+    return at + 1 + (ins.imm if ins.cls == isa.JMP32 and ins.op == isa.JA else ins.off)
+
+
+def _constant_args(slots: list, targets: set[int], call: int, regs: tuple[int, ...]) -> list[int | None]:
+    from . import isa
+    found: dict[int, int | None] = {}
+    before = [(at, ins) for at, ins in slots if at < call]
+    boundary = call
+    for at, ins in reversed(before):
+        if boundary in targets or ins.cls in (isa.JMP, isa.JMP32) or len(found) == len(regs):
+            break
+        boundary = at
+        written = _written_register(ins)
+        if written not in regs or written in found:
+            continue
+        if ins.cls in (isa.ALU, isa.ALU64) and ins.op == isa.MOV and ins.source == isa.K and not ins.off:
+            found[written] = ins.imm & isa.M32 if ins.cls == isa.ALU else ins.imm & ((1 << 64) - 1)
+        elif ins.cls == isa.LD and ins.mode == isa.IMM and ins.src == 0:
+            found[written] = (ins.imm & isa.M32) | (ins.imm_hi & isa.M32) << 32
+        else:
+            found[written] = None
+    return [found.get(r) for r in regs]
+
+
+def _written_register(ins: Any) -> int | None:
+    from . import isa
+    if ins.cls in (isa.ALU, isa.ALU64, isa.LD, isa.LDX):
+        return ins.dst
+    if ins.cls == isa.STX and ins.mode == isa.ATOMIC and ins.imm & isa.FETCH:
+        return 0 if ins.imm == isa.CMPXCHG else ins.src
+    return None
+
+
+def check_region_views(obj: Any, ring: "LoopRing", programs: set[str] | None = None) -> None:
+    """Refuse (UnsuitableRingError, errno 0) a program whose constant-size view of the CQ or SQ
+    region does not fit `ring`, before anything is loaded.
+
+    The kfunc only returns NULL when a view is larger than the whole region (page-rounded), so
+    a mismatch would otherwise run: a CQ view with fewer CQEs than the ring makes cq_reap fail
+    with -EINVAL once the head passes its last CQE; one with more, indexed with its own mask,
+    reads slots that are not CQEs.  So a CQ view that reaches into the CQEs must hold exactly
+    the ring's `cq_entries` (a view of the header alone fits any ring), and an SQ view at most
+    the ring's `sq_entries` SQEs."""
+    problems = [d for v in region_views(obj, programs) if (d := _view_problem(v, ring)) is not None]
+    if problems:
+        raise UnsuitableRingError(problems, 0)
+
+
+def _view_problem(view: RegionView, ring: "LoopRing") -> Diagnostic | None:
+    where = f"program {view.program!r} views the {_REGION_NAMES[view.region]} region as {view.size} bytes"
+    if view.region == IOU_REGION_CQ:
+        header, entries = ring.cq_off.cqes, ring.cq_entries
+        if view.size <= header or view.size == header + entries * CQE_SIZE:
+            return None
+        cqes, odd = divmod(view.size - header, CQE_SIZE)
+        declared = f"{cqes} CQEs after the {header}-byte header" + (f" and {odd} bytes more" if odd else "")
+        fix = f"create the ring with LoopRing(..., cq_entries={cqes}) or " if not odd and cqes & (cqes - 1) == 0 else ""
+        return Diagnostic(None, f"{where} ({declared}), but this ring's CQ holds {entries} CQEs "
+                          f"({header + entries * CQE_SIZE} bytes)",
+                          f"a CQ view's size is fixed when the program is compiled: {fix}declare the "
+                          f"view's `cqes: Cqe[{entries}]`")
+    if view.region == IOU_REGION_SQ and view.size > ring.sq_entries * SQE_SIZE:
+        sqes = -(-view.size // SQE_SIZE)
+        return Diagnostic(None, f"{where} ({sqes} SQEs), but this ring has {ring.sq_entries} SQ entries "
+                          f"({ring.sq_entries * SQE_SIZE} bytes)",
+                          f"create the ring with LoopRing({sqes}, ...) or view at most Sqe[{ring.sq_entries}]")
+    return None
 
 
 def _require_kfuncs(names: list[str]) -> None:
@@ -1035,6 +1179,16 @@ class _LinkCreateAttr(ctypes.Structure):
                 ("attach_type", ctypes.c_uint32), ("flags", ctypes.c_uint32)]
 
 
+def _ring_refusal(flags: int) -> str:
+    """What io_install_bpf() (io_uring/bpf-ops.c) holds against a ring with these setup flags."""
+    parts = []
+    if flags & REFUSED_RING_FLAGS:
+        parts.append(f"with {_flag_names(flags & REFUSED_RING_FLAGS)}")
+    if not flags & IORING_SETUP_DEFER_TASKRUN:
+        parts.append("without IORING_SETUP_DEFER_TASKRUN")
+    return " and ".join(parts)
+
+
 _LINK_MEANINGS = {
     _errno.EBUSY: "the ring already has io_uring_bpf_ops attached (one per ring)",
     _errno.EOPNOTSUPP: "the ring cannot run a BPF loop: it needs IORING_SETUP_DEFER_TASKRUN "
@@ -1049,5 +1203,10 @@ def _link_create(map_fd: int, attach_type: int, ring: LoopRing) -> int:
         return kernel.sys_bpf(probe().kernel_ops.numbers["link_create"], attr)
     except OSError as exc:
         err = exc.errno
+        why = _ring_refusal(ring.flags) if err == _errno.EOPNOTSUPP else ""
+        if why:
+            raise UnsuitableRingError([Diagnostic(
+                None, f"the kernel refused to attach the loop to ring fd {ring.fd} (BPF_LINK_CREATE: "
+                f"EOPNOTSUPP): the ring was set up {why}", LOOP_RING_RULE)], err) from None
         raise OSError(err, f"BPF_LINK_CREATE (attaching the ops to ring fd {ring.fd}) failed: "
                       f"{kernel.errno_name(err)} ({_LINK_MEANINGS.get(err) or os.strerror(err)})") from None

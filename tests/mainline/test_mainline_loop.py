@@ -107,7 +107,7 @@ def test_each_ring_gets_its_own_instance_of_the_object(c_object):
 def test_ring_without_defer_taskrun_is_refused(c_object):
     flags = mainline.IORING_SETUP_SINGLE_ISSUER | mainline.IORING_SETUP_NO_SQARRAY | mainline.IORING_SETUP_SQ_REWIND
     with LoopRing(8, flags=flags) as ring:
-        with pytest.raises(OSError, match="DEFER_TASKRUN") as exc:
+        with pytest.raises(mainline.UnsuitableRingError, match="without IORING_SETUP_DEFER_TASKRUN") as exc:
             ring.attach(c_object("nops"))
         assert exc.value.errno == errno.EOPNOTSUPP
 
