@@ -27,6 +27,7 @@ Helpers (the number is the call's imm):
   7 get_prandom_u32()                    -> 32 random bits
   8 get_smp_processor_id()               -> 0 (the engine is one CPU)
  14 get_current_pid_tgid()               -> tgid << 32 | tid of the host thread
+130-134 ringbuf_output / reserve / submit / discard / query, on a RingbufMap (maps.py)
  164-167, 148: the RFC helpers, onto the request's `ring.Helpers` (see ring.py)
 
 A fault (bad memory access, runaway loop, a helper given a bad pointer) becomes a
@@ -54,7 +55,7 @@ from ..objfile import ProgramSpec
 from ..ring import ProgramFault
 from .interpreter import DEFAULT_BUDGET, BpfFault, Interpreter, InvalidProgram
 from .jit_lift import STATE_FIELDS
-from .maps import ArrayMap, EngineMap, HashMap, PercpuHashMap, make_map
+from .maps import ArrayMap, EngineMap, HashMap, PercpuHashMap, RingbufMap, make_map
 from .memory import BIAS, OFFSET_MASK, REGION_SHIFT, Memory, MemoryFault
 
 __all__ = ["instantiate", "EngineInstance", "EngineProgram", "EngineError", "MapTable",
@@ -70,7 +71,9 @@ _MAX_TRACE_STRING = 256
 HELPER_NAMES = {
     1: "map_lookup_elem", 2: "map_update_elem", 3: "map_delete_elem", 5: "ktime_get_ns",
     6: "trace_printk", 7: "get_prandom_u32", 8: "get_smp_processor_id",
-    14: "get_current_pid_tgid", 148: "copy_from_user", 164: "iouring_queue_sqe",
+    14: "get_current_pid_tgid", 130: "ringbuf_output", 131: "ringbuf_reserve",
+    132: "ringbuf_submit", 133: "ringbuf_discard", 134: "ringbuf_query",
+    148: "copy_from_user", 164: "iouring_queue_sqe",
     165: "iouring_emit_cqe", 166: "iouring_reap_cqe", 167: "copy_to_user",
 }
 
@@ -133,9 +136,12 @@ class EngineInstance:
         self.maps = MapTable({m.name: m for m in self._map_list}, self)
         self._by_handle = {m.handle.base: m for m in self._map_list}
         self._hash_maps = [m for m in self._map_list if isinstance(m, HashMap)]
-        # Set when a run deletes a hash-map value: a native wait frees it when the run ends.
+        # maps with something to do when a run ends: retired hash values, unreleased records
+        self._run_maps = [m for m in self._map_list if isinstance(m, (HashMap, RingbufMap))]
+        # Set when a run deletes a hash-map value or reserves a record: a native wait calls
+        # end_run (release_retired) when the run ends.
         self.retired = (ctypes.c_uint64 * 1)()
-        for m in self._hash_maps:
+        for m in self._run_maps:
             m.retired_flag = self.retired
         # io_uring programs are made now, so what the engine cannot run fails at register time;
         # other kinds (a socket filter beside them, a syscall program under test) on first use,
@@ -232,19 +238,19 @@ class EngineInstance:
         return self.native_waits
 
     def begin_run(self) -> None:
-        for m in self._hash_maps:
+        for m in self._run_maps:
             m.running = True
 
     def end_run(self) -> None:
-        for m in self._hash_maps:
+        for m in self._run_maps:
             m.running = False
             m.end_run()
         self.retired[0] = 0
 
     def release_retired(self) -> None:
         """Between two runs of a native wait (maps stay `running`): free the hash-map values
-        the last run deleted, as end_run would."""
-        for m in self._hash_maps:
+        the last run deleted, and drop the records it left reserved, as end_run would."""
+        for m in self._run_maps:
             m.end_run()
         self.retired[0] = 0
 
@@ -456,6 +462,35 @@ class EngineProgram:
         def get_current_pid_tgid(*_):
             return os.getpid() << 32 | threading.get_native_id()
 
+        ringbufs = [m for m in inst._map_list if isinstance(m, RingbufMap)]
+
+        def ringbuf_at(mem, address: int) -> RingbufMap:
+            m = maps.get(address) or map_at(mem, address, "r1")
+            if not isinstance(m, RingbufMap):
+                raise MemoryFault(f"r1 = map {m.name!r} is not a ringbuf map (the verifier allows "
+                                  "only a BPF_MAP_TYPE_RINGBUF here)", address)
+            return m
+
+        def ringbuf_output(mem, r1, data, size, flags, _):
+            m = ringbuf_at(mem, r1)
+            return m.output(mem.read(data, size), flags)
+
+        def ringbuf_reserve(mem, r1, size, flags, *_):
+            return ringbuf_at(mem, r1).reserve(size, flags)
+
+        def ringbuf_commit(helper: int, discard: bool):
+            def commit(mem, sample, *_):
+                if not any(m.commit(sample, discard) for m in ringbufs):
+                    raise MemoryFault(f"r1 = {mem.describe(sample)} is not a record reserved by "
+                                      f"bpf_ringbuf_reserve and not yet submitted or discarded "
+                                      f"(the verifier allows {HELPER_NAMES[helper]} only on those)",
+                                      sample)
+                return 0
+            return commit
+
+        def ringbuf_query(mem, r1, flags, *_):
+            return ringbuf_at(mem, r1).query(flags)
+
         def queue_sqe(mem, ctx, sqe, length, *_):
             return self._ring(164).queue_sqe(mem.read(sqe, length & M32))
 
@@ -481,7 +516,9 @@ class EngineProgram:
 
         return {1: map_lookup_elem, 2: map_update_elem, 3: map_delete_elem, 5: ktime_get_ns,
                 6: trace_printk, 7: get_prandom_u32, 8: get_smp_processor_id,
-                14: get_current_pid_tgid, 148: copy_from_user, 164: queue_sqe, 165: emit_cqe,
+                14: get_current_pid_tgid, 130: ringbuf_output, 131: ringbuf_reserve,
+                132: ringbuf_commit(132, False), 133: ringbuf_commit(133, True),
+                134: ringbuf_query, 148: copy_from_user, 164: queue_sqe, 165: emit_cqe,
                 166: reap_cqe, 167: copy_to_user}
 
 

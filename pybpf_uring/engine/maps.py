@@ -1,4 +1,5 @@
-"""Maps of the userspace engine: array and hash maps a program and its host share.
+"""Maps of the userspace engine: the maps a program and its host share -- arrays and hashes,
+their per-CPU and LRU variants, and ring buffers (`RingbufMap`, records rather than keys).
 
 A program reaches a map through the kernel's helper contract (map_lookup_elem 1, update 2,
 delete 3): lookup gives a *pointer* to the value, which the program then reads and writes in
@@ -6,7 +7,8 @@ place.  So every value lives in a region of the engine's `Memory`, and the host'
 (`ring.maps[name][k]`) reads and writes the very same bytes -- a counter the program bumps is the
 counter the host sees, with no copy in between.
 
-Semantics follow the kernel's `arraymap.c` and `hashtab.c` where a program can observe them:
+Semantics follow the kernel's `arraymap.c`, `hashtab.c` and `ringbuf.c` where a program can
+observe them (per-CPU maps: the engine is one CPU; LRU: see `LruHashMap`):
 
 * update flags: BPF_ANY (0) creates or replaces, BPF_NOEXIST (1) fails with -EEXIST on a
   present key, BPF_EXIST (2) with -ENOENT on a missing one; other flags are -EINVAL (BPF_F_LOCK
@@ -30,16 +32,20 @@ one (a `Struct` value reads back as a ctypes structure with its fields), else as
 """
 from __future__ import annotations
 
+import ctypes
 import errno as _errno
+import mmap
 import os
+from collections import deque
+from dataclasses import dataclass
 from typing import Any, Iterator
 
 from ..load import ctype_from_btf, pack, unpack
 from ..objfile import MAP_TYPE_NAMES, MapSpec
-from .memory import Memory, Region
+from .memory import Memory, MemoryFault, Region
 
 __all__ = ["EngineMap", "ArrayMap", "HashMap", "PercpuArrayMap", "PercpuHashMap", "LruHashMap",
-           "PercpuLruHashMap", "make_map", "BPF_ANY", "BPF_NOEXIST", "BPF_EXIST",
+           "PercpuLruHashMap", "RingbufMap", "make_map", "BPF_ANY", "BPF_NOEXIST", "BPF_EXIST",
            "BPF_F_LOCK", "BPF_F_RDONLY_PROG", "SUPPORTED_MAP_TYPES"]
 
 BPF_ANY, BPF_NOEXIST, BPF_EXIST, BPF_F_LOCK = 0, 1, 2, 4
@@ -400,6 +406,194 @@ class PercpuLruHashMap(_PerCpu, LruHashMap):
     list per CPU, is the same thing on one CPU)."""
 
 
+# include/uapi/linux/bpf.h: ring buffer flags and bpf_ringbuf_query's
+BPF_RB_NO_WAKEUP, BPF_RB_FORCE_WAKEUP = 1, 2
+BPF_RB_AVAIL_DATA, BPF_RB_RING_SIZE, BPF_RB_CONS_POS, BPF_RB_PROD_POS = 0, 1, 2, 3
+RINGBUF_HDR_SZ = 8
+RINGBUF_MAX_RECORD_SZ = 0xFFFFFFFF // 4      # kernel/bpf/ringbuf.c
+
+
+@dataclass
+class _Record:
+    pos: int                    # where its header starts, in the ring's running byte count
+    length: int                 # header and data, rounded up to 8: what it takes of the ring
+    region: Region | None       # while reserved: the bytes the program fills
+    data: bytes = b""
+    state: str = "busy"         # busy (reserved), committed or discarded
+
+
+class RingbufMap(EngineMap):
+    """BPF_MAP_TYPE_RINGBUF: records a program reserves and submits, which the host consumes in
+    the order they were reserved.
+
+    The ring is kept as kernel/bpf/ringbuf.c's positions, not its bytes: a record takes
+    round_up(size + 8, 8) of the max_entries bytes (its 8-byte header and its data), and a
+    reservation fails -- reserve returns NULL, output -EAGAIN -- when the producer would get a
+    whole ring ahead of the consumer or of the oldest record still reserved.  A reserved record
+    is a region of exactly the requested size; submit or discard unmaps it (the verifier forbids
+    using the pointer afterwards, so the engine faults).  The host consumes committed records up
+    to the first still-reserved one, skipping discarded ones, as libbpf's ring_buffer__consume
+    does.  A record a run neither submitted nor discarded (the verifier refuses such a program:
+    an unreleased reference) is discarded when the run ends and counted in `unreleased`, so one
+    faulty run cannot block the ring for good."""
+
+    def __init__(self, spec: MapSpec, memory: Memory, btf: Any = None) -> None:
+        super().__init__(spec, memory, btf)
+        self.size = spec.max_entries
+        self.mask = self.size - 1
+        self.consumer_pos = self.producer_pos = 0
+        self._records: deque[_Record] = deque()       # reserved and not consumed, in order
+        self._reserved: dict[int, _Record] = {}       # region base -> busy record
+        self.unreleased = 0
+        self.running = False
+        self.retired_flag: Any = None    # the instance's: set so a native run's end reaches end_run
+
+    @staticmethod
+    def _check_sizes(spec: MapSpec) -> None:
+        n, page = spec.max_entries, mmap.PAGESIZE
+        if spec.key_size or spec.value_size or n <= 0 or n & (n - 1) or n % page or n > 1 << 31:
+            raise ValueError(f"ringbuf map {spec.name!r}: key size {spec.key_size}, value size "
+                             f"{spec.value_size}, max_entries {n}: the kernel wants sizes 0 and a "
+                             f"byte size that is a power of 2 and a multiple of the page ({page})")
+
+    def __repr__(self) -> str:
+        return (f"<EngineMap {self.name!r} ringbuf {self.size} B, {self.producer_pos - self.consumer_pos} "
+                f"B unconsumed>")
+
+    # -- helper side ----------------------------------------------------------------------------
+    def _space(self, size: int) -> int | None:
+        """The position of a new record of `size` data bytes, or None if it does not fit."""
+        if size > RINGBUF_MAX_RECORD_SZ:
+            return None
+        length = (size + RINGBUF_HDR_SZ + 7) & ~7
+        if length > self.size:
+            return None
+        # the oldest record still reserved (dicts keep reservation order), as the kernel's
+        # pending_pos walks to it
+        pending = next((r.pos for r in self._reserved.values()), self.producer_pos)
+        new = self.producer_pos + length
+        if new - self.consumer_pos > self.mask or new - pending > self.mask:
+            return None
+        pos, self.producer_pos = self.producer_pos, new
+        return pos
+
+    def reserve(self, size: int, flags: int) -> int:
+        """bpf_ringbuf_reserve: the address of `size` bytes to fill, or 0 (NULL)."""
+        if flags:
+            return 0
+        pos = self._space(size)
+        if pos is None:
+            return 0
+        region = self.memory.map(bytearray(size), f"ringbuf {self.name!r} record at {pos}")
+        record = _Record(pos, self.producer_pos - pos, region)
+        self._records.append(record)
+        self._reserved[region.base] = record
+        if self.retired_flag is not None:
+            self.retired_flag[0] = 1
+        return region.base
+
+    def commit(self, address: int, discard: bool) -> bool:
+        """bpf_ringbuf_submit / _discard of a reserved record; False if `address` is not one."""
+        record = self._reserved.pop(address & ((1 << 64) - 1), None)
+        if record is None:
+            return False
+        assert record.region is not None
+        record.data = b"" if discard else bytes(record.region.buf)
+        record.state = "discarded" if discard else "committed"
+        self.memory.unmap(record.region)
+        record.region = None
+        return True
+
+    def output(self, data: bytes, flags: int) -> int:
+        """bpf_ringbuf_output: 0, -EINVAL (flags other than the wakeup ones), -EAGAIN (full)."""
+        if flags & ~(BPF_RB_NO_WAKEUP | BPF_RB_FORCE_WAKEUP):
+            return -_errno.EINVAL
+        pos = self._space(len(data))
+        if pos is None:
+            return -_errno.EAGAIN
+        self._records.append(_Record(pos, self.producer_pos - pos, None, bytes(data), "committed"))
+        return 0
+
+    def query(self, flags: int) -> int:
+        """bpf_ringbuf_query: available bytes, ring size, consumer or producer position; 0 for
+        any other flag."""
+        return {BPF_RB_AVAIL_DATA: self.producer_pos - self.consumer_pos, BPF_RB_RING_SIZE: self.size,
+                BPF_RB_CONS_POS: self.consumer_pos, BPF_RB_PROD_POS: self.producer_pos}.get(flags, 0)
+
+    def end_run(self) -> None:
+        for address in list(self._reserved):
+            self.commit(address, discard=True)
+            self.unreleased += 1
+
+    def _not_keyed(self, what: str) -> Exception:
+        return MemoryFault(f"map {self.name!r} is a ringbuf: {what} does not take it (the verifier "
+                           "refuses the call); use bpf_ringbuf_reserve/submit or bpf_ringbuf_output")
+
+    def lookup(self, key: bytes) -> int:
+        raise self._not_keyed("map_lookup_elem")
+
+    def update(self, key: bytes, value: bytes, flags: int) -> int:
+        raise self._not_keyed("map_update_elem")
+
+    def delete(self, key: bytes) -> int:
+        raise self._not_keyed("map_delete_elem")
+
+    # -- host side ------------------------------------------------------------------------------
+    def consume(self, as_type: Any = None, limit: int | None = None) -> list:
+        """The committed records, oldest first, up to the first one still reserved (at most
+        `limit`); they leave the ring.  Bytes, or decoded as `as_type` (a ctypes type reads the
+        record's first sizeof bytes; an int type or `int` the whole record)."""
+        out: list = []
+        records = self._records
+        while records and records[0].state != "busy" and (limit is None or len(out) < limit):
+            record = records.popleft()
+            self.consumer_pos = record.pos + record.length
+            if record.state == "committed":
+                out.append(_decode_record(record.data, as_type, self.name))
+        return out
+
+    def __iter__(self) -> Iterator:
+        """Consume the records one by one: `for raw in ring.maps["events"]: ...`."""
+        while batch := self.consume(limit=1):
+            yield batch[0]
+
+    def __len__(self) -> int:
+        """How many committed records a consume() would return now."""
+        n = 0
+        for record in self._records:
+            if record.state == "busy":
+                break
+            n += record.state == "committed"
+        return n
+
+    def __bool__(self) -> bool:
+        return True          # a map is a map, records or not
+
+    def _not_a_dict(self) -> TypeError:
+        return TypeError(f"map {self.name!r} is a ringbuf: it has records, not keys (consume() them)")
+
+    def _key(self, key: Any) -> bytes:
+        raise self._not_a_dict()
+
+    def raw_keys(self) -> list[bytes]:
+        raise self._not_a_dict()
+
+    def raw_value(self, key: bytes) -> bytes | None:
+        raise self._not_a_dict()
+
+
+def _decode_record(raw: bytes, as_type: Any, name: str) -> Any:
+    if as_type is None:
+        return raw
+    if isinstance(as_type, type) and issubclass(as_type, (ctypes.Structure, ctypes.Union, ctypes.Array)):
+        size = ctypes.sizeof(as_type)
+        if len(raw) < size:
+            raise ValueError(f"ringbuf {name!r}: a record of {len(raw)} bytes is too short for "
+                             f"{as_type.__name__} ({size} bytes)")
+        return as_type.from_buffer_copy(raw[:size])
+    return unpack(raw, as_type)
+
+
 def make_map(spec: MapSpec, memory: Memory, btf: Any = None) -> EngineMap:
     """The engine map for `spec`; ValueError naming the type for kinds the engine lacks."""
     cls = _MAP_CLASSES.get(spec.type)
@@ -419,5 +613,6 @@ _MAP_CLASSES: dict[int, type[EngineMap]] = {
     BPF_MAP_TYPE_HASH: HashMap, BPF_MAP_TYPE_ARRAY: ArrayMap,
     BPF_MAP_TYPE_PERCPU_HASH: PercpuHashMap, BPF_MAP_TYPE_PERCPU_ARRAY: PercpuArrayMap,
     BPF_MAP_TYPE_LRU_HASH: LruHashMap, BPF_MAP_TYPE_LRU_PERCPU_HASH: PercpuLruHashMap,
+    BPF_MAP_TYPE_RINGBUF: RingbufMap,
 }
 SUPPORTED_MAP_TYPES = {t: MAP_TYPE_NAMES[t] for t in _MAP_CLASSES}
