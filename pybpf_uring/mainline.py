@@ -18,7 +18,8 @@ libbpf does for `bpf_map__attach_struct_ops`, done here over `kernel` (bpf()) an
    in frozen `.rodata` so the verifier knows the region sizes), create the object's BTF and
    data maps (`load.load` with no programs), load each program the ops variable points at as
    BPF_PROG_TYPE_STRUCT_OPS against the kernel's `io_uring_bpf_ops` (expected_attach_type is
-   the member's index), create the struct_ops map whose value is the kernel's
+   the member's index; first, `check_region_views` refuses a program whose constant-size
+   view of the CQ or SQ region does not fit the ring), create the struct_ops map whose value is the kernel's
    `bpf_struct_ops_io_uring_bpf_ops` with the program fds and `ring_fd` at the offsets the
    kernel's BTF gives, and link it (BPF_LINK_CREATE, attach type BPF_STRUCT_OPS);
 4. run (`LoopRing.run`): `io_uring_enter(fd, 0, 0, GETEVENTS)` returns when the program says
@@ -1191,8 +1192,8 @@ def _ring_refusal(flags: int) -> str:
 
 _LINK_MEANINGS = {
     _errno.EBUSY: "the ring already has io_uring_bpf_ops attached (one per ring)",
-    _errno.EOPNOTSUPP: "the ring cannot run a BPF loop: it needs IORING_SETUP_DEFER_TASKRUN "
-                       "(and SINGLE_ISSUER, NO_SQARRAY) and no SQPOLL/IOPOLL",
+    # a ring whose flags explain it is an UnsuitableRingError (_ring_refusal); this is the rest
+    _errno.EOPNOTSUPP: "ring_fd is not an io_uring, or the kernel refuses a BPF loop on this ring",
     _errno.EBADF: "ring_fd is not an open io_uring",
 }
 
