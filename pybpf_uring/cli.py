@@ -186,7 +186,7 @@ def run_loop_step(obj, args) -> int:
     """A mainline module: attach its loop to a ring of a 7.1+ kernel, run it until it stops,
     and print its globals (on an older kernel the probe says what is missing)."""
     from .mainline import LoopRing
-    with LoopRing() as ring:
+    with LoopRing.fitting(obj) as ring:
         attachment = ring.attach(obj)
         ring.run(timeout=args.timeout)
         for name in attachment.globals:

@@ -511,6 +511,23 @@ class LoopRing:
         self.sq_off, self.cq_off = params.sq_off, params.cq_off
         self.features = params.features
 
+    @classmethod
+    def fitting(cls, obj: Any) -> "LoopRing":
+        """A ring sized for `obj`'s constant-size region views (check_region_views): as many CQ
+        entries as its CQ view holds CQEs, at least as many SQ entries as its SQ view holds
+        SQEs -- what `pybpf-uring run` gives a module."""
+        ring = cls()
+        cq, sq = ring.cq_entries, ring.sq_entries
+        for view in region_views(obj):
+            if view.region == IOU_REGION_CQ and view.size > ring.cq_off.cqes:
+                cq = (view.size - ring.cq_off.cqes) // CQE_SIZE
+            elif view.region == IOU_REGION_SQ:
+                sq = max(sq, -(-view.size // SQE_SIZE))
+        if (cq, sq) == (ring.cq_entries, ring.sq_entries):
+            return ring
+        ring.close()
+        return cls(sq, cq)
+
     @property
     def sq_rewind(self) -> bool:
         return bool(self.flags & IORING_SETUP_SQ_REWIND)

@@ -116,6 +116,16 @@ def test_cli_run_prints_the_refusal_without_a_traceback(c_object, tmp_path):
                           f"EOPNOTSUPP): the ring was set up with IORING_SETUP_IOPOLL\n{RULE}\n")
 
 
+def test_cli_run_sizes_the_ring_for_the_samples_views():
+    """`pybpf-uring run` gives a module a ring its constant-size views fit (LoopRing.fitting):
+    the NOP sample's CQ view holds 64 CQEs, more than a default ring's CQ."""
+    run = subprocess.run([sys.executable, "-m", "pybpf_uring", "run", "samples/mainline_nops.py"],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert run.returncode == 0, run.stderr
+    values = dict(line.split(" = ") for line in run.stdout.splitlines())
+    assert values["target"] == values["submitted"] == values["completed"] == "1000"
+
+
 # --- region views ------------------------------------------------------------------------------------
 def test_a_cq_view_for_another_cq_size_is_refused_before_loading(python_object):
     obj = python_object("cp")                          # its view: 8 CQEs
