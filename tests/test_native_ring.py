@@ -1252,3 +1252,65 @@ def test_a_cq_deeper_than_its_native_buffer_is_left_to_python(monkeypatch):
     assert [v for _, v in out.maps["rets"][1:nops + 1]] == [0] * nops
     # once CQ 2 outgrew its buffer, each emit went through Python, the rest stayed native
     assert probe.codes[-1] == READY and probe.python_runs == 1
+
+
+SHARED = """
+    from pybpf_uring import iouring, ArrayMap, HashMap, i32, u64
+    from pybpf_uring.uring import IoUringCtx, Sqe, Cqe, queue_sqe, reap_cqe, prep_nop
+
+    table = HashMap(u64, u64, 8)
+    stats = ArrayMap(u64, 2)       # [0] rounds, [1] the sum of what the lookups found
+
+    @iouring
+    def reader(ctx: IoUringCtx) -> i32:
+        cqe = Cqe()
+        reap_cqe(ctx, 1, cqe)
+        n = stats[0]
+        if n >= ctx.user_data:
+            return 0
+        stats[0] = n + 1
+        for k in range(8):
+            stats[1] += table[k]
+        sqe = Sqe()
+        prep_nop(sqe)
+        sqe.cq_idx = 1
+        queue_sqe(ctx, sqe)
+        ctx.wait_idx = 1
+        ctx.wait_nr = 1
+        return 0
+"""
+
+
+def test_another_thread_may_read_and_update_maps_during_a_native_wait():
+    """A native wait releases the GIL: a host thread reading the maps and rewriting existing
+    keys meanwhile sees and makes consistent values.  (Creating or deleting hash keys maps and
+    unmaps engine memory, which is the ring thread's: docs/runtime.md.)"""
+    import threading
+    rounds = 20_000
+    with Ring(entries=8, cq_sizes=(8,)) as ring:
+        ring.register(compiled(SHARED, "shared.py"))
+        table, stats = ring.maps["table"], ring.maps["stats"]
+        for k in range(8):
+            table[k] = 1
+        stop, errors, seen = threading.Event(), [], []
+
+        def churn():
+            try:
+                while not stop.is_set():
+                    for k in range(8):
+                        table[k] = 1                   # in place: the same value
+                    seen.append(stats[0])
+            except BaseException as exc:      # noqa: BLE001 -- reported by the test
+                errors.append(exc)
+
+        worker = threading.Thread(target=churn)
+        worker.start()
+        try:
+            ring.submit_bpf("reader", user_data=rounds)
+            done = ring.wait_cqe(0, timeout=60)
+        finally:
+            stop.set()
+            worker.join()
+        assert not errors and done.res == 0 and not ring.faults
+        assert (stats[0], stats[1]) == (rounds, 8 * rounds)
+        assert seen == sorted(seen) and len(seen) > 1     # it ran while the wait did

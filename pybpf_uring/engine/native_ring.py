@@ -104,10 +104,10 @@ class HashIndex:
     def rebuild(self) -> None:
         self.slots = ctypes.create_string_buffer(self.capacity * self.stride)
         self.used = 0
-        word = self.base + _MP["mask"]
-        self.record[word:word + 3] = [self.capacity - 1, ctypes.addressof(self.slots), self.stride]
         for key, region in self.map._elements.items():
             self.put(key, region.base)
+        word = self.base + _MP["mask"]
+        self.record[word:word + 3] = [self.capacity - 1, ctypes.addressof(self.slots), self.stride]
 
     def _find(self, key: bytes) -> tuple[int, int | None, bool]:
         """(slot of the key or -1, first reusable slot on the way, whether that one is empty
@@ -135,13 +135,16 @@ class HashIndex:
                 return
             self.used += empty
         offset = slot * self.stride
-        self.slots[offset:offset + 8] = address.to_bytes(8, "little")
         self.slots[offset + 8:offset + 8 + self.key_size] = key
+        self._store(offset, address)
 
     def remove(self, key: bytes) -> None:
         found, _, _ = self._find(key)
         if found >= 0:
-            self.slots[found * self.stride:found * self.stride + 8] = _TOMB.to_bytes(8, "little")
+            self._store(found * self.stride, _TOMB)
+
+    def _store(self, offset: int, address: int) -> None:
+        _U64.from_buffer(self.slots, offset).value = address
 
 
 class NativeProgram:
