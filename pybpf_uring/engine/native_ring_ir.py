@@ -634,11 +634,13 @@ define internal i1 @refused(i64 %n) alwaysinline {
   ret i1 %b
 }
 
-; 148 bpf_copy_from_user(dst, size, uptr)  (Helpers.copy_from_user)
-define i64 @nh_copy_from_user(ptr %st, i64 %pc, i64 %a1, i64 %a2, i64 %a3, i64 %a4, i64 %a5) {
+; `size` bytes between program memory at `local` (engine address) and user address `user`,
+; with process_vm_readv (`into_program`, which zeroes the buffer on a fault) or process_vm_writev:
+; 0, -EFAULT, or 1 when the Python helper must do it (no session, a size it checks, a buffer
+; the region table does not serve, a sandbox refusing the call -- the Python helper raises)
+define internal i64 @copy_user(ptr %st, i64 %local, i64 %user, i64 %size, i1 %into_program) alwaysinline {
 entry:
   %r = call ptr @session(ptr %st)
-  %size = and i64 %a2, 4294967295
   %on = icmp ne ptr %r, null
   %some = icmp ne i64 %size, 0
   %small = icmp ule i64 %size, 16777216
@@ -646,13 +648,15 @@ entry:
   %go = and i1 %on, %sized
   br i1 %go, label %find, label %python
 find:
-  %dst = call ptr @host(ptr %st, i64 %a1, i64 %size, i64 2)
-  %found = icmp ne ptr %dst, null
+  %access = select i1 %into_program, i64 2, i64 1
+  %buf = call ptr @host(ptr %st, i64 %local, i64 %size, i64 %access)
+  %found = icmp ne ptr %buf, null
   br i1 %found, label %copy, label %python
 copy:
-  %fnp = getelementptr i64, ptr %r, i64 #RG_VM_READV#
+  %which = select i1 %into_program, i64 #RG_VM_READV#, i64 #RG_VM_WRITEV#
+  %fnp = getelementptr i64, ptr %r, i64 %which
   %fn = load ptr, ptr %fnp
-  %n = call i64 @vm_copy(ptr %r, ptr %fn, ptr %dst, i64 %a3, i64 %size)
+  %n = call i64 @vm_copy(ptr %r, ptr %fn, ptr %buf, i64 %user, i64 %size)
   %all = icmp eq i64 %n, %size
   br i1 %all, label %done, label %short
 done:
@@ -661,8 +665,25 @@ short:
   %sandbox = call i1 @refused(i64 %n)
   br i1 %sandbox, label %python, label %fault
 fault:
-  call void @llvm.memset.p0.i64(ptr %dst, i8 0, i64 %size, i1 false)
+  br i1 %into_program, label %zero, label %efault
+zero:
+  call void @llvm.memset.p0.i64(ptr %buf, i8 0, i64 %size, i1 false)
+  br label %efault
+efault:
   ret i64 -14
+python:
+  ret i64 1
+}
+
+; 148 bpf_copy_from_user(dst, size, uptr)  (Helpers.copy_from_user)
+define i64 @nh_copy_from_user(ptr %st, i64 %pc, i64 %a1, i64 %a2, i64 %a3, i64 %a4, i64 %a5) {
+entry:
+  %size = and i64 %a2, 4294967295
+  %rc = call i64 @copy_user(ptr %st, i64 %a1, i64 %a3, i64 %size, i1 true)
+  %py = icmp eq i64 %rc, 1
+  br i1 %py, label %python, label %done
+done:
+  ret i64 %rc
 python:
   %w = call i64 @python_helper(ptr %st, i64 %pc, i64 %a1, i64 %a2, i64 %a3, i64 %a4, i64 %a5)
   ret i64 %w
@@ -671,29 +692,12 @@ python:
 ; 167 bpf_copy_to_user(uptr, src, size)  (Helpers.copy_to_user)
 define i64 @nh_copy_to_user(ptr %st, i64 %pc, i64 %a1, i64 %a2, i64 %a3, i64 %a4, i64 %a5) {
 entry:
-  %r = call ptr @session(ptr %st)
   %size = and i64 %a3, 4294967295
-  %on = icmp ne ptr %r, null
-  %some = icmp ne i64 %size, 0
-  %go = and i1 %on, %some
-  br i1 %go, label %find, label %python
-find:
-  %src = call ptr @host(ptr %st, i64 %a2, i64 %size, i64 1)
-  %found = icmp ne ptr %src, null
-  br i1 %found, label %copy, label %python
-copy:
-  %fnp = getelementptr i64, ptr %r, i64 #RG_VM_WRITEV#
-  %fn = load ptr, ptr %fnp
-  %n = call i64 @vm_copy(ptr %r, ptr %fn, ptr %src, i64 %a1, i64 %size)
-  %all = icmp eq i64 %n, %size
-  br i1 %all, label %done, label %short
+  %rc = call i64 @copy_user(ptr %st, i64 %a2, i64 %a1, i64 %size, i1 false)
+  %py = icmp eq i64 %rc, 1
+  br i1 %py, label %python, label %done
 done:
-  ret i64 0
-short:
-  %sandbox = call i1 @refused(i64 %n)
-  br i1 %sandbox, label %python, label %fault
-fault:
-  ret i64 -14
+  ret i64 %rc
 python:
   %w = call i64 @python_helper(ptr %st, i64 %pc, i64 %a1, i64 %a2, i64 %a3, i64 %a4, i64 %a5)
   ret i64 %w
