@@ -147,7 +147,7 @@ class EngineInstance:
         # other kinds (a socket filter beside them, a syscall program under test) on first use,
         # so an object mixing kinds registers even if their helpers are not the engine's.
         self._specs = {spec.name: spec for spec in obj.programs}
-        self._natives: Any = None         # native helpers for JIT'd programs, made with the first
+        self._natives: Any = None         # native_tables(): helper table, maps table, their buffers
         self.programs: dict[str, EngineProgram] = {
             spec.name: EngineProgram(self, spec) for spec in obj.programs if spec.kind == "iouring"}
 
@@ -226,16 +226,12 @@ class EngineInstance:
 
     def enable_native_helpers(self) -> None:
         """Fill the native helper table (engine.native_ring): from now on this object's JIT'd
-        programs call the RFC helpers and array-map lookup/update as native code."""
+        programs call the helpers of jit_lift.NATIVE_HELPERS as native code."""
         self.native_tables()
         from .native_ring import native_helpers
         table = self._natives[0]
         for helper, address in native_helpers().items():
             table[helper] = address
-
-    def native_ok(self) -> bool:
-        """Whether this object's programs may run inside a native wait."""
-        return self.native_waits
 
     def begin_run(self) -> None:
         for m in self._run_maps:
@@ -377,8 +373,8 @@ class EngineProgram:
     # -- native waits (engine.native_ring) ------------------------------------------------------
     def native(self):
         """A `NativeProgram` for a Ring's native waits, or None when this program must run in
-        Python (the interpreter, or an object with hash maps)."""
-        if self.backend != "jit" or self.spec.kind != "iouring" or not self.instance.native_ok():
+        Python (the interpreter, or native_waits=False)."""
+        if self.backend != "jit" or self.spec.kind != "iouring" or not self.instance.native_waits:
             return None
         from .native_ring import NativeProgram
         return NativeProgram(self, self.vm, self._ctx_region(CTX_SIZE))
