@@ -20,7 +20,7 @@ Helpers and kfuncs, and memory the inline path cannot serve, go through function
 the run's state block (`STATE_FIELDS`) to ctypes callbacks that run the interpreter's own Python
 code; a callback that faults sets `status` and every frame returns at once.  The helpers in
 `NATIVE_HELPERS` are looked up first in the state's `natives` table: when the engine filled it
-(native_ring_ir: the RFC ring helpers and array-map lookup), the call stays in native code.
+(native_ring_ir: the RFC ring helpers, map lookups, copies, the clock), the call stays native.
 
 Memory.  An address is `region id << 32 | 2 GiB + offset` (memory.py).  The checked path looks
 the id up in the run's region table (`{ptr, readable bytes, writable bytes}` per id, 0 bytes for

@@ -451,7 +451,7 @@ queue:
 }
 """
 
-# The RFC helpers and array-map lookup, with the JIT's helper signature
+# The helpers of jit_lift.NATIVE_HELPERS, with the JIT's helper signature
 _HELPERS = r"""
 ; 164 iouring_queue_sqe(ctx, sqe, len)  (Helpers.queue_sqe)
 define i64 @nh_queue_sqe(ptr %st, i64 %pc, i64 %a1, i64 %a2, i64 %a3, i64 %a4, i64 %a5) {
