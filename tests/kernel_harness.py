@@ -1,9 +1,13 @@
 """Shared by the kernel tests: compile a BPF module from source, load it into the running
 kernel, and run its syscall programs with test_run on a ctx built from the module's own
-Struct classes (the source is also ordinary Python, so executing it gives the host classes)."""
+Struct classes (the source is also ordinary Python, so executing it gives the host classes);
+and build clang-22's object of a C twin (`clang_object`)."""
 from __future__ import annotations
 
 import contextlib
+import shutil
+import subprocess
+from pathlib import Path
 
 from pybpf_uring import compile_source
 
@@ -31,3 +35,20 @@ def floordiv(a: int, b: int) -> int:
 def floormod(a: int, b: int) -> int:
     """The DSL's `%`: Python's floor modulo, and the dividend for a zero divisor."""
     return a if b == 0 else a % b
+
+
+CLANG = shutil.which("clang-22")
+
+
+def clang_object(directory: Path, name: str, source: str):
+    """The BpfObject clang-22 -O2 -g -mcpu=v3 makes of C `source` (written to directory/name.c);
+    the test is skipped where clang-22 is not installed."""
+    import pytest
+    from pybpf_uring.objfile import BpfObject
+    if CLANG is None:
+        pytest.skip("clang-22 not installed")
+    c, o = directory / f"{name}.c", directory / f"{name}.o"
+    c.write_text(source)
+    subprocess.run([CLANG, "-O2", "-g", "-target", "bpf", "-mcpu=v3", "-c", str(c), "-o", str(o)],
+                   check=True)
+    return BpfObject.read(o)

@@ -9,12 +9,11 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import shutil
-import subprocess
 import textwrap
 import time
 
 import pytest
+from kernel_harness import CLANG, clang_object
 
 from pybpf_uring import Ring
 from pybpf_uring.engine import Memory, MemoryFault, instantiate
@@ -25,7 +24,6 @@ from pybpf_uring.objfile import MapSpec
 pytest.importorskip("llvmlite")
 from pybpf_uring import compile_source  # noqa: E402
 
-CLANG = shutil.which("clang-22")
 
 
 def key(n: int, size: int = 4) -> bytes:
@@ -286,14 +284,7 @@ char _license[] SEC("license") = "GPL";
 
 @pytest.fixture(scope="module")
 def c_object(tmp_path_factory):
-    if CLANG is None:
-        pytest.skip("clang-22 not installed")
-    from pybpf_uring.objfile import BpfObject
-    d = tmp_path_factory.mktemp("c")
-    (d / "p.c").write_text(C_PROGRAM)
-    subprocess.run([CLANG, "-O2", "-g", "-target", "bpf", "-mcpu=v3", "-c", str(d / "p.c"),
-                    "-o", str(d / "p.o")], check=True)
-    return BpfObject.read(d / "p.o")
+    return clang_object(tmp_path_factory.mktemp("c"), "p", C_PROGRAM)
 
 
 def test_global_data_of_a_clang_object(c_object):
@@ -534,11 +525,7 @@ def test_helper_calls_return_what_the_kernel_helpers_return(tmp_path):
     hypothesis = pytest.importorskip("hypothesis")
     from hypothesis import strategies as st
 
-    from pybpf_uring.objfile import BpfObject
-    (tmp_path / "ops.c").write_text(MAP_OPS_C)
-    subprocess.run([CLANG, "-O2", "-g", "-target", "bpf", "-mcpu=v3", "-c", str(tmp_path / "ops.c"),
-                    "-o", str(tmp_path / "ops.o")], check=True)
-    obj = BpfObject.read(tmp_path / "ops.o")
+    obj = clang_object(tmp_path, "ops", MAP_OPS_C)
     op = st.tuples(st.integers(0, 2), st.integers(0, 1), st.integers(0, 5),
                    st.integers(0, 2**64 - 1), st.sampled_from([0, 1, 2, 3, 4, 5, 6]))
 

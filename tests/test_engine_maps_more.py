@@ -11,17 +11,15 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import shutil
-import subprocess
 
 import pytest
+from kernel_harness import CLANG, clang_object
 
 from pybpf_uring.engine import Memory, MemoryFault, instantiate
 from pybpf_uring.engine.maps import (BPF_ANY, BPF_EXIST, BPF_NOEXIST, LruHashMap, PercpuArrayMap,
                                      PercpuHashMap, make_map)
 from pybpf_uring.objfile import MapSpec
 
-CLANG = shutil.which("clang-22")
 BACKENDS = ["interpreter", "jit"]
 
 
@@ -34,14 +32,6 @@ def _jit_or_skip(backend: str) -> None:
         from pybpf_uring.engine.jit import jit_available
         if (reason := jit_available()) is not None:
             pytest.skip(reason)
-
-
-def _compile(tmp_path, name: str, source: str):
-    from pybpf_uring.objfile import BpfObject
-    (tmp_path / f"{name}.c").write_text(source)
-    subprocess.run([CLANG, "-O2", "-g", "-target", "bpf", "-mcpu=v3", "-c", str(tmp_path / f"{name}.c"),
-                    "-o", str(tmp_path / f"{name}.o")], check=True)
-    return BpfObject.read(tmp_path / f"{name}.o")
 
 
 class _one_cpu:
@@ -200,7 +190,7 @@ def test_per_cpu_and_lru_maps_behave_as_the_kernel_s(tmp_path, backend):
     _jit_or_skip(backend)
     hypothesis = pytest.importorskip("hypothesis")
     from hypothesis import strategies as st
-    obj = _compile(tmp_path, "ops", MAP_OPS_C)
+    obj = clang_object(tmp_path, "ops", MAP_OPS_C)
     op = st.tuples(st.integers(0, 4), st.integers(0, 2), st.integers(0, 5),
                    st.integers(0, 2**64 - 1), st.sampled_from([0, 1, 2, 3, 4]))
 
@@ -373,7 +363,7 @@ def test_ringbuf_helpers_and_consumer_behave_as_the_kernel_s(tmp_path, backend):
     _jit_or_skip(backend)
     hypothesis = pytest.importorskip("hypothesis")
     from hypothesis import strategies as st
-    obj = _compile(tmp_path, "rb", RINGBUF_C)
+    obj = clang_object(tmp_path, "rb", RINGBUF_C)
     op = st.tuples(st.integers(0, 4), st.integers(0, 7), st.integers(0, 7), st.integers(0, 4100),
                    st.sampled_from([0, 0, 0, 1, 2, 3, 4]))
 
@@ -519,7 +509,7 @@ class Event(ctypes.Structure):
 def test_an_iouring_program_logs_to_a_ringbuf_the_host_consumes(tmp_path, backend):
     _jit_or_skip(backend)
     from pybpf_uring import Ring
-    obj = _compile(tmp_path, "events", RINGBUF_IOURING_C)
+    obj = clang_object(tmp_path, "events", RINGBUF_IOURING_C)
     with Ring(entries=8, cq_sizes=(256,)) as ring:
         ring.register(obj, engine=lambda o: instantiate(o, backend=backend))
         events = ring.maps["events"]
@@ -604,7 +594,7 @@ def test_ringbuf_records_across_the_runs_of_a_wait(tmp_path, native):
     left reserved were dropped as each run ended (else the rest would never be consumed)."""
     _jit_or_skip("jit")
     from pybpf_uring import Ring
-    obj = _compile(tmp_path, "rally", RALLY_C)
+    obj = clang_object(tmp_path, "rally", RALLY_C)
     with Ring(entries=8, cq_sizes=(8,)) as ring:
         ring.register(obj, engine=lambda o: instantiate(o, backend="jit", native_waits=native))
         ring.submit_bpf("rally", user_data=7)

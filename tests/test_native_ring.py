@@ -20,9 +20,7 @@ import errno
 import functools
 import importlib.util
 import os
-import shutil
 import signal
-import subprocess
 import textwrap
 import time
 from dataclasses import dataclass, field
@@ -30,6 +28,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
+from kernel_harness import clang_object
 from hypothesis import example, given, settings, strategies as st
 
 pytest.importorskip("llvmlite")
@@ -574,15 +573,7 @@ char _license[] SEC("license") = "GPL";
 
 @pytest.fixture(scope="module")
 def wild_object(tmp_path_factory):
-    clang = shutil.which("clang-22")
-    if clang is None:
-        pytest.skip("clang-22 not installed")
-    from pybpf_uring.objfile import BpfObject
-    d = tmp_path_factory.mktemp("wild")
-    (d / "wild.c").write_text(WILD_C)
-    subprocess.run([clang, "-O2", "-g", "-target", "bpf", "-mcpu=v3", "-c", str(d / "wild.c"),
-                    "-o", str(d / "wild.o")], check=True)
-    return BpfObject.read(d / "wild.o")
+    return clang_object(tmp_path_factory.mktemp("wild"), "wild", WILD_C)
 
 
 def test_a_bad_pointer_faults_inside_a_native_wait(wild_object):
@@ -643,14 +634,7 @@ char _license[] SEC("license") = "GPL";
 
 
 def test_a_hash_value_deleted_by_a_native_run_is_freed_when_that_run_ends(tmp_path):
-    clang = shutil.which("clang-22")
-    if clang is None:
-        pytest.skip("clang-22 not installed")
-    from pybpf_uring.objfile import BpfObject
-    (tmp_path / "stale.c").write_text(STALE_C)
-    subprocess.run([clang, "-O2", "-g", "-target", "bpf", "-mcpu=v3", "-c", str(tmp_path / "stale.c"),
-                    "-o", str(tmp_path / "stale.o")], check=True)
-    obj = BpfObject.read(tmp_path / "stale.o")
+    obj = clang_object(tmp_path, "stale", STALE_C)
 
     def host(ring):
         ring.submit_bpf("stale", user_data=5)
