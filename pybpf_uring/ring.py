@@ -596,7 +596,7 @@ class Ring:
         while True:
             # With requests parked on JIT-compiled programs, the rounds run natively until this CQ
             # has a CQE or something only this loop does is due (engine/native_ring.py).
-            if self._native is not None and self._parked and not self._runnable:
+            if self._native_due():
                 if self._native_wait(q):
                     return Cqe(*q.pop())
             if cq_u32[head_i] != cq_u32[tail_i]:
@@ -626,8 +626,7 @@ class Ring:
         timeout = min(timeout, _MAX_TIMEOUT)
         deadline = time.monotonic() + timeout
         while True:
-            if self._native is not None and self._parked and not self._runnable \
-                    and time.monotonic() < deadline:
+            if self._native_due() and time.monotonic() < deadline:
                 if self._native_wait(q, deadline):
                     return Cqe(*q.pop())
             self._drain()
@@ -684,6 +683,10 @@ class Ring:
                              f"(cq_sizes={self.cq_sizes})")
         return self._cqs[cq]
 
+    def _native_due(self) -> bool:
+        """Rounds a native wait can take: requests parked, none runnable (those start in Python)."""
+        return self._native is not None and bool(self._parked) and not self._runnable
+
     def _native_wait(self, q: _Cq, deadline: float | None = None, poll: bool = False) -> bool:
         """Native rounds until q has a CQE (True) or the Python loop must make one pass (False);
         `deadline` is a time.monotonic() value for timed waits; a `poll` never blocks nor
@@ -715,13 +718,13 @@ class Ring:
                     self._complete(req, 0)
                 else:
                     self._bad_wait(req, name)
-            if self._runnable or not self._parked:
+            if not self._native_due():
                 return False
 
     def _native_poll(self, q: _Cq) -> None:
         """The rounds that are due now, natively (a wait that may not block: its deadline has
         passed); the Python pass after it finds them done."""
-        if self._native is not None and self._parked and not self._runnable:
+        if self._native_due():
             self._native_wait(q, time.monotonic(), poll=True)
 
     def session_helpers(self) -> Helpers:
