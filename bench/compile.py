@@ -1,13 +1,16 @@
 """Compile benchmark: pybpf_uring against clang-22 on the same programs.
 
-Prints, as ratios against clang-22 measured in the same run:
+Prints:
 - instructions per program (its own and the subprograms it calls, as loaded) at each cpu,
-  for bench/programs.py and its C twin bench/programs.c (target: ≤ 1.0 everywhere);
-- in-process compile time per program, warm (target: ≤ 10 ms);
-- a cold `pybpf-uring compile` of the module against a cold `clang-22 -c` of the twin
-  (target: ≤ 0.15 s).
+  for bench/programs.py and its C twin bench/programs.c, as ratios (target: <= 1.0 everywhere);
+- in-process compile time per program, warm: the median over rounds and its min-max (target:
+  <= 10 ms; no ratio, since clang has no in-process twin to set beside it);
+- cold compiles, fresh processes taking turns (bench/measure.py says why): `pybpf-uring compile`
+  of programs.py against `clang-22 -c` of programs.c, both medians, their ratio and the min-max
+  of the per-round ratios; and `pybpf-uring compile` of a one-program sample against its target
+  (<= 0.15 s).
 
-Run: python3 bench/compile.py [--repeat N]
+Run: python3 bench/compile.py [--rounds N]
 """
 from __future__ import annotations
 
@@ -21,6 +24,11 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+sys.path.insert(1, HERE)
+
+from measure import compare, interleave, spread  # noqa: E402  (bench/measure.py)
+
 PROGRAMS_PY = os.path.join(HERE, "programs.py")
 PROGRAMS_C = os.path.join(HERE, "programs.c")
 SMALL_PY = os.path.join(os.path.dirname(HERE), "samples", "packet_stats.py")
@@ -36,57 +44,67 @@ def insn_counts(obj) -> dict[str, int]:
     return {p.name: len(p.linked().instructions) for p in obj.programs}
 
 
-def timed(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeat", type=int, default=20)
+    ap.add_argument("--rounds", type=int, default=11, help="interleaved rounds per figure")
     args = ap.parse_args()
     if shutil.which("clang-22") is None:
         print("clang-22 is needed for the baseline (apt-get install clang-22)", file=sys.stderr)
         return 2
     from pybpf_uring import BpfObject, compile_file
 
-    tmp = tempfile.mkdtemp()
-    print("instructions: pybpf_uring / clang-22 (per program, subprograms included)")
-    worst = 0.0
-    for cpu in CPUS:
-        out = os.path.join(tmp, f"twin-{cpu}.o")
-        subprocess.run(clang(cpu, out), check=True)
-        ours, theirs = insn_counts(compile_file(PROGRAMS_PY, cpu)), insn_counts(BpfObject.read(out))
-        cells = []
-        for name in theirs:
-            ratio = ours[name] / theirs[name]
-            worst = max(worst, ratio)
-            cells.append(f"{name} {ours[name]}/{theirs[name]}={ratio:.2f}")
-        print(f"  {cpu}: " + "  ".join(cells))
-    print(f"  worst ratio: {worst:.2f} (target <= 1.00)")
+    with tempfile.TemporaryDirectory() as tmp:
+        print("instructions: pybpf_uring / clang-22 (per program, subprograms included)")
+        worst = 0.0
+        for cpu in CPUS:
+            out = os.path.join(tmp, f"twin-{cpu}.o")
+            subprocess.run(clang(cpu, out), check=True)
+            ours, theirs = insn_counts(compile_file(PROGRAMS_PY, cpu)), insn_counts(BpfObject.read(out))
+            cells = []
+            for name in theirs:
+                ratio = ours[name] / theirs[name]
+                worst = max(worst, ratio)
+                cells.append(f"{name} {ours[name]}/{theirs[name]}={ratio:.2f}")
+            print(f"  {cpu}: " + "  ".join(cells))
+        print(f"  worst ratio: {worst:.2f} (target <= 1.00)")
 
-    n_programs = len(compile_file(PROGRAMS_PY).programs)
-    warm = timed(lambda: compile_file(PROGRAMS_PY), args.repeat)
-    clang_warm = timed(lambda: subprocess.run(clang("v3", os.path.join(tmp, "t.o")), check=True),
-                       max(3, args.repeat // 4))
-    print(f"in-process compile, warm: {warm * 1e3 / n_programs:.2f} ms per program "
-          f"({n_programs} programs in {warm * 1e3:.1f} ms; target <= 10 ms per program); "
-          f"ratio to a clang-22 process: {warm / clang_warm:.2f}")
+        n_programs = len(compile_file(PROGRAMS_PY).programs)
+        warm = interleave({"warm": lambda: timed(lambda: compile_file(PROGRAMS_PY))}, args.rounds,
+                          warmup=1)["warm"]
+        print(f"in-process compile, warm, median of {args.rounds}: "
+              f"{statistics.median(warm) * 1e3 / n_programs:.2f} ms per program "
+              f"({spread(warm, 1e3 / n_programs)}; {n_programs} programs in "
+              f"{statistics.median(warm) * 1e3:.1f} ms; target <= 10 ms per program)")
 
-    # A user's shell writes bytecode caches; this session's environment may forbid them.
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    for label, path in (("small file (1 program)", SMALL_PY), (f"programs.py ({n_programs} programs)", PROGRAMS_PY)):
-        cli = [sys.executable, "-m", "pybpf_uring", "compile", path, "-o", os.path.join(tmp, "cli.o")]
-        subprocess.run(cli, check=True, env=env)  # the first run writes __pycache__
-        cold = timed(lambda: subprocess.run(cli, check=True, env=env), max(5, args.repeat // 2))
-        print(f"cold CLI compile, {label}: {cold:.3f} s (target <= 0.15 s); "
-              f"clang-22 -c of all twins: {clang_warm:.3f} s; ratio {cold / clang_warm:.2f}")
-    shutil.rmtree(tmp)
+        # A user's shell writes bytecode caches; this session's environment may forbid them.
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+        def ours(path: str) -> list[str]:
+            return [sys.executable, "-m", "pybpf_uring", "compile", path, "-o",
+                    os.path.join(tmp, "cli.o")]
+
+        commands = {"pybpf-uring compile programs.py": ours(PROGRAMS_PY),
+                    "clang-22 -c programs.c": clang("v3", os.path.join(tmp, "t.o")),
+                    "pybpf-uring compile packet_stats.py": ours(SMALL_PY)}
+        # the warm-up round writes __pycache__, as a user's first run does
+        cold = interleave({label: lambda cmd=cmd: timed(lambda: subprocess.run(cmd, check=True, env=env))
+                           for label, cmd in commands.items()}, args.rounds, warmup=1)
+        ratio = compare(cold["pybpf-uring compile programs.py"], cold["clang-22 -c programs.c"])
+        print(f"cold compile, a fresh process each, median of {args.rounds} interleaved rounds "
+              "(wall time):")
+        print(f"  pybpf-uring compile programs.py ({n_programs} programs) {ratio.median:.3f} s, "
+              f"clang-22 -c programs.c {ratio.base_median:.3f} s: ratio {ratio.ratio:.2f} "
+              f"(spread {ratio.spread()})")
+        small = cold["pybpf-uring compile packet_stats.py"]
+        print(f"  pybpf-uring compile packet_stats.py (1 program) {statistics.median(small):.3f} s "
+              f"({spread(small, digits=3)}; target <= 0.15 s)")
     return 0
+
+
+def timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
 
 
 if __name__ == "__main__":

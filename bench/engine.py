@@ -1,9 +1,10 @@
 """Engine benchmark: the JIT (checked and unchecked) against the interpreter.
 
-Prints, as ratios against the interpreter measured in the same run (medians of --repeat runs,
-in this thread's CPU time):
+Every figure is a median over rounds in which the sides being compared take turns
+(bench/measure.py says why), printed with both medians, their ratio and the min-max of the
+per-round ratios; in-process times are this thread's CPU time:
 - instructions/s on loops whose inputs (trip count, seeds, factors) are read from memory at run
-  time, so LLVM cannot fold them to a closed form (NOTES: it will if it can see them):
+  time, so LLVM cannot fold them to a closed form (it will if it can see them):
     mul/add      three interleaved multiply-add recurrences (a = a*k + i, b = b*k + c,
                  c = c*m + a): no closed form exists, so every multiply runs
     mul/add lcg  one multiply-add chain (x = x * a + c; latency-bound: ~4 cycles per iteration
@@ -12,21 +13,23 @@ in this thread's CPU time):
                  iteration (the checked JIT looks each address up in the region table)
   (target: JIT >= 5 G insn/s on mul/add);
 - the fixed cost of one run of a tiny program on a field-exact io_uring ctx;
-- compile time per program: every program of the conformance suite, this benchmark's loops and
-  a program this project compiles, each compiled anew, against the interpreter's construction
-  time for the same program (target: <= 20 ms).  That is the time before the first run: a
-  program with large IR starts at codegen tier 0 and is recompiled at tier 1 once hot (jit.py,
-  TIER_LINES); the bench prints what that later recompile costs;
+- compile time per program: this benchmark's loops, a program this project compiles and, when
+  BPF_CONFORMANCE_TESTS names a directory of bpf_conformance `.data` cases, every program of
+  that suite, each compiled anew, against the interpreter's construction time for the same
+  program (target: <= 20 ms).  That is the time before the first run: a program with large IR
+  starts at codegen tier 0 and is recompiled at tier 1 once hot (jit.py, TIER_LINES); the bench
+  prints what that later recompile costs;
 - the NOP chain of bench/ring.py (a BPF request that queues a NOP, parks on its CQE and goes
   again) on each engine: the interpreter, the JIT with the rounds driven by the Python ring, and
-  the JIT with native waits (engine/native_ring.py), as ratios against the interpreter and a C
-  liburing loop run in the same invocation (target: native waits >= 0.5x C).
+  the JIT with native waits (engine/native_ring.py), against a C liburing loop and the
+  interpreter in the same rounds (target: native waits >= 0.5x C).
 
-Run: python3 bench/engine.py [--repeat N]   (2 shared cores here: compare medians, not maxima)
+Run: [BPF_CONFORMANCE_TESTS=DIR] python3 bench/engine.py [--rounds N]
 """
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import struct
 import sys
@@ -37,11 +40,12 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(1, str(HERE))
 
+from measure import compare, interleave  # noqa: E402  (bench/measure.py)
 from pybpf_uring.conformance import assemble, default_helpers, read_case  # noqa: E402
 from pybpf_uring.engine import Interpreter, Memory  # noqa: E402
 from pybpf_uring.engine.jit import Jit, jit_available  # noqa: E402
 
-SUITE = HERE.parent.parent / "shared" / "conformance" / "tests"
+SUITE_VARIABLE = "BPF_CONFORMANCE_TESTS"
 
 # This thread's CPU time: the engines run (and compile) on the calling thread, and on two cores
 # shared with other work, wall time mostly measures the neighbours.  (Cache and frequency effects
@@ -90,62 +94,121 @@ def inputs(count: int) -> bytearray:
     return block
 
 
-def rate(engine_class, name: str, count: int, repeat: int, **kw) -> tuple[float, int]:
-    """Median instructions/s over `repeat` runs, and r0 (so the engines can be compared)."""
-    memory = Memory()
-    region = memory.map(inputs(count), "in")
-    engine = engine_class(program(name), memory=memory, budget=1 << 62, **kw)
-    rates, r0 = [], None
-    for _ in range(repeat):
-        region.buf[:] = inputs(count)
+class LoopRun:
+    """One engine set up on a LOOPS program; each call runs the loop once from fresh inputs and
+    returns instructions/s."""
+
+    def __init__(self, engine_class, name: str, count: int, **kw) -> None:
+        self.memory = Memory()
+        self.count = count
+        self.region = self.memory.map(inputs(count), "in")
+        self.engine = engine_class(program(name), memory=self.memory, budget=1 << 62, **kw)
+        self.r0 = None
+
+    def __call__(self) -> float:
+        self.region.buf[:] = inputs(self.count)
         start = CLOCK()
-        r0 = engine.run(region.base)
-        rates.append(engine.executed / (CLOCK() - start))
-    return statistics.median(rates), r0
+        self.r0 = self.engine.run(self.region.base)
+        return self.engine.executed / (CLOCK() - start)
 
 
-def compile_times(repeat: int) -> list[tuple[str, float, float]]:
-    """(program, median JIT compile seconds, median interpreter construction seconds)."""
+def loop_rates(rounds: int, jit_iterations: int, interp_iterations: int) -> None:
+    """Per loop: the interpreter and both JITs in the same rounds; ratios against the
+    interpreter.  (The trip counts differ -- the interpreter would take minutes on the JIT's --
+    so the rates are per instruction, and a JIT run at the interpreter's count must agree on r0.)"""
+    print(f"instructions/s, median of {rounds} interleaved rounds (thread CPU time); ratio = "
+          "median / the interpreter's median, spread = min-max of the per-round ratios")
+    print(f"{'loop':14} {'interpreter':>13} {'JIT checked':>11} {'ratio':>6} {'spread':>9}"
+          f" {'JIT unchecked':>13} {'ratio':>6} {'spread':>9}")
+    for name in LOOPS:
+        sides = {"interpreter": LoopRun(Interpreter, name, interp_iterations),
+                 "checked": LoopRun(Jit, name, jit_iterations),
+                 "unchecked": LoopRun(Jit, name, jit_iterations, unchecked=True)}
+        samples = interleave(sides, rounds)
+        check = LoopRun(Jit, name, interp_iterations)      # the same answer as the interpreter
+        check()
+        assert check.r0 == sides["interpreter"].r0, (name, check.r0, sides["interpreter"].r0)
+        checked = compare(samples["checked"], samples["interpreter"])
+        unchecked = compare(samples["unchecked"], samples["interpreter"])
+        print(f"{name:14} {checked.base_median / 1e6:9.1f} M/s {checked.median / 1e9:7.2f} G/s "
+              f"{checked.ratio:5.0f}x {checked.spread(0):>9} {unchecked.median / 1e9:9.2f} G/s "
+              f"{unchecked.ratio:5.0f}x {unchecked.spread(0):>9}")
+
+
+def run_cost(rounds: int, runs: int = 4000) -> None:
+    """Seconds per run of a tiny program on the RFC's ctx (the fixed cost of a run), each
+    round's sample the mean over `runs` runs."""
+    code = assemble(enumerate(["ldxdw %r0, [%r1+0]", "ldxw %r2, [%r1+8]", "add %r0, %r2",
+                               "stxw [%r1+12], %r2", "exit"], start=1))[0]
+
+    def side(engine_class):
+        memory = Memory()
+        ctx = memory.map(bytearray(16), "ctx", fields=[(0, 8), (8, 4), (12, 4)])
+        engine = engine_class(code, memory=memory)
+
+        def sample() -> float:
+            start = CLOCK()
+            for _ in range(runs):
+                engine.run(ctx.base)
+            return (CLOCK() - start) / runs
+        return sample
+
+    samples = interleave({"interpreter": side(Interpreter), "JIT": side(Jit)}, rounds, warmup=1)
+    cost = compare(samples["interpreter"], samples["JIT"])
+    print(f"\na run of a 5-instruction io_uring-style program (field-exact 16-byte ctx), median of "
+          f"{rounds} rounds: interpreter {cost.median * 1e6:.2f} us, JIT {cost.base_median * 1e6:.2f} us; "
+          f"the JIT {cost.ratio:.1f}x as fast (spread {cost.spread(1)})")
+
+
+def compile_times(rounds: int) -> None:
+    """Per program, JIT construction and interpreter construction in the same rounds."""
     programs = [(f"loop {name}", program(name)) for name in LOOPS]
     programs += [(f"compiled {name}", insns) for name, insns in compiled_programs()]
-    if SUITE.is_dir():
-        for path in sorted(SUITE.glob("*.data")):
+    suite = os.environ.get(SUITE_VARIABLE)
+    if suite and Path(suite).is_dir():
+        for path in sorted(Path(suite).glob("*.data")):
             case = read_case(path)
             if not case.needs_callx:
                 programs.append((path.stem, case.program))
     helpers = default_helpers()        # the suite's call_unwind cases call helper 5
-    out = []
+    rows = []
     for name, code in programs:
-        jits, jit = [], []
-        for _ in range(repeat):
+        built: list[Jit] = []
+
+        def jit_side() -> float:
             start = CLOCK()
-            jits.append(Jit(code, helpers=helpers, cache=False))
-            jit.append(CLOCK() - start)
-        if jits[0].tier == 0:                 # what tiering up costs later, once hot
-            name += f" (tier 0; tier 1 {tier_up_seconds(jits[0]) * 1e3:.0f} ms when hot)"
-        interp = []
-        for _ in range(repeat):
+            built.append(Jit(code, helpers=helpers, cache=False))
+            return CLOCK() - start
+
+        def interp_side() -> float:
             start = CLOCK()
             Interpreter(code, helpers=helpers)
-            interp.append(CLOCK() - start)
-        out.append((name, statistics.median(jit), statistics.median(interp)))
-    return out
+            return CLOCK() - start
 
-
-def run_cost(engine_class, runs: int = 20_000) -> float:
-    """Seconds per run of a tiny program on the RFC's ctx: the fixed cost of a run."""
-    memory = Memory()
-    ctx = memory.map(bytearray(16), "ctx", fields=[(0, 8), (8, 4), (12, 4)])
-    code = assemble(enumerate(["ldxdw %r0, [%r1+0]", "ldxw %r2, [%r1+8]", "add %r0, %r2",
-                               "stxw [%r1+12], %r2", "exit"], start=1))[0]
-    engine = engine_class(code, memory=memory)
-    costs = []
-    for _ in range(5):
-        start = CLOCK()
-        for _ in range(runs // 5):
-            engine.run(ctx.base)
-        costs.append((CLOCK() - start) / (runs // 5))
-    return statistics.median(costs)
+        samples = interleave({"JIT": jit_side, "interpreter": interp_side}, rounds)
+        note = ""
+        if built[0].tier == 0:                 # what tiering up costs later, once hot
+            note = f"; tier 0, tier 1 {tier_up_seconds(built[0]) * 1e3:.0f} ms when hot"
+        rows.append((name, note, compare(samples["JIT"], samples["interpreter"])))
+    print(f"\ncompile time per program, {len(rows)} programs (Jit construction: validate, lift, "
+          f"optimise, codegen; each compiled anew; median of {rounds} rounds against the "
+          "interpreter's construction; thread CPU time)")
+    if not suite:
+        print(f"  (set {SUITE_VARIABLE} to a directory of bpf_conformance .data cases to time "
+              "that suite's programs too)")
+    elif not Path(suite).is_dir():
+        print(f"  ({SUITE_VARIABLE}={suite} is not a directory: the suite's programs are left out)")
+    jit_ms = [c.median * 1e3 for _, _, c in rows]
+    ratios = [c.ratio for _, _, c in rows]
+    slowest = max(rows, key=lambda row: row[2].median)
+    print(f"  over the programs: JIT median {statistics.median(jit_ms):.1f} ms, max "
+          f"{max(jit_ms):.1f} ms ({slowest[0]}{slowest[1]}); interpreter construction median "
+          f"{statistics.median(c.base_median for _, _, c in rows) * 1e3:.2f} ms; JIT / interpreter "
+          f"median {statistics.median(ratios):.1f}x (programs' range {min(ratios):.1f}-"
+          f"{max(ratios):.1f}x)")
+    for name, note, c in rows[:len(LOOPS) + 1]:
+        print(f"  {name:22} JIT {c.median * 1e3:6.1f} ms  interpreter {c.base_median * 1e3:6.2f} ms "
+              f"({c.ratio:5.1f}x, spread {c.spread(1)}{note})")
 
 
 def tier_up_seconds(jit: Jit) -> float:
@@ -167,9 +230,28 @@ def compiled_programs():
     return [(p.name, p.linked().instructions) for p in obj.programs]
 
 
+def nop_chain(n: int, rounds: int) -> None:
+    """bench/ring.py's BPF NOP chain per engine, against C liburing and the interpreter, all in
+    the same rounds."""
+    import tempfile
+    import ring as ring_bench          # bench/ring.py
+    with tempfile.TemporaryDirectory() as tmp:
+        exe = ring_bench.build_c(tmp)
+        print()
+        if exe is None:
+            print("BPF NOP chain: no C baseline (gcc and liburing-dev are needed)")
+            return
+        sides = ring_bench.engine_sides(n)
+        samples = ring_bench.chain_table(exe, n, sides, rounds)
+    interp, *jits = sides
+    for name in jits:
+        c = compare(samples[name], samples[interp])
+        print(f"  {name}: {c.ratio:.1f}x the interpreter (spread {c.spread(1)})")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeat", type=int, default=11)
+    ap.add_argument("--rounds", type=int, default=11, help="interleaved rounds per figure")
     ap.add_argument("--jit-iterations", type=int, default=20_000_000)
     ap.add_argument("--interp-iterations", type=int, default=100_000)
     ap.add_argument("--chain", type=int, default=100_000, help="NOPs in the BPF NOP chain")
@@ -178,57 +260,11 @@ def main() -> int:
     if reason is not None:
         print(f"the JIT cannot run here: {reason}", file=sys.stderr)
         return 2
-    print(f"instructions/s (median of {args.repeat}, thread CPU time), ratio against the "
-          "interpreter")
-    print(f"{'loop':14} {'interpreter':>14} {'JIT checked':>22} {'JIT unchecked':>22}")
-    for name in LOOPS:
-        base, r_base = rate(Interpreter, name, args.interp_iterations, max(3, args.repeat // 2))
-        checked, _ = rate(Jit, name, args.jit_iterations, args.repeat)
-        unchecked, _ = rate(Jit, name, args.jit_iterations, args.repeat, unchecked=True)
-        # the same answer as the interpreter, at the interpreter's trip count
-        _, r_jit = rate(Jit, name, args.interp_iterations, 1)
-        assert r_jit == r_base, (name, r_jit, r_base)
-        print(f"{name:14} {base / 1e6:10.1f} M/s {checked / 1e9:8.2f} G/s ({checked / base:5.0f}x)"
-              f" {unchecked / 1e9:8.2f} G/s ({unchecked / base:5.0f}x)")
-    per_run = {cls.__name__: run_cost(cls) for cls in (Interpreter, Jit)}
-    print(f"\na run of a 5-instruction io_uring-style program (field-exact 16-byte ctx): "
-          f"interpreter {per_run['Interpreter'] * 1e6:.2f} us, JIT {per_run['Jit'] * 1e6:.2f} us "
-          f"({per_run['Interpreter'] / per_run['Jit']:.1f}x)")
-    times = compile_times(max(3, args.repeat // 2))
-    jit_ms = [t[1] * 1e3 for t in times]
-    ratio = [t[1] / t[2] for t in times]
-    print(f"\ncompile time per program, {len(times)} programs (Jit construction: validate, lift, "
-          "optimise, codegen; each compiled anew; median of runs; thread CPU time)")
-    print(f"  JIT: median {statistics.median(jit_ms):.1f} ms, max {max(jit_ms):.1f} ms "
-          f"({max(times, key=lambda t: t[1])[0]}); interpreter construction: median "
-          f"{statistics.median(t[2] for t in times) * 1e3:.2f} ms; "
-          f"JIT / interpreter median {statistics.median(ratio):.1f}x")
-    for name, jit_s, interp_s in times[:len(LOOPS) + 1]:
-        print(f"  {name:22} JIT {jit_s * 1e3:6.1f} ms  interpreter {interp_s * 1e3:6.2f} ms "
-              f"({jit_s / interp_s:5.1f}x)")
-    nop_chain(args.chain, max(3, args.repeat // 2))
+    loop_rates(args.rounds, args.jit_iterations, args.interp_iterations)
+    run_cost(args.rounds)
+    compile_times(max(3, args.rounds // 2))
+    nop_chain(args.chain, max(3, args.rounds // 2))
     return 0
-
-
-def nop_chain(n: int, repeat: int) -> None:
-    """bench/ring.py's BPF NOP chain per engine, against the interpreter and C liburing."""
-    import tempfile
-    import ring as ring_bench          # bench/ring.py
-    with tempfile.TemporaryDirectory() as tmp:
-        exe = ring_bench.build_c(tmp)
-        c_ops = statistics.median(ring_bench.c_chain(exe, n) for _ in range(repeat)) if exe else None
-    print(f"\nBPF NOP chain (bench/ring.py), one NOP at a time, best of {repeat} (wall time)")
-    if c_ops is None:
-        print("  (no C baseline: gcc and liburing-dev are needed)")
-    else:
-        print(f"  {'C liburing':20} {c_ops:12,.0f} ops/s")
-    base = None
-    for label, options in ring_bench.ENGINES.items():
-        count = n if options.get("backend") != "interpreter" else max(1000, n // 20)
-        ops = max(ring_bench.bench_bpf_chain_engine(count, **options)[0] for _ in range(repeat))
-        base = base or ops
-        versus_c = f", {ops / c_ops:.3f}x C" if c_ops else ""
-        print(f"  {label:20} {ops:12,.0f} ops/s  ({ops / base:6.1f}x the interpreter{versus_c})")
 
 
 if __name__ == "__main__":

@@ -14,13 +14,15 @@ their B CQEs and advancing the CQ head:
 - `bpf loop (Python)`: samples/mainline_nops.py compiled by pybpf_uring (BATCH = 8, so only in
   the 8-in-flight table), when it compiles and the kernel accepts it; otherwise the reason.
 
-Printed: NOPs/s, io_uring_enter calls per 1000 NOPs, loop steps per 1000 NOPs, and NOPs/s as
-ratios against the C loop.  This machine's kernel (6.18) has no io_uring_bpf_ops, so by default
-the script boots Debian's 7.2 kernel (../shared/vm/vmrun, TCG: software emulation) and runs
-itself there with --here; compare ratios, not absolute rates, which TCG slows down by 10-50x
-unevenly (guest user code and guest kernel code are both emulated, system call entry more so).
+The loops take turns in rounds (bench/measure.py says why).  Printed per loop: the median NOPs/s,
+io_uring_enter calls and loop steps per 1000 NOPs, and the median's ratio to the C loop's median
+over the same rounds with the min-max of the per-round ratios.  A kernel without
+io_uring_bpf_ops (6.18 here) makes the script boot Debian's 7.2 kernel with the project's
+tools/vm/vmrun (TCG: software emulation) and run itself there with --here; compare ratios, not
+absolute rates, which TCG slows down by 10-50x unevenly (guest user code and guest kernel code
+are both emulated, system call entry more so).
 
-Run: python3 bench/mainline.py [-n N] [--batch B[,B...]] [--repeat R] [--here]
+Run: python3 bench/mainline.py [-n N] [--batch B[,B...]] [--rounds R] [--here]
 """
 from __future__ import annotations
 
@@ -28,7 +30,6 @@ import argparse
 import os
 import shlex
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -37,11 +38,13 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
+sys.path.insert(1, HERE)
 
+from measure import compare, interleave  # noqa: E402  (bench/measure.py)
 from pybpf_uring import mainline  # noqa: E402
 from pybpf_uring.diagnostics import CompileError  # noqa: E402
 
-VMRUN = os.path.normpath(os.path.join(ROOT, "..", "shared", "vm", "vmrun"))
+VMRUN = os.path.join(ROOT, "tools", "vm", "vmrun")
 NOPS_C = os.path.join(ROOT, "tests", "data", "mainline_nops.c")
 NOPS_PY = os.path.join(ROOT, "samples", "mainline_nops.py")
 PY_BATCH, PY_CQ = 8, 64     # the sample's BATCH and CQ_SLOTS
@@ -182,23 +185,29 @@ def bench_c(exe: str, n: int, batch: int) -> dict:
     return {"ns": ns, "enters": enters, "steps": 0}
 
 
-def measure(fn, repeat: int) -> dict:
-    runs = [fn() for _ in range(repeat)]
-    best = min(runs, key=lambda r: r["ns"])
-    best["median_ns"] = statistics.median(r["ns"] for r in runs)
-    return best
+def report(sides: dict, n: int, batch: int, rounds: int) -> str:
+    """Measure `sides` (name -> a run returning {"ns", "enters", "steps"}) in interleaved rounds
+    and format the table: NOPs/s medians against the C loop's (or, without a C compiler, the
+    Python loop's) in the same rounds."""
+    last: dict[str, dict] = {}
 
+    def rate(name, fn):
+        def side() -> float:
+            last[name] = fn()
+            return n / (last[name]["ns"] / 1e9)
+        return side
 
-def report(results: dict[str, dict], n: int, batch: int) -> str:
-    base = results.get("C userspace") or results["Python userspace"]
-    base_name = "C userspace" if "C userspace" in results else "Python userspace"
-    lines = [f"{n} NOPs, {batch} in flight, best of the repeats (kernel {os.uname().release})",
-             f"{'loop':<18}{'NOPs/s':>12}{'enter/1000':>12}{'steps/1000':>12}{'vs ' + base_name:>22}"]
-    for name, r in results.items():
-        rate = n / (r["ns"] / 1e9)
-        ratio = base["ns"] / r["ns"]
-        steps = f"{1000 * r['steps'] / n:.1f}" if r["steps"] else "-"
-        lines.append(f"{name:<18}{rate:>12,.0f}{1000 * r['enters'] / n:>12.2f}{steps:>12}{ratio:>21.2f}x")
+    samples = interleave({name: rate(name, fn) for name, fn in sides.items()}, rounds, warmup=1)
+    base_name = "C userspace" if "C userspace" in sides else "Python userspace"
+    lines = [f"{n} NOPs, {batch} in flight, median of {rounds} interleaved rounds "
+             f"(kernel {os.uname().release})",
+             f"{'loop':<18}{'NOPs/s':>12}{'enter/1000':>12}{'steps/1000':>12}"
+             f"{'vs ' + base_name:>22}{'spread':>13}"]
+    for name in sides:
+        c = compare(samples[name], samples[base_name])
+        steps = f"{1000 * last[name]['steps'] / n:.1f}" if last[name]["steps"] else "-"
+        lines.append(f"{name:<18}{c.median:>12,.0f}{1000 * last[name]['enters'] / n:>12.2f}"
+                     f"{steps:>12}{c.ratio:>21.2f}x{c.spread():>13}")
     return "\n".join(lines)
 
 
@@ -213,20 +222,21 @@ def run_here(args) -> int:
         obj, exe = (args.object, args.c_loop) if args.object else build(tmp)
         py_obj = args.python_object or build_python(tmp)
         for batch in args.batch:
-            results = {"bpf loop": measure(lambda: bench_bpf(obj, args.n, batch), args.repeat)}
+            sides = {"bpf loop": lambda: bench_bpf(obj, args.n, batch)}
             if exe:
-                results["C userspace"] = measure(lambda: bench_c(exe, args.n, batch), args.repeat)
-            results["Python userspace"] = measure(lambda: bench_python(args.n, batch), args.repeat)
+                sides["C userspace"] = lambda: bench_c(exe, args.n, batch)
+            sides["Python userspace"] = lambda: bench_python(args.n, batch)
             note = ""
             if batch == PY_BATCH:
                 try:
                     if not os.path.exists(py_obj):
                         raise RuntimeError(py_obj)
-                    results["bpf loop (Python)"] = measure(lambda: bench_python_program(py_obj, args.n),
-                                                           args.repeat)
+                    bench_python_program(py_obj, args.n)        # runs at all, or the reason
+                    sides["bpf loop (Python)"] = lambda: bench_python_program(py_obj, args.n)
                 except (CompileError, RuntimeError, OSError) as exc:
                     note = f"bpf loop (Python): skipped, {str(exc).splitlines()[0]}"
-            print(report(results, args.n, batch) + (f"\n{note}" if note else ""), end="\n\n", flush=True)
+            print(report(sides, args.n, batch, args.rounds) + (f"\n{note}" if note else ""),
+                  end="\n\n", flush=True)
     return 0
 
 
@@ -240,7 +250,7 @@ def run_in_vm(args) -> int:
         py_obj = build_python(tmp)
         batches = ",".join(map(str, args.batch))
         command = (f"{sys.executable} bench/mainline.py --here -n {args.n} --batch {batches} "
-                   f"--repeat {args.repeat} --object {obj} --python-object {shlex.quote(py_obj)}"
+                   f"--rounds {args.rounds} --object {obj} --python-object {shlex.quote(py_obj)}"
                    + (f" --c-loop {exe}" if exe else ""))
         return subprocess.run([VMRUN, command], cwd=ROOT).returncode
 
@@ -250,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-n", type=int, default=100_000, help="NOPs per run")
     ap.add_argument("--batch", default="1,8,32", type=lambda text: [int(b) for b in text.split(",")],
                     help="NOPs in flight, comma-separated for several runs (the program's max is 32)")
-    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds per table")
     ap.add_argument("--here", action="store_true", help="run on this kernel, never boot the VM")
     ap.add_argument("--object", help=argparse.SUPPRESS)
     ap.add_argument("--c-loop", help=argparse.SUPPRESS)

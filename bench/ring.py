@@ -2,12 +2,13 @@
 
 Each op submits one NOP and waits for its CQE before the next (the shape of a BPF request that
 queues an SQE and parks on its CQ), so the figure is per-op overhead, not kernel throughput.
-Printed, as ratios against a C loop on liburing (gcc + Debian's liburing-dev) run in the same
-invocation:
+Every side runs the same N NOPs, interleaved in rounds with a C loop on liburing (gcc + Debian's
+liburing-dev; a fresh process per round that times its own loop), and is printed as its median
+ops/s, io_uring_enter calls per op (the ring counts its own calls; the C side is counted with
+`strace -c` when strace is installed), its median's ratio to C's median over the same rounds,
+and the min-max of the per-round ratios (bench/measure.py says why):
 
-- `Ring` driven by a Python loop (`ring.queue(sqe)` + `ring.wait_cqe()`): ops/s and
-  io_uring_enter calls per op (the ring counts its own calls; the C side is counted with
-  `strace -c` when strace is installed);
+- `Ring` driven by a Python loop (`ring.queue(sqe)` + `ring.wait_cqe()`);
 - for reference, the `liburing` PyPI package's Python binding, if it is installed (the ring
   layer was chosen against it: see the `pybpf_uring.ring` docstring);
 - the BPF-driven chain: a program that queues the next NOP on CQ 1 and parks on it.  Measured with
@@ -15,11 +16,14 @@ invocation:
   engine (ENGINES): the interpreter, the JIT with the rounds driven by the Python ring, and the
   JIT with native waits (engine/native_ring.py: the whole round in native code; target >= 0.5x C).
 
-Run: python3 bench/ring.py [-n N] [--repeat R]
+Then samples/udp_keepalive.py in fresh processes: wakeups, program runs and CPU per keep-alive.
+
+Run: python3 bench/ring.py [-n N] [--rounds R]
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import re
 import shutil
@@ -31,9 +35,15 @@ import tempfile
 import textwrap
 import time
 from types import SimpleNamespace
+from typing import Callable
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
+sys.path.insert(1, HERE)
+
+from measure import compare, interleave, spread  # noqa: E402  (bench/measure.py)
+
+C_LABEL = "C liburing"
 
 C_CHAIN = r"""
 #include <liburing.h>
@@ -65,8 +75,8 @@ int main(int argc, char **argv)
 }
 """
 
-# The BPF-driven chain as users would write it (SPEC.md): compiled and run by the engine once it
-# lands.  N arrives in ctx.user_data; the count lives in a map between runs.
+# The BPF-driven chain as users would write it.  N arrives in ctx.user_data; the count lives in a
+# map between runs.
 BPF_CHAIN_SOURCE = textwrap.dedent("""
     from pybpf_uring import iouring, ArrayMap, i32, u64
     from pybpf_uring.uring import IoUringCtx, Sqe, Cqe, queue_sqe, reap_cqe, prep_nop
@@ -108,12 +118,10 @@ def python_chain(n: int) -> tuple[float, float]:
         return n / dt, ring.enter_calls / n
 
 
-def pypi_liburing_chain(n: int) -> float | None:
-    """The `liburing` PyPI binding's ops/s, or None if it is not installed."""
-    try:
-        import liburing as L
-    except ImportError:
-        return None
+def pypi_liburing_chain(n: int) -> tuple[float, float]:
+    """The `liburing` PyPI binding's chain (for reference, when it is installed): (ops/s, 1 enter
+    per op, as submit_and_wait makes)."""
+    import liburing as L
     ring, cqe = L.Ring(), L.Cqe()
     L.io_uring_queue_init(64, ring, 0)
     try:
@@ -125,7 +133,7 @@ def pypi_liburing_chain(n: int) -> float | None:
             L.io_uring_submit_and_wait(ring, 1)
             L.io_uring_peek_cqe(ring, cqe)
             L.io_uring_cqe_seen(ring, cqe[0])
-        return n / (time.perf_counter() - t0)
+        return n / (time.perf_counter() - t0), 1.0
     finally:
         L.io_uring_queue_exit(ring)
 
@@ -177,13 +185,12 @@ ENGINES = {
 }
 
 
-def bench_bpf_chain_engine(n: int, **options) -> tuple[float, float]:
-    """The same chain with BPF_CHAIN_SOURCE compiled and run by the userspace engine;
-    `options` go to `instantiate` (ENGINES)."""
-    from pybpf_uring import compile_source
+def bench_bpf_chain_engine(obj, n: int, **options) -> tuple[float, float]:
+    """The same chain with BPF_CHAIN_SOURCE compiled (`obj`) and run by the userspace engine;
+    `options` go to `instantiate` (ENGINES).  Timed from the submit: registering (instantiating,
+    JIT-compiling) is not per-op overhead."""
     from pybpf_uring.engine import instantiate
     from pybpf_uring.ring import Ring
-    obj = compile_source(BPF_CHAIN_SOURCE)
     with Ring(entries=64, cq_sizes=(64,)) as ring:
         ring.register(obj, engine=lambda o: instantiate(o, **options))
         t0 = time.perf_counter()
@@ -192,6 +199,44 @@ def bench_bpf_chain_engine(n: int, **options) -> tuple[float, float]:
             raise AssertionError("the chain did not run to its end")
         dt = time.perf_counter() - t0
         return n / dt, ring.enter_calls / n
+
+
+def engine_sides(n: int) -> dict[str, Callable[[], tuple[float, float]]]:
+    """A NOP-chain side per engine (ENGINES), all compiled from BPF_CHAIN_SOURCE once."""
+    from pybpf_uring import compile_source
+    obj = compile_source(BPF_CHAIN_SOURCE)
+    return {f"BPF chain, {label}": (lambda options=options: bench_bpf_chain_engine(obj, n, **options))
+            for label, options in ENGINES.items()}
+
+
+def chain_table(exe: str, n: int, sides: dict[str, Callable[[], tuple[float, float]]],
+                rounds: int) -> dict[str, list[float]]:
+    """Interleave the C chain with `sides` (each returning (ops/s, enters/op)), all running n
+    NOPs, and print each side's median ops/s, its ratio to C's median over the same rounds and
+    the per-round spread.  Returns the ops/s samples by side, "C liburing" included."""
+    enters: dict[str, float] = {}
+
+    def rate_of(name, fn):
+        def side() -> float:
+            ops, enters[name] = fn()
+            return ops
+        return side
+
+    samples = interleave({C_LABEL: lambda: c_chain(exe, n),
+                          **{name: rate_of(name, fn) for name, fn in sides.items()}},
+                         rounds, warmup=1)
+    c_samples = samples[C_LABEL]
+    c_enters = c_enters_per_op(exe, min(n, 20_000))
+    print(f"NOP chain, {n} ops, one at a time: median of {rounds} interleaved rounds (wall time); "
+          "ratio = median / C's median, spread = min-max of the per-round ratios")
+    print(f"  {'':29} {'ops/s':>12}   {'enter/op':>8}   {'ratio to C':>10}   {'spread':>11}")
+    print(f"  {C_LABEL:29} {statistics.median(c_samples):12,.0f}   "
+          f"{'n/a' if c_enters is None else f'{c_enters:.2f}':>8}")
+    for name in sides:
+        cmp = compare(samples[name], c_samples)
+        print(f"  {name:29} {cmp.median:12,.0f}   {enters[name]:8.2f}   {cmp.ratio:10.3f}   "
+              f"{cmp.spread(3):>11}")
+    return samples
 
 
 def build_c(tmp: str) -> str | None:
@@ -220,69 +265,59 @@ def c_enters_per_op(exe: str, n: int) -> float | None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-n", type=int, default=100_000, help="NOPs per chain")
-    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=7, help="interleaved rounds per figure")
     ap.add_argument("--connections", type=int, default=64, help="keep-alive connections")
     ap.add_argument("--interval-ms", type=int, default=20, help="keep-alive interval")
     args = ap.parse_args()
-    n, rep = args.n, args.repeat
-
-    def best(fn):
-        runs = [fn() for _ in range(rep)]
-        return max(runs, key=lambda r: r[0] if isinstance(r, tuple) else r)
-
-    tmp = tempfile.mkdtemp()
-    exe = build_c(tmp)
-    if exe is None:
-        print("gcc and liburing-dev are needed for the baseline (apt-get install -y gcc liburing-dev)",
-              file=sys.stderr)
-        return 2
-    c_ops = statistics.median(c_chain(exe, n) for _ in range(rep))
-    c_enters = c_enters_per_op(exe, min(n, 20_000))
-    py_ops, py_enters = best(lambda: python_chain(n))
-    print(f"NOP chain, {n} ops, one at a time (best of {rep}; C: median)")
-    print(f"  {'C liburing':29} {c_ops:12,.0f} ops/s   enter/op "
-          f"{'n/a' if c_enters is None else f'{c_enters:.2f}'}")
-    print(f"  {'Ring, Python loop':29} {py_ops:12,.0f} ops/s   enter/op {py_enters:.2f}"
-          f"   ratio to C {py_ops / c_ops:.3f}")
-    pypi = pypi_liburing_chain(n)
-    if pypi is not None:
-        print(f"  {'liburing PyPI (ref.)':29} {pypi:12,.0f} ops/s   enter/op 1.00   ratio to C {pypi / c_ops:.3f}")
-    sb_ops, sb_enters = best(lambda: bench_bpf_chain_standin(n))
-    print(f"  {'BPF chain, stand-in':29} {sb_ops:12,.0f} ops/s   enter/op {sb_enters:.2f}"
-          f"   ratio to C {sb_ops / c_ops:.3f}")
-    for label, options in ENGINES.items():
-        # the interpreter's chain is ~100x slower: fewer NOPs, same per-op figure
-        count = n if options.get("backend") != "interpreter" else max(1000, n // 20)
-        ops, enters = best(lambda: bench_bpf_chain_engine(count, **options))
-        print(f"  {'BPF chain, ' + label:29} {ops:12,.0f} ops/s   enter/op {enters:.2f}"
-              f"   ratio to C {ops / c_ops:.3f}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    keepalive(args.connections, args.interval_ms)
+    n = args.n
+    with tempfile.TemporaryDirectory() as tmp:
+        exe = build_c(tmp)
+        if exe is None:
+            print("gcc and liburing-dev are needed for the baseline "
+                  "(apt-get install -y gcc liburing-dev)", file=sys.stderr)
+            return 2
+        sides = {"Ring, Python loop": lambda: python_chain(n)}
+        if importlib.util.find_spec("liburing") is not None:
+            sides["liburing PyPI (ref.)"] = lambda: pypi_liburing_chain(n)
+        sides["BPF chain, stand-in"] = lambda: bench_bpf_chain_standin(n)
+        sides.update(engine_sides(n))
+        chain_table(exe, n, sides, args.rounds)
+    keepalive(args.connections, args.interval_ms, max(3, args.rounds // 2))
     return 0
 
 
-def keepalive(connections: int, interval_ms: int) -> None:
-    """samples/udp_keepalive.py as a user runs it: CPU time and application wakeups per 1000
-    keep-alives (a PING sent and its PONG absorbed), against what the application would pay
-    doing them itself (a wakeup for each PING timer and each PONG)."""
+def keepalive(connections: int, interval_ms: int, runs: int) -> None:
+    """samples/udp_keepalive.py as a user runs it, `runs` fresh processes: application wakeups,
+    program runs and process CPU time per 1000 keep-alives (a PING sent and its PONG absorbed),
+    against what the application would pay doing them itself (a wakeup for each PING timer and
+    each PONG).  Medians, with each figure's min-max over the runs."""
     import resource
     sample = os.path.join(os.path.dirname(HERE), "samples", "udp_keepalive.py")
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t0 = time.perf_counter()
-    run = subprocess.run([sys.executable, sample, str(connections), str(interval_ms)],
-                         capture_output=True, text=True, check=True)
-    wall = time.perf_counter() - t0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    pongs = int(re.search(r"PONGs absorbed (\d+)", run.stdout).group(1))
-    wakeups = int(re.search(r"application wakeups (\d+)", run.stdout).group(1))
-    runs = int(re.search(r"program runs (\d+)", run.stdout).group(1))
-    per = 1000 / max(pongs, 1)
-    print(f"keep-alive offload, {connections} connections every {interval_ms} ms: {pongs} keep-alives "
-          f"in {wall:.2f} s (process CPU {cpu:.2f} s, startup and compile included)")
-    print(f"  per 1000 keep-alives: application wakeups {wakeups * per:.1f} (doing it itself: "
-          f"{2000:.0f}, ratio {wakeups * per / 2000:.4f}), program runs {runs * per:.1f}, "
-          f"CPU {cpu * per * 1e3:.0f} ms")
+    per_1000: dict[str, list[float]] = {"wakeups": [], "program runs": [], "CPU ms": []}
+    walls = []
+    for _ in range(runs):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        t0 = time.perf_counter()
+        run = subprocess.run([sys.executable, sample, str(connections), str(interval_ms)],
+                             capture_output=True, text=True, check=True)
+        walls.append(time.perf_counter() - t0)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        count = {key: int(re.search(rf"{key} (\d+)", run.stdout).group(1))
+                 for key in ("PONGs absorbed", "application wakeups", "program runs")}
+        per = 1000 / max(count["PONGs absorbed"], 1)
+        per_1000["wakeups"].append(count["application wakeups"] * per)
+        per_1000["program runs"].append(count["program runs"] * per)
+        per_1000["CPU ms"].append(cpu * per * 1e3)
+    print(f"\nkeep-alive offload, {connections} connections every {interval_ms} ms, {runs} fresh "
+          f"processes (median, min-max; CPU includes start-up and compile): wall "
+          f"{statistics.median(walls):.2f} s ({spread(walls)})")
+    wakeups = statistics.median(per_1000["wakeups"])
+    print(f"  per 1000 keep-alives: application wakeups {wakeups:.1f} "
+          f"({spread(per_1000['wakeups'], digits=1)}; doing it itself: 2000, ratio "
+          f"{wakeups / 2000:.4f}), program runs {statistics.median(per_1000['program runs']):.1f} "
+          f"({spread(per_1000['program runs'], digits=1)}), CPU "
+          f"{statistics.median(per_1000['CPU ms']):.0f} ms ({spread(per_1000['CPU ms'], digits=0)})")
 
 
 if __name__ == "__main__":
