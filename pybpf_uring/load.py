@@ -36,7 +36,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from . import kernel
+from . import display, kernel
 from .diagnostics import CompileError, Diagnostic, Source, Span
 
 __all__ = ["load", "LoadedObject", "KernelProgram", "KernelMap", "TestRunResult", "Attachment",
@@ -372,6 +372,8 @@ class KernelMap:
     def info(self) -> kernel.MapInfo:
         return kernel.map_info(self.fd)
 
+    _repr_html_ = display.map_html   # Jupyter's view: the first entries, decoded
+
 
 # --- live programs ----------------------------------------------------------------------------
 @dataclass(frozen=True)
@@ -387,6 +389,7 @@ class TestRunResult:
         return self.retval - (1 << 32) if self.retval & 0x80000000 else self.retval
 
     __test__ = False  # not a pytest class, despite the name
+    _repr_html_ = display.test_run_html
 
 
 class KernelProgram:
@@ -586,6 +589,8 @@ class LoadedObject:
 
     def __repr__(self) -> str:
         return f"<LoadedObject programs={list(self.programs)} maps={list(self.maps)}>"
+
+    _repr_html_ = display.loaded_html   # Jupyter's view: programs as verified, maps' entries
 
 
 def _close_all(fds: list[int]) -> None:

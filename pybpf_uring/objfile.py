@@ -20,7 +20,6 @@ object's BTF with each program's func_info and line_info (the verifier log then 
 """
 from __future__ import annotations
 
-import html
 import io
 import os
 import re
@@ -29,6 +28,7 @@ from dataclasses import dataclass, field, replace
 from typing import Iterable
 
 from . import btf as btfmod
+from . import display
 from . import isa
 from .isa import Instruction
 
@@ -249,6 +249,8 @@ class ProgramSpec:
         address fixed to its relative slot; relocations, line_info and func_info re-based."""
         return _Linker(self).link()
 
+    _repr_html_ = display.program_html   # Jupyter's view: linked disassembly with source lines
+
 
 def _by_slot(insns: Iterable[Instruction]) -> dict[int, Instruction]:
     insns = list(insns)
@@ -400,32 +402,7 @@ class BpfObject:
         return (f"<BpfObject programs={[p.name for p in self.programs]} "
                 f"maps={[m.name for m in self.maps]} license={self.license!r}>")
 
-    def _repr_html_(self) -> str:
-        """Jupyter's view: programs, maps (with their BTF key/value types), sections and the
-        disassembly, as plain escaped HTML."""
-        e = html.escape
-
-        def table(head: list[str], rows: Iterable[list]) -> str:
-            th = "".join(f"<th>{e(h)}</th>" for h in head)
-            trs = "".join("<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in row) + "</tr>" for row in rows)
-            return f"<table><tr>{th}</tr>{trs}</table>"
-
-        def type_of(size: int, type_id: int) -> str:
-            named = self.btf.type_name(type_id) if self.btf is not None and type_id else ""
-            return f"{size} ({named})" if named else str(size)
-
-        progs = table(["program", "section", "kind", "slots", "relocations"],
-                      ([p.name, p.section, p.kind + (" (sleepable)" if p.sleepable else ""),
-                        p.slot_count, len(p.relocations)] for p in self.programs))
-        maps = table(["map", "type", "key", "value", "entries", "flags"],
-                     ([m.name, m.type_name, type_of(m.key_size, m.key_type_id),
-                       type_of(m.value_size, m.value_type_id), m.max_entries, hex(m.flags)]
-                      for m in self.maps))
-        sections = table(["section", "bytes"], ([s.name, s.size] for s in self.sections if s.name))
-        return (f"<div><b>BPF object</b> (license {e(self.license or '-')}){progs}{maps}"
-                f"<details><summary>sections</summary>{sections}</details>"
-                f"<details open><summary>disassembly</summary><pre>{e(self.disasm())}</pre>"
-                f"</details></div>")
+    _repr_html_ = display.object_html    # Jupyter's view: programs, maps, disassembly with source
 
 
 # --- step 1: pyelftools → plain records ------------------------------------------------------

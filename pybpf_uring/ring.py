@@ -98,7 +98,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
-from . import ring_sys
+from . import display, ring_sys
 from .ring_sys import RawRing, read_user, write_user
 from .uring import IORING_OP_BPF, Cqe, Sqe
 
@@ -995,6 +995,8 @@ class Ring:
         self._drain()
         self._cqs[req.cq_idx].post((req.user_data, res, 0))
         self._version += 1
+
+    _repr_html_ = display.ring_html   # Jupyter's view: CQs, requests, programs; runs nothing
 
 
 def _check_int(name: str, value: Any, lo: int, hi: int) -> None:

@@ -40,6 +40,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Iterator
 
+from .. import display
 from ..load import ctype_from_btf, pack, unpack
 from ..objfile import MAP_TYPE_NAMES, MapSpec
 from .memory import Memory, MemoryFault, Region
@@ -194,6 +195,8 @@ class EngineMap:
         if not address:
             raise KeyError(key)
         return address
+
+    _repr_html_ = display.map_html   # Jupyter's view: the first entries, decoded
 
 
 class ArrayMap(EngineMap):
