@@ -343,7 +343,7 @@ class Support:
                             f"programs: it lacks {'; '.join(self.missing)}",
                             "io_uring_bpf_ops needs Linux 7.1 or later built with "
                             "CONFIG_IO_URING_BPF_OPS=y and BTF (Debian's 7.2 kernels have it; "
-                            "this project's tests boot one under QEMU with ../shared/vm/vmrun)")],
+                            "this project's tests boot one under QEMU with tools/vm/vmrun)")],
                 "", "loop_step", tuple(self.missing))
         return self.kernel_ops
 

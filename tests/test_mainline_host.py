@@ -4,7 +4,7 @@ This kernel (6.18) has no io_uring_bpf_ops, so here the loader must say so clean
 CompileError-style message naming each missing piece, no traceback, no fd left open.  The parts
 that need no such kernel (the BTF index, reading ops variables and globals from objects, the
 ring a loop drives used from userspace) are tested here directly.  And one test boots Debian's
-7.2 kernel under QEMU (../shared/vm) and runs the tests/mainline group there, in one boot.
+7.2 kernel under QEMU (the project's tools/vm) and runs the tests/mainline group there, in one boot.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from pybpf_uring.objfile import BpfObject
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(ROOT, "tests", "data")
-VM_DIR = os.path.normpath(os.path.join(ROOT, "..", "shared", "vm"))
+VM_DIR = os.path.join(ROOT, "tools", "vm")
 CLANG = ["clang-22", "-O2", "-g", "-target", "bpf", "-mcpu=v3"]
 FIXTURES = ("nops", "steps", "cp", "reject")
 # hypothesis's plugin alone takes 20 s to import under TCG; the group uses none of these
@@ -302,27 +302,17 @@ def test_ring_setup_failure_names_the_flags():
 
 
 # --- the tests/mainline group, in Debian's 7.2 kernel ----------------------------------------------
-def _vm_home() -> str:
-    return os.environ.get("VMRUN_HOME") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "pybpf-uring-vm")
-
-
 def _ensure_vm() -> None:
-    """Prepare the VM once per machine (../shared/vm/setup.sh caches it in ~/.cache); any way
-    this cannot work is a failure with the reason, never a skip: the group only runs here."""
-    for tool in ("vmrun", "setup.sh"):
-        if not os.path.exists(os.path.join(VM_DIR, tool)):
-            pytest.fail(f"{VM_DIR}/{tool} is missing: the mainline tests boot a 7.2 kernel with it")
-    home = _vm_home()
-    if all(os.path.exists(os.path.join(home, *part)) for part in (("kernel", "vmlinuz"), ("bin", "virtiofsd"))):
-        return
+    """Prepare the VM once per machine: tools/vm/setup.sh fills ~/.cache/pybpf-uring-vm the first
+    time and only checks it afterwards (~0.1 s).  Any way this cannot work is a failure with the
+    reason, never a skip: the group only runs here."""
     try:
         run = subprocess.run([os.path.join(VM_DIR, "setup.sh")], capture_output=True, text=True, timeout=900)
     except subprocess.TimeoutExpired:
-        pytest.fail("../shared/vm/setup.sh did not finish in 15 minutes (network?)")
+        pytest.fail("tools/vm/setup.sh did not finish in 15 minutes (network?)")
     if run.returncode:
         tail = "\n".join((run.stdout + run.stderr).splitlines()[-15:])
-        pytest.fail(f"../shared/vm/setup.sh failed (exit {run.returncode}); it needs root, apt and "
+        pytest.fail(f"tools/vm/setup.sh failed (exit {run.returncode}); it needs root, apt and "
                     f"network access to deb.debian.org; its output ends:\n{tail}")
 
 

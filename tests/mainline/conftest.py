@@ -1,6 +1,6 @@
 """The mainline group: loop_step programs attached to real rings on a kernel with
 `io_uring_bpf_ops` (Linux 7.1+).  This machine's kernel has none, so the group runs inside
-Debian's 7.2 kernel under QEMU: tests/test_mainline_host.py boots it once (../shared/vm/vmrun)
+Debian's 7.2 kernel under QEMU: tests/test_mainline_host.py boots it once (tools/vm/vmrun)
 and runs this directory there, with the C fixtures compiled on the host beforehand.
 
 Outside such a kernel every test here skips with the probe's reason, except when
