@@ -20,9 +20,14 @@ stdin, memory in the same form as argv[0] when there is any, r0 printed in hex o
 non-zero exit and a message on stderr on error (`python -m pybpf_uring.conformance` is one).
 Raw programs are checked with the engine's `validate`, so a file whose instructions set fields
 RFC 9669 requires to be zero is refused at read time, naming its line.
+
+The suite itself is not part of this project: `cases_dir()` is where its `*.data` cases are, as
+named by the BPF_CONFORMANCE_TESTS environment variable (a bpf_conformance checkout's `tests/`),
+so every reader of the suite -- tests and benches -- finds it in one way.
 """
 from __future__ import annotations
 
+import os
 import re
 import struct
 from dataclasses import dataclass, field
@@ -34,13 +39,25 @@ from . import isa
 __all__ = [
     "ConformanceCase", "ConformanceFormatError", "CaseOutcome", "read_case", "assemble",
     "parse_hex_bytes", "run_case", "run_suite", "SuiteResult", "execute", "plugin_main",
-    "default_helpers",
+    "default_helpers", "CASES_ENV", "CASES_MISSING", "cases_dir",
 ]
 
 # Sections the format knows; the prose ones are kept but never interpreted.
 _SECTIONS = ("asm", "raw", "mem", "result", "error", "c", "no register offset")
 _PROSE_SECTIONS = frozenset({"c", "no register offset"})
 
+CASES_ENV = "BPF_CONFORMANCE_TESTS"
+CASES_MISSING = (f"{CASES_ENV} does not name a directory of bpf_conformance cases "
+                 "(the tests/ directory of a bpf_conformance checkout)")
+
+
+def cases_dir() -> Path | None:
+    """The directory of the suite's `*.data` cases named by $BPF_CONFORMANCE_TESTS, or None when
+    the variable is unset or names no directory (what needs the suite then skips, saying
+    CASES_MISSING).  The suite's deliberately broken files, when present, are its sibling
+    `negative/`."""
+    value = os.environ.get(CASES_ENV)
+    return Path(value) if value and Path(value).is_dir() else None
 
 
 class ConformanceFormatError(ValueError):

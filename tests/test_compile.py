@@ -401,10 +401,14 @@ def test_readme_example_runs_as_written(tmp_path):
 
 
 def test_cli_conformance_plugin_speaks_the_runner_protocol():
+    """The project's own cases (tests/data/conformance: 32-bit wrap, loads from the memory
+    argument, a wide multiply, a backward jump) through both engines, as the runner calls it."""
     from pybpf_uring.conformance import read_case
-    shared = os.path.join(ROOT, "..", "shared", "conformance", "tests")
-    for name, jit in itertools.product(("add.data", "ldxb.data"), ([], ["--jit"])):
-        case = read_case(os.path.join(shared, name))
+    own = os.path.join(ROOT, "tests", "data", "conformance")
+    cases = sorted(os.path.join(own, name) for name in os.listdir(own) if name.endswith(".data"))
+    assert len(cases) == 4
+    for path, jit in itertools.product(cases, ([], ["--jit"])):
+        case = read_case(path)
         argv = [sys.executable, "-m", "pybpf_uring", "conformance-plugin", *jit]
         if case.memory:
             argv.append(case.memory.hex(" "))
