@@ -5,6 +5,8 @@ where its source is; `.compile()` hands that to the compiler pipeline.
 """
 from __future__ import annotations
 
+from .diagnostics import user_facing
+
 
 class Program:
     """A decorated function: a BPF program of one kind, compiled on demand."""
@@ -15,6 +17,7 @@ class Program:
         self.__doc__ = fn.__doc__
         self.__wrapped__ = fn
 
+    @user_facing
     def compile(self, cpu: str = "v3"):
         """Compile this program (with the maps, structs and subprograms it uses) to a BpfObject."""
         from .pipeline import compile_function

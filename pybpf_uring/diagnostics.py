@@ -2,12 +2,20 @@
 
 Every stage reports problems in the user's program as `Diagnostic`s that point at a `Span`;
 they render like a C compiler's (`path:line:col: error: message`, the source line, a caret
-under the span, and a hint of what is allowed instead).  `CompileError` carries all the
-diagnostics a stage collected, so a user sees every error at once.  Anything else raised
-from a stage is a bug in pybpf_uring, never in the user's program.
+under the span, and a hint of what is allowed instead); text from a notebook cell names the cell
+as IPython's own tracebacks do (`Cell In[3], line 5, col 12: error: message`).  `CompileError`
+carries all the diagnostics a stage collected, so a user sees every error at once.  Anything
+else raised from a stage is a bug in pybpf_uring, never in the user's program.
+
+A CompileError reaches the user through a public entry point marked `@user_facing`, which drops
+the compiler's own frames from its traceback: what went wrong is in the diagnostic, and a
+dozen frames of parse/check/lower would only hide it.  PYBPF_URING_DEBUG=1 keeps them, for
+debugging pybpf_uring itself.
 """
 from __future__ import annotations
 
+import functools
+import os
 from dataclasses import dataclass, field
 
 
@@ -18,11 +26,18 @@ class Source:
     path: str
     text: str
     first_line: int = 1  # line number of text's first line in `path` (a function inside a file)
+    cell: str = ""       # how IPython names the notebook cell `path` is ("Cell In[3]"), "" for a file
 
     def line(self, lineno: int) -> str:
         lines = self.text.splitlines()
         i = lineno - self.first_line
         return lines[i] if 0 <= i < len(lines) else ""
+
+    def where(self, line: int, col: int) -> str:
+        """A position as the user finds it: `path:line:col` in a file (what editors and the
+        CLI's users parse), `Cell In[3], line 5, col 12` in a notebook, whose cells have no
+        path a user could open."""
+        return f"{self.cell}, line {line}, col {col}" if self.cell else f"{self.path}:{line}:{col}"
 
 
 @dataclass(frozen=True)
@@ -55,7 +70,7 @@ class Diagnostic:
         width = (s.end_col - s.col) if s.end_line == s.line and s.end_col > s.col else 1
         width = max(1, min(width, len(text) - s.col + 1)) if text else 1
         caret = " " * (s.col - 1) + "^" + "~" * (width - 1)
-        out = f"{s.source.path}:{s.line}:{s.col}: {self.severity}: {self.message}\n{text}\n{caret}"
+        out = f"{s.source.where(s.line, s.col)}: {self.severity}: {self.message}\n{text}\n{caret}"
         return out + (f"\n  note: {self.hint}" if self.hint else "")
 
 
@@ -67,6 +82,15 @@ class CompileError(Exception):
 
     def __str__(self) -> str:
         return "\n".join(d.render() for d in self.diagnostics)
+
+    @property
+    def _render_traceback_(self):
+        """What IPython shows for this error instead of a traceback (it looks this attribute
+        up and calls it): the diagnostic's lines, as the CLI prints them.  Absent under
+        PYBPF_URING_DEBUG=1, so IPython shows the full traceback."""
+        if debugging():
+            raise AttributeError("_render_traceback_")
+        return lambda: str(self).splitlines()
 
 
 class Collector:
@@ -86,3 +110,23 @@ class Collector:
         if self.diagnostics:
             self.diagnostics.sort(key=lambda d: (d.span.line, d.span.col) if d.span else (0, 0))
             raise CompileError(list(self.diagnostics))
+
+
+def debugging() -> bool:
+    """PYBPF_URING_DEBUG=1: show pybpf_uring's own frames, for debugging pybpf_uring itself."""
+    return bool(os.environ.get("PYBPF_URING_DEBUG"))
+
+
+def user_facing(function):
+    """Mark a public entry point (`Program.compile`, `compile_file`, …): a CompileError leaving
+    it carries no traceback from inside pybpf_uring, so Python's report of an uncaught one is
+    the user's own frames, this one line, and the diagnostic."""
+    @functools.wraps(function)
+    def entry(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except CompileError as error:
+            if debugging():
+                raise
+            raise error.with_traceback(None)
+    return entry

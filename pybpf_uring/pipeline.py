@@ -1,9 +1,13 @@
 """The pipeline: parse → check → lower → emit → read.  Each stage is one call; this module only
-chains them, and is what `compile_file`, `compile_module`, `Program.compile()` and the CLI use."""
+chains them, and is what `compile_file`, `compile_module`, `Program.compile()` and the CLI use.
+The `compile_*` functions are public: their CompileErrors reach the user without the stages'
+frames (`diagnostics.user_facing`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+
+from .diagnostics import user_facing
 
 
 @dataclass(frozen=True)
@@ -33,12 +37,14 @@ def compile_tree(module, cpu: str = "v3", only: set[str] | None = None) -> Compi
     return Compilation(module, lowered.ir, emitted.ir_opt, emitted.elf, checked.warnings)
 
 
+@user_facing
 def compile_source(text: str, path: str = "<string>", cpu: str = "v3", only: set[str] | None = None):
     """Source text of a BPF module → BpfObject."""
     from .parse import parse_source
     return compile_tree(parse_source(text, path), cpu, only).object
 
 
+@user_facing
 def compile_file(path, cpu: str = "v3"):
     """All programs and maps of a BPF module file → one BpfObject."""
     from .parse import parse_source
@@ -46,6 +52,7 @@ def compile_file(path, cpu: str = "v3"):
         return compile_tree(parse_source(f.read(), str(path)), cpu).object
 
 
+@user_facing
 def compile_module(module, cpu: str = "v3"):
     """An imported Python module of BPF programs → one BpfObject."""
     return compile_file(module.__file__, cpu)
