@@ -28,7 +28,7 @@ from lark import Lark, Transformer, __version__ as lark_version, v_args
 from lark.exceptions import LarkError, UnexpectedInput, VisitError
 from lark.indenter import DedentError, PythonIndenter
 
-from . import syntax as S
+from . import cells, syntax as S
 from .diagnostics import Collector, CompileError, Diagnostic, Source, Span
 
 GRAMMAR = os.path.join(os.path.dirname(__file__), "grammar", "pybpf.lark")
@@ -423,16 +423,21 @@ def _first_line(stmt: ast.stmt) -> int:
 
 def _parse_own_source(fn) -> tuple[Source, tuple[S.Stmt, ...]]:
     """`fn`'s own source lines (a notebook cell's), dedented for the parser while spans keep
-    the cell's lines and columns."""
+    the cell's lines and columns, and the cell named as IPython names it (`cells`)."""
     import inspect
+    filename = fn.__code__.co_filename
     try:
         lines, first = inspect.getsourcelines(fn)
+        cell = cells.cell_name(filename)
     except (OSError, TypeError):
-        raise CompileError([Diagnostic(None, f"cannot find the source of {fn.__name__}",
-                                       "define it in a file or a notebook cell")]) from None
+        found = cells.magic_cell_source(fn)
+        if found is None:
+            raise CompileError([Diagnostic(None, f"cannot find the source of {fn.__name__}",
+                                           "define it in a file or a notebook cell")]) from None
+        lines, first, cell = found
     first = max(first, 1)
     indent = _common_indent(lines)
-    source = Source(fn.__code__.co_filename, "".join(lines), first)
+    source = Source(filename, "".join(lines), first, cell)
     dedented = "".join(line[indent:] if line.strip() else "\n" for line in lines)
     return source, _parse(source, dedented, first - 1, indent)
 

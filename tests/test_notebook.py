@@ -102,8 +102,81 @@ except Exception as exc:
     message = str(exc)
 message
 ''')
-    first, source, caret, note = message.splitlines()
-    assert first.startswith("<ipython-input-") and first.endswith(":3:12: error: struct Args has no field 'b'")
-    assert source == "    return ctx.b"
-    assert caret == "           ^~~~~"
-    assert note == "  note: its fields are: a"
+    # named as IPython's own tracebacks name the cell: In[2] is the cell that defined `bad`
+    assert message == BAD_FIELD.format(cell="Cell In[2], line 3, col 12", field="b")
+
+
+BAD_FIELD = """{cell}: error: struct Args has no field '{field}'
+    return ctx.{field}
+           ^~~~~
+  note: its fields are: a"""
+
+
+def test_an_uncaught_mistake_shows_the_diagnostic_not_a_traceback(shell, capsys, monkeypatch):
+    run(shell, DEFINE)
+    run(shell, """
+@syscall
+def bad(ctx: Args) -> i32:
+    return ctx.b
+""")
+    capsys.readouterr()
+    result = shell.run_cell("bad.compile()", store_history=True)
+    assert type(result.error_in_exec).__name__ == "CompileError"
+    # IPython prints what CompileError._render_traceback_ returns instead of the traceback
+    assert capsys.readouterr().out == BAD_FIELD.format(cell="Cell In[2], line 3, col 12", field="b") + "\n"
+
+    monkeypatch.setenv("PYBPF_URING_DEBUG", "1")   # debugging pybpf_uring: the whole traceback
+    shell.run_cell("bad.compile()", store_history=True)
+    shown = capsys.readouterr().out
+    assert "Traceback" in shown and "check.py" in shown and "struct Args has no field 'b'" in shown
+
+
+TIMED = """
+@syscall
+def timed(ctx: Args) -> i32:
+    return twice(ctx.a) + {add}
+"""
+
+
+@pytest.mark.parametrize("magic", ["%%time", "%%capture captured"])
+def test_a_program_in_a_cell_magic_compiles_and_runs_in_the_kernel(shell, magic):
+    """`%%time` compiles its cell's body itself, as `<timed exec>`, which linecache never
+    sees; `%%capture` runs it as a cell of its own.  Either way the program compiles, with the
+    subprogram it calls, and its mistakes name the cell."""
+    run(shell, DEFINE)
+    run(shell, f"{magic}\n" + TIMED.format(add=1))
+    assert run(shell, """
+with timed.compile().load() as live:
+    value = live.programs["timed"].test_run(ctx=Args(a=20)).retval
+value
+""") == 41
+    run(shell, f"""{magic}
+@syscall
+def bad(ctx: Args) -> i32:
+    return ctx.z
+""")
+    message = run(shell, """
+try:
+    bad.compile()
+except Exception as exc:
+    message = str(exc)
+message
+""")
+    # lines are counted in the magic's body, as IPython's own traceback of that code counts them
+    assert message == BAD_FIELD.format(cell="Cell In[4], line 3, col 12", field="z")
+
+
+def test_a_timed_cell_run_again_compiles_the_function_each_run_made(shell):
+    """Every `%%time` cell compiles as `<timed exec>`: the source is the history's cell whose
+    code is the function's own, so a redefinition and the function it replaced each compile
+    from the text that made them."""
+    run(shell, DEFINE)
+    run(shell, "%%time\n" + TIMED.format(add=1))
+    run(shell, "first = timed")
+    run(shell, "%%time\n" + TIMED.format(add=2))
+    assert run(shell, """
+def value(program):
+    with program.compile().load() as live:
+        return live.programs["timed"].test_run(ctx=Args(a=20)).retval
+(value(first), value(timed))
+""") == (41, 42)
