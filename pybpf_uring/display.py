@@ -66,8 +66,10 @@ def disasm_html(text: str) -> str:
 
 
 def _program_disasm(prog: Any) -> str:
-    """A program as the kernel gets it (its .text subprograms linked in), with source lines."""
-    return prog.linked().disasm(source=True)
+    """A program as the kernel gets it (its .text subprograms linked in), with source lines.
+    A program as read keeps the object's .text functions in `subprograms`; `linked()` empties
+    them, and its calls already point into itself, so a linked program is shown as it is."""
+    return (prog.linked() if prog.subprograms else prog).disasm(source=True)
 
 
 def program_html(prog: Any) -> str:
@@ -110,9 +112,18 @@ def _closed(thing: Any) -> bool:
     return getattr(thing, "_fd", 0) < 0
 
 
+def _in_order(keys: list) -> list:
+    """A hash map's keys smallest first (the kernel walks them in bucket order, which tells a
+    reader nothing); keys that do not compare (structs) stay in the walk's order."""
+    try:
+        return sorted(keys)
+    except TypeError:
+        return keys
+
+
 def map_html(m: Any, rows: int = ROWS) -> str:
-    """A KernelMap or an engine map: what it is, then its first `rows` entries decoded as the
-    host reads them (`m.get`), and how many more there are."""
+    """A KernelMap or an engine map: what it is, then its first `rows` entries (by key) decoded
+    as the host reads them (`m.get`), and how many more there are."""
     per_cpu = getattr(m, "per_cpu", False)
     kind = _map_type(m)
     head = (f"<b>map</b> {_e(m.name)} ({_e(kind)}, key {m.key_size} B, value {m.value_size} B, "
@@ -126,7 +137,7 @@ def map_html(m: Any, rows: int = ROWS) -> str:
         if kind in _DENSE:
             keys, total = list(range(min(rows, m.max_entries))), m.max_entries
         else:
-            keys = m.keys()
+            keys = _in_order(m.keys())
             total = len(keys)
         entries = [(k, v) for k in keys[:rows] if (v := m.get(k)) is not None]
     except (OSError, ValueError) as exc:
