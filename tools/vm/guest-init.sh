@@ -53,6 +53,8 @@ out=$(port_named vmrun.stdout)
 err=$(port_named vmrun.stderr)
 status_port=$(port_named vmrun.status)
 
+# The caller's PATH, so `python3` is the interpreter (and environment) the caller would get.
+[ -s "$ctl/path" ] && PATH=$(cat "$ctl/path")
 cd "$cwd" 2>/dev/null || cd /
 shell=/bin/sh
 [ -x /bin/bash ] && shell=/bin/bash
