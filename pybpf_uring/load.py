@@ -37,9 +37,13 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from . import display, kernel
+from .attach import Attachment, SocketAttachment
 from .diagnostics import CompileError, Diagnostic, Source, Span
+from .globals_view import Globals, global_vars, with_globals
+from .values import INT_CTYPES, ctype_from_btf, pack, unpack
 
 __all__ = ["load", "LoadedObject", "KernelProgram", "KernelMap", "TestRunResult", "Attachment",
+           "SocketAttachment", "KernelSections",
            "VerifierError", "UnsupportedProgramError", "BPF_ANY", "BPF_NOEXIST", "BPF_EXIST"]
 
 # kind → (prog type, prog_flags).  SYSCALL programs are always loaded sleepable: the kernel
@@ -124,106 +128,6 @@ def kernel_has_btf_type(name: str) -> bool:
             return b"\0" + name.encode() + b"\0" in f.read()
     except OSError:
         return False
-
-
-# --- values in and out of maps ----------------------------------------------------------------
-def pack(value: Any, size: int, what: str) -> bytes:
-    """An int (little-endian, wrapped to `size` bytes if negative), bytes, or ctypes object."""
-    if isinstance(value, bool):
-        value = int(value)
-    if isinstance(value, int):
-        if not -(1 << (8 * size - 1)) <= value < (1 << (8 * size)):
-            raise OverflowError(f"{what} {value} does not fit in {size} bytes")
-        return (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little")
-    if isinstance(value, (ctypes.Structure, ctypes.Union, ctypes.Array, ctypes._SimpleCData)):
-        raw = bytes(value)
-    elif isinstance(value, (bytes, bytearray, memoryview)):
-        raw = bytes(value)
-    else:
-        raise TypeError(f"{what} must be an int, bytes or a ctypes object, not {type(value).__name__}")
-    if len(raw) != size:
-        raise ValueError(f"{what} is {len(raw)} bytes but the map's {what.split()[-1]} size is {size}")
-    return raw
-
-
-def unpack(raw: bytes, type_: Any) -> Any:
-    """Bytes from the kernel as `type_`: a ctypes type, a pybpf_uring int type (u32, i64, …),
-    `int`, `bytes`, or None (int for 1/2/4/8-byte values, else bytes)."""
-    if type_ is None:
-        type_ = int if len(raw) in (1, 2, 4, 8) else bytes
-    if type_ is bytes:
-        return raw
-    if type_ is int:
-        return int.from_bytes(raw, "little")
-    if hasattr(type_, "bits") and hasattr(type_, "signed"):  # types.IntType
-        return int.from_bytes(raw, "little", signed=type_.signed)
-    if isinstance(type_, type) and issubclass(type_, (ctypes.Structure, ctypes.Union, ctypes.Array,
-                                                      ctypes._SimpleCData)):
-        obj = type_.from_buffer_copy(raw)
-        return obj.value if isinstance(obj, ctypes._SimpleCData) else obj
-    raise TypeError(f"cannot decode map data as {type_!r}")
-
-
-_INT_CTYPES = {(1, False): ctypes.c_uint8, (2, False): ctypes.c_uint16, (4, False): ctypes.c_uint32,
-               (8, False): ctypes.c_uint64, (1, True): ctypes.c_int8, (2, True): ctypes.c_int16,
-               (4, True): ctypes.c_int32, (8, True): ctypes.c_int64}
-
-
-def ctype_from_btf(btf: Any, type_id: int, _depth: int = 0) -> Any:
-    """The ctypes type with the layout BTF describes (`struct pair` → a Structure with fields
-    a, b), so map values read back with their field names and signedness.  None where the type
-    has no faithful ctypes twin (bitfields, unknown kinds): the map then reads bytes."""
-    from . import btf as b
-    if not type_id or _depth > 32:
-        return None
-    t = btf[btf.resolve(type_id)]
-    if isinstance(t, b.Int):
-        return _INT_CTYPES.get((t.size, t.signed))
-    if isinstance(t, b.Enum):
-        return _INT_CTYPES.get((t.size, bool(getattr(t, "signed", False))))
-    if isinstance(t, b.Ptr):
-        return ctypes.c_uint64
-    if isinstance(t, b.Float):
-        return {4: ctypes.c_float, 8: ctypes.c_double}.get(t.size)
-    if isinstance(t, b.Array):
-        elem = ctype_from_btf(btf, t.type, _depth + 1)
-        return elem * t.nelems if elem is not None else None
-    if isinstance(t, b.Struct):
-        return _struct_from_btf(btf, t, _depth)
-    return None
-
-
-def _struct_from_btf(btf: Any, t: Any, depth: int) -> Any:
-    fields, at = [], 0
-    for i, m in enumerate(t.members):
-        member = ctype_from_btf(btf, m.type, depth + 1)
-        if m.bitfield_size or m.bit_offset % 8 or member is None or not m.name:
-            return None
-        if t.kind == "struct" and m.offset < at:  # overlapping members: not a plain struct
-            return None
-        if t.kind == "struct" and m.offset > at:
-            fields.append((f"_pad{i}", ctypes.c_uint8 * (m.offset - at)))
-        fields.append((m.name, member))
-        at = max(at, m.offset + ctypes.sizeof(member)) if t.kind == "struct" else at
-    base = ctypes.Union if t.kind == "union" else ctypes.Structure
-    size = sum(ctypes.sizeof(f) for _, f in fields) if t.kind == "struct" else \
-        max((ctypes.sizeof(f) for _, f in fields), default=0)
-    if size < t.size:
-        fields.append(("_tail", ctypes.c_uint8 * (t.size - size)))
-    # explicit padding and _pack_ 1 reproduce the BTF offsets exactly, whatever the alignment
-    cls = type(t.name or "anon", (base,), {"_pack_": 1, "_fields_": fields, "__repr__": _struct_repr})
-    return cls if ctypes.sizeof(cls) == t.size else None
-
-
-_FILLER = re.compile(r"_pad\d+|_tail")  # the padding fields _struct_from_btf adds
-
-
-def _struct_repr(self) -> str:
-    def show(v):
-        return [show(x) for x in v] if isinstance(v, ctypes.Array) else v
-    shown = [n for n, _ in self._fields_ if not _FILLER.fullmatch(n)]
-    body = ", ".join(f"{n}={show(getattr(self, n))!r}" for n in shown)
-    return f"{type(self).__name__}({body})"
 
 
 PER_CPU_MAP_TYPES = frozenset({kernel.BPF_MAP_TYPE_PERCPU_HASH, kernel.BPF_MAP_TYPE_PERCPU_ARRAY,
@@ -375,6 +279,31 @@ class KernelMap:
     _repr_html_ = display.map_html   # Jupyter's view: the first entries, decoded
 
 
+class KernelSections:
+    """Data sections in kernel maps, for `globals_view.Globals`.  A write reads the section's
+    value, changes the variable's bytes and writes the value back (bpf() has no partial update):
+    a program writing another variable of the same section in between loses that write."""
+
+    def __init__(self, maps: Mapping[str, KernelMap], set_before: str) -> None:
+        self._maps, self._set_before = maps, set_before
+
+    def read(self, section: str) -> bytes:
+        m = self._maps[section]
+        return kernel.map_lookup_elem(m.fd, bytes(4), m.value_size)
+
+    def write(self, section: str, offset: int, data: bytes) -> None:
+        m = self._maps[section]
+        value = bytearray(self.read(section))
+        value[offset:offset + len(data)] = data
+        kernel.map_update_elem(m.fd, bytes(4), bytes(value))
+
+    def frozen(self, section: str) -> str:
+        if self._maps[section].flags & kernel.BPF_F_RDONLY_PROG:   # frozen by _create_map
+            return ("is frozen once the program is loaded (the verifier read its values as "
+                    f"constants); give the value before loading: {self._set_before}")
+        return ""
+
+
 # --- live programs ----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class TestRunResult:
@@ -437,6 +366,16 @@ class KernelProgram:
                             "programs attach; test others with test_run")], self.name, self.kind)
         fd = kernel.attach_tracepoint(self.fd, category, name)
         return Attachment(f"{category}/{name}", fd, self._owner)
+
+    def attach_socket(self, sock: Any) -> SocketAttachment:
+        """Filter a socket's incoming packets with this socket filter (SO_ATTACH_BPF): `sock` is
+        a socket object or its fd.  Detached by the attachment's `close()` (or `with` exit) or
+        when the loaded object closes; see `attach`."""
+        if self.prog_type != kernel.BPF_PROG_TYPE_SOCKET_FILTER:
+            raise UnsupportedProgramError(
+                [Diagnostic(None, f"program {self.name!r} ({self.kind}) is not a socket filter",
+                            "only @socket_filter programs attach to sockets")], self.name, self.kind)
+        return SocketAttachment(sock, self.fd, self.name, self._owner)
 
     def test_run(self, ctx: Any = None, data: bytes = b"", repeat: int = 0) -> TestRunResult:
         """Run once in the kernel with BPF_PROG_TEST_RUN.
@@ -508,34 +447,6 @@ def _ctx_like(original: Any, raw: bytes) -> Any:
     return raw
 
 
-class Attachment:
-    """A program attached to a tracepoint; `close()` detaches it."""
-
-    def __init__(self, target: str, fd: int, owner: "LoadedObject | None") -> None:
-        self.target, self.fd, self._owner = target, fd, owner
-        if owner is not None:
-            owner._own(fd)  # detached with everything else when the object closes
-            owner._attachments.append(self)
-
-    def close(self) -> None:
-        if self.fd < 0:
-            return
-        if self._owner is not None:
-            self._owner._fds.remove(self.fd)
-            self._owner._attachments.remove(self)
-        kernel.close(self.fd)
-        self.fd = -1
-
-    def __enter__(self) -> "Attachment":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"<Attachment {self.target} {'fd ' + str(self.fd) if self.fd >= 0 else 'detached'}>"
-
-
 class Programs(Mapping):
     """name → KernelProgram; a program left out because this kernel cannot load it raises
     UnsupportedProgramError (with the reason) instead of a bare KeyError."""
@@ -575,11 +486,18 @@ class LoadedObject:
         return fd
 
     def close(self) -> None:
+        for attachment in list(self._attachments):  # first: a socket keeps its filter otherwise
+            attachment.close()
         _close_all(self._fds)
         for obj in (*self.programs._loaded.values(), *self.maps.values()):
             obj._fd = -1
-        for attachment in self._attachments:  # their fd numbers may be reused from now on
-            attachment.fd = -1
+
+    @functools.cached_property
+    def globals(self) -> Globals:
+        """The object's `.data`/`.bss`/`.rodata` variables by name, typed from its BTF:
+        `live.globals.count`, `live.globals["count"] = 5` (see `globals_view`).  `.rodata` is
+        frozen: set it with `load(obj, globals={...})`."""
+        return Globals(global_vars(self.spec), KernelSections(self.maps, "load(obj, globals={...})"))
 
     def __enter__(self) -> "LoadedObject":
         return self
@@ -599,13 +517,17 @@ def _close_all(fds: list[int]) -> None:
 
 
 # --- loading ----------------------------------------------------------------------------------
-def load(obj: Any, *, only: set[str] | None = None, log_level: int = 0) -> LoadedObject:
+def load(obj: Any, *, only: set[str] | None = None, log_level: int = 0,
+         globals: Mapping[str, Any] | None = None) -> LoadedObject:
     """Create the object's maps and load its kernel programs; see the module docstring.
 
     `only` names the programs to load (default: every one this kernel can load; a named program
     it cannot load is an error, an unnamed one is skipped with its reason in
     `loaded.programs.skipped`).  `log_level` > 0 keeps the verifier log of accepted programs
-    in `KernelProgram.verifier_log` (a rejection always gets a log)."""
+    in `KernelProgram.verifier_log` (a rejection always gets a log).  `globals` gives data-section
+    variables their initial values by name (`globals_view.with_globals`; `.rodata` only so)."""
+    if globals:
+        obj = with_globals(obj, globals)
     loaded = LoadedObject(obj)
     try:
         loaded.btf = _load_btf(loaded, obj)
@@ -678,7 +600,7 @@ def _create_map(loaded: LoadedObject, spec: Any) -> None:
     if btf is not None and not isinstance(btf, (bytes, bytearray)):
         decoded_key = ctype_from_btf(btf, key_id)
         # struct keys stay bytes: ctypes instances hash by identity, useless as dict keys
-        if key_type is None and decoded_key in _INT_CTYPES.values():
+        if key_type is None and decoded_key in INT_CTYPES.values():
             key_type = decoded_key
         value_type = value_type or ctype_from_btf(btf, value_id)
     loaded.maps[spec.name] = KernelMap(spec.name, fd, map_type, spec.key_size, spec.value_size,

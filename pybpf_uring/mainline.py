@@ -51,14 +51,15 @@ import struct
 import threading
 import weakref
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 from . import btf as btfmod
 from . import kernel
 from .diagnostics import CompileError, Diagnostic
-from .load import UnsupportedProgramError
+from .globals_view import Globals, global_vars
+from .load import KernelSections, UnsupportedProgramError
 
-__all__ = ["probe", "Support", "LoopRing", "LoopAttachment", "Globals", "OpsSpec", "ops_specs", "as_object",
+__all__ = ["probe", "Support", "LoopRing", "LoopAttachment", "OpsSpec", "ops_specs", "as_object",
            "MainlineUnsupportedError", "LoopError", "UnsuitableRingError", "VmlinuxIndex", "RING_LAYOUT_GLOBALS",
            "RegionView", "region_views", "check_region_views",
            "IOU_LOOP_CONTINUE", "IOU_LOOP_STOP", "IOU_REGION_MEM", "IOU_REGION_CQ", "IOU_REGION_SQ"]
@@ -703,7 +704,7 @@ def _flag_names(flags: int) -> str:
     return " | ".join(RING_FLAG_NAMES.get(f, hex(f)) for f in _bits(flags))
 
 
-# --- the object side: ops variables and globals (pure data) ---------------------------------
+# --- the object side: ops variables (pure data) ---------------------------------------------
 @dataclass(frozen=True)
 class OpsSpec:
     """An ops variable of an object (`SEC(".struct_ops.link") struct io_uring_bpf_ops x = {...}`):
@@ -754,117 +755,6 @@ def ops_specs(obj: Any) -> list[OpsSpec]:
     return out
 
 
-@dataclass(frozen=True)
-class GlobalVar:
-    name: str
-    section: str
-    offset: int
-    size: int
-    signed: bool = False
-    integer: bool = True
-
-
-def global_vars(obj: Any) -> dict[str, GlobalVar]:
-    """Variables of `.data`, `.rodata` and `.bss` sections, by name (the symbol gives the place,
-    the BTF DATASEC the type: integers read back as ints of their signedness, others as bytes)."""
-    data_maps = {m.name for m in obj.maps if m.data is not None or m.name.startswith((".bss", ".data", ".rodata"))}
-    names = {s.index: s.name for s in obj.sections}
-    types: dict[tuple[str, str], Any] = {}
-    if obj.btf is not None:
-        for t in obj.btf.types:
-            if isinstance(t, btfmod.Datasec):
-                for v in t.vars:
-                    var = obj.btf[v.type]
-                    if isinstance(var, btfmod.Var):
-                        types[(t.name, var.name)] = obj.btf[obj.btf.resolve(var.type)]
-    out = {}
-    for s in obj.symbols:
-        section = names.get(s.section, "")
-        if s.type != "object" or section not in data_maps:
-            continue
-        t = types.get((section, s.name))
-        integer = isinstance(t, (btfmod.Int, btfmod.Enum)) or (t is None and s.size in (1, 2, 4, 8))
-        signed = bool(getattr(t, "signed", False))
-        out[s.name] = GlobalVar(s.name, section, s.value, s.size, signed, integer and s.size in (1, 2, 4, 8))
-    return out
-
-
-def _encode(var: GlobalVar, value: Any) -> bytes:
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        raw = bytes(value)
-        if len(raw) != var.size:
-            raise ValueError(f"global {var.name!r} is {var.size} bytes, the value {len(raw)}")
-        return raw
-    value = int(value)
-    if not -(1 << (8 * var.size - 1)) <= value < 1 << (8 * var.size):
-        raise OverflowError(f"global {var.name!r} ({var.size} bytes) cannot hold {value}")
-    return (value & ((1 << (8 * var.size)) - 1)).to_bytes(var.size, "little")
-
-
-def _decode(var: GlobalVar, raw: bytes) -> Any:
-    return int.from_bytes(raw, "little", signed=var.signed) if var.integer else raw
-
-
-def _with_globals(obj: Any, values: Mapping[str, Any]) -> Any:
-    """A copy of `obj` whose data-section maps start with `values` written in (the spec is pure
-    data: the caller's object is left as it was)."""
-    variables = global_vars(obj)
-    by_section: dict[str, bytearray] = {}
-    for name, value in values.items():
-        if name not in variables:
-            known = ", ".join(sorted(variables)) or "none"
-            raise _error(f"the object has no global variable {name!r}", f"its globals: {known}")
-        var = variables[name]
-        spec = obj.map(var.section)
-        buf = by_section.setdefault(var.section, bytearray((spec.data or b"").ljust(spec.value_size, b"\0")))
-        buf[var.offset:var.offset + var.size] = _encode(var, value)
-    maps = [dataclasses.replace(m, data=bytes(by_section[m.name])) if m.name in by_section else m
-            for m in obj.maps]
-    return dataclasses.replace(obj, maps=maps)
-
-
-class Globals(Mapping):
-    """The data-section variables of an attached object, read and written by name in the kernel's
-    maps: `att.globals["nops_done"]`.  `.rodata` is frozen once loaded (the verifier folded its
-    values into the program), so it can only be set through `attach(globals=...)`."""
-
-    def __init__(self, maps: Mapping[str, Any], variables: Mapping[str, GlobalVar]) -> None:
-        self._maps, self._vars = maps, dict(variables)
-
-    def _raw(self, var: GlobalVar) -> bytes:
-        m = self._maps[var.section]
-        raw = kernel.map_lookup_elem(m.fd, bytes(4), m.value_size)
-        return raw[var.offset:var.offset + var.size]
-
-    def __getitem__(self, name: str) -> Any:
-        var = self._var(name)
-        return _decode(var, self._raw(var))
-
-    def __setitem__(self, name: str, value: Any) -> None:
-        var = self._var(name)
-        if var.section.startswith(".rodata"):
-            raise _error(f"global {name!r} is in {var.section}, which is frozen once the program "
-                         "is loaded", "give its value to attach(globals={...}) instead")
-        m = self._maps[var.section]
-        raw = bytearray(kernel.map_lookup_elem(m.fd, bytes(4), m.value_size))
-        raw[var.offset:var.offset + var.size] = _encode(var, value)
-        kernel.map_update_elem(m.fd, bytes(4), bytes(raw))
-
-    def _var(self, name: str) -> GlobalVar:
-        if name not in self._vars:
-            raise KeyError(f"no global variable {name!r} (globals: {', '.join(sorted(self._vars))})")
-        return self._vars[name]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._vars)
-
-    def __len__(self) -> int:
-        return len(self._vars)
-
-    def __repr__(self) -> str:
-        return "Globals(" + ", ".join(f"{k}={self[k]!r}" for k in self._vars) + ")"
-
-
 # --- attaching -----------------------------------------------------------------------------------
 class LoopAttachment:
     """Loop_step programs attached to a ring: the object's maps and BTF (a `load.LoadedObject`),
@@ -876,7 +766,9 @@ class LoopAttachment:
         self.programs: dict[str, Any] = {}        # name → load.KernelProgram
         self.map_fd = self.link_fd = -1
         self._fds: list[int] = []                 # closed last-opened first: link, map, programs
-        self.globals = Globals(loaded.maps, global_vars(loaded.spec))
+        # .data/.bss/.rodata by name (`globals_view`); .rodata is set through attach's globals
+        self.globals = Globals(global_vars(loaded.spec),
+                               KernelSections(loaded.maps, "LoopRing.attach(obj, globals={...})"))
         self._finalizer = weakref.finalize(self, _close_fds, self._fds, loaded)
 
     def _own(self, fd: int) -> int:
@@ -933,7 +825,7 @@ def attach(ring: LoopRing, obj: Any, ops: str | None = None, globals: Mapping[st
     values = {k: v for k, v in ring.layout().items()
               if k in global_vars(obj) and k not in (globals or {})}
     values.update(globals or {})
-    loaded = loadmod.load(_with_globals(obj, values), only=set())   # BTF and data maps only
+    loaded = loadmod.load(obj, only=set(), globals=values)   # BTF and data maps only
     att = LoopAttachment(ring, spec, loaded)
     try:
         if loaded.btf is None:

@@ -99,6 +99,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from . import display, ring_sys
+from .globals_view import Globals, ViewSections, global_vars
 from .ring_sys import RawRing, read_user, write_user
 from .uring import IORING_OP_BPF, Cqe, Sqe
 
@@ -349,6 +350,8 @@ class Ring:
         self._version = 0
         self.maps: Mapping[str, Any] = {}
         self.engine: Any = None  # the registered object's EngineInstance (maps, trace)
+        self._object: Any = None
+        self._globals: Globals | None = None
         self.faults: deque[BpfFaultRecord] = deque(maxlen=100)
         self.enter_calls = 0
         self._native: Any = None          # engine.native_ring.NativeRing when programs are native
@@ -521,6 +524,7 @@ class Ring:
         self._programs = [(p.name, instance.runner(p)) for p in programs]
         self.engine = instance  # its `trace` holds the lines programs printed
         self.maps = instance.maps
+        self._object, self._globals = obj, None
         # Runners that can run inside a native wait (JIT-compiled engine programs) get one.
         natives = [getattr(runner, "native", lambda: None)() for _, runner in self._programs]
         if any(n is not None for n in natives):
@@ -540,6 +544,17 @@ class Ring:
         self._native = None
         self.engine = None
         self.maps = {}
+
+    @property
+    def globals(self) -> Globals:
+        """The registered object's `.data`/`.bss`/`.rodata` variables by name, typed from its BTF
+        and read and written in place in the engine's data maps: `ring.globals.count` (see
+        `globals_view`).  A ring registers one object at a time; before that it has none."""
+        if not self._programs:
+            return Globals({}, ViewSections({}))
+        if self._globals is None:
+            self._globals = Globals(global_vars(self._object), ViewSections(self.maps))
+        return self._globals
 
     @property
     def programs(self) -> tuple[str, ...]:

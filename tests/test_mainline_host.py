@@ -8,6 +8,7 @@ ring a loop drives used from userspace) are tested here directly.  And one test 
 """
 from __future__ import annotations
 
+import ctypes
 import errno
 import importlib.util
 import os
@@ -21,6 +22,7 @@ import pytest
 from pybpf_uring import mainline
 from pybpf_uring.btf import parse_btf
 from pybpf_uring.diagnostics import CompileError
+from pybpf_uring.globals_view import GlobalVar, global_vars, with_globals
 from pybpf_uring.mainline import LoopRing, MainlineUnsupportedError
 from pybpf_uring.objfile import BpfObject
 
@@ -170,11 +172,11 @@ def test_ops_variable_of_a_clang_object(objects):
 
 def test_globals_of_a_clang_object_are_set_on_a_copy(objects):
     obj = BpfObject.read(obj_path(objects, "cp"))
-    variables = mainline.global_vars(obj)
-    assert variables["result"] == mainline.GlobalVar("result", ".data", variables["result"].offset, 4, True)
-    assert variables["cq_entries"].section == ".rodata" and not variables["cq_entries"].signed
+    variables = global_vars(obj)
+    assert variables["result"] == GlobalVar("result", ".data", variables["result"].offset, 4, ctypes.c_int32)
+    assert variables["cq_entries"].section == ".rodata" and variables["cq_entries"].ctype is ctypes.c_uint32
     assert {"input_fd", "buffer", "offset", "requests"} <= set(variables)
-    patched = mainline._with_globals(obj, {"cq_entries": 64, "result": -5, "buffer": 1 << 40})
+    patched = with_globals(obj, {"cq_entries": 64, "result": -5, "buffer": 1 << 40})
     rodata = patched.map(".rodata").data
     at = variables["cq_entries"].offset
     assert rodata[at:at + 4] == (64).to_bytes(4, "little")
@@ -183,9 +185,9 @@ def test_globals_of_a_clang_object_are_set_on_a_copy(objects):
     assert patched.map(".bss").data[variables["buffer"].offset:][:8] == (1 << 40).to_bytes(8, "little")
     assert obj.map(".rodata").data == bytes(len(rodata))     # the original is untouched
     with pytest.raises(CompileError, match="no global variable 'nope'"):
-        mainline._with_globals(obj, {"nope": 1})
+        with_globals(obj, {"nope": 1})
     with pytest.raises(OverflowError):
-        mainline._with_globals(obj, {"cq_entries": 1 << 32})
+        with_globals(obj, {"cq_entries": 1 << 32})
 
 
 def test_an_object_without_ops_is_diagnosed(objects, tmp_path):
@@ -213,14 +215,14 @@ def test_compiled_python_programs_have_what_the_loader_needs(name):
     prog = obj.program(spec.programs["loop_step"])
     assert prog.kind == "struct_ops" and prog.sleepable and prog.section == f"struct_ops.s/{prog.name}"
     assert {r.symbol for r in prog.relocations if r.kind == "kfunc"} <= set(mainline.KFUNCS)
-    variables = mainline.global_vars(obj)
+    variables = global_vars(obj)
     wanted = {"count": {"steps", "stop_after", "verdict"},
               "cp": {"input_fd", "output_fd", "buffer", "buffer_size", "offset", "result", "requests"},
               "mainline_nops": {"cq_entries", "target", "submitted", "completed"}}[name]
     assert wanted <= set(variables)
     if name == "mainline_nops":   # a Const: the host fills it from the ring, before loading
         assert variables["cq_entries"].section == ".rodata"
-        patched = mainline._with_globals(obj, {"cq_entries": 64})
+        patched = with_globals(obj, {"cq_entries": 64})
         assert patched.map(".rodata").data[:4] == (64).to_bytes(4, "little")
 
 
