@@ -448,14 +448,19 @@ class PerfEventAttr(ctypes.Structure):
                 ("wakeup_events", u32), ("bp_type", u32), ("config1", u64)]
 
 
-def tracepoint_id(category: str, name: str) -> int:
-    """The id tracefs gives `category/name`; FileNotFoundError says whether tracefs is missing
-    or the tracepoint is."""
+def tracefs_root(needed_for: str) -> str:
+    """Where tracefs is mounted; FileNotFoundError saying what cannot work without it."""
     roots = [r for r in TRACEFS_ROOTS if os.path.isdir(os.path.join(r, "events"))]
     if not roots:
         raise FileNotFoundError(_errno.ENOENT, "tracefs is not mounted (mount -t tracefs nodev "
-                                "/sys/kernel/tracing), so tracepoints cannot be found")
-    path = os.path.join(roots[0], "events", category, name, "id")
+                                f"/sys/kernel/tracing), so {needed_for}")
+    return roots[0]
+
+
+def tracepoint_id(category: str, name: str) -> int:
+    """The id tracefs gives `category/name`; FileNotFoundError says whether tracefs is missing
+    or the tracepoint is."""
+    path = os.path.join(tracefs_root("tracepoints cannot be found"), "events", category, name, "id")
     try:
         with open(path) as f:
             return int(f.read())
