@@ -3,8 +3,9 @@ programs, loaded objects, maps, rings and test-run results, rendered here in one
 
 Each class only names its renderer (`_repr_html_ = display.map_html`), so the markup (and its
 escaping) has one home and the classes stay about what they do.  The functions read
-the objects duck-typed, through the attributes the classes already have, and import nothing
-from the project: objfile, load, ring and engine all call down into this module, never the
+the objects duck-typed, through the attributes the classes already have (a Ring's queues
+through its own fields: its public calls would run programs), and import nothing from the
+project: objfile, load, ring and engine all call down into this module, never the
 other way, so there is no import cycle.
 
 A display must not change what it shows.  Maps are read with the host's lookups (a hash map's
@@ -47,8 +48,10 @@ def value_text(value: Any) -> str:
     with their length), per-CPU values and arrays as lists, structs by their own repr."""
     if isinstance(value, (bytes, bytearray, memoryview)):
         raw = bytes(value)
-        shown = raw[:_BYTES_SHOWN].hex(" ")
-        return shown + (f" … ({len(raw)} bytes)" if len(raw) > _BYTES_SHOWN else "") if raw else "(empty)"
+        if not raw:
+            return "(empty)"
+        cut = f" … ({len(raw)} bytes)" if len(raw) > _BYTES_SHOWN else ""
+        return raw[:_BYTES_SHOWN].hex(" ") + cut
     if isinstance(value, (list, tuple, ctypes.Array)):
         return "[" + ", ".join(value_text(v) for v in value) + "]"
     return repr(value) if isinstance(value, (ctypes.Structure, ctypes.Union)) else str(value)

@@ -175,6 +175,10 @@ def test_engine_maps_render_like_kernel_maps():
     per_cpu[0] = 7
     assert rows(per_cpu._repr_html_()) == {"0": "[7]", "1": "[0]"}
 
+    big = make_map(MapSpec("big", 2, 4, 100, 1), Memory())
+    big[0] = bytes(range(100))
+    assert rows(big._repr_html_()) == {"0": bytes(range(64)).hex(" ") + " … (100 bytes)"}
+
     empty = make_map(MapSpec("e", 1, 4, 4, 8), Memory())
     assert "(no entries)" in empty._repr_html_()
 
