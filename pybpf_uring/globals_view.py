@@ -329,7 +329,9 @@ class Globals(Mapping):
         self._slot(name).set(value)
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("__") or name not in self._vars:
+        if name in ("_vars", "_storage") or name.startswith("__"):   # copy/pickle, half-made
+            raise AttributeError(name)
+        if name not in self._vars:
             raise AttributeError(self._unknown(name))
         return self._slot(name).get()
 
