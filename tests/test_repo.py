@@ -1,13 +1,15 @@
 """The repository stands on its own: no tracked file reaches for the sibling reference directory.
 
-A clone in an empty directory has nothing beside it, so any file that names `../shared` -- a
-test reading cases from there, a doc pointing at it, a script booting a VM from it -- breaks
-or misleads there.  What the project needs lives in it (`tools/vm/`, `docs/abi.md`,
-`tests/data/conformance/`); the bpf_conformance suite comes from BPF_CONFORMANCE_TESTS, whose
-optional default is computed in one place, tests/conftest.py.
+A clone in an empty directory has nothing beside it, so any file that names the `shared`
+directory next to the checkout -- a test reading cases from there, a doc pointing at it, a script
+booting a VM from it -- breaks or misleads there.  What the project needs lives in it
+(`tools/vm/`, `docs/abi.md`, `tests/data/conformance/`); the bpf_conformance suite comes from
+BPF_CONFORMANCE_TESTS, whose optional default is computed in one place, tests/conftest.py.
 
-Besides the literal path, the test catches the two ways code has spelt it: joining `".."` and
-`"shared"`, and `.parent / "shared"` (allowed only in tests/conftest.py, that one default).
+Besides the literal relative path, the test catches the two ways code has spelt it: a path join
+of `..` and the directory's name, and a pathlib `.parent` joined with it (allowed only in
+tests/conftest.py, that one default).  This file builds its own examples from SIBLING, so it
+passes its own check.
 """
 from __future__ import annotations
 
@@ -63,12 +65,12 @@ def test_no_tracked_file_mentions_the_sibling_directory():
 
 
 @pytest.mark.parametrize("line, hit", [
-    (b"see ../shared/ABI.md", True),
-    (b'VM = os.path.join(ROOT, "..", "shared", "vm")', True),
-    (b"SUITE = HERE.parent.parent / 'shared' / 'conformance'", True),
-    (b"values shared by every program", False),
-    (b'os.path.join(ROOT, "tools", "vm")', False),
+    (f"see ../{SIBLING}/ABI.md", True),
+    (f'VM = os.path.join(ROOT, "..", "{SIBLING}", "vm")', True),
+    (f"SUITE = HERE.parent.parent / '{SIBLING}' / 'conformance'", True),
+    ("values shared by every program", False),
+    ('os.path.join(ROOT, "tools", "vm")', False),
 ])
 def test_the_check_sees_each_spelling(line, hit):
-    assert bool(mentions("bench/x.py", line)) == hit
-    assert not mentions(PARENT_JOIN_HOME, b"Path(ROOT).parent / 'shared' / 'conformance'")
+    assert bool(mentions("bench/x.py", line.encode())) == hit
+    assert not mentions(PARENT_JOIN_HOME, f"Path(ROOT).parent / '{SIBLING}' / 'conformance'".encode())
