@@ -50,3 +50,21 @@ def nops(ctx: IouCtx, lp: IouLoopParams) -> i32:
     submit_sqes(ctx, n)
     cq_wait(lp, cq, n)
     return IOU_LOOP_CONTINUE
+
+
+if __name__ == "__main__":
+    import sys
+
+    from pybpf_uring import compile_file
+    from pybpf_uring.mainline import LoopRing, MainlineUnsupportedError
+
+    obj = compile_file(__file__)
+    with LoopRing.fitting(obj) as ring:          # a CQ of CQ_SLOTS entries, as CqView expects
+        try:
+            loop = ring.attach(obj)
+        except MainlineUnsupportedError as exc:  # before Linux 7.1: what the kernel lacks, no traceback
+            sys.exit(str(exc))
+        with loop:
+            ring.run(timeout=10)
+            for name in loop.globals:
+                print(f"{name} = {loop.globals[name]}")

@@ -10,6 +10,8 @@ the program reads it with copy_from_user and reports the outcome with copy_to_us
 same block, since the RFC completes a BPF request with res 0 whatever happened.
 
     python samples/read_open.py [path]
+
+As `cat` does, it exits 1 (with the reason on stderr) when the file could not be read.
 """
 from pybpf_uring import iouring, i32, i64, u32, u64, Struct, HashMap
 from pybpf_uring.uring import IoUringCtx, Sqe, Cqe, queue_sqe, reap_cqe, copy_from_user, copy_to_user
@@ -89,6 +91,7 @@ def read_open(ctx: IoUringCtx) -> i32:
 
 if __name__ == "__main__":
     import ctypes
+    import os
     import sys
 
     from pybpf_uring import Ring, compile_file
@@ -108,3 +111,6 @@ if __name__ == "__main__":
         print(f"open -> fd {args.fd}, read -> {args.nread} bytes, close -> {args.closed}")
         print("first line:", buf.raw[:args.nread].split(b"\n", 1)[0].decode() if args.nread > 0 else "")
         print("requests in flight (map):", len(ring.maps["states"]), "faults:", list(ring.faults))
+    for step, res in (("open", args.fd), ("read", args.nread), ("close", args.closed)):
+        if res < 0:           # the first step that failed; the ones after it never ran
+            sys.exit(f"{sys.argv[0]}: {step} {path[:-1].decode()}: {os.strerror(-res)}")

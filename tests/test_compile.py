@@ -1,5 +1,6 @@
 """What the compiler emits: the object's layout, BTF and line info, golden disassembly, objects
-libbpf (bpftool) loads, the CLI's contract, and compiling from scripts and notebook cells."""
+libbpf (bpftool) loads, and compiling from scripts and notebook cells (the command line's
+contract is tests/test_cli.py)."""
 from __future__ import annotations
 
 import itertools
@@ -254,52 +255,6 @@ def big(ctx: Args) -> i32:
                                "  note: keep large structs in a map value (m.lookup(k)) instead of locals")
 
 
-# ----- the command line ------------------------------------------------------------------
-def cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "pybpf_uring", *args], capture_output=True, text=True,
-                          cwd=cwd)
-
-
-def test_cli_compile_writes_the_object_and_dumps_stages(tmp_path):
-    out = tmp_path / "p.o"
-    run = cli("compile", SOURCES["packet_stats"], "-o", str(out), "--dump", "ir", "--dump", "asm")
-    assert run.returncode == 0, run.stderr
-    assert out.read_bytes() == compile_file(SOURCES["packet_stats"]).elf
-    assert "define i32 @\"stats\"" in run.stdout and "<stats>:" in run.stdout
-
-
-def test_cli_disasm_check_and_verify(tmp_path):
-    run = cli("disasm", SOURCES["packet_stats"])
-    assert run.returncode == 0 and run.stdout == compile_file(SOURCES["packet_stats"]).disasm()
-    obj_path = tmp_path / "p.o"
-    compile_file(SOURCES["packet_stats"]).write(obj_path)
-    ours = cli("disasm", "-r", str(obj_path)).stdout
-    assert ours == subprocess.run([OBJDUMP, "-dr", str(obj_path)], capture_output=True, text=True).stdout
-    with_source = cli("disasm", "-S", SOURCES["packet_stats"]).stdout
-    assert "; sizes[b] += 1" in with_source and "<log2>:" in with_source
-    run = cli("check", SOURCES["bench_programs"])
-    assert run.returncode == 0 and "arith (syscall)" in run.stdout
-    run = cli("verify", SOURCES["packet_stats"])
-    assert (run.returncode, run.stdout) == (0, "stats: verified\n")
-
-
-def test_cli_exit_status_for_errors_and_bad_usage(tmp_path):
-    bad = tmp_path / "bad.py"
-    bad.write_text("from pybpf_uring import syscall, i32\n\n@syscall\ndef f(ctx) -> i32:\n    return 1 / 2\n")
-    run = cli("compile", str(bad))
-    assert run.returncode == 1
-    assert run.stderr.startswith(f"{bad}:5:12: error: true division is not available")
-    assert "Traceback" not in run.stderr
-    assert cli("compile").returncode == 2
-    assert cli("frobnicate", "x.py").returncode == 2
-    missing = cli("compile", str(tmp_path / "nope.py"))
-    assert missing.returncode == 1 and "nope.py" in missing.stderr and "Traceback" not in missing.stderr
-    garbage = tmp_path / "garbage.o"
-    garbage.write_bytes(b"\x7fELF" + bytes(60))
-    run = cli("disasm", str(garbage))
-    assert run.returncode == 1 and "Traceback" not in run.stderr
-
-
 # ----- programs from scripts and notebooks ----------------------------------------------
 def test_decorated_function_in_a_script_compiles_with_its_globals(tmp_path):
     script = tmp_path / "script.py"
@@ -357,39 +312,6 @@ def cell_prog(ctx: CellArgs) -> i32:
     assert "cell_prog" in html and "exit" in html
 
 
-def test_cli_run_submits_io_uring_programs_on_a_real_ring(tmp_path):
-    module = tmp_path / "hello.py"
-    module.write_text('''
-from pybpf_uring import iouring, ArrayMap, i32, u64
-from pybpf_uring.uring import IoUringCtx, Cqe, emit_cqe, reap_cqe
-
-hits = ArrayMap(u64, 2)
-
-@iouring
-def hello(ctx: IoUringCtx) -> i32:
-    emit_cqe(ctx, 1, ctx.user_data + 1, 7, 0)
-    cqe = Cqe()
-    if reap_cqe(ctx, 1, cqe) == 0:
-        hits[0] += cqe.user_data
-    emit_cqe(ctx, 2, 99, 0, 0)
-    return 0
-''')
-    run = cli("run", str(module), "--user-data", "41")
-    assert run.returncode == 0, run.stderr
-    assert run.stdout == ("cq 0: user_data=41 res=0 flags=0\ncq 2: user_data=99 res=0 flags=0\n"
-                          "map hits: {0: 42, 1: 0}\n")
-    printing = tmp_path / "hi.py"
-    printing.write_text("from pybpf_uring import iouring, i32\nfrom pybpf_uring.uring import IoUringCtx\n\n"
-                        "@iouring\ndef hi(ctx: IoUringCtx) -> i32:\n    print(\"hello from\", ctx.user_data)\n"
-                        "    return 0\n")
-    assert cli("run", str(printing), "--user-data", "7").stdout == "cq 0: user_data=7 res=0 flags=0\ntrace: hello from 7\n"
-    kernel_only = tmp_path / "k.py"
-    kernel_only.write_text("from pybpf_uring import syscall, Struct, i32, u64\n\nclass A(Struct):\n"
-                           "    a: u64\n\n@syscall\ndef f(ctx: A) -> i32:\n    return 0\n")
-    run = cli("run", str(kernel_only))
-    assert run.returncode == 1 and "no @iouring program to run" in run.stderr
-
-
 def test_readme_example_runs_as_written(tmp_path):
     with open(os.path.join(ROOT, "README.md")) as f:
         text = f.read()
@@ -417,12 +339,3 @@ def test_cli_conformance_plugin_speaks_the_runner_protocol():
     bad = subprocess.run([sys.executable, "-m", "pybpf_uring", "conformance-plugin"], input="zz",
                          capture_output=True, text=True)
     assert bad.returncode != 0 and bad.stderr and "Traceback" not in bad.stderr
-
-
-def test_cli_run_of_a_loop_step_module_says_what_this_kernel_lacks():
-    from pybpf_uring import mainline
-    if mainline.probe().ok:
-        pytest.skip("this kernel has io_uring_bpf_ops: tests/mainline runs the loop itself")
-    run = cli("run", os.path.join(ROOT, "samples", "mainline_nops.py"))
-    assert run.returncode == 1 and "Traceback" not in run.stderr
-    assert "cannot run io_uring loop_step programs" in run.stderr and "io_uring_bpf_ops" in run.stderr
