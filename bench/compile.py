@@ -3,12 +3,12 @@
 Prints:
 - instructions per program (its own and the subprograms it calls, as loaded) at each cpu,
   for bench/programs.py and its C twin bench/programs.c, as ratios (target: <= 1.0 everywhere);
-- in-process compile time per program, warm: the median over rounds and its min-max (target:
-  <= 10 ms; no ratio, since clang has no in-process twin to set beside it);
-- cold compiles, fresh processes taking turns (bench/measure.py says why): `pybpf-uring compile`
-  of programs.py against `clang-22 -c` of programs.c, both medians, their ratio and the min-max
-  of the per-round ratios; and `pybpf-uring compile` of a one-program sample against its target
-  (<= 0.15 s).
+- in-process compile time per program, warm, in thread CPU time: the median over rounds and
+  its min-max (target: <= 10 ms; no ratio, since clang has no in-process twin to set beside it);
+- cold compiles in CPU time, fresh processes taking turns (bench/measure.py says why both):
+  `pybpf-uring compile` of programs.py against `clang-22 -c` of programs.c, both medians, their
+  ratio and the min-max of the per-round ratios; and `pybpf-uring compile` of a one-program
+  sample against its target (<= 0.15 s).
 
 Run: python3 bench/compile.py [--rounds N]
 """
@@ -21,13 +21,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(1, HERE)
 
-from measure import compare, interleave, spread  # noqa: E402  (bench/measure.py)
+from measure import CPU_CLOCK, child_cpu, compare, interleave, spread  # noqa: E402  (bench/measure.py)
 
 PROGRAMS_PY = os.path.join(HERE, "programs.py")
 PROGRAMS_C = os.path.join(HERE, "programs.c")
@@ -87,11 +86,11 @@ def main() -> int:
                     "clang-22 -c programs.c": clang("v3", os.path.join(tmp, "t.o")),
                     "pybpf-uring compile packet_stats.py": ours(SMALL_PY)}
         # the warm-up round writes __pycache__, as a user's first run does
-        cold = interleave({label: lambda cmd=cmd: timed(lambda: subprocess.run(cmd, check=True, env=env))
+        cold = interleave({label: lambda cmd=cmd: child_cpu(cmd, env=env)[0]
                            for label, cmd in commands.items()}, args.rounds, warmup=1)
         ratio = compare(cold["pybpf-uring compile programs.py"], cold["clang-22 -c programs.c"])
         print(f"cold compile, a fresh process each, median of {args.rounds} interleaved rounds "
-              "(wall time):")
+              "(the process's CPU time, start-up included):")
         print(f"  pybpf-uring compile programs.py ({n_programs} programs) {ratio.median:.3f} s, "
               f"clang-22 -c programs.c {ratio.base_median:.3f} s: ratio {ratio.ratio:.2f} "
               f"(spread {ratio.spread()})")
@@ -102,9 +101,9 @@ def main() -> int:
 
 
 def timed(fn) -> float:
-    t0 = time.perf_counter()
+    t0 = CPU_CLOCK()
     fn()
-    return time.perf_counter() - t0
+    return CPU_CLOCK() - t0
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ per-round ratios; in-process times are this thread's CPU time:
                  iteration (the checked JIT looks each address up in the region table)
   (target: JIT >= 5 G insn/s on mul/add);
 - the fixed cost of one run of a tiny program on a field-exact io_uring ctx;
+- registering an object (instantiating its io_uring program) on each backend, in fresh
+  processes, and the native helper module a process compiles before its first native wait;
 - compile time per program: this benchmark's loops, a program this project compiles and, when
   BPF_CONFORMANCE_TESTS names a directory of bpf_conformance `.data` cases, every program of
   that suite, each compiled anew, against the interpreter's construction time for the same
@@ -32,25 +34,22 @@ import argparse
 import os
 import statistics
 import struct
+import subprocess
 import sys
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(1, str(HERE))
 
-from measure import compare, interleave  # noqa: E402  (bench/measure.py)
+from measure import CPU_CLOCK, compare, interleave, spread  # noqa: E402  (bench/measure.py)
 from pybpf_uring.conformance import assemble, default_helpers, read_case  # noqa: E402
 from pybpf_uring.engine import Interpreter, Memory  # noqa: E402
 from pybpf_uring.engine.jit import Jit, jit_available  # noqa: E402
 
 SUITE_VARIABLE = "BPF_CONFORMANCE_TESTS"
 
-# This thread's CPU time: the engines run (and compile) on the calling thread, and on two cores
-# shared with other work, wall time mostly measures the neighbours.  (Cache and frequency effects
-# of a busy machine remain: compare medians, and ratios taken in the same run.)
-CLOCK = time.thread_time
+CLOCK = CPU_CLOCK    # in-process: engines run and compile on the calling thread
 
 # r1 = the input block: [0] trip count, [8] a seed, [16] a factor, [24] another seed.
 LOOPS = {
@@ -160,6 +159,43 @@ def run_cost(rounds: int, runs: int = 4000) -> None:
           f"the JIT {cost.ratio:.1f}x as fast (spread {cost.spread(1)})")
 
 
+def register_child(backend: str) -> None:
+    """In a fresh process (register_cost runs this): print the ms `instantiate` takes for
+    bench/ring.py's chain object on `backend`, and then the ms of compiling the native helper
+    module, which the first native wait of a process pays."""
+    import ring as ring_bench          # bench/ring.py
+    from pybpf_uring import compile_source
+    from pybpf_uring.engine import instantiate
+    from pybpf_uring.engine.native_ring import native_helpers
+    obj = compile_source(ring_bench.BPF_CHAIN_SOURCE)
+    start = CLOCK()
+    instantiate(obj, backend=backend)
+    made = CLOCK()
+    native_helpers()
+    print((made - start) * 1e3, (CLOCK() - made) * 1e3)
+
+
+def register_cost(rounds: int) -> None:
+    """What registering an object costs each backend: fresh processes taking turns, since the
+    JIT's code cache would make every registration after a process's first nearly free."""
+    native: list[float] = []
+
+    def side(backend: str):
+        def sample() -> float:
+            out = subprocess.run([sys.executable, __file__, "--register-child", backend],
+                                 check=True, capture_output=True, text=True).stdout.split()
+            native.append(float(out[1]))
+            return float(out[0])
+        return sample
+
+    samples = interleave({"JIT": side("jit"), "interpreter": side("interpreter")}, rounds)
+    c = compare(samples["JIT"], samples["interpreter"])
+    print(f"\nregistering the NOP chain's object (instantiate), a fresh process each, median of "
+          f"{rounds} interleaved rounds (thread CPU time): interpreter {c.base_median:.1f} ms, JIT "
+          f"{c.median:.1f} ms ({c.ratio:.1f}x, spread {c.spread(1)}); the native helper module, "
+          f"once per process: {statistics.median(native):.0f} ms ({spread(native, digits=0)})")
+
+
 def compile_times(rounds: int) -> None:
     """Per program, JIT construction and interpreter construction in the same rounds."""
     programs = [(f"loop {name}", program(name)) for name in LOOPS]
@@ -255,13 +291,18 @@ def main() -> int:
     ap.add_argument("--jit-iterations", type=int, default=20_000_000)
     ap.add_argument("--interp-iterations", type=int, default=100_000)
     ap.add_argument("--chain", type=int, default=100_000, help="NOPs in the BPF NOP chain")
+    ap.add_argument("--register-child", choices=("interpreter", "jit"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.register_child:
+        register_child(args.register_child)
+        return 0
     reason = jit_available()
     if reason is not None:
         print(f"the JIT cannot run here: {reason}", file=sys.stderr)
         return 2
     loop_rates(args.rounds, args.jit_iterations, args.interp_iterations)
     run_cost(args.rounds)
+    register_cost(max(3, args.rounds // 2))
     compile_times(max(3, args.rounds // 2))
     nop_chain(args.chain, max(3, args.rounds // 2))
     return 0

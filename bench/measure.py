@@ -12,15 +12,35 @@ was once printed as 1.2x C).  So every comparison here:
 - keeps the ratio of each round, whose min-max range is printed beside the ratio, so a reader
   can see how much of a figure is noise (a range that straddles 1 means "no difference seen").
 
-A side is a callable returning one sample (a rate, a time); what it measures and how it times
-itself (thread CPU time in-process, a fresh process's own clock, wall time around a subprocess)
-is the bench script's business.  Nothing here reads a clock.
+A side is a callable returning one sample (a rate, a time).  Sides time themselves in CPU time,
+not wall time: on two cores shared with other work a run is preempted for as long as the
+neighbours please, so wall time mostly measures them (a loaded machine once put the same C loop
+at 0.8 M and 1.9 M NOPs/s a minute apart).  CPU time -- user and system, so the kernel's work
+for a NOP inside io_uring_enter counts -- leaves the preemptions out; cache and frequency effects
+of a busy machine stay, and interleaving spreads those over every side.  In-process sides read
+`CPU_CLOCK` around the work; a fresh process is timed by `child_cpu` (or times itself with
+CLOCK_THREAD_CPUTIME_ID when only its loop should count).
 """
 from __future__ import annotations
 
+import resource
 import statistics
+import subprocess
+import time
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
+
+# The calling thread's CPU time: the engines, the ring and native waits all run on it.
+CPU_CLOCK = time.thread_time
+
+
+def child_cpu(command: Sequence[str], **kwargs) -> tuple[float, str]:
+    """Run `command` to its end; return the CPU seconds (user + system) it used and its stdout.
+    Raises CalledProcessError if it fails."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    out = subprocess.run(command, check=True, capture_output=True, text=True, **kwargs).stdout
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), out
 
 
 def interleave(sides: Mapping[str, Callable[[], float]], rounds: int,

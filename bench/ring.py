@@ -3,10 +3,10 @@
 Each op submits one NOP and waits for its CQE before the next (the shape of a BPF request that
 queues an SQE and parks on its CQ), so the figure is per-op overhead, not kernel throughput.
 Every side runs the same N NOPs, interleaved in rounds with a C loop on liburing (gcc + Debian's
-liburing-dev; a fresh process per round that times its own loop), and is printed as its median
-ops/s, io_uring_enter calls per op (the ring counts its own calls; the C side is counted with
+liburing-dev; a fresh process per round that times its own loop), each side in the thread CPU
+time of its loop (bench/measure.py says why both), and is printed as its median ops/s, io_uring_enter calls per op (the ring counts its own calls; the C side is counted with
 `strace -c` when strace is installed), its median's ratio to C's median over the same rounds,
-and the min-max of the per-round ratios (bench/measure.py says why):
+and the min-max of the per-round ratios:
 
 - `Ring` driven by a Python loop (`ring.queue(sqe)` + `ring.wait_cqe()`);
 - for reference, the `liburing` PyPI package's Python binding, if it is installed (the ring
@@ -33,7 +33,6 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import time
 from types import SimpleNamespace
 from typing import Callable
 
@@ -41,7 +40,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(1, HERE)
 
-from measure import compare, interleave, spread  # noqa: E402  (bench/measure.py)
+from measure import CPU_CLOCK, child_cpu, compare, interleave, spread  # noqa: E402  (bench/measure.py)
 
 C_LABEL = "C liburing"
 
@@ -58,7 +57,7 @@ int main(int argc, char **argv)
     struct io_uring_params p = { .flags = IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN };
     if (io_uring_queue_init_params(64, &ring, &p) < 0) { perror("io_uring_queue_init"); return 2; }
     struct timespec a, b;
-    clock_gettime(CLOCK_MONOTONIC, &a);
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &a);
     for (long i = 0; i < n; i++) {
         struct io_uring_sqe *sqe = io_uring_get_sqe(&ring);
         io_uring_prep_nop(sqe);
@@ -68,7 +67,7 @@ int main(int argc, char **argv)
         if (io_uring_peek_cqe(&ring, &cqe) || cqe->user_data != (unsigned long)i) return 3;
         io_uring_cqe_seen(&ring, cqe);
     }
-    clock_gettime(CLOCK_MONOTONIC, &b);
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &b);
     printf("%.1f\n", n / ((b.tv_sec - a.tv_sec) + (b.tv_nsec - a.tv_nsec) / 1e9));
     io_uring_queue_exit(&ring);
     return 0;
@@ -108,13 +107,13 @@ def python_chain(n: int) -> tuple[float, float]:
         sqe = ring.sqe()
         prep_nop(sqe)
         queue, wait = ring.queue, ring.wait_cqe
-        t0 = time.perf_counter()
+        t0 = CPU_CLOCK()
         for i in range(n):
             sqe.user_data = i
             queue(sqe)
             if wait().user_data != i:
                 raise AssertionError("CQE out of order")
-        dt = time.perf_counter() - t0
+        dt = CPU_CLOCK() - t0
         return n / dt, ring.enter_calls / n
 
 
@@ -125,7 +124,7 @@ def pypi_liburing_chain(n: int) -> tuple[float, float]:
     ring, cqe = L.Ring(), L.Cqe()
     L.io_uring_queue_init(64, ring, 0)
     try:
-        t0 = time.perf_counter()
+        t0 = CPU_CLOCK()
         for i in range(n):
             sqe = L.io_uring_get_sqe(ring)
             L.io_uring_prep_nop(sqe)
@@ -133,7 +132,7 @@ def pypi_liburing_chain(n: int) -> tuple[float, float]:
             L.io_uring_submit_and_wait(ring, 1)
             L.io_uring_peek_cqe(ring, cqe)
             L.io_uring_cqe_seen(ring, cqe[0])
-        return n / (time.perf_counter() - t0), 1.0
+        return n / (CPU_CLOCK() - t0), 1.0
     finally:
         L.io_uring_queue_exit(ring)
 
@@ -166,10 +165,10 @@ def bpf_chain(n: int, engine) -> tuple[float, float]:
                                                     section="iouring.s/chain")], maps={})
     with Ring(entries=64, cq_sizes=(64,)) as ring:
         ring.register(obj, engine=engine)
-        t0 = time.perf_counter()
+        t0 = CPU_CLOCK()
         ring.submit_bpf("chain", user_data=n)
         ring.wait_cqe(0)
-        dt = time.perf_counter() - t0
+        dt = CPU_CLOCK() - t0
         return n / dt, ring.enter_calls / n
 
 
@@ -193,11 +192,11 @@ def bench_bpf_chain_engine(obj, n: int, **options) -> tuple[float, float]:
     from pybpf_uring.ring import Ring
     with Ring(entries=64, cq_sizes=(64,)) as ring:
         ring.register(obj, engine=lambda o: instantiate(o, **options))
-        t0 = time.perf_counter()
+        t0 = CPU_CLOCK()
         ring.submit_bpf("chain", user_data=n)
         if ring.wait_cqe(0).res != 0 or ring.maps["count"][0] != n:
             raise AssertionError("the chain did not run to its end")
-        dt = time.perf_counter() - t0
+        dt = CPU_CLOCK() - t0
         return n / dt, ring.enter_calls / n
 
 
@@ -227,7 +226,7 @@ def chain_table(exe: str, n: int, sides: dict[str, Callable[[], tuple[float, flo
                          rounds, warmup=1)
     c_samples = samples[C_LABEL]
     c_enters = c_enters_per_op(exe, min(n, 20_000))
-    print(f"NOP chain, {n} ops, one at a time: median of {rounds} interleaved rounds (wall time); "
+    print(f"NOP chain, {n} ops, one at a time: median of {rounds} interleaved rounds (thread CPU time); "
           "ratio = median / C's median, spread = min-max of the per-round ratios")
     print(f"  {'':29} {'ops/s':>12}   {'enter/op':>8}   {'ratio to C':>10}   {'spread':>11}")
     print(f"  {C_LABEL:29} {statistics.median(c_samples):12,.0f}   "
@@ -291,27 +290,18 @@ def keepalive(connections: int, interval_ms: int, runs: int) -> None:
     program runs and process CPU time per 1000 keep-alives (a PING sent and its PONG absorbed),
     against what the application would pay doing them itself (a wakeup for each PING timer and
     each PONG).  Medians, with each figure's min-max over the runs."""
-    import resource
     sample = os.path.join(os.path.dirname(HERE), "samples", "udp_keepalive.py")
     per_1000: dict[str, list[float]] = {"wakeups": [], "program runs": [], "CPU ms": []}
-    walls = []
     for _ in range(runs):
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        t0 = time.perf_counter()
-        run = subprocess.run([sys.executable, sample, str(connections), str(interval_ms)],
-                             capture_output=True, text=True, check=True)
-        walls.append(time.perf_counter() - t0)
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-        count = {key: int(re.search(rf"{key} (\d+)", run.stdout).group(1))
+        cpu, stdout = child_cpu([sys.executable, sample, str(connections), str(interval_ms)])
+        count = {key: int(re.search(rf"{key} (\d+)", stdout).group(1))
                  for key in ("PONGs absorbed", "application wakeups", "program runs")}
         per = 1000 / max(count["PONGs absorbed"], 1)
         per_1000["wakeups"].append(count["application wakeups"] * per)
         per_1000["program runs"].append(count["program runs"] * per)
         per_1000["CPU ms"].append(cpu * per * 1e3)
     print(f"\nkeep-alive offload, {connections} connections every {interval_ms} ms, {runs} fresh "
-          f"processes (median, min-max; CPU includes start-up and compile): wall "
-          f"{statistics.median(walls):.2f} s ({spread(walls)})")
+          f"processes (median, min-max; CPU includes start-up and compile)")
     wakeups = statistics.median(per_1000["wakeups"])
     print(f"  per 1000 keep-alives: application wakeups {wakeups:.1f} "
           f"({spread(per_1000['wakeups'], digits=1)}; doing it itself: 2000, ratio "
