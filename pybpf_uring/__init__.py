@@ -1,6 +1,6 @@
 """pybpf_uring: write io_uring BPF programs in Python.
 
-The public names of SPEC.md, the exceptions a user catches, and `__version__`.  Heavy stages
+The public names (docs/language.md), the exceptions a user catches, and `__version__`.  Heavy stages
 (lark, llvmlite, pyelftools) are imported only when a program is compiled, read or loaded, so
 `import pybpf_uring` stays cheap: the names below that live in those stages' modules are
 looked up on first use.

@@ -32,7 +32,7 @@ class Program:
 
 
 def iouring(fn) -> Program:
-    """An RFC io_uring program (ABI.md §A); sleepable, so it may queue SQEs and copy user memory."""
+    """An RFC io_uring program (docs/abi.md §A); sleepable, so it may queue SQEs and copy user memory."""
     return Program(fn, "iouring", f"iouring.s/{fn.__name__}")
 
 
@@ -54,5 +54,5 @@ def tracepoint(name: str):
 
 
 def loop_step(fn) -> Program:
-    """A mainline `io_uring_bpf_ops.loop_step` program (ABI.md §B)."""
+    """A mainline `io_uring_bpf_ops.loop_step` program (docs/abi.md §B)."""
     return Program(fn, "loop_step", f"struct_ops.s/{fn.__name__}")

@@ -1,4 +1,4 @@
-"""Names for mainline io_uring BPF (`io_uring_bpf_ops`, Linux 7.1+; ABI.md §B) in `@loop_step`
+"""Names for mainline io_uring BPF (`io_uring_bpf_ops`, Linux 7.1+; docs/abi.md §B) in `@loop_step`
 programs: the loop's arguments, the kfuncs, and the constants of the kernel's enums.
 
     @loop_step

@@ -1,4 +1,4 @@
-"""Mainline io_uring BPF (`struct io_uring_bpf_ops`, Linux 7.1+, ABI.md §B): probe, ring, attach, run.
+"""Mainline io_uring BPF (`struct io_uring_bpf_ops`, Linux 7.1+, docs/abi.md §B): probe, ring, attach, run.
 
 A `loop_step` program is a struct_ops program.  The kernel runs it from inside
 `io_uring_enter(GETEVENTS)`: each step writes SQEs into the SQ region, submits them with the

@@ -1,6 +1,6 @@
 """The host side of the RFC io_uring runtime: a real kernel ring, extra CQs, and BPF requests.
 
-What the kernel does and what this module emulates (ABI.md §A):
+What the kernel does and what this module emulates (docs/abi.md §A):
 
 * SQEs other than IORING_OP_BPF go to the real kernel ring (`ring_sys.RawRing`).  The RFC's
   `cq_idx` (SQE offset 48) is unknown to a mainline kernel, so before an SQE reaches its slot the

@@ -1,4 +1,4 @@
-"""io_uring names for RFC programs (ABI.md §A): the ctx, SQE and CQE layouts, helpers, preps.
+"""io_uring names for RFC programs (docs/abi.md §A): the ctx, SQE and CQE layouts, helpers, preps.
 
 The structs are real `Struct`s, so host code builds SQEs with the same `prep_*` functions that
 programs call (the compiler inlines them as field stores).  The RFC helpers only run inside a

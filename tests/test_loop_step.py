@@ -1,4 +1,4 @@
-"""The mainline io_uring BPF language (`@loop_step`, ABI.md §B) as the compiler emits it: the
+"""The mainline io_uring BPF language (`@loop_step`, docs/abi.md §B) as the compiler emits it: the
 object libbpf and the 7.1+ kernel expect.  Running it needs a 7.1+ kernel: tests/mainline/."""
 from __future__ import annotations
 

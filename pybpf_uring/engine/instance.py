@@ -1,7 +1,7 @@
 """An object made live in the userspace engine: its maps, its programs, their helpers and ctx.
 
 `instantiate(obj)` is the engine's loader, the counterpart of `load.load` for programs the
-running kernel cannot take (the RFC's io_uring programs, ABI.md §A).  It does what libbpf and the
+running kernel cannot take (the RFC's io_uring programs, docs/abi.md §A).  It does what libbpf and the
 RFC kernel would do, in the same order:
 
 1. every map of the object (`.maps` and the `.data`/`.rodata`/`.bss` arrays) becomes an engine

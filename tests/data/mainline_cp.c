@@ -1,4 +1,4 @@
-/* A file copy as a mainline io_uring loop (ABI.md §B), the shape of liburing's
+/* A file copy as a mainline io_uring loop (docs/abi.md §B), the shape of liburing's
  * test/bpf-progs/cp.bpf.c, for tests/mainline/: one request in flight, READ of up to
  * `buffer_size` bytes at `offset` into the host's buffer, then WRITE of what was read at the
  * same offset, then the next READ, all inside one io_uring_enter().  A READ of 0 bytes ends the

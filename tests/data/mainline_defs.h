@@ -1,4 +1,4 @@
-/* What every tests/data/mainline_*.c program needs from the kernel (ABI.md §B), declared here
+/* What every tests/data/mainline_*.c program needs from the kernel (docs/abi.md §B), declared here
  * by name, the way the kernel matches them: no vmlinux.h, no libbpf headers. */
 typedef unsigned char __u8;
 typedef unsigned short __u16;

@@ -1,4 +1,4 @@
-/* A mainline io_uring loop (ABI.md §B) that runs `nops_wanted` NOPs inside one
+/* A mainline io_uring loop (docs/abi.md §B) that runs `nops_wanted` NOPs inside one
  * io_uring_enter(), at most `batch` in flight: the reference shape of liburing's
  * test/bpf-progs/nops.bpf.c, written for tests/mainline/ and bench/mainline.py.
  *
