@@ -19,6 +19,8 @@ _LAZY = {
     "ObjectError": "objfile",                                     # a file that is no BPF object we read
     "ProgramFault": "ring", "DeadlockError": "ring",              # the ring runtime
     "MainlineUnsupportedError": "mainline", "UnsuitableRingError": "mainline", "LoopError": "mainline",
+    "FrozenGlobalError": "globals_view",                          # a .rodata global written after load
+    "TraceReader": "trace", "trace_lines": "trace",               # kernel print() output (trace_pipe)
 }
 
 __all__ = [

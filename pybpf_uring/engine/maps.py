@@ -26,7 +26,7 @@ observe them (per-CPU maps: the engine is one CPU; LRU: see `LruHashMap`):
   writable from the host, like the kernel's; `.data` / `.bss` are plain one-element arrays.
 
 Keys and values from the host are ints (little-endian, to the map's sizes), bytes or ctypes
-objects (`load.pack`); reads decode with the BTF type of the map's value when the object has
+objects (`values.pack`); reads decode with the BTF type of the map's value when the object has
 one (a `Struct` value reads back as a ctypes structure with its fields), else as an int for
 1/2/4/8-byte values and bytes otherwise -- the same conventions as the kernel-side `KernelMap`.
 """
@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 from .. import display
-from ..load import ctype_from_btf, pack, unpack
+from ..values import ctype_from_btf, pack, unpack
 from ..objfile import MAP_TYPE_NAMES, MapSpec
 from .memory import Memory, MemoryFault, Region
 
