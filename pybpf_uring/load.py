@@ -36,7 +36,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from . import display, kernel
+from . import cells, display, kernel
 from .attach import Attachment, SocketAttachment
 from .diagnostics import CompileError, Diagnostic, Source, Span
 from .globals_view import Globals, global_vars, with_globals
@@ -860,7 +860,8 @@ def source_span(line_info: list, insn: int) -> Span | None:
         end = len(shown.rstrip()) + 1
     else:
         end = col + 1
-    return Span(Source(file or "<unknown>", shown, first_line=line), line, col, line, max(end, col + 1))
+    source = Source(file or "<unknown>", shown, first_line=line, cell=cells.cell_name(file or ""))
+    return Span(source, line, col, line, max(end, col + 1))
 
 
 def _line_entry(entry: Any) -> tuple[int, str, int, int, str]:

@@ -30,6 +30,7 @@ from typing import Iterable
 from . import btf as btfmod
 from . import display
 from . import isa
+from .diagnostics import user_facing
 from .isa import Instruction
 
 __all__ = ["BpfObject", "ProgramSpec", "MapSpec", "Relocation", "Section", "Symbol",
@@ -370,6 +371,7 @@ class BpfObject:
         known = ", ".join(m.name for m in self.maps) or "none"
         raise KeyError(f"no map named {name!r} in the object (maps: {known})")
 
+    @user_facing
     def load(self, **options):
         """Create the maps and load the programs into the running kernel: `load.load(self,
         **options)`, a LoadedObject usable as a context manager.  The spec stays pure data;

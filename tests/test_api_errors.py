@@ -158,3 +158,24 @@ def test_a_caught_compile_error_is_the_same_error_with_a_short_traceback():
         names.append(tb.tb_frame.f_code.co_name)
         tb = tb.tb_next
     assert names == ["test_a_caught_compile_error_is_the_same_error_with_a_short_traceback", "entry"]
+
+
+def test_an_uncaught_verifier_error_from_load_shows_the_users_frames(tmp_path):
+    """`.load()` is a public entry point too: the kernel's rejection, located in the C source,
+    without the loader's frames."""
+    from kernel_harness import CLANG
+    if CLANG is None:
+        pytest.skip("clang-22 not installed")
+    obj = tmp_path / "reject.o"
+    subprocess.run([CLANG, "-O2", "-g", "-target", "bpf", "-mcpu=v3", "-c",
+                    str(ROOT / "tests" / "data" / "load_reject.c"), "-o", str(obj)], check=True)
+    script = tmp_path / "script.py"
+    script.write_text("from pybpf_uring import BpfObject\n\n"
+                      f"BpfObject.read({str(obj)!r}).load(only={{'variable_ctx'}})\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          env={k: v for k, v in os.environ.items() if k != "PYBPF_URING_DEBUG"})
+    assert done.returncode == 1
+    entry = (str(ROOT / "pybpf_uring" / "diagnostics.py"), "entry")
+    assert frames(done.stderr) == [(str(script), "<module>"), entry]
+    assert "pybpf_uring.load.VerifierError: " in done.stderr and "load_reject.c:20:" in done.stderr
+    assert "return ((__u8 *)ctx)[i];" in done.stderr
