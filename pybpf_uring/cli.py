@@ -166,7 +166,7 @@ def report(exc: Exception, path: str | None = None) -> int:
     """Print a user-facing error (by its class) and return status 1; `path` is the input being
     processed, named when the error does not name it.  Anything else is a bug in pybpf_uring:
     say so, or re-raise it with PYBPF_URING_DEBUG set."""
-    from .diagnostics import CompileError
+    from .diagnostics import CompileError, debugging
     from .engine.instance import EngineError
     from .mainline import LoopError
     from .objfile import ObjectError
@@ -182,7 +182,7 @@ def report(exc: Exception, path: str | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
     elif isinstance(exc, OSError) and exc.filename:  # an output file
         print(f"{exc.filename}: error: cannot write: {exc.strerror}", file=sys.stderr)
-    elif os.environ.get("PYBPF_URING_DEBUG"):
+    elif debugging():
         raise exc
     else:
         print(f"internal error in pybpf_uring: {type(exc).__name__}: {exc}\n"
