@@ -3,8 +3,12 @@
 Algorithm.  A module pass records imports (resolved against pybpf_uring's own objects),
 folds module-level integer constants, lays out structs, and declares maps.  Then every program
 and every subprogram it calls (transitively; recursion is an error) is checked statement by
-statement in source order.  Locals are function-wide, as in Python: the first assignment fixes
-a local's type (its annotation, or the type of the value; a bare integer literal is i64).
+statement in source order.  Scopes are Python's: a name a function binds anywhere (a
+parameter, an assignment, a loop variable) is its local throughout the function and hides a
+module-level name, which the function then cannot use; the one exception is an annotated
+global (`n: u64 = 0`), which a function writes by assigning it, as C does, since BPF code has
+no `global` statement.  The first assignment fixes a local's type (its annotation, or the type
+of the value; a bare integer literal is i64).
 Expressions are typed bottom-up; an integer constant takes the type of what it meets.
 Results go to side tables keyed by node (`Checked`), never onto the nodes.  Every error is
 collected, and the stage ends with one CompileError listing them all.
@@ -16,7 +20,7 @@ from dataclasses import dataclass, field
 
 from . import syntax as S
 from .builtins import CQ_INTRINSICS, HELPERS, KFUNCS, PREPS
-from .diagnostics import Collector, Span
+from .diagnostics import Collector, Diagnostic, Span
 from .limits import MAX_CALL_DEPTH, MAX_HELPER_ARGS
 from .typesys import I64, INTS, NONE, ArrayT, IntT, MapT, PtrT, StructT, Type
 
@@ -112,7 +116,10 @@ class ModuleChecker:
         self.ref_edges: list[tuple[str, str | None, str, str, Span]] = []
 
     def error(self, span: Span | None, message: str, hint: str = "") -> None:
-        self.errors.error(span, message, hint)
+        """Each error once: a constant expression is folded whenever a rule asks for its
+        value, and every fold resolves the types in it (`sizeof(T)`) again."""
+        if Diagnostic(span, message, hint) not in self.errors.diagnostics:
+            self.errors.error(span, message, hint)
 
     # ----- module level ---------------------------------------------------------------
     def run(self, only: set[str] | None) -> Checked:
@@ -253,10 +260,14 @@ class ModuleChecker:
         self.globals[stmt.name] = Symbol("func", value=stmt)
 
     # ----- types and constants ---------------------------------------------------------
-    def callee_symbol(self, e: S.Expr) -> Symbol:
+    def callee_symbol(self, e: S.Expr, local: frozenset[str] = frozenset()) -> Symbol:
+        """What a name (or `module.name`) means where `e` is written: `local` holds the names
+        the enclosing function binds, which hide the module's (kind "local")."""
         if isinstance(e, S.Name):
+            if e.id in local:
+                return Symbol("local")
             return self.global_symbol(e.id) or Symbol("unknown")
-        if isinstance(e, S.Attribute) and isinstance(e.value, S.Name):
+        if isinstance(e, S.Attribute) and isinstance(e.value, S.Name) and e.value.id not in local:
             mod = self.globals.get(e.value.id)
             if mod is not None and mod.kind == "module":
                 return library_symbol(mod.value, e.attr) or Symbol("unknown")
@@ -277,48 +288,56 @@ class ModuleChecker:
                     self.out.consts[name] = sym.value
         return sym
 
-    def resolve_type(self, e: S.Expr) -> Type | None:
-        """An annotation: an integer type, a struct, or `T[n]`."""
+    def resolve_type(self, e: S.Expr, local: frozenset[str] = frozenset()) -> Type | None:
+        """An annotation: an integer type, a struct, or `T[n]`.  Annotations are read at module
+        level, as Python evaluates a parameter's when the def runs; a type written as a value
+        inside a body (`sizeof(T)`, a view's type) passes the function's `local` names."""
         if isinstance(e, S.Subscript):
-            elem = self.resolve_type(e.value)
-            n = self.fold(e.index)
+            elem = self.resolve_type(e.value, local)
+            n = self.fold(e.index, local)
             if elem is None:
                 return None
             if n is None or n <= 0:
                 self.error(e.index.span, "array length must be a positive integer constant")
                 return None
             return ArrayT(elem, n)
-        sym = self.callee_symbol(e)
+        sym = self.callee_symbol(e, local)
         if sym.kind in ("int_type", "struct"):
             return sym.type
         if isinstance(e, S.Constant) and e.value is None:
             return NONE
         what = e.id if isinstance(e, S.Name) else describe(e)
         hint = "use u8, u16, u32, u64, i8, i16, i32, i64, a Struct class, or T[n]"
-        if isinstance(e, S.Name) and e.id in INTS:
+        if sym.kind == "local":
+            hides = f", which hides the module's {e.id!r}; rename the local" if self.global_symbol(e.id) else ""
+            hint = f"{e.id!r} is a local variable here{hides}"
+        elif isinstance(e, S.Name) and e.id in INTS:
             hint = f"import it: from pybpf_uring import {e.id}"
         elif isinstance(e, S.Name) and e.id == "int":
             hint = "Python's int has no width in BPF: use i64 (or another fixed-width type)"
         self.error(e.span, f"{what!r} is not a type", hint)
         return None
 
-    def fold(self, e: S.Expr) -> int | None:
-        """The value of a constant expression made of literals and module constants, or None."""
+    def fold(self, e: S.Expr, local: frozenset[str] = frozenset()) -> int | None:
+        """The value of a constant expression made of literals and module constants, or None.
+        Inside a function, `local` holds the names it binds (parameters, assigned names, loop
+        variables): those are its variables wherever they appear, as in Python, even where the
+        module has a constant of the same name."""
         if isinstance(e, S.Constant) and type(e.value) in (int, bool):
             return int(e.value)
         if isinstance(e, S.Name):
-            sym = self.global_symbol(e.id)
+            sym = self.global_symbol(e.id) if e.id not in local else None
             return sym.value if sym is not None and sym.kind == "const" else None
         if isinstance(e, S.UnaryOp) and e.op in ("-", "+", "~"):
-            v = self.fold(e.operand)
-            return None if v is None else {"-": -v, "+": v, "~": ~v}[e.op] if v is not None else None
+            v = self.fold(e.operand, local)
+            return None if v is None else {"-": -v, "+": v, "~": ~v}[e.op]
         if isinstance(e, S.BinOp):
-            a, b = self.fold(e.left), self.fold(e.right)
+            a, b = self.fold(e.left, local), self.fold(e.right, local)
             if a is None or b is None:
                 return None
             return fold_binop(e.op, a, b)
-        if isinstance(e, S.Call) and self.callee_symbol(e.func).value == "sizeof" and len(e.args) == 1:
-            t = self.resolve_type(e.args[0])
+        if isinstance(e, S.Call) and self.callee_symbol(e.func, local).value == "sizeof" and len(e.args) == 1:
+            t = self.resolve_type(e.args[0], local)
             return t.size if t is not None else None
         return None
 

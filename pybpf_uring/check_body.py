@@ -34,6 +34,7 @@ class BodyChecker:
         else:
             self.ctxs = {n: k for n, t in info.params if (k := ctx_type_kind(t))}
         self.kind = info.kind or next(iter(self.ctxs.values()), None)
+        self.scope = bound_names(mod, info)
 
     def error(self, span, message: str, hint: str = "") -> None:
         self.mod.error(span, message, hint)
@@ -125,8 +126,8 @@ class BodyChecker:
         if self.ref_param(name):
             self.defer_ctx(target.span, name, PROGRAM_KINDS, "the ctx parameter cannot be reassigned",
                            f"{self.info.name} receives the program's ctx as {name!r}")
-        if self.global_kind(name) == "global" and name not in self.locals:
-            g = self.mod.global_symbol(name)
+        g = self.module_symbol(name)
+        if g is not None and g.kind == "global":
             if g.value.const:
                 self.error(target.span, f"{name!r} is a read-only global (Const)",
                            "the host sets it before loading; keep a copy in a local to change it")
@@ -137,10 +138,6 @@ class BodyChecker:
                 self.out.symbols[target] = g
                 self.out.types[target] = g.type
                 self.convert(s.value, g.type, "assigned value")
-            return
-        if self.global_kind(name) in ("map", "const", "struct", "int_type", "helper", "func"):
-            self.error(target.span, f"{name!r} is a module-level {self.global_kind(name)} and cannot be assigned",
-                       "pick another name for the local")
             return
         declared = self.mod.resolve_type(s.annotation) if s.annotation is not None else None
         current = self.locals.get(name)
@@ -181,8 +178,7 @@ class BodyChecker:
             return
         if isinstance(target, S.Name) and target.id not in self.locals \
                 and self.global_kind(target.id) != "global":
-            self.error(target.span, f"{target.id!r} is used before it is assigned",
-                       f"assign it first, e.g. {target.id} = 0")
+            self.unassigned(target)
             return
         t = self.lvalue(target)
         if t is None:
@@ -207,7 +203,7 @@ class BodyChecker:
     def stmt_For(self, s: S.For) -> None:
         it = s.iter
         if not (isinstance(it, S.Call) and isinstance(it.func, S.Name) and it.func.id == "range"
-                and self.global_kind("range") is None):
+                and "range" not in self.scope and self.global_kind("range") is None):
             self.error(it.span, "a for loop must iterate over range(...)",
                        "write `for i in range(N):` with a constant N")
             self.loop_body(s.body)
@@ -215,7 +211,7 @@ class BodyChecker:
         if not 1 <= len(it.args) <= 3 or it.keywords:
             self.error(it.span, "range takes 1 to 3 positional arguments")
             return
-        bounds = [self.mod.fold(a) for a in it.args]
+        bounds = [self.fold(a) for a in it.args]
         for a, b in zip(it.args, bounds):
             if b is None:
                 self.expr(a)
@@ -233,7 +229,7 @@ class BodyChecker:
                                "fit in a verified program")
                 self.out.loops[s] = (start, stop, step)
                 for a in it.args:
-                    self.out.values[a] = self.mod.fold(a)
+                    self.out.values[a] = self.fold(a)
                     self.out.types[a] = I64
         t = self.locals.setdefault(s.target.id, I64)
         if not isinstance(t, IntT):
@@ -268,12 +264,12 @@ class BodyChecker:
         constant and nothing else assigns i: then the loop ends after at most |C - i| steps."""
         t = s.test
         if not (isinstance(t, S.Compare) and len(t.ops) == 1 and isinstance(t.left, S.Name)
-                and t.ops[0] in ("<", "<=", ">", ">=") and self.mod.fold(t.comparators[0]) is not None):
+                and t.ops[0] in ("<", "<=", ">", ">=") and self.fold(t.comparators[0]) is not None):
             return None
         var, up = t.left.id, t.ops[0] in ("<", "<=")
         steps = [st for st in s.body if isinstance(st, S.AugAssign) and isinstance(st.target, S.Name)
                  and st.target.id == var and st.op == ("+" if up else "-")
-                 and (self.mod.fold(st.value) or 0) > 0]
+                 and (self.fold(st.value) or 0) > 0]
         if len(steps) != 1 or any(isinstance(n, S.Continue) for n in walk(s.body)):
             return None
         others = [n for n in walk(s.body) if n is not steps[0] and isinstance(n, (S.Assign, S.AugAssign))
@@ -296,9 +292,7 @@ class BodyChecker:
 
     def expr(self, e: S.Expr, want: Type | None = None) -> Type:
         """Type `e`; an integer constant takes `want` when it fits."""
-        value = self.mod.fold(e) if not isinstance(e, S.Call) or self.is_sizeof(e) else None
-        if isinstance(e, S.Name) and e.id in self.locals:
-            value = None
+        value = self.fold(e) if not isinstance(e, S.Call) or self.is_sizeof(e) else None
         if value is not None:
             if isinstance(e, (S.BinOp, S.UnaryOp)):
                 self.visit_const_parts(e)
@@ -315,7 +309,7 @@ class BodyChecker:
         return self.record(e, handler(e, want))
 
     def visit_const_parts(self, e) -> None:
-        if isinstance(e, S.BinOp) and e.op in ("//", "%") and self.mod.fold(e.right) == 0:
+        if isinstance(e, S.BinOp) and e.op in ("//", "%") and self.fold(e.right) == 0:
             self.error(e.right.span, "division by zero")
 
     def expr_Constant(self, e: S.Constant, want) -> Type:
@@ -334,6 +328,9 @@ class BodyChecker:
                 return self.locals[e.id]
             t = self.locals[e.id]
             return PtrT(t.target) if isinstance(t, PtrT) and e.id in self.nonnull else t
+        if e.id in self.scope:
+            self.unassigned(e)
+            return I64
         sym = self.mod.global_symbol(e.id)
         if sym is None:
             self.error(e.span, f"name {e.id!r} is not defined", self.undefined_hint(e.id))
@@ -356,11 +353,11 @@ class BodyChecker:
         if e.op not in ARITH:
             self.error(e.span, f"operator {e.op!r} is not supported")
             return I64
-        a_const, b_const = self.mod.fold(e.left) is not None, self.mod.fold(e.right) is not None
+        a_const, b_const = self.fold(e.left) is not None, self.fold(e.right) is not None
         if e.op in ("<<", ">>"):
             t = self.int_operand(e.left, want if a_const else None)
             self.int_operand(e.right, None if not b_const else U64 if isinstance(t, IntT) else None)
-            count = self.mod.fold(e.right)
+            count = self.fold(e.right)
             if isinstance(t, IntT) and count is not None and not 0 <= count < t.bits:
                 self.error(e.right.span, f"shift count {count} is out of range for {t} (0 to {t.bits - 1})")
             return t
@@ -373,7 +370,7 @@ class BodyChecker:
         else:
             ta, tb = self.int_operand(e.left, want), self.int_operand(e.right, want)
             t = common_int(ta, tb) if isinstance(ta, IntT) and isinstance(tb, IntT) else I64
-        if e.op in ("//", "%") and self.mod.fold(e.right) == 0:
+        if e.op in ("//", "%") and self.fold(e.right) == 0:
             self.error(e.right.span, "division by zero")
         return t
 
@@ -410,7 +407,7 @@ class BodyChecker:
                     self.error(a.span, "only a map reference from m.lookup(k) can be None")
                 self.record(b, NONE)
                 continue
-            ca, cb = self.mod.fold(a) is not None, self.mod.fold(b) is not None
+            ca, cb = self.fold(a) is not None, self.fold(b) is not None
             ta = self.int_operand(a, None) if not ca else None
             tb = self.int_operand(b, ta) if not cb or ta is not None else None
             if ta is None:
@@ -480,7 +477,7 @@ class BodyChecker:
                 self.error(e.value.span, f"{self.source_text(e.value)} may be None here",
                            f"check first: `if {self.source_text(e.value)} is not None:`")
             if isinstance(base.target, IntT):
-                if self.mod.fold(e.index) != 0:
+                if self.fold(e.index) != 0:
                     self.error(e.index.span, "a reference to an integer is read and written as ref[0]")
                 self.expr(e.index, U64)
                 return base.target
@@ -488,7 +485,7 @@ class BodyChecker:
         if not isinstance(base, ArrayT):
             self.error(e.span, f"{base} cannot be indexed")
             return I64
-        idx = self.mod.fold(e.index)
+        idx = self.fold(e.index)
         self.int_operand(e.index, U64 if idx is not None else None)
         if idx is not None and not 0 <= idx < base.length:
             self.error(e.index.span, f"index {idx} is out of range for {base} (0 to {base.length - 1})")
@@ -511,7 +508,7 @@ class BodyChecker:
     def variable_index(self, e: S.Expr) -> bool:
         """Whether an lvalue has an index that needs a run-time bounds check."""
         while isinstance(e, (S.Attribute, S.Subscript)):
-            if isinstance(e, S.Subscript) and self.mod.fold(e.index) is None and e not in self.out.in_bounds:
+            if isinstance(e, S.Subscript) and self.fold(e.index) is None and e not in self.out.in_bounds:
                 return True
             e = e.value
         return False
@@ -534,13 +531,13 @@ class BodyChecker:
     def lvalue(self, e: S.Expr) -> Type | None:
         """The type of an assignable location: a local, a struct field, an array element."""
         if isinstance(e, S.Name):
-            g = self.mod.global_symbol(e.id) if e.id not in self.locals else None
+            g = self.module_symbol(e.id)
             if g is not None and g.kind == "global":
                 if g.value.const:
                     self.error(e.span, f"{e.id!r} is a read-only global (Const)")
                 return self.expr(e)
             if e.id not in self.locals:
-                self.error(e.span, f"{e.id!r} is used before it is assigned")
+                self.unassigned(e)
                 return None
             return self.expr(e)
         if isinstance(e, (S.Attribute, S.Subscript)):
@@ -559,8 +556,8 @@ class BodyChecker:
         return None
 
     def expr_type_of_base(self, e: S.Expr) -> Type | None:
-        if isinstance(e, S.Name) and e.id not in self.locals:
-            sym = self.mod.global_symbol(e.id)
+        if isinstance(e, S.Name):
+            sym = self.module_symbol(e.id)
             return sym.type if sym is not None and sym.kind == "map" else None
         return None
 
@@ -578,9 +575,38 @@ class BodyChecker:
             return
         self.error(e.span, f"{what} has type {got}, expected {want}")
 
+    def fold(self, e: S.Expr) -> int | None:
+        """The constant value of `e` in this function: its own names are never constants."""
+        return self.mod.fold(e, self.scope)
+
+    def module_symbol(self, name: str) -> Symbol | None:
+        """What `name` means at module level, unless this function binds it: then it is the
+        function's local wherever it appears (Python's rule), and None here."""
+        return None if name in self.scope else self.mod.global_symbol(name)
+
     def global_kind(self, name: str) -> str | None:
-        sym = self.mod.global_symbol(name)
+        sym = self.module_symbol(name)
         return sym.kind if sym is not None else None
+
+    def unassigned(self, e: S.Name) -> None:
+        """A name the function binds, used before its first assignment (Python's
+        UnboundLocalError).  When the module has the name too, say why it is not used."""
+        if e.id in {p.name for p in self.info.node.params}:
+            return  # a parameter whose annotation was already an error
+        self.error(e.span, f"{e.id!r} is used before it is assigned",
+                   self.hidden_hint(e.id) or f"assign it first, e.g. {e.id} = 0")
+
+    def hidden_hint(self, name: str) -> str:
+        """Why a module-level name of this function's local is not what the code reaches; ""
+        when the module has no such name."""
+        hidden = self.mod.global_symbol(name)
+        if hidden is None:
+            return ""
+        fn = self.info.name
+        how = f"a parameter of {fn}" if name in {p.name for p in self.info.node.params} else f"assigned in {fn}"
+        return (f"{name!r} is {how}, so it is {fn}'s local variable everywhere in {fn}, as in Python, "
+                f"and hides the module-level {KIND_WORDS.get(hidden.kind, hidden.kind)} {name!r}; "
+                "give the local another name")
 
     def source_text(self, e: S.Expr) -> str:
         s = e.span
@@ -591,7 +617,7 @@ class BodyChecker:
     # ----- calls ----------------------------------------------------------------------
     def is_sizeof(self, e: S.Call) -> bool:
         return isinstance(e.func, S.Name) and self.global_kind(e.func.id) == "builtin" \
-            and self.mod.global_symbol(e.func.id).value == "sizeof"
+            and self.module_symbol(e.func.id).value == "sizeof"
 
     def expr_Call(self, e: S.Call, want) -> Type:
         return self.call(e, statement=False)
@@ -599,11 +625,12 @@ class BodyChecker:
     def call(self, e: S.Call, statement: bool) -> Type:
         if isinstance(e.func, S.Attribute) and isinstance(self.expr_type_of_base(e.func.value), MapT):
             return self.map_method(e)
-        if isinstance(e.func, S.Name) and e.func.id == "print" and self.global_kind("print") is None:
+        if isinstance(e.func, S.Name) and e.func.id == "print" and "print" not in self.scope \
+                and self.global_kind("print") is None:
             if not statement:
                 self.error(e.span, "print() is a statement; it has no value")
             return self.print_call(e)
-        sym = self.mod.callee_symbol(e.func)
+        sym = self.mod.callee_symbol(e.func, self.scope)
         if e.keywords and sym.kind != "struct":
             self.error(e.keywords[0].span, "keyword arguments are only for Struct constructors",
                        "pass the arguments by position")
@@ -616,12 +643,18 @@ class BodyChecker:
             return I64
         return handler(e, sym)
 
+    def call_local(self, e: S.Call, sym: Symbol) -> Type:
+        name = e.func.id
+        self.error(e.func.span, f"{name!r} is a local variable of {self.info.name}; it cannot be called",
+                   self.hidden_hint(name) or "call a function defined at module level")
+        return I64
+
     def call_int_type(self, e: S.Call, sym: Symbol) -> Type:
         if len(e.args) != 1:
             self.error(e.span, f"{sym.type}() takes one argument")
             return sym.type
         self.out.calls[e] = CallTarget("cast", sym.type)
-        v = self.mod.fold(e.args[0])
+        v = self.fold(e.args[0])
         if v is not None:
             self.record(e.args[0], I64 if default_int(v) == I64 else default_int(v), v)
             self.out.values[e] = sym.type.wrap(v)
@@ -644,8 +677,9 @@ class BodyChecker:
         return st
 
     def call_builtin(self, e: S.Call, sym: Symbol) -> Type:
-        if sym.value == "sizeof":
-            self.error(e.span, "sizeof() takes one type", "e.g. sizeof(Pair)")
+        if sym.value == "sizeof":  # one argument that is no type: folding it said why
+            if len(e.args) != 1 or e.keywords:
+                self.error(e.span, "sizeof() takes one type", "e.g. sizeof(Pair)")
             return I64
         self.error(e.span, f"{sym.value}(...) is only allowed at module level")
         return I64
@@ -661,7 +695,7 @@ class BodyChecker:
         k: Kfunc = sym.value
         ret = k.ret or I64
         for a, _ in self.kernel_call(e, k.name, k.params, k.programs, "a kernel function of"):
-            t = self.mod.resolve_type(a)  # TYPE_SIZE: the view the call returns
+            t = self.mod.resolve_type(a, self.scope)  # TYPE_SIZE: the view the call returns
             ret = PtrT(t if t is not None else U64, nullable=True)
         self.out.calls[e] = CallTarget("kfunc", (k, ret))
         return ret
@@ -855,6 +889,29 @@ class BodyChecker:
             self.error(e.span, f"print() shows at most {MAX_PRINT_ARGS} integers (bpf_trace_printk); "
                        f"got {ints}", "split it into several print() calls")
         return NONE
+
+
+# A module-level symbol's kind as a message names it.
+KIND_WORDS = {"const": "constant", "func": "function", "int_type": "type", "builtin": "builtin",
+              "prep": "prep function", "kfunc": "kernel function", "cq": "function", "module": "module"}
+
+
+def bound_names(mod, info: FunctionInfo) -> frozenset[str]:
+    """The names local to a function, found before its body is checked, as Python's compiler
+    finds them: its parameters, its loop variables and every name it assigns, except the
+    module's annotated globals, which an assignment writes (BPF code has no `global`)."""
+    names = {p.name for p in info.node.params}
+    for stmt in walk(info.node.body):
+        target = getattr(stmt, "target", None)
+        if not isinstance(target, S.Name) or target.id in names:
+            continue
+        if isinstance(stmt, S.For):
+            names.add(target.id)
+        elif isinstance(stmt, (S.Assign, S.AugAssign)):
+            sym = mod.global_symbol(target.id)
+            if sym is None or sym.kind != "global":
+                names.add(target.id)
+    return frozenset(names)
 
 
 def article(kind: str) -> str:
