@@ -19,15 +19,13 @@ C_NAMES = {(8, False): "unsigned char", (8, True): "signed char", (16, False): "
 
 
 class DebugInfo:
-    def __init__(self, module: ir.Module, source) -> None:
+    def __init__(self, module: ir.Module, sources) -> None:
+        """`sources`: the `diagnostics.Source` of the module first (its file is the compile
+        unit's), then those the functions were parsed from (a notebook's subprograms come
+        from other cells, each its own Source)."""
         self.m = module
-        path = source.path
-        directory, name = os.path.split(os.path.abspath(path)) if not path.startswith("<") else ("", path)
-        # The source travels inside the object: .BTF.ext's line texts come from it, so they are
-        # right for notebook cells and files that have since changed.  Line N of it is line N
-        # of the file.
-        text = "\n" * (source.first_line - 1) + source.text
-        self.file = self.node("DIFile", filename=name, directory=directory, source=text)
+        self.files = self.source_files(sources)
+        self.file = self.files[_file_key(sources[0])]
         self.cu = self.node("DICompileUnit", distinct=True,
                             language=ir.DIToken("DW_LANG_C11"), file=self.file,
                             producer="pybpf_uring", isOptimized=True, runtimeVersion=0,
@@ -44,6 +42,30 @@ class DebugInfo:
 
     def node(self, kind: str, distinct: bool = False, **operands) -> ir.DIValue:
         return self.m.add_debug_info(kind, operands, is_distinct=distinct)
+
+    def source_files(self, sources) -> dict[tuple[str, str], ir.DIValue]:
+        """One DIFile per file (a notebook cell is one) the sources come from, keyed by
+        `_file_key`.  The text travels inside it: .BTF.ext's line texts come from it, so they
+        are right for notebook cells and for files changed since.  Line N of the text is line N
+        of the file, filled from every source cut out of it (a cell's functions are parsed one
+        by one).  LLVM looks line texts up by file name, so a name that two cells share
+        (`%%time` compiles every body as `<timed exec>`) gets the cell's name added."""
+        groups: dict[tuple[str, str], list] = {}
+        for source in sources:
+            group = groups.setdefault(_file_key(source), [])
+            if source not in group:
+                group.append(source)
+        paths = [path for path, _ in groups]
+        files = {}
+        for (path, cell), group in groups.items():
+            directory, name = os.path.split(os.path.abspath(path)) if not path.startswith("<") else ("", path)
+            if paths.count(path) > 1:
+                name = f"{name} ({cell})"
+            files[path, cell] = self.node("DIFile", filename=name, directory=directory, source=_file_text(group))
+        return files
+
+    def file_of(self, span) -> ir.DIValue:
+        return self.files[_file_key(span.source)]
 
     # ----- types ----------------------------------------------------------------------
     def type(self, t: Type | None) -> ir.DIValue | None:
@@ -126,7 +148,7 @@ class DebugInfo:
         sp = self.node("DISubprogram", name=k.symbol, scope=self.file, file=self.file,
                        type=self.node("DISubroutineType", types=self.m.add_metadata([ret] + params)),
                        flags=ir.DIToken("DIFlagPrototyped"), spFlags=ir.DIToken("DISPFlagOptimized"))
-        self.pending.append((sp, 0, list(zip(k.arg_names, params))))
+        self.pending.append((sp, self.file, 0, list(zip(k.arg_names, params))))
         fn.set_metadata("dbg", sp)
 
     def struct_ops_variable(self, gv: ir.GlobalVariable, info) -> None:
@@ -149,13 +171,13 @@ class DebugInfo:
         ret = None if info.ret.__class__.__name__ == "NoneT" else self.type(info.ret)
         proto = self.node("DISubroutineType",
                           types=self.m.add_metadata([ret] + [self.type(t) for _, t in params]))
-        line = info.node.span.line
-        sp = self.node("DISubprogram", distinct=True, name=info.name, scope=self.file, file=self.file,
+        line, file = info.node.span.line, self.file_of(info.node.span)
+        sp = self.node("DISubprogram", distinct=True, name=info.name, scope=file, file=file,
                        line=line, type=proto, scopeLine=line, flags=ir.DIToken("DIFlagPrototyped"),
                        spFlags=ir.DIToken("DISPFlagDefinition | DISPFlagOptimized"
                                            + ("" if info.kind else " | DISPFlagLocalToUnit")),
                        unit=self.cu)
-        self.pending.append((sp, line, params))
+        self.pending.append((sp, file, line, params))
         fn.set_metadata("dbg", sp)
         self.scopes[fn.name] = sp
 
@@ -171,8 +193,28 @@ class DebugInfo:
         rejects a FUNC with unnamed arguments).  They point back at their subprogram, and
         llvmlite hashes metadata by content, so the cycle is closed last, once no more nodes
         are created."""
-        for sp, line, params in self.pending:
-            nodes = [self.node("DILocalVariable", name=name, arg=i + 1, scope=sp, file=self.file, line=line,
+        for sp, file, line, params in self.pending:
+            nodes = [self.node("DILocalVariable", name=name, arg=i + 1, scope=sp, file=file, line=line,
                                type=t if isinstance(t, ir.DIValue) else self.type(t))
                      for i, (name, t) in enumerate(params)]
             sp.operands += (("retainedNodes", self.m.add_metadata(nodes)),)
+
+
+def _file_key(source) -> tuple[str, str]:
+    """The file a Source was cut from: its path, and its notebook cell ("" in a file), since
+    the cells of a magic share one path."""
+    return source.path, source.cell
+
+
+def _file_text(sources) -> str:
+    """The text of one file from the parts of it that were parsed, each at its own lines;
+    lines no part covers are empty.  One source starting at line N gives N-1 newlines and
+    its text, unchanged."""
+    lines: list[str] = []
+    for source in sources:
+        for i, line in enumerate(source.text.split("\n")):
+            n = source.first_line - 1 + i
+            lines.extend([""] * (n + 1 - len(lines)))
+            if line:
+                lines[n] = line
+    return "\n".join(lines)

@@ -54,7 +54,8 @@ class ModuleLowering:
         self.m = ir.Module(name=checked.module.source.path)
         self.m.triple = "bpfel"
         self.m.data_layout = DATA_LAYOUT
-        self.dbg = DebugInfo(self.m, checked.module.source)
+        self.dbg = DebugInfo(self.m, [checked.module.source,
+                                      *(f.node.span.source for f in checked.functions.values())])
         self.maps: dict[str, ir.GlobalVariable] = {}
         self.globals: dict[str, ir.GlobalVariable] = {}
         self.funcs: dict[str, ir.Function] = {}

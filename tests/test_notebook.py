@@ -180,3 +180,61 @@ def value(program):
         return live.programs["timed"].test_run(ctx=Args(a=20)).retval
 (value(first), value(timed))
 """) == (41, 42)
+
+
+SUBPROGRAM_CELLS = ('''
+from pybpf_uring import syscall, Struct, i32, u64
+
+class Args(Struct):
+    a: u64
+
+def twice(x: u64) -> u64:
+    return x * 2
+''', '''
+def plus(x: u64) -> u64:
+    y = twice(x)
+    return y + 1
+
+@syscall
+def doubled(ctx: Args) -> i32:
+    return plus(ctx.a) + 1
+''')
+
+
+def _source_lines(disasm: str) -> dict[str, list[str]]:
+    """Each function's `; source` lines in a disassembly, by function name."""
+    out: dict[str, list[str]] = {}
+    name = None
+    for line in disasm.splitlines():
+        if line.endswith(">:"):
+            name = line.split("<", 1)[1][:-2]
+            out[name] = []
+        elif line.startswith("; ") and name is not None:
+            out[name].append(line)
+    return out
+
+
+@pytest.mark.parametrize("magic", ["", "%%time\n"])
+def test_subprograms_from_cells_show_their_own_source_lines(shell, tmp_path, magic):
+    """A program's subprograms, from its own cell (plus) and an earlier one (twice), carry
+    their own lines in .BTF.ext, as the same code compiled from a file does; under %%time,
+    where every cell compiles as `<timed exec>`, each cell's lines stay its own."""
+    for cell in SUBPROGRAM_CELLS:
+        run(shell, magic + cell)
+    obj = run(shell, "doubled.compile()")
+    linked = obj.program("doubled").linked()
+    lines = _source_lines(linked.disasm(source=True))
+    assert lines["twice"][-1] == "; return x * 2"
+    assert lines["plus"] == ["; y = twice(x)", "; return y + 1"]
+    assert lines["doubled"] == ["; return plus(ctx.a) + 1"]
+    path = tmp_path / "cells.py"
+    path.write_text("".join(SUBPROGRAM_CELLS))
+    from pybpf_uring import compile_file
+    from_file = compile_file(path).program("doubled").linked()
+    assert lines == _source_lines(from_file.disasm(source=True))
+    assert linked.encode() == from_file.encode()
+    # the subprogram as the object holds it, before linking, has its lines too
+    (sub,) = [p for p in obj.subprograms if p.name == "twice"]
+    assert "; return x * 2" in sub.disasm(source=True)
+    with obj.load() as live:   # and the kernel takes the object's line info
+        assert live.programs["doubled"].test_run(ctx=shell.user_ns["Args"](a=20)).retval == 42
