@@ -12,6 +12,7 @@ from . import uring
 from .builtins import CQ_INTRINSICS, CTX, INT, PREPS, Helper, Kfunc
 from .check import CTX_TYPE_NAMES, PROGRAM_KINDS, CallTarget, FunctionInfo, Symbol, ctx_type_kind, describe
 from .limits import MAX_LOOP_ITERATIONS, MAX_PRINT_ARGS, STACK_BYTES
+from .parse import local_names
 from .typesys import (BOOL, I32, I64, INTS, NONE, STR, U32, U64, ArrayT, BoolT, IntT, MapT, PtrT,
                       StructT, Type, common_int)
 
@@ -231,6 +232,9 @@ class BodyChecker:
                 for a in it.args:
                     self.out.values[a] = self.fold(a)
                     self.out.types[a] = I64
+        if s.target.id not in self.scope:
+            self.error(s.target.span, f"the loop variable {s.target.id!r} is a module-level global",
+                       "a loop variable is a local; give it another name (assign the global after the loop)")
         t = self.locals.setdefault(s.target.id, I64)
         if not isinstance(t, IntT):
             self.error(s.target.span, f"{s.target.id!r} is a {t}, not an integer")
@@ -898,20 +902,11 @@ KIND_WORDS = {"const": "constant", "func": "function", "int_type": "type", "buil
 
 def bound_names(mod, info: FunctionInfo) -> frozenset[str]:
     """The names local to a function, found before its body is checked, as Python's compiler
-    finds them: its parameters, its loop variables and every name it assigns, except the
-    module's annotated globals, which an assignment writes (BPF code has no `global`)."""
-    names = {p.name for p in info.node.params}
-    for stmt in walk(info.node.body):
-        target = getattr(stmt, "target", None)
-        if not isinstance(target, S.Name) or target.id in names:
-            continue
-        if isinstance(stmt, S.For):
-            names.add(target.id)
-        elif isinstance(stmt, (S.Assign, S.AugAssign)):
-            sym = mod.global_symbol(target.id)
-            if sym is None or sym.kind != "global":
-                names.add(target.id)
-    return frozenset(names)
+    finds them (`parse.local_names`), except the module's annotated globals that are not
+    parameters: assigning one writes it (BPF code has no `global` statement)."""
+    params = {p.name for p in info.node.params}
+    return frozenset(n for n in local_names(info.node)
+                     if n in params or getattr(mod.global_symbol(n), "kind", None) != "global")
 
 
 def article(kind: str) -> str:

@@ -393,7 +393,7 @@ def _reachable_statements(body: list[ast.stmt], fn) -> list[ast.stmt] | None:
         return None
     kept, todo = {id(start): start}, [start]
     while todo:
-        for name in _used_names(todo.pop()):
+        for name in _used_names(todo.pop(), defines):
             stmt = defines.get(name)
             if stmt is not None and id(stmt) not in kept:
                 kept[id(stmt)] = stmt
@@ -412,8 +412,21 @@ def _defined_names(stmt: ast.stmt) -> list[str]:
     return [t.id for t in targets if isinstance(t, ast.Name)]
 
 
-def _used_names(stmt: ast.stmt) -> set[str]:
-    return {n.id for n in ast.walk(stmt) if isinstance(n, ast.Name)}
+def _used_names(stmt: ast.stmt, defines: dict[str, ast.stmt]) -> set[str]:
+    """The module-level names a top-level statement uses.  A function's own names (parameters,
+    assigned names, loop variables) are its locals, as in Python, so a local named like a host
+    function does not pull that function in; a name the module declares as an annotated global
+    stays, since a function writes the global by assigning it."""
+    names = {n.id for n in ast.walk(stmt) if isinstance(n, ast.Name)}
+    if not isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        return names
+    a = stmt.args
+    params = [*a.posonlyargs, *a.args, *a.kwonlyargs, *filter(None, (a.vararg, a.kwarg))]
+    outside = [*stmt.decorator_list, stmt.returns, *a.defaults, *a.kw_defaults, *(p.annotation for p in params)]
+    outer = {n.id for e in outside if e is not None for n in ast.walk(e) if isinstance(n, ast.Name)}
+    stored = {n.id for s in stmt.body for n in ast.walk(s) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+    own = {p.arg for p in params} | {n for n in stored if not isinstance(defines.get(n), ast.AnnAssign)}
+    return outer | (names - own)
 
 
 def _first_line(stmt: ast.stmt) -> int:
@@ -453,7 +466,7 @@ def _with_called_functions(fn, body: tuple[S.Stmt, ...]) -> tuple[S.Stmt, ...]:
     other modules (pybpf_uring's decorators, libraries) are not the program's."""
     done, todo, extra = {fn.__name__}, [body], []
     while todo:
-        for name in sorted(set(_names_in(todo.pop()))):
+        for name in sorted(_free_names(todo.pop())):
             obj = fn.__globals__.get(name)
             if name not in done and isinstance(obj, types.FunctionType) and obj.__module__ == fn.__module__:
                 done.add(name)
@@ -461,6 +474,34 @@ def _with_called_functions(fn, body: tuple[S.Stmt, ...]) -> tuple[S.Stmt, ...]:
                 extra.extend(found)
                 todo.append(found)
     return (*extra, *body)
+
+
+def _free_names(body: tuple[S.Stmt, ...]) -> set[str]:
+    """The names statements take from their module: a function's locals (`local_names`) are
+    its own, so a local named like a host function does not make that function a subprogram."""
+    names = set()
+    for stmt in body:
+        found = set(_names_in(stmt))
+        if isinstance(stmt, S.FunctionDef):
+            outside = (stmt.decorators, tuple(p.annotation for p in stmt.params), stmt.returns)
+            found = set(_names_in(outside)) | (found - local_names(stmt))
+        names |= found
+    return names
+
+
+def local_names(d: S.FunctionDef) -> set[str]:
+    """The names a function binds, which Python makes its locals everywhere in it: parameters,
+    loop variables and assigned names (the checker takes out the module's annotated globals,
+    which a function writes by assigning them)."""
+    names = {p.name for p in d.params}
+    todo = list(d.body)
+    while todo:
+        stmt = todo.pop()
+        target = getattr(stmt, "target", None)
+        if isinstance(stmt, (S.Assign, S.AugAssign, S.For)) and isinstance(target, S.Name):
+            names.add(target.id)
+        todo += [*getattr(stmt, "body", ()), *getattr(stmt, "orelse", ())]
+    return names
 
 
 def _names_in(node):

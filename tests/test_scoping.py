@@ -202,3 +202,64 @@ def f(ctx: A) -> i32:
         "    return sizeof(A)\n"
         "                  ^\n"
         "  note: 'A' is a local variable here, which hides the module's 'A'; rename the local")
+
+
+HOST_HELPER = '''
+from pybpf_uring import syscall, Struct, i32, u64
+
+
+class A(Struct):
+    a: u64
+    b: u64
+
+
+def count(items):                  # host code, outside the BPF subset
+    return len([i for i in items if i])
+
+
+@syscall
+def counted(ctx: A) -> i32:
+    count = ctx.a + 1              # a local: the host function is not a subprogram
+    return count
+'''
+
+
+def test_a_local_named_like_a_host_function_leaves_the_function_out(tmp_path):
+    """A script's program compiles without the host function its local happens to share a
+    name with (which is not BPF code and would not compile), in a file and in a notebook."""
+    path = tmp_path / "script.py"
+    path.write_text(HOST_HELPER)
+    module = _import(path, "host_helper")
+    with module.counted.compile().load() as live:
+        assert live.programs["counted"].test_run(ctx=module.A(a=41, b=0)).retval == 42
+
+    from IPython.core.interactiveshell import InteractiveShell
+    shell = InteractiveShell.instance()
+    shell.reset()
+    try:
+        for cell in (HOST_HELPER, '''
+with counted.compile().load() as live:
+    value = live.programs["counted"].test_run(ctx=A(a=41, b=0)).retval
+'''):
+            result = shell.run_cell(cell, store_history=True)
+            assert result.success, result.error_in_exec or result.error_before_exec
+        assert shell.user_ns["value"] == 42
+    finally:
+        shell.reset()
+        InteractiveShell.clear_instance()
+
+
+def test_a_loop_variable_cannot_be_a_global():
+    """Assigning an annotated global writes it; a loop variable is always a local, so one
+    named like a global is refused rather than silently hiding it."""
+    assert _error(HEAD + '''seen: u64 = 0
+@syscall
+def f(ctx: A) -> i32:
+    for seen in range(3):
+        pass
+    return 0
+''') == (
+        "prog.py:10:9: error: the loop variable 'seen' is a module-level global\n"
+        "    for seen in range(3):\n"
+        "        ^~~~\n"
+        "  note: a loop variable is a local; give it another name (assign the global after the loop)")
