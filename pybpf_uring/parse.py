@@ -556,7 +556,7 @@ REJECTED = {
     "try_stmt": "try statements are not available in BPF programs (there are no exceptions); check return values",
     "raise_stmt": "raise is not available in BPF programs (there are no exceptions); return an error code",
     "assert_stmt": "assert is not available in BPF programs; test with if and return an error code",
-    "global_stmt": "global is not available in BPF programs; keep shared state in a map",
+    "global_stmt": "global is not needed in BPF programs: assigning a module-level global declared with a type (n: u64 = 0) writes it",
     "nonlocal_stmt": "nonlocal is not available in BPF programs; pass values as arguments",
     "loop_else": "else: on a loop is not available in BPF programs; set a flag before break and test it after the loop",
     "import_star": "star imports are not available in BPF modules; import each name: from pybpf_uring import u32",

@@ -887,18 +887,13 @@ def test_read_only_bytes_region_and_helper_views():
     assert memory.describe(buf.base + 3) == "out+3" and memory.describe(5) == "0x5"
 
 
-def test_throughput_smoke():
-    """Not a benchmark (the report's numbers come from longer runs): a floor far below the
-    ~30 M insn/s measured here, so only a lost fast path fails it, not a busy machine."""
-    import time
+def test_a_long_loop_runs_to_the_end():
+    """800k instructions in one run: no budget or step limit cuts a legitimate loop short."""
     vm = Interpreter(prog("mov %r0, 0", "mov %r1, 200000", "mov %r2, 3", "loop:",
                           "mul %r0, %r2", "add %r0, %r1", "sub %r1, 1", "jne %r1, 0, loop",
                           "exit"))
-    start = time.perf_counter()
     vm.run()
-    rate = vm.executed / (time.perf_counter() - start)
     assert vm.executed == 800004
-    assert rate > 2e6, f"{rate / 1e6:.1f} M insn/s"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -379,7 +379,7 @@ REJECTED = {
         "    x = await g()\n        ^~~~~~~~~"),
     "global": (
         "def f():\n    global X\n",
-        "prog.py:2:5: error: global is not available in BPF programs; keep shared state in a map\n"
+        "prog.py:2:5: error: global is not needed in BPF programs: assigning a module-level global declared with a type (n: u64 = 0) writes it\n"
         "    global X\n    ^~~~~~~~"),
     "nonlocal": (
         "def f():\n    nonlocal X\n",
@@ -720,7 +720,9 @@ def _parse_or_compile_error(text: str) -> None:
 
 # ----- speed -------------------------------------------------------------------------------
 def test_parser_tables_are_built_once_and_cached_on_disk(tmp_path, monkeypatch):
-    import time
+    """The second process start loads the LALR tables from the cache file instead of building
+    them (building takes longer than a whole cold compile may)."""
+    from lark.parsers.lalr_analysis import LALR_Analyzer
 
     from pybpf_uring import parse
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
@@ -729,15 +731,14 @@ def test_parser_tables_are_built_once_and_cached_on_disk(tmp_path, monkeypatch):
         parse_source("x = 1\n")  # builds the tables and writes them to the cache
         (cached,) = (tmp_path / "pybpf_uring").iterdir()
         parse._lark.cache_clear()
-        start = time.perf_counter()
-        assert tree(SPEC_EXAMPLE)  # loads them back: no LALR construction
-        for _ in range(10):
-            parse_source(SPEC_EXAMPLE)
-        elapsed = time.perf_counter() - start
+
+        def no_construction(self):
+            raise AssertionError("the LALR tables were built again instead of loaded from the cache")
+        monkeypatch.setattr(LALR_Analyzer, "compute_lalr", no_construction)
+        assert tree(SPEC_EXAMPLE)  # loads them back
     finally:
         parse._lark.cache_clear()
     assert cached.stat().st_size > 0
-    assert elapsed < 0.4, f"loading the cached parser and 11 parses took {elapsed:.3f}s"
 
 
 def test_an_unwritable_cache_directory_still_parses(tmp_path, monkeypatch):
