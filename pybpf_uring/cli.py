@@ -269,7 +269,7 @@ def cmd_disasm(args) -> int:
 def disasm_one(path: str, args, headed: bool) -> int:
     if args.source:
         obj = load_object(path, args.cpu)
-        text = "".join(p.linked().disasm(source=True, relocations=args.relocations) for p in obj.programs)
+        text = obj.disasm(relocations=args.relocations, source=True)
         if headed:
             text = f"\n{path}:\tfile format elf64-bpf\n" + text
     elif path.endswith(".py"):

@@ -394,9 +394,12 @@ class BpfObject:
         except btfmod.BtfError as exc:
             raise ObjectError(f"corrupt BTF: {exc}") from None
 
-    def disasm(self, relocations: bool = False) -> str:
+    def disasm(self, relocations: bool = False, source: bool = False) -> str:
         """The whole object as `llvm-objdump -d` (`-dr` with relocations) prints it, without
-        the file-name line (see `disasm.disassemble`)."""
+        the file-name line (see `disasm.disassemble`); with `source`, each program linked as it
+        is loaded, its source lines before the instructions they start (`disasm -S`)."""
+        if source:
+            return "".join(p.linked().disasm(source=True, relocations=relocations) for p in self.programs)
         from .disasm import disassemble
         return disassemble(self, relocations=relocations)
 

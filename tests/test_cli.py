@@ -77,6 +77,7 @@ def test_cli_disasm_check_and_verify(tmp_path):
     assert ours == subprocess.run([OBJDUMP, "-dr", str(obj_path)], capture_output=True, text=True).stdout
     with_source = cli("disasm", "-S", PACKET_STATS).stdout
     assert "; sizes[b] += 1" in with_source and "<log2>:" in with_source
+    assert with_source == compile_file(PACKET_STATS).disasm(source=True)   # one text, CLI and API
     run = cli("check", BENCH_PROGRAMS)
     assert run.returncode == 0 and "arith (syscall)" in run.stdout
     run = cli("verify", PACKET_STATS)
