@@ -194,7 +194,7 @@ class EngineInstance:
         """(native helper table, maps table) addresses for a JIT'd program's state block.
 
         The helper table stays empty (every helper a Python call) until a Ring registers the
-        object (`enable_native_helpers`): compiling the native module costs ~50 ms once per
+        object (`enable_native_helpers`): compiling the native module costs ~100 ms once per
         process, which a program run outside a ring need not pay.  The maps table is {count,
         then a record per map (native_ring_ir.MAP_WORDS)}: an array's element addresses, cached
         the first time the Python lookup makes the element's region, and its values, which

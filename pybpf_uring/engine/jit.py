@@ -78,7 +78,8 @@ class JitUnavailable(RuntimeError):
 #
 # Tiers.  Machine-code generation is most of a compile and grows with the IR (~13 us a line at
 # codegen level 1).  Level 0 (FastISel, the fast register allocator) generates 5-8x faster code
-# 2-3x slower.  So a program whose IR is small compiles at level 1 at once; a large one starts
+# 2-3x slower (both measured once when the tiers were chosen, 2026-11; bench/engine.py prints
+# what a tier-0 program's later recompile costs).  So a program whose IR is small compiles at level 1 at once; a large one starts
 # at level 0 and is recompiled at level 1 when it has executed HOT_INSTRUCTIONS (a loop).
 
 TIER_LINES = 900             # IR lines up to which a program compiles at level 1 at once
@@ -133,7 +134,7 @@ class _Compiler:
     def optimize(self, module, inline: bool = False) -> None:
         """A short pipeline instead of -O2: registers out of allocas (sroa), folding and
         redundancy elimination.  -O2 took 2-3x as long for the same speed on the benchmark
-        loops, and its loop passes turn loops whose inputs they can see into closed forms --
+        loops (measured once, 2026-11), and its loop passes turn loops whose inputs they can see into closed forms --
         which makes benchmarks lie and real programs no faster."""
         llvm = self.llvm
         mpm = llvm.create_new_module_pass_manager()

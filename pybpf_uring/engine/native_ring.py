@@ -3,9 +3,10 @@
 Why.  In a BPF-driven chain each round is: the kernel posts a CQE, the runtime routes it to its
 CQ, the parked request's program runs, reaps it and queues the next SQE, and one io_uring_enter
 submits that and waits.  Done from Python, the runtime's bookkeeping and the helper callbacks
-cost ~35 us a round against ~0.35 us for the same loop in C.  Here the whole round is native:
-`native_ring_ir` routes CQEs, queues SQEs, runs the parked requests' JIT-compiled programs (their
-RFC helpers, map lookups and the clock are native functions too) and calls io_uring_enter itself.
+cost ~40 us a round against ~0.55 us for the same loop in C (bench/ring.py).  Here the whole
+round is native: `native_ring_ir` routes CQEs, queues SQEs, runs the parked requests'
+JIT-compiled programs (their RFC helpers, map lookups and the clock are native functions too)
+and calls io_uring_enter itself.
 Python wakes only when a CQE reaches the CQ the application waits on, or for a case only the
 Python ring handles.
 
