@@ -5,8 +5,8 @@ BPF requests or user_data tags (that is `ring`); it creates a ring, maps its thr
 gives `ring` byte-level access to them, and it turns a failing call into an `OSError` whose
 message names the call and the errno.
 
-Why ctypes and not the `liburing` PyPI package (measured on this machine, Linux 6.18, see
-`bench/ring.py` and the `ring` module docstring): the runtime must copy a program's raw 64-byte
+Why ctypes and not the `liburing` PyPI package (the `ring` module docstring has the one-off
+measurement behind the choice; `bench/ring.py` measures the ring today): the runtime must copy a program's raw 64-byte
 SQE into an SQ slot and read raw 16-byte CQEs.  liburing's Python `SQE` exposes seven fields
 (no `addr`, `off`, `buf_index` or raw bytes; `opcode` is read-only) and its preps take Python
 `bytes`, not addresses, so a program's SQE cannot be reproduced through it at all.  Here the SQE
