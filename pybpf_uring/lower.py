@@ -20,7 +20,7 @@ from .builtins import BPF_ANY, CTX, MAP_DELETE_ELEM, TYPE_SIZE
 from .check import Checked, FunctionInfo
 from .debuginfo import DebugInfo
 from .lower_calls import CallLowering
-from .lower_values import I8, I8P, I32, I64_IR, ValueLowering, ir_type
+from .lower_values import I8, I8P, I32, I64_IR, ValueLowering, ir_type, untyped
 from .typesys import I64, NONE, U64, ArrayT, BoolT, IntT, MapT, PtrT, StructT, Type
 
 DATA_LAYOUT = "e-m:e-p:64:64-i64:64-i128:128-n32:64-S128"
@@ -81,7 +81,7 @@ class ModuleLowering:
     def declare_map(self, name: str, mt: MapT, line: int) -> None:
         """libbpf's BTF-defined map: a struct of four pointers whose BTF carries the facts."""
         ty = ir.LiteralStructType([I8P] * 4)
-        gv = ir.GlobalVariable(self.m, ty, name)
+        gv = untyped(ir.GlobalVariable(self.m, ty, name))
         gv.initializer = ir.Constant(ty, None)
         gv.section = ".maps"
         gv.align = 8
@@ -92,7 +92,7 @@ class ModuleLowering:
         """A module-level variable: `.rodata` when Const (its loads are volatile, so the value
         the host sets before loading is the one read), else `.data`, or `.bss` when zero."""
         ty = ir_type(g.type)
-        gv = ir.GlobalVariable(self.m, ty, g.name)
+        gv = untyped(ir.GlobalVariable(self.m, ty, g.name))
         gv.initializer = ir.Constant(ty, g.type.wrap(g.init) if isinstance(g.type, IntT) else None)
         gv.global_constant = g.const
         gv.align = g.type.align
@@ -213,9 +213,8 @@ class FunctionLowering(ValueLowering, CallLowering):
             if self.entry.instructions:
                 self.b.position_after(self.entry.instructions[-1]) if not self.entry.is_terminated \
                     else self.b.position_before(self.entry.terminator)
-            slot = self.b.alloca(ir_type(t), name=name)
+            slot = untyped(self.b.alloca(ir_type(t), name=name))
         slot.align = max(t.align, 1)
-        slot.type = I8P  # referenced as an opaque `ptr`, like every address here
         frames = self.ml.frames
         frames[self.info.name] = frames.get(self.info.name, 0) + max(t.size, 1)
         return slot

@@ -41,7 +41,7 @@ class CallLowering:
                 t = self.c.types[a]
                 addr = self.base_address(a)
                 size = (t.target if isinstance(t, PtrT) else t).size
-                args += [self.byte_ptr(addr), ir.Constant(I64_IR, size)]
+                args += [addr, ir.Constant(I64_IR, size)]
         return self.convert(self.helper(h.id, I64_IR, args), I64, h.ret)
 
     def call_kfunc(self, e: S.Call, target) -> ir.Value:
@@ -117,7 +117,7 @@ class CallLowering:
         args = []
         for a, (_, pt) in zip(e.args, callee.params):
             if isinstance(pt, PtrT):
-                args.append(self.byte_ptr(self.base_address(a)))
+                args.append(self.base_address(a))
             else:
                 args.append(self.value(a, pt))
         return self.b.call(self.ml.funcs[name], args)
@@ -145,7 +145,7 @@ class CallLowering:
         for i in range(0, len(data), 8):
             word = int.from_bytes(data[i:i + 8], "little")
             self.store(ir.Constant(I64_IR, word), self.offset(buf, i), U64)
-        self.helper(TRACE_PRINTK, I64_IR, [self.byte_ptr(buf), ir.Constant(I64_IR, len(data))] + values)
+        self.helper(TRACE_PRINTK, I64_IR, [buf, ir.Constant(I64_IR, len(data))] + values)
 
     def call_ctor(self, e: S.Call, st: StructT) -> ir.Value:
         tmp = self.alloca(st)
@@ -190,17 +190,17 @@ class CallLowering:
 
     # ----- maps -----------------------------------------------------------------------
     def map_ptr(self, e: S.Expr) -> ir.Value:
-        return self.byte_ptr(self.ml.maps[e.id])
+        return self.ml.maps[e.id]
 
     def key_ptr(self, key: S.Expr, m: MapT) -> ir.Value:
         return self.value_ptr(key, m.key)
 
     def value_ptr(self, e: S.Expr, t: Type) -> ir.Value:
         if isinstance(t, (StructT, ArrayT)):
-            return self.byte_ptr(self.aggregate(e))
+            return self.aggregate(e)
         slot = self.temp(t)
         self.store(self.value(e, t), slot, t)
-        return self.byte_ptr(slot)
+        return slot
 
     def call_lookup_key(self, e: S.Subscript, m: MapT) -> ir.Value:
         return self.lookup(e.value, self.key_ptr(e.index, m))
@@ -246,4 +246,4 @@ class CallLowering:
             with otherwise:
                 slot = self.temp(t)
                 self.store(self.binop(s.op, ir.Constant(ir_type(t), 0), t, s.value, t), slot, t)
-                self.map_update(target.value, key, self.byte_ptr(slot), BPF_NOEXIST)
+                self.map_update(target.value, key, slot, BPF_NOEXIST)

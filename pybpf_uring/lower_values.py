@@ -17,6 +17,16 @@ I8P = ir.PointerType()  # opaque `ptr`, as LLVM 22 has them: no bitcasts between
 I1, I8, I32, I64_IR = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64)
 
 
+def untyped(v: ir.Value) -> ir.Value:
+    """`v` (an alloca or a global) referenced as an opaque `ptr`, like every address here.
+    llvmlite gives a slot or a global a typed pointer (`[20 x i8]*` for a struct), checks a store
+    through it against its pointee, and cannot bitcast it away (a typed pointer compares equal
+    to `ptr`, so the cast is skipped): a field written at offset 0 of a struct global would be
+    refused.  LLVM itself only ever sees `ptr`."""
+    v.type = I8P
+    return v
+
+
 def ir_type(t: Type) -> ir.Type:
     if isinstance(t, IntT):
         return ir.IntType(t.bits)
@@ -32,19 +42,15 @@ def ir_type(t: Type) -> ir.Type:
 class ValueLowering:
     # ----- memory ---------------------------------------------------------------------
     def load(self, addr: ir.Value, t: Type, volatile: bool = False) -> ir.Value:
-        ld = self.b.load(self.byte_ptr(addr), typ=ir_type(t), align=t.align)
+        ld = self.b.load(addr, typ=ir_type(t), align=t.align)
         if volatile:
             ld.__class__ = VolatileLoad
         return ld
 
     def store(self, value: ir.Value, addr: ir.Value, t: Type) -> None:
-        self.b.store(value, self.byte_ptr(addr), align=t.align)
-
-    def byte_ptr(self, v: ir.Value) -> ir.Value:
-        return v if v.type.is_opaque else self.b.bitcast(v, I8P)  # slots and globals are typed
+        self.b.store(value, addr, align=t.align)
 
     def offset(self, base: ir.Value, off: ir.Value | int) -> ir.Value:
-        base = self.byte_ptr(base)
         if isinstance(off, int):
             if off == 0:
                 return base
@@ -55,14 +61,14 @@ class ValueLowering:
         """Copy a struct or array; both sides hold a `t`, so both are `t.align` aligned, which
         lets the backend copy in words rather than bytes."""
         fn = self.ml.m.declare_intrinsic("llvm.memcpy", [I8P, I8P, I64_IR])
-        call = self.b.call(fn, [self.byte_ptr(dst), self.byte_ptr(src), ir.Constant(I64_IR, t.size),
-                                ir.Constant(I1, 0)], arg_attrs={0: (), 1: ()})
+        call = self.b.call(fn, [dst, src, ir.Constant(I64_IR, t.size), ir.Constant(I1, 0)],
+                           arg_attrs={0: (), 1: ()})
         call.arg_attributes[0].align = call.arg_attributes[1].align = t.align
 
     def memset(self, dst: ir.Value, t: Type) -> None:
         fn = self.ml.m.declare_intrinsic("llvm.memset", [I8P, I64_IR])
-        call = self.b.call(fn, [self.byte_ptr(dst), ir.Constant(I8, 0), ir.Constant(I64_IR, t.size),
-                                ir.Constant(I1, 0)], arg_attrs={0: ()})
+        call = self.b.call(fn, [dst, ir.Constant(I8, 0), ir.Constant(I64_IR, t.size), ir.Constant(I1, 0)],
+                           arg_attrs={0: ()})
         call.arg_attributes[0].align = t.align
 
     def address(self, e: S.Expr, guards: list[ir.Value] | None = None) -> ir.Value:
@@ -70,7 +76,7 @@ class ValueLowering:
         array index adds `index < length` to `guards`: the access happens only when all hold,
         so a program never touches memory outside the array (and the verifier sees why)."""
         if isinstance(e, S.Name):
-            return self.slots[e.id] if e.id in self.slots else self.byte_ptr(self.ml.globals[e.id])
+            return self.slots[e.id] if e.id in self.slots else self.ml.globals[e.id]
         if isinstance(e, S.Attribute):
             st = self.struct_of(e.value)
             return self.offset(self.base_address(e.value, guards), st.field(e.attr).offset)
