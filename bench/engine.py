@@ -31,7 +31,6 @@ Run: [BPF_CONFORMANCE_TESTS=DIR] python3 bench/engine.py [--rounds N]
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import struct
 import subprocess
@@ -43,11 +42,10 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(1, str(HERE))
 
 from measure import CPU_CLOCK, compare, interleave, spread  # noqa: E402  (bench/measure.py)
-from pybpf_uring.conformance import assemble, default_helpers, read_case  # noqa: E402
+from pybpf_uring.conformance import (  # noqa: E402
+    CASES_MISSING, assemble, cases_dir, default_helpers, read_case)
 from pybpf_uring.engine import Interpreter, Memory  # noqa: E402
 from pybpf_uring.engine.jit import Jit, jit_available  # noqa: E402
-
-SUITE_VARIABLE = "BPF_CONFORMANCE_TESTS"
 
 CLOCK = CPU_CLOCK    # in-process: engines run and compile on the calling thread
 
@@ -200,9 +198,9 @@ def compile_times(rounds: int) -> None:
     """Per program, JIT construction and interpreter construction in the same rounds."""
     programs = [(f"loop {name}", program(name)) for name in LOOPS]
     programs += [(f"compiled {name}", insns) for name, insns in compiled_programs()]
-    suite = os.environ.get(SUITE_VARIABLE)
-    if suite and Path(suite).is_dir():
-        for path in sorted(Path(suite).glob("*.data")):
+    suite = cases_dir()
+    if suite is not None:
+        for path in sorted(suite.glob("*.data")):
             case = read_case(path)
             if not case.needs_callx:
                 programs.append((path.stem, case.program))
@@ -229,11 +227,8 @@ def compile_times(rounds: int) -> None:
     print(f"\ncompile time per program, {len(rows)} programs (Jit construction: validate, lift, "
           f"optimise, codegen; each compiled anew; median of {rounds} rounds against the "
           "interpreter's construction; thread CPU time)")
-    if not suite:
-        print(f"  (set {SUITE_VARIABLE} to a directory of bpf_conformance .data cases to time "
-              "that suite's programs too)")
-    elif not Path(suite).is_dir():
-        print(f"  ({SUITE_VARIABLE}={suite} is not a directory: the suite's programs are left out)")
+    if suite is None:
+        print(f"  (the conformance suite's programs are left out: {CASES_MISSING})")
     jit_ms = [c.median * 1e3 for _, _, c in rows]
     ratios = [c.ratio for _, _, c in rows]
     slowest = max(rows, key=lambda row: row[2].median)

@@ -20,7 +20,8 @@ over the same rounds with the min-max of the per-round ratios.  A kernel without
 io_uring_bpf_ops (6.18 here) makes the script boot Debian's 7.2 kernel with the project's
 tools/vm/vmrun (TCG: software emulation) and run itself there with --here; compare ratios, not
 absolute rates, which TCG slows down by 10-50x unevenly (guest user code and guest kernel code
-are both emulated, system call entry more so).
+are both emulated, system call entry more so).  Times are wall time: a guest's CPU clocks keep
+running while the host deschedules its vCPU threads, so CPU time would be no steadier there.
 
 Run: python3 bench/mainline.py [-n N] [--batch B[,B...]] [--rounds R] [--here]
 """
@@ -199,7 +200,7 @@ def report(sides: dict, n: int, batch: int, rounds: int) -> str:
 
     samples = interleave({name: rate(name, fn) for name, fn in sides.items()}, rounds, warmup=1)
     base_name = "C userspace" if "C userspace" in sides else "Python userspace"
-    lines = [f"{n} NOPs, {batch} in flight, median of {rounds} interleaved rounds "
+    lines = [f"{n} NOPs, {batch} in flight, median of {rounds} interleaved rounds, wall time "
              f"(kernel {os.uname().release})",
              f"{'loop':<18}{'NOPs/s':>12}{'enter/1000':>12}{'steps/1000':>12}"
              f"{'vs ' + base_name:>22}{'spread':>13}"]
