@@ -3,6 +3,8 @@ kernel uses: cells compiled under IPython's own file names, registered with line
 blank lines stripped), not a simulation of it."""
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from IPython.core.interactiveshell import InteractiveShell
@@ -154,6 +156,9 @@ value
 @syscall
 def bad(ctx: Args) -> i32:
     return ctx.z
+
+def boom():
+    raise ValueError("where IPython says this cell is")
 """)
     message = run(shell, """
 try:
@@ -162,8 +167,24 @@ except Exception as exc:
     message = str(exc)
 message
 """)
-    # lines are counted in the magic's body, as IPython's own traceback of that code counts them
-    assert message == BAD_FIELD.format(cell="Cell In[4], line 3, col 12", field="z")
+    if magic == "%%time":
+        # IPython's own traceback says only `<timed exec>:6` here; the cell is the one that ran
+        # the magic, lines counted in its body as that traceback counts them
+        assert message == BAD_FIELD.format(cell="Cell In[4], line 3, col 12", field="z")
+        return
+    # %%capture: the cell is named and lines counted as IPython's own traceback of an error
+    # raised in that cell names and counts them (IPython 8 and 9 number its body differently)
+    ipython_says = run(shell, """
+import sys
+try:
+    boom()
+except ValueError:
+    frames = get_ipython().InteractiveTB.structured_traceback(*sys.exc_info())
+"\\n".join(frames)
+""")
+    cell = re.findall(r"(Cell In\[\d+\]), line 6", re.sub(r"\x1b\[[0-9;]*m", "", ipython_says))
+    assert len(cell) == 1, ipython_says
+    assert message == BAD_FIELD.format(cell=f"{cell[0]}, line 3, col 12", field="z")
 
 
 def test_a_timed_cell_run_again_compiles_the_function_each_run_made(shell):
