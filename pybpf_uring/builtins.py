@@ -3,12 +3,15 @@
 A helper is called by ID.  Its parameters say how each Python argument becomes machine
 arguments: `REF_SIZE` passes the address of a local struct or array *and* its size, which is
 how the RFC helpers take out-parameters (`reap_cqe(ctx, 1, cqe)` → `(ctx, 1, &cqe, 16)`).
+The helpers themselves are defined once, in `helpers.py`; `HELPERS` here is the compiler's view
+of those a program calls by name, its types derived from the registry's widths.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .typesys import I32, I64, U32, U64, Type
+from . import helpers as registry
+from .typesys import I32, IntT, U32, U64, Type
 
 CTX = "ctx"            # the program's ctx argument
 INT = "int"            # any integer, converted to the parameter's width
@@ -32,25 +35,26 @@ class Helper:
     programs: frozenset[str] = frozenset()  # program kinds that may call it; empty: all
 
 
-IOURING = frozenset({"iouring"})
-SOCKET = frozenset({"socket_filter"})
+def _param(arg: registry.Arg) -> Param | None:
+    """A registry argument as the Python call takes it: a MEM argument and the SIZE after it
+    are one REF_SIZE parameter (the SIZE gives none); a user address is an integer."""
+    if arg.kind == registry.CTX:
+        return Param(CTX)
+    if arg.kind in (registry.INT, registry.UPTR):
+        return Param(INT, IntT(arg.bits, arg.signed))
+    if arg.kind == registry.MEM:
+        return Param(REF_SIZE, struct=arg.struct)
+    if arg.kind == registry.SIZE:
+        return None
+    raise ValueError(f"helper argument {arg.name!r} of kind {arg.kind!r} has no Python form")
 
-HELPERS = {h.name: h for h in (
-    Helper("ktime_get_ns", 5, (), U64),
-    Helper("get_prandom_u32", 7, (), U32),
-    Helper("get_smp_processor_id", 8, (), U32),
-    Helper("get_current_pid_tgid", 14, (), U64),
-    # bpf_skb_load_bytes(skb, offset, to, len)
-    Helper("skb_load_bytes", 26, (Param(CTX), Param(INT, U32), Param(REF_SIZE)), I64, SOCKET),
-    Helper("queue_sqe", 164, (Param(CTX), Param(REF_SIZE, struct="Sqe")), I64, IOURING),
-    Helper("emit_cqe", 165, (Param(CTX), Param(INT, U32), Param(INT, U64), Param(INT, I32),
-                             Param(INT, U32)), I64, IOURING),
-    Helper("reap_cqe", 166, (Param(CTX), Param(INT, U32), Param(REF_SIZE, struct="Cqe")),
-           I64, IOURING),
-    Helper("copy_to_user", 167, (Param(INT, U64), Param(REF_SIZE)), I64, IOURING),
-    # bpf_copy_from_user(dst, size, uptr): Python order (dst, uptr)
-    Helper("copy_from_user", 148, (Param(REF_SIZE), Param(INT, U64)), I64, IOURING),
-)}
+
+def _helper(h: registry.Helper) -> Helper:
+    params = tuple(p for p in map(_param, h.args) if p is not None)
+    return Helper(h.name, h.id, params, IntT(h.ret.bits, h.ret.signed), h.programs)
+
+
+HELPERS = {h.name: _helper(h) for h in registry.HELPERS.values() if h.dsl}
 
 LOOP = frozenset({"loop_step"})
 
@@ -80,7 +84,9 @@ CQ_INTRINSICS = {"cq_reap": LOOP, "cq_wait": LOOP}
 ENOENT, EINVAL = 2, 22
 
 # Map operations and print() are lowered to these helper IDs.
-MAP_LOOKUP_ELEM, MAP_UPDATE_ELEM, MAP_DELETE_ELEM, TRACE_PRINTK = 1, 2, 3, 6
+MAP_LOOKUP_ELEM, MAP_UPDATE_ELEM, MAP_DELETE_ELEM, TRACE_PRINTK = (
+    registry.BY_NAME[n].id for n in ("map_lookup_elem", "map_update_elem", "map_delete_elem",
+                                     "trace_printk"))
 BPF_ANY, BPF_NOEXIST = 0, 1  # map update flags
 
 # prep_* are inlined as field stores, mirroring uring.py's host versions:
