@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence, TextIO
 
 from . import isa
+from .engine.suite_helpers import default_helpers
 
 __all__ = [
     "ConformanceCase", "ConformanceFormatError", "CaseOutcome", "read_case", "assemble",
@@ -591,16 +592,6 @@ def _check_program(path: Path, program: bytes, lines: tuple[int, ...]) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # Running cases
-
-def default_helpers() -> dict[int, Callable[..., int]]:
-    """The helpers the suite's programs call.
-
-    Only `call 5` appears (call_unwind_fail): uBPF's plugin registers helper 5 as "unwind",
-    which returns its argument; the suite checks that a call with r1 = -1 returns and the
-    program goes on.  (uBPF also stops the program when unwind returns 0; no case exercises it.)
-    """
-    return {5: lambda memory, r1, r2, r3, r4, r5: r1}
-
 
 @dataclass(frozen=True)
 class CaseOutcome:

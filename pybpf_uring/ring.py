@@ -99,10 +99,12 @@ import struct
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from . import display, ring_sys
 from .globals_view import Globals, ViewSections, global_vars
+from .ring_protocol import (BpfRequest, CompletionQueue, EngineInstance, ProgramFault, ProgramRunner,
+                            RingState)
 from .ring_sys import RawRing, read_user, write_user
 from .uring import IORING_OP_BPF, Cqe, Sqe
 
@@ -151,37 +153,9 @@ _SQE_ROUTE = struct.Struct("<BB30xQ8xH")                # opcode flags user_data
 _CTX = struct.Struct("<QII")
 
 
-class ProgramFault(Exception):
-    """Raised by a `ProgramRunner` when the program faults; fails its request with -errno."""
-
-    def __init__(self, message: str, errno: int = _errno.EFAULT) -> None:
-        super().__init__(message)
-        self.errno = errno
-
-
 class DeadlockError(RuntimeError):
     """A wait that nothing could ever end: no CQE queued, no kernel request in flight, and no BPF
     request that could run."""
-
-
-class ProgramRunner(Protocol):
-    """How the runtime runs one registered io_uring program (implemented by the engine).
-
-    `run` gets the 16-byte ctx and the request's `Helpers`, and returns the program's r0 and the
-    ctx as the program left it (the runtime reads wait_nr and wait_idx from it).  A program fault
-    is a `ProgramFault`, or an instance of one of the classes in the optional `fault_types`
-    attribute; any other exception is a bug in the runner and propagates to the host caller.
-    """
-
-    def run(self, ctx: bytes, helpers: "Helpers") -> tuple[int, bytes]: ...
-
-
-class EngineInstance(Protocol):
-    """What `Ring.register(obj, engine)` gets from `engine(obj)`: a runner per program and maps."""
-
-    maps: Mapping[str, Any]
-
-    def runner(self, program: Any) -> ProgramRunner: ...
 
 
 @dataclass(frozen=True)
@@ -194,45 +168,6 @@ class BpfFaultRecord:
     message: str
 
 
-class _Cq:
-    """One bounded completion queue of (user_data, res, flags) tuples."""
-
-    __slots__ = ("index", "size", "entries", "backlog", "overflow")
-
-    def __init__(self, index: int, size: int) -> None:
-        self.index, self.size = index, size
-        self.entries: deque[tuple[int, int, int]] = deque()
-        self.backlog: deque[tuple[int, int, int]] = deque()
-        self.overflow = 0
-
-    def __len__(self) -> int:
-        return len(self.entries) + len(self.backlog)
-
-    def post(self, cqe: tuple[int, int, int]) -> None:
-        """A completion that cannot be refused: queued, or kept in the backlog as an overflow."""
-        if self.backlog or len(self.entries) >= self.size:
-            self.overflow += 1
-            self.backlog.append(cqe)
-        else:
-            self.entries.append(cqe)
-
-    def pop(self) -> tuple[int, int, int]:
-        cqe = self.entries.popleft()
-        if self.backlog:
-            self.entries.append(self.backlog.popleft())
-        return cqe
-
-
-@dataclass(eq=False)
-class _BpfRequest:
-    prog: int
-    user_data: int
-    cq_idx: int
-    wait_nr: int = 0
-    wait_idx: int = 0
-    runs: int = 0
-
-
 class Helpers:
     """The RFC helpers as one BPF request sees them; the engine maps program arguments onto these.
 
@@ -242,7 +177,7 @@ class Helpers:
 
     __slots__ = ("_ring", "request")
 
-    def __init__(self, ring: "Ring", request: _BpfRequest) -> None:
+    def __init__(self, ring: "Ring", request: BpfRequest) -> None:
         self._ring, self.request = ring, request
 
     def queue_sqe(self, sqe: bytes) -> int:
@@ -332,7 +267,7 @@ class Ring:
         self.entries = raw.sq_entries
         self.cq_entries = raw.cq_entries       # CQ 0's capacity: the kernel's CQ ring
         self.cq_sizes = sizes                  # CQs 1..n, as asked for
-        self._cqs = [_Cq(0, raw.cq_entries)] + [_Cq(i + 1, s) for i, s in enumerate(sizes)]
+        self._cqs = [CompletionQueue(0, raw.cq_entries)] + [CompletionQueue(i + 1, s) for i, s in enumerate(sizes)]
         # SQ state kept locally: only this object writes the tail.
         self._sq_u32, self._sqes = raw.sq_u32, raw.sqes
         self._sq_tail = raw.sq_u32[raw.sq_tail]
@@ -348,8 +283,8 @@ class Ring:
         self._in_flight = 0
         # BPF side.
         self._programs: list[tuple[str, ProgramRunner]] = []
-        self._runnable: deque[_BpfRequest] = deque()
-        self._parked: list[_BpfRequest] = []
+        self._runnable: deque[BpfRequest] = deque()
+        self._parked: list[BpfRequest] = []
         self._version = 0
         self.maps: Mapping[str, Any] = {}
         self.engine: Any = None  # the registered object's EngineInstance (maps, trace)
@@ -532,7 +467,7 @@ class Ring:
         natives = [getattr(runner, "native", lambda: None)() for _, runner in self._programs]
         if any(n is not None for n in natives):
             from .engine.native_ring import NativeRing
-            self._native = NativeRing(self, natives)
+            self._native = NativeRing(self, self._raw, self._cqs, instance, natives)
 
     def unregister(self) -> None:
         """Detach the programs (IORING_UNREGISTER_BPF); parked requests complete with -ECANCELED."""
@@ -574,7 +509,7 @@ class Ring:
         self._live()
         index = self._program_index(program)
         _check_int("user_data", user_data, 0, _U64)
-        self._runnable.append(_BpfRequest(index, user_data, 0))
+        self._runnable.append(BpfRequest(index, user_data, 0))
         self._progress()
         self._enter(0, 0)
 
@@ -636,7 +571,7 @@ class Ring:
             if _syscall(_NR_ENTER, self._fd, to_submit, 1, _GETEVENTS, None, 0) < 0:
                 self._enter_failed(ctypes.get_errno())
 
-    def _wait_timed(self, q: _Cq, timeout: float) -> Cqe:
+    def _wait_timed(self, q: CompletionQueue, timeout: float) -> Cqe:
         if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout != timeout:
             raise TypeError(f"timeout must be a number of seconds or None, not {timeout!r}")
         if timeout < 0:
@@ -693,7 +628,7 @@ class Ring:
         kernel = raw.cq_u32[raw.cq_overflow] if raw is not None else 0
         return (self._cqs[0].overflow + kernel,) + tuple(cq.overflow for cq in self._cqs[1:])
 
-    def _cq(self, cq: int) -> _Cq:
+    def _cq(self, cq: int) -> CompletionQueue:
         if isinstance(cq, bool) or not isinstance(cq, int):
             raise TypeError(f"cq must be an int CQ index, not {type(cq).__name__}")
         if not 0 <= cq < len(self._cqs):
@@ -705,7 +640,7 @@ class Ring:
         """Rounds a native wait can take: requests parked, none runnable (those start in Python)."""
         return self._native is not None and bool(self._parked) and not self._runnable
 
-    def _native_wait(self, q: _Cq, deadline: float | None = None, poll: bool = False) -> bool:
+    def _native_wait(self, q: CompletionQueue, deadline: float | None = None, poll: bool = False) -> bool:
         """Native rounds until q has a CQE (True) or the Python loop must make one pass (False);
         `deadline` is a time.monotonic() value for timed waits; a `poll` never blocks nor
         reports a deadlock (nothing to do now is its normal end)."""
@@ -728,7 +663,7 @@ class Ring:
                 if deadline is not None and time.monotonic() >= deadline:
                     return False                # the timed loop decides: poll once, time out
             else:                               # a request handed back: FAULTED, COMPLETE, BAD_WAIT
-                req = _BpfRequest(*native.handed_back)
+                req = BpfRequest(*native.handed_back)
                 name, runner = self._programs[req.prog]
                 if code == nr.FAULTED:
                     self._settle(req, name, runner, runner.native_fault)
@@ -739,7 +674,7 @@ class Ring:
             if not self._native_due():
                 return False
 
-    def _native_poll(self, q: _Cq) -> None:
+    def _native_poll(self, q: CompletionQueue) -> None:
         """The rounds that are due now, natively (a wait that may not block: its deadline has
         passed); the Python pass after it finds them done."""
         if self._native_due():
@@ -751,7 +686,22 @@ class Ring:
             self._session_helpers = Helpers(self, None)
         return self._session_helpers
 
-    def _stalled(self, q: _Cq) -> None:
+    def native_state(self, full: bool) -> RingState:
+        """What a native wait takes over (ring_protocol.NativeHost): the SQ tail, tags, CQs,
+        counters, and with `full` the parked requests."""
+        return RingState(self._sq_tail, self._tags, self._free, self._in_flight, self._cqs,
+                         self._version, self.enter_calls, bool(self._runnable),
+                         self._parked if full else None)
+
+    def adopt_native_state(self, state: RingState) -> None:
+        """The state a native wait hands back (the CQs were updated in place)."""
+        self._sq_tail, self._tags, self._free, self._in_flight = (
+            state.sq_tail, state.tags, state.free, state.in_flight)
+        self._version, self.enter_calls = state.version, state.enter_calls
+        if state.parked is not None:
+            self._parked = state.parked
+
+    def _stalled(self, q: CompletionQueue) -> None:
         waits = ", ".join(f"{self._programs[r.prog][0]} on CQ {r.wait_idx} for {r.wait_nr}"
                           for r in self._parked) or "none"
         raise DeadlockError(f"wait_cqe(cq={q.index}) would wait for ever: CQ {q.index} is empty, no "
@@ -771,7 +721,7 @@ class Ring:
             raise ValueError(f"SQE cq_idx {cq_idx} names no CQ: this ring has CQs 0..{len(self._cqs) - 1}")
         if opcode == IORING_OP_BPF:
             _, _, ioprio, _, off, addr, length, _, _ = _SQE_HEAD.unpack_from(raw)
-            req = _BpfRequest(off, user_data, cq_idx)
+            req = BpfRequest(off, user_data, cq_idx)
             if ioprio or length or addr or flags & (IOSQE_FIXED_FILE | IOSQE_BUFFER_SELECT) \
                     or not 0 <= off < len(self._programs):
                 self._complete(req, -_errno.EINVAL)   # the RFC's prep rejects these
@@ -959,7 +909,7 @@ class Ring:
             if self._version == before and not self._runnable:
                 return False
 
-    def _run(self, req: _BpfRequest) -> None:
+    def _run(self, req: BpfRequest) -> None:
         name, runner = self._programs[req.prog]
         req.runs += 1
         helpers = Helpers(self, req)
@@ -981,7 +931,7 @@ class Ring:
             req.wait_nr, req.wait_idx = wait_nr, wait_idx
             self._parked.append(req)
 
-    def _settle(self, req: _BpfRequest, name: str, runner: ProgramRunner, run: Callable[[], Any]) -> Any:
+    def _settle(self, req: BpfRequest, name: str, runner: ProgramRunner, run: Callable[[], Any]) -> Any:
         """`run()`'s result, or None after failing the request on a fault; a broken runner
         cancels the request (waiters must not hang) and raises."""
         try:
@@ -996,15 +946,15 @@ class Ring:
             raise
         return None
 
-    def _bad_wait(self, req: _BpfRequest, name: str) -> None:
+    def _bad_wait(self, req: BpfRequest, name: str) -> None:
         self._fault(req, name, -_errno.EINVAL,
                     f"ctx.wait_idx = {req.wait_idx} names no CQ (the ring has {len(self._cqs)})")
 
-    def _fault(self, req: _BpfRequest, name: str, res: int, message: str) -> None:
+    def _fault(self, req: BpfRequest, name: str, res: int, message: str) -> None:
         self.faults.append(BpfFaultRecord(req.user_data, name, res, message))
         self._complete(req, res)
 
-    def _complete(self, req: _BpfRequest, res: int) -> None:
+    def _complete(self, req: BpfRequest, res: int) -> None:
         # The RFC kernel submits a queued SQE inside queue_sqe, so whatever completes inline (a
         # NOP) is posted before the request's own CQE: submit what is queued first, then drain,
         # so kernel CQEs posted before this completion stay ahead of it.

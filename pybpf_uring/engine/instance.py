@@ -52,9 +52,8 @@ from typing import Any, Callable, Iterator
 from .. import isa
 from ..isa import Instruction
 from ..objfile import ProgramSpec
-from ..ring import ProgramFault
+from ..ring_protocol import ProgramFault
 from .interpreter import DEFAULT_BUDGET, BpfFault, Interpreter, InvalidProgram
-from .jit_lift import STATE_FIELDS
 from .maps import ArrayMap, EngineMap, HashMap, PercpuHashMap, RingbufMap, make_map
 from .memory import BIAS, OFFSET_MASK, REGION_SHIFT, Memory, MemoryFault
 
@@ -385,8 +384,7 @@ class EngineProgram:
 
     def native_fault(self) -> None:
         """Raise what the last native run ended with, as `run` would have raised it."""
-        vm = self.vm
-        fault = vm._exit_fault(vm._state[_STATE_STATUS], vm.budget)
+        fault = self.vm.last_fault()
         if isinstance(fault, BpfFault):
             where = self._where(fault.insn_index, fault.message, fault.disassembly)
             raise ProgramFault(f"program {self.name!r}: {where}", _errno.EFAULT)
@@ -518,7 +516,6 @@ class EngineProgram:
                 166: reap_cqe, 167: copy_to_user}
 
 
-_STATE_STATUS = STATE_FIELDS.index("status")
 _NATIVE_HASHES = (HashMap, PercpuHashMap)     # lookups and in-place updates exactly a hash map's
 _TRAP_ID = 1     # the engine's own number for __bpf_trap (it has no vmlinux BTF ids)
 

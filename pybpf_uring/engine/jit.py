@@ -30,7 +30,7 @@ corrupts host memory instead of faulting.
 `select_engine(...)` picks the JIT and falls back to the interpreter with a reason when the JIT
 cannot run the request (llvmlite missing, a trace requested, LLVM refusing the IR).
 
-`bind_natives` / `bind_ring` let the engine serve some helpers (jit_lift.NATIVE_HELPERS) with
+`bind_natives` / `enter_native_wait` let the engine serve some helpers (jit_lift.NATIVE_HELPERS) with
 native code instead of the Python `helpers` (engine/native_ring.py): map lookups, the RFC ring
 helpers while a Ring's native wait runs the program.  A Jit nobody binds calls Python for all.
 """
@@ -50,9 +50,10 @@ from .interpreter import (DEFAULT_BUDGET, BpfFault, BudgetExceeded, Helper, Inte
 from .jit_lift import (ENTRY_FIELDS, STATE_FIELDS, STATUS_BUDGET, STATUS_DEPTH, STATUS_FELL_OFF, STATUS_HOST,
                        lift)
 from .memory import Memory, MemoryFault, Region
+from .suite_helpers import default_helpers
 
 __all__ = ["Jit", "JitUnavailable", "select_engine", "EngineChoice", "jit_available",
-           "execute", "compile_stats"]
+           "execute", "compile_stats", "compile_module"]
 
 M64 = (1 << 64) - 1
 _U64 = ctypes.c_uint64
@@ -178,6 +179,12 @@ def _make_compiler() -> _Compiler:
     return _COMPILER
 
 
+def compile_module(text: str, names: Sequence[str], inline: bool = False) -> dict[str, int]:
+    """The addresses of `names` in the IR module `text`, compiled once per process by the JIT's
+    compiler (engine.native_ring's hand-written module: `inline` runs the always-inliner)."""
+    return _compiler().compile_module(text, names, inline=inline)
+
+
 def jit_available() -> str | None:
     """None when the JIT can compile here, else why not."""
     try:
@@ -262,9 +269,52 @@ class Jit:
         array maps they serve (engine.native_ring)."""
         self._state[_S["natives"]], self._state[_S["maps"]] = natives, maps
 
-    def bind_ring(self, ring: int) -> None:
-        """The native ring whose wait is running this program now, or 0 (engine.native_ring)."""
+    # -- native waits (engine.native_ring) -------------------------------------------------------
+    @property
+    def state_address(self) -> int:
+        """The host address of the state block native code calls the program with."""
+        return self._state_address
+
+    def native_call(self) -> tuple[int, int, int, int]:
+        """What native code needs to run the program as `run` does: (entry address, state block
+        address, frame 0's host address to zero before a run -- 0 when the program cannot reach
+        its frame --, budget), with the region table brought up to date first."""
+        self.refresh_table()
+        frame = self._stack_ptrs[0] if self._uses_frame else 0
+        return (ctypes.cast(self._entry, _VP).value, self._state_address, frame or 0,
+                min(self.budget, _MAX_BUDGET))
+
+    def enter_native_wait(self, ring: int) -> None:
+        """A native wait on the ring block at `ring` runs this program from now on: its ring
+        helpers go native, and region tables native code may hold are kept."""
         self._state[_S["ring"]] = ring
+        self._in_run = True
+
+    def leave_native_wait(self, executed: int | None, spent: int) -> None:
+        """The wait is over: `executed` by its last run (None: it ran none), `spent` by all its
+        runs (which tiers a level-0 program up, as `run` does)."""
+        if executed is not None:
+            self.executed = executed
+            self._count(spent)
+        self._state[_S["ring"]] = 0
+        self._in_run = False
+
+    def refresh_table(self) -> None:
+        """Rebuild the region table if regions were mapped or unmapped since it was built."""
+        if self._memory_key() != self._table_key:
+            self._build_table()
+
+    def call_helper(self, pc: int, r1: int, r2: int, r3: int, r4: int, r5: int) -> int:
+        """The Python helper of the call at `pc`, as the lifted program's callback runs it."""
+        return self._helper(None, pc, r1, r2, r3, r4, r5)
+
+    def fail(self, exc: BaseException) -> None:
+        """End the running native code's run with `exc` (raised by `last_fault`/`run`)."""
+        self._fail(exc)
+
+    def last_fault(self) -> BaseException:
+        """What the last native run (one the caller ran through `native_call`) ended with."""
+        return self._exit_fault(self._state[_STATUS], self.budget)
 
     def _compile(self, level: int):
         try:
@@ -415,8 +465,7 @@ class Jit:
         except BaseException as exc:      # noqa: BLE001
             self._fail(exc)
             return 0
-        if self._memory_key() != self._table_key:     # the helper mapped or unmapped regions
-            self._build_table()
+        self.refresh_table()                           # the helper may have mapped regions
         return r0
 
     # -- running --------------------------------------------------------------------------------
@@ -543,7 +592,6 @@ def select_engine(program: bytes | Sequence, *, prefer: str = "jit", trace: bool
 def execute(program: bytes, memory: bytes, *, budget: int | None = None,
             unchecked: bool = False) -> int:
     """Run `program` as the suite does (r1 = a copy of `memory`, r2 = its length) on the JIT."""
-    from ..conformance import default_helpers
     mem = Memory()
     address = mem.map(bytearray(memory), "mem").base if memory else 0
     jit = Jit(program, memory=mem, helpers=default_helpers(), budget=budget or DEFAULT_BUDGET,

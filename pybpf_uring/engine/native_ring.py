@@ -35,8 +35,9 @@ from collections import deque
 from typing import Any, Sequence
 
 from .. import ring_sys
+from ..ring_protocol import BpfRequest, CompletionQueue, NativeHost, RingState
 from . import native_ring_ir as ir
-from .jit import _MAX_BUDGET, Jit, _compiler
+from .jit import Jit, compile_module
 
 __all__ = ["NativeRing", "NativeProgram", "HashIndex", "native_helpers", "MAP_WORDS", "MAX_INDEXED",
            "READY", "MORE", "PYTHON", "FAULTED", "COMPLETE", "BAD_WAIT", "STALLED", "TIMED_OUT"]
@@ -64,7 +65,7 @@ _FRESH = 256                # tag slots beyond the Python table offered per wait
 
 def _functions() -> dict[str, int]:
     """The compiled module's function addresses (compiled once per process)."""
-    return _compiler().compile_module(ir.TEXT, ir.FUNCTIONS, inline=True)
+    return compile_module(ir.TEXT, ir.FUNCTIONS, inline=True)
 
 
 def native_helpers() -> dict[int, int]:
@@ -105,8 +106,8 @@ class HashIndex:
     def rebuild(self) -> None:
         self.slots = ctypes.create_string_buffer(self.capacity * self.stride)
         self.used = 0
-        for key, region in self.map._elements.items():
-            self.put(key, region.base)
+        for key in self.map.raw_keys():
+            self.put(key, self.map.lookup(key))
         word = self.base + _MP["mask"]
         self.record[word:word + 3] = [self.capacity - 1, ctypes.addressof(self.slots), self.stride]
 
@@ -156,16 +157,11 @@ class NativeProgram:
         self._ctx = (ctypes.c_char * len(ctx_region.buf)).from_buffer(ctx_region.buf)
 
     def record(self) -> list[int]:
-        jit = self.jit
-        if jit._memory_key() != jit._table_key:
-            jit._build_table()
         values = [0] * _NPG
-        values[_PG["entry"]] = ctypes.cast(jit._entry, _VP).value
-        values[_PG["state"]] = jit._state_address
+        (values[_PG["entry"]], values[_PG["state"]], values[_PG["frame"]],
+         values[_PG["budget"]]) = self.jit.native_call()
         values[_PG["ctx"]] = ctypes.addressof(self._ctx)
         values[_PG["ctx_addr"]] = self.ctx_region.base
-        values[_PG["frame"]] = jit._stack_ptrs[0] if jit._uses_frame else 0
-        values[_PG["budget"]] = min(jit.budget, _MAX_BUDGET)
         values[_PG["native"]] = 1
         return values
 
@@ -173,15 +169,17 @@ class NativeProgram:
 class NativeRing:
     """The native state of one `ring.Ring` and the calls that use it (see the module docstring).
 
+    `host` is the ring (ring_protocol.NativeHost: it exports and imports its `RingState`),
+    `raw` its kernel ring, `cqs` its CQs, `instance` the registered object's engine instance;
     `programs[i]` is the NativeProgram of the ring's program i, or None when the Python ring
     must run it."""
 
-    def __init__(self, ring: Any, programs: Sequence[NativeProgram | None]) -> None:
+    def __init__(self, host: NativeHost, raw: ring_sys.RawRing, cqs: Sequence[CompletionQueue],
+                 instance: Any, programs: Sequence[NativeProgram | None]) -> None:
         fns = _functions()
         self._wait = _WAIT(fns["nr_wait"])
-        self.ring = weakref.proxy(ring)       # the ring owns this; no cycle to keep its fd open
+        self.host = weakref.proxy(host)       # the ring owns this; no cycle to keep its fd open
         self.programs = list(programs)
-        raw = ring._raw
         self.words = (_U64 * len(ir.RING_WORDS))()
         self.address = ctypes.addressof(self.words)
         w, W = self.words, _W
@@ -189,11 +187,11 @@ class NativeRing:
         w[W["sq_head"]] = raw.sq_address + 4 * raw.sq_head
         w[W["sq_tail"]] = raw.sq_address + 4 * raw.sq_tail
         w[W["sq_flags"]] = raw.sq_address + 4 * raw.sq_flags
-        w[W["sq_mask"]], w[W["sq_entries"]] = ring._sq_mask, ring.entries
+        w[W["sq_mask"]], w[W["sq_entries"]] = raw.sq_u32[raw.sq_mask], raw.sq_entries
         w[W["sqes"]] = raw.sqes_address
         w[W["cq_head"]] = raw.cq_address + 4 * raw.cq_head
         w[W["cq_tail"]] = raw.cq_address + 4 * raw.cq_tail
-        w[W["cq_mask"]], w[W["cqes"]] = ring._cq_mask, raw.cq_address + raw.cqes_off
+        w[W["cq_mask"]], w[W["cqes"]] = raw.cq_u32[raw.cq_mask], raw.cq_address + raw.cqes_off
         libc = ring_sys._libc
         w[W["syscall"]] = ctypes.cast(libc.syscall, _VP).value
         w[W["errno"]] = ctypes.cast(getattr(libc, "__errno_location"), _VP).value
@@ -206,11 +204,11 @@ class NativeRing:
         w[W["slow"]] = ctypes.cast(self._slow_cb, _VP).value
         self._end_run_cb = _END_RUN(self._end_run)
         w[W["end_run"]] = ctypes.cast(self._end_run_cb, _VP).value
-        self.instance = ring.engine
+        self.instance = instance
         w[W["retired"]] = ctypes.addressof(self.instance.retired)
         # CQs: a ring buffer per CQ, as large as the CQ up to _NATIVE_CQ entries (1024 CQs of
         # 65536 would be a gigabyte): past that, the CQ is the Python ring's (see _export)
-        cqs = ring._cqs
+        self.cqs = list(cqs)
         self._cq_caps = [min(q.size, _NATIVE_CQ) for q in cqs]
         self._cq_bufs = [ctypes.create_string_buffer(cap * 16) for cap in self._cq_caps]
         self._cq_desc = (_U64 * (_NCQ * len(cqs)))()
@@ -222,7 +220,7 @@ class NativeRing:
         w[W["cqs"]], w[W["ncqs"]] = ctypes.addressof(self._cq_desc), len(cqs)
         self._programs = (_U64 * (_NPG * max(1, len(programs))))()
         w[W["programs"]] = ctypes.addressof(self._programs)
-        self._by_state = {p.jit._state_address: p for p in programs if p is not None}
+        self._by_state = {p.jit.state_address: p for p in programs if p is not None}
         for p in self._by_state.values():
             p.program.instance.enable_native_helpers()
         self._tag_cap = 0
@@ -235,12 +233,12 @@ class NativeRing:
     # Cost matters: a wait exports and imports once, so each is O(tags in use + CQs holding
     # CQEs), with slice copies where ctypes has them.
     def _export(self, full: bool) -> None:
-        ring, w, W = self.ring, self.words, _W
-        w[W["sq_local"]] = ring._sq_tail
-        self._export_tags()
+        state, w, W = self.host.native_state(full), self.words, _W
+        w[W["sq_local"]] = state.sq_tail
+        self._export_tags(state)
         desc, shown, held = self._cq_desc, self._cq_shown, self._held
         held.clear()
-        for i, q in enumerate(ring._cqs):
+        for i, q in enumerate(state.cqs):
             if not (q.entries or q.backlog or q.overflow or i in shown):
                 continue
             base, n = i * _NCQ, len(q.entries)
@@ -255,30 +253,30 @@ class NativeRing:
                 _CQE.pack_into(buf, 16 * k, *cqe)
             desc[base + _CQ["head"]:base + _CQ["overflow"] + 1] = [0, n, len(q.backlog), q.overflow]
             shown.add(i)
-        w[W["version"]], w[W["enter_calls"]] = ring._version, ring.enter_calls
-        w[W["py_work"]] = 1 if ring._runnable else 0
+        w[W["version"]], w[W["enter_calls"]] = state.version, state.enter_calls
+        w[W["py_work"]] = 1 if state.python_work else 0
         if full:
-            self._export_parked()
+            self._export_parked(state.parked)
             programs = self._programs
+            helpers = self.host.session_helpers()
             for i, p in enumerate(self.programs):
                 if p is None:
                     programs[i * _NPG + _PG["native"]] = 0
                     continue
                 programs[i * _NPG:(i + 1) * _NPG] = p.record()
-                p.jit.bind_ring(self.address)
-                p.jit._in_run = True
-                p.program.bind_ring_helpers(ring.session_helpers())
+                p.jit.enter_native_wait(self.address)
+                p.program.bind_ring_helpers(helpers)
             w[W["runs_left"]] = _RUN_BUDGET
             w[W["pid"]] = os.getpid()          # (read per wait: a forked child is another pid)
             self.instance.begin_run()
         w[W["active"]] = 1
 
-    def _export_tags(self) -> None:
-        """Slots below len(ring._tags) are written; the ones above are free in the native
+    def _export_tags(self, state: RingState) -> None:
+        """Slots below len(state.tags) are written; the ones above are free in the native
         arrays already (set so when allocated, and left so by every import), and the first
         _FRESH of them are offered to nr_queue after the Python free list."""
-        ring, w, W = self.ring, self.words, _W
-        tags = ring._tags
+        w, W = self.words, _W
+        tags = state.tags
         used = len(tags)
         if used + _FRESH > self._tag_cap:
             cap = used + 2 * _FRESH
@@ -292,12 +290,12 @@ class NativeRing:
         if used:
             self._tag_cq[:used] = [_FREE if e is None else e[1] for e in tags]
             self._tag_ud[:used] = [0 if e is None else e[0] for e in tags]
-        stack = [*range(used + _FRESH - 1, used - 1, -1), *ring._free]
+        stack = [*range(used + _FRESH - 1, used - 1, -1), *state.free]
         self._free_stack[:len(stack)] = stack
-        w[W["nfree"]], w[W["in_flight"]] = len(stack), ring._in_flight
+        w[W["nfree"]], w[W["in_flight"]] = len(stack), state.in_flight
 
-    def _export_parked(self) -> None:
-        parked, w, W = self.ring._parked, self.words, _W
+    def _export_parked(self, parked: Sequence[BpfRequest]) -> None:
+        w, W = self.words, _W
         if len(parked) > self._parked_cap:
             self._parked_cap = 2 * len(parked)
             self._parked = (_U64 * (_NRQ * self._parked_cap))()
@@ -309,17 +307,15 @@ class NativeRing:
         w[W["nparked"]] = len(parked)
 
     def _import(self, full: bool) -> None:
-        ring, w, W = self.ring, self.words, _W
+        w, W = self.words, _W
         w[W["active"]] = 0
-        ring._sq_tail = w[W["sq_local"]]
-        self._import_tags()
-        desc, shown = self._cq_desc, self._cq_shown
+        desc, shown, cqs = self._cq_desc, self._cq_shown, self.cqs
         # native code posts to any CQ, and counts overflows on any (a CQ it filled and emptied)
         counts, overflows = desc[_CQ["count"]::_NCQ], desc[_CQ["overflow"]::_NCQ]
-        changed = [i for i, (count, overflow, q) in enumerate(zip(counts, overflows, ring._cqs))
+        changed = [i for i, (count, overflow, q) in enumerate(zip(counts, overflows, cqs))
                    if count or overflow != q.overflow]
         for i in shown.union(changed) - self._held:
-            q, buf, base = ring._cqs[i], self._cq_bufs[i], i * _NCQ
+            q, buf, base = cqs[i], self._cq_bufs[i], i * _NCQ
             head, count = desc[base + _CQ["head"]], counts[i]
             size = self._cq_caps[i]
             q.entries = deque(_CQE.unpack_from(buf, ((head + k) % size) * 16) for k in range(count))
@@ -328,28 +324,32 @@ class NativeRing:
                 shown.add(i)
             else:
                 shown.discard(i)
-        ring._version, ring.enter_calls = w[W["version"]], w[W["enter_calls"]]
+        parked = None
         if full:
-            from ..ring import _BpfRequest
             records = self._parked[:_NRQ * w[W["nparked"]]] if self._parked is not None else []
-            ring._parked = [_BpfRequest(*records[k:k + _NRQ]) for k in range(0, len(records), _NRQ)]
+            parked = [BpfRequest(*records[k:k + _NRQ]) for k in range(0, len(records), _NRQ)]
+        tags, free, in_flight = self._import_tags()
+        self.host.adopt_native_state(RingState(
+            w[W["sq_local"]], tags, free, in_flight, cqs, w[W["version"]], w[W["enter_calls"]],
+            bool(w[W["py_work"]]), parked))
+        if full:
             programs = self._programs
             for i, p in enumerate(self.programs):
                 if p is None:
                     continue
                 runs = programs[i * _NPG + _PG["runs"]]
+                executed = programs[i * _NPG + _PG["executed"]] if runs else None
                 if runs:
                     p.program.runs += runs
-                    p.program.executed = p.jit.executed = programs[i * _NPG + _PG["executed"]]
-                    # a large program compiled at codegen level 0 tiers up once hot (jit.py)
-                    p.jit._count(programs[i * _NPG + _PG["spent"]])
-                p.jit.bind_ring(0)
-                p.jit._in_run = False
+                    p.program.executed = executed
+                # a large program compiled at codegen level 0 tiers up once hot (jit.py)
+                p.jit.leave_native_wait(executed, programs[i * _NPG + _PG["spent"]])
                 p.program.bind_ring_helpers(None)
             self.instance.end_run()
 
-    def _import_tags(self) -> None:
-        ring, w, W = self.ring, self.words, _W
+    def _import_tags(self) -> tuple[list, list[int], int]:
+        """The tag table, free list and in-flight count as the Python ring keeps them."""
+        w, W = self.words, _W
         targets = self._tag_cq[:self._tag_cap]
         live = [slot for slot, cq in enumerate(targets) if cq != _FREE]
         top = live[-1] + 1 if live else 0
@@ -357,15 +357,14 @@ class NativeRing:
         ud = self._tag_ud[:top]
         for slot in live:
             tags[slot] = (ud[slot], targets[slot])
-        ring._tags = tags
-        ring._free = [s for s in self._free_stack[:w[W["nfree"]]] if s < top]
-        ring._in_flight = w[W["in_flight"]]
+        free = [s for s in self._free_stack[:w[W["nfree"]]] if s < top]
+        return tags, free, w[W["in_flight"]]
 
     # -- the calls ------------------------------------------------------------------------------
     def wait(self, cq: int, deadline_ns: int = 0) -> int:
         """One native wait on CQ `cq`, until `deadline_ns` (time.monotonic_ns) if given: READY,
         or a code for the Python ring.  For FAULTED, COMPLETE and BAD_WAIT, `handed_back` is the
-        request's fields (ring._BpfRequest order)."""
+        request's fields (ring_protocol.BpfRequest order)."""
         self.words[_W["deadline"]] = deadline_ns
         self._export(full=True)
         try:
@@ -384,15 +383,15 @@ class NativeRing:
         try:
             self._import(full=False)
         except BaseException as exc:      # noqa: BLE001 -- surfaces as the run's fault
-            jit._fail(exc)
+            jit.fail(exc)
             return 0
         try:
-            return jit._helper(state, pc, r1, r2, r3, r4, r5)
+            return jit.call_helper(pc, r1, r2, r3, r4, r5)
         finally:
             try:
                 self._export(full=False)
             except BaseException as exc:  # noqa: BLE001
-                jit._fail(exc)
+                jit.fail(exc)
 
     def _end_run(self, state: int) -> None:
         """After a native run that deleted hash-map values: free them, and give the programs
@@ -400,7 +399,6 @@ class NativeRing:
         try:
             self.instance.release_retired()
             for p in self._by_state.values():
-                if p.jit._memory_key() != p.jit._table_key:
-                    p.jit._build_table()
+                p.jit.refresh_table()
         except BaseException as exc:      # noqa: BLE001 -- a callback must not raise into C
-            self._by_state[state].jit._fail(exc)
+            self._by_state[state].jit.fail(exc)
