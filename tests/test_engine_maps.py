@@ -344,7 +344,7 @@ def test_backends_are_named():
 def test_runner_without_a_ring_faults_on_rfc_helpers():
     inst = instantiate(compile_source(COUNTER, "counter.py"))
     from pybpf_uring.ring import ProgramFault
-    with pytest.raises(ProgramFault, match="iouring_emit_cqe needs an io_uring request"):
+    with pytest.raises(ProgramFault, match=r"emit_cqe \(165\) needs an io_uring request"):
         inst.runner("count").run(bytes(16))
     assert inst.maps["hits"][0] == 1          # the run got that far
 
@@ -377,7 +377,7 @@ def test_an_object_mixing_kinds_registers_its_iouring_programs():
         ring.submit_bpf("bump")
         assert ring.wait_cqe(0, timeout=1).res == 0
         assert ring.maps["seen"][0] == 10
-        with pytest.raises(EngineError, match="unknown helper 26"):
+        with pytest.raises(EngineError, match=r"skb_load_bytes \(26\), a helper this engine does not have"):
             ring.maps.instance.runner("filt")
 
 

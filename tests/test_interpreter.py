@@ -238,7 +238,7 @@ def test_helper_fault_names_the_call():
     fault = _fault(["mov %r1, %r10", "add %r1, -8", "mov %r2, 16", "call 7", "exit"],
                    helpers={7: read_past})
     assert fault.insn_index == 3
-    assert "helper 7: read of 16 bytes at stack frame 0+504 is out of bounds" in fault.message
+    assert "get_prandom_u32 (7): read of 16 bytes at stack frame 0+504 is out of bounds" in fault.message
 
 
 def test_stack_overflow_by_deep_recursion():

@@ -1061,7 +1061,7 @@ def python_helper_calls(ring, first_arg: int | None = None) -> dict:
     for program in ring.engine.programs.values():
         jit = program.vm
         for pc, (fn, what) in list(jit._calls.items()):
-            helper = int(what.split()[-1])
+            helper = jit.slots[pc].imm
 
             def counted(mem, r1, *rest, fn=fn, helper=helper):
                 if first_arg is None or r1 == first_arg:

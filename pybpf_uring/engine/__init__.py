@@ -6,11 +6,12 @@ regions; faults name the instruction (`BpfFault`), runaway loops stop at a budge
 
     memory = Memory()
     ctx = memory.map(bytearray(16), "ctx", fields=[(0, 8), (8, 4), (12, 4)])
-    vm = Interpreter(program_bytes, memory=memory, helpers={165: emit_cqe})
+    vm = Interpreter(program_bytes, memory=memory, helpers=table)
     r0 = vm.run(ctx.base)            # the program reads and writes the bytearray in place
 
-A helper is `fn(memory, r1, r2, r3, r4, r5) -> int`; it reaches program buffers through
-`memory.read/write/view(address, ...)`, whose MemoryFault becomes a BpfFault at the call.
+`table` maps a helper id (as helpers.py numbers them) to `fn(memory, r1, r2, r3, r4, r5) -> int`,
+which reaches program buffers through `memory.read/write/view(address, ...)`, whose
+MemoryFault becomes a BpfFault at the call.
 Map values, helper buffers and anything else a program may touch are regions mapped the same
 way; their `base` is the pointer the program sees.
 """

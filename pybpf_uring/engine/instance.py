@@ -17,18 +17,10 @@ RFC kernel would do, in the same order:
    verifier's `is_valid_access` does.  io_uring programs are made at once, so `Ring.register`
    reports what the engine cannot run; other kinds in the object when first asked for.
 
-Helpers (the number is the call's imm):
-
-  1 map_lookup_elem(map, key)            -> value address or 0
-  2 map_update_elem(map, key, value, fl) -> 0 / -EEXIST / -ENOENT / -E2BIG / -EINVAL
-  3 map_delete_elem(map, key)            -> 0 / -ENOENT / -EINVAL (arrays)
-  5 ktime_get_ns()                       -> CLOCK_MONOTONIC, as the kernel's
-  6 trace_printk(fmt, size, a, b, c)     -> length; the line goes to `instance.trace`
-  7 get_prandom_u32()                    -> 32 random bits
-  8 get_smp_processor_id()               -> 0 (the engine is one CPU)
- 14 get_current_pid_tgid()               -> tgid << 32 | tid of the host thread
-130-134 ringbuf_output / reserve / submit / discard / query, on a RingbufMap (maps.py)
- 164-167, 148: the RFC helpers, onto the request's `ring.Helpers` (see ring.py)
+Helpers: every helper of the registry (helpers.py) with an `engine` implementation, bound by
+that name in `_helper_table` and given its arguments narrowed to the registry's widths; what each
+does here is the table in docs/runtime.md.  The RFC helpers (164-167, 148) go to the request's
+`ring.Helpers` (see ring.py); the map and ring buffer helpers to the maps of maps.py.
 
 A fault (bad memory access, runaway loop, a helper given a bad pointer) becomes a
 `ring.ProgramFault` whose message names the program, the instruction (slot and disassembly) and
@@ -49,6 +41,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any, Callable, Iterator
 
+from .. import helpers as registry
 from .. import isa
 from ..isa import Instruction
 from ..objfile import ProgramSpec
@@ -58,24 +51,14 @@ from .maps import ArrayMap, EngineMap, HashMap, PercpuHashMap, RingbufMap, make_
 from .memory import BIAS, OFFSET_MASK, REGION_SHIFT, Memory, MemoryFault
 
 __all__ = ["instantiate", "EngineInstance", "EngineProgram", "EngineError", "MapTable",
-           "CTX_FIELDS", "HELPER_NAMES", "BACKENDS"]
+           "CTX_FIELDS", "BACKENDS"]
 
-M64, M32 = (1 << 64) - 1, (1 << 32) - 1
+M64 = (1 << 64) - 1
 CTX_SIZE = 16
 CTX_FIELDS = ((0, 8), (8, 4), (12, 4))     # struct io_uring_bpf_ctx {u64 user_data; u32 wait_nr, wait_idx}
 BACKENDS = ("interpreter", "jit", "auto")
 TRACE_LINES = 10_000                       # like a trace_pipe buffer: the newest lines are kept
 _MAX_TRACE_STRING = 256
-
-HELPER_NAMES = {
-    1: "map_lookup_elem", 2: "map_update_elem", 3: "map_delete_elem", 5: "ktime_get_ns",
-    6: "trace_printk", 7: "get_prandom_u32", 8: "get_smp_processor_id",
-    14: "get_current_pid_tgid", 130: "ringbuf_output", 131: "ringbuf_reserve",
-    132: "ringbuf_submit", 133: "ringbuf_discard", 134: "ringbuf_query",
-    148: "copy_from_user", 164: "iouring_queue_sqe",
-    165: "iouring_emit_cqe", 166: "iouring_reap_cqe", 167: "copy_to_user",
-}
-
 
 class EngineError(Exception):
     """The object cannot run in the engine (a map type, relocation or program it lacks)."""
@@ -404,11 +387,13 @@ class EngineProgram:
     def _ring(self, helper: int):
         helpers = self._ring_helpers
         if helpers is None:
-            raise MemoryFault(f"{HELPER_NAMES[helper]} needs an io_uring request: this run has no "
+            raise MemoryFault(f"{registry.label(helper)} needs an io_uring request: this run has no "
                               "ring (only programs run by a Ring's BPF requests can call it)")
         return helpers
 
     def _helper_table(self) -> dict[int, Callable[..., int]]:
+        """Helper id -> implementation, for every registry helper the engine implements: the
+        functions below by the registry's `engine` name, integer arguments narrowed to its widths."""
         inst = self.instance
         maps = inst._by_handle
         map_at = inst.map_at
@@ -438,7 +423,7 @@ class EngineProgram:
             return time.monotonic_ns()
 
         def trace_printk(mem, r1, r2, r3, r4, r5):
-            fmt = mem.read(r1, r2 & M32)
+            fmt = mem.read(r1, r2)
             if not fmt or fmt[-1] != 0:
                 return -_errno.EINVAL          # the kernel wants a NUL-terminated format
             line = format_trace(mem, fmt[:fmt.index(0)], (r3, r4, r5))
@@ -472,48 +457,57 @@ class EngineProgram:
         def ringbuf_reserve(mem, r1, size, flags, *_):
             return ringbuf_at(mem, r1).reserve(size, flags)
 
-        def ringbuf_commit(helper: int, discard: bool):
+        def ringbuf_commit(name: str, discard: bool):
             def commit(mem, sample, *_):
                 if not any(m.commit(sample, discard) for m in ringbufs):
                     raise MemoryFault(f"r1 = {mem.describe(sample)} is not a record reserved by "
                                       f"bpf_ringbuf_reserve and not yet submitted or discarded "
-                                      f"(the verifier allows {HELPER_NAMES[helper]} only on those)",
-                                      sample)
+                                      f"(the verifier allows {name} only on those)", sample)
                 return 0
             return commit
+
+        ringbuf_submit = ringbuf_commit("ringbuf_submit", False)
+        ringbuf_discard = ringbuf_commit("ringbuf_discard", True)
 
         def ringbuf_query(mem, r1, flags, *_):
             return ringbuf_at(mem, r1).query(flags)
 
         def queue_sqe(mem, ctx, sqe, length, *_):
-            return self._ring(164).queue_sqe(mem.read(sqe, length & M32))
+            return self._ring(164).queue_sqe(mem.read(sqe, length))
 
         def emit_cqe(mem, ctx, cq, user_data, res, flags):
-            return self._ring(165).emit_cqe(cq & M32, user_data, res, flags)
+            return self._ring(165).emit_cqe(cq, user_data, res, flags)
 
         def reap_cqe(mem, ctx, cq, out, length, _):
-            length &= M32
             mem.view(out, length)               # the verifier checks out/len before the call
-            ret, data = self._ring(166).reap_cqe(cq & M32, length)
+            ret, data = self._ring(166).reap_cqe(cq, length)
             mem.write(out, data[:length])
             return ret
 
         def copy_to_user(mem, uptr, src, size, *_):
-            return self._ring(167).copy_to_user(uptr, mem.read(src, size & M32))
+            return self._ring(167).copy_to_user(uptr, mem.read(src, size))
 
         def copy_from_user(mem, dst, size, uptr, *_):
-            size &= M32
             mem.view(dst, size)
             ret, data = self._ring(148).copy_from_user(uptr, size)
             mem.write(dst, data[:size])
             return ret
 
-        return {1: map_lookup_elem, 2: map_update_elem, 3: map_delete_elem, 5: ktime_get_ns,
-                6: trace_printk, 7: get_prandom_u32, 8: get_smp_processor_id,
-                14: get_current_pid_tgid, 130: ringbuf_output, 131: ringbuf_reserve,
-                132: ringbuf_commit(132, False), 133: ringbuf_commit(133, True),
-                134: ringbuf_query, 148: copy_from_user, 164: queue_sqe, 165: emit_cqe,
-                166: reap_cqe, 167: copy_to_user}
+        impls = locals()                 # the functions above, by the registry's `engine` names
+        return {h.id: _narrowed(impls[h.engine], h.masks)
+                for h in registry.HELPERS.values() if h.engine is not None}
+
+
+def _narrowed(fn: Callable[..., int], masks: tuple[int, ...]) -> Callable[..., int]:
+    """`fn` given its arguments cut to the helper's widths (a u32 `cq` arrives as the low 32
+    bits of r2, as the kernel's C prototype receives it); `fn` itself where all are 64-bit."""
+    if all(m == M64 for m in masks):
+        return fn
+    m1, m2, m3, m4, m5 = masks
+
+    def call(mem, r1, r2, r3, r4, r5):
+        return fn(mem, r1 & m1, r2 & m2, r3 & m3, r4 & m4, r5 & m5)
+    return call
 
 
 _NATIVE_HASHES = (HashMap, PercpuHashMap)     # lookups and in-place updates exactly a hash map's

@@ -39,6 +39,7 @@ import struct
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
+from .. import helpers as registry
 from .. import isa
 from ..isa import (ADD, ALU, ALU64, AND, ARSH, ATOMIC, CALL, CMPXCHG, DIV, END, EXIT, FETCH,
                    JA, JEQ, JGE, JGT, JLE, JLT, JMP, JMP32, JNE, JSET, JSGE, JSGT, JSLE, JSLT, LD,
@@ -49,7 +50,7 @@ from .memory import Memory, MemoryFault, Region
 
 __all__ = [
     "Interpreter", "BpfFault", "BudgetExceeded", "InvalidProgram", "Helper", "validate",
-    "DEFAULT_BUDGET",
+    "DEFAULT_BUDGET", "call_label", "unknown_call",
 ]
 
 M64 = (1 << 64) - 1
@@ -60,6 +61,20 @@ DEFAULT_BUDGET = 1_000_000     # the verifier's complexity limit, reused as a ru
 
 Helper = Callable[..., int]
 """`helper(memory, r1, r2, r3, r4, r5) -> r0`; a MemoryFault it raises faults the call."""
+
+
+def call_label(kind: str, imm: int) -> str:
+    """How faults name what a call instruction calls: a helper as the registry names it
+    ("emit_cqe (165)", "helper 99" when the registry has no such id), a kfunc by its number."""
+    return registry.label(imm) if kind == "helper" else f"{kind} {imm}"
+
+
+def unknown_call(kind: str, imm: int, table: Mapping[int, object]) -> str:
+    """Why a call to `imm` is refused when `table` (the helpers or kfuncs given) lacks it."""
+    known = ", ".join(map(str, sorted(table))) or "none"
+    if kind == "helper" and imm in registry.HELPERS:
+        return f"call to {registry.label(imm)}, a helper this engine does not have (known: {known})"
+    return f"call to unknown {kind} {imm} (known: {known})"
 
 
 class InvalidProgram(ValueError):
@@ -643,15 +658,14 @@ class Interpreter:
                        else (self.kfuncs, "kfunc"))
         fn = table.get(ins.imm)
         if fn is None:
-            known = ", ".join(map(str, sorted(table))) or "none"
-            raise InvalidProgram(i, f"call to unknown {kind} {ins.imm} (known: {known})")
-        memory = self.memory
+            raise InvalidProgram(i, unknown_call(kind, ins.imm, table))
+        memory, what = self.memory, call_label(kind, ins.imm)
 
         def invoke(r1: int, r2: int, r3: int, r4: int, r5: int) -> int:
             try:
                 return fn(memory, r1, r2, r3, r4, r5) & M64
             except MemoryFault as exc:
-                raise self.fault(i, f"{kind} {ins.imm}: {exc.message}") from None
+                raise self.fault(i, f"{what}: {exc.message}") from None
         self._helper_calls[i] = invoke
 
         def call_helper() -> int:

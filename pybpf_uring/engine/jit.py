@@ -1,7 +1,7 @@
 """A JIT for the userspace engine: BPF bytecode lifted to LLVM IR (`jit_lift`) and compiled in
 process by llvmlite's MCJIT, with the interpreter's semantics, faults and budget.
 
-    jit = Jit(program, memory=memory, helpers={165: emit_cqe}, budget=1_000_000)
+    jit = Jit(program, memory=memory, helpers=table, budget=1_000_000)
     r0 = jit.run(ctx.base)
 
 `Jit` takes what `Interpreter` takes and runs the same way: the same `Memory` (so helpers get
@@ -46,7 +46,8 @@ from typing import Callable, Mapping, Sequence
 from .. import isa
 from ..limits import MAX_CALL_DEPTH, STACK_BYTES
 from .interpreter import (DEFAULT_BUDGET, BpfFault, BudgetExceeded, Helper, Interpreter,
-                          InvalidProgram, LddwResolver, validate, _LDDW_SOURCES)
+                          InvalidProgram, LddwResolver, call_label, unknown_call, validate,
+                          _LDDW_SOURCES)
 from .jit_lift import (ENTRY_FIELDS, STATE_FIELDS, STATUS_BUDGET, STATUS_DEPTH, STATUS_FELL_OFF, STATUS_HOST,
                        lift)
 from .memory import Memory, MemoryFault, Region
@@ -344,9 +345,8 @@ class Jit:
                            else (self.kfuncs, "kfunc"))
             fn = table.get(ins.imm)
             if fn is None:
-                known = ", ".join(map(str, sorted(table))) or "none"
-                raise InvalidProgram(pc, f"call to unknown {kind} {ins.imm} (known: {known})")
-            calls[pc] = (fn, f"{kind} {ins.imm}")
+                raise InvalidProgram(pc, unknown_call(kind, ins.imm, table))
+            calls[pc] = (fn, call_label(kind, ins.imm))
         return calls
 
     def _lddw_values(self, resolve: LddwResolver | None) -> dict[int, int]:

@@ -45,6 +45,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
+from .. import helpers as registry
 from .. import isa
 from ..isa import (ADD, ALU, ALU64, AND, ARSH, ATOMIC, CALL, CMPXCHG, DIV, END, EXIT, FETCH, JA,
                    JEQ, JGE, JGT, JLE, JLT, JMP, JMP32, JNE, JSET, JSGE, JSGT, JSLE, JSLT, LD, LDX,
@@ -58,9 +59,10 @@ __all__ = ["lift", "Lifted", "STATE_FIELDS", "NATIVE_HELPERS", "STATUS_OK", "STA
 STATE_FIELDS = ("table", "table_len", "status", "fault_slot", "fault_aux", "budget",
                 "slow_load", "slow_store", "helper", "stack_ptrs", "stack_tops",
                 "natives", "ring", "maps")
-# Helpers a program may call as native code (native_ring_ir): `natives` points to a table of 256
-# function pointers by helper id; a null entry, or a helper not listed here, goes to `helper`.
-NATIVE_HELPERS = frozenset((1, 2, 5, 148, 164, 165, 166, 167))
+# Helpers a program may call as native code (the registry's helpers with a `native` symbol in
+# native_ring_ir): `natives` points to a table of 256 function pointers by helper id; a null
+# entry, or a helper not listed here, goes to `helper`.
+NATIVE_HELPERS = frozenset(registry.native_symbols())
 _F = {name: i for i, name in enumerate(STATE_FIELDS)}
 # One region-table entry: the native pointer, the bytes the fast path may read and write, then
 # for field-exact regions (the io_uring ctx) of at most 64 bytes, for each access size 1/2/4/8 a
