@@ -16,7 +16,13 @@ from typing import Any, Mapping, Protocol
 from .errors import RingError
 
 __all__ = ["ProgramFault", "ProgramRunner", "EngineInstance", "BpfRequest", "CompletionQueue",
-           "RingState", "NativeHost"]
+           "RingState", "NativeHost", "TAG_BASE", "MAX_COPY"]
+
+# The user_data the kernel sees for a request the ring tagged: TAG_BASE | its tag slot
+# (`RingState.tags`); both sides route the kernel's CQEs by it.
+TAG_BASE = 0xB9F5_0000_0000_0000
+# The largest copy_from_user/copy_to_user size served: no program memory region is that large.
+MAX_COPY = 1 << 24
 
 
 class ProgramFault(RingError):

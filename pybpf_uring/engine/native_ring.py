@@ -34,8 +34,10 @@ import weakref
 from collections import deque
 from typing import Any, Sequence
 
+from .. import helpers as registry
 from .. import ring_sys
 from ..ring_protocol import BpfRequest, CompletionQueue, NativeHost, RingState
+from . import native_helpers_ir as helpers_ir
 from . import native_ring_ir as ir
 from .jit import Jit, compile_module
 
@@ -65,26 +67,24 @@ _FRESH = 256                # tag slots beyond the Python table offered per wait
 
 def _functions() -> dict[str, int]:
     """The compiled module's function addresses (compiled once per process)."""
-    return compile_module(ir.TEXT, ir.FUNCTIONS, inline=True)
+    return compile_module(ir.TEXT + helpers_ir.TEXT, ir.FUNCTIONS + helpers_ir.SYMBOLS, inline=True)
 
 
 def native_helpers() -> dict[int, int]:
-    """Helper id -> address of its native version (jit_lift.NATIVE_HELPERS)."""
+    """Helper id -> address of its native version (the registry's `native` symbols)."""
     fns = _functions()
-    return {1: fns["nh_map_lookup"], 2: fns["nh_map_update"], 5: fns["nh_ktime_get_ns"],
-            148: fns["nh_copy_from_user"], 164: fns["nh_queue_sqe"], 165: fns["nh_emit_cqe"],
-            166: fns["nh_reap_cqe"], 167: fns["nh_copy_to_user"]}
+    return {helper: fns[symbol] for helper, symbol in registry.native_symbols().items()}
 
 
-_FNV_BASIS, _FNV_PRIME, _M64 = 0xCBF29CE484222325, 0x100000001B3, (1 << 64) - 1
-_EMPTY, _TOMB = 0, 1        # slot states; a value's address is never either
+_M64 = (1 << 64) - 1
+_EMPTY, _TOMB = ir.SLOT_EMPTY, ir.SLOT_TOMB
 MAX_INDEXED = 1 << 16       # larger hash maps are looked up in Python
 
 
 def _fnv(key: bytes) -> int:
-    h = _FNV_BASIS
+    h = ir.FNV_BASIS
     for b in key:
-        h = ((h ^ b) * _FNV_PRIME) & _M64
+        h = ((h ^ b) * ir.FNV_PRIME) & _M64
     return h
 
 
