@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import ctypes
 import errno as _errno
+import functools
 import os
 import random
 import re
@@ -464,6 +465,7 @@ class EngineProgram:
                                       f"bpf_ringbuf_reserve and not yet submitted or discarded "
                                       f"(the verifier allows {name} only on those)", sample)
                 return 0
+            commit.__name__ = name
             return commit
 
         ringbuf_submit = ringbuf_commit("ringbuf_submit", False)
@@ -505,6 +507,7 @@ def _narrowed(fn: Callable[..., int], masks: tuple[int, ...]) -> Callable[..., i
         return fn
     m1, m2, m3, m4, m5 = masks
 
+    @functools.wraps(fn)
     def call(mem, r1, r2, r3, r4, r5):
         return fn(mem, r1 & m1, r2 & m2, r3 & m3, r4 & m4, r5 & m5)
     return call
