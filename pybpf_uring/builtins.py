@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 from . import helpers as registry
 from .typesys import I32, IntT, U32, U64, Type
+from .uapi import (IORING_OP_CLOSE, IORING_OP_NOP, IORING_OP_OPENAT, IORING_OP_READ, IORING_OP_RECV,
+                   IORING_OP_SEND, IORING_OP_TIMEOUT, IORING_OP_WRITE)
 
 CTX = "ctx"            # the program's ctx argument
 INT = "int"            # any integer, converted to the parameter's width
@@ -81,24 +83,22 @@ KFUNCS = {k.name: k for k in (
 
 # Inline operations on a mainline CQ view (see iou.py): name → program kinds that may use them.
 CQ_INTRINSICS = {"cq_reap": LOOP, "cq_wait": LOOP}
-ENOENT, EINVAL = 2, 22
 
 # Map operations and print() are lowered to these helper IDs.
 MAP_LOOKUP_ELEM, MAP_UPDATE_ELEM, MAP_DELETE_ELEM, TRACE_PRINTK = (
     registry.BY_NAME[n].id for n in ("map_lookup_elem", "map_update_elem", "map_delete_elem",
                                      "trace_printk"))
-BPF_ANY, BPF_NOEXIST = 0, 1  # map update flags
 
 # prep_* are inlined as field stores, mirroring uring.py's host versions:
 # name → (fields set to constants, fields set from the arguments after the sqe).
 PREPS = {
-    "prep_nop": ({"opcode": 0}, ()),
-    "prep_read": ({"opcode": 22}, ("fd", "addr", "len", "off")),
-    "prep_write": ({"opcode": 23}, ("fd", "addr", "len", "off")),
-    "prep_timeout": ({"opcode": 11, "fd": -1, "len": 1}, ("addr", "off", "rw_flags")),
+    "prep_nop": ({"opcode": IORING_OP_NOP}, ()),
+    "prep_read": ({"opcode": IORING_OP_READ}, ("fd", "addr", "len", "off")),
+    "prep_write": ({"opcode": IORING_OP_WRITE}, ("fd", "addr", "len", "off")),
+    "prep_timeout": ({"opcode": IORING_OP_TIMEOUT, "fd": -1, "len": 1}, ("addr", "off", "rw_flags")),
     # rw_flags is the union slot at offset 28: open_flags for openat, msg_flags for send/recv
-    "prep_openat": ({"opcode": 18}, ("fd", "addr", "rw_flags", "len")),
-    "prep_close": ({"opcode": 19}, ("fd",)),
-    "prep_send": ({"opcode": 26}, ("fd", "addr", "len", "rw_flags")),
-    "prep_recv": ({"opcode": 27}, ("fd", "addr", "len", "rw_flags")),
+    "prep_openat": ({"opcode": IORING_OP_OPENAT}, ("fd", "addr", "rw_flags", "len")),
+    "prep_close": ({"opcode": IORING_OP_CLOSE}, ("fd",)),
+    "prep_send": ({"opcode": IORING_OP_SEND}, ("fd", "addr", "len", "rw_flags")),
+    "prep_recv": ({"opcode": IORING_OP_RECV}, ("fd", "addr", "len", "rw_flags")),
 }

@@ -15,11 +15,8 @@ from __future__ import annotations
 
 from .types import Struct, _program_only, u32
 
-IOU_LOOP_CONTINUE = 0
-IOU_LOOP_STOP = 1
-IOU_REGION_MEM = 0
-IOU_REGION_CQ = 1
-IOU_REGION_SQ = 2
+# the kernel's enum values, from uapi; the checker folds them as integer constants
+from .uapi import IOU_LOOP_CONTINUE, IOU_LOOP_STOP, IOU_REGION_CQ, IOU_REGION_MEM, IOU_REGION_SQ  # noqa: F401
 
 
 class IouCtx(Struct):

@@ -20,15 +20,21 @@ import struct
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Sequence
 
+# src of CALL: what imm names (RFC 9669 §4.3.1: a helper's id, a local function's offset, a
+# kfunc's BTF id); src of lddw: how the loader reads imm.  The numbers are the kernel's BPF_PSEUDO_*.
+from .uapi import (BPF_PSEUDO_CALL as CALL_PSEUDO, BPF_PSEUDO_FUNC as PSEUDO_FUNC,
+                   BPF_PSEUDO_KFUNC_CALL as CALL_KFUNC, BPF_PSEUDO_MAP_IDX as PSEUDO_MAP_IDX,
+                   BPF_PSEUDO_MAP_IDX_VALUE as PSEUDO_MAP_IDX_VALUE, INSN_SIZE)
+
 __all__ = [
     "Instruction", "DecodeError", "decode", "encode", "slot_indexes", "slot_count", "with_slots",
     "mnemonic",
     "INSN_SIZE",
 ]
 
-INSN_SIZE = 8
 _SLOT = struct.Struct("<BBhi")
 M32 = (1 << 32) - 1
+CALL_HELPER = 0   # src of a CALL to a helper by id (the kernel has no name for 0)
 
 # --- opcode fields (RFC 9669 section 3) --------------------------------------------------------
 CLASS_MASK = 0x07
@@ -69,12 +75,6 @@ JMP_NAMES = {JA: "ja", JEQ: "jeq", JGT: "jgt", JGE: "jge", JSET: "jset", JNE: "j
              JSLT: "jslt", JSLE: "jsle", JCOND: "jcond"}
 CONDITIONAL_JUMPS = frozenset({JEQ, JGT, JGE, JSET, JNE, JSGT, JSGE, JLT, JLE, JSLT, JSLE})
 
-# src of CALL: what imm names
-CALL_HELPER, CALL_PSEUDO, CALL_KFUNC = 0, 1, 2
-
-# src of lddw: how the loader reads imm (kernel include/uapi/linux/bpf.h)
-PSEUDO_MAP_FD, PSEUDO_MAP_VALUE, PSEUDO_BTF_ID, PSEUDO_FUNC, PSEUDO_MAP_IDX, \
-    PSEUDO_MAP_IDX_VALUE = range(1, 7)
 
 # ATOMIC imm: operation, with FETCH or'ed in for the fetching forms (XCHG and CMPXCHG always
 # fetch).  LOAD_ACQ / STORE_REL are the newer acquire/release accesses.

@@ -20,83 +20,19 @@ import os
 import platform
 from dataclasses import dataclass
 
-# --- commands (enum bpf_cmd) ------------------------------------------------------------------
-BPF_MAP_CREATE = 0
-BPF_MAP_LOOKUP_ELEM = 1
-BPF_MAP_UPDATE_ELEM = 2
-BPF_MAP_DELETE_ELEM = 3
-BPF_MAP_GET_NEXT_KEY = 4
-BPF_PROG_LOAD = 5
-BPF_PROG_TEST_RUN = 10
-BPF_OBJ_GET_INFO_BY_FD = 15
-BPF_BTF_LOAD = 18
-BPF_MAP_FREEZE = 22
+from .uapi import (BPF_ANY, BPF_BTF_LOAD, BPF_EXIST, BPF_F_RDONLY_PROG, BPF_F_SLEEPABLE,  # noqa: F401
+                   BPF_LINK_CREATE, BPF_LOG_LEVEL1, BPF_LOG_STATS, BPF_MAP_CREATE, BPF_MAP_DELETE_ELEM,
+                   BPF_MAP_FREEZE, BPF_MAP_GET_NEXT_KEY, BPF_MAP_LOOKUP_ELEM, BPF_MAP_TYPE_ARRAY,
+                   BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_LRU_PERCPU_HASH, BPF_MAP_TYPE_PERCPU_ARRAY,
+                   BPF_MAP_TYPE_PERCPU_HASH, BPF_MAP_UPDATE_ELEM, BPF_NOEXIST, BPF_OBJ_GET_INFO_BY_FD,
+                   BPF_OBJ_NAME_LEN, BPF_PROG_LOAD, BPF_PROG_TEST_RUN, BPF_PROG_TYPE_SOCKET_FILTER,
+                   BPF_PROG_TYPE_SYSCALL, BPF_PROG_TYPE_TRACEPOINT, BPF_PSEUDO_KFUNC_CALL,
+                   BPF_PSEUDO_MAP_FD, BPF_PSEUDO_MAP_VALUE, COMMAND_NAMES, E2BIG, EACCES, EBADF, EEXIST,
+                   EFAULT, EINVAL, ENOENT, ENOMEM, ENOSPC, ENOSYS, ENOTSUPP, EOPNOTSUPP, EPERM, INSN_SIZE,
+                   MAP_TYPE_NAMES, PROG_TYPE_NAMES)
 
-COMMAND_NAMES = {v: k for k, v in dict(globals()).items() if k.startswith("BPF_") and isinstance(v, int)}
-
-# --- program types (enum bpf_prog_type) -------------------------------------------------------
-BPF_PROG_TYPE_UNSPEC = 0
-BPF_PROG_TYPE_SOCKET_FILTER = 1
-BPF_PROG_TYPE_KPROBE = 2
-BPF_PROG_TYPE_SCHED_CLS = 3
-BPF_PROG_TYPE_TRACEPOINT = 5
-BPF_PROG_TYPE_XDP = 6
-BPF_PROG_TYPE_RAW_TRACEPOINT = 17
-BPF_PROG_TYPE_TRACING = 26
-BPF_PROG_TYPE_STRUCT_OPS = 27
-# Mainline gave 31 to SYSCALL.  The io_uring RFC series also numbered its type 31; it was never
-# merged, so 31 must never be used for an io_uring program on a mainline kernel.
-BPF_PROG_TYPE_SYSCALL = 31
-BPF_PROG_TYPE_NETFILTER = 32
-
-# --- map types (enum bpf_map_type) ------------------------------------------------------------
-BPF_MAP_TYPE_UNSPEC = 0
-BPF_MAP_TYPE_HASH = 1
-BPF_MAP_TYPE_ARRAY = 2
-BPF_MAP_TYPE_PROG_ARRAY = 3
-BPF_MAP_TYPE_PERF_EVENT_ARRAY = 4
-BPF_MAP_TYPE_PERCPU_HASH = 5
-BPF_MAP_TYPE_PERCPU_ARRAY = 6
-BPF_MAP_TYPE_LRU_HASH = 9
-BPF_MAP_TYPE_LRU_PERCPU_HASH = 10
-BPF_MAP_TYPE_QUEUE = 22
-BPF_MAP_TYPE_STACK = 23
-BPF_MAP_TYPE_RINGBUF = 27
-
-MAP_TYPE_NAMES = {v: k[len("BPF_MAP_TYPE_"):].lower() for k, v in dict(globals()).items()
-                  if k.startswith("BPF_MAP_TYPE_")}
-PROG_TYPE_NAMES = {v: k[len("BPF_PROG_TYPE_"):].lower() for k, v in dict(globals()).items()
-                   if k.startswith("BPF_PROG_TYPE_")}
-
-# --- flags ------------------------------------------------------------------------------------
-BPF_ANY = 0        # map update: create or replace
-BPF_NOEXIST = 1    # map update: create only (EEXIST if present)
-BPF_EXIST = 2      # map update: replace only (ENOENT if absent)
-BPF_F_LOCK = 4
-
-BPF_F_NO_PREALLOC = 1 << 0   # map_flags
-BPF_F_RDONLY_PROG = 1 << 7
-BPF_F_MMAPABLE = 1 << 10
-
-BPF_F_STRICT_ALIGNMENT = 1 << 0  # prog_flags
-BPF_F_ANY_ALIGNMENT = 1 << 1
-BPF_F_TEST_RND_HI32 = 1 << 2
-BPF_F_SLEEPABLE = 1 << 4     # required for BPF_PROG_TYPE_SYSCALL programs that call sleepable helpers
-BPF_F_XDP_HAS_FRAGS = 1 << 5
-
-BPF_LOG_LEVEL1 = 1
-BPF_LOG_LEVEL2 = 2
-BPF_LOG_STATS = 4
-
-# ld_imm64 src_reg values the loader writes
-BPF_PSEUDO_MAP_FD = 1
-BPF_PSEUDO_MAP_VALUE = 2
-BPF_PSEUDO_BTF_ID = 3
-BPF_PSEUDO_CALL = 1         # call src_reg: bpf-to-bpf
-BPF_PSEUDO_KFUNC_CALL = 2   # call src_reg: kernel function by BTF id
-
-BPF_OBJ_NAME_LEN = 16
-INSN_SIZE = 8
+# The constants above are uapi's; the loader, mainline and the tests name them kernel.X, as the
+# vocabulary of this layer.
 
 # --- syscall plumbing -------------------------------------------------------------------------
 _SYS_BPF = {"x86_64": 321, "aarch64": 280, "i386": 357, "i686": 357, "armv7l": 386,
@@ -108,7 +44,7 @@ _libc.syscall.restype = ctypes.c_long
 def _nr() -> int:
     machine = platform.machine()
     if machine not in _SYS_BPF:
-        raise OSError(_errno.ENOSYS, f"bpf(): syscall number unknown for architecture {machine}")
+        raise OSError(ENOSYS, f"bpf(): syscall number unknown for architecture {machine}")
     return _SYS_BPF[machine]
 
 
@@ -117,23 +53,23 @@ _NR_BPF = _nr()
 # Meanings of errnos as bpf() uses them; strerror's text ("Permission denied", "No such file")
 # would mislead: EACCES from PROG_LOAD is the verifier refusing an unsafe program.
 ERRNO_MEANINGS = {
-    _errno.EACCES: "the verifier found an unsafe operation",
-    _errno.EINVAL: "the kernel rejected an argument or instruction as invalid",
-    _errno.EPERM: "operation not permitted (needs CAP_BPF/CAP_SYS_ADMIN, or a GPL license)",
-    _errno.E2BIG: "too large (program, map, or the verifier's complexity limit)",
-    _errno.ENOSPC: "buffer too small (verifier log or test output)",
-    _errno.ENOENT: "no such element",
-    _errno.EEXIST: "element already exists",
-    _errno.EFAULT: "bad address passed to the kernel",
-    _errno.ENOMEM: "out of memory (or memlock limit)",
-    _errno.EOPNOTSUPP: "operation not supported for this object",
-    _errno.EBADF: "not an open BPF object fd",
-    524: "not supported by this kernel",  # ENOTSUPP: kernel-internal, absent from errno.errorcode
+    EACCES: "the verifier found an unsafe operation",
+    EINVAL: "the kernel rejected an argument or instruction as invalid",
+    EPERM: "operation not permitted (needs CAP_BPF/CAP_SYS_ADMIN, or a GPL license)",
+    E2BIG: "too large (program, map, or the verifier's complexity limit)",
+    ENOSPC: "buffer too small (verifier log or test output)",
+    ENOENT: "no such element",
+    EEXIST: "element already exists",
+    EFAULT: "bad address passed to the kernel",
+    ENOMEM: "out of memory (or memlock limit)",
+    EOPNOTSUPP: "operation not supported for this object",
+    EBADF: "not an open BPF object fd",
+    ENOTSUPP: "not supported by this kernel",  # kernel-internal, absent from errno.errorcode
 }
 
 
 def errno_name(code: int) -> str:
-    return "ENOTSUPP" if code == 524 else _errno.errorcode.get(code, f"errno {code}")
+    return "ENOTSUPP" if code == ENOTSUPP else _errno.errorcode.get(code, f"errno {code}")
 
 
 def errno_meaning(code: int) -> str:
@@ -266,7 +202,7 @@ def map_lookup_elem(fd: int, key: bytes, value_size: int) -> bytes | None:
     v = ctypes.create_string_buffer(value_size)
     ret, code = _try_bpf(BPF_MAP_LOOKUP_ELEM, MapElemAttr(map_fd=fd, key=_addr(k), value=_addr(v)))
     if ret < 0:
-        if code == _errno.ENOENT:
+        if code == ENOENT:
             return None
         raise bpf_error(BPF_MAP_LOOKUP_ELEM, code)
     return v.raw
@@ -279,11 +215,11 @@ def map_update_elem(fd: int, key: bytes, value: bytes, flags: int = BPF_ANY) -> 
                                                           flags=flags))
     if ret < 0:
         full = "the map is full (max_entries reached) or an array index is past max_entries"
-        detail = {(_errno.EEXIST, BPF_NOEXIST): "the key is already present and BPF_NOEXIST was given",
-                  (_errno.ENOENT, BPF_EXIST): "the key is absent and BPF_EXIST was given",
-                  (_errno.E2BIG, BPF_ANY): full, (_errno.E2BIG, BPF_NOEXIST): full,
-                  (_errno.E2BIG, BPF_EXIST): full}.get((code, flags & 3), "")
-        if code == _errno.EPERM:
+        detail = {(EEXIST, BPF_NOEXIST): "the key is already present and BPF_NOEXIST was given",
+                  (ENOENT, BPF_EXIST): "the key is absent and BPF_EXIST was given",
+                  (E2BIG, BPF_ANY): full, (E2BIG, BPF_NOEXIST): full,
+                  (E2BIG, BPF_EXIST): full}.get((code, flags & 3), "")
+        if code == EPERM:
             detail = "the map is frozen (like .rodata) or read-only for the host"
         raise bpf_error(BPF_MAP_UPDATE_ELEM, code, detail)
 
@@ -293,7 +229,7 @@ def map_delete_elem(fd: int, key: bytes) -> None:
     k = ctypes.create_string_buffer(key, len(key))
     ret, code = _try_bpf(BPF_MAP_DELETE_ELEM, MapElemAttr(map_fd=fd, key=_addr(k)))
     if ret < 0:
-        detail = "array elements always exist and cannot be deleted" if code == _errno.EINVAL else ""
+        detail = "array elements always exist and cannot be deleted" if code == EINVAL else ""
         raise bpf_error(BPF_MAP_DELETE_ELEM, code, detail)
 
 
@@ -304,7 +240,7 @@ def map_get_next_key(fd: int, key: bytes | None, key_size: int) -> bytes | None:
     n = ctypes.create_string_buffer(key_size)
     ret, code = _try_bpf(BPF_MAP_GET_NEXT_KEY, MapElemAttr(map_fd=fd, key=_addr(k), value=_addr(n)))
     if ret < 0:
-        if code == _errno.ENOENT:
+        if code == ENOENT:
             return None
         raise bpf_error(BPF_MAP_GET_NEXT_KEY, code)
     return n.raw
@@ -452,7 +388,7 @@ def tracefs_root(needed_for: str) -> str:
     """Where tracefs is mounted; FileNotFoundError saying what cannot work without it."""
     roots = [r for r in TRACEFS_ROOTS if os.path.isdir(os.path.join(r, "events"))]
     if not roots:
-        raise FileNotFoundError(_errno.ENOENT, "tracefs is not mounted (mount -t tracefs nodev "
+        raise FileNotFoundError(ENOENT, "tracefs is not mounted (mount -t tracefs nodev "
                                 f"/sys/kernel/tracing), so {needed_for}")
     return roots[0]
 
@@ -465,7 +401,7 @@ def tracepoint_id(category: str, name: str) -> int:
         with open(path) as f:
             return int(f.read())
     except FileNotFoundError:
-        raise FileNotFoundError(_errno.ENOENT, f"no tracepoint {category}/{name} in this kernel",
+        raise FileNotFoundError(ENOENT, f"no tracepoint {category}/{name} in this kernel",
                                 path) from None
 
 
@@ -475,7 +411,7 @@ def attach_tracepoint(prog_fd: int, category: str, name: str) -> int:
     event fd: closing it detaches the program."""
     machine = platform.machine()
     if machine not in _SYS_PERF_EVENT_OPEN:
-        raise OSError(_errno.ENOSYS, f"perf_event_open: syscall number unknown for {machine}")
+        raise OSError(ENOSYS, f"perf_event_open: syscall number unknown for {machine}")
     attr = PerfEventAttr(type=PERF_TYPE_TRACEPOINT, size=ctypes.sizeof(PerfEventAttr),
                          config=tracepoint_id(category, name), sample_period=1, wakeup_events=1)
     # pid -1, cpu 0, no group; longs, as syscall(2) reads its variadic arguments
@@ -502,5 +438,5 @@ def close(fd: int) -> None:
     try:
         os.close(fd)
     except OSError as exc:
-        if exc.errno != _errno.EBADF:
+        if exc.errno != EBADF:
             raise

@@ -38,8 +38,13 @@ from typing import Any, Iterator
 
 from . import cells, display, kernel
 from .attach import Attachment, SocketAttachment
-from .diagnostics import CompileError, Diagnostic, Source, Span
+from .diagnostics import Diagnostic, Source, Span
+from .errors import LoadError
 from .globals_view import Globals, global_vars, with_globals
+# update flags for KernelMap.set, re-exported so users need not import uapi
+from .uapi import (BPF_ANY, BPF_EXIST, BPF_MAP_TYPE_LRU_PERCPU_HASH, BPF_MAP_TYPE_PERCPU_ARRAY,  # noqa: F401
+                   BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE, BPF_MAP_TYPE_PERCPU_HASH, BPF_NOEXIST,
+                   MAP_TYPE_NAMES, PROG_TYPE_NAMES)
 from .values import INT_CTYPES, ctype_from_btf, pack, unpack
 
 __all__ = ["load", "LoadedObject", "KernelProgram", "KernelMap", "TestRunResult", "Attachment",
@@ -54,10 +59,7 @@ KERNEL_KINDS = {
     "tracepoint": (kernel.BPF_PROG_TYPE_TRACEPOINT, 0),
 }
 
-# update flags for KernelMap.set, re-exported so users need not import the syscall layer
-BPF_ANY, BPF_NOEXIST, BPF_EXIST = kernel.BPF_ANY, kernel.BPF_NOEXIST, kernel.BPF_EXIST
-
-MAP_TYPES_BY_NAME = {name: num for num, name in kernel.MAP_TYPE_NAMES.items()}
+MAP_TYPES_BY_NAME = {name: num for num, name in MAP_TYPE_NAMES.items()}
 
 LOG_TAIL_LINES = 24  # enough for the rejected path's last states, short enough to read
 DEFAULT_LOG_SIZE = 4 << 20
@@ -66,9 +68,10 @@ MAX_LOG_SIZE = 1 << 30  # the kernel's own cap on log_size (UINT_MAX >> 2)
 
 # --- errors -----------------------------------------------------------------------------------
 @dataclass
-class VerifierError(CompileError):
-    """The kernel's verifier refused a program.  A CompileError so the CLI prints it (source
-    line and caret, then the log's tail) and exits 1: the fault is in the user's program."""
+class VerifierError(LoadError):
+    """The kernel's verifier refused a program.  A LoadError (the source compiled; the kernel
+    refused it) whose diagnostic points at the source line the verifier stopped at, so the CLI
+    prints it as a compiler error (source line and caret, then the log's tail) and exits 1."""
 
     program: str = ""
     errno: int = 0
@@ -92,7 +95,7 @@ class VerifierError(CompileError):
 
 
 @dataclass
-class UnsupportedProgramError(CompileError):
+class UnsupportedProgramError(LoadError):
     """A program of a kind this kernel cannot load (io_uring RFC programs, io_uring struct_ops
     on a kernel without `io_uring_bpf_ops`).  Says what is missing and where it runs instead."""
 
@@ -130,8 +133,8 @@ def kernel_has_btf_type(name: str) -> bool:
         return False
 
 
-PER_CPU_MAP_TYPES = frozenset({kernel.BPF_MAP_TYPE_PERCPU_HASH, kernel.BPF_MAP_TYPE_PERCPU_ARRAY,
-                               kernel.BPF_MAP_TYPE_LRU_PERCPU_HASH, 21})  # 21: percpu cgroup storage
+PER_CPU_MAP_TYPES = frozenset({BPF_MAP_TYPE_PERCPU_HASH, BPF_MAP_TYPE_PERCPU_ARRAY,
+                               BPF_MAP_TYPE_LRU_PERCPU_HASH, BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE})
 
 
 def possible_cpus() -> int:
@@ -175,7 +178,7 @@ class KernelMap:
         return self._fd
 
     def __repr__(self) -> str:
-        kind = kernel.MAP_TYPE_NAMES.get(self.type, str(self.type))
+        kind = MAP_TYPE_NAMES.get(self.type, str(self.type))
         state = f"fd {self._fd}" if self._fd >= 0 else "closed"
         return (f"<KernelMap {self.name!r} {kind} key {self.key_size} B value {self.value_size} B "
                 f"x{self.max_entries} {state}>")
@@ -391,7 +394,7 @@ class KernelProgram:
             return self._run_socket_filter(ctx, data, repeat)
         raise UnsupportedProgramError(
             [Diagnostic(None, f"program {self.name!r}: the kernel cannot test-run "
-                        f"{kernel.PROG_TYPE_NAMES.get(self.prog_type, self.prog_type)} programs",
+                        f"{PROG_TYPE_NAMES.get(self.prog_type, self.prog_type)} programs",
                         "attach it to its tracepoint instead, or test it in the userspace engine")],
             self.name, self.kind)
 
@@ -572,8 +575,8 @@ def map_type_number(type_: Any) -> int:
         return type_
     name = str(type_).lower().removeprefix("bpf_map_type_")
     if name not in MAP_TYPES_BY_NAME:
-        raise CompileError([Diagnostic(None, f"unknown map type {type_!r}",
-                                       f"known: {', '.join(sorted(MAP_TYPES_BY_NAME))}")])
+        raise LoadError([Diagnostic(None, f"unknown map type {type_!r}",
+                                    f"known: {', '.join(sorted(MAP_TYPES_BY_NAME))}")])
     return MAP_TYPES_BY_NAME[name]
 
 
@@ -725,27 +728,27 @@ def relocate(linked: Any, maps: Mapping[str, KernelMap]) -> bytes:
         off = rel.insn_index * kernel.INSN_SIZE  # relocations count 8-byte slots, as the kernel
         if rel.kind == "map":
             if rel.symbol not in maps:
-                raise CompileError([Diagnostic(None, f"program {linked.name!r} refers to map "
-                                               f"{rel.symbol!r}, which the object does not define")])
+                raise LoadError([Diagnostic(None, f"program {linked.name!r} refers to map "
+                                            f"{rel.symbol!r}, which the object does not define")])
             _patch_ld_imm64(code, off, kernel.BPF_PSEUDO_MAP_FD, maps[rel.symbol].fd, linked.name)
         elif rel.kind == "data":
             if rel.symbol not in maps:
-                raise CompileError([Diagnostic(None, f"program {linked.name!r} uses global data "
-                                               f"{rel.symbol!r}, which this loader has no map for",
-                                               "keep values in maps or module-level constants")])
+                raise LoadError([Diagnostic(None, f"program {linked.name!r} uses global data "
+                                            f"{rel.symbol!r}, which this loader has no map for",
+                                            "keep values in maps or module-level constants")])
             _patch_ld_imm64(code, off, kernel.BPF_PSEUDO_MAP_VALUE, maps[rel.symbol].fd, linked.name)
         elif rel.kind == "kfunc":
             if code[off] != 0x85:
-                raise CompileError([Diagnostic(None, f"program {linked.name!r}: kfunc relocation "
-                                               f"at byte {off} is not a call")])
+                raise LoadError([Diagnostic(None, f"program {linked.name!r}: kfunc relocation "
+                                            f"at byte {off} is not a call")])
             # src_reg BPF_PSEUDO_KFUNC_CALL, imm = the function's id in vmlinux BTF, off 0 = vmlinux
             code[off + 1] = (code[off + 1] & 0x0F) | (kernel.BPF_PSEUDO_KFUNC_CALL << 4)
             code[off + 2:off + 4] = bytes(2)
             code[off + 4:off + 8] = kfunc_id(rel.symbol, linked.name).to_bytes(4, "little")
         elif rel.kind == "extern":
-            raise CompileError([Diagnostic(None, f"program {linked.name!r} refers to undefined "
-                                           f"symbol {rel.symbol!r}; this loader resolves maps, "
-                                           "global data and subprograms only")])
+            raise LoadError([Diagnostic(None, f"program {linked.name!r} refers to undefined "
+                                        f"symbol {rel.symbol!r}; this loader resolves maps, "
+                                        "global data and subprograms only")])
         # "call" and "func" relocations were resolved by linked()
     return bytes(code)
 
@@ -767,16 +770,16 @@ def kfunc_id(name: str, program: str) -> int:
     funcs = _vmlinux_funcs()
     if name not in funcs:
         where = "this kernel's BTF" if funcs else f"{_VMLINUX_BTF} (missing: no kernel BTF)"
-        raise CompileError([Diagnostic(None, f"program {program!r} calls kernel function {name!r}, "
-                                       f"which is not in {where}",
-                                       "kfuncs in kernel modules are not resolved by this loader")])
+        raise LoadError([Diagnostic(None, f"program {program!r} calls kernel function {name!r}, "
+                                    f"which is not in {where}",
+                                    "kfuncs in kernel modules are not resolved by this loader")])
     return funcs[name]
 
 
 def _patch_ld_imm64(code: bytearray, off: int, src: int, fd: int, prog: str) -> None:
     if code[off] != 0x18:
-        raise CompileError([Diagnostic(None, f"program {prog!r}: relocation at byte {off} is not "
-                                       f"an ld_imm64 (opcode {code[off]:#04x})")])
+        raise LoadError([Diagnostic(None, f"program {prog!r}: relocation at byte {off} is not "
+                                    f"an ld_imm64 (opcode {code[off]:#04x})")])
     code[off + 1] = (code[off + 1] & 0x0F) | (src << 4)
     if src == kernel.BPF_PSEUDO_MAP_VALUE:
         # the offset into the data the compiler put in imm moves to the second half's imm

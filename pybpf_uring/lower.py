@@ -16,12 +16,13 @@ from dataclasses import dataclass
 import llvmlite.ir as ir
 
 from . import syntax as S
-from .builtins import BPF_ANY, CTX, MAP_DELETE_ELEM, TYPE_SIZE
+from .builtins import CTX, MAP_DELETE_ELEM, TYPE_SIZE
 from .check import Checked, FunctionInfo
 from .debuginfo import DebugInfo
 from .lower_calls import CallLowering
 from .lower_values import I8, I8P, I32, I64_IR, ValueLowering, ir_type, untyped
 from .typesys import I64, NONE, U64, ArrayT, BoolT, IntT, MapT, PtrT, StructT, Type
+from .uapi import BPF_ANY
 
 DATA_LAYOUT = "e-m:e-p:64:64-i64:64-i128:128-n32:64-S128"
 CPUS = ("v1", "v2", "v3", "v4")

@@ -9,10 +9,10 @@ from __future__ import annotations
 import llvmlite.ir as ir
 
 from . import syntax as S
-from .builtins import (BPF_NOEXIST, CTX, EINVAL, ENOENT, INT, MAP_LOOKUP_ELEM, MAP_UPDATE_ELEM,
-                       PREPS, TRACE_PRINTK)
+from .builtins import CTX, INT, MAP_LOOKUP_ELEM, MAP_UPDATE_ELEM, PREPS, TRACE_PRINTK
 from .lower_values import I8P, I32, I64_IR, ir_type
 from .typesys import I64, U32, U64, ArrayT, BoolT, IntT, MapT, PtrT, StructT, Type
+from .uapi import BPF_NOEXIST, EINVAL, ENOENT
 
 
 class CallLowering:

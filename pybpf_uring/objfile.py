@@ -32,6 +32,7 @@ from . import display
 from . import isa
 from .diagnostics import user_facing
 from .isa import Instruction
+from .uapi import BPF_F_RDONLY_PROG, BPF_MAP_TYPE_ARRAY, MAP_TYPE_NAMES
 
 __all__ = ["BpfObject", "ProgramSpec", "MapSpec", "Relocation", "Section", "Symbol",
            "ObjectError", "program_kind", "read_elf", "ElfRecords", "SECTION_KINDS",
@@ -41,20 +42,6 @@ EM_BPF = 247
 SHT_PROGBITS, SHT_SYMTAB, SHT_RELA, SHT_NOBITS, SHT_REL = 1, 2, 4, 8, 9
 SHF_WRITE, SHF_EXECINSTR = 0x1, 0x4
 SHN_UNDEF = 0
-BPF_F_RDONLY_PROG = 0x80   # libbpf creates .rodata maps read-only for programs
-
-# include/uapi/linux/bpf.h, enum bpf_map_type
-MAP_TYPE_NAMES = {
-    0: "unspec", 1: "hash", 2: "array", 3: "prog_array", 4: "perf_event_array",
-    5: "percpu_hash", 6: "percpu_array", 7: "stack_trace", 8: "cgroup_array", 9: "lru_hash",
-    10: "lru_percpu_hash", 11: "lpm_trie", 12: "array_of_maps", 13: "hash_of_maps",
-    14: "devmap", 15: "sockmap", 16: "cpumap", 17: "xskmap", 18: "sockhash",
-    19: "cgroup_storage", 20: "reuseport_sockarray", 21: "percpu_cgroup_storage", 22: "queue",
-    23: "stack", 24: "sk_storage", 25: "devmap_hash", 26: "struct_ops", 27: "ringbuf",
-    28: "inode_storage", 29: "task_storage", 30: "bloom_filter", 31: "user_ringbuf",
-    32: "cgrp_storage", 33: "arena",
-}
-BPF_MAP_TYPE_ARRAY = 2
 
 # Section name → (program kind, sleepable), as libbpf's section_defs: an exact name, or a
 # prefix ending in "/" that must be followed by something.  The first group is what this

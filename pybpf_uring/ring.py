@@ -106,36 +106,27 @@ from .globals_view import Globals, ViewSections, global_vars
 from .ring_protocol import (BpfRequest, CompletionQueue, EngineInstance, ProgramFault, ProgramRunner,
                             RingState)
 from .ring_sys import RawRing, read_user, write_user
-from .uring import IORING_OP_BPF, Cqe, Sqe
+from .limits import MAX_CQ_SIZE, MAX_EXTRA_CQS, MAX_PROGRAMS, MAX_SQ_ENTRIES
+from .uapi import (CQE_SIZE, IORING_ASYNC_CANCEL_ALL, IORING_ASYNC_CANCEL_ANY, IORING_ASYNC_CANCEL_FD,
+                   IORING_CQE_F_MORE, IORING_ENTER_GETEVENTS, IORING_OP_ASYNC_CANCEL, IORING_OP_BPF,
+                   IORING_OP_POLL_REMOVE, IORING_OP_TIMEOUT_REMOVE, IORING_POLL_UPDATE_USER_DATA,
+                   IORING_SQ_CQ_OVERFLOW, IORING_SQ_TASKRUN, IOSQE_BUFFER_SELECT, IOSQE_CQE_SKIP_SUCCESS,
+                   IOSQE_FIXED_FILE, NR_IO_URING_ENTER, SQE_SIZE)
+from .uring import Cqe, Sqe
 
 __all__ = [
     "Ring", "ProgramRunner", "ProgramFault", "Helpers", "EngineInstance", "DeadlockError",
     "BpfFaultRecord", "MAX_PROGRAMS", "MAX_EXTRA_CQS",
 ]
 
-MAX_PROGRAMS = 100          # the RFC's IORING_REGISTER_BPF limit
-MAX_EXTRA_CQS = 1024        # the RFC's nr_cq limit
-MAX_CQ_SIZE = 65536         # the kernel's IORING_MAX_CQ_ENTRIES
-SQE_SIZE, CQE_SIZE, CTX_SIZE = 64, 16, 16
-
-IORING_CQE_F_MORE = 1 << 1
-IOSQE_FIXED_FILE = 1 << 0
-IOSQE_BUFFER_SELECT = 1 << 5
-IOSQE_CQE_SKIP_SUCCESS = 1 << 6
+CTX_SIZE = 16
 # Opcodes whose `addr` is the user_data of the request they act on.
-IORING_OP_POLL_REMOVE = 7
-IORING_OP_TIMEOUT_REMOVE = 12
-IORING_OP_ASYNC_CANCEL = 14
 _TARGETS_BY_USER_DATA = frozenset((IORING_OP_POLL_REMOVE, IORING_OP_TIMEOUT_REMOVE,
                                    IORING_OP_ASYNC_CANCEL))
-IORING_ASYNC_CANCEL_ALL = 1 << 0
-IORING_ASYNC_CANCEL_FD = 1 << 1
-IORING_ASYNC_CANCEL_ANY = 1 << 2
-IORING_POLL_UPDATE_USER_DATA = 1 << 2     # in a POLL_REMOVE's len
 
 _syscall = ring_sys._syscall
-_NR_ENTER, _GETEVENTS = ring_sys.NR_IO_URING_ENTER, ring_sys.IORING_ENTER_GETEVENTS
-_HELD_BACK = ring_sys.IORING_SQ_CQ_OVERFLOW | ring_sys.IORING_SQ_TASKRUN
+_NR_ENTER, _GETEVENTS = NR_IO_URING_ENTER, IORING_ENTER_GETEVENTS
+_HELD_BACK = IORING_SQ_CQ_OVERFLOW | IORING_SQ_TASKRUN
 _TAG_BASE = 0xB9F5_0000_0000_0000   # kernel-visible user_data = _TAG_BASE | tag slot
 _MAX_COPY = 1 << 24
 _RUN_BUDGET = 4096           # program runs per _progress call
@@ -245,7 +236,7 @@ class Ring:
 
     def __init__(self, entries: int = 64, cq_sizes: Sequence[int] = ()) -> None:
         self._raw: RawRing | None = None
-        _check_int("entries", entries, 1, ring_sys.MAX_ENTRIES)
+        _check_int("entries", entries, 1, MAX_SQ_ENTRIES)
         try:
             sizes = tuple(cq_sizes)
         except TypeError:

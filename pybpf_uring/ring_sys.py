@@ -26,38 +26,15 @@ import mmap
 import os
 from dataclasses import dataclass
 
-__all__ = [
-    "RawRing", "io_uring_enter", "io_uring_register", "read_user", "write_user",
-    "IORING_ENTER_GETEVENTS", "IORING_ENTER_EXT_ARG",
-]
+from .limits import MAX_SQ_ENTRIES
+from .uapi import (CQE_SIZE, EACCES, EINVAL, ENOSYS, EPERM, IORING_ENTER_EXT_ARG,
+                   IORING_ENTER_GETEVENTS, IORING_FEAT_EXT_ARG, IORING_FEAT_SINGLE_MMAP,
+                   IORING_OFF_CQ_RING, IORING_OFF_SQ_RING, IORING_OFF_SQES, IORING_REGISTER_FILES,
+                   IORING_SETUP_COOP_TASKRUN, IORING_SETUP_CQSIZE, IORING_SETUP_SUBMIT_ALL,
+                   IORING_SETUP_TASKRUN_FLAG, IORING_UNREGISTER_FILES, NR_IO_URING_ENTER,
+                   NR_IO_URING_REGISTER, NR_IO_URING_SETUP, SQE_SIZE)
 
-NR_IO_URING_SETUP = 425
-NR_IO_URING_ENTER = 426
-NR_IO_URING_REGISTER = 427
-
-IORING_SETUP_CQSIZE = 1 << 3
-IORING_SETUP_CLAMP = 1 << 4
-IORING_SETUP_SUBMIT_ALL = 1 << 7
-IORING_SETUP_COOP_TASKRUN = 1 << 8
-IORING_SETUP_TASKRUN_FLAG = 1 << 9
-
-IORING_SQ_CQ_OVERFLOW = 1 << 1   # sq ring flags: CQEs wait in the kernel's overflow list
-IORING_SQ_TASKRUN = 1 << 2       # completions wait for task work (COOP_TASKRUN + TASKRUN_FLAG)
-
-IORING_FEAT_SINGLE_MMAP = 1 << 0
-IORING_FEAT_NODROP = 1 << 1
-IORING_FEAT_EXT_ARG = 1 << 8
-
-IORING_ENTER_GETEVENTS = 1 << 0
-IORING_ENTER_EXT_ARG = 1 << 3
-
-IORING_OFF_SQ_RING = 0
-IORING_OFF_CQ_RING = 0x8000000
-IORING_OFF_SQES = 0x10000000
-
-SQE_SIZE = 64
-CQE_SIZE = 16
-MAX_ENTRIES = 32768  # the kernel's IORING_MAX_ENTRIES
+__all__ = ["RawRing", "io_uring_enter", "io_uring_register", "read_user", "write_user"]
 
 
 class _SqOffsets(ctypes.Structure):
@@ -152,10 +129,6 @@ def io_uring_enter(fd: int, to_submit: int, min_complete: int, flags: int, arg: 
     return ret if ret >= 0 else -ctypes.get_errno()
 
 
-IORING_REGISTER_FILES = 2
-IORING_UNREGISTER_FILES = 3
-
-
 def io_uring_register(fd: int, opcode: int, arg: int, nr: int, call: str) -> int:
     """io_uring_register(2); a failure is an OSError naming `call` and the errno."""
     ret = _syscall(NR_IO_URING_REGISTER, fd, opcode, _c_void_p(arg), nr)
@@ -191,11 +164,11 @@ class RawRing:
             if fd >= 0:
                 break
             err = ctypes.get_errno()
-            if err != _errno.EINVAL:
+            if err != EINVAL:
                 raise oserror("io_uring_setup", err)
         else:
             raise ValueError(f"io_uring_setup refused entries={entries}, cq_entries={cq_entries}"
-                             f" (EINVAL: at most {MAX_ENTRIES} SQ entries, CQ at least as large)")
+                             f" (EINVAL: at most {MAX_SQ_ENTRIES} SQ entries, CQ at least as large)")
         self.fd = fd
         try:
             self._map(params)
@@ -220,8 +193,8 @@ class RawRing:
             array[base + i] = i
         if not self.features & IORING_FEAT_EXT_ARG:
             self.close()
-            raise OSError(_errno.ENOSYS, "this kernel's io_uring lacks IORING_FEAT_EXT_ARG (5.11+), "
-                                         "which timed waits need")
+            raise OSError(ENOSYS, "this kernel's io_uring lacks IORING_FEAT_EXT_ARG (5.11+), "
+                                  "which timed waits need")
 
     def _map(self, p: _Params) -> None:
         prot, flags = mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_SHARED | mmap.MAP_POPULATE
@@ -297,7 +270,7 @@ def _checked(n: int, call: str) -> int:
     seccomp filter or a missing syscall must not pass for a bad pointer in a program."""
     if n < 0:
         err = ctypes.get_errno()
-        if err in (_errno.EPERM, _errno.ENOSYS, _errno.EACCES):
+        if err in (EPERM, ENOSYS, EACCES):
             raise oserror(call, err)
     return n
 

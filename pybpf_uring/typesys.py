@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .uapi import BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_HASH
+
 
 class Type:
     size: int = 0
@@ -131,7 +133,7 @@ class PtrT(Type):
         return f"ref[{self.target}]" + (" | None" if self.nullable else "")
 
 
-MAP_TYPES = {"HashMap": 1, "ArrayMap": 2}
+MAP_TYPES = {"HashMap": BPF_MAP_TYPE_HASH, "ArrayMap": BPF_MAP_TYPE_ARRAY}
 
 
 @dataclass(frozen=True, eq=False)

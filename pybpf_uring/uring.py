@@ -10,17 +10,22 @@ import ctypes
 
 from .types import Struct, _program_only, i32, u8, u16, u32, u64
 
-IORING_OP_NOP = 0
-IORING_OP_READ = 22
-IORING_OP_WRITE = 23
-IORING_OP_TIMEOUT = 11
-IORING_OP_OPENAT = 18
-IORING_OP_CLOSE = 19
-IORING_OP_SENDMSG = 9
-IORING_OP_RECVMSG = 10
-IORING_OP_SEND = 26
-IORING_OP_RECV = 27
-IORING_OP_BPF = 37  # the RFC's opcode; never sent to a kernel, the engine runs it
+# Every opcode and SQE flag under the kernel's name, from uapi (their one home), so host code and
+# programs alike write `from pybpf_uring.uring import IORING_OP_NOP, IOSQE_IO_LINK`; the checker
+# folds them as integer constants.  tests/test_uapi.py checks that none is missing here.
+from .uapi import (IORING_OP_NOP, IORING_OP_READV, IORING_OP_WRITEV, IORING_OP_FSYNC,
+                   IORING_OP_READ_FIXED, IORING_OP_WRITE_FIXED, IORING_OP_POLL_ADD,
+                   IORING_OP_POLL_REMOVE, IORING_OP_SYNC_FILE_RANGE, IORING_OP_SENDMSG,
+                   IORING_OP_RECVMSG, IORING_OP_TIMEOUT, IORING_OP_TIMEOUT_REMOVE,
+                   IORING_OP_ACCEPT, IORING_OP_ASYNC_CANCEL, IORING_OP_LINK_TIMEOUT,
+                   IORING_OP_CONNECT, IORING_OP_FALLOCATE, IORING_OP_OPENAT, IORING_OP_CLOSE,
+                   IORING_OP_FILES_UPDATE, IORING_OP_STATX, IORING_OP_READ, IORING_OP_WRITE,
+                   IORING_OP_FADVISE, IORING_OP_MADVISE, IORING_OP_SEND, IORING_OP_RECV,
+                   IORING_OP_OPENAT2, IORING_OP_EPOLL_CTL, IORING_OP_SPLICE,
+                   IORING_OP_PROVIDE_BUFFERS, IORING_OP_REMOVE_BUFFERS, IORING_OP_TEE,
+                   IORING_OP_SHUTDOWN, IORING_OP_RENAMEAT, IORING_OP_UNLINKAT, IORING_OP_BPF,
+                   IOSQE_FIXED_FILE, IOSQE_IO_DRAIN, IOSQE_IO_LINK, IOSQE_IO_HARDLINK, IOSQE_ASYNC,
+                   IOSQE_BUFFER_SELECT, IOSQE_CQE_SKIP_SUCCESS)  # noqa: F401 (re-exported)
 
 
 class IoUringCtx(Struct):

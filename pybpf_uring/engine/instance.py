@@ -385,10 +385,10 @@ class EngineProgram:
         return text
 
     # -- helpers --------------------------------------------------------------------------------
-    def _ring(self, helper: int):
+    def _ring(self, helper: str):
         helpers = self._ring_helpers
         if helpers is None:
-            raise MemoryFault(f"{registry.label(helper)} needs an io_uring request: this run has no "
+            raise MemoryFault(f"{registry.BY_NAME[helper].label} needs an io_uring request: this run has no "
                               "ring (only programs run by a Ring's BPF requests can call it)")
         return helpers
 
@@ -475,23 +475,23 @@ class EngineProgram:
             return ringbuf_at(mem, r1).query(flags)
 
         def queue_sqe(mem, ctx, sqe, length, *_):
-            return self._ring(164).queue_sqe(mem.read(sqe, length))
+            return self._ring("queue_sqe").queue_sqe(mem.read(sqe, length))
 
         def emit_cqe(mem, ctx, cq, user_data, res, flags):
-            return self._ring(165).emit_cqe(cq, user_data, res, flags)
+            return self._ring("emit_cqe").emit_cqe(cq, user_data, res, flags)
 
         def reap_cqe(mem, ctx, cq, out, length, _):
             mem.view(out, length)               # the verifier checks out/len before the call
-            ret, data = self._ring(166).reap_cqe(cq, length)
+            ret, data = self._ring("reap_cqe").reap_cqe(cq, length)
             mem.write(out, data[:length])
             return ret
 
         def copy_to_user(mem, uptr, src, size, *_):
-            return self._ring(167).copy_to_user(uptr, mem.read(src, size))
+            return self._ring("copy_to_user").copy_to_user(uptr, mem.read(src, size))
 
         def copy_from_user(mem, dst, size, uptr, *_):
             mem.view(dst, size)
-            ret, data = self._ring(148).copy_from_user(uptr, size)
+            ret, data = self._ring("copy_from_user").copy_from_user(uptr, size)
             mem.write(dst, data[:size])
             return ret
 

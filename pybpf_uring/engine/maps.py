@@ -42,18 +42,19 @@ from typing import Any, Iterator
 
 from .. import display
 from ..values import ctype_from_btf, pack, unpack
-from ..objfile import MAP_TYPE_NAMES, MapSpec
+from ..objfile import MapSpec
+from ..uapi import (BPF_ANY, BPF_EXIST, BPF_F_LOCK, BPF_F_RDONLY_PROG, BPF_MAP_TYPE_ARRAY,  # noqa: F401
+                    BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_LRU_HASH, BPF_MAP_TYPE_LRU_PERCPU_HASH,
+                    BPF_MAP_TYPE_PERCPU_ARRAY, BPF_MAP_TYPE_PERCPU_HASH, BPF_MAP_TYPE_RINGBUF,
+                    BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_CONS_POS, BPF_RB_FORCE_WAKEUP,
+                    BPF_RB_NO_WAKEUP, BPF_RB_PROD_POS, BPF_RB_RING_SIZE, E2BIG, EAGAIN, EEXIST, EINVAL,
+                    ENOENT, MAP_TYPE_NAMES)
 from .memory import Memory, MemoryFault, Region
 
 __all__ = ["EngineMap", "ArrayMap", "HashMap", "PercpuArrayMap", "PercpuHashMap", "LruHashMap",
            "PercpuLruHashMap", "RingbufMap", "make_map", "BPF_ANY", "BPF_NOEXIST", "BPF_EXIST",
            "BPF_F_LOCK", "BPF_F_RDONLY_PROG", "SUPPORTED_MAP_TYPES"]
 
-BPF_ANY, BPF_NOEXIST, BPF_EXIST, BPF_F_LOCK = 0, 1, 2, 4
-BPF_F_RDONLY_PROG = 0x80
-BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_ARRAY = 1, 2
-BPF_MAP_TYPE_PERCPU_HASH, BPF_MAP_TYPE_PERCPU_ARRAY, BPF_MAP_TYPE_LRU_HASH = 5, 6, 9
-BPF_MAP_TYPE_LRU_PERCPU_HASH, BPF_MAP_TYPE_RINGBUF = 10, 27
 ENGINE_CPUS = 1           # get_smp_processor_id() is always 0
 _MAX_ENTRIES = 1 << 24    # far more than any sample needs, and a guard against a corrupt spec
 
@@ -149,13 +150,13 @@ class EngineMap:
     def set(self, key: Any, value: Any, flags: int = BPF_ANY) -> None:
         """Update with the kernel's flags; errors raise as the bpf() syscall's would."""
         # the syscall refuses BPF_F_LOCK on a value without a spin lock before the map sees it
-        res = -_errno.EINVAL if flags & BPF_F_LOCK else self.update(self._key(key), self._value(value), flags)
+        res = -EINVAL if flags & BPF_F_LOCK else self.update(self._key(key), self._value(value), flags)
         if res < 0:
             raise _os_error(-res, f"map {self.name!r} update of key {key!r} (flags {flags})")
 
     def __delitem__(self, key: Any) -> None:
         res = self.delete(self._key(key))
-        if res == -_errno.ENOENT:
+        if res == -ENOENT:
             raise KeyError(key)
         if res < 0:
             raise _os_error(-res, f"map {self.name!r} delete of key {key!r}")
@@ -236,20 +237,20 @@ class ArrayMap(EngineMap):
         # array_map_update_elem's order of checks: a program sees E2BIG / EEXIST before the
         # EINVAL of a BPF_F_LOCK without a spin lock (the bpf() syscall checks the lock first)
         if flags & ~BPF_F_LOCK > BPF_EXIST:
-            return -_errno.EINVAL
+            return -EINVAL
         index = self._index(key)
         if index >= self.max_entries:
-            return -_errno.E2BIG
+            return -E2BIG
         if flags & BPF_NOEXIST:
-            return -_errno.EEXIST      # every element of an array exists
+            return -EEXIST      # every element of an array exists
         if flags & BPF_F_LOCK:
-            return -_errno.EINVAL
+            return -EINVAL
         start = index * self.value_size
         self.data[start:start + self.value_size] = value
         return 0
 
     def delete(self, key: bytes) -> int:
-        return -_errno.EINVAL
+        return -EINVAL
 
     def raw_keys(self) -> list[bytes]:
         return [i.to_bytes(4, "little") for i in range(self.max_entries)]
@@ -282,17 +283,17 @@ class HashMap(EngineMap):
 
     def update(self, key: bytes, value: bytes, flags: int) -> int:
         if flags & ~BPF_F_LOCK > BPF_EXIST or flags & BPF_F_LOCK:
-            return -_errno.EINVAL
+            return -EINVAL
         region = self._elements.get(key)
         if region is not None:
             if flags == BPF_NOEXIST:
-                return -_errno.EEXIST
+                return -EEXIST
             region.buf[:] = value
             return 0
         if flags == BPF_EXIST:
-            return -_errno.ENOENT
+            return -ENOENT
         if len(self._elements) >= self.max_entries:
-            return -_errno.E2BIG
+            return -E2BIG
         region = self._elements[bytes(key)] = self._value_region(bytearray(value), f"[{key.hex()}]")
         if self.index is not None:
             self.index.put(bytes(key), region.base)
@@ -301,7 +302,7 @@ class HashMap(EngineMap):
     def delete(self, key: bytes) -> int:
         region = self._elements.pop(key, None)
         if region is None:
-            return -_errno.ENOENT
+            return -ENOENT
         if self.index is not None:
             self.index.remove(bytes(key))
         if self.running:
@@ -388,13 +389,13 @@ class LruHashMap(HashMap):
 
     def update(self, key: bytes, value: bytes, flags: int) -> int:
         if flags & ~BPF_F_LOCK > BPF_EXIST or flags & BPF_F_LOCK:
-            return -_errno.EINVAL
+            return -EINVAL
         key = bytes(key)
         present = key in self._elements
         if present and flags == BPF_NOEXIST:
-            return -_errno.EEXIST
+            return -EEXIST
         if not present and flags == BPF_EXIST:
-            return -_errno.ENOENT
+            return -ENOENT
         if not present and len(self._elements) >= self.max_entries:
             self.delete(next(iter(self._elements)))
             self.evictions += 1
@@ -409,9 +410,6 @@ class PercpuLruHashMap(_PerCpu, LruHashMap):
     list per CPU, is the same thing on one CPU)."""
 
 
-# include/uapi/linux/bpf.h: ring buffer flags and bpf_ringbuf_query's
-BPF_RB_NO_WAKEUP, BPF_RB_FORCE_WAKEUP = 1, 2
-BPF_RB_AVAIL_DATA, BPF_RB_RING_SIZE, BPF_RB_CONS_POS, BPF_RB_PROD_POS = 0, 1, 2, 3
 RINGBUF_HDR_SZ = 8
 RINGBUF_MAX_RECORD_SZ = 0xFFFFFFFF // 4      # kernel/bpf/ringbuf.c
 
@@ -510,10 +508,10 @@ class RingbufMap(EngineMap):
     def output(self, data: bytes, flags: int) -> int:
         """bpf_ringbuf_output: 0, -EINVAL (flags other than the wakeup ones), -EAGAIN (full)."""
         if flags & ~(BPF_RB_NO_WAKEUP | BPF_RB_FORCE_WAKEUP):
-            return -_errno.EINVAL
+            return -EINVAL
         pos = self._space(len(data))
         if pos is None:
-            return -_errno.EAGAIN
+            return -EAGAIN
         self._records.append(_Record(pos, self.producer_pos - pos, None, bytes(data), "committed"))
         return 0
 
