@@ -8,16 +8,18 @@ looked up on first use.
 from .types import i8, i16, i32, i64, u8, u16, u32, u64, Struct, ArrayMap, HashMap, sizeof, SkBuff, Const
 from .types import ktime_get_ns, get_prandom_u32, get_smp_processor_id, get_current_pid_tgid, skb_load_bytes
 from .decorators import iouring, syscall, socket_filter, tracepoint, loop_step
+from . import hooks
 
 # name → the module defining it, imported when the name is first used
 _LAZY = {
     "compile_file": "pipeline", "compile_module": "pipeline", "compile_source": "pipeline",
     "BpfObject": "objfile", "Ring": "ring",
-    # a mistake in the program: path:line:col, source line and caret (VerifierError adds the
-    # verifier's log; UnsupportedProgramError says where a kind runs instead)
-    "CompileError": "diagnostics", "VerifierError": "load", "UnsupportedProgramError": "load",
-    "ObjectError": "objfile",                                     # a file that is no BPF object we read
-    "ProgramFault": "ring", "DeadlockError": "ring",              # the ring runtime
+    # the errors, one hierarchy (errors.py): PybpfUringError catches them all
+    "PybpfUringError": "errors",
+    "CompileError": "errors",                                     # the program's source: path:line:col
+    "LoadError": "errors", "VerifierError": "load", "UnsupportedProgramError": "load",
+    "ObjectError": "errors",                                      # a file that is no BPF object we read
+    "RingError": "errors", "ProgramFault": "ring", "DeadlockError": "ring",   # running programs
     "MainlineUnsupportedError": "mainline", "UnsuitableRingError": "mainline", "LoopError": "mainline",
     "FrozenGlobalError": "globals_view",                          # a .rodata global written after load
     "TraceReader": "trace", "trace_lines": "trace",               # kernel print() output (trace_pipe)
@@ -29,6 +31,21 @@ __all__ = [
     "get_current_pid_tgid", "skb_load_bytes", "iouring", "syscall", "socket_filter", "tracepoint", "loop_step",
     *_LAZY, "__version__",
 ]
+
+
+def _compile_program(program, cpu: str = "v3"):
+    """What `Program.compile()` calls: the pipeline, imported on the first compile (hooks.py)."""
+    from .pipeline import compile_function
+    return compile_function(program, cpu=cpu)
+
+
+def _load_object(obj, **options):
+    """What `BpfObject.load()` calls: the loader, imported on the first load (hooks.py)."""
+    from .load import load
+    return load(obj, **options)
+
+
+hooks.compile_program, hooks.load_object = _compile_program, _load_object
 
 
 def __getattr__(name):

@@ -10,7 +10,7 @@ import inspect
 from . import syntax as S
 from . import uring
 from .builtins import CQ_INTRINSICS, CTX, INT, PREPS, Helper, Kfunc
-from .check import CTX_TYPE_NAMES, PROGRAM_KINDS, CallTarget, FunctionInfo, Symbol, ctx_type_kind, describe
+from .checked import CTX_TYPE_NAMES, PROGRAM_KINDS, CallTarget, FunctionInfo, Symbol, ctx_type_kind, describe
 from .limits import MAX_LOOP_ITERATIONS, MAX_PRINT_ARGS, STACK_BYTES
 from .parse import local_names
 from .typesys import (BOOL, I32, I64, INTS, NONE, STR, U32, U64, ArrayT, BoolT, IntT, MapT, PtrT,

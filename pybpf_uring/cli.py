@@ -163,22 +163,18 @@ def _closed_stdout() -> int:
 
 
 def report(exc: Exception, path: str | None = None) -> int:
-    """Print a user-facing error (by its class) and return status 1; `path` is the input being
-    processed, named when the error does not name it.  Anything else is a bug in pybpf_uring:
-    say so, or re-raise it with PYBPF_URING_DEBUG set."""
-    from .diagnostics import CompileError, debugging
-    from .engine.instance import EngineError
-    from .mainline import LoopError
-    from .objfile import ObjectError
-    from .ring import DeadlockError
-    if isinstance(exc, CompileError):  # also VerifierError, UnsupportedProgramError, UnsuitableRingError
+    """Print a user-facing error (by its family in errors.py) and return status 1; `path` is the
+    input being processed, named when the error does not name it.  Anything else is a bug in
+    pybpf_uring: say so, or re-raise it with PYBPF_URING_DEBUG set."""
+    from .errors import DiagnosedError, ObjectError, PybpfUringError, debugging
+    if isinstance(exc, DiagnosedError):  # CompileError, and LoadErrors such as VerifierError
         print(exc, file=sys.stderr)
     elif isinstance(exc, ObjectError):
         where = exc.path or path
         print(f"{where}: error: {exc.message}" if where else f"error: {exc.message}", file=sys.stderr)
     elif isinstance(exc, InputError):
         print(exc, file=sys.stderr)
-    elif isinstance(exc, (EngineError, DeadlockError, LoopError)):
+    elif isinstance(exc, PybpfUringError):  # the RingErrors: the ring, the engine, a mainline loop
         print(f"error: {exc}", file=sys.stderr)
     elif isinstance(exc, OSError) and exc.filename:  # an output file
         print(f"{exc.filename}: error: cannot write: {exc.strerror}", file=sys.stderr)
@@ -276,8 +272,9 @@ def disasm_one(path: str, args, headed: bool) -> int:
         from .disasm import disassemble
         text = disassemble(load_object(path, args.cpu), path if headed else None, args.relocations)
     else:  # any BPF ELF, valid program or not, with llvm-objdump's file-name line
-        from .disasm import disassemble_file
-        text = disassemble_file(path, args.relocations)
+        from .disasm import disassemble
+        from .objfile import read_elf
+        text = disassemble(read_elf(path), path, args.relocations)
     print(text, end="")
     return EXIT_OK
 
@@ -383,11 +380,12 @@ def run_script(path: str, code: types.CodeType, argv: list[str]) -> int:
     `__main__` with an absolute `__file__`, and the script's directory is `sys.path[0]`.
 
     SystemExit passes through, so the interpreter ends the process with the script's status (and
-    prints a string one) exactly as python does.  A CompileError is a diagnosed error in the
-    user's program and prints as the CLI prints it; any other exception prints as python would
+    prints a string one) exactly as python does.  An error with diagnostics (a CompileError, a
+    VerifierError or another LoadError) is a diagnosed error in the user's program or object and
+    prints as the CLI prints it; any other exception prints as python would
     print it, through `sys.excepthook`, from the script's first frame (none of the CLI's)."""
     import types
-    from .diagnostics import CompileError
+    from .errors import DiagnosedError
     module = types.ModuleType("__main__")
     module.__file__ = code.co_filename
     saved_argv, saved_path, saved_main = sys.argv, list(sys.path), sys.modules["__main__"]
@@ -396,7 +394,7 @@ def run_script(path: str, code: types.CodeType, argv: list[str]) -> int:
     sys.modules["__main__"] = module
     try:
         exec(code, module.__dict__)
-    except CompileError as exc:
+    except DiagnosedError as exc:
         return report(exc)
     except Exception as exc:  # noqa: BLE001 - the script's own error, shown as its own
         tb = exc.__traceback__

@@ -5,6 +5,7 @@ where its source is; `.compile()` hands that to the compiler pipeline.
 """
 from __future__ import annotations
 
+from . import hooks
 from .diagnostics import user_facing
 
 
@@ -19,10 +20,10 @@ class Program:
 
     @user_facing
     def compile(self, cpu: str = "v3"):
-        """Compile this program (with the maps, structs and subprograms it uses) to a BpfObject."""
-        from .pipeline import compile_function
-
-        return compile_function(self, cpu=cpu)
+        """Compile this program (with the maps, structs and subprograms it uses) to a BpfObject:
+        the pipeline's `compile_function`, which the package installs (hooks.py says why this
+        module does not import it)."""
+        return hooks.compile_program(self, cpu=cpu)
 
     def __repr__(self) -> str:
         return f"<{self.kind} program {self.name!r} section {self.section!r}>"

@@ -4,19 +4,22 @@ Every stage reports problems in the user's program as `Diagnostic`s that point a
 they render like a C compiler's (`path:line:col: error: message`, the source line, a caret
 under the span, and a hint of what is allowed instead); text from a notebook cell names the cell
 as IPython's own tracebacks do (`Cell In[3], line 5, col 12: error: message`).  `CompileError`
-carries all the diagnostics a stage collected, so a user sees every error at once.  Anything
-else raised from a stage is a bug in pybpf_uring, never in the user's program.
+(errors.py, with the rest of the hierarchy) carries all the diagnostics a stage collected, so a
+user sees every error at once.  Anything else raised from a stage is a bug in pybpf_uring, never
+in the user's program.
 
-A CompileError reaches the user through a public entry point marked `@user_facing`, which drops
-the compiler's own frames from its traceback: what went wrong is in the diagnostic, and a
-dozen frames of parse/check/lower would only hide it.  PYBPF_URING_DEBUG=1 keeps them, for
-debugging pybpf_uring itself.
+An error with diagnostics (a CompileError, or a LoadError such as the verifier's) reaches the
+user through a public entry point marked `@user_facing`, which drops pybpf_uring's own frames
+from its traceback: what went wrong is in the diagnostic, and a dozen frames of
+parse/check/lower would only hide it.  PYBPF_URING_DEBUG=1 keeps them, for debugging
+pybpf_uring itself.
 """
 from __future__ import annotations
 
 import functools
-import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+from .errors import CompileError, DiagnosedError, debugging
 
 
 @dataclass(frozen=True)
@@ -74,25 +77,6 @@ class Diagnostic:
         return out + (f"\n  note: {self.hint}" if self.hint else "")
 
 
-@dataclass
-class CompileError(Exception):
-    """One or more errors in the user's program (or object); exit status 1 in the CLI."""
-
-    diagnostics: list[Diagnostic] = field(default_factory=list)
-
-    def __str__(self) -> str:
-        return "\n".join(d.render() for d in self.diagnostics)
-
-    @property
-    def _render_traceback_(self):
-        """What IPython shows for this error instead of a traceback (it looks this attribute
-        up and calls it): the diagnostic's lines, as the CLI prints them.  Absent under
-        PYBPF_URING_DEBUG=1, so IPython shows the full traceback."""
-        if debugging():
-            raise AttributeError("_render_traceback_")
-        return lambda: str(self).splitlines()
-
-
 class Collector:
     """Collects diagnostics during a stage; `raise_if_any` ends the stage at its boundary."""
 
@@ -112,20 +96,16 @@ class Collector:
             raise CompileError(list(self.diagnostics))
 
 
-def debugging() -> bool:
-    """PYBPF_URING_DEBUG=1: show pybpf_uring's own frames, for debugging pybpf_uring itself."""
-    return bool(os.environ.get("PYBPF_URING_DEBUG"))
-
-
 def user_facing(function):
-    """Mark a public entry point (`Program.compile`, `compile_file`, …): a CompileError leaving
-    it carries no traceback from inside pybpf_uring, so Python's report of an uncaught one is
-    the user's own frames, this one line, and the diagnostic."""
+    """Mark a public entry point (`Program.compile`, `compile_file`, `BpfObject.load`, …): an
+    error with diagnostics (a CompileError, a LoadError such as the verifier's) leaving it
+    carries no traceback from inside pybpf_uring, so Python's report of an uncaught one is the
+    user's own frames, this one line, and the diagnostic."""
     @functools.wraps(function)
     def entry(*args, **kwargs):
         try:
             return function(*args, **kwargs)
-        except CompileError as error:
+        except DiagnosedError as error:
             if debugging():
                 raise
             raise error.with_traceback(None)

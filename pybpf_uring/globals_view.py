@@ -41,7 +41,8 @@ from dataclasses import dataclass
 from typing import Any, Iterator, Protocol
 
 from . import btf as btfmod
-from .diagnostics import CompileError, Diagnostic
+from .diagnostics import Diagnostic
+from .errors import LoadError
 from .values import INT_CTYPES, ctype_from_btf, fields, pack
 
 __all__ = ["Globals", "GlobalVar", "SectionStorage", "ViewSections", "FrozenGlobalError",
@@ -50,9 +51,9 @@ __all__ = ["Globals", "GlobalVar", "SectionStorage", "ViewSections", "FrozenGlob
 DATA_SECTIONS = (".bss", ".data", ".rodata")   # and their named variants (.data.foo, .rodata.str1.1)
 
 
-class FrozenGlobalError(CompileError):
+class FrozenGlobalError(LoadError):
     """A write to a global whose section cannot change any more (the kernel's `.rodata` once the
-    program is loaded).  A CompileError: the CLI prints it as a diagnostic, with the way out."""
+    program is loaded).  A LoadError: the CLI prints it as a diagnostic, with the way out."""
 
 
 class SectionStorage(Protocol):
@@ -406,8 +407,8 @@ def with_globals(obj: Any, values: Mapping[str, Any]) -> Any:
     it was (the spec is pure data)."""
     variables = global_vars(obj)
     if unknown := [name for name in values if name not in variables]:
-        raise CompileError([Diagnostic(None, f"the object has no global variable {unknown[0]!r}",
-                                       f"its globals: {', '.join(variables) or 'none'}")])
+        raise LoadError([Diagnostic(None, f"the object has no global variable {unknown[0]!r}",
+                                    f"its globals: {', '.join(variables) or 'none'}")])
     storage = _SpecSections(obj)
     g = Globals(variables, storage)
     for name, value in values.items():

@@ -12,13 +12,16 @@ each instruction of a decoded list.
 
 The opcode space is described by small tables, one per family (ALU ops, jump ops, sizes, modes,
 atomic ops), in the manner of cilium/ebpf's `asm` package; `mnemonic` names an opcode from them.
-This module interprets nothing: semantics live in the engine, text in `disasm`.
+The instruction's text is here too (`format_instruction`, llvm-objdump's, which `str()` of an
+`Instruction` is), since an instruction that prints itself cannot borrow its text from a module
+that builds on this one; whole objects are disassembled by `disasm`.  This module interprets
+nothing: semantics live in the engine.
 """
 from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, NamedTuple, Sequence
 
 # src of CALL: what imm names (RFC 9669 §4.3.1: a helper's id, a local function's offset, a
 # kfunc's BTF id); src of lddw: how the loader reads imm.  The numbers are the kernel's BPF_PSEUDO_*.
@@ -28,8 +31,8 @@ from .uapi import (BPF_PSEUDO_CALL as CALL_PSEUDO, BPF_PSEUDO_FUNC as PSEUDO_FUN
 
 __all__ = [
     "Instruction", "DecodeError", "decode", "encode", "slot_indexes", "slot_count", "with_slots",
-    "mnemonic",
-    "INSN_SIZE",
+    "mnemonic", "format_instruction", "format_program", "render_instruction", "InstructionText",
+    "UNKNOWN", "INSN_SIZE",
 ]
 
 _SLOT = struct.Struct("<BBhi")
@@ -203,7 +206,6 @@ class Instruction:
 
     def __str__(self) -> str:
         """llvm-objdump's text (`r1 += 0x2`): the one format of tests, CLI and messages."""
-        from .disasm import format_instruction   # disasm builds on this module
         return format_instruction(self)
 
     # -- bytes ----------------------------------------------------------------------------------
@@ -290,7 +292,7 @@ def slot_count(insns: Iterable[Instruction]) -> int:
 
 def mnemonic(ins: Instruction) -> str:
     """A short ubpf-style name for the opcode (`add64`, `ldxw`, `jsgt32`, `lddw`, `atomic64`):
-    for error messages and tables; `disasm` renders the llvm-objdump text."""
+    for error messages and tables; `format_instruction` renders the llvm-objdump text."""
     cls = ins.cls
     if cls in (ALU, ALU64):
         name = ALU_NAMES.get(ins.op, f"op{ins.op:#x}-")
@@ -319,3 +321,242 @@ def mnemonic(ins: Instruction) -> str:
     if ins.mode == ATOMIC:
         return "atomic" + ("64" if size == "dw" else "32")
     return ("st" if cls == ST else "stx") + size
+
+
+# --- text: llvm-objdump's, one format for the CLI, tests, messages and `str(instruction)` ---------
+# The rules were read off llvm-objdump-22 output and checked by differential fuzzing against it
+# (tests/test_disasm.py keeps them honest):
+# * Which fields an instruction uses decides validity, as in LLVM's decoder tables: a field the
+#   text does not show is mostly ignored (`exit` with dst=2 is still `exit`), but `off` must be
+#   0 in ALU instructions other than neg/byte swaps and in lddw, `imm` must be 0 in `exit`, and
+#   registers above r11 are invalid.
+# * Loads and stores narrower than 64 bits show the 32-bit register (`w1 = *(u8 *)...`) at every
+#   cpu level; `be`/`le` always show `r`.  Immediates and offsets print as signed hex, except
+#   the unsigned imm of `ld_pseudo`.
+# * Atomic operations are read from imm bits 0 (fetch), 4-7 (operation) and 8 (acquire/release),
+#   the rest ignored, in the order LLVM's decoder tries them (`_atomic_op`).
+# Whole sections and objects (symbols, labels, relocations, zero runs) are disasm's.
+UNKNOWN = "<unknown>"
+MAX_REG = 11   # LLVM's BPF register class is r0-r11
+ADDR_SPACE_CAST_OFF = 1   # MOV64 X with off=1: addr_space_cast (BPF arena)
+
+
+class InstructionText(NamedTuple):
+    """An instruction's llvm-objdump text, and for a branch the slots after the next one it
+    lands on (disasm labels the target with a symbol, format_program with a slot)."""
+
+    text: str
+    branch: int | None = None   # slots after the next one a taken branch lands on
+
+
+def _hex(v: int) -> str:
+    return f"-{-v:#x}" if v < 0 else f"{v:#x}"
+
+
+def _rel(v: int) -> str:
+    return f"-{-v:#x}" if v < 0 else f"+{v:#x}"
+
+
+def _mem(reg: str, off: int) -> str:
+    return f"({reg} - {-off:#x})" if off < 0 else f"({reg} + {off:#x})"
+
+
+_SIZE_TYPE = {W: "u32", H: "u16", B: "u8", DW: "u64"}
+_SIGNED_TYPE = {W: "s32", H: "s16", B: "s8"}
+
+_ALU_OPS = {ADD: "+=", SUB: "-=", MUL: "*=", DIV: "/=", OR: "|=",
+            AND: "&=", LSH: "<<=", RSH: ">>=", MOD: "%=", XOR: "^=",
+            MOV: "=", ARSH: "s>>="}
+_SIGNED_ALU = {DIV: "s/=", MOD: "s%="}
+_CONDITIONS = {JEQ: "==", JGT: ">", JGE: ">=", JSET: "&", JNE: "!=",
+               JSGT: "s>", JSGE: "s>=", JLT: "<", JLE: "<=", JSLT: "s<",
+               JSLE: "s<="}
+_LOCK_OPS = {ATOMIC_ADD: "+=", ATOMIC_OR: "|=", ATOMIC_AND: "&=", ATOMIC_XOR: "^="}
+_FETCH_OPS = {ATOMIC_ADD | FETCH: "add", ATOMIC_OR | FETCH: "or",
+              ATOMIC_AND | FETCH: "and", ATOMIC_XOR | FETCH: "xor"}
+
+
+class _Invalid(Exception):
+    """The encoding is not an instruction LLVM's decoder knows."""
+
+
+def _reg(n: int, wide: bool = True) -> str:
+    if n > MAX_REG:
+        raise _Invalid
+    return f"{'r' if wide else 'w'}{n}"
+
+
+# --- one formatter per class -------------------------------------------------------------------
+def _alu(ins: Instruction) -> InstructionText:
+    wide = ins.cls == ALU64
+    op, d = ins.op, ins.dst
+    if op == NEG:
+        if ins.source != K:
+            raise _Invalid
+        r = _reg(d, wide)
+        return InstructionText(f"{r} = -{r}")
+    if op == END:
+        if ins.imm not in (16, 32, 64):
+            raise _Invalid
+        if wide:
+            if ins.source != K:
+                raise _Invalid
+            name = "bswap"
+        else:
+            name = "be" if ins.source == TO_BE else "le"
+        r = _reg(d)
+        return InstructionText(f"{r} = {name}{ins.imm} {r}")
+    if op not in _ALU_OPS:
+        raise _Invalid
+    symbol = _ALU_OPS[op]
+    if op in _SIGNED_ALU and ins.off == SIGNED_OFF:
+        symbol = _SIGNED_ALU[op]
+    elif op == MOV and ins.source == X and ins.off in ((8, 16, 32) if wide else (8, 16)):
+        return InstructionText(f"{_reg(d, wide)} = (s{ins.off}){_reg(ins.src, wide)}")
+    elif op == MOV and ins.source == X and wide and ins.off == ADDR_SPACE_CAST_OFF:
+        # arena pointers: imm holds the destination (high half) and source address spaces
+        dst_as, src_as = (ins.imm >> 16) & 0xFFFF, ins.imm & 0xFFFF
+        return InstructionText(f"{_reg(d)} = addr_space_cast({_reg(ins.src)}, {dst_as:#x}, {src_as:#x})")
+    elif ins.off:
+        raise _Invalid
+    operand = _reg(ins.src, wide) if ins.source == X else _hex(ins.imm)
+    return InstructionText(f"{_reg(d, wide)} {symbol} {operand}")
+
+
+def _jmp(ins: Instruction) -> InstructionText:
+    wide = ins.cls == JMP
+    op = ins.op
+    if op == JA:
+        if ins.source == X:
+            if not wide:
+                raise _Invalid
+            return InstructionText(f"gotox {_reg(ins.dst)}")   # indirect jump (LLVM 22)
+        if wide:
+            return InstructionText(f"goto {_rel(ins.off)}", ins.off)
+        return InstructionText(f"gotol {_rel(ins.imm)}", ins.imm)
+    if op in _CONDITIONS:
+        operand = _reg(ins.src, wide) if ins.source == X else _hex(ins.imm)
+        return InstructionText(f"if {_reg(ins.dst, wide)} {_CONDITIONS[op]} {operand} goto {_rel(ins.off)}",
+                     ins.off)
+    if not wide:
+        raise _Invalid
+    if op == CALL:
+        return InstructionText(f"call {_hex(ins.imm)}" if ins.source == K else f"callx {_reg(ins.dst)}")
+    if op == EXIT and ins.source == K and ins.imm == 0:
+        return InstructionText("exit")
+    if op == JCOND and ins.source == K:
+        return InstructionText(f"may_goto {_rel(ins.off)}", ins.off)
+    raise _Invalid
+
+
+def _ld(ins: Instruction) -> InstructionText:
+    size = ins.opcode & SIZE_MASK
+    if ins.mode == IMM and size == DW:
+        if ins.off:
+            raise _Invalid
+        if ins.src == 0:
+            value = ins.imm64 - (1 << 64) if ins.imm64 >> 63 else ins.imm64
+            return InstructionText(f"{_reg(ins.dst)} = {_hex(value)} ll")
+        return InstructionText(f"ld_pseudo\t{_reg(ins.dst)}, {ins.src:#x}, {ins.imm & 0xFFFFFFFF:#x}")
+    if size == DW:
+        raise _Invalid
+    if ins.mode == ABS:
+        return InstructionText(f"r0 = *({_SIZE_TYPE[size]} *)skb[{_hex(ins.imm)}]")
+    if ins.mode == IND:
+        return InstructionText(f"r0 = *({_SIZE_TYPE[size]} *)skb[{_reg(ins.src)}]")
+    raise _Invalid
+
+
+def _ldx(ins: Instruction) -> InstructionText:
+    size = ins.opcode & SIZE_MASK
+    if ins.mode == MEM:
+        return InstructionText(f"{_reg(ins.dst, size == DW)} = *({_SIZE_TYPE[size]} *){_mem(_reg(ins.src), ins.off)}")
+    if ins.mode == MEMSX and size != DW:
+        return InstructionText(f"{_reg(ins.dst)} = *({_SIGNED_TYPE[size]} *){_mem(_reg(ins.src), ins.off)}")
+    raise _Invalid
+
+
+def _st(ins: Instruction) -> InstructionText:
+    size = ins.opcode & SIZE_MASK
+    if ins.mode != MEM:
+        raise _Invalid
+    return InstructionText(f"*({_SIZE_TYPE[size]} *){_mem(_reg(ins.dst), ins.off)} = {_hex(ins.imm)}")
+
+
+def _stx(ins: Instruction) -> InstructionText:
+    size = ins.opcode & SIZE_MASK
+    wide = size == DW
+    t = _SIZE_TYPE[size]
+    if ins.mode == MEM:
+        return InstructionText(f"*({t} *){_mem(_reg(ins.dst), ins.off)} = {_reg(ins.src, wide)}")
+    if ins.mode != ATOMIC:
+        raise _Invalid
+    op = _atomic_op(ins.imm, size in (W, DW))
+    addr = _mem(_reg(ins.dst), ins.off)
+    s = _reg(ins.src, wide)
+    if op == LOAD_ACQ:
+        # the one atomic that loads: dst receives, src holds the address
+        return InstructionText(f"{_reg(ins.dst, wide)} = load_acquire(({t} *){_mem(_reg(ins.src), ins.off)})")
+    if op == STORE_REL:
+        return InstructionText(f"store_release(({t} *){addr}, {s})")
+    if op in _LOCK_OPS:
+        return InstructionText(f"lock *({t} *){addr} {_LOCK_OPS[op]} {s}")
+    if op in _FETCH_OPS:
+        return InstructionText(f"{s} = atomic_fetch_{_FETCH_OPS[op]}(({t} *){addr}, {s})")
+    suffix = "_64" if wide else "32_32"
+    inner = addr[1:-1]   # xchg/cmpxchg print the address without parentheses
+    if op == XCHG:
+        return InstructionText(f"{s} = xchg{suffix}({inner}, {s})")
+    r0 = _reg(0, wide)
+    return InstructionText(f"{r0} = cmpxchg{suffix}({inner}, {r0}, {s})")
+
+
+def _atomic_op(imm: int, word: bool) -> int:
+    """The atomic operation LLVM's decoder reads from imm (the fields it does not check are
+    ignored): bits 4-7 are the operation, bit 0 FETCH, bit 8 the acquire/release family.
+    Only W and DW have read-modify-write forms."""
+    op, fetch, acq_rel = (imm >> 4) & 0xF, imm & 0xF == FETCH, imm >> 8 & 1
+    if word and fetch and op in (0x0, 0x4, 0x5, 0xA, 0xE, 0xF):
+        return op << 4 | FETCH
+    if op == 0x0 and acq_rel:
+        return LOAD_ACQ
+    if op == 0x1 and acq_rel:
+        return STORE_REL
+    if word and (op in (0x4, 0x5, 0xA) or op == 0x0 and not acq_rel):
+        return op << 4
+    raise _Invalid
+
+
+_CLASSES: dict[int, Callable[[Instruction], InstructionText]] = {
+    ALU: _alu, ALU64: _alu, JMP: _jmp, JMP32: _jmp, LD: _ld, LDX: _ldx, ST: _st, STX: _stx,
+}
+
+
+def render_instruction(ins: Instruction) -> InstructionText:
+    """The text and branch of `ins`; `<unknown>` for an encoding LLVM's decoder rejects."""
+    try:
+        return _CLASSES[ins.cls](ins)
+    except _Invalid:
+        return InstructionText(UNKNOWN)
+
+
+def format_instruction(ins) -> str:
+    """llvm-objdump's text for one instruction (without the branch-target label).
+
+    Accepts an `Instruction` or anything with opcode/dst/src/off/imm (and imm_hi for a
+    lddw), e.g. the interpreter's slot records."""
+    if not isinstance(ins, Instruction):
+        ins = Instruction(ins.opcode, ins.dst, ins.src, ins.off, ins.imm, getattr(ins, "imm_hi", 0))
+    return render_instruction(ins).text
+
+
+def format_program(insns: Sequence[Instruction]) -> str:
+    """One line per instruction, `slot: text`, jump targets as slot numbers: for messages and
+    the engine's dumps, where there are no symbols to name targets."""
+    lines = []
+    for slot, ins in with_slots(insns):
+        text, branch = render_instruction(ins)
+        if branch is not None:
+            text += f" <{slot + 1 + branch}>"
+        lines.append(f"{slot:>5}: {text}")
+    return "\n".join(lines) + ("\n" if lines else "")

@@ -17,7 +17,7 @@ import llvmlite.ir as ir
 
 from . import syntax as S
 from .builtins import CTX, MAP_DELETE_ELEM, TYPE_SIZE
-from .check import Checked, FunctionInfo
+from .checked import Checked, FunctionInfo
 from .debuginfo import DebugInfo
 from .lower_calls import CallLowering
 from .lower_values import I8, I8P, I32, I64_IR, ValueLowering, ir_type, untyped

@@ -28,9 +28,10 @@ from dataclasses import dataclass, field, replace
 from typing import Iterable
 
 from . import btf as btfmod
-from . import display
+from . import display, hooks
 from . import isa
 from .diagnostics import user_facing
+from .errors import ObjectError
 from .isa import Instruction
 from .uapi import BPF_F_RDONLY_PROG, BPF_MAP_TYPE_ARRAY, MAP_TYPE_NAMES
 
@@ -84,15 +85,6 @@ SECTION_KINDS: list[tuple[str, str, bool]] = [
 UNKNOWN_KIND = "unknown"
 
 _DATA_SECTION = re.compile(r"^\.(data|rodata|bss)(\..*)?$")
-
-
-class ObjectError(Exception):
-    """The file is not a BPF object this reader understands; the message says what is wrong."""
-
-    def __init__(self, message: str, path: str | None = None) -> None:
-        self.message = message
-        self.path = path
-        super().__init__(f"{path}: {message}" if path else message)
 
 
 def program_kind(section: str) -> tuple[str, bool] | None:
@@ -362,9 +354,9 @@ class BpfObject:
     def load(self, **options):
         """Create the maps and load the programs into the running kernel: `load.load(self,
         **options)`, a LoadedObject usable as a context manager.  The spec stays pure data;
-        this is only a shortcut to the loader stage."""
-        from .load import load
-        return load(self, **options)
+        this is only a shortcut to the loader stage, which the package installs (hooks.py says
+        why objfile does not import it)."""
+        return hooks.load_object(self, **options)
 
     def kernel_btf(self) -> bytes | None:
         """The object's BTF with libbpf's fix-ups (DATASEC sizes and offsets from the ELF,

@@ -102,6 +102,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 from . import display, ring_sys
+from .errors import RingError
 from .globals_view import Globals, ViewSections, global_vars
 from .ring_protocol import (BpfRequest, CompletionQueue, EngineInstance, ProgramFault, ProgramRunner,
                             RingState)
@@ -144,7 +145,7 @@ _SQE_ROUTE = struct.Struct("<BB30xQ8xH")                # opcode flags user_data
 _CTX = struct.Struct("<QII")
 
 
-class DeadlockError(RuntimeError):
+class DeadlockError(RingError, RuntimeError):
     """A wait that nothing could ever end: no CQE queued, no kernel request in flight, and no BPF
     request that could run."""
 

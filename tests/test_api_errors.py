@@ -17,8 +17,9 @@ import pybpf_uring
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# each public exception and the module that defines it
+# each public exception and a module it has always been importable from (the bases: errors.py)
 EXCEPTIONS = {
+    "PybpfUringError": "errors", "LoadError": "errors", "RingError": "errors",
     "CompileError": "diagnostics", "VerifierError": "load", "UnsupportedProgramError": "load",
     "ObjectError": "objfile", "ProgramFault": "ring", "DeadlockError": "ring",
     "MainlineUnsupportedError": "mainline", "UnsuitableRingError": "mainline", "LoopError": "mainline",
@@ -33,11 +34,12 @@ def test_public_exceptions_are_importable_from_the_package(name):
     assert name in pybpf_uring.__all__ and name in dir(pybpf_uring)
 
 
-def test_verifier_and_unsupported_errors_are_compile_errors():
-    """One `except pybpf_uring.CompileError` catches every mistake in the program, whichever
-    stage found it."""
+def test_verifier_and_unsupported_errors_are_load_errors():
+    """What the kernel (or the loader for it) refuses is a LoadError, not a CompileError: the
+    source compiled.  `except pybpf_uring.PybpfUringError` catches both (tests/test_errors.py)."""
     for name in ("VerifierError", "UnsupportedProgramError", "MainlineUnsupportedError", "UnsuitableRingError"):
-        assert issubclass(getattr(pybpf_uring, name), pybpf_uring.CompileError)
+        assert issubclass(getattr(pybpf_uring, name), pybpf_uring.LoadError)
+        assert not issubclass(getattr(pybpf_uring, name), pybpf_uring.CompileError)
 
 
 def test_version_is_the_installed_distributions():
@@ -138,7 +140,7 @@ def test_an_uncaught_compile_error_shows_the_users_frames_and_the_diagnostic(tmp
     assert f"    return {call}\n" in done.stderr
     path = {"Program.compile": script, "compile_module": tmp_path / "prog.py"}.get(entry_point, "prog.py")
     assert done.stderr.endswith("    raise error.with_traceback(None)\n"
-                                f"pybpf_uring.diagnostics.CompileError: {DIAGNOSTIC.format(path=path)}")
+                                f"pybpf_uring.errors.CompileError: {DIAGNOSTIC.format(path=path)}")
 
 
 def test_debugging_pybpf_uring_keeps_the_compilers_frames(tmp_path):

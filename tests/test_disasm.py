@@ -200,7 +200,7 @@ def test_golden_against_llvm_objdump(build, name, cpu, readable, relocations):
     path = build(name, cpu)
     want = subprocess.run([OBJDUMP, "-dr" if relocations else "-d", path], capture_output=True,
                           text=True, check=True).stdout
-    assert disasm.disassemble_file(path, relocations) == want
+    assert disasm.disassemble(read_elf(path), path, relocations) == want
     if readable:
         obj = BpfObject.read(path)
         # all but the file-name header line
@@ -269,7 +269,7 @@ def test_random_encodings_match_llvm_objdump(tmp_path):
     obj = tmp_path / "fuzz.o"
     subprocess.run([CLANG, "-target", "bpf", "-c", str(src), "-o", str(obj)], check=True)
     want = subprocess.run([OBJDUMP, "-d", str(obj)], capture_output=True, text=True, check=True).stdout
-    got = disasm.disassemble_file(str(obj))
+    got = disasm.disassemble(read_elf(str(obj)), str(obj))
     diff = [(w, g) for w, g in zip(want.splitlines(), got.splitlines()) if w != g]
     assert diff[:5] == [] and got == want
 
@@ -306,7 +306,7 @@ def test_compiled_python_disassembles_as_llvm_objdump_does(tmp_path, cpu):
     compile_file(sample, cpu=cpu).write(path)
     for flags, relocations in (("-d", False), ("-dr", True)):
         want = subprocess.run([OBJDUMP, flags, path], capture_output=True, text=True, check=True).stdout
-        assert disasm.disassemble_file(path, relocations) == want
+        assert disasm.disassemble(read_elf(path), path, relocations) == want
 
 
 def test_program_disassembly_with_relocations_matches_objdump_dr(build):

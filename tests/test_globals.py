@@ -11,7 +11,7 @@ import os
 import pytest
 
 from pybpf_uring import Ring, compile_source, kernel
-from pybpf_uring.diagnostics import CompileError
+from pybpf_uring.errors import LoadError
 from pybpf_uring.globals_view import ArrayView, FrozenGlobalError, StructView, global_vars
 
 from kernel_harness import clang_object
@@ -121,7 +121,7 @@ def test_kernel_globals_refuse_what_cannot_be_done():
             g.nope = 1
         with pytest.raises(FrozenGlobalError, match=r"'limit' is in \.rodata, which is frozen.*load\(obj, globals="):
             g.limit = 9
-        assert isinstance(FrozenGlobalError([]), CompileError)
+        assert isinstance(FrozenGlobalError([]), LoadError)
         assert g.limit == 7 and run(live, 0) == 7
         with pytest.raises(OverflowError, match="'small' value 256 does not fit in 1 bytes"):
             g.small = 256
@@ -143,7 +143,7 @@ def test_load_sets_initial_values_rodata_included():
         assert run(live, 0) == 1234 and run(live, 2) == 12 and run(live, 3) == 4
         assert live.globals.limit == 1234
     assert obj.map(".rodata").data == (7).to_bytes(4, "little")        # the spec is unchanged
-    with pytest.raises(CompileError, match="no global variable 'lmit'") as exc:
+    with pytest.raises(LoadError, match="no global variable 'lmit'") as exc:
         obj.load(globals={"lmit": 1})
     assert "limit" in str(exc.value)
 

@@ -19,7 +19,7 @@ import pytest
 
 from pybpf_uring import isa, kernel
 from pybpf_uring import load as loadmod
-from pybpf_uring.diagnostics import CompileError
+from pybpf_uring.errors import CompileError, LoadError
 from pybpf_uring.isa import Instruction as I
 
 # r0 = 42; exit — the smallest program every type accepts.
@@ -252,7 +252,7 @@ def test_verifier_error_points_at_the_source_line(tmp_path):
     src.write_text("int f(void)\n{\n\treturn ((char *)ctx)[i];\n}\n")
     line_info = [(0, str(src), 2, 1, ""), (2, str(src), 3, 9, "")]
     err = loadmod.verifier_error("f", errno.EACCES, LOG, line_info)
-    assert isinstance(err, CompileError) and err.insn == 3 and err.program == "f"
+    assert isinstance(err, LoadError) and not isinstance(err, CompileError) and err.insn == 3 and err.program == "f"
     text = str(err).splitlines()
     assert text[0] == (f"{src}:3:9: error: the kernel verifier rejected program 'f': EACCES (the "
                        "verifier found an unsafe operation): variable ctx access var_off=(0x0; 0x7) "
@@ -313,7 +313,7 @@ def test_iouring_program_is_refused_with_what_is_missing():
         loadmod.load(obj)
     text = str(info.value)
     assert "'pingpong'" in text and "never merged" in text and "BPF_PROG_TYPE_SYSCALL" in text
-    assert "Ring" in text and isinstance(info.value, CompileError)
+    assert "Ring" in text and isinstance(info.value, LoadError)
     assert open_fds() == before
 
 
@@ -527,7 +527,7 @@ def test_verifier_rejection_names_the_c_source_line(c_object):
         loadmod.load(obj, only={"variable_ctx"})
     assert open_fds() == before
     err = info.value
-    assert isinstance(err, CompileError) and err.program == "variable_ctx" and err.errno == errno.EACCES
+    assert isinstance(err, LoadError) and err.program == "variable_ctx" and err.errno == errno.EACCES
     lines = str(err).splitlines()
     assert lines[0].split(":")[0].endswith("load_reject.c") and ":20:" in lines[0]
     assert "rejected program 'variable_ctx': EACCES" in lines[0]
@@ -585,7 +585,7 @@ def test_map_type_spellings(given):
 
 
 def test_unknown_map_type_is_a_diagnosed_error():
-    with pytest.raises(CompileError, match="unknown map type 'treemap'"):
+    with pytest.raises(LoadError, match="unknown map type 'treemap'"):
         loadmod.map_type_number("treemap")
 
 
@@ -631,7 +631,7 @@ def test_reference_to_a_missing_map_is_diagnosed():
     prog = hand_prog("store", "syscall", store_1234_in_map(), [NS(insn_index=5, symbol="nope", kind="map")])
     obj = NS(maps=[map_spec("m", "array", entries=1)], programs=[prog], license="GPL")
     before = open_fds()
-    with pytest.raises(CompileError, match="refers to map 'nope'"):
+    with pytest.raises(LoadError, match="refers to map 'nope'"):
         loadmod.load(obj)
     assert open_fds() == before
 
@@ -639,7 +639,7 @@ def test_reference_to_a_missing_map_is_diagnosed():
 def test_relocation_that_is_not_a_lddw_is_diagnosed():
     prog = hand_prog("store", "syscall", store_1234_in_map(), [NS(insn_index=4, symbol="m", kind="map")])
     obj = NS(maps=[map_spec("m", "array", entries=1)], programs=[prog], license="GPL")
-    with pytest.raises(CompileError, match="not an ld_imm64"):
+    with pytest.raises(LoadError, match="not an ld_imm64"):
         loadmod.load(obj)
 
 
@@ -910,7 +910,7 @@ def test_unknown_kfunc_is_diagnosed():
     call = [I(0x85, 0, 1, 0, -1), I(0xB7), I(0x95)]
     prog = hand_prog("k", "syscall", call, [NS(insn_index=0, symbol="no_such_kfunc", kind="kfunc")])
     before = open_fds()
-    with pytest.raises(CompileError, match="calls kernel function 'no_such_kfunc', which is not in"):
+    with pytest.raises(LoadError, match="calls kernel function 'no_such_kfunc', which is not in"):
         loadmod.load(NS(maps=[], programs=[prog], license="GPL"))
     assert open_fds() == before
 

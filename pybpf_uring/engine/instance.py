@@ -44,6 +44,7 @@ from typing import Any, Callable, Iterator
 
 from .. import helpers as registry
 from .. import isa
+from ..errors import RingError
 from ..isa import Instruction
 from ..objfile import ProgramSpec
 from ..ring_protocol import ProgramFault
@@ -61,7 +62,7 @@ BACKENDS = ("interpreter", "jit", "auto")
 TRACE_LINES = 10_000                       # like a trace_pipe buffer: the newest lines are kept
 _MAX_TRACE_STRING = 256
 
-class EngineError(Exception):
+class EngineError(RingError):
     """The object cannot run in the engine (a map type, relocation or program it lacks)."""
 
 

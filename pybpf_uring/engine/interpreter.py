@@ -41,6 +41,7 @@ from typing import Callable, Mapping, Sequence
 
 from .. import helpers as registry
 from .. import isa
+from ..errors import RingError
 from ..isa import (ADD, ALU, ALU64, AND, ARSH, ATOMIC, CALL, CMPXCHG, DIV, END, EXIT, FETCH,
                    JA, JEQ, JGE, JGT, JLE, JLT, JMP, JMP32, JNE, JSET, JSGE, JSGT, JSLE, JSLT, LD,
                    LDDW, LDX, LSH, MEM, MEMSX, MOD, MOV, MUL, NEG, OR, RSH, SIZE_BYTES,
@@ -77,7 +78,7 @@ def unknown_call(kind: str, imm: int, table: Mapping[int, object]) -> str:
     return f"call to unknown {kind} {imm} (known: {known})"
 
 
-class InvalidProgram(ValueError):
+class InvalidProgram(RingError, ValueError):
     """A program the engine refuses before running it (what a verifier would reject outright)."""
 
     def __init__(self, insn_index: int | None, message: str) -> None:
@@ -86,7 +87,7 @@ class InvalidProgram(ValueError):
         super().__init__(f"instruction {insn_index}: {message}" if insn_index is not None else message)
 
 
-class BpfFault(RuntimeError):
+class BpfFault(RingError, RuntimeError):
     """A run-time fault: the program did something it may not; `insn_index` says where."""
 
     def __init__(self, insn_index: int, message: str, disassembly: str = "") -> None:

@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
 from .. import isa
+from ..errors import RingError
 from ..limits import MAX_CALL_DEPTH, STACK_BYTES
 from .interpreter import (DEFAULT_BUDGET, BpfFault, BudgetExceeded, Helper, Interpreter,
                           InvalidProgram, LddwResolver, call_label, unknown_call, validate,
@@ -70,7 +71,7 @@ _S = {name: i for i, name in enumerate(STATE_FIELDS)}
 _STATUS, _BUDGET = _S["status"], _S["budget"]
 
 
-class JitUnavailable(RuntimeError):
+class JitUnavailable(RingError, RuntimeError):
     """The JIT cannot run this request (the reason is the message); the interpreter can."""
 
 

@@ -22,6 +22,8 @@ import struct
 from dataclasses import dataclass, field
 from typing import Iterable
 
+from ..errors import RingError
+
 __all__ = ["Memory", "MemoryFault", "Region", "REGION_SHIFT", "OFFSET_MASK", "BIAS"]
 
 REGION_SHIFT = 32
@@ -33,7 +35,7 @@ _NULL_WINDOW = 1 << REGION_SHIFT
 _UNSIGNED = {1: struct.Struct("<B"), 2: struct.Struct("<H"), 4: struct.Struct("<I"), 8: struct.Struct("<Q")}
 
 
-class MemoryFault(Exception):
+class MemoryFault(RingError):
     """An access the program may not make; the interpreter adds the instruction that made it."""
 
     def __init__(self, message: str, address: int | None = None) -> None:
