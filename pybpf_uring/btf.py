@@ -15,6 +15,12 @@ to slot indexes, as libbpf does before handing them to the kernel.
 
 `.BTF.ext` may also carry CO-RE relocations (`CoreRelo`), read so a loader can name them.
 
+The running kernel's BTF (/sys/kernel/btf/vmlinux, ~150k types) is read by `kernel_btf()`, once
+per process, into a `LazyBtf`: it indexes where each record starts and decodes a type only when
+asked for it, with the same per-kind readers as `parse_btf`, because a loader looks up a handful
+of names (kfuncs, the struct_ops types, a few enums) and decoding all of them costs 0.4 s here
+and seconds in the emulated guest the mainline tests run in.
+
 Writing goes the other way: `encode_btf` re-emits types byte-identically to clang when given
 the original string table, and `Btf.for_kernel` applies libbpf's fix-ups (DATASEC sizes and
 offsets, extern variables and kfuncs) so BPF_BTF_LOAD accepts an object's BTF; func_info and
@@ -25,13 +31,17 @@ ObjectError, never a struct.error.
 """
 from __future__ import annotations
 
+import bisect
+import functools
 import gc
 import struct
+import sys
 from dataclasses import dataclass, field, replace
-from typing import Iterator
+from typing import Iterator, Sequence
 
 __all__ = [
-    "Btf", "BtfExt", "BtfError", "LineInfo", "FuncInfo", "parse_btf", "parse_btf_ext",
+    "Btf", "LazyBtf", "BtfExt", "BtfError", "LineInfo", "FuncInfo", "parse_btf", "parse_btf_ext",
+    "kernel_btf", "VMLINUX_BTF",
     "Void", "Int", "Ptr", "Array", "Struct", "Union", "Member", "Enum", "Enum64", "EnumValue",
     "Fwd", "Typedef", "Volatile", "Const", "Restrict", "Func", "FuncProto", "Param", "Var",
     "Datasec", "VarSecinfo", "Float", "DeclTag", "TypeTag", "CoreRelo", "encode_btf", "encode_func_info",
@@ -246,51 +256,14 @@ _SIMPLE_REF = frozenset({Ptr, Typedef, Volatile, Const, Restrict, TypeTag, Func,
 
 
 # --- .BTF -------------------------------------------------------------------------------------
-@dataclass
-class Btf:
-    """Parsed `.BTF`: `types[id]` (types[0] is Void) and the raw bytes (what BTF_LOAD takes)."""
-
-    types: list
-    strings: bytes
-    raw: bytes = field(repr=False, default=b"")
-    _by_name: dict | None = field(default=None, init=False, repr=False, compare=False)
-
-    def __getitem__(self, type_id: int):
-        try:
-            return self.types[type_id]
-        except IndexError:
-            raise BtfError(f"type id {type_id} is out of range (the BTF has "
-                           f"{len(self.types) - 1} types)") from None
-
-    def __len__(self) -> int:
-        return len(self.types)
-
-    def __iter__(self) -> Iterator:
-        return iter(self.types)
-
-    def string(self, offset: int) -> str:
-        return _string(self.strings, offset)
-
-    def for_kernel(self, section_sizes: dict[str, int],
-                   symbol_offsets: dict[tuple[str, str], int]) -> bytes:
-        """These types as BTF_LOAD accepts them (see `_for_kernel`): `section_sizes` by ELF
-        section name, `symbol_offsets` by (section name, variable name)."""
-        return _for_kernel(self, section_sizes, symbol_offsets)
+class _TypeQueries:
+    """What callers ask of a type table, whether decoded whole (`Btf`) or on demand (`LazyBtf`):
+    each defines `self[id]`, `len(self)` and `find_all(name, kind)`, and the rest derives from
+    those, so the two cannot answer a question differently."""
 
     def find(self, name: str, kind: str | None = None) -> int | None:
         """The id of the first type called `name` (of `kind`, e.g. "struct"), or None."""
         return next(iter(self.find_all(name, kind)), None)
-
-    def find_all(self, name: str, kind: str | None = None) -> list[int]:
-        """Every id of a type called `name` (of `kind`), from a name index built on first use
-        (a loader looks up many kfuncs in vmlinux's ~150k types)."""
-        if self._by_name is None:
-            index: dict[str, list[int]] = {}
-            for i, t in enumerate(self.types):
-                if t.name:
-                    index.setdefault(t.name, []).append(i)
-            self._by_name = index
-        return [i for i in self._by_name.get(name, ()) if kind is None or self.types[i].kind == kind]
 
     def resolve(self, type_id: int) -> int:
         """Skip typedefs and qualifiers: the id of the type underneath."""
@@ -298,7 +271,7 @@ class Btf:
         while isinstance(self[type_id], _MODIFIERS):
             type_id = self[type_id].type
             seen += 1
-            if seen > len(self.types):
+            if seen > len(self):
                 raise BtfError(f"type {type_id} is part of a cycle of typedefs/qualifiers")
         return type_id
 
@@ -342,9 +315,65 @@ class Btf:
             return f"{self.type_name(t.return_type)} (*)({params})"
         return t.name or f"({t.kind})"
 
+    def is_func_pointer(self, type_id: int) -> bool:
+        """Whether the type is (a typedef of) a pointer to a function prototype, as an ops
+        struct's members that take a program are."""
+        t = self[self.resolve(type_id)]
+        return isinstance(t, Ptr) and isinstance(self[self.resolve(t.type)], FuncProto)
 
-def parse_btf(data: bytes) -> Btf:
-    data = bytes(data)
+    def enum_value(self, enum: str, value: str) -> int | None:
+        """The value of enumerator `value` of `enum enum` (or enum64), or None."""
+        for type_id in self.find_all(enum, "enum") + self.find_all(enum, "enum64"):
+            for v in self[type_id].values:
+                if v.name == value:
+                    return v.value
+        return None
+
+
+@dataclass
+class Btf(_TypeQueries):
+    """Parsed `.BTF`: `types[id]` (types[0] is Void) and the raw bytes (what BTF_LOAD takes)."""
+
+    types: list
+    strings: bytes
+    raw: bytes = field(repr=False, default=b"")
+    _by_name: dict | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __getitem__(self, type_id: int):
+        try:
+            return self.types[type_id]
+        except IndexError:
+            raise BtfError(f"type id {type_id} is out of range (the BTF has "
+                           f"{len(self.types) - 1} types)") from None
+
+    def __len__(self) -> int:
+        return len(self.types)
+
+    def __iter__(self) -> Iterator:
+        return iter(self.types)
+
+    def string(self, offset: int) -> str:
+        return _string(self.strings, offset)
+
+    def for_kernel(self, section_sizes: dict[str, int],
+                   symbol_offsets: dict[tuple[str, str], int]) -> bytes:
+        """These types as BTF_LOAD accepts them (see `_for_kernel`): `section_sizes` by ELF
+        section name, `symbol_offsets` by (section name, variable name)."""
+        return _for_kernel(self, section_sizes, symbol_offsets)
+
+    def find_all(self, name: str, kind: str | None = None) -> list[int]:
+        """Every id of a type called `name` (of `kind`), from a name index built on first use."""
+        if self._by_name is None:
+            index: dict[str, list[int]] = {}
+            for i, t in enumerate(self.types):
+                if t.name:
+                    index.setdefault(t.name, []).append(i)
+            self._by_name = index
+        return [i for i in self._by_name.get(name, ()) if kind is None or self.types[i].kind == kind]
+
+
+def _sections(data: bytes) -> tuple[bytes, bytes]:
+    """The type and string sections of `.BTF` bytes, after checking the header."""
     if len(data) < _HEADER.size:
         raise BtfError(f".BTF is {len(data)} bytes, shorter than its {_HEADER.size}-byte header")
     magic, version, _flags, hdr_len, type_off, type_len, str_off, str_len = _HEADER.unpack_from(data)
@@ -361,13 +390,21 @@ def parse_btf(data: bytes) -> Btf:
     strings = data[strs_at:strs_at + str_len]
     if strings and strings[0] != 0:
         raise BtfError(".BTF string section does not start with the empty string")
+    return data[types_at:types_at + type_len], strings
+
+
+def parse_btf(data: bytes) -> Btf:
+    data = bytes(data)
+    type_data, strings = _sections(data)
     types: list = [Void()]
     # vmlinux has ~150k types: the collector's passes over that many new (acyclic) records
     # would double the time, so it is paused while they are made
     collecting = gc.isenabled()
     gc.disable()
     try:
-        _TypeReader(data[types_at:types_at + type_len], strings, types).read_all()
+        # every record is whole 32-bit words: unpack them all at once
+        words = struct.unpack(f"<{len(type_data) // 4}I", type_data[:len(type_data) // 4 * 4])
+        _TypeReader(words, len(type_data), strings, _string_table(strings)).read_all(types)
     finally:
         if collecting:
             gc.enable()
@@ -405,26 +442,31 @@ def _string(strings: bytes, offset: int) -> str:
     return strings[offset:end].decode("utf-8", errors="replace")
 
 
-class _TypeReader:
-    """Walks the type section record by record; one method per kind keeps each layout in view."""
+def _string_table(strings: bytes) -> dict[int, str]:
+    """Every string by its offset, decoded in one pass (the full parse names ~150k types); an
+    offset into the middle of a string (the tail of a longer name) is looked up on demand."""
+    names: dict[int, str] = {}
+    at = 0
+    for chunk in strings.split(b"\0")[:-1]:
+        names[at] = chunk.decode("utf-8", errors="replace")
+        at += len(chunk) + 1
+    return names
 
-    def __init__(self, data: bytes, strings: bytes, out: list) -> None:
-        # every record is whole 32-bit words: unpack them all at once (vmlinux has ~150k types)
-        self.words = struct.unpack(f"<{len(data) // 4}I", data[:len(data) // 4 * 4])
-        self.size = len(data)
-        self.strings, self.out, self.pos = strings, out, 0   # pos counts words
-        # decode the string table in one pass; an offset into the middle of a string (the
-        # tail of a longer name) is looked up on demand
-        self.names: dict[int, str] = {}
-        at = 0
-        for chunk in strings.split(b"\0")[:-1]:
-            self.names[at] = chunk.decode("utf-8", errors="replace")
-            at += len(chunk) + 1
+
+class _TypeReader:
+    """Reads type records from the type section's u32 words; one function per kind (`_KINDS`)
+    keeps each layout in view.  `parse_btf` walks every record, `LazyBtf` reads one at a
+    time, with the same readers."""
+
+    def __init__(self, words: Sequence[int], size: int, strings: bytes, names: dict[int, str]) -> None:
+        self.words, self.size, self.strings, self.names = words, size, strings, names
+        self.pos = 0              # in words
+        self.type_id = 0          # the record being read, for messages
 
     def u32s(self, n: int) -> tuple[int, ...]:
         end = self.pos + n
         if end * 4 > self.size:
-            raise BtfError(f"type {len(self.out)} is truncated at byte {self.pos * 4} of the "
+            raise BtfError(f"type {self.type_id} is truncated at byte {self.pos * 4} of the "
                            "type section")
         values = self.words[self.pos:end]
         self.pos = end
@@ -437,14 +479,18 @@ class _TypeReader:
             name = self.names[offset] = _string(self.strings, offset)
             return name
 
-    def read_all(self) -> None:
+    def read(self, type_id: int):
+        """The record at `pos`, as its dataclass."""
+        self.type_id = type_id
+        name_off, info, size_or_type = self.u32s(3)
+        kind, vlen, kflag = (info >> 24) & 0x1F, info & 0xFFFF, info >> 31
+        if kind not in _KINDS:
+            raise BtfError(f"type {type_id} has unknown kind {kind}")
+        return _KINDS[kind].read(self, self.name(name_off), vlen, kflag, size_or_type)
+
+    def read_all(self, out: list) -> None:
         while self.pos * 4 < self.size:
-            name_off, info, size_or_type = self.u32s(3)
-            kind, vlen, kflag = (info >> 24) & 0x1F, info & 0xFFFF, info >> 31
-            reader = _KINDS.get(kind)
-            if reader is None:
-                raise BtfError(f"type {len(self.out)} has unknown kind {kind}")
-            self.out.append(reader(self, self.name(name_off), vlen, kflag, size_or_type))
+            out.append(self.read(len(out)))
 
 
 def _int(r: _TypeReader, name, vlen, kflag, size):
@@ -509,27 +555,135 @@ def _decl_tag(r: _TypeReader, name, vlen, kflag, type_):
     return DeclTag(name, type_, idx - (1 << 32) if idx >> 31 else idx)
 
 
+@dataclass(frozen=True)
+class _Kind:
+    """One BTF kind: its dataclass, its reader, and its record's length after the 12-byte head
+    (`fixed` words, plus `per_item` words for each of its vlen members, values or params)."""
+
+    cls: type
+    read: object
+    fixed: int = 0
+    per_item: int = 0
+
+
+# The kinds of include/uapi/linux/btf.h by number: the one table readers, the lazy index and the
+# encoder use.
 _KINDS = {
-    1: _int,
-    2: lambda r, name, vlen, kflag, t: Ptr(t, name),
-    3: _array,
-    4: _composite(Struct),
-    5: _composite(Union),
-    6: _enum(Enum),
-    7: lambda r, name, vlen, kflag, t: Fwd(name, bool(kflag)),
-    8: lambda r, name, vlen, kflag, t: Typedef(name, t),
-    9: lambda r, name, vlen, kflag, t: Volatile(t, name),
-    10: lambda r, name, vlen, kflag, t: Const(t, name),
-    11: lambda r, name, vlen, kflag, t: Restrict(t, name),
-    12: lambda r, name, vlen, kflag, t: Func(name, t, vlen),
-    13: _func_proto,
-    14: _var,
-    15: _datasec,
-    16: lambda r, name, vlen, kflag, size: Float(name, size),
-    17: _decl_tag,
-    18: lambda r, name, vlen, kflag, t: TypeTag(name, t),
-    19: _enum(Enum64),
+    1: _Kind(Int, _int, fixed=1),
+    2: _Kind(Ptr, lambda r, name, vlen, kflag, t: Ptr(t, name)),
+    3: _Kind(Array, _array, fixed=3),
+    4: _Kind(Struct, _composite(Struct), per_item=3),
+    5: _Kind(Union, _composite(Union), per_item=3),
+    6: _Kind(Enum, _enum(Enum), per_item=2),
+    7: _Kind(Fwd, lambda r, name, vlen, kflag, t: Fwd(name, bool(kflag))),
+    8: _Kind(Typedef, lambda r, name, vlen, kflag, t: Typedef(name, t)),
+    9: _Kind(Volatile, lambda r, name, vlen, kflag, t: Volatile(t, name)),
+    10: _Kind(Const, lambda r, name, vlen, kflag, t: Const(t, name)),
+    11: _Kind(Restrict, lambda r, name, vlen, kflag, t: Restrict(t, name)),
+    12: _Kind(Func, lambda r, name, vlen, kflag, t: Func(name, t, vlen)),
+    13: _Kind(FuncProto, _func_proto, per_item=2),
+    14: _Kind(Var, _var, fixed=1),
+    15: _Kind(Datasec, _datasec, per_item=3),
+    16: _Kind(Float, lambda r, name, vlen, kflag, size: Float(name, size)),
+    17: _Kind(DeclTag, _decl_tag, fixed=1),
+    18: _Kind(TypeTag, lambda r, name, vlen, kflag, t: TypeTag(name, t)),
+    19: _Kind(Enum64, _enum(Enum64), per_item=3),
 }
+_KIND_NUMBERS = {k.cls.kind: number for number, k in _KINDS.items()}
+
+
+# --- the running kernel's BTF, decoded on demand -----------------------------------------------
+VMLINUX_BTF = "/sys/kernel/btf/vmlinux"
+
+
+class LazyBtf(_TypeQueries):
+    """`.BTF` (in practice the kernel's: ~150k types, 5 MB) decoded one type at a time.
+
+    `parse_btf` decodes every type into dataclasses: 0.4 s here, 5 s in the TCG guest the
+    mainline tests run in, for the dozen types a loader wants.  This walks the type section as
+    u32 words once, remembering only where each record starts (0.25 s in that guest), finds a
+    name by searching the raw bytes for its string offset (C speed) and checking that a record
+    starts there, and decodes a type with `parse_btf`'s own readers when it is asked for."""
+
+    def __init__(self, data: bytes) -> None:
+        self.raw = bytes(data)
+        type_data, self.strings = _sections(self.raw)
+        if len(type_data) % 4:
+            raise BtfError(f".BTF type section is {len(type_data)} bytes, not whole 32-bit words")
+        self._blob = type_data
+        # the kernel writes BTF in its own byte order; _sections checked it is little-endian
+        words = (memoryview(type_data).cast("I") if sys.byteorder == "little" else
+                 struct.unpack(f"<{len(type_data) // 4}I", type_data))
+        self._reader = _TypeReader(words, len(type_data), self.strings, {})
+        fixed, per_item = [-1] * 32, [0] * 32
+        for number, k in _KINDS.items():
+            fixed[number], per_item[number] = 3 + k.fixed, k.per_item
+        offsets = [0]      # type id → word index of its record (id 0, void, has none)
+        append, i, n = offsets.append, 0, len(words)
+        while i + 3 <= n:
+            append(i)
+            info = words[i + 1]
+            kind = info >> 24 & 0x1F
+            if fixed[kind] < 0:
+                raise BtfError(f"type {len(offsets) - 1} has unknown kind {kind}")
+            i += fixed[kind] + per_item[kind] * (info & 0xFFFF)
+        if i != n:
+            raise BtfError(f"type {len(offsets) - 1} is truncated at byte {offsets[-1] * 4} of "
+                           "the type section")
+        self._offsets = offsets
+        self._types: dict[int, object] = {0: Void()}
+
+    def __len__(self) -> int:
+        return len(self._offsets)
+
+    def __getitem__(self, type_id: int):
+        found = self._types.get(type_id)
+        if found is None:
+            if not 0 < type_id < len(self._offsets):
+                raise BtfError(f"type id {type_id} is out of range (the BTF has "
+                               f"{len(self._offsets) - 1} types)")
+            self._reader.pos = self._offsets[type_id]
+            found = self._types[type_id] = self._reader.read(type_id)
+        return found
+
+    def string(self, offset: int) -> str:
+        return _string(self.strings, offset)
+
+    def has_name(self, name: str) -> bool:
+        """Whether any type, member or value is called `name` (a string-table search only)."""
+        return b"\0" + name.encode() + b"\0" in self.strings
+
+    def find_all(self, name: str, kind: str | None = None) -> list[int]:
+        """Every id of a type called `name` (of `kind`): each place the string table holds the
+        name, then each record whose name word is that offset."""
+        wanted = b"\0" + name.encode() + b"\0"
+        number = _KIND_NUMBERS.get(kind) if kind else None
+        out, at = [], self.strings.find(wanted)
+        while at >= 0:
+            needle = struct.pack("<I", at + 1)
+            pos = self._blob.find(needle)
+            while pos >= 0:
+                if pos % 4 == 0:
+                    type_id = bisect.bisect_left(self._offsets, pos // 4, 1)
+                    if type_id < len(self._offsets) and self._offsets[type_id] == pos // 4 and \
+                            (number is None or self._blob[pos + 7] & 0x1F == number):
+                        out.append(type_id)
+                pos = self._blob.find(needle, pos + 1)
+            at = self.strings.find(wanted, at + 1)
+        return sorted(out)
+
+
+@functools.lru_cache(maxsize=1)
+def kernel_btf() -> LazyBtf | None:
+    """The running kernel's BTF, read once per process (the kernel does not change under it),
+    or None where it exposes none (built without CONFIG_DEBUG_INFO_BTF) or it cannot be read.
+    The loader resolves kfuncs through it and the mainline probe finds its types there."""
+    try:
+        with open(VMLINUX_BTF, "rb") as f:
+            return LazyBtf(f.read())
+    except (OSError, BtfError):
+        return None
+
 
 
 # --- .BTF.ext ---------------------------------------------------------------------------------
@@ -651,10 +805,6 @@ def parse_btf_ext(data: bytes, btf: Btf) -> BtfExt:
 # --- writing: BTF for the kernel, func_info / line_info for BPF_PROG_LOAD ---------------------
 FUNC_INFO_SIZE = 8    # struct bpf_func_info {insn_off, type_id}
 LINE_INFO_SIZE = 16   # struct bpf_line_info {insn_off, file_name_off, line_off, line_col}
-_KIND_NUMBERS = {"int": 1, "ptr": 2, "array": 3, "struct": 4, "union": 5, "enum": 6, "fwd": 7,
-                 "typedef": 8, "volatile": 9, "const": 10, "restrict": 11, "func": 12,
-                 "func_proto": 13, "var": 14, "datasec": 15, "float": 16, "decl_tag": 17,
-                 "type_tag": 18, "enum64": 19}
 
 
 class _Strings:

@@ -120,6 +120,10 @@ class MapCreateAttr(ctypes.Structure):
                 ("btf_vmlinux_value_type_id", u32), ("map_extra", u64)]
 
 
+class LinkCreateAttr(ctypes.Structure):
+    _fields_ = [("prog_fd", u32), ("target_fd", u32), ("attach_type", u32), ("flags", u32)]  # prog_fd ≡ map_fd
+
+
 class MapElemAttr(ctypes.Structure):
     _fields_ = [("map_fd", u32), ("key", u64), ("value", u64), ("flags", u64)]  # value ≡ next_key
 
@@ -179,12 +183,14 @@ class MapInfo(ctypes.Structure):
 # --- maps -------------------------------------------------------------------------------------
 def map_create(map_type: int, key_size: int, value_size: int, max_entries: int, flags: int = 0,
                name: str = "", btf_fd: int = 0, btf_key_type_id: int = 0,
-               btf_value_type_id: int = 0) -> int:
-    """A new map; returns its fd (the caller owns it and must close it)."""
+               btf_value_type_id: int = 0, btf_vmlinux_value_type_id: int = 0) -> int:
+    """A new map; returns its fd (the caller owns it and must close it).  A struct_ops map's
+    value is a kernel type, named by `btf_vmlinux_value_type_id` (its id in vmlinux BTF)."""
     attr = MapCreateAttr(map_type=map_type, key_size=key_size, value_size=value_size,
                          max_entries=max_entries, map_flags=flags, map_name=_name(name),
                          btf_fd=btf_fd, btf_key_type_id=btf_key_type_id,
-                         btf_value_type_id=btf_value_type_id)
+                         btf_value_type_id=btf_value_type_id,
+                         btf_vmlinux_value_type_id=btf_vmlinux_value_type_id)
     ret, code = _try_bpf(BPF_MAP_CREATE, attr)
     if ret < 0:
         raise bpf_error(BPF_MAP_CREATE, code,
@@ -322,6 +328,18 @@ def prog_test_run(fd: int, ctx: bytes | None = None, data: bytes | None = None,
                  ctx_buf.raw if ctx_buf else b"")
     data_after = data_out.raw[:attr.data_size_out] if data_out else b""
     return TestRun(attr.retval, attr.duration, ctx_after, data_after)
+
+
+# --- links ------------------------------------------------------------------------------------
+def link_create(fd: int, target_fd: int, attach_type: int, flags: int = 0) -> int:
+    """BPF_LINK_CREATE: attach program (or struct_ops map) `fd` to `target_fd` as `attach_type`;
+    returns the link's fd, whose closing detaches.  A failure raises `bpf_error` with the errno,
+    which the caller explains: what a refusal means depends on the attach type."""
+    ret, code = _try_bpf(BPF_LINK_CREATE, LinkCreateAttr(prog_fd=fd, target_fd=target_fd,
+                                                         attach_type=attach_type, flags=flags))
+    if ret < 0:
+        raise bpf_error(BPF_LINK_CREATE, code)
+    return ret
 
 
 # --- BTF and object info ----------------------------------------------------------------------

@@ -38,6 +38,7 @@ from typing import Any, Iterator
 
 from . import cells, display, kernel
 from .attach import Attachment, SocketAttachment
+from .btf import VMLINUX_BTF, kernel_btf
 from .diagnostics import Diagnostic, Source, Span
 from .errors import LoadError
 from .globals_view import Globals, global_vars, with_globals
@@ -121,16 +122,10 @@ def _unsupported_reason(kind: str) -> str | None:
     return f"unknown program kind {kind!r}: the loader knows {', '.join(sorted(KERNEL_KINDS))}"
 
 
-_VMLINUX_BTF = "/sys/kernel/btf/vmlinux"
-
-
 def kernel_has_btf_type(name: str) -> bool:
     """Whether the running kernel's BTF names `name` (a cheap string-table search)."""
-    try:
-        with open(_VMLINUX_BTF, "rb") as f:
-            return b"\0" + name.encode() + b"\0" in f.read()
-    except OSError:
-        return False
+    kernel_types = kernel_btf()
+    return kernel_types is not None and kernel_types.has_name(name)
 
 
 PER_CPU_MAP_TYPES = frozenset({BPF_MAP_TYPE_PERCPU_HASH, BPF_MAP_TYPE_PERCPU_ARRAY,
@@ -753,27 +748,17 @@ def relocate(linked: Any, maps: Mapping[str, KernelMap]) -> bytes:
     return bytes(code)
 
 
-@functools.lru_cache(maxsize=1)
-def _vmlinux_funcs() -> dict[str, int]:
-    """FUNC name → type id in the running kernel's BTF (parsed once: about a second)."""
-    from .btf import Func, parse_btf
-    try:
-        with open(_VMLINUX_BTF, "rb") as f:
-            btf = parse_btf(f.read())
-    except OSError:
-        return {}
-    return {t.name: i for i, t in enumerate(btf.types) if isinstance(t, Func)}
-
-
 def kfunc_id(name: str, program: str) -> int:
     """The vmlinux BTF id the verifier wants in a kfunc call's imm."""
-    funcs = _vmlinux_funcs()
-    if name not in funcs:
-        where = "this kernel's BTF" if funcs else f"{_VMLINUX_BTF} (missing: no kernel BTF)"
+    kernel_types = kernel_btf()
+    type_id = kernel_types.find(name, "func") if kernel_types is not None else None
+    if type_id is None:
+        where = ("this kernel's BTF" if kernel_types is not None else
+                 f"{VMLINUX_BTF} (missing: no kernel BTF)")
         raise LoadError([Diagnostic(None, f"program {program!r} calls kernel function {name!r}, "
                                     f"which is not in {where}",
                                     "kfuncs in kernel modules are not resolved by this loader")])
-    return funcs[name]
+    return type_id
 
 
 def _patch_ld_imm64(code: bytearray, off: int, src: int, fd: int, prog: str) -> None:

@@ -30,11 +30,12 @@ from .limits import MAX_SQ_ENTRIES
 from .uapi import (CQE_SIZE, EACCES, EINVAL, ENOSYS, EPERM, IORING_ENTER_EXT_ARG,
                    IORING_ENTER_GETEVENTS, IORING_FEAT_EXT_ARG, IORING_FEAT_SINGLE_MMAP,
                    IORING_OFF_CQ_RING, IORING_OFF_SQ_RING, IORING_OFF_SQES, IORING_REGISTER_FILES,
-                   IORING_SETUP_COOP_TASKRUN, IORING_SETUP_CQSIZE, IORING_SETUP_SUBMIT_ALL,
-                   IORING_SETUP_TASKRUN_FLAG, IORING_UNREGISTER_FILES, NR_IO_URING_ENTER,
-                   NR_IO_URING_REGISTER, NR_IO_URING_SETUP, SQE_SIZE)
+                   IORING_SETUP_COOP_TASKRUN, IORING_SETUP_CQSIZE, IORING_SETUP_NO_SQARRAY,
+                   IORING_SETUP_SUBMIT_ALL, IORING_SETUP_TASKRUN_FLAG, IORING_UNREGISTER_FILES,
+                   NR_IO_URING_ENTER, NR_IO_URING_REGISTER, NR_IO_URING_SETUP, SQE_SIZE)
 
-__all__ = ["RawRing", "io_uring_enter", "io_uring_register", "read_user", "write_user"]
+__all__ = ["RawRing", "SetupError", "io_uring_setup", "io_uring_enter", "io_uring_register",
+           "read_user", "write_user"]
 
 
 class _SqOffsets(ctypes.Structure):
@@ -114,9 +115,23 @@ class _Mapping:
     size: int
 
 
+class SetupError(OSError):
+    """io_uring_setup refused the flags or sizes a caller asked for (`errno` says why), as
+    opposed to a ring that was set up and then failed to map."""
+
+
 def oserror(call: str, err: int) -> OSError:
     name = _errno.errorcode.get(err, str(err))
     return OSError(err, f"{call} failed: {name} ({os.strerror(err)})")
+
+
+def io_uring_setup(entries: int, flags: int, cq_entries: int = 0) -> tuple[int, _Params]:
+    """The raw call: (the ring's fd, or -errno; the parameters the kernel filled in).
+    `cq_entries` counts only with IORING_SETUP_CQSIZE in `flags`."""
+    params = _Params()
+    params.flags, params.cq_entries = flags, cq_entries
+    fd = _syscall(NR_IO_URING_SETUP, entries, ctypes.byref(params))
+    return (fd if fd >= 0 else -ctypes.get_errno()), params
 
 
 def io_uring_enter(fd: int, to_submit: int, min_complete: int, flags: int, arg: int = 0,
@@ -143,9 +158,13 @@ class RawRing:
     Attributes used by `ring` on its hot path are plain ints and memoryviews: `sq_u32` / `cq_u32`
     are the ring regions seen as u32 arrays (head/tail/mask words are indexed by byte offset // 4),
     `sqes` and `cq` are byte views for slot copies.  Nothing else here runs per operation.
+
+    `flags` None sets up the ring `ring` wants (below); given flags (the mainline loop ring's)
+    are used as they are, with IORING_SETUP_CQSIZE added when `cq_entries` is given, and a
+    refusal is a SetupError carrying the errno.
     """
 
-    def __init__(self, entries: int, cq_entries: int | None = None) -> None:
+    def __init__(self, entries: int, cq_entries: int | None = None, flags: int | None = None) -> None:
         self.fd = -1
         self._maps: list[_Mapping] = []
         self._views: list[memoryview] = []
@@ -154,22 +173,22 @@ class RawRing:
         # TASKRUN_FLAG makes the kernel say (IORING_SQ_TASKRUN) when completions wait for an
         # io_uring_enter to post them, so a non-blocking peek knows to make one.  Older
         # kernels refuse unknown flags with EINVAL: try again without them.
-        for flags in (IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG, 0):
-            params = _Params()
-            params.flags = flags
+        tries = ((IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG, 0)
+                 if flags is None else (flags,))
+        for setup_flags in tries:
             if cq_entries is not None:
-                params.flags |= IORING_SETUP_CQSIZE
-                params.cq_entries = cq_entries
-            fd = _syscall(NR_IO_URING_SETUP, entries, ctypes.byref(params))
+                setup_flags |= IORING_SETUP_CQSIZE
+            fd, params = io_uring_setup(entries, setup_flags, cq_entries or 0)
             if fd >= 0:
                 break
-            err = ctypes.get_errno()
-            if err != EINVAL:
-                raise oserror("io_uring_setup", err)
+            if flags is not None:
+                raise SetupError(-fd, oserror("io_uring_setup", -fd).strerror)
+            if -fd != EINVAL:
+                raise oserror("io_uring_setup", -fd)
         else:
             raise ValueError(f"io_uring_setup refused entries={entries}, cq_entries={cq_entries}"
                              f" (EINVAL: at most {MAX_SQ_ENTRIES} SQ entries, CQ at least as large)")
-        self.fd = fd
+        self.fd, self.flags = fd, setup_flags
         try:
             self._map(params)
         except BaseException:
@@ -179,6 +198,7 @@ class RawRing:
         self.sq_entries = params.sq_entries
         self.cq_entries = params.cq_entries
         so, co = params.sq_off, params.cq_off
+        self.sq_off, self.cq_off = so, co     # the kernel's byte offsets, for a loop's layout
         self.sq_head, self.sq_tail, self.sq_mask = so.head // 4, so.tail // 4, so.ring_mask // 4
         self.sq_dropped = so.dropped // 4
         self.sq_flags = so.flags // 4
@@ -186,11 +206,13 @@ class RawRing:
         self.cq_overflow = co.overflow // 4
         self.cqes_off = co.cqes
         # The SQ array indirection is never used: slot i always holds SQE i, set once here as
-        # liburing does, so submitting is "write the SQE, bump the tail".
-        array = self.sq_u32
-        base = so.array // 4
-        for i in range(params.sq_entries):
-            array[base + i] = i
+        # liburing does (a NO_SQARRAY ring has no array), so submitting is "write the SQE, bump
+        # the tail".
+        if not self.flags & IORING_SETUP_NO_SQARRAY:
+            array = self.sq_u32
+            base = so.array // 4
+            for i in range(params.sq_entries):
+                array[base + i] = i
         if not self.features & IORING_FEAT_EXT_ARG:
             self.close()
             raise OSError(ENOSYS, "this kernel's io_uring lacks IORING_FEAT_EXT_ARG (5.11+), "
@@ -198,7 +220,8 @@ class RawRing:
 
     def _map(self, p: _Params) -> None:
         prot, flags = mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_SHARED | mmap.MAP_POPULATE
-        sq_size = p.sq_off.array + p.sq_entries * 4
+        sq_size = (p.sq_off.flags + 4 if p.flags & IORING_SETUP_NO_SQARRAY else
+                   p.sq_off.array + p.sq_entries * 4)
         cq_size = p.cq_off.cqes + p.cq_entries * CQE_SIZE
         if p.features & IORING_FEAT_SINGLE_MMAP:
             sq = cq = self._map_region(max(sq_size, cq_size), IORING_OFF_SQ_RING, prot, flags)

@@ -1,10 +1,11 @@
 """Mainline io_uring BPF (`io_uring_bpf_ops`, Linux 7.1+) from this machine's side.
 
 This kernel (6.18) has no io_uring_bpf_ops, so here the loader must say so cleanly: one
-CompileError-style message naming each missing piece, no traceback, no fd left open.  The parts
-that need no such kernel (the BTF index, reading ops variables and globals from objects, the
-ring a loop drives used from userspace) are tested here directly.  And one test boots Debian's
-7.2 kernel under QEMU (the project's tools/vm) and runs the tests/mainline group there, in one boot.
+diagnosed message (as the CLI prints it) naming each missing piece, no traceback, no fd left
+open.  The parts that need no such kernel (the lazy decoder of the kernel's BTF, reading ops
+variables and globals from objects, the ring a loop drives used from userspace) are tested here
+directly.  And one test boots Debian's 7.2 kernel under QEMU (the project's tools/vm) and runs
+the tests/mainline group there, in one boot.
 """
 from __future__ import annotations
 
@@ -19,11 +20,13 @@ import sys
 
 import pytest
 
-from pybpf_uring import mainline
-from pybpf_uring.btf import parse_btf
-from pybpf_uring.diagnostics import CompileError
+from pybpf_uring import btf, kernel, load, mainline
+from pybpf_uring.btf import BtfError, LazyBtf, parse_btf
+from pybpf_uring.errors import LoadError
 from pybpf_uring.globals_view import GlobalVar, global_vars, with_globals
 from pybpf_uring.mainline import LoopRing, MainlineUnsupportedError
+from pybpf_uring.mainline.ops import choose_ops
+from pybpf_uring.mainline.support import kernel_ops_from, ring_refusal
 from pybpf_uring.objfile import BpfObject
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -80,7 +83,7 @@ def test_attach_names_exactly_what_the_kernel_lacks(objects):
         with pytest.raises(MainlineUnsupportedError) as exc:
             ring.attach(obj_path(objects, "nops"), globals={"nops_wanted": 10})
     err = exc.value
-    assert isinstance(err, CompileError) and err.kind == "loop_step"
+    assert isinstance(err, LoadError) and err.kind == "loop_step"
     text = str(err)
     assert text.startswith(f"error: this kernel ({os.uname().release}) cannot run io_uring "
                            "loop_step programs: it lacks ")
@@ -104,9 +107,9 @@ def test_probe_reports_and_require_raises():
 
 
 def test_cli_style_rendering_has_no_traceback(objects):
-    """What `pybpf-uring` prints for a CompileError: the rendered diagnostics only."""
-    code = ("import sys\nfrom pybpf_uring.mainline import LoopRing\nfrom pybpf_uring.diagnostics "
-            "import CompileError\ntry:\n    LoopRing(8).attach(sys.argv[1])\nexcept CompileError as e:\n"
+    """What `pybpf-uring` prints for a diagnosed error: the rendered diagnostics only."""
+    code = ("import sys\nfrom pybpf_uring.mainline import LoopRing\nfrom pybpf_uring.errors "
+            "import DiagnosedError\ntry:\n    LoopRing(8).attach(sys.argv[1])\nexcept DiagnosedError as e:\n"
             "    print(e, file=sys.stderr); sys.exit(1)\n")
     run = subprocess.run([sys.executable, "-c", code, obj_path(objects, "nops")], capture_output=True,
                          text=True, cwd=ROOT)
@@ -117,47 +120,88 @@ def test_cli_style_rendering_has_no_traceback(objects):
         assert "Traceback" not in run.stderr
 
 
-# --- the kernel BTF index -------------------------------------------------------------------------
-def test_vmlinux_index_agrees_with_the_full_parser():
-    with open(mainline.VMLINUX_BTF, "rb") as f:
+# --- the kernel's BTF, decoded on demand ---------------------------------------------------------
+def test_lazy_decoder_agrees_with_the_full_parser():
+    """Every type of the running kernel's BTF decodes on demand to what parse_btf makes of it,
+    and names are found (and kinds told apart) as the full parse finds them."""
+    with open(btf.VMLINUX_BTF, "rb") as f:
         raw = f.read()
-    index, full = mainline.VmlinuxIndex(raw), parse_btf(raw)
-    assert len(index) == len(full.types)
+    lazy, full = LazyBtf(raw), parse_btf(raw)
+    assert len(lazy) == len(full.types)
+    assert all(lazy[i] == full.types[i] for i in range(0, len(full.types), 7))
     for name, kind in [("task_struct", "struct"), ("bpf_cmd", "enum"), ("io_uring_params", "struct"),
-                       ("bpf_rcu_read_lock", "func"), ("bpf_prog_type", "enum")]:
-        type_id = index.find(name, kind)
+                       ("bpf_rcu_read_lock", "func"), ("bpf_prog_type", "enum"), ("u32", None)]:
+        type_id = lazy.find(name, kind)
         assert type_id == full.find(name, kind) and type_id is not None
-        t = full.types[type_id]
-        got = index.type(type_id)
-        assert got == t if kind != "enum" else got.values == t.values
-    assert index.find("no_such_type_anywhere", "struct") is None
-    assert index.enum_value("bpf_cmd", "BPF_LINK_CREATE") == 28
-    assert index.enum_value("bpf_attach_type", "BPF_STRUCT_OPS") == 44
+        assert lazy.find_all(name) == full.find_all(name)
+        assert lazy[type_id] == full.types[type_id]
+    assert lazy.find("task_struct", "union") is None and lazy.find("no_such_type_anywhere") is None
+    task = lazy.find("task_struct", "struct")
+    assert lazy.size_of(task) == full.size_of(task) and lazy.type_name(task) == "struct task_struct"
+    # the numbers kernel.py issues bpf() with are the running kernel's
+    assert lazy.enum_value("bpf_cmd", "BPF_LINK_CREATE") == kernel.BPF_LINK_CREATE == 28
+    assert lazy.enum_value("bpf_attach_type", "BPF_STRUCT_OPS") == 44
+    assert lazy.enum_value("bpf_cmd", "NO_SUCH_VALUE") is None
 
 
-def test_vmlinux_index_reads_an_objects_btf(objects):
+def test_lazy_decoder_reads_an_objects_btf(objects):
     obj = BpfObject.read(obj_path(objects, "nops"))
-    index = mainline.VmlinuxIndex(obj.btf.raw)
-    ops_id = index.find("io_uring_bpf_ops", "struct")
+    lazy = LazyBtf(obj.btf.raw)
+    assert [lazy[i] for i in range(len(lazy))] == obj.btf.types
+    ops_id = lazy.find("io_uring_bpf_ops", "struct")
     assert ops_id == obj.btf.find("io_uring_bpf_ops", "struct")
-    assert index.type(ops_id) == obj.btf.types[ops_id]
-    assert index.is_func_pointer(index.type(ops_id).members[0].type)
-    assert not index.is_func_pointer(index.type(ops_id).members[1].type)
+    assert lazy.is_func_pointer(lazy[ops_id].members[0].type)
+    assert not lazy.is_func_pointer(lazy[ops_id].members[1].type)
+    assert lazy.has_name("io_uring_bpf_ops") and not lazy.has_name("io_uring_bpf_op")
+
+
+def test_lazy_decoder_refuses_malformed_btf(objects):
+    """Bad bytes are a BtfError saying where, never a struct.error or an IndexError."""
+    raw = BpfObject.read(obj_path(objects, "nops")).btf.raw
+    hdr_len, type_len = int.from_bytes(raw[4:8], "little"), int.from_bytes(raw[12:16], "little")
+    with pytest.raises(BtfError, match="magic"):
+        LazyBtf(b"\0\0" + raw[2:])
+    with pytest.raises(BtfError, match="truncated"):   # the last record loses its last word
+        LazyBtf(raw[:12] + (type_len - 4).to_bytes(4, "little") + raw[16:])
+    unknown = bytearray(raw)
+    unknown[hdr_len + 7] = 31                          # type 1's kind
+    with pytest.raises(BtfError, match="type 1 has unknown kind 31"):
+        LazyBtf(bytes(unknown))
+    with pytest.raises(BtfError, match="out of range"):
+        LazyBtf(raw)[len(LazyBtf(raw))]
+
+
+def test_the_loader_and_the_probe_share_one_kernel_btf():
+    """vmlinux is read once per process: the loader's kfunc ids and BTF-name checks and the
+    mainline probe all answer from btf.kernel_btf()."""
+    shared = btf.kernel_btf()
+    assert shared is btf.kernel_btf() and shared is not None
+    assert load.kfunc_id("bpf_rcu_read_lock", "p") == shared.find("bpf_rcu_read_lock", "func")
+    assert load.kernel_has_btf_type("task_struct") and not load.kernel_has_btf_type("no_such_type_anywhere")
+    with pytest.raises(LoadError, match="calls kernel function 'no_such_kfunc', which is not in this kernel's BTF"):
+        load.kfunc_id("no_such_kfunc", "p")
 
 
 def test_probe_names_each_missing_piece_of_a_partial_btf(objects):
     """An object's BTF has the ops struct and the kfunc externs but none of the kernel's enums
     or the struct_ops value type: the probe names exactly those, whatever kernel runs this."""
-    index = mainline.VmlinuxIndex(BpfObject.read(obj_path(objects, "nops")).btf.raw)
+    partial = LazyBtf(BpfObject.read(obj_path(objects, "nops")).btf.raw)
     missing: list[str] = []
-    assert mainline._probe_btf(index, missing) is None
+    assert kernel_ops_from(partial, missing) is None
     assert missing == [
         "BTF type `struct bpf_struct_ops_io_uring_bpf_ops` with a `data` member (the struct_ops "
         "value type the kernel registers along with the ops)",
         "`BPF_PROG_TYPE_STRUCT_OPS` in BTF `enum bpf_prog_type`",
         "`BPF_MAP_TYPE_STRUCT_OPS` in BTF `enum bpf_map_type`",
-        "`BPF_STRUCT_OPS` in BTF `enum bpf_attach_type`",
-        "`BPF_LINK_CREATE` in BTF `enum bpf_cmd`"]
+        "`BPF_STRUCT_OPS` in BTF `enum bpf_attach_type`"]
+
+
+def test_link_create_failure_names_the_command_and_errno():
+    """kernel.link_create is the one BPF_LINK_CREATE call; a bad fd is the kernel's EBADF."""
+    with pytest.raises(OSError) as exc:
+        kernel.link_create(1 << 20, 0, 44)
+    assert exc.value.errno == errno.EBADF
+    assert exc.value.strerror == "BPF_LINK_CREATE failed: EBADF (not an open BPF object fd)"
 
 
 # --- the object side --------------------------------------------------------------------------------
@@ -184,7 +228,7 @@ def test_globals_of_a_clang_object_are_set_on_a_copy(objects):
     assert data[variables["result"].offset:][:4] == (-5).to_bytes(4, "little", signed=True)
     assert patched.map(".bss").data[variables["buffer"].offset:][:8] == (1 << 40).to_bytes(8, "little")
     assert obj.map(".rodata").data == bytes(len(rodata))     # the original is untouched
-    with pytest.raises(CompileError, match="no global variable 'nope'"):
+    with pytest.raises(LoadError, match="no global variable 'nope'"):
         with_globals(obj, {"nope": 1})
     with pytest.raises(OverflowError):
         with_globals(obj, {"cq_entries": 1 << 32})
@@ -197,10 +241,10 @@ def test_an_object_without_ops_is_diagnosed(objects, tmp_path):
                    'char LICENSE[] __attribute__((section("license"), used)) = "GPL";\n')
     out = tmp_path / "plain.o"
     subprocess.run(CLANG + ["-c", str(src), "-o", str(out)], check=True, capture_output=True)
-    with pytest.raises(CompileError, match=r"has no `struct io_uring_bpf_ops` variables"):
-        mainline._choose_ops(BpfObject.read(out), None)
-    with pytest.raises(CompileError, match="no struct_ops variable 'x'"):
-        mainline._choose_ops(BpfObject.read(obj_path(objects, "nops")), "x")
+    with pytest.raises(LoadError, match=r"has no `struct io_uring_bpf_ops` variables"):
+        choose_ops(BpfObject.read(out), None)
+    with pytest.raises(LoadError, match="no struct_ops variable 'x'"):
+        choose_ops(BpfObject.read(obj_path(objects, "nops")), "x")
 
 
 @pytest.mark.parametrize("name", ["count", "cp", "mainline_nops"])
@@ -265,10 +309,10 @@ def test_region_views_are_checked_against_the_ring_here():
                 mainline.check_region_views(cp, ring)
             assert exc.value.errno == 0 and f"declare the view's `cqes: Cqe[{cq}]`" in str(exc.value)
             mainline.check_region_views(count, ring)          # a header-only view fits any ring
-    assert mainline._ring_refusal(mainline.REQUIRED_RING_FLAGS) == ""
-    assert mainline._ring_refusal(mainline.REQUIRED_RING_FLAGS | mainline.IORING_SETUP_IOPOLL) == \
+    assert ring_refusal(mainline.REQUIRED_RING_FLAGS) == ""
+    assert ring_refusal(mainline.REQUIRED_RING_FLAGS | mainline.IORING_SETUP_IOPOLL) == \
         "with IORING_SETUP_IOPOLL"
-    assert mainline._ring_refusal(mainline.IORING_SETUP_SQPOLL) == \
+    assert ring_refusal(mainline.IORING_SETUP_SQPOLL) == \
         "with IORING_SETUP_SQPOLL and without IORING_SETUP_DEFER_TASKRUN"
 
 

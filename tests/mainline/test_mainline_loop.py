@@ -13,8 +13,8 @@ import threading
 
 import pytest
 
-from pybpf_uring import mainline
-from pybpf_uring.diagnostics import CompileError
+from pybpf_uring import btf, kernel, mainline
+from pybpf_uring.errors import LoadError
 from pybpf_uring.load import VerifierError
 from pybpf_uring.mainline import LoopError, LoopRing
 
@@ -31,8 +31,10 @@ def test_probe_reads_the_ops_layout_from_kernel_btf():
     assert kops.func_members == {"loop_step"}
     assert kops.data_offset % 8 == 0 and kops.data_offset + kops.ops.size <= kops.value_size
     assert set(kops.kfunc_ids) == set(mainline.KFUNCS)
-    # the numbers come from the kernel's enums; these are their long-stable uapi values
-    assert dict(kops.numbers) == {"prog_type": 27, "map_type": 26, "attach_type": 44, "link_create": 28}
+    # the numbers come from the kernel's enums; these are their long-stable uapi values, and the
+    # command kernel.link_create issues is the kernel's BPF_LINK_CREATE
+    assert dict(kops.numbers) == {"prog_type": 27, "map_type": 26, "attach_type": 44}
+    assert btf.kernel_btf().enum_value("bpf_cmd", "BPF_LINK_CREATE") == kernel.BPF_LINK_CREATE == 28
     assert support.ring_flags & mainline.IORING_SETUP_SQ_REWIND
 
 
@@ -239,7 +241,7 @@ def test_verifier_rejection_points_at_the_c_line(c_object):
         with pytest.raises(VerifierError) as exc:
             ring.attach(c_object("reject"))
         err = exc.value
-        assert isinstance(err, CompileError) and err.program == "wild_step"
+        assert isinstance(err, LoadError) and err.program == "wild_step"
         span = err.diagnostics[0].span
         assert span is not None and span.source.path.endswith("mainline_reject.c")
         assert "unbounded: the verifier must reject this line" in span.source.line(span.line)
@@ -250,11 +252,11 @@ def test_verifier_rejection_points_at_the_c_line(c_object):
 
 def test_globals_errors_are_diagnosed(c_object):
     with LoopRing(8, 16) as ring:
-        with pytest.raises(CompileError, match="no global variable 'nope'") as exc:
+        with pytest.raises(LoadError, match="no global variable 'nope'") as exc:
             ring.attach(c_object("nops"), globals={"nope": 1})
         assert "nops_wanted" in str(exc.value)
         with ring.attach(c_object("nops")) as att:
-            with pytest.raises(CompileError, match="frozen"):
+            with pytest.raises(LoadError, match="frozen"):
                 att.globals["batch"] = 4
             with pytest.raises(KeyError):
                 att.globals["nope"]

@@ -5,7 +5,7 @@ link's reg callback at BPF_LINK_CREATE): a ring with IORING_SETUP_SQPOLL or IORI
 or one without IORING_SETUP_DEFER_TASKRUN, with EOPNOTSUPP.  io_uring_setup itself already
 refuses SQPOLL together with DEFER_TASKRUN or SQ_REWIND (EINVAL), so an SQPOLL ring reaches the
 attach only without DEFER_TASKRUN; IOPOLL | DEFER_TASKRUN rings are set up fine and refused at
-attach by the IOPOLL check alone.  Each refusal is an UnsuitableRingError (a CompileError: the
+attach by the IOPOLL check alone.  Each refusal is an UnsuitableRingError (a LoadError: the
 CLI prints it without a traceback) naming the flags, with the rule as its note.
 
 A CQ view compiled for one CQ size is refused on a ring of another (`check_region_views`) before
@@ -22,8 +22,9 @@ import sys
 import pytest
 
 from pybpf_uring import mainline
-from pybpf_uring.diagnostics import CompileError
+from pybpf_uring.errors import LoadError
 from pybpf_uring.mainline import LoopRing, UnsuitableRingError
+from pybpf_uring.mainline.support import flag_names
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 M = mainline
@@ -59,7 +60,7 @@ def test_the_kernel_refuses_the_ring_and_the_error_names_the_flags(c_object, fla
     with LoopRing(8, flags=flags) as ring:        # io_uring_setup takes these: only the attach fails
         with pytest.raises(UnsuitableRingError) as exc:
             ring.attach(c_object("nops"), globals={"nops_wanted": 8})
-        assert exc.value.errno == errno.EOPNOTSUPP and isinstance(exc.value, CompileError)
+        assert exc.value.errno == errno.EOPNOTSUPP and isinstance(exc.value, LoadError)
         assert str(exc.value) == refused(ring, why)
         assert ring.attachments == []
     assert open_fds() == before
@@ -88,7 +89,7 @@ def test_sqpoll_with_loop_flags_is_refused_at_setup(extra, named):
     with pytest.raises(UnsuitableRingError) as exc:
         LoopRing(8, flags=flags)
     assert exc.value.errno == errno.EINVAL
-    assert str(exc.value) == (f"error: io_uring_setup(8, cq_entries=None, flags={M._flag_names(flags)}) "
+    assert str(exc.value) == (f"error: io_uring_setup(8, cq_entries=None, flags={flag_names(flags)}) "
                               f"failed: EINVAL: the kernel takes no IORING_SETUP_SQPOLL with {named}\n{RULE}")
     assert open_fds() == before
 
