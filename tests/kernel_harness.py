@@ -1,14 +1,15 @@
 """Shared by the kernel tests: compile a BPF module from source, load it into the running
 kernel, and run its syscall programs with test_run on a ctx built from the module's own
 Struct classes (the source is also ordinary Python, so executing it gives the host classes);
-and build clang-22's object of a C twin (`clang_object`)."""
+and build clang-22's object of a C twin (`clang_object`).  What the machine offers (clang-22,
+bpf(), io_uring) is probed in tests/probes.py, not here."""
 from __future__ import annotations
 
 import contextlib
-import shutil
 import subprocess
 from pathlib import Path
 
+import probes
 from pybpf_uring import compile_source
 
 
@@ -37,18 +38,14 @@ def floormod(a: int, b: int) -> int:
     return a if b == 0 else a % b
 
 
-CLANG = shutil.which("clang-22")
-
-
 def clang_object(directory: Path, name: str, source: str):
     """The BpfObject clang-22 -O2 -g -mcpu=v3 makes of C `source` (written to directory/name.c);
-    the test is skipped where clang-22 is not installed."""
-    import pytest
+    where clang-22 is missing, the test skips (or fails in CI) by tests/probes.py's rule.  A test
+    that calls this carries @pytest.mark.tools("clang") so that `-m unit` leaves it out."""
     from pybpf_uring.objfile import BpfObject
-    if CLANG is None:
-        pytest.skip("clang-22 not installed")
+    probes.require("clang")
     c, o = directory / f"{name}.c", directory / f"{name}.o"
     c.write_text(source)
-    subprocess.run([CLANG, "-O2", "-g", "-target", "bpf", "-mcpu=v3", "-c", str(c), "-o", str(o)],
+    subprocess.run([probes.CLANG, "-O2", "-g", "-target", "bpf", "-mcpu=v3", "-c", str(c), "-o", str(o)],
                    check=True)
     return BpfObject.read(o)

@@ -12,6 +12,7 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
+from probes import CLANG
 
 import pybpf_uring
 
@@ -162,12 +163,11 @@ def test_a_caught_compile_error_is_the_same_error_with_a_short_traceback():
     assert names == ["test_a_caught_compile_error_is_the_same_error_with_a_short_traceback", "entry"]
 
 
+@pytest.mark.tools("clang")
+@pytest.mark.kernel
 def test_an_uncaught_verifier_error_from_load_shows_the_users_frames(tmp_path):
     """`.load()` is a public entry point too: the kernel's rejection, located in the C source,
     without the loader's frames."""
-    from kernel_harness import CLANG
-    if CLANG is None:
-        pytest.skip("clang-22 not installed")
     obj = tmp_path / "reject.o"
     subprocess.run([CLANG, "-O2", "-g", "-target", "bpf", "-mcpu=v3", "-c",
                     str(ROOT / "tests" / "data" / "load_reject.c"), "-o", str(obj)], check=True)

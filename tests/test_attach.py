@@ -17,17 +17,8 @@ from pybpf_uring.load import UnsupportedProgramError
 from pybpf_uring.trace import TraceLine, TraceReader, parse_line, trace_lines
 
 
-def _bpf_usable() -> bool:
-    try:
-        kernel.close(kernel.map_create(kernel.BPF_MAP_TYPE_ARRAY, 4, 4, 1))
-        return True
-    except OSError:
-        return False
-
-
-bpf = pytest.mark.skipif(not _bpf_usable(), reason="bpf() not permitted here")
-TRACEFS = any(os.path.isdir(os.path.join(r, "events")) for r in kernel.TRACEFS_ROOTS)
-tracefs = pytest.mark.skipif(not TRACEFS, reason="tracefs not mounted")
+bpf = pytest.mark.kernel
+tracefs = pytest.mark.kernel("tracefs")
 
 
 def open_fds() -> set[int]:

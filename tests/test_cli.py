@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from importlib.metadata import version
 
 import pytest
+from probes import CLANG, OBJDUMP
 
 from pybpf_uring import compile_file
 
@@ -18,7 +18,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLES = os.path.join(ROOT, "samples")
 PACKET_STATS = os.path.join(SAMPLES, "packet_stats.py")
 BENCH_PROGRAMS = os.path.join(ROOT, "bench", "programs.py")
-OBJDUMP = "/usr/lib/llvm-22/bin/llvm-objdump"
 
 ENGINE_ONLY = "runs in the engine (Ring), not loadable by this kernel"
 
@@ -174,12 +173,11 @@ def test_verify_names_where_io_uring_programs_run(tmp_path):
                                                "a ring on Linux 7.1+, not loaded on its own\n")
 
 
+@pytest.mark.tools("clang")
+@pytest.mark.kernel
 def test_verify_fails_for_programs_the_verifier_rejects(tmp_path):
-    clang = shutil.which("clang-22")
-    if clang is None:
-        pytest.skip("clang-22 not installed")
     obj = tmp_path / "load_reject.o"
-    subprocess.run([clang, "-O2", "-g", "-target", "bpf", "-mcpu=v3", "-c",
+    subprocess.run([CLANG, "-O2", "-g", "-target", "bpf", "-mcpu=v3", "-c",
                     os.path.join(ROOT, "tests", "data", "load_reject.c"), "-o", str(obj)], check=True)
     run = cli("verify", str(obj))
     assert run.returncode == 1 and run.stdout == "" and "Traceback" not in run.stderr
@@ -202,14 +200,13 @@ def test_an_unreadable_file_has_one_message_format(tmp_path):
             assert (run.returncode, run.stdout, run.stderr) == (1, "", f"{path}: error: cannot read: {reason}\n"), command
 
 
+@pytest.mark.tools("setpriv")   # as root, to give up CAP_DAC_OVERRIDE
 def test_a_file_without_read_permission(tmp_path):
     secret = tmp_path / "secret.py"
     secret.write_text("x = 1\n")
     secret.chmod(0)
     prefix = []
     if os.geteuid() == 0:   # root reads anything: take the capabilities that let it
-        if shutil.which("setpriv") is None:
-            pytest.skip("root without setpriv cannot give up CAP_DAC_OVERRIDE")
         prefix = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
     run = subprocess.run([*prefix, sys.executable, "-m", "pybpf_uring", "check", str(secret)],
                          capture_output=True, text=True)

@@ -19,14 +19,13 @@ import ctypes
 import os
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-hypothesis = pytest.importorskip("hypothesis")
-pytest.importorskip("llvmlite")
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
+from pybpf_uring import compile_source
+from pybpf_uring.engine import instantiate
 
-from pybpf_uring import compile_source  # noqa: E402
-from pybpf_uring.engine import instantiate  # noqa: E402
+pytestmark = pytest.mark.kernel("syscall_programs")
 
 BACKENDS = ["interpreter"]
 try:
@@ -35,9 +34,6 @@ try:
         BACKENDS.append("jit")
 except ImportError:
     pass
-
-if os.geteuid() != 0:
-    pytest.skip("loading programs into the kernel needs root", allow_module_level=True)
 
 TYPES = ["u8", "i8", "u16", "i16", "u32", "i32", "u64", "i64"]
 FIELDS = {"a": "u8", "b": "i8", "c": "u16", "d": "i16", "e": "u32", "f": "i32", "g": "u64", "h": "i64"}

@@ -72,8 +72,9 @@ def test_round_trip(fields):
 
 # --- llvm-objdump text, one instruction at a time ---------------------------------------------
 import os  # noqa: E402
-import shutil  # noqa: E402
 import subprocess  # noqa: E402
+
+from probes import CLANG, OBJDUMP  # noqa: E402
 
 from pybpf_uring import disasm  # noqa: E402
 from pybpf_uring.objfile import BpfObject, read_elf  # noqa: E402
@@ -170,8 +171,6 @@ def test_format_program_numbers_slots_and_targets():
 
 # --- golden: whole objects against llvm-objdump-22 --------------------------------------------
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
-CLANG = shutil.which("clang-22") or "clang-22"
-OBJDUMP = "/usr/lib/llvm-22/bin/llvm-objdump"
 
 GOLDEN = [  # (fixture, cpu, readable as a BpfObject)
     ("disasm_ops", "v1", True), ("disasm_ops", "v2", True), ("disasm_ops", "v3", True),

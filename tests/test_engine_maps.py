@@ -13,7 +13,7 @@ import textwrap
 import time
 
 import pytest
-from kernel_harness import CLANG, clang_object
+from kernel_harness import clang_object
 
 from pybpf_uring import Ring
 from pybpf_uring.engine import Memory, MemoryFault, instantiate
@@ -21,8 +21,7 @@ from pybpf_uring.engine.instance import EngineError, format_trace
 from pybpf_uring.engine.maps import BPF_ANY, BPF_EXIST, BPF_F_LOCK, BPF_NOEXIST, ArrayMap, HashMap, make_map
 from pybpf_uring.objfile import MapSpec
 
-pytest.importorskip("llvmlite")
-from pybpf_uring import compile_source  # noqa: E402
+from pybpf_uring import compile_source
 
 
 
@@ -442,10 +441,10 @@ def _kernel_result(call) -> int:
         return -exc.errno
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="bpf() needs root")
+@pytest.mark.kernel
 @pytest.mark.parametrize("map_type,max_entries", [(2, 4), (1, 3)], ids=["array", "hash"])
 def test_update_and_delete_return_what_the_kernel_returns(map_type, max_entries):
-    hypothesis = pytest.importorskip("hypothesis")
+    import hypothesis
     from hypothesis import strategies as st
 
     from pybpf_uring import kernel
@@ -518,11 +517,12 @@ class MapArgs(ctypes.Structure):
                 ("ret", ctypes.c_int64), ("found", ctypes.c_uint64)]
 
 
-@pytest.mark.skipif(CLANG is None or os.geteuid() != 0, reason="needs clang-22 and root")
+@pytest.mark.tools("clang")
+@pytest.mark.kernel
 def test_helper_calls_return_what_the_kernel_helpers_return(tmp_path):
     """The same clang object, run by the kernel (test_run) and by the engine: every helper call's
     return code and the value found afterwards agree, for random operation sequences."""
-    hypothesis = pytest.importorskip("hypothesis")
+    import hypothesis
     from hypothesis import strategies as st
 
     obj = clang_object(tmp_path, "ops", MAP_OPS_C)

@@ -13,7 +13,7 @@ import errno
 import os
 
 import pytest
-from kernel_harness import CLANG, clang_object
+from kernel_harness import clang_object
 
 from pybpf_uring.engine import Memory, MemoryFault, instantiate
 from pybpf_uring.engine.maps import (BPF_ANY, BPF_EXIST, BPF_NOEXIST, LruHashMap, PercpuArrayMap,
@@ -181,14 +181,15 @@ def _result(call) -> int:
         return -exc.errno
 
 
-@pytest.mark.skipif(CLANG is None or os.geteuid() != 0, reason="needs clang-22 and root")
+@pytest.mark.tools("clang")
+@pytest.mark.kernel
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_per_cpu_and_lru_maps_behave_as_the_kernel_s(tmp_path, backend):
     """Random program and host operations on per-CPU array, per-CPU hash and LRU hash maps:
     helper return codes, what the program found (and incremented in place), host-side errors
     and the host's reads (the kernel's value on our CPU against the engine's one value)."""
     _jit_or_skip(backend)
-    hypothesis = pytest.importorskip("hypothesis")
+    import hypothesis
     from hypothesis import strategies as st
     obj = clang_object(tmp_path, "ops", MAP_OPS_C)
     op = st.tuples(st.integers(0, 4), st.integers(0, 2), st.integers(0, 5),
@@ -354,14 +355,15 @@ def _same_records(got: list[bytes], want: list[bytes]) -> None:
             assert g == w
 
 
-@pytest.mark.skipif(CLANG is None or os.geteuid() != 0, reason="needs clang-22 and root")
+@pytest.mark.tools("clang")
+@pytest.mark.kernel
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_ringbuf_helpers_and_consumer_behave_as_the_kernel_s(tmp_path, backend):
     """Random outputs, reservations (submitted, discarded, two at once), bad flags and host
     consumption on a 4096-byte ring: every helper's return code, every bpf_ringbuf_query value
     (0-4) after each run and the records consumed agree with the kernel's."""
     _jit_or_skip(backend)
-    hypothesis = pytest.importorskip("hypothesis")
+    import hypothesis
     from hypothesis import strategies as st
     obj = clang_object(tmp_path, "rb", RINGBUF_C)
     op = st.tuples(st.integers(0, 4), st.integers(0, 7), st.integers(0, 7), st.integers(0, 4100),
@@ -504,7 +506,8 @@ class Event(ctypes.Structure):
     _fields_ = [("user_data", ctypes.c_uint64), ("n", ctypes.c_uint32), ("pad", ctypes.c_uint32)]
 
 
-@pytest.mark.skipif(CLANG is None, reason="needs clang-22")
+@pytest.mark.tools("clang")
+@pytest.mark.uring
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_an_iouring_program_logs_to_a_ringbuf_the_host_consumes(tmp_path, backend):
     _jit_or_skip(backend)
@@ -586,7 +589,8 @@ char _license[] SEC("license") = "GPL";
 """
 
 
-@pytest.mark.skipif(CLANG is None, reason="needs clang-22")
+@pytest.mark.tools("clang")
+@pytest.mark.uring
 @pytest.mark.parametrize("native", [True, False], ids=["native-waits", "python-ring"])
 def test_ringbuf_records_across_the_runs_of_a_wait(tmp_path, native):
     """A request re-run 20 times inside one wait (natively, on the JIT, or by the Python ring):

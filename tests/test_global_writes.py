@@ -13,7 +13,7 @@ import struct
 
 import pytest
 
-from pybpf_uring import Ring, compile_source, kernel
+from pybpf_uring import Ring, compile_source
 from pybpf_uring.cli import main as cli_main
 from pybpf_uring.engine import instantiate
 from pybpf_uring.engine.jit import jit_available
@@ -109,15 +109,7 @@ def check(g, run: int, expected: dict) -> None:
     assert g.runs == run
 
 
-def _bpf_usable() -> bool:
-    try:
-        kernel.close(kernel.map_create(kernel.BPF_MAP_TYPE_ARRAY, 4, 4, 1))
-        return True
-    except OSError:
-        return False
-
-
-@pytest.mark.skipif(not _bpf_usable(), reason="bpf() not permitted here")
+@pytest.mark.kernel
 def test_kernel_program_writes_fields_and_elements_of_globals():
     with compile_source(SRC, "<bpf module>").load() as live:
         assert "record_ring" in live.programs.skipped                # the engine's, not the kernel's

@@ -8,24 +8,17 @@ import ctypes
 import dataclasses
 import os
 
+import probes
 import pytest
 
-from pybpf_uring import Ring, compile_source, kernel
+from pybpf_uring import Ring, compile_source
 from pybpf_uring.errors import LoadError
 from pybpf_uring.globals_view import ArrayView, FrozenGlobalError, StructView, global_vars
 
 from kernel_harness import clang_object
 
 
-def _bpf_usable() -> bool:
-    try:
-        kernel.close(kernel.map_create(kernel.BPF_MAP_TYPE_ARRAY, 4, 4, 1))
-        return True
-    except OSError:
-        return False
-
-
-bpf = pytest.mark.skipif(not _bpf_usable(), reason="bpf() not permitted here")
+bpf = pytest.mark.kernel
 
 KERNEL_SRC = '''
 from pybpf_uring import syscall, Struct, Const, i16, i32, u8, u32, u64
@@ -268,7 +261,7 @@ def test_views_compare_and_iterate_like_their_values():
 
 def test_no_fd_is_left_open():
     before = set(os.listdir("/proc/self/fd"))
-    if _bpf_usable():
+    if probes.missing("bpf") is None:
         with compile_source(KERNEL_SRC, "<bpf module>").load() as live:
             live.globals.pt.x = 1
     assert set(os.listdir("/proc/self/fd")) == before

@@ -668,27 +668,12 @@ def test_refused_program_leaves_shared_memory_unchanged():
 # ---------------------------------------------------------------------------------------------
 # The real kernel as the reference: random ALU programs (with byte swaps) run as syscall
 # programs through BPF_PROG_TEST_RUN, every register written back into the ctx, and the same
-# bytes run in this engine must leave the same ctx.  Skipped where bpf() is unavailable.
-
-def _kernel_available() -> bool:
-    try:
-        from pybpf_uring import kernel
-        loaded = kernel.prog_load(kernel.BPF_PROG_TYPE_SYSCALL, bytes.fromhex(
-            "b700000000000000" "9500000000000000"), prog_flags=_SLEEPABLE)
-    except Exception:
-        return False
-    if loaded.fd < 0:
-        return False
-    import os
-    os.close(loaded.fd)
-    return True
-
+# bytes run in this engine must leave the same ctx.  Marked kernel("syscall_programs").
 
 _SLEEPABLE = 1 << 4          # BPF_F_SLEEPABLE: the kernel runs syscall programs only sleepable
 # Register values where the edge cases live (zero divisors, INT_MIN / -1, sign bits).
 _INTERESTING = st.integers(0, M64) | st.sampled_from(
     [0, 1, 2, M64, M64 - 1, 1 << 63, (1 << 63) - 1, M32, 1 << 31, (1 << 31) - 1, 0xFF, 0x80])
-_KERNEL = _kernel_available()
 
 
 @st.composite
@@ -715,7 +700,7 @@ def _epilogue() -> bytes:
     return prog(*lines)
 
 
-@pytest.mark.skipif(not _KERNEL, reason="bpf() syscall programs unavailable here")
+@pytest.mark.kernel("syscall_programs")
 @settings(max_examples=150, deadline=None)
 @given(init=st.lists(_INTERESTING, min_size=10, max_size=10),
        body=st.lists(verifiable_insn(), min_size=1, max_size=20))
@@ -789,7 +774,7 @@ def verifiable_program(draw):
     return b"".join(out)
 
 
-@pytest.mark.skipif(not _KERNEL, reason="bpf() syscall programs unavailable here")
+@pytest.mark.kernel("syscall_programs")
 @settings(max_examples=100, deadline=None)
 @given(init=st.lists(_INTERESTING, min_size=10, max_size=10), body=verifiable_program())
 def test_programs_with_stack_and_branches_match_the_kernel(init, body):
@@ -943,10 +928,9 @@ def crunch(ctx: Args) -> i32:
 """
 
 
-@pytest.mark.skipif(not _KERNEL, reason="bpf() syscall programs unavailable here")
+@pytest.mark.kernel("syscall_programs")
 @pytest.mark.parametrize("cpu", ["v3", "v4"])
 def test_compiled_programs_match_the_kernel(cpu):
-    pytest.importorskip("llvmlite")
     import random
     from pybpf_uring import compile_source
     namespace: dict = {}

@@ -15,15 +15,13 @@ import struct
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-pytest.importorskip("llvmlite")
-
-from pybpf_uring import isa  # noqa: E402
-from pybpf_uring import conformance  # noqa: E402
-from pybpf_uring.conformance import assemble, read_case  # noqa: E402
-from pybpf_uring.engine import (BpfFault, BudgetExceeded, Interpreter, InvalidProgram,  # noqa: E402
+from pybpf_uring import isa
+from pybpf_uring import conformance
+from pybpf_uring.conformance import assemble, read_case
+from pybpf_uring.engine import (BpfFault, BudgetExceeded, Interpreter, InvalidProgram,
                                 Memory)
-from pybpf_uring.engine import jit as jit_module  # noqa: E402
-from pybpf_uring.engine.jit import Jit, select_engine  # noqa: E402
+from pybpf_uring.engine import jit as jit_module
+from pybpf_uring.engine.jit import Jit, select_engine
 
 M64 = (1 << 64) - 1
 M32 = (1 << 32) - 1
@@ -559,21 +557,7 @@ def test_compiled_programs_match_the_interpreter(cpu):
         assert jitted == interpreted
 
 
-def _kernel_available() -> bool:
-    try:
-        from pybpf_uring import kernel
-        loaded = kernel.prog_load(kernel.BPF_PROG_TYPE_SYSCALL, bytes.fromhex(
-            "b700000000000000" "9500000000000000"), prog_flags=1 << 4)
-    except Exception:
-        return False
-    if loaded.fd < 0:
-        return False
-    import os
-    os.close(loaded.fd)
-    return True
-
-
-@pytest.mark.skipif(not _kernel_available(), reason="bpf() syscall programs unavailable here")
+@pytest.mark.kernel("syscall_programs")
 def test_compiled_program_matches_the_kernel_and_the_interpreter():
     import random
     obj, namespace = _compiled("v4")
@@ -591,7 +575,7 @@ def test_compiled_program_matches_the_kernel_and_the_interpreter():
             assert jitted[1] == bytes(expected.ctx)
 
 
-@pytest.mark.skipif(not _kernel_available(), reason="bpf() syscall programs unavailable here")
+@pytest.mark.kernel("syscall_programs")
 @pytest.mark.parametrize("cpu", ["v3", "v4"])
 def test_hash_loop_matches_the_kernel_and_the_interpreter(cpu):
     import random

@@ -10,14 +10,14 @@ import dataclasses
 import errno
 import os
 import random
-import shutil
 import struct
 import subprocess
 from types import SimpleNamespace as NS
 
 import pytest
+from probes import CLANG
 
-from pybpf_uring import isa, kernel
+from pybpf_uring import BpfObject, isa, kernel
 from pybpf_uring import load as loadmod
 from pybpf_uring.errors import CompileError, LoadError
 from pybpf_uring.isa import Instruction as I
@@ -26,15 +26,7 @@ from pybpf_uring.isa import Instruction as I
 RET42 = bytes([0xB7, 0, 0, 0, 42, 0, 0, 0, 0x95, 0, 0, 0, 0, 0, 0, 0])
 
 
-def _bpf_usable() -> bool:
-    try:
-        kernel.close(kernel.map_create(kernel.BPF_MAP_TYPE_ARRAY, 4, 4, 1))
-        return True
-    except OSError:
-        return False
-
-
-pytestmark = pytest.mark.skipif(not _bpf_usable(), reason="bpf() not permitted here")
+pytestmark = pytest.mark.kernel
 
 
 def open_fds() -> set[int]:
@@ -343,15 +335,10 @@ def test_reason_written_after_an_instruction_is_found():
 # --- load: clang-compiled objects in the kernel -------------------------------------------------
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
-CLANG = shutil.which("clang-22")
-
-
 @pytest.fixture(scope="module")
 def c_object(tmp_path_factory):
-    """`c_object("load_syscall")` → the BpfObject clang-22 makes of tests/data/load_syscall.c."""
-    if CLANG is None:
-        pytest.skip("clang-22 not installed")
-    objfile = pytest.importorskip("pybpf_uring.objfile")
+    """`c_object("load_syscall")` → the BpfObject clang-22 makes of tests/data/load_syscall.c
+    (for tests marked tools("clang"))."""
     out = tmp_path_factory.mktemp("objs")
     cache: dict = {}
 
@@ -360,7 +347,7 @@ def c_object(tmp_path_factory):
             path = out / f"{name}.o"
             subprocess.run([CLANG, "-O2", "-g", "-target", "bpf", "-mcpu=v3", "-c",
                             os.path.join(DATA, f"{name}.c"), "-o", str(path)], check=True)
-            cache[name] = objfile.BpfObject.read(str(path))
+            cache[name] = BpfObject.read(str(path))
         return cache[name]
     return build
 
@@ -403,6 +390,7 @@ def calc_inputs(n: int = 300) -> list[tuple[int, int, int]]:
     return cases
 
 
+@pytest.mark.tools("clang")
 def test_syscall_program_matches_python_reference(c_object):
     with loadmod.load(c_object("load_syscall")) as live:
         calc = live.programs["calc"]
@@ -426,6 +414,7 @@ def test_syscall_program_matches_python_reference(c_object):
         assert type(live.maps["last"][op]).__name__ == "pair"
 
 
+@pytest.mark.tools("clang")
 def test_ctx_as_bytes_comes_back_as_bytes(c_object):
     with loadmod.load(c_object("load_syscall")) as live:
         raw = bytes(Args(a=40, b=2, op=0))
@@ -434,6 +423,7 @@ def test_ctx_as_bytes_comes_back_as_bytes(c_object):
         assert res.retval == 42 and res.signed_retval == 42
 
 
+@pytest.mark.tools("clang")
 def test_negative_return_value_is_32_bits(c_object):
     with loadmod.load(c_object("load_syscall")) as live:
         res = live.programs["calc"].test_run(Args(a=0, b=1, op=1))  # 0 - 1 = ~0
@@ -442,6 +432,7 @@ def test_negative_return_value_is_32_bits(c_object):
         assert res.retval == 0xFFFFFFFF and res.signed_retval == -1
 
 
+@pytest.mark.tools("clang")
 def test_program_reads_what_the_host_wrote(c_object):
     with loadmod.load(c_object("load_syscall")) as live:
         counters = live.maps["counters"]
@@ -454,6 +445,7 @@ def test_program_reads_what_the_host_wrote(c_object):
         assert live.programs["sum_counters"].test_run(Args()).retval == 2
 
 
+@pytest.mark.tools("clang")
 def test_update_flags_on_a_loaded_hash_map(c_object):
     with loadmod.load(c_object("load_syscall")) as live:
         last = live.maps["last"]
@@ -466,6 +458,7 @@ def test_update_flags_on_a_loaded_hash_map(c_object):
         assert 4 not in last and len(last) == 0
 
 
+@pytest.mark.tools("clang")
 def test_maps_are_created_as_declared(c_object):
     with loadmod.load(c_object("load_syscall")) as live:
         def shape(name):
@@ -478,6 +471,7 @@ def test_maps_are_created_as_declared(c_object):
         assert info.btf_id != 0 and info.btf_value_type_id != 0  # bpftool can print its values
 
 
+@pytest.mark.tools("clang")
 def test_socket_filter_on_packets(c_object):
     def frame(proto: int, payload: bytes) -> bytes:
         ip = bytes([0x45, 0, 0, 20 + len(payload), 0, 0, 0, 0, 64, proto, 0, 0]) + bytes(8)
@@ -499,6 +493,7 @@ def test_socket_filter_on_packets(c_object):
             keep.test_run(data=b"short")
 
 
+@pytest.mark.tools("clang")
 def test_tracepoint_program_loads_but_cannot_be_test_run(c_object):
     with loadmod.load(c_object("load_trace")) as live:
         prog = live.programs["count_completions"]
@@ -508,6 +503,7 @@ def test_tracepoint_program_loads_but_cannot_be_test_run(c_object):
             prog.test_run()
 
 
+@pytest.mark.tools("clang")
 def test_loaded_object_closes_every_fd(c_object):
     obj = c_object("load_syscall")
     before = open_fds()
@@ -520,6 +516,7 @@ def test_loaded_object_closes_every_fd(c_object):
         live.programs["calc"].test_run(Args())
 
 
+@pytest.mark.tools("clang")
 def test_verifier_rejection_names_the_c_source_line(c_object):
     obj = c_object("load_reject")
     before = open_fds()
@@ -537,6 +534,7 @@ def test_verifier_rejection_names_the_c_source_line(c_object):
     assert "verifier log (tail)" in str(err) and "processed" in str(err)
 
 
+@pytest.mark.tools("clang")
 def test_unbounded_loop_is_rejected_at_its_line(c_object):
     with pytest.raises(loadmod.VerifierError) as info:
         loadmod.load(c_object("load_reject"), only={"spin"})
@@ -545,6 +543,7 @@ def test_unbounded_loop_is_rejected_at_its_line(c_object):
     assert "while (*(volatile __u64 *)&ctx->a)" in text
 
 
+@pytest.mark.tools("clang")
 def test_the_first_rejection_stops_the_load_and_frees_everything(c_object):
     obj = c_object("load_reject")
     before = open_fds()
@@ -689,6 +688,7 @@ def test_rejected_hand_program_without_line_info():
 
 
 # --- global data and BTF ------------------------------------------------------------------------
+@pytest.mark.tools("clang")
 def test_global_data_sections_are_maps_the_program_uses(c_object):
     with loadmod.load(c_object("load_data")) as live:
         prog = live.programs["accumulate"]
@@ -707,6 +707,7 @@ def test_global_data_sections_are_maps_the_program_uses(c_object):
             live.maps[".rodata"][0] = 1
 
 
+@pytest.mark.tools("clang")
 def test_programs_carry_the_objects_btf(c_object):
     with loadmod.load(c_object("load_syscall")) as live:
         assert live.btf is not None and live.btf_error == ""
@@ -714,12 +715,14 @@ def test_programs_carry_the_objects_btf(c_object):
         assert info.btf_id != 0 and info.nr_func_info == 1 and info.nr_line_info > 10
 
 
+@pytest.mark.tools("clang")
 def test_rejection_log_quotes_source_lines_from_btf(c_object):
     with pytest.raises(loadmod.VerifierError) as info:
         loadmod.load(c_object("load_reject"), only={"variable_ctx"})
     assert "; return ((__u8 *)ctx)[i]; @ load_reject.c:20" in info.value.log
 
 
+@pytest.mark.tools("clang")
 def test_program_whose_btf_the_kernel_refuses_loads_without_it(c_object):
     obj = c_object("load_syscall")
     calc = obj.program("calc")
@@ -742,15 +745,16 @@ def test_btf_the_kernel_refuses_is_skipped_not_fatal():
         assert live.programs["add"].test_run().retval == 42
 
 
+@pytest.mark.tools("clang")
 def test_ctypes_from_btf_follow_the_c_layout():
     from pybpf_uring import btf as btfmod
     src = ("struct inner { unsigned char tag; long long v; };\n"
            "struct outer { short s; struct inner in[2]; unsigned int u; char pad[3]; };\n"
            "struct outer o; union u { int i; unsigned long long l; } un; enum e { A = -1 } en;\n"
            "struct bits { int a : 3; } bf;\n")
-    raw = subprocess.run([CLANG or "clang-22", "-g", "-target", "bpf", "-c", "-x", "c", "-", "-o", "-"],
+    raw = subprocess.run([CLANG, "-g", "-target", "bpf", "-c", "-x", "c", "-", "-o", "-"],
                          input=src.encode(), check=True, capture_output=True).stdout
-    obj = pytest.importorskip("pybpf_uring.objfile").BpfObject.read(raw)
+    obj = BpfObject.read(raw)
     b = obj.btf
     outer = loadmod.ctype_from_btf(b, b.find("outer", "struct"))
     assert ctypes.sizeof(outer) == 48
@@ -766,6 +770,7 @@ def test_ctypes_from_btf_follow_the_c_layout():
     assert loadmod.ctype_from_btf(b, b.find("bits", "struct")) is None  # bitfields: bytes
 
 
+@pytest.mark.tools("clang")
 def test_ctx_shorter_than_what_the_program_reads(c_object):
     with loadmod.load(c_object("load_syscall")) as live:
         with pytest.raises(OSError, match="EINVAL.*'calc'.*must cover every ctx field") as info:
@@ -792,6 +797,7 @@ def test_per_cpu_maps_hold_one_value_per_possible_cpu():
         kernel.close(fd)
 
 
+@pytest.mark.tools("clang")
 def test_every_rejected_program_is_reported_at_once(c_object):
     obj = c_object("load_reject")
     before = open_fds()
@@ -862,6 +868,8 @@ def test_verifier_hints(reason, hint):
     assert (hint in loadmod.verifier_hint(reason)) if hint else loadmod.verifier_hint(reason) == ""
 
 
+@pytest.mark.tools("clang")
+@pytest.mark.kernel("tracefs")
 def test_tracepoint_program_attached_counts_real_events(c_object):
     before = open_fds()
     with loadmod.load(c_object("load_trace")) as live:
@@ -883,20 +891,21 @@ def test_tracepoint_program_attached_counts_real_events(c_object):
     left.close()  # harmless: must not close whatever now has its old fd number
 
 
+@pytest.mark.tools("clang")
 def test_only_tracepoint_programs_attach(c_object):
     with loadmod.load(c_object("load_syscall")) as live:
         with pytest.raises(loadmod.UnsupportedProgramError, match="no tracepoint to attach to"):
             live.programs["calc"].attach()
 
 
+@pytest.mark.kernel("tracefs")
 def test_unknown_tracepoint_is_named():
-    if not any(os.path.isdir(os.path.join(r, "events")) for r in kernel.TRACEFS_ROOTS):
-        pytest.skip("tracefs not mounted")
     with pytest.raises(FileNotFoundError, match="no tracepoint nosuch/event in this kernel"):
         kernel.tracepoint_id("nosuch", "event")
 
 
 # --- kernel functions ---------------------------------------------------------------------------
+@pytest.mark.tools("clang")
 def test_kfunc_calls_are_resolved_in_the_kernels_btf(c_object):
     with loadmod.load(c_object("load_kfunc")) as live:
         assert live.btf_error == ""  # .ksyms externs fixed up as libbpf does
@@ -937,10 +946,13 @@ def test_translated_program_names_the_map_by_id():
         assert [i.imm64 for i in lddw] == [live.maps["m"].info().id]
 
 
+@pytest.mark.tools("clang")
+@pytest.mark.kernel("tracefs")
+@pytest.mark.uring
 def test_kernel_tracepoint_counts_completions_of_a_real_ring(c_object):
     """The kernel side and the io_uring side together: a tracepoint program loaded here counts
     the CQEs a `pybpf_uring.Ring` gets from the kernel."""
-    ring_mod = pytest.importorskip("pybpf_uring.ring")
+    from pybpf_uring import ring as ring_mod
     from pybpf_uring.uring import prep_nop
     with loadmod.load(c_object("load_trace")) as live:
         completions = live.maps["completions"]

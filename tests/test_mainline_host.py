@@ -14,10 +14,10 @@ import errno
 import importlib.util
 import os
 import re
-import shutil
 import subprocess
 import sys
 
+import probes
 import pytest
 
 from pybpf_uring import btf, kernel, load, mainline
@@ -32,7 +32,7 @@ from pybpf_uring.objfile import BpfObject
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(ROOT, "tests", "data")
 VM_DIR = os.path.join(ROOT, "tools", "vm")
-CLANG = ["clang-22", "-O2", "-g", "-target", "bpf", "-mcpu=v3"]
+CLANG = [probes.CLANG, "-O2", "-g", "-target", "bpf", "-mcpu=v3"]
 FIXTURES = ("nops", "steps", "cp", "reject")
 # hypothesis's plugin alone takes 20 s to import under TCG; the group uses none of these
 PYTEST_LEAN = "-p no:cacheprovider -p no:hypothesispytest -p no:benchmark"
@@ -45,9 +45,8 @@ def open_fds() -> set[int]:
 
 @pytest.fixture(scope="module")
 def objects(tmp_path_factory) -> str:
-    """tests/data/mainline_*.c compiled by clang-22 into a directory (the VM reads it too)."""
-    if shutil.which(CLANG[0]) is None:
-        pytest.fail(f"{CLANG[0]} is needed to build the tests/data/mainline_*.c fixtures")
+    """tests/data/mainline_*.c compiled by clang-22 into a directory (the VM reads it too), for
+    tests marked tools("clang")."""
     out = tmp_path_factory.mktemp("mainline_objects")
     for name in FIXTURES:
         subprocess.run(CLANG + ["-c", os.path.join(DATA, f"mainline_{name}.c"), "-o",
@@ -76,6 +75,7 @@ needs_old_kernel = pytest.mark.skipif(mainline.probe().ok,
                                       reason="this kernel has io_uring_bpf_ops (tests/mainline runs here)")
 
 
+@pytest.mark.tools("clang")
 @needs_old_kernel
 def test_attach_names_exactly_what_the_kernel_lacks(objects):
     before = open_fds()
@@ -106,6 +106,7 @@ def test_probe_reports_and_require_raises():
     assert support.ring_flags & mainline.IORING_SETUP_CQSIZE
 
 
+@pytest.mark.tools("clang")
 def test_cli_style_rendering_has_no_traceback(objects):
     """What `pybpf-uring` prints for a diagnosed error: the rendered diagnostics only."""
     code = ("import sys\nfrom pybpf_uring.mainline import LoopRing\nfrom pybpf_uring.errors "
@@ -144,6 +145,7 @@ def test_lazy_decoder_agrees_with_the_full_parser():
     assert lazy.enum_value("bpf_cmd", "NO_SUCH_VALUE") is None
 
 
+@pytest.mark.tools("clang")
 def test_lazy_decoder_reads_an_objects_btf(objects):
     obj = BpfObject.read(obj_path(objects, "nops"))
     lazy = LazyBtf(obj.btf.raw)
@@ -155,6 +157,7 @@ def test_lazy_decoder_reads_an_objects_btf(objects):
     assert lazy.has_name("io_uring_bpf_ops") and not lazy.has_name("io_uring_bpf_op")
 
 
+@pytest.mark.tools("clang")
 def test_lazy_decoder_refuses_malformed_btf(objects):
     """Bad bytes are a BtfError saying where, never a struct.error or an IndexError."""
     raw = BpfObject.read(obj_path(objects, "nops")).btf.raw
@@ -182,6 +185,7 @@ def test_the_loader_and_the_probe_share_one_kernel_btf():
         load.kfunc_id("no_such_kfunc", "p")
 
 
+@pytest.mark.tools("clang")
 def test_probe_names_each_missing_piece_of_a_partial_btf(objects):
     """An object's BTF has the ops struct and the kfunc externs but none of the kernel's enums
     or the struct_ops value type: the probe names exactly those, whatever kernel runs this."""
@@ -205,6 +209,7 @@ def test_link_create_failure_names_the_command_and_errno():
 
 
 # --- the object side --------------------------------------------------------------------------------
+@pytest.mark.tools("clang")
 def test_ops_variable_of_a_clang_object(objects):
     [spec] = mainline.ops_specs(BpfObject.read(obj_path(objects, "nops")))
     assert (spec.name, spec.section, spec.type_name, spec.link) == (
@@ -214,6 +219,7 @@ def test_ops_variable_of_a_clang_object(objects):
     assert spec.sizes == {"loop_step": 8, "ring_fd": 4, "priv": 8} and len(spec.data) == 24
 
 
+@pytest.mark.tools("clang")
 def test_globals_of_a_clang_object_are_set_on_a_copy(objects):
     obj = BpfObject.read(obj_path(objects, "cp"))
     variables = global_vars(obj)
@@ -234,6 +240,7 @@ def test_globals_of_a_clang_object_are_set_on_a_copy(objects):
         with_globals(obj, {"cq_entries": 1 << 32})
 
 
+@pytest.mark.tools("clang")
 def test_an_object_without_ops_is_diagnosed(objects, tmp_path):
     src = tmp_path / "plain.c"
     src.write_text('int f(void *ctx) __attribute__((section("syscall"), used));\n'
@@ -270,6 +277,7 @@ def test_compiled_python_programs_have_what_the_loader_needs(name):
         assert patched.map(".rodata").data[:4] == (64).to_bytes(4, "little")
 
 
+@pytest.mark.tools("clang")
 def test_attach_takes_a_decorated_function_a_path_or_bytes(objects, tmp_path):
     module = tmp_path / "one_step.py"
     module.write_text(loop_programs().COUNT)
@@ -284,6 +292,7 @@ def test_attach_takes_a_decorated_function_a_path_or_bytes(objects, tmp_path):
         assert [p.name for p in mainline.as_object(given).programs] == ["nops_step"]
 
 
+@pytest.mark.tools("clang")
 def test_region_views_are_read_from_the_code(objects):
     """The constant (region, size) of each get_region call: Python views are sized when compiled;
     the C nops and cp size theirs from .rodata, so they have none."""
@@ -350,8 +359,8 @@ def test_ring_setup_failure_names_the_flags():
 # --- the tests/mainline group, in Debian's 7.2 kernel ----------------------------------------------
 def _ensure_vm() -> None:
     """Prepare the VM once per machine: tools/vm/setup.sh fills ~/.cache/pybpf-uring-vm the first
-    time and only checks it afterwards (~0.1 s).  Any way this cannot work is a failure with the
-    reason, never a skip: the group only runs here."""
+    time and only checks it afterwards (~0.1 s).  Where the vm probe (tests/probes.py) passed,
+    any way this cannot work is a failure with the reason, never a skip: the group only runs here."""
     try:
         run = subprocess.run([os.path.join(VM_DIR, "setup.sh")], capture_output=True, text=True, timeout=900)
     except subprocess.TimeoutExpired:
@@ -362,6 +371,8 @@ def _ensure_vm() -> None:
                     f"network access to deb.debian.org; its output ends:\n{tail}")
 
 
+@pytest.mark.tools("clang")
+@pytest.mark.vm
 def test_mainline_group_runs_in_a_72_vm(objects):
     """One boot: the whole tests/mainline group under the 7.2 kernel, with the fixtures compiled
     here (clang under TCG is slow) and the host's own Python (the guest's / is the host's)."""

@@ -31,14 +31,12 @@ import pytest
 from kernel_harness import clang_object
 from hypothesis import example, given, settings, strategies as st
 
-pytest.importorskip("llvmlite")
-
-from pybpf_uring import Ring, compile_file, compile_source  # noqa: E402
-from pybpf_uring.engine import instantiate  # noqa: E402
-from pybpf_uring.engine import instance as instance_module  # noqa: E402
-from pybpf_uring.engine import native_ring  # noqa: E402
-from pybpf_uring.ring import DeadlockError  # noqa: E402
-from pybpf_uring.uring import IORING_OP_BPF, Sqe, prep_nop, prep_timeout  # noqa: E402
+from pybpf_uring import Ring, compile_file, compile_source
+from pybpf_uring.engine import instantiate
+from pybpf_uring.engine import instance as instance_module
+from pybpf_uring.engine import native_ring
+from pybpf_uring.ring import DeadlockError
+from pybpf_uring.uring import IORING_OP_BPF, Sqe, prep_nop, prep_timeout
 
 IORING_OP_ASYNC_CANCEL = 14
 IOSQE_CQE_SKIP_SUCCESS = 1 << 6

@@ -2,18 +2,17 @@
 from __future__ import annotations
 
 import os
-import shutil
 import struct
 import subprocess
 
 import pytest
+from probes import BPFTOOL, CLANG, VMLINUX_BTF
 
 from pybpf_uring import btf as btfmod
-from pybpf_uring import isa
+from pybpf_uring import isa, kernel
 from pybpf_uring.objfile import BpfObject, ObjectError, program_kind
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
-CLANG = shutil.which("clang-22") or "clang-22"   # required: CI installs it
 
 
 def compile_c(name: str, out_dir, cpu: str = "v3", extra: tuple = ()) -> str:
@@ -445,26 +444,17 @@ def test_kernel_btf_fixups(obj):
     assert [t.kind for t in b][:len(obj.btf)] == [t.kind for t in obj.btf]
 
 
-def _kernel():
-    from pybpf_uring import kernel
-    try:
-        os.close(kernel.btf_load(btfmod.encode_btf([btfmod.Void(), btfmod.Int("int", 4, 32, 0, 1)])))
-    except OSError as exc:
-        pytest.skip(f"bpf() unavailable here: {exc}")
-    return kernel
-
-
+@pytest.mark.kernel
 @pytest.mark.parametrize("fixture", ["read_objects", "load_syscall", "btf_kinds", "disasm_ops"])
 def test_kernel_accepts_kernel_btf(tmp_path, fixture):
-    kernel = _kernel()
     o = BpfObject.read(compile_c(fixture, tmp_path))
     os.close(kernel.btf_load(o.kernel_btf()))
 
 
+@pytest.mark.kernel
 def test_line_info_reaches_the_verifier_log(obj):
     """func_info and line_info of a linked program, as BPF_PROG_LOAD takes them: the verifier
     annotates its log with our source lines."""
-    kernel = _kernel()
     btf_fd = kernel.btf_load(obj.kernel_btf())
     try:
         prog = obj.program("ring_sleepy").linked()
@@ -484,8 +474,8 @@ def test_line_info_reaches_the_verifier_log(obj):
         os.close(btf_fd)
 
 
+@pytest.mark.kernel
 def test_load_shortcut(objects):
-    _kernel()
     with BpfObject.read(objects["syscall"]).load() as live:
         assert set(live.programs) == {"calc", "sum_counters"}
 
@@ -510,6 +500,7 @@ def test_relocations_against_section_symbols(tmp_path):
     assert [target for _, target in calls] == [starts["first"], starts["second"], starts["first"]]
 
 
+@pytest.mark.kernel
 def test_static_maps_and_variables_through_section_symbols(tmp_path):
     o = BpfObject.read(compile_c("read_static_maps", tmp_path))
     # in .maps order (clang lays static maps out last-defined first)
@@ -518,7 +509,6 @@ def test_static_maps_and_variables_through_section_symbols(tmp_path):
     rels = [(r.symbol, r.kind, r.variable) for r in o.program("prog").relocations]
     assert rels[:2] == [("second_map", "map", ""), ("first_map", "map", "")]
     assert {v for _, kind, v in rels if kind == "data"} == {"hits", "misses"}
-    _kernel()
     with o.load() as live:
         live.maps["first_map"][0] = 5
         live.maps["second_map"][0] = 37
@@ -538,10 +528,10 @@ def test_core_relocations(tmp_path, obj):
 
 
 # --- end to end: linked programs with data relocations run in the kernel ----------------------
+@pytest.mark.kernel
 def test_linked_program_with_maps_and_data_runs_in_the_kernel(obj):
     """sys_prog calls middle → helper_static → leaf (reads .rodata `limit`), bumps `counter`
     in .data and writes scratch[1] in .bss: linking and every relocation kind at work."""
-    _kernel()
     with obj.load(only={"sys_prog"}) as live:
         run = live.programs["sys_prog"].test_run
         assert run(bytes(16)).retval == ((0 * 3 + 42) + 1) ^ 5     # no point: x = 0
@@ -551,8 +541,8 @@ def test_linked_program_with_maps_and_data_runs_in_the_kernel(obj):
         assert live.maps[".bss"][0] == struct.pack("<4I", 0, 3, 0, 0)
 
 
+@pytest.mark.kernel
 def test_section_symbol_relocations_run_in_the_kernel(tmp_path):
-    _kernel()
     o = BpfObject.read(compile_c("read_static", tmp_path))
     with o.load() as live:
         ret = live.programs["prog"].test_run(data=bytes(64)).retval
@@ -603,11 +593,11 @@ def _btf_sample() -> bytes:
     return raw
 
 
+@pytest.mark.kernel
 def test_verifier_rejection_maps_to_the_source_line(tmp_path):
     """The verifier's failing instruction (a slot of the linked program) → line_at → the C line."""
     import re
     from pybpf_uring import load as loadmod
-    _kernel()
     o = BpfObject.read(compile_c("read_reject", tmp_path))
     linked = o.program("reject_me").linked()
     with pytest.raises(loadmod.VerifierError) as exc:
@@ -628,13 +618,11 @@ def test_line_at_stays_inside_the_function(obj):
     assert obj.program("tp_short").line_at(0).line > 0
 
 
+@pytest.mark.kernel("vmlinux")
 def test_parses_the_running_kernels_btf():
     """The biggest BTF there is (vmlinux): every record of the kernel's own layout, the loader
     needs it to find kfunc ids."""
-    path = "/sys/kernel/btf/vmlinux"
-    if not os.path.exists(path):
-        pytest.skip("no /sys/kernel/btf/vmlinux")
-    with open(path, "rb") as f:
+    with open(VMLINUX_BTF, "rb") as f:
         b = btfmod.parse_btf(f.read())
     task = b[b.find("task_struct", "struct")]
     assert task.size > 1000 and task.member("pid") is not None
@@ -646,6 +634,7 @@ def test_parses_the_running_kernels_btf():
     assert b.find("no such type anywhere") is None and b.find("task_struct", "enum") is None
 
 
+@pytest.mark.kernel
 def test_extern_variable_relocation(tmp_path):
     src = tmp_path / "ext.c"
     src.write_text('extern unsigned int LINUX_KERNEL_VERSION __attribute__((section(".kconfig")));\n'
@@ -660,18 +649,15 @@ def test_extern_variable_relocation(tmp_path):
     kconfig = b[b.find(".kconfig", "datasec")]
     assert [(b[v.type].name, b[v.type].linkage, v.offset, v.size) for v in kconfig.vars] == [
         ("LINUX_KERNEL_VERSION", 1, 0, 4)]
-    kernel = _kernel()
     os.close(kernel.btf_load(o.kernel_btf()))
 
 
+@pytest.mark.tools("clang", "bpftool")
 def test_reads_what_the_libbpf_linker_writes(objects, obj, tmp_path):
     """`bpftool gen object` (libbpf's static linker) rewrites sections, symbols and BTF: the
     spec read from its output is the same as from clang's."""
-    bpftool = shutil.which("bpftool")
-    if bpftool is None:
-        pytest.skip("bpftool not installed")
     out = tmp_path / "linked.o"
-    subprocess.run([bpftool, "gen", "object", str(out), objects["read"]], check=True)
+    subprocess.run([BPFTOOL, "gen", "object", str(out), objects["read"]], check=True)
     again = BpfObject.read(str(out))
     assert again.maps == obj.maps
     assert [(p.name, p.kind, p.linked().instructions) for p in again.programs] == \
@@ -679,10 +665,10 @@ def test_reads_what_the_libbpf_linker_writes(objects, obj, tmp_path):
     assert [p.linked().relocations for p in again.programs] == [p.linked().relocations for p in obj.programs]
 
 
+@pytest.mark.kernel
 def test_every_kernel_program_of_the_fixture_passes_the_verifier(obj):
     """Linking and relocation for each kernel-loadable kind (the verifier checks every call
     offset and map reference)."""
-    _kernel()
     names = {p.name for p in obj.programs if p.kind in ("syscall", "socket_filter", "tracepoint")}
     with obj.load(only=names) as live:
         assert set(live.programs) == names == {"sys_prog", "sock_prog", "tp_prog", "tp_short"}

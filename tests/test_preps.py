@@ -11,12 +11,12 @@ import ctypes
 import errno
 import fcntl
 import os
-import shutil
 import socket
 import subprocess
 import textwrap
 
 import pytest
+from probes import GCC
 
 from pybpf_uring import Ring, compile_source
 from pybpf_uring.diagnostics import CompileError
@@ -76,16 +76,11 @@ int main(int argc, char **argv) {
 
 @pytest.fixture(scope="module")
 def liburing_sqes(tmp_path_factory) -> list[bytes]:
-    """What C liburing's preps write for CASES, in order."""
-    gcc = shutil.which("gcc")
-    if gcc is None:
-        pytest.skip("gcc is not installed")
+    """What C liburing's preps write for CASES, in order (for tests marked tools("gcc"))."""
     d = tmp_path_factory.mktemp("liburing")
     (d / "preps.c").write_text(C_SOURCE)
-    built = subprocess.run([gcc, "-O1", "-o", str(d / "preps"), str(d / "preps.c")],
+    built = subprocess.run([GCC, "-O1", "-o", str(d / "preps"), str(d / "preps.c")],
                            capture_output=True, text=True)
-    if built.returncode != 0 and "liburing.h" in built.stderr:
-        pytest.skip("liburing.h is not installed (liburing-dev)")
     assert built.returncode == 0, built.stderr
     argv = []
     for op, args in CASES:
@@ -99,6 +94,7 @@ def liburing_sqes(tmp_path_factory) -> list[bytes]:
 HOST_PREPS = {"openat": prep_openat, "close": prep_close, "send": prep_send, "recv": prep_recv}
 
 
+@pytest.mark.tools("gcc")
 @pytest.mark.parametrize("i", range(len(CASES)), ids=[f"{op}-{i}" for i, (op, _) in enumerate(CASES)])
 def test_host_prep_writes_what_liburing_writes(liburing_sqes, i):
     op, args = CASES[i]
@@ -216,6 +212,7 @@ def backends() -> list:
                                                                         reason=str(reason)))]
 
 
+@pytest.mark.tools("gcc")
 @pytest.mark.parametrize("backend", backends())
 def test_compiled_preps_queue_what_liburing_writes(preps_object, liburing_sqes, backend):
     inst = instantiate(preps_object, backend=backend)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 
 import pytest
@@ -31,8 +30,7 @@ PARENT_JOIN_HOME = "tests/conftest.py"
 
 
 def tracked_files() -> list[str]:
-    if shutil.which("git") is None:
-        pytest.skip("git is not installed: cannot list the tracked files")
+    """The repository's files (for tests marked tools("git"))."""
     run = subprocess.run(["git", "-C", ROOT, "ls-files", "-z"], capture_output=True)
     if run.returncode:
         pytest.skip(f"{ROOT} is not a git checkout: no tracked files to check")
@@ -48,6 +46,7 @@ def mentions(relpath: str, data: bytes) -> list[str]:
     return found
 
 
+@pytest.mark.tools("git")
 def test_no_tracked_file_mentions_the_sibling_directory():
     files = tracked_files()
     assert "README.md" in files and "tools/vm/vmrun" in files     # the listing is this repository's

@@ -987,7 +987,6 @@ class InterpreterRunner:
 
 
 def test_compiled_program_through_the_interpreter_on_a_real_ring():
-    pytest.importorskip("llvmlite")
     from pybpf_uring import compile_source
     obj = compile_source(RELAY)
     assert [(p.name, p.kind, p.section) for p in obj.programs] == [("relay", "iouring", "iouring.s/relay")]

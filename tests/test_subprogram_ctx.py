@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import ctypes
 import os
-import shutil
 import subprocess
 
 import pytest
 
 from kernel_harness import loaded
+from probes import CLANG
 from pybpf_uring import Ring, compile_source
 from pybpf_uring.diagnostics import CompileError
 from pybpf_uring.engine import instantiate
@@ -322,7 +322,6 @@ def s(ctx: CqView) -> i32:
 
 
 # ----- against clang ----------------------------------------------------------------------
-CLANG = shutil.which("clang-22")
 C_TWIN = r"""
 typedef unsigned long long __u64;
 typedef unsigned int __u32;
@@ -370,7 +369,7 @@ def p(ctx: IoUringCtx) -> i32:
 """
 
 
-@pytest.mark.skipif(CLANG is None, reason="clang-22 not installed")
+@pytest.mark.tools("clang")
 def test_instruction_counts_match_a_clang_twin(tmp_path):
     from pybpf_uring.objfile import BpfObject
     (tmp_path / "p.c").write_text(C_TWIN)

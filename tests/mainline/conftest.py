@@ -3,38 +3,24 @@
 Debian's 7.2 kernel under QEMU: tests/test_mainline_host.py boots it once (tools/vm/vmrun)
 and runs this directory there, with the C fixtures compiled on the host beforehand.
 
-Outside such a kernel every test here skips with the probe's reason, except when
-PYBPF_URING_MAINLINE_REQUIRED=1 (set by the VM run), where a kernel without the feature is a
-failure: the point of booting that kernel is that the tests run.
+Each test module here is marked kernel("bpf", "mainline") and uring: outside such a kernel
+every test skips with tests/probes.py's reason, except when PYBPF_URING_MAINLINE_REQUIRED=1 (set
+by the VM run), where a kernel without the feature is a failure: the point of booting that kernel
+is that the tests run.
 """
 from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
 import subprocess
 
+import probes
 import pytest
-
-from pybpf_uring import mainline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DATA = os.path.join(ROOT, "tests", "data")
 HERE = os.path.dirname(os.path.abspath(__file__))
-CLANG = ["clang-22", "-O2", "-g", "-target", "bpf", "-mcpu=v3"]
-
-
-def pytest_collection_modifyitems(config, items):
-    support = mainline.probe()
-    if support.ok:
-        return
-    reason = f"needs io_uring_bpf_ops; this kernel ({support.release}) lacks " + "; ".join(support.missing)
-    mine = [item for item in items if str(item.fspath).startswith(HERE)]
-    if os.environ.get("PYBPF_URING_MAINLINE_REQUIRED") == "1":
-        pytest.exit(f"PYBPF_URING_MAINLINE_REQUIRED=1 but {reason}", returncode=1)
-    for item in mine:
-        item.add_marker(pytest.mark.skip(reason=reason + " (tests/test_mainline_host.py runs "
-                                         "this group in a 7.2 VM)"))
+CLANG = [probes.CLANG, "-O2", "-g", "-target", "bpf", "-mcpu=v3"]
 
 
 @pytest.fixture(scope="session")
@@ -49,8 +35,7 @@ def c_object(tmp_path_factory):
         ready = os.path.join(prebuilt, f"mainline_{name}.o")
         if prebuilt and os.path.exists(ready):
             return ready
-        if shutil.which(CLANG[0]) is None:
-            pytest.fail(f"{CLANG[0]} is needed to build tests/data/mainline_{name}.c")
+        probes.require("clang")   # not a marker: in the VM the host's objects need no clang
         path = str(out / f"mainline_{name}.o")
         subprocess.run(CLANG + ["-c", os.path.join(DATA, f"mainline_{name}.c"), "-o", path],
                        check=True, capture_output=True, text=True)

@@ -18,6 +18,8 @@ from pybpf_uring.errors import LoadError
 from pybpf_uring.load import VerifierError
 from pybpf_uring.mainline import LoopError, LoopRing
 
+pytestmark = [pytest.mark.kernel("bpf", "mainline"), pytest.mark.uring]
+
 
 def open_fds() -> set[int]:
     return {int(n) for n in os.listdir("/proc/self/fd")}

@@ -26,6 +26,8 @@ from pybpf_uring.errors import LoadError
 from pybpf_uring.mainline import LoopRing, UnsuitableRingError
 from pybpf_uring.mainline.support import flag_names
 
+pytestmark = [pytest.mark.kernel("bpf", "mainline"), pytest.mark.uring]
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 M = mainline
 RULE = ("  note: a BPF loop needs a ring set up with IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN "
