@@ -205,3 +205,10 @@ def test_an_unknown_opcode_name_is_a_located_error():
     with pytest.raises(Exception) as err:
         compile_source(src, "linked.py")
     assert "linked.py:4:1: error: pybpf_uring.uring has no name 'IOSQE_LINKED'" in str(err.value)
+
+
+def test_language_md_lists_every_name_a_program_imports():
+    with open(os.path.join(os.path.dirname(PACKAGE), "docs", "language.md")) as f:
+        section = f.read().split("## Constants", 1)[1].split("\n## ", 1)[0]
+    listed = set(re.findall(r"`(IORING_OP_\w+|IOSQE_\w+|IOU_\w+)`", section))
+    assert listed == {n for n in vars(uapi) if n.startswith(("IORING_OP_", "IOSQE_", "IOU_"))}
