@@ -8,7 +8,7 @@ from __future__ import annotations
 import inspect
 
 from . import syntax as S
-from . import uring
+from . import uapi, uring
 from .builtins import CQ_INTRINSICS, CTX, INT, PREPS, Helper, Kfunc
 from .checked import CTX_TYPE_NAMES, PROGRAM_KINDS, CallTarget, FunctionInfo, Symbol, ctx_type_kind, describe
 from .limits import MAX_LOOP_ITERATIONS, MAX_PRINT_ARGS, STACK_BYTES
@@ -349,8 +349,11 @@ class BodyChecker:
         if name in INTS or name in ("Struct", "ArrayMap", "HashMap", "sizeof"):
             return f"import it: from pybpf_uring import {name}"
         from .builtins import HELPERS
-        if name in HELPERS or name in PREPS or name in ("Sqe", "Cqe", "IoUringCtx"):
+        if name in HELPERS or name in PREPS or name in ("Sqe", "Cqe", "IoUringCtx") \
+                or name.startswith(("IORING_OP_", "IOSQE_")) and hasattr(uapi, name):
             return f"import it: from pybpf_uring.uring import {name}"
+        if name.startswith("IOU_") and hasattr(uapi, name):
+            return f"import it: from pybpf_uring.iou import {name}"
         return "assign it before use, or declare it at module level"
 
     def expr_BinOp(self, e: S.BinOp, want) -> Type:

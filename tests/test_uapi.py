@@ -212,3 +212,15 @@ def test_language_md_lists_every_name_a_program_imports():
         section = f.read().split("## Constants", 1)[1].split("\n## ", 1)[0]
     listed = set(re.findall(r"`(IORING_OP_\w+|IOSQE_\w+|IOU_\w+)`", section))
     assert listed == {n for n in vars(uapi) if n.startswith(("IORING_OP_", "IOSQE_", "IOU_"))}
+
+
+@pytest.mark.parametrize("name, module", [("IOSQE_IO_LINK", "pybpf_uring.uring"),
+                                          ("IORING_OP_NOP", "pybpf_uring.uring"),
+                                          ("IOU_LOOP_STOP", "pybpf_uring.iou")])
+def test_a_kernel_name_used_without_its_import_says_where_it_is(name, module):
+    src = ("from pybpf_uring import iouring, i32\nfrom pybpf_uring.uring import IoUringCtx\n\n"
+           f"@iouring\ndef p(ctx: IoUringCtx) -> i32:\n    return {name}\n")
+    with pytest.raises(Exception) as err:
+        compile_source(src, "p.py")
+    assert str(err.value) == (f"p.py:6:12: error: name '{name}' is not defined\n    return {name}\n"
+                              f"           ^{'~' * (len(name) - 1)}\n  note: import it: from {module} import {name}")
