@@ -36,10 +36,8 @@ from pybpf_uring.engine import instantiate
 from pybpf_uring.engine import instance as instance_module
 from pybpf_uring.engine import native_ring
 from pybpf_uring.ring import DeadlockError
-from pybpf_uring.uring import IORING_OP_BPF, Sqe, prep_nop, prep_timeout
-
-IORING_OP_ASYNC_CANCEL = 14
-IOSQE_CQE_SKIP_SUCCESS = 1 << 6
+from pybpf_uring.uring import (IORING_OP_ASYNC_CANCEL, IORING_OP_BPF, IOSQE_CQE_SKIP_SUCCESS, Sqe,
+                               prep_nop, prep_timeout)
 
 ROOT = Path(__file__).parents[1]
 READY, MORE, PYTHON, FAULTED, COMPLETE, BAD_WAIT, STALLED = (

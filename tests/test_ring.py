@@ -18,11 +18,11 @@ import pytest
 
 from pybpf_uring.ring import (BpfFaultRecord, DeadlockError, Helpers, ProgramFault, Ring,
                               MAX_PROGRAMS)
-from pybpf_uring.uring import (IORING_OP_BPF, IoUringCtx, Sqe, prep_nop, prep_read, prep_timeout,
-                               prep_write)
-
-IORING_OP_ASYNC_CANCEL = 14
-IOSQE_CQE_SKIP_SUCCESS = 1 << 6
+from pybpf_uring.uapi import IORING_POLL_UPDATE_USER_DATA
+from pybpf_uring.uring import (IORING_OP_ASYNC_CANCEL, IORING_OP_BPF, IORING_OP_POLL_ADD,
+                               IORING_OP_POLL_REMOVE, IORING_OP_TIMEOUT_REMOVE, IOSQE_CQE_SKIP_SUCCESS,
+                               IOSQE_FIXED_FILE, IOSQE_IO_LINK, IoUringCtx, Sqe, prep_nop, prep_read,
+                               prep_timeout, prep_write)
 
 
 class Timespec(ctypes.Structure):
@@ -133,7 +133,6 @@ def test_wait_timeout_raises_and_cancel_by_user_data_reaches_the_request():
 
 
 def test_poll_update_of_user_data_keeps_routing():
-    IORING_OP_POLL_ADD, IORING_OP_POLL_REMOVE = 6, 7
     r, w = os.pipe()
     try:
         with Ring(entries=4, cq_sizes=(4,)) as ring:
@@ -142,7 +141,7 @@ def test_poll_update_of_user_data_keeps_routing():
             ring.submit(poll)                               # POLLIN on an empty pipe: pending
             update = ring.sqe()
             update.opcode, update.fd, update.addr, update.off = IORING_OP_POLL_REMOVE, -1, 50, 51
-            update.len, update.user_data = 1 << 2, 60        # IORING_POLL_UPDATE_USER_DATA
+            update.len, update.user_data = IORING_POLL_UPDATE_USER_DATA, 60
             ring.submit(update)
             assert cqe_tuple(ring.wait_cqe(0, timeout=1)) == (60, 0, 0)
             os.write(w, b"x")
@@ -155,7 +154,6 @@ def test_poll_update_of_user_data_keeps_routing():
 
 
 def test_timeout_remove_by_user_data_and_linked_sqes_on_different_cqs():
-    IORING_OP_TIMEOUT_REMOVE, IOSQE_IO_LINK = 12, 1 << 2
     ts = Timespec(10, 0)
     with Ring(entries=8, cq_sizes=(4, 4)) as ring:
         ring.submit(timeout(ts, 5, cq_idx=2))
@@ -209,7 +207,7 @@ def test_fixed_file_write():
         src = ctypes.create_string_buffer(b"fixed!", 6)
         w = ring.sqe()
         prep_write(w, 1, ctypes.addressof(src), 6, 0)
-        w.flags, w.user_data = 1, 9                 # IOSQE_FIXED_FILE: fd is index 1
+        w.flags, w.user_data = IOSQE_FIXED_FILE, 9  # fd is index 1
         ring.submit(w)
         assert cqe_tuple(ring.wait_cqe()) == (9, 6, 0)
         assert os.pread(f.fileno(), 6, 0) == b"fixed!"
