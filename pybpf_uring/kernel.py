@@ -20,6 +20,7 @@ import os
 import platform
 from dataclasses import dataclass
 
+# uapi's numbers, which the loader, mainline and the tests also name kernel.X
 from .uapi import (BPF_ANY, BPF_BTF_LOAD, BPF_EXIST, BPF_F_RDONLY_PROG, BPF_F_SLEEPABLE,  # noqa: F401
                    BPF_LINK_CREATE, BPF_LOG_LEVEL1, BPF_LOG_STATS, BPF_MAP_CREATE, BPF_MAP_DELETE_ELEM,
                    BPF_MAP_FREEZE, BPF_MAP_GET_NEXT_KEY, BPF_MAP_LOOKUP_ELEM, BPF_MAP_TYPE_ARRAY,
@@ -30,9 +31,6 @@ from .uapi import (BPF_ANY, BPF_BTF_LOAD, BPF_EXIST, BPF_F_RDONLY_PROG, BPF_F_SL
                    BPF_PSEUDO_MAP_FD, BPF_PSEUDO_MAP_VALUE, COMMAND_NAMES, E2BIG, EACCES, EBADF, EEXIST,
                    EFAULT, EINVAL, ENOENT, ENOMEM, ENOSPC, ENOSYS, ENOTSUPP, EOPNOTSUPP, EPERM, INSN_SIZE,
                    MAP_TYPE_NAMES, PROG_TYPE_NAMES)
-
-# The constants above are uapi's; the loader, mainline and the tests name them kernel.X, as the
-# vocabulary of this layer.
 
 # --- syscall plumbing -------------------------------------------------------------------------
 _SYS_BPF = {"x86_64": 321, "aarch64": 280, "i386": 357, "i686": 357, "armv7l": 386,
