@@ -122,6 +122,7 @@ def frames(stderr: str) -> list[tuple[str, str]]:
     return re.findall(r'^  File "([^"]+)", line \d+, in (\S+)$', stderr, re.M)
 
 
+@pytest.mark.kernel
 @pytest.mark.parametrize("entry_point", ["Program.compile", "compile_source", "compile_file", "compile_module"])
 def test_an_uncaught_compile_error_shows_the_users_frames_and_the_diagnostic(tmp_path, entry_point):
     call, head = {

@@ -67,6 +67,8 @@ def test_cli_compile_writes_the_object_and_dumps_stages(tmp_path):
     assert "define i32 @\"stats\"" in run.stdout and "<stats>:" in run.stdout
 
 
+@pytest.mark.tools("objdump")
+@pytest.mark.kernel
 def test_cli_disasm_check_and_verify(tmp_path):
     run = cli("disasm", PACKET_STATS)
     assert run.returncode == 0 and run.stdout == compile_file(PACKET_STATS).disasm()
@@ -113,6 +115,8 @@ def test_output_dash_writes_the_object_to_stdout(tmp_path):
     assert os.listdir(tmp_path) == []          # no file named "-", no p.o beside it either
 
 
+@pytest.mark.tools("objdump")
+@pytest.mark.kernel
 def test_several_inputs_are_each_processed_and_one_error_fails_the_command(tmp_path):
     a = write(tmp_path / "a.py", HELLO)
     b = write(tmp_path / "b.py", KERNEL_ONLY)
@@ -162,6 +166,7 @@ def test_a_subcommands_usage_error_prints_its_usage():
         assert f"pybpf-uring {usage}: error: {message}" in run.stderr, run.stderr
 
 
+@pytest.mark.kernel
 def test_verify_names_where_io_uring_programs_run(tmp_path):
     run = cli("verify", write(tmp_path / "hello.py", HELLO))
     assert (run.returncode, run.stdout, run.stderr) == (0, f"hello: {ENGINE_ONLY}\n", "")
@@ -238,6 +243,7 @@ def test_the_conformance_plugin_works_but_is_not_listed():
 
 
 # --- run: a module without a main block ---------------------------------------------------------------
+@pytest.mark.uring
 def test_cli_run_submits_io_uring_programs_on_a_real_ring(tmp_path):
     module = write(tmp_path / "hello.py", HELLO)
     run = cli("run", "--user-data", "41", module)
@@ -263,6 +269,7 @@ def test_run_options_go_before_a_module_without_a_main_block(tmp_path):
                                "arguments (--user-data 41); run's own options go before FILE\n")
 
 
+@pytest.mark.kernel("vmlinux")
 def test_cli_run_of_a_loop_step_module_says_what_this_kernel_lacks(tmp_path):
     from pybpf_uring import mainline
     if mainline.probe().ok:
@@ -346,6 +353,8 @@ def test_a_compile_error_in_a_script_prints_the_diagnostic(tmp_path):
     assert run.stderr.startswith(f"{script}:5:12: error: true division is not available")
 
 
+@pytest.mark.uring
+@pytest.mark.kernel
 @pytest.mark.parametrize("name", ["rfc_helpers.py", "pingpong.py", "packet_stats.py", "mainline_nops.py"])
 def test_a_deterministic_sample_prints_the_same_under_run_and_python(name):
     """Samples whose output holds no timing; the others run under both in tests/test_samples.py."""

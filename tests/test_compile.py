@@ -116,6 +116,7 @@ def park(ctx: IoUringCtx) -> i32:
     assert ctx_accesses == [(0, 8), (0, 8), (8, 4), (12, 4)]
 
 
+@pytest.mark.tools("bpftool")
 def test_btf_names_program_parameters_and_structs(tmp_path):
     obj = compile_source(KINDS, "kinds.py")
     assert obj.btf is not None
@@ -150,6 +151,8 @@ def test_our_disassembly_is_llvm_objdumps(tmp_path, cpu):
     assert "Disassembly of section syscall:" in ours and theirs.endswith(ours)
 
 
+@pytest.mark.tools("bpftool")
+@pytest.mark.kernel
 def test_libbpf_loads_our_objects(tmp_path):
     """bpftool (libbpf) opens, relocates and loads every program and map of our object."""
     src = KINDS.split("@tracepoint")[0]  # libbpf cannot load io_uring RFC sections; tracepoints need attach
@@ -177,6 +180,7 @@ def kernel_test_sources() -> dict[str, str]:
     return sources
 
 
+@pytest.mark.tools("bpftool")
 @pytest.mark.parametrize("name", sorted(kernel_test_sources()))
 def test_libbpf_loads_every_kernel_test_program(tmp_path, name):
     """The objects the kernel tests load through our loader also load through libbpf."""
@@ -192,6 +196,7 @@ def test_libbpf_loads_every_kernel_test_program(tmp_path, name):
         shutil.rmtree(pin, ignore_errors=True)
 
 
+@pytest.mark.kernel
 def test_runtime_loop_bound_needs_no_128_bit_multiply():
     src = """
 from pybpf_uring import syscall, Struct, i32, u32, u64
@@ -256,6 +261,7 @@ def big(ctx: Args) -> i32:
 
 
 # ----- programs from scripts and notebooks ----------------------------------------------
+@pytest.mark.kernel
 def test_decorated_function_in_a_script_compiles_with_its_globals(tmp_path):
     script = tmp_path / "script.py"
     script.write_text('''
@@ -286,6 +292,7 @@ if __name__ == "__main__":
     assert run.stdout.strip() == "[42, 1]"
 
 
+@pytest.mark.kernel
 def test_notebook_cell_compiles_from_the_cell_source():
     cell = '''
 from pybpf_uring import syscall, Struct, i32, u64
@@ -312,6 +319,7 @@ def cell_prog(ctx: CellArgs) -> i32:
     assert "cell_prog" in html and "exit" in html
 
 
+@pytest.mark.kernel
 def test_readme_example_runs_as_written(tmp_path):
     with open(os.path.join(ROOT, "README.md")) as f:
         text = f.read()

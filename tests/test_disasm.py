@@ -193,6 +193,7 @@ def build(tmp_path_factory):
     return compile_
 
 
+@pytest.mark.tools("objdump")
 @pytest.mark.parametrize("name, cpu, readable", GOLDEN, ids=[f"{n}-{c}" for n, c, _ in GOLDEN])
 @pytest.mark.parametrize("relocations", [False, True], ids=["d", "dr"])
 def test_golden_against_llvm_objdump(build, name, cpu, readable, relocations):
@@ -206,6 +207,7 @@ def test_golden_against_llvm_objdump(build, name, cpu, readable, relocations):
         assert obj.disasm(relocations=relocations) == want.split("\n", 2)[2]
 
 
+@pytest.mark.kernel
 def test_golden_covers_every_opcode_family(build):
     """The fixtures above exercise every opcode llvm-objdump can print (a guard against a
     fixture losing its coverage when clang changes what it emits)."""
@@ -228,6 +230,7 @@ def test_golden_covers_every_opcode_family(build):
     assert expected - seen == set()
 
 
+@pytest.mark.kernel
 def test_program_disassembly_with_subprograms_and_source(build):
     obj = BpfObject.read(build("read_objects", "v3"))
     text = obj.program("ring_sleepy").linked().disasm(source=True)
@@ -243,6 +246,7 @@ def test_program_disassembly_with_subprograms_and_source(build):
     assert plain == section.split("\n\nDisassembly")[0] + "\n"
 
 
+@pytest.mark.tools("clang", "objdump")
 def test_random_encodings_match_llvm_objdump(tmp_path):
     """Differential test: seeded random slots (every opcode, odd fields, zero runs, labels, a
     lddw cut by the section end), assembled by clang-22, must read as llvm-objdump reads them."""
@@ -308,6 +312,7 @@ def test_compiled_python_disassembles_as_llvm_objdump_does(tmp_path, cpu):
         assert disasm.disassemble(read_elf(path), path, relocations) == want
 
 
+@pytest.mark.tools("objdump")
 def test_program_disassembly_with_relocations_matches_objdump_dr(build):
     """A program that starts its section reads as `llvm-objdump -dr` shows that section."""
     path = build("read_objects", "v3")

@@ -73,6 +73,7 @@ def filled():
         yield live, result
 
 
+@pytest.mark.kernel
 def test_the_kernel_map_table_shows_what_the_program_wrote(filled):
     live, _ = filled
     page = live.maps["squares"]._repr_html_()
@@ -84,6 +85,7 @@ def test_the_kernel_map_table_shows_what_the_program_wrote(filled):
     assert f"… {20 - ROWS} more entries (20 in all)" in page
 
 
+@pytest.mark.kernel
 def test_an_array_shows_its_first_elements_and_how_many_more(filled):
     live, _ = filled
     page = live.maps["hits"]._repr_html_()
@@ -95,11 +97,13 @@ def test_an_array_shows_its_first_elements_and_how_many_more(filled):
     assert list(rows(short)) == ["0", "1", "2", "3"] and "… 36 more entries (40 in all)" in short
 
 
+@pytest.mark.kernel
 def test_struct_values_read_back_by_field(filled):
     live, _ = filled
     assert rows(live.maps["points"]._repr_html_()) == {"7": "Point(x=5, y=3)"}
 
 
+@pytest.mark.kernel
 def test_the_loaded_object_lists_verified_programs_and_every_map(filled):
     live, _ = filled
     page = live._repr_html_()
@@ -112,6 +116,7 @@ def test_the_loaded_object_lists_verified_programs_and_every_map(filled):
     assert "Point(x=5, y=3)" in html.unescape(page)
 
 
+@pytest.mark.kernel
 def test_a_test_run_shows_retval_signed_retval_duration_and_ctx(filled):
     _, result = filled
     table = rows(result._repr_html_())
@@ -121,6 +126,7 @@ def test_a_test_run_shows_retval_signed_retval_duration_and_ctx(filled):
     assert table["ctx"] == "Args(base=100, n=3, x=5)"
 
 
+@pytest.mark.kernel
 def test_disassembly_interleaves_source_lines_and_links_subprograms(filled):
     live, _ = filled
     prog = live.spec.program("fill")
@@ -137,6 +143,7 @@ def test_disassembly_interleaves_source_lines_and_links_subprograms(filled):
     assert "&lt;fill&gt;:" in whole and "; hits[0] += 1" in html.unescape(whole)
 
 
+@pytest.mark.kernel
 def test_a_closed_object_says_so_instead_of_failing():
     with loaded(COUNTERS) as (live, _):
         pass
@@ -145,6 +152,7 @@ def test_a_closed_object_says_so_instead_of_failing():
     assert "closed" in cells(page) and "hits (array, key 4 B, value 8 B, max_entries 40): closed" in page
 
 
+@pytest.mark.kernel
 def test_per_cpu_kernel_values_are_lists_one_per_possible_cpu():
     fd = kernel.map_create(kernel.BPF_MAP_TYPE_PERCPU_ARRAY, 4, 8, 3)
     try:
@@ -209,6 +217,7 @@ def echo(ctx: IoUringCtx) -> i32:
 '''
 
 
+@pytest.mark.uring
 def test_a_ring_shows_its_queues_requests_programs_and_maps_and_runs_nothing():
     from pybpf_uring import compile_source
     obj = compile_source(ECHO, "<echo>")

@@ -176,6 +176,7 @@ COUNTER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.uring
 @pytest.mark.parametrize("backend", ["interpreter", "jit"])
 def test_register_shares_maps_with_the_host(backend):
     if backend == "jit":
@@ -218,6 +219,7 @@ RUNAWAY = textwrap.dedent("""
 """)
 
 
+@pytest.mark.uring
 @pytest.mark.parametrize("backend", ["interpreter", "auto"])
 def test_a_fault_fails_the_request_and_names_instruction_and_python_line(backend):
     obj = compile_source(RUNAWAY, "runaway.py")
@@ -286,6 +288,8 @@ def c_object(tmp_path_factory):
     return clang_object(tmp_path_factory.mktemp("c"), "p", C_PROGRAM)
 
 
+@pytest.mark.tools("clang")
+@pytest.mark.uring
 def test_global_data_of_a_clang_object(c_object):
     assert {m.name for m in c_object.maps} >= {".rodata", ".bss"}
     with Ring(entries=4) as ring:
@@ -298,6 +302,8 @@ def test_global_data_of_a_clang_object(c_object):
         assert int.from_bytes(bytes(bss)[:8], "little") == 21 if not isinstance(bss, int) else bss == 21
 
 
+@pytest.mark.tools("clang")
+@pytest.mark.uring
 def test_faults_in_c_programs_name_the_c_line(c_object):
     with Ring(entries=4) as ring:
         ring.register(c_object)
@@ -311,6 +317,8 @@ def test_faults_in_c_programs_name_the_c_line(c_object):
         assert "ctx may only be accessed at +0 (8 bytes), +8 (4 bytes), +12 (4 bytes)" in message
 
 
+@pytest.mark.tools("clang")
+@pytest.mark.uring
 def test_a_trap_faults_when_it_is_reached(c_object):
     assert any(r.symbol == "__bpf_trap" for r in c_object.program("trap").relocations)
     with Ring(entries=4) as ring:
@@ -368,6 +376,7 @@ MIXED = textwrap.dedent("""
 """)
 
 
+@pytest.mark.uring
 def test_an_object_mixing_kinds_registers_its_iouring_programs():
     obj = compile_source(MIXED, "mixed.py")
     with Ring(entries=4) as ring:
@@ -397,6 +406,7 @@ DELETE_THEN_USE = textwrap.dedent("""
 """)
 
 
+@pytest.mark.uring
 def test_a_deleted_value_stays_usable_until_the_run_ends():
     obj = compile_source(DELETE_THEN_USE, "take.py")
     with Ring(entries=4) as ring:

@@ -119,6 +119,7 @@ def test_kernel_program_writes_fields_and_elements_of_globals():
             check(live.globals, run, expected)
 
 
+@pytest.mark.uring
 @pytest.mark.parametrize("backend", ["interpreter", "jit"])
 def test_engine_program_writes_fields_and_elements_of_globals(backend):
     if backend == "jit" and (reason := jit_available()) is not None:

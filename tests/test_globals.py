@@ -208,6 +208,7 @@ def bump(ctx: IoUringCtx) -> i32:
 '''
 
 
+@pytest.mark.uring
 def test_ring_globals_are_the_engines_data_maps():
     obj = compile_source(ENGINE_SRC, "<bpf module>")
     with Ring(entries=8) as ring:
@@ -232,6 +233,7 @@ def test_ring_globals_are_the_engines_data_maps():
         assert len(ring.globals) == 0
 
 
+@pytest.mark.uring
 def test_ring_globals_from_initial_values():
     obj = compile_source(ENGINE_SRC, "<bpf module>")
     from pybpf_uring.globals_view import with_globals
@@ -242,6 +244,7 @@ def test_ring_globals_from_initial_values():
         assert ring.globals.total == 3 * 5 + 1
 
 
+@pytest.mark.uring
 def test_views_compare_and_iterate_like_their_values():
     obj = compile_source(ENGINE_SRC, "<bpf module>")
     ns = module(ENGINE_SRC)

@@ -82,6 +82,7 @@ EMIT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.uring
 @pytest.mark.parametrize("backend", ["interpreter", "jit"])
 def test_emit_cqe_reaches_the_ring_with_its_widths_and_errors(backend):
     """Compiler (the call's id and argument widths) and engine (its table, narrowing and the

@@ -53,6 +53,7 @@ def ops(ctx: Args) -> i32:
 """
 
 
+@pytest.mark.kernel
 @pytest.mark.parametrize("cpu", CPUS)
 @pytest.mark.parametrize("bits,signed", WIDTHS, ids=[tname(*w) for w in WIDTHS])
 def test_arithmetic_wraps_at_every_width(bits, signed, cpu):
@@ -82,6 +83,7 @@ def shifts(ctx: Args) -> i32:
 """
 
 
+@pytest.mark.kernel
 @pytest.mark.parametrize("cpu", ["v1", "v4"])
 @pytest.mark.parametrize("bits,signed", WIDTHS, ids=[tname(*w) for w in WIDTHS])
 def test_shifts_mask_the_count_and_keep_the_sign(bits, signed, cpu):
@@ -119,6 +121,7 @@ def mixed(ctx: Args) -> i32:
 """
 
 
+@pytest.mark.kernel
 @pytest.mark.parametrize("cpu", CPUS)
 def test_signed_unsigned_mixing_follows_c(cpu):
     rnd = random.Random(7)
@@ -155,6 +158,7 @@ def div(ctx: Args) -> i32:
 """
 
 
+@pytest.mark.kernel
 @pytest.mark.parametrize("cpu", CPUS)
 def test_signed_division_floors_like_python_on_every_cpu(cpu):
     with loaded(DIVISION, cpu) as (live, ns):
@@ -205,6 +209,7 @@ def loops(ctx: Args) -> i32:
 """
 
 
+@pytest.mark.kernel
 @pytest.mark.parametrize("cpu", CPUS)
 def test_loops_with_break_and_continue(cpu):
     rnd = random.Random(3)
@@ -264,6 +269,7 @@ def shapes(ctx: Args) -> i32:
 """
 
 
+@pytest.mark.kernel
 @pytest.mark.parametrize("cpu", CPUS)
 def test_nested_structs_arrays_and_value_copies(cpu):
     with loaded(STRUCTS, cpu) as (live, ns):
@@ -320,6 +326,7 @@ def maps(ctx: Args) -> i32:
 """
 
 
+@pytest.mark.kernel
 @pytest.mark.parametrize("cpu", CPUS)
 def test_maps_from_programs_and_from_the_host(cpu):
     rnd = random.Random(11)
@@ -386,6 +393,7 @@ def subprogs(ctx: Args) -> i32:
 """
 
 
+@pytest.mark.kernel
 @pytest.mark.parametrize("cpu", CPUS)
 def test_subprograms_are_bpf_to_bpf_calls(cpu):
     clamp = lambda x, lo, hi: max(lo, min(hi, x))  # noqa: E731
@@ -434,6 +442,7 @@ def logic(ctx: Args) -> i32:
 """
 
 
+@pytest.mark.kernel
 @pytest.mark.parametrize("cpu", CPUS)
 def test_comparisons_and_short_circuit_logic(cpu):
     with loaded(LOGIC, cpu) as (live, ns):
@@ -468,6 +477,7 @@ def keep_big(ctx: SkBuff) -> i32:
 """
 
 
+@pytest.mark.kernel
 def test_socket_filter_reads_packet_bytes_and_skb_fields():
     with loaded(SOCKET) as (live, ns):
         prog = live.programs["keep_big"]
@@ -492,6 +502,7 @@ def say(ctx: Args) -> i32:
 """
 
 
+@pytest.mark.kernel
 def test_print_reaches_the_kernel_trace_buffer():
     import os
     import select
@@ -539,6 +550,7 @@ def indexes(ctx: Args) -> i32:
 """
 
 
+@pytest.mark.kernel
 @pytest.mark.parametrize("cpu", ["v1", "v3", "v4"])
 def test_variable_indexes_are_bounded_for_the_verifier(cpu):
     with loaded(INDEXES, cpu) as (live, ns):
@@ -574,6 +586,7 @@ def constant_divisors(ctx: Args) -> i32:
 """
 
 
+@pytest.mark.kernel
 def test_constant_zero_divisors_and_branch_chosen_fields():
     with loaded(CONSTANT_DIVISORS) as (live, ns):
         for a, b in [(7, 1), (200, 9), (0, -3)]:
@@ -598,6 +611,7 @@ def keys(ctx: Args) -> i32:
 """
 
 
+@pytest.mark.kernel
 def test_map_updates_keep_their_own_key_while_the_value_reads_others():
     with loaded(MAP_KEYS) as (live, ns):
         m = live.maps["m"]

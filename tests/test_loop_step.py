@@ -21,6 +21,7 @@ def btf_dump(obj, tmp_path) -> str:
                           text=True, check=True).stdout
 
 
+@pytest.mark.kernel
 def test_loop_step_object_has_struct_ops_kfuncs_and_globals(tmp_path):
     obj = compile_file(NOPS)
     prog = obj.program("nops")
@@ -102,6 +103,7 @@ def test_loop_step_rules(name):
     assert message in str(info.value)
 
 
+@pytest.mark.kernel
 def test_globals_work_in_kernel_programs_too():
     src = BASE + """
 @syscall
@@ -119,6 +121,7 @@ def bump(ctx: Args) -> i32:
         assert prog.test_run(ctx=ns["Args"](a=7)).ctx.a == 12 + 4
 
 
+@pytest.mark.uring
 def test_the_side_by_side_programs_of_docs_mainline_compile_and_the_rfc_one_runs(tmp_path):
     """docs/mainline.md's two NOP loops: both compile; the RFC one completes 1000 NOPs on a real
     ring in the engine (the mainline one runs in tests/mainline, in a 7.2 kernel)."""

@@ -95,6 +95,7 @@ def test_attach_names_exactly_what_the_kernel_lacks(objects):
     assert open_fds() == before
 
 
+@pytest.mark.kernel
 @needs_old_kernel
 def test_probe_reports_and_require_raises():
     support = mainline.probe()
@@ -106,6 +107,8 @@ def test_probe_reports_and_require_raises():
     assert support.ring_flags & mainline.IORING_SETUP_CQSIZE
 
 
+@pytest.mark.kernel("bpf", "vmlinux")
+@pytest.mark.uring
 @pytest.mark.tools("clang")
 def test_cli_style_rendering_has_no_traceback(objects):
     """What `pybpf-uring` prints for a diagnosed error: the rendered diagnostics only."""
@@ -122,6 +125,7 @@ def test_cli_style_rendering_has_no_traceback(objects):
 
 
 # --- the kernel's BTF, decoded on demand ---------------------------------------------------------
+@pytest.mark.kernel("vmlinux")
 def test_lazy_decoder_agrees_with_the_full_parser():
     """Every type of the running kernel's BTF decodes on demand to what parse_btf makes of it,
     and names are found (and kinds told apart) as the full parse finds them."""
@@ -145,6 +149,7 @@ def test_lazy_decoder_agrees_with_the_full_parser():
     assert lazy.enum_value("bpf_cmd", "NO_SUCH_VALUE") is None
 
 
+@pytest.mark.kernel("vmlinux")
 @pytest.mark.tools("clang")
 def test_lazy_decoder_reads_an_objects_btf(objects):
     obj = BpfObject.read(obj_path(objects, "nops"))
@@ -157,6 +162,7 @@ def test_lazy_decoder_reads_an_objects_btf(objects):
     assert lazy.has_name("io_uring_bpf_ops") and not lazy.has_name("io_uring_bpf_op")
 
 
+@pytest.mark.kernel("vmlinux")
 @pytest.mark.tools("clang")
 def test_lazy_decoder_refuses_malformed_btf(objects):
     """Bad bytes are a BtfError saying where, never a struct.error or an IndexError."""
@@ -174,6 +180,7 @@ def test_lazy_decoder_refuses_malformed_btf(objects):
         LazyBtf(raw)[len(LazyBtf(raw))]
 
 
+@pytest.mark.kernel("vmlinux")
 def test_the_loader_and_the_probe_share_one_kernel_btf():
     """vmlinux is read once per process: the loader's kfunc ids and BTF-name checks and the
     mainline probe all answer from btf.kernel_btf()."""
@@ -200,6 +207,7 @@ def test_probe_names_each_missing_piece_of_a_partial_btf(objects):
         "`BPF_STRUCT_OPS` in BTF `enum bpf_attach_type`"]
 
 
+@pytest.mark.kernel
 def test_link_create_failure_names_the_command_and_errno():
     """kernel.link_create is the one BPF_LINK_CREATE call; a bad fd is the kernel's EBADF."""
     with pytest.raises(OSError) as exc:
@@ -307,6 +315,7 @@ def test_region_views_are_read_from_the_code(objects):
     assert (header.program, header.region, header.size) == ("count_step", cq, 64)
 
 
+@pytest.mark.uring
 def test_region_views_are_checked_against_the_ring_here():
     """The check needs only the ring's layout, so it runs on this kernel too."""
     cp, count = loop_programs().build("cp"), loop_programs().build("count")
@@ -326,6 +335,7 @@ def test_region_views_are_checked_against_the_ring_here():
 
 
 # --- the ring, from userspace ---------------------------------------------------------------------
+@pytest.mark.uring
 def test_loop_ring_from_userspace_here():
     """The ring a loop drives works on any kernel with the required flags (6.1+); without
     SQ_REWIND, `submit` moves the SQ tail over the same slots."""
@@ -347,6 +357,7 @@ def test_loop_ring_from_userspace_here():
         ring.run()
 
 
+@pytest.mark.uring
 def test_ring_setup_failure_names_the_flags():
     before = open_fds()
     with pytest.raises(OSError, match=r"io_uring_setup\(8, cq_entries=None, flags=IORING_SETUP_SINGLE_ISSUER"

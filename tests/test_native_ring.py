@@ -469,6 +469,7 @@ HASHED = """
 
 # --- READY: the chain --------------------------------------------------------------------------
 
+@pytest.mark.uring
 def test_bench_nop_chain_runs_natively_and_agrees():
     n = 1000
 
@@ -489,6 +490,7 @@ def test_bench_nop_chain_runs_natively_and_agrees():
     assert probe.enter_calls == ref.enter_calls == n
 
 
+@pytest.mark.uring
 def test_emit_to_an_application_cq_that_the_host_waits_on():
     nops, every, rounds = 60, 3, 20
     ud = relay_data(nops, every, 1, 2)
@@ -513,6 +515,7 @@ def test_emit_to_an_application_cq_that_the_host_waits_on():
 
 # --- FAULTED -----------------------------------------------------------------------------------
 
+@pytest.mark.uring
 def test_a_runaway_loop_faults_inside_a_native_wait():
     def host(ring):
         ring.submit_bpf("heavy", user_data=3)
@@ -572,6 +575,7 @@ def wild_object(tmp_path_factory):
     return clang_object(tmp_path_factory.mktemp("wild"), "wild", WILD_C)
 
 
+@pytest.mark.uring
 def test_a_bad_pointer_faults_inside_a_native_wait(wild_object):
     """A fault raised in Python (Memory's slow path) from inside a natively run program."""
     target = ctypes.c_uint64(1)
@@ -629,6 +633,8 @@ char _license[] SEC("license") = "GPL";
 """
 
 
+@pytest.mark.tools("clang")
+@pytest.mark.uring
 def test_a_hash_value_deleted_by_a_native_run_is_freed_when_that_run_ends(tmp_path):
     obj = clang_object(tmp_path, "stale", STALE_C)
 
@@ -645,6 +651,7 @@ def test_a_hash_value_deleted_by_a_native_run_is_freed_when_that_run_ends(tmp_pa
 
 # --- BAD_WAIT ----------------------------------------------------------------------------------
 
+@pytest.mark.uring
 def test_a_wait_idx_naming_no_cq_fails_the_request_inside_a_native_wait():
     def setup(ring):
         ring.maps["cfg"][0], ring.maps["cfg"][1] = 6, 9
@@ -665,6 +672,7 @@ def test_a_wait_idx_naming_no_cq_fails_the_request_inside_a_native_wait():
 
 # --- overflow: emit_cqe into a full CQ ---------------------------------------------------------
 
+@pytest.mark.uring
 def test_emit_into_a_full_cq_is_enomem_and_counted_the_same():
     nops = 12
     ud = relay_data(nops, 1, 1, 2)
@@ -684,6 +692,7 @@ def test_emit_into_a_full_cq_is_enomem_and_counted_the_same():
 
 # --- COMPLETE: the request's own CQ is full ----------------------------------------------------
 
+@pytest.mark.kernel
 def test_completion_into_a_full_cq_is_handed_to_the_python_ring():
     nops = 10
     ud = relay_data(nops, nops, 1, 3)            # emits its last count to CQ 3, then completes
@@ -714,6 +723,7 @@ def no_sqe() -> Sqe:
     return sqe
 
 
+@pytest.mark.uring
 def test_sqes_only_python_queues_go_through_the_slow_callback():
     ts = Timespec(10, 0)
     skip = nop(88, 0)
@@ -756,6 +766,7 @@ def test_sqes_only_python_queues_go_through_the_slow_callback():
 
 # --- two parked requests -----------------------------------------------------------------------
 
+@pytest.mark.uring
 def test_pingpong_sample_with_untimed_waits():
     obj = compile_file(str(ROOT / "samples" / "pingpong.py"))
 
@@ -774,6 +785,7 @@ def test_pingpong_sample_with_untimed_waits():
 
 # --- MORE: more runs than one native wait's budget ---------------------------------------------
 
+@pytest.mark.uring
 def test_a_rally_longer_than_the_run_budget_comes_back_through_more():
     limit = 10_000
 
@@ -791,6 +803,7 @@ def test_a_rally_longer_than_the_run_budget_comes_back_through_more():
     assert probe.codes.count(MORE) >= 2 and probe.python_runs == 2
 
 
+@pytest.mark.uring
 def test_a_tier_0_program_runs_natively_and_tiers_up_when_hot():
     n = 400
 
@@ -810,6 +823,7 @@ def test_a_tier_0_program_runs_natively_and_tiers_up_when_hot():
     assert probe.codes == [READY] and probe.python_runs == 1
 
 
+@pytest.mark.uring
 def test_hash_map_values_created_updated_and_deleted_in_native_waits():
     n = 40
 
@@ -832,6 +846,7 @@ def test_hash_map_values_created_updated_and_deleted_in_native_waits():
 
 # --- the Python ring only: the interpreter -----------------------------------------------------
 
+@pytest.mark.uring
 @pytest.mark.parametrize("source, backend", [(bench_chain_source(), "interpreter")],
                          ids=["interpreter"])
 def test_objects_that_cannot_run_natively_still_work(source, backend):
@@ -854,6 +869,7 @@ def test_objects_that_cannot_run_natively_still_work(source, backend):
 
 # --- STALLED: deadlocks ------------------------------------------------------------------------
 
+@pytest.mark.uring
 def test_a_deadlock_is_reported_the_same():
     def host(ring):
         ring.submit_bpf("sleeper", user_data=4)
@@ -868,6 +884,7 @@ def test_a_deadlock_is_reported_the_same():
     assert probe.codes == [STALLED]
 
 
+@pytest.mark.uring
 def test_a_program_reparking_on_a_true_condition_does_not_spin():
     ts = Timespec(0, 20_000_000)
 
@@ -886,6 +903,7 @@ def test_a_program_reparking_on_a_true_condition_does_not_spin():
     assert probe.codes == [READY]
 
 
+@pytest.mark.uring
 def test_a_deadlock_with_a_request_reparking_on_a_true_condition_runs_it_as_often():
     def host(ring):
         ring.submit_bpf("lazy", user_data=6)
@@ -900,6 +918,7 @@ def test_a_deadlock_with_a_request_reparking_on_a_true_condition_runs_it_as_ofte
 
 # --- the run budget must not hold a wait whose CQ has a CQE --------------------------------------
 
+@pytest.mark.uring
 def test_endless_rally_still_lets_an_untimed_wait_return():
     ts = Timespec(0, 50_000_000)
 
@@ -920,6 +939,7 @@ def test_endless_rally_still_lets_an_untimed_wait_return():
 
 # --- timed waits --------------------------------------------------------------------------------
 
+@pytest.mark.uring
 def test_timed_waits_see_what_untimed_ones_see():
     nops, every = 30, 5
     ud = relay_data(nops, every, 1, 2)
@@ -942,6 +962,7 @@ def test_timed_waits_see_what_untimed_ones_see():
     assert READY in probe.codes                   # the untimed wait, at least
 
 
+@pytest.mark.uring
 def test_endless_rally_lets_a_timed_wait_time_out():
     """A timed wait on a CQ nothing posts to, while two requests bounce for ever, must time out
     (tests/test_ring.py checks it with Python stand-ins; here with JIT-compiled programs)."""
@@ -974,6 +995,7 @@ def relay_scenarios(draw):
     return relays, sizes, waits, entries
 
 
+@pytest.mark.kernel
 @settings(max_examples=int(os.environ.get("NATIVE_RING_EXAMPLES", 25)), deadline=None, database=None)
 @given(relay_scenarios())
 # found by this test: an overflow counted natively on a CQ that was empty at both ends of the
@@ -984,6 +1006,7 @@ def test_random_relays_agree_with_the_python_ring(params):
     check_relays(params)
 
 
+@pytest.mark.kernel
 @settings(max_examples=int(os.environ.get("NATIVE_RING_EXAMPLES", 25)), deadline=None, database=None)
 @given(relay_scenarios())
 def test_random_relays_agree_when_cqs_outgrow_their_native_buffers(params):
@@ -1072,6 +1095,7 @@ def python_hash_calls(ring) -> dict:
     return python_helper_calls(ring, ring.maps["table"].handle.base)
 
 
+@pytest.mark.uring
 @settings(max_examples=25, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from([0, 0, 1, 1, 2]), st.integers(0, 11)), min_size=1,
                 max_size=64))
@@ -1110,6 +1134,7 @@ def test_hash_map_operations_agree_with_the_python_ring(commands):
     assert probe.python_runs == 1
 
 
+@pytest.mark.uring
 def test_the_hash_index_survives_tombstones_and_rebuilds(monkeypatch):
     """Keys inserted and deleted over and over: tombstones fill the 16-slot index, rebuilds
     clear them, and every lookup stays native and right."""
@@ -1180,6 +1205,7 @@ COPIER = """
 """
 
 
+@pytest.mark.uring
 def test_user_memory_and_the_clock_in_native_waits():
     words = (ctypes.c_uint64 * 24)()          # 12 counters, then 12 clock readings
     starts: list = []
@@ -1216,6 +1242,7 @@ def test_user_memory_and_the_clock_in_native_waits():
     assert native == sorted(native) and starts[2] <= native[0] and native[-1] <= starts[3]
 
 
+@pytest.mark.uring
 def test_a_cq_deeper_than_its_native_buffer_is_left_to_python(monkeypatch):
     """A CQ holding more CQEs than its native buffer (native_ring._NATIVE_CQ, made 4 here) is
     served by the Python ring, and the waits around it stay right."""
@@ -1261,6 +1288,7 @@ SHARED = """
 """
 
 
+@pytest.mark.uring
 def test_another_thread_may_read_and_update_maps_during_a_native_wait():
     """A native wait releases the GIL: a host thread reading the maps and rewriting existing
     keys meanwhile sees and makes consistent values.  (Creating or deleting hash keys maps and

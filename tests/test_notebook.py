@@ -42,6 +42,7 @@ def doubled(ctx: Args) -> i32:
 '''
 
 
+@pytest.mark.kernel
 def test_a_cell_program_compiles_and_runs_in_the_kernel(shell):
     run(shell, DEFINE)
     assert run(shell, '''
@@ -55,6 +56,7 @@ value
     assert "doubled" in html and "exit" in html
 
 
+@pytest.mark.uring
 def test_a_cell_io_uring_program_runs_on_a_real_ring(shell):
     run(shell, DEFINE)
     run(shell, '''
@@ -140,6 +142,7 @@ def timed(ctx: Args) -> i32:
 """
 
 
+@pytest.mark.kernel
 @pytest.mark.parametrize("magic", ["%%time", "%%capture captured"])
 def test_a_program_in_a_cell_magic_compiles_and_runs_in_the_kernel(shell, magic):
     """`%%time` compiles its cell's body itself, as `<timed exec>`, which linecache never
@@ -187,6 +190,7 @@ except ValueError:
     assert message == BAD_FIELD.format(cell=f"{cell[0]}, line 3, col 12", field="z")
 
 
+@pytest.mark.kernel
 def test_a_timed_cell_run_again_compiles_the_function_each_run_made(shell):
     """Every `%%time` cell compiles as `<timed exec>`: the source is the history's cell whose
     code is the function's own, so a redefinition and the function it replaced each compile
@@ -235,6 +239,7 @@ def _source_lines(disasm: str) -> dict[str, list[str]]:
     return out
 
 
+@pytest.mark.kernel
 @pytest.mark.parametrize("magic", ["", "%%time\n"])
 def test_subprograms_from_cells_show_their_own_source_lines(shell, tmp_path, magic):
     """A program's subprograms, from its own cell (plus) and an earlier one (twice), carry

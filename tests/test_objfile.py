@@ -67,24 +67,28 @@ PROGRAMS = [  # name, section, kind, sleepable
 ]
 
 
+@pytest.mark.kernel
 def test_programs_in_order(obj):
     assert [(p.name, p.section, p.kind, p.sleepable) for p in obj.programs] == PROGRAMS
     assert [f.name for f in obj.subprograms] == ["leaf", "middle", "helper_static", "step"]
     assert obj.license == "Dual BSD/GPL"
 
 
+@pytest.mark.kernel
 def test_program_bytes_match_section(obj):
     sec = next(s for s in obj.sections if s.name == "syscall")
     assert obj.program("sys_prog").encode() == sec.data
     assert obj.program("sys_prog").instructions[-1].is_exit
 
 
+@pytest.mark.kernel
 def test_program_lookup_names_the_known_ones(obj):
     with pytest.raises(KeyError, match="no program named 'nope' in the object .programs: sys_prog, "):
         obj.program("nope")
 
 
 # --- maps -------------------------------------------------------------------------------------
+@pytest.mark.kernel
 def test_maps(obj):
     assert [(m.name, m.type, m.key_size, m.value_size, m.max_entries, m.flags) for m in obj.maps] == [
         ("points", 1, 8, 12, 128, 1),
@@ -102,6 +106,7 @@ def test_maps(obj):
     assert obj.map(".bss").data is None
 
 
+@pytest.mark.kernel
 def test_maps_of_load_syscall(objects):
     o = BpfObject.read(objects["syscall"])
     assert [(m.name, m.type_name, m.key_size, m.value_size, m.max_entries) for m in o.maps] == [
@@ -119,6 +124,7 @@ RELOCATIONS = {
 }
 
 
+@pytest.mark.kernel
 @pytest.mark.parametrize("name", sorted(RELOCATIONS))
 def test_relocations(obj, name):
     prog = obj.program(name)
@@ -128,6 +134,7 @@ def test_relocations(obj, name):
         assert ins.is_wide if r.kind in ("map", "data", "func") else ins.is_call
 
 
+@pytest.mark.kernel
 def test_data_relocation_offsets_are_in_imm(obj):
     # scratch[1] = 3 stores at offset 4 of scratch; counter at offset 0 of .data
     prog = obj.program("sys_prog")
@@ -135,6 +142,7 @@ def test_data_relocation_offsets_are_in_imm(obj):
 
 
 # --- linking ----------------------------------------------------------------------------------
+@pytest.mark.kernel
 def test_linked_appends_callees_transitively_and_fixes_calls(obj):
     prog = obj.program("ring_sleepy")
     linked = prog.linked()
@@ -155,6 +163,7 @@ def test_linked_appends_callees_transitively_and_fixes_calls(obj):
     assert linked.line_info == tuple(sorted(linked.line_info, key=lambda li: li.insn))
 
 
+@pytest.mark.kernel
 def test_linked_callback_address(obj):
     linked = obj.program("ring_prog").linked()
     starts = {f.name: f.insn for f in linked.func_info}
@@ -162,12 +171,14 @@ def test_linked_callback_address(obj):
     assert ld.is_wide and ld.src == isa.PSEUDO_FUNC and 5 + ld.imm + 1 == starts["step"]
 
 
+@pytest.mark.kernel
 def test_linked_without_calls_is_the_program(obj):
     prog = obj.program("tp_prog")
     assert prog.linked().instructions == prog.instructions
 
 
 # --- BTF and line info ------------------------------------------------------------------------
+@pytest.mark.kernel
 def test_btf_types(obj):
     b = obj.btf
     point = b[b.find("point", "struct")]
@@ -182,6 +193,7 @@ def test_btf_types(obj):
     assert b.type_name(limit.type) == "const volatile __u32"
 
 
+@pytest.mark.kernel
 def test_line_info_maps_instructions_to_source(obj):
     prog = obj.program("sock_prog")
     first = prog.line_info[0]
@@ -193,6 +205,7 @@ def test_line_info_maps_instructions_to_source(obj):
     assert {li.text.strip() for li in prog.line_info} == {"return leaf(2);"}
 
 
+@pytest.mark.tools("clang")
 def test_object_without_btf_reads_programs(tmp_path):
     src = tmp_path / "nobtf.c"
     src.write_text('__attribute__((section("socket"), used)) int f(void *c) { return 1; }\n'
@@ -203,6 +216,7 @@ def test_object_without_btf_reads_programs(tmp_path):
     assert o.btf is None and [p.name for p in o.programs] == ["f"] and o.programs[0].line_info == ()
 
 
+@pytest.mark.kernel
 def test_write_round_trips(obj, tmp_path):
     path = tmp_path / "copy.o"
     obj.write(path)
@@ -210,6 +224,7 @@ def test_write_round_trips(obj, tmp_path):
     assert again.programs == obj.programs and again.maps == obj.maps
 
 
+@pytest.mark.kernel
 def test_repr_html_escapes(obj):
     page = obj._repr_html_()
     assert "<table>" in page and "<td>struct_ops.s/loop_step_s</td>" in page
@@ -289,6 +304,7 @@ CORRUPTIONS = [  # (case, how to corrupt the bytes of load_syscall.o, message fr
 ]
 
 
+@pytest.mark.kernel
 @pytest.mark.parametrize("case, corrupt, message", CORRUPTIONS, ids=[c[0] for c in CORRUPTIONS])
 def test_corrupt_object_rejected(objects, case, corrupt, message):
     with open(objects["syscall"], "rb") as f:
@@ -307,6 +323,8 @@ def test_error_names_the_file(tmp_path):
         BpfObject.read(str(tmp_path / "missing.o"))
 
 
+@pytest.mark.tools("clang")
+@pytest.mark.kernel
 def test_unknown_sections_are_read_and_refused_by_the_loader(tmp_path):
     """As libbpf: an executable section of no known kind is still a program (kind "unknown"),
     readable and disassemblable; loading it is what fails."""
@@ -323,6 +341,7 @@ def test_unknown_sections_are_read_and_refused_by_the_loader(tmp_path):
         o.load(only={"f"})
 
 
+@pytest.mark.tools("clang")
 @pytest.mark.parametrize("source, message", [
     ('struct { int type; int max_entries; } m __attribute__((section("maps"), used)) = {2, 4};\n'
      '__attribute__((section("socket"), used)) int f(void *c) { return 1; }',
@@ -340,6 +359,7 @@ def test_unsupported_objects_rejected(tmp_path, source, message):
         BpfObject.read(str(out))
 
 
+@pytest.mark.kernel
 def test_random_corruption_never_escapes(objects):
     """ubpf-style fuzzing of the parts the reader trusts: header, section headers, symbols,
     relocations, BTF and code.  Whatever the bytes, the result is a BpfObject or ObjectError."""
@@ -374,6 +394,7 @@ def test_random_corruption_never_escapes(objects):
 
 
 # --- every BTF kind ---------------------------------------------------------------------------
+@pytest.mark.tools("clang")
 def test_every_btf_kind(tmp_path):
     b = BpfObject.read(compile_c("btf_kinds", tmp_path)).btf
     kinds = {t.kind for t in b}
@@ -425,12 +446,14 @@ def test_btf_parser_rejects(raw, message):
 
 
 # --- BTF written back, and what the kernel makes of it ----------------------------------------
+@pytest.mark.tools("clang")
 @pytest.mark.parametrize("fixture", ["read_objects", "load_syscall", "btf_kinds", "disasm_ops"])
 def test_btf_encodes_back_to_the_same_bytes(tmp_path, fixture):
     b = BpfObject.read(compile_c(fixture, tmp_path)).btf
     assert btfmod.encode_btf(b.types, b.strings) == b.raw
 
 
+@pytest.mark.kernel
 def test_kernel_btf_fixups(obj):
     b = btfmod.parse_btf(obj.kernel_btf())
     secs = {t.name: t for t in b if t.kind == "datasec"}
@@ -480,6 +503,7 @@ def test_load_shortcut(objects):
         assert set(live.programs) == {"calc", "sum_counters"}
 
 
+@pytest.mark.tools("clang")
 def test_relocations_against_section_symbols(tmp_path):
     o = BpfObject.read(compile_c("read_static", tmp_path))
     first = next(f for f in o.subprograms if f.name == "first")
@@ -515,6 +539,7 @@ def test_static_maps_and_variables_through_section_symbols(tmp_path):
         assert live.programs["prog"].test_run(data=bytes(64)).retval == 42
 
 
+@pytest.mark.tools("clang")
 def test_core_relocations(tmp_path, obj):
     """CO-RE records are read (a loader that does not apply them can say so, naming the field)."""
     o = BpfObject.read(compile_c("read_core", tmp_path))
@@ -551,6 +576,7 @@ def test_section_symbol_relocations_run_in_the_kernel(tmp_path):
         assert live.maps[".bss"][0] == 2
 
 
+@pytest.mark.tools("clang")
 def test_linking_a_recursive_subprogram_keeps_one_copy(tmp_path):
     o = BpfObject.read(compile_c("read_recursion", tmp_path))
     sub = next(f for f in o.subprograms if f.name == "fib")
@@ -610,6 +636,7 @@ def test_verifier_rejection_maps_to_the_source_line(tmp_path):
     assert loadmod.failing_insn(log)[0] == slot
 
 
+@pytest.mark.kernel
 def test_line_at_stays_inside_the_function(obj):
     linked = obj.program("ring_sleepy").linked()
     starts = {f.name: f.insn for f in linked.func_info}

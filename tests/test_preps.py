@@ -318,6 +318,7 @@ def run_cat(path: bytes, flags: int = os.O_RDONLY | os.O_CLOEXEC) -> tuple[list[
         return list(ring.maps["out"].values()), buf.raw
 
 
+@pytest.mark.kernel
 def test_bpf_openat_read_close_on_a_real_ring(tmp_path):
     f = tmp_path / "hello.txt"
     f.write_bytes(b"hello from openat\n")
@@ -329,6 +330,7 @@ def test_bpf_openat_read_close_on_a_real_ring(tmp_path):
     assert gone.value.errno == errno.EBADF
 
 
+@pytest.mark.kernel
 def test_bpf_openat_of_a_missing_file_and_open_flags_reach_the_kernel(tmp_path):
     (stages, fd, *_), _ = run_cat(bytes(tmp_path / "missing"))
     assert (stages, fd) == (1, -errno.ENOENT)
@@ -374,6 +376,7 @@ PINGPONG = textwrap.dedent("""
 """)
 
 
+@pytest.mark.uring
 def test_bpf_send_and_recv_over_a_socketpair():
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
     msg = ctypes.create_string_buffer(b"ping over io_uring", 18)
@@ -393,6 +396,7 @@ def test_bpf_send_and_recv_over_a_socketpair():
             b.recv(64)
 
 
+@pytest.mark.uring
 def test_host_preps_on_a_real_ring(tmp_path):
     """ring.sqe() + the host preps: openat's mode and flags, close, send's and recv's msg_flags."""
     path = ctypes.create_string_buffer(bytes(tmp_path / "made"))

@@ -84,6 +84,7 @@ def cqe_tuple(c) -> tuple[int, int, int]:
 
 # --- kernel SQEs --------------------------------------------------------------------------------
 
+@pytest.mark.uring
 def test_nop_round_trip_keeps_user_data():
     with Ring(entries=8) as ring:
         assert os.readlink(f"/proc/self/fd/{ring.fileno()}") == "anon_inode:[io_uring]"
@@ -92,6 +93,7 @@ def test_nop_round_trip_keeps_user_data():
         assert ring.peek_cqe() is None
 
 
+@pytest.mark.uring
 def test_batch_of_nops_in_order_one_enter():
     with Ring(entries=32) as ring:
         for i in range(32):
@@ -102,6 +104,7 @@ def test_batch_of_nops_in_order_one_enter():
         assert ring.enter_calls == 1
 
 
+@pytest.mark.uring
 def test_more_sqes_than_sq_entries_flush_as_the_sq_fills():
     with Ring(entries=4) as ring:
         for i in range(10):
@@ -109,6 +112,7 @@ def test_more_sqes_than_sq_entries_flush_as_the_sq_fills():
         assert [ring.wait_cqe().user_data for _ in range(10)] == list(range(10))
 
 
+@pytest.mark.uring
 def test_kernel_timeout_expires_with_etime():
     ts = Timespec(0, 5_000_000)
     with Ring(entries=4) as ring:
@@ -119,6 +123,7 @@ def test_kernel_timeout_expires_with_etime():
         assert time.monotonic() - start >= 0.004
 
 
+@pytest.mark.uring
 def test_wait_timeout_raises_and_cancel_by_user_data_reaches_the_request():
     ts = Timespec(10, 0)
     with Ring(entries=4) as ring:
@@ -132,6 +137,7 @@ def test_wait_timeout_raises_and_cancel_by_user_data_reaches_the_request():
         assert got == {99: -errno.ECANCELED, 100: 0}
 
 
+@pytest.mark.uring
 def test_poll_update_of_user_data_keeps_routing():
     r, w = os.pipe()
     try:
@@ -153,6 +159,7 @@ def test_poll_update_of_user_data_keeps_routing():
 
 
 
+@pytest.mark.uring
 def test_timeout_remove_by_user_data_and_linked_sqes_on_different_cqs():
     ts = Timespec(10, 0)
     with Ring(entries=8, cq_sizes=(4, 4)) as ring:
@@ -173,6 +180,7 @@ def test_timeout_remove_by_user_data_and_linked_sqes_on_different_cqs():
 
 
 
+@pytest.mark.uring
 def test_zero_timeout_still_submits_queued_sqes():
     with Ring(entries=4) as ring:
         ring.queue(nop(5))
@@ -183,6 +191,7 @@ def test_zero_timeout_still_submits_queued_sqes():
         assert c.user_data == 5
 
 
+@pytest.mark.uring
 def test_read_and_write_a_temp_file():
     data = bytes(range(256)) * 16
     with tempfile.TemporaryFile() as f, Ring(entries=8) as ring:
@@ -201,6 +210,7 @@ def test_read_and_write_a_temp_file():
         assert dst.raw[:1000] == data[100:1100]
 
 
+@pytest.mark.uring
 def test_fixed_file_write():
     with tempfile.TemporaryFile() as f, Ring(entries=4) as ring:
         ring.register_files([-1, f.fileno()])
@@ -221,6 +231,7 @@ def test_fixed_file_write():
 
 
 
+@pytest.mark.uring
 def test_bad_fd_fails_the_request_not_the_call():
     with Ring(entries=4) as ring:
         buf = ctypes.create_string_buffer(8)
@@ -232,6 +243,7 @@ def test_bad_fd_fails_the_request_not_the_call():
 
 
 
+@pytest.mark.uring
 def test_multishot_timeout_keeps_its_tag_until_the_last_cqe():
     ts = Timespec(0, 1_000_000)
     with Ring(entries=4, cq_sizes=(8,)) as ring:
@@ -244,6 +256,7 @@ def test_multishot_timeout_keeps_its_tag_until_the_last_cqe():
             ring.wait_cqe(1)
 
 
+@pytest.mark.uring
 def test_a_signal_interrupts_a_blocking_wait():
     import signal
 
@@ -270,6 +283,7 @@ def test_a_signal_interrupts_a_blocking_wait():
 
 # --- extra CQs, routing, overflow ----------------------------------------------------------------
 
+@pytest.mark.uring
 def test_cq_idx_routes_kernel_cqes_to_extra_cqs():
     with Ring(entries=8, cq_sizes=(16, 16)) as ring:
         assert (ring.cq_entries, ring.cq_sizes) == (16, (16, 16))
@@ -282,6 +296,7 @@ def test_cq_idx_routes_kernel_cqes_to_extra_cqs():
         assert ring.peek_cqe(0) is None and ring.peek_cqe(1) is None and ring.peek_cqe(2) is None
 
 
+@pytest.mark.uring
 def test_msg_ring_from_another_ring_lands_on_cq0_unchanged():
     IORING_OP_MSG_RING = 40
     with Ring(entries=4) as a, Ring(entries=4, cq_sizes=(4,)) as b:
@@ -293,6 +308,7 @@ def test_msg_ring_from_another_ring_lands_on_cq0_unchanged():
 
 
 
+@pytest.mark.uring
 def test_full_extra_cq_counts_overflows_and_loses_nothing():
     with Ring(entries=8, cq_sizes=(2,)) as ring:
         for i in range(5):
@@ -304,6 +320,7 @@ def test_full_extra_cq_counts_overflows_and_loses_nothing():
         assert ring.overflows == (0, 3)
 
 
+@pytest.mark.uring
 def test_kernel_cq_wraps_many_times():
     with Ring(entries=2, cq_sizes=(1,)) as ring:
         for i in range(300):
@@ -311,6 +328,7 @@ def test_kernel_cq_wraps_many_times():
             assert ring.wait_cqe(i % 2).user_data == i
 
 
+@pytest.mark.uring
 def test_random_mix_of_queue_flush_peek_wait_matches_a_fifo_model():
     import random
     rnd = random.Random(1234)
@@ -338,6 +356,7 @@ def test_random_mix_of_queue_flush_peek_wait_matches_a_fifo_model():
 
 
 
+@pytest.mark.uring
 def test_async_completions_arrive_once_each_through_peeks_and_waits():
     import random
     rnd = random.Random(7)
@@ -360,6 +379,7 @@ def test_async_completions_arrive_once_each_through_peeks_and_waits():
 
 # --- helpers ------------------------------------------------------------------------------------
 
+@pytest.mark.uring
 def test_helper_return_codes():
     seen = {}
     target = ctypes.create_string_buffer(b"abcdefgh", 8)
@@ -400,6 +420,7 @@ def test_helper_return_codes():
     assert seen["from_zero"] == (0, b"")
 
 
+@pytest.mark.uring
 def test_emit_to_a_full_cq_is_enomem_and_counted():
     results = []
 
@@ -414,6 +435,7 @@ def test_emit_to_a_full_cq_is_enomem_and_counted():
         assert ring.peek_cqe(1) is None
 
 
+@pytest.mark.uring
 def test_program_queue_sqe_reaches_the_kernel_with_its_cq_idx():
     def prog(ctx, h):
         assert h.queue_sqe(bytes(nop(0x77, 1))) == 0
@@ -424,6 +446,7 @@ def test_program_queue_sqe_reaches_the_kernel_with_its_cq_idx():
         assert cqe_tuple(ring.wait_cqe(1)) == (0x77, 0, 0)
 
 
+@pytest.mark.uring
 def test_bpf_completion_is_merged_after_earlier_kernel_cqes():
     def prog(ctx, h):
         h.emit_cqe(0, 1000, 0, 0)
@@ -434,6 +457,7 @@ def test_bpf_completion_is_merged_after_earlier_kernel_cqes():
         assert [ring.wait_cqe().user_data for _ in range(3)] == [1, 1000, 2000]
 
 
+@pytest.mark.uring
 def test_program_queue_sqe_of_op_bpf_starts_another_request():
     order = []
 
@@ -458,6 +482,7 @@ def test_program_queue_sqe_of_op_bpf_starts_another_request():
 
 # --- parking and waking -------------------------------------------------------------------------
 
+@pytest.mark.uring
 def test_parked_request_runs_again_when_its_cq_holds_wait_nr():
     runs = []
 
@@ -479,6 +504,7 @@ def test_parked_request_runs_again_when_its_cq_holds_wait_nr():
         assert runs == [0, 1, [1, 2]] and ring.parked == 0
 
 
+@pytest.mark.uring
 def test_rfc_test_example():
     """The RFC's `test` program: CQEs to CQ 0 and CQ 1, reap, queue a NOP, copy user memory,
     wait on CQ 0."""
@@ -508,6 +534,7 @@ def test_rfc_test_example():
 
 
 
+@pytest.mark.uring
 def test_a_waiting_program_reaps_before_the_host_is_handed_the_cqe():
     got = []
 
@@ -533,6 +560,7 @@ def test_a_waiting_program_reaps_before_the_host_is_handed_the_cqe():
 
 
 
+@pytest.mark.uring
 def test_counting_rearms_a_timeout_on_cq1():
     """The RFC's `counting` example: re-arm a timeout on CQ 1 and wait for it, 5 times."""
     ts = Timespec(0, 1_000_000)
@@ -555,6 +583,7 @@ def test_counting_rearms_a_timeout_on_cq1():
         assert state["count"] == 5 and time.monotonic() - start >= 0.005
 
 
+@pytest.mark.uring
 def test_pingpong_between_cq1_and_cq2():
     """The RFC's `pingpong`: two requests bounce a counter between CQ 1 and CQ 2 up to 20."""
     hits = {"ping": 0, "pong": 0}
@@ -582,6 +611,7 @@ def test_pingpong_between_cq1_and_cq2():
         assert ring.parked == 1      # pong still waits on CQ 2
 
 
+@pytest.mark.uring
 def test_rfc_write_file_example():
     """The RFC's `write_file`: 16 blocks of 16 KiB to a fixed file, queue depth 4, reaping CQ 1."""
     blocks, block, depth = 16, 16 * 1024, 4
@@ -617,6 +647,7 @@ def test_rfc_write_file_example():
 
 
 
+@pytest.mark.uring
 def test_bad_wait_idx_fails_the_request():
     def prog(ctx, h):
         ctx.wait_idx, ctx.wait_nr = 5, 1
@@ -627,6 +658,7 @@ def test_bad_wait_idx_fails_the_request():
         assert "wait_idx = 5" in ring.faults[-1].message
 
 
+@pytest.mark.uring
 def test_waiting_on_nothing_is_a_deadlock_error():
     def prog(ctx, h):
         ctx.wait_idx, ctx.wait_nr = 1, 1
@@ -641,6 +673,7 @@ def test_waiting_on_nothing_is_a_deadlock_error():
             ring.wait_cqe(timeout=0.01)
 
 
+@pytest.mark.uring
 def test_faulting_program_fails_its_own_request():
     def bad(ctx, h):
         raise ProgramFault("load of 8 bytes at 0x0: null pointer dereference")
@@ -662,6 +695,8 @@ def test_faulting_program_fails_its_own_request():
         assert ring.faults[1].program == "also_bad"
 
 
+@pytest.mark.kernel
+@pytest.mark.uring
 def test_runner_bug_propagates_and_does_not_hang_waiters():
     def broken(ctx, h):
         raise KeyError("engine bug")
@@ -680,6 +715,7 @@ def test_runner_bug_propagates_and_does_not_hang_waiters():
         assert cqe_tuple(ring.wait_cqe()) == (7, -errno.ECANCELED, 0)
 
 
+@pytest.mark.uring
 def test_unregister_cancels_parked_requests():
     def prog(ctx, h):
         ctx.wait_idx, ctx.wait_nr = 0, 100
@@ -694,6 +730,7 @@ def test_unregister_cancels_parked_requests():
 
 
 
+@pytest.mark.uring
 def test_a_program_that_reparks_without_progress_does_not_spin():
     runs = []
 
@@ -709,6 +746,7 @@ def test_a_program_that_reparks_without_progress_does_not_spin():
         assert len(runs) < 10
 
 
+@pytest.mark.uring
 def test_host_sqe_with_op_bpf_runs_the_program_and_completes_on_its_cq():
     def prog(ctx, h):
         h.emit_cqe(0, ctx.user_data * 2, 0, 0)
@@ -724,6 +762,7 @@ def test_host_sqe_with_op_bpf_runs_the_program_and_completes_on_its_cq():
         assert cqe_tuple(ring.wait_cqe(1)) == (21, -errno.EINVAL, 0)
 
 
+@pytest.mark.uring
 def test_copy_to_user_respects_page_protection():
     seen = {}
     code = ctypes.cast(ctypes.CDLL(None).getpid, ctypes.c_void_p).value   # an r-x page
@@ -740,6 +779,7 @@ def test_copy_to_user_respects_page_protection():
 
 
 
+@pytest.mark.uring
 def test_endless_pingpong_still_lets_a_timed_wait_time_out():
     def player(mine, other):
         def prog(ctx, h):
@@ -763,6 +803,7 @@ def test_endless_pingpong_still_lets_a_timed_wait_time_out():
 
 # --- registration -------------------------------------------------------------------------------
 
+@pytest.mark.uring
 def test_register_table_order_maps_and_errors():
     with Ring(entries=4) as ring:
         with pytest.raises(ValueError, match="no BPF programs are registered"):
@@ -782,6 +823,7 @@ def test_register_table_order_maps_and_errors():
             ring.submit_bpf("a", user_data=-1)
 
 
+@pytest.mark.uring
 def test_register_limits():
     too_many = {f"p{i}": (lambda c, h: None) for i in range(MAX_PROGRAMS + 1)}
     with Ring(entries=4) as ring:
@@ -803,6 +845,7 @@ def _resources() -> tuple[int, int]:
     return len(os.listdir("/proc/self/fd")), maps
 
 
+@pytest.mark.uring
 def test_close_releases_every_fd_and_mapping():
     before = _resources()
     rings = [Ring(entries=16, cq_sizes=(4,)) for _ in range(5)]
@@ -835,6 +878,7 @@ def test_close_releases_every_fd_and_mapping():
     assert _resources() == before
 
 
+@pytest.mark.uring
 def test_close_cancels_requests_in_flight_before_releasing_the_ring():
     r, w = os.pipe()
     buf = ctypes.create_string_buffer(8)
@@ -864,6 +908,7 @@ def test_close_cancels_requests_in_flight_before_releasing_the_ring():
 
 
 
+@pytest.mark.uring
 def test_bad_arguments_raise_clear_errors():
     with pytest.raises(ValueError, match=r"entries = 0 is out of range \(1..32768\)"):
         Ring(entries=0)
@@ -912,6 +957,7 @@ def test_bad_arguments_raise_clear_errors():
         ring.wait_cqe()
 
 
+@pytest.mark.uring
 def test_skip_success_sqes_post_nothing_and_leak_no_tag():
     with Ring(entries=4) as ring:
         skip = nop(1)
@@ -984,6 +1030,7 @@ class InterpreterRunner:
         return self.interpreter.run(self.region.base), bytes(self.ctx)
 
 
+@pytest.mark.uring
 def test_compiled_program_through_the_interpreter_on_a_real_ring():
     from pybpf_uring import compile_source
     obj = compile_source(RELAY)

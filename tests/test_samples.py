@@ -45,6 +45,7 @@ def test_every_runtime_sample_is_a_bpf_module_that_compiles():
         assert obj.programs, name
 
 
+@pytest.mark.uring
 def test_rfc_helpers(runner):
     out = run(runner, "rfc_helpers.py")
     assert out.splitlines()[:3] == ["CQ0: user_data=5 res=13", "CQ0: user_data=2 res=0",
@@ -55,6 +56,7 @@ def test_rfc_helpers(runner):
     assert "trace: ['test: user counter now 42']" in out
 
 
+@pytest.mark.uring
 def test_counting(runner):
     out = run(runner, "counting.py", "20")
     assert "request done: res=0" in out
@@ -63,6 +65,7 @@ def test_counting(runner):
     assert 11 * 20 <= elapsed < 11 * 20 * 5          # the timeouts really ran, one after another
 
 
+@pytest.mark.uring
 def test_pingpong(runner):
     out = run(runner, "pingpong.py")
     assert "parked before the kick-off: 2" in out
@@ -73,6 +76,7 @@ def test_pingpong(runner):
     assert "left on CQ1/CQ2: 0 0 faults: []" in out
 
 
+@pytest.mark.uring
 def test_write_file(runner, tmp_path):
     out = run(runner, "write_file.py", str(tmp_path / "out.bin"))
     assert "request done: res=0" in out
@@ -82,6 +86,7 @@ def test_write_file(runner, tmp_path):
     assert [data[i * 16384] for i in range(16)] == [ord("A") + i for i in range(16)]
 
 
+@pytest.mark.uring
 def test_read_open(runner, tmp_path):
     path = tmp_path / "hello.txt"
     path.write_text("hello from a file\nsecond line\n")
@@ -92,6 +97,7 @@ def test_read_open(runner, tmp_path):
     assert "requests in flight (map): 0 faults: []" in out
 
 
+@pytest.mark.uring
 def test_read_open_of_a_missing_file_reports_enoent_and_fails(runner, tmp_path):
     missing = tmp_path / "missing"
     proc = start(runner, "read_open.py", str(missing))
@@ -101,6 +107,7 @@ def test_read_open_of_a_missing_file_reports_enoent_and_fails(runner, tmp_path):
     assert proc.stderr == f"{SAMPLES / 'read_open.py'}: open {missing}: No such file or directory\n"
 
 
+@pytest.mark.uring
 def test_file_copy(runner, tmp_path):
     src, dst = tmp_path / "src.bin", tmp_path / "dst.bin"
     data = os.urandom(5 * 65536 + 777)
@@ -112,6 +119,7 @@ def test_file_copy(runner, tmp_path):
     assert dst.read_bytes() == data
 
 
+@pytest.mark.uring
 def test_udp_keepalive_wakes_the_application_only_for_real_traffic(runner):
     out = run(runner, "udp_keepalive.py", "16", "20")
     assert "request done: res=0" in out
@@ -129,6 +137,7 @@ def test_udp_keepalive_wakes_the_application_only_for_real_traffic(runner):
     assert "errors: send 0, receive 0, queue 0; faults []" in out
 
 
+@pytest.mark.kernel
 def test_packet_stats_buckets_and_sums_in_the_kernel(runner):
     out = run(runner, "packet_stats.py")
     assert out == ("port    53 length    80 -> bucket 6\n"       # log2, capped at BUCKETS - 1
@@ -140,6 +149,8 @@ def test_packet_stats_buckets_and_sums_in_the_kernel(runner):
                    "bytes by port: {53: 592, 443: 1460, 8080: 9000}\n")
 
 
+@pytest.mark.uring
+@pytest.mark.kernel
 def test_mainline_nops_says_what_a_kernel_before_7_1_lacks(runner):
     from pybpf_uring import mainline
     if mainline.probe().ok:

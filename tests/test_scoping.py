@@ -89,6 +89,7 @@ def _objects(how: str, tmp_path):
     return {name: getattr(module, name).compile() for name in EXPECTED}, module.A
 
 
+@pytest.mark.kernel
 @pytest.mark.parametrize("how", ["compile_source", "compile_file", "decorated function"])
 def test_parameters_and_locals_hide_module_names_in_the_kernel(how, tmp_path):
     objects, A = _objects(how, tmp_path)
@@ -99,6 +100,7 @@ def test_parameters_and_locals_hide_module_names_in_the_kernel(how, tmp_path):
                 assert live.globals.seen == 1   # the global, written once; bump's seen was its own
 
 
+@pytest.mark.kernel
 def test_a_notebook_parameter_hides_a_leftover_constant():
     """The report: a notebook where an earlier cell left `x = 1` behind."""
     from IPython.core.interactiveshell import InteractiveShell
@@ -224,6 +226,7 @@ def counted(ctx: A) -> i32:
 '''
 
 
+@pytest.mark.kernel
 def test_a_local_named_like_a_host_function_leaves_the_function_out(tmp_path):
     """A script's program compiles without the host function its local happens to share a
     name with (which is not BPF code and would not compile), in a file and in a notebook."""

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import pytest
 from hypothesis import given, settings, strategies as st, HealthCheck
 
 from kernel_harness import floordiv, floormod, loaded, wrap
+
+pytestmark = pytest.mark.kernel
 
 VARS = {"a": (32, True), "b": (16, False), "c": (64, True), "d": (8, False), "e": (64, False)}
 TYPES = [(8, False), (8, True), (16, False), (16, True), (32, False), (32, True), (64, False), (64, True)]

@@ -113,6 +113,7 @@ def test_ctx_fields_through_the_reference_keep_their_own_offsets_and_sizes():
     assert sorted(stores) == [(8, 4), (12, 4)], wait.disasm()
 
 
+@pytest.mark.uring
 @pytest.mark.parametrize("backend", ["interpreter", "jit"])
 def test_the_relay_runs_on_a_real_ring(backend):
     obj = compile_source(RELAY, "relay.py")
@@ -131,6 +132,7 @@ def test_the_relay_runs_on_a_real_ring(backend):
     assert (args.limit, args.done) == (3, 3)             # copied back by report()
 
 
+@pytest.mark.uring
 def test_the_relay_runs_with_the_rings_own_engine():
     obj = compile_source(RELAY, "relay.py")
     ns: dict = {}
@@ -174,6 +176,7 @@ def keep_big(ctx: SkBuff) -> i32:
 """
 
 
+@pytest.mark.kernel
 @pytest.mark.parametrize("cpu", ["v1", "v3"])
 def test_a_socket_filter_subprogram_takes_the_skb(cpu):
     with loaded(SOCKET, cpu) as (live, ns):
@@ -217,6 +220,7 @@ def choose(ctx: Args) -> i32:
 """
 
 
+@pytest.mark.kernel
 @pytest.mark.parametrize("cpu", ["v1", "v3"])
 def test_a_syscall_subprogram_takes_the_ctx_and_keeps_constant_offsets(cpu):
     with loaded(SYSCALL, cpu) as (live, ns):

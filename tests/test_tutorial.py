@@ -77,6 +77,8 @@ def executed():
     return nb
 
 
+@pytest.mark.kernel
+@pytest.mark.uring
 def test_every_cell_runs_and_shows_what_the_tutorial_says(executed):
     check_outputs(executed)
 
