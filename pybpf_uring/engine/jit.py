@@ -37,6 +37,7 @@ helpers while a Ring's native wait runs the program.  A Jit nobody binds calls P
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import itertools
 import threading
@@ -47,11 +48,12 @@ from .. import isa
 from ..errors import RingError
 from ..limits import MAX_CALL_DEPTH, STACK_BYTES
 from .interpreter import (DEFAULT_BUDGET, BpfFault, BudgetExceeded, Helper, Interpreter,
-                          InvalidProgram, LddwResolver, call_label, unknown_call, validate,
-                          _LDDW_SOURCES)
+                          InvalidProgram, LddwResolver, call_label, slot_disassembly,
+                          unknown_call, validate)
 from .jit_lift import (ENTRY_FIELDS, STATE_FIELDS, STATUS_BUDGET, STATUS_DEPTH, STATUS_FELL_OFF, STATUS_HOST,
                        lift)
 from .memory import Memory, MemoryFault, Region
+from .semantics import LDDW_SOURCES
 from .suite_helpers import default_helpers
 
 __all__ = ["Jit", "JitUnavailable", "select_engine", "EngineChoice", "jit_available",
@@ -230,7 +232,7 @@ class Jit:
         self.budget = budget
         self.unchecked = unchecked
         self.executed = 0
-        self._disassemble = disassemble or self._default_disassembly
+        self._disassemble = disassemble or functools.partial(slot_disassembly, self.slots)
         self._calls = self._bind_calls()
         lddw_values = self._lddw_values(resolve_lddw)
         start = time.perf_counter()
@@ -327,12 +329,18 @@ class Jit:
             raise JitUnavailable(f"LLVM refused the lifted program: {exc}") from None
         return ctypes.CFUNCTYPE(_U64, _VP, _U64, _U64, _U64, _U64, _U64)(address)
 
+    def tier_up(self) -> None:
+        """Recompile a level-0 program at level 1 now, as `run` does once it has run
+        HOT_INSTRUCTIONS (bench/engine.py times this); at level 1 already, nothing to do."""
+        if self.tier == 0:
+            self._entry, self.tier = self._compile(1), 1
+
     def _count(self, executed: int) -> None:
         """Tier up a level-0 program once it has proven hot (see TIER_LINES)."""
         if self.tier == 0:
             self._hot += executed
             if self._hot >= HOT_INSTRUCTIONS:
-                self._entry, self.tier = self._compile(1), 1
+                self.tier_up()
 
     # -- binding ----------------------------------------------------------------------------------
     def _bind_calls(self) -> dict[int, Callable[..., int]]:
@@ -358,7 +366,7 @@ class Jit:
             if ins.src == 0:
                 values[pc] = ins.imm64
             elif resolve is None:
-                raise InvalidProgram(pc, f"lddw {_LDDW_SOURCES[ins.src]} (src {ins.src}) needs a "
+                raise InvalidProgram(pc, f"lddw {LDDW_SOURCES[ins.src]} (src {ins.src}) needs a "
                                      "resolver; none was given")
             else:
                 values[pc] = resolve(ins.src, ins.imm, ins.imm_hi) & M64
@@ -521,13 +529,6 @@ class Jit:
 
     def fault(self, pc: int, message: str) -> BpfFault:
         return BpfFault(pc, message, self._disassemble(pc))
-
-    def _default_disassembly(self, pc: int) -> str:
-        from ..disasm import format_instruction
-        ins = self.slots[pc] if 0 <= pc < len(self.slots) else None
-        if ins is None and 0 < pc <= len(self.slots):
-            ins = self.slots[pc - 1]
-        return format_instruction(ins) if ins is not None else ""
 
     def dump(self, stage: str = "ir") -> str:
         """The program at a stage of the JIT: "ir" (as lifted), "ir-opt" (after the pipeline)
