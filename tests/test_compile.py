@@ -141,6 +141,7 @@ def test_golden_disassembly(name, cpu):
         assert text == f.read()
 
 
+@pytest.mark.tools("objdump")
 @pytest.mark.parametrize("cpu", ["v1", "v4"])
 def test_our_disassembly_is_llvm_objdumps(tmp_path, cpu):
     obj = compile_file(SOURCES["bench_programs"], cpu)

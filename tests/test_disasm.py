@@ -193,7 +193,7 @@ def build(tmp_path_factory):
     return compile_
 
 
-@pytest.mark.tools("objdump")
+@pytest.mark.tools("objdump", "clang")
 @pytest.mark.parametrize("name, cpu, readable", GOLDEN, ids=[f"{n}-{c}" for n, c, _ in GOLDEN])
 @pytest.mark.parametrize("relocations", [False, True], ids=["d", "dr"])
 def test_golden_against_llvm_objdump(build, name, cpu, readable, relocations):
@@ -207,6 +207,7 @@ def test_golden_against_llvm_objdump(build, name, cpu, readable, relocations):
         assert obj.disasm(relocations=relocations) == want.split("\n", 2)[2]
 
 
+@pytest.mark.tools("clang")
 @pytest.mark.kernel
 def test_golden_covers_every_opcode_family(build):
     """The fixtures above exercise every opcode llvm-objdump can print (a guard against a
@@ -230,6 +231,7 @@ def test_golden_covers_every_opcode_family(build):
     assert expected - seen == set()
 
 
+@pytest.mark.tools("clang")
 @pytest.mark.kernel
 def test_program_disassembly_with_subprograms_and_source(build):
     obj = BpfObject.read(build("read_objects", "v3"))
@@ -300,6 +302,7 @@ def test_mnemonics_differ_except_for_the_operand_kind():
     assert all(len(ops) == 2 and ops[0] ^ ops[1] == isa.X for ops in shared.values()), shared
 
 
+@pytest.mark.tools("objdump")
 @pytest.mark.parametrize("cpu", ["v1", "v3", "v4"])
 def test_compiled_python_disassembles_as_llvm_objdump_does(tmp_path, cpu):
     """What the CLI promises for the project's own objects (llvmlite-emitted, not clang)."""
@@ -312,7 +315,7 @@ def test_compiled_python_disassembles_as_llvm_objdump_does(tmp_path, cpu):
         assert disasm.disassemble(read_elf(path), path, relocations) == want
 
 
-@pytest.mark.tools("objdump")
+@pytest.mark.tools("objdump", "clang")
 def test_program_disassembly_with_relocations_matches_objdump_dr(build):
     """A program that starts its section reads as `llvm-objdump -dr` shows that section."""
     path = build("read_objects", "v3")

@@ -159,6 +159,7 @@ char LICENSE[] __attribute__((section("license"), used)) = "GPL";
 '''
 
 
+@pytest.mark.tools("clang")
 @bpf
 def test_globals_of_a_clang_object_the_kernel_wrote(tmp_path):
     """Struct and array globals written by a C program (clang's BTF: padding, u16 array)."""
@@ -173,6 +174,7 @@ def test_globals_of_a_clang_object_the_kernel_wrote(tmp_path):
         assert g.pt.copy().tags[0] == 7 and g.pt.tags[1] == 0xBEEF
 
 
+@pytest.mark.tools("clang")
 @bpf
 def test_without_btf_globals_are_ints_or_bytes(tmp_path):
     obj = dataclasses.replace(clang_object(tmp_path, "fill", C_SOURCE), btf=None)

@@ -834,6 +834,7 @@ def add(ctx: Args) -> i32:
 '''
 
 
+@pytest.mark.tools("clang")
 def test_python_program_loads_with_its_subprogram_and_btf(tmp_path):
     from pybpf_uring import compile_source
     path = tmp_path / "prog.py"

@@ -21,6 +21,7 @@ def btf_dump(obj, tmp_path) -> str:
                           text=True, check=True).stdout
 
 
+@pytest.mark.tools("bpftool")
 @pytest.mark.kernel
 def test_loop_step_object_has_struct_ops_kfuncs_and_globals(tmp_path):
     obj = compile_file(NOPS)

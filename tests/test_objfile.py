@@ -467,6 +467,7 @@ def test_kernel_btf_fixups(obj):
     assert [t.kind for t in b][:len(obj.btf)] == [t.kind for t in obj.btf]
 
 
+@pytest.mark.tools("clang")
 @pytest.mark.kernel
 @pytest.mark.parametrize("fixture", ["read_objects", "load_syscall", "btf_kinds", "disasm_ops"])
 def test_kernel_accepts_kernel_btf(tmp_path, fixture):
@@ -524,6 +525,7 @@ def test_relocations_against_section_symbols(tmp_path):
     assert [target for _, target in calls] == [starts["first"], starts["second"], starts["first"]]
 
 
+@pytest.mark.tools("clang")
 @pytest.mark.kernel
 def test_static_maps_and_variables_through_section_symbols(tmp_path):
     o = BpfObject.read(compile_c("read_static_maps", tmp_path))
@@ -566,6 +568,7 @@ def test_linked_program_with_maps_and_data_runs_in_the_kernel(obj):
         assert live.maps[".bss"][0] == struct.pack("<4I", 0, 3, 0, 0)
 
 
+@pytest.mark.tools("clang")
 @pytest.mark.kernel
 def test_section_symbol_relocations_run_in_the_kernel(tmp_path):
     o = BpfObject.read(compile_c("read_static", tmp_path))
@@ -619,6 +622,7 @@ def _btf_sample() -> bytes:
     return raw
 
 
+@pytest.mark.tools("clang")
 @pytest.mark.kernel
 def test_verifier_rejection_maps_to_the_source_line(tmp_path):
     """The verifier's failing instruction (a slot of the linked program) → line_at → the C line."""
@@ -661,6 +665,7 @@ def test_parses_the_running_kernels_btf():
     assert b.find("no such type anywhere") is None and b.find("task_struct", "enum") is None
 
 
+@pytest.mark.tools("clang")
 @pytest.mark.kernel
 def test_extern_variable_relocation(tmp_path):
     src = tmp_path / "ext.c"
