@@ -3,8 +3,8 @@ programs, loaded objects, maps, rings and test-run results, rendered here in one
 
 Each class only names its renderer (`_repr_html_ = display.map_html`), so the markup (and its
 escaping) has one home and the classes stay about what they do.  The functions read
-the objects duck-typed, through the attributes the classes already have (a Ring's queues
-through its own fields: its public calls would run programs), and import nothing from the
+the objects duck-typed, through their public attributes (a Ring's queues through
+`Ring.snapshot()`, a copy: its other public calls would run programs), and import nothing from the
 project: objfile, load, ring and engine all call down into this module, never the
 other way, so there is no import cycle.
 
@@ -186,33 +186,30 @@ def test_run_html(result: Any) -> str:
 def ring_html(ring: Any, rows: int = ROWS) -> str:
     """A Ring: its SQ and CQs (the kernel's head and tail, and what each userspace CQ holds),
     the kernel requests in flight, the BPF requests runnable or parked on a CQ, the registered
-    programs and their maps.  Read from the ring's queues as they stand (see the module
-    docstring), so showing a ring runs nothing."""
+    programs and their maps.  Read from `ring.snapshot()` (a copy of the queues as they stand),
+    so showing a ring runs nothing."""
     head = f"<b>io_uring ring</b> {_e(repr(ring))}"
     if ring.closed:
         return f"<div>{head}</div>"
-    raw = ring._raw
-    sq_head, cq_head, cq_tail = (raw.sq_u32[raw.sq_head], raw.cq_u32[raw.cq_head],
-                                 raw.cq_u32[raw.cq_tail])
-    sq = (f"<p>SQ: {ring.entries} entries, head {sq_head}, tail {ring._sq_tail}, "
-          f"{_n(ring._pending(), 'SQE')} not yet submitted; kernel CQ ring: head {cq_head}, "
-          f"tail {cq_tail} ({_n((cq_tail - cq_head) & 0xFFFFFFFF, 'CQE')} not yet drained); "
-          f"{_n(ring.enter_calls, 'io_uring_enter call')}</p>")
-    overflows = ring.overflows
+    snap = ring.snapshot()
+    sq = (f"<p>SQ: {snap.entries} entries, head {snap.sq_head}, tail {snap.sq_tail}, "
+          f"{_n(snap.sq_pending, 'SQE')} not yet submitted; kernel CQ ring: head {snap.cq_head}, "
+          f"tail {snap.cq_tail} ({_n((snap.cq_tail - snap.cq_head) & 0xFFFFFFFF, 'CQE')} not yet "
+          f"drained); {_n(snap.enter_calls, 'io_uring_enter call')}</p>")
     cqs = table(["CQ", "size", "CQEs held", "backlog", "overflows"],
-                ([q.index, q.size, len(q.entries), len(q.backlog), overflows[q.index]]
-                 for q in ring._cqs))
-    tags = [t for t in ring._tags if t is not None]
+                ([q.index, q.size, q.held, q.backlog, q.overflows] for q in snap.cqs))
+    tags = snap.in_flight
     flight = table(["user_data", "CQ"], tags[:rows])
     more = f"<p>… {len(tags) - rows} more</p>" if len(tags) > rows else ""
-    programs = ring._programs
-    requests = ([(programs[r.prog][0], r.user_data, r.cq_idx, "runnable", r.runs) for r in ring._runnable]
-                + [(programs[r.prog][0], r.user_data, r.cq_idx,
-                    f"parked: waits for {_n(r.wait_nr, 'CQE')} on CQ {r.wait_idx}", r.runs) for r in ring._parked])
+    programs = snap.programs
+    requests = ([(r.program, r.user_data, r.cq_idx, "runnable", r.runs) for r in snap.runnable]
+                + [(r.program, r.user_data, r.cq_idx,
+                    f"parked: waits for {_n(r.wait_nr, 'CQE')} on CQ {r.wait_idx}", r.runs)
+                   for r in snap.parked])
     bpf = table(["program", "user_data", "completes on CQ", "state", "runs"], requests)
     progs = table(["index", "program", "backend", "runs"],
-                  ([i, name, getattr(runner, "backend", type(runner).__name__),
-                    getattr(runner, "runs", "")] for i, (name, runner) in enumerate(programs)))
+                  ([i, p.name, p.backend, "" if p.runs is None else p.runs]
+                   for i, p in enumerate(programs)))
     faults = ""
     if ring.faults:
         faults = "<p>faults:</p>" + table(["program", "user_data", "res", "message"],
@@ -220,7 +217,7 @@ def ring_html(ring: Any, rows: int = ROWS) -> str:
     maps = "".join(map_html(m, rows) for m in ring.maps.values())
     return (f"<div>{head}{sq}{cqs}"
             f"<p>kernel requests in flight (last CQE not routed yet): {len(tags)}</p>{flight if tags else ''}{more}"
-            f"<p>BPF requests: {len(ring._runnable)} runnable, {ring.parked} parked</p>"
+            f"<p>BPF requests: {len(snap.runnable)} runnable, {len(snap.parked)} parked</p>"
             f"{bpf if requests else ''}"
             f"<p>registered programs: {len(programs)}</p>{progs if programs else ''}{faults}"
             f"{'<details open><summary>maps</summary>' + maps + '</details>' if maps else ''}</div>")

@@ -4,7 +4,7 @@ What the kernel does and what this module emulates (docs/abi.md §A):
 
 * SQEs other than IORING_OP_BPF go to the real kernel ring (`ring_sys.RawRing`).  The RFC's
   `cq_idx` (SQE offset 48) is unknown to a mainline kernel, so before an SQE reaches its slot the
-  runtime clears offset 48 and replaces `user_data` with an internal *tag* (`_TAG_BASE | slot`);
+  runtime clears offset 48 and replaces `user_data` with an internal *tag* (`TAG_BASE | slot`);
   the tag table remembers the original user_data and cq_idx.  Reaping looks the tag up, restores
   the user_data and routes the CQE to its CQ.  A tag lives until the request's last CQE (one
   without IORING_CQE_F_MORE), so multishot requests keep theirs.  Cancel-style SQEs, whose `addr`
@@ -104,9 +104,10 @@ from typing import Any, Callable, Mapping, Sequence
 from . import display, ring_sys
 from .errors import RingError
 from .globals_view import Globals, ViewSections, global_vars
-from .ring_protocol import (BpfRequest, CompletionQueue, EngineInstance, ProgramFault, ProgramRunner,
-                            RingState)
-from .ring_sys import RawRing, read_user, write_user
+from .ring_protocol import (MAX_COPY, TAG_BASE, BpfRequest, CompletionQueue, CqSnapshot,
+                            EngineInstance, ProgramFault, ProgramRunner, ProgramSnapshot,
+                            RequestSnapshot, RingSnapshot, RingState)
+from .ring_sys import RawRing, read_user, syscall, write_user
 from .limits import MAX_CQ_SIZE, MAX_EXTRA_CQS, MAX_PROGRAMS, MAX_SQ_ENTRIES
 from .uapi import (CQE_SIZE, IORING_ASYNC_CANCEL_ALL, IORING_ASYNC_CANCEL_ANY, IORING_ASYNC_CANCEL_FD,
                    IORING_CQE_F_MORE, IORING_ENTER_GETEVENTS, IORING_OP_ASYNC_CANCEL, IORING_OP_BPF,
@@ -125,11 +126,8 @@ CTX_SIZE = 16
 _TARGETS_BY_USER_DATA = frozenset((IORING_OP_POLL_REMOVE, IORING_OP_TIMEOUT_REMOVE,
                                    IORING_OP_ASYNC_CANCEL))
 
-_syscall = ring_sys._syscall
 _NR_ENTER, _GETEVENTS = NR_IO_URING_ENTER, IORING_ENTER_GETEVENTS
 _HELD_BACK = IORING_SQ_CQ_OVERFLOW | IORING_SQ_TASKRUN
-_TAG_BASE = 0xB9F5_0000_0000_0000   # kernel-visible user_data = _TAG_BASE | tag slot
-_MAX_COPY = 1 << 24
 _RUN_BUDGET = 4096           # program runs per _progress call
 _INF = float("inf")
 _MAX_TIMEOUT = float(1 << 40)   # seconds: far beyond any wait, still a valid __kernel_timespec
@@ -211,7 +209,7 @@ class Helpers:
 
     def copy_from_user(self, uptr: int, size: int) -> tuple[int, bytes]:
         """bpf_copy_from_user: (0, bytes), or (-EFAULT, zeroes) as the kernel zeroes dst on failure."""
-        if not 0 <= size <= _MAX_COPY:   # no program memory region is that large
+        if not 0 <= size <= MAX_COPY:   # no program memory region is that large
             return -_errno.EINVAL, b""
         data = read_user(uptr & _U64, size)
         return (0, data) if data is not None else (-_errno.EFAULT, bytes(size))
@@ -316,7 +314,7 @@ class Ring:
         while self._sq_tail != head:
             self._sq_tail = (self._sq_tail - 1) & _U32
             slot = _UD.unpack_from(self._sqes, (self._sq_tail & self._sq_mask) * SQE_SIZE + 32)[0]
-            slot -= _TAG_BASE
+            slot -= TAG_BASE
             if 0 <= slot < len(self._tags) and self._tags[slot] is not None:
                 self._tags[slot] = None
                 self._free.append(slot)
@@ -560,7 +558,7 @@ class Ring:
             if not to_submit and not self._in_flight:
                 self._stalled(q)
             self.enter_calls += 1
-            if _syscall(_NR_ENTER, self._fd, to_submit, 1, _GETEVENTS, None, 0) < 0:
+            if syscall(_NR_ENTER, self._fd, to_submit, 1, _GETEVENTS, None, 0) < 0:
                 self._enter_failed(ctypes.get_errno())
 
     def _wait_timed(self, q: CompletionQueue, timeout: float) -> Cqe:
@@ -678,6 +676,22 @@ class Ring:
             self._session_helpers = Helpers(self, None)
         return self._session_helpers
 
+    def snapshot(self) -> RingSnapshot:
+        """A copy of the ring's queues as they stand, for display.ring_html: reading it submits
+        nothing and runs no program (ready() and peek_cqe() would run parked ones)."""
+        raw, overflows = self._live(), self.overflows
+        names = [name for name, _ in self._programs]
+        requests = [tuple(RequestSnapshot(names[r.prog], r.user_data, r.cq_idx, r.wait_nr, r.wait_idx,
+                                          r.runs) for r in queue) for queue in (self._runnable, self._parked)]
+        return RingSnapshot(
+            self.entries, raw.sq_u32[raw.sq_head], self._sq_tail, self._pending(),
+            raw.cq_u32[raw.cq_head], raw.cq_u32[raw.cq_tail], self.enter_calls,
+            tuple(CqSnapshot(q.index, q.size, len(q.entries), len(q.backlog), overflows[q.index])
+                  for q in self._cqs), tuple(tag for tag in self._tags if tag is not None),
+            tuple(ProgramSnapshot(name, getattr(runner, "backend", type(runner).__name__),
+                                  getattr(runner, "runs", None)) for name, runner in self._programs),
+            *requests)
+
     def native_state(self, full: bool) -> RingState:
         """What a native wait takes over (ring_protocol.NativeHost): the SQ tail, tags, CQs,
         counters, and with `full` the parked requests."""
@@ -738,7 +752,7 @@ class Ring:
             slot = self._free.pop()
             self._tags[slot] = (user_data, cq_idx)
             self._in_flight += 1
-            tag = _TAG_BASE | slot
+            tag = TAG_BASE | slot
         else:
             tag = self._new_tag(user_data, cq_idx)
         slot = (self._sq_tail & self._sq_mask) * SQE_SIZE
@@ -762,7 +776,7 @@ class Ring:
             slot = len(self._tags)
             self._tags.append(entry)
         self._in_flight += 1
-        return _TAG_BASE | slot
+        return TAG_BASE | slot
 
     def _retarget(self, opcode: int, raw: bytes) -> tuple[tuple[int, int], ...]:
         """Patches (SQE offset, u64) that point a cancel/remove/update SQE at the target's tag."""
@@ -774,7 +788,7 @@ class Ring:
         if opcode == IORING_OP_POLL_REMOVE and poll_flags & IORING_POLL_UPDATE_USER_DATA:
             # The kernel would give the poll a new user_data (in `off`): keep its tag and give the
             # new user_data to the tag instead, so its later CQEs are still routed.
-            slot = target - _TAG_BASE
+            slot = target - TAG_BASE
             if 0 <= slot < len(self._tags) and self._tags[slot] is not None:
                 self._tags[slot] = (_UD.unpack_from(raw, 8)[0], self._tags[slot][1])
                 return ((16, target), (8, target))
@@ -785,7 +799,7 @@ class Ring:
         user_data unchanged when none is in flight (the kernel then answers -ENOENT)."""
         for slot, entry in enumerate(self._tags):
             if entry is not None and entry[0] == user_data:
-                return _TAG_BASE | slot
+                return TAG_BASE | slot
         return user_data
 
     def _enter(self, min_complete: int, flags: int) -> int:
@@ -796,7 +810,7 @@ class Ring:
                 return 0
             self.enter_calls += 1
             # Six arguments always: a NULL sigmask pointer and size (see ring_sys.io_uring_enter).
-            res = _syscall(_NR_ENTER, self._fd, to_submit, min_complete, flags, None, 0)
+            res = syscall(_NR_ENTER, self._fd, to_submit, min_complete, flags, None, 0)
             if res >= 0:
                 return res
             self._enter_failed(ctypes.get_errno())
@@ -826,7 +840,7 @@ class Ring:
             held_back = sq_u32[flags_i] & _HELD_BACK
             if held_back:
                 self.enter_calls += 1
-                if _syscall(_NR_ENTER, self._fd, 0, 0, _GETEVENTS, None, 0) < 0:
+                if syscall(_NR_ENTER, self._fd, 0, 0, _GETEVENTS, None, 0) < 0:
                     err = ctypes.get_errno()
                     if err not in (_errno.EINTR, _errno.EBUSY, _errno.EAGAIN):
                         raise ring_sys.oserror("io_uring_enter", err)
@@ -844,7 +858,7 @@ class Ring:
         while head != tail:
             user_data, res, flags = unpack(buf, base + (head & mask) * CQE_SIZE)
             head = (head + 1) & _U32
-            slot = user_data - _TAG_BASE
+            slot = user_data - TAG_BASE
             entry = tags[slot] if 0 <= slot < len(tags) else None
             if entry is None:
                 cqs[0].post((user_data, res, flags))   # not ours: MSG_RING from another ring

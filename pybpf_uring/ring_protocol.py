@@ -4,7 +4,8 @@ Both sides import this module and neither imports the other for it: the engine r
 `ProgramFault` and implements `ProgramRunner`/`EngineInstance`; the engine's native ring
 (`engine.native_ring`) takes a wait over from the Python ring through `NativeHost` and moves
 `RingState` across.  Keeping the contract here is what lets the dependency point one way
-(ring -> engine, never back).
+(ring -> engine, never back).  `RingSnapshot` is the ring's other outward view: a copy of its
+queues for a display (display.ring_html), which must not run anything to show them.
 """
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from typing import Any, Mapping, Protocol
 from .errors import RingError
 
 __all__ = ["ProgramFault", "ProgramRunner", "EngineInstance", "BpfRequest", "CompletionQueue",
-           "RingState", "NativeHost", "TAG_BASE", "MAX_COPY"]
+           "RingState", "NativeHost", "TAG_BASE", "MAX_COPY", "CqSnapshot", "ProgramSnapshot",
+           "RequestSnapshot", "RingSnapshot"]
 
 # The user_data the kernel sees for a request the ring tagged: TAG_BASE | its tag slot
 # (`RingState.tags`); both sides route the kernel's CQEs by it.
@@ -141,3 +143,59 @@ class NativeHost(Protocol):
     def session_helpers(self) -> Any:
         """The `ring.Helpers` a program's Python helper calls use inside a native wait."""
         ...
+
+
+@dataclass(frozen=True)
+class CqSnapshot:
+    """One completion queue at a moment: CQEs it holds, completions backlogged behind them,
+    and how many found it full (for CQ 0, the kernel's own overflow count included)."""
+
+    index: int
+    size: int
+    held: int
+    backlog: int
+    overflows: int
+
+
+@dataclass(frozen=True)
+class ProgramSnapshot:
+    """A registered program: its name, the backend its runner uses, and how often it ran
+    (None when the runner does not count)."""
+
+    name: str
+    backend: str
+    runs: int | None
+
+
+@dataclass(frozen=True)
+class RequestSnapshot:
+    """A BPF request: its program's name, the SQE's user_data and cq_idx, what it is parked
+    on (wait_nr CQEs on CQ wait_idx; 0 when runnable) and how often its program ran."""
+
+    program: str
+    user_data: int
+    cq_idx: int
+    wait_nr: int
+    wait_idx: int
+    runs: int
+
+
+@dataclass(frozen=True)
+class RingSnapshot:
+    """What `Ring.snapshot()` copies out of a ring: the SQ and kernel CQ ring indices, the
+    userspace CQs, the kernel requests in flight as (user_data, cq_idx), the registered
+    programs and the BPF requests runnable and parked, all values (nothing of the ring's shared).
+    Taking one reads memory only -- no io_uring_enter, no program run."""
+
+    entries: int
+    sq_head: int
+    sq_tail: int
+    sq_pending: int
+    cq_head: int
+    cq_tail: int
+    enter_calls: int
+    cqs: tuple[CqSnapshot, ...]
+    in_flight: tuple[tuple[int, int], ...]
+    programs: tuple[ProgramSnapshot, ...]
+    runnable: tuple[RequestSnapshot, ...]
+    parked: tuple[RequestSnapshot, ...]

@@ -192,7 +192,7 @@ class NativeRing:
         w[W["cq_head"]] = raw.cq_address + 4 * raw.cq_head
         w[W["cq_tail"]] = raw.cq_address + 4 * raw.cq_tail
         w[W["cq_mask"]], w[W["cqes"]] = raw.cq_u32[raw.cq_mask], raw.cq_address + raw.cqes_off
-        libc = ring_sys._libc
+        libc = ring_sys.libc
         w[W["syscall"]] = ctypes.cast(libc.syscall, _VP).value
         w[W["errno"]] = ctypes.cast(getattr(libc, "__errno_location"), _VP).value
         w[W["clock"]] = ctypes.cast(libc.clock_gettime, _VP).value
