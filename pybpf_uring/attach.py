@@ -36,7 +36,7 @@ class Attachment:
         self.target, self.fd = target, fd
         self._detach = weakref.finalize(self, kernel.close, fd)
         self._owner = owner
-        owner._attachments.append(self)   # detached with everything else when the object closes
+        owner.attachments.append(self)    # detached with everything else when the object closes
 
     @property
     def attached(self) -> bool:
@@ -47,8 +47,8 @@ class Attachment:
             return
         self._detach()
         self.fd = -1
-        if self in self._owner._attachments:
-            self._owner._attachments.remove(self)
+        if self in self._owner.attachments:
+            self._owner.attachments.remove(self)
 
     def __enter__(self) -> "Attachment":
         return self
@@ -77,7 +77,7 @@ class SocketAttachment(Attachment):
         self.target, self.fd = f"socket fd {_fileno(sock)}", own.fileno()
         self._detach = weakref.finalize(self, _detach_socket, own)
         self._owner = owner
-        owner._attachments.append(self)
+        owner.attachments.append(self)
 
 
 def _fileno(sock: Any) -> int:

@@ -111,8 +111,13 @@ def _map_type(m: Any) -> str:
 
 
 def _closed(thing: Any) -> bool:
-    """A KernelMap or KernelProgram whose object was closed (its fd is -1)."""
-    return getattr(thing, "_fd", 0) < 0
+    """A KernelMap or KernelProgram whose object was closed: its `fd` says so (an engine map
+    has no fd)."""
+    try:
+        getattr(thing, "fd", None)
+    except ValueError:
+        return True
+    return False
 
 
 def _in_order(keys: list) -> list:

@@ -337,6 +337,11 @@ class KernelProgram:
         state = f"fd {self._fd}" if self._fd >= 0 else "closed"
         return f"<KernelProgram {self.name!r} {self.kind} {state}>"
 
+    def mark_closed(self) -> None:
+        """Its owner closed the fd (a mainline loop attachment, which loaded the program):
+        `.fd` says the program is closed from now on."""
+        self._fd = -1
+
     def info(self) -> kernel.ProgInfo:
         return kernel.prog_info(self.fd)
 
@@ -473,7 +478,7 @@ class LoadedObject:
         self.programs = Programs()
         self.maps: dict[str, KernelMap] = {}
         self._fds: list[int] = []
-        self._attachments: list[Attachment] = []
+        self.attachments: list[Attachment] = []   # attach.py adds and removes its own
         self.btf: KernelBtf | None = None  # the object's BTF in the kernel, if it loaded
         self.btf_error: str = ""            # why it did not, or why a program went without it
         # closes the fds even if the user forgets `close()`; a no-op after close()
@@ -484,7 +489,7 @@ class LoadedObject:
         return fd
 
     def close(self) -> None:
-        for attachment in list(self._attachments):  # first: a socket keeps its filter otherwise
+        for attachment in list(self.attachments):  # first: a socket keeps its filter otherwise
             attachment.close()
         _close_all(self._fds)
         for obj in (*self.programs._loaded.values(), *self.maps.values()):

@@ -375,7 +375,7 @@ class Jit:
     # -- the region table -----------------------------------------------------------------------
     def _memory_key(self) -> tuple:
         memory = self.memory
-        return (getattr(memory, "_next_id", None), len(memory.regions),
+        return (memory.next_id, len(memory.regions),
                 len(memory.readable), len(memory.writable))
 
     def _build_table(self) -> None:

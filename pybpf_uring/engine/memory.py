@@ -76,6 +76,12 @@ class Memory:
     writable: dict[int, bytearray | memoryview] = field(default_factory=dict)
     _next_id: int = 1
 
+    @property
+    def next_id(self) -> int:
+        """The id the next mapped region gets: every map changes it, so with the tables' sizes
+        it tells a copy of the region table (the JIT's) when to rebuild."""
+        return self._next_id
+
     def map(self, buf: bytearray | memoryview, name: str, *, writable: bool = True,
             fields: Iterable[tuple[int, int]] | None = None) -> Region:
         """Make `buf` addressable; the program then reads and writes it in place."""

@@ -68,7 +68,7 @@ class LoopAttachment:
         self._finalizer()
         self.link_fd = self.map_fd = -1
         for prog in self.programs.values():
-            prog._fd = -1
+            prog.mark_closed()
         if self in self.ring.attachments:
             self.ring.attachments.remove(self)
 
