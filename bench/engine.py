@@ -44,8 +44,8 @@ sys.path.insert(1, str(HERE))
 from measure import CPU_CLOCK, compare, interleave, spread  # noqa: E402  (bench/measure.py)
 from pybpf_uring.conformance import (  # noqa: E402
     CASES_MISSING, assemble, cases_dir, default_helpers, read_case)
-from pybpf_uring.engine import Interpreter, Memory  # noqa: E402
-from pybpf_uring.engine.jit import Jit, jit_available  # noqa: E402
+from pybpf_uring.runtime.engine import Interpreter, Memory  # noqa: E402
+from pybpf_uring.runtime.engine.jit import Jit, jit_available  # noqa: E402
 
 CLOCK = CPU_CLOCK    # in-process: engines run and compile on the calling thread
 
@@ -163,8 +163,8 @@ def register_child(backend: str) -> None:
     module, which the first native wait of a process pays."""
     import ring as ring_bench          # bench/ring.py
     from pybpf_uring import compile_source
-    from pybpf_uring.engine import instantiate
-    from pybpf_uring.engine.native_ring import native_helpers
+    from pybpf_uring.runtime.engine import instantiate
+    from pybpf_uring.runtime.engine.native_ring import native_helpers
     obj = compile_source(ring_bench.BPF_CHAIN_SOURCE)
     start = CLOCK()
     instantiate(obj, backend=backend)

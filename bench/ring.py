@@ -10,7 +10,7 @@ and the min-max of the per-round ratios:
 
 - `Ring` driven by a Python loop (`ring.queue(sqe)` + `ring.wait_cqe()`);
 - for reference, the `liburing` PyPI package's Python binding, if it is installed (the ring
-  layer was chosen against it: see the `pybpf_uring.ring` docstring);
+  layer was chosen against it: see the `pybpf_uring.runtime.ring` docstring);
 - the BPF-driven chain: a program that queues the next NOP on CQ 1 and parks on it.  Measured with
   a Python stand-in program (the runtime's own overhead), and with the compiled program on each
   engine (ENGINES): the interpreter, the JIT with the rounds driven by the Python ring, and the
@@ -101,7 +101,7 @@ BPF_CHAIN_SOURCE = textwrap.dedent("""
 
 def python_chain(n: int) -> tuple[float, float]:
     """`Ring` from a Python loop: (ops/s, io_uring_enter calls per op)."""
-    from pybpf_uring.ring import Ring
+    from pybpf_uring.runtime.ring import Ring
     from pybpf_uring.uring import prep_nop
     with Ring(entries=64) as ring:
         sqe = ring.sqe()
@@ -160,7 +160,7 @@ class _StandInChain:
 
 def bpf_chain(n: int, engine) -> tuple[float, float]:
     """A BPF request chaining n NOPs on CQ 1 (one run per NOP): (ops/s, enter calls per op)."""
-    from pybpf_uring.ring import Ring
+    from pybpf_uring.runtime.ring import Ring
     obj = SimpleNamespace(programs=[SimpleNamespace(kind="iouring", name="chain",
                                                     section="iouring.s/chain")], maps={})
     with Ring(entries=64, cq_sizes=(64,)) as ring:
@@ -188,8 +188,8 @@ def bench_bpf_chain_engine(obj, n: int, **options) -> tuple[float, float]:
     """The same chain with BPF_CHAIN_SOURCE compiled (`obj`) and run by the userspace engine;
     `options` go to `instantiate` (ENGINES).  Timed from the submit: registering (instantiating,
     JIT-compiling) is not per-op overhead."""
-    from pybpf_uring.engine import instantiate
-    from pybpf_uring.ring import Ring
+    from pybpf_uring.runtime.engine import instantiate
+    from pybpf_uring.runtime.ring import Ring
     with Ring(entries=64, cq_sizes=(64,)) as ring:
         ring.register(obj, engine=lambda o: instantiate(o, **options))
         t0 = CPU_CLOCK()

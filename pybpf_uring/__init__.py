@@ -12,17 +12,17 @@ from . import hooks
 
 # name → the module defining it, imported when the name is first used
 _LAZY = {
-    "compile_file": "pipeline", "compile_module": "pipeline", "compile_source": "pipeline",
-    "BpfObject": "objfile", "Ring": "ring",
+    "compile_file": "compiler.pipeline", "compile_module": "compiler.pipeline", "compile_source": "compiler.pipeline",
+    "BpfObject": "bpf.objfile", "Ring": "runtime.ring",
     # the errors, one hierarchy (errors.py): PybpfUringError catches them all
     "PybpfUringError": "errors",
     "CompileError": "errors",                                     # the program's source: path:line:col
-    "LoadError": "errors", "VerifierError": "load", "UnsupportedProgramError": "load",
+    "LoadError": "errors", "VerifierError": "bpf.load", "UnsupportedProgramError": "bpf.load",
     "ObjectError": "errors",                                      # a file that is no BPF object we read
-    "RingError": "errors", "ProgramFault": "ring", "DeadlockError": "ring",   # running programs
+    "RingError": "errors", "ProgramFault": "runtime.ring", "DeadlockError": "runtime.ring",   # running programs
     "MainlineUnsupportedError": "mainline", "UnsuitableRingError": "mainline", "LoopError": "mainline",
-    "FrozenGlobalError": "globals_view",                          # a .rodata global written after load
-    "TraceReader": "trace", "trace_lines": "trace",               # kernel print() output (trace_pipe)
+    "FrozenGlobalError": "bpf.globals_view",                          # a .rodata global written after load
+    "TraceReader": "bpf.trace", "trace_lines": "bpf.trace",               # kernel print() output (trace_pipe)
 }
 
 __all__ = [
@@ -35,13 +35,13 @@ __all__ = [
 
 def _compile_program(program, cpu: str = "v3"):
     """What `Program.compile()` calls: the pipeline, imported on the first compile (hooks.py)."""
-    from .pipeline import compile_function
+    from .compiler.pipeline import compile_function
     return compile_function(program, cpu=cpu)
 
 
 def _load_object(obj, **options):
     """What `BpfObject.load()` calls: the loader, imported on the first load (hooks.py)."""
-    from .load import load
+    from .bpf.load import load
     return load(obj, **options)
 
 

@@ -67,7 +67,7 @@ def _count(what: str, lo: int, hi: int):
 
 def _cq_sizes(text: str) -> tuple[int, ...]:
     """`--cq-sizes A,B,…`: the extra CQs' sizes, each checked against the ring's own limits."""
-    from .ring import MAX_CQ_SIZE, MAX_EXTRA_CQS
+    from .runtime.ring import MAX_CQ_SIZE, MAX_EXTRA_CQS
     size = _count("a CQ size", 1, MAX_CQ_SIZE)
     sizes = tuple(size(part.strip()) for part in text.split(",") if part.strip())
     if len(sizes) > MAX_EXTRA_CQS:
@@ -217,16 +217,16 @@ def read_text(path: str) -> str:
 
 
 def read_source(path: str):
-    from .parse import parse_source
+    from .compiler.parse import parse_source
     return parse_source(read_text(path), path)
 
 
 def load_object(path: str, cpu: str):
     """An object file as it is, or a Python module compiled first."""
     if path.endswith(".py"):
-        from .pipeline import compile_tree
+        from .compiler.pipeline import compile_tree
         return compile_tree(read_source(path), cpu).object
-    from .objfile import BpfObject
+    from .bpf.objfile import BpfObject
     return BpfObject.read(path)
 
 
@@ -238,7 +238,7 @@ def cmd_compile(args) -> int:
 
 
 def compile_one(path: str, args) -> int:
-    from .pipeline import compile_tree
+    from .compiler.pipeline import compile_tree
     result = compile_tree(read_source(path), args.cpu)
     for w in result.warnings:
         print(w.render(), file=sys.stderr)
@@ -269,11 +269,11 @@ def disasm_one(path: str, args, headed: bool) -> int:
         if headed:
             text = f"\n{path}:\tfile format elf64-bpf\n" + text
     elif path.endswith(".py"):
-        from .disasm import disassemble
+        from .bpf.disasm import disassemble
         text = disassemble(load_object(path, args.cpu), path if headed else None, args.relocations)
     else:  # any BPF ELF, valid program or not, with llvm-objdump's file-name line
-        from .disasm import disassemble
-        from .objfile import read_elf
+        from .bpf.disasm import disassemble
+        from .bpf.objfile import read_elf
         text = disassemble(read_elf(path), path, args.relocations)
     print(text, end="")
     return EXIT_OK
@@ -284,7 +284,7 @@ def cmd_check(args) -> int:
 
 
 def check_one(path: str) -> int:
-    from .check import check
+    from .compiler.check import check
     checked = check(read_source(path))
     for w in checked.warnings:
         print(w.render(), file=sys.stderr)
@@ -411,9 +411,9 @@ def run_module(path: str, text: str, args) -> int:
     """Submit every io_uring program once and drain the ring until none is parked, printing each
     CQ's CQEs, the trace and the maps; a loop_step module goes to `run_loop_step`."""
     import time
-    from .parse import parse_source
-    from .pipeline import compile_tree
-    from .ring import Ring
+    from .compiler.parse import parse_source
+    from .compiler.pipeline import compile_tree
+    from .runtime.ring import Ring
     obj = compile_tree(parse_source(text, path), args.cpu).object
     names = [p.name for p in obj.programs if p.kind == "iouring"]
     if not names and any(p.kind == "struct_ops" for p in obj.programs):

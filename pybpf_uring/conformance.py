@@ -34,8 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence, TextIO
 
-from . import isa
-from .engine.suite_helpers import default_helpers
+from .bpf import isa
+from .runtime.engine.suite_helpers import default_helpers
 
 __all__ = [
     "ConformanceCase", "ConformanceFormatError", "CaseOutcome", "read_case", "assemble",
@@ -196,7 +196,7 @@ _REG = re.compile(r"%r([0-9]+)\Z")
 _MEM = re.compile(r"\[\s*(%r[0-9]+)\s*(?:([+-])\s*((?:0[xX])?[0-9a-fA-F]+))?\s*\]\Z")
 _LABEL = re.compile(r"[A-Za-z_.][A-Za-z0-9_.]*\Z")
 
-# Mnemonic pieces -> RFC 9669 opcode fields, from pybpf_uring.isa's tables.
+# Mnemonic pieces -> RFC 9669 opcode fields, from pybpf_uring.bpf.isa's tables.
 _ALU_OPS = {name: op for op, name in isa.ALU_NAMES.items() if op != isa.END}
 _ALU_OPS.update(sdiv=isa.DIV, smod=isa.MOD)
 _SIGNED_ALU = frozenset({"sdiv", "smod"})     # offset 1 selects the signed variant
@@ -582,7 +582,7 @@ def read_case(path: str | Path) -> ConformanceCase:
 
 def _check_program(path: Path, program: bytes, lines: tuple[int, ...]) -> None:
     """Refuse programs the engine would refuse (unused fields set, unknown opcodes)."""
-    from .engine import InvalidProgram, validate
+    from .runtime.engine import InvalidProgram, validate
     try:
         validate(program, allow_callx=True)
     except InvalidProgram as exc:
@@ -619,7 +619,7 @@ def execute(program: bytes, memory: bytes, *, budget: int | None = None) -> int:
 
     Raises the engine's InvalidProgram / BpfFault; returns r0.
     """
-    from .engine import DEFAULT_BUDGET, Interpreter, Memory
+    from .runtime.engine import DEFAULT_BUDGET, Interpreter, Memory
     mem = Memory()
     address = mem.map(bytearray(memory), "mem").base if memory else 0
     vm = Interpreter(program, memory=mem, helpers=default_helpers(),
@@ -630,7 +630,7 @@ def execute(program: bytes, memory: bytes, *, budget: int | None = None) -> int:
 def run_case(case: ConformanceCase, *, budget: int | None = None, engine=None) -> CaseOutcome:
     """Run one case in-process (on the interpreter, or on `engine`, an `execute` of the same
     shape such as the JIT's); refusals and faults become the outcome's error."""
-    from .engine import BpfFault, InvalidProgram
+    from .runtime.engine import BpfFault, InvalidProgram
     try:
         return CaseOutcome(case, (engine or execute)(case.program, case.memory, budget=budget), None)
     except (InvalidProgram, BpfFault) as exc:
@@ -688,7 +688,7 @@ def plugin_main(argv: Sequence[str], stdin: TextIO, stdout: TextIO, stderr: Text
     interpreter.  Exit status 0 with r0 printed, or 1 with a one-line reason on stderr (bad
     input, a program the engine refuses, a run-time fault).
     """
-    from .engine import BpfFault, InvalidProgram
+    from .runtime.engine import BpfFault, InvalidProgram
     options = [a for a in argv if a.startswith("--")]
     argv = [a for a in argv if not a.startswith("--")]
     unknown = [o for o in options if o != "--jit"]
@@ -698,7 +698,7 @@ def plugin_main(argv: Sequence[str], stdin: TextIO, stdout: TextIO, stderr: Text
     run = execute
     errors: tuple = (InvalidProgram, BpfFault)
     if "--jit" in options:
-        from .engine import jit
+        from .runtime.engine import jit
         run, errors = jit.execute, errors + (jit.JitUnavailable,)
     try:
         program = parse_hex_bytes(stdin.read())

@@ -42,7 +42,7 @@ def clang_object(directory: Path, name: str, source: str):
     """The BpfObject clang-22 -O2 -g -mcpu=v3 makes of C `source` (written to directory/name.c);
     where clang-22 is missing, the test skips (or fails in CI) by tests/probes.py's rule.  A test
     that calls this carries @pytest.mark.tools("clang") so that `-m unit` leaves it out."""
-    from pybpf_uring.objfile import BpfObject
+    from pybpf_uring.bpf.objfile import BpfObject
     probes.require("clang")
     c, o = directory / f"{name}.c", directory / f"{name}.o"
     c.write_text(source)

@@ -58,7 +58,7 @@ def _gcc_liburing() -> str | None:
 
 def _bpf() -> str | None:
     """bpf() permitted: creating a one-entry array map is what any loaded object does first."""
-    from pybpf_uring import kernel
+    from pybpf_uring.bpf import kernel
     try:
         kernel.close(kernel.map_create(kernel.BPF_MAP_TYPE_ARRAY, 4, 4, 1))
     except OSError as exc:
@@ -71,7 +71,7 @@ def _syscall_programs() -> str | None:
     tests run the engine's programs in the kernel as these."""
     if reason := missing("bpf"):
         return reason
-    from pybpf_uring import kernel
+    from pybpf_uring.bpf import kernel
     sleepable = 1 << 4   # BPF_F_SLEEPABLE: the kernel accepts syscall programs only as sleepable
     try:
         loaded = kernel.prog_load(kernel.BPF_PROG_TYPE_SYSCALL,
@@ -89,7 +89,7 @@ def _vmlinux() -> str | None:
 
 
 def _tracefs() -> str | None:
-    from pybpf_uring import kernel
+    from pybpf_uring.bpf import kernel
     if any(os.path.isdir(os.path.join(root, "events")) for root in kernel.TRACEFS_ROOTS):
         return None
     return "tracefs is not mounted"

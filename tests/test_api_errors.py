@@ -18,11 +18,11 @@ import pybpf_uring
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# each public exception and a module it has always been importable from (the bases: errors.py)
+# each public exception and the module that raises it (the bases: errors.py)
 EXCEPTIONS = {
     "PybpfUringError": "errors", "LoadError": "errors", "RingError": "errors",
-    "CompileError": "diagnostics", "VerifierError": "load", "UnsupportedProgramError": "load",
-    "ObjectError": "objfile", "ProgramFault": "ring", "DeadlockError": "ring",
+    "CompileError": "diagnostics", "VerifierError": "bpf.load", "UnsupportedProgramError": "bpf.load",
+    "ObjectError": "bpf.objfile", "ProgramFault": "runtime.ring", "DeadlockError": "runtime.ring",
     "MainlineUnsupportedError": "mainline", "UnsuitableRingError": "mainline", "LoopError": "mainline",
 }
 
@@ -180,5 +180,5 @@ def test_an_uncaught_verifier_error_from_load_shows_the_users_frames(tmp_path):
     assert done.returncode == 1
     entry = (str(ROOT / "pybpf_uring" / "diagnostics.py"), "entry")
     assert frames(done.stderr) == [(str(script), "<module>"), entry]
-    assert "pybpf_uring.load.VerifierError: " in done.stderr and "load_reject.c:20:" in done.stderr
+    assert "pybpf_uring.bpf.load.VerifierError: " in done.stderr and "load_reject.c:20:" in done.stderr
     assert "return ((__u8 *)ctx)[i];" in done.stderr

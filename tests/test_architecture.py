@@ -146,7 +146,7 @@ def test_the_reader_resolves_relative_absolute_and_function_local_imports(tmp_pa
 
 def test_the_package_has_no_import_cycles():
     graph = import_graph()
-    assert "pybpf_uring.isa" in graph and "pybpf_uring.engine" in graph   # the walk found the package
+    assert "pybpf_uring.bpf.isa" in graph and "pybpf_uring.runtime.engine" in graph   # the walk found the package
     found = cycles(graph)
     assert not found, "import cycles (counting imports inside functions):\n" + "\n".join(
         " -> ".join(a_cycle_in(c, graph)) + f"   ({len(c)} modules: {', '.join(c)})" for c in found)
@@ -156,3 +156,40 @@ def test_the_package_has_no_import_cycles():
 def test_no_module_is_over_a_thousand_lines(name):
     lines = len(modules()[name].read_text(encoding="utf-8").splitlines())
     assert lines <= MAX_LINES, f"{name} is {lines} lines (the limit is {MAX_LINES}): split it by what it does"
+
+
+# The layers, lowest first.  A module may import its own layer and the layers below it, never
+# one above: the base (errors, limits, the ABI numbers, the helper registry, diagnostics) is
+# imported by everything; the language's names sit on it; the object model and kernel access
+# (`bpf`) know nothing of the compiler or the runtime that build on them; mainline loops use the
+# runtime's raw ring; the command line and the conformance harness sit on top.
+LAYERS = [
+    {"errors", "diagnostics", "uapi", "limits", "helpers", "hooks", "cells", "display"},
+    {"types", "decorators", "uring", "iou"},
+    {"bpf"},
+    {"compiler", "runtime"},
+    {"mainline"},
+    {"cli", "conformance", "__main__", ""},
+]
+
+
+def layer_of(name: str) -> int:
+    """The layer of module `pybpf_uring.X[.Y]`: that of X (the package itself is the top)."""
+    first = name.split(".")[1] if "." in name else ""
+    for i, members in enumerate(LAYERS):
+        if first in members:
+            return i
+    raise AssertionError(f"{name} is in no layer: add {first!r} to LAYERS in {__file__}")
+
+
+def test_every_import_points_down_the_layers():
+    upward = sorted(f"{a} (layer {layer_of(a)}) imports {b} (layer {layer_of(b)})"
+                    for a, targets in import_graph().items() for b in targets
+                    if layer_of(b) > layer_of(a))
+    assert not upward, "\n".join(upward)
+
+
+def test_the_compiler_and_the_runtime_never_import_each_other():
+    crossing = sorted(f"{a} imports {b}" for a, targets in import_graph().items() for b in targets
+                      if {a.split(".")[1:2][0] if "." in a else "", b.split(".")[1]} == {"compiler", "runtime"})
+    assert not crossing, "\n".join(crossing)

@@ -11,10 +11,11 @@ import uuid
 
 import pytest
 
-from pybpf_uring import compile_source, kernel
-from pybpf_uring import trace as tracemod
-from pybpf_uring.load import UnsupportedProgramError
-from pybpf_uring.trace import TraceLine, TraceReader, parse_line, trace_lines
+from pybpf_uring import compile_source
+from pybpf_uring.bpf import kernel
+from pybpf_uring.bpf import trace as tracemod
+from pybpf_uring.bpf.load import UnsupportedProgramError
+from pybpf_uring.bpf.trace import TraceLine, TraceReader, parse_line, trace_lines
 
 
 bpf = pytest.mark.kernel

@@ -12,9 +12,9 @@ import string
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from pybpf_uring.engine import Interpreter, Memory, blocks, semantics
-from pybpf_uring.engine.codegen import TemplateError, fill, uses
-from pybpf_uring.engine.memory import BIAS, REGION_SHIFT
+from pybpf_uring.runtime.engine import Interpreter, Memory, blocks, semantics
+from pybpf_uring.runtime.engine.codegen import TemplateError, fill, uses
+from pybpf_uring.runtime.engine.memory import BIAS, REGION_SHIFT
 
 NAMES = ["A", "B", "MASK", "X_1", "_y"]
 CHUNK = st.one_of(

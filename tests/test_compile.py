@@ -109,7 +109,7 @@ def park(ctx: IoUringCtx) -> i32:
     ctx.user_data += 1
     return 0
 """
-    from pybpf_uring import isa
+    from pybpf_uring.bpf import isa
     insns = compile_source(src, "park.py").program("park").instructions
     ctx_accesses = sorted((i.off, isa.SIZE_BYTES[i.opcode & isa.SIZE_MASK]) for i in insns
                           if i.cls in (isa.STX, isa.ST, isa.LDX) and 10 not in (i.dst, i.src))

@@ -23,13 +23,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pybpf_uring import compile_source
-from pybpf_uring.engine import instantiate
+from pybpf_uring.runtime.engine import instantiate
 
 pytestmark = pytest.mark.kernel("syscall_programs")
 
 BACKENDS = ["interpreter"]
 try:
-    from pybpf_uring.engine.jit import jit_available
+    from pybpf_uring.runtime.engine.jit import jit_available
     if jit_available() is None:
         BACKENDS.append("jit")
 except ImportError:

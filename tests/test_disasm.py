@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from pybpf_uring import isa
-from pybpf_uring.isa import Instruction
+from pybpf_uring.bpf import isa
+from pybpf_uring.bpf.isa import Instruction
 
 # (bytes as llvm-objdump prints them, fields, mnemonic)
 ENCODINGS = [
@@ -76,8 +76,8 @@ import subprocess  # noqa: E402
 
 from probes import CLANG, OBJDUMP  # noqa: E402
 
-from pybpf_uring import disasm  # noqa: E402
-from pybpf_uring.objfile import BpfObject, read_elf  # noqa: E402
+from pybpf_uring.bpf import disasm  # noqa: E402
+from pybpf_uring.bpf.objfile import BpfObject, read_elf  # noqa: E402
 
 # (slot bytes, llvm-objdump-22 text) — read off its output; the golden tests below cover the rest
 TEXTS = [

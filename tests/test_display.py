@@ -10,13 +10,13 @@ import re
 
 import pytest
 
-from pybpf_uring import kernel
+from pybpf_uring.bpf import kernel
 from pybpf_uring.display import ROWS, map_html
-from pybpf_uring.engine.maps import make_map
-from pybpf_uring.engine.memory import Memory
-from pybpf_uring.load import KernelMap, possible_cpus
-from pybpf_uring.objfile import MapSpec
-from pybpf_uring.ring import Ring
+from pybpf_uring.runtime.engine.maps import make_map
+from pybpf_uring.runtime.engine.memory import Memory
+from pybpf_uring.bpf.load import KernelMap, possible_cpus
+from pybpf_uring.bpf.objfile import MapSpec
+from pybpf_uring.runtime.ring import Ring
 from pybpf_uring.uring import prep_nop, prep_timeout
 
 from kernel_harness import loaded

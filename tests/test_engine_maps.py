@@ -16,10 +16,10 @@ import pytest
 from kernel_harness import clang_object
 
 from pybpf_uring import Ring
-from pybpf_uring.engine import Memory, MemoryFault, instantiate
-from pybpf_uring.engine.instance import EngineError, format_trace
-from pybpf_uring.engine.maps import BPF_ANY, BPF_EXIST, BPF_F_LOCK, BPF_NOEXIST, ArrayMap, HashMap, make_map
-from pybpf_uring.objfile import MapSpec
+from pybpf_uring.runtime.engine import Memory, MemoryFault, instantiate
+from pybpf_uring.runtime.engine.instance import EngineError, format_trace
+from pybpf_uring.runtime.engine.maps import BPF_ANY, BPF_EXIST, BPF_F_LOCK, BPF_NOEXIST, ArrayMap, HashMap, make_map
+from pybpf_uring.bpf.objfile import MapSpec
 
 from pybpf_uring import compile_source
 
@@ -180,7 +180,7 @@ COUNTER = textwrap.dedent("""
 @pytest.mark.parametrize("backend", ["interpreter", "jit"])
 def test_register_shares_maps_with_the_host(backend):
     if backend == "jit":
-        from pybpf_uring.engine.jit import jit_available
+        from pybpf_uring.runtime.engine.jit import jit_available
         if (reason := jit_available()) is not None:
             pytest.skip(reason)
     obj = compile_source(COUNTER, "counter.py")
@@ -350,7 +350,7 @@ def test_backends_are_named():
 
 def test_runner_without_a_ring_faults_on_rfc_helpers():
     inst = instantiate(compile_source(COUNTER, "counter.py"))
-    from pybpf_uring.ring import ProgramFault
+    from pybpf_uring.runtime.ring import ProgramFault
     with pytest.raises(ProgramFault, match=r"emit_cqe \(165\) needs an io_uring request"):
         inst.runner("count").run(bytes(16))
     assert inst.maps["hits"][0] == 1          # the run got that far
@@ -457,7 +457,7 @@ def test_update_and_delete_return_what_the_kernel_returns(map_type, max_entries)
     import hypothesis
     from hypothesis import strategies as st
 
-    from pybpf_uring import kernel
+    from pybpf_uring.bpf import kernel
     ops_strategy = st.lists(st.tuples(st.sampled_from(["update", "delete"]), st.integers(0, 5),
                                       st.integers(0, 2**64 - 1), st.sampled_from([0, 1, 2, 3, 4, 5, 6])),
                             max_size=30)

@@ -15,10 +15,10 @@ import os
 import pytest
 from kernel_harness import clang_object
 
-from pybpf_uring.engine import Memory, MemoryFault, instantiate
-from pybpf_uring.engine.maps import (BPF_ANY, BPF_EXIST, BPF_NOEXIST, LruHashMap, PercpuArrayMap,
+from pybpf_uring.runtime.engine import Memory, MemoryFault, instantiate
+from pybpf_uring.runtime.engine.maps import (BPF_ANY, BPF_EXIST, BPF_NOEXIST, LruHashMap, PercpuArrayMap,
                                      PercpuHashMap, make_map)
-from pybpf_uring.objfile import MapSpec
+from pybpf_uring.bpf.objfile import MapSpec
 
 BACKENDS = ["interpreter", "jit"]
 
@@ -29,7 +29,7 @@ def key(n: int, size: int = 4) -> bytes:
 
 def _jit_or_skip(backend: str) -> None:
     if backend == "jit":
-        from pybpf_uring.engine.jit import jit_available
+        from pybpf_uring.runtime.engine.jit import jit_available
         if (reason := jit_available()) is not None:
             pytest.skip(reason)
 

@@ -16,10 +16,10 @@ from probes import CLANG
 
 import pybpf_uring
 from pybpf_uring import cli, errors
-from pybpf_uring.engine import BpfFault, BudgetExceeded, InvalidProgram, MemoryFault
-from pybpf_uring.engine.instance import EngineError
-from pybpf_uring.engine.jit import JitUnavailable
-from pybpf_uring.globals_view import FrozenGlobalError
+from pybpf_uring.runtime.engine import BpfFault, BudgetExceeded, InvalidProgram, MemoryFault
+from pybpf_uring.runtime.engine.instance import EngineError
+from pybpf_uring.runtime.engine.jit import JitUnavailable
+from pybpf_uring.bpf.globals_view import FrozenGlobalError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -83,7 +83,9 @@ def test_builtin_bases_a_caller_may_catch_are_kept():
 
 
 def test_each_class_is_defined_once_and_importable_where_it_always_was():
-    from pybpf_uring import diagnostics, load, objfile, ring, ring_protocol
+    from pybpf_uring import diagnostics
+    from pybpf_uring.bpf import load, objfile
+    from pybpf_uring.runtime import ring, ring_protocol
     assert diagnostics.CompileError is errors.CompileError is pybpf_uring.CompileError
     assert objfile.ObjectError is errors.ObjectError is pybpf_uring.ObjectError
     assert load.VerifierError is pybpf_uring.VerifierError

@@ -15,8 +15,8 @@ import pytest
 
 from pybpf_uring import Ring, compile_source
 from pybpf_uring.cli import main as cli_main
-from pybpf_uring.engine import instantiate
-from pybpf_uring.engine.jit import jit_available
+from pybpf_uring.runtime.engine import instantiate
+from pybpf_uring.runtime.engine.jit import jit_available
 
 # Every write reads its inputs as {x} (an i32), {v} (a u32) and {i} (a u32 index, which may
 # be outside the arrays: the write at a variable index then does nothing).

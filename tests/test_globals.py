@@ -13,7 +13,7 @@ import pytest
 
 from pybpf_uring import Ring, compile_source
 from pybpf_uring.errors import LoadError
-from pybpf_uring.globals_view import ArrayView, FrozenGlobalError, StructView, global_vars
+from pybpf_uring.bpf.globals_view import ArrayView, FrozenGlobalError, StructView, global_vars
 
 from kernel_harness import clang_object
 
@@ -238,7 +238,7 @@ def test_ring_globals_are_the_engines_data_maps():
 @pytest.mark.uring
 def test_ring_globals_from_initial_values():
     obj = compile_source(ENGINE_SRC, "<bpf module>")
-    from pybpf_uring.globals_view import with_globals
+    from pybpf_uring.bpf.globals_view import with_globals
     with Ring(entries=8) as ring:
         ring.register(with_globals(obj, {"scale": 5, "acc": {"seen": [0, 1, 0, 0]}}))
         ring.submit_bpf("bump", 1)

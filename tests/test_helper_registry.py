@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from pybpf_uring import compile_source, helpers as registry, isa
-from pybpf_uring.builtins import CTX, HELPERS as COMPILER_HELPERS, INT, REF_SIZE
-from pybpf_uring.engine import BpfFault, Interpreter, InvalidProgram, Memory, MemoryFault
-from pybpf_uring.engine.instance import EngineError, instantiate
-from pybpf_uring.engine.jit_lift import NATIVE_HELPERS
-from pybpf_uring.typesys import IntT
+from pybpf_uring import compile_source, helpers as registry
+from pybpf_uring.bpf import isa
+from pybpf_uring.compiler.builtins import CTX, HELPERS as COMPILER_HELPERS, INT, REF_SIZE
+from pybpf_uring.runtime.engine import BpfFault, Interpreter, InvalidProgram, Memory, MemoryFault
+from pybpf_uring.runtime.engine.instance import EngineError, instantiate
+from pybpf_uring.runtime.engine.jit_lift import NATIVE_HELPERS
+from pybpf_uring.compiler.typesys import IntT
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 ALL_HELPERS = list(registry.HELPERS.values())
@@ -114,12 +115,12 @@ def test_the_engines_table_is_the_registrys(backend):
 
 
 def test_native_helpers_are_the_registrys_native_symbols():
-    from pybpf_uring.engine import native_ring
+    from pybpf_uring.runtime.engine import native_ring
     natives = registry.native_symbols()
     assert NATIVE_HELPERS == frozenset(natives) and set(natives) <= ENGINE_IDS
     assert set(native_ring.native_helpers()) == set(natives)
     text = "".join(getattr(m, "TEXT", "") for name, m in list(sys.modules.items())
-                   if name.startswith("pybpf_uring.engine.native"))
+                   if name.startswith("pybpf_uring.runtime.engine.native"))
     for symbol in natives.values():
         assert re.search(rf"define \w+ @{symbol}\(", text), symbol
 
@@ -134,7 +135,7 @@ def _call(helper_id: int) -> bytes:
 def test_a_call_the_engine_lacks_names_the_helper(engine):
     make = Interpreter
     if engine == "jit":
-        from pybpf_uring.engine import Jit as make
+        from pybpf_uring.runtime.engine import Jit as make
     with pytest.raises(InvalidProgram, match=r"call to skb_load_bytes \(26\), a helper this engine "
                                              r"does not have \(known: 1\)"):
         make(_call(26), helpers={1: lambda *_: 0})
@@ -146,7 +147,7 @@ def test_a_call_the_engine_lacks_names_the_helper(engine):
 def test_a_fault_in_a_helper_names_it(engine):
     make = Interpreter
     if engine == "jit":
-        from pybpf_uring.engine import Jit as make
+        from pybpf_uring.runtime.engine import Jit as make
 
     def refuse(mem, *_):
         raise MemoryFault("no such CQ region", 0)
@@ -173,7 +174,7 @@ def test_a_compiled_program_calling_a_helper_the_engine_lacks_is_refused_by_name
 
 
 def test_a_ring_helper_without_a_ring_names_the_helper():
-    from pybpf_uring.ring import ProgramFault
+    from pybpf_uring.runtime.ring import ProgramFault
     inst = instantiate(compile_source(EMIT, "emit.py"))
     with pytest.raises(ProgramFault, match=r"emit_cqe \(165\) needs an io_uring request"):
         inst.runner("post").run(bytes(16))

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from pybpf_uring.conformance import assemble
-from pybpf_uring.engine import (BpfFault, BudgetExceeded, Interpreter, InvalidProgram, Memory,
+from pybpf_uring.runtime.engine import (BpfFault, BudgetExceeded, Interpreter, InvalidProgram, Memory,
                                 MemoryFault)
 
 M64 = (1 << 64) - 1
@@ -590,7 +590,7 @@ def test_tight_loop_counts_every_iteration(compile_blocks):
 
 
 def test_package_docstring_example_runs():
-    """The usage shown in pybpf_uring.engine's docstring, with a stand-in emit_cqe."""
+    """The usage shown in pybpf_uring.runtime.engine's docstring, with a stand-in emit_cqe."""
     posted = []
 
     def emit_cqe(memory, ctx, cq_idx, user_data, res, flags):
@@ -611,7 +611,7 @@ def test_package_docstring_example_runs():
 # Arbitrary instructions: construction either refuses the program (InvalidProgram) or the run
 # ends in r0, a BpfFault or BudgetExceeded -- never another exception -- identically in both
 # execution modes.
-from pybpf_uring.engine.interpreter import _RULES  # noqa: E402
+from pybpf_uring.runtime.engine.interpreter import _RULES  # noqa: E402
 
 
 @st.composite
@@ -706,7 +706,7 @@ def _epilogue() -> bytes:
        body=st.lists(verifiable_insn(), min_size=1, max_size=20))
 def test_alu_programs_match_the_kernel(init, body):
     import os
-    from pybpf_uring import kernel
+    from pybpf_uring.bpf import kernel
     program = (prog("stxdw [%r10-8], %r1")
                + b"".join(struct.pack("<BBhi", 0x18, r, 0, _signed(v, 32)) +
                           struct.pack("<BBhi", 0, 0, 0, _signed(v >> 32, 32))
@@ -779,7 +779,7 @@ def verifiable_program(draw):
 @given(init=st.lists(_INTERESTING, min_size=10, max_size=10), body=verifiable_program())
 def test_programs_with_stack_and_branches_match_the_kernel(init, body):
     import os
-    from pybpf_uring import kernel
+    from pybpf_uring.bpf import kernel
     zero_stack = b"".join(struct.pack("<BBhi", 0x7A, 10, -8 * k, 0) for k in range(3, 65))
     program = (prog("stxdw [%r10-8], %r1") + zero_stack
                + b"".join(struct.pack("<BBhi", 0x18, r, 0, _signed(v, 32)) +

@@ -1,4 +1,4 @@
-"""The JIT (pybpf_uring.engine.jit): the conformance suite, and the interpreter as the oracle.
+"""The JIT (pybpf_uring.runtime.engine.jit): the conformance suite, and the interpreter as the oracle.
 
 Every case of the bpf_conformance suite runs through the JIT (read from where BPF_CONFORMANCE_TESTS
 says, never copied; without it those tests skip and say so).
@@ -15,13 +15,13 @@ import struct
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from pybpf_uring import isa
+from pybpf_uring.bpf import isa
 from pybpf_uring import conformance
 from pybpf_uring.conformance import assemble, read_case
-from pybpf_uring.engine import (BpfFault, BudgetExceeded, Interpreter, InvalidProgram,
+from pybpf_uring.runtime.engine import (BpfFault, BudgetExceeded, Interpreter, InvalidProgram,
                                 Memory)
-from pybpf_uring.engine import jit as jit_module
-from pybpf_uring.engine.jit import Jit, select_engine
+from pybpf_uring.runtime.engine import jit as jit_module
+from pybpf_uring.runtime.engine.jit import Jit, select_engine
 
 M64 = (1 << 64) - 1
 M32 = (1 << 32) - 1

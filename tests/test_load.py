@@ -17,10 +17,11 @@ from types import SimpleNamespace as NS
 import pytest
 from probes import CLANG
 
-from pybpf_uring import BpfObject, isa, kernel
-from pybpf_uring import load as loadmod
+from pybpf_uring import BpfObject
+from pybpf_uring.bpf import isa, kernel
+from pybpf_uring.bpf import load as loadmod
 from pybpf_uring.errors import CompileError, LoadError
-from pybpf_uring.isa import Instruction as I
+from pybpf_uring.bpf.isa import Instruction as I
 
 # r0 = 42; exit — the smallest program every type accepts.
 RET42 = bytes([0xB7, 0, 0, 0, 42, 0, 0, 0, 0x95, 0, 0, 0, 0, 0, 0, 0])
@@ -747,7 +748,7 @@ def test_btf_the_kernel_refuses_is_skipped_not_fatal():
 
 @pytest.mark.tools("clang")
 def test_ctypes_from_btf_follow_the_c_layout():
-    from pybpf_uring import btf as btfmod
+    from pybpf_uring.bpf import btf as btfmod
     src = ("struct inner { unsigned char tag; long long v; };\n"
            "struct outer { short s; struct inner in[2]; unsigned int u; char pad[3]; };\n"
            "struct outer o; union u { int i; unsigned long long l; } un; enum e { A = -1 } en;\n"
@@ -953,7 +954,7 @@ def test_translated_program_names_the_map_by_id():
 def test_kernel_tracepoint_counts_completions_of_a_real_ring(c_object):
     """The kernel side and the io_uring side together: a tracepoint program loaded here counts
     the CQEs a `pybpf_uring.Ring` gets from the kernel."""
-    from pybpf_uring import ring as ring_mod
+    from pybpf_uring.runtime import ring as ring_mod
     from pybpf_uring.uring import prep_nop
     with loadmod.load(c_object("load_trace")) as live:
         completions = live.maps["completions"]

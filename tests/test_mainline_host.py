@@ -20,14 +20,15 @@ import sys
 import probes
 import pytest
 
-from pybpf_uring import btf, kernel, load, mainline
-from pybpf_uring.btf import BtfError, LazyBtf, parse_btf
+from pybpf_uring.bpf import btf, kernel, load
+from pybpf_uring import mainline
+from pybpf_uring.bpf.btf import BtfError, LazyBtf, parse_btf
 from pybpf_uring.errors import LoadError
-from pybpf_uring.globals_view import GlobalVar, global_vars, with_globals
+from pybpf_uring.bpf.globals_view import GlobalVar, global_vars, with_globals
 from pybpf_uring.mainline import LoopRing, MainlineUnsupportedError
 from pybpf_uring.mainline.ops import choose_ops
 from pybpf_uring.mainline.support import kernel_ops_from, ring_refusal
-from pybpf_uring.objfile import BpfObject
+from pybpf_uring.bpf.objfile import BpfObject
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(ROOT, "tests", "data")

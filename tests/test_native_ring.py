@@ -32,10 +32,10 @@ from kernel_harness import clang_object
 from hypothesis import example, given, settings, strategies as st
 
 from pybpf_uring import Ring, compile_file, compile_source
-from pybpf_uring.engine import instantiate
-from pybpf_uring.engine import instance as instance_module
-from pybpf_uring.engine import native_ring
-from pybpf_uring.ring import DeadlockError
+from pybpf_uring.runtime.engine import instantiate
+from pybpf_uring.runtime.engine import instance as instance_module
+from pybpf_uring.runtime.engine import native_ring
+from pybpf_uring.runtime.ring import DeadlockError
 from pybpf_uring.uring import (IORING_OP_ASYNC_CANCEL, IORING_OP_BPF, IOSQE_CQE_SKIP_SUCCESS, Sqe,
                                prep_nop, prep_timeout)
 

@@ -8,9 +8,9 @@ import subprocess
 import pytest
 from probes import BPFTOOL, CLANG, VMLINUX_BTF
 
-from pybpf_uring import btf as btfmod
-from pybpf_uring import isa, kernel
-from pybpf_uring.objfile import BpfObject, ObjectError, program_kind
+from pybpf_uring.bpf import btf as btfmod
+from pybpf_uring.bpf import isa, kernel
+from pybpf_uring.bpf.objfile import BpfObject, ObjectError, program_kind
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 
@@ -336,7 +336,7 @@ def test_unknown_sections_are_read_and_refused_by_the_loader(tmp_path):
     o = BpfObject.read(str(out))
     assert [(p.name, p.kind) for p in o.programs] == [("f", "unknown"), ("g", "xdp")]
     assert "<f>:" in o.disasm()
-    from pybpf_uring import load as loadmod
+    from pybpf_uring.bpf import load as loadmod
     with pytest.raises(loadmod.UnsupportedProgramError, match="unknown program kind 'unknown'"):
         o.load(only={"f"})
 
@@ -627,7 +627,7 @@ def _btf_sample() -> bytes:
 def test_verifier_rejection_maps_to_the_source_line(tmp_path):
     """The verifier's failing instruction (a slot of the linked program) → line_at → the C line."""
     import re
-    from pybpf_uring import load as loadmod
+    from pybpf_uring.bpf import load as loadmod
     o = BpfObject.read(compile_c("read_reject", tmp_path))
     linked = o.program("reject_me").linked()
     with pytest.raises(loadmod.VerifierError) as exc:

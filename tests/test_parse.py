@@ -10,9 +10,9 @@ import types
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from pybpf_uring import syntax as S
+from pybpf_uring.compiler import syntax as S
 from pybpf_uring.diagnostics import CompileError, Span
-from pybpf_uring.parse import parse_function, parse_source
+from pybpf_uring.compiler.parse import parse_function, parse_source
 
 SPEC_EXAMPLE = '''\
 from pybpf_uring import iouring, syscall, socket_filter, tracepoint
@@ -724,7 +724,7 @@ def test_parser_tables_are_built_once_and_cached_on_disk(tmp_path, monkeypatch):
     them (building takes longer than a whole cold compile may)."""
     from lark.parsers.lalr_analysis import LALR_Analyzer
 
-    from pybpf_uring import parse
+    from pybpf_uring.compiler import parse
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     parse._lark.cache_clear()
     try:
@@ -742,7 +742,7 @@ def test_parser_tables_are_built_once_and_cached_on_disk(tmp_path, monkeypatch):
 
 
 def test_an_unwritable_cache_directory_still_parses(tmp_path, monkeypatch):
-    from pybpf_uring import parse
+    from pybpf_uring.compiler import parse
     (tmp_path / "file").write_text("")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "file"))  # a file where a directory should be
     parse._lark.cache_clear()

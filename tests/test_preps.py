@@ -20,7 +20,7 @@ from probes import GCC
 
 from pybpf_uring import Ring, compile_source
 from pybpf_uring.diagnostics import CompileError
-from pybpf_uring.engine import instantiate
+from pybpf_uring.runtime.engine import instantiate
 from pybpf_uring.uring import Sqe, prep_close, prep_openat, prep_recv, prep_send
 
 AT_FDCWD = -100
@@ -206,7 +206,7 @@ def preps_object():
 
 
 def backends() -> list:
-    from pybpf_uring.engine.jit import jit_available
+    from pybpf_uring.runtime.engine.jit import jit_available
     reason = jit_available()
     return ["interpreter", pytest.param("jit", marks=pytest.mark.skipif(reason is not None,
                                                                         reason=str(reason)))]

@@ -31,3 +31,11 @@ def test_every_sample_named_in_the_readme_exists_and_every_sample_is_named():
     named = set(re.findall(r"`(?:samples/)?(\w+\.py)`", README.split("## Samples", 1)[1].split("##", 1)[0]))
     on_disk = {p.name for p in (ROOT / "samples").glob("*.py")}
     assert named == on_disk
+
+
+def test_the_layout_names_every_module():
+    layout = README.split("## Layout", 1)[1]
+    modules = sorted(p.relative_to(ROOT / "pybpf_uring") for p in (ROOT / "pybpf_uring").rglob("*.py")
+                     if p.name != "__init__.py" and p.name != "__main__.py")
+    missing = [str(m) for m in modules if m.name not in layout]
+    assert not missing, f"README's Layout does not name: {missing}"

@@ -16,7 +16,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from pybpf_uring.ring import (BpfFaultRecord, DeadlockError, Helpers, ProgramFault, Ring,
+from pybpf_uring.runtime.ring import (BpfFaultRecord, DeadlockError, Helpers, ProgramFault, Ring,
                               MAX_PROGRAMS)
 from pybpf_uring.uapi import IORING_POLL_UPDATE_USER_DATA
 from pybpf_uring.uring import (IORING_OP_ASYNC_CANCEL, IORING_OP_BPF, IORING_OP_POLL_ADD,
@@ -1002,7 +1002,7 @@ class InterpreterRunner:
     """
 
     def __init__(self, program):
-        from pybpf_uring.engine import BpfFault, Interpreter, Memory
+        from pybpf_uring.runtime.engine import BpfFault, Interpreter, Memory
         self.fault_types = (BpfFault,)
         m64 = (1 << 64) - 1
         self.memory = Memory()

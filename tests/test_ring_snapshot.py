@@ -12,8 +12,8 @@ import ctypes
 import pytest
 
 from pybpf_uring import compile_source
-from pybpf_uring.ring import Ring
-from pybpf_uring.ring_protocol import CqSnapshot, ProgramSnapshot, RequestSnapshot
+from pybpf_uring.runtime.ring import Ring
+from pybpf_uring.runtime.ring_protocol import CqSnapshot, ProgramSnapshot, RequestSnapshot
 from pybpf_uring.uring import prep_nop, prep_timeout
 
 from test_display import ECHO   # one program for both views: parks on CQ 1, echoes to CQ 2

@@ -13,7 +13,7 @@ from kernel_harness import loaded
 from probes import CLANG
 from pybpf_uring import Ring, compile_source
 from pybpf_uring.diagnostics import CompileError
-from pybpf_uring.engine import instantiate
+from pybpf_uring.runtime.engine import instantiate
 
 RELAY = """
 from pybpf_uring import iouring, i32, i64, u64, Struct, ArrayMap
@@ -375,7 +375,7 @@ def p(ctx: IoUringCtx) -> i32:
 
 @pytest.mark.tools("clang")
 def test_instruction_counts_match_a_clang_twin(tmp_path):
-    from pybpf_uring.objfile import BpfObject
+    from pybpf_uring.bpf.objfile import BpfObject
     (tmp_path / "p.c").write_text(C_TWIN)
     subprocess.run([CLANG, "-O2", "-target", "bpf", "-mcpu=v3", "-c", str(tmp_path / "p.c"),
                     "-o", str(tmp_path / "p.o")], check=True)

@@ -21,7 +21,7 @@ from typing import Any, Mapping
 
 from ..diagnostics import Diagnostic
 from ..errors import RingError
-from ..ring_sys import RawRing, SetupError
+from ..runtime.ring_sys import RawRing, SetupError
 from ..uapi import (CQE_SIZE, IORING_ENTER_GETEVENTS, IORING_OP_NOP, IORING_SETUP_CQSIZE,
                     IORING_SETUP_DEFER_TASKRUN, IORING_SETUP_SQ_REWIND, IORING_SETUP_SQPOLL,
                     IOU_LOOP_CONTINUE, IOU_LOOP_STOP, IOU_REGION_CQ, IOU_REGION_SQ, SQE_SIZE)

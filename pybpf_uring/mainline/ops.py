@@ -9,10 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from .. import btf as btfmod
+from ..bpf import btf as btfmod
 from ..diagnostics import Diagnostic
 from ..errors import LoadError
-from ..objfile import BpfObject
+from ..bpf.objfile import BpfObject
 from .support import OPS_TYPE
 
 OPS_SECTIONS = (".struct_ops.link", ".struct_ops")

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .. import isa
+from ..bpf import isa
 from ..diagnostics import Diagnostic
 from ..uapi import CQE_SIZE, IOU_REGION_CQ, IOU_REGION_MEM, IOU_REGION_SQ, SQE_SIZE
 from .support import UnsuitableRingError

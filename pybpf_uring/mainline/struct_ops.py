@@ -21,12 +21,12 @@ import os
 import weakref
 from typing import TYPE_CHECKING, Any, Mapping
 
-from .. import btf as btfmod
-from .. import kernel
-from .. import load as loadmod
+from ..bpf import btf as btfmod
+from ..bpf import kernel
+from ..bpf import load as loadmod
 from ..diagnostics import Diagnostic
-from ..globals_view import Globals, global_vars
-from ..load import KernelSections
+from ..bpf.globals_view import Globals, global_vars
+from ..bpf.load import KernelSections
 from ..uapi import BPF_F_LINK
 from .ops import OPS_TYPE, OpsSpec, as_object, choose_ops, error
 from .regions import check_region_views

@@ -15,11 +15,11 @@ import os
 from dataclasses import dataclass
 from typing import Mapping
 
-from .. import btf as btfmod
+from ..bpf import btf as btfmod
 from ..diagnostics import Diagnostic
 from ..errors import LoadError
-from ..load import UnsupportedProgramError
-from ..ring_sys import io_uring_setup
+from ..bpf.load import UnsupportedProgramError
+from ..runtime.ring_sys import io_uring_setup
 from ..uapi import (IORING_SETUP_CQSIZE, IORING_SETUP_DEFER_TASKRUN, IORING_SETUP_IOPOLL,
                     IORING_SETUP_NO_SQARRAY, IORING_SETUP_SINGLE_ISSUER, IORING_SETUP_SQ_REWIND,
                     IORING_SETUP_SQPOLL)

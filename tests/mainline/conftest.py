@@ -47,7 +47,7 @@ def c_object(tmp_path_factory):
 def python_object():
     """`python_object("count")` → the BpfObject of a program of loop_programs.py (or of a sample):
     the host's build from $PYBPF_URING_MAINLINE_OBJECTS when there is one, else compiled here."""
-    from pybpf_uring.objfile import BpfObject
+    from pybpf_uring.bpf.objfile import BpfObject
     spec = importlib.util.spec_from_file_location("loop_programs", os.path.join(HERE, "loop_programs.py"))
     loop_programs = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(loop_programs)

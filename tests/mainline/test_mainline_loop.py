@@ -13,9 +13,10 @@ import threading
 
 import pytest
 
-from pybpf_uring import btf, kernel, mainline
+from pybpf_uring.bpf import btf, kernel
+from pybpf_uring import mainline
 from pybpf_uring.errors import LoadError
-from pybpf_uring.load import VerifierError
+from pybpf_uring.bpf.load import VerifierError
 from pybpf_uring.mainline import LoopError, LoopRing
 
 pytestmark = [pytest.mark.kernel("bpf", "mainline"), pytest.mark.uring]

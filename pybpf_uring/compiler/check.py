@@ -1,0 +1,511 @@
+"""Checker: resolves names, infers and checks types, and enforces the rules of BPF programs.
+
+Algorithm.  A module pass records imports (resolved against pybpf_uring's own objects),
+folds module-level integer constants, lays out structs, and declares maps.  Then every program
+and every subprogram it calls (transitively; recursion is an error) is checked statement by
+statement in source order.  Scopes are Python's: a name a function binds anywhere (a
+parameter, an assignment, a loop variable) is its local throughout the function and hides a
+module-level name, which the function then cannot use; the one exception is an annotated
+global (`n: u64 = 0`), which a function writes by assigning it, as C does, since BPF code has
+no `global` statement.  The first assignment fixes a local's type (its annotation, or the type
+of the value; a bare integer literal is i64).
+Expressions are typed bottom-up; an integer constant takes the type of what it meets.
+Results go to side tables keyed by node (`Checked`), never onto the nodes.  Every error is
+collected, and the stage ends with one CompileError listing them all.
+"""
+from __future__ import annotations
+
+import importlib
+
+from . import syntax as S
+from .builtins import CQ_INTRINSICS, HELPERS, KFUNCS, PREPS
+from .check_body import BodyChecker
+from .checked import (PROGRAM_KINDS, Checked, FunctionInfo, GlobalVar, Symbol, describe,
+                      struct_from_ctypes)
+from ..diagnostics import Collector, Diagnostic, Span
+from ..limits import MAX_CALL_DEPTH, MAX_HELPER_ARGS
+from .typesys import I64, INTS, NONE, ArrayT, IntT, MapT, PtrT, StructT, Type
+
+LIBRARY_MODULES = ("pybpf_uring", "pybpf_uring.uring", "pybpf_uring.iou")
+
+
+def check(module: S.Module, only: set[str] | None = None) -> Checked:
+    """Check `module`; `only` limits the programs compiled (a decorated function's `.compile()`)."""
+    return ModuleChecker(module).run(only)
+
+
+class ModuleChecker:
+    def __init__(self, module: S.Module) -> None:
+        self.module = module
+        self.errors = Collector()
+        self.globals: dict[str, Symbol] = {}
+        self.out = Checked(module, {}, {}, {}, {})
+        self.defs: dict[str, S.FunctionDef] = {}
+        # (caller, argument name or None, callee, parameter, span): a struct passed by reference
+        self.ref_edges: list[tuple[str, str | None, str, str, Span]] = []
+
+    def error(self, span: Span | None, message: str, hint: str = "") -> None:
+        """Each error once: a constant expression is folded whenever a rule asks for its
+        value, and every fold resolves the types in it (`sizeof(T)`) again."""
+        if Diagnostic(span, message, hint) not in self.errors.diagnostics:
+            self.errors.error(span, message, hint)
+
+    # ----- module level ---------------------------------------------------------------
+    def run(self, only: set[str] | None) -> Checked:
+        for stmt in self.module.body:
+            handler = getattr(self, "decl_" + type(stmt).__name__, None)
+            if handler is None:
+                self.error(stmt.span, f"{describe(stmt)} is not allowed at module level",
+                           "a BPF module holds imports, integer constants, maps, Struct classes and functions")
+            else:
+                handler(stmt)
+        programs = [d for d in self.defs.values() if d.decorators]
+        if only is not None:
+            programs = [d for d in programs if d.name in only]
+        if not programs and not self.errors.diagnostics:
+            self.error(None, f"{self.module.source.path}: no BPF program found",
+                       "decorate a function with @syscall, @iouring, @socket_filter or @tracepoint(...)")
+        for d in programs:
+            self.program(d)
+        self.check_call_graph()
+        self.check_subprogram_contexts()
+        self.errors.raise_if_any()
+        self.out.warnings = self.errors.warnings
+        return self.out
+
+    def decl_Import(self, stmt: S.Import) -> None:
+        if stmt.module == "__future__":
+            return
+        if not stmt.module:
+            for name, alias in stmt.names:
+                if name in LIBRARY_MODULES:
+                    self.globals[alias] = Symbol("module", value=importlib.import_module(name))
+                else:
+                    self.error(stmt.span, f"cannot import {name!r} into a BPF module",
+                               "import from pybpf_uring or pybpf_uring.uring")
+            return
+        if stmt.module not in LIBRARY_MODULES:
+            self.error(stmt.span, f"cannot import from {stmt.module!r} in a BPF module",
+                       "import from pybpf_uring or pybpf_uring.uring")
+            return
+        lib = importlib.import_module(stmt.module)
+        for name, alias in stmt.names:
+            sym = library_symbol(lib, name)
+            if sym is None:
+                self.error(stmt.span, f"{stmt.module} has no name {name!r}")
+            else:
+                self.globals[alias] = sym
+                if sym.kind == "struct":
+                    self.out.structs.setdefault(sym.type.name, sym.type)
+
+    def decl_Assign(self, stmt: S.Assign) -> None:
+        if not isinstance(stmt.target, S.Name):
+            self.error(stmt.target.span, "only names can be assigned at module level")
+            return
+        name, value = stmt.target.id, stmt.value
+        if stmt.annotation is not None:
+            self.declare_global(name, stmt)
+            return
+        if isinstance(value, S.Call) and self.callee_symbol(value.func).kind == "builtin" \
+                and self.callee_symbol(value.func).value in ("ArrayMap", "HashMap"):
+            self.declare_map(name, stmt, value)
+            return
+        folded = self.fold(value) if value is not None else None
+        if folded is None:
+            self.error(value.span if value else stmt.span,
+                       f"module-level {name!r} must be an integer constant or a map",
+                       "e.g. MAX = 16, or hits = ArrayMap(u64, 4)")
+            return
+        self.globals[name] = Symbol("const", I64, folded)
+        self.out.consts[name] = folded
+
+    def declare_global(self, name: str, stmt: S.Assign) -> None:
+        ann, const = stmt.annotation, False
+        if isinstance(ann, S.Subscript) and self.callee_symbol(ann.value).value == "Const":
+            ann, const = ann.index, True
+        t = self.resolve_type(ann)
+        if t is None:
+            return
+        init = 0 if stmt.value is None else self.fold(stmt.value)
+        if init is None or not isinstance(t, IntT) and init != 0:
+            self.error((stmt.value or stmt).span, f"global {name!r} needs a constant initial value"
+                       + ("" if isinstance(t, IntT) else " (a struct or array global starts zeroed)"),
+                       f"e.g. {name}: u64 = 0")
+            return
+        if isinstance(t, IntT) and not t.min <= init <= t.max:
+            self.error(stmt.value.span, f"{init} does not fit in {t}")
+            return
+        g = GlobalVar(name, t, init, const, stmt.span.line)
+        self.globals[name] = Symbol("global", t, g)
+        self.out.globals[name] = g
+
+    def declare_map(self, name: str, stmt: S.Assign, call: S.Call) -> None:
+        kind = self.callee_symbol(call.func).value
+        want = 2 if kind == "ArrayMap" else 3
+        if len(call.args) != want or call.keywords:
+            form = "ArrayMap(value_type, max_entries)" if kind == "ArrayMap" \
+                else "HashMap(key_type, value_type, max_entries)"
+            self.error(call.span, f"{kind} takes {want} positional arguments", f"write {form}")
+            return
+        *type_args, size = call.args
+        types = [self.resolve_type(a) for a in type_args]
+        entries = self.fold(size)
+        if None in types:
+            return
+        if entries is None or entries <= 0:
+            self.error(size.span, "max_entries must be a positive integer constant")
+            return
+        key, value = (INTS["u32"], types[0]) if kind == "ArrayMap" else types
+        for t, node in zip((key, value), (type_args[0], type_args[-1])):
+            if isinstance(t, PtrT):
+                self.error(node.span, "map keys and values cannot be references")
+                return
+        m = MapT(kind, key, value, entries)
+        self.globals[name] = Symbol("map", m)
+        self.out.maps[name] = (m, stmt.span.line)
+
+    def decl_ClassDef(self, stmt: S.ClassDef) -> None:
+        bases = [self.callee_symbol(b) for b in stmt.bases]
+        if len(bases) != 1 or bases[0].kind != "builtin" or bases[0].value != "Struct":
+            self.error(stmt.span, f"class {stmt.name} must derive from Struct",
+                       f"write `class {stmt.name}(Struct):` with annotated fields")
+            return
+        members = []
+        for f in stmt.fields:
+            t = self.resolve_type(f.annotation)
+            if t is not None:
+                members.append((f.name, t, f.span.line))
+        if not members:
+            self.error(stmt.span, f"struct {stmt.name} has no fields")
+            return
+        st = StructT.layout(stmt.name, members, stmt.span.line)
+        self.globals[stmt.name] = Symbol("struct", st)
+        self.out.structs[stmt.name] = st
+
+    def decl_FunctionDef(self, stmt: S.FunctionDef) -> None:
+        if stmt.name in self.defs:
+            self.error(stmt.span, f"function {stmt.name!r} is defined twice")
+        self.defs[stmt.name] = stmt
+        self.globals[stmt.name] = Symbol("func", value=stmt)
+
+    # ----- types and constants ---------------------------------------------------------
+    def callee_symbol(self, e: S.Expr, local: frozenset[str] = frozenset()) -> Symbol:
+        """What a name (or `module.name`) means where `e` is written: `local` holds the names
+        the enclosing function binds, which hide the module's (kind "local")."""
+        if isinstance(e, S.Name):
+            if e.id in local:
+                return Symbol("local")
+            return self.global_symbol(e.id) or Symbol("unknown")
+        if isinstance(e, S.Attribute) and isinstance(e.value, S.Name) and e.value.id not in local:
+            mod = self.globals.get(e.value.id)
+            if mod is not None and mod.kind == "module":
+                return library_symbol(mod.value, e.attr) or Symbol("unknown")
+        return Symbol("unknown")
+
+    def global_symbol(self, name: str) -> Symbol | None:
+        """A module-level name: declared in the module, or (for a function compiled on its own)
+        found among its globals at run time."""
+        sym = self.globals.get(name)
+        env = self.module.environment
+        if sym is None and env is not None and name in env:
+            sym = runtime_symbol(env[name], name)
+            if sym is not None:
+                self.globals[name] = sym
+                if sym.kind == "map":
+                    self.out.maps[name] = (sym.type, 0)
+                elif sym.kind == "const":
+                    self.out.consts[name] = sym.value
+        return sym
+
+    def resolve_type(self, e: S.Expr, local: frozenset[str] = frozenset()) -> Type | None:
+        """An annotation: an integer type, a struct, or `T[n]`.  Annotations are read at module
+        level, as Python evaluates a parameter's when the def runs; a type written as a value
+        inside a body (`sizeof(T)`, a view's type) passes the function's `local` names."""
+        if isinstance(e, S.Subscript):
+            elem = self.resolve_type(e.value, local)
+            n = self.fold(e.index, local)
+            if elem is None:
+                return None
+            if n is None or n <= 0:
+                self.error(e.index.span, "array length must be a positive integer constant")
+                return None
+            return ArrayT(elem, n)
+        sym = self.callee_symbol(e, local)
+        if sym.kind in ("int_type", "struct"):
+            return sym.type
+        if isinstance(e, S.Constant) and e.value is None:
+            return NONE
+        what = e.id if isinstance(e, S.Name) else describe(e)
+        hint = "use u8, u16, u32, u64, i8, i16, i32, i64, a Struct class, or T[n]"
+        if sym.kind == "local":
+            hides = f", which hides the module's {e.id!r}; rename the local" if self.global_symbol(e.id) else ""
+            hint = f"{e.id!r} is a local variable here{hides}"
+        elif isinstance(e, S.Name) and e.id in INTS:
+            hint = f"import it: from pybpf_uring import {e.id}"
+        elif isinstance(e, S.Name) and e.id == "int":
+            hint = "Python's int has no width in BPF: use i64 (or another fixed-width type)"
+        self.error(e.span, f"{what!r} is not a type", hint)
+        return None
+
+    def fold(self, e: S.Expr, local: frozenset[str] = frozenset()) -> int | None:
+        """The value of a constant expression made of literals and module constants, or None.
+        Inside a function, `local` holds the names it binds (parameters, assigned names, loop
+        variables): those are its variables wherever they appear, as in Python, even where the
+        module has a constant of the same name."""
+        if isinstance(e, S.Constant) and type(e.value) in (int, bool):
+            return int(e.value)
+        if isinstance(e, S.Name):
+            sym = self.global_symbol(e.id) if e.id not in local else None
+            return sym.value if sym is not None and sym.kind == "const" else None
+        if isinstance(e, S.UnaryOp) and e.op in ("-", "+", "~"):
+            v = self.fold(e.operand, local)
+            return None if v is None else {"-": -v, "+": v, "~": ~v}[e.op]
+        if isinstance(e, S.BinOp):
+            a, b = self.fold(e.left, local), self.fold(e.right, local)
+            if a is None or b is None:
+                return None
+            return fold_binop(e.op, a, b)
+        if isinstance(e, S.Call) and self.callee_symbol(e.func, local).value == "sizeof" and len(e.args) == 1:
+            t = self.resolve_type(e.args[0], local)
+            return t.size if t is not None else None
+        return None
+
+    # ----- functions ------------------------------------------------------------------
+    def program(self, d: S.FunctionDef) -> None:
+        if len(d.decorators) != 1:
+            self.error(d.span, f"{d.name} has {len(d.decorators)} decorators; a program has exactly one")
+            return
+        kind, section = self.decorator(d.decorators[0], d.name)
+        if kind is None:
+            return
+        self.function(d, kind, section)
+
+    def decorator(self, e: S.Expr, name: str) -> tuple[str | None, str | None]:
+        call = e if isinstance(e, S.Call) else None
+        sym = self.callee_symbol(call.func if call else e)
+        kind = sym.value if sym.kind == "decorator" else None
+        if kind is None:
+            self.error(e.span, "unknown decorator", "use @syscall, @iouring, @socket_filter, "
+                       "@tracepoint(\"category/name\") or @loop_step")
+            return None, None
+        if kind == "tracepoint":
+            arg = call.args[0] if call and len(call.args) == 1 else None
+            if arg is None or not isinstance(arg, S.Constant) or not isinstance(arg.value, str) \
+                    or arg.value.count("/") != 1:
+                self.error(e.span, "@tracepoint needs the tracepoint's name",
+                           'write @tracepoint("io_uring/io_uring_complete")')
+                return None, None
+            return kind, f"tracepoint/{arg.value}"
+        if call is not None:
+            self.error(e.span, f"@{kind} takes no arguments", f"write @{kind}")
+            return None, None
+        return kind, {"iouring": f"iouring.s/{name}", "syscall": "syscall", "socket_filter": "socket",
+                      "loop_step": f"struct_ops.s/{name}"}[kind]
+
+    def function(self, d: S.FunctionDef, kind: str | None, section: str | None) -> FunctionInfo | None:
+        if d.name in self.out.functions:
+            return self.out.functions[d.name]
+        params = []
+        for p in d.params:
+            if p.annotation is None:
+                self.error(p.span, f"parameter {p.name!r} needs a type annotation",
+                           f"e.g. {p.name}: u64")
+                continue
+            t = self.resolve_type(p.annotation)
+            if t is None:
+                continue
+            params.append((p.name, PtrT(t) if isinstance(t, (StructT, ArrayT)) else t))
+        ret = INTS["i64"] if d.returns is None and kind is None else \
+            (self.resolve_type(d.returns) if d.returns is not None else None)
+        if ret is None and d.returns is None:
+            self.error(d.span, f"program {d.name} needs a return type", f"write `def {d.name}(...) -> i32:`")
+            return None
+        if ret is None:
+            return None
+        if not isinstance(ret, (IntT,)) and ret != NONE:
+            self.error(d.returns.span, "a function returns an integer type (or None for a subprogram)")
+            return None
+        if kind is not None:
+            self.program_rules(d, kind, params, ret)
+        if len(params) > MAX_HELPER_ARGS:
+            self.error(d.span, f"{d.name} takes {len(params)} parameters; BPF passes at most "
+                       f"{MAX_HELPER_ARGS} in registers", "group them in a Struct and pass that")
+        info = FunctionInfo(d, kind, section, params, ret)
+        self.out.functions[d.name] = info
+        BodyChecker(self, info).run()
+        for callee in info.calls:
+            self.function(self.defs[callee], None, None)
+        return info
+
+    def program_rules(self, d: S.FunctionDef, kind: str, params, ret: Type) -> None:
+        if kind == "loop_step":
+            names = [getattr(getattr(t, "target", None), "name", None) for _, t in params]
+            if names != ["IouCtx", "IouLoopParams"]:
+                self.error(d.span, "a @loop_step program takes the loop's ctx and its parameters",
+                           f"write `def {d.name}(ctx: IouCtx, lp: IouLoopParams) -> i32:` "
+                           "(from pybpf_uring.iou import IouCtx, IouLoopParams)")
+            if not isinstance(ret, IntT):
+                self.error(d.span, "a program returns an integer", "write `-> i32`")
+            return
+        if len(params) != 1 or not isinstance(params[0][1], PtrT):
+            want = {"iouring": "ctx: IoUringCtx", "syscall": "ctx: YourStruct",
+                    "socket_filter": "ctx: SkBuff", "tracepoint": "ctx: YourRecordStruct"}[kind]
+            self.error(d.span, f"a @{kind} program takes one ctx parameter", f"write `def {d.name}({want})`")
+            return
+        ctx = params[0][1].target
+        if kind == "iouring" and getattr(ctx, "name", "") != "IoUringCtx":
+            self.error(d.params[0].annotation.span, "an @iouring program's ctx is an IoUringCtx",
+                       "from pybpf_uring.uring import IoUringCtx")
+        if kind == "socket_filter" and getattr(ctx, "name", "") != "SkBuff":
+            self.error(d.params[0].annotation.span, "a @socket_filter program's ctx is an SkBuff",
+                       "from pybpf_uring import SkBuff")
+        if not isinstance(ctx, StructT):
+            self.error(d.params[0].annotation.span, "a program's ctx must be a Struct")
+        if not isinstance(ret, IntT):
+            self.error(d.span, "a program returns an integer", "write `-> i32`")
+
+    def check_call_graph(self) -> None:
+        """No recursion (the verifier rejects it) and at most MAX_CALL_DEPTH frames."""
+        funcs = self.out.functions
+
+        def depth(name: str, path: tuple[str, ...]) -> int:
+            if name in path:
+                cycle = " -> ".join(path[path.index(name):] + (name,))
+                self.error(funcs[name].node.span, f"recursion is not allowed in BPF programs: {cycle}",
+                           "rewrite it as a loop with a constant bound")
+                return 0
+            return 1 + max((depth(c, path + (name,)) for c in funcs[name].calls), default=0)
+
+        for p in self.out.programs:
+            d = depth(p.name, ())
+            if d > MAX_CALL_DEPTH:
+                self.error(p.node.span, f"calls nest {d} deep; the verifier allows {MAX_CALL_DEPTH}")
+
+    def check_subprogram_contexts(self) -> None:
+        """Rules that depend on a subprogram's callers: which parameters carry a program's ctx
+        (a struct reference passed on from the program's ctx parameter, through any chain of
+        subprograms), and which program kinds reach a subprogram that calls a helper of
+        some kinds only."""
+        funcs = self.out.functions
+        carries: dict[tuple[str, str | None], set[str]] = {}
+
+        def passed(caller: str, arg: str | None) -> set[str]:
+            f = funcs[caller]
+            if f.kind and f.params and arg == f.params[0][0]:
+                return {f.kind}
+            return carries.get((caller, arg), set())
+
+        changed = True
+        while changed:  # a fixpoint over the edges: chains of subprograms pass the ctx on
+            changed = False
+            for caller, arg, callee, param, _ in self.ref_edges:
+                kinds, have = passed(caller, arg), carries.setdefault((callee, param), set())
+                if not kinds <= have:
+                    have |= kinds
+                    changed = True
+        for (name, param), kinds in carries.items():
+            if kinds:
+                funcs[name].ctx_params[param] = frozenset(kinds)
+        for caller, arg, callee, param, span in self.ref_edges:
+            if funcs[callee].ctx_params.get(param) and not passed(caller, arg):
+                # the verifier: "same insn cannot be used with different pointers"
+                self.error(span, f"{callee}() gets the program's ctx as {param!r} at another call, "
+                           "so every call must pass the ctx there",
+                           f"the verifier lets each of {callee}'s instructions access one kind of "
+                           "pointer; pass the ctx here, or give the other data its own function")
+        reach: dict[str, set[str]] = {}
+        for p in self.out.programs:
+            todo = [p.name]
+            while todo:
+                n = todo.pop()
+                if p.kind not in reach.setdefault(n, set()):
+                    reach[n].add(p.kind)
+                    todo += funcs[n].calls
+        for f in funcs.values():
+            for item in f.deferred:
+                if item[0] == "kind":
+                    self.deferred_kind(f, reach.get(f.name, set()), *item[1:])
+                else:
+                    _, span, param, kinds, message, hint = item
+                    if f.ctx_params.get(param, frozenset()) & kinds:
+                        self.error(span, message, hint)
+
+    def deferred_kind(self, f: FunctionInfo, reached: set[str], span: Span, name: str,
+                      kinds: frozenset[str], what: str) -> None:
+        for kind in sorted(reached - kinds):
+            caller = next(p.name for p in self.out.programs if p.kind == kind
+                          and self.reaches(p.name, f.name))
+            self.error(span, f"{name}() cannot be called from a @{kind} program",
+                       f"{f.name} is called from the @{kind} program {caller}; "
+                       f"{name}() is {what} @{', @'.join(sorted(kinds))} programs")
+
+    def reaches(self, start: str, target: str) -> bool:
+        seen, todo = set(), [start]
+        while todo:
+            n = todo.pop()
+            if n == target:
+                return True
+            if n not in seen:
+                seen.add(n)
+                todo += self.out.functions[n].calls
+        return False
+
+
+def fold_binop(op: str, a: int, b: int) -> int | None:
+    if op in ("//", "%") and b == 0:
+        return None
+    if op in ("<<", ">>") and b < 0:
+        return None
+    return {"+": a + b, "-": a - b, "*": a * b, "//": a // b if b else 0, "%": a % b if b else 0,
+            "&": a & b, "|": a | b, "^": a ^ b, "<<": a << min(b, 128), ">>": a >> b}.get(op)
+
+
+def library_symbol(lib, name: str) -> Symbol | None:
+    """One of pybpf_uring's own names, imported by the module."""
+    obj = getattr(lib, name, None)
+    return None if obj is None else runtime_symbol(obj, name)
+
+
+def runtime_symbol(obj, name: str) -> Symbol | None:
+    """Classify a Python object by what it is at run time: pybpf_uring's own names, and a
+    script's or notebook's maps, structs and integer constants."""
+    from .. import decorators, types as T
+    if isinstance(obj, T._Map):
+        return Symbol("map", MapT(obj.kind, runtime_type(obj.key), runtime_type(obj.value), obj.max_entries))
+    if isinstance(obj, T.IntType):
+        return Symbol("int_type", INTS[obj.name])
+    if obj is T.Struct:
+        return Symbol("builtin", value="Struct")
+    if obj in (T.ArrayMap, T.HashMap):
+        return Symbol("builtin", value=obj.__name__)
+    if obj is T.sizeof:
+        return Symbol("builtin", value="sizeof")
+    if obj is T.Const:
+        return Symbol("builtin", value="Const")
+    if isinstance(obj, type) and issubclass(obj, T.Struct):
+        return Symbol("struct", struct_from_ctypes(obj))
+    if getattr(decorators, getattr(obj, "__name__", ""), None) is obj and obj.__name__ in PROGRAM_KINDS:
+        return Symbol("decorator", value=obj.__name__)
+    from .. import iou, types as host_types, uring
+    helper_name = getattr(obj, "__name__", "")
+    if helper_name in KFUNCS and getattr(iou, helper_name) is obj:
+        return Symbol("kfunc", value=KFUNCS[helper_name])
+    if helper_name in HELPERS and getattr(host_types, helper_name, getattr(uring, helper_name, None)) is obj:
+        return Symbol("helper", value=HELPERS[helper_name])
+    if helper_name in PREPS and getattr(uring, helper_name) is obj:
+        return Symbol("prep", value=helper_name)
+    if helper_name in CQ_INTRINSICS and getattr(iou, helper_name) is obj:
+        return Symbol("cq", value=helper_name)
+    if isinstance(obj, int) and not isinstance(obj, bool):
+        return Symbol("const", I64, obj)
+    return None
+
+
+def runtime_type(t) -> Type:
+    """A host-side type object (`u32`, `u32[4]`, a Struct class) as the compiler's type."""
+    from .. import types as T
+    if isinstance(t, T.IntType):
+        return INTS[t.name]
+    if isinstance(t, T.ArrayOf):
+        return ArrayT(runtime_type(t.elem), t.length)
+    return struct_from_ctypes(t)

@@ -1,0 +1,93 @@
+"""Emit: LLVM IR → optimised IR → BPF ELF object, in-process with llvmlite's LLVM.
+
+The -O2 pipeline is LLVM's own (new pass manager); the BPF backend then writes the sections,
+`.BTF` and `.BTF.ext` from the debug metadata.  LLVM is initialised once per process.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import llvmlite.binding as llvm
+
+from ..diagnostics import CompileError, Diagnostic
+from ..limits import STACK_BYTES
+from .lower import CPUS, LoweredModule
+
+
+@dataclass(frozen=True)
+class Emitted:
+    elf: bytes
+    ir_opt: str
+
+
+@lru_cache(maxsize=None)
+def target_machine(cpu: str):
+    llvm.initialize_all_targets()
+    llvm.initialize_all_asmprinters()
+    # IndVarSimplify would replace a loop's exit value by a closed form needing a 128-bit
+    # multiply (__multi3), which BPF cannot call: keep the loop instead.
+    llvm.set_option("pybpf_uring", "-replexitval=never")
+    # Past 512 bytes of stack the BPF backend reports through LLVM's fatal error handler, which
+    # ends the process (a notebook's kernel with it).  Let it emit; the stack is measured on
+    # the emitted code instead.
+    llvm.set_option("pybpf_uring", "-bpf-stack-size=65536")
+    return llvm.Target.from_triple("bpfel").create_target_machine(cpu=cpu, opt=2)
+
+
+def emit(lowered: LoweredModule) -> Emitted:
+    if lowered.cpu not in CPUS:
+        raise CompileError([Diagnostic(None, f"unknown cpu {lowered.cpu!r}", "use v1, v2, v3 or v4")])
+    tm = target_machine(lowered.cpu)
+    mod = llvm.parse_assembly(lowered.ir)
+    mod.verify()
+    pto = llvm.create_pipeline_tuning_options(speed_level=2)
+    pb = llvm.create_pass_builder(tm, pto)
+    pb.getModulePassManager().run(mod, pb)
+    try:
+        elf = tm.emit_object(mod)
+    except RuntimeError as exc:  # the BPF backend's own refusals
+        raise CompileError([Diagnostic(None, "the BPF backend refused the program: " + str(exc).strip())]) from None
+    if max(lowered.frames.values(), default=0) > STACK_BYTES - SPILL_MARGIN:
+        check_stack(elf, lowered.path)
+    return Emitted(elf, str(mod))
+
+
+SPILL_MARGIN = 64  # below 512 minus this, slots plus LLVM's spills cannot reach the limit
+
+
+def check_stack(elf: bytes, path: str) -> None:
+    """Measure each function's frame on the emitted code: the deepest r10-relative slot."""
+    from ..bpf.objfile import BpfObject
+    obj = BpfObject.read(elf)
+    functions = {p.name: p for p in obj.programs}
+    for p in obj.programs:
+        functions.update((s.name, s) for s in p.subprograms)
+    errors = []
+    for name, fn in functions.items():
+        depth = frame_depth(fn.instructions)
+        if depth > STACK_BYTES:
+            errors.append(Diagnostic(None, f"{path}: {name} uses {depth} bytes of stack after "
+                                     f"optimisation; BPF allows {STACK_BYTES}",
+                                     "keep large structs in a map value (m.lookup(k)) instead of locals"))
+    if errors:
+        raise CompileError(errors)
+
+
+def frame_depth(insns) -> int:
+    """Bytes below r10 that the code reaches: loads and stores at r10 - off, and addresses
+    formed as `rX = r10; rX += -off` (how LLVM passes a stack slot to a helper)."""
+    from ..bpf import isa
+    depth, copies = 0, set()
+    for ins in insns:
+        cls = ins.cls
+        if cls in (isa.ST, isa.STX) and ins.dst == 10 or cls == isa.LDX and ins.src == 10:
+            depth = max(depth, -ins.off)
+        elif cls == isa.ALU64 and ins.op == isa.MOV and ins.opcode & isa.SOURCE_MASK and ins.src == 10:
+            copies.add(ins.dst)
+        elif cls == isa.ALU64 and ins.op == isa.ADD and ins.dst in copies and not ins.opcode & isa.SOURCE_MASK:
+            depth = max(depth, -ins.imm)
+            copies.discard(ins.dst)
+        elif cls in (isa.ALU, isa.ALU64, isa.LDX, isa.LD):
+            copies.discard(ins.dst)
+    return depth

@@ -1,0 +1,64 @@
+"""The pipeline: parse → check → lower → emit → read.  Each stage is one call; this module only
+chains them, and is what `compile_file`, `compile_module`, `Program.compile()` and the CLI use.
+The `compile_*` functions are public: their CompileErrors reach the user without the stages'
+frames (`diagnostics.user_facing`)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+from ..diagnostics import user_facing
+
+
+@dataclass(frozen=True)
+class Compilation:
+    """Every stage's output, so the CLI can dump any of them (`--dump ast|ir|ir-opt|asm`)."""
+
+    tree: object      # syntax.Module
+    ir: str           # LLVM IR as lowered
+    ir_opt: str       # after the -O2 pipeline
+    elf: bytes        # the object file
+    warnings: list    # Diagnostics that did not stop compilation
+
+    @cached_property
+    def object(self):
+        """The object read back (pyelftools is imported only when something looks inside)."""
+        from ..bpf.objfile import BpfObject
+        return BpfObject.read(self.elf)
+
+
+def compile_tree(module, cpu: str = "v3", only: set[str] | None = None) -> Compilation:
+    from .check import check
+    from .emit import emit
+    from .lower import lower
+    checked = check(module, only)
+    lowered = lower(checked, cpu)
+    emitted = emit(lowered)
+    return Compilation(module, lowered.ir, emitted.ir_opt, emitted.elf, checked.warnings)
+
+
+@user_facing
+def compile_source(text: str, path: str = "<string>", cpu: str = "v3", only: set[str] | None = None):
+    """Source text of a BPF module → BpfObject."""
+    from .parse import parse_source
+    return compile_tree(parse_source(text, path), cpu, only).object
+
+
+@user_facing
+def compile_file(path, cpu: str = "v3"):
+    """All programs and maps of a BPF module file → one BpfObject."""
+    from .parse import parse_source
+    with open(path, encoding="utf-8") as f:
+        return compile_tree(parse_source(f.read(), str(path)), cpu).object
+
+
+@user_facing
+def compile_module(module, cpu: str = "v3"):
+    """An imported Python module of BPF programs → one BpfObject."""
+    return compile_file(module.__file__, cpu)
+
+
+def compile_function(program, cpu: str = "v3"):
+    """One decorated function, with what it uses from its module (or notebook cell)."""
+    from .parse import parse_function
+    return compile_tree(parse_function(program), cpu, only={program.name}).object

@@ -1,0 +1,690 @@
+"""Lifting validated BPF slots (cpu v4) to LLVM IR text, for the engine's JIT (`jit.py`).
+
+Algorithm.  The slots are cut into basic blocks at the interpreter's leaders (slot 0, every jump
+and local-call target, the slot after every jump, local call and exit).  Each *function* -- slot
+0 and every local-call target -- is the set of blocks reachable from its entry along jumps,
+fall-through and call continuations; a block reached from two functions is emitted in both, so
+shared code and recursion need no special case.  Registers are allocas (mem2reg makes them SSA),
+one LLVM block per BPF block, conditional jumps are `icmp` + `br`.
+
+Semantics come from small tables keyed by opcode family (`_ALU_OPS`, `_CONDITIONS`, `_LIFT`),
+each entry giving the IR of the interpreter's rule: division by zero gives 0, modulo by zero
+leaves dst, INT_MIN / -1 wraps, shift counts are masked, 32-bit results are zero-extended, MOVSX
+truncates then sign-extends, CMPXCHG compares with r0.  LLVM would treat a zero divisor or an
+over-wide shift as undefined behaviour, so every such operand is made safe first.
+
+Calls.  A local call is an LLVM call of the callee's function with r0-r9 (the interpreter's
+callee sees the caller's registers), the call depth and the remaining budget; it returns r0-r5
+and the budget, so r6-r9 stay the caller's, as the interpreter's frame save/restore does.
+Helpers and kfuncs, and memory the inline path cannot serve, go through function pointers in
+the run's state block (`STATE_FIELDS`) to ctypes callbacks that run the interpreter's own Python
+code; a callback that faults sets `status` and every frame returns at once.  The helpers in
+`NATIVE_HELPERS` are looked up first in the state's `natives` table: when the engine filled it
+(native_ring_ir: the RFC ring helpers, map lookups, copies, the clock), the call stays native.
+
+Memory.  An address is `region id << 32 | 2 GiB + offset` (memory.py).  The checked path looks
+the id up in the run's region table (`{ptr, readable bytes, writable bytes}` per id, 0 bytes for
+regions the fast path may not serve) and does one unsigned compare; anything else calls the
+host, whose `Memory.load/store` either serves the access (field-exact ctx, read-only data) or
+raises the interpreter's exact fault.  The table is replaced, never mutated, when the memory
+changes during a run, so its loads are `!invariant.load` and LLVM hoists them out of loops.
+Accesses through r10 at a constant offset inside the 512-byte frame are checked here, at lift
+time, and become plain native accesses.  `unchecked=True` drops the table bounds checks.
+
+Budget.  Each block subtracts its instruction count on entry.  Before an instruction with an
+effect the host could see (a store, a helper call, an atomic, the slow path of a load, which
+may fault) and before the block's last instruction, a compare against a constant says whether
+the budget ran out earlier in the block; if so the run stops with status BUDGET, naming the
+block and the position in it where the budget ran out -- the slot the interpreter reports.  So
+effects before that point happen and effects after it do not, as in the interpreter.  (Only
+stores to the stack frame at static r10 offsets are not held back: a frame is scratch,
+invisible after the run.)  On the hot path a guard is a compare and a predicted branch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+from ... import helpers as registry
+from ...bpf import isa
+from ...bpf.isa import (ADD, ALU, ALU64, AND, ARSH, ATOMIC, CALL, CMPXCHG, DIV, END, EXIT, FETCH, JA,
+                   JEQ, JGE, JGT, JLE, JLT, JMP, JMP32, JNE, JSET, JSGE, JSGT, JSLE, JSLT, LD, LDX,
+                   LSH, MEMSX, MOD, MOV, MUL, NEG, OR, RSH, ST, STX, SUB, XCHG, XOR, X, Instruction)
+from ...limits import MAX_CALL_DEPTH, STACK_BYTES
+
+__all__ = ["lift", "Lifted", "STATE_FIELDS", "NATIVE_HELPERS", "STATUS_OK", "STATUS_HOST", "STATUS_BUDGET",
+           "STATUS_DEPTH", "STATUS_FELL_OFF", "ENTRY_FIELDS"]
+
+# The run's state block: one i64/pointer per field, in this order (jit.py mirrors it in ctypes).
+STATE_FIELDS = ("table", "table_len", "status", "fault_slot", "fault_aux", "budget",
+                "slow_load", "slow_store", "helper", "stack_ptrs", "stack_tops",
+                "natives", "ring", "maps")
+# Helpers a program may call as native code (the registry's helpers with a `native` symbol in
+# native_ring_ir): `natives` points to a table of 256 function pointers by helper id; a null
+# entry, or a helper not listed here, goes to `helper`.
+NATIVE_HELPERS = frozenset(registry.native_symbols())
+_F = {name: i for i, name in enumerate(STATE_FIELDS)}
+# One region-table entry: the native pointer, the bytes the fast path may read and write, then
+# for field-exact regions (the io_uring ctx) of at most 64 bytes, for each access size 1/2/4/8 a
+# bit per offset where a read (then a write) of that size is allowed.
+ENTRY_FIELDS = ("ptr", "rsize", "wsize", "read1", "read2", "read4", "read8",
+                "write1", "write2", "write4", "write8")
+_ENTRY = f"[{len(ENTRY_FIELDS)} x i64]"
+_LOG2 = {1: 0, 2: 1, 4: 2, 8: 3}
+
+STATUS_OK = 0
+STATUS_HOST = 1       # a callback recorded an exception (fault, helper error) on the host
+STATUS_BUDGET = 2     # fault_slot = block start, fault_aux = position in the block
+STATUS_DEPTH = 3      # fault_slot = the call, fault_aux = the depth it needed
+STATUS_FELL_OFF = 4   # ran past the last slot
+
+M32 = (1 << 32) - 1
+_TY = {1: "i8", 2: "i16", 4: "i32", 8: "i64"}
+_RET = "{i64, i64, i64, i64, i64, i64, i64}"     # r0-r5 and the budget left
+
+
+def _s32(v: int) -> int:
+    v &= M32
+    return v - (1 << 32) if v >> 31 else v
+
+
+# ---------------------------------------------------------------------------------------------
+# Semantic tables.  An ALU rule gets the emitter, the LLVM type (i32/i64), the operands and the
+# bit width, and returns the result value of that type.
+
+def _binop(name: str) -> Callable:
+    return lambda e, t, a, b, w: e.val(f"{name} {t} {a}, {b}")
+
+
+def _shift(name: str) -> Callable:
+    return lambda e, t, a, b, w: e.val(f"{name} {t} {a}, {e.val(f'and {t} {b}, {w - 1}')}")
+
+
+def _udiv(e, t, a, b, w):
+    zero = e.val(f"icmp eq {t} {b}, 0")
+    safe = e.val(f"select i1 {zero}, {t} 1, {t} {b}")
+    return e.val(f"select i1 {zero}, {t} 0, {t} {e.val(f'udiv {t} {a}, {safe}')}")
+
+
+def _umod(e, t, a, b, w):
+    zero = e.val(f"icmp eq {t} {b}, 0")
+    safe = e.val(f"select i1 {zero}, {t} 1, {t} {b}")
+    return e.val(f"select i1 {zero}, {t} {a}, {t} {e.val(f'urem {t} {a}, {safe}')}")
+
+
+def _signed_safe(e, t, b):
+    """(b == 0, b == -1, a divisor that is neither): sdiv/srem trap or are UB on both."""
+    zero = e.val(f"icmp eq {t} {b}, 0")
+    minus = e.val(f"icmp eq {t} {b}, -1")
+    either = e.val(f"or i1 {zero}, {minus}")
+    return zero, minus, e.val(f"select i1 {either}, {t} 1, {t} {b}")
+
+
+def _sdiv(e, t, a, b, w):
+    zero, minus, safe = _signed_safe(e, t, b)
+    q = e.val(f"select i1 {zero}, {t} 0, {t} {e.val(f'sdiv {t} {a}, {safe}')}")
+    return e.val(f"select i1 {minus}, {t} {e.val(f'sub {t} 0, {a}')}, {t} {q}")  # INT_MIN wraps
+
+
+def _smod(e, t, a, b, w):
+    zero, minus, safe = _signed_safe(e, t, b)
+    r = e.val(f"select i1 {zero}, {t} {a}, {t} {e.val(f'srem {t} {a}, {safe}')}")
+    return e.val(f"select i1 {minus}, {t} 0, {t} {r}")
+
+
+def _movsx(bits: int) -> Callable:
+    def rule(e, t, a, b, w):
+        narrow = e.val(f"trunc {t} {b} to i{bits}") if bits < w else b
+        return e.val(f"sext i{bits} {narrow} to {t}") if bits < w else narrow
+    return rule
+
+
+_ALU_OPS: dict[tuple[int, int], Callable] = {
+    (ADD, 0): _binop("add"), (SUB, 0): _binop("sub"), (MUL, 0): _binop("mul"),
+    (OR, 0): _binop("or"), (AND, 0): _binop("and"), (XOR, 0): _binop("xor"),
+    (LSH, 0): _shift("shl"), (RSH, 0): _shift("lshr"), (ARSH, 0): _shift("ashr"),
+    (NEG, 0): lambda e, t, a, b, w: e.val(f"sub {t} 0, {a}"),
+    (MOV, 0): lambda e, t, a, b, w: b,
+    (MOV, 8): _movsx(8), (MOV, 16): _movsx(16), (MOV, 32): _movsx(32),
+    (DIV, 0): _udiv, (DIV, 1): _sdiv, (MOD, 0): _umod, (MOD, 1): _smod,
+}
+_READS_DST = {key for key in _ALU_OPS if key[0] != MOV}
+
+# Conditional jumps: the icmp predicate (JSET tests `a & b != 0`).
+_CONDITIONS = {JEQ: "eq", JGT: "ugt", JGE: "uge", JNE: "ne", JSGT: "sgt", JSGE: "sge",
+               JLT: "ult", JLE: "ule", JSLT: "slt", JSLE: "sle", JSET: None}
+
+# Atomic read-modify-write: new value from (old, src) at the access width.
+_ATOMIC_OPS = {isa.ATOMIC_ADD: "add", isa.ATOMIC_OR: "or", isa.ATOMIC_AND: "and",
+               isa.ATOMIC_XOR: "xor"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Program structure
+
+def _branch_target(pc: int, ins: Instruction) -> int | None:
+    if ins.is_pseudo_call:
+        return pc + 1 + ins.imm
+    if ins.cls in (JMP, JMP32) and ins.op not in (CALL, EXIT):
+        return pc + 1 + ins.jump_offset()
+    return None
+
+
+def _ends_block(ins: Instruction) -> bool:
+    """Jumps, local calls and exit end a block; helper calls run inline, like the interpreter's
+    compiled blocks."""
+    return ins.cls in (JMP, JMP32) and not (ins.is_call and not ins.is_pseudo_call)
+
+
+@dataclass
+class Lifted:
+    """The IR of one program and what the host needs to interpret its exits."""
+
+    text: str
+    entry: str                                   # the exported function's symbol
+    positions: dict[int, list[int]]              # block start -> the slot at each position
+    helper_slots: list[int] = field(default_factory=list)
+
+
+class _Program:
+    def __init__(self, slots: Sequence[Instruction | None]) -> None:
+        self.slots = slots
+        self.n = len(slots)
+        starts = {0}
+        for pc, ins in enumerate(slots):
+            if ins is None:
+                continue
+            target = _branch_target(pc, ins)
+            if target is not None:
+                starts.add(target)
+            if _ends_block(ins):
+                starts.add(pc + ins.slots)
+        leaders = sorted(s for s in starts if s < self.n)
+        self.blocks: dict[int, list[int]] = {}       # start -> slots of its instructions
+        for start, end in zip(leaders, leaders[1:] + [self.n]):
+            self.blocks[start] = [p for p in range(start, end) if slots[p] is not None]
+        self.blocks[self.n] = [self.n]                # running off the end: a one-slot block
+        self.call_targets = sorted({_branch_target(pc, ins) for pc, ins in enumerate(slots)
+                                    if ins is not None and ins.is_pseudo_call})
+
+    def successors(self, start: int) -> list[int]:
+        if start == self.n:
+            return []
+        last_pc = self.blocks[start][-1]
+        last = self.slots[last_pc]
+        nxt = last_pc + last.slots
+        if last.is_exit:
+            return []
+        if last.is_pseudo_call:
+            return [nxt]
+        if last.is_jump:
+            target = _branch_target(last_pc, last)
+            return [target] if last.op == JA else [target, nxt]
+        return [nxt]
+
+    def function_blocks(self, entry: int) -> list[int]:
+        seen, todo = {entry}, [entry]
+        while todo:
+            for succ in self.successors(todo.pop()):
+                if succ not in seen:
+                    seen.add(succ)
+                    todo.append(succ)
+        return sorted(seen)
+
+
+# ---------------------------------------------------------------------------------------------
+# Emission
+
+class _Function:
+    """The IR text of one BPF function (the program's entry, or a local-call target)."""
+
+    def __init__(self, lifter: "_Lifter", entry: int, main: bool) -> None:
+        self.lifter, self.entry, self.main = lifter, entry, main
+        self.lines: list[str] = []
+        self.counter = 0
+        self.blocks = lifter.program.blocks
+        self.current = "entry"                     # the LLVM block being emitted
+        self.budget_exits: list[tuple[str, int, str]] = []   # (from block, start, position)
+
+    # -- low level ------------------------------------------------------------------------------
+    def val(self, expr: str) -> str:
+        self.counter += 1
+        name = f"%v{self.counter}"
+        self.lines.append(f"  {name} = {expr}")
+        return name
+
+    def emit(self, line: str) -> None:
+        self.lines.append("  " + line)
+
+    def label(self, name: str) -> None:
+        self.lines.append(f"{name}:")
+        self.current = name
+
+    def fresh(self, stem: str) -> str:
+        self.counter += 1
+        return f"{stem}{self.counter}"
+
+    def get(self, reg: int) -> str:
+        if reg == 10:
+            return "%r10"
+        return self.val(f"load i64, ptr %R{reg}")
+
+    def get32(self, reg: int) -> str:
+        return self.val(f"trunc i64 {self.get(reg)} to i32")
+
+    def set(self, reg: int, value: str) -> None:
+        self.emit(f"store i64 {value}, ptr %R{reg}")
+
+    def field(self, name: str, ty: str = "i64") -> str:
+        return self.val(f"load {ty}, ptr %p_{name}")
+
+    def put_field(self, name: str, value: str) -> None:
+        self.emit(f"store i64 {value}, ptr %p_{name}")
+
+    def leave(self) -> None:
+        """Return after a fault: every caller sees status != 0 and returns too."""
+        self.emit("ret i64 0" if self.main else f"ret {_RET} zeroinitializer")
+
+    def stop(self, status: int, slot: int | str, aux: int | str = 0) -> None:
+        self.put_field("status", str(status))
+        self.put_field("fault_slot", str(slot))
+        self.put_field("fault_aux", str(aux))
+        self.leave()
+
+    def check_status(self) -> None:
+        """After a host call: leave when it failed (every frame shares one `fail` block)."""
+        bad = self.val(f"icmp ne i64 {self.field('status')}, 0")
+        ok = self.fresh("ok")
+        self.emit(f"br i1 {bad}, label %fail, label %{ok}, !prof !0")
+        self.label(ok)
+
+    # -- budget -----------------------------------------------------------------------------------
+    def guard(self, position: int) -> None:
+        """Stop unless the budget covered this block up to and including `position`."""
+        short = self.val(f"icmp slt i64 {self.rem}, {position + 1 - self.cost}")
+        ok = self.fresh("ok")
+        self.budget_exits.append((self.current, self.start, self.rem, self.cost))
+        self.emit(f"br i1 {short}, label %budget_out, label %{ok}, !prof !0")
+        self.label(ok)
+
+    def shared_exits(self) -> None:
+        """One block per function for each way out, so a guard costs a compare and a branch
+        and little IR: `fail` (a host call failed) and `budget_out` (phis say where)."""
+        self.label("fail")
+        self.leave()
+        if not self.budget_exits:
+            return
+        self.label("budget_out")
+        starts = ", ".join(f"[{start}, %{block}]" for block, start, _, _ in self.budget_exits)
+        rems = ", ".join(f"[{rem}, %{block}]" for block, _, rem, _ in self.budget_exits)
+        costs = ", ".join(f"[{cost}, %{block}]" for block, _, _, cost in self.budget_exits)
+        start = self.val(f"phi i64 {starts}")
+        rem = self.val(f"phi i64 {rems}")
+        aux = self.val(f"add i64 {rem}, {self.val(f'phi i64 {costs}')}")
+        self.stop(STATUS_BUDGET, start, aux)
+
+    # -- the function ---------------------------------------------------------------------------
+    def text(self) -> str:
+        lifter = self.lifter
+        if self.main:
+            head = (f"define i64 @{lifter.name}(ptr noalias %st, i64 %a1, i64 %a2, i64 %a3, "
+                    "i64 %a4, i64 %a5) #0 {")
+        else:
+            args = ", ".join(f"i64 %a{r}" for r in range(10))
+            head = (f"define internal {_RET} @{lifter.name}_f{self.entry}(ptr noalias %st, "
+                    f"i64 %depth, i64 %rem0, {args}) #0 {{")
+        self.label("entry")
+        for reg in range(10):
+            self.emit(f"%R{reg} = alloca i64")
+        self.emit("%REM = alloca i64")
+        self.emit("%TAB = alloca ptr")
+        self.emit("%TLEN = alloca i64")
+        for name, index in _F.items():
+            self.emit(f"%p_{name} = getelementptr i64, ptr %st, i64 {index}")
+        for name in ("slow_load", "slow_store", "helper"):   # fixed for the run
+            self.emit(f"%fn_{name} = load ptr, ptr %p_{name}")
+        self.reload_table()
+        if self.main:
+            self.emit("%depth = add i64 0, 0")
+            self.emit(f"store i64 {self.field('budget')}, ptr %REM")
+            for reg in range(10):
+                self.set(reg, f"%a{reg}" if 1 <= reg <= 5 else "0")
+        else:
+            self.emit("store i64 %rem0, ptr %REM")
+            for reg in range(10):
+                self.set(reg, f"%a{reg}")
+        tops = self.field("stack_tops", "ptr")
+        self.emit(f"%r10 = load i64, ptr {self.val(f'getelementptr i64, ptr {tops}, i64 %depth')}")
+        stacks = self.field("stack_ptrs", "ptr")
+        base = self.val(f"load ptr, ptr {self.val(f'getelementptr ptr, ptr {stacks}, i64 %depth')}")
+        self.emit(f"%fp = getelementptr i8, ptr {base}, i64 {STACK_BYTES}")
+        self.emit(f"br label %b{self.entry}")
+        for start in lifter.program.function_blocks(self.entry):
+            self.block(start)
+        self.shared_exits()
+        return "\n".join([head, *self.lines, "}"])
+
+    def reload_table(self) -> None:
+        """The region table changes only inside helpers (which may map regions)."""
+        self.emit(f"store ptr {self.field('table', 'ptr')}, ptr %TAB")
+        self.emit(f"store i64 {self.field('table_len')}, ptr %TLEN")
+
+    def block(self, start: int) -> None:
+        pcs = self.blocks[start]
+        self.start, self.cost = start, len(pcs)
+        self.label(f"b{start}")
+        self.rem = self.val(f"sub i64 {self.val('load i64, ptr %REM')}, {self.cost}")
+        self.emit(f"store i64 {self.rem}, ptr %REM")
+        if start == self.lifter.program.n:
+            self.guard(0)
+            self.stop(STATUS_FELL_OFF, self.lifter.program.n - 1)
+            return
+        slots = self.lifter.program.slots
+        for position, pc in enumerate(pcs):
+            ins = slots[pc]
+            self.position, self.pc = position, pc
+            if position == len(pcs) - 1:
+                self.guard(position)        # the budget covers the block: the end is reached
+            _LIFT[ins.cls](self, ins)
+        last = slots[pcs[-1]]
+        if not (last.is_jump or last.is_exit):   # fell into the next leader
+            self.emit(f"br label %b{pcs[-1] + last.slots}")
+
+    # -- families -------------------------------------------------------------------------------
+    def alu(self, ins: Instruction) -> None:
+        wide = ins.cls == ALU64
+        w, t = (64, "i64") if wide else (32, "i32")
+        if ins.op == END:
+            self.set(ins.dst, self.byteswap(ins, wide))
+            return
+        key = (ins.op, ins.off)
+        a = (self.get(ins.dst) if wide else self.get32(ins.dst)) if key in _READS_DST else None
+        if ins.source == X:
+            b = self.get(ins.src) if wide else self.get32(ins.src)
+        else:
+            b = str(ins.imm)            # sign-extended to 64 bits, or the low 32 bits as i32
+        result = _ALU_OPS[key](self, t, a, b, w)
+        self.set(ins.dst, result if wide else self.val(f"zext i32 {result} to i64"))
+
+    def byteswap(self, ins: Instruction, wide: bool) -> str:
+        width, value = ins.imm, self.get(ins.dst)
+        narrow = self.val(f"trunc i64 {value} to i{width}") if width < 64 else value
+        if wide or ins.source == X:      # bswap (ALU64) / to big endian: the host is little
+            narrow = self.val(f"call i{width} @llvm.bswap.i{width}(i{width} {narrow})")
+        return self.val(f"zext i{width} {narrow} to i64") if width < 64 else narrow
+
+    def jump(self, ins: Instruction) -> None:
+        pc = self.pc
+        if ins.is_exit:
+            self.exit()
+        elif ins.is_call:
+            self.local_call(ins) if ins.is_pseudo_call else self.helper_call(ins)
+        elif ins.op == JA:
+            self.emit(f"br label %b{_branch_target(pc, ins)}")
+        else:
+            self.emit(f"br i1 {self.condition(ins)}, label %b{_branch_target(pc, ins)}, "
+                      f"label %b{pc + 1}")
+
+    def condition(self, ins: Instruction) -> str:
+        wide = ins.cls == JMP
+        t = "i64" if wide else "i32"
+        a = self.get(ins.dst) if wide else self.get32(ins.dst)
+        if ins.source == X:
+            b = self.get(ins.src) if wide else self.get32(ins.src)
+        else:
+            b = str(ins.imm)
+        predicate = _CONDITIONS[ins.op]
+        if predicate is None:
+            return self.val(f"icmp ne {t} {self.val(f'and {t} {a}, {b}')}, 0")
+        return self.val(f"icmp {predicate} {t} {a}, {b}")
+
+    def exit(self) -> None:
+        if self.main:
+            self.put_field("budget", self.val("load i64, ptr %REM"))
+            self.emit(f"ret i64 {self.get(0)}")
+            return
+        agg = "undef"
+        for reg in range(6):
+            agg = self.val(f"insertvalue {_RET} {agg}, i64 {self.get(reg)}, {reg}")
+        agg = self.val(f"insertvalue {_RET} {agg}, i64 {self.val('load i64, ptr %REM')}, 6")
+        self.emit(f"ret {_RET} {agg}")
+
+    def local_call(self, ins: Instruction) -> None:
+        pc, target = self.pc, _branch_target(self.pc, ins)
+        depth = self.val("add i64 %depth, 1")
+        deep = self.val(f"icmp sge i64 {depth}, {MAX_CALL_DEPTH}")
+        fail, ok = self.fresh("deep"), self.fresh("ok")
+        self.emit(f"br i1 {deep}, label %{fail}, label %{ok}, !prof !0")
+        self.label(fail)
+        self.stop(STATUS_DEPTH, pc, depth)
+        self.label(ok)
+        stacks = self.field("stack_ptrs", "ptr")
+        frame = self.val(f"load ptr, ptr {self.val(f'getelementptr ptr, ptr {stacks}, i64 {depth}')}")
+        self.emit(f"call void @llvm.memset.p0.i64(ptr {frame}, i8 0, i64 {STACK_BYTES}, i1 false)")
+        regs = ", ".join(f"i64 {self.get(r)}" for r in range(10))
+        rem = self.val("load i64, ptr %REM")
+        result = self.val(f"call {_RET} @{self.lifter.name}_f{target}(ptr %st, i64 {depth}, "
+                          f"i64 {rem}, {regs})")
+        self.check_status()
+        self.reload_table()
+        for reg in range(6):
+            self.set(reg, self.val(f"extractvalue {_RET} {result}, {reg}"))
+        self.emit(f"store i64 {self.val(f'extractvalue {_RET} {result}, 6')}, ptr %REM")
+        self.emit(f"br label %b{pc + 1}")
+
+    def helper_call(self, ins: Instruction) -> None:
+        self.guard(self.position)
+        args = ", ".join(f"i64 {self.get(r)}" for r in range(1, 6))
+        target = "%fn_helper"
+        if ins.src == isa.CALL_HELPER and ins.imm in NATIVE_HELPERS:
+            table = self.field("natives", "ptr")
+            native = self.val(f"load ptr, ptr {self.val(f'getelementptr ptr, ptr {table}, i64 {ins.imm}')}")
+            missing = self.val(f"icmp eq ptr {native}, null")
+            target = self.val(f"select i1 {missing}, ptr %fn_helper, ptr {native}")
+        r0 = self.val(f"call i64 {target}(ptr %st, i64 {self.pc}, {args})")
+        self.check_status()
+        self.reload_table()
+        self.set(0, r0)
+
+    def lddw(self, ins: Instruction) -> None:
+        self.set(ins.dst, str(_s64(self.lifter.lddw_values[self.pc])))
+
+    # -- memory ---------------------------------------------------------------------------------
+    def address(self, reg: int, off: int) -> str:
+        return self.val(f"add i64 {self.get(reg)}, {off}")
+
+    def stack_slot(self, reg: int, off: int, size: int) -> str | None:
+        """A native pointer for an r10 access proven inside the frame at lift time."""
+        if reg == 10 and -STACK_BYTES <= off and off + size <= 0:
+            return self.val(f"getelementptr i8, ptr %fp, i64 {off}")
+        return None
+
+    def host_pointer(self, addr: str, size: int, kind: str) -> tuple[str, str]:
+        """(i1 in bounds of a fast region, native pointer) -- pointer valid only when in bounds.
+        Unchecked programs get a constant true."""
+        table = self.val("load ptr, ptr %TAB")
+        rid = self.val(f"lshr i64 {addr}, 32")
+        if not self.lifter.unchecked:
+            inside = self.val(f"icmp ult i64 {rid}, {self.val('load i64, ptr %TLEN')}")
+            rid = self.val(f"select i1 {inside}, i64 {rid}, i64 0")   # entry 0 serves nothing
+        entry = self.val(f"getelementptr {_ENTRY}, ptr {table}, i64 {rid}")
+        low = self.val(f"trunc i64 {addr} to i32")
+        offset = self.val(f"zext i32 {self.val(f'xor i32 {low}, -2147483648')} to i64")
+        base = self.val(f"load ptr, ptr {entry}, !invariant.load !1")
+        pointer = self.val(f"getelementptr i8, ptr {base}, i64 {offset}")
+        if self.lifter.unchecked:
+            return "true", pointer
+        limit_at = self.val(f"getelementptr i64, ptr {entry}, i64 {1 if kind == 'read' else 2}")
+        limit = self.val(f"load i64, ptr {limit_at}, !invariant.load !1")
+        end = self.val(f"add i64 {offset}, {size}")
+        self.entry, self.offset = entry, offset
+        return self.val(f"icmp ule i64 {end}, {limit}"), pointer
+
+    def field_ok(self, size: int, kind: str) -> str:
+        """i1: a field-exact region allows this (offset, size) -- the mask test that saves a
+        call to the host for every io_uring ctx access."""
+        word = 3 + _LOG2[size] + (4 if kind == "write" else 0)
+        at = self.val(f"getelementptr i64, ptr {self.entry}, i64 {word}")
+        mask = self.val(f"load i64, ptr {at}, !invariant.load !1")
+        inside = self.val(f"icmp ult i64 {self.offset}, 64")
+        shift = self.val(f"select i1 {inside}, i64 {self.offset}, i64 0")
+        bit = self.val(f"and i64 {self.val(f'lshr i64 {mask}, {shift}')}, 1")
+        return self.val(f"and i1 {inside}, {self.val(f'icmp ne i64 {bit}, 0')}")
+
+    def load(self, reg: int, off: int, size: int) -> str:
+        """The unsigned value (i64) of a checked load; faults leave through the host."""
+        t = _TY[size]
+        native = self.stack_slot(reg, off, size)
+        if native is not None:
+            return self._widen(self.val(f"load {t}, ptr {native}, align 1"), size)
+        # An in-bounds load has no effect to hold back, so only the slow path (which may
+        # fault) is guarded by the budget.
+        addr = self.address(reg, off)
+        ok, pointer = self.host_pointer(addr, size, "read")
+        if ok == "true":
+            return self._widen(self.val(f"load {t}, ptr {pointer}, align 1"), size)
+        fast, slow, join = self.begin_access(ok)
+        quick = self._widen(self.val(f"load {t}, ptr {pointer}, align 1"), size)
+        self.emit(f"br label %{join}")
+        self.label(slow)
+        self.guard(self.position)
+        field, call = self.fresh("field"), self.fresh("call")
+        self.emit(f"br i1 {self.field_ok(size, 'read')}, label %{field}, label %{call}")
+        self.label(field)
+        exact = self._widen(self.val(f"load {t}, ptr {pointer}, align 1"), size)
+        self.emit(f"br label %{join}")
+        self.label(call)
+        value = self.val(f"call i64 %fn_slow_load(ptr %st, i64 {self.pc}, i64 {addr}, i64 {size})")
+        self.end_access(join)
+        return self.val(f"phi i64 [{quick}, %{fast}], [{exact}, %{field}], [{value}, %{call}]")
+
+    def store(self, reg: int, off: int, size: int, value: str) -> None:
+        t = _TY[size]
+        narrow = self.val(f"trunc i64 {value} to {t}") if size < 8 else value
+        native = self.stack_slot(reg, off, size)
+        if native is not None:
+            self.emit(f"store {t} {narrow}, ptr {native}, align 1")
+            return
+        self.guard(self.position)
+        addr = self.address(reg, off)
+        ok, pointer = self.host_pointer(addr, size, "write")
+        if ok == "true":
+            self.emit(f"store {t} {narrow}, ptr {pointer}, align 1")
+            return
+        _, slow, join = self.begin_access(ok)
+        self.emit(f"store {t} {narrow}, ptr {pointer}, align 1")
+        self.emit(f"br label %{join}")
+        self.label(slow)
+        field, call = self.fresh("field"), self.fresh("call")
+        self.emit(f"br i1 {self.field_ok(size, 'write')}, label %{field}, label %{call}")
+        self.label(field)
+        self.emit(f"store {t} {narrow}, ptr {pointer}, align 1")
+        self.emit(f"br label %{join}")
+        self.label(call)
+        self.emit(f"call void %fn_slow_store(ptr %st, i64 {self.pc}, i64 {addr}, i64 {size}, "
+                  f"i64 {value})")
+        self.end_access(join)
+
+    def begin_access(self, ok: str) -> tuple[str, str, str]:
+        """Fast (in bounds of a plain region) or slow (the host's Memory) -- three blocks, the
+        slow one leaving for `fail` when the host recorded a fault."""
+        fast, slow, join = self.fresh("fast"), self.fresh("slow"), self.fresh("join")
+        self.emit(f"br i1 {ok}, label %{fast}, label %{slow}, !prof !2")
+        self.label(fast)
+        return fast, slow, join
+
+    def end_access(self, join: str) -> None:
+        bad = self.val(f"icmp ne i64 {self.field('status')}, 0")
+        self.emit(f"br i1 {bad}, label %fail, label %{join}, !prof !0")
+        self.label(join)
+
+    def _widen(self, value: str, size: int, signed: bool = False) -> str:
+        if size == 8:
+            return value
+        return self.val(f"{'sext' if signed else 'zext'} {_TY[size]} {value} to i64")
+
+    def ldx(self, ins: Instruction) -> None:
+        value = self.load(ins.src, ins.off, ins.size)
+        if ins.mode == MEMSX:
+            bits = 8 * ins.size
+            value = self.val(f"sext i{bits} {self.val(f'trunc i64 {value} to i{bits}')} to i64")
+        self.set(ins.dst, value)
+
+    def st(self, ins: Instruction) -> None:
+        self.store(ins.dst, ins.off, ins.size, str(ins.imm))
+
+    def stx(self, ins: Instruction) -> None:
+        if ins.mode == ATOMIC:
+            self.atomic(ins)
+        else:
+            self.store(ins.dst, ins.off, ins.size, self.get(ins.src))
+
+    def atomic(self, ins: Instruction) -> None:
+        """A read then a write, as the interpreter does (one thread: atomicity is free), each
+        through `load`/`store` so faults name the instruction with the interpreter's words."""
+        size, imm, mask = ins.size, ins.imm, (1 << (8 * ins.size)) - 1
+        old = self.load(ins.dst, ins.off, size)
+        src = self.get(ins.src)
+        if imm == CMPXCHG:
+            r0 = self.val(f"and i64 {self.get(0)}, {_s64(mask)}")
+            same = self.val(f"icmp eq i64 {old}, {r0}")
+            write, done = self.fresh("cas"), self.fresh("casdone")
+            self.emit(f"br i1 {same}, label %{write}, label %{done}")
+            self.label(write)
+            self.store(ins.dst, ins.off, size, src)
+            self.emit(f"br label %{done}")
+            self.label(done)
+            self.set(0, old)
+            return
+        new = src if imm == XCHG else self.val(f"{_ATOMIC_OPS[imm & ~FETCH]} i64 {old}, {src}")
+        self.store(ins.dst, ins.off, size, new)
+        if imm & FETCH:
+            self.set(ins.src, old)
+
+
+def _s64(v: int) -> int:
+    v &= (1 << 64) - 1
+    return v - (1 << 64) if v >> 63 else v
+
+
+_LIFT: dict[int, Callable[[_Function, Instruction], None]] = {
+    ALU: _Function.alu, ALU64: _Function.alu, JMP: _Function.jump, JMP32: _Function.jump,
+    LD: _Function.lddw, LDX: _Function.ldx, ST: _Function.st, STX: _Function.stx,
+}
+
+_PRELUDE = """
+declare i16 @llvm.bswap.i16(i16)
+declare i32 @llvm.bswap.i32(i32)
+declare i64 @llvm.bswap.i64(i64)
+declare void @llvm.memset.p0.i64(ptr, i8, i64, i1)
+attributes #0 = { nounwind }
+!0 = !{!"branch_weights", i32 1, i32 2000}
+!1 = !{}
+!2 = !{!"branch_weights", i32 2000, i32 1}
+"""
+
+
+class _Lifter:
+    def __init__(self, slots, lddw_values: dict[int, int], unchecked: bool, name: str) -> None:
+        self.program = _Program(slots)
+        self.lddw_values = lddw_values
+        self.unchecked = unchecked
+        self.name = name
+
+    def lift(self) -> Lifted:
+        # The program's entry, then every call target as a subprogram (slot 0 can be both).
+        bodies = [_Function(self, 0, main=True).text()]
+        bodies += [_Function(self, entry, main=False).text()
+                   for entry in self.program.call_targets]
+        positions = {start: pcs for start, pcs in self.program.blocks.items()}
+        helpers = [pc for pc, ins in enumerate(self.program.slots)
+                   if ins is not None and ins.is_call and not ins.is_pseudo_call]
+        return Lifted("\n\n".join(bodies) + "\n" + _PRELUDE, self.name, positions, helpers)
+
+
+def lift(slots: Sequence[Instruction | None], lddw_values: dict[int, int], *,
+         unchecked: bool = False, name: str = "bpf") -> Lifted:
+    """IR text for validated `slots` (the interpreter's `validate` output); `lddw_values` maps
+    each lddw slot to its resolved 64-bit value.  The exported function is
+    `i64 @name(ptr state, i64 r1..r5)`; see the module docstring for the state block."""
+    return _Lifter(slots, lddw_values, unchecked, name).lift()
