@@ -33,13 +33,13 @@ from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
 from ...bpf import isa
-from ...bpf.isa import (ALU, ALU64, CALL, CMPXCHG, EXIT, FETCH, JA, JMP, JMP32, LDDW, LDX, MEM, MEMSX,
+from ...bpf.isa import (ALU, ALU64, CALL, CMPXCHG, EXIT, FETCH, JA, JMP, LDDW, LDX, MEM, MEMSX,
                    ST, STX, XCHG, X, Instruction)
 from .codegen import fill
 from .memory import Memory
 from .semantics import (ADDRESS, ALU_EXPR, ALU_READS, ATOMIC, BIASED, CALLS, COND_EXPR, END, M32,
                         M64, MASKED, S32, S64, SIGNED, UNSIGNED, branch_target, bswap,
-                        is_helper_call, literal, width)
+                        is_helper_call, leaders, literal, width)
 
 __all__ = ["Closures", "Blocks", "compile_blocks", "MAX_REGION_BLOCKS"]
 
@@ -221,23 +221,10 @@ class _BlockCompiler:
         self.loaded: set[int] = set()
         self.dirty: set[int] = set()
 
-    def leaders(self) -> list[int]:
-        n = len(self.slots)
-        starts = {0}
-        for i, ins in enumerate(self.slots):
-            if ins is None:
-                continue
-            target = branch_target(i, ins)
-            if target is not None:
-                starts.add(target)
-            if ins.cls in (JMP, JMP32) and not is_helper_call(ins):
-                starts.add(i + ins.slots)        # every jump, local call and exit ends a block
-        return sorted(s for s in starts if s < n)
-
     def compile(self) -> Blocks:
         n = len(self.slots)
-        leaders = self.leaders()
-        bounds = list(zip(leaders, leaders[1:] + [n]))
+        starts = leaders(self.slots)
+        bounds = list(zip(starts, starts[1:] + [n]))
         source = "".join(self._block(start, end) for start, end in bounds)
         regions = self._regions(bounds)
         source += "".join(self._region(header, members) for header, members in regions.items())

@@ -47,10 +47,11 @@ from typing import Callable, Sequence
 
 from ... import helpers as registry
 from ...bpf import isa
-from ...bpf.isa import (ADD, ALU, ALU64, AND, ARSH, ATOMIC, CALL, CMPXCHG, DIV, END, EXIT, FETCH, JA,
+from ...bpf.isa import (ADD, ALU, ALU64, AND, ARSH, ATOMIC, CMPXCHG, DIV, END, FETCH, JA,
                    JEQ, JGE, JGT, JLE, JLT, JMP, JMP32, JNE, JSET, JSGE, JSGT, JSLE, JSLT, LD, LDX,
                    LSH, MEMSX, MOD, MOV, MUL, NEG, OR, RSH, ST, STX, SUB, XCHG, XOR, X, Instruction)
 from ...limits import MAX_CALL_DEPTH, STACK_BYTES
+from .semantics import branch_target, leaders
 
 __all__ = ["lift", "Lifted", "STATE_FIELDS", "NATIVE_HELPERS", "STATUS_OK", "STATUS_HOST", "STATUS_BUDGET",
            "STATUS_DEPTH", "STATUS_FELL_OFF", "ENTRY_FIELDS"]
@@ -162,20 +163,6 @@ _ATOMIC_OPS = {isa.ATOMIC_ADD: "add", isa.ATOMIC_OR: "or", isa.ATOMIC_AND: "and"
 # ---------------------------------------------------------------------------------------------
 # Program structure
 
-def _branch_target(pc: int, ins: Instruction) -> int | None:
-    if ins.is_pseudo_call:
-        return pc + 1 + ins.imm
-    if ins.cls in (JMP, JMP32) and ins.op not in (CALL, EXIT):
-        return pc + 1 + ins.jump_offset()
-    return None
-
-
-def _ends_block(ins: Instruction) -> bool:
-    """Jumps, local calls and exit end a block; helper calls run inline, like the interpreter's
-    compiled blocks."""
-    return ins.cls in (JMP, JMP32) and not (ins.is_call and not ins.is_pseudo_call)
-
-
 @dataclass
 class Lifted:
     """The IR of one program and what the host needs to interpret its exits."""
@@ -190,21 +177,12 @@ class _Program:
     def __init__(self, slots: Sequence[Instruction | None]) -> None:
         self.slots = slots
         self.n = len(slots)
-        starts = {0}
-        for pc, ins in enumerate(slots):
-            if ins is None:
-                continue
-            target = _branch_target(pc, ins)
-            if target is not None:
-                starts.add(target)
-            if _ends_block(ins):
-                starts.add(pc + ins.slots)
-        leaders = sorted(s for s in starts if s < self.n)
+        starts = leaders(slots)
         self.blocks: dict[int, list[int]] = {}       # start -> slots of its instructions
-        for start, end in zip(leaders, leaders[1:] + [self.n]):
+        for start, end in zip(starts, starts[1:] + [self.n]):
             self.blocks[start] = [p for p in range(start, end) if slots[p] is not None]
         self.blocks[self.n] = [self.n]                # running off the end: a one-slot block
-        self.call_targets = sorted({_branch_target(pc, ins) for pc, ins in enumerate(slots)
+        self.call_targets = sorted({branch_target(pc, ins) for pc, ins in enumerate(slots)
                                     if ins is not None and ins.is_pseudo_call})
 
     def successors(self, start: int) -> list[int]:
@@ -218,7 +196,7 @@ class _Program:
         if last.is_pseudo_call:
             return [nxt]
         if last.is_jump:
-            target = _branch_target(last_pc, last)
+            target = branch_target(last_pc, last)
             return [target] if last.op == JA else [target, nxt]
         return [nxt]
 
@@ -420,9 +398,9 @@ class _Function:
         elif ins.is_call:
             self.local_call(ins) if ins.is_pseudo_call else self.helper_call(ins)
         elif ins.op == JA:
-            self.emit(f"br label %b{_branch_target(pc, ins)}")
+            self.emit(f"br label %b{branch_target(pc, ins)}")
         else:
-            self.emit(f"br i1 {self.condition(ins)}, label %b{_branch_target(pc, ins)}, "
+            self.emit(f"br i1 {self.condition(ins)}, label %b{branch_target(pc, ins)}, "
                       f"label %b{pc + 1}")
 
     def condition(self, ins: Instruction) -> str:
@@ -450,7 +428,7 @@ class _Function:
         self.emit(f"ret {_RET} {agg}")
 
     def local_call(self, ins: Instruction) -> None:
-        pc, target = self.pc, _branch_target(self.pc, ins)
+        pc, target = self.pc, branch_target(self.pc, ins)
         depth = self.val("add i64 %depth, 1")
         deep = self.val(f"icmp sge i64 {depth}, {MAX_CALL_DEPTH}")
         fail, ok = self.fresh("deep"), self.fresh("ok")

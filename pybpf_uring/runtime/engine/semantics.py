@@ -19,7 +19,7 @@ CMPXCHG compares with r0 and always loads the old value into r0.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 from ...bpf import isa
 from ...bpf.isa import (ADD, ALU, ALU64, AND, ARSH, CALL, CMPXCHG, DIV, EXIT, FETCH, JA, JEQ, JGE,
@@ -165,3 +165,19 @@ def branch_target(i: int, ins: Instruction) -> int | None:
 def is_helper_call(ins: Instruction) -> bool:
     """A call to a helper or kfunc: it takes values, not the frames, so a block runs it inline."""
     return ins.opcode == JMP | CALL and ins.src != isa.CALL_PSEUDO
+
+
+def leaders(slots: Sequence[Instruction | None]) -> list[int]:
+    """Where the basic blocks of `slots` start, for the interpreter's compiled blocks and the
+    JIT alike: slot 0, every branch target, and the slot after every jump, local call and exit
+    (a helper call runs inline and ends nothing)."""
+    starts = {0}
+    for i, ins in enumerate(slots):
+        if ins is None:
+            continue
+        target = branch_target(i, ins)
+        if target is not None:
+            starts.add(target)
+        if ins.cls in (JMP, JMP32) and not is_helper_call(ins):
+            starts.add(i + ins.slots)
+    return sorted(s for s in starts if s < len(slots))
