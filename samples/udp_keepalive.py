@@ -20,7 +20,7 @@ from pybpf_uring.uring import copy_from_user, copy_to_user, prep_timeout, prep_s
 
 MAX_CONN = 64
 MSG = 64                        # bytes per receive buffer and inbox slot
-IOSQE_FIXED_FILE = 1
+from pybpf_uring.uring import IOSQE_FIXED_FILE
 TIMER = 1                       # SQE/CQE user_data = kind << 16 | connection
 SEND = 2
 RECV = 3

@@ -14,7 +14,7 @@ from pybpf_uring.uring import IoUringCtx, Sqe, Cqe, queue_sqe, reap_cqe, prep_wr
 BLOCKS = 16
 BLOCK = 16384
 QD = 4
-IOSQE_FIXED_FILE = 1
+from pybpf_uring.uring import IOSQE_FIXED_FILE
 
 state = ArrayMap(u64, 4)     # [0] blocks queued, [1] blocks done, [2] short or failed writes, [3] runs
 depth = ArrayMap(u64, 1)     # the deepest the queue got
