@@ -11,7 +11,7 @@ import llvmlite.ir as ir
 from . import syntax as S
 from .builtins import CTX, INT, MAP_LOOKUP_ELEM, MAP_UPDATE_ELEM, PREPS, TRACE_PRINTK
 from .lower_values import I8P, I32, I64_IR, ir_type
-from .typesys import I64, U32, U64, ArrayT, BoolT, IntT, MapT, PtrT, StructT, Type
+from .typesys import I64, INTS, U32, U64, ArrayT, BoolT, IntT, MapT, PtrT, StructT, Type
 from ..uapi import BPF_NOEXIST, EINVAL, ENOENT
 
 
@@ -116,8 +116,10 @@ class CallLowering:
         callee = self.c.functions[name]
         args = []
         for a, (_, pt) in zip(e.args, callee.params):
-            if isinstance(pt, PtrT):
-                args.append(self.base_address(a))
+            if isinstance(pt, PtrT) and isinstance(a, S.Name):
+                args.append(self.base_address(a))  # a local by reference, or the ctx passed on
+            elif isinstance(pt, PtrT):
+                args.append(self.off_ctx(a, self.base_address(a), pt.target))
             else:
                 args.append(self.value(a, pt))
         return self.b.call(self.ml.funcs[name], args)
@@ -197,10 +199,27 @@ class CallLowering:
 
     def value_ptr(self, e: S.Expr, t: Type) -> ir.Value:
         if isinstance(t, (StructT, ArrayT)):
-            return self.aggregate(e)
+            return self.off_ctx(e, self.aggregate(e), t)
         slot = self.temp(t)
         self.store(self.value(e, t), slot, t)
         return slot
+
+    def off_ctx(self, e: S.Expr, addr: ir.Value, t: Type) -> ir.Value:
+        """`addr`, or a stack copy of it when `e` lies in the ctx: a helper's key or value and a
+        subprogram's struct or array take a stack or map pointer, and the verifier refuses the
+        ctx there.  Python passes these by value anyway: `h[ctx] = 1` and `f(ctx.b)` see the
+        ctx's bytes as they are at the call.  The copy is loads and stores of the type's
+        alignment, not a memcpy: each load stays at a constant offset from the ctx (see
+        `static_offsets`), where a memcpy is expanded after LLVM has shared the field's address
+        between statements.  The copy's address goes through `opaque`: LLVM would otherwise
+        hand a callee that only reads its argument the ctx pointer again."""
+        if not self.in_ctx(e):
+            return addr
+        copy = self.temp(t)
+        word = INTS[f"u{8 * t.align}"]
+        for off in range(0, t.size, t.align):
+            self.store(self.load(self.offset(addr, off), word), self.offset(copy, off), word)
+        return self.opaque(copy)
 
     def call_lookup_key(self, e: S.Subscript, m: MapT) -> ir.Value:
         return self.lookup(e.value, self.key_ptr(e.index, m))

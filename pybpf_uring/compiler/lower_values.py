@@ -119,6 +119,12 @@ class ValueLowering:
             return self.value(e)
         return self.address(e, guards)
 
+    def in_ctx(self, e: S.Expr) -> bool:
+        """Whether `e` is the program's ctx or a part of it (a field, an array in it)."""
+        while isinstance(e, (S.Attribute, S.Subscript)):
+            e = e.value
+        return isinstance(e, S.Name) and e.id in self.direct
+
     def struct_of(self, e: S.Expr) -> StructT:
         t = self.c.types[e]
         return t.target if isinstance(t, PtrT) else t
