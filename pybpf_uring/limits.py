@@ -3,7 +3,7 @@
 STACK_BYTES = 512          # the verifier's per-frame stack
 MAX_CALL_DEPTH = 8         # BPF-to-BPF call frames
 MAX_HELPER_ARGS = 5        # r1-r5
-MAX_LOOP_ITERATIONS = 1 << 20  # a provable bound beyond this would exceed the verifier's 1M insns
+MAX_VERIFIED_INSNS = 1_000_000  # the verifier's walk (BPF_COMPLEXITY_LIMIT_INSNS): loops × their bodies
 MAX_PRINT_ARGS = 3         # bpf_trace_printk takes three values
 
 MAX_PROGRAMS = 100         # the RFC's IORING_REGISTER_BPF table size (Ring.register)

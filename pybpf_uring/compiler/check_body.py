@@ -10,8 +10,9 @@ import inspect
 from . import syntax as S
 from .. import uapi, uring
 from .builtins import CQ_INTRINSICS, CTX, INT, PREPS, Helper, Kfunc
+from .check_loops import LoopRules
 from .checked import CTX_TYPE_NAMES, PROGRAM_KINDS, CallTarget, FunctionInfo, Symbol, ctx_type_kind, describe
-from ..limits import MAX_LOOP_ITERATIONS, MAX_PRINT_ARGS, STACK_BYTES
+from ..limits import MAX_PRINT_ARGS, STACK_BYTES
 from .parse import local_names
 from .typesys import (BOOL, I32, I64, INTS, NONE, STR, U32, U64, ArrayT, BoolT, IntT, MapT, PtrT,
                       StructT, Type, common_int)
@@ -21,13 +22,16 @@ TERMINATORS = (S.Return, S.Break, S.Continue)
 NO_VARIABLE_CTX_INDEX = frozenset({"syscall", "tracepoint", "socket_filter"})
 
 
-class BodyChecker:
+class BodyChecker(LoopRules):
     def __init__(self, mod, info: FunctionInfo) -> None:
         self.mod, self.info, self.out = mod, info, mod.out
         self.locals = info.locals
         self.loop_depth = 0
         self.nonnull: set[str] = set()
         self.ranges: dict[str, tuple[int, int]] = {}  # range() loop variables: (min, max)
+        self.position: tuple[tuple, int] = ((), 0)  # (block, index) of the statement being checked
+        self.loop_walks: dict[S.Stmt, int] = {}  # a bounded loop → the verifier's walk of it
+        self.walked = 0  # the walks of the function's outermost loops so far
         # The names that hold a program's ctx → its program kind: a program's ctx parameter, or
         # a subprogram's parameters of a ctx type (IoUringCtx, SkBuff, IouCtx).
         if info.kind:
@@ -57,7 +61,8 @@ class BodyChecker:
                        "keep large data in a map value (m.lookup(k)) instead of locals")
 
     def block(self, body) -> None:
-        for stmt in body:
+        for k, stmt in enumerate(body):
+            self.position = (body, k)
             handler = getattr(self, "stmt_" + type(stmt).__name__, None)
             if handler is None:
                 self.error(stmt.span, f"{describe(stmt)} is not allowed inside a function")
@@ -200,92 +205,6 @@ class BodyChecker:
         self.nonnull = saved
         if s.body and isinstance(s.body[-1], TERMINATORS) and not s.orelse:
             self.nonnull |= no
-
-    def stmt_For(self, s: S.For) -> None:
-        it = s.iter
-        if not (isinstance(it, S.Call) and isinstance(it.func, S.Name) and it.func.id == "range"
-                and "range" not in self.scope and self.global_kind("range") is None):
-            self.error(it.span, "a for loop must iterate over range(...)",
-                       "write `for i in range(N):` with a constant N")
-            self.loop_body(s.body)
-            return
-        if not 1 <= len(it.args) <= 3 or it.keywords:
-            self.error(it.span, "range takes 1 to 3 positional arguments")
-            return
-        bounds = [self.fold(a) for a in it.args]
-        for a, b in zip(it.args, bounds):
-            if b is None:
-                self.expr(a)
-                self.error(a.span, "the loop bound must be a constant the compiler can prove",
-                           f"loop to a constant maximum and stop early: `for i in range(MAX):` "
-                           f"with `if i >= {self.source_text(a)}: break`")
-        if None not in bounds:
-            start, stop, step = (0, bounds[0], 1) if len(bounds) == 1 else (*bounds, 1)[:3]
-            if step == 0:
-                self.error(it.args[2].span, "range() step cannot be zero")
-            else:
-                trips = max(0, -(-(stop - start) // step))
-                if trips > MAX_LOOP_ITERATIONS:
-                    self.error(it.span, f"this loop runs {trips} times; at most {MAX_LOOP_ITERATIONS} "
-                               "fit in a verified program")
-                self.out.loops[s] = (start, stop, step)
-                for a in it.args:
-                    self.out.values[a] = self.fold(a)
-                    self.out.types[a] = I64
-        if s.target.id not in self.scope:
-            self.error(s.target.span, f"the loop variable {s.target.id!r} is a module-level global",
-                       "a loop variable is a local; give it another name (assign the global after the loop)")
-        t = self.locals.setdefault(s.target.id, I64)
-        if not isinstance(t, IntT):
-            self.error(s.target.span, f"{s.target.id!r} is a {t}, not an integer")
-        self.out.symbols[s.target] = Symbol("local", t)
-        self.out.types[s.target] = t
-        name = s.target.id
-        rebound = any(isinstance(n, (S.Assign, S.AugAssign)) and isinstance(n.target, S.Name)
-                      and n.target.id == name for n in walk(s.body))
-        outer = self.ranges.pop(name, None)
-        if s in self.out.loops and not rebound:
-            start, stop, step = self.out.loops[s]
-            values = range(start, stop, step)
-            if values:
-                self.ranges[name] = (min(values), max(values))
-        self.loop_body(s.body)
-        self.ranges.pop(name, None)
-        if outer is not None and not rebound:
-            self.ranges[name] = outer
-
-    def stmt_While(self, s: S.While) -> None:
-        self.condition(s.test)
-        var = self.while_bound(s)
-        if var is None:
-            self.error(s.test.span, "cannot prove that this while loop ends",
-                       "write `while i < N:` with a constant N and an unconditional `i += 1` "
-                       "in the body (no continue), or use `for i in range(N):`")
-        self.loop_body(s.body)
-
-    def while_bound(self, s: S.While) -> str | None:
-        """`while i < C` (or <=, >, >=) where the body's top level steps i towards C by a
-        constant and nothing else assigns i: then the loop ends after at most |C - i| steps."""
-        t = s.test
-        if not (isinstance(t, S.Compare) and len(t.ops) == 1 and isinstance(t.left, S.Name)
-                and t.ops[0] in ("<", "<=", ">", ">=") and self.fold(t.comparators[0]) is not None):
-            return None
-        var, up = t.left.id, t.ops[0] in ("<", "<=")
-        steps = [st for st in s.body if isinstance(st, S.AugAssign) and isinstance(st.target, S.Name)
-                 and st.target.id == var and st.op == ("+" if up else "-")
-                 and (self.fold(st.value) or 0) > 0]
-        if len(steps) != 1 or any(isinstance(n, S.Continue) for n in walk(s.body)):
-            return None
-        others = [n for n in walk(s.body) if n is not steps[0] and isinstance(n, (S.Assign, S.AugAssign))
-                  and isinstance(n.target, S.Name) and n.target.id == var]
-        return None if others else var
-
-    def loop_body(self, body) -> None:
-        self.loop_depth += 1
-        saved = set(self.nonnull)
-        self.block(body)
-        self.nonnull = saved
-        self.loop_depth -= 1
 
     # ----- expressions ----------------------------------------------------------------
     def record(self, e: S.Expr, t: Type, value: int | None = None) -> Type:
@@ -548,16 +467,21 @@ class BodyChecker:
                 return None
             return self.expr(e)
         if isinstance(e, (S.Attribute, S.Subscript)):
-            root = e
-            while isinstance(root, (S.Attribute, S.Subscript)):
-                root = root.value
             t = self.expr(e)
             root = self.root_name(e)
+            skb_message = ("a socket filter may write only ctx.cb[0] to ctx.cb[4]; the kernel refuses "
+                           f"writes to the other __sk_buff fields ({self.source_text(e)} is one)")
+            skb_hint = "keep the value in a local, or in ctx.cb[...] to pass it along"
             if self.ctxs.get(root) == "tracepoint":
                 self.error(e.span, "a tracepoint's record is read-only")
+            elif self.ctxs.get(root) == "socket_filter" and not skb_writable(e):
+                self.error(e.span, skb_message, skb_hint)
             elif self.ref_param(root):
                 self.defer_ctx(e.span, root, frozenset({"tracepoint"}), "a tracepoint's record is read-only",
                                f"{self.info.name} receives it as {root!r}; write to a copy instead")
+                if not skb_writable(e):
+                    self.defer_ctx(e.span, root, frozenset({"socket_filter"}), skb_message,
+                                   f"{self.info.name} receives the socket filter's ctx as {root!r}; {skb_hint}")
             return t
         self.error(e.span, f"cannot assign to {describe(e)}")
         return None
@@ -917,12 +841,14 @@ def article(kind: str) -> str:
     return f"{'an' if kind[0] in 'aeiou' else 'a'} @{kind}"
 
 
+def skb_writable(e: S.Expr) -> bool:
+    """Whether a location in a socket filter's ctx is in cb[]: the kernel's
+    sk_filter_is_valid_access lets BPF_PROG_TYPE_SOCKET_FILTER write cb[0..4] and nothing else."""
+    while isinstance(e.value, (S.Attribute, S.Subscript)):
+        e = e.value
+    return isinstance(e, S.Attribute) and e.attr == "cb"
+
+
 def default_int(value: int) -> IntT:
     return I64 if value <= I64.max else U64
 
-
-def walk(body):
-    for stmt in body:
-        yield stmt
-        for attr in ("body", "orelse"):
-            yield from walk(getattr(stmt, attr, ()))
