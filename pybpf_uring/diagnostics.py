@@ -57,43 +57,91 @@ class Span:
         return f"{self.line}:{self.col}"
 
 
+# What one compilation may print, whatever its input: clang's -ferror-limit default, and a
+# source line cut to a window around the caret (a minified or generated file can have a line
+# of megabytes, and every diagnostic on it would echo it whole).
+ERROR_LIMIT = 20
+LINE_WIDTH = 160
+ELLIPSIS = "..."
+
+
 @dataclass(frozen=True)
 class Diagnostic:
     span: Span | None
     message: str
     hint: str = ""
     severity: str = "error"
+    path: str = ""  # a whole file's problem (it cannot be read): `path: error: message`
 
     def render(self) -> str:
         if self.span is None:
-            out = f"{self.severity}: {self.message}"
+            out = f"{self.path}: " if self.path else ""
+            out += f"{self.severity}: {self.message}"
             return out + (f"\n  note: {self.hint}" if self.hint else "")
         s = self.span
         text = s.source.line(s.line)
         width = (s.end_col - s.col) if s.end_line == s.line and s.end_col > s.col else 1
         width = max(1, min(width, len(text) - s.col + 1)) if text else 1
-        caret = " " * (s.col - 1) + "^" + "~" * (width - 1)
+        text, col, width = excerpt(text, s.col, width)
+        caret = " " * (col - 1) + "^" + "~" * (width - 1)
         out = f"{s.source.where(s.line, s.col)}: {self.severity}: {self.message}\n{text}\n{caret}"
         return out + (f"\n  note: {self.hint}" if self.hint else "")
 
 
+def excerpt(text: str, col: int, width: int) -> tuple[str, int, int]:
+    """At most LINE_WIDTH characters of `text` around the span at `col` (1-based) of `width`,
+    with an ellipsis where the line goes on; the span's column and width within the excerpt."""
+    if len(text) <= LINE_WIDTH:
+        return text, col, width
+    room = LINE_WIDTH - 2 * len(ELLIPSIS)
+    width = min(width, room // 2)
+    start = max(0, min(col - 1 - (room - width) // 2, len(text) - room))
+    head = ELLIPSIS if start > 0 else ""
+    tail = ELLIPSIS if start + room < len(text) else ""
+    return head + text[start:start + room] + tail, col - start + len(head), width
+
+
 class Collector:
-    """Collects diagnostics during a stage; `raise_if_any` ends the stage at its boundary."""
+    """Collects diagnostics during a stage; `raise_if_any` ends the stage at its boundary.
+    Each diagnostic is kept once (a rule may meet the same node twice), and what is raised or
+    shown stops at ERROR_LIMIT of each severity, as clang's error limit does: past a few
+    dozen, further errors are mostly the first ones' consequences, and bad input (a
+    generated or mangled file) must not print without bound."""
 
     def __init__(self) -> None:
         self.diagnostics: list[Diagnostic] = []
         self.warnings: list[Diagnostic] = []
+        self.seen: set[Diagnostic] = set()
 
     def error(self, span: Span | None, message: str, hint: str = "") -> None:
-        self.diagnostics.append(Diagnostic(span, message, hint))
+        self.add(self.diagnostics, Diagnostic(span, message, hint))
 
     def warn(self, span: Span | None, message: str, hint: str = "") -> None:
-        self.warnings.append(Diagnostic(span, message, hint, "warning"))
+        self.add(self.warnings, Diagnostic(span, message, hint, "warning"))
+
+    def add(self, into: list[Diagnostic], d: Diagnostic) -> None:
+        if d not in self.seen:
+            self.seen.add(d)
+            into.append(d)
 
     def raise_if_any(self) -> None:
         if self.diagnostics:
-            self.diagnostics.sort(key=lambda d: (d.span.line, d.span.col) if d.span else (0, 0))
-            raise CompileError(list(self.diagnostics))
+            raise CompileError(limited(self.diagnostics))
+
+    def shown_warnings(self) -> list[Diagnostic]:
+        return limited(self.warnings)
+
+
+def limited(diagnostics: list[Diagnostic]) -> list[Diagnostic]:
+    """The first ERROR_LIMIT diagnostics in source order, and a last one saying how many more
+    there were."""
+    ordered = sorted(diagnostics, key=lambda d: (d.span.line, d.span.col) if d.span else (0, 0))
+    if len(ordered) <= ERROR_LIMIT:
+        return ordered
+    severity = ordered[0].severity
+    return ordered[:ERROR_LIMIT] + [Diagnostic(
+        None, f"too many {severity}s emitted, stopping now",
+        f"{len(ordered) - ERROR_LIMIT} more not shown; fix these first", severity)]
 
 
 def user_facing(function):

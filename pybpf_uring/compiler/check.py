@@ -16,19 +16,23 @@ collected, and the stage ends with one CompileError listing them all.
 from __future__ import annotations
 
 import importlib
+import operator
 
 from . import syntax as S
 from .builtins import CQ_INTRINSICS, HELPERS, KFUNCS, PREPS
 from .check_body import BodyChecker
 from .checked import (PROGRAM_KINDS, Checked, FunctionInfo, GlobalVar, Symbol, describe,
                       struct_from_ctypes)
-from ..diagnostics import Collector, Diagnostic, Span
+from .depth import on_deep_stack
+from ..diagnostics import Collector, Span
 from ..limits import MAX_CALL_DEPTH, MAX_HELPER_ARGS
-from .typesys import I64, INTS, NONE, ArrayT, IntT, MapT, PtrT, StructT, Type
+from .typesys import (I64, INTS, MAX_TYPE_SIZE, NONE, TYPE_SIZE_WHY, U32_MAX, ArrayT, IntT, MapT, PtrT,
+                      StructT, Type)
 
 LIBRARY_MODULES = ("pybpf_uring", "pybpf_uring.uring", "pybpf_uring.iou")
 
 
+@on_deep_stack
 def check(module: S.Module, only: set[str] | None = None) -> Checked:
     """Check `module`; `only` limits the programs compiled (a decorated function's `.compile()`)."""
     return ModuleChecker(module).run(only)
@@ -41,14 +45,15 @@ class ModuleChecker:
         self.globals: dict[str, Symbol] = {}
         self.out = Checked(module, {}, {}, {}, {})
         self.defs: dict[str, S.FunctionDef] = {}
+        self.folded: dict[tuple[S.Expr, frozenset[str]], int | None] = {}
         # (caller, argument name or None, callee, parameter, span): a struct passed by reference
         self.ref_edges: list[tuple[str, str | None, str, str, Span]] = []
 
     def error(self, span: Span | None, message: str, hint: str = "") -> None:
-        """Each error once: a constant expression is folded whenever a rule asks for its
-        value, and every fold resolves the types in it (`sizeof(T)`) again."""
-        if Diagnostic(span, message, hint) not in self.errors.diagnostics:
-            self.errors.error(span, message, hint)
+        """Each error is kept once (the Collector's rule): a constant expression is folded
+        whenever a rule asks for its value, and every fold resolves the types in it
+        (`sizeof(T)`) again."""
+        self.errors.error(span, message, hint)
 
     # ----- module level ---------------------------------------------------------------
     def run(self, only: set[str] | None) -> Checked:
@@ -70,7 +75,7 @@ class ModuleChecker:
         self.check_call_graph()
         self.check_subprogram_contexts()
         self.errors.raise_if_any()
-        self.out.warnings = self.errors.warnings
+        self.out.warnings = self.errors.shown_warnings()
         return self.out
 
     def decl_Import(self, stmt: S.Import) -> None:
@@ -155,6 +160,10 @@ class ModuleChecker:
         if entries is None or entries <= 0:
             self.error(size.span, "max_entries must be a positive integer constant")
             return
+        if entries > U32_MAX:
+            self.error(size.span, f"max_entries {entries} does not fit the kernel's 32-bit field "
+                       f"(at most {U32_MAX})")
+            return
         key, value = (INTS["u32"], types[0]) if kind == "ArrayMap" else types
         for t, node in zip((key, value), (type_args[0], type_args[-1])):
             if isinstance(t, PtrT):
@@ -179,6 +188,10 @@ class ModuleChecker:
             self.error(stmt.span, f"struct {stmt.name} has no fields")
             return
         st = StructT.layout(stmt.name, members, stmt.span.line)
+        if st.size > MAX_TYPE_SIZE:
+            self.error(stmt.span, f"struct {stmt.name} is {st.size} bytes; a type has at most "
+                       f"{MAX_TYPE_SIZE} bytes", TYPE_SIZE_WHY)
+            return
         self.globals[stmt.name] = Symbol("struct", st)
         self.out.structs[stmt.name] = st
 
@@ -217,10 +230,11 @@ class ModuleChecker:
                     self.out.consts[name] = sym.value
         return sym
 
-    def resolve_type(self, e: S.Expr, local: frozenset[str] = frozenset()) -> Type | None:
-        """An annotation: an integer type, a struct, or `T[n]`.  Annotations are read at module
-        level, as Python evaluates a parameter's when the def runs; a type written as a value
-        inside a body (`sizeof(T)`, a view's type) passes the function's `local` names."""
+    def resolve_type(self, e: S.Expr, local: frozenset[str] = frozenset(), returns: bool = False) -> Type | None:
+        """An annotation: an integer type, a struct, or `T[n]` (and None for a function's
+        `returns`).  Annotations are read at module level, as Python evaluates a parameter's
+        when the def runs; a type written as a value inside a body (`sizeof(T)`, a view's
+        type) passes the function's `local` names."""
         if isinstance(e, S.Subscript):
             elem = self.resolve_type(e.value, local)
             n = self.fold(e.index, local)
@@ -229,12 +243,21 @@ class ModuleChecker:
             if n is None or n <= 0:
                 self.error(e.index.span, "array length must be a positive integer constant")
                 return None
+            if elem.size * n > MAX_TYPE_SIZE:
+                self.error(e.span, f"{elem}[{n}] is {elem.size * n} bytes; a type has at most "
+                           f"{MAX_TYPE_SIZE} bytes", TYPE_SIZE_WHY)
+                return None
             return ArrayT(elem, n)
         sym = self.callee_symbol(e, local)
         if sym.kind in ("int_type", "struct"):
             return sym.type
         if isinstance(e, S.Constant) and e.value is None:
-            return NONE
+            if returns:
+                return NONE
+            self.error(e.span, "None is not a type here",
+                       "None is only a return type (a function that returns nothing); use u8, u16, "
+                       "u32, u64, i8, i16, i32, i64, a Struct class, or T[n]")
+            return None
         what = e.id if isinstance(e, S.Name) else describe(e)
         hint = "use u8, u16, u32, u64, i8, i16, i32, i64, a Struct class, or T[n]"
         if sym.kind == "local":
@@ -251,7 +274,14 @@ class ModuleChecker:
         """The value of a constant expression made of literals and module constants, or None.
         Inside a function, `local` holds the names it binds (parameters, assigned names, loop
         variables): those are its variables wherever they appear, as in Python, even where the
-        module has a constant of the same name."""
+        module has a constant of the same name.  Remembered per node: the rules ask for the
+        value of every operand, and recomputing it made a long chain `a + b + ...` quadratic."""
+        key = (e, local)
+        if key not in self.folded:
+            self.folded[key] = self.fold_once(e, local)
+        return self.folded[key]
+
+    def fold_once(self, e: S.Expr, local: frozenset[str]) -> int | None:
         if isinstance(e, S.Constant) and type(e.value) in (int, bool):
             return int(e.value)
         if isinstance(e, S.Name):
@@ -316,7 +346,7 @@ class ModuleChecker:
                 continue
             params.append((p.name, PtrT(t) if isinstance(t, (StructT, ArrayT)) else t))
         ret = INTS["i64"] if d.returns is None and kind is None else \
-            (self.resolve_type(d.returns) if d.returns is not None else None)
+            (self.resolve_type(d.returns, returns=True) if d.returns is not None else None)
         if ret is None and d.returns is None:
             self.error(d.span, f"program {d.name} needs a return type", f"write `def {d.name}(...) -> i32:`")
             return None
@@ -451,13 +481,17 @@ class ModuleChecker:
         return False
 
 
+FOLDED_OPS = {"+": operator.add, "-": operator.sub, "*": operator.mul, "//": operator.floordiv,
+              "%": operator.mod, "&": operator.and_, "|": operator.or_, "^": operator.xor,
+              "<<": lambda a, b: a << min(b, 128), ">>": operator.rshift}
+
+
 def fold_binop(op: str, a: int, b: int) -> int | None:
-    if op in ("//", "%") and b == 0:
+    """`a op b` as Python computes it, or None where Python would raise (a zero divisor, a
+    negative shift count): the checker reports those at the operator.  Only `op` is computed."""
+    if op in ("//", "%") and b == 0 or op in ("<<", ">>") and b < 0 or op not in FOLDED_OPS:
         return None
-    if op in ("<<", ">>") and b < 0:
-        return None
-    return {"+": a + b, "-": a - b, "*": a * b, "//": a // b if b else 0, "%": a % b if b else 0,
-            "&": a & b, "|": a | b, "^": a ^ b, "<<": a << min(b, 128), ">>": a >> b}.get(op)
+    return FOLDED_OPS[op](a, b)
 
 
 def library_symbol(lib, name: str) -> Symbol | None:

@@ -338,6 +338,8 @@ class BodyChecker(LoopRules):
             tb = self.int_operand(b, ta) if not cb or ta is not None else None
             if ta is None:
                 ta = self.int_operand(a, tb)
+            if tb is None:  # two constants (`1 < 2`): each typed as itself
+                tb = self.int_operand(b, None)
             if not (ca or cb):
                 self.signedness_warning(op, a, b, ta, tb)
         return BOOL

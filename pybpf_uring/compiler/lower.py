@@ -149,6 +149,7 @@ class FunctionLowering(ValueLowering, CallLowering):
     def __init__(self, ml: ModuleLowering, info: FunctionInfo) -> None:
         self.ml, self.c, self.info = ml, ml.c, info
         self.fn = ml.funcs[info.name]
+        self.placed = {id(b) for b in self.fn.blocks}  # blocks in the function (alive while it is)
         self.entry = self.fn.append_basic_block("entry")  # the only block placed up front
         self.b = ir.IRBuilder(self.entry)
         self.slots: dict[str, ir.Value] = {}  # local name → alloca (or the pointer of a ref param)
@@ -205,7 +206,8 @@ class FunctionLowering(ValueLowering, CallLowering):
         return ir.Block(parent=self.fn, name=name)
 
     def enter(self, block: ir.Block) -> None:
-        if block not in self.fn.blocks:
+        if id(block) not in self.placed:  # by id: `in fn.blocks` compares each, quadratic in an elif chain
+            self.placed.add(id(block))
             self.fn.blocks.append(block)
         self.b.position_at_end(block)
 

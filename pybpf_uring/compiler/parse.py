@@ -31,6 +31,7 @@ from lark.indenter import DedentError, PythonIndenter
 from .. import cells
 from . import syntax as S
 from ..diagnostics import Collector, CompileError, Diagnostic, Source, Span
+from .depth import check_nesting, on_deep_stack
 
 GRAMMAR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "grammar", "pybpf.lark")
 
@@ -39,14 +40,18 @@ GRAMMAR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "grammar", "p
 MAX_LITERAL_DIGITS = 4300
 
 
+@on_deep_stack
 def parse_source(text: str, path: str = "<string>", first_line: int = 1) -> S.Module:
     """Parse a BPF module's text.  `first_line` is the line of `text`'s first line in `path`
     (for text cut out of a larger file), so spans and diagnostics name the file's own lines.
     A top-level `if __name__ == "__main__":` block is host code and is skipped."""
     source = Source(path, text, first_line)
-    return S.Module(source, _parse(source, _without_host_blocks(text), first_line - 1, 0))
+    module = S.Module(source, _parse(source, _without_host_blocks(text), first_line - 1, 0))
+    check_nesting(module)
+    return module
 
 
+@on_deep_stack
 def parse_function(fn) -> S.Module:
     """Parse what a decorated function (a `decorators.Program` or a plain function) needs.
 
@@ -63,6 +68,7 @@ def parse_function(fn) -> S.Module:
     if module is None:
         source, body = _parse_own_source(fn)
         module = S.Module(source, _with_called_functions(fn, body), fn.__globals__)
+    check_nesting(module)
     return module
 
 

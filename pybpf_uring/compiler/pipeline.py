@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from ..diagnostics import user_facing
+from .depth import on_deep_stack
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,7 @@ class Compilation:
         return BpfObject.read(self.elf)
 
 
+@on_deep_stack
 def compile_tree(module, cpu: str = "v3", only: set[str] | None = None) -> Compilation:
     from .check import check
     from .emit import emit
