@@ -203,17 +203,15 @@ def each_file(args, one) -> int:
 
 # --- inputs -------------------------------------------------------------------------------------
 def read_text(path: str) -> str:
-    """A source file's text, or InputError in the one format for every reason it cannot be read."""
+    """A source file's text, or `FILE: error: cannot read: …` for every reason it cannot be read
+    (an InputError, or the compiler's CompileError for text that is not UTF-8)."""
+    from .compiler.pipeline import source_text
     try:
         with open(path, "rb") as f:
             data = f.read()
     except OSError as exc:
         raise InputError(path, f"cannot read: {exc.strerror or exc}") from None
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InputError(path, f"cannot read: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset "
-                               f"{exc.start})") from None
+    return source_text(data, path)
 
 
 def read_source(path: str):

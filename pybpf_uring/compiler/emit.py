@@ -44,13 +44,70 @@ def emit(lowered: LoweredModule) -> Emitted:
     pto = llvm.create_pipeline_tuning_options(speed_level=2)
     pb = llvm.create_pass_builder(tm, pto)
     pb.getModulePassManager().run(mod, pb)
+    ir_opt = str(mod)
+    if lowered.cpu != LONG_JUMP_CPU and code_estimate(ir_opt) > JUMP_RANGE:
+        check_branches(tm.emit_assembly(mod), lowered)
     try:
         elf = tm.emit_object(mod)
     except RuntimeError as exc:  # the BPF backend's own refusals
         raise CompileError([Diagnostic(None, "the BPF backend refused the program: " + str(exc).strip())]) from None
     if max(lowered.frames.values(), default=0) > STACK_BYTES - SPILL_MARGIN:
         check_stack(elf, lowered.path)
-    return Emitted(elf, str(mod))
+    return Emitted(elf, ir_opt)
+
+
+# A jump's offset is 16 bits of instructions before cpu v4.  Writing the object, the BPF
+# backend meets a longer one as "Branch target out of insn range" through LLVM's fatal error
+# handler, which ends the process; its assembly printer resolves no offsets, so a module that
+# might be that long is printed as assembly first and measured.  At v4 the backend turns a long
+# jump into gotol (a 32-bit offset) itself.
+JUMP_RANGE = 32767
+LONG_JUMP_CPU = "v4"
+# Machine instructions one line of optimised IR can become, at most: a memcpy or memset of a
+# constant size (the backend expands up to 128 stores, each with its load) or anything else.
+PER_MEMORY_INTRINSIC, PER_IR_LINE = 300, 8
+
+
+def code_estimate(ir_opt: str) -> int:
+    """An upper bound on the module's instructions, from its optimised IR's lines."""
+    lines = ir_opt.count("\n  ")
+    memory = ir_opt.count("@llvm.memcpy.") + ir_opt.count("@llvm.memset.") + ir_opt.count("@llvm.memmove.")
+    return lines * PER_IR_LINE + memory * PER_MEMORY_INTRINSIC
+
+
+def check_branches(asm: str, lowered: LoweredModule) -> None:
+    """Each function's jumps, measured in the assembly: an error naming the function and the
+    source line of its first jump past JUMP_RANGE instructions."""
+    errors, function, pos, labels, jumps, line = [], "", 0, {}, [], 0
+
+    def finish():
+        for at, target, src_line in jumps:
+            distance = labels.get(target, at + 1) - (at + 1)
+            if not -JUMP_RANGE - 1 <= distance <= JUMP_RANGE:
+                errors.append(Diagnostic(
+                    lowered.spans.get(function), f"{function} is too long for cpu {lowered.cpu}: the "
+                    f"jump at line {src_line} spans {abs(distance)} instructions, and a jump "
+                    f"reaches at most {JUMP_RANGE} before cpu v4",
+                    "split the function into subprograms (functions it calls), or compile with "
+                    "--cpu v4 (compile_file(path, cpu=\"v4\")), whose long jumps reach any distance"))
+                return
+
+    for text in asm.splitlines():
+        if text.startswith("\t.type\t") and text.endswith(",@function"):
+            finish()
+            function, pos, labels, jumps = text[7:-10].strip(), 0, {}, []
+        elif text.startswith("\t.loc\t"):
+            line = int(text.split()[2])
+        elif text.endswith(":") and not text.startswith("\t"):
+            labels[text[:-1]] = pos
+        elif text.startswith("\t") and not text.startswith("\t."):
+            words = text.split()
+            if "goto" in words:
+                jumps.append((pos, words[-1], line))
+            pos += 2 if words[-1] == "ll" else 1
+    finish()
+    if errors:
+        raise CompileError(errors)
 
 
 SPILL_MARGIN = 64  # below 512 minus this, slots plus LLVM's spills cannot reach the limit

@@ -11,7 +11,7 @@ array index outside the array reads 0 and writes nothing.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import llvmlite.ir as ir
 
@@ -43,6 +43,7 @@ class LoweredModule:
     path: str
     frames: dict       # function name → bytes of all its stack slots (an upper bound before
                        # LLVM shares slots; spills may add a little)
+    spans: dict = field(default_factory=dict)  # function name → its def, where emit's errors point
 
 
 def lower(checked: Checked, cpu: str = "v3") -> LoweredModule:
@@ -77,7 +78,8 @@ class ModuleLowering:
                 self.struct_ops(info)
         self.license()
         self.dbg.finish()
-        return LoweredModule(str(self.m), self.cpu, self.c.module.source.path, self.frames)
+        return LoweredModule(str(self.m), self.cpu, self.c.module.source.path, self.frames,
+                             {name: f.node.span for name, f in self.c.functions.items()})
 
     def declare_map(self, name: str, mt: MapT, line: int) -> None:
         """libbpf's BTF-defined map: a struct of four pointers whose BTF carries the facts."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
-from ..diagnostics import user_facing
+from ..diagnostics import CompileError, Diagnostic, user_facing
 from .depth import on_deep_stack
 
 
@@ -50,8 +50,18 @@ def compile_source(text: str, path: str = "<string>", cpu: str = "v3", only: set
 def compile_file(path, cpu: str = "v3"):
     """All programs and maps of a BPF module file → one BpfObject."""
     from .parse import parse_source
-    with open(path, encoding="utf-8") as f:
-        return compile_tree(parse_source(f.read(), str(path)), cpu).object
+    with open(path, "rb") as f:
+        return compile_tree(parse_source(source_text(f.read(), str(path)), str(path)), cpu).object
+
+
+def source_text(data: bytes, path: str) -> str:
+    """A source file's bytes as text; bytes that are not UTF-8 (Python's source encoding) are a
+    CompileError naming the file and the first bad byte, as the CLI prints it."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CompileError([Diagnostic(None, f"cannot read: not UTF-8 text (byte 0x{data[exc.start]:02x} "
+                                             f"at offset {exc.start})", path=path)]) from None
 
 
 @user_facing
