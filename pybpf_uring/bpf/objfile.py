@@ -36,7 +36,7 @@ from .isa import Instruction
 from ..uapi import BPF_F_RDONLY_PROG, BPF_MAP_TYPE_ARRAY, MAP_TYPE_NAMES
 
 __all__ = ["BpfObject", "ProgramSpec", "MapSpec", "Relocation", "Section", "Symbol",
-           "ObjectError", "program_kind", "read_elf", "ElfRecords", "SECTION_KINDS",
+           "ObjectError", "program_kind", "read_elf", "read_object_file", "MAX_OBJECT_BYTES", "ElfRecords", "SECTION_KINDS",
            "UNKNOWN_KIND", "MAP_TYPE_NAMES"]
 
 EM_BPF = 247
@@ -319,11 +319,7 @@ class BpfObject:
             data = bytes(source)
         else:
             path = os.fspath(source)
-            try:
-                with open(path, "rb") as f:
-                    data = f.read()
-            except OSError as exc:
-                raise ObjectError(f"cannot read: {exc.strerror or exc}", path) from None
+            data = read_object_file(path)
         try:
             return _build(data, path)
         except ObjectError as exc:
@@ -409,11 +405,36 @@ def read_elf(source: str | os.PathLike | bytes) -> ElfRecords:
     """The plain records of any EM_BPF relocatable ELF; ObjectError if it is not one."""
     if isinstance(source, (bytes, bytearray, memoryview)):
         return _read_elf(bytes(source))
+    path = os.fspath(source)
+    data = read_object_file(path)
     try:
-        with open(source, "rb") as f:
-            return _read_elf(f.read())
+        return _read_elf(data)
+    except ObjectError as exc:
+        raise ObjectError(exc.message, exc.path or path) from None
+
+
+# A BPF object is a few KB to a few MB (the kernel takes at most 1M instructions, 8 MB of code);
+# anything larger is not one, and a device such as /dev/zero never ends.
+MAX_OBJECT_BYTES = 64 << 20
+
+
+def read_object_file(path: str) -> bytes:
+    """The bytes of the object at `path`, read only as far as they can be one: the ELF magic is
+    checked in the first bytes before the rest is read, and at most MAX_OBJECT_BYTES are; an
+    ObjectError naming the file otherwise (never an unbounded read of a device or a pipe)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+            if head != b"\x7fELF":
+                raise ObjectError("not an ELF file (no \\x7fELF magic)" if len(head) == 4 else
+                                  f"file is {len(head)} bytes, too short for an ELF header", path)
+            data = head + f.read(MAX_OBJECT_BYTES + 1 - len(head))
     except OSError as exc:
-        raise ObjectError(f"cannot read: {exc.strerror or exc}", os.fspath(source)) from None
+        raise ObjectError(f"cannot read: {exc.strerror or exc}", path) from None
+    if len(data) > MAX_OBJECT_BYTES:
+        raise ObjectError(f"larger than {MAX_OBJECT_BYTES >> 20} MiB, the most read as a BPF "
+                          "object (no BPF object comes near it)", path)
+    return data
 
 
 def _read_elf(data: bytes) -> ElfRecords:
