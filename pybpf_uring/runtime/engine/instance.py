@@ -34,7 +34,6 @@ import errno as _errno
 import functools
 import os
 import random
-import re
 import threading
 import time
 from collections import deque
@@ -51,6 +50,7 @@ from ..ring_protocol import CTX_SIZE, ProgramFault
 from .interpreter import DEFAULT_BUDGET, BpfFault, Interpreter, InvalidProgram
 from .maps import ArrayMap, EngineMap, HashMap, PercpuHashMap, RingbufMap, make_map
 from .memory import BIAS, OFFSET_MASK, REGION_SHIFT, Memory, MemoryFault
+from .printk import format_trace
 
 __all__ = ["instantiate", "EngineInstance", "EngineProgram", "EngineError", "MapTable",
            "CTX_FIELDS", "BACKENDS"]
@@ -59,7 +59,6 @@ M64 = (1 << 64) - 1
 CTX_FIELDS = ((0, 8), (8, 4), (12, 4))     # struct io_uring_bpf_ctx {u64 user_data; u32 wait_nr, wait_idx}
 BACKENDS = ("interpreter", "jit", "auto")
 TRACE_LINES = 10_000                       # like a trace_pipe buffer: the newest lines are kept
-_MAX_TRACE_STRING = 256
 
 class EngineError(RingError):
     """The object cannot run in the engine (a map type, relocation or program it lacks)."""
@@ -267,8 +266,10 @@ class EngineProgram:
                 self.vm = Interpreter(self.linked.instructions, **options)
                 self.backend = "interpreter"
             else:
-                from .jit import select_engine
-                choice = select_engine(self.linked.instructions, **options)
+                from .jit import JIT_MAX_SLOTS, select_engine
+                # "auto" keeps the JIT's build budget (jit.JIT_MAX_SLOTS); "jit" was asked for
+                choice = select_engine(self.linked.instructions, **options,
+                                       max_slots=None if instance.backend == "jit" else JIT_MAX_SLOTS)
                 if choice.reason is not None and instance.backend == "jit":
                     raise EngineError(f"program {spec.name!r}: the JIT cannot run it: {choice.reason}")
                 self.vm, self.backend, self.backend_reason = choice.engine, choice.kind, choice.reason
@@ -425,13 +426,13 @@ class EngineProgram:
 
         def trace_printk(mem, r1, r2, r3, r4, r5):
             fmt = mem.read(r1, r2)
-            if not fmt or fmt[-1] != 0:
-                return -_errno.EINVAL          # the kernel wants a NUL-terminated format
+            if 0 not in fmt:
+                return -_errno.EINVAL          # the kernel wants a NUL within the format's size
             line = format_trace(mem, fmt[:fmt.index(0)], (r3, r4, r5))
-            if line is None:
-                return -_errno.EINVAL
-            inst.emit_trace(line.rstrip("\n"))
-            return len(line.encode(errors="replace"))
+            if isinstance(line, int):
+                return line                    # the kernel's -EINVAL or -ENOSPC
+            inst.emit_trace(line.text.rstrip("\n"))
+            return line.length
 
         def get_prandom_u32(*_):
             return random.getrandbits(32)
@@ -520,53 +521,6 @@ _TRAP_ID = 1     # the engine's own number for __bpf_trap (it has no vmlinux BTF
 def _bpf_trap(*_):
     raise MemoryFault("__bpf_trap: the program reached a trap (LLVM emits one for __builtin_trap() "
                       "and where it proved the code undefined)")
-
-
-_SPEC = re.compile(rb"%([-+ 0#]*)(\d*)(ll|l|h|hh|z)?([diuxXcsp%])")
-
-
-def format_trace(mem: Memory, fmt: bytes, args: tuple[int, int, int]) -> str | None:
-    """bpf_trace_printk's formatting: %d %i %u %x %X %c %s %p with l/ll (64-bit; no modifier is
-    32-bit, as the kernel casts), at most three conversions; None where the kernel says -EINVAL."""
-    out, used, pos = [], 0, 0
-    for m in _SPEC.finditer(fmt):
-        out.append(fmt[pos:m.start()].decode(errors="replace"))
-        pos = m.end()
-        flags, width, length, conv = m.groups()
-        if conv == b"%":
-            out.append("%")
-            continue
-        if used == 3:
-            return None
-        value = args[used]
-        used += 1
-        spec = "%" + (flags + width).decode()
-        if conv in b"di":
-            bits = 64 if length in (b"l", b"ll", b"z") else 32
-            value &= (1 << bits) - 1
-            out.append((spec + "d") % (value - (1 << bits) if value >> (bits - 1) else value))
-        elif conv in b"uxX":
-            bits = 64 if length in (b"l", b"ll", b"z") else 32
-            out.append((spec + ("d" if conv == b"u" else conv.decode())) % (value & ((1 << bits) - 1)))
-        elif conv == b"c":
-            out.append((spec + "c") % chr(value & 0xFF))
-        elif conv == b"p":
-            out.append(f"0x{value & M64:x}")
-        else:   # %s: a NUL-terminated string in program memory (the kernel reads it unsafely)
-            out.append((spec + "s") % _c_string(mem, value))
-    if b"%" in fmt[pos:]:
-        return None          # a conversion the kernel does not know
-    out.append(fmt[pos:].decode(errors="replace"))
-    return "".join(out)
-
-
-def _c_string(mem: Memory, address: int) -> str:
-    try:
-        region, offset = mem.resolve(address, 1, "read")
-    except MemoryFault:
-        return "(fault)"
-    raw = bytes(region.buf[offset:offset + _MAX_TRACE_STRING])
-    return raw.split(b"\0", 1)[0].decode(errors="replace")
 
 
 def instantiate(obj: Any, *, budget: int = DEFAULT_BUDGET,

@@ -53,10 +53,23 @@ from .semantics import END as END_OPS
 
 __all__ = [
     "Interpreter", "BpfFault", "BudgetExceeded", "InvalidProgram", "Helper", "validate",
-    "DEFAULT_BUDGET", "call_label", "unknown_call", "LddwResolver", "slot_disassembly",
+    "DEFAULT_BUDGET", "MAX_BUDGET", "check_budget", "call_label", "unknown_call", "LddwResolver",
+    "slot_disassembly",
 ]
 
 DEFAULT_BUDGET = 1_000_000     # the verifier's complexity limit, reused as a run-time bound
+MAX_BUDGET = 1 << 62           # the JIT counts down a signed 64-bit budget; more is forever
+
+
+def check_budget(budget: object) -> int:
+    """`budget` if it is an instruction count both engines can run (0..MAX_BUDGET; 0 stops a
+    run at its first instruction), else a ValueError naming the parameter and the range: the
+    interpreter and the JIT take the same arguments, so a bad one fails the same way before
+    any run."""
+    if type(budget) is not int or not 0 <= budget <= MAX_BUDGET:
+        raise ValueError(f"budget must be an integer from 0 to {MAX_BUDGET} (instructions per "
+                         f"run), not {budget!r}")
+    return budget
 
 Helper = Callable[..., int]
 """`helper(memory, r1, r2, r3, r4, r5) -> r0`; a MemoryFault it raises faults the call."""
@@ -387,7 +400,7 @@ class Interpreter:
         self.memory = memory if memory is not None else Memory()
         self.helpers = dict(helpers or {})
         self.kfuncs = dict(kfuncs or {})
-        self.budget = budget
+        self.budget = check_budget(budget)
         self.executed = 0                       # instructions the last run executed
         self._resolve_lddw = resolve_lddw
         self._disassemble = disassemble or functools.partial(slot_disassembly, self.slots)
@@ -429,6 +442,7 @@ class Interpreter:
         """
         if len(args) > 5:
             raise TypeError(f"a BPF program takes at most 5 arguments (r1-r5), got {len(args)}")
+        limit = self.budget if budget is None else check_budget(budget)
         regs = self.regs
         regs[:] = [0] * 11
         for i, value in enumerate(args, start=1):
@@ -436,7 +450,6 @@ class Interpreter:
         regs[10] = self._stack_tops[0]
         self.stack[0].buf[:] = bytes(STACK_BYTES)
         self._frames.clear()
-        limit = self.budget if budget is None else budget
         blocks, costs, code, spent = self._blocks, self._costs, self.code, self._spent
         pc, remaining, stepping = 0, limit, False
         if trace is not None:

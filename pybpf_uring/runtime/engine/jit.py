@@ -47,9 +47,9 @@ from typing import Callable, Mapping, Sequence
 from ...bpf import isa
 from ...errors import RingError
 from ...limits import MAX_CALL_DEPTH, STACK_BYTES
-from .interpreter import (DEFAULT_BUDGET, BpfFault, BudgetExceeded, Helper, Interpreter,
-                          InvalidProgram, LddwResolver, call_label, slot_disassembly,
-                          unknown_call, validate)
+from .interpreter import (DEFAULT_BUDGET, MAX_BUDGET, BpfFault, BudgetExceeded, Helper,
+                          Interpreter, InvalidProgram, LddwResolver, call_label, check_budget,
+                          slot_disassembly, unknown_call, validate)
 from .jit_lift import (ENTRY_FIELDS, STATE_FIELDS, STATUS_BUDGET, STATUS_DEPTH, STATUS_FELL_OFF, STATUS_HOST,
                        lift)
 from .memory import Memory, MemoryFault, Region
@@ -57,7 +57,7 @@ from .semantics import LDDW_SOURCES
 from .suite_helpers import default_helpers
 
 __all__ = ["Jit", "JitUnavailable", "select_engine", "EngineChoice", "jit_available",
-           "execute", "compile_stats", "compile_module"]
+           "execute", "compile_stats", "compile_module", "JIT_MAX_SLOTS"]
 
 M64 = (1 << 64) - 1
 _U64 = ctypes.c_uint64
@@ -68,7 +68,6 @@ _HELPER = ctypes.CFUNCTYPE(_U64, _VP, _U64, _U64, _U64, _U64, _U64, _U64)
 _STATE = _U64 * len(STATE_FIELDS)
 _WORDS = len(ENTRY_FIELDS)
 _EMPTY = [0] * _WORDS
-_MAX_BUDGET = 1 << 62      # native code counts down a signed 64-bit budget; more is forever
 _S = {name: i for i, name in enumerate(STATE_FIELDS)}
 _STATUS, _BUDGET = _S["status"], _S["budget"]
 
@@ -86,9 +85,18 @@ class JitUnavailable(RingError, RuntimeError):
 # 2-3x slower (both measured once when the tiers were chosen, 2026-11; bench/engine.py prints
 # what a tier-0 program's later recompile costs).  So a program whose IR is small compiles at level 1 at once; a large one starts
 # at level 0 and is recompiled at level 1 when it has executed HOT_INSTRUCTIONS (a loop).
+#
+# Build time.  Lifting, parsing, sroa and code generation are linear in the program; the folding
+# passes (instcombine, NewGVN) are not on one big function (a random 4000-instruction program
+# with loops and calls: 3.3 s of passes, 4x the 2000-instruction one).  So level 0 runs only
+# sroa and simplifycfg, a program tiers up only while its IR is at most TIER_UP_LINES, and
+# `select_engine` leaves programs of more than JIT_MAX_SLOTS to the interpreter: build time and
+# memory then stay linear and bounded (docs/runtime.md has the measured table).
 
 TIER_LINES = 900             # IR lines up to which a program compiles at level 1 at once
 HOT_INSTRUCTIONS = 2_000_000  # instructions a level-0 program runs before it is recompiled
+TIER_UP_LINES = 30_000       # IR lines (~2500 instructions) beyond which level 0 is final
+JIT_MAX_SLOTS = 8192         # the largest program `select_engine` compiles (~2 s, ~250 MB)
 
 
 class _Compiler:
@@ -127,7 +135,7 @@ class _Compiler:
             llvm = self.llvm
             module = llvm.parse_assembly(text)
             module.verify()
-            self.optimize(module, inline)
+            self.optimize(module, inline, level)
             engine = self.engines[level]
             engine.add_module(module)
             engine.finalize_object()
@@ -137,19 +145,22 @@ class _Compiler:
             self.seconds += time.perf_counter() - start
             return {name: self.cache[(name, level)] for name in names}
 
-    def optimize(self, module, inline: bool = False) -> None:
+    def optimize(self, module, inline: bool = False, level: int = 1) -> None:
         """A short pipeline instead of -O2: registers out of allocas (sroa), folding and
         redundancy elimination.  -O2 took 2-3x as long for the same speed on the benchmark
         loops (measured once, 2026-11), and its loop passes turn loops whose inputs they can see
-        into closed forms -- which makes benchmarks lie and real programs no faster."""
+        into closed forms -- which makes benchmarks lie and real programs no faster.  Level 0
+        keeps only the linear-time passes (see "Build time" above)."""
         llvm = self.llvm
         mpm = llvm.create_new_module_pass_manager()
         if inline:
             mpm.add_always_inliner_pass()
-        for add in (mpm.add_sroa_pass, mpm.add_instruction_combine_pass,
-                    mpm.add_simplify_cfg_pass, mpm.add_new_gvn_pass,
-                    mpm.add_instruction_combine_pass, mpm.add_dead_code_elimination_pass,
-                    mpm.add_simplify_cfg_pass):
+        passes = ((mpm.add_sroa_pass, mpm.add_simplify_cfg_pass) if level == 0 else
+                  (mpm.add_sroa_pass, mpm.add_instruction_combine_pass,
+                   mpm.add_simplify_cfg_pass, mpm.add_new_gvn_pass,
+                   mpm.add_instruction_combine_pass, mpm.add_dead_code_elimination_pass,
+                   mpm.add_simplify_cfg_pass))
+        for add in passes:
             add()
         mpm.run(module, llvm.create_pass_builder(
             self.tm, llvm.create_pipeline_tuning_options(speed_level=1)))
@@ -225,11 +236,11 @@ class Jit:
                  budget: int = DEFAULT_BUDGET, disassemble: Callable[[int], str] | None = None,
                  unchecked: bool = False, cache: bool = True) -> None:
         import time
+        self.budget = check_budget(budget)
         self.slots = validate(program)
         self.memory = memory if memory is not None else Memory()
         self.helpers = dict(helpers or {})
         self.kfuncs = dict(kfuncs or {})
-        self.budget = budget
         self.unchecked = unchecked
         self.executed = 0
         self._disassemble = disassemble or functools.partial(slot_disassembly, self.slots)
@@ -241,7 +252,9 @@ class Jit:
         if not cache:                    # a name never seen: compiled anew (compile-time benches)
             key = f"{key[:12]}{next(_FRESH):08d}"
         self.lifted = lift(self.slots, lddw_values, unchecked=unchecked, name=f"bpf_{key[:20]}")
-        self.tier = 1 if self.lifted.text.count("\n") <= TIER_LINES else 0
+        lines = self.lifted.text.count("\n")
+        self.tier = 1 if lines <= TIER_LINES else 0
+        self._can_tier_up = lines <= TIER_UP_LINES
         self._hot = 0                 # instructions run at tier 0
         self._entry = self._compile(self.tier)
         self.compile_seconds = time.perf_counter() - start
@@ -286,7 +299,7 @@ class Jit:
         self.refresh_table()
         frame = self._stack_ptrs[0] if self._uses_frame else 0
         return (ctypes.cast(self._entry, _VP).value, self._state_address, frame or 0,
-                min(self.budget, _MAX_BUDGET))
+                min(self.budget, MAX_BUDGET))
 
     def enter_native_wait(self, ring: int) -> None:
         """A native wait on the ring block at `ring` runs this program from now on: its ring
@@ -336,8 +349,9 @@ class Jit:
             self._entry, self.tier = self._compile(1), 1
 
     def _count(self, executed: int) -> None:
-        """Tier up a level-0 program once it has proven hot (see TIER_LINES)."""
-        if self.tier == 0:
+        """Tier up a level-0 program once it has proven hot (see TIER_LINES), unless it is too
+        large for level 1's passes to stay linear (TIER_UP_LINES)."""
+        if self.tier == 0 and self._can_tier_up:
             self._hot += executed
             if self._hot >= HOT_INSTRUCTIONS:
                 self.tier_up()
@@ -483,10 +497,10 @@ class Jit:
         if len(args) > 5:
             raise TypeError(f"a BPF program takes at most 5 arguments (r1-r5), got {len(args)}")
         values = [a & M64 for a in args] + [0] * (5 - len(args))
-        limit = self.budget if budget is None else budget
+        limit = self.budget if budget is None else check_budget(budget)
         state = self._state
         state[_STATUS] = 0
-        start = min(limit, _MAX_BUDGET)
+        start = min(limit, MAX_BUDGET)
         state[_BUDGET] = start
         self._pending = None
         if self._memory_key() != self._table_key:
@@ -539,7 +553,7 @@ class Jit:
             raise ValueError(f"stage must be ir, ir-opt or asm, not {stage!r}")
         compiler = _compiler()
         module = compiler.llvm.parse_assembly(self.lifted.text)
-        compiler.optimize(module)
+        compiler.optimize(module, level=self.tier)
         return str(module) if stage == "ir-opt" else compiler.tms[self.tier].emit_assembly(module)
 
     def close(self) -> None:
@@ -565,19 +579,26 @@ class EngineChoice:
 
 
 def select_engine(program: bytes | Sequence, *, prefer: str = "jit", trace: bool = False,
-                  unchecked: bool = False, **options) -> EngineChoice:
+                  unchecked: bool = False, max_slots: int | None = JIT_MAX_SLOTS,
+                  **options) -> EngineChoice:
     """The JIT when it can run the program, else the interpreter with the reason.
 
     `options` are the engines' shared keyword arguments (memory, helpers, kfuncs,
     resolve_lddw, budget, disassemble).  InvalidProgram propagates: both engines refuse the
     same programs.  `trace=True` (single-stepping) and `prefer="interpreter"` pick the
-    interpreter; so do a missing llvmlite and IR that LLVM refuses.
+    interpreter; so do a missing llvmlite, IR that LLVM refuses and a program of more than
+    `max_slots` instructions (the JIT's build budget, JIT_MAX_SLOTS; None: no limit).
     """
     reason = None
+    slots = len(program) // 8 if isinstance(program, (bytes, bytearray)) else isa.slot_count(program)
     if prefer == "interpreter":
         reason = "the interpreter was asked for"
     elif trace:
         reason = "tracing single-steps instructions; only the interpreter can"
+    elif max_slots is not None and slots > max_slots:
+        reason = (f"the program has {slots} instructions, more than the {max_slots} the JIT "
+                  "compiles (its build time and memory grow with the program; the interpreter "
+                  "starts at once)")
     else:
         reason = jit_available()
     if reason is None:

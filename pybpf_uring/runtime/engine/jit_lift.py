@@ -1,11 +1,13 @@
 """Lifting validated BPF slots (cpu v4) to LLVM IR text, for the engine's JIT (`jit.py`).
 
 Algorithm.  The slots are cut into basic blocks at the interpreter's leaders (slot 0, every jump
-and local-call target, the slot after every jump, local call and exit).  Each *function* -- slot
-0 and every local-call target -- is the set of blocks reachable from its entry along jumps,
-fall-through and call continuations; a block reached from two functions is emitted in both, so
-shared code and recursion need no special case.  Registers are allocas (mem2reg makes them SSA),
-one LLVM block per BPF block, conditional jumps are `icmp` + `br`.
+and local-call target, the slot after every jump, local call and exit).  The whole program is
+one LLVM function with one LLVM block per BPF block reachable from slot 0 (along jumps,
+fall-through, calls and their continuations), so each BPF instruction is lifted exactly once
+and the IR, and LLVM's time and memory, grow linearly with the program.  (An LLVM function per
+BPF function would copy every block each function reaches: quadratic for a program whose
+subprograms share code, 400k IR lines for 1000 random instructions.)  Registers are allocas
+(mem2reg makes them SSA), conditional jumps are `icmp` + `br`.
 
 Semantics come from small tables keyed by opcode family (`_ALU_OPS`, `_CONDITIONS`, `_LIFT`),
 each entry giving the IR of the interpreter's rule: division by zero gives 0, modulo by zero
@@ -13,9 +15,12 @@ leaves dst, INT_MIN / -1 wraps, shift counts are masked, 32-bit results are zero
 truncates then sign-extends, CMPXCHG compares with r0.  LLVM would treat a zero divisor or an
 over-wide shift as undefined behaviour, so every such operand is made safe first.
 
-Calls.  A local call is an LLVM call of the callee's function with r0-r9 (the interpreter's
-callee sees the caller's registers), the call depth and the remaining budget; it returns r0-r5
-and the budget, so r6-r9 stay the caller's, as the interpreter's frame save/restore does.
+Calls.  A local call works as the interpreter's does, on a frame stack in the function: it saves
+r6-r9 and its own slot in the frame's save record, moves r10 (and the native frame pointer) to
+the next frame, and jumps to the callee's block; an exit at depth 0 returns r0, at any other
+depth it restores r6-r9 and r10 and switches on the saved slot to the block after that call.
+So the callee sees the caller's r0-r5, the caller gets them back as the callee left them, and
+r6-r9 stay the caller's.
 Helpers and kfuncs, and memory the inline path cannot serve, go through function pointers in
 the run's state block (`STATE_FIELDS`) to ctypes callbacks that run the interpreter's own Python
 code; a callback that faults sets `status` and every frame returns at once.  The helpers in
@@ -81,7 +86,7 @@ STATUS_FELL_OFF = 4   # ran past the last slot
 
 M32 = (1 << 32) - 1
 _TY = {1: "i8", 2: "i16", 4: "i32", 8: "i64"}
-_RET = "{i64, i64, i64, i64, i64, i64, i64}"     # r0-r5 and the budget left
+_SAVED = "[5 x i64]"        # a frame's save record: the caller's r6-r9, the call's slot
 
 
 def _s32(v: int) -> int:
@@ -194,14 +199,15 @@ class _Program:
         if last.is_exit:
             return []
         if last.is_pseudo_call:
-            return [nxt]
+            return [nxt, branch_target(last_pc, last)]
         if last.is_jump:
             target = branch_target(last_pc, last)
             return [target] if last.op == JA else [target, nxt]
         return [nxt]
 
-    def function_blocks(self, entry: int) -> list[int]:
-        seen, todo = {entry}, [entry]
+    def reachable(self) -> list[int]:
+        """The blocks reachable from slot 0 along jumps, fall-through, calls and returns."""
+        seen, todo = {0}, [0]
         while todo:
             for succ in self.successors(todo.pop()):
                 if succ not in seen:
@@ -214,10 +220,11 @@ class _Program:
 # Emission
 
 class _Function:
-    """The IR text of one BPF function (the program's entry, or a local-call target)."""
+    """The IR text of the program: one LLVM function (see the module docstring)."""
 
-    def __init__(self, lifter: "_Lifter", entry: int, main: bool) -> None:
-        self.lifter, self.entry, self.main = lifter, entry, main
+    def __init__(self, lifter: "_Lifter") -> None:
+        self.lifter = lifter
+        self.returns: list[int] = []              # the slots of the local calls
         self.lines: list[str] = []
         self.counter = 0
         self.blocks = lifter.program.blocks
@@ -243,8 +250,6 @@ class _Function:
         return f"{stem}{self.counter}"
 
     def get(self, reg: int) -> str:
-        if reg == 10:
-            return "%r10"
         return self.val(f"load i64, ptr %R{reg}")
 
     def get32(self, reg: int) -> str:
@@ -261,7 +266,7 @@ class _Function:
 
     def leave(self) -> None:
         """Return after a fault: every caller sees status != 0 and returns too."""
-        self.emit("ret i64 0" if self.main else f"ret {_RET} zeroinitializer")
+        self.emit("ret i64 0")
 
     def stop(self, status: int, slot: int | str, aux: int | str = 0) -> None:
         self.put_field("status", str(status))
@@ -304,43 +309,40 @@ class _Function:
     # -- the function ---------------------------------------------------------------------------
     def text(self) -> str:
         lifter = self.lifter
-        if self.main:
-            head = (f"define i64 @{lifter.name}(ptr noalias %st, i64 %a1, i64 %a2, i64 %a3, "
-                    "i64 %a4, i64 %a5) #0 {")
-        else:
-            args = ", ".join(f"i64 %a{r}" for r in range(10))
-            head = (f"define internal {_RET} @{lifter.name}_f{self.entry}(ptr noalias %st, "
-                    f"i64 %depth, i64 %rem0, {args}) #0 {{")
+        head = (f"define i64 @{lifter.name}(ptr noalias %st, i64 %a1, i64 %a2, i64 %a3, "
+                "i64 %a4, i64 %a5) #0 {")
         self.label("entry")
-        for reg in range(10):
+        for reg in range(11):
             self.emit(f"%R{reg} = alloca i64")
-        self.emit("%REM = alloca i64")
-        self.emit("%TAB = alloca ptr")
-        self.emit("%TLEN = alloca i64")
+        for name, ty in (("REM", "i64"), ("TAB", "ptr"), ("TLEN", "i64"), ("DEPTH", "i64"),
+                         ("FP", "ptr"), ("SAVE", f"[{MAX_CALL_DEPTH} x {_SAVED}]")):
+            self.emit(f"%{name} = alloca {ty}")
         for name, index in _F.items():
             self.emit(f"%p_{name} = getelementptr i64, ptr %st, i64 {index}")
         for name in ("slow_load", "slow_store", "helper"):   # fixed for the run
             self.emit(f"%fn_{name} = load ptr, ptr %p_{name}")
         self.reload_table()
-        if self.main:
-            self.emit("%depth = add i64 0, 0")
-            self.emit(f"store i64 {self.field('budget')}, ptr %REM")
-            for reg in range(10):
-                self.set(reg, f"%a{reg}" if 1 <= reg <= 5 else "0")
-        else:
-            self.emit("store i64 %rem0, ptr %REM")
-            for reg in range(10):
-                self.set(reg, f"%a{reg}")
-        tops = self.field("stack_tops", "ptr")
-        self.emit(f"%r10 = load i64, ptr {self.val(f'getelementptr i64, ptr {tops}, i64 %depth')}")
-        stacks = self.field("stack_ptrs", "ptr")
-        base = self.val(f"load ptr, ptr {self.val(f'getelementptr ptr, ptr {stacks}, i64 %depth')}")
-        self.emit(f"%fp = getelementptr i8, ptr {base}, i64 {STACK_BYTES}")
-        self.emit(f"br label %b{self.entry}")
-        for start in lifter.program.function_blocks(self.entry):
+        self.emit(f"store i64 {self.field('budget')}, ptr %REM")
+        for reg in range(10):
+            self.set(reg, f"%a{reg}" if 1 <= reg <= 5 else "0")
+        self.enter_frame("0")
+        self.emit("br label %b0")
+        for start in lifter.program.reachable():
             self.block(start)
+        self.returns_block()
         self.shared_exits()
         return "\n".join([head, *self.lines, "}"])
+
+    def enter_frame(self, depth: str) -> None:
+        """Make frame `depth` current: DEPTH, r10 (its top as a BPF address) and FP (its top as
+        a native pointer, for the r10 accesses proven inside the frame at lift time)."""
+        self.emit(f"store i64 {depth}, ptr %DEPTH")
+        tops = self.field("stack_tops", "ptr")
+        top = self.val(f"load i64, ptr {self.val(f'getelementptr i64, ptr {tops}, i64 {depth}')}")
+        self.set(10, top)
+        stacks = self.field("stack_ptrs", "ptr")
+        base = self.val(f"load ptr, ptr {self.val(f'getelementptr ptr, ptr {stacks}, i64 {depth}')}")
+        self.emit(f"store ptr {self.val(f'getelementptr i8, ptr {base}, i64 {STACK_BYTES}')}, ptr %FP")
 
     def reload_table(self) -> None:
         """The region table changes only inside helpers (which may map regions)."""
@@ -365,7 +367,7 @@ class _Function:
                 self.guard(position)        # the budget covers the block: the end is reached
             _LIFT[ins.cls](self, ins)
         last = slots[pcs[-1]]
-        if not (last.is_jump or last.is_exit):   # fell into the next leader
+        if not (last.is_jump or last.is_exit or last.is_pseudo_call):   # fell into the next leader
             self.emit(f"br label %b{pcs[-1] + last.slots}")
 
     # -- families -------------------------------------------------------------------------------
@@ -417,38 +419,57 @@ class _Function:
         return self.val(f"icmp {predicate} {t} {a}, {b}")
 
     def exit(self) -> None:
-        if self.main:
+        """Return r0 from frame 0; from a deeper frame, go back to the caller (`returns_block`)."""
+        if not self.lifter.program.call_targets:
             self.put_field("budget", self.val("load i64, ptr %REM"))
             self.emit(f"ret i64 {self.get(0)}")
             return
-        agg = "undef"
-        for reg in range(6):
-            agg = self.val(f"insertvalue {_RET} {agg}, i64 {self.get(reg)}, {reg}")
-        agg = self.val(f"insertvalue {_RET} {agg}, i64 {self.val('load i64, ptr %REM')}, 6")
-        self.emit(f"ret {_RET} {agg}")
+        done = self.fresh("done")
+        top = self.val(f"icmp eq i64 {self.val('load i64, ptr %DEPTH')}, 0")
+        self.emit(f"br i1 {top}, label %{done}, label %return")
+        self.label(done)
+        self.put_field("budget", self.val("load i64, ptr %REM"))
+        self.emit(f"ret i64 {self.get(0)}")
+
+    def saved(self, depth: str, index: int) -> str:
+        """The address of word `index` of frame `depth`'s save record (r6-r9, the call's slot)."""
+        return self.val(f"getelementptr [{MAX_CALL_DEPTH} x {_SAVED}], ptr %SAVE, i64 0, "
+                        f"i64 {depth}, i64 {index}")
 
     def local_call(self, ins: Instruction) -> None:
         pc, target = self.pc, branch_target(self.pc, ins)
-        depth = self.val("add i64 %depth, 1")
+        caller = self.val("load i64, ptr %DEPTH")
+        depth = self.val(f"add i64 {caller}, 1")
         deep = self.val(f"icmp sge i64 {depth}, {MAX_CALL_DEPTH}")
         fail, ok = self.fresh("deep"), self.fresh("ok")
         self.emit(f"br i1 {deep}, label %{fail}, label %{ok}, !prof !0")
         self.label(fail)
         self.stop(STATUS_DEPTH, pc, depth)
         self.label(ok)
-        stacks = self.field("stack_ptrs", "ptr")
-        frame = self.val(f"load ptr, ptr {self.val(f'getelementptr ptr, ptr {stacks}, i64 {depth}')}")
+        for index, reg in enumerate((6, 7, 8, 9)):
+            self.emit(f"store i64 {self.get(reg)}, ptr {self.saved(caller, index)}")
+        self.emit(f"store i64 {pc}, ptr {self.saved(caller, 4)}")
+        self.enter_frame(depth)
+        frame = self.val(f"getelementptr i8, ptr {self.val('load ptr, ptr %FP')}, i64 -{STACK_BYTES}")
         self.emit(f"call void @llvm.memset.p0.i64(ptr {frame}, i8 0, i64 {STACK_BYTES}, i1 false)")
-        regs = ", ".join(f"i64 {self.get(r)}" for r in range(10))
-        rem = self.val("load i64, ptr %REM")
-        result = self.val(f"call {_RET} @{self.lifter.name}_f{target}(ptr %st, i64 {depth}, "
-                          f"i64 {rem}, {regs})")
-        self.check_status()
-        self.reload_table()
-        for reg in range(6):
-            self.set(reg, self.val(f"extractvalue {_RET} {result}, {reg}"))
-        self.emit(f"store i64 {self.val(f'extractvalue {_RET} {result}, 6')}, ptr %REM")
-        self.emit(f"br label %b{pc + 1}")
+        self.returns.append(pc)
+        self.emit(f"br label %b{target}")
+
+    def returns_block(self) -> None:
+        """`return`: an exit below frame 0 restores the caller's frame and r6-r9 and resumes
+        after the call that made the frame (one block and one switch for every exit)."""
+        if not self.lifter.program.call_targets:
+            return
+        self.label("return")
+        caller = self.val(f"sub i64 {self.val('load i64, ptr %DEPTH')}, 1")
+        for index, reg in enumerate((6, 7, 8, 9)):
+            self.set(reg, self.val(f"load i64, ptr {self.saved(caller, index)}"))
+        slot = self.val(f"load i64, ptr {self.saved(caller, 4)}")
+        self.enter_frame(caller)
+        cases = " ".join(f"i64 {pc}, label %b{pc + 1}" for pc in self.returns)
+        self.emit(f"switch i64 {slot}, label %nowhere [ {cases} ]")
+        self.label("nowhere")
+        self.emit("unreachable")
 
     def helper_call(self, ins: Instruction) -> None:
         self.guard(self.position)
@@ -474,7 +495,7 @@ class _Function:
     def stack_slot(self, reg: int, off: int, size: int) -> str | None:
         """A native pointer for an r10 access proven inside the frame at lift time."""
         if reg == 10 and -STACK_BYTES <= off and off + size <= 0:
-            return self.val(f"getelementptr i8, ptr %fp, i64 {off}")
+            return self.val(f"getelementptr i8, ptr {self.val('load ptr, ptr %FP')}, i64 {off}")
         return None
 
     def host_pointer(self, addr: str, size: int, kind: str) -> tuple[str, str]:
@@ -650,14 +671,11 @@ class _Lifter:
         self.name = name
 
     def lift(self) -> Lifted:
-        # The program's entry, then every call target as a subprogram (slot 0 can be both).
-        bodies = [_Function(self, 0, main=True).text()]
-        bodies += [_Function(self, entry, main=False).text()
-                   for entry in self.program.call_targets]
+        body = _Function(self).text()
         positions = {start: pcs for start, pcs in self.program.blocks.items()}
         helpers = [pc for pc, ins in enumerate(self.program.slots)
                    if ins is not None and ins.is_call and not ins.is_pseudo_call]
-        return Lifted("\n\n".join(bodies) + "\n" + _PRELUDE, self.name, positions, helpers)
+        return Lifted(body + "\n" + _PRELUDE, self.name, positions, helpers)
 
 
 def lift(slots: Sequence[Instruction | None], lddw_values: dict[int, int], *,
