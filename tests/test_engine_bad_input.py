@@ -221,3 +221,52 @@ def test_disasm_of_dev_zero_is_a_named_error():
                          capture_output=True, text=True, timeout=60)
     assert (out.returncode, out.stdout, out.stderr) == (
         1, "", "/dev/zero: error: not an ELF file (no \\x7fELF magic)\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# waits on a request parked for ever: one outcome whatever the engine set-up
+
+SLEEPER = textwrap.dedent("""
+    from pybpf_uring import iouring, i32
+    from pybpf_uring.uring import IoUringCtx
+
+    @iouring
+    def sleeper(ctx: IoUringCtx) -> i32:
+        ctx.wait_idx = 1
+        ctx.wait_nr = 1
+        return 0
+""")
+SET_UPS = pytest.mark.parametrize("backend,native_waits", [
+    ("interpreter", True), ("jit", False), ("jit", True)])
+
+
+@pytest.mark.uring
+@SET_UPS
+def test_a_timed_wait_on_a_request_parked_for_ever_times_out(backend, native_waits):
+    from pybpf_uring import Ring, compile_source
+    obj = compile_source(SLEEPER, "sleeper.py")
+    with Ring(entries=8, cq_sizes=(4,)) as ring:
+        ring.register(obj, engine=lambda o: instantiate(o, backend=backend,
+                                                        native_waits=native_waits))
+        ring.submit_bpf("sleeper", user_data=1)
+        start = time.monotonic()
+        with pytest.raises(TimeoutError, match=r"^no CQE on CQ 0 within 0\.2 s$"):
+            ring.wait_cqe(0, timeout=0.2)
+        assert 0.15 < time.monotonic() - start < 5
+
+
+@pytest.mark.uring
+@SET_UPS
+def test_an_untimed_wait_on_a_request_parked_for_ever_is_a_deadlock(backend, native_waits):
+    from pybpf_uring import Ring, compile_source
+    from pybpf_uring.runtime.ring import DeadlockError
+    obj = compile_source(SLEEPER, "sleeper.py")
+    with Ring(entries=8, cq_sizes=(4,)) as ring:
+        ring.register(obj, engine=lambda o: instantiate(o, backend=backend,
+                                                        native_waits=native_waits))
+        ring.submit_bpf("sleeper", user_data=1)
+        with pytest.raises(DeadlockError) as caught:
+            ring.wait_cqe(0)
+    assert str(caught.value) == ("wait_cqe(cq=0) would wait for ever: CQ 0 is empty, no kernel "
+                                 "request is in flight and no BPF request can run (parked: "
+                                 "sleeper on CQ 1 for 1)")

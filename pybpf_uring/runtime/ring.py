@@ -492,7 +492,8 @@ class Ring:
 
     # --- completions ---------------------------------------------------------------------------
     def wait_cqe(self, cq: int = 0, timeout: float | None = None) -> Cqe:
-        """The next CQE of CQ `cq`, waiting at most `timeout` seconds (TimeoutError), or for ever."""
+        """The next CQE of CQ `cq`, waiting at most `timeout` seconds (TimeoutError, even when
+        nothing could ever post one), or for ever (DeadlockError when nothing can)."""
         cqs = self._cqs
         if type(cq) is int and 0 <= cq < len(cqs) and self._raw is not None:
             q = cqs[cq]
@@ -613,8 +614,8 @@ class Ring:
             if code == nr.READY:
                 return True
             if code == nr.STALLED:
-                if poll:
-                    return False
+                if poll or deadline is not None:
+                    return False                # a timed wait times out, as the Python loop's
                 self._stalled(q)
             if code in (nr.PYTHON, nr.TIMED_OUT):
                 return False
