@@ -139,11 +139,11 @@ def test_unsupported_map_types_are_named():
 def test_trace_formats_like_the_kernel():
     mem = Memory()
     s = mem.map(bytearray(b"abc\0"), "s")
-    assert format_trace(mem, b"x=%d u=%u %llx", (-1 & (2**64 - 1), 2**32 + 3, 255)) == "x=-1 u=3 ff"
-    assert format_trace(mem, b"%s!", (s.base, 0, 0)) == "abc!"
-    assert format_trace(mem, b"%lld %%", (2**64 - 2, 0, 0)) == "-2 %"
-    assert format_trace(mem, b"%d %d %d %d", (1, 2, 3)) is None     # four conversions
-    assert format_trace(mem, b"%q", (1, 2, 3)) is None
+    assert format_trace(mem, b"x=%d u=%u %llx", (-1 & (2**64 - 1), 2**32 + 3, 255)).text == "x=-1 u=3 ff"
+    assert format_trace(mem, b"%s!", (s.base, 0, 0)).text == "abc!"
+    assert format_trace(mem, b"%lld %%", (2**64 - 2, 0, 0)).text == "-2 %"
+    assert format_trace(mem, b"%d %d %d %d", (1, 2, 3)) == -errno.EINVAL     # four conversions
+    assert format_trace(mem, b"%q", (1, 2, 3)) == -errno.EINVAL
 
 
 # --- objects on a real ring -------------------------------------------------------------------
