@@ -20,6 +20,7 @@ import functools
 from dataclasses import dataclass
 
 from .errors import CompileError, DiagnosedError, debugging
+from .limits import ERROR_LIMIT, LINE_WIDTH
 
 
 @dataclass(frozen=True)
@@ -57,11 +58,6 @@ class Span:
         return f"{self.line}:{self.col}"
 
 
-# What one compilation may print, whatever its input: clang's -ferror-limit default, and a
-# source line cut to a window around the caret (a minified or generated file can have a line
-# of megabytes, and every diagnostic on it would echo it whole).
-ERROR_LIMIT = 20
-LINE_WIDTH = 160
 ELLIPSIS = "..."
 
 

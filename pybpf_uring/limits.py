@@ -5,6 +5,18 @@ MAX_CALL_DEPTH = 8         # BPF-to-BPF call frames
 MAX_HELPER_ARGS = 5        # r1-r5
 MAX_VERIFIED_INSNS = 1_000_000  # the verifier's walk (BPF_COMPLEXITY_LIMIT_INSNS): loops × their bodies
 MAX_PRINT_ARGS = 3         # bpf_trace_printk takes three values
+MAX_MAP_ENTRIES = (1 << 32) - 1  # the kernel's map fields (max_entries, key and value sizes) are u32
+# BTF gives a struct member's offset in bits, in 32 bits: a type of 2**29 bytes or more has
+# members BTF cannot place (and LLVM's BTF writer would truncate them silently).
+MAX_TYPE_SIZE = (1 << 29) - 1
+JUMP_RANGE = 32767         # a jump's 16-bit offset before cpu v4 (v4 has gotol's 32 bits)
+MAX_NESTING = 3000         # syntax tree levels, as many as CPython 3.11 compiles (~2990)
+
+# What one compilation may print, whatever its input: clang's -ferror-limit default, and a
+# source line cut to a window around the caret (a minified or generated file can have a line
+# of megabytes, and every diagnostic on it would echo it whole).
+ERROR_LIMIT = 20
+LINE_WIDTH = 160
 
 MAX_PROGRAMS = 100         # the RFC's IORING_REGISTER_BPF table size (Ring.register)
 MAX_EXTRA_CQS = 1024       # the RFC's nr_cq limit (Ring(cq_sizes=...))

@@ -25,8 +25,8 @@ from .checked import (PROGRAM_KINDS, Checked, FunctionInfo, GlobalVar, Symbol, d
                       struct_from_ctypes)
 from .depth import on_deep_stack
 from ..diagnostics import Collector, Span
-from ..limits import MAX_CALL_DEPTH, MAX_HELPER_ARGS
-from .typesys import (I64, INTS, MAX_TYPE_SIZE, NONE, TYPE_SIZE_WHY, U32_MAX, ArrayT, IntT, MapT, PtrT,
+from ..limits import MAX_CALL_DEPTH, MAX_HELPER_ARGS, MAX_MAP_ENTRIES, MAX_TYPE_SIZE
+from .typesys import (I64, INTS, NONE, TYPE_SIZE_WHY, ArrayT, IntT, MapT, PtrT,
                       StructT, Type)
 
 LIBRARY_MODULES = ("pybpf_uring", "pybpf_uring.uring", "pybpf_uring.iou")
@@ -160,9 +160,9 @@ class ModuleChecker:
         if entries is None or entries <= 0:
             self.error(size.span, "max_entries must be a positive integer constant")
             return
-        if entries > U32_MAX:
+        if entries > MAX_MAP_ENTRIES:
             self.error(size.span, f"max_entries {entries} does not fit the kernel's 32-bit field "
-                       f"(at most {U32_MAX})")
+                       f"(at most {MAX_MAP_ENTRIES})")
             return
         key, value = (INTS["u32"], types[0]) if kind == "ArrayMap" else types
         for t, node in zip((key, value), (type_args[0], type_args[-1])):

@@ -15,9 +15,9 @@ import threading
 from dataclasses import fields, is_dataclass
 
 from ..diagnostics import CompileError, Diagnostic
+from ..limits import MAX_NESTING
 from . import syntax as S
 
-MAX_NESTING = 3000             # syntax tree levels, as many as CPython 3.11 compiles (~2990)
 FRAMES_PER_LEVEL = 30          # generous: the deepest stage uses under ten frames per level
 STACK_BYTES = 512 << 20        # a worker thread's stack: reserved, touched only as deep as used
 _local = threading.local()

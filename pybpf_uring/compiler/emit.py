@@ -11,7 +11,7 @@ from functools import lru_cache
 import llvmlite.binding as llvm
 
 from ..diagnostics import CompileError, Diagnostic
-from ..limits import STACK_BYTES
+from ..limits import JUMP_RANGE, STACK_BYTES
 from .lower import CPUS, LoweredModule
 
 
@@ -61,7 +61,6 @@ def emit(lowered: LoweredModule) -> Emitted:
 # handler, which ends the process; its assembly printer resolves no offsets, so a module that
 # might be that long is printed as assembly first and measured.  At v4 the backend turns a long
 # jump into gotol (a 32-bit offset) itself.
-JUMP_RANGE = 32767
 LONG_JUMP_CPU = "v4"
 # Machine instructions one line of optimised IR can become, at most: a memcpy or memset of a
 # constant size (the backend expands up to 128 stores, each with its load) or anything else.

@@ -67,10 +67,6 @@ class StrT(Type):
     name = "str"
 
 
-U32_MAX = (1 << 32) - 1  # the kernel's map fields (max_entries, key and value sizes) are u32
-# BTF gives a struct member's offset in bits, in 32 bits: a type of 2**29 bytes or more has
-# members BTF cannot place (and LLVM's BTF writer would truncate them silently).
-MAX_TYPE_SIZE = (1 << 29) - 1
 TYPE_SIZE_WHY = "BTF, which describes the program's types to the kernel, gives offsets in bits in 32 bits"
 
 
