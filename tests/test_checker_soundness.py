@@ -11,6 +11,7 @@ and nesting, and holds the checker to the same rule.
 """
 from __future__ import annotations
 
+import os
 import struct
 
 import pytest
@@ -302,7 +303,7 @@ def p(ctx: Args) -> i32:
 
 
 @pytest.mark.kernel("syscall_programs")
-@settings(max_examples=40, derandomize=True, deadline=None,
+@settings(max_examples=int(os.environ.get("PYBPF_URING_FUZZ_CASES", "40")), derandomize=True, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 @given(loop_program())
 def test_whatever_check_accepts_the_kernel_loads(src):
