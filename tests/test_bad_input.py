@@ -57,6 +57,7 @@ def both(path: Path, tmp_path: Path, status: int = 1, *extra: str) -> list[str]:
     ("array_too_large.py", "array_too_large.py:7:11: error: u8[4294967296] is 4294967296 bytes; a type "
                            "has at most 536870911 bytes"),
     ("huge_range.py", "huge_range.py:11:5: error: "),
+    ("called_bad_signature.py", "called_bad_signature.py:10:18: error: 'a constant' is not a type"),
 ])
 def test_each_defect_class_is_a_located_error(name, first_line, tmp_path):
     for err in both(DATA / name, tmp_path):

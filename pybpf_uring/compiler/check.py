@@ -399,6 +399,8 @@ class ModuleChecker:
         funcs = self.out.functions
 
         def depth(name: str, path: tuple[str, ...]) -> int:
+            if name not in funcs:   # its signature was refused, with its own error
+                return 0
             if name in path:
                 cycle = " -> ".join(path[path.index(name):] + (name,))
                 self.error(funcs[name].node.span, f"recursion is not allowed in BPF programs: {cycle}",
@@ -434,10 +436,10 @@ class ModuleChecker:
                     have |= kinds
                     changed = True
         for (name, param), kinds in carries.items():
-            if kinds:
+            if kinds and name in funcs:
                 funcs[name].ctx_params[param] = frozenset(kinds)
         for caller, arg, callee, param, span in self.ref_edges:
-            if funcs[callee].ctx_params.get(param) and not passed(caller, arg):
+            if callee in funcs and funcs[callee].ctx_params.get(param) and not passed(caller, arg):
                 # the verifier: "same insn cannot be used with different pointers"
                 self.error(span, f"{callee}() gets the program's ctx as {param!r} at another call, "
                            "so every call must pass the ctx there",
@@ -448,7 +450,7 @@ class ModuleChecker:
             todo = [p.name]
             while todo:
                 n = todo.pop()
-                if p.kind not in reach.setdefault(n, set()):
+                if n in funcs and p.kind not in reach.setdefault(n, set()):
                     reach[n].add(p.kind)
                     todo += funcs[n].calls
         for f in funcs.values():
