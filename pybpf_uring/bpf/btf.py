@@ -253,6 +253,12 @@ class TypeTag:
 
 _MODIFIERS = (Typedef, Volatile, Const, Restrict, TypeTag)
 _SIMPLE_REF = frozenset({Ptr, Typedef, Volatile, Const, Restrict, TypeTag, Func, Var, DeclTag})
+# The references the kernel resolves as one chain (a pointer's, a typedef's or qualifier's, an
+# array's element, a variable's type), refusing a loop in them ("Loop detected"); a struct's
+# members and a function prototype's parameters start chains of their own, so a pointer back to
+# the struct or the prototype is no loop.
+_CHAINED = (Ptr, Array, Var) + _MODIFIERS
+TYPE_NAME_DEPTH = 16   # how much of a type `type_name` spells before `...`
 
 
 # --- .BTF -------------------------------------------------------------------------------------
@@ -276,34 +282,44 @@ class _TypeQueries:
         return type_id
 
     def size_of(self, type_id: int) -> int:
-        """Bytes a value of the type occupies (as sizeof in C)."""
-        t = self[self.resolve(type_id)]
-        if isinstance(t, Ptr):
-            return 8
-        if isinstance(t, Array):
-            return t.nelems * self.size_of(t.type)
-        if isinstance(t, (Int, Struct, Enum, Float, Datasec)):
-            return t.size
-        if isinstance(t, Var):
-            return self.size_of(t.type)
-        raise BtfError(f"type {type_id} ({t.kind}) has no size")
+        """Bytes a value of the type occupies (as sizeof in C).  A loop, not a recursion: the
+        kernel takes arrays of arrays nested as deep as the type table is long."""
+        count, steps = 1, 0
+        while True:
+            t = self[self.resolve(type_id)]
+            if isinstance(t, Ptr):
+                return 8 * count
+            if isinstance(t, (Int, Struct, Enum, Float, Datasec)):
+                return t.size * count
+            if not isinstance(t, (Array, Var)):
+                raise BtfError(f"type {type_id} ({t.kind}) has no size")
+            count *= getattr(t, "nelems", 1)
+            type_id = t.type
+            steps += 1
+            if steps > len(self):
+                raise BtfError(f"type {type_id} is part of a loop of arrays/variables")
 
-    def type_name(self, type_id: int) -> str:
-        """A C spelling of the type, for messages and the HTML view (`struct pair`, `__u32 *`)."""
+    def type_name(self, type_id: int, depth: int = TYPE_NAME_DEPTH) -> str:
+        """A C spelling of the type, for messages and the HTML view (`struct pair`, `__u32 *`).
+        Past `depth` nested types the rest is spelt `...`: the kernel takes a function
+        prototype whose parameter points back at it, and chains as long as the type table."""
         t = self[type_id]
+        if depth <= 0:
+            return "..."
         if isinstance(t, Void):
             return "void"
+        inner = functools.partial(self.type_name, depth=depth - 1)
         if isinstance(t, Ptr):
-            return self.type_name(t.type) + " *"
+            return inner(t.type) + " *"
         if isinstance(t, Array):
-            return f"{self.type_name(t.type)}[{t.nelems}]"
+            return f"{inner(t.type)}[{t.nelems}]"
         if isinstance(t, (Const, Volatile, Restrict)):
             # a qualified pointer is spelt with the qualifier after the star, as in C
             if isinstance(self[t.type], Ptr):
-                return f"{self.type_name(t.type)} {t.kind}"
-            return f"{t.kind} {self.type_name(t.type)}"
+                return f"{inner(t.type)} {t.kind}"
+            return f"{t.kind} {inner(t.type)}"
         if isinstance(t, TypeTag):
-            return f'{self.type_name(t.type)} __attribute__((btf_type_tag("{t.name}")))'
+            return f'{inner(t.type)} __attribute__((btf_type_tag("{t.name}")))'
         if isinstance(t, (Struct, Enum, Fwd)):
             if isinstance(t, Fwd):
                 keyword = "union" if t.union else "struct"
@@ -311,8 +327,8 @@ class _TypeQueries:
                 keyword = "enum" if isinstance(t, Enum) else t.kind
             return f"{keyword} {t.name or '(anon)'}"
         if isinstance(t, FuncProto):
-            params = ", ".join(self.type_name(p.type) for p in t.params)
-            return f"{self.type_name(t.return_type)} (*)({params})"
+            params = ", ".join(inner(p.type) for p in t.params)
+            return f"{inner(t.return_type)} (*)({params})"
         return t.name or f"({t.kind})"
 
     def is_func_pointer(self, type_id: int) -> bool:
@@ -414,7 +430,31 @@ def parse_btf(data: bytes) -> Btf:
         if refs and max(refs) >= count:
             raise BtfError(f"type {i} ({t.kind} {t.name!r}) refers to type {max(refs)}, but the "
                            f"BTF has only {count - 1} types")
+    _check_chains(types)
     return Btf(types, strings, data)
+
+
+def _check_chains(types: list) -> None:
+    """Refuse a loop of chained references (`_CHAINED`), as the kernel does, so that every walk
+    down a chain (`resolve`, `size_of`, `type_name`, the loader's ctypes) ends.  Each type has at
+    most one chained reference, so the walks are paths: each type is visited once."""
+    done = [False] * len(types)
+    for start in range(len(types)):
+        path: list[int] = []
+        on_path: set[int] = set()
+        at = start
+        while not done[at] and isinstance(types[at], _CHAINED):
+            if at in on_path:
+                t = types[at]
+                raise BtfError(f"type {at} ({t.kind} {t.name!r}) is part of a reference loop "
+                               f"(types {', '.join(map(str, path[path.index(at):]))}), which the "
+                               "kernel refuses")
+            path.append(at)
+            on_path.add(at)
+            at = types[at].type
+        for i in path:
+            done[i] = True
+        done[at] = True
 
 
 def _references(t) -> list[int]:
