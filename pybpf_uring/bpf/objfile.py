@@ -20,6 +20,7 @@ object's BTF with each program's func_info and line_info (the verifier log then 
 """
 from __future__ import annotations
 
+import bisect
 import io
 import os
 import re
@@ -241,6 +242,7 @@ class _Linker:
     def __init__(self, prog: ProgramSpec) -> None:
         self.prog = prog
         self.text = {f.offset: f for f in prog.subprograms}
+        self.offsets = sorted(self.text)   # bisected: a program may call thousands of functions
         self.pieces: list[tuple[ProgramSpec, int]] = [(prog, 0)]   # (function, base slot)
         self.base: dict[int, int] = {}                              # .text offset → base
         if prog.section == ".text":   # a subprogram linked on its own may call itself
@@ -249,9 +251,9 @@ class _Linker:
 
     def callee(self, target: int, where: str) -> int:
         """The linked slot of `.text` slot `target`, appending its function if needed."""
-        func = next((f for f in self.text.values()
-                     if f.offset <= target < f.offset + f.slot_count), None)
-        if func is None:
+        at = bisect.bisect_right(self.offsets, target) - 1
+        func = self.text[self.offsets[at]] if at >= 0 else None
+        if func is None or target >= func.offset + func.slot_count:
             raise ObjectError(f"{where} calls .text slot {target}, where no function is")
         if func.offset not in self.base:
             self.base[func.offset] = self.size
@@ -399,6 +401,18 @@ class ElfRecords:
     sections: list[Section]
     symbols: list[Symbol]
     relocations: dict[int, list[tuple[int, int, int]]]   # target section → (offset, sym, type)
+    _defined: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def defined(self, section: int, type: str) -> tuple[list[Symbol], list[int]]:
+        """The `type` symbols of `section` sorted by value (table order within a value), and
+        their values: relocations look symbols up by address, and an object may have thousands
+        of both, so the lookups bisect instead of scanning the table.  Made once per section."""
+        key = (section, type)
+        if key not in self._defined:
+            syms = sorted((s for s in self.symbols if s.section == section and s.type == type),
+                          key=lambda s: s.value)
+            self._defined[key] = (syms, [s.value for s in syms])
+        return self._defined[key]
 
 
 def read_elf(source: str | os.PathLike | bytes) -> ElfRecords:
@@ -565,10 +579,14 @@ def _functions(elf: ElfRecords, sec: Section, ext) -> list[ProgramSpec]:
                    if s.section == sec.index and s.type == "func"}.values(), key=lambda s: s.value)
     if not syms:  # hand-written code without symbols: the whole section is one program
         syms = [Symbol(re.sub(r"\W", "_", sec.name), 0, sec.size, "func", "global", sec.index)]
+    starts: dict[int, str] = {}   # slot → the first function starting there
+    for sym in syms:
+        starts.setdefault(sym.value // 8, sym.name)
     relocs = _section_relocations(elf, sec)
-    lines = ext.line_info.get(sec.name, []) if ext else []
-    funcs = ext.func_info.get(sec.name, []) if ext else []
-    cores = ext.core_relos.get(sec.name, []) if ext else []
+    reloc_slots = [slot for slot, _, _ in relocs]
+    relocated = set(reloc_slots)
+    lines, funcs, cores = (_ByInsn(getattr(ext, what).get(sec.name, []) if ext else [])
+                           for what in ("line_info", "func_info", "core_relos"))
     out = []
     for i, sym in enumerate(syms):
         end = sym.value + sym.size if sym.size else (syms[i + 1].value if i + 1 < len(syms) else sec.size)
@@ -582,24 +600,38 @@ def _functions(elf: ElfRecords, sec: Section, ext) -> list[ProgramSpec]:
             raise ObjectError(f"function {sym.name!r} in {sec.name!r}: {exc}") from None
         code = _by_slot(insns)
         mine = []   # (Relocation, its symbol or None)
-        for slot, target, offset in relocs:
-            if first <= slot < last:
-                if slot - first not in code:
-                    raise ObjectError(f"relocation at byte {offset} of {sec.name!r} points into "
-                                      "the middle of a lddw")
-                rel = _classify(slot - first, code[slot - first], target, elf, sec, offset)
-                mine.append((rel, target))
-        mine += _local_calls(insns, first, sec, {slot for slot, _, _ in relocs}, syms)
+        for slot, target, offset in relocs[bisect.bisect_left(reloc_slots, first):
+                                           bisect.bisect_left(reloc_slots, last)]:
+            if slot - first not in code:
+                raise ObjectError(f"relocation at byte {offset} of {sec.name!r} points into "
+                                  "the middle of a lddw")
+            rel = _classify(slot - first, code[slot - first], target, elf, sec, offset)
+            mine.append((rel, target))
+        mine += _local_calls(insns, first, sec, relocated, starts)
         mine.sort(key=lambda pair: pair[0].insn_index)
         out.append(ProgramSpec(
             name=sym.name, section=sec.name, kind="",
             instructions=tuple(_fold_data(insns, mine)),
             relocations=tuple(rel for rel, _ in mine),
-            line_info=tuple(replace(li, insn=li.insn - first) for li in lines if first <= li.insn < last),
-            func_info=tuple(replace(fi, insn=fi.insn - first) for fi in funcs if first <= fi.insn < last),
-            offset=first,
-            core_relos=tuple(replace(c, insn=c.insn - first) for c in cores if first <= c.insn < last)))
+            line_info=lines.rebased(first, last), func_info=funcs.rebased(first, last),
+            offset=first, core_relos=cores.rebased(first, last)))
     return out
+
+
+class _ByInsn:
+    """A section's .BTF.ext records (line_info, func_info, CO-RE) sorted by slot, so each
+    function takes its own by bisection: a section may hold thousands of functions, and
+    filtering every record for each would read it in quadratic time.  The sort is stable, so
+    records of one slot keep their order (the first line of a slot is the one loaded)."""
+
+    def __init__(self, records) -> None:
+        self.records = sorted(records, key=lambda r: r.insn)
+        self.keys = [r.insn for r in self.records]
+
+    def rebased(self, first: int, last: int) -> tuple:
+        """The records of slots first..last-1, numbered from the function's first slot."""
+        lo, hi = bisect.bisect_left(self.keys, first), bisect.bisect_left(self.keys, last)
+        return tuple(replace(r, insn=r.insn - first) for r in self.records[lo:hi])
 
 
 def _section_relocations(elf: ElfRecords, sec: Section) -> list[tuple[int, Symbol, int]]:
@@ -614,7 +646,7 @@ def _section_relocations(elf: ElfRecords, sec: Section) -> list[tuple[int, Symbo
             raise ObjectError(f"relocation at byte {offset} of {sec.name!r} refers to symbol "
                               f"{sym_index}, but the symbol table has {len(elf.symbols)}")
         out.append((offset // 8, elf.symbols[sym_index], offset))
-    return out
+    return sorted(out, key=lambda r: r[0])   # stable: entries of one slot keep their order
 
 
 def _classify(index: int, ins: Instruction, sym: Symbol, elf: ElfRecords, sec: Section,
@@ -655,22 +687,24 @@ def _classify(index: int, ins: Instruction, sym: Symbol, elf: ElfRecords, sec: S
 
 
 def _object_at(elf: ElfRecords, sec: Section, offset: int) -> Symbol | None:
-    return next((s for s in elf.symbols if s.section == sec.index and s.type == "object"
-                 and s.value == offset), None)
+    """The first object symbol (in table order) at byte `offset` of `sec`."""
+    syms, values = elf.defined(sec.index, "object")
+    at = bisect.bisect_left(values, offset)
+    return syms[at] if at < len(syms) and values[at] == offset else None
 
 
 def _function_at(elf: ElfRecords, sec: Section, slot: int) -> str:
-    best = None
-    for s in elf.symbols:
-        if s.section == sec.index and s.type == "func" and s.value // 8 <= slot:
-            if best is None or s.value > best.value:
-                best = s
-    if best is None:
+    """`name` or `name+N` of `slot`: the function starting last at or before it (the first in
+    table order of several at one address)."""
+    syms, values = elf.defined(sec.index, "func")
+    at = bisect.bisect_left(values, (slot + 1) * 8) - 1   # the last whose first slot <= slot
+    if at < 0:
         return f"{sec.name}+{slot}"
+    best = syms[bisect.bisect_left(values, values[at])]
     return best.name if best.value // 8 == slot else f"{best.name}+{slot - best.value // 8}"
 
 
-def _local_calls(insns, first: int, sec: Section, relocated: set[int], syms) -> list:
+def _local_calls(insns, first: int, sec: Section, relocated: set[int], starts: dict[int, str]) -> list:
     """Pseudo calls clang resolved itself (no relocation): within .text, target = own slot +
     imm + 1.  Expressed as "call" relocations so linking has one path."""
     out = []
@@ -681,7 +715,7 @@ def _local_calls(insns, first: int, sec: Section, relocated: set[int], syms) -> 
                 # libbpf resolves such calls in .text only
                 raise ObjectError(f"{sec.name!r} slot {first + idx}: BPF-to-BPF call without a "
                                   "relocation outside .text")
-            name = next((s.name for s in syms if s.value // 8 == dest), f".text+{dest}")
+            name = starts.get(dest, f".text+{dest}")
             out.append((Relocation(idx, name, "call", dest), None))
     return out
 
@@ -707,8 +741,11 @@ def _btf_maps(elf: ElfRecords, sec: Section | None, btf: btfmod.Btf | None) -> l
     if syms and btf is None:
         raise ObjectError("maps in .maps need BTF to describe them: compile with -g")
     out = []
+    variables = _map_vars(btf) if syms else {}
     for sym in sorted(syms, key=lambda s: s.value):
-        var = _map_var(btf, sym.name)
+        var = variables.get(sym.name)
+        if var is None:
+            raise ObjectError(f"map {sym.name!r} has no variable in the BTF .maps section")
         try:
             out.append(_map_from_btf(btf, sym.name, var.type))
         except btfmod.BtfError as exc:
@@ -716,14 +753,16 @@ def _btf_maps(elf: ElfRecords, sec: Section | None, btf: btfmod.Btf | None) -> l
     return out
 
 
-def _map_var(btf: btfmod.Btf, name: str) -> btfmod.Var:
-    for t in btf.types:
-        if isinstance(t, btfmod.Datasec) and t.name == ".maps":
-            for v in t.vars:
-                var = btf[v.type]
-                if isinstance(var, btfmod.Var) and var.name == name:
-                    return var
-    raise ObjectError(f"map {name!r} has no variable in the BTF .maps section")
+def _map_vars(btf: btfmod.Btf) -> dict[str, btfmod.Var]:
+    """The variables of the BTF `.maps` sections by name (the first of a name), found in one
+    pass: an object may define thousands of maps."""
+    out: dict[str, btfmod.Var] = {}
+    for t in btf.find_all(".maps", "datasec"):
+        for v in btf[t].vars:
+            var = btf[v.type]
+            if isinstance(var, btfmod.Var):
+                out.setdefault(var.name, var)
+    return out
 
 
 def _map_from_btf(btf: btfmod.Btf, name: str, type_id: int) -> MapSpec:
