@@ -582,6 +582,17 @@ def map_type_number(type_: Any) -> int:
 
 
 def _create_map(loaded: LoadedObject, spec: Any) -> None:
+    """Create, fill and (for `.rodata`) freeze one map; the kernel refusing any of it (a map type,
+    size or flag it does not take, memory it will not give) is a LoadError naming the map, as a
+    program it refuses is a VerifierError."""
+    try:
+        _make_map(loaded, spec)
+    except OSError as exc:
+        raise LoadError([Diagnostic(None, f"cannot create map {spec.name!r}: "
+                                          f"{exc.strerror or exc}")]) from None
+
+
+def _make_map(loaded: LoadedObject, spec: Any) -> None:
     map_type = map_type_number(spec.type)
     flags = getattr(spec, "flags", 0) or 0
     key_id, value_id = getattr(spec, "key_type_id", 0), getattr(spec, "value_type_id", 0)

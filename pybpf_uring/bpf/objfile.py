@@ -33,6 +33,7 @@ from .. import display, hooks
 from . import isa
 from ..diagnostics import user_facing
 from ..errors import ObjectError
+from ..limits import MAX_MAP_ENTRIES
 from .isa import Instruction
 from ..uapi import BPF_F_RDONLY_PROG, BPF_MAP_TYPE_ARRAY, MAP_TYPE_NAMES
 
@@ -798,12 +799,23 @@ def _map_from_btf(btf: btfmod.Btf, name: str, type_id: int) -> MapSpec:
                               f"{typed}-byte {what} type")
     if "type" not in values:
         raise ObjectError(f"map {name!r} has no `type` member")
-    return MapSpec(name, values["type"],
-                   values.get("key_size", values.get("key_size_of_type", 0)),
-                   values.get("value_size", values.get("value_size_of_type", 0)),
-                   values.get("max_entries", 0), values.get("map_flags", 0), key_id, value_id,
-                   None, values.get("pinning", 0), values.get("map_extra", 0),
-                   values.get("numa_node", 0))
+    return _fits_kernel(MapSpec(
+        name, values["type"], values.get("key_size", values.get("key_size_of_type", 0)),
+        values.get("value_size", values.get("value_size_of_type", 0)),
+        values.get("max_entries", 0), values.get("map_flags", 0), key_id, value_id,
+        None, values.get("pinning", 0), values.get("map_extra", 0), values.get("numa_node", 0)))
+
+
+def _fits_kernel(spec: MapSpec) -> MapSpec:
+    """BPF_MAP_CREATE takes key_size, value_size, max_entries and map_flags as u32: a map whose
+    key or value type (an array of arrays, a huge `.bss`) is larger cannot be created as the
+    object says, and would be silently cut to its low 32 bits on the way to the kernel."""
+    for what in ("key_size", "value_size", "max_entries", "flags"):
+        value = getattr(spec, what)
+        if value > MAX_MAP_ENTRIES:
+            raise ObjectError(f"map {spec.name!r}: {what} {value} does not fit the kernel's "
+                              f"32-bit field (at most {MAX_MAP_ENTRIES})")
+    return spec
 
 
 def _data_maps(elf: ElfRecords) -> list[MapSpec]:
@@ -812,7 +824,7 @@ def _data_maps(elf: ElfRecords) -> list[MapSpec]:
     for sec in elf.sections:
         if sec.size and _DATA_SECTION.match(sec.name) and sec.type in (SHT_PROGBITS, SHT_NOBITS):
             readonly = sec.name.startswith(".rodata")
-            out.append(MapSpec(sec.name, BPF_MAP_TYPE_ARRAY, 4, sec.size, 1,
-                               BPF_F_RDONLY_PROG if readonly else 0, 0, 0,
-                               sec.data if sec.type == SHT_PROGBITS else None))
+            out.append(_fits_kernel(MapSpec(sec.name, BPF_MAP_TYPE_ARRAY, 4, sec.size, 1,
+                                            BPF_F_RDONLY_PROG if readonly else 0, 0, 0,
+                                            sec.data if sec.type == SHT_PROGBITS else None)))
     return out
