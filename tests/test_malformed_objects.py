@@ -607,6 +607,27 @@ def test_regression_load(name, made, message):
     assert run.stderr.startswith(f"error: {message}") and "Traceback" not in run.stderr
 
 
+@pytest.mark.kernel("bpf", "syscall_programs")
+def test_regression_btf_the_kernel_cannot_take_is_left_out():
+    """packet_stats.py with `.maps` made an 8 GiB SHT_NOBITS section: its DATASEC cannot say that
+    size, so the object's BTF cannot be loaded -- which load() let escape as an ObjectError,
+    though BTF only improves logs and map printing.  The object loads without it."""
+    from pybpf_uring.bpf.objfile import BpfObject
+    from pybpf_uring.errors import ObjectError
+    obj = BpfObject.read(MALFORMED / "datasec_beyond_u32.o")
+    message = ("BTF the kernel cannot take: section '.maps' is 8589934592 bytes, more than its "
+               "DATASEC's 32-bit size can say")
+    with pytest.raises(ObjectError) as exc:
+        obj.kernel_btf()
+    assert exc.value.message == message
+    with obj.load() as live:
+        assert live.btf_error == f"the object's BTF was not loaded: {message}"
+        assert live.programs["stats"].fd >= 0 and live.maps["sizes"].info().max_entries == 8
+    run = subprocess.run([sys.executable, "-m", "pybpf_uring", "verify",
+                          str(MALFORMED / "datasec_beyond_u32.o")], capture_output=True, text=True, timeout=60)
+    assert (run.returncode, run.stdout, run.stderr) == (0, "stats: verified\n", "")
+
+
 def test_btf_chains_the_kernel_accepts_are_walked_to_their_end():
     """The kernel takes a function prototype whose parameter points back at it, and a chain of
     arrays as long as the type table; `type_name` and `size_of` recursed on both until

@@ -966,6 +966,9 @@ def _for_kernel(btf: Btf, section_sizes: dict[str, int],
                 entries.append(replace(v, offset=symbol_offsets.get((t.name, name), v.offset)))
             entries.sort(key=lambda v: v.offset)
             size = section_sizes.get(t.name, t.size)
+            if size > M32:
+                raise BtfError(f"section {t.name!r} is {size} bytes, more than its DATASEC's "
+                               "32-bit size can say")
         types[i] = replace(t, size=size, vars=tuple(entries))
     return encode_btf(types, btf.strings)
 

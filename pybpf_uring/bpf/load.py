@@ -30,7 +30,6 @@ import errno as _errno
 import functools
 import os
 import re
-import struct
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -41,7 +40,7 @@ from . import kernel
 from .attach import Attachment, SocketAttachment
 from .btf import VMLINUX_BTF, kernel_btf
 from ..diagnostics import Diagnostic, Source, Span
-from ..errors import LoadError
+from ..errors import LoadError, ObjectError
 from .globals_view import Globals, global_vars, with_globals
 # update flags for KernelMap.set, re-exported so users need not import uapi
 from ..uapi import (BPF_ANY, BPF_EXIST, BPF_MAP_TYPE_LRU_PERCPU_HASH, BPF_MAP_TYPE_PERCPU_ARRAY,  # noqa: F401
@@ -725,7 +724,7 @@ def _load_btf(loaded: LoadedObject, obj: Any) -> KernelBtf | None:
         if raw is None:
             return None
         fd = loaded._own(kernel.btf_load(raw))
-    except (OSError, ValueError, struct.error) as exc:  # BtfError is a ValueError
+    except (OSError, ObjectError) as exc:   # the kernel's refusal, or BTF it could not be given
         loaded.btf_error = f"the object's BTF was not loaded: {exc}"
         return None
     return KernelBtf(fd)

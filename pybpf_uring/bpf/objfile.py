@@ -370,7 +370,7 @@ class BpfObject:
         try:
             return self.btf.for_kernel(sizes, offsets)
         except btfmod.BtfError as exc:
-            raise ObjectError(f"corrupt BTF: {exc}") from None
+            raise ObjectError(f"BTF the kernel cannot take: {exc}") from None
 
     def disasm(self, relocations: bool = False, source: bool = False) -> str:
         """The whole object as `llvm-objdump -d` (`-dr` with relocations) prints it, without
