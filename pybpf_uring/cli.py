@@ -168,7 +168,10 @@ def report(exc: Exception, path: str | None = None) -> int:
     pybpf_uring: say so, or re-raise it with PYBPF_URING_DEBUG set."""
     from .errors import DiagnosedError, ObjectError, PybpfUringError, debugging
     if isinstance(exc, DiagnosedError):  # CompileError, and LoadErrors such as VerifierError
-        print(exc, file=sys.stderr)
+        text = str(exc)
+        if path and text.startswith("error: "):  # about the whole object (a map): name the file
+            text = f"{path}: {text}"
+        print(text, file=sys.stderr)
     elif isinstance(exc, ObjectError):
         where = exc.path or path
         print(f"{where}: error: {exc.message}" if where else f"error: {exc.message}", file=sys.stderr)

@@ -178,6 +178,18 @@ def test_verify_names_where_io_uring_programs_run(tmp_path):
                                                "a ring on Linux 7.1+, not loaded on its own\n")
 
 
+@pytest.mark.kernel
+def test_verify_names_the_file_of_a_map_the_kernel_refuses(tmp_path):
+    """A refusal about the whole object (no source line) still says which input it is about."""
+    big = write(tmp_path / "big.py", "from pybpf_uring import syscall, Struct, ArrayMap, i32, u32, u64\n\n"
+                "big = ArrayMap(u64, 4000000000)\n\n\nclass P(Struct):\n    a: u32\n\n\n"
+                "@syscall\ndef g(ctx: P) -> i32:\n    big[0] += 1\n    return 0\n")
+    ok = write(tmp_path / "ok.py", KERNEL_ONLY)
+    run = cli("verify", ok, big)
+    assert run.returncode == 1 and run.stdout == "f: verified\n"
+    assert run.stderr.startswith(f"{big}: error: cannot create map 'big': BPF_MAP_CREATE failed: "), run.stderr
+
+
 @pytest.mark.tools("clang")
 @pytest.mark.kernel
 def test_verify_fails_for_programs_the_verifier_rejects(tmp_path):
