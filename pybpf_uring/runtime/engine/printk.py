@@ -11,7 +11,7 @@ make a string of a gigabyte, and no format may raise into the host.  So:
   as the kernel casts), `c`, `s`, `p` with its suffixes (`%pks`/`%pus` strings, `%pI4 %pi4
   %pI6 %pi6` addresses, `%pK %px %ps %pS` and a bare `%p` the pointer); anything else, a fourth
   conversion or a character that is neither printable ASCII nor white space is -EINVAL;
-* a width is the kernel's int, clamped to FIELD_WIDTH_MAX (a negative one left-aligns);
+* a width is the kernel's int, clamped to FIELD_WIDTH_MAX (one that wraps negative pads nothing);
 * the strings `%s` reads share the kernel's MAX_BPRINTF_BIN_ARGS bytes with the other
   arguments (a longer string is cut; one it cannot read prints as empty, as the kernel's);
 * the line is cut to BPRINTF_BUF - 1 bytes, and the helper returns the length the whole line
@@ -57,7 +57,9 @@ class Printed:
 
     @property
     def text(self) -> str:
-        return b"".join(self.parts).decode(errors="replace")
+        """The line as the trace buffer shows it: the kernel records it as a C string, so a NUL
+        (a `%c` of 0) ends it, though `length` counts what follows."""
+        return b"".join(self.parts).split(b"\0", 1)[0].decode(errors="replace")
 
 
 def format_trace(mem: Memory, fmt: bytes, args: tuple[int, int, int]) -> Printed | int:
@@ -91,7 +93,7 @@ def format_trace(mem: Memory, fmt: bytes, args: tuple[int, int, int]) -> Printed
             while i < n and fmt[i:i + 1] in b"0123456789":
                 digits += fmt[i:i + 1]
                 i += 1
-        width, left = _width(digits, b"-" in flags)
+        width, left = _width(digits), b"-" in flags
         conversion, i = _conversion(fmt, i)
         if conversion is None:
             return -errno.EINVAL
@@ -129,17 +131,14 @@ _SIZES = {"d32": 4, "u32": 4, "x32": 4, "X32": 4, "c": 1, "pI4": 4, "pi4": 4, "p
           "pi6": 16, "s": 0, "ks": 0, "us": 0}
 
 
-def _width(digits: bytes, left: bool) -> tuple[int, bool]:
-    """The field width as the kernel's int parser and clamp make it: (width, left-aligned)."""
-    if not digits:
-        return 0, left
+def _width(digits: bytes) -> int:
+    """The field width as the kernel's int parser and clamp make it.  Digits that wrap the int
+    to a negative value pad nothing, `-` flag or not (a negative width only left-aligns when it
+    comes from a `*` argument, which bpf formats cannot have)."""
     value = 0
     for d in digits:                  # skip_atoi's int, which wraps
         value = (value * 10 + d - 48) & 0xFFFFFFFF
-    if value >> 31:
-        value -= 1 << 32
-    value = max(-FIELD_WIDTH_MAX, min(FIELD_WIDTH_MAX, value))
-    return abs(value), left or value < 0
+    return 0 if value >> 31 else min(FIELD_WIDTH_MAX, value)
 
 
 def _conversion(fmt: bytes, i: int) -> tuple[str | None, int]:
