@@ -604,7 +604,7 @@ def test_regression_load(name, made, message):
     run = subprocess.run([sys.executable, "-m", "pybpf_uring", "verify", str(MALFORMED / name)],
                          capture_output=True, text=True, timeout=60)
     assert run.returncode == 1 and run.stdout == ""
-    assert run.stderr.startswith(f"error: {message}") and "Traceback" not in run.stderr
+    assert run.stderr.startswith(f"{MALFORMED / name}: error: {message}") and "Traceback" not in run.stderr
 
 
 @pytest.mark.kernel("bpf", "syscall_programs")
