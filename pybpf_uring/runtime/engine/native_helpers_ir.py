@@ -294,11 +294,7 @@ ${W}
 ok:
   ret i64 %n
 err:
-  %loc = load ptr, ptr %W.errno
-  %ep = call ptr %loc()
-  %e = load i32, ptr %ep
-  %e64 = sext i32 %e to i64
-  %neg = sub i64 0, %e64
+  %neg = call i64 @neg_errno(ptr %r)
   ret i64 %neg
 }
 

@@ -158,6 +158,14 @@ ${W}
 ok:
   ret i64 %res
 err:
+  %neg = call i64 @neg_errno(ptr %r)
+  ret i64 %neg
+}
+
+; -errno after a libc call failed: errno read through libc's __errno_location (the error path of
+; both libc calls, @enter here and @vm_copy in native_helpers_ir)
+define internal i64 @neg_errno(ptr %r) alwaysinline {
+${W}
   %loc = load ptr, ptr %W.errno
   %ep = call ptr %loc()
   %e = load i32, ptr %ep
