@@ -163,3 +163,13 @@ def require(name: str) -> None:
     if guard is not None and os.environ.get(guard[0]) == guard[1]:
         pytest.fail(f"{reason}, and {guard[0]}={guard[1]} says this run must have it", pytrace=False)
     pytest.skip(reason)
+
+
+def engine_backends() -> list[str]:
+    """The userspace engine's backends this machine runs: the interpreter always, the JIT where
+    `jit_available()` finds llvmlite's JIT working (the differential tests run every one)."""
+    try:
+        from pybpf_uring.runtime.engine.jit import jit_available
+    except ImportError:
+        return ["interpreter"]
+    return ["interpreter"] + (["jit"] if jit_available() is None else [])

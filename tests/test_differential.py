@@ -22,18 +22,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from probes import engine_backends
 from pybpf_uring import compile_source
 from pybpf_uring.runtime.engine import instantiate
 
 pytestmark = pytest.mark.kernel("syscall_programs")
 
-BACKENDS = ["interpreter"]
-try:
-    from pybpf_uring.runtime.engine.jit import jit_available
-    if jit_available() is None:
-        BACKENDS.append("jit")
-except ImportError:
-    pass
+BACKENDS = engine_backends()
 
 TYPES = ["u8", "i8", "u16", "i16", "u32", "i32", "u64", "i64"]
 FIELDS = {"a": "u8", "b": "i8", "c": "u16", "d": "i16", "e": "u32", "f": "i32", "g": "u64", "h": "i64"}

@@ -23,18 +23,13 @@ import uuid
 import pytest
 
 from kernel_harness import clang_object
+from probes import engine_backends
 from pybpf_uring import TraceReader
 from pybpf_uring.runtime.engine import instantiate
 
 pytestmark = [pytest.mark.kernel("tracefs"), pytest.mark.tools("clang")]
 
-BACKENDS = ["interpreter"]
-try:
-    from pybpf_uring.runtime.engine.jit import jit_available
-    if jit_available() is None:
-        BACKENDS.append("jit")
-except ImportError:
-    pass
+BACKENDS = engine_backends()
 
 # (format, after the token and a space) -- each one bpf_trace_printk call on the ctx's a, b, c
 FORMATS = [
