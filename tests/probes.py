@@ -122,6 +122,11 @@ def _vm() -> str | None:
     return None
 
 
+def _jit() -> str | None:
+    from pybpf_uring.runtime.engine.jit import jit_available
+    return jit_available()
+
+
 @dataclass(frozen=True)
 class Probe:
     check: Callable[[], str | None]
@@ -143,6 +148,7 @@ PROBES: dict[str, Probe] = {
     "vmlinux": Probe(_vmlinux),
     "tracefs": Probe(_tracefs),
     "io_uring": Probe(_io_uring),
+    "jit": Probe(_jit),
     "mainline": Probe(_mainline, (MAINLINE_REQUIRED, "1")),
     "vm": Probe(_vm, CI),
 }
@@ -167,9 +173,5 @@ def require(name: str) -> None:
 
 def engine_backends() -> list[str]:
     """The userspace engine's backends this machine runs: the interpreter always, the JIT where
-    `jit_available()` finds llvmlite's JIT working (the differential tests run every one)."""
-    try:
-        from pybpf_uring.runtime.engine.jit import jit_available
-    except ImportError:
-        return ["interpreter"]
-    return ["interpreter"] + (["jit"] if jit_available() is None else [])
+    its probe finds llvmlite's JIT working (the differential tests run every one)."""
+    return ["interpreter"] + (["jit"] if missing("jit") is None else [])

@@ -14,6 +14,7 @@ import time
 
 import pytest
 from kernel_harness import clang_object
+from probes import require
 
 from pybpf_uring import Ring
 from pybpf_uring.runtime.engine import Memory, MemoryFault, instantiate
@@ -180,9 +181,7 @@ COUNTER = textwrap.dedent("""
 @pytest.mark.parametrize("backend", ["interpreter", "jit"])
 def test_register_shares_maps_with_the_host(backend):
     if backend == "jit":
-        from pybpf_uring.runtime.engine.jit import jit_available
-        if (reason := jit_available()) is not None:
-            pytest.skip(reason)
+        require("jit")
     obj = compile_source(COUNTER, "counter.py")
     with Ring(entries=8, cq_sizes=(16,)) as ring:
         if backend == "interpreter":

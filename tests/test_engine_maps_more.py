@@ -14,6 +14,7 @@ import os
 
 import pytest
 from kernel_harness import clang_object
+from probes import require
 
 from pybpf_uring.runtime.engine import Memory, MemoryFault, instantiate
 from pybpf_uring.runtime.engine.maps import (BPF_ANY, BPF_EXIST, BPF_NOEXIST, LruHashMap, PercpuArrayMap,
@@ -29,9 +30,7 @@ def key(n: int, size: int = 4) -> bytes:
 
 def _jit_or_skip(backend: str) -> None:
     if backend == "jit":
-        from pybpf_uring.runtime.engine.jit import jit_available
-        if (reason := jit_available()) is not None:
-            pytest.skip(reason)
+        require("jit")
 
 
 class _one_cpu:

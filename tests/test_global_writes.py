@@ -12,11 +12,12 @@ from __future__ import annotations
 import struct
 
 import pytest
+from probes import require
 
 from pybpf_uring import Ring, compile_source
 from pybpf_uring.cli import main as cli_main
 from pybpf_uring.runtime.engine import instantiate
-from pybpf_uring.runtime.engine.jit import jit_available
+
 
 # Every write reads its inputs as {x} (an i32), {v} (a u32) and {i} (a u32 index, which may
 # be outside the arrays: the write at a variable index then does nothing).
@@ -122,8 +123,8 @@ def test_kernel_program_writes_fields_and_elements_of_globals():
 @pytest.mark.uring
 @pytest.mark.parametrize("backend", ["interpreter", "jit"])
 def test_engine_program_writes_fields_and_elements_of_globals(backend):
-    if backend == "jit" and (reason := jit_available()) is not None:
-        pytest.skip(reason)
+    if backend == "jit":
+        require("jit")
     obj = compile_source(SRC, "<bpf module>")
     with Ring(entries=8) as ring:
         ring.register(obj, engine=lambda o: instantiate(o, backend=backend))
