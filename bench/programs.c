@@ -2,9 +2,11 @@
 typedef unsigned int u32;
 typedef unsigned long long u64;
 typedef long long i64;
+typedef int i32;
 #define SEC(n) __attribute__((section(n), used))
 static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)1;
 static long (*bpf_map_update_elem)(void *map, const void *key, const void *value, u64 flags) = (void *)2;
+static long (*bpf_map_delete_elem)(void *map, const void *key) = (void *)3;
 
 struct { int (*type)[2]; int (*max_entries)[8]; u32 *key; u64 *value; } counts SEC(".maps");
 struct { int (*type)[1]; int (*max_entries)[1024]; u32 *key; u64 *value; } seen SEC(".maps");
@@ -110,6 +112,124 @@ static __attribute__((noinline)) i64 clamp(i64 x, i64 lo, i64 hi)
 SEC("syscall") int subprog(struct args *ctx)
 {
 	ctx->out = clamp(ctx->a, -100, 100) + clamp(ctx->b, 0, 10);
+	return 0;
+}
+
+struct point { i32 x; i32 y; u64 z; };
+struct boxes { struct point lo; struct point hi; struct point pts[4]; };
+
+SEC("syscall") int sum_squares(struct args *ctx)
+{
+	u64 total = 0;
+	for (i64 i = 0; i < 100; i++)
+		total += i * i;
+	ctx->out = total;
+	return 0;
+}
+
+SEC("syscall") int weighted(struct args *ctx)
+{
+	u32 data[16];
+	u64 total = 0;
+	__builtin_memcpy(data, ctx->data, sizeof(data));
+	for (int i = 0; i < 16; i++)
+		total += (u64)data[i] * (i + 1);
+	ctx->out = total;
+	return 0;
+}
+
+SEC("syscall") int array_max(struct args *ctx)
+{
+	u32 data[16];
+	u32 best = 0;
+	__builtin_memcpy(data, ctx->data, sizeof(data));
+	for (int i = 0; i < 16; i++)
+		if (data[i] > best)
+			best = data[i];
+	ctx->out = best;
+	return 0;
+}
+
+SEC("syscall") int struct_copy(struct boxes *ctx)
+{
+	ctx->hi = ctx->lo;
+	ctx->pts[3] = ctx->pts[0];
+	return 0;
+}
+
+SEC("syscall") int map_update(struct args *ctx)
+{
+	u32 k = ctx->key;
+	u64 v = ctx->a;
+	bpf_map_update_elem(&seen, &k, &v, 0 /* BPF_ANY */);
+	u32 next = ctx->key + 1;
+	bpf_map_delete_elem(&seen, &next);
+	return 0;
+}
+
+SEC("syscall") int nested_branches(struct args *ctx)
+{
+	i64 a = ctx->a, b = ctx->b;
+	if (a > 0) {
+		if (b > 0)
+			ctx->out = 1;
+		else if (b < -10)
+			ctx->out = 2;
+		else
+			ctx->out = 3;
+	} else if (a == 0) {
+		ctx->out = b != 0 ? 4 : 5;
+	} else {
+		ctx->out = a + b;
+	}
+	return 0;
+}
+
+static i64 floormod(i64 a, i64 b)
+{
+	if (b == 0)
+		return a;
+	if (b == -1)
+		return 0;
+	i64 r = SREM(a, b);
+	if (r != 0 && ((r ^ b) < 0))
+		r += b;
+	return r;
+}
+
+SEC("syscall") int div_const(struct args *ctx)
+{
+	i64 a = ctx->a;
+	i64 q = SDIV(a, 7), r = SREM(a, 13);
+	ctx->out = (q - (SREM(a, 7) < 0)) + (r < 0 ? r + 13 : r) + (i64)((u64)ctx->b / 10);
+	return 0;
+}
+
+SEC("syscall") int floor_mod(struct args *ctx)
+{
+	ctx->out = floormod(ctx->a, ctx->b);
+	return 0;
+}
+
+SEC("syscall") int floor_divmod(struct args *ctx)
+{
+	ctx->out = floordiv(ctx->a, ctx->b) * 1000 + floormod(ctx->a, ctx->b);
+	return 0;
+}
+
+SEC("syscall") int udiv(struct args *ctx)
+{
+	u32 k = ctx->key, n = ctx->n;
+	ctx->out = n ? k / n + k % n : k;
+	return 0;
+}
+
+SEC("syscall") int bit_count(struct args *ctx)
+{
+	u64 x = ctx->a, n = 0;
+	for (int i = 0; i < 64; i++)
+		n += (x >> i) & 1;
+	ctx->out = n;
 	return 0;
 }
 
