@@ -247,9 +247,12 @@ IORING_OFF_SQES = 0x10000000
 # --- io_uring_enter and io_uring_register ------------------------------------------------------
 IORING_ENTER_GETEVENTS = 1 << 0
 IORING_ENTER_EXT_ARG = 1 << 3
+IORING_ENTER_REGISTERED_RING = 1 << 4   # fd is an index in the task's registered rings
 
 IORING_REGISTER_FILES = 2
 IORING_UNREGISTER_FILES = 3
+IORING_REGISTER_RING_FDS = 20
+IORING_UNREGISTER_RING_FDS = 21
 
 # ============================================================================================
 # Mainline io_uring BPF (io_uring_bpf_ops, Linux 7.1+; docs/abi.md §B): its enums' values
