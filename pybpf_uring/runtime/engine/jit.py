@@ -53,7 +53,7 @@ from .interpreter import (DEFAULT_BUDGET, MAX_BUDGET, BpfFault, BudgetExceeded, 
 from .jit_lift import (ENTRY_FIELDS, STATE_FIELDS, STATUS_BUDGET, STATUS_DEPTH, STATUS_FELL_OFF, STATUS_HOST,
                        lift)
 from .memory import Memory, MemoryFault, Region
-from .semantics import LDDW_SOURCES
+from .semantics import LDDW_SOURCES, branch_target
 from .suite_helpers import default_helpers
 
 __all__ = ["Jit", "JitUnavailable", "select_engine", "EngineChoice", "jit_available",
@@ -80,11 +80,13 @@ class JitUnavailable(RingError, RuntimeError):
 # The compiler: an MCJIT engine per code-generation tier, modules added as programs arrive,
 # compiled code cached by the IR's identity (the same program bound twice compiles once).
 #
-# Tiers.  Machine-code generation is most of a compile and grows with the IR (~13 us a line at
-# codegen level 1).  Level 0 (FastISel, the fast register allocator) generates 5-8x faster code
-# 2-3x slower (both measured once when the tiers were chosen, 2026-11; bench/engine.py prints
-# what a tier-0 program's later recompile costs).  So a program whose IR is small compiles at level 1 at once; a large one starts
-# at level 0 and is recompiled at level 1 when it has executed HOT_INSTRUCTIONS (a loop).
+# Tiers.  Machine-code generation is most of a compile, and MCJIT's code generator has a fixed
+# cost per module besides: ~0.25 ms at level 0 (FastISel, the fast register allocator) against
+# ~1 ms at level 1, for a one-line function (measured 2026-12 on this machine).  Level 0 code is
+# 2-3x slower, which matters where code runs many times, so a program that will (`runs_hot`: a
+# loop, or helper calls) compiles at level 1 at once while its IR is small (TIER_LINES); every
+# other program -- one that computes once over its input, and a large one -- starts at level 0
+# and is recompiled at level 1 when it has executed HOT_INSTRUCTIONS in all its runs.
 #
 # Build time.  Lifting, parsing, sroa and code generation are linear in the program; the folding
 # passes (instcombine, NewGVN) are not on one big function (a random 4000-instruction program
@@ -93,7 +95,7 @@ class JitUnavailable(RingError, RuntimeError):
 # `select_engine` leaves programs of more than JIT_MAX_SLOTS to the interpreter: build time and
 # memory then stay linear and bounded (docs/runtime.md has the measured table).
 
-TIER_LINES = 900             # IR lines up to which a program compiles at level 1 at once
+TIER_LINES = 900             # IR lines up to which a program with a loop compiles at level 1 at once
 HOT_INSTRUCTIONS = 2_000_000  # instructions a level-0 program runs before it is recompiled
 TIER_UP_LINES = 30_000       # IR lines (~2500 instructions) beyond which level 0 is final
 JIT_MAX_SLOTS = 8192         # the largest program `select_engine` compiles (~2 s, ~250 MB)
@@ -168,6 +170,9 @@ class _Compiler:
 
 _COMPILER: _Compiler | None = None
 _FRESH = itertools.count()
+# program key -> (its Lifted, IR lines, runs_hot): a program bound again (another instance of
+# an object, the same conformance case) is neither lifted nor compiled again in this process
+_LIFTED: dict[str, tuple] = {}
 _COMPILER_ERROR: str | None = None
 
 
@@ -192,6 +197,22 @@ def _make_compiler() -> _Compiler:
             _COMPILER_ERROR = f"llvmlite is not installed ({exc})"
             raise JitUnavailable(_COMPILER_ERROR) from None
     return _COMPILER
+
+
+def runs_hot(slots: Sequence) -> bool:
+    """Whether a program's code is likely to run many times soon: it has a loop (a jump back;
+    a local call back is none, the call depth bounds it) or calls helpers (an engine program,
+    bound to maps and rings and run per event -- by a ring's native wait, millions of times).
+    A program with neither computes once over its input per run."""
+    for pc, ins in enumerate(slots):
+        if ins is None or ins.cls not in (isa.JMP, isa.JMP32):
+            continue
+        if ins.is_call and not ins.is_pseudo_call:
+            return True
+        target = branch_target(pc, ins) if ins.is_jump else None
+        if target is not None and target <= pc:
+            return True
+    return False
 
 
 def compile_module(text: str, names: Sequence[str], inline: bool = False) -> dict[str, int]:
@@ -222,9 +243,10 @@ class Jit:
     Arguments are the Interpreter's (`memory`, `helpers`, `kfuncs`, `resolve_lddw`, `budget`,
     `disassemble`), plus `unchecked`: see the module docstring -- only for programs proven
     safe -- and `cache`: False compiles anew even when the same program was compiled before
-    (what a compile-time benchmark needs; the process keeps every compiled module).
-    `tier` is the code-generation level in use (see TIER_LINES): 1 at once for most programs,
-    0 first for large ones until they have run HOT_INSTRUCTIONS.  Construction validates
+    (what a compile-time benchmark needs; the process keeps every compiled module and the
+    lifted IR of every cached one).  `tier` is the code-generation level in use (see
+    TIER_LINES): 1 at once for small programs that `runs_hot`, 0 first for the others until
+    they have run HOT_INSTRUCTIONS.  Construction validates
     (InvalidProgram, as the interpreter), lifts and compiles (`compile_seconds`;
     JitUnavailable if LLVM refuses).  Not re-entrant, like the interpreter.
     """
@@ -249,11 +271,15 @@ class Jit:
         start = time.perf_counter()
         key = hashlib.sha1(repr((isa.encode(i for i in self.slots if i is not None),
                                  sorted(lddw_values.items()), unchecked)).encode()).hexdigest()
-        if not cache:                    # a name never seen: compiled anew (compile-time benches)
-            key = f"{key[:12]}{next(_FRESH):08d}"
-        self.lifted = lift(self.slots, lddw_values, unchecked=unchecked, name=f"bpf_{key[:20]}")
-        lines = self.lifted.text.count("\n")
-        self.tier = 1 if lines <= TIER_LINES else 0
+        known = _LIFTED.get(key) if cache else None
+        if known is None:
+            name = f"bpf_{key[:20]}" if cache else f"bpf_{key[:12]}{next(_FRESH):08d}"
+            lifted = lift(self.slots, lddw_values, unchecked=unchecked, name=name)
+            known = (lifted, lifted.text.count("\n"), runs_hot(self.slots))
+            if cache:
+                _LIFTED[key] = known
+        self.lifted, lines, hot = known
+        self.tier = 1 if hot and lines <= TIER_LINES else 0
         self._can_tier_up = lines <= TIER_UP_LINES
         self._hot = 0                 # instructions run at tier 0
         self._entry = self._compile(self.tier)
