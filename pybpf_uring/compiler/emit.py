@@ -5,6 +5,8 @@ The -O2 pipeline is LLVM's own (new pass manager); the BPF backend then writes t
 """
 from __future__ import annotations
 
+import re
+import threading
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -25,9 +27,6 @@ class Emitted:
 def target_machine(cpu: str):
     llvm.initialize_all_targets()
     llvm.initialize_all_asmprinters()
-    # IndVarSimplify would replace a loop's exit value by a closed form needing a 128-bit
-    # multiply (__multi3), which BPF cannot call: keep the loop instead.
-    llvm.set_option("pybpf_uring", "-replexitval=never")
     # Past 512 bytes of stack the BPF backend reports through LLVM's fatal error handler, which
     # ends the process (a notebook's kernel with it).  Let it emit; the stack is measured on
     # the emitted code instead.
@@ -39,12 +38,11 @@ def emit(lowered: LoweredModule) -> Emitted:
     if lowered.cpu not in CPUS:
         raise CompileError([Diagnostic(None, f"unknown cpu {lowered.cpu!r}", "use v1, v2, v3 or v4")])
     tm = target_machine(lowered.cpu)
-    mod = llvm.parse_assembly(lowered.ir)
-    mod.verify()
-    pto = llvm.create_pipeline_tuning_options(speed_level=2)
-    pb = llvm.create_pass_builder(tm, pto)
-    pb.getModulePassManager().run(mod, pb)
+    mod = optimise(lowered.ir, tm, replace_exit_values=True)
     ir_opt = str(mod)
+    if WIDE.search(ir_opt):
+        mod = optimise(lowered.ir, tm, replace_exit_values=False)
+        ir_opt = str(mod)
     if lowered.cpu != LONG_JUMP_CPU and code_estimate(ir_opt) > JUMP_RANGE:
         check_branches(tm.emit_assembly(mod), lowered)
     try:
@@ -54,6 +52,31 @@ def emit(lowered: LoweredModule) -> Emitted:
     if max(lowered.frames.values(), default=0) > STACK_BYTES - SPILL_MARGIN:
         check_stack(elf, lowered.path)
     return Emitted(elf, ir_opt)
+
+
+# IndVarSimplify replaces a loop's exit value by its closed form: a constant-trip sum of squares
+# becomes one constant, as clang makes it.  For some loops (a quadratic sum from a runtime start)
+# the closed form multiplies wider than 64 bits (an i65 product, halved), which the BPF backend
+# can only lower to a call of __multi3 -- and it reports that call through LLVM's fatal error
+# handler, ending the process.  Our lowering has no integer wider than 64 bits, so one in a
+# function body is such a closed form: the module is then optimised again with the loops' exit
+# values left as they are.
+WIDE = re.compile(r"^  .*\bi(?:6[5-9]|[7-9][0-9]|[1-9][0-9]{2,})\b", re.MULTILINE)
+# -replexitval is one of LLVM's process-wide options, read by the pass as it runs: a compile sets
+# it and runs its passes under this lock, so two threads compiling at once each get their own.
+EXIT_VALUES = threading.Lock()
+
+
+def optimise(ir_text: str, tm, replace_exit_values: bool):
+    """The module parsed and run through LLVM's -O2 pipeline."""
+    mod = llvm.parse_assembly(ir_text)
+    mod.verify()
+    pto = llvm.create_pipeline_tuning_options(speed_level=2)
+    pb = llvm.create_pass_builder(tm, pto)
+    with EXIT_VALUES:
+        llvm.set_option("pybpf_uring", "-replexitval=" + ("cheap" if replace_exit_values else "never"))
+        pb.getModulePassManager().run(mod, pb)
+    return mod
 
 
 # A jump's offset is 16 bits of instructions before cpu v4.  Writing the object, the BPF
