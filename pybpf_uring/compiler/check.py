@@ -15,12 +15,16 @@ collected, and the stage ends with one CompileError listing them all.
 """
 from __future__ import annotations
 
+import builtins
+import difflib
 import importlib
 import operator
+from functools import lru_cache
 
 from . import syntax as S
 from .builtins import CQ_INTRINSICS, HELPERS, KFUNCS, PREPS
 from .check_body import BodyChecker
+from .check_loops import nodes
 from .checked import (PROGRAM_KINDS, Checked, FunctionInfo, GlobalVar, Symbol, describe,
                       struct_from_ctypes)
 from .depth import on_deep_stack
@@ -30,6 +34,7 @@ from .typesys import (I64, INTS, NONE, TYPE_SIZE_WHY, ArrayT, IntT, MapT, PtrT,
                       StructT, Type)
 
 LIBRARY_MODULES = ("pybpf_uring", "pybpf_uring.uring", "pybpf_uring.iou")
+DSL_BUILTINS = ("print", "range")  # Python's builtins a program uses as Python does
 
 
 @on_deep_stack
@@ -97,7 +102,10 @@ class ModuleChecker:
         for name, alias in stmt.names:
             sym = library_symbol(lib, name)
             if sym is None:
-                self.error(stmt.span, f"{stmt.module} has no name {name!r}")
+                near = difflib.get_close_matches(name, [n for n, m in importable().items() if m == stmt.module
+                                                        or library_symbol(lib, n) is not None], n=2)
+                self.error(stmt.span, f"{stmt.module} has no name {name!r}",
+                           "did you mean " + " or ".join(map(repr, near)) + "?" if near else "")
             else:
                 self.globals[alias] = sym
                 if sym.kind == "struct":
@@ -229,6 +237,28 @@ class ModuleChecker:
                 elif sym.kind == "const":
                     self.out.consts[name] = sym.value
         return sym
+
+    def undefined(self, e: S.Expr) -> bool:
+        """Whether `e` is a plain name defined nowhere: not in the module, not imported, not
+        one of Python's builtins (those the DSL lacks are "cannot be called", not undefined)."""
+        return isinstance(e, S.Name) and self.global_symbol(e.id) is None \
+            and not hasattr(builtins, e.id)
+
+    def undefined_hint(self, name: str, scope=()) -> str:
+        """What to write for a name defined nowhere: its import when pybpf_uring has it, else
+        the closest names in reach (Python's "did you mean"): the function's `scope`, the
+        module's names, pybpf_uring's importable ones and the Python builtins the DSL maps."""
+        home = importable().get(name)
+        if home is not None:
+            return f"import it: from {home} import {name}"
+        env = self.module.environment or {}
+        known = set(scope) | set(self.globals) | set(DSL_BUILTINS) | \
+            {n for n, v in env.items() if runtime_symbol(v, n) is not None}
+        near = difflib.get_close_matches(name, sorted(known | set(importable())), n=2)
+        if not near:
+            return "assign it before use, or declare it at module level"
+        return "did you mean " + " or ".join(
+            repr(n) + ("" if n in known else f" (from {importable()[n]} import {n})") for n in near) + "?"
 
     def resolve_type(self, e: S.Expr, local: frozenset[str] = frozenset(), returns: bool = False) -> Type | None:
         """An annotation: an integer type, a struct, or `T[n]` (and None for a function's
@@ -363,9 +393,24 @@ class ModuleChecker:
         info = FunctionInfo(d, kind, section, params, ret)
         self.out.functions[d.name] = info
         BodyChecker(self, info).run()
+        if d.returns is not None and isinstance(ret, IntT):
+            self.check_returns(info)
         for callee in info.calls:
             self.function(self.defs[callee], None, None)
         return info
+
+    def check_returns(self, info: FunctionInfo) -> None:
+        """A function declared to return an integer returns one on every path: where Python
+        would fall off the end and return None, the BPF code would return whatever r0 holds
+        (lowering makes it 0), which no reader of the source expects."""
+        end = fall_through(info.node.body)
+        if end is None:
+            return
+        span, how = end
+        name = info.name
+        self.error(span, f"{how}, {name} reaches its end without a return",
+                   f"Python would return None there, and {name} is declared -> {info.ret}: add "
+                   f"`return 0` (or the value you mean) at the end of {name}")
 
     def program_rules(self, d: S.FunctionDef, kind: str, params, ret: Type) -> None:
         if kind == "loop_step":
@@ -397,14 +442,13 @@ class ModuleChecker:
     def check_call_graph(self) -> None:
         """No recursion (the verifier rejects it) and at most MAX_CALL_DEPTH frames."""
         funcs = self.out.functions
+        sites = self.call_sites()
 
         def depth(name: str, path: tuple[str, ...]) -> int:
             if name not in funcs:   # its signature was refused, with its own error
                 return 0
             if name in path:
-                cycle = " -> ".join(path[path.index(name):] + (name,))
-                self.error(funcs[name].node.span, f"recursion is not allowed in BPF programs: {cycle}",
-                           "rewrite it as a loop with a constant bound")
+                self.recursion(path[path.index(name):] + (name,), sites)
                 return 0
             return 1 + max((depth(c, path + (name,)) for c in funcs[name].calls), default=0)
 
@@ -412,6 +456,29 @@ class ModuleChecker:
             d = depth(p.name, ())
             if d > MAX_CALL_DEPTH:
                 self.error(p.node.span, f"calls nest {d} deep; the verifier allows {MAX_CALL_DEPTH}")
+
+    def call_sites(self) -> dict[tuple[str, str], Span]:
+        """(caller, callee) → the span of the caller's first call of that subprogram."""
+        sites: dict[tuple[str, str], Span] = {}
+        for f in self.out.functions.values():
+            for n in nodes(*f.node.body):
+                target = self.out.calls.get(n) if isinstance(n, S.Call) else None
+                if target is not None and target.kind == "subprog":
+                    key = (f.name, target.target)
+                    if key not in sites or (n.span.line, n.span.col) < (sites[key].line, sites[key].col):
+                        sites[key] = n.span
+        return sites
+
+    def recursion(self, cycle: tuple[str, ...], sites: dict[tuple[str, str], Span]) -> None:
+        """The call that closes `cycle` (f -> g -> f: g's call of f) is the error, and each
+        other call of the cycle a note where it is, so the whole loop of calls is in view."""
+        calls = list(zip(cycle, cycle[1:]))
+        notes = [f"{sites[c].source.where(sites[c].line, sites[c].col)}: {c[0]} calls {c[1]}"
+                 for c in calls[:-1] if c in sites]
+        self.error(sites.get(calls[-1], self.out.functions[cycle[-2]].node.span),
+                   f"recursion is not allowed in BPF programs: {' -> '.join(cycle)}",
+                   "\n  note: ".join(notes + ["the verifier refuses a cycle of calls; rewrite it "
+                                              "as a loop with a constant bound"]))
 
     def check_subprogram_contexts(self) -> None:
         """Rules that depend on a subprogram's callers: which parameters carry a program's ctx
@@ -481,6 +548,52 @@ class ModuleChecker:
                 seen.add(n)
                 todo += self.out.functions[n].calls
         return False
+
+
+def fall_through(body) -> tuple[Span, str] | None:
+    """Where control can run off the end of `body`, and on what condition; None when every
+    path through it ends in a return (what follows a return is never reached)."""
+    if returns_all(body):
+        return None
+    last = body[-1]
+    if isinstance(last, S.If):
+        if not returns_all(last.body):
+            return fall_through(last.body)
+        if not last.orelse:
+            return last.test.span, f"when `{span_text(last.test.span)}` is false"
+        return fall_through(last.orelse)
+    what = "this loop" if isinstance(last, (S.For, S.While)) else "this statement"
+    return last.span, f"after {what}"
+
+
+def returns(stmt: S.Stmt) -> bool:
+    """Whether every path through `stmt` returns."""
+    if isinstance(stmt, S.Return):
+        return True
+    return isinstance(stmt, S.If) and returns_all(stmt.body) and returns_all(stmt.orelse)
+
+
+def returns_all(body) -> bool:
+    return any(returns(stmt) for stmt in body)
+
+
+def span_text(span: Span) -> str:
+    """The source a one-line span covers ("..." for more than one line)."""
+    if span.line != span.end_line:
+        return "..."
+    return span.source.line(span.line)[span.col - 1:span.end_col - 1]
+
+
+@lru_cache(maxsize=None)
+def importable() -> dict[str, str]:
+    """Every name a BPF module can import → the first of LIBRARY_MODULES that has it."""
+    out: dict[str, str] = {}
+    for module in LIBRARY_MODULES:
+        lib = importlib.import_module(module)
+        for name in dir(lib):
+            if not name.startswith("_") and name not in out and library_symbol(lib, name) is not None:
+                out[name] = module
+    return out
 
 
 FOLDED_OPS = {"+": operator.add, "-": operator.sub, "*": operator.mul, "//": operator.floordiv,

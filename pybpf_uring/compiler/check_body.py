@@ -8,13 +8,13 @@ from __future__ import annotations
 import inspect
 
 from . import syntax as S
-from .. import uapi, uring
+from .. import uring
 from .builtins import CQ_INTRINSICS, CTX, INT, PREPS, Helper, Kfunc
 from .check_loops import LoopRules
 from .checked import CTX_TYPE_NAMES, PROGRAM_KINDS, CallTarget, FunctionInfo, Symbol, ctx_type_kind, describe
 from ..limits import MAX_PRINT_ARGS, STACK_BYTES
 from .parse import local_names
-from .typesys import (BOOL, I32, I64, INTS, NONE, STR, U32, U64, ArrayT, BoolT, IntT, MapT, PtrT,
+from .typesys import (BOOL, I32, I64, NONE, STR, U32, U64, ArrayT, BoolT, IntT, MapT, PtrT,
                       StructT, Type, common_int)
 
 ARITH = {"+", "-", "*", "//", "%", "&", "|", "^", "<<", ">>"}
@@ -265,15 +265,7 @@ class BodyChecker(LoopRules):
         return I64
 
     def undefined_hint(self, name: str) -> str:
-        if name in INTS or name in ("Struct", "ArrayMap", "HashMap", "sizeof"):
-            return f"import it: from pybpf_uring import {name}"
-        from .builtins import HELPERS
-        if name in HELPERS or name in PREPS or name in ("Sqe", "Cqe", "IoUringCtx") \
-                or name.startswith(("IORING_OP_", "IOSQE_")) and hasattr(uapi, name):
-            return f"import it: from pybpf_uring.uring import {name}"
-        if name.startswith("IOU_") and hasattr(uapi, name):
-            return f"import it: from pybpf_uring.iou import {name}"
-        return "assign it before use, or declare it at module level"
+        return self.mod.undefined_hint(name, self.scope | self.locals.keys())
 
     def expr_BinOp(self, e: S.BinOp, want) -> Type:
         if e.op not in ARITH:
@@ -568,6 +560,9 @@ class BodyChecker(LoopRules):
             self.error(e.keywords[0].span, "keyword arguments are only for Struct constructors",
                        "pass the arguments by position")
         handler = getattr(self, "call_" + sym.kind, None)
+        if handler is None and self.mod.undefined(e.func):
+            self.error(e.func.span, f"name {e.func.id!r} is not defined", self.undefined_hint(e.func.id))
+            return I64
         if handler is None:
             name = self.source_text(e.func)
             self.error(e.func.span, f"{name!r} cannot be called in a BPF program",
