@@ -786,8 +786,16 @@ def test_pingpong_sample_with_untimed_waits():
 # --- MORE: more runs than one native wait's budget ---------------------------------------------
 
 @pytest.mark.uring
-def test_a_rally_longer_than_the_run_budget_comes_back_through_more():
+def test_a_rally_longer_than_the_run_budget_stays_in_one_native_wait():
+    """A spent run budget (MORE) returns to NativeRing.wait's own loop, which lets Python see
+    signals and goes on without handing the ring back: one wait, no import and export."""
     limit = 10_000
+    calls = []
+    original = native_ring.NativeRing._cq_count
+
+    def counted(self, cq):          # called once per MORE inside NativeRing.wait
+        calls.append(cq)
+        return original(self, cq)
 
     def host(ring):
         ring.submit_bpf("rally", user_data=1 | limit << 8)
@@ -800,7 +808,44 @@ def test_a_rally_longer_than_the_run_budget_comes_back_through_more():
     assert sorted(out.host) == [(1 | limit << 8, 0, 0), (2 | limit << 8, 0, 0)]
     assert out.maps["hits"] == [(0, 0), (1, limit // 2 + 1), (2, limit // 2)]
     assert out.runs == {"rally": limit + 3}
-    assert probe.codes.count(MORE) >= 2 and probe.python_runs == 2
+    assert probe.python_runs == 2 and MORE not in probe.codes
+    native_ring.NativeRing._cq_count = counted
+    try:
+        again, probe, _ = differential(Scenario(obj, host, cq_sizes=(4, 4)))
+    finally:
+        native_ring.NativeRing._cq_count = original
+    assert again == out and len(calls) == limit // native_ring._RUN_BUDGET
+
+
+@pytest.mark.uring
+def test_a_signal_interrupts_an_endless_native_chain_and_the_ring_stays_whole():
+    """A chain with no end (the count is never reached) runs in one native wait; a signal
+    handler's exception comes out of wait_cqe (as Ctrl-C's KeyboardInterrupt would), with the
+    Python ring up to date: the map holds the runs made, the request is parked, the ring works."""
+    class Stop(Exception):
+        pass
+
+    def fire(*_):
+        raise Stop
+
+    obj = compiled(bench_chain_source(), "chain.py")
+    previous = signal.signal(signal.SIGALRM, fire)
+    try:
+        with Ring(entries=64, cq_sizes=(64,)) as ring:
+            ring.register(obj, engine=lambda o: instantiate(o, backend="jit"))
+            assert ring._native is not None
+            ring.submit_bpf("chain", user_data=1 << 62)
+            signal.setitimer(signal.ITIMER_REAL, 0.3)
+            with pytest.raises(Stop):
+                ring.wait_cqe(0)
+            done = ring.maps["count"][0]
+            assert done > native_ring._RUN_BUDGET and ring.parked == 1
+            assert ring.engine.programs["chain"].runs == done
+            ring.submit(nop(7, 0))
+            assert (ring.wait_cqe(0).user_data, ring.parked) == (7, 1)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 @pytest.mark.uring

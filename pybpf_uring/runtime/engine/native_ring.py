@@ -30,11 +30,13 @@ from __future__ import annotations
 import ctypes
 import os
 import struct
+import time
 import weakref
 from collections import deque
 from typing import Any, Sequence
 
 from ... import helpers as registry
+from ...uapi import IORING_ENTER_REGISTERED_RING
 from .. import ring_sys
 from ..ring_protocol import BpfRequest, CompletionQueue, NativeHost, RingState
 from . import native_helpers_ir as helpers_ir
@@ -62,6 +64,7 @@ _END_RUN = ctypes.CFUNCTYPE(None, _VP)
 _FREE = ir.FREE
 _RUN_BUDGET = 4096          # program runs per nr_wait call, as Ring._progress
 _NATIVE_CQ = 1024           # CQEs a CQ's native buffer holds
+_LINE = 64                  # a cache line
 _FRESH = 256                # tag slots beyond the Python table offered per wait (more: _slow)
 
 
@@ -180,10 +183,14 @@ class NativeRing:
         self._wait = _WAIT(fns["nr_wait"])
         self.host = weakref.proxy(host)       # the ring owns this; no cycle to keep its fd open
         self.programs = list(programs)
-        self.words = (_U64 * len(ir.RING_WORDS))()
+        # on a cache line of its own: the hot words (native_ring_ir.RING_WORDS) fill the first few
+        self._block = ctypes.create_string_buffer(8 * len(ir.RING_WORDS) + _LINE)
+        skew = -ctypes.addressof(self._block) % _LINE
+        self.words = (_U64 * len(ir.RING_WORDS)).from_buffer(self._block, skew)
         self.address = ctypes.addressof(self.words)
         w, W = self.words, _W
-        w[W["fd"]] = raw.fd
+        w[W["fd"]] = w[W["enter_fd"]] = raw.fd
+        self.raw = raw
         w[W["sq_head"]] = raw.sq_address + 4 * raw.sq_head
         w[W["sq_tail"]] = raw.sq_address + 4 * raw.sq_tail
         w[W["sq_flags"]] = raw.sq_address + 4 * raw.sq_flags
@@ -227,6 +234,8 @@ class NativeRing:
         self._cq_shown: set[int] = set()     # CQs whose native copy may hold something
         self._parked = None
         self._parked_cap = 0
+        self._tiering = False
+        self._registers = True               # until the kernel refuses a registered ring fd
         self.handed_back: tuple | None = None
 
     # -- moving state between the Python ring and the native arrays ----------------------------
@@ -267,6 +276,9 @@ class NativeRing:
                 p.jit.enter_native_wait(self.address)
                 p.program.bind_ring_helpers(helpers)
             w[W["runs_left"]] = _RUN_BUDGET
+            # a level-0 program is recompiled when a wait ends (leave_native_wait): a spent run
+            # budget ends the wait while one runs, so a hot one is recompiled
+            self._tiering = any(p is not None and p.jit.tier == 0 for p in self.programs)
             w[W["pid"]] = os.getpid()          # (read per wait: a forked child is another pid)
             self.instance.begin_run()
         w[W["active"]] = 1
@@ -365,16 +377,46 @@ class NativeRing:
         """One native wait on CQ `cq`, until `deadline_ns` (time.monotonic_ns) if given: READY,
         or a code for the Python ring.  For FAULTED, COMPLETE and BAD_WAIT, `handed_back` is the
         request's fields (ring_protocol.BpfRequest order)."""
-        self.words[_W["deadline"]] = deadline_ns
+        w = self.words
+        w[_W["deadline"]] = deadline_ns
         self._export(full=True)
+        registered = None
         try:
             code = self._wait(self.address, cq)
+            # A spent run budget is a chance for Python to see signals, not work for the Python
+            # ring: the loop's own bytecode runs pending signal handlers (a KeyboardInterrupt
+            # raised here still imports the state), and native code goes on with the state it
+            # has -- no import and export, whose cost every 4096 runs was ~14 ns a NOP.  Only a
+            # CQE on the waited CQ, a passed deadline or a program that may tier up ends it.
+            while code == MORE and not self._tiering and not self._cq_count(cq):
+                if deadline_ns and time.monotonic_ns() >= deadline_ns:
+                    break
+                if registered is None and self._registers:
+                    # a wait this long enters through a registered ring fd (ring_sys), this
+                    # thread's, until the wait ends: two io_uring_register calls per wait
+                    try:
+                        registered = self.raw.register_ring_fd()
+                    except OSError:             # a kernel before 5.18, or a full table
+                        self._registers = False
+                    else:
+                        w[_W["enter_fd"]] = registered
+                        w[_W["enter_flags"]] = IORING_ENTER_REGISTERED_RING
+                w[_W["runs_left"]] = _RUN_BUDGET
+                code = self._wait(self.address, cq)
         finally:
+            if registered is not None:
+                w[_W["enter_fd"]], w[_W["enter_flags"]] = self.raw.fd, 0
+                self.raw.unregister_ring_fd(registered)
             self._import(full=True)
         if code in (FAULTED, COMPLETE, BAD_WAIT):
             w, start = self.words, _W["rec0"]
             self.handed_back = tuple(w[start:start + _NRQ])
         return code
+
+    def _cq_count(self, cq: int) -> int:
+        """CQEs CQ `cq` holds in the native arrays (its entries and any Python backlog)."""
+        base = cq * _NCQ
+        return self._cq_desc[base + _CQ["count"]] + self._cq_desc[base + _CQ["backlog"]]
 
     def _slow(self, state: int, pc: int, r1: int, r2: int, r3: int, r4: int, r5: int) -> int:
         """A ring helper's uncommon case, inside a native wait: the Python helper on the Python
