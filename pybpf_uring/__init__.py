@@ -6,6 +6,7 @@ The public names (docs/language.md), the exceptions a user catches, and `__versi
 looked up on first use.
 """
 from .types import i8, i16, i32, i64, u8, u16, u32, u64, Struct, ArrayMap, HashMap, sizeof, SkBuff, Const
+from .types import PercpuArrayMap, PercpuHashMap, LruHashMap, LruPercpuHashMap, RingBuf
 from .types import ktime_get_ns, get_prandom_u32, get_smp_processor_id, get_current_pid_tgid, skb_load_bytes
 from .decorators import iouring, syscall, socket_filter, tracepoint, loop_step
 from . import hooks
@@ -27,6 +28,7 @@ _LAZY = {
 
 __all__ = [
     "i8", "i16", "i32", "i64", "u8", "u16", "u32", "u64", "Struct", "ArrayMap", "HashMap", "Const",
+    "PercpuArrayMap", "PercpuHashMap", "LruHashMap", "LruPercpuHashMap", "RingBuf",
     "sizeof", "SkBuff", "ktime_get_ns", "get_prandom_u32", "get_smp_processor_id",
     "get_current_pid_tgid", "skb_load_bytes", "iouring", "syscall", "socket_filter", "tracepoint", "loop_step",
     *_LAZY, "__version__",

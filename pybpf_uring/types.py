@@ -8,7 +8,10 @@ with C layout, so `bytes(Pair(a=1))` is exactly what a program sees as its ctx.
 from __future__ import annotations
 
 import ctypes
+import mmap
 import sys
+
+from .limits import ringbuf_size_problem
 
 
 class IntType:
@@ -117,7 +120,8 @@ class Const:
 
 
 class _Map:
-    """A map declaration at module level; the loader gives it contents."""
+    """A map declaration at module level; the loader gives it contents.  `kind` is the name a
+    program writes, which the compiler maps to its BPF_MAP_TYPE_* (typesys.MAP_TYPES)."""
 
     kind = ""
 
@@ -136,11 +140,57 @@ class ArrayMap(_Map):
     def __init__(self, value, max_entries: int) -> None:
         super().__init__(u32, value, max_entries)
 
+    def __repr__(self) -> str:
+        return f"{self.kind}({self.value!r}, {self.max_entries})"
+
 
 class HashMap(_Map):
     """`HashMap(key_type, value_type, max_entries)`: BPF_MAP_TYPE_HASH."""
 
     kind = "HashMap"
+
+
+class PercpuArrayMap(ArrayMap):
+    """`PercpuArrayMap(value_type, max_entries)`: BPF_MAP_TYPE_PERCPU_ARRAY.  A program sees the
+    value of the CPU it runs on; the host reads a list with one value per possible CPU."""
+
+    kind = "PercpuArrayMap"
+
+
+class PercpuHashMap(_Map):
+    """`PercpuHashMap(key_type, value_type, max_entries)`: BPF_MAP_TYPE_PERCPU_HASH."""
+
+    kind = "PercpuHashMap"
+
+
+class LruHashMap(_Map):
+    """`LruHashMap(key_type, value_type, max_entries)`: BPF_MAP_TYPE_LRU_HASH, a hash map that
+    evicts a least recently used key to make room where a HashMap refuses a new one."""
+
+    kind = "LruHashMap"
+
+
+class LruPercpuHashMap(_Map):
+    """`LruPercpuHashMap(key_type, value_type, max_entries)`: BPF_MAP_TYPE_LRU_PERCPU_HASH."""
+
+    kind = "LruPercpuHashMap"
+
+
+class RingBuf(_Map):
+    """`RingBuf(size_bytes)`: BPF_MAP_TYPE_RINGBUF, records a program sends to the host
+    (`rb.output(v)`, or `r = rb.reserve(T)` then `rb.submit(r)`).  The size is a power of 2 and
+    a multiple of the page size, as the kernel requires."""
+
+    kind = "RingBuf"
+
+    def __init__(self, size_bytes: int) -> None:
+        problem = ringbuf_size_problem(size_bytes, mmap.PAGESIZE)
+        if problem is not None:
+            raise ValueError(problem)
+        super().__init__(None, None, size_bytes)
+
+    def __repr__(self) -> str:
+        return f"{self.kind}({self.max_entries})"
 
 
 class SkBuff(Struct):

@@ -132,6 +132,11 @@ BPF_RB_AVAIL_DATA = 0
 BPF_RB_RING_SIZE = 1
 BPF_RB_CONS_POS = 2
 BPF_RB_PROD_POS = 3
+# a ring buffer record's 8-byte header: its length (u32, with these two bits) and page offset
+BPF_RINGBUF_BUSY_BIT = 1 << 31      # reserved, not yet submitted or discarded
+BPF_RINGBUF_DISCARD_BIT = 1 << 30   # discarded: the consumer skips it
+BPF_RINGBUF_HDR_SZ = 8
+
 
 # --- instructions ----------------------------------------------------------------------------
 INSN_SIZE = 8      # sizeof(struct bpf_insn): one slot; lddw takes two

@@ -44,9 +44,10 @@ from ..errors import LoadError, ObjectError
 from .globals_view import Globals, global_vars, with_globals
 # update flags for KernelMap.set, re-exported so users need not import uapi
 from ..uapi import (BPF_ANY, BPF_EXIST, BPF_MAP_TYPE_LRU_PERCPU_HASH, BPF_MAP_TYPE_PERCPU_ARRAY,  # noqa: F401
-                   BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE, BPF_MAP_TYPE_PERCPU_HASH, BPF_NOEXIST,
+                   BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE, BPF_MAP_TYPE_PERCPU_HASH, BPF_MAP_TYPE_RINGBUF, BPF_NOEXIST,
                    MAP_TYPE_NAMES, PROG_TYPE_NAMES)
-from .values import INT_CTYPES, ctype_from_btf, pack, unpack
+from .ringbuf import KernelRingBuffer
+from .values import INT_CTYPES, ctype_from_btf, pack, pack_per_cpu, per_cpu_slot, unpack, unpack_per_cpu
 
 __all__ = ["load", "LoadedObject", "KernelProgram", "KernelMap", "TestRunResult", "Attachment",
            "SocketAttachment", "KernelSections",
@@ -153,7 +154,9 @@ class KernelMap:
     `m[k]` raises KeyError for a missing key (a hash map's absent key, an array index past
     max_entries); `m.get(k)` returns a default.  Keys and values are ints packed little-endian to
     the map's sizes, bytes, or ctypes objects; reads decode as `key_type` / `value_type` (set them
-    to a ctypes Structure to read struct values as instances)."""
+    to a ctypes Structure to read struct values as instances).  A per-CPU map's value reads as a
+    list with one value per possible CPU (`values.unpack_per_cpu`); a ring buffer has no keys:
+    `records()` consumes it."""
 
     def __init__(self, name: str, fd: int, map_type: int, key_size: int, value_size: int,
                  max_entries: int, flags: int = 0, key_type: Any = None, value_type: Any = None,
@@ -165,6 +168,7 @@ class KernelMap:
         self.key_size, self.value_size = key_size, value_size
         self.max_entries, self.flags = max_entries, flags
         self.key_type, self.value_type, self.spec = key_type, value_type, spec
+        self._ring: KernelRingBuffer | None = None   # a ring buffer's pages, mapped by records()
 
     @property
     def fd(self) -> int:
@@ -184,8 +188,7 @@ class KernelMap:
 
     @property
     def _slot(self) -> int:
-        """Bytes per CPU in a per-CPU map's host buffer: the kernel rounds values up to 8."""
-        return (self.value_size + 7) & ~7
+        return per_cpu_slot(self.value_size)
 
     @property
     def _buffer_size(self) -> int:
@@ -199,19 +202,29 @@ class KernelMap:
     def _value(self, value: Any) -> bytes:
         if not self.per_cpu:
             return pack(value, self.value_size, f"map {self.name!r} value")
-        n = possible_cpus()
-        values = list(value) if isinstance(value, (list, tuple)) else [value] * n
-        if len(values) != n:
-            raise ValueError(f"per-CPU map {self.name!r} takes one value per possible CPU "
-                             f"({n}), got {len(values)}")
-        return b"".join(pack(v, self.value_size, f"map {self.name!r} value").ljust(self._slot, b"\0")
-                        for v in values)
+        return pack_per_cpu(value, possible_cpus(), self.value_size, self._slot, self.name, "possible CPU")
 
     def _decode(self, raw: bytes) -> Any:
         if not self.per_cpu:
             return unpack(raw, self.value_type)
-        return [unpack(raw[i:i + self.value_size], self.value_type)
-                for i in range(0, len(raw), self._slot)]
+        return unpack_per_cpu(raw, self.value_size, self._slot, self.value_type)
+
+    def records(self, timeout: float | None = 0, as_type: Any = None) -> Iterator:
+        """A ring buffer's records, oldest first: bytes, or each decoded `as_type` (a Struct
+        class, an int type); the iteration ends once no record has arrived for `timeout`
+        seconds (0: what is there now, None: wait for ever).  See `ringbuf.iterate`."""
+        if self.type != BPF_MAP_TYPE_RINGBUF:
+            raise TypeError(f"map {self.name!r} is a {MAP_TYPE_NAMES.get(self.type, self.type)} map; "
+                            "records() reads a ring buffer")
+        if self._ring is None:
+            self._ring = KernelRingBuffer(self.fd, self.max_entries, self.name)
+        return self._ring.records(timeout, as_type)
+
+    def close_ring(self) -> None:
+        """Unmap the ring buffer's pages (LoadedObject.close does it with the fds)."""
+        if self._ring is not None:
+            self._ring.close()
+            self._ring = None
 
     def _lookup(self, key: bytes) -> bytes | None:
         return kernel.map_lookup_elem(self.fd, key, self._buffer_size)
@@ -491,6 +504,8 @@ class LoadedObject:
     def close(self) -> None:
         for attachment in list(self.attachments):  # first: a socket keeps its filter otherwise
             attachment.close()
+        for m in self.maps.values():
+            m.close_ring()
         _close_all(self._fds)
         for obj in (*self.programs._loaded.values(), *self.maps.values()):
             obj._fd = -1

@@ -1,6 +1,6 @@
 """Host values in and out of BPF memory: ints, bytes and ctypes objects packed to a map's key or
-value size, bytes decoded back, and ctypes types built from BTF so that a `struct pair` value
-reads with its field names and signedness.
+value size, bytes decoded back, per-CPU values as lists (one entry per CPU), and ctypes types
+built from BTF so that a `struct pair` value reads with its field names and signedness.
 
 One home for these conventions, shared by every place the host touches BPF memory: kernel maps
 (`load.KernelMap`), engine maps (`engine.maps`) and globals (`globals_view`).  It depends on
@@ -14,7 +14,8 @@ from typing import Any
 
 from . import btf as b
 
-__all__ = ["pack", "unpack", "ctype_from_btf", "INT_CTYPES", "fields"]
+__all__ = ["pack", "unpack", "per_cpu_slot", "pack_per_cpu", "unpack_per_cpu", "ctype_from_btf", "INT_CTYPES",
+           "fields"]
 
 
 def pack(value: Any, size: int, what: str) -> bytes:
@@ -52,6 +53,27 @@ def unpack(raw: bytes, type_: Any) -> Any:
         obj = type_.from_buffer_copy(raw)
         return obj.value if isinstance(obj, ctypes._SimpleCData) else obj
     raise TypeError(f"cannot decode map data as {type_!r}")
+
+
+def per_cpu_slot(value_size: int) -> int:
+    """Bytes per CPU in a per-CPU map's host buffer: the kernel lays values out 8-byte aligned
+    (bpf_map_value_size: round_up(value_size, 8) * num_possible_cpus())."""
+    return (value_size + 7) & ~7
+
+
+def pack_per_cpu(value: Any, cpus: int, value_size: int, slot: int, name: str, cpu_kind: str) -> bytes:
+    """A per-CPU value of map `name` for `cpus` CPUs (`cpu_kind`: "possible CPU", "engine CPU"):
+    a list of one value per CPU, or one value every CPU gets; each packed to value_size and
+    padded to `slot` bytes."""
+    values = list(value) if isinstance(value, (list, tuple)) else [value] * cpus
+    if len(values) != cpus:
+        raise ValueError(f"per-CPU map {name!r} takes one value per {cpu_kind} ({cpus}), got {len(values)}")
+    return b"".join(pack(v, value_size, f"map {name!r} value").ljust(slot, b"\0") for v in values)
+
+
+def unpack_per_cpu(raw: bytes, value_size: int, slot: int, type_: Any) -> list:
+    """A per-CPU value as a list with one entry per CPU (the buffer holds one slot per CPU)."""
+    return [unpack(raw[i:i + value_size], type_) for i in range(0, len(raw), slot)]
 
 
 INT_CTYPES = {(1, False): ctypes.c_uint8, (2, False): ctypes.c_uint16, (4, False): ctypes.c_uint32,

@@ -88,6 +88,9 @@ CQ_INTRINSICS = {"cq_reap": LOOP, "cq_wait": LOOP}
 MAP_LOOKUP_ELEM, MAP_UPDATE_ELEM, MAP_DELETE_ELEM, TRACE_PRINTK = (
     registry.BY_NAME[n].id for n in ("map_lookup_elem", "map_update_elem", "map_delete_elem",
                                      "trace_printk"))
+# A ring buffer's methods (rb.output, rb.reserve, rb.submit, rb.discard).
+RINGBUF_OUTPUT, RINGBUF_RESERVE, RINGBUF_SUBMIT, RINGBUF_DISCARD = (
+    registry.BY_NAME[n].id for n in ("ringbuf_output", "ringbuf_reserve", "ringbuf_submit", "ringbuf_discard"))
 
 # prep_* are inlined as field stores, mirroring uring.py's host versions:
 # name → (fields set to constants, fields set from the arguments after the sqe).

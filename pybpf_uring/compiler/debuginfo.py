@@ -116,11 +116,12 @@ class DebugInfo:
         def number(n: int) -> ir.DIValue:  # `int (*name)[n]`: the value lives in the array size
             return self.pointer(self.array(int_t, n, 32 * n))
 
-        fields = [("type", number(mt.map_type)), ("max_entries", number(mt.max_entries)),
-                  ("key", self.pointer(self.type(mt.key))), ("value", self.pointer(self.type(mt.value)))]
+        fields = [("type", number(mt.map_type)), ("max_entries", number(mt.max_entries))]
+        if mt.keyed:  # a ring buffer has neither: libbpf's `__uint(type, ...); __uint(max_entries, ...)`
+            fields += [("key", self.pointer(self.type(mt.key))), ("value", self.pointer(self.type(mt.value)))]
         members = [self.member(n, t, 64, 64 * i, line) for i, (n, t) in enumerate(fields)]
         struct = self.node("DICompositeType", tag=ir.DIToken("DW_TAG_structure_type"), file=self.file,
-                           line=line, size=256, elements=self.m.add_metadata(members))
+                           line=line, size=64 * len(fields), elements=self.m.add_metadata(members))
         self.variable(gv, name, struct, line)
 
     def global_variable(self, gv: ir.GlobalVariable, g) -> None:

@@ -82,8 +82,9 @@ class ModuleLowering:
                              {name: f.node.span for name, f in self.c.functions.items()})
 
     def declare_map(self, name: str, mt: MapT, line: int) -> None:
-        """libbpf's BTF-defined map: a struct of four pointers whose BTF carries the facts."""
-        ty = ir.LiteralStructType([I8P] * 4)
+        """libbpf's BTF-defined map: a struct of pointers (type, max_entries, and key and value
+        but for a ring buffer) whose BTF carries the facts."""
+        ty = ir.LiteralStructType([I8P] * (4 if mt.keyed else 2))
         gv = untyped(ir.GlobalVariable(self.m, ty, name))
         gv.initializer = ir.Constant(ty, None)
         gv.section = ".maps"

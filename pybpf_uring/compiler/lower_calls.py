@@ -1,6 +1,6 @@
 """Lowering of calls and maps: helpers by ID, kfuncs, subprograms, inlined preps and casts,
 print(), struct constructors, and the map operations (lookups, reads that give 0 when a key
-is missing, updates, in-place `m[k] op= v`).
+is missing, updates, in-place `m[k] op= v`, setdefault, and a ring buffer's records).
 
 A mixin of `lower.FunctionLowering`.
 """
@@ -9,9 +9,10 @@ from __future__ import annotations
 import llvmlite.ir as ir
 
 from . import syntax as S
-from .builtins import CTX, INT, MAP_LOOKUP_ELEM, MAP_UPDATE_ELEM, PREPS, TRACE_PRINTK
+from .builtins import (CTX, INT, MAP_LOOKUP_ELEM, MAP_UPDATE_ELEM, PREPS, RINGBUF_DISCARD, RINGBUF_OUTPUT,
+                       RINGBUF_RESERVE, RINGBUF_SUBMIT, TRACE_PRINTK)
 from .lower_values import I8P, I32, I64_IR, ir_type
-from .typesys import I64, INTS, U32, U64, ArrayT, BoolT, IntT, MapT, PtrT, StructT, Type
+from .typesys import I64, INTS, U8, U32, U64, ArrayT, BoolT, IntT, MapT, PtrT, StructT, Type
 from ..uapi import BPF_NOEXIST, EINVAL, ENOENT
 
 
@@ -126,6 +127,46 @@ class CallLowering:
 
     def call_lookup(self, e: S.Call, m: MapT) -> ir.Value:
         return self.lookup(e.func.value, self.key_ptr(e.args[0], m))
+
+    def call_setdefault(self, e: S.Call, m: MapT) -> ir.Value:
+        """m.setdefault(k, v): the value's reference, after inserting v if k was missing (with
+        BPF_NOEXIST, so a key another CPU inserted meanwhile keeps its value).  NULL still when
+        the insert failed (a full map), which the checker makes the program test."""
+        key = self.key_ptr(e.args[0], m)
+        value = self.value_ptr(e.args[1], m.value)  # both arguments before the call, as Python
+        ref = self.lookup(e.func.value, key)
+        before = self.b.block
+        insert, join = self.new_block("setdefault.insert"), self.new_block("setdefault.end")
+        self.b.cbranch(self.b.icmp_unsigned("==", ref, ir.Constant(I8P, None)), insert, join)
+        self.enter(insert)
+        self.map_update(e.func.value, key, value, BPF_NOEXIST)
+        again = self.lookup(e.func.value, key)
+        self.b.branch(join)
+        self.enter(join)
+        phi = self.b.phi(I8P)
+        phi.add_incoming(ref, before)
+        phi.add_incoming(again, insert)
+        return phi
+
+    def call_ringbuf_output(self, e: S.Call, m: MapT) -> ir.Value:
+        """rb.output(v): bpf_ringbuf_output(rb, &v, sizeof v, 0) -- a copy of v becomes a record."""
+        t = self.c.types[e.args[0]]
+        data = t.target if isinstance(t, PtrT) else U8 if isinstance(t, BoolT) else t
+        addr = self.value_ptr(e.args[0], data)
+        return self.helper(RINGBUF_OUTPUT, I64_IR, [self.map_ptr(e.func.value), addr,
+                                                    ir.Constant(I64_IR, data.size), ir.Constant(I64_IR, 0)])
+
+    def call_ringbuf_reserve(self, e: S.Call, target) -> ir.Value:
+        """rb.reserve(T): bpf_ringbuf_reserve(rb, sizeof(T), 0), a reference to the record or NULL."""
+        _, t = target
+        return self.helper(RINGBUF_RESERVE, I8P, [self.map_ptr(e.func.value), ir.Constant(I64_IR, t.size),
+                                                  ir.Constant(I64_IR, 0)])
+
+    def call_ringbuf_submit(self, e: S.Call, m: MapT, helper: int = RINGBUF_SUBMIT) -> None:
+        self.helper(helper, I64_IR, [self.value(e.args[0]), ir.Constant(I64_IR, 0)])
+
+    def call_ringbuf_discard(self, e: S.Call, m: MapT) -> None:
+        self.call_ringbuf_submit(e, m, RINGBUF_DISCARD)
 
     def call_print(self, e: S.Call, _) -> None:
         """print(...) → bpf_trace_printk with a format built at compile time, kept on the stack

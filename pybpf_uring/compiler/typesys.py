@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..uapi import BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_HASH
+from ..uapi import (BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_LRU_HASH, BPF_MAP_TYPE_LRU_PERCPU_HASH,
+                    BPF_MAP_TYPE_PERCPU_ARRAY, BPF_MAP_TYPE_PERCPU_HASH, BPF_MAP_TYPE_RINGBUF)
+
 
 
 class Type:
@@ -136,23 +138,39 @@ class PtrT(Type):
         return f"ref[{self.target}]" + (" | None" if self.nullable else "")
 
 
-MAP_TYPES = {"HashMap": BPF_MAP_TYPE_HASH, "ArrayMap": BPF_MAP_TYPE_ARRAY}
+# The map kinds a program declares (types.py's host classes) → their BPF_MAP_TYPE_*.
+MAP_TYPES = {"ArrayMap": BPF_MAP_TYPE_ARRAY, "HashMap": BPF_MAP_TYPE_HASH,
+             "PercpuArrayMap": BPF_MAP_TYPE_PERCPU_ARRAY, "PercpuHashMap": BPF_MAP_TYPE_PERCPU_HASH,
+             "LruHashMap": BPF_MAP_TYPE_LRU_HASH, "LruPercpuHashMap": BPF_MAP_TYPE_LRU_PERCPU_HASH,
+             "RingBuf": BPF_MAP_TYPE_RINGBUF}
+ARRAY_KINDS = frozenset({"ArrayMap", "PercpuArrayMap"})   # u32 keys, every slot always there
+RINGBUF = "RingBuf"                                     # records, not keys
 
 
 @dataclass(frozen=True, eq=False)
 class MapT(Type):
-    kind: str  # "ArrayMap" | "HashMap"
-    key: Type
+    kind: str  # a key of MAP_TYPES
+    key: Type  # NONE for a ring buffer, which has neither key nor value
     value: Type
-    max_entries: int
+    max_entries: int  # a ring buffer's size in bytes
 
     @property
     def name(self) -> str:
-        return f"{self.kind}[{self.key}, {self.value}]"
+        return self.kind if self.kind == RINGBUF else f"{self.kind}[{self.key}, {self.value}]"
 
     @property
     def map_type(self) -> int:
         return MAP_TYPES[self.kind]
+
+    @property
+    def keyed(self) -> bool:
+        """Whether elements are reached by key (`m[k]`, `m.lookup(k)`): all but a ring buffer."""
+        return self.kind != RINGBUF
+
+    @property
+    def hashed(self) -> bool:
+        """Whether keys come and go (`del m[k]`, `m.setdefault(k, v)`): the hash kinds."""
+        return self.keyed and self.kind not in ARRAY_KINDS
 
 
 U8, U16, U32, U64 = (IntT(b, False) for b in (8, 16, 32, 64))

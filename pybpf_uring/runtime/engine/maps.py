@@ -36,12 +36,14 @@ import ctypes
 import errno as _errno
 import mmap
 import os
+import threading
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Iterator
 
 from ... import display
-from ...bpf.values import ctype_from_btf, pack, unpack
+from ...bpf.ringbuf import decode_record, iterate, record_length
+from ...bpf.values import ctype_from_btf, pack, pack_per_cpu, unpack, unpack_per_cpu
 from ...bpf.objfile import MapSpec
 from ...uapi import (BPF_ANY, BPF_EXIST, BPF_F_LOCK, BPF_F_RDONLY_PROG, BPF_MAP_TYPE_ARRAY,  # noqa: F401
                     BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_LRU_HASH, BPF_MAP_TYPE_LRU_PERCPU_HASH,
@@ -49,6 +51,7 @@ from ...uapi import (BPF_ANY, BPF_EXIST, BPF_F_LOCK, BPF_F_RDONLY_PROG, BPF_MAP_
                     BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_CONS_POS, BPF_RB_FORCE_WAKEUP,
                     BPF_RB_NO_WAKEUP, BPF_RB_PROD_POS, BPF_RB_RING_SIZE, E2BIG, EAGAIN, EEXIST, EINVAL,
                     ENOENT, MAP_TYPE_NAMES)
+from ...limits import MAX_RINGBUF_BYTES, ringbuf_size_problem
 from .memory import Memory, MemoryFault, Region
 
 __all__ = ["EngineMap", "ArrayMap", "HashMap", "PercpuArrayMap", "PercpuHashMap", "LruHashMap",
@@ -338,15 +341,10 @@ class _PerCpu:
     value_type: Any
 
     def _decode(self, raw: bytes) -> list:
-        return [unpack(raw, self.value_type)]
+        return unpack_per_cpu(raw, self.value_size, self.value_size, self.value_type)
 
     def _value(self, value: Any) -> bytes:
-        if isinstance(value, (list, tuple)):
-            if len(value) != ENGINE_CPUS:
-                raise ValueError(f"per-CPU map {self.name!r} takes one value per engine CPU "
-                                 f"({ENGINE_CPUS}), got {len(value)}")
-            value = value[0]
-        return pack(value, self.value_size, f"map {self.name!r} value")
+        return pack_per_cpu(value, ENGINE_CPUS, self.value_size, self.value_size, self.name, "engine CPU")
 
 
 class PercpuArrayMap(_PerCpu, ArrayMap):
@@ -410,7 +408,6 @@ class PercpuLruHashMap(_PerCpu, LruHashMap):
     list per CPU, is the same thing on one CPU)."""
 
 
-RINGBUF_HDR_SZ = 8
 RINGBUF_MAX_RECORD_SZ = 0xFFFFFFFF // 4      # kernel/bpf/ringbuf.c
 
 
@@ -448,14 +445,16 @@ class RingbufMap(EngineMap):
         self.unreleased = 0
         self.running = False
         self.retired_flag: Any = None    # the instance's: set so a native run's end reaches end_run
+        self._arrival = threading.Condition()   # records() waits on it while another thread runs
+        self._waiters = 0                       # programs (a Ring driven elsewhere)
 
     @staticmethod
     def _check_sizes(spec: MapSpec) -> None:
-        n, page = spec.max_entries, mmap.PAGESIZE
-        if spec.key_size or spec.value_size or n <= 0 or n & (n - 1) or n % page or n > 1 << 31:
+        if spec.key_size or spec.value_size or ringbuf_size_problem(spec.max_entries, mmap.PAGESIZE):
             raise ValueError(f"ringbuf map {spec.name!r}: key size {spec.key_size}, value size "
-                             f"{spec.value_size}, max_entries {n}: the kernel wants sizes 0 and a "
-                             f"byte size that is a power of 2 and a multiple of the page ({page})")
+                             f"{spec.value_size}, max_entries {spec.max_entries}: the kernel wants sizes 0 "
+                             f"and a byte size that is a power of 2 and a multiple of the page "
+                             f"({mmap.PAGESIZE}), at most {MAX_RINGBUF_BYTES}")
 
     def __repr__(self) -> str:
         return (f"<EngineMap {self.name!r} ringbuf {self.size} B, {self.producer_pos - self.consumer_pos} "
@@ -466,7 +465,7 @@ class RingbufMap(EngineMap):
         """The position of a new record of `size` data bytes, or None if it does not fit."""
         if size > RINGBUF_MAX_RECORD_SZ:
             return None
-        length = (size + RINGBUF_HDR_SZ + 7) & ~7
+        length = record_length(size)
         if length > self.size:
             return None
         # the oldest record still reserved (dicts keep reservation order), as the kernel's
@@ -503,6 +502,7 @@ class RingbufMap(EngineMap):
         record.state = "discarded" if discard else "committed"
         self.memory.unmap(record.region)
         record.region = None
+        self._arrived()
         return True
 
     def output(self, data: bytes, flags: int) -> int:
@@ -513,7 +513,14 @@ class RingbufMap(EngineMap):
         if pos is None:
             return -EAGAIN
         self._records.append(_Record(pos, self.producer_pos - pos, None, bytes(data), "committed"))
+        self._arrived()
         return 0
+
+    def _arrived(self) -> None:
+        """Wake a host thread waiting in records() (after the record is in: see `wait`)."""
+        if self._waiters:
+            with self._arrival:
+                self._arrival.notify_all()
 
     def query(self, flags: int) -> int:
         """bpf_ringbuf_query: available bytes, ring size, consumer or producer position; 0 for
@@ -550,8 +557,27 @@ class RingbufMap(EngineMap):
             record = records.popleft()
             self.consumer_pos = record.pos + record.length
             if record.state == "committed":
-                out.append(_decode_record(record.data, as_type, self.name))
+                out.append(decode_record(record.data, as_type, self.name))
         return out
+
+    def records(self, timeout: float | None = 0, as_type: Any = None) -> Iterator:
+        """The records, oldest first, as `KernelMap.records` gives a kernel ring buffer's: bytes
+        or each decoded `as_type`, until none has arrived for `timeout` seconds (0: what is
+        there now, None: wait for ever).  Records arrive while programs run, so a wait is worth
+        it only while another thread drives the ring; the iteration shares `ringbuf.iterate`."""
+        return iterate(self.consume, self.wait, timeout, as_type, self.name)
+
+    def wait(self, timeout: float | None) -> None:
+        """Until a record is committed or `timeout` seconds pass.  The waiter is counted before
+        it looks for records, and a producer adds its record before it looks for waiters, so a
+        record is never missed between the two."""
+        with self._arrival:
+            self._waiters += 1
+            try:
+                if not len(self):
+                    self._arrival.wait(timeout)
+            finally:
+                self._waiters -= 1
 
     def __iter__(self) -> Iterator:
         """Consume the records one by one: `for raw in ring.maps["events"]: ...`."""
@@ -581,18 +607,6 @@ class RingbufMap(EngineMap):
 
     def raw_value(self, key: bytes) -> bytes | None:
         raise self._not_a_dict()
-
-
-def _decode_record(raw: bytes, as_type: Any, name: str) -> Any:
-    if as_type is None:
-        return raw
-    if isinstance(as_type, type) and issubclass(as_type, (ctypes.Structure, ctypes.Union, ctypes.Array)):
-        size = ctypes.sizeof(as_type)
-        if len(raw) < size:
-            raise ValueError(f"ringbuf {name!r}: a record of {len(raw)} bytes is too short for "
-                             f"{as_type.__name__} ({size} bytes)")
-        return as_type.from_buffer_copy(raw[:size])
-    return unpack(raw, as_type)
 
 
 def make_map(spec: MapSpec, memory: Memory, btf: Any = None) -> EngineMap:

@@ -1,0 +1,145 @@
+"""Ring buffer records on the host, for kernel maps and engine maps alike.
+
+A BPF_MAP_TYPE_RINGBUF holds records a program reserves and submits (or outputs); the host
+consumes them in order.  What both map families share lives here, once:
+
+* the framing: a record takes `record_length(size)` bytes of the ring -- its 8-byte header
+  (the length, with the BUSY and DISCARD bits, then a page offset) and its data, rounded up to 8;
+* a record's decoding (`decode_record`: bytes, or a ctypes type / int type read from its start);
+* the iterator with a timeout (`iterate`), over any source that can consume what is there and
+  wait for more: `for rec in m.records(timeout=1.0)` yields every record, and ends once none
+  has arrived for `timeout` seconds (0: only what is there now; None: wait for ever).
+
+`KernelRingBuffer` is the kernel's side, as libbpf's ring_buffer reads it: the consumer page
+mapped read-write at offset 0 (the host advances consumer_pos there), the producer page and
+the data mapped read-only after it, the data twice in a row so a record that wraps around the
+end reads as one piece, and epoll on the map's fd to wait (the kernel wakes it when a record
+is submitted).  The engine's ring buffer (`engine.maps.RingbufMap`) keeps records rather than
+bytes, and its waits are the engine's own.
+"""
+from __future__ import annotations
+
+import ctypes
+import mmap
+import os
+import select
+import time
+from typing import Any, Callable, Iterator
+
+from ..uapi import BPF_RINGBUF_BUSY_BIT, BPF_RINGBUF_DISCARD_BIT, BPF_RINGBUF_HDR_SZ
+from .values import unpack
+
+__all__ = ["record_length", "decode_record", "iterate", "KernelRingBuffer"]
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_mmap = _libc.mmap
+_mmap.restype = ctypes.c_void_p
+_mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long)
+_munmap = _libc.munmap
+_munmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
+_MAP_FAILED = ctypes.c_void_p(-1).value
+
+
+def record_length(size: int) -> int:
+    """Bytes of the ring a record of `size` data bytes takes: header and data, rounded up to 8."""
+    return (size + BPF_RINGBUF_HDR_SZ + 7) & ~7
+
+
+def decode_record(raw: bytes, as_type: Any, name: str) -> Any:
+    """A record as `as_type`: bytes (None), a ctypes Structure/Union/Array read from the record's
+    first sizeof bytes, or an int type / `int` read from the whole record."""
+    if as_type is None:
+        return raw
+    if isinstance(as_type, type) and issubclass(as_type, (ctypes.Structure, ctypes.Union, ctypes.Array)):
+        size = ctypes.sizeof(as_type)
+        if len(raw) < size:
+            raise ValueError(f"ringbuf {name!r}: a record of {len(raw)} bytes is too short for "
+                             f"{as_type.__name__} ({size} bytes)")
+        return as_type.from_buffer_copy(raw[:size])
+    return unpack(raw, as_type)
+
+
+def iterate(consume: Callable[[], list[bytes]], wait: Callable[[float | None], None],
+            timeout: float | None, as_type: Any, name: str) -> Iterator:
+    """Records from `consume()` (each call takes what has arrived) until none arrives for
+    `timeout` seconds; `wait(seconds)` blocks until more may have arrived or the time is up."""
+    if timeout is not None and timeout < 0:
+        raise ValueError(f"timeout must be None or at least 0, not {timeout}")
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        batch = consume()
+        if batch:
+            for raw in batch:
+                yield decode_record(raw, as_type, name)
+            deadline = None if timeout is None else time.monotonic() + timeout
+            continue
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            return
+        wait(left)
+
+
+class KernelRingBuffer:
+    """One kernel ring buffer map mapped into this process; see the module docstring."""
+
+    def __init__(self, fd: int, size: int, name: str) -> None:
+        self.name, self.size, self.mask = name, size, size - 1
+        self.page = mmap.PAGESIZE
+        self._consumer = self._map(fd, self.page, mmap.PROT_READ | mmap.PROT_WRITE, 0)
+        try:
+            self._producer = self._map(fd, self.page + 2 * size, mmap.PROT_READ, self.page)
+        except OSError:
+            _munmap(self._consumer, self.page)
+            raise
+        self._data = self._producer + self.page
+        self._epoll = select.epoll()
+        self._epoll.register(fd, select.EPOLLIN)
+
+    def _map(self, fd: int, length: int, prot: int, offset: int) -> int:
+        address = _mmap(None, length, prot, mmap.MAP_SHARED, fd, offset)
+        if address in (None, _MAP_FAILED):
+            err = ctypes.get_errno()
+            raise OSError(err, f"mmap of ringbuf {self.name!r}: {os.strerror(err)}")
+        return address
+
+    @property
+    def consumer_pos(self) -> int:
+        return ctypes.c_uint64.from_address(self._consumer).value
+
+    @property
+    def producer_pos(self) -> int:
+        return ctypes.c_uint64.from_address(self._producer).value
+
+    def consume(self, limit: int | None = None) -> list[bytes]:
+        """The submitted records, oldest first, up to the first one still reserved (at most
+        `limit`), skipping discarded ones; the consumer position moves past them, which gives
+        their space back to the producer."""
+        if self._consumer is None:
+            raise ValueError(f"ringbuf {self.name!r} is closed")
+        out: list[bytes] = []
+        cons = self.consumer_pos
+        while cons < self.producer_pos and (limit is None or len(out) < limit):
+            at = self._data + (cons & self.mask)
+            header = ctypes.c_uint32.from_address(at).value   # one aligned load, as the kernel writes it
+            if header & BPF_RINGBUF_BUSY_BIT:
+                break
+            length = header & ~(BPF_RINGBUF_BUSY_BIT | BPF_RINGBUF_DISCARD_BIT)
+            if not header & BPF_RINGBUF_DISCARD_BIT:
+                out.append(ctypes.string_at(at + BPF_RINGBUF_HDR_SZ, length))
+            cons += record_length(length)
+            ctypes.c_uint64.from_address(self._consumer).value = cons
+        return out
+
+    def wait(self, timeout: float | None) -> None:
+        """Until the kernel signals a record (epoll on the map fd) or `timeout` seconds pass."""
+        self._epoll.poll(-1 if timeout is None else timeout)
+
+    def records(self, timeout: float | None = 0, as_type: Any = None) -> Iterator:
+        return iterate(self.consume, self.wait, timeout, as_type, self.name)
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            self._epoll.close()
+            _munmap(self._producer, self.page + 2 * self.size)
+            _munmap(self._consumer, self.page)
+            self._consumer = self._producer = None

@@ -1,0 +1,336 @@
+"""Map methods and ring buffer records: what a program may call on each map kind, and the
+verifier's rule that every record a program reserves is submitted or discarded on every path.
+
+Split from check_body.py (which calls `map_method` for `m.name(...)` and `element_error` for
+`m[k]`, and from check.py, which runs `RecordRules` on each function once its body is checked),
+so the map kinds' rules live in one place.
+
+Records.  `r = rb.reserve(T)` gives a reference to a T inside the ring buffer, or None when the
+ring is full.  The kernel's verifier tracks it as an acquired reference: a program whose exit is
+reachable with the record neither submitted nor discarded is refused ("Unreleased reference"),
+as is one that uses the record after releasing it.  `RecordRules` walks the function as the
+verifier walks its paths, with a state per record variable, so what `check` accepts the kernel
+accepts:
+
+* pending -- reserved, not yet tested against None;
+* held -- tested and not None (`if r is not None:`, `if r:`, or after `if r is None: return`);
+* released -- submitted or discarded; any later use is an error;
+* none -- tested and None: nothing to release;
+* partly -- outstanding on some of the paths that meet here (released or None on others).
+
+A return (or the end of the function) with a pending, held or partly released record is an
+error, and so is a loop body that ends, breaks or continues with records other than those it
+started with.  To keep every record one verifier reference, a record variable is assigned only
+from `rb.reserve(T)`, never copied, and only released by the function that reserved it (a
+subprogram may read and write a record passed to it).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from . import syntax as S
+from .checked import CallTarget, FunctionInfo
+from .typesys import I64, NONE, ArrayT, BoolT, IntT, MapT, PtrT, StructT, Type
+
+PENDING, HELD, RELEASED, NULL, PARTLY = "pending", "held", "released", "none", "partly"
+OUTSTANDING = (PENDING, HELD, PARTLY)
+RECORD_METHODS = ("output", "reserve", "submit", "discard")
+RELEASE_HINT = "call rb.submit(r) or rb.discard(r) on every path where r is not None"
+
+
+def methods_hint(m: MapT) -> str:
+    if not m.keyed:
+        return "use rb.output(value), r = rb.reserve(T), then rb.submit(r) or rb.discard(r)"
+    hashed = ", del m[k], m.setdefault(k, v)" if m.hashed else ""
+    return f"use m[k], m[k] = v, m[k] += v{hashed} or m.lookup(k)"
+
+
+def element_error(bc, m: MapT, span) -> bool:
+    """An error for `m[k]` (read, write or del) on a map without keys; True when reported."""
+    if m.keyed:
+        return False
+    bc.error(span, "a ring buffer has records, not keys", methods_hint(m))
+    return True
+
+
+def delete_error(bc, m: MapT, span) -> None:
+    """`del m[k]`: the array kinds keep every slot (the kernel's delete is -EINVAL)."""
+    if not element_error(bc, m, span) and not m.hashed:
+        bc.error(span, f"{m.kind} elements cannot be deleted (the kernel keeps every slot)",
+                 "store 0 instead, or use a HashMap")
+
+
+def map_method(bc, e: S.Call) -> Type:
+    """`m.lookup(k)`, `m.setdefault(k, v)`, and a ring buffer's `output`, `reserve`, `submit`
+    and `discard`, checked by the BodyChecker `bc`."""
+    m: MapT = bc.expr(e.func.value)
+    name, args = e.func.attr, e.args
+    allowed = RECORD_METHODS if not m.keyed else ("lookup", "setdefault") if m.hashed else ("lookup",)
+    if name not in allowed:
+        bc.error(e.func.span, f"{m.kind} has no method {name!r}", methods_hint(m))
+        return NONE if name in ("submit", "discard") else PtrT(m.value, nullable=True) \
+            if name in ("lookup", "setdefault") else I64
+    want = {"lookup": "k", "setdefault": "k, v", "output": "value", "reserve": "T",
+            "submit": "r", "discard": "r"}[name]
+    if len(args) != want.count(",") + 1:
+        bc.error(e.span, f"{name}() takes {want.count(',') + 1} argument{'s' * (',' in want)}",
+                 f"write {bc.source_text(e.func)}({want})")
+        return NONE if name in ("submit", "discard") else I64
+    if name in ("lookup", "setdefault"):
+        bc.convert(args[0], m.key, "map key")
+        if name == "setdefault":
+            bc.convert(args[1], m.value, "map value")
+        bc.out.calls[e] = CallTarget(name, m)
+        return PtrT(m.value, nullable=True)
+    if name == "output":
+        t = bc.expr(args[0])
+        data = t.target if isinstance(t, PtrT) else t
+        if isinstance(t, PtrT) and t.nullable:
+            bc.error(args[0].span, f"{bc.source_text(args[0])} may be None here",
+                     f"check first: `if {bc.source_text(args[0])} is not None:`")
+        elif not isinstance(data, (IntT, BoolT, StructT, ArrayT)):
+            bc.error(args[0].span, f"rb.output() sends an integer, struct or array, not {t}")
+        bc.out.calls[e] = CallTarget("ringbuf_output", m)
+        return I64
+    if name == "reserve":
+        t = bc.mod.resolve_type(args[0], bc.scope)
+        if t is None or t == NONE:
+            return PtrT(NONE, nullable=True)
+        if t.size + 8 > m.max_entries:
+            bc.error(args[0].span, f"a record of {t.size} bytes (and its 8-byte header) does not fit "
+                     f"in a ring buffer of {m.max_entries} bytes")
+        bc.out.calls[e] = CallTarget("ringbuf_reserve", (m, t))
+        return PtrT(t, nullable=True)
+    t = bc.expr(args[0])
+    if not isinstance(t, PtrT):
+        bc.error(args[0].span, f"{name}() takes a record from rb.reserve(T), not {t}")
+    elif t.nullable:
+        bc.error(args[0].span, f"{bc.source_text(args[0])} may be None here",
+                 f"check first: `if {bc.source_text(args[0])} is not None: "
+                 f"{bc.source_text(e.func)}({bc.source_text(args[0])})`")
+    bc.out.calls[e] = CallTarget(f"ringbuf_{name}", m)
+    return NONE
+
+
+# ----- records ---------------------------------------------------------------------------
+def expressions(node):
+    """Every expression in `node` (a statement's own expressions, not its nested statements),
+    outermost first."""
+    if isinstance(node, tuple):
+        for item in node:
+            yield from expressions(item)
+    elif isinstance(node, S.Expr):
+        yield node
+        for f in dataclasses.fields(node):
+            if f.name != "span":
+                yield from expressions(getattr(node, f.name))
+    elif isinstance(node, S.Keyword):
+        yield from expressions(node.value)
+    elif isinstance(node, S.Stmt):
+        for f in dataclasses.fields(node):
+            if f.name not in ("span", "body", "orelse"):
+                yield from expressions(getattr(node, f.name))
+
+
+class RecordRules:
+    """The walk described in the module docstring, over one checked function."""
+
+    def __init__(self, mod, info: FunctionInfo) -> None:
+        self.mod, self.info, self.calls = mod, info, mod.out.calls
+        self.records: dict[str, str] = {}   # record variable → the ring buffer it is reserved from
+        self.loops: list[dict] = []         # the state at each enclosing loop's entry
+        self.reported: set[str] = set()     # each leaked record is reported once
+
+    def target(self, e: S.Expr, kind: str) -> bool:
+        t = self.calls.get(e) if isinstance(e, S.Call) else None
+        return t is not None and t.kind == kind
+
+    def run(self) -> None:
+        self.find_records(self.info.node.body)
+        if not self.records:
+            return
+        state = self.block(self.info.node.body, {})
+        if state is not None:
+            self.leaks(state, self.info.node.body[-1].span if self.info.node.body else self.info.node.span,
+                       "at the end of the function")
+
+    def find_records(self, body) -> None:
+        for stmt in body:
+            if isinstance(stmt, S.Assign) and isinstance(stmt.target, S.Name) and \
+                    self.target(stmt.value, "ringbuf_reserve"):
+                self.records[stmt.target.id] = stmt.value.func.value.id
+            self.find_records(getattr(stmt, "body", ()))
+            self.find_records(getattr(stmt, "orelse", ()))
+
+    def error(self, span, message: str, hint: str = "") -> None:
+        self.mod.error(span, message, hint)
+
+    # ----- statements: each takes the state before it, gives the state after (None: no path) --
+    def block(self, body, state: dict | None) -> dict | None:
+        for stmt in body:
+            if state is None:
+                return None
+            state = getattr(self, "stmt_" + type(stmt).__name__, self.stmt_other)(stmt, dict(state))
+        return state
+
+    def uses(self, node, state: dict, skip: S.Expr | None = None) -> None:
+        """Reservations outside `r = rb.reserve(T)`, copies, and uses after release in the
+        statement's expressions."""
+        for e in expressions(node):
+            if e is skip:
+                continue
+            if isinstance(e, S.Call) and self.target(e, "ringbuf_reserve"):
+                self.error(e.span, "a reservation is assigned to a local name",
+                           "write `r = rb.reserve(T)`, then test `if r is not None:`")
+            elif isinstance(e, S.Name) and state.get(e.id) == RELEASED:
+                self.error(e.span, f"{e.id!r} is used after it was submitted or discarded",
+                           "the record belongs to the ring buffer's reader once it is released; "
+                           "write every field before rb.submit()")
+
+    def stmt_other(self, s, state: dict) -> dict:
+        self.uses(s, state)
+        return state
+
+    def stmt_Assign(self, s: S.Assign, state: dict) -> dict:
+        name = s.target.id if isinstance(s.target, S.Name) else None
+        reserve = self.target(s.value, "ringbuf_reserve")
+        if reserve and name is not None:
+            self.uses(s.value.args, state)
+            if state.get(name) in OUTSTANDING:
+                self.error(s.target.span, f"{name!r} still holds the record reserved before; it is "
+                           "overwritten without being submitted or discarded", RELEASE_HINT)
+            state[name] = PENDING
+            return state
+        self.uses(s, state, skip=s.target if name is not None else None)
+        if name in self.records:
+            self.error(s.span, f"{name!r} holds a ring buffer record: assign it only from rb.reserve(T)",
+                       "use another name for this value")
+        elif isinstance(s.value, S.Name) and s.value.id in self.records:
+            self.error(s.value.span, f"a record reference ({s.value.id!r}) cannot be copied",
+                       f"use {s.value.id!r} itself; the verifier tracks each record through one name")
+        return state
+
+    def stmt_ExprStmt(self, s: S.ExprStmt, state: dict) -> dict:
+        e = s.value
+        release = next((k for k in ("ringbuf_submit", "ringbuf_discard") if self.target(e, k)), None)
+        if release is None:
+            self.uses(s, state)
+            return state
+        arg = e.args[0] if e.args else None
+        self.uses(e.func, state)
+        if not isinstance(arg, S.Name) or arg.id not in self.records:
+            if arg is not None:
+                self.error(arg.span, f"{e.func.attr}() takes a record this function reserved",
+                           "pass the name assigned from rb.reserve(T)")
+            return state
+        status = state.get(arg.id)
+        if status == RELEASED:
+            self.error(arg.span, f"{arg.id!r} was already submitted or discarded")
+        elif status == PARTLY:
+            self.error(arg.span, f"{arg.id!r} may already be submitted or discarded (or be None) here",
+                       "release a record once, on each path")
+        elif status == HELD:
+            rb = e.func.value.id if isinstance(e.func.value, S.Name) else None
+            if rb != self.records[arg.id]:
+                self.error(e.func.value.span, f"{arg.id!r} was reserved from {self.records[arg.id]!r}, "
+                           f"not {rb!r}", f"write {self.records[arg.id]}.{e.func.attr}({arg.id})")
+            state[arg.id] = RELEASED
+        # PENDING and NULL: map_method and the None checks already say `arg` may be None
+        return state
+
+    def stmt_Return(self, s: S.Return, state: dict) -> None:
+        self.uses(s, state)
+        self.leaks(state, s.span, "at this return")
+        return None
+
+    def leaks(self, state: dict, span, where: str) -> None:
+        for name, status in state.items():
+            if status in OUTSTANDING and name not in self.reported:
+                self.reported.add(name)
+                how = "may still be held" if status == PARTLY else "is neither submitted nor discarded"
+                self.error(span, f"the record {name!r} reserved from {self.records[name]!r} {how} {where}; "
+                           "the verifier refuses a program that can exit holding a record", RELEASE_HINT)
+
+    def stmt_If(self, s: S.If, state: dict) -> dict | None:
+        self.uses(s, state)
+        yes, no = self.narrow(s.test, state)
+        return merge(self.block(s.body, yes), self.block(s.orelse, no))
+
+    def narrow(self, test: S.Expr, state: dict) -> tuple[dict, dict]:
+        """The states where `test` is true and where it is false: a pending record tested
+        against None becomes held on one side and none on the other."""
+        yes, no = dict(state), dict(state)
+        if isinstance(test, S.UnaryOp) and test.op == "not":
+            a, b = self.narrow(test.operand, state)
+            return b, a
+        name, nonnull = None, True
+        if isinstance(test, S.Name):
+            name = test.id
+        elif isinstance(test, S.Compare) and len(test.ops) == 1 and isinstance(test.left, S.Name) \
+                and test.ops[0] in ("is", "is not"):
+            name, nonnull = test.left.id, test.ops[0] == "is not"
+        if name is not None and state.get(name) in (PENDING, HELD):
+            yes[name], no[name] = (HELD, NULL) if nonnull else (NULL, HELD)
+            if state[name] == HELD:   # already known not None: the None side is never taken
+                (no if nonnull else yes)[name] = HELD
+        elif isinstance(test, S.BoolOp):
+            parts = [self.narrow(v, state) for v in test.values]
+            side = 0 if test.op == "and" else 1   # `and` true: all true; `or` false: all false
+            narrowed = dict(state)
+            for part in parts:
+                narrowed.update({n: st for n, st in part[side].items() if st != state.get(n)})
+            yes, no = (narrowed, no) if side == 0 else (yes, narrowed)
+        return yes, no
+
+    def loop(self, body, state: dict, span) -> dict:
+        self.loops.append(state)
+        end = self.block(body, dict(state))
+        self.loops.pop()
+        if end is not None:
+            self.loop_exit(state, end, span, "at the end of the loop body")
+        return state
+
+    def loop_exit(self, entry: dict, state: dict, span, where: str) -> None:
+        for name in set(entry) | set(state):
+            before, after = entry.get(name) in OUTSTANDING, state.get(name) in OUTSTANDING
+            if after and not before and name not in self.reported:
+                self.reported.add(name)
+                self.error(span, f"the record {name!r} reserved in the loop is still held {where}",
+                           "submit or discard it in the same iteration")
+            elif before and state.get(name) != entry.get(name) and name not in self.reported:
+                self.reported.add(name)
+                self.error(span, f"the record {name!r} reserved before the loop is released inside it",
+                           "the loop may release it more than once, or not at all: release it after the loop")
+
+    def stmt_For(self, s: S.For, state: dict) -> dict:
+        self.uses(s, state)
+        return self.loop(s.body, state, s.span)
+
+    def stmt_While(self, s: S.While, state: dict) -> dict:
+        self.uses(s, state)
+        return self.loop(s.body, state, s.span)
+
+    def stmt_Break(self, s, state: dict) -> None:
+        if self.loops:
+            self.loop_exit(self.loops[-1], state, s.span, f"at this {type(s).__name__.lower()}")
+        return None
+
+    stmt_Continue = stmt_Break
+
+
+def merge(a: dict | None, b: dict | None) -> dict | None:
+    """The state where two paths meet (None: a path that does not reach it)."""
+    if a is None or b is None:
+        return a if b is None else b
+    out = {}
+    for name in set(a) | set(b):
+        x, y = a.get(name, NULL), b.get(name, NULL)
+        if x == y:
+            out[name] = x
+        elif {x, y} == {PENDING, HELD}:
+            out[name] = PENDING
+        elif x in OUTSTANDING or y in OUTSTANDING:
+            out[name] = PARTLY
+        else:
+            out[name] = RELEASED if RELEASED in (x, y) else NULL
+    return out
