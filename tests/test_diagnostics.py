@@ -61,7 +61,7 @@ CASES = {
     ),
     'stack_too_big': (
         'class Big(Struct):\n    data: u64[80]\n\n@syscall\ndef f(ctx: Args) -> i32:\n    a = Big()\n    return 0\n',
-        'stack_too_big.py:12:1: error: f needs 640 bytes of stack for its structs and arrays; BPF allows 512\ndef f(ctx: Args) -> i32:\n^\n  note: keep large data in a map value (m.lookup(k)) instead of locals',
+        "stack_too_big.py:13:5: error: 'a' (Big, 640 bytes) takes f's stack to 640 bytes; BPF allows 512\n    a = Big()\n    ^~~~~~~~~\n  note: f's structs and arrays: a: Big, 640 bytes (line 13); keep large data in a map value (m.lookup(k)) instead of locals",
     ),
     'unchecked_lookup': (
         'm = HashMap(u32, u64, 8)\n\n@syscall\ndef f(ctx: Args) -> i32:\n    r = m.lookup(1)\n    r[0] += 1\n    return 0\n',

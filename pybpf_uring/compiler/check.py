@@ -18,27 +18,23 @@ from __future__ import annotations
 import builtins
 import difflib
 import importlib
-import mmap
 import operator
 from functools import lru_cache
 
 from . import syntax as S
 from .builtins import CQ_INTRINSICS, HELPERS, KFUNCS, PREPS
 from .check_body import BodyChecker
-from .check_maps import RecordRules
 from .check_loops import nodes
+from .check_stack import check_stack
 from .checked import (PROGRAM_KINDS, Checked, FunctionInfo, GlobalVar, Symbol, describe,
                       struct_from_ctypes)
 from .depth import on_deep_stack
 from ..diagnostics import Collector, Span
-from ..limits import MAX_CALL_DEPTH, MAX_HELPER_ARGS, MAX_MAP_ENTRIES, MAX_TYPE_SIZE, ringbuf_size_problem
-from .typesys import (ARRAY_KINDS, I64, INTS, MAP_TYPES, NONE, RINGBUF, TYPE_SIZE_WHY, ArrayT, IntT, MapT,
-                      PtrT, StructT, Type)
+from ..limits import MAX_CALL_DEPTH, MAX_HELPER_ARGS, MAX_MAP_ENTRIES, MAX_TYPE_SIZE
+from .typesys import (I64, INTS, NONE, TYPE_SIZE_WHY, ArrayT, IntT, MapT, PtrT,
+                      StructT, Type)
 
 LIBRARY_MODULES = ("pybpf_uring", "pybpf_uring.uring", "pybpf_uring.iou")
-# Each map kind's arguments, as its declaration is written (and as an error says to write it).
-MAP_FORMS = {kind: "value_type, max_entries" if kind in ARRAY_KINDS else "size_bytes" if kind == RINGBUF
-             else "key_type, value_type, max_entries" for kind in MAP_TYPES}
 DSL_BUILTINS = ("print", "range")  # Python's builtins a program uses as Python does
 
 
@@ -125,7 +121,7 @@ class ModuleChecker:
             self.declare_global(name, stmt)
             return
         if isinstance(value, S.Call) and self.callee_symbol(value.func).kind == "builtin" \
-                and self.callee_symbol(value.func).value in MAP_TYPES:
+                and self.callee_symbol(value.func).value in ("ArrayMap", "HashMap"):
             self.declare_map(name, stmt, value)
             return
         folded = self.fold(value) if value is not None else None
@@ -159,27 +155,16 @@ class ModuleChecker:
 
     def declare_map(self, name: str, stmt: S.Assign, call: S.Call) -> None:
         kind = self.callee_symbol(call.func).value
-        form = MAP_FORMS[kind]
-        want = form.count(",") + 1
+        want = 2 if kind == "ArrayMap" else 3
         if len(call.args) != want or call.keywords:
-            self.error(call.span, f"{kind} takes {want} positional argument{'s' * (want > 1)}",
-                       f"write {kind}({form})")
+            form = "ArrayMap(value_type, max_entries)" if kind == "ArrayMap" \
+                else "HashMap(key_type, value_type, max_entries)"
+            self.error(call.span, f"{kind} takes {want} positional arguments", f"write {form}")
             return
         *type_args, size = call.args
         types = [self.resolve_type(a) for a in type_args]
         entries = self.fold(size)
         if None in types:
-            return
-        if kind == RINGBUF:
-            problem = "its size must be an integer constant" if entries is None else \
-                ringbuf_size_problem(entries, mmap.PAGESIZE)
-            if problem is not None:
-                self.error(size.span, f"RingBuf: {problem}",
-                           f"e.g. RingBuf({1 << 18}) (256 KiB): a power of 2, a multiple of {mmap.PAGESIZE}")
-                return
-            m = MapT(kind, NONE, NONE, entries)
-            self.globals[name] = Symbol("map", m)
-            self.out.maps[name] = (m, stmt.span.line)
             return
         if entries is None or entries <= 0:
             self.error(size.span, "max_entries must be a positive integer constant")
@@ -188,7 +173,7 @@ class ModuleChecker:
             self.error(size.span, f"max_entries {entries} does not fit the kernel's 32-bit field "
                        f"(at most {MAX_MAP_ENTRIES})")
             return
-        key, value = (INTS["u32"], types[0]) if kind in ARRAY_KINDS else types
+        key, value = (INTS["u32"], types[0]) if kind == "ArrayMap" else types
         for t, node in zip((key, value), (type_args[0], type_args[-1])):
             if isinstance(t, PtrT):
                 self.error(node.span, "map keys and values cannot be references")
@@ -409,7 +394,6 @@ class ModuleChecker:
         info = FunctionInfo(d, kind, section, params, ret)
         self.out.functions[d.name] = info
         BodyChecker(self, info).run()
-        RecordRules(self, info).run()
         if d.returns is not None and isinstance(ret, IntT):
             self.check_returns(info)
         for callee in info.calls:
@@ -457,7 +441,8 @@ class ModuleChecker:
             self.error(d.span, "a program returns an integer", "write `-> i32`")
 
     def check_call_graph(self) -> None:
-        """No recursion (the verifier rejects it) and at most MAX_CALL_DEPTH frames."""
+        """No recursion (the verifier rejects it), at most MAX_CALL_DEPTH frames, and the stack
+        of each frame and each chain of calls."""
         funcs = self.out.functions
         sites = self.call_sites()
 
@@ -473,6 +458,7 @@ class ModuleChecker:
             d = depth(p.name, ())
             if d > MAX_CALL_DEPTH:
                 self.error(p.node.span, f"calls nest {d} deep; the verifier allows {MAX_CALL_DEPTH}")
+        check_stack(self, sites)
 
     def call_sites(self) -> dict[tuple[str, str], Span]:
         """(caller, callee) → the span of the caller's first call of that subprogram."""
@@ -637,15 +623,13 @@ def runtime_symbol(obj, name: str) -> Symbol | None:
     script's or notebook's maps, structs and integer constants."""
     from .. import decorators, types as T
     if isinstance(obj, T._Map):
-        if obj.kind == RINGBUF:
-            return Symbol("map", MapT(obj.kind, NONE, NONE, obj.max_entries))
         return Symbol("map", MapT(obj.kind, runtime_type(obj.key), runtime_type(obj.value), obj.max_entries))
     if isinstance(obj, T.IntType):
         return Symbol("int_type", INTS[obj.name])
     if obj is T.Struct:
         return Symbol("builtin", value="Struct")
-    if isinstance(obj, type) and issubclass(obj, T._Map) and obj.kind in MAP_TYPES:
-        return Symbol("builtin", value=obj.kind)
+    if obj in (T.ArrayMap, T.HashMap):
+        return Symbol("builtin", value=obj.__name__)
     if obj is T.sizeof:
         return Symbol("builtin", value="sizeof")
     if obj is T.Const:
