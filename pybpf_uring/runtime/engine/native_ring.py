@@ -65,7 +65,7 @@ _FREE = ir.FREE
 _RUN_BUDGET = 4096          # program runs per nr_wait call, as Ring._progress
 _NATIVE_CQ = 1024           # CQEs a CQ's native buffer holds
 _LINE = 64                  # a cache line
-_FRESH = 256                # tag slots beyond the Python table offered per wait (more: _slow)
+_FRESH = 256                # fresh tag slots a wait may take beyond the Python table (more: _slow)
 
 
 def _functions() -> dict[str, int]:
@@ -285,8 +285,9 @@ class NativeRing:
 
     def _export_tags(self, state: RingState) -> None:
         """Slots below len(state.tags) are written; the ones above are free in the native
-        arrays already (set so when allocated, and left so by every import), and the first
-        _FRESH of them are offered to nr_queue after the Python free list."""
+        arrays already (set so when allocated, and left so by every import).  nr_queue takes
+        the Python free list's slots first, then fresh ones from len(state.tags) up (`fresh`), so
+        an export and an import cost the tags in use, not the table's capacity."""
         w, W = self.words, _W
         tags = state.tags
         used = len(tags)
@@ -302,9 +303,10 @@ class NativeRing:
         if used:
             self._tag_cq[:used] = [_FREE if e is None else e[1] for e in tags]
             self._tag_ud[:used] = [0 if e is None else e[0] for e in tags]
-        stack = [*range(used + _FRESH - 1, used - 1, -1), *state.free]
-        self._free_stack[:len(stack)] = stack
-        w[W["nfree"]], w[W["in_flight"]] = len(stack), state.in_flight
+        free = state.free
+        if free:
+            self._free_stack[:len(free)] = free
+        w[W["nfree"]], w[W["fresh"]], w[W["in_flight"]] = len(free), used, state.in_flight
 
     def _export_parked(self, parked: Sequence[BpfRequest]) -> None:
         w, W = self.words, _W
@@ -362,7 +364,7 @@ class NativeRing:
     def _import_tags(self) -> tuple[list, list[int], int]:
         """The tag table, free list and in-flight count as the Python ring keeps them."""
         w, W = self.words, _W
-        targets = self._tag_cq[:self._tag_cap]
+        targets = self._tag_cq[:w[W["fresh"]]]      # no slot above was ever taken
         live = [slot for slot, cq in enumerate(targets) if cq != _FREE]
         top = live[-1] + 1 if live else 0
         tags: list = [None] * top

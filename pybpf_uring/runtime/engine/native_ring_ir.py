@@ -49,7 +49,7 @@ from .memory import BIAS, REGION_SHIFT
 RING_WORDS = (
     "sq_local", "sq_head", "sq_tail", "sq_flags", "sq_mask", "sq_entries", "sqes", "enter_calls",
     "cq_head", "cq_tail", "cq_mask", "cqes", "tag_ud", "tag_cq", "tag_cap", "free",
-    "nfree", "in_flight", "cqs", "ncqs", "version", "parked", "nparked",
+    "nfree", "fresh", "in_flight", "cqs", "ncqs", "version", "parked", "nparked",
     "programs", "runs_left", "active", "py_work", "retired", "backoff", "deadline", "syscall",
     "enter_fd", "enter_flags",            # the fd io_uring_enter takes (a registered index) and its flag
     # (backoff: submit-and-wait enters left before a round submits alone again)
@@ -427,7 +427,7 @@ recheck:
 # Ring._queue_raw's common case
 _QUEUE = r"""
 ; 0 queued; -EINVAL: cq_idx names no CQ; QUEUE_PYTHON: the Python ring must queue it (a BPF request, a
-; cancel that names another request, CQE_SKIP_SUCCESS, a full SQ, no free tag slot)
+; cancel that names another request, CQE_SKIP_SUCCESS, a full SQ, no tag slot left below tag_cap)
 define i64 @nr_queue(ptr %r, ptr %sqe) {
 ${W}
   %op = load i8, ptr %sqe
@@ -456,18 +456,33 @@ room:
   %pend = call i64 @pending(ptr %r)
   %ent = load i64, ptr %W.sq_entries
   %full = icmp uge i64 %pend, %ent
-  %nf = load i64, ptr %W.nfree
-  %notag = icmp eq i64 %nf, 0
-  %cannot = or i1 %full, %notag
-  br i1 %cannot, label %python, label %queue
+  br i1 %full, label %python, label %pick
 python:
   ret i64 ${QUEUE_PYTHON}
-queue:
+pick:
+  ; a freed slot (the top of the free stack, as Ring._new_tag pops its list), else the next
+  ; fresh one (as it appends)
+  %nf = load i64, ptr %W.nfree
+  %notag = icmp eq i64 %nf, 0
+  br i1 %notag, label %fresh, label %reuse
+reuse:
   %nf1 = sub i64 %nf, 1
   store i64 %nf1, ptr %W.nfree
   %fr = load ptr, ptr %W.free
   %frp = getelementptr i64, ptr %fr, i64 %nf1
-  %slot = load i64, ptr %frp
+  %freed = load i64, ptr %frp
+  br label %queue
+fresh:
+  %next = load i64, ptr %W.fresh
+  %cap = load i64, ptr %W.tag_cap
+  %over = icmp uge i64 %next, %cap
+  br i1 %over, label %python, label %take
+take:
+  %next1 = add i64 %next, 1
+  store i64 %next1, ptr %W.fresh
+  br label %queue
+queue:
+  %slot = phi i64 [%freed, %reuse], [%next, %take]
   %tud = load ptr, ptr %W.tag_ud
   %tudp = getelementptr i64, ptr %tud, i64 %slot
   store i64 %ud, ptr %tudp
