@@ -104,8 +104,8 @@ CASES = {
         'program_calls_program.py:14:12: error: g is a program; programs cannot call each other\n    return g(ctx)\n           ^\n  note: move the shared code into an undecorated function and call that',
     ),
     'call_unknown_function': (
-        '@syscall\ndef f(ctx: Args) -> i32:\n    return len(ctx.b)\n',
-        "call_unknown_function.py:10:12: error: 'len' cannot be called in a BPF program\n    return len(ctx.b)\n           ^~~\n  note: call a helper, a prep_* function, a cast like u32(x), a Struct, or a function of this module",
+        '@syscall\ndef f(ctx: Args) -> i32:\n    return sum(ctx.b)\n',
+        "call_unknown_function.py:10:12: error: 'sum' cannot be called in a BPF program\n    return sum(ctx.b)\n           ^~~\n  note: call a helper, a prep_* function, a cast like u32(x), a Struct, or a function of this module",
     ),
     'no_program': (
         'def helper(x: i64) -> i64:\n    return x\n',

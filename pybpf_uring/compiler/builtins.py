@@ -105,3 +105,19 @@ PREPS = {
     "prep_send": ({"opcode": IORING_OP_SEND}, ("fd", "addr", "len", "rw_flags")),
     "prep_recv": ({"opcode": IORING_OP_RECV}, ("fd", "addr", "len", "rw_flags")),
 }
+
+# Python's builtins a program calls without importing them, as Python does, unless the module or
+# the function binds the name: what each takes.  Each computes its value from its arguments
+# alone, so a call on constants is a constant, and `len` of a fixed-size array always is.
+PYTHON_BUILTINS = {"min": "two or more integers", "max": "two or more integers",
+                   "abs": "one integer", "len": "one fixed-size array"}
+
+
+def fold_builtin(name: str, values: list[int]) -> int | None:
+    """A Python builtin of constants, as Python computes it; None where the call is wrong (the
+    checker says why at the call)."""
+    if name in ("min", "max") and len(values) >= 2:
+        return min(values) if name == "min" else max(values)
+    if name == "abs" and len(values) == 1:
+        return abs(values[0])
+    return None

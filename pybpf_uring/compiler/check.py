@@ -22,7 +22,7 @@ import operator
 from functools import lru_cache
 
 from . import syntax as S
-from .builtins import CQ_INTRINSICS, HELPERS, KFUNCS, PREPS
+from .builtins import CQ_INTRINSICS, HELPERS, KFUNCS, PREPS, PYTHON_BUILTINS, fold_builtin
 from .check_body import BodyChecker
 from .check_loops import nodes
 from .check_stack import check_stack
@@ -51,7 +51,8 @@ class ModuleChecker:
         self.globals: dict[str, Symbol] = {}
         self.out = Checked(module, {}, {}, {}, {})
         self.defs: dict[str, S.FunctionDef] = {}
-        self.folded: dict[tuple[S.Expr, frozenset[str]], int | None] = {}
+        self.folded: dict[tuple[S.Expr, frozenset[str], bool], int | None] = {}
+        self.lengths: dict[S.Call, int] = {}  # len() of a fixed-size array (check_python)
         # (caller, argument name or None, callee, parameter, span): a struct passed by reference
         self.ref_edges: list[tuple[str, str | None, str, str, Span]] = []
 
@@ -163,7 +164,7 @@ class ModuleChecker:
             return
         *type_args, size = call.args
         types = [self.resolve_type(a) for a in type_args]
-        entries = self.fold(size)
+        entries = self.fold(size, sizes=True)
         if None in types:
             return
         if entries is None or entries <= 0:
@@ -268,7 +269,7 @@ class ModuleChecker:
         type) passes the function's `local` names."""
         if isinstance(e, S.Subscript):
             elem = self.resolve_type(e.value, local)
-            n = self.fold(e.index, local)
+            n = self.fold(e.index, local, sizes=True)
             if elem is None:
                 return None
             if n is None or n <= 0:
@@ -301,31 +302,44 @@ class ModuleChecker:
         self.error(e.span, f"{what!r} is not a type", hint)
         return None
 
-    def fold(self, e: S.Expr, local: frozenset[str] = frozenset()) -> int | None:
+    def fold(self, e: S.Expr, local: frozenset[str] = frozenset(), sizes: bool = False) -> int | None:
         """The value of a constant expression made of literals and module constants, or None.
         Inside a function, `local` holds the names it binds (parameters, assigned names, loop
         variables): those are its variables wherever they appear, as in Python, even where the
         module has a constant of the same name.  Remembered per node: the rules ask for the
-        value of every operand, and recomputing it made a long chain `a + b + ...` quadratic."""
-        key = (e, local)
+        value of every operand, and recomputing it made a long chain `a + b + ...` quadratic.
+        Where a size is wanted (`sizes`: an array's length, a map's max_entries), a `Const`
+        global stands for the value it is declared with: sizes are fixed when compiling."""
+        if e in self.lengths:
+            return self.lengths[e]
+        key = (e, local, sizes)
         if key not in self.folded:
-            self.folded[key] = self.fold_once(e, local)
+            self.folded[key] = self.fold_once(e, local, sizes)
         return self.folded[key]
 
-    def fold_once(self, e: S.Expr, local: frozenset[str]) -> int | None:
+    def fold_once(self, e: S.Expr, local: frozenset[str], sizes: bool) -> int | None:
         if isinstance(e, S.Constant) and type(e.value) in (int, bool):
             return int(e.value)
         if isinstance(e, S.Name):
             sym = self.global_symbol(e.id) if e.id not in local else None
+            if sizes and sym is not None and sym.kind == "global" and sym.value.const:
+                return sym.value.init
             return sym.value if sym is not None and sym.kind == "const" else None
         if isinstance(e, S.UnaryOp) and e.op in ("-", "+", "~"):
-            v = self.fold(e.operand, local)
+            v = self.fold(e.operand, local, sizes)
             return None if v is None else {"-": -v, "+": v, "~": ~v}[e.op]
         if isinstance(e, S.BinOp):
-            a, b = self.fold(e.left, local), self.fold(e.right, local)
+            a, b = self.fold(e.left, local, sizes), self.fold(e.right, local, sizes)
             if a is None or b is None:
                 return None
             return fold_binop(e.op, a, b)
+        if isinstance(e, S.IfExp):
+            test, a, b = (self.fold(x, local, sizes) for x in (e.test, e.then, e.otherwise))
+            return None if None in (test, a, b) else a if test else b
+        if isinstance(e, S.Call) and isinstance(e.func, S.Name) and e.func.id in PYTHON_BUILTINS \
+                and e.func.id not in local and self.global_symbol(e.func.id) is None and not e.keywords:
+            values = [self.fold(a, local, sizes) for a in e.args]
+            return None if None in values else fold_builtin(e.func.id, values)
         if isinstance(e, S.Call) and self.callee_symbol(e.func, local).value == "sizeof" and len(e.args) == 1:
             t = self.resolve_type(e.args[0], local)
             return t.size if t is not None else None

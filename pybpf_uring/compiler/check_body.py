@@ -11,6 +11,7 @@ from . import syntax as S
 from .. import uring
 from .builtins import CQ_INTRINSICS, CTX, INT, PREPS, Helper, Kfunc
 from .check_loops import LoopRules
+from .check_python import PythonRules
 from .checked import CTX_TYPE_NAMES, PROGRAM_KINDS, CallTarget, FunctionInfo, Symbol, ctx_type_kind, describe
 from ..limits import MAX_PRINT_ARGS
 from .parse import local_names
@@ -22,7 +23,7 @@ TERMINATORS = (S.Return, S.Break, S.Continue)
 NO_VARIABLE_CTX_INDEX = frozenset({"syscall", "tracepoint", "socket_filter"})
 
 
-class BodyChecker(LoopRules):
+class BodyChecker(LoopRules, PythonRules):
     def __init__(self, mod, info: FunctionInfo) -> None:
         self.mod, self.info, self.out = mod, info, mod.out
         self.locals = info.locals
@@ -57,6 +58,7 @@ class BodyChecker(LoopRules):
     def block(self, body) -> None:
         for k, stmt in enumerate(body):
             self.position = (body, k)
+            self.note_lengths(stmt)
             handler = getattr(self, "stmt_" + type(stmt).__name__, None)
             if handler is None:
                 self.error(stmt.span, f"{describe(stmt)} is not allowed inside a function")
@@ -209,7 +211,7 @@ class BodyChecker(LoopRules):
 
     def expr(self, e: S.Expr, want: Type | None = None) -> Type:
         """Type `e`; an integer constant takes `want` when it fits."""
-        value = self.fold(e) if not isinstance(e, S.Call) or self.is_sizeof(e) else None
+        value = self.fold(e) if not isinstance(e, S.Call) or self.is_sizeof(e) or self.is_python_builtin(e) else None
         if value is not None:
             if isinstance(e, (S.BinOp, S.UnaryOp)):
                 self.visit_const_parts(e)
@@ -482,7 +484,11 @@ class BodyChecker(LoopRules):
 
     def convert(self, e: S.Expr, want: Type, what: str) -> None:
         """`e` is stored into a location of type `want`: integers convert as in C (wrapping),
-        structs and arrays copy when their types match, references only to the same type."""
+        structs and arrays copy when their types match, references only to the same type, and a
+        list fills an array of its length."""
+        if isinstance(e, S.ListDisplay):
+            self.list_value(e, want, what)
+            return
         got = self.expr(e, want)
         if isinstance(want, IntT) and isinstance(got, (IntT, BoolT)):
             return
@@ -527,6 +533,9 @@ class BodyChecker(LoopRules):
                 f"and hides the module-level {KIND_WORDS.get(hidden.kind, hidden.kind)} {name!r}; "
                 "give the local another name")
 
+    def kind_word(self, kind: str) -> str:
+        return KIND_WORDS.get(kind, kind)
+
     def source_text(self, e: S.Expr) -> str:
         s = e.span
         if s.line != s.end_line:
@@ -549,6 +558,8 @@ class BodyChecker(LoopRules):
             if not statement:
                 self.error(e.span, "print() is a statement; it has no value")
             return self.print_call(e)
+        if self.is_python_builtin(e):
+            return self.python_builtin(e, statement)
         sym = self.mod.callee_symbol(e.func, self.scope)
         if e.keywords and sym.kind != "struct":
             self.error(e.keywords[0].span, "keyword arguments are only for Struct constructors",

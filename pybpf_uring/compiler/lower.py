@@ -254,6 +254,8 @@ class FunctionLowering(ValueLowering, CallLowering):
     def stmt_Pass(self, s) -> None:
         pass
 
+    stmt_Global = stmt_Pass  # the checker resolved the names
+
     def stmt_Break(self, s) -> None:
         self.b.branch(self.loops[-1][1])
 

@@ -113,6 +113,27 @@ class CallLowering:
             return ir.Constant(ir_type(t), self.c.values[e])
         return self.value(e.args[0], t)
 
+    def call_min(self, e: S.Call, t: IntT) -> ir.Value:
+        """min/max: every argument once, left to right, in the common type `t`; each step a
+        compare and a select, as clang emits `a < b ? a : b` (LLVM makes them smin/umin)."""
+        op = "<" if self.c.calls[e].kind == "min" else ">"
+        compare = self.b.icmp_signed if t.signed else self.b.icmp_unsigned
+        values = [self.value(a, t) for a in e.args]
+        best = values[0]
+        for v in values[1:]:
+            best = self.b.select(compare(op, v, best), v, best)
+        return best
+
+    call_max = call_min
+
+    def call_abs(self, e: S.Call, t: IntT) -> ir.Value:
+        """abs(x): `x < 0 ? -x : x` in x's width, read as unsigned (the checker's type), so abs
+        of the type's minimum is exact: abs(i8(-128)) is 128; an unsigned x is its own."""
+        x = self.value(e.args[0], t)
+        if not t.signed:
+            return x
+        return self.b.select(self.b.icmp_signed("<", x, ir.Constant(x.type, 0)), self.b.neg(x), x)
+
     def call_subprog(self, e: S.Call, name: str) -> ir.Value:
         callee = self.c.functions[name]
         args = []
@@ -202,12 +223,22 @@ class CallLowering:
             f = st.field(kw.name)
             self.store_into(self.offset(addr, f.offset), f.type, kw.value)
 
+    def fill(self, addr: ir.Value, t: ArrayT, e: S.ListDisplay) -> None:
+        """An array from a list of as many values (the checker counted them), element by
+        element in order."""
+        for i, elt in enumerate(e.elts):
+            self.store_into(self.offset(addr, i * t.elem.size), t.elem, elt)
+
     def aggregate(self, e: S.Expr) -> ir.Value:
         """The address of a struct or array value (a local, a field, a constructed temporary,
         a copy out of a map or a reference)."""
         t = self.c.types[e]
         if isinstance(e, S.Call):  # a constructed temporary, or a reference a kfunc returned
             return self.call(e)
+        if isinstance(e, S.ListDisplay):  # built apart first, as Python builds the list, so
+            tmp = self.alloca(t)           # `a = [a[1], a[0]]` swaps
+            self.fill(tmp, t, e)
+            return tmp
         if isinstance(t, PtrT):
             return self.value(e)
         if isinstance(e, S.Subscript) and isinstance(self.c.types[e.value], MapT):

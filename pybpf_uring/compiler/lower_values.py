@@ -211,6 +211,23 @@ class ValueLowering:
         self.enter(done)
         return self.load(result, BOOL)
 
+    def expr_IfExp(self, e: S.IfExp, t: Type) -> ir.Value:
+        """Branches, each side converted to the expression's type, joined by a phi: only the
+        chosen side runs, as Python says; LLVM turns side-effect-free ones into a select, as it
+        does clang's `?:`."""
+        then, other, done = self.new_block("cond.then"), self.new_block("cond.else"), self.new_block("cond.end")
+        self.b.cbranch(self.condition(e.test), then, other)
+        incoming = []
+        for block, side in ((then, e.then), (other, e.otherwise)):
+            self.enter(block)
+            incoming.append((self.value(side, t), self.b.block))
+            self.b.branch(done)
+        self.enter(done)
+        phi = self.b.phi(ir_type(t))
+        for v, block in incoming:
+            phi.add_incoming(v, block)
+        return phi
+
     def expr_Compare(self, e: S.Compare, t: Type) -> ir.Value:
         operands = (e.left,) + e.comparators
         result = None

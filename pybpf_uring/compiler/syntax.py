@@ -56,6 +56,22 @@ class Compare(Expr):
 
 
 @node
+class IfExp(Expr):
+    """`then if test else otherwise`: only the chosen side is evaluated, as in Python."""
+
+    test: Expr
+    then: Expr
+    otherwise: Expr
+
+
+@node
+class ListDisplay(Expr):
+    """`[a, b, c]`: only an array's value (`x: u8[3] = [1, 2, 3]`); the checker says so elsewhere."""
+
+    elts: tuple[Expr, ...]
+
+
+@node
 class Attribute(Expr):
     value: Expr
     attr: str
@@ -149,6 +165,13 @@ class ExprStmt(Stmt):
 @node
 class Delete(Stmt):
     target: Expr  # del m[k]
+
+
+@node
+class Global(Stmt):
+    """`global a, b`: the names are the module's annotated globals everywhere in the function."""
+
+    names: tuple[str, ...]
 
 
 # ----- module-level declarations ---------------------------------------------------------

@@ -1,0 +1,307 @@
+"""Python where Python has it: conditional expressions, min/max/abs/len, lists as arrays' values,
+`global` statements, and Const values as sizes.  The module below is ordinary Python too, so the
+values the kernel computes (test_run) are checked against what the same function computes when
+Python runs it; bad uses get exact diagnostics; min/max/abs/?: compile to no more instructions
+than clang-22 makes of the C twin."""
+from __future__ import annotations
+
+import ctypes
+import random
+
+import pytest
+
+from kernel_harness import clang_object, loaded
+from pybpf_uring import compile_source
+from pybpf_uring.compiler import syntax as S
+from pybpf_uring.compiler.parse import parse_source
+from pybpf_uring.compiler.pipeline import compile_tree
+from pybpf_uring.diagnostics import CompileError
+
+bpf = pytest.mark.kernel
+
+FORMS = '''
+from pybpf_uring import syscall, Struct, ArrayMap, Const, i8, i32, i64, u8, u32, u64
+
+SLOTS: Const[u32] = 6                 # a size taken from a Const: the arrays and the map below
+WIDE = max(4, 3, 2)                   # builtins of constants are constants
+calls: u64 = 0
+total: u64 = 0
+seen = ArrayMap(u64, SLOTS)
+
+
+class Pt(Struct):
+    x: i32
+    y: i32
+
+
+class Args(Struct):
+    a: i64
+    b: i64
+    u: u32
+    v: u32
+    s: i8
+    out: i64[14]
+    pts: Pt[2]
+    slots: u64[SLOTS]
+
+
+def pick(c: u32, x: i64, y: i64) -> i64:
+    return x if c else y
+
+
+@syscall
+def forms(ctx: Args) -> i32:
+    global calls, total
+    calls += 1
+    small: u8[4] = [1, 2, 3, 4]
+    small = [small[3], small[2], small[1], small[0]]     # built first, then stored: reversed
+    zeros: u64[WIDE]
+    acc: i64 = 0
+    for i in range(len(small)):
+        acc = acc * 10 + small[i]
+    ctx.out[0] = acc
+    ctx.out[1] = ctx.a if ctx.a > ctx.b else ctx.b
+    ctx.out[2] = min(ctx.a, ctx.b, 100)
+    ctx.out[3] = max(ctx.u, ctx.v)
+    ctx.out[4] = abs(ctx.a)
+    ctx.out[5] = abs(ctx.s)
+    ctx.out[6] = len(zeros) + len(ctx.out) + zeros[WIDE - 1]
+    ctx.out[7] = pick(ctx.u & 1, ctx.a, -1)
+    ctx.out[8] = 7 if ctx.u > 5 else -7
+    r = seen.lookup(ctx.u % SLOTS)
+    ctx.out[9] = i64(r[0]) if r is not None else -1   # the test narrows the chosen side
+    ctx.out[10] = (ctx.a < 0) if ctx.u else (ctx.b < 0)
+    ctx.out[11] = max(min(ctx.a, 50), -50)
+    ctx.pts = [Pt(x=ctx.u, y=-2), Pt(x=3, y=ctx.v)]
+    ctx.slots = [ctx.u, ctx.v, small[0], 0, WIDE, len(ctx.slots)]
+    total = total + ctx.u                      # reading and writing through the global statement
+    ctx.out[12] = total
+    ctx.out[13] = calls
+    return 1 if ctx.u < ctx.v else 2
+'''
+
+
+def python_forms(args: dict, calls: int, total: int):
+    """What the function computes when Python runs it, on plain ints, with the DSL's widths
+    (an ArrayMap holds every key, so the lookup finds the zero the map starts with)."""
+    a, b, u, v, s = (args[k] for k in "abuvs")
+    out = [4321, max(a, b), min(a, b, 100), max(u, v), abs(a) if a != -2**63 else a, abs(s),
+           4 + 14 + 0, a if u & 1 else -1, 7 if u > 5 else -7, 0, int(a < 0) if u else int(b < 0),
+           max(min(a, 50), -50), total + u, calls + 1]
+    pts = [(u - (1 << 32) if u >= 1 << 31 else u, -2), (3, v - (1 << 32) if v >= 1 << 31 else v)]
+    slots = [u, v, 4, 0, 4, 6]
+    return out, pts, slots, 1 if u < v else 2
+
+
+@bpf
+def test_forms_compute_in_the_kernel_what_python_computes():
+    rng = random.Random(12)
+    edges = [0, 1, -1, 5, 6, 100, -100, 2**31 - 1, -2**63 + 1, 2**62]
+    with loaded(FORMS) as (live, ns):
+        prog, g = live.programs["forms"], live.globals
+        for n in range(40):
+            args = {"a": rng.choice(edges + [rng.randrange(-2**63 + 1, 2**63)]),
+                    "b": rng.choice(edges + [rng.randrange(-2**63, 2**63)]),
+                    "u": rng.choice([0, 1, 5, 6, 7, 2**32 - 1, rng.randrange(2**32)]),
+                    "v": rng.choice([0, 3, 9, 2**31, rng.randrange(2**32)]),
+                    "s": rng.choice([-128, -127, -1, 0, 5, 127])}
+            calls, total = g.calls, g.total
+            result = prog.test_run(ctx=ns["Args"](**args))
+            ctx = result.ctx
+            out, pts, slots, ret = python_forms(args, calls, total)
+            out[12] &= (1 << 64) - 1
+            got = list(ctx.out)
+            got[12] &= (1 << 64) - 1
+            assert (got, [(p.x, p.y) for p in ctx.pts], list(ctx.slots), result.retval) == \
+                (out, pts, slots, ret), args
+            assert (g.calls, g.total) == (calls + 1, (total + args["u"]) & (1 << 64) - 1)
+
+
+@bpf
+def test_abs_of_the_minimum_is_exact_and_a_map_value_from_a_lookup_is_chosen():
+    """abs of a signed type is the unsigned type of its width, so abs(i8(-128)) is 128 as in
+    Python (abs(-2**63) is 2**63, which the i64 out[4] stores as -2**63); the narrowed side reads
+    the map's value."""
+    with loaded(FORMS) as (live, ns):
+        live.maps["seen"][3] = 77
+        ctx = live.programs["forms"].test_run(ctx=ns["Args"](a=-2**63, b=0, u=3, v=1, s=-128)).ctx
+        assert (ctx.out[4], ctx.out[5], ctx.out[9]) == (-2**63, 128, 77)
+
+
+def test_const_sizes_are_the_declared_value():
+    """A Const in a size (an array field, a map's max_entries) is the value it is declared
+    with; the Const itself stays in .rodata, read from memory."""
+    obj = compile_source(FORMS, "forms.py")
+    assert obj.map("seen").max_entries == 6
+    rodata = obj.map(".rodata")
+    assert rodata.value_size == 4 and bytes(rodata.data) == (6).to_bytes(4, "little")
+
+
+def test_the_module_is_python():
+    """The sample module runs as Python: its function computes the same values on host ctypes."""
+    ns: dict = {}
+    exec(compile(FORMS, "forms.py", "exec"), ns)
+    assert ns["WIDE"] == 4 and ns["pick"](0, 5, 6) == 6
+
+
+# ----- the syntax ---------------------------------------------------------------------------
+def test_conditional_list_and_global_parse_to_their_nodes():
+    mod = parse_source("def f(x: u32) -> u32:\n    global g, h\n    a: u8[2] = [1, x]\n    return x if x else 2\n")
+    glob, assign, ret = mod.body[0].body
+    assert isinstance(glob, S.Global) and glob.names == ("g", "h")
+    assert isinstance(assign.value, S.ListDisplay) and [type(e).__name__ for e in assign.value.elts] == ["Constant", "Name"]
+    cond = ret.value
+    assert isinstance(cond, S.IfExp) and cond.test.id == "x" and cond.then.id == "x" and cond.otherwise.value == 2
+    assert (cond.span.col, cond.span.end_col) == (12, 25)
+
+
+# ----- instruction counts against clang-22 ------------------------------------------------
+TWIN_PY = '''
+from pybpf_uring import syscall, Struct, i32, i64, u32, u64
+
+
+class Args(Struct):
+    a: i64
+    b: i64
+    u: u32
+    v: u32
+    out: i64[4]
+
+
+@syscall
+def forms(ctx: Args) -> i32:
+    ctx.out[0] = min(ctx.a, ctx.b)
+    ctx.out[1] = max(ctx.u, ctx.v)
+    ctx.out[2] = abs(ctx.a)
+    ctx.out[3] = ctx.a if ctx.u > 3 else ctx.b
+    return 0
+'''
+
+TWIN_C = '''
+typedef long long i64; typedef unsigned int u32;
+struct Args { i64 a; i64 b; u32 u; u32 v; i64 out[4]; };
+__attribute__((section("syscall"), used)) int forms(struct Args *ctx) {
+    ctx->out[0] = ctx->a < ctx->b ? ctx->a : ctx->b;
+    ctx->out[1] = ctx->u > ctx->v ? ctx->u : ctx->v;
+    ctx->out[2] = ctx->a < 0 ? -ctx->a : ctx->a;
+    ctx->out[3] = ctx->u > 3 ? ctx->a : ctx->b;
+    return 0;
+}
+char _license[] __attribute__((section("license"), used)) = "GPL";
+'''
+
+
+@pytest.mark.tools("clang")
+def test_min_max_abs_and_conditionals_are_as_short_as_clangs(tmp_path):
+    ours = compile_source(TWIN_PY, "twin.py").program("forms")
+    theirs = clang_object(tmp_path, "twin", TWIN_C).program("forms")
+    assert ours.slot_count <= theirs.slot_count, (ours.disasm(), theirs.disasm())
+
+
+# ----- diagnostics ------------------------------------------------------------------------
+HEAD = ("from pybpf_uring import syscall, Struct, ArrayMap, Const, u8, u32, u64, i32, i64\n\n"
+        "N = 4\nhits: u64 = 0\nlimit: Const[u32] = 3\nm = ArrayMap(u64, 4)\n\n"
+        "class Args(Struct):\n    a: u64\n    b: u32[4]\n\n")
+
+BAD = {
+    "list_too_short": (
+        "@syscall\ndef f(ctx: Args) -> i32:\n    x: u8[4] = [1, 2, 3]\n    return 0\n",
+        "list_too_short.py:14:16: error: u8[4] needs 4 values, got 3\n    x: u8[4] = [1, 2, 3]\n"
+        "               ^~~~~~~~~\n  note: list every element; an array declared without a value (x: u8[64]) is all zeros"),
+    "list_without_type": (
+        "@syscall\ndef f(ctx: Args) -> i32:\n    x = [1, 2]\n    return 0\n",
+        "list_without_type.py:14:9: error: a list is only the value of an array\n    x = [1, 2]\n"
+        "        ^~~~~~\n  note: declare the array with its type: x: u32[2] = [...]"),
+    "list_into_integer": (
+        "@syscall\ndef f(ctx: Args) -> i32:\n    ctx.a = [1]\n    return 0\n",
+        "list_into_integer.py:14:13: error: assigned value has type u64; a list is only the value of an array\n"
+        "    ctx.a = [1]\n            ^~~\n  note: an array is declared with its type: x: u32[1] = [...]"),
+    "list_element_does_not_fit": (
+        "@syscall\ndef f(ctx: Args) -> i32:\n    x: u8[2] = [1, 256]\n    return 0\n",
+        "list_element_does_not_fit.py:14:20: error: 256 does not fit in u8\n    x: u8[2] = [1, 256]\n"
+        "                   ^~~\n  note: write u8(256) to wrap it explicitly"),
+    "conditional_of_structs": (
+        "@syscall\ndef f(ctx: Args) -> i32:\n    x = ctx.b if ctx.a else ctx.b\n    return 0\n",
+        "conditional_of_structs.py:14:9: error: a conditional expression chooses between integers or bools, "
+        "not u32[4] and u32[4]\n    x = ctx.b if ctx.a else ctx.b\n        ^~~~~~~~~~~~~~~~~~~~~~~~~\n"
+        "  note: use an if statement to choose between structs, arrays or references"),
+    "min_of_one": (
+        "@syscall\ndef f(ctx: Args) -> i32:\n    return min(ctx.a)\n",
+        "min_of_one.py:14:12: error: min() takes two or more integers, got 1 argument\n    return min(ctx.a)\n"
+        "           ^~~~~~~~~~\n  note: for the elements of an array, loop over it"),
+    "abs_of_two": (
+        "@syscall\ndef f(ctx: Args) -> i32:\n    return abs(ctx.a, 1)\n",
+        "abs_of_two.py:14:12: error: abs() takes one integer, got 2 arguments\n    return abs(ctx.a, 1)\n"
+        "           ^~~~~~~~~~~~~"),
+    "len_of_integer": (
+        "@syscall\ndef f(ctx: Args) -> i32:\n    return len(ctx.a)\n",
+        "len_of_integer.py:14:12: error: len() takes one fixed-size array, not u64\n    return len(ctx.a)\n"
+        "           ^~~~~~~~~~\n  note: the length of an array is its type's: u8[64] has 64 elements; a map's is its max_entries"),
+    "min_keyword": (
+        "@syscall\ndef f(ctx: Args) -> i32:\n    return min(ctx.a, 1, default=0)\n",
+        "min_keyword.py:14:26: error: min()'s keyword arguments are not available in BPF programs\n"
+        "    return min(ctx.a, 1, default=0)\n                         ^~~~~~~~~\n  note: min() takes two or more integers"),
+    "min_as_statement": (
+        "@syscall\ndef f(ctx: Args) -> i32:\n    max(ctx.a, 1)\n    return 0\n",
+        "min_as_statement.py:14:5: error: max() has no effect here\n    max(ctx.a, 1)\n    ^~~~~~~~~~~~~\n"
+        "  note: use its value: x = max(...)"),
+    "min_literal_does_not_fit": (
+        "@syscall\ndef f(ctx: Args) -> i32:\n    return min(ctx.b[0], -1)\n",
+        "min_literal_does_not_fit.py:14:26: error: -1 does not fit in u32\n    return min(ctx.b[0], -1)\n"
+        "                         ^~\n  note: write u32(-1) to wrap it explicitly"),
+    "global_undeclared": (
+        "@syscall\ndef f(ctx: Args) -> i32:\n    global misses\n    misses = 1\n    return 0\n",
+        "global_undeclared.py:14:5: error: global 'misses' is not declared at module level\n    global misses\n"
+        "    ^~~~~~~~~~~~~\n  note: declare it there with its type: misses: u64 = 0"),
+    "global_constant": (
+        "@syscall\ndef f(ctx: Args) -> i32:\n    global N\n    N = 5\n    return 0\n",
+        "global_constant.py:14:5: error: 'N' is a module-level constant, not a global variable\n    global N\n"
+        "    ^~~~~~~~\n  note: a constant is folded into the code; to change it at run time, declare a global "
+        "with a type: N: u64 = 4"),
+    "global_map": (
+        "@syscall\ndef f(ctx: Args) -> i32:\n    global m\n    return 0\n",
+        "global_map.py:14:5: error: 'm' is a module-level map, not a global variable\n    global m\n"
+        "    ^~~~~~~~\n  note: a map is shared already: write its elements (m[k] = v) without a global statement"),
+    "global_parameter": (
+        "def g(hits: u64) -> i64:\n    global hits\n    return 0\n\n@syscall\ndef f(ctx: Args) -> i32:\n"
+        "    return g(1)\n",
+        "global_parameter.py:13:5: error: name 'hits' is parameter and global\n    global hits\n    ^~~~~~~~~~~\n"
+        "  note: rename the parameter, or drop 'hits' from the global statement"),
+    "used_before_global": (
+        "@syscall\ndef f(ctx: Args) -> i32:\n    hits = 2\n    global hits\n    return 0\n",
+        "used_before_global.py:14:5: error: name 'hits' is used prior to global declaration\n    hits = 2\n"
+        "    ^~~~\n  note: put `global hits` at the top of f"),
+    "global_const_written": (
+        "@syscall\ndef f(ctx: Args) -> i32:\n    global limit\n    limit = 1\n    return 0\n",
+        "global_const_written.py:15:5: error: 'limit' is a read-only global (Const)\n    limit = 1\n    ^~~~~\n"
+        "  note: the host sets it before loading; keep a copy in a local to change it"),
+    "nonlocal_still_rejected": (
+        "@syscall\ndef f(ctx: Args) -> i32:\n    nonlocal hits\n    return 0\n",
+        "nonlocal_still_rejected.py:14:5: error: nonlocal is not available in BPF programs; pass values as arguments\n"
+        "    nonlocal hits\n    ^~~~~~~~~~~~~"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD))
+def test_bad_uses_get_exact_diagnostics(name):
+    body, expected = BAD[name]
+    with pytest.raises(CompileError) as e:
+        compile_source(HEAD + body, f"{name}.py")
+    assert str(e.value).strip() == expected
+
+
+def test_mixed_signs_warn_where_c_makes_a_negative_value_large():
+    src = HEAD + ("class S(Struct):\n    s: i32\n    u: u32\n\n@syscall\ndef f(ctx: S) -> i32:\n"
+                  "    return max(ctx.s, ctx.u) + (ctx.s if ctx.u else ctx.u)\n")
+    text = [str(w) for w in compile_tree(parse_source(src, "mixed.py")).warnings]
+    assert any("max() mixes i32 and u32; its value is a u32, so a negative ctx.s becomes a large value" in t
+               for t in text), text
+    assert any("conditional expression mixes i32 and u32" in t for t in text), text
+
+
+def test_a_name_of_the_module_hides_the_builtin():
+    """min is Python's builtin only while nothing else is called min, as in Python."""
+    src = HEAD + ("def min(a: u64, b: u64) -> u64:\n    return a + b\n\n@syscall\ndef f(ctx: Args) -> i32:\n"
+                  "    return min(ctx.a, 2)\n")
+    obj = compile_source(src, "hides.py")
+    assert [p.name for p in obj.subprograms] == ["min"]
