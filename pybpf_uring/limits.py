@@ -7,6 +7,17 @@ MAX_HELPER_ARGS = 5        # r1-r5
 MAX_VERIFIED_INSNS = 1_000_000  # the verifier's walk (BPF_COMPLEXITY_LIMIT_INSNS): loops × their bodies
 MAX_PRINT_ARGS = 3         # bpf_trace_printk takes three values
 MAX_MAP_ENTRIES = (1 << 32) - 1  # the kernel's map fields (max_entries, key and value sizes) are u32
+MAX_RINGBUF_BYTES = 1 << 31  # kernel/bpf/ringbuf.c: RINGBUF_MAX_DATA_SZ rounded down to a power of 2
+
+
+def ringbuf_size_problem(size: int, page: int) -> str | None:
+    """Why the kernel refuses a ring buffer of `size` bytes (ringbuf_map_alloc), or None: the
+    size is a power of 2, a multiple of the page size, and at most MAX_RINGBUF_BYTES."""
+    if size <= 0 or size & (size - 1) or size % page:
+        return f"a ring buffer's size is a power of 2 and a multiple of the page size ({page}), not {size}"
+    if size > MAX_RINGBUF_BYTES:
+        return f"a ring buffer holds at most {MAX_RINGBUF_BYTES} bytes, not {size}"
+    return None
 # BTF gives a struct member's offset in bits, in 32 bits: a type of 2**29 bytes or more has
 # members BTF cannot place (and LLVM's BTF writer would truncate them silently).
 MAX_TYPE_SIZE = (1 << 29) - 1

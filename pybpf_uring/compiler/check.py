@@ -18,23 +18,28 @@ from __future__ import annotations
 import builtins
 import difflib
 import importlib
+import mmap
 import operator
 from functools import lru_cache
 
 from . import syntax as S
 from .builtins import CQ_INTRINSICS, HELPERS, KFUNCS, PREPS, PYTHON_BUILTINS, fold_builtin
 from .check_body import BodyChecker
+from .check_maps import RecordRules
 from .check_loops import nodes
 from .check_stack import check_stack
 from .checked import (PROGRAM_KINDS, Checked, FunctionInfo, GlobalVar, Symbol, describe,
                       struct_from_ctypes)
 from .depth import on_deep_stack
 from ..diagnostics import Collector, Span
-from ..limits import MAX_CALL_DEPTH, MAX_HELPER_ARGS, MAX_MAP_ENTRIES, MAX_TYPE_SIZE
-from .typesys import (I64, INTS, NONE, TYPE_SIZE_WHY, ArrayT, IntT, MapT, PtrT,
-                      StructT, Type)
+from ..limits import MAX_CALL_DEPTH, MAX_HELPER_ARGS, MAX_MAP_ENTRIES, MAX_TYPE_SIZE, ringbuf_size_problem
+from .typesys import (ARRAY_KINDS, I64, INTS, MAP_TYPES, NONE, RINGBUF, TYPE_SIZE_WHY, ArrayT, IntT, MapT,
+                      PtrT, StructT, Type)
 
 LIBRARY_MODULES = ("pybpf_uring", "pybpf_uring.uring", "pybpf_uring.iou")
+# Each map kind's arguments, as its declaration is written (and as an error says to write it).
+MAP_FORMS = {kind: "value_type, max_entries" if kind in ARRAY_KINDS else "size_bytes" if kind == RINGBUF
+             else "key_type, value_type, max_entries" for kind in MAP_TYPES}
 DSL_BUILTINS = ("print", "range")  # Python's builtins a program uses as Python does
 
 
@@ -122,7 +127,7 @@ class ModuleChecker:
             self.declare_global(name, stmt)
             return
         if isinstance(value, S.Call) and self.callee_symbol(value.func).kind == "builtin" \
-                and self.callee_symbol(value.func).value in ("ArrayMap", "HashMap"):
+                and self.callee_symbol(value.func).value in MAP_TYPES:
             self.declare_map(name, stmt, value)
             return
         folded = self.fold(value) if value is not None else None
@@ -156,16 +161,27 @@ class ModuleChecker:
 
     def declare_map(self, name: str, stmt: S.Assign, call: S.Call) -> None:
         kind = self.callee_symbol(call.func).value
-        want = 2 if kind == "ArrayMap" else 3
+        form = MAP_FORMS[kind]
+        want = form.count(",") + 1
         if len(call.args) != want or call.keywords:
-            form = "ArrayMap(value_type, max_entries)" if kind == "ArrayMap" \
-                else "HashMap(key_type, value_type, max_entries)"
-            self.error(call.span, f"{kind} takes {want} positional arguments", f"write {form}")
+            self.error(call.span, f"{kind} takes {want} positional argument{'s' * (want > 1)}",
+                       f"write {kind}({form})")
             return
         *type_args, size = call.args
         types = [self.resolve_type(a) for a in type_args]
         entries = self.fold(size, sizes=True)
         if None in types:
+            return
+        if kind == RINGBUF:
+            problem = "its size must be an integer constant" if entries is None else \
+                ringbuf_size_problem(entries, mmap.PAGESIZE)
+            if problem is not None:
+                self.error(size.span, f"RingBuf: {problem}",
+                           f"e.g. RingBuf({1 << 18}) (256 KiB): a power of 2, a multiple of {mmap.PAGESIZE}")
+                return
+            m = MapT(kind, NONE, NONE, entries)
+            self.globals[name] = Symbol("map", m)
+            self.out.maps[name] = (m, stmt.span.line)
             return
         if entries is None or entries <= 0:
             self.error(size.span, "max_entries must be a positive integer constant")
@@ -174,7 +190,7 @@ class ModuleChecker:
             self.error(size.span, f"max_entries {entries} does not fit the kernel's 32-bit field "
                        f"(at most {MAX_MAP_ENTRIES})")
             return
-        key, value = (INTS["u32"], types[0]) if kind == "ArrayMap" else types
+        key, value = (INTS["u32"], types[0]) if kind in ARRAY_KINDS else types
         for t, node in zip((key, value), (type_args[0], type_args[-1])):
             if isinstance(t, PtrT):
                 self.error(node.span, "map keys and values cannot be references")
@@ -408,6 +424,7 @@ class ModuleChecker:
         info = FunctionInfo(d, kind, section, params, ret)
         self.out.functions[d.name] = info
         BodyChecker(self, info).run()
+        RecordRules(self, info).run()
         if d.returns is not None and isinstance(ret, IntT):
             self.check_returns(info)
         for callee in info.calls:
@@ -637,13 +654,15 @@ def runtime_symbol(obj, name: str) -> Symbol | None:
     script's or notebook's maps, structs and integer constants."""
     from .. import decorators, types as T
     if isinstance(obj, T._Map):
+        if obj.kind == RINGBUF:
+            return Symbol("map", MapT(obj.kind, NONE, NONE, obj.max_entries))
         return Symbol("map", MapT(obj.kind, runtime_type(obj.key), runtime_type(obj.value), obj.max_entries))
     if isinstance(obj, T.IntType):
         return Symbol("int_type", INTS[obj.name])
     if obj is T.Struct:
         return Symbol("builtin", value="Struct")
-    if obj in (T.ArrayMap, T.HashMap):
-        return Symbol("builtin", value=obj.__name__)
+    if isinstance(obj, type) and issubclass(obj, T._Map) and obj.kind in MAP_TYPES:
+        return Symbol("builtin", value=obj.kind)
     if obj is T.sizeof:
         return Symbol("builtin", value="sizeof")
     if obj is T.Const:

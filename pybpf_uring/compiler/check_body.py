@@ -11,6 +11,7 @@ from . import syntax as S
 from .. import uring
 from .builtins import CQ_INTRINSICS, CTX, INT, PREPS, Helper, Kfunc
 from .check_loops import LoopRules
+from .check_maps import delete_error, element_error, map_method
 from .check_python import PythonRules
 from .checked import CTX_TYPE_NAMES, PROGRAM_KINDS, CallTarget, FunctionInfo, Symbol, ctx_type_kind, describe
 from ..limits import MAX_PRINT_ARGS
@@ -99,10 +100,9 @@ class BodyChecker(LoopRules, PythonRules):
             self.error(s.span, "del works only on a map element", "write `del m[key]`")
             return
         m = self.expr(t.value)
-        if m.kind == "ArrayMap":
-            self.error(s.span, "ArrayMap elements cannot be deleted (the kernel keeps every slot)",
-                       "store 0 instead, or use a HashMap")
-        self.convert(t.index, m.key, "map key")
+        delete_error(self, m, s.span)
+        if m.keyed:
+            self.convert(t.index, m.key, "map key")
 
     def stmt_Assign(self, s: S.Assign) -> None:
         target = s.target
@@ -113,8 +113,9 @@ class BodyChecker(LoopRules, PythonRules):
             self.error(s.annotation.span, "only a plain name can be annotated")
         if isinstance(target, S.Subscript) and isinstance(self.expr_type_of_base(target.value), MapT):
             m = self.expr(target.value)
-            self.convert(target.index, m.key, "map key")
-            self.convert(s.value, m.value, "map value")
+            if not element_error(self, m, target.span):
+                self.convert(target.index, m.key, "map key")
+                self.convert(s.value, m.value, "map value")
             return
         t = self.lvalue(target)
         if t is not None:
@@ -172,6 +173,8 @@ class BodyChecker(LoopRules, PythonRules):
         target = s.target
         if isinstance(target, S.Subscript) and isinstance(self.expr_type_of_base(target.value), MapT):
             m = self.expr(target.value)
+            if element_error(self, m, target.span):
+                return
             self.convert(target.index, m.key, "map key")
             if not isinstance(m.value, IntT):
                 self.error(s.span, f"{s.op}= needs an integer map value, not {m.value}")
@@ -386,6 +389,8 @@ class BodyChecker(LoopRules, PythonRules):
     def expr_Subscript(self, e: S.Subscript, want) -> Type:
         base = self.expr(e.value)
         if isinstance(base, MapT):
+            if element_error(self, base, e.span):
+                return I64
             self.convert(e.index, base.key, "map key")
             return base.value
         if isinstance(base, PtrT):
@@ -799,14 +804,7 @@ class BodyChecker(LoopRules, PythonRules):
                    f"give {self.info.name} a parameter `ctx: {ctx_type}` and pass the program's ctx to it")
 
     def map_method(self, e: S.Call) -> Type:
-        m: MapT = self.expr(e.func.value)
-        if e.func.attr != "lookup" or len(e.args) != 1:
-            self.error(e.func.span, f"maps have no method {e.func.attr!r} with these arguments",
-                       "use m[k], m[k] = v, del m[k], or m.lookup(k)")
-            return I64
-        self.convert(e.args[0], m.key, "map key")
-        self.out.calls[e] = CallTarget("lookup", m)
-        return PtrT(m.value, nullable=True)
+        return map_method(self, e)  # check_maps.py: every map kind's methods
 
     def print_call(self, e: S.Call) -> Type:
         self.out.calls[e] = CallTarget("print")
