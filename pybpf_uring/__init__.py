@@ -9,6 +9,7 @@ from .types import i8, i16, i32, i64, u8, u16, u32, u64, Struct, ArrayMap, HashM
 from .types import PercpuArrayMap, PercpuHashMap, LruHashMap, LruPercpuHashMap, RingBuf
 from .types import ktime_get_ns, get_prandom_u32, get_smp_processor_id, get_current_pid_tgid, skb_load_bytes
 from .decorators import iouring, syscall, socket_filter, tracepoint, loop_step
+from .decorators import raw_tracepoint, tp_btf, fentry, fexit, kprobe, kretprobe
 from . import hooks
 
 # name → the module defining it, imported when the name is first used
@@ -31,14 +32,15 @@ __all__ = [
     "PercpuArrayMap", "PercpuHashMap", "LruHashMap", "LruPercpuHashMap", "RingBuf",
     "sizeof", "SkBuff", "ktime_get_ns", "get_prandom_u32", "get_smp_processor_id",
     "get_current_pid_tgid", "skb_load_bytes", "iouring", "syscall", "socket_filter", "tracepoint", "loop_step",
+    "raw_tracepoint", "tp_btf", "fentry", "fexit", "kprobe", "kretprobe",
     *_LAZY, "__version__",
 ]
 
 
-def _compile_program(program, cpu: str = "v3"):
+def _compile_program(program, cpu: str = "v3", btf: str | None = None):
     """What `Program.compile()` calls: the pipeline, imported on the first compile (hooks.py)."""
     from .compiler.pipeline import compile_function
-    return compile_function(program, cpu=cpu)
+    return compile_function(program, cpu=cpu, btf=btf)
 
 
 def _load_object(obj, **options):

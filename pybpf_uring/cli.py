@@ -89,6 +89,11 @@ def _add_cpu(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cpu", choices=CPUS, default="v3", help="BPF instruction set version (default v3)")
 
 
+def _add_btf(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--btf", metavar="FILE", help="BTF of the kernel tracing programs are for "
+                        "(their ctx layouts; default: this kernel's tracefs and BTF)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pybpf-uring", description="Write io_uring BPF programs in Python.")
     p.add_argument("-V", "--version", action=_Version)
@@ -107,12 +112,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output object, `-` for stdout (one input only; default: FILE.o beside FILE.py)")
     c.add_argument("--dump", choices=STAGES, action="append", default=[],
                    help="print a stage's output to stdout (repeatable)")
+    _add_btf(c)
     d = command("disasm", "disassemble objects (as llvm-objdump -d), or modules after compiling them",
                 "FILE.o|FILE.py")
     d.add_argument("-r", "--relocations", action="store_true", help="show relocations (llvm-objdump -dr)")
     d.add_argument("-S", "--source", action="store_true",
                    help="each program linked as loaded, with its source lines (from .BTF.ext)")
-    command("check", "parse and check BPF modules without emitting code")
+    _add_btf(command("check", "parse and check BPF modules without emitting code"))
     command("verify", "load objects' kernel programs through the verifier", "FILE.o|FILE.py")
     r = sub.add_parser(
         "run", usage="%(prog)s [options] FILE [ARGS ...]",
@@ -240,7 +246,7 @@ def cmd_compile(args) -> int:
 
 def compile_one(path: str, args) -> int:
     from .compiler.pipeline import compile_tree
-    result = compile_tree(read_source(path), args.cpu)
+    result = compile_tree(read_source(path), args.cpu, btf=args.btf)
     for w in result.warnings:
         print(w.render(), file=sys.stderr)
     dumps = {"ast": lambda: dump_tree(result.tree), "ir": lambda: result.ir,
@@ -281,12 +287,12 @@ def disasm_one(path: str, args, headed: bool) -> int:
 
 
 def cmd_check(args) -> int:
-    return each_file(args, check_one)
+    return each_file(args, lambda path: check_one(path, args.btf))
 
 
-def check_one(path: str) -> int:
+def check_one(path: str, btf: str | None = None) -> int:
     from .compiler.check import check
-    checked = check(read_source(path))
+    checked = check(read_source(path), btf=btf)
     for w in checked.warnings:
         print(w.render(), file=sys.stderr)
     names = ", ".join(f"{p.name} ({p.section})" for p in checked.programs)

@@ -43,6 +43,7 @@ BPF_MAP_GET_NEXT_KEY = 4
 BPF_PROG_LOAD = 5
 BPF_PROG_TEST_RUN = 10
 BPF_OBJ_GET_INFO_BY_FD = 15
+BPF_RAW_TRACEPOINT_OPEN = 17
 BPF_BTF_LOAD = 18
 BPF_MAP_FREEZE = 22
 BPF_LINK_CREATE = 28
@@ -106,6 +107,10 @@ BPF_MAP_TYPE_ARENA = 33
 MAP_TYPE_NAMES = _named("BPF_MAP_TYPE_", dict(globals()), strip=True)     # 2: "array"
 
 # --- attach and link types (enum bpf_attach_type, enum bpf_link_type) ------------------------
+BPF_TRACE_RAW_TP = 23      # tp_btf: a raw tracepoint with BTF-typed arguments
+BPF_TRACE_FENTRY = 24
+BPF_TRACE_FEXIT = 25
+BPF_PERF_EVENT = 41        # a kprobe's perf event, linked with BPF_LINK_CREATE
 BPF_STRUCT_OPS = 44
 BPF_LINK_TYPE_STRUCT_OPS = 9
 

@@ -143,7 +143,7 @@ class SysEnterGetpid(Struct):  # /sys/kernel/tracing/events/syscalls/sys_enter_g
     common_flags: u8
     common_preempt_count: u8
     common_pid: i32
-    syscall_nr: i32              # a program reading past the record is refused at attach time
+    __syscall_nr: i32            # a program reading past the record is refused at attach time
 
 target_pid: u64 = 0
 calls: u64 = 0
@@ -153,7 +153,7 @@ def count_getpid(ctx: SysEnterGetpid) -> i32:
     if get_current_pid_tgid() >> 32 == target_pid:
         calls += 1
         if calls == TOKEN_AT:
-            print("TOKEN", calls, ctx.syscall_nr)   # the common fields are not the program's
+            print("TOKEN", calls, ctx.__syscall_nr)   # the common fields are not the program's
     return 0
 '''
 

@@ -179,7 +179,7 @@ def p(ctx: SkBuff) -> i32:
 def test_tracepoint_record_is_read_only():
     message = rejected("""
 class Rec(Struct):
-    pad: u64
+    pad: u64[4]
     res: i32
 
 

@@ -29,8 +29,8 @@ from pybpf_uring.uring import IoUringCtx
 hits = ArrayMap(u64, 4)
 
 class Rec(Struct):
-    common: u64
-    ctx_ptr: u64
+    _common: u64
+    ctx: u64
     req: u64
     user_data: u64
     res: i32

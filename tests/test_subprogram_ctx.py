@@ -256,8 +256,8 @@ def test_a_tracepoint_record_passed_to_a_subprogram_stays_read_only():
 from pybpf_uring import tracepoint, Struct, i32, u64
 
 class Rec(Struct):
-    pad: u64
-    res: u64
+    pad: u64[4]
+    res: i32
 
 def clear(rec: Rec) -> None:
     rec.res = 0

@@ -27,7 +27,7 @@ from ..uapi import (BPF_ANY, BPF_BTF_LOAD, BPF_EXIST, BPF_F_RDONLY_PROG, BPF_F_S
                    BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_PERCPU_ARRAY, BPF_MAP_UPDATE_ELEM, BPF_NOEXIST, BPF_OBJ_GET_INFO_BY_FD,
                    BPF_OBJ_NAME_LEN, BPF_PROG_LOAD, BPF_PROG_TEST_RUN, BPF_PROG_TYPE_SOCKET_FILTER,
                    BPF_PROG_TYPE_SYSCALL, BPF_PROG_TYPE_TRACEPOINT, BPF_PSEUDO_KFUNC_CALL,
-                   BPF_PSEUDO_MAP_FD, BPF_PSEUDO_MAP_VALUE, COMMAND_NAMES, E2BIG, EACCES, EBADF, EEXIST,
+                   BPF_PSEUDO_MAP_FD, BPF_PSEUDO_MAP_VALUE, BPF_RAW_TRACEPOINT_OPEN, COMMAND_NAMES, E2BIG, EACCES, EBADF, EEXIST,
                    EFAULT, EINVAL, ENOENT, ENOMEM, ENOSPC, ENOSYS, ENOTSUPP, EOPNOTSUPP, EPERM, INSN_SIZE,
                    MAP_TYPE_NAMES)
 
@@ -119,6 +119,10 @@ class MapCreateAttr(ctypes.Structure):
 
 class LinkCreateAttr(ctypes.Structure):
     _fields_ = [("prog_fd", u32), ("target_fd", u32), ("attach_type", u32), ("flags", u32)]  # prog_fd ≡ map_fd
+
+
+class RawTracepointOpenAttr(ctypes.Structure):
+    _fields_ = [("name", u64), ("prog_fd", u32)]
 
 
 class MapElemAttr(ctypes.Structure):
@@ -339,6 +343,17 @@ def link_create(fd: int, target_fd: int, attach_type: int, flags: int = 0) -> in
     return ret
 
 
+def raw_tracepoint_open(fd: int, name: str | None) -> int:
+    """BPF_RAW_TRACEPOINT_OPEN: attach raw tracepoint program `fd` to tracepoint `name`, or a
+    tracing program (tp_btf, fentry, fexit: name None) where its attach_btf_id says; returns the
+    link's fd, whose closing detaches.  Raises `bpf_error` (ENOENT: no such tracepoint)."""
+    text = ctypes.create_string_buffer(name.encode()) if name is not None else None
+    ret, code = _try_bpf(BPF_RAW_TRACEPOINT_OPEN, RawTracepointOpenAttr(name=_addr(text), prog_fd=fd))
+    if ret < 0:
+        raise bpf_error(BPF_RAW_TRACEPOINT_OPEN, code, name or "")
+    return ret
+
+
 # --- BTF and object info ----------------------------------------------------------------------
 def btf_load(btf: bytes, log_size: int = 1 << 16) -> int:
     """Loads raw BTF (an ELF's `.BTF` after the fix-ups libbpf also does); returns its fd.
@@ -393,10 +408,11 @@ TRACEFS_ROOTS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 
 
 class PerfEventAttr(ctypes.Structure):
-    """struct perf_event_attr up to PERF_ATTR_SIZE_VER0 (64 bytes): all a tracepoint needs."""
+    """struct perf_event_attr up to PERF_ATTR_SIZE_VER1 (72 bytes): a tracepoint's, and a
+    kprobe's (config1: the function's name, config2: the offset in it)."""
     _fields_ = [("type", u32), ("size", u32), ("config", u64), ("sample_period", u64),
                 ("sample_type", u64), ("read_format", u64), ("flags", u64),
-                ("wakeup_events", u32), ("bp_type", u32), ("config1", u64)]
+                ("wakeup_events", u32), ("bp_type", u32), ("config1", u64), ("config2", u64)]
 
 
 def tracefs_root(needed_for: str) -> str:
@@ -420,23 +436,29 @@ def tracepoint_id(category: str, name: str) -> int:
                                 path) from None
 
 
-def attach_tracepoint(prog_fd: int, category: str, name: str) -> int:
-    """Runs a BPF_PROG_TYPE_TRACEPOINT program on every hit of `category/name`, on any CPU (the
-    program hangs off the tracepoint itself; the perf event only carries it).  Returns the perf
-    event fd: closing it detaches the program."""
+def perf_event_open(attr: PerfEventAttr, what: str) -> int:
+    """perf_event_open(2) for every process on CPU 0 (a BPF program runs wherever the event
+    fires: the event only carries it); returns the event's fd, an OSError naming `what`."""
     machine = platform.machine()
     if machine not in _SYS_PERF_EVENT_OPEN:
         raise OSError(ENOSYS, f"perf_event_open: syscall number unknown for {machine}")
-    attr = PerfEventAttr(type=PERF_TYPE_TRACEPOINT, size=ctypes.sizeof(PerfEventAttr),
-                         config=tracepoint_id(category, name), sample_period=1, wakeup_events=1)
     # pid -1, cpu 0, no group; longs, as syscall(2) reads its variadic arguments
     fd = _libc.syscall(ctypes.c_long(_SYS_PERF_EVENT_OPEN[machine]), ctypes.byref(attr),
                        ctypes.c_long(-1), ctypes.c_long(0), ctypes.c_long(-1),
                        ctypes.c_ulong(PERF_FLAG_FD_CLOEXEC))
     if fd < 0:
         code = ctypes.get_errno()
-        raise OSError(code, f"perf_event_open for tracepoint {category}/{name} failed: "
-                      f"{errno_name(code)} ({os.strerror(code)})")
+        raise OSError(code, f"perf_event_open for {what} failed: {errno_name(code)} ({os.strerror(code)})")
+    return fd
+
+
+def attach_tracepoint(prog_fd: int, category: str, name: str) -> int:
+    """Runs a BPF_PROG_TYPE_TRACEPOINT program on every hit of `category/name`, on any CPU (the
+    program hangs off the tracepoint itself; the perf event only carries it).  Returns the perf
+    event fd: closing it detaches the program."""
+    attr = PerfEventAttr(type=PERF_TYPE_TRACEPOINT, size=ctypes.sizeof(PerfEventAttr),
+                         config=tracepoint_id(category, name), sample_period=1, wakeup_events=1)
+    fd = perf_event_open(attr, f"tracepoint {category}/{name}")
     try:
         fcntl.ioctl(fd, PERF_EVENT_IOC_SET_BPF, prog_fd)
         fcntl.ioctl(fd, PERF_EVENT_IOC_ENABLE, 0)

@@ -37,12 +37,13 @@ from typing import Any, Iterator
 
 from .. import cells, display
 from . import kernel
-from .attach import Attachment, SocketAttachment
+from .attach import TRACING_PREFIXES, Attachment, SocketAttachment, attach_tracing, load_attrs
 from .btf import VMLINUX_BTF, kernel_btf
 from ..diagnostics import Diagnostic, Source, Span
 from ..errors import LoadError, ObjectError
 from .globals_view import Globals, global_vars, with_globals
 # update flags for KernelMap.set, re-exported so users need not import uapi
+from ..uapi import BPF_PROG_TYPE_KPROBE, BPF_PROG_TYPE_RAW_TRACEPOINT, BPF_PROG_TYPE_TRACING
 from ..uapi import (BPF_ANY, BPF_EXIST, BPF_MAP_TYPE_LRU_PERCPU_HASH, BPF_MAP_TYPE_PERCPU_ARRAY,  # noqa: F401
                    BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE, BPF_MAP_TYPE_PERCPU_HASH, BPF_MAP_TYPE_RINGBUF, BPF_NOEXIST,
                    MAP_TYPE_NAMES, PROG_TYPE_NAMES)
@@ -59,6 +60,9 @@ KERNEL_KINDS = {
     "syscall": (kernel.BPF_PROG_TYPE_SYSCALL, kernel.BPF_F_SLEEPABLE),
     "socket_filter": (kernel.BPF_PROG_TYPE_SOCKET_FILTER, 0),
     "tracepoint": (kernel.BPF_PROG_TYPE_TRACEPOINT, 0),
+    "raw_tracepoint": (BPF_PROG_TYPE_RAW_TRACEPOINT, 0),
+    "kprobe": (BPF_PROG_TYPE_KPROBE, 0),          # kprobe/ and kretprobe/ sections
+    "tracing": (BPF_PROG_TYPE_TRACING, 0),        # tp_btf/, fentry/, fexit/: load_attrs
 }
 
 MAP_TYPES_BY_NAME = {name: num for num, name in MAP_TYPE_NAMES.items()}
@@ -370,18 +374,19 @@ class KernelProgram:
         return isa.decode(kernel.prog_xlated(self.fd))
 
     def attach(self) -> "Attachment":
-        """Attach a tracepoint program to the tracepoint its section names
-        (`tracepoint/io_uring/io_uring_complete`).  Detached by `Attachment.close()` or when the
-        loaded object closes."""
+        """Attach a tracing program where its section says (`tracepoint/io_uring/io_uring_complete`,
+        `raw_tp/...`, `tp_btf/...`, `fentry/...`, `fexit/...`, `kprobe/...`, `kretprobe/...`;
+        attach.py).  Detached by `Attachment.close()` or when the loaded object closes."""
         section = getattr(self.spec, "section", "")
-        category, _, name = section.partition("/")[2].partition("/")
-        if self.prog_type != kernel.BPF_PROG_TYPE_TRACEPOINT or not name:
+        prefix, _, target = section.partition("/")
+        if prefix not in TRACING_PREFIXES or not target or \
+                prefix == "tracepoint" and not target.partition("/")[2]:
             raise UnsupportedProgramError(
                 [Diagnostic(None, f"program {self.name!r} ({self.kind}, section {section!r}) has no "
-                            "tracepoint to attach to", "only `tracepoint/<category>/<name>` "
-                            "programs attach; test others with test_run")], self.name, self.kind)
-        fd = kernel.attach_tracepoint(self.fd, category, name)
-        return Attachment(f"{category}/{name}", fd, self._owner)
+                            "tracepoint to attach to", "only tracing programs (`tracepoint/<category>/"
+                            "<name>`, raw_tp/, tp_btf/, fentry/, fexit/, kprobe/, kretprobe/) attach; "
+                            "test others with test_run")], self.name, self.kind)
+        return attach_tracing(self.fd, section, self._owner)
 
     def attach_socket(self, sock: Any) -> SocketAttachment:
         """Filter a socket's incoming packets with this socket filter (SO_ATTACH_BPF): `sock` is
@@ -653,7 +658,12 @@ def _load_program(loaded: LoadedObject, prog: Any, obj: Any, log_level: int) -> 
     linked = prog.linked()
     code = relocate(linked, loaded.maps)
     license = getattr(obj, "license", "") or "GPL"
-    attempt = _ProgLoad(prog_type, code, license, prog.name, flags)
+    try:
+        target = tuple(load_attrs(getattr(prog, "section", "")).items())
+    except FileNotFoundError as exc:
+        raise UnsupportedProgramError([Diagnostic(None, f"program {prog.name!r}: {exc}")],
+                                      prog.name, prog.kind) from None
+    attempt = _ProgLoad(prog_type, code, license, prog.name, flags, target)
     btf = loaded.btf.records(linked) if loaded.btf else None
     res = attempt.run(log_level, btf)
     if res.fd < 0 and btf is not None:  # the program, or only its BTF records?
@@ -679,12 +689,13 @@ class _ProgLoad:
     license: str
     name: str
     flags: int
+    target: tuple = ()   # a tracing program's expected_attach_type and attach_btf_id
 
     def run(self, log_level: int, btf: "BtfRecords | None") -> kernel.ProgLoadResult:
         """BPF_PROG_LOAD, growing the log buffer when the kernel reports (log_true_size) that the
         log did not fit: on success a short buffer turns into ENOSPC since 6.4."""
         size = DEFAULT_LOG_SIZE
-        extra = btf.attrs() if btf else {}
+        extra = {**(btf.attrs() if btf else {}), **dict(self.target)}
         while True:
             res = kernel.prog_load(self.prog_type, self.code, self.license, self.name, self.flags,
                                    log_level, log_size=size if log_level else 0, **extra)

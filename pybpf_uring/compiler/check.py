@@ -25,6 +25,7 @@ from functools import lru_cache
 from . import syntax as S
 from .builtins import CQ_INTRINSICS, HELPERS, KFUNCS, PREPS, PYTHON_BUILTINS, fold_builtin
 from .check_body import BodyChecker
+from . import check_trace
 from .check_maps import RecordRules
 from .check_loops import nodes
 from .check_stack import check_stack
@@ -44,14 +45,15 @@ DSL_BUILTINS = ("print", "range")  # Python's builtins a program uses as Python 
 
 
 @on_deep_stack
-def check(module: S.Module, only: set[str] | None = None) -> Checked:
-    """Check `module`; `only` limits the programs compiled (a decorated function's `.compile()`)."""
-    return ModuleChecker(module).run(only)
+def check(module: S.Module, only: set[str] | None = None, btf: str | None = None) -> Checked:
+    """Check `module`; `only` limits the programs compiled (a decorated function's `.compile()`);
+    `btf` is a BTF file describing the kernel tracing programs are for (None: this kernel)."""
+    return ModuleChecker(module, btf).run(only)
 
 
 class ModuleChecker:
-    def __init__(self, module: S.Module) -> None:
-        self.module = module
+    def __init__(self, module: S.Module, btf: str | None = None) -> None:
+        self.module, self.btf = module, btf
         self.errors = Collector()
         self.globals: dict[str, Symbol] = {}
         self.out = Checked(module, {}, {}, {}, {})
@@ -379,14 +381,9 @@ class ModuleChecker:
             self.error(e.span, "unknown decorator", "use @syscall, @iouring, @socket_filter, "
                        "@tracepoint(\"category/name\") or @loop_step")
             return None, None
-        if kind == "tracepoint":
-            arg = call.args[0] if call and len(call.args) == 1 else None
-            if arg is None or not isinstance(arg, S.Constant) or not isinstance(arg.value, str) \
-                    or arg.value.count("/") != 1:
-                self.error(e.span, "@tracepoint needs the tracepoint's name",
-                           'write @tracepoint("io_uring/io_uring_complete")')
-                return None, None
-            return kind, f"tracepoint/{arg.value}"
+        if kind in check_trace.TRACING_KINDS:
+            section = check_trace.section(self, kind, e, call)
+            return (kind, section) if section else (None, None)
         if call is not None:
             self.error(e.span, f"@{kind} takes no arguments", f"write @{kind}")
             return None, None
@@ -398,6 +395,11 @@ class ModuleChecker:
             return self.out.functions[d.name]
         params = []
         for p in d.params:
+            if p.annotation is None and kind in check_trace.TRACING_KINDS and p is d.params[0]:
+                t = check_trace.kernel_ctx(self, d, kind, section)   # the kernel's record
+                if t is not None:
+                    params.append((p.name, PtrT(t)))
+                continue
             if p.annotation is None:
                 self.error(p.span, f"parameter {p.name!r} needs a type annotation",
                            f"e.g. {p.name}: u64")
@@ -405,6 +407,8 @@ class ModuleChecker:
             t = self.resolve_type(p.annotation)
             if t is None:
                 continue
+            if kind in check_trace.TRACING_KINDS and p is d.params[0]:
+                check_trace.check_ctx(self, d, kind, section, t)
             params.append((p.name, PtrT(t) if isinstance(t, (StructT, ArrayT)) else t))
         ret = INTS["i64"] if d.returns is None and kind is None else \
             (self.resolve_type(d.returns, returns=True) if d.returns is not None else None)
@@ -456,7 +460,7 @@ class ModuleChecker:
             return
         if len(params) != 1 or not isinstance(params[0][1], PtrT):
             want = {"iouring": "ctx: IoUringCtx", "syscall": "ctx: YourStruct",
-                    "socket_filter": "ctx: SkBuff", "tracepoint": "ctx: YourRecordStruct"}[kind]
+                    "socket_filter": "ctx: SkBuff"}.get(kind, "ctx")
             self.error(d.span, f"a @{kind} program takes one ctx parameter", f"write `def {d.name}({want})`")
             return
         ctx = params[0][1].target

@@ -11,6 +11,7 @@ from . import syntax as S
 from .. import uring
 from .builtins import CQ_INTRINSICS, CTX, INT, PREPS, Helper, Kfunc
 from .check_loops import LoopRules
+from .check_trace import READ_ONLY_CTX, read_only
 from .check_maps import delete_error, element_error, map_method
 from .check_python import PythonRules
 from .checked import CTX_TYPE_NAMES, PROGRAM_KINDS, CallTarget, FunctionInfo, Symbol, ctx_type_kind, describe
@@ -21,7 +22,7 @@ from .typesys import (BOOL, I32, I64, NONE, STR, U32, U64, ArrayT, BoolT, IntT, 
 
 ARITH = {"+", "-", "*", "//", "%", "&", "|", "^", "<<", ">>"}
 TERMINATORS = (S.Return, S.Break, S.Continue)
-NO_VARIABLE_CTX_INDEX = frozenset({"syscall", "tracepoint", "socket_filter"})
+NO_VARIABLE_CTX_INDEX = frozenset({"syscall", "socket_filter"}) | READ_ONLY_CTX
 
 
 class BodyChecker(LoopRules, PythonRules):
@@ -467,13 +468,14 @@ class BodyChecker(LoopRules, PythonRules):
             skb_message = ("a socket filter may write only ctx.cb[0] to ctx.cb[4]; the kernel refuses "
                            f"writes to the other __sk_buff fields ({self.source_text(e)} is one)")
             skb_hint = "keep the value in a local, or in ctx.cb[...] to pass it along"
-            if self.ctxs.get(root) == "tracepoint":
-                self.error(e.span, "a tracepoint's record is read-only")
+            if self.ctxs.get(root) in READ_ONLY_CTX:
+                self.error(e.span, read_only(self.ctxs[root]))
             elif self.ctxs.get(root) == "socket_filter" and not skb_writable(e):
                 self.error(e.span, skb_message, skb_hint)
             elif self.ref_param(root):
-                self.defer_ctx(e.span, root, frozenset({"tracepoint"}), "a tracepoint's record is read-only",
-                               f"{self.info.name} receives it as {root!r}; write to a copy instead")
+                for kind in sorted(READ_ONLY_CTX):
+                    self.defer_ctx(e.span, root, frozenset({kind}), read_only(kind),
+                                   f"{self.info.name} receives it as {root!r}; write to a copy instead")
                 if not skb_writable(e):
                     self.defer_ctx(e.span, root, frozenset({"socket_filter"}), skb_message,
                                    f"{self.info.name} receives the socket filter's ctx as {root!r}; {skb_hint}")
@@ -851,4 +853,3 @@ def skb_writable(e: S.Expr) -> bool:
 
 def default_int(value: int) -> IntT:
     return I64 if value <= I64.max else U64
-

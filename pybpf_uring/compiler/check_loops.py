@@ -29,7 +29,8 @@ INSNS_PER_NODE = 4
 LOOP_OVERHEAD = 6
 # The program kinds the kernel's verifier walks: @iouring programs run in the userspace engine
 # (the RFC ABI), and a subprogram without a ctx is walked as its callers are.
-VERIFIED_KINDS = frozenset({"syscall", "socket_filter", "tracepoint", "loop_step"})
+VERIFIED_KINDS = frozenset({"syscall", "socket_filter", "tracepoint", "loop_step", "raw_tracepoint",
+                            "tp_btf", "fentry", "fexit", "kprobe", "kretprobe"})
 
 
 class LoopRules:
@@ -258,4 +259,3 @@ def walk(body):
         yield stmt
         for attr in ("orelse", "body"):
             todo.extend(reversed(getattr(stmt, attr, ())))
-

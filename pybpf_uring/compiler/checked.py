@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from . import syntax as S
 from .typesys import INTS, ArrayT, MapT, PtrT, StructT, Type
 
-PROGRAM_KINDS = {"iouring", "syscall", "socket_filter", "tracepoint", "loop_step"}
+PROGRAM_KINDS = {"iouring", "syscall", "socket_filter", "tracepoint", "loop_step", "raw_tracepoint",
+                 "tp_btf", "fentry", "fexit", "kprobe", "kretprobe"}
 
 
 @dataclass

@@ -29,29 +29,34 @@ class Compilation:
 
 
 @on_deep_stack
-def compile_tree(module, cpu: str = "v3", only: set[str] | None = None) -> Compilation:
+def compile_tree(module, cpu: str = "v3", only: set[str] | None = None,
+                 btf: str | None = None) -> Compilation:
+    """`btf`: a BTF file of the kernel tracing programs are for (their ctx layouts); None reads
+    this kernel's."""
     from .check import check
     from .emit import emit
     from .lower import lower
-    checked = check(module, only)
+    checked = check(module, only, btf)
     lowered = lower(checked, cpu)
     emitted = emit(lowered)
     return Compilation(module, lowered.ir, emitted.ir_opt, emitted.elf, checked.warnings)
 
 
 @user_facing
-def compile_source(text: str, path: str = "<string>", cpu: str = "v3", only: set[str] | None = None):
+def compile_source(text: str, path: str = "<string>", cpu: str = "v3", only: set[str] | None = None,
+                   btf: str | None = None):
     """Source text of a BPF module → BpfObject."""
     from .parse import parse_source
-    return compile_tree(parse_source(text, path), cpu, only).object
+    return compile_tree(parse_source(text, path), cpu, only, btf).object
 
 
 @user_facing
-def compile_file(path, cpu: str = "v3"):
+def compile_file(path, cpu: str = "v3", btf: str | None = None):
     """All programs and maps of a BPF module file → one BpfObject."""
     from .parse import parse_source
     with open(path, "rb") as f:
-        return compile_tree(parse_source(source_text(f.read(), str(path)), str(path)), cpu).object
+        return compile_tree(parse_source(source_text(f.read(), str(path)), str(path)), cpu,
+                            btf=btf).object
 
 
 def source_text(data: bytes, path: str) -> str:
@@ -70,7 +75,7 @@ def compile_module(module, cpu: str = "v3"):
     return compile_file(module.__file__, cpu)
 
 
-def compile_function(program, cpu: str = "v3"):
+def compile_function(program, cpu: str = "v3", btf: str | None = None):
     """One decorated function, with what it uses from its module (or notebook cell)."""
     from .parse import parse_function
-    return compile_tree(parse_function(program), cpu, only={program.name}).object
+    return compile_tree(parse_function(program), cpu, only={program.name}, btf=btf).object

@@ -1,0 +1,147 @@
+"""The checker's rules for tracing programs: what their decorators name and what their ctx is.
+
+A tracing program's ctx is a layout the kernel defines -- a tracepoint's record, a raw
+tracepoint's arguments, a kprobe's `struct pt_regs` -- so the compiler reads it from the kernel
+(`bpf/tracepoints.py`: tracefs, the running kernel's BTF, or the BTF file given with
+`--btf`/`btf=`) rather than trusting a copy:
+
+* a ctx parameter left unannotated (`def on_complete(ctx) -> i32:`) gets the kernel's type,
+  fields named as the kernel names them (`ctx.res`, `ctx.opcode`, `ctx.di`);
+* an annotated one (a hand-written `Struct`) is checked against the kernel's layout, field by
+  field, with the missing common header named as such;
+* a name the kernel does not have is an error at the decorator naming its near misses.
+
+Where no source describes the layout (no tracefs, no BTF), an annotated ctx is taken as written
+and an unannotated one is an error saying so.
+"""
+from __future__ import annotations
+
+from . import syntax as S
+from ..bpf import tracepoints as tp
+from .typesys import INTS, ArrayT, FieldT, StructT, Type
+
+# kind → (section prefix, what the decorator takes, an example)
+TRACING_KINDS = {
+    "tracepoint": ("tracepoint", '@tracepoint("io_uring", "io_uring_complete")'),
+    "raw_tracepoint": ("raw_tp", '@raw_tracepoint("io_uring_complete")'),
+    "tp_btf": ("tp_btf", '@tp_btf("io_uring_complete")'),
+    "fentry": ("fentry", '@fentry("io_submit_sqes")'),
+    "fexit": ("fexit", '@fexit("io_submit_sqes")'),
+    "kprobe": ("kprobe", '@kprobe("io_submit_sqes")'),
+    "kretprobe": ("kretprobe", '@kretprobe("io_submit_sqes")'),
+}
+# Program kinds whose ctx the kernel lets a program read only.
+READ_ONLY_CTX = frozenset(TRACING_KINDS)
+
+
+def section(checker, kind: str, e: S.Expr, call: S.Call | None) -> str | None:
+    """The ELF section of a tracing decorator (`tracepoint/io_uring/io_uring_complete`), or None
+    after an error.  A tracepoint is written `("category", "event")` or `("category/event")`;
+    the others take one name."""
+    prefix, example = TRACING_KINDS[kind]
+    args = call.args if call is not None and not call.keywords else ()
+    strings = [a.value for a in args if isinstance(a, S.Constant) and isinstance(a.value, str)]
+    if not args or len(strings) != len(args):
+        checker.error(e.span, f"@{kind} needs the name of what it traces", f"write {example}")
+        return None
+    if kind == "tracepoint":
+        name = "/".join(strings)
+        if len(strings) > 2 or name.count("/") != 1 or not all(name.split("/")):
+            checker.error(e.span, "@tracepoint needs the category and the event", f"write {example} "
+                          '(or @tracepoint("io_uring/io_uring_complete"))')
+            return None
+    elif len(strings) != 1 or "/" in strings[0] or not strings[0]:
+        checker.error(e.span, f"@{kind} takes one name", f"write {example}")
+        return None
+    else:
+        name = strings[0]
+    sec = f"{prefix}/{name}"
+    if lookup(checker, kind, sec, args[-1].span) is _UNKNOWN:
+        return None
+    return sec
+
+
+_UNKNOWN = object()
+
+
+def lookup(checker, kind: str, sec: str, span) -> "tp.Record | None | object":
+    """The kernel's layout of `sec`'s ctx (None where nothing here describes it; _UNKNOWN after
+    an error, reported once per section)."""
+    cache = checker.__dict__.setdefault("_trace_records", {})
+    if sec in cache:
+        return cache[sec]
+    try:
+        types = tp.kernel_types(checker.btf)
+    except (OSError, ValueError) as exc:
+        checker.error(span, f"cannot read the BTF file: {exc}", "pass a raw BTF file such as "
+                      "/sys/kernel/btf/vmlinux of the kernel the program is for")
+        cache[sec] = _UNKNOWN
+        return _UNKNOWN
+    name = sec.partition("/")[2]
+    try:
+        if kind == "tracepoint":
+            found = types.record(*name.split("/"))
+        elif kind in ("raw_tracepoint", "tp_btf"):
+            found = types.raw_args(name)
+        elif kind in ("fentry", "fexit"):
+            found = types.function_args(name, kind == "fexit")
+        else:
+            types.function(name)
+            found = types.pt_regs()
+    except tp.UnknownEvent as exc:
+        near = f"did you mean {' or '.join(repr(n) for n in exc.near)}?" if exc.near else \
+            "see /sys/kernel/tracing/available_events (tracepoints) or available_filter_functions"
+        checker.error(span, exc.message, near)
+        found = _UNKNOWN
+    cache[sec] = found
+    return found
+
+
+def kernel_ctx(checker, d: S.FunctionDef, kind: str, sec: str) -> Type | None:
+    """The type of an unannotated ctx parameter: the kernel's layout as a struct."""
+    found = lookup(checker, kind, sec, d.params[0].span)
+    if found is _UNKNOWN:
+        return None
+    if found is None:
+        checker.error(d.params[0].span, f"the layout of {sec}'s ctx is not known here (no tracefs "
+                      "and no kernel BTF describe it)", "annotate ctx with a Struct of the record, "
+                      "or compile with --btf FILE (btf=FILE) of the target kernel")
+        return None
+    return record_struct(found)
+
+
+def record_struct(record: tp.Record) -> StructT:
+    """A Record as the compiler's struct: each field at the kernel's offset, integers of the
+    kernel's width and signedness, arrays of their elements, pointers as u64."""
+    fields = []
+    for f in record.fields:
+        elem = INTS[f"{'i' if f.signed else 'u'}{f.elem_size * 8}"]
+        fields.append(FieldT(f.name, ArrayT(elem, f.count) if f.count else elem, f.offset))
+    align = max((f.type.align for f in fields), default=1)
+    size = -(-record.size // align) * align
+    return StructT(record.name, tuple(fields), size, align)
+
+
+def check_ctx(checker, d: S.FunctionDef, kind: str, sec: str, t: Type) -> None:
+    """A hand-written ctx struct against the kernel's layout, an error at each field that
+    differs (at the field where the struct is in this module, else at the annotation)."""
+    found = lookup(checker, kind, sec, d.params[0].span)
+    if not isinstance(found, tp.Record) or not isinstance(t, StructT):
+        return
+    mine = [(f.name, f.offset, f.type.size) for f in t.fields]
+    spans = _field_spans(checker.module, t.name)
+    for name, message, hint in tp.layout_mismatches(mine, found):
+        checker.error(spans.get(name, d.params[0].annotation.span), f"{t.name}: {message}", hint)
+
+
+def _field_spans(module: S.Module, struct: str) -> dict:
+    for stmt in module.body:
+        if isinstance(stmt, S.ClassDef) and stmt.name == struct:
+            return {f.name: f.span for f in stmt.fields}
+    return {}
+
+
+def read_only(kind: str) -> str:
+    """The error for a write to a tracing program's ctx (the kernel lets it only read)."""
+    return "a tracepoint's record is read-only" if kind == "tracepoint" else \
+        f"a @{kind} program's ctx is read-only"
