@@ -6,7 +6,7 @@ consumes them in order.  What both map families share lives here, once:
 * the framing: a record takes `record_length(size)` bytes of the ring -- its 8-byte header
   (the length, with the BUSY and DISCARD bits, then a page offset) and its data, rounded up to 8;
 * a record's decoding (`decode_record`: bytes, or a ctypes type / int type read from its start);
-* the iterator with a timeout (`iterate`), over any source that can consume what is there and
+* the iterator with a timeout (`iterate`), over any source that can take its oldest record and
   wait for more: `for rec in m.records(timeout=1.0)` yields every record, and ends once none
   has arrived for `timeout` seconds (0: only what is there now; None: wait for ever).
 
@@ -59,18 +59,19 @@ def decode_record(raw: bytes, as_type: Any, name: str) -> Any:
     return unpack(raw, as_type)
 
 
-def iterate(consume: Callable[[], list[bytes]], wait: Callable[[float | None], None],
+def iterate(take: Callable[[], bytes | None], wait: Callable[[float | None], None],
             timeout: float | None, as_type: Any, name: str) -> Iterator:
-    """Records from `consume()` (each call takes what has arrived) until none arrives for
-    `timeout` seconds; `wait(seconds)` blocks until more may have arrived or the time is up."""
+    """Records from `take()` (the oldest record that has arrived, consumed, or None) until none
+    arrives for `timeout` seconds; `wait(seconds)` blocks until more may have arrived or the
+    time is up.  One record is consumed per step, so a loop that stops early leaves the rest
+    in the ring."""
     if timeout is not None and timeout < 0:
         raise ValueError(f"timeout must be None or at least 0, not {timeout}")
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
-        batch = consume()
-        if batch:
-            for raw in batch:
-                yield decode_record(raw, as_type, name)
+        raw = take()
+        if raw is not None:
+            yield decode_record(raw, as_type, name)
             deadline = None if timeout is None else time.monotonic() + timeout
             continue
         left = None if deadline is None else deadline - time.monotonic()
@@ -135,7 +136,7 @@ class KernelRingBuffer:
         self._epoll.poll(-1 if timeout is None else timeout)
 
     def records(self, timeout: float | None = 0, as_type: Any = None) -> Iterator:
-        return iterate(self.consume, self.wait, timeout, as_type, self.name)
+        return iterate(lambda: next(iter(self.consume(1)), None), self.wait, timeout, as_type, self.name)
 
     def close(self) -> None:
         if self._consumer is not None:

@@ -12,7 +12,7 @@ from .. import uring
 from .builtins import CQ_INTRINSICS, CTX, INT, PREPS, Helper, Kfunc
 from .check_loops import LoopRules
 from .check_trace import READ_ONLY_CTX, read_only
-from .check_maps import delete_error, element_error, map_method
+from .check_maps import delete_error, element_error, element_write_error, map_method
 from .check_python import PythonRules
 from .checked import CTX_TYPE_NAMES, PROGRAM_KINDS, CallTarget, FunctionInfo, Symbol, ctx_type_kind, describe
 from ..limits import MAX_PRINT_ARGS
@@ -464,6 +464,7 @@ class BodyChecker(LoopRules, PythonRules):
             return self.expr(e)
         if isinstance(e, (S.Attribute, S.Subscript)):
             t = self.expr(e)
+            element_write_error(self, e)
             root = self.root_name(e)
             skb_message = ("a socket filter may write only ctx.cb[0] to ctx.cb[4]; the kernel refuses "
                            f"writes to the other __sk_buff fields ({self.source_text(e)} is one)")

@@ -60,6 +60,20 @@ def delete_error(bc, m: MapT, span) -> None:
                  "store 0 instead, or use a HashMap")
 
 
+def element_write_error(bc, e: S.Expr) -> None:
+    """`m[k].f = v` or `m[k][i] = v`: m[k] reads a copy of the value (zeros when k is missing),
+    so writing into a part of it would change nothing."""
+    while isinstance(e, (S.Attribute, S.Subscript)):
+        inner = e.value
+        if isinstance(inner, S.Subscript) and isinstance(bc.expr_type_of_base(inner.value), MapT):
+            m = bc.source_text(inner.value)
+            bc.error(e.span, f"{bc.source_text(inner)} is a copy of the map's value; writing into it "
+                     "changes nothing", f"write through a reference: `r = {m}.lookup(...)` (or "
+                     f"{m}.setdefault(...)), then `if r is not None:` and assign r's part")
+            return
+        e = inner
+
+
 def map_method(bc, e: S.Call) -> Type:
     """`m.lookup(k)`, `m.setdefault(k, v)`, and a ring buffer's `output`, `reserve`, `submit`
     and `discard`, checked by the BodyChecker `bc`."""
@@ -147,8 +161,6 @@ class RecordRules:
 
     def run(self) -> None:
         self.find_records(self.info.node.body)
-        if not self.records:
-            return
         state = self.block(self.info.node.body, {})
         if state is not None:
             self.leaks(state, self.info.node.body[-1].span if self.info.node.body else self.info.node.span,

@@ -82,6 +82,8 @@ class ValueLowering:
             return self.offset(self.base_address(e.value, guards), st.field(e.attr).offset)
         if isinstance(e, S.Subscript):
             base_t = self.c.types[e.value]
+            if isinstance(base_t, MapT):  # a part of m[k]: read from a copy of the value (zero if missing)
+                return self.aggregate(e)
             base = self.base_address(e.value, guards)
             if isinstance(base_t, PtrT) and isinstance(base_t.target, IntT):
                 return base

@@ -565,7 +565,7 @@ class RingbufMap(EngineMap):
         or each decoded `as_type`, until none has arrived for `timeout` seconds (0: what is
         there now, None: wait for ever).  Records arrive while programs run, so a wait is worth
         it only while another thread drives the ring; the iteration shares `ringbuf.iterate`."""
-        return iterate(self.consume, self.wait, timeout, as_type, self.name)
+        return iterate(lambda: next(iter(self.consume(limit=1)), None), self.wait, timeout, as_type, self.name)
 
     def wait(self, timeout: float | None) -> None:
         """Until a record is committed or `timeout` seconds pass.  The waiter is counted before
