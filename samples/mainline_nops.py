@@ -22,17 +22,18 @@ last: u64 = 0                       # user_data of the last CQE reaped
 class CqView(Struct):               # the CQ region: its header, then the CQEs
     ring: CqRing
     pad: u8[32]
-    cqes: Cqe[CQ_SLOTS]
+    cqes: Cqe[cq_entries]           # a Const as a size: the value it is declared with
 
 
 @loop_step
 def nops(ctx: IouCtx, lp: IouLoopParams) -> i32:
+    global submitted, completed, last
     cq = get_region(ctx, IOU_REGION_CQ, CqView)
     sqes = get_region(ctx, IOU_REGION_SQ, Sqe[BATCH])
     if cq is None or sqes is None:
         return IOU_LOOP_STOP
     cqe = Cqe()
-    for k in range(CQ_SLOTS):
+    for k in range(len(cq.cqes)):
         if k >= cq_entries or cq_reap(cq, cqe) != 0:
             break
         completed += 1

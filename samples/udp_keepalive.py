@@ -42,25 +42,36 @@ class Msg(Struct):
     rest: u8[60]
 
 
-def arm_timer(ctx: IoUringCtx) -> None:
-    """The next tick: a kernel timeout of one interval, completing on CQ 1."""
-    sqe = Sqe()
-    prep_timeout(sqe, config[3], 0, 0)
-    sqe.user_data = TIMER << 16
+def queue(ctx: IoUringCtx, sqe: Sqe, kind: u32, conn: u32) -> None:
+    """Every request of the offload completes on CQ 1, tagged with its kind and connection; a
+    full submission queue is counted, not fatal."""
+    sqe.user_data = kind << 16 | conn
     sqe.cq_idx = 1
     if queue_sqe(ctx, sqe) != 0:
         stats[6] += 1
+
+
+def arm_timer(ctx: IoUringCtx) -> None:
+    """The next tick: a kernel timeout of one interval."""
+    sqe = Sqe()
+    prep_timeout(sqe, config[3], 0, 0)
+    queue(ctx, sqe, TIMER, 0)
 
 
 def arm_recv(ctx: IoUringCtx, conn: u32) -> None:
-    """A receive on connection `conn` into its buffer, completing on CQ 1."""
+    """A receive on connection `conn` into its buffer."""
     sqe = Sqe()
     prep_recv(sqe, i32(conn), config[1] + conn * MSG, MSG, 0)
     sqe.flags = IOSQE_FIXED_FILE
-    sqe.user_data = RECV << 16 | conn
-    sqe.cq_idx = 1
-    if queue_sqe(ctx, sqe) != 0:
-        stats[6] += 1
+    queue(ctx, sqe, RECV, conn)
+
+
+def send_ping(ctx: IoUringCtx, conn: u32) -> None:
+    """A PING on connection `conn`."""
+    sqe = Sqe()
+    prep_send(sqe, i32(conn), config[2], 4, 0)
+    sqe.flags = IOSQE_FIXED_FILE
+    queue(ctx, sqe, SEND, conn)
 
 
 @iouring
@@ -88,13 +99,7 @@ def keepalive(ctx: IoUringCtx) -> i32:
             for i in range(MAX_CONN):
                 if i >= n:
                     break
-                sqe = Sqe()
-                prep_send(sqe, i, config[2], 4, 0)
-                sqe.flags = IOSQE_FIXED_FILE
-                sqe.user_data = SEND << 16 | i
-                sqe.cq_idx = 1
-                if queue_sqe(ctx, sqe) != 0:
-                    stats[6] += 1
+                send_ping(ctx, i)
             arm_timer(ctx)
         elif kind == SEND:
             if cqe.res < 0:

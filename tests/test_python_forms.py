@@ -55,7 +55,8 @@ def forms(ctx: Args) -> i32:
     calls += 1
     small: u8[4] = [1, 2, 3, 4]
     small = [small[3], small[2], small[1], small[0]]     # built first, then stored: reversed
-    zeros: u64[WIDE]
+    zeros: u64[WIDE] = [0] * WIDE
+    pair: u32[4] = 2 * [ctx.u & 3, 9]             # Python's repetition: [u & 3, 9, u & 3, 9]
     acc: i64 = 0
     for i in range(len(small)):
         acc = acc * 10 + small[i]
@@ -65,7 +66,7 @@ def forms(ctx: Args) -> i32:
     ctx.out[3] = max(ctx.u, ctx.v)
     ctx.out[4] = abs(ctx.a)
     ctx.out[5] = abs(ctx.s)
-    ctx.out[6] = len(zeros) + len(ctx.out) + zeros[WIDE - 1]
+    ctx.out[6] = len(zeros) + len(ctx.out) + zeros[WIDE - 1] + pair[2] * 100 + pair[3]
     ctx.out[7] = pick(ctx.u & 1, ctx.a, -1)
     ctx.out[8] = 7 if ctx.u > 5 else -7
     r = seen.lookup(ctx.u % SLOTS)
@@ -86,7 +87,7 @@ def python_forms(args: dict, calls: int, total: int):
     (an ArrayMap holds every key, so the lookup finds the zero the map starts with)."""
     a, b, u, v, s = (args[k] for k in "abuvs")
     out = [4321, max(a, b), min(a, b, 100), max(u, v), abs(a) if a != -2**63 else a, abs(s),
-           4 + 14 + 0, a if u & 1 else -1, 7 if u > 5 else -7, 0, int(a < 0) if u else int(b < 0),
+           4 + 14 + 0 + (u & 3) * 100 + 9, a if u & 1 else -1, 7 if u > 5 else -7, 0, int(a < 0) if u else int(b < 0),
            max(min(a, 50), -50), total + u, calls + 1]
     pts = [(u - (1 << 32) if u >= 1 << 31 else u, -2), (3, v - (1 << 32) if v >= 1 << 31 else v)]
     slots = [u, v, 4, 0, 4, 6]
@@ -128,6 +129,42 @@ def test_abs_of_the_minimum_is_exact_and_a_map_value_from_a_lookup_is_chosen():
         assert (ctx.out[4], ctx.out[5], ctx.out[9]) == (-2**63, 128, 77)
 
 
+BARE = """
+from pybpf_uring import syscall, Struct, i32, u8, u64
+
+
+class Args(Struct):
+    i: u64
+    out: u64
+
+
+@syscall
+def bare(ctx: Args) -> i32:
+    junk: u8[16] = [7] * 16
+    junk[ctx.i % 16] = 1
+    buf: u8[16]                  # declared without a value: zeros, whatever the stack held
+    total: u64 = 0
+    for k in range(len(buf)):
+        total += buf[k]
+    ctx.out = total + junk[0]
+    return 0
+"""
+
+
+@bpf
+def test_an_array_declared_without_a_value_is_zeros():
+    with loaded(BARE) as (live, ns):
+        for i in (0, 5):
+            assert live.programs["bare"].test_run(ctx=ns["Args"](i=i)).ctx.out == (1 if i == 0 else 7)
+
+
+def test_a_repeated_element_is_evaluated_once():
+    """`[f(x)] * 4` calls f once, as Python does, and copies the value."""
+    src = HEAD + ("def f(x: u64) -> u64:\n    return x + 1\n\n@syscall\ndef p(ctx: Args) -> i32:\n"
+                  "    a: u64[4] = [f(ctx.a)] * 4\n    return a[3]\n")
+    assert compile_source(src, "once.py").program("p").disasm().count("call") == 1
+
+
 def test_const_sizes_are_the_declared_value():
     """A Const in a size (an array field, a map's max_entries) is the value it is declared
     with; the Const itself stays in .rodata, read from memory."""
@@ -157,7 +194,7 @@ def test_conditional_list_and_global_parse_to_their_nodes():
 
 # ----- instruction counts against clang-22 ------------------------------------------------
 TWIN_PY = '''
-from pybpf_uring import syscall, Struct, i32, i64, u32, u64
+from pybpf_uring import syscall, Struct, i32, i64, u32
 
 
 class Args(Struct):
@@ -207,7 +244,7 @@ BAD = {
     "list_too_short": (
         "@syscall\ndef f(ctx: Args) -> i32:\n    x: u8[4] = [1, 2, 3]\n    return 0\n",
         "list_too_short.py:14:16: error: u8[4] needs 4 values, got 3\n    x: u8[4] = [1, 2, 3]\n"
-        "               ^~~~~~~~~\n  note: list every element; an array declared without a value (x: u8[64]) is all zeros"),
+        "               ^~~~~~~~~\n  note: list every element, or repeat one: [0] * 4"),
     "list_without_type": (
         "@syscall\ndef f(ctx: Args) -> i32:\n    x = [1, 2]\n    return 0\n",
         "list_without_type.py:14:9: error: a list is only the value of an array\n    x = [1, 2]\n"

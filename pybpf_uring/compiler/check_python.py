@@ -101,19 +101,33 @@ class PythonRules:
                              "convert the operands to one signed type, e.g. i64(...)")
 
     # ----- lists ---------------------------------------------------------------------------
-    def list_value(self, e: S.ListDisplay, want: Type, what: str) -> None:
-        """`[a, b, ...]` stored into an array of as many elements, each converted to the
-        element type."""
+    def list_elements(self, e: S.Expr) -> tuple[S.Expr, ...] | None:
+        """The elements of a list: `[a, b]`, or one repeated a constant number of times as
+        Python repeats it (`[0] * 64`, `2 * [a, b]`); None for anything else."""
+        if isinstance(e, S.ListDisplay):
+            return e.elts
+        if isinstance(e, S.BinOp) and e.op == "*":
+            for items, count in ((e.left, e.right), (e.right, e.left)):
+                n = self.fold(count)
+                if isinstance(items, S.ListDisplay) and n is not None:
+                    return items.elts * max(n, 0)
+        return None
+
+    def list_value(self, e: S.Expr, want: Type, what: str) -> None:
+        """A list stored into an array of as many elements, each converted to the element
+        type."""
+        elts = self.list_elements(e)
         self.record(e, want)
         if not isinstance(want, ArrayT):
             self.error(e.span, f"{what} has type {want}; a list is only the value of an array",
-                       f"an array is declared with its type: x: u32[{len(e.elts)}] = [...]")
+                       f"an array is declared with its type: x: u32[{len(elts)}] = [...]")
             return
-        if len(e.elts) != want.length:
-            self.error(e.span, f"{want} needs {want.length} values, got {len(e.elts)}",
-                       "list every element; an array declared without a value (x: u8[64]) is all zeros")
-        for i, elt in enumerate(e.elts[:want.length]):
+        if len(elts) != want.length:
+            self.error(e.span, f"{want} needs {want.length} values, got {len(elts)}",
+                       f"list every element, or repeat one: [0] * {want.length}")
+        for i, elt in enumerate(elts[:want.length]):
             self.convert(elt, want.elem, f"element {i}")
+        self.out.lists[e] = elts
 
     def expr_ListDisplay(self, e: S.ListDisplay, want) -> Type:
         self.error(e.span, "a list is only the value of an array",

@@ -80,6 +80,9 @@ class Checked:
     loops: dict[S.For, tuple[int, int, int]] = field(default_factory=dict)
     globals: dict[str, "GlobalVar"] = field(default_factory=dict)
     in_bounds: set = field(default_factory=set)  # Subscripts whose variable index is proven in range
+    # An array's value written as a list → its elements, one per array element: `[a, b]`, or a
+    # list repeated `[0] * n` (each element node as many times as it is repeated).
+    lists: dict[S.Expr, tuple[S.Expr, ...]] = field(default_factory=dict)
     warnings: list = field(default_factory=list)  # Diagnostics that do not stop compilation
 
     @property

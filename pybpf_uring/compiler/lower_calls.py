@@ -223,11 +223,22 @@ class CallLowering:
             f = st.field(kw.name)
             self.store_into(self.offset(addr, f.offset), f.type, kw.value)
 
-    def fill(self, addr: ir.Value, t: ArrayT, e: S.ListDisplay) -> None:
+    def fill(self, addr: ir.Value, t: ArrayT, e: S.Expr) -> None:
         """An array from a list of as many values (the checker counted them), element by
-        element in order."""
-        for i, elt in enumerate(e.elts):
-            self.store_into(self.offset(addr, i * t.elem.size), t.elem, elt)
+        element in order; a repeated element (`[f(x)] * 4`) is evaluated once, as Python
+        repeats the value, and copied; a list of zeros is a memset."""
+        elts = self.c.lists[e]
+        if all(self.c.values.get(x) == 0 for x in elts):
+            self.memset(addr, t)
+            return
+        first: dict[int, ir.Value] = {}
+        for i, elt in enumerate(elts):
+            slot = self.offset(addr, i * t.elem.size)
+            if id(elt) in first:
+                self.memcpy(slot, first[id(elt)], t.elem)
+            else:
+                self.store_into(slot, t.elem, elt)
+                first[id(elt)] = slot
 
     def aggregate(self, e: S.Expr) -> ir.Value:
         """The address of a struct or array value (a local, a field, a constructed temporary,
@@ -235,7 +246,7 @@ class CallLowering:
         t = self.c.types[e]
         if isinstance(e, S.Call):  # a constructed temporary, or a reference a kfunc returned
             return self.call(e)
-        if isinstance(e, S.ListDisplay):  # built apart first, as Python builds the list, so
+        if e in self.c.lists:  # built apart first, as Python builds the list, so
             tmp = self.alloca(t)           # `a = [a[1], a[0]]` swaps
             self.fill(tmp, t, e)
             return tmp
