@@ -1,13 +1,17 @@
 """Integer division and modulo with the DSL's semantics, for every cpu.
 
-- `x // 0 == 0` and `x % 0 == x`, as the BPF instructions define them.  LLVM calls division by
-  zero undefined and optimises on that assumption, so a divisor that is not a known constant is
-  tested first, on its own branch (the shape clang gives `b ? a / b : 0`).
+- `x // 0 == 0` and `x % 0 == x`, as the BPF instructions define them, and `MIN // -1` wraps to
+  MIN (`MIN % -1` is 0), as the kernel's sdiv does.  LLVM calls all three undefined and would
+  optimise on that assumption, so a divisor that is not a known constant reaches the division
+  through llvm.bpf.passthrough (`opaque`): LLVM knows nothing of it and emits the one BPF
+  instruction, whose own result for 0 and -1 is the DSL's -- no branch, no second division.
 - Signed `//` and `%` floor like Python: the quotient rounds towards -inf and the remainder takes
   the divisor's sign.  cpu v4 has signed division (`sdiv`); v1-v3 do not (LLVM refuses it), so
-  there it is built from unsigned division of the magnitudes.
-- `MIN // -1` wraps to MIN (and `% -1` is 0), as the kernel's sdiv does; LLVM calls it undefined,
-  so -1 takes its own branch too.
+  there it is built from unsigned division of the magnitudes.  The floor step is C's: from the
+  truncating q and r, `q - 1` and `r + b` when r is not 0 and a and b differ in sign.  For a zero
+  divisor the step adds nothing to r (b is 0) but would take 1 from q, so `//` alone keeps a
+  branch for a zero divisor (the shape clang gives `b ? a / b : 0`).
+- A constant divisor is divided as it is: LLVM turns it into its multiply-and-shift sequence.
 """
 from __future__ import annotations
 
@@ -30,38 +34,33 @@ def divide(fl, op: str, a: ir.Value, b: ir.Value, t: IntT, const: int | None) ->
         if t.signed and c == -1:
             return bld.neg(a) if op == "//" else ir.Constant(ty, 0)
         return core(fl, op, a, b, t, c)
-    special = [(ir.Constant(ty, 0), ir.Constant(ty, 0) if op == "//" else a)]
-    if t.signed:
-        special.append((ir.Constant(ty, -1), bld.neg(a) if op == "//" else ir.Constant(ty, 0)))
-    done = fl.new_block("div.end")
-    general = fl.new_block("div")
-    incoming = []
-    for value, result in special:
-        nxt = fl.new_block("div.check")
-        bld.cbranch(bld.icmp_signed("==", b, value), done, nxt)
-        incoming.append((result, bld.block))
-        fl.enter(nxt)
-    bld.branch(general)
+    if op == "%" or not t.signed:
+        return core(fl, op, a, b, t, None)
+    done, general = fl.new_block("div.end"), fl.new_block("div")
+    bld.cbranch(bld.icmp_signed("==", b, ir.Constant(ty, 0)), done, general)
+    zero_from = bld.block
     fl.enter(general)
-    r = core(fl, op, a, b, t, None)
-    incoming.append((r, bld.block))
+    q = core(fl, op, a, b, t, None)
+    q_from = bld.block
     bld.branch(done)
     fl.enter(done)
     phi = bld.phi(ty)
-    for value, block in incoming:
-        phi.add_incoming(value, block)
+    phi.add_incoming(ir.Constant(ty, 0), zero_from)
+    phi.add_incoming(q, q_from)
     return phi
 
 
 def core(fl, op: str, a: ir.Value, b: ir.Value, t: IntT, const: int | None) -> ir.Value:
-    """Division by a divisor known to be neither 0 nor (when signed) -1."""
+    """The division by a constant that is neither 0 nor (when signed) -1, or by a variable b
+    that reaches the division instruction opaque."""
     bld = fl.b
+    hide = (lambda v: opaque(bld, v)) if const is None else (lambda v: v)
     if not t.signed:
-        return bld.udiv(a, b) if op == "//" else bld.urem(a, b)
+        return bld.udiv(a, hide(b)) if op == "//" else bld.urem(a, hide(b))
     if fl.ml.cpu == "v4":
-        q, r = bld.sdiv(a, b), bld.srem(a, b)
+        q, r = bld.sdiv(a, hide(b)), bld.srem(a, hide(b))
     else:
-        q, r = truncating_via_unsigned(bld, a, b)
+        q, r = truncating_via_unsigned(bld, a, b, hide)
     zero = ir.Constant(a.type, 0)
     # floor: with a non-zero remainder and operands of different signs, step the quotient down
     # and move the remainder into the divisor's sign
@@ -74,13 +73,26 @@ def core(fl, op: str, a: ir.Value, b: ir.Value, t: IntT, const: int | None) -> i
     return bld.select(adjust, bld.add(r, b), r)
 
 
-def truncating_via_unsigned(bld: ir.IRBuilder, a: ir.Value, b: ir.Value):
-    """C's truncating signed quotient and remainder from udiv/urem of |a| and |b|."""
+def truncating_via_unsigned(bld: ir.IRBuilder, a: ir.Value, b: ir.Value, hide):
+    """C's truncating signed quotient and remainder from udiv/urem of |a| and |b| (a zero b is
+    a zero |b|, and |MIN| divides as 2**63 unsigned, so MIN // -1 wraps to MIN)."""
     zero = ir.Constant(a.type, 0)
     a_neg, b_neg = bld.icmp_signed("<", a, zero), bld.icmp_signed("<", b, zero)
     ua = bld.select(a_neg, bld.neg(a), a)
     ub = bld.select(b_neg, bld.neg(b), b)
+    ub = hide(ub)
     uq, ur = bld.udiv(ua, ub), bld.urem(ua, ub)
     q = bld.select(bld.xor(a_neg, b_neg), bld.neg(uq), uq)
     r = bld.select(a_neg, bld.neg(ur), ur)
     return q, r
+
+
+def opaque(bld: ir.IRBuilder, value: ir.Value) -> ir.Value:
+    """`value` through llvm.bpf.passthrough, which the BPF backend removes before it selects
+    instructions: LLVM proves nothing about the result, so a division by it is neither folded
+    nor reasoned from (a division by zero being undefined to LLVM, not to BPF)."""
+    name = f"llvm.bpf.passthrough.{value.type}.{value.type}"
+    module = bld.module
+    fn = module.globals.get(name) or ir.Function(
+        module, ir.FunctionType(value.type, [ir.IntType(32), value.type]), name)
+    return bld.call(fn, [ir.Constant(ir.IntType(32), 0), value])
