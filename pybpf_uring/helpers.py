@@ -24,7 +24,7 @@ import errno as _errno
 from dataclasses import dataclass
 
 __all__ = ["Arg", "Helper", "HELPERS", "BY_NAME", "CTX", "INT", "MEM", "SIZE", "MAP", "KEY",
-           "VALUE", "RECORD", "UPTR", "ALL", "IOURING", "SOCKET", "label", "native_symbols"]
+           "VALUE", "RECORD", "UPTR", "ALL", "IOURING", "SOCKET", "TRACING", "label", "native_symbols"]
 
 # The kinds of machine argument (and of return value) a helper has.
 CTX = "ctx"        # the program's ctx pointer
@@ -40,6 +40,8 @@ UPTR = "uptr"      # a user-space address of this process (a 64-bit integer to t
 ALL: frozenset[str] = frozenset()            # callable from every program kind
 IOURING = frozenset({"iouring"})
 SOCKET = frozenset({"socket_filter"})
+# The kernel's tracing program kinds (bpf_tracing_func_proto serves them these helpers).
+TRACING = frozenset({"tracepoint", "raw_tracepoint", "tp_btf", "fentry", "fexit", "kprobe", "kretprobe"})
 
 
 @dataclass(frozen=True)
@@ -116,9 +118,16 @@ HELPERS: dict[int, Helper] = {h.id: h for h in (
            engine="get_smp_processor_id"),
     Helper(14, "get_current_pid_tgid", "bpf_get_current_pid_tgid", (), _U64, dsl=True,
            engine="get_current_pid_tgid"),
+    Helper(16, "get_current_comm", "bpf_get_current_comm", (Arg("buf", MEM), _SIZE32), _I64,
+           TRACING, dsl=True),
     Helper(26, "skb_load_bytes", "bpf_skb_load_bytes",
            (Arg("skb", CTX), Arg("offset", bits=32), Arg("to", MEM), _SIZE32), _I64, SOCKET,
            dsl=True, errors=("EFAULT",)),
+    # The Python call takes (dst, unsafe_ptr): dst's size follows it, as the kernel's order has it.
+    *(Helper(id_, name, f"bpf_{name}", (Arg("dst", MEM), _SIZE32, Arg("unsafe_ptr")), _I64, TRACING,
+             dsl=True, errors=("EFAULT",))
+      for id_, name in ((112, "probe_read_user"), (113, "probe_read_kernel"),
+                        (114, "probe_read_user_str"), (115, "probe_read_kernel_str"))),
     Helper(130, "ringbuf_output", "bpf_ringbuf_output",
            (Arg("ringbuf", MAP), Arg("data", MEM), Arg("size", SIZE), Arg("flags")), _I64,
            engine="ringbuf_output", errors=("EINVAL", "EAGAIN")),

@@ -380,3 +380,84 @@ def test_kprobes_load_and_count_or_say_the_kernel_has_none():
         with live.programs["enter"].attach(), live.programs["leave"].attach():
             nops_and_a_bad_read(3)
         assert (live.globals.calls, live.globals.submitted) == (4, 4)
+
+
+# ----- helpers of tracing programs ------------------------------------------------------------------
+HELPERS_SRC = """
+from pybpf_uring import tracepoint, raw_tracepoint, Struct, get_current_pid_tgid, get_current_comm
+from pybpf_uring import probe_read_kernel, probe_read_user_str, i32, i64, u8, u32, u64
+
+class Cqe(Struct):
+    user_data: u64
+    res: i32
+    flags: u32
+
+me: u64 = 0
+comm: u8[16]
+res_sum: i64 = 0
+reads: u64 = 0
+faulted: i64 = 0
+path: u8[64]
+path_len: i64 = 0
+
+@tracepoint("io_uring", "io_uring_submit_req")
+def submit(ctx) -> i32:
+    if get_current_pid_tgid() >> 32 == me:
+        name: u8[16]
+        get_current_comm(name)
+        comm = name
+    return 0
+
+@raw_tracepoint("io_uring_complete")
+def complete(ctx) -> i32:
+    if get_current_pid_tgid() >> 32 == me:
+        cqe = Cqe()
+        if probe_read_kernel(cqe, ctx.arg2) == 0:     # io_uring_complete(ctx, req, cqe)
+            res_sum += cqe.res
+            reads += 1
+        faulted = probe_read_kernel(cqe, 8)           # no kernel memory there
+    return 0
+
+@tracepoint("syscalls", "sys_enter_openat")
+def opening(ctx) -> i32:
+    if get_current_pid_tgid() >> 32 == me:
+        buf: u8[64]
+        n = probe_read_user_str(buf, ctx.filename)
+        if n > 0:
+            path = buf
+            path_len = n
+    return 0
+"""
+
+
+@vmlinux
+def test_tracing_helpers_are_for_tracing_programs_only():
+    with pytest.raises(CompileError, match=r"get_current_comm\(\) cannot be called from a @syscall program"):
+        compile_source(HELPERS_SRC.replace("tracepoint, raw_tracepoint,", "tracepoint, raw_tracepoint, syscall,")
+                       + "\n@syscall\ndef s(ctx: Cqe) -> i32:\n    n: u8[16]\n    return get_current_comm(n)\n",
+                       "h.py")
+
+
+@bpf
+@uring
+def test_comm_probe_read_kernel_and_probe_read_user_str_on_real_events():
+    """comm is this process's; the CQE read through the raw tracepoint's pointer holds the
+    results the ring returned (7 NOPs: 0, the bad read: -EBADF); a read of address 8 fails; the
+    path openat(2) got is read from this process's memory."""
+    obj = compile_source(HELPERS_SRC, "helpers.py")
+    target = f"/tmp/pbu-{os.getpid()}"          # shorter than the program's 64-byte buffer
+    with obj.load() as live:
+        g = live.globals
+        g.me = os.getpid()
+        atts = [live.programs[n].attach() for n in ("submit", "complete", "opening")]
+        nops_and_a_bad_read(7)
+        os.close(os.open(target, os.O_RDONLY | os.O_CREAT))
+        os.unlink(target)
+        for a in atts:
+            a.close()
+        with open("/proc/self/comm", "rb") as f:
+            own = f.read().strip()
+        assert bytes(g.comm.copy()).rstrip(b"\0") == own
+        assert (g.res_sum, g.reads) == (-9, 8)
+        assert g.faulted < 0
+        assert bytes(g.path.copy())[:g.path_len] == target.encode() + b"\0"
