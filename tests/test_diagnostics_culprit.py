@@ -1,12 +1,19 @@
 """Diagnostics at the culprit: each error points at what causes it -- the recursive call, the
 path that falls off a function's end, the misspelt name (with what was meant) -- and the
 exact text a user sees, caret and notes included."""
+import glob
+import os
+
 import pytest
 
 from pybpf_uring import compile_source
+from pybpf_uring.compiler.check import check
+from pybpf_uring.compiler.parse import parse_source
 from pybpf_uring.diagnostics import CompileError
 
-HEAD = ('from pybpf_uring import syscall, Struct, ArrayMap, u8, u32, u64, i32, i64\n\n'
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+HEAD = ('from pybpf_uring import syscall, Struct, ArrayMap, u8, u16, u32, u64, i32, i64\n\n'
         'class Args(Struct):\n    a: u64\n    b: u32[4]\n\n')
 
 # A program and a subprogram, each with a struct of n u64s on its stack.
@@ -129,3 +136,62 @@ def test_a_call_chain_the_checker_accepts_loads():
     obj = compile_source(HEAD + STACK_CHAIN.format(n=30), "chain.py")
     with obj.load() as live:
         assert live.programs["p"].test_run(ctx=b"\0" * 40).retval == 0
+
+
+def warnings_of(body: str, name: str) -> list[str]:
+    src = HEAD + 'class Tagged(Struct):\n    a: u64\n    tag: u8\n    b: u32[4]\n\n' \
+        '@syscall\ndef p(ctx: Tagged) -> i32:\n' + body
+    return [w.render() for w in check(parse_source(src, f"{name}.py")).warnings]
+
+
+WARNINGS = {
+    'u64_into_u8_field': (
+        '    ctx.tag = ctx.a\n    return 0\n',
+        ["u64_into_u8_field.py:14:15: warning: ctx.a is a u64, stored in ctx.tag, a u8: only its low 8 bits are kept\n"
+         "    ctx.tag = ctx.a\n              ^~~~~\n"
+         "  note: write the conversion to show it is meant: `ctx.tag = u8(ctx.a)`"],
+    ),
+    'u64_into_u16_local': (
+        '    x: u16 = ctx.a >> 8\n    return x\n',
+        ["u64_into_u16_local.py:14:14: warning: ctx.a >> 8 is a u64, stored in x, a u16: only its low 16 bits are kept\n"
+         "    x: u16 = ctx.a >> 8\n             ^~~~~~~~~~\n"
+         "  note: write the conversion to show it is meant: `x: u16 = u16(ctx.a >> 8)`"],
+    ),
+    'u64_into_u32_element': (
+        '    b = ctx.b\n    b[1] = ctx.a\n    return b[1]\n',
+        ["u64_into_u32_element.py:15:12: warning: ctx.a is a u64, stored in b[1], a u32: only its low 32 bits are kept\n"
+         "    b[1] = ctx.a\n           ^~~~~\n"
+         "  note: write the conversion to show it is meant: `b[1] = u32(ctx.a)`"],
+    ),
+    'signed_local_against_u64': (
+        '    n: i64 = 0\n    n -= ctx.tag\n    if n < ctx.a:\n        return 1\n    return 0\n',
+        ["signed_local_against_u64.py:16:8: warning: comparison of i64 < u64 is done as u64: a negative n compares "
+         "as a large value\n    if n < ctx.a:\n       ^\n"
+         "  note: convert both sides to a signed type, e.g. i64(...) < i64(...)"],
+    ),
+    # What the checker proves fits, or non-negative, says nothing.
+    'quiet_when_the_value_fits': (
+        '    ctx.tag = 200\n    ctx.tag = ctx.a & 0xff\n    ctx.tag = ctx.a % 200\n    ctx.tag = ctx.a >> 56\n'
+        '    ctx.tag = u8(ctx.a)\n    ctx.b[0] = ctx.tag\n    n: i64 = ctx.a\n'
+        '    for i in range(4):\n        ctx.tag = i * 60\n    return 0\n',
+        [],
+    ),
+    'quiet_when_the_signed_side_is_not_negative': (
+        '    t = 0\n    for i in range(16):\n        if i >= ctx.a:\n            break\n        t += 1\n'
+        '    if i64(ctx.b[0]) < ctx.a:\n        t += 1\n    if (t & 7) < ctx.a:\n        t += 1\n'
+        '    if t % 5 < ctx.a:\n        t += 1\n    return t\n',
+        [],
+    ),
+}
+
+
+@pytest.mark.parametrize("name", WARNINGS)
+def test_lossy_integer_conversions_warn_exactly_where_a_value_can_be_lost(name):
+    body, expected = WARNINGS[name]
+    assert warnings_of(body, name) == expected
+
+
+@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(ROOT, "samples", "*.py"))))
+def test_the_samples_compile_without_warnings(path):
+    with open(path) as f:
+        assert [w.render() for w in check(parse_source(f.read(), path)).warnings] == []

@@ -10,6 +10,7 @@ import inspect
 from . import syntax as S
 from .. import uring
 from .builtins import CQ_INTRINSICS, CTX, INT, PREPS, Helper, Kfunc
+from .check_ints import IntRules
 from .check_loops import LoopRules
 from .check_trace import READ_ONLY_CTX, read_only
 from .check_maps import delete_error, element_error, element_write_error, map_method
@@ -25,7 +26,7 @@ TERMINATORS = (S.Return, S.Break, S.Continue)
 NO_VARIABLE_CTX_INDEX = frozenset({"syscall", "socket_filter"}) | READ_ONLY_CTX
 
 
-class BodyChecker(LoopRules, PythonRules):
+class BodyChecker(LoopRules, IntRules, PythonRules):
     def __init__(self, mod, info: FunctionInfo) -> None:
         self.mod, self.info, self.out = mod, info, mod.out
         self.locals = info.locals
@@ -336,19 +337,6 @@ class BodyChecker(LoopRules, PythonRules):
                 self.signedness_warning(op, a, b, ta, tb)
         return BOOL
 
-    def signedness_warning(self, op: str, a: S.Expr, b: S.Expr, ta: Type, tb: Type) -> None:
-        """C's conversions turn the signed side of a comparison unsigned when the unsigned side
-        is at least as wide: a negative value then compares as a huge one."""
-        if not (isinstance(ta, IntT) and isinstance(tb, IntT)) or ta.signed == tb.signed:
-            return
-        t = common_int(ta, tb)
-        if t.signed:
-            return
-        signed_side = a if ta.signed else b
-        self.mod.errors.warn(signed_side.span, f"comparison of {ta} {op} {tb} is done as {t}: "
-                             f"a negative {self.source_text(signed_side)} compares as a large value",
-                             f"convert both sides to a signed type, e.g. i64(...) {op} i64(...)")
-
     def condition(self, e: S.Expr) -> None:
         t = self.expr(e)
         if not isinstance(t, (IntT, BoolT, PtrT)):
@@ -499,6 +487,7 @@ class BodyChecker(LoopRules, PythonRules):
             return
         got = self.expr(e, want)
         if isinstance(want, IntT) and isinstance(got, (IntT, BoolT)):
+            self.narrowing_warning(e, got, want)
             return
         if got == want:
             return
