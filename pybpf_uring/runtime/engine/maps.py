@@ -184,6 +184,11 @@ class EngineMap:
     def values(self) -> list:
         return [v for _, v in self.items()]
 
+    def records(self, timeout: float | None = 0, as_type: Any = None) -> Iterator:
+        """A ring buffer's records (`RingbufMap.records`); other maps have keys instead."""
+        raise TypeError(f"map {self.name!r} is a {MAP_TYPE_NAMES.get(self.type, self.type)} map; "
+                        "records() reads a ring buffer")
+
     def view(self, key: Any) -> memoryview:
         """The live bytes of one value (writes show at once in the program's view); KeyError if
         the key is missing.  For host code that shares a buffer with a program."""
