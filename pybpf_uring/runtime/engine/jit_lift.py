@@ -56,6 +56,7 @@ from ...bpf.isa import (ADD, ALU, ALU64, AND, ARSH, ATOMIC, CMPXCHG, DIV, END, F
                    JEQ, JGE, JGT, JLE, JLT, JMP, JMP32, JNE, JSET, JSGE, JSGT, JSLE, JSLT, LD, LDX,
                    LSH, MEMSX, MOD, MOV, MUL, NEG, OR, RSH, ST, STX, SUB, XCHG, XOR, X, Instruction)
 from ...limits import MAX_CALL_DEPTH, STACK_BYTES
+from .jit_loops import accesses, derive, find_loops, in_loops, loop_ranges
 from .semantics import branch_target, leaders
 
 __all__ = ["lift", "Lifted", "STATE_FIELDS", "NATIVE_HELPERS", "STATUS_OK", "STATUS_HOST", "STATUS_BUDGET",
@@ -189,6 +190,12 @@ class _Program:
         self.blocks[self.n] = [self.n]                # running off the end: a one-slot block
         self.call_targets = sorted({branch_target(pc, ins) for pc, ins in enumerate(slots)
                                     if ins is not None and ins.is_pseudo_call})
+        # loops that hoist address translations (jit_loops), by header, and by block; whether
+        # a slot is in a loop (where a block's budget guards get a fast path without them)
+        ranges = loop_ranges(slots)
+        self.loops, self.loop_of = find_loops(
+            slots, {b: pcs for b, pcs in self.blocks.items() if b < self.n}, ranges)
+        self.in_loop = in_loops(ranges, self.n)
 
     def successors(self, start: int) -> list[int]:
         if start == self.n:
@@ -230,6 +237,13 @@ class _Function:
         self.blocks = lifter.program.blocks
         self.current = "entry"                     # the LLVM block being emitted
         self.budget_exits: list[tuple[str, int, str]] = []   # (from block, start, position)
+        # What this BPF block knows of its registers (see `anchored`): reg -> its anchor
+        # (jit_loops: the register and SSA value of the address it was derived from); regs
+        # holding plain numbers; anchor value -> its translation, (value, kind, size) -> bound
+        self.anchors: dict[int, tuple] = {}
+        self.scalars: set[int] = set()
+        self.translations: dict = {}
+        self.quick = False                         # emitting a block's copy without guards
 
     # -- low level ------------------------------------------------------------------------------
     def val(self, expr: str) -> str:
@@ -249,6 +263,15 @@ class _Function:
         self.counter += 1
         return f"{stem}{self.counter}"
 
+    def goto(self, target: int, source: int | None = None) -> str:
+        """The label a jump from slot `source` (default: the current one) to `target` takes: a
+        loop's entry block (`loop_entries`) when it comes from outside the loop."""
+        loop = self.lifter.program.loops.get(target)
+        source = self.pc if source is None else source
+        if loop is not None and not loop.contains(source):
+            return f"%pre{target}"
+        return f"%b{target}"
+
     def get(self, reg: int) -> str:
         return self.val(f"load i64, ptr %R{reg}")
 
@@ -257,6 +280,8 @@ class _Function:
 
     def set(self, reg: int, value: str) -> None:
         self.emit(f"store i64 {value}, ptr %R{reg}")
+        self.anchors.pop(reg, None)
+        self.scalars.discard(reg)
 
     def field(self, name: str, ty: str = "i64") -> str:
         return self.val(f"load {ty}, ptr %p_{name}")
@@ -283,7 +308,10 @@ class _Function:
 
     # -- budget -----------------------------------------------------------------------------------
     def guard(self, position: int) -> None:
-        """Stop unless the budget covered this block up to and including `position`."""
+        """Stop unless the budget covered this block up to and including `position` (in a
+        block's `quick` copy it covers the whole block: nothing to check)."""
+        if self.quick:
+            return
         short = self.val(f"icmp slt i64 {self.rem}, {position + 1 - self.cost}")
         ok = self.fresh("ok")
         self.budget_exits.append((self.current, self.start, self.rem, self.cost))
@@ -326,12 +354,48 @@ class _Function:
         for reg in range(10):
             self.set(reg, f"%a{reg}" if 1 <= reg <= 5 else "0")
         self.enter_frame("0")
-        self.emit("br label %b0")
+        self.hoisted_slots()
+        self.emit(f"br label {self.goto(0, -1)}")
         for start in lifter.program.reachable():
             self.block(start)
+        self.loop_entries()
         self.returns_block()
         self.shared_exits()
         return "\n".join([head, *self.lines, "}"])
+
+    # -- hoisted translations (jit_loops) -------------------------------------------------------
+    def hoisted_slots(self) -> None:
+        """Allocas for each loop's hoisted translations, their bounds 0 (every access misses)
+        until the loop is entered."""
+        for h, loop in self.lifter.program.loops.items():
+            for k in sorted({k for k, _, _ in loop.hoisted}):
+                self.emit(f"%H{h}_{k}_lo = alloca i64")
+                self.emit(f"%H{h}_{k}_base = alloca ptr")
+            for k, kind, size in sorted(loop.hoisted):
+                self.emit(f"%H{h}_{k}_{kind}{size} = alloca i64")
+        self.clear_hoisted()
+
+    def clear_hoisted(self) -> None:
+        """A helper may have unmapped a region a hoisted translation points into: clear them
+        all (the loop's entry makes them again)."""
+        for h, loop in self.lifter.program.loops.items():
+            for k, kind, size in sorted(loop.hoisted):
+                self.emit(f"store i64 0, ptr %H{h}_{k}_{kind}{size}")
+
+    def loop_entries(self) -> None:
+        """`pre<header>`, where jumps into a loop from outside go: the translations of the
+        anchors the loop never writes, then the header."""
+        for h, loop in self.lifter.program.loops.items():
+            self.label(f"pre{h}")
+            self.translations = {}
+            for k, kind, size in sorted(loop.hoisted):
+                anchor = self.get(k)
+                entry, base, lo = self.translate(anchor)
+                self.emit(f"store i64 {lo}, ptr %H{h}_{k}_lo")
+                self.emit(f"store ptr {base}, ptr %H{h}_{k}_base")
+                self.emit(f"store i64 {self.bound(anchor, entry, kind, size)}, "
+                          f"ptr %H{h}_{k}_{kind}{size}")
+            self.emit(f"br label %b{h}")
 
     def enter_frame(self, depth: str) -> None:
         """Make frame `depth` current: DEPTH, r10 (its top as a BPF address) and FP (its top as
@@ -353,13 +417,32 @@ class _Function:
         pcs = self.blocks[start]
         self.start, self.cost = start, len(pcs)
         self.label(f"b{start}")
+        self.loop = self.lifter.program.loop_of.get(start)
         self.rem = self.val(f"sub i64 {self.val('load i64, ptr %REM')}, {self.cost}")
         self.emit(f"store i64 {self.rem}, ptr %REM")
         if start == self.lifter.program.n:
             self.guard(0)
             self.stop(STATUS_FELL_OFF, self.lifter.program.n - 1)
             return
+        program = self.lifter.program
+        if program.in_loop[start] and any(
+                accesses(program.slots[pc]) or program.slots[pc].is_call for pc in pcs):
+            # A block in a loop with effects has several guards; when the budget covers the
+            # whole block (one compare) a copy without them runs instead.
+            covered = self.val(f"icmp sge i64 {self.rem}, 0")
+            quick, exact = self.fresh("quick"), self.fresh("exact")
+            self.emit(f"br i1 {covered}, label %{quick}, label %{exact}, !prof !2")
+            self.label(quick)
+            self.quick = True
+            self.body(pcs)
+            self.quick = False
+            self.label(exact)
+        self.body(pcs)
+
+    def body(self, pcs: list[int]) -> None:
+        """The instructions of a block (after its budget is charged)."""
         slots = self.lifter.program.slots
+        self.anchors, self.scalars, self.translations = {}, set(), {}
         for position, pc in enumerate(pcs):
             ins = slots[pc]
             self.position, self.pc = position, pc
@@ -368,7 +451,7 @@ class _Function:
             _LIFT[ins.cls](self, ins)
         last = slots[pcs[-1]]
         if not (last.is_jump or last.is_exit or last.is_pseudo_call):   # fell into the next leader
-            self.emit(f"br label %b{pcs[-1] + last.slots}")
+            self.emit(f"br label {self.goto(pcs[-1] + last.slots)}")
 
     # -- families -------------------------------------------------------------------------------
     def alu(self, ins: Instruction) -> None:
@@ -384,7 +467,12 @@ class _Function:
         else:
             b = str(ins.imm)            # sign-extended to 64 bits, or the low 32 bits as i32
         result = _ALU_OPS[key](self, t, a, b, w)
+        anchor, scalar = derive(ins, self.anchors, self.scalars, a, b)
         self.set(ins.dst, result if wide else self.val(f"zext i32 {result} to i64"))
+        if anchor is not None:
+            self.anchors[ins.dst] = anchor
+        if scalar:
+            self.scalars.add(ins.dst)
 
     def byteswap(self, ins: Instruction, wide: bool) -> str:
         width, value = ins.imm, self.get(ins.dst)
@@ -400,10 +488,10 @@ class _Function:
         elif ins.is_call:
             self.local_call(ins) if ins.is_pseudo_call else self.helper_call(ins)
         elif ins.op == JA:
-            self.emit(f"br label %b{branch_target(pc, ins)}")
+            self.emit(f"br label {self.goto(branch_target(pc, ins))}")
         else:
-            self.emit(f"br i1 {self.condition(ins)}, label %b{branch_target(pc, ins)}, "
-                      f"label %b{pc + 1}")
+            self.emit(f"br i1 {self.condition(ins)}, label {self.goto(branch_target(pc, ins))}, "
+                      f"label {self.goto(pc + 1)}")
 
     def condition(self, ins: Instruction) -> str:
         wide = ins.cls == JMP
@@ -453,7 +541,7 @@ class _Function:
         frame = self.val(f"getelementptr i8, ptr {self.val('load ptr, ptr %FP')}, i64 -{STACK_BYTES}")
         self.emit(f"call void @llvm.memset.p0.i64(ptr {frame}, i8 0, i64 {STACK_BYTES}, i1 false)")
         self.returns.append(pc)
-        self.emit(f"br label %b{target}")
+        self.emit(f"br label {self.goto(target)}")
 
     def returns_block(self) -> None:
         """`return`: an exit below frame 0 restores the caller's frame and r6-r9 and resumes
@@ -466,7 +554,8 @@ class _Function:
             self.set(reg, self.val(f"load i64, ptr {self.saved(caller, index)}"))
         slot = self.val(f"load i64, ptr {self.saved(caller, 4)}")
         self.enter_frame(caller)
-        cases = " ".join(f"i64 {pc}, label %b{pc + 1}" for pc in self.returns)
+        cases = " ".join(f"i64 {pc}, label {self.goto(pc + 1, pc)}"
+                         for pc in dict.fromkeys(self.returns))     # (a block's two copies)
         self.emit(f"switch i64 {slot}, label %nowhere [ {cases} ]")
         self.label("nowhere")
         self.emit("unreachable")
@@ -483,6 +572,8 @@ class _Function:
         r0 = self.val(f"call i64 {target}(ptr %st, i64 {self.pc}, {args})")
         self.check_status()
         self.reload_table()
+        self.translations = {}                     # made from the table before the call
+        self.clear_hoisted()
         self.set(0, r0)
 
     def lddw(self, ins: Instruction) -> None:
@@ -519,6 +610,62 @@ class _Function:
         self.entry, self.offset = entry, offset
         return self.val(f"icmp ule i64 {end}, {limit}"), pointer
 
+    def anchored(self, reg: int, addr: str, size: int, kind: str) -> tuple[str, str] | None:
+        """(i1 in bounds, native pointer) for an access through a register this block derived
+        from an anchor (jit_loops: an address plus an index, as `r3 = r7 + (i & 63) * 8`), else
+        None.
+
+        The anchor V is translated, not the address: its window's start `lo` = V's region id
+        << 32 | 2 GiB, its region's native pointer and, per access kind and size, the bound
+        `limit - size + 1` (0 when the region is smaller than the access).  The address is in
+        bounds when `addr - lo` is below the bound, and is then in V's region at that offset --
+        whatever V is, so a wrong guess only costs the full check after it.  A translation is
+        made once a block, or once on entry to a loop that never writes V (`loop_entries`):
+        what is left per access is a subtract, a compare and a branch."""
+        known = self.anchors.get(reg)
+        if known is None or self.lifter.unchecked:
+            return None
+        k, anchor = known
+        if self.loop is not None and (k, kind, size) in self.loop.hoisted:
+            h = self.loop.header          # k is the same on every iteration: translated on entry
+            lo = self.val(f"load i64, ptr %H{h}_{k}_lo")
+            base = self.val(f"load ptr, ptr %H{h}_{k}_base")
+            bound = self.val(f"load i64, ptr %H{h}_{k}_{kind}{size}")
+        else:
+            entry, base, lo = self.translate(anchor)
+            bound = self.bound(anchor, entry, kind, size)
+        offset = self.val(f"sub i64 {addr}, {lo}")
+        return (self.val(f"icmp ult i64 {offset}, {bound}"),
+                self.val(f"getelementptr i8, ptr {base}, i64 {offset}"))
+
+    def translate(self, anchor: str) -> tuple[str, str, str]:
+        """(table entry, native pointer, window start) of the region an address is in, once a
+        block per address."""
+        known = self.translations.get(anchor)
+        if known is None:
+            rid = self.val(f"lshr i64 {anchor}, 32")
+            inside = self.val(f"icmp ult i64 {rid}, {self.val('load i64, ptr %TLEN')}")
+            rid = self.val(f"select i1 {inside}, i64 {rid}, i64 0")   # entry 0 serves nothing
+            entry = self.val(f"getelementptr {_ENTRY}, ptr {self.val('load ptr, ptr %TAB')}, "
+                             f"i64 {rid}")
+            base = self.val(f"load ptr, ptr {entry}, !invariant.load !1")
+            lo = self.val(f"or i64 {self.val(f'and i64 {anchor}, -4294967296')}, 2147483648")
+            known = self.translations[anchor] = (entry, base, lo)
+        return known
+
+    def bound(self, anchor: str, entry: str, kind: str, size: int) -> str:
+        """The bytes a region may be `kind`-accessed at, less `size - 1` (0 when the region is
+        smaller than the access): an offset below it is in bounds."""
+        bound = self.translations.get((anchor, kind, size))
+        if bound is None:
+            at = self.val(f"getelementptr i64, ptr {entry}, i64 {1 if kind == 'read' else 2}")
+            limit = self.val(f"load i64, ptr {at}, !invariant.load !1")
+            fits = self.val(f"icmp uge i64 {limit}, {size}")
+            bound = self.val(f"select i1 {fits}, i64 {self.val(f'sub i64 {limit}, {size - 1}')}, "
+                             "i64 0")
+            self.translations[(anchor, kind, size)] = bound
+        return bound
+
     def field_ok(self, size: int, kind: str) -> str:
         """i1: a field-exact region allows this (offset, size) -- the mask test that saves a
         call to the host for every io_uring ctx access."""
@@ -539,10 +686,12 @@ class _Function:
         # An in-bounds load has no effect to hold back, so only the slow path (which may
         # fault) is guarded by the budget.
         addr = self.address(reg, off)
+        join = self.fresh("join")
+        hit = self.anchored_access(reg, addr, size, "read", join)
         ok, pointer = self.host_pointer(addr, size, "read")
         if ok == "true":
             return self._widen(self.val(f"load {t}, ptr {pointer}, align 1"), size)
-        fast, slow, join = self.begin_access(ok)
+        fast, slow = self.begin_access(ok)
         quick = self._widen(self.val(f"load {t}, ptr {pointer}, align 1"), size)
         self.emit(f"br label %{join}")
         self.label(slow)
@@ -555,7 +704,9 @@ class _Function:
         self.label(call)
         value = self.val(f"call i64 %fn_slow_load(ptr %st, i64 {self.pc}, i64 {addr}, i64 {size})")
         self.end_access(join)
-        return self.val(f"phi i64 [{quick}, %{fast}], [{exact}, %{field}], [{value}, %{call}]")
+        anchored = f"[{hit[0]}, %{hit[1]}], " if hit else ""
+        return self.val(f"phi i64 {anchored}[{quick}, %{fast}], [{exact}, %{field}], "
+                        f"[{value}, %{call}]")
 
     def store(self, reg: int, off: int, size: int, value: str) -> None:
         t = _TY[size]
@@ -566,11 +717,13 @@ class _Function:
             return
         self.guard(self.position)
         addr = self.address(reg, off)
+        join = self.fresh("join")
+        self.anchored_access(reg, addr, size, "write", join, narrow)
         ok, pointer = self.host_pointer(addr, size, "write")
         if ok == "true":
             self.emit(f"store {t} {narrow}, ptr {pointer}, align 1")
             return
-        _, slow, join = self.begin_access(ok)
+        _, slow = self.begin_access(ok)
         self.emit(f"store {t} {narrow}, ptr {pointer}, align 1")
         self.emit(f"br label %{join}")
         self.label(slow)
@@ -584,13 +737,35 @@ class _Function:
                   f"i64 {value})")
         self.end_access(join)
 
-    def begin_access(self, ok: str) -> tuple[str, str, str]:
-        """Fast (in bounds of a plain region) or slow (the host's Memory) -- three blocks, the
-        slow one leaving for `fail` when the host recorded a fault."""
-        fast, slow, join = self.fresh("fast"), self.fresh("slow"), self.fresh("join")
+    def anchored_access(self, reg: int, addr: str, size: int, kind: str, join: str,
+                        value: str | None = None) -> tuple[str, str] | None:
+        """The access through its anchor (`anchored`) when the register has one: on a hit it
+        is done (a load's (value, block) returned) and goes to `join`; on a miss the caller
+        emits the full check."""
+        anchored = self.anchored(reg, addr, size, kind)
+        if anchored is None:
+            return None
+        ok, pointer = anchored
+        hit, miss = self.fresh("hit"), self.fresh("miss")
+        self.emit(f"br i1 {ok}, label %{hit}, label %{miss}, !prof !2")
+        self.label(hit)
+        t = _TY[size]
+        if kind == "read":
+            loaded = (self._widen(self.val(f"load {t}, ptr {pointer}, align 1"), size), hit)
+        else:
+            self.emit(f"store {t} {value}, ptr {pointer}, align 1")
+            loaded = None
+        self.emit(f"br label %{join}")
+        self.label(miss)
+        return loaded
+
+    def begin_access(self, ok: str) -> tuple[str, str]:
+        """Fast (in bounds of a plain region) or slow (the host's Memory), the slow one leaving
+        for `fail` when the host recorded a fault."""
+        fast, slow = self.fresh("fast"), self.fresh("slow")
         self.emit(f"br i1 {ok}, label %{fast}, label %{slow}, !prof !2")
         self.label(fast)
-        return fast, slow, join
+        return fast, slow
 
     def end_access(self, join: str) -> None:
         bad = self.val(f"icmp ne i64 {self.field('status')}, 0")
@@ -630,7 +805,9 @@ class _Function:
             write, done = self.fresh("cas"), self.fresh("casdone")
             self.emit(f"br i1 {same}, label %{write}, label %{done}")
             self.label(write)
-            self.store(ins.dst, ins.off, size, src)
+            known, self.translations = self.translations, dict(self.translations)
+            self.store(ins.dst, ins.off, size, src)     # (what it translates stays inside)
+            self.translations = known
             self.emit(f"br label %{done}")
             self.label(done)
             self.set(0, old)
