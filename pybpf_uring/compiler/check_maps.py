@@ -192,7 +192,7 @@ class RecordRules:
             if e is skip:
                 continue
             if isinstance(e, S.Call) and self.target(e, "ringbuf_reserve"):
-                self.error(e.span, "a reservation is assigned to a local name",
+                self.error(e.span, "a reservation must be assigned to a local name",
                            "write `r = rb.reserve(T)`, then test `if r is not None:`")
             elif isinstance(e, S.Name) and state.get(e.id) == RELEASED:
                 self.error(e.span, f"{e.id!r} is used after it was submitted or discarded",
