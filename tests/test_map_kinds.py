@@ -375,7 +375,7 @@ BAD = {
         "        return 0\n    if ctx.a:\n        rb.submit(r)\n    return 0\n", "may still be held at this return"),
     "reserve_in_an_expression": (
         "rb = RingBuf(4096)\n@syscall\ndef f(ctx: Args) -> i32:\n    if rb.reserve(u64) is None:\n        return 0\n"
-        "    return 0\n", "9:8: error: a reservation is assigned to a local name"),
+        "    return 0\n", "9:8: error: a reservation must be assigned to a local name"),
     "record_copied": (
         "rb = RingBuf(4096)\n@syscall\ndef f(ctx: Args) -> i32:\n    r = rb.reserve(u64)\n    if r is None:\n"
         "        return 0\n    q = r\n    rb.submit(r)\n    return 0\n", "12:9: error: a record reference ('r') cannot be copied"),
