@@ -143,10 +143,12 @@ def bare(ctx: Args) -> i32:
     junk: u8[16] = [7] * 16
     junk[ctx.i % 16] = 1
     buf: u8[16]                  # declared without a value: zeros, whatever the stack held
+    grid: u8[3][2] = [[1, 2, 3], [4, 5, 6]]   # two u8[3]: (u8[3])[2], as Python reads it
+    grid[1] = [0] * 3
     total: u64 = 0
     for k in range(len(buf)):
         total += buf[k]
-    ctx.out = total + junk[0]
+    ctx.out = total + junk[0] + grid[0][2] * 10 + grid[1][0]
     return 0
 """
 
@@ -155,7 +157,7 @@ def bare(ctx: Args) -> i32:
 def test_an_array_declared_without_a_value_is_zeros():
     with loaded(BARE) as (live, ns):
         for i in (0, 5):
-            assert live.programs["bare"].test_run(ctx=ns["Args"](i=i)).ctx.out == (1 if i == 0 else 7)
+            assert live.programs["bare"].test_run(ctx=ns["Args"](i=i)).ctx.out == (1 if i == 0 else 7) + 30
 
 
 def test_a_repeated_element_is_evaluated_once():
@@ -312,6 +314,15 @@ BAD = {
         "@syscall\ndef f(ctx: Args) -> i32:\n    global limit\n    limit = 1\n    return 0\n",
         "global_const_written.py:15:5: error: 'limit' is a read-only global (Const)\n    limit = 1\n    ^~~~~\n"
         "  note: the host sets it before loading; keep a copy in a local to change it"),
+    "list_repeated_past_the_array": (
+        "@syscall\ndef f(ctx: Args) -> i32:\n    x: u8[4] = [0] * 1000000000\n    return 0\n",
+        "list_repeated_past_the_array.py:14:16: error: u8[4] needs 4 values, got 1000000000\n"
+        "    x: u8[4] = [0] * 1000000000\n               ^~~~~~~~~~~~~~~~\n  note: list every element, or repeat one: [0] * 4"),
+    "global_at_module_level": (
+        "global hits\n",
+        "global_at_module_level.py:12:1: error: a global statement is not allowed at module level\n"
+        "global hits\n^~~~~~~~~~~\n"
+        "  note: a BPF module holds imports, integer constants, maps, Struct classes and functions"),
     "nonlocal_still_rejected": (
         "@syscall\ndef f(ctx: Args) -> i32:\n    nonlocal hits\n    return 0\n",
         "nonlocal_still_rejected.py:14:5: error: nonlocal is not available in BPF programs; pass values as arguments\n"
@@ -342,3 +353,54 @@ def test_a_name_of_the_module_hides_the_builtin():
                   "    return min(ctx.a, 2)\n")
     obj = compile_source(src, "hides.py")
     assert [p.name for p in obj.subprograms] == ["min"]
+
+
+RING = '''
+from pybpf_uring import iouring, Struct, i32, i64, u32, u64
+from pybpf_uring.uring import IoUringCtx, emit_cqe, copy_from_user
+
+runs: u64 = 0
+
+
+class In(Struct):
+    v: i64[4]
+
+
+def post(ctx: IoUringCtx, cq: u32, tag: u64, value: i64) -> None:
+    emit_cqe(ctx, cq, tag, i32(value), 0)
+
+
+@iouring
+def forms(ctx: IoUringCtx) -> i32:
+    global runs
+    runs += 1
+    src = In()
+    if copy_from_user(src, ctx.user_data) != 0:
+        return -1
+    w: i64[4] = [src.v[3], src.v[2], src.v[1], src.v[0]]
+    for i in range(len(w)):
+        post(ctx, 1, i, w[i] if w[i] > 0 else -w[i])
+    post(ctx, 1, 10, min(w[0], w[1], w[2], w[3]))
+    post(ctx, 1, 11, max(w[0], w[1], w[2], w[3]))
+    post(ctx, 1, 12, i64(abs(w[3])))
+    return 0
+'''
+
+
+@pytest.mark.uring
+@pytest.mark.parametrize("backend", ["interpreter", "jit"])
+def test_the_forms_run_in_the_engine_on_a_real_ring(backend):
+    from pybpf_uring import Ring
+    from pybpf_uring.runtime.engine import instantiate
+    obj = compile_source(RING, "ring.py")
+    ns: dict = {}
+    exec(compile(RING, "ring.py", "exec"), ns)
+    src = ns["In"](v=[-7, 20, -3, 5])
+    with Ring(entries=8, cq_sizes=(16, 16)) as ring:
+        ring.register(obj, engine=lambda o: instantiate(o, backend=backend))
+        for run in (1, 2):
+            ring.submit_bpf("forms", user_data=ctypes.addressof(src))
+            assert ring.wait_cqe(0, timeout=5).res == 0 and ring.globals.runs == run
+            got = {c.user_data: c.res for c in (ring.wait_cqe(1, timeout=1) for _ in range(7))}
+            assert got == {0: 5, 1: 3, 2: 20, 3: 7, 10: -7, 11: 20, 12: 7}
+        assert list(ring.faults) == []

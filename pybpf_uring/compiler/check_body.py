@@ -482,7 +482,7 @@ class BodyChecker(LoopRules, IntRules, PythonRules):
         """`e` is stored into a location of type `want`: integers convert as in C (wrapping),
         structs and arrays copy when their types match, references only to the same type, and a
         list fills an array of its length."""
-        if self.list_elements(e) is not None:
+        if self.list_parts(e) is not None:
             self.list_value(e, want, what)
             return
         got = self.expr(e, want)

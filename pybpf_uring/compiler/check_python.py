@@ -101,33 +101,37 @@ class PythonRules:
                              "convert the operands to one signed type, e.g. i64(...)")
 
     # ----- lists ---------------------------------------------------------------------------
-    def list_elements(self, e: S.Expr) -> tuple[S.Expr, ...] | None:
-        """The elements of a list: `[a, b]`, or one repeated a constant number of times as
-        Python repeats it (`[0] * 64`, `2 * [a, b]`); None for anything else."""
+    def list_parts(self, e: S.Expr) -> tuple[tuple[S.Expr, ...], int] | None:
+        """A list as (the elements written, how many times Python repeats them): `[a, b]` is
+        once, `[0] * 64` and `64 * [0]` a constant number of times; None for anything else."""
         if isinstance(e, S.ListDisplay):
-            return e.elts
+            return e.elts, 1
         if isinstance(e, S.BinOp) and e.op == "*":
             for items, count in ((e.left, e.right), (e.right, e.left)):
                 n = self.fold(count)
                 if isinstance(items, S.ListDisplay) and n is not None:
-                    return items.elts * max(n, 0)
+                    return items.elts, max(n, 0)
         return None
 
     def list_value(self, e: S.Expr, want: Type, what: str) -> None:
         """A list stored into an array of as many elements, each converted to the element
-        type."""
-        elts = self.list_elements(e)
+        type.  The count is checked before the repeated list is built, so `[0] * 10**9` is an
+        error, not a billion elements."""
+        elts, times = self.list_parts(e)
+        count = len(elts) * times
         self.record(e, want)
         if not isinstance(want, ArrayT):
             self.error(e.span, f"{what} has type {want}; a list is only the value of an array",
-                       f"an array is declared with its type: x: u32[{len(elts)}] = [...]")
+                       f"an array is declared with its type: x: u32[{count}] = [...]")
             return
-        if len(elts) != want.length:
-            self.error(e.span, f"{want} needs {want.length} values, got {len(elts)}",
+        if count != want.length:
+            self.error(e.span, f"{want} needs {want.length} values, got {count}",
                        f"list every element, or repeat one: [0] * {want.length}")
-        for i, elt in enumerate(elts[:want.length]):
+            times = 1
+        for i, elt in enumerate(elts):
             self.convert(elt, want.elem, f"element {i}")
-        self.out.lists[e] = elts
+        if count == want.length:
+            self.out.lists[e] = elts * times
 
     def expr_ListDisplay(self, e: S.ListDisplay, want) -> Type:
         self.error(e.span, "a list is only the value of an array",

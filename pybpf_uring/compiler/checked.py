@@ -133,5 +133,6 @@ def describe(node) -> str:
              "AugAssign": "an augmented assignment", "Subscript": "a subscript",
              "Attribute": "an attribute", "Compare": "a comparison", "BoolOp": "and/or",
              "UnaryOp": "a unary expression", "Pass": "pass", "Break": "break",
-             "Continue": "continue", "Name": "a name"}
+             "Continue": "continue", "Name": "a name", "IfExp": "a conditional expression",
+             "ListDisplay": "a list", "Global": "a global statement"}
     return names.get(type(node).__name__, type(node).__name__)
