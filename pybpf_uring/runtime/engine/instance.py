@@ -254,8 +254,13 @@ class EngineProgram:
         self._shown: dict[int, str] = {}          # relocated slot -> how a fault shows it
         self.linked = self._relocated(spec.linked())
         self._ring_helpers: Any = None
-        self.runs = 0
-        self.executed = 0           # instructions of the last run
+        # runs and the last run's instruction count live in the words a native run from Python
+        # counts in (native_ring.FastRun), whichever path ran
+        from .native_ring import RUN_WORDS
+        self._counts = (ctypes.c_uint64 * len(RUN_WORDS))()
+        self._runs_i, self._executed_i = RUN_WORDS.index("runs"), RUN_WORDS.index("executed")
+        self._fast: Any = None      # FastRun.call once the program has run on the JIT, if it may
+        self._fast_run: Any = None
         self._ctx_regions: dict[int, Any] = {}
         options = dict(memory=instance.memory, helpers=self._helper_table(),
                        kfuncs={_TRAP_ID: _bpf_trap}, resolve_lddw=instance.resolve_lddw,
@@ -277,6 +282,27 @@ class EngineProgram:
                     self.vm.bind_natives(*instance.native_tables())
         except InvalidProgram as exc:
             raise EngineError(f"program {spec.name!r}: {self._where(exc.insn_index, exc.message)}") from None
+        # A program that calls no helper or kfunc runs from Python through FastRun after its
+        # first run: its run has no bookkeeping a native call cannot do.
+        self._fast_ok = self.backend == "jit" and not any(
+            ins.is_call and not ins.is_pseudo_call for ins in self.linked.instructions)
+
+    @property
+    def runs(self) -> int:
+        return self._counts[self._runs_i]
+
+    @runs.setter
+    def runs(self, value: int) -> None:
+        self._counts[self._runs_i] = value
+
+    @property
+    def executed(self) -> int:
+        """Instructions of the last run."""
+        return self._counts[self._executed_i]
+
+    @executed.setter
+    def executed(self, value: int) -> None:
+        self._counts[self._executed_i] = value
 
     def __repr__(self) -> str:
         return f"<EngineProgram {self.name!r} ({self.spec.kind}), {self.runs} runs>"
@@ -335,6 +361,25 @@ class EngineProgram:
 
     def run(self, ctx: bytes, helpers: Any = None) -> tuple[int, bytes]:
         """One run from slot 0 with r1 = the ctx; faults raise `ProgramFault` (see the module)."""
+        fast = self._fast
+        if fast is not None:
+            out = fast(ctx)
+            if out.__class__ is tuple:
+                return out
+            if out is not None:
+                self._fast_fault()
+        return self._run(ctx, helpers)
+
+    def _fast_fault(self) -> None:
+        """Raise what a FastRun run faulted with, as the full path would have raised it."""
+        fault = self.vm.last_fault()
+        self.executed = self.vm.executed
+        if isinstance(fault, BpfFault):
+            where = self._where(fault.insn_index, fault.message, fault.disassembly)
+            raise ProgramFault(f"program {self.name!r}: {where}", _errno.EFAULT) from None
+        raise fault
+
+    def _run(self, ctx: bytes, helpers: Any) -> tuple[int, bytes]:
         if self.spec.kind == "iouring" and len(ctx) != CTX_SIZE:
             raise ValueError(f"an io_uring program's ctx is {CTX_SIZE} bytes, not {len(ctx)}")
         region = self._ctx_region(len(ctx))
@@ -352,6 +397,12 @@ class EngineProgram:
             self.executed = self.vm.executed
             self._ring_helpers = None
             instance.end_run()
+            if self._fast_run is not None:
+                self._fast_run.sync(self.vm)
+            elif self._fast_ok:
+                from .native_ring import FastRun
+                self._fast_run = FastRun(self.vm, region, instance.memory, self._counts)
+                self._fast = self._fast_run.call
         return r0, bytes(region.buf)
 
     # -- native waits (engine.native_ring) ------------------------------------------------------

@@ -18,6 +18,7 @@ every fault message -- goes through `load`/`store` here, which also serve helper
 """
 from __future__ import annotations
 
+import ctypes
 import struct
 from dataclasses import dataclass, field
 from typing import Iterable
@@ -75,6 +76,10 @@ class Memory:
     readable: dict[int, bytearray | memoryview] = field(default_factory=dict)
     writable: dict[int, bytearray | memoryview] = field(default_factory=dict)
     _next_id: int = 1
+    # Bumped by every map and unmap, in a word native code can read: a native run from Python
+    # (engine.native_ring.FastRun) checks it instead of asking Python whether its region table
+    # is stale.
+    generation: ctypes.Array = field(default_factory=lambda: (ctypes.c_uint64 * 1)())
 
     @property
     def next_id(self) -> int:
@@ -91,6 +96,7 @@ class Memory:
             raise ValueError(f"region {name!r} is {len(buf)} bytes; the limit is {_MAX_REGION_BYTES}")
         rid = self._next_id
         self._next_id += 1
+        self.generation[0] += 1
         region = Region(name, buf, rid << REGION_SHIFT | BIAS, writable,
                         frozenset(fields) if fields is not None else None)
         self.regions[rid] = region
@@ -103,6 +109,7 @@ class Memory:
     def unmap(self, region: Region) -> None:
         """Forget a region; its ids are never reused, so stale pointers fault instead of aliasing."""
         rid = region.base >> REGION_SHIFT
+        self.generation[0] += 1
         self.regions.pop(rid, None)
         self.readable.pop(rid, None)
         self.writable.pop(rid, None)

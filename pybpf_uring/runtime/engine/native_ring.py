@@ -43,7 +43,8 @@ from . import native_helpers_ir as helpers_ir
 from . import native_ring_ir as ir
 from .jit import Jit, compile_module
 
-__all__ = ["NativeRing", "NativeProgram", "HashIndex", "native_helpers", "MAP_WORDS", "MAX_INDEXED",
+__all__ = ["NativeRing", "NativeProgram", "FastRun", "HashIndex", "native_helpers", "MAP_WORDS",
+           "RUN_WORDS", "MAX_INDEXED",
            "READY", "MORE", "PYTHON", "FAULTED", "COMPLETE", "BAD_WAIT", "STALLED", "TIMED_OUT"]
 
 READY, MORE, PYTHON, FAULTED, COMPLETE, BAD_WAIT, STALLED, TIMED_OUT = (
@@ -55,6 +56,8 @@ _W = {name: i for i, name in enumerate(ir.RING_WORDS)}
 _CQ = {name: i for i, name in enumerate(ir.CQ_WORDS)}
 _PG = {name: i for i, name in enumerate(ir.PROGRAM_WORDS)}
 MAP_WORDS = ir.MAP_WORDS
+RUN_WORDS = ir.RUN_WORDS
+_RN = {name: i for i, name in enumerate(RUN_WORDS)}
 _MP = {name: i for i, name in enumerate(MAP_WORDS)}
 _NCQ, _NRQ, _NPG = len(ir.CQ_WORDS), len(ir.REQUEST_WORDS), len(ir.PROGRAM_WORDS)
 _CQE = struct.Struct("<QiI")
@@ -62,8 +65,10 @@ _HELPER = ctypes.CFUNCTYPE(_U64, _VP, _U64, _U64, _U64, _U64, _U64, _U64)
 _WAIT = ctypes.CFUNCTYPE(ctypes.c_int64, _VP, _U64)
 _END_RUN = ctypes.CFUNCTYPE(None, _VP)
 _FREE = ir.FREE
+_M64 = (1 << 64) - 1
 _RUN_BUDGET = 4096          # program runs per nr_wait call, as Ring._progress
 _NATIVE_CQ = 1024           # CQEs a CQ's native buffer holds
+_FAST_CHUNK = 1 << 20       # instructions a level-0 program runs natively between counts (FastRun)
 _LINE = 64                  # a cache line
 _FRESH = 256                # fresh tag slots a wait may take beyond the Python table (more: _slow)
 
@@ -79,7 +84,6 @@ def native_helpers() -> dict[int, int]:
     return {helper: fns[symbol] for helper, symbol in registry.native_symbols().items()}
 
 
-_M64 = (1 << 64) - 1
 _EMPTY, _TOMB = ir.SLOT_EMPTY, ir.SLOT_TOMB
 MAX_INDEXED = 1 << 16       # larger hash maps are looked up in Python
 
@@ -150,6 +154,75 @@ class HashIndex:
 
     def _store(self, offset: int, address: int) -> None:
         _U64.from_buffer(self.slots, offset).value = address
+
+
+class _MethodDef(ctypes.Structure):
+    """struct PyMethodDef: what a builtin function object points to (and must outlive it)."""
+    _fields_ = [("name", ctypes.c_char_p), ("meth", _VP), ("flags", ctypes.c_int), ("doc", ctypes.c_char_p)]
+
+
+_METH_O = 0x0008
+_api = ctypes.pythonapi
+_new_builtin = _api.PyCFunction_NewEx
+_new_builtin.restype, _new_builtin.argtypes = ctypes.py_object, (_VP, ctypes.py_object, ctypes.py_object)
+_new_capsule = _api.PyCapsule_New
+_new_capsule.restype, _new_capsule.argtypes = ctypes.py_object, (_VP, ctypes.c_char_p, _VP)
+_API_DATA = ("PyBytes_Type", "_Py_NoneStruct")
+
+
+def _run_function() -> int:
+    """The address of @nr_run, compiled once per process with this interpreter's C API."""
+    api = {name: ctypes.addressof(ctypes.c_char.in_dll(_api, name)) if name in _API_DATA
+           else ctypes.cast(getattr(_api, name), _VP).value for name in ir.RUN_API}
+    return compile_module(ir.run_text(api), ("nr_run",))["nr_run"]
+
+
+class FastRun:
+    """A JIT-compiled program's run from Python as one builtin call: `call(ctx)`.
+
+    Why.  `Jit.run` through ctypes costs ~2.7 us a run of a 5-instruction program: a ctypes call
+    with six u64 arguments is ~0.75 us alone, and the run's bookkeeping in Python the rest.
+    Here the run -- the ctx copied in, frame 0 zeroed, status and budget set, the program
+    called, the counters kept, the result built -- is native_ring_ir's @nr_run, made a builtin
+    function (METH_O) bound to a capsule of this runner's `block` (RUN_WORDS), so a run is one
+    call of a C function from the interpreter with nothing allocated but its result.
+
+    It returns (r0, ctx after the run) like `EngineProgram.run`; an int, the JIT's status, when
+    the run faulted (the caller raises the fault from the JIT, `Jit.last_fault`); or None when it
+    did not run: a ctx that is not `bytes` of the region's size, or memory mapped or unmapped
+    since the program's region table was built (the memory's `generation` word moved), which
+    the caller's full path handles and then `sync`s.  Only for programs that call no helper:
+    the full path keeps a run's helper bookkeeping (ring helpers, map runs, table rebuilds under
+    a running program)."""
+
+    def __init__(self, jit: Jit, region: Any, memory: Any, block: ctypes.Array) -> None:
+        self.block = block
+        self._ctx = (ctypes.c_char * len(region.buf)).from_buffer(region.buf)
+        self._memory = memory
+        for name, value in {"gen": ctypes.addressof(memory.generation), "ctx": ctypes.addressof(self._ctx),
+                            "ctx_addr": region.base, "size": len(region.buf)}.items():
+            block[_RN[name]] = value
+        self._bind(jit)
+        self._def = _MethodDef(b"run", _run_function(), _METH_O, None)
+        self._capsule = _new_capsule(ctypes.addressof(block), None, None)
+        self.call = _new_builtin(ctypes.addressof(self._def), self._capsule, None)
+
+    def _bind(self, jit: Jit) -> None:
+        b = self.block
+        entry, state, frame, budget = jit.native_call()     # (brings the region table up to date)
+        b[_RN["gen_seen"]] = self._memory.generation[0]
+        b[_RN["entry"]], b[_RN["state"]], b[_RN["frame"]], b[_RN["budget"]] = entry, state, frame, budget
+        b[_RN["spent"]] = 0
+        b[_RN["limit"]] = _FAST_CHUNK if jit.tier == 0 else _M64
+
+    def sync(self, jit: Jit) -> None:
+        """After a run by the full path: the instructions the native runs spent counted (which
+        tiers a level-0 program up, as its own runs do: Jit.leave_native_wait), the entry and
+        the region table up to date, and the table's generation noted."""
+        spent = self.block[_RN["spent"]]
+        if spent:
+            jit.leave_native_wait(jit.executed, spent)
+        self._bind(jit)
 
 
 class NativeProgram:
