@@ -26,16 +26,37 @@ per-round ratios; in-process times are this thread's CPU time:
   the JIT with native waits (engine/native_ring.py), against a C liburing loop and the
   interpreter in the same rounds (target: native waits >= 0.5x C).
 
-Run: [BPF_CONFORMANCE_TESTS=DIR] python3 bench/engine.py [--rounds N]
+With `--ubpf PATH` the loops and the compile times get a uBPF column: uBPF's JIT (iovisor/ubpf)
+run and compiled in the same rounds, and the JIT's figures as ratios against it (targets: the
+loops >= 1.0x uBPF's JIT with checks on).  PATH is a shared library of uBPF's C API, called
+through ctypes (ubpf_create, ubpf_load, ubpf_compile, the compiled function, ubpf_destroy):
+uBPF's own build needs its git submodules, so build the library from its vm/ sources alone,
+outside this repository:
+
+    git clone https://github.com/iovisor/ubpf /tmp/ubpf && mkdir /tmp/ubpf/out && cd /tmp/ubpf/out
+    printf '#pragma once\n#define UBPF_HAS_ELF_H\n' > ubpf_config.h
+    for f in ../vm/*.c; do [ $f = ../vm/test.c ] || gcc -O2 -fPIC -I. -I../vm -I../vm/inc -c $f; done
+    gcc -shared -o libubpf.so *.o -lm
+
+uBPF's JIT checks no bounds and counts no instructions; its rate is the JIT's instruction count
+for the same run over uBPF's time, and both must return the same r0.  Its compile time is
+ubpf_create + ubpf_load (its validation) + ubpf_compile + ubpf_destroy, five ctypes calls
+(~1 us each).
+
+Run: [BPF_CONFORMANCE_TESTS=DIR] python3 bench/engine.py [--rounds N] [--ubpf PATH]
+     [--only loops|run|register|compile|chain ...]
 """
 from __future__ import annotations
 
 import argparse
+import ctypes
+import functools
 import statistics
 import struct
 import subprocess
 import sys
 from pathlib import Path
+from typing import Callable
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
@@ -44,6 +65,7 @@ sys.path.insert(1, str(HERE))
 from measure import CPU_CLOCK, compare, interleave, spread  # noqa: E402  (bench/measure.py)
 from pybpf_uring.conformance import (  # noqa: E402
     CASES_MISSING, assemble, cases_dir, default_helpers, read_case)
+from pybpf_uring.bpf import isa  # noqa: E402
 from pybpf_uring.runtime.engine import Interpreter, Memory  # noqa: E402
 from pybpf_uring.runtime.engine.jit import Jit, jit_available  # noqa: E402
 
@@ -109,18 +131,83 @@ class LoopRun:
         return self.engine.executed / (CLOCK() - start)
 
 
-def loop_rates(rounds: int, jit_iterations: int, interp_iterations: int) -> None:
-    """Per loop: the interpreter and both JITs in the same rounds; ratios against the
-    interpreter.  (The trip counts differ -- the interpreter would take minutes on the JIT's --
-    so the rates are per instruction, and a JIT run at the interpreter's count must agree on r0.)"""
+class Ubpf:
+    """uBPF's JIT through its C API (see the module docstring for the library)."""
+
+    _FN = ctypes.CFUNCTYPE(ctypes.c_uint64, ctypes.c_void_p, ctypes.c_size_t)
+    _HELPER = ctypes.CFUNCTYPE(ctypes.c_uint64, *[ctypes.c_uint64] * 5)
+
+    def __init__(self, path: str) -> None:
+        lib = self.lib = ctypes.CDLL(path)
+        vp, err = ctypes.c_void_p, ctypes.POINTER(ctypes.c_char_p)
+        lib.ubpf_create.restype = vp
+        lib.ubpf_destroy.argtypes = [vp]
+        lib.ubpf_load.argtypes = [vp, ctypes.c_char_p, ctypes.c_uint32, err]
+        lib.ubpf_compile.argtypes = [vp, err]
+        lib.ubpf_compile.restype = vp
+        lib.ubpf_register.argtypes = [vp, ctypes.c_uint, ctypes.c_char_p, self._HELPER]
+        # the conformance suite's helper 5 (its call_unwind cases): uBPF must know the id
+        self._unwind = self._HELPER(lambda *args: args[0])
+
+    def compile(self, code: bytes) -> tuple[int, Callable]:
+        """(the VM, its compiled function); RuntimeError with uBPF's message if it refuses."""
+        lib, err = self.lib, ctypes.c_char_p()
+        code = bytes(code)
+        vm = lib.ubpf_create()
+        lib.ubpf_register(vm, 5, b"unwind", self._unwind)
+        if lib.ubpf_load(vm, code, len(code), ctypes.byref(err)) != 0:
+            lib.ubpf_destroy(vm)
+            raise RuntimeError(f"ubpf_load: {err.value.decode(errors='replace')}")
+        address = lib.ubpf_compile(vm, ctypes.byref(err))
+        if not address:
+            lib.ubpf_destroy(vm)
+            raise RuntimeError(f"ubpf_compile: {err.value.decode(errors='replace')}")
+        return vm, self._FN(address)
+
+    def compile_seconds(self, code: bytes) -> float:
+        start = CLOCK()
+        vm, _ = self.compile(code)
+        self.lib.ubpf_destroy(vm)
+        return CLOCK() - start
+
+
+class UbpfLoopRun:
+    """A LOOPS program on uBPF's JIT; each call runs it once from fresh inputs and returns
+    instructions/s, counting the instructions the JIT's run of the same loop executed."""
+
+    def __init__(self, ubpf: Ubpf, name: str, count: int, executed: int) -> None:
+        self.vm, self.fn = ubpf.compile(program(name))
+        self.count, self.executed = count, executed
+        self.block = inputs(count)
+        self.native = (ctypes.c_char * len(self.block)).from_buffer(self.block)
+        self.r0 = None
+
+    def __call__(self) -> float:
+        self.block[:] = inputs(self.count)
+        start = CLOCK()
+        self.r0 = self.fn(ctypes.addressof(self.native), len(self.block))
+        return self.executed / (CLOCK() - start)
+
+
+def loop_rates(rounds: int, jit_iterations: int, interp_iterations: int,
+               ubpf: Ubpf | None = None) -> None:
+    """Per loop: the interpreter and both JITs (and uBPF's JIT) in the same rounds; ratios
+    against the interpreter, and against uBPF.  (The trip counts differ -- the interpreter would
+    take minutes on the JIT's -- so the rates are per instruction, and a JIT run at the
+    interpreter's count must agree on r0.)"""
     print(f"instructions/s, median of {rounds} interleaved rounds (thread CPU time); ratio = "
           "median / the interpreter's median, spread = min-max of the per-round ratios")
     print(f"{'loop':14} {'interpreter':>13} {'JIT checked':>11} {'ratio':>6} {'spread':>9}"
           f" {'JIT unchecked':>13} {'ratio':>6} {'spread':>9}")
+    against = []
     for name in LOOPS:
         sides = {"interpreter": LoopRun(Interpreter, name, interp_iterations),
                  "checked": LoopRun(Jit, name, jit_iterations),
                  "unchecked": LoopRun(Jit, name, jit_iterations, unchecked=True)}
+        if ubpf is not None:
+            sides["checked"]()               # its instruction count is uBPF's too
+            sides["uBPF"] = UbpfLoopRun(ubpf, name, jit_iterations,
+                                        sides["checked"].engine.executed)
         samples = interleave(sides, rounds)
         check = LoopRun(Jit, name, interp_iterations)      # the same answer as the interpreter
         check()
@@ -130,6 +217,18 @@ def loop_rates(rounds: int, jit_iterations: int, interp_iterations: int) -> None
         print(f"{name:14} {checked.base_median / 1e6:9.1f} M/s {checked.median / 1e9:7.2f} G/s "
               f"{checked.ratio:5.0f}x {checked.spread(0):>9} {unchecked.median / 1e9:9.2f} G/s "
               f"{unchecked.ratio:5.0f}x {unchecked.spread(0):>9}")
+        if ubpf is not None:
+            assert sides["uBPF"].r0 == sides["checked"].r0, (name, sides["uBPF"].r0)
+            against.append((name, compare(samples["checked"], samples["uBPF"]),
+                            compare(samples["unchecked"], samples["uBPF"])))
+    if against:
+        print(f"\nagainst uBPF's JIT (no bounds checks), the same rounds: ratio = JIT median / "
+              "uBPF median")
+        print(f"{'loop':14} {'uBPF':>10} {'JIT checked':>11} {'spread':>9} {'JIT unchecked':>13}"
+              f" {'spread':>9}")
+        for name, checked, unchecked in against:
+            print(f"{name:14} {checked.base_median / 1e9:6.2f} G/s {checked.ratio:10.2f}x "
+                  f"{checked.spread():>9} {unchecked.ratio:12.2f}x {unchecked.spread():>9}")
 
 
 def run_cost(rounds: int, runs: int = 4000) -> None:
@@ -194,8 +293,9 @@ def register_cost(rounds: int) -> None:
           f"once per process: {statistics.median(native):.0f} ms ({spread(native, digits=0)})")
 
 
-def compile_times(rounds: int) -> None:
-    """Per program, JIT construction and interpreter construction in the same rounds."""
+def compile_times(rounds: int, ubpf: Ubpf | None = None) -> None:
+    """Per program, JIT construction and interpreter construction (and uBPF's compile) in the
+    same rounds."""
     programs = [(f"loop {name}", program(name)) for name in LOOPS]
     programs += [(f"compiled {name}", insns) for name, insns in compiled_programs()]
     suite = cases_dir()
@@ -205,7 +305,7 @@ def compile_times(rounds: int) -> None:
             if not case.needs_callx:
                 programs.append((path.stem, case.program))
     helpers = default_helpers()        # the suite's call_unwind cases call helper 5
-    rows = []
+    rows, against, refused, tiers = [], [], [], []
     for name, code in programs:
         built: list[Jit] = []
 
@@ -219,8 +319,20 @@ def compile_times(rounds: int) -> None:
             Interpreter(code, helpers=helpers)
             return CLOCK() - start
 
-        samples = interleave({"JIT": jit_side, "interpreter": interp_side}, rounds)
+        sides = {"JIT": jit_side, "interpreter": interp_side}
+        if ubpf is not None:
+            if not isinstance(code, (bytes, bytearray)):
+                code = isa.encode(code)             # a compiled program's instructions
+            try:
+                ubpf.compile_seconds(code)
+                sides["uBPF"] = functools.partial(ubpf.compile_seconds, code)
+            except RuntimeError as exc:
+                refused.append((name, str(exc)))
+        samples = interleave(sides, rounds)
+        if "uBPF" in samples:
+            against.append(compare(samples["JIT"], samples["uBPF"]))
         note = ""
+        tiers.append(built[0].tier)
         if built[0].tier == 0:                 # what tiering up costs later, once hot
             note = f"; tier 0, tier 1 {tier_up_seconds(built[0]) * 1e3:.0f} ms when hot"
         rows.append((name, note, compare(samples["JIT"], samples["interpreter"])))
@@ -237,9 +349,19 @@ def compile_times(rounds: int) -> None:
           f"{statistics.median(c.base_median for _, _, c in rows) * 1e3:.2f} ms; JIT / interpreter "
           f"median {statistics.median(ratios):.1f}x (programs' range {min(ratios):.1f}-"
           f"{max(ratios):.1f}x)")
+    print(f"  ({tiers.count(0)} programs compiled at codegen level 0, {tiers.count(1)} at level 1)")
     for name, note, c in rows[:len(LOOPS) + 1]:
         print(f"  {name:22} JIT {c.median * 1e3:6.1f} ms  interpreter {c.base_median * 1e3:6.2f} ms "
               f"({c.ratio:5.1f}x, spread {c.spread(1)}{note})")
+    if ubpf is not None:
+        print(f"  against uBPF's compile (create, load, compile, destroy), the same rounds, "
+              f"{len(against)} programs: JIT median {statistics.median(c.median for c in against) * 1e3:.2f} ms, "
+              f"uBPF median {statistics.median(c.base_median for c in against) * 1e3:.3f} ms "
+              f"({statistics.median(c.median for c in against) / statistics.median(c.base_median for c in against):.1f}x; "
+              f"per-program ratios: median {statistics.median(c.ratio for c in against):.1f}x, "
+              f"range {min(c.ratio for c in against):.1f}-{max(c.ratio for c in against):.1f}x)")
+        for name, why in refused:
+            print(f"    uBPF refused {name}: {why}")
 
 
 def tier_up_seconds(jit: Jit) -> float:
@@ -280,12 +402,20 @@ def nop_chain(n: int, rounds: int) -> None:
         print(f"  {name}: {c.ratio:.1f}x the interpreter (spread {c.spread(1)})")
 
 
+FIGURES = ("loops", "run", "register", "compile", "chain")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=11, help="interleaved rounds per figure")
     ap.add_argument("--jit-iterations", type=int, default=20_000_000)
     ap.add_argument("--interp-iterations", type=int, default=100_000)
     ap.add_argument("--chain", type=int, default=100_000, help="NOPs in the BPF NOP chain")
+    ap.add_argument("--ubpf", metavar="PATH",
+                    help="a uBPF shared library (see above): adds uBPF's JIT to the loops and "
+                         "the compile times")
+    ap.add_argument("--only", action="append", choices=FIGURES,
+                    help="print only these figures (repeatable; default: all)")
     ap.add_argument("--register-child", choices=("interpreter", "jit"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.register_child:
@@ -295,11 +425,25 @@ def main() -> int:
     if reason is not None:
         print(f"the JIT cannot run here: {reason}", file=sys.stderr)
         return 2
-    loop_rates(args.rounds, args.jit_iterations, args.interp_iterations)
-    run_cost(args.rounds)
-    register_cost(max(3, args.rounds // 2))
-    compile_times(max(3, args.rounds // 2))
-    nop_chain(args.chain, max(3, args.rounds // 2))
+    ubpf = None
+    if args.ubpf:
+        try:
+            ubpf = Ubpf(args.ubpf)
+        except (OSError, AttributeError) as exc:
+            print(f"--ubpf {args.ubpf}: not a uBPF library ({exc})", file=sys.stderr)
+            return 2
+    only = set(args.only or FIGURES)
+    few = max(3, args.rounds // 2)
+    if "loops" in only:
+        loop_rates(args.rounds, args.jit_iterations, args.interp_iterations, ubpf)
+    if "run" in only:
+        run_cost(args.rounds)
+    if "register" in only:
+        register_cost(few)
+    if "compile" in only:
+        compile_times(few, ubpf)
+    if "chain" in only:
+        nop_chain(args.chain, few)
     return 0
 
 
