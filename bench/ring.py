@@ -50,22 +50,36 @@ C_CHAIN = r"""
 #include <stdlib.h>
 #include <time.h>
 
+/* n NOPs, `depth` in flight: every CQE reaped puts the next NOP in its place, and one
+   io_uring_submit_and_wait submits them and waits; at depth 1, one NOP at a time. */
 int main(int argc, char **argv)
 {
-    long n = atol(argv[1]);
+    long n = atol(argv[1]), depth = argc > 2 ? atol(argv[2]) : 1, queued = 0, done = 0;
     struct io_uring ring;
     struct io_uring_params p = { .flags = IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN };
     if (io_uring_queue_init_params(64, &ring, &p) < 0) { perror("io_uring_queue_init"); return 2; }
     struct timespec a, b;
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &a);
-    for (long i = 0; i < n; i++) {
+    for (; queued < depth && queued < n; queued++) {
         struct io_uring_sqe *sqe = io_uring_get_sqe(&ring);
         io_uring_prep_nop(sqe);
-        sqe->user_data = i;
+        sqe->user_data = queued;
+    }
+    while (done < n) {
         io_uring_submit_and_wait(&ring, 1);
         struct io_uring_cqe *cqe;
-        if (io_uring_peek_cqe(&ring, &cqe) || cqe->user_data != (unsigned long)i) return 3;
-        io_uring_cqe_seen(&ring, cqe);
+        unsigned head, seen = 0;
+        io_uring_for_each_cqe(&ring, head, cqe) {
+            if (cqe->user_data != (unsigned long)(done + seen)) return 3;
+            seen++;
+            if (queued < n) {
+                struct io_uring_sqe *sqe = io_uring_get_sqe(&ring);
+                io_uring_prep_nop(sqe);
+                sqe->user_data = queued++;
+            }
+        }
+        io_uring_cq_advance(&ring, seen);
+        done += seen;
     }
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &b);
     printf("%.1f\n", n / ((b.tv_sec - a.tv_sec) + (b.tv_nsec - a.tv_nsec) / 1e9));
@@ -94,6 +108,32 @@ BPF_CHAIN_SOURCE = textwrap.dedent("""
             sqe.cq_idx = 1
             queue_sqe(ctx, sqe)
             ctx.wait_idx = 1
+            ctx.wait_nr = 1
+        return 0
+""")
+
+# The chain `depth` deep: request i (1..depth, in the top 16 bits of ctx.user_data) keeps one NOP
+# in flight on its own CQ i until the shared count reaches N (the low 48 bits), so `depth` NOPs are
+# in flight as in the C loop at that depth, and every request ends with its own last CQE.
+DEPTH_CHAIN_SOURCE = textwrap.dedent("""
+    from pybpf_uring import iouring, ArrayMap, i32, u16, u64
+    from pybpf_uring.uring import IoUringCtx, Sqe, Cqe, queue_sqe, reap_cqe, prep_nop
+
+    count = ArrayMap(u64, 1)
+
+    @iouring
+    def chains(ctx: IoUringCtx) -> i32:
+        mine = u16(ctx.user_data >> 48)
+        cqe = Cqe()
+        reap_cqe(ctx, mine, cqe)
+        n = count[0]
+        if n < ctx.user_data & 0xFFFFFFFFFFFF:
+            count[0] = n + 1
+            sqe = Sqe()
+            prep_nop(sqe)
+            sqe.cq_idx = mine
+            queue_sqe(ctx, sqe)
+            ctx.wait_idx = mine
             ctx.wait_nr = 1
         return 0
 """)
@@ -176,11 +216,12 @@ def bench_bpf_chain_standin(n: int) -> tuple[float, float]:
     return bpf_chain(n, lambda obj: SimpleNamespace(maps={}, runner=lambda p: _StandInChain()))
 
 
+NATIVE = "JIT, native waits"
 ENGINES = {
     # label: instantiate() options
     "interpreter": dict(backend="interpreter"),
     "JIT, Python ring": dict(backend="jit", native_waits=False),
-    "JIT, native waits": dict(backend="jit"),
+    NATIVE: dict(backend="jit"),
 }
 
 
@@ -188,31 +229,50 @@ def bench_bpf_chain_engine(obj, n: int, **options) -> tuple[float, float]:
     """The same chain with BPF_CHAIN_SOURCE compiled (`obj`) and run by the userspace engine;
     `options` go to `instantiate` (ENGINES).  Timed from the submit: registering (instantiating,
     JIT-compiling) is not per-op overhead."""
+    return _engine_chain(obj, n, 1, **options)
+
+
+def bench_depth_chain(obj, n: int, depth: int, **options) -> tuple[float, float]:
+    """DEPTH_CHAIN_SOURCE compiled (`obj`): `depth` requests, each with a NOP in flight."""
+    return _engine_chain(obj, n, depth, **options)
+
+
+def _engine_chain(obj, n: int, depth: int, **options) -> tuple[float, float]:
     from pybpf_uring.runtime.engine import instantiate
     from pybpf_uring.runtime.ring import Ring
-    with Ring(entries=64, cq_sizes=(64,)) as ring:
+    program = obj.programs[0].name
+    cq_sizes = (64,) if depth == 1 else (4,) * depth
+    with Ring(entries=64, cq_sizes=cq_sizes) as ring:
         ring.register(obj, engine=lambda o: instantiate(o, **options))
         t0 = CPU_CLOCK()
-        ring.submit_bpf("chain", user_data=n)
-        if ring.wait_cqe(0).res != 0 or ring.maps["count"][0] != n:
-            raise AssertionError("the chain did not run to its end")
+        for i in range(1, depth + 1):
+            ring.submit_bpf(program, user_data=n | (i << 48 if depth > 1 else 0))
+        for _ in range(depth):
+            if ring.wait_cqe(0).res != 0:
+                raise AssertionError("a request of the chain failed")
         dt = CPU_CLOCK() - t0
+        if ring.maps["count"][0] != n:
+            raise AssertionError("the chain did not run to its end")
         return n / dt, ring.enter_calls / n
+
+
+def compile_chain(source: str = BPF_CHAIN_SOURCE):
+    from pybpf_uring import compile_source
+    return compile_source(source)
 
 
 def engine_sides(n: int) -> dict[str, Callable[[], tuple[float, float]]]:
     """A NOP-chain side per engine (ENGINES), all compiled from BPF_CHAIN_SOURCE once."""
-    from pybpf_uring import compile_source
-    obj = compile_source(BPF_CHAIN_SOURCE)
+    obj = compile_chain()
     return {f"BPF chain, {label}": (lambda options=options: bench_bpf_chain_engine(obj, n, **options))
             for label, options in ENGINES.items()}
 
 
 def chain_table(exe: str, n: int, sides: dict[str, Callable[[], tuple[float, float]]],
-                rounds: int) -> dict[str, list[float]]:
-    """Interleave the C chain with `sides` (each returning (ops/s, enters/op)), all running n
-    NOPs, and print each side's median ops/s, its ratio to C's median over the same rounds and
-    the per-round spread.  Returns the ops/s samples by side, "C liburing" included."""
+                rounds: int, depth: int = 1) -> dict[str, list[float]]:
+    """Interleave the C chain at `depth` with `sides` (each returning (ops/s, enters/op)), all
+    running n NOPs, and print each side's median ops/s, its ratio to C's median over the same
+    rounds and the per-round spread.  Returns the ops/s samples by side, "C liburing" included."""
     enters: dict[str, float] = {}
 
     def rate_of(name, fn):
@@ -221,12 +281,13 @@ def chain_table(exe: str, n: int, sides: dict[str, Callable[[], tuple[float, flo
             return ops
         return side
 
-    samples = interleave({C_LABEL: lambda: c_chain(exe, n),
+    samples = interleave({C_LABEL: lambda: c_chain(exe, n, depth),
                           **{name: rate_of(name, fn) for name, fn in sides.items()}},
                          rounds, warmup=1)
     c_samples = samples[C_LABEL]
-    c_enters = c_enters_per_op(exe, min(n, 20_000))
-    print(f"NOP chain, {n} ops, one at a time: median of {rounds} interleaved rounds (thread CPU time); "
+    c_enters = c_enters_per_op(exe, min(n, 20_000), depth)
+    shape = "one at a time" if depth == 1 else f"{depth} in flight"
+    print(f"NOP chain, {n} ops, {shape}: median of {rounds} interleaved rounds (thread CPU time); "
           "ratio = median / C's median, spread = min-max of the per-round ratios")
     print(f"  {'':29} {'ops/s':>12}   {'enter/op':>8}   {'ratio to C':>10}   {'spread':>11}")
     print(f"  {C_LABEL:29} {statistics.median(c_samples):12,.0f}   "
@@ -248,14 +309,15 @@ def build_c(tmp: str) -> str | None:
     return exe
 
 
-def c_chain(exe: str, n: int) -> float:
-    return float(subprocess.run([exe, str(n)], check=True, capture_output=True, text=True).stdout)
+def c_chain(exe: str, n: int, depth: int = 1) -> float:
+    return float(subprocess.run([exe, str(n), str(depth)], check=True, capture_output=True,
+                                text=True).stdout)
 
 
-def c_enters_per_op(exe: str, n: int) -> float | None:
+def c_enters_per_op(exe: str, n: int, depth: int = 1) -> float | None:
     if shutil.which("strace") is None:
         return None
-    out = subprocess.run(["strace", "-f", "-c", "-e", "trace=io_uring_enter", exe, str(n)],
+    out = subprocess.run(["strace", "-f", "-c", "-e", "trace=io_uring_enter", exe, str(n), str(depth)],
                          capture_output=True, text=True).stderr
     m = re.search(r"^\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)(?:\s+\d+)?\s+io_uring_enter", out, re.M)
     return int(m.group(1)) / n if m else None
@@ -265,6 +327,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-n", type=int, default=100_000, help="NOPs per chain")
     ap.add_argument("--rounds", type=int, default=7, help="interleaved rounds per figure")
+    ap.add_argument("--depths", default="8,32", help="NOPs in flight for the deeper chains")
     ap.add_argument("--connections", type=int, default=64, help="keep-alive connections")
     ap.add_argument("--interval-ms", type=int, default=20, help="keep-alive interval")
     args = ap.parse_args()
@@ -281,6 +344,11 @@ def main() -> int:
         sides["BPF chain, stand-in"] = lambda: bench_bpf_chain_standin(n)
         sides.update(engine_sides(n))
         chain_table(exe, n, sides, args.rounds)
+        obj = compile_chain(DEPTH_CHAIN_SOURCE)
+        for depth in (int(d) for d in args.depths.split(",") if d):
+            print()
+            chain_table(exe, n, {f"BPF chains, {NATIVE}": lambda depth=depth: bench_depth_chain(
+                obj, n, depth, **ENGINES[NATIVE])}, args.rounds, depth)
     keepalive(args.connections, args.interval_ms, max(3, args.rounds // 2))
     return 0
 
