@@ -539,3 +539,50 @@ def test_a_leaked_record_reads_as_the_other_diagnostics():
         "        return 1\n"
         "        ^~~~~~~~\n"
         "  note: call rb.submit(r) or rb.discard(r) on every path where r is not None")
+
+
+IOURING = """\
+from pybpf_uring import iouring, Struct, PercpuArrayMap, LruHashMap, RingBuf, i32, u64
+from pybpf_uring.uring import IoUringCtx
+
+class Done(Struct):
+    user_data: u64
+    runs: u64
+
+runs = PercpuArrayMap(u64, 1)
+last = LruHashMap(u64, u64, 2)
+done = RingBuf(4096)
+
+@iouring
+def note(ctx: IoUringCtx) -> i32:
+    runs[0] += 1
+    last[ctx.user_data] = runs[0]
+    r = done.reserve(Done)
+    if r is None:
+        return 1
+    r.user_data = ctx.user_data
+    r.runs = runs[0]
+    done.submit(r)
+    return 0
+"""
+
+
+@pytest.mark.uring
+@pytest.mark.parametrize("backend", engine_backends())
+def test_iouring_programs_on_a_ring_share_the_new_kinds_with_the_host(backend):
+    """The same kinds in @iouring programs on a real kernel ring: the host reads the per-CPU
+    counter as a one-element list and the ring buffer's records as Structs while the ring is
+    live, through `ring.maps`."""
+    from pybpf_uring import Ring
+    obj = compile_source(IOURING, "note.py")
+    Done = module(IOURING)["Done"]
+    with Ring(entries=8) as ring:
+        ring.register(obj, engine=lambda o: instantiate(o, backend=backend))
+        for ud in (11, 12, 13):
+            ring.submit_bpf("note", user_data=ud)
+            assert ring.wait_cqe(0, timeout=5).res == 0
+        assert ring.maps["runs"][0] == [3]
+        assert sorted(ring.maps["last"].items()) == [(12, 2), (13, 3)]   # 11, the least recent, evicted
+        got = [(d.user_data, d.runs) for d in ring.maps["done"].records(timeout=0.1, as_type=Done)]
+        assert got == [(11, 1), (12, 2), (13, 3)]
+        assert not ring.faults
