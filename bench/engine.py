@@ -222,7 +222,7 @@ def loop_rates(rounds: int, jit_iterations: int, interp_iterations: int,
             against.append((name, compare(samples["checked"], samples["uBPF"]),
                             compare(samples["unchecked"], samples["uBPF"])))
     if against:
-        print(f"\nagainst uBPF's JIT (no bounds checks), the same rounds: ratio = JIT median / "
+        print("\nagainst uBPF's JIT (no bounds checks), the same rounds: ratio = JIT median / "
               "uBPF median")
         print(f"{'loop':14} {'uBPF':>10} {'JIT checked':>11} {'spread':>9} {'JIT unchecked':>13}"
               f" {'spread':>9}")
@@ -254,6 +254,50 @@ def run_cost(rounds: int, runs: int = 4000) -> None:
     print(f"\na run of a 5-instruction io_uring-style program (field-exact 16-byte ctx), median of "
           f"{rounds} rounds: interpreter {cost.median * 1e6:.2f} us, JIT {cost.base_median * 1e6:.2f} us; "
           f"the JIT {cost.ratio:.1f}x as fast (spread {cost.spread(1)})")
+
+
+# run_from_python's program: the run_cost program's work, written as users write it
+RUN_SOURCE = """
+from pybpf_uring import iouring, i32
+from pybpf_uring.uring import IoUringCtx
+
+@iouring
+def short(ctx: IoUringCtx) -> i32:
+    ctx.wait_idx = ctx.wait_nr
+    return ctx.user_data + ctx.wait_nr
+"""
+
+
+def run_from_python(rounds: int, runs: int = 20000) -> None:
+    """A run as tests and users make it -- `runner.run(ctx)` on an engine instance's program,
+    (r0, ctx after the run) back -- against an anchor in the same rounds: a ctypes call of a C
+    function that does nothing (labs(0)).  Seconds per run, each round's sample the mean over
+    `runs` calls."""
+    import ctypes
+    from pybpf_uring import compile_source
+    from pybpf_uring.runtime.engine import instantiate
+    runner = instantiate(compile_source(RUN_SOURCE), backend="jit").runner("short")
+    ctx = struct.pack("<QII", 40, 2, 0)
+    if runner.run(ctx) != (42, struct.pack("<QII", 40, 2, 2)):
+        raise AssertionError("the run's result is not the program's")
+    noop = ctypes.CFUNCTYPE(ctypes.c_long, ctypes.c_long)(
+        ctypes.cast(ctypes.CDLL(None).labs, ctypes.c_void_p).value)
+
+    def timed(call) -> Callable[[], float]:
+        def sample() -> float:
+            start = CLOCK()
+            for _ in range(runs):
+                call()
+            return (CLOCK() - start) / runs
+        return sample
+
+    run = runner.run
+    samples = interleave({"run": timed(lambda: run(ctx)), "anchor": timed(lambda: noop(0))},
+                         rounds, warmup=1)
+    cost = compare(samples["run"], samples["anchor"])
+    print(f"a run from Python (runner.run(ctx) -> (r0, ctx), the same program as users write it), "
+          f"median of {rounds} rounds: {cost.median * 1e6:.2f} us = {cost.ratio:.2f}x a ctypes "
+          f"call of a no-op C function ({cost.base_median * 1e6:.2f} us; spread {cost.spread(2)})")
 
 
 def register_child(backend: str) -> None:
@@ -438,6 +482,7 @@ def main() -> int:
         loop_rates(args.rounds, args.jit_iterations, args.interp_iterations, ubpf)
     if "run" in only:
         run_cost(args.rounds)
+        run_from_python(args.rounds)
     if "register" in only:
         register_cost(few)
     if "compile" in only:
