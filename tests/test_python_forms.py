@@ -6,11 +6,14 @@ than clang-22 makes of the C twin."""
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import random
 
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
-from kernel_harness import clang_object, loaded
+import test_semantics as semantics
+from kernel_harness import clang_object, loaded, wrap
 from pybpf_uring import compile_source
 from pybpf_uring.compiler import syntax as S
 from pybpf_uring.compiler.parse import parse_source
@@ -404,3 +407,72 @@ def test_the_forms_run_in_the_engine_on_a_real_ring(backend):
             got = {c.user_data: c.res for c in (ring.wait_cqe(1, timeout=1) for _ in range(7))}
             assert got == {0: 5, 1: 3, 2: 20, 3: 7, 10: -7, 11: 20, 12: 7}
         assert list(ring.faults) == []
+
+
+# ----- generated expressions against the integer model of tests/test_semantics.py -----------
+@dataclasses.dataclass
+class Cond(semantics.E):
+    """`(then if test else other)`: the sides' common type, only the chosen side's value."""
+    test: semantics.E = None
+    then: semantics.E = None
+    other: semantics.E = None
+
+    def eval(self, env):
+        side = self.then if self.test.eval(env) != 0 else self.other
+        return wrap(side.eval(env), *self.type)
+
+
+@dataclasses.dataclass
+class Pick(semantics.E):
+    """min/max of the arguments converted to their common type."""
+    name: str = "min"
+    args: tuple = ()
+
+    def eval(self, env):
+        values = [wrap(a.eval(env), *self.type) for a in self.args]
+        return min(values) if self.name == "min" else max(values)
+
+
+@dataclasses.dataclass
+class Abs(semantics.E):
+    """abs(x): x's width, unsigned, exact."""
+    operand: semantics.E = None
+
+    def eval(self, env):
+        return wrap(abs(wrap(self.operand.eval(env), *self.operand.type)), self.type[0], False)
+
+
+def python_forms_extend(children):
+    def pick(args):
+        name, xs = args
+        t = xs[0].type
+        for x in xs[1:]:
+            t = semantics.common(t, x.type)
+        return Pick(f"{name}({', '.join(x.text for x in xs)})", t, name, tuple(xs))
+
+    def cond(args):
+        test, then, other = args
+        t = semantics.common(then.type, other.type)
+        return Cond(f"({then.text} if {test.text} else {other.text})", t, test, then, other)
+
+    return st.one_of(
+        semantics.extend(children),
+        st.tuples(children, children, children).map(cond),
+        st.tuples(st.sampled_from(["min", "max"]), st.lists(children, min_size=2, max_size=3)).map(pick),
+        children.map(lambda x: Abs(f"abs({x.text})", (x.type[0], False), x)),
+    )
+
+
+@bpf
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.recursive(semantics.leaves, python_forms_extend, max_leaves=6), min_size=1, max_size=8))
+def test_generated_conditionals_and_builtins_match_the_model_in_the_kernel(exprs):
+    """Mixed widths and signs through ?:, min, max and abs (C's conversions, wrapping at every
+    width) compute in the kernel what the model says."""
+    body = "\n".join(f"    ctx.r[{i}] = {x.text}" for i, x in enumerate(exprs))
+    with loaded(semantics.SOURCE.format(n=len(exprs), body=body)) as (live, ns):
+        prog = live.programs["exprs"]
+        for env in semantics.INPUTS:
+            out = prog.test_run(ctx=ns["Args"](**env)).ctx
+            model = {k: wrap(v, *semantics.VARS[k]) for k, v in env.items()}
+            assert list(out.r) == [wrap(x.eval(model), 64, True) for x in exprs], (body, env)

@@ -108,7 +108,7 @@ class PythonRules:
             return e.elts, 1
         if isinstance(e, S.BinOp) and e.op == "*":
             for items, count in ((e.left, e.right), (e.right, e.left)):
-                n = self.fold(count)
+                n = self.mod.fold(count, self.scope, sizes=True)  # a count of elements is a size
                 if isinstance(items, S.ListDisplay) and n is not None:
                     return items.elts, max(n, 0)
         return None
