@@ -26,6 +26,7 @@ from . import syntax as S
 from .builtins import CQ_INTRINSICS, HELPERS, KFUNCS, PREPS, PYTHON_BUILTINS, fold_builtin
 from .check_body import BodyChecker
 from . import check_trace
+from .check_trace import INTRINSICS
 from .check_maps import RecordRules
 from .check_loops import nodes
 from .check_stack import check_stack
@@ -681,6 +682,8 @@ def runtime_symbol(obj, name: str) -> Symbol | None:
         return Symbol("kfunc", value=KFUNCS[helper_name])
     if helper_name in HELPERS and getattr(host_types, helper_name, getattr(uring, helper_name, None)) is obj:
         return Symbol("helper", value=HELPERS[helper_name])
+    if helper_name in INTRINSICS and getattr(host_types, helper_name, None) is obj:
+        return Symbol("intrinsic", value=helper_name)
     if helper_name in PREPS and getattr(uring, helper_name) is obj:
         return Symbol("prep", value=helper_name)
     if helper_name in CQ_INTRINSICS and getattr(iou, helper_name) is obj:

@@ -12,7 +12,7 @@ from .. import uring
 from .builtins import CQ_INTRINSICS, CTX, INT, PREPS, Helper, Kfunc
 from .check_ints import IntRules
 from .check_loops import LoopRules
-from .check_trace import READ_ONLY_CTX, read_only
+from .check_trace import READ_ONLY_CTX, TracingRules, read_only
 from .check_maps import delete_error, element_error, element_write_error, map_method
 from .check_python import PythonRules
 from .checked import CTX_TYPE_NAMES, PROGRAM_KINDS, CallTarget, FunctionInfo, Symbol, ctx_type_kind, describe
@@ -26,7 +26,7 @@ TERMINATORS = (S.Return, S.Break, S.Continue)
 NO_VARIABLE_CTX_INDEX = frozenset({"syscall", "socket_filter"}) | READ_ONLY_CTX
 
 
-class BodyChecker(LoopRules, IntRules, PythonRules):
+class BodyChecker(LoopRules, IntRules, PythonRules, TracingRules):
     def __init__(self, mod, info: FunctionInfo) -> None:
         self.mod, self.info, self.out = mod, info, mod.out
         self.locals = info.locals

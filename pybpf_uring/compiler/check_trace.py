@@ -145,3 +145,22 @@ def read_only(kind: str) -> str:
     """The error for a write to a tracing program's ctx (the kernel lets it only read)."""
     return "a tracepoint's record is read-only" if kind == "tracepoint" else \
         f"a @{kind} program's ctx is read-only"
+
+
+# Compiler intrinsics of tracing tools: name → what the call takes.  log2(v) is a value's bucket
+# in a log2 histogram (bpf/hist.py prints a map keyed by it as one).
+INTRINSICS = {"log2": "one integer"}
+
+
+class TracingRules:
+    """BodyChecker's rules for the tracing intrinsics (a mixin: `self` is the BodyChecker)."""
+
+    def call_intrinsic(self, e: S.Call, sym) -> Type:
+        from .checked import CallTarget
+        name = sym.value
+        if len(e.args) != 1 or e.keywords:
+            self.error(e.span, f"{name}() takes {INTRINSICS[name]}", f"write {name}(value)")
+            return INTS["u32"]
+        self.convert(e.args[0], INTS["u64"], f"{name}() argument")
+        self.out.calls[e] = CallTarget(name, INTS["u32"])
+        return INTS["u32"]

@@ -134,6 +134,14 @@ class CallLowering:
             return x
         return self.b.select(self.b.icmp_signed("<", x, ir.Constant(x.type, 0)), self.b.neg(x), x)
 
+    def call_log2(self, e: S.Call, t: IntT) -> ir.Value:
+        """log2(v): the log2 histogram bucket of v, 64 - ctlz(v): 0 for 0, k for 2**(k-1) <= v <
+        2**k.  The backend expands ctlz into shifts and a popcount, straight-line code."""
+        v = self.value(e.args[0], U64)
+        ctlz = self.ml.m.declare_intrinsic("llvm.ctlz", [I64_IR], ir.FunctionType(I64_IR, [I64_IR, ir.IntType(1)]))
+        bits = self.b.call(ctlz, [v, ir.Constant(ir.IntType(1), 0)])
+        return self.b.trunc(self.b.sub(ir.Constant(I64_IR, 64), bits), ir_type(t))
+
     def call_subprog(self, e: S.Call, name: str) -> ir.Value:
         callee = self.c.functions[name]
         args = []

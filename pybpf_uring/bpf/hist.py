@@ -1,0 +1,213 @@
+"""Maps read the way people read tracing results: log2 histograms with bars, counts sorted.
+
+A tracing tool counts into maps; this module turns a map's entries into what bpftrace prints at
+exit (and what Jupyter shows):
+
+* a map whose key is a Struct with a field named `log2` is a set of log2 histograms, one per
+  value of the other key fields.  The program fills it with the `log2(v)` intrinsic: bucket 0
+  holds the zeros, bucket k the values in [2**(k-1), 2**k).
+
+      class LatKey(Struct):
+          opcode: u32
+          log2: u32
+      ...
+      lat[LatKey(opcode=ctx.opcode, log2=log2(delta))] += 1
+
+  prints
+
+      @lat[opcode=NOP]:
+      [256, 512)            3 |@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@|
+      [512, 1K)             1 |@@@@@@@@@@@@@@@@@                                   |
+
+* any other map prints its entries sorted by value, largest last (`@ops[comm=fio, opcode=READ]: 9`);
+  a per-CPU value is summed, a `u8[N]` field (a command name from get_current_comm) is text and
+  a field named `opcode` is the io_uring opcode's name.
+
+`report(m)` gives the Histogram/Counts objects (each `str()` is the text, `_repr_html_` an SVG or
+table for Jupyter); `format_maps(maps)` is the text of every map of a loaded object, as
+`pybpf-uring run` prints it at each interval and at exit.
+"""
+from __future__ import annotations
+
+import ctypes
+import html
+from dataclasses import dataclass
+from typing import Any
+
+from .. import uapi
+from .values import ctype_from_btf, unpack
+from ..uapi import BPF_MAP_TYPE_RINGBUF
+
+__all__ = ["Histogram", "Counts", "report", "format_maps", "bucket_label", "SLOT_FIELD"]
+
+SLOT_FIELD = "log2"     # the key field that makes a map a log2 histogram
+BAR_WIDTH = 52          # bpftrace's
+_SUFFIXES = ["", "K", "M", "G", "T", "P", "E"]
+# A key field named `opcode` shows the io_uring opcode's name (the RFC's IORING_OP_BPF, a number
+# mainline gave another opcode, is left out).
+OPCODE_NAMES = {v: k[len("IORING_OP_"):] for k, v in vars(uapi).items()
+                if k.startswith("IORING_OP_") and k != "IORING_OP_BPF"}
+
+
+def bucket_label(slot: int) -> str:
+    """The range of log2 bucket `slot`: [0] for 0, [1] for 1, then [2, 4), ..., [1K, 2K)."""
+    if slot <= 1:
+        return f"[{slot}]"
+    return f"[{_short(1 << (slot - 1))}, {_short(1 << slot)})"
+
+
+def _short(n: int) -> str:
+    """A power of two as bpftrace writes it: 512, 1K, 2M."""
+    i = 0
+    while n >= 1024 and n % 1024 == 0 and i + 1 < len(_SUFFIXES):
+        n //= 1024
+        i += 1
+    return f"{n}{_SUFFIXES[i]}"
+
+
+def _bar(count: int, most: int) -> str:
+    width = count * BAR_WIDTH // most if most else 0
+    return "@" * width + " " * (BAR_WIDTH - width)
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """One log2 histogram: `buckets` maps a slot to its count; `group` names the other key
+    fields' values ("opcode=22"), empty for a map keyed only by the slot."""
+
+    name: str
+    group: str
+    buckets: dict[int, int]
+
+    @property
+    def rows(self) -> list[tuple[str, int]]:
+        """(range, count) from the lowest to the highest bucket with a count, empty ones between."""
+        if not self.buckets:
+            return []
+        lo, hi = min(self.buckets), max(self.buckets)
+        return [(bucket_label(s), self.buckets.get(s, 0)) for s in range(lo, hi + 1)]
+
+    @property
+    def total(self) -> int:
+        return sum(self.buckets.values())
+
+    def __str__(self) -> str:
+        rows = self.rows
+        most = max((c for _, c in rows), default=0)
+        head = f"@{self.name}[{self.group}]:" if self.group else f"@{self.name}:"
+        return "\n".join([head] + [f"{label:<16}{count:>8} |{_bar(count, most)}|" for label, count in rows])
+
+    def _repr_html_(self) -> str:
+        """An SVG bar chart: a bar per bucket, its range and count beside it."""
+        rows = self.rows
+        most = max((c for _, c in rows), default=0) or 1
+        line, width = 18, 300
+        parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width + 200}" '
+                 f'height="{line * (len(rows) + 1)}" font-family="monospace" font-size="12">',
+                 f'<text x="0" y="13">{html.escape(str(self).splitlines()[0])}</text>']
+        for i, (label, count) in enumerate(rows, 1):
+            y = i * line
+            parts.append(f'<text x="0" y="{y + 13}">{html.escape(label)}</text>'
+                         f'<rect x="110" y="{y + 3}" width="{count * width // most}" height="12" '
+                         f'fill="#4c72b0"/><text x="{115 + count * width // most}" y="{y + 13}">{count}</text>')
+        return "".join(parts) + "</svg>"
+
+
+@dataclass(frozen=True)
+class Counts:
+    """A map's entries as (key text, value), sorted by value ascending (largest last)."""
+
+    name: str
+    rows: list[tuple[str, int]]
+
+    def __str__(self) -> str:
+        if not self.rows:
+            return f"@{self.name}: (empty)"
+        return "\n".join(f"@{self.name}[{k}]: {v}" if k else f"@{self.name}: {v}" for k, v in self.rows)
+
+    def _repr_html_(self) -> str:
+        cells = "".join(f"<tr><td>{html.escape(k)}</td><td style='text-align:right'>{v}</td></tr>"
+                        for k, v in self.rows)
+        return f"<table><caption>@{html.escape(self.name)}</caption>{cells}</table>"
+
+
+def key_type(m: Any) -> Any:
+    """The ctypes type of a loaded map's key, from the object's BTF (the loader reads struct keys
+    as bytes, which cannot be told apart)."""
+    btf = getattr(getattr(getattr(m, "_owner", None), "spec", None), "btf", None)
+    type_id = getattr(getattr(m, "spec", None), "key_type_id", 0)
+    if btf is None or isinstance(btf, (bytes, bytearray)) or not type_id:
+        return m.key_type
+    return ctype_from_btf(btf, type_id) or m.key_type
+
+
+def _field(key: Any, name: str) -> str:
+    value = getattr(key, name)
+    if name == "opcode" and isinstance(value, int) and value in OPCODE_NAMES:
+        return f"{name}={OPCODE_NAMES[value]}"
+    return f"{name}={_text(value)}"
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, ctypes.Array) and ctypes.sizeof(value._type_) == 1:
+        return bytes(value).split(b"\0", 1)[0].decode(errors="replace")
+    if isinstance(value, ctypes.Array):
+        return "[" + ", ".join(_text(v) for v in value) + "]"
+    if isinstance(value, ctypes.Structure):
+        return "{" + ", ".join(f"{n}={_text(getattr(value, n))}" for n, *_ in value._fields_) + "}"
+    return str(value)
+
+
+def _number(value: Any) -> int:
+    """A value as one count: an integer, a per-CPU list summed, a struct's first field."""
+    if isinstance(value, list):
+        return sum(_number(v) for v in value)
+    if isinstance(value, ctypes.Structure):
+        return _number(getattr(value, value._fields_[0][0]))
+    return int(value)
+
+
+def _key(key: Any, ktype: Any, size: int) -> Any:
+    """A key as its struct when it is one (the loader hands struct keys out as bytes, or as an
+    int when they fit in 8 bytes)."""
+    if not (isinstance(ktype, type) and issubclass(ktype, ctypes.Structure)):
+        return key
+    if isinstance(key, int):
+        key = key.to_bytes(size, "little", signed=key < 0)
+    return unpack(bytes(key), ktype)
+
+
+def report(m: Any, name: str | None = None) -> list:
+    """What a map holds, as Histograms (a key with a `log2` field) or one Counts."""
+    name = name or getattr(m, "name", "map")
+    ktype = key_type(m)
+    entries = [(_key(k, ktype, m.key_size), v) for k, v in m.items()]
+    fields = [f[0] for f in getattr(ktype, "_fields_", ())]
+    if SLOT_FIELD in fields:
+        groups: dict[str, dict[int, int]] = {}
+        for key, value in entries:
+            others = ", ".join(_field(key, f) for f in fields if f != SLOT_FIELD)
+            slots = groups.setdefault(others, {})
+            slot = int(getattr(key, SLOT_FIELD))
+            slots[slot] = slots.get(slot, 0) + _number(value)
+        return [Histogram(name, group, groups[group]) for group in sorted(groups)]
+    rows = []
+    for key, value in entries:
+        if isinstance(key, ctypes.Structure):
+            text = ", ".join(_field(key, f) for f in fields)
+        else:
+            text = _text(key)
+        rows.append((text, _number(value)))
+    rows.sort(key=lambda r: (r[1], r[0]))
+    return [Counts(name, rows)]
+
+
+def format_maps(maps: Any, skip: tuple[str, ...] = (".data", ".bss", ".rodata")) -> str:
+    """Every map of a loaded object (`live.maps`) as text, histograms and counts, a blank line
+    between maps; the data sections (the globals) are left out."""
+    out = []
+    for name in maps:
+        if name.startswith(skip) or getattr(maps[name], "type", None) == BPF_MAP_TYPE_RINGBUF:
+            continue
+        out.append("\n".join(str(r) for r in report(maps[name], name)))
+    return "\n\n".join(out)

@@ -1,0 +1,100 @@
+"""Histograms and counts: the log2(v) intrinsic computed by the kernel, and maps printed the way
+bpftrace prints them (bars, ranges, counts sorted) and shown in Jupyter."""
+from __future__ import annotations
+
+import ctypes
+
+import pytest
+
+from pybpf_uring import CompileError
+from pybpf_uring.bpf.hist import Counts, Histogram, bucket_label, format_maps, report
+from pybpf_uring.compiler.pipeline import compile_source
+
+bpf = pytest.mark.kernel("bpf", "syscall_programs")
+
+LOG2 = """
+from pybpf_uring import syscall, Struct, HashMap, log2, i32, u8, u32, u64
+
+class Args(Struct):
+    v: u64
+    slot: u32
+    opcode: u32
+
+class LatKey(Struct):
+    opcode: u32
+    log2: u32
+
+class OpKey(Struct):
+    comm: u8[8]
+    opcode: u32
+
+lat = HashMap(LatKey, u64, 256)
+ops = HashMap(OpKey, u64, 16)
+
+@syscall
+def add(ctx: Args) -> i32:
+    ctx.slot = log2(ctx.v)
+    lat[LatKey(opcode=ctx.opcode, log2=log2(ctx.v))] += 1
+    k = OpKey(opcode=ctx.opcode)
+    k.comm[0] = 102
+    k.comm[1] = 105
+    k.comm[2] = 111
+    ops[k] += ctx.v
+    return 0
+"""
+
+
+def args_type():
+    class Args(ctypes.Structure):
+        _fields_ = [("v", ctypes.c_uint64), ("slot", ctypes.c_uint32), ("opcode", ctypes.c_uint32)]
+    return Args
+
+
+def test_bucket_labels_are_bpftraces():
+    assert [bucket_label(s) for s in (0, 1, 2, 3, 10, 11, 12, 21, 64)] == [
+        "[0]", "[1]", "[2, 4)", "[4, 8)", "[512, 1K)", "[1K, 2K)", "[2K, 4K)", "[1M, 2M)", "[8E, 16E)"]
+
+
+def test_a_histogram_prints_every_bucket_between_its_lowest_and_highest():
+    h = Histogram("lat", "opcode=NOP", {3: 4, 5: 1})
+    assert str(h) == "\n".join([
+        "@lat[opcode=NOP]:",
+        "[4, 8)                 4 |" + "@" * 52 + "|",
+        "[8, 16)                0 |" + " " * 52 + "|",
+        "[16, 32)               1 |" + "@" * 13 + " " * 39 + "|"])
+    svg = h._repr_html_()
+    assert svg.startswith("<svg") and svg.count("<rect") == 3 and "[8, 16)" in svg
+
+
+def test_counts_sort_by_value_largest_last():
+    c = Counts("ops", [("comm=a", 1), ("comm=b", 9)])
+    assert str(c) == "@ops[comm=a]: 1\n@ops[comm=b]: 9"
+    assert "<table>" in c._repr_html_()
+
+
+def test_log2_takes_one_integer():
+    with pytest.raises(CompileError, match=r"x.py:\d+:\d+: error: log2\(\) takes one integer"):
+        compile_source(LOG2.replace("log2(ctx.v))]", "log2(ctx.v, 2))]"), "x.py")
+
+
+@bpf
+def test_log2_in_the_kernel_and_the_maps_as_bpftrace_prints_them():
+    """log2(v) is 0 for 0 and k for 2**(k-1) <= v < 2**k, up to 64; the map keyed by it prints
+    as one histogram per opcode, and the other map as counts with the command name as text."""
+    obj = compile_source(LOG2, "hist.py")
+    Args = args_type()
+    values = [0, 1, 2, 3, 4, 7, 8, 1000, 1 << 20, (1 << 63) + 5, (1 << 64) - 1]
+    with obj.load() as live:
+        prog = live.programs["add"]
+        slots = [prog.test_run(ctx=Args(v=v, opcode=22)).ctx.slot for v in values]
+        assert slots == [0 if v == 0 else v.bit_length() for v in values]
+        for v in (5, 6, 200):
+            prog.test_run(ctx=Args(v=v, opcode=0))
+        [nop, read] = report(live.maps["lat"])
+        assert (nop.group, nop.buckets) == ("opcode=NOP", {3: 2, 8: 1})
+        assert read.group == "opcode=READ" and read.total == len(values)
+        text = format_maps(live.maps)
+    assert text.startswith("@lat[opcode=NOP]:\n[4, 8)                 2 |" + "@" * 52 + "|\n"
+                           "[8, 16)                0 |"), text
+    assert "\n\n@ops[comm=fio, opcode=NOP]: 211\n@ops[comm=fio, opcode=READ]: " in text, text
+    assert ".bss" not in text
