@@ -326,10 +326,6 @@ BAD = {
         "global_at_module_level.py:12:1: error: a global statement is not allowed at module level\n"
         "global hits\n^~~~~~~~~~~\n"
         "  note: a BPF module holds imports, integer constants, maps, Struct classes and functions"),
-    "near_builtin": (
-        "@syscall\ndef f(ctx: Args) -> i32:\n    return mx(ctx.a, 1)\n",
-        "near_builtin.py:14:12: error: name 'mx' is not defined\n    return mx(ctx.a, 1)\n           ^~\n"
-        "  note: did you mean 'max' or 'm'?"),
     "nonlocal_still_rejected": (
         "@syscall\ndef f(ctx: Args) -> i32:\n    nonlocal hits\n    return 0\n",
         "nonlocal_still_rejected.py:14:5: error: nonlocal is not available in BPF programs; pass values as arguments\n"
