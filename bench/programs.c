@@ -217,6 +217,14 @@ SEC("syscall") int floor_divmod(struct args *ctx)
 	return 0;
 }
 
+SEC("syscall") int divmod_store(struct args *ctx)
+{
+	i64 a = ctx->a, b = ctx->b;
+	ctx->out = floordiv(a, b);
+	ctx->b = floormod(a, b);
+	return 0;
+}
+
 SEC("syscall") int udiv(struct args *ctx)
 {
 	u32 k = ctx->key, n = ctx->n;

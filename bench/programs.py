@@ -175,3 +175,10 @@ def bit_count(ctx: Args) -> i32:
         n += (x >> i) & 1
     ctx.out = n
     return 0
+
+
+@syscall
+def divmod_store(ctx: Args) -> i32:
+    ctx.out = ctx.a // ctx.b
+    ctx.b = ctx.a % ctx.b
+    return 0

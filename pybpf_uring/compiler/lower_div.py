@@ -3,14 +3,16 @@
 - `x // 0 == 0` and `x % 0 == x`, as the BPF instructions define them, and `MIN // -1` wraps to
   MIN (`MIN % -1` is 0), as the kernel's sdiv does.  LLVM calls all three undefined and would
   optimise on that assumption, so a divisor that is not a known constant reaches the division
-  through llvm.bpf.passthrough (`opaque`): LLVM knows nothing of it and emits the one BPF
+  through llvm.bpf.passthrough (`fl.opaque`): LLVM knows nothing of it and emits the one BPF
   instruction, whose own result for 0 and -1 is the DSL's -- no branch, no second division.
 - Signed `//` and `%` floor like Python: the quotient rounds towards -inf and the remainder takes
   the divisor's sign.  cpu v4 has signed division (`sdiv`); v1-v3 do not (LLVM refuses it), so
   there it is built from unsigned division of the magnitudes.  The floor step is C's: from the
-  truncating q and r, `q - 1` and `r + b` when r is not 0 and a and b differ in sign.  For a zero
-  divisor the step adds nothing to r (b is 0) but would take 1 from q, so `//` alone keeps a
-  branch for a zero divisor (the shape clang gives `b ? a / b : 0`).
+  truncating q and r, `q - 1` and `r + b` when r is not 0 and a and b differ in sign -- and for
+  `//` when b is not 0, since a zero divisor leaves q at 0 (its r + b adds nothing).  A signed
+  divisor is made opaque shared (one value to LLVM however often it is divided by), so `a // b`
+  and `a % b` share the magnitudes and the division; an unsigned one is made opaque per use,
+  which keeps BPF's own mod instruction instead of a multiply and a subtract.
 - A constant divisor is divided as it is: LLVM turns it into its multiply-and-shift sequence.
 """
 from __future__ import annotations
@@ -34,38 +36,27 @@ def divide(fl, op: str, a: ir.Value, b: ir.Value, t: IntT, const: int | None) ->
         if t.signed and c == -1:
             return bld.neg(a) if op == "//" else ir.Constant(ty, 0)
         return core(fl, op, a, b, t, c)
-    if op == "%" or not t.signed:
-        return core(fl, op, a, b, t, None)
-    done, general = fl.new_block("div.end"), fl.new_block("div")
-    bld.cbranch(bld.icmp_signed("==", b, ir.Constant(ty, 0)), done, general)
-    zero_from = bld.block
-    fl.enter(general)
-    q = core(fl, op, a, b, t, None)
-    q_from = bld.block
-    bld.branch(done)
-    fl.enter(done)
-    phi = bld.phi(ty)
-    phi.add_incoming(ir.Constant(ty, 0), zero_from)
-    phi.add_incoming(q, q_from)
-    return phi
+    return core(fl, op, a, b, t, None)
 
 
 def core(fl, op: str, a: ir.Value, b: ir.Value, t: IntT, const: int | None) -> ir.Value:
     """The division by a constant that is neither 0 nor (when signed) -1, or by a variable b
     that reaches the division instruction opaque."""
     bld = fl.b
-    hide = (lambda v: opaque(bld, v)) if const is None else (lambda v: v)
     if not t.signed:
-        return bld.udiv(a, hide(b)) if op == "//" else bld.urem(a, hide(b))
+        d = b if const is not None else fl.opaque(b)
+        return bld.udiv(a, d) if op == "//" else bld.urem(a, d)
+    hide = (lambda v: v) if const is not None else (lambda v: fl.opaque(v, shared=True))
     if fl.ml.cpu == "v4":
-        q, r = bld.sdiv(a, hide(b)), bld.srem(a, hide(b))
+        d = hide(b)
+        q, r = bld.sdiv(a, d), bld.srem(a, d)
     else:
         q, r = truncating_via_unsigned(bld, a, b, hide)
     zero = ir.Constant(a.type, 0)
-    # floor: with a non-zero remainder and operands of different signs, step the quotient down
-    # and move the remainder into the divisor's sign
     if const is None:
         adjust = bld.and_(bld.icmp_signed("!=", r, zero), bld.icmp_signed("<", bld.xor(a, b), zero))
+        if op == "//":
+            adjust = bld.and_(adjust, bld.icmp_signed("!=", b, zero))
     else:  # a constant divisor's sign is known: only a remainder of the other sign adjusts
         adjust = bld.icmp_signed("<" if const > 0 else ">", r, zero)
     if op == "//":
@@ -79,20 +70,8 @@ def truncating_via_unsigned(bld: ir.IRBuilder, a: ir.Value, b: ir.Value, hide):
     zero = ir.Constant(a.type, 0)
     a_neg, b_neg = bld.icmp_signed("<", a, zero), bld.icmp_signed("<", b, zero)
     ua = bld.select(a_neg, bld.neg(a), a)
-    ub = bld.select(b_neg, bld.neg(b), b)
-    ub = hide(ub)
+    ub = hide(bld.select(b_neg, bld.neg(b), b))
     uq, ur = bld.udiv(ua, ub), bld.urem(ua, ub)
     q = bld.select(bld.xor(a_neg, b_neg), bld.neg(uq), uq)
     r = bld.select(a_neg, bld.neg(ur), ur)
     return q, r
-
-
-def opaque(bld: ir.IRBuilder, value: ir.Value) -> ir.Value:
-    """`value` through llvm.bpf.passthrough, which the BPF backend removes before it selects
-    instructions: LLVM proves nothing about the result, so a division by it is neither folded
-    nor reasoned from (a division by zero being undefined to LLVM, not to BPF)."""
-    name = f"llvm.bpf.passthrough.{value.type}.{value.type}"
-    module = bld.module
-    fn = module.globals.get(name) or ir.Function(
-        module, ir.FunctionType(value.type, [ir.IntType(32), value.type]), name)
-    return bld.call(fn, [ir.Constant(ir.IntType(32), 0), value])
