@@ -16,9 +16,13 @@ and an unannotated one is an error saying so.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from . import syntax as S
-from ..bpf import tracepoints as tp
 from .typesys import INTS, ArrayT, FieldT, StructT, Type
+
+if TYPE_CHECKING:
+    from ..bpf import tracepoints as tp
 
 # kind → (section prefix, what the decorator takes, an example)
 TRACING_KINDS = {
@@ -70,6 +74,9 @@ def lookup(checker, kind: str, sec: str, span) -> "tp.Record | None | object":
     cache = checker.__dict__.setdefault("_trace_records", {})
     if sec in cache:
         return cache[sec]
+    # imported here, not at the top: BTF's reader costs a cold compile of a module without
+    # tracing programs tens of milliseconds (bench/compile.py's cold figures)
+    from ..bpf import tracepoints as tp
     try:
         types = tp.kernel_types(checker.btf)
     except (OSError, ValueError) as exc:
@@ -126,8 +133,9 @@ def check_ctx(checker, d: S.FunctionDef, kind: str, sec: str, t: Type) -> None:
     """A hand-written ctx struct against the kernel's layout, an error at each field that
     differs (at the field where the struct is in this module, else at the annotation)."""
     found = lookup(checker, kind, sec, d.params[0].span)
-    if not isinstance(found, tp.Record) or not isinstance(t, StructT):
+    if found is None or found is _UNKNOWN or not isinstance(t, StructT):
         return
+    from ..bpf import tracepoints as tp
     mine = [(f.name, f.offset, f.type.size) for f in t.fields]
     spans = _field_spans(checker.module, t.name)
     for name, message, hint in tp.layout_mismatches(mine, found):
