@@ -5,6 +5,7 @@ STACK_FRAME_ALIGN = 16     # each frame counts rounded up to this in a chain (th
 MAX_CALL_DEPTH = 8         # BPF-to-BPF call frames
 MAX_HELPER_ARGS = 5        # r1-r5
 MAX_VERIFIED_INSNS = 1_000_000  # the verifier's walk (BPF_COMPLEXITY_LIMIT_INSNS): loops × their bodies
+MAX_PENDING_BRANCHES = 8192  # branches one path leaves to explore later (BPF_COMPLEXITY_LIMIT_JMP_SEQ)
 MAX_PRINT_ARGS = 3         # bpf_trace_printk takes three values
 MAX_MAP_ENTRIES = (1 << 32) - 1  # the kernel's map fields (max_entries, key and value sizes) are u32
 MAX_RINGBUF_BYTES = 1 << 31  # kernel/bpf/ringbuf.c: RINGBUF_MAX_DATA_SZ rounded down to a power of 2

@@ -195,3 +195,50 @@ def test_lossy_integer_conversions_warn_exactly_where_a_value_can_be_lost(name):
 def test_the_samples_compile_without_warnings(path):
     with open(path) as f:
         assert [w.render() for w in check(parse_source(f.read(), path)).warnings] == []
+
+
+# ----- the verifier's walk: the loop that makes a program too large ---------------------------
+SPIN = ('def spin(x: u64) -> u64:\n    t = x\n    for j in range(3000):\n        t = t * 3 + j\n'
+        '        if t & 1024:\n            t += 7\n    return t\n\n'
+        '@syscall\ndef p(ctx: Args) -> i32:\n    s = ctx.a\n    for i in range(200):\n        s += spin(s + i)\n'
+        '    ctx.a = s\n    return 0\n')
+BRANCHY = ('@syscall\ndef p(ctx: Args) -> i32:\n    t = ctx.a\n    for j in range({n}):\n        if t & 1024:\n'
+           '            t += 7\n        t = t * 3 + j\n    ctx.a = t\n    return 0\n')
+
+
+def test_a_loop_calling_a_looping_subprogram_is_too_large_at_the_loop():
+    """The subprogram's walk counts at each call: 200 calls of a 3000-pass loop compiled, and
+    the kernel refused it ("The sequence of 8193 jumps is too complex")."""
+    with pytest.raises(CompileError) as info:
+        compile_source(HEAD + SPIN, "spin.py")
+    assert str(info.value) == (
+        "spin.py:18:5: error: the verifier would walk ~37212006 instructions of this loop (200 passes × "
+        "~186060 instructions, its nested loops and calls included); the kernel stops at 1000000\n"
+        "    for i in range(200):\n    ^\n"
+        "  note: run fewer passes (a smaller bound), or split the work across calls: keep where to resume "
+        "in a map and do a bounded share per call")
+
+
+def test_a_loop_leaving_too_many_branches_pending_is_refused_at_the_loop():
+    with pytest.raises(CompileError) as info:
+        compile_source(HEAD + BRANCHY.format(n=9000), "branchy.py")
+    assert str(info.value) == (
+        "branchy.py:10:5: error: the verifier would keep ~9000 branches of this loop pending (9000 passes "
+        "× 1 conditional branches); the kernel stops at 8192 (\"The sequence of 8193 jumps is too complex\")\n"
+        "    for j in range(9000):\n    ^\n"
+        "  note: take the condition out of the loop where you can (a mask, min() or max() instead of an if), "
+        "or run fewer passes (a smaller bound), or split the work across calls: keep where to resume in a "
+        "map and do a bounded share per call")
+
+
+@pytest.mark.kernel("syscall_programs")
+def test_a_branchy_loop_under_the_limit_loads_and_computes():
+    obj = compile_source(HEAD + BRANCHY.format(n=8000), "branchy.py")
+    t = 5
+    for j in range(8000):
+        if t & 1024:
+            t += 7
+        t = (t * 3 + j) % 2**64
+    with obj.load() as live:
+        out = live.programs["p"].test_run(ctx=(5).to_bytes(8, "little") + bytes(16)).ctx
+        assert int.from_bytes(out[:8], "little") == t

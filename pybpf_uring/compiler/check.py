@@ -28,7 +28,7 @@ from .check_body import BodyChecker
 from . import check_trace
 from .check_trace import INTRINSICS
 from .check_maps import RecordRules
-from .check_loops import nodes
+from .check_loops import Cost, nodes
 from .check_stack import check_stack
 from .checked import (PROGRAM_KINDS, Checked, FunctionInfo, GlobalVar, Symbol, describe,
                       struct_from_ctypes)
@@ -59,6 +59,7 @@ class ModuleChecker:
         self.globals: dict[str, Symbol] = {}
         self.out = Checked(module, {}, {}, {}, {})
         self.defs: dict[str, S.FunctionDef] = {}
+        self.costs: dict[str, Cost] = {}  # function → the verifier's walk of it (check_loops)
         self.folded: dict[tuple[S.Expr, frozenset[str], bool], int | None] = {}
         self.lengths: dict[S.Call, int] = {}  # len() of a fixed-size array (check_python)
         # (caller, argument name or None, callee, parameter, span): a struct passed by reference
@@ -428,7 +429,9 @@ class ModuleChecker:
                        f"{MAX_HELPER_ARGS} in registers", "group them in a Struct and pass that")
         info = FunctionInfo(d, kind, section, params, ret)
         self.out.functions[d.name] = info
-        BodyChecker(self, info).run()
+        body = BodyChecker(self, info)
+        body.run()
+        body.function_cost()
         RecordRules(self, info).run()
         if d.returns is not None and isinstance(ret, IntT):
             self.check_returns(info)

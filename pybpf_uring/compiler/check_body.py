@@ -11,7 +11,7 @@ from . import syntax as S
 from .. import uring
 from .builtins import CQ_INTRINSICS, CTX, INT, PREPS, Helper, Kfunc
 from .check_ints import IntRules
-from .check_loops import LoopRules
+from .check_loops import Cost, LoopRules
 from .check_trace import READ_ONLY_CTX, TracingRules, read_only
 from .check_maps import delete_error, element_error, element_write_error, map_method
 from .check_python import PythonRules
@@ -34,8 +34,8 @@ class BodyChecker(LoopRules, IntRules, PythonRules, TracingRules):
         self.nonnull: set[str] = set()
         self.ranges: dict[str, tuple[int, int]] = {}  # range() loop variables: (min, max)
         self.position: tuple[tuple, int] = ((), 0)  # (block, index) of the statement being checked
-        self.loop_walks: dict[S.Stmt, int] = {}  # a bounded loop → the verifier's walk of it
-        self.walked = 0  # the walks of the function's outermost loops so far
+        self.loop_walks: dict[S.Stmt, Cost] = {}  # a bounded loop → the verifier's walk of it
+        self.too_large: set[S.Stmt] = set()  # the loops and statements reported past a limit
         # The names that hold a program's ctx → its program kind: a program's ctx parameter, or
         # a subprogram's parameters of a ctx type (IoUringCtx, SkBuff, IouCtx).
         if info.kind:

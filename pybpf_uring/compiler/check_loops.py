@@ -14,10 +14,11 @@ A mixin of `check_body.BodyChecker`, which owns the function's locals and the er
 from __future__ import annotations
 
 from dataclasses import fields
+from typing import NamedTuple
 
 from . import syntax as S
 from .checked import Symbol
-from ..limits import MAX_VERIFIED_INSNS
+from ..limits import MAX_PENDING_BRANCHES, MAX_VERIFIED_INSNS
 from .typesys import I64, IntT
 
 # What one pass of a loop costs the verifier, as an upper bound: every statement and every
@@ -185,45 +186,109 @@ class LoopRules:
         return None
 
     def loop_body(self, s, body, trips: int | None) -> None:
-        """Check the body, then the verifier's walk: this loop's passes times one pass, the
-        nested loops' walks included; an outermost loop adds its walk to the function's."""
+        """Check the body, then the verifier's walk of the loop: its passes times one pass,
+        nested loops and called subprograms included, in instructions and in branches left
+        pending.  An outermost loop past a limit is the error, at the loop."""
         self.loop_depth += 1
         saved = set(self.nonnull)
         self.block(body)
         self.nonnull = saved
         self.loop_depth -= 1
-        if trips is None or self.kind not in VERIFIED_KINDS:
-            return  # no proof that it ends (already an error), or no verifier walks it
-        per_pass = body_insns(body, self.loop_walks) + LOOP_OVERHEAD
-        walk_insns = trips * per_pass + LOOP_OVERHEAD
-        self.loop_walks[s] = walk_insns
-        if self.loop_depth:
-            return
-        self.walked += walk_insns
-        if walk_insns > MAX_VERIFIED_INSNS:
-            nested = [n for n in walk(body) if n in self.loop_walks]
-            what = f"{trips} passes × ~{per_pass} instructions" + (" (its nested loops' passes included)"
-                                                                   if nested else "")
-            self.error(s.span, f"the verifier would walk ~{walk_insns} instructions of this loop "
-                       f"({what}); the kernel stops at {MAX_VERIFIED_INSNS}",
-                       "run fewer passes (a smaller bound), or split the work across calls: keep "
-                       "where to resume in a map and do a bounded share per call")
-        elif self.walked > MAX_VERIFIED_INSNS:
-            self.error(s.span, f"with this loop, the verifier would walk ~{self.walked} instructions "
-                       f"of {self.info.name}'s loops; the kernel stops at {MAX_VERIFIED_INSNS}",
-                       "run fewer passes, or split the work across calls")
+        if trips is None:
+            return  # no proof that it ends: already an error
+        insns, branches = self.cost(body)
+        per_pass = insns + LOOP_OVERHEAD
+        walked = Cost(trips * per_pass + LOOP_OVERHEAD, trips * branches)
+        self.loop_walks[s] = walked
+        if self.loop_depth or self.kind not in VERIFIED_KINDS:
+            return  # an outer loop, or the programs calling this subprogram, count it
+        inner = [n for n in nodes(*body) if n in self.loop_walks or self.callee_cost(n) is not None]
+        included = ", its nested loops and calls included" if inner else ""
+        if walked.insns > MAX_VERIFIED_INSNS:
+            self.too_large.add(s)
+            self.error(s.span, f"the verifier would walk ~{walked.insns} instructions of this loop "
+                       f"({trips} passes × ~{per_pass} instructions{included}); the kernel stops at "
+                       f"{MAX_VERIFIED_INSNS}", FEWER_PASSES)
+        elif walked.branches > MAX_PENDING_BRANCHES:
+            self.too_large.add(s)
+            self.error(s.span, f"the verifier would keep ~{walked.branches} branches of this loop pending "
+                       f"({trips} passes × {branches} conditional branches{included}); the kernel stops "
+                       f"at {MAX_PENDING_BRANCHES} (\"The sequence of {MAX_PENDING_BRANCHES + 1} jumps is "
+                       "too complex\")", "take the condition out of the loop where you can (a mask, "
+                       "min() or max() instead of an if), or " + FEWER_PASSES)
+
+    def cost(self, body) -> Cost:
+        """An upper bound on what one pass over `body` makes the verifier do: every node counts
+        INSNS_PER_NODE instructions; a nested loop and a called subprogram their own walk; and
+        each conditional branch one state the verifier keeps pending to explore later (a path
+        through a loop of N passes with an if in its body leaves N)."""
+        insns = branches = 0
+        for n in nodes(*body, stop=lambda n: isinstance(n, (S.For, S.While))):
+            inner = self.loop_walks.get(n) if isinstance(n, (S.For, S.While)) else self.callee_cost(n)
+            if inner is not None:
+                insns, branches = insns + inner.insns, branches + inner.branches
+            if not isinstance(n, (S.For, S.While)):
+                insns += INSNS_PER_NODE
+                branches += branches_of(n) + self.guarded(n)
+        return Cost(insns, branches)
+
+    def guarded(self, n) -> bool:
+        """Whether lowering tests `n` at run time: a map element (the lookup may find
+        nothing) or an array element at an index not proven in bounds."""
+        if not isinstance(n, S.Subscript):
+            return False
+        if self.expr_type_of_base(n.value) is not None:
+            return True
+        return self.fold(n.index) is None and n not in self.out.in_bounds
+
+    def callee_cost(self, n) -> Cost | None:
+        """The walk of the subprogram a call node calls (the verifier walks it at each call)."""
+        target = self.out.calls.get(n) if isinstance(n, S.Call) else None
+        if target is None or target.kind != "subprog":
+            return None
+        return self.mod.costs.get(target.target, Cost(0, 0))
+
+    def function_cost(self) -> Cost:
+        """The verifier's walk of the whole function, recorded for its callers.  In a program,
+        the statement with which the walk passes a limit is the error: a loop, or a call of a
+        subprogram that loops (a loop past a limit by itself is already one)."""
+        total, reported = Cost(0, 0), self.info.kind not in VERIFIED_KINDS
+        for stmt in self.info.node.body:
+            step = self.cost([stmt])
+            total = Cost(total.insns + step.insns, total.branches + step.branches)
+            if reported or any(n in self.too_large for n in nodes(stmt)):
+                reported = True
+                continue
+            reported = total.insns > MAX_VERIFIED_INSNS or total.branches > MAX_PENDING_BRANCHES
+            if total.insns > MAX_VERIFIED_INSNS:
+                self.error(stmt.span, f"with this statement, the verifier would walk ~{total.insns} "
+                           f"instructions of {self.info.name} (its loops and the subprograms it calls); "
+                           f"the kernel stops at {MAX_VERIFIED_INSNS}", FEWER_PASSES)
+            elif total.branches > MAX_PENDING_BRANCHES:
+                self.error(stmt.span, f"with this statement, the verifier would keep ~{total.branches} "
+                           f"branches of {self.info.name} pending; the kernel stops at "
+                           f"{MAX_PENDING_BRANCHES}", FEWER_PASSES)
+        self.mod.costs[self.info.name] = total
+        return total
 
 
-def body_insns(body, loop_walks: dict) -> int:
-    """An upper bound on the instructions one pass over `body` makes the verifier walk: every
-    node counts INSNS_PER_NODE, and a nested loop its own walk (`loop_walks`)."""
-    total = 0
-    for n in nodes(*body, stop=lambda n: isinstance(n, (S.For, S.While))):
-        if isinstance(n, (S.For, S.While)):
-            total += loop_walks.get(n, 0)  # a loop with no bound is already an error
-        else:
-            total += INSNS_PER_NODE
-    return total
+FEWER_PASSES = ("run fewer passes (a smaller bound), or split the work across calls: keep where to "
+                "resume in a map and do a bounded share per call")
+
+
+class Cost(NamedTuple):
+    insns: int      # instructions the verifier walks
+    branches: int   # conditional branches it keeps pending along one path
+
+
+def branches_of(n) -> int:
+    """The conditional branches node `n` adds to a path: an if (or a conditional expression),
+    and each `and`/`or` beyond the first operand."""
+    if isinstance(n, (S.If, S.IfExp)):
+        return 1
+    if isinstance(n, S.BoolOp):
+        return len(n.values) - 1
+    return 0
 
 
 def touches(n, var: str) -> bool:
