@@ -37,7 +37,9 @@ def doc_modules() -> dict[str, str]:
 PROGRAMS = {**{p.name: p.read_text() for p in sorted((ROOT / "samples").glob("*.py"))},
             **doc_modules(),
             "test_python_forms.FORMS": test_python_forms.FORMS,
-            "test_python_forms.TWIN_PY": test_python_forms.TWIN_PY}
+            "test_python_forms.TWIN_PY": test_python_forms.TWIN_PY,
+            "test_python_forms.RING": test_python_forms.RING,
+            "test_python_forms.NARROWED_LEN": test_python_forms.NARROWED_LEN}
 
 
 def test_the_docs_show_a_whole_module_to_lint():

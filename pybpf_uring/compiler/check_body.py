@@ -220,6 +220,8 @@ class BodyChecker(LoopRules, IntRules, PythonRules, TracingRules):
         if value is not None:
             if isinstance(e, (S.BinOp, S.UnaryOp)):
                 self.visit_const_parts(e)
+            elif e in self.mod.lengths:  # len(a) is a constant; `a` is still checked where it stands
+                self.expr(e.args[0])
             t = want if isinstance(want, IntT) else (BOOL if isinstance(e, S.Constant)
                                                       and type(e.value) is bool else default_int(value))
             if isinstance(t, IntT) and not t.min <= value <= t.max:

@@ -152,13 +152,18 @@ class PythonRules:
         (`range(len(a))`, `len(a) - 1`, an index)."""
         roots = [v for f in vars(stmt).values() for v in (f if isinstance(f, tuple) else (f,))
                  if isinstance(v, S.Expr)]
-        for n in nodes(*roots):
-            if isinstance(n, S.Call) and self.is_python_builtin(n) and n.func.id == "len" \
-                    and len(n.args) == 1 and not n.keywords and n not in self.mod.lengths:
-                t = self.expr(n.args[0])
-                t = t.target if isinstance(t, PtrT) else t
-                if isinstance(t, ArrayT):
-                    self.mod.lengths[n] = t.length
+        saved = self.nonnull
+        self.nonnull = set(self.locals)  # only the type counts: `len(r.a) if r is not None else 0`
+        try:
+            for n in nodes(*roots):
+                if isinstance(n, S.Call) and self.is_python_builtin(n) and n.func.id == "len" \
+                        and len(n.args) == 1 and not n.keywords and n not in self.mod.lengths:
+                    t = self.expr(n.args[0])
+                    t = t.target if isinstance(t, PtrT) else t
+                    if isinstance(t, ArrayT):
+                        self.mod.lengths[n] = t.length
+        finally:
+            self.nonnull = saved
 
     def python_builtin(self, e: S.Call, statement: bool) -> Type:
         name = e.func.id
