@@ -134,6 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sizes of the extra CQs (default 128,128)")
     r.add_argument("--timeout", type=_seconds, default=5.0, metavar="S",
                    help="seconds to wait for the programs to finish (default 5)")
+    r.add_argument("--duration", type=_seconds, default=None, metavar="S",
+                   help="a tracing module: stop after S seconds (default: at Ctrl-C)")
+    r.add_argument("--interval", type=_seconds, default=None, metavar="S",
+                   help="a tracing module: print its maps every S seconds too")
     _add_cpu(r)
     # one REMAINDER, not FILE then ARGS: argparse would drop a `--` that follows FILE
     r.add_argument("script", nargs=argparse.REMAINDER, metavar="FILE ARGS", help="the file, then its arguments")
@@ -425,6 +429,9 @@ def run_module(path: str, text: str, args) -> int:
     names = [p.name for p in obj.programs if p.kind == "iouring"]
     if not names and any(p.kind == "struct_ops" for p in obj.programs):
         return run_loop_step(obj, args)
+    from .bpf.hist import TRACING_KINDS
+    if not names and any(p.kind in TRACING_KINDS for p in obj.programs):
+        return run_tracing(obj, args)
     if not names:
         print(f"{path}: error: no @iouring program to run (kernel program types are run from "
               "Python: obj.load().programs[name].test_run(...))", file=sys.stderr)
@@ -452,6 +459,14 @@ def run_module(path: str, text: str, args) -> int:
             print(f"{path}: error: {ring.parked} program(s) still waiting after {args.timeout} s",
                   file=sys.stderr)
         return EXIT_ERROR if ring.faults or ring.parked else EXIT_OK
+
+
+def run_tracing(obj, args) -> int:
+    """A tracing tool: load it, attach every program, and print its maps at each --interval and
+    when it stops (--duration, or Ctrl-C), as bpftrace does (bpf/hist.py)."""
+    from .bpf.hist import run_tool
+    run_tool(obj, args.duration, args.interval, write=lambda text: print(text, flush=True))
+    return EXIT_OK
 
 
 def run_loop_step(obj, args) -> int:

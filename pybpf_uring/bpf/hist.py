@@ -211,3 +211,71 @@ def format_maps(maps: Any, skip: tuple[str, ...] = (".data", ".bss", ".rodata"))
             continue
         out.append("\n".join(str(r) for r in report(maps[name], name)))
     return "\n\n".join(out)
+
+
+def watch(maps: Any, duration: float | None, interval: float | None, write=print,
+          clock=None, sleep=None, ready=None) -> str:
+    """Print the maps every `interval` seconds until `duration` has passed or Ctrl-C, then once
+    more at the end, as bpftrace does at exit; returns how it ended ("duration", "interrupt").
+    Each interval's print starts with the time since the start.  `ready()` runs first, where a
+    Ctrl-C already ends the watch as it should (a caller announces the start there)."""
+    import time
+    clock, sleep = clock or time.monotonic, sleep or time.sleep
+    start = clock()
+    end = start + duration if duration is not None else None
+    next_print = start + interval if interval else None
+    try:
+        if ready is not None:
+            ready()
+        while True:
+            now = clock()
+            wake = min(t for t in (end, next_print, now + 3600) if t is not None)
+            if end is not None and now >= end:
+                break
+            sleep(max(wake - now, 0))
+            now = clock()
+            if next_print is not None and now >= next_print and (end is None or now < end):
+                write(f"--- {now - start:.1f} s ---")
+                text = format_maps(maps)
+                if text:
+                    write(text)
+                next_print += interval
+    except KeyboardInterrupt:
+        how = "interrupt"
+    else:
+        how = "duration"
+    write(f"--- at exit ({how}, {clock() - start:.1f} s) ---")
+    text = format_maps(maps)
+    if text:
+        write(text)
+    return how
+
+
+# Program kinds, as an object names them, that run_tool attaches.
+TRACING_KINDS = ("tracepoint", "raw_tracepoint", "tracing", "kprobe")
+
+
+def run_tool(obj: Any, duration: float | None = None, interval: float | None = None,
+             globals: dict | None = None, write=print) -> str:
+    """A tracing tool: load `obj` (a compiled BpfObject; `globals` its initial values, e.g. a pid
+    filter), attach every tracing program, and `watch` its maps; detached and closed on return.
+    Says on stderr what it attached, once everything is attached (a caller may wait for it)."""
+    import sys
+    with obj.load(globals=globals) as live:
+        names = [p.name for p in obj.programs if p.kind in TRACING_KINDS]
+        for name in names:
+            live.programs[name].attach()
+        announce = f"attached {', '.join(names)}; " + (f"for {duration} s" if duration is not None
+                                                       else "Ctrl-C to stop")
+        return watch(live.maps, duration, interval, write,
+                     ready=lambda: print(announce, file=sys.stderr, flush=True))
+
+
+def tool_args(description: str | None, argv: list[str] | None = None):
+    """The options of the sample tools: --pid (0: every process), --duration, --interval."""
+    import argparse
+    p = argparse.ArgumentParser(description=description.splitlines()[0] if description else None)
+    p.add_argument("--pid", type=int, default=0, help="trace only this process (default: all)")
+    p.add_argument("--duration", type=float, default=None, metavar="S", help="stop after S seconds")
+    p.add_argument("--interval", type=float, default=None, metavar="S", help="print every S seconds")
+    return p.parse_args(argv)
