@@ -61,7 +61,9 @@ def emit(lowered: LoweredModule) -> Emitted:
 # handler, ending the process.  Our lowering has no integer wider than 64 bits, so one in a
 # function body is such a closed form: the module is then optimised again with the loops' exit
 # values left as they are.
-WIDE = re.compile(r"^  .*\bi(?:6[5-9]|[7-9][0-9]|[1-9][0-9]{2,})\b", re.MULTILINE)
+# (A type stands between spaces, commas and brackets: not a %name, a "string" or the
+# datalayout's "i128:128".)
+WIDE = re.compile(r"(?<=[\s(<\[{,])i(?:6[5-9]|[7-9][0-9]|[1-9][0-9]{2,})(?=[\s,)>\]}*])")
 # -replexitval is one of LLVM's process-wide options, read by the pass as it runs: a compile sets
 # it and runs its passes under this lock, so two threads compiling at once each get their own.
 EXIT_VALUES = threading.Lock()
