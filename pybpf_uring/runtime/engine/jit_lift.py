@@ -56,8 +56,8 @@ from ...bpf.isa import (ADD, ALU, ALU64, AND, ARSH, ATOMIC, CMPXCHG, DIV, END, F
                    JEQ, JGE, JGT, JLE, JLT, JMP, JMP32, JNE, JSET, JSGE, JSGT, JSLE, JSLT, LD, LDX,
                    LSH, MEMSX, MOD, MOV, MUL, NEG, OR, RSH, ST, STX, SUB, XCHG, XOR, X, Instruction)
 from ...limits import MAX_CALL_DEPTH, STACK_BYTES
-from .jit_loops import accesses, derive, find_loops, in_loops, loop_ranges
-from .semantics import branch_target, leaders
+from .jit_loops import MAX_LOOP_SLOTS, accesses, derive, find_loops, in_loops, loop_ranges
+from .semantics import branch_target, is_helper_call, leaders
 
 __all__ = ["lift", "Lifted", "STATE_FIELDS", "NATIVE_HELPERS", "STATUS_OK", "STATUS_HOST", "STATUS_BUDGET",
            "STATUS_DEPTH", "STATUS_FELL_OFF", "ENTRY_FIELDS"]
@@ -191,11 +191,13 @@ class _Program:
         self.call_targets = sorted({branch_target(pc, ins) for pc, ins in enumerate(slots)
                                     if ins is not None and ins.is_pseudo_call})
         # loops that hoist address translations (jit_loops), by header, and by block; whether
-        # a slot is in a loop (where a block's budget guards get a fast path without them)
+        # a slot is in a short loop (where a block's budget guards get a copy without them:
+        # only short ones, so a program of long jumps back is not lifted twice)
         ranges = loop_ranges(slots)
         self.loops, self.loop_of = find_loops(
             slots, {b: pcs for b, pcs in self.blocks.items() if b < self.n}, ranges)
-        self.in_loop = in_loops(ranges, self.n)
+        self.in_loop = in_loops({h: end for h, end in ranges.items()
+                                 if end - h < MAX_LOOP_SLOTS}, self.n)
 
     def successors(self, start: int) -> list[int]:
         if start == self.n:
@@ -426,7 +428,8 @@ class _Function:
             return
         program = self.lifter.program
         if program.in_loop[start] and any(
-                accesses(program.slots[pc]) or program.slots[pc].is_call for pc in pcs):
+                accesses(program.slots[pc]) or is_helper_call(program.slots[pc])
+                for pc in pcs):
             # A block in a loop with effects has several guards; when the budget covers the
             # whole block (one compare) a copy without them runs instead.
             covered = self.val(f"icmp sge i64 {self.rem}, 0")

@@ -30,12 +30,12 @@ from ...limits import STACK_BYTES
 from .semantics import branch_target
 
 __all__ = ["derive", "written", "accesses", "Loop", "loop_ranges", "in_loops", "find_loops",
-           "MAX_HOISTED"]
+           "MAX_HOISTED", "MAX_LOOP_SLOTS"]
 
 # The most translations hoisted in one program: each is a few allocas, set on loop entry and
 # cleared by every helper call (a helper may unmap the region behind one).
 MAX_HOISTED = 16
-MAX_LOOP_SLOTS = 256         # the longest loop range looked at
+MAX_LOOP_SLOTS = 256         # the longest loop range looked at (hoisting, guard-free copies)
 
 Anchor = tuple  # (the register the anchor was read from, its SSA value; None before emission)
 
