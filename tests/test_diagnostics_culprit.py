@@ -7,9 +7,12 @@ import os
 import pytest
 
 from pybpf_uring import compile_source
+from kernel_harness import clang_object
+from pybpf_uring.compiler import check_loops
 from pybpf_uring.compiler.check import check
 from pybpf_uring.compiler.parse import parse_source
 from pybpf_uring.diagnostics import CompileError
+from pybpf_uring import VerifierError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -242,3 +245,65 @@ def test_a_branchy_loop_under_the_limit_loads_and_computes():
     with obj.load() as live:
         out = live.programs["p"].test_run(ctx=(5).to_bytes(8, "little") + bytes(16)).ctx
         assert int.from_bytes(out[:8], "little") == t
+
+
+# ----- the verifier's complexity refusals, advised by what the loop has ------------------------
+C_LOOPS = {
+    "unbounded": ("unsigned long long s = 1;\n"
+                  "\t#pragma clang loop unroll(disable)\n"
+                  "\tfor (unsigned long long i = 0; i < ctx->n; i++)\n"
+                  "\t\ts = s * 3 + (s >> 7);\n"),
+    "bounded": ("unsigned long long s = ctx->n;\n"
+                "\t#pragma clang loop unroll(disable)\n"
+                "\tfor (int i = 0; i < 9000; i++) {\n"
+                "\t\tif (s & 1024)\n\t\t\ts += 7;\n"
+                "\t\ts = s * 3 + i;\n\t}\n"),
+}
+C_PROGRAM = ('struct args {{ unsigned long long n; unsigned long long out; }};\n\n'
+             '__attribute__((section("syscall"), used))\nint {name}(struct args *ctx)\n{{\n\t{body}'
+             '\tctx->out = s;\n\treturn 0;\n}}\n\n'
+             'char _license[] __attribute__((section("license"), used)) = "GPL";\n')
+
+
+def verifier_refusal(obj) -> list[str]:
+    with pytest.raises(VerifierError) as info:
+        with obj.load():
+            pass
+    return str(info.value).splitlines()
+
+
+@pytest.mark.kernel("syscall_programs")
+def test_a_bounded_loop_too_complex_for_the_verifier_is_advised_to_do_less(monkeypatch, tmp_path):
+    """The checker refuses this loop (above); with its rule lifted, the kernel refuses it too,
+    and the refusal is at the loop, saying that it is bounded and what to do instead."""
+    monkeypatch.setattr(check_loops, "MAX_PENDING_BRANCHES", 1 << 30)
+    path = str(tmp_path / "branchy.py")
+    lines = verifier_refusal(compile_source(HEAD + BRANCHY.format(n=9000), path))
+    assert lines[:4] == [
+        f"{path}:10:5: error: the kernel verifier rejected program 'p': E2BIG (too large (program, map, "
+        "or the verifier's complexity limit)): The sequence of 8193 jumps is too complex.",
+        "    for j in range(9000):",
+        "    ^",
+        "  note: this loop has a constant bound (its counter stops at 9000), but walking every pass of it, each "
+        "path through its body separately, takes the verifier past its limit: lower the bound, take branches "
+        "out of the body, or split the work across calls (keep where to resume in a map and do a bounded "
+        "share per call)"]
+
+
+@pytest.mark.tools("clang")
+@pytest.mark.kernel("syscall_programs")
+@pytest.mark.parametrize("name", C_LOOPS)
+def test_the_verifiers_complexity_refusal_of_a_c_loop_is_advised_by_its_bound(tmp_path, name):
+    lines = verifier_refusal(clang_object(tmp_path, name, C_PROGRAM.format(name=name, body=C_LOOPS[name])))
+    src = tmp_path / f"{name}.c"
+    header = {"unbounded": " for (unsigned long long i = 0; i < ctx->n; i++)",
+              "bounded": " for (int i = 0; i < 9000; i++) {"}[name]
+    assert lines[0].startswith(f"{src}:8:2: error: the kernel verifier rejected program '{name}': E2BIG")
+    assert lines[1:3] == [header, " ^"]
+    assert lines[3] == {
+        "unbounded": "  note: the verifier walks this loop pass by pass and cannot see it end: give it a "
+                     "constant bound it can prove (loop to a constant maximum and stop early)",
+        "bounded": "  note: this loop has a constant bound (its counter stops at 8999), but walking every "
+                   "pass of it, each path through its body separately, takes the verifier past its limit: "
+                   "lower the bound, take branches out of the body, or split the work across calls (keep "
+                   "where to resume in a map and do a bounded share per call)"}[name]

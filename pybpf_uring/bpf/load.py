@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from .. import cells, display
-from . import kernel
+from . import complexity, kernel
 from .attach import TRACING_PREFIXES, Attachment, SocketAttachment, attach_tracing, load_attrs
 from .btf import VMLINUX_BTF, kernel_btf
 from ..diagnostics import Diagnostic, Source, Span
@@ -676,7 +676,7 @@ def _load_program(loaded: LoadedObject, prog: Any, obj: Any, log_level: int) -> 
         if not res.log:  # loaded without a log: verify again to learn why
             res = attempt.run(max(log_level, 1), btf)
         if res.fd < 0:
-            raise verifier_error(prog.name, res.errno, res.log, line_info_of(linked))
+            raise verifier_error(prog.name, res.errno, res.log, line_info_of(linked), linked.instructions)
     fd = loaded._own(res.fd)
     loaded.programs._loaded[prog.name] = KernelProgram(prog.name, fd, prog.kind, prog_type, res.log,
                                                        prog, loaded)
@@ -944,7 +944,10 @@ def verifier_hint(reason: str) -> str:
     return ""
 
 
-def verifier_error(name: str, code: int, log: str, line_info: list) -> VerifierError:
+def verifier_error(name: str, code: int, log: str, line_info: list, insns=None) -> VerifierError:
+    """The verifier's refusal as a diagnostic at the source line it is about: the failing
+    instruction's, or for a walk past the verifier's limits the loop's (`insns`, the program's
+    code, tells which loop and whether it has a constant bound: complexity.advice)."""
     where = failing_insn(log)
     insn = where[0] if where else None
     span = source_span(line_info, insn) if insn is not None else None
@@ -952,7 +955,11 @@ def verifier_error(name: str, code: int, log: str, line_info: list) -> VerifierE
     if log.strip():
         reason = verifier_reason(log)
         message = f"the kernel verifier rejected program {name!r}: {kernel.errno_meaning(code)}: {reason}"
-        if hint := verifier_hint(reason):
+        loop = complexity.advice(reason, insns, insn) if insns is not None else None
+        if loop is not None:
+            span = source_span(line_info, loop[0]) or span
+            parts.append(loop[1])
+        elif hint := verifier_hint(reason):
             parts.append(hint)
     else:  # refused before verification (permissions, limits): there is no log to explain it
         message = f"the kernel refused to load program {name!r}: {kernel.errno_meaning(code)}"
