@@ -544,3 +544,19 @@ def test_a_value_divided_by_itself():
         for s, u in ((0, 0), (7, 3), (-5, 2**32 - 1)):
             out = live.programs["f"].test_run(ctx=ns["Args"](s=s, u=u)).ctx
             assert list(out.r) == [1 if s else 0, 0, 1 if u else 0, 0], (s, u)
+
+
+@bpf
+def test_a_decorated_function_compiled_from_its_file_writes_through_global(tmp_path, monkeypatch):
+    """`.compile()` of a program in an imported file takes the declarations it reaches: the
+    subprogram's `global hits` makes the annotated global one of them, written by the program."""
+    import importlib
+    (tmp_path / "gmod_forms.py").write_text(
+        "from pybpf_uring import syscall, Struct, i32, u64\n\nhits: u64 = 0\n\n\nclass A(Struct):\n"
+        "    a: u64\n\n\ndef bump(n: u64) -> None:\n    global hits\n    hits += n\n\n\n@syscall\n"
+        "def prog(ctx: A) -> i32:\n    bump(ctx.a)\n    return 1 if hits > 10 else 0\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    mod = importlib.import_module("gmod_forms")
+    with mod.prog.compile().load() as live:
+        runs = [live.programs["prog"].test_run(ctx=mod.A(a=4)).retval for _ in range(4)]
+        assert (runs, live.globals.hits) == ([0, 0, 1, 1], 16)
