@@ -12,15 +12,18 @@ as is one that uses the record after releasing it.  `RecordRules` walks the func
 verifier walks its paths, with a state per record variable, so what `check` accepts the kernel
 accepts:
 
-* pending -- reserved, not yet tested against None;
+* pending -- a record or None: reserved and not yet tested, or paths meeting with a held
+  record on some and None on others;
 * held -- tested and not None (`if r is not None:`, `if r:`, or after `if r is None: return`);
+  the test's other side is never taken (the verifier does not walk it either);
 * released -- submitted or discarded; any later use is an error;
 * none -- tested and None: nothing to release;
-* partly -- outstanding on some of the paths that meet here (released or None on others).
+* partly -- outstanding on some of the paths that meet here, released on others.
 
 A return (or the end of the function) with a pending, held or partly released record is an
 error, and so is a loop body that ends, breaks or continues with records other than those it
-started with.  To keep every record one verifier reference, a record variable is assigned only
+started with.  A loop body is walked again from the state its iterations leave until that
+state is stable, so a record released in one iteration is released at the next one's start.  To keep every record one verifier reference, a record variable is assigned only
 from `rb.reserve(T)`, never copied, and only released by the function that reserved it (a
 subprogram may read and write a record passed to it).
 """
@@ -152,7 +155,8 @@ class RecordRules:
     def __init__(self, mod, info: FunctionInfo) -> None:
         self.mod, self.info, self.calls = mod, info, mod.out.calls
         self.records: dict[str, str] = {}   # record variable → the ring buffer it is reserved from
-        self.loops: list[dict] = []         # the state at each enclosing loop's entry
+        self.loops: list[tuple] = []        # each enclosing loop: its entry state, and the states
+                                            # that go back to its head and that break out of it
         self.reported: set[str] = set()     # each leaked record is reported once
 
     def target(self, e: S.Expr, kind: str) -> bool:
@@ -268,9 +272,10 @@ class RecordRules:
         yes, no = self.narrow(s.test, state)
         return merge(self.block(s.body, yes), self.block(s.orelse, no))
 
-    def narrow(self, test: S.Expr, state: dict) -> tuple[dict, dict]:
-        """The states where `test` is true and where it is false: a pending record tested
-        against None becomes held on one side and none on the other."""
+    def narrow(self, test: S.Expr, state: dict) -> tuple[dict | None, dict | None]:
+        """The states where `test` is true and where it is false (None: that side cannot be
+        taken): a pending record tested against None becomes held on one side and none on the
+        other; a held one has only the side where it is not None."""
         yes, no = dict(state), dict(state)
         if isinstance(test, S.UnaryOp) and test.op == "not":
             a, b = self.narrow(test.operand, state)
@@ -281,26 +286,40 @@ class RecordRules:
         elif isinstance(test, S.Compare) and len(test.ops) == 1 and isinstance(test.left, S.Name) \
                 and test.ops[0] in ("is", "is not"):
             name, nonnull = test.left.id, test.ops[0] == "is not"
-        if name is not None and state.get(name) in (PENDING, HELD):
+        if name is not None and state.get(name) == HELD:   # known not None: that side is dead,
+            return (state, None) if nonnull else (None, state)   # and the verifier never walks it
+        if name is not None and state.get(name) == PENDING:
             yes[name], no[name] = (HELD, NULL) if nonnull else (NULL, HELD)
-            if state[name] == HELD:   # already known not None: the None side is never taken
-                (no if nonnull else yes)[name] = HELD
         elif isinstance(test, S.BoolOp):
             parts = [self.narrow(v, state) for v in test.values]
             side = 0 if test.op == "and" else 1   # `and` true: all true; `or` false: all false
-            narrowed = dict(state)
+            narrowed: dict | None = dict(state)
             for part in parts:
+                if part[side] is None:
+                    narrowed = None
+                    break
                 narrowed.update({n: st for n, st in part[side].items() if st != state.get(n)})
             yes, no = (narrowed, no) if side == 0 else (yes, narrowed)
         return yes, no
 
-    def loop(self, body, state: dict, span) -> dict:
-        self.loops.append(state)
-        end = self.block(body, dict(state))
-        self.loops.pop()
-        if end is not None:
-            self.loop_exit(state, end, span, "at the end of the loop body")
-        return state
+    def loop(self, body, state: dict, span, may_skip: bool) -> dict | None:
+        """A loop must leave its outstanding records as it found them (or it is an error).  The
+        body is walked from the loop head's state until that state stops changing: an iteration
+        starts where the last one ended (a record released there is released here).  After the
+        loop: the head's state (the loop may end there), and the states at its breaks."""
+        head: dict | None = state
+        for _ in range(2 * len(self.records) + 2):   # a status rises at most twice per pass
+            self.loops.append((state, back := [], breaks := []))
+            end = self.block(body, dict(head))
+            self.loops.pop()
+            if end is not None:
+                self.loop_exit(state, end, span, "at the end of the loop body")
+                back.append(end)
+            again = merge_all([head, *back])
+            if again == head:
+                break
+            head = again
+        return merge_all(([head] if may_skip or back else []) + breaks)
 
     def loop_exit(self, entry: dict, state: dict, span, where: str) -> None:
         for name in set(entry) | set(state):
@@ -314,20 +333,30 @@ class RecordRules:
                 self.error(span, f"the record {name!r} reserved before the loop is released inside it",
                            "the loop may release it more than once, or not at all: release it after the loop")
 
-    def stmt_For(self, s: S.For, state: dict) -> dict:
+    def stmt_For(self, s: S.For, state: dict) -> dict | None:
         self.uses(s, state)
-        return self.loop(s.body, state, s.span)
+        start, stop, step = self.mod.out.loops.get(s, (0, 0, 1))
+        return self.loop(s.body, state, s.span, may_skip=not (start < stop if step > 0 else start > stop))
 
-    def stmt_While(self, s: S.While, state: dict) -> dict:
+    def stmt_While(self, s: S.While, state: dict) -> dict | None:
         self.uses(s, state)
-        return self.loop(s.body, state, s.span)
+        return self.loop(s.body, state, s.span, may_skip=True)
 
     def stmt_Break(self, s, state: dict) -> None:
         if self.loops:
-            self.loop_exit(self.loops[-1], state, s.span, f"at this {type(s).__name__.lower()}")
+            entry, back, breaks = self.loops[-1]
+            self.loop_exit(entry, state, s.span, f"at this {type(s).__name__.lower()}")
+            (breaks if isinstance(s, S.Break) else back).append(state)
         return None
 
     stmt_Continue = stmt_Break
+
+
+def merge_all(states: list) -> dict | None:
+    out = None
+    for state in states:
+        out = merge(out, state)
+    return out
 
 
 def merge(a: dict | None, b: dict | None) -> dict | None:
@@ -339,7 +368,7 @@ def merge(a: dict | None, b: dict | None) -> dict | None:
         x, y = a.get(name, NULL), b.get(name, NULL)
         if x == y:
             out[name] = x
-        elif {x, y} == {PENDING, HELD}:
+        elif {x, y} <= {PENDING, HELD, NULL}:   # a record or None: what a reservation gives
             out[name] = PENDING
         elif x in OUTSTANDING or y in OUTSTANDING:
             out[name] = PARTLY
