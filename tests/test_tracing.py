@@ -461,3 +461,28 @@ def test_comm_probe_read_kernel_and_probe_read_user_str_on_real_events():
         assert (g.res_sum, g.reads) == (-9, 8)
         assert g.faulted < 0
         assert bytes(g.path.copy())[:g.path_len] == target.encode() + b"\0"
+
+
+@vmlinux
+def test_a_syscall_event_without_tracefs_takes_a_hand_written_record(tmp_path):
+    """BTF has no record of the syscall events (the syscall table makes them, not TRACE_EVENT):
+    compiling for a BTF file, a hand-written record is taken as written and an unannotated ctx
+    is one error saying where the layout would come from."""
+    btf = str(tmp_path / "vmlinux.btf")
+    with open(VMLINUX_BTF, "rb") as src, open(btf, "wb") as dst:
+        dst.write(src.read())
+    src = HEAD + """
+class Enter(Struct):
+    _common: u64
+    nr: i32
+
+@tracepoint("syscalls", "sys_enter_getpid")
+def f(ctx: Enter) -> i32:
+    return ctx.nr
+"""
+    assert [p.section for p in compile_source(src, "sc.py", btf=btf).programs] == \
+        ["tracepoint/syscalls/sys_enter_getpid"]
+    with pytest.raises(CompileError) as err:
+        compile_source(src.replace("ctx: Enter", "ctx"), "sc.py", btf=btf)
+    assert str(err.value).count("error:") == 1 and str(err.value).startswith(
+        f"sc.py:8:7: error: no layout for the ctx of tracepoint/syscalls/sys_enter_getpid: --btf {btf}")

@@ -37,6 +37,9 @@ __all__ = ["RecordField", "Record", "UnknownEvent", "KernelTypes", "kernel_types
 HEADER = (("common_type", 2, False), ("common_flags", 1, False),
           ("common_preempt_count", 1, False), ("common_pid", 4, True))
 HEADER_SIZE = 8
+# Categories whose events are made at run time, not declared with TRACE_EVENT, so BTF knows
+# nothing of them: only tracefs does (the syscall events come from the syscall table).
+SYNTHETIC = frozenset({"syscalls", "kprobes", "uprobes", "ftrace"})
 # Field names a hand-written record may use for bytes it does not read.
 PADDING = re.compile(r"^(_|pad)")
 
@@ -136,7 +139,7 @@ class KernelTypes:
                     return parse_format(f.read(), event, path)
             except OSError:
                 pass
-        if self.btf is None:
+        if self.btf is None or category in SYNTHETIC:
             return None
         if not self.btf.find_all(f"btf_trace_{event}", "typedef"):
             raise UnknownEvent(f"no tracepoint {category}/{event} in {self.source}",

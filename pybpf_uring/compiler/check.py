@@ -399,8 +399,9 @@ class ModuleChecker:
         for p in d.params:
             if p.annotation is None and kind in check_trace.TRACING_KINDS and p is d.params[0]:
                 t = check_trace.kernel_ctx(self, d, kind, section)   # the kernel's record
-                if t is not None:
-                    params.append((p.name, PtrT(t)))
+                if t is None:
+                    return None   # said why; the body cannot be checked without its ctx
+                params.append((p.name, PtrT(t)))
                 continue
             if p.annotation is None:
                 self.error(p.span, f"parameter {p.name!r} needs a type annotation",

@@ -110,9 +110,11 @@ def kernel_ctx(checker, d: S.FunctionDef, kind: str, sec: str) -> Type | None:
     if found is _UNKNOWN:
         return None
     if found is None:
-        checker.error(d.params[0].span, f"the layout of {sec}'s ctx is not known here (no tracefs "
-                      "and no kernel BTF describe it)", "annotate ctx with a Struct of the record, "
-                      "or compile with --btf FILE (btf=FILE) of the target kernel")
+        where = "tracefs cannot be read here and the kernel's BTF" if checker.btf is None else \
+            f"--btf {checker.btf} (tracefs is not read for another kernel)"
+        checker.error(d.params[0].span, f"no layout for the ctx of {sec}: {where} does not describe "
+                      "it", "annotate ctx with a Struct of the record (tracefs's format file lists "
+                      "its fields), or compile where tracefs is readable (as root)")
         return None
     return record_struct(found)
 
