@@ -98,3 +98,16 @@ def test_log2_in_the_kernel_and_the_maps_as_bpftrace_prints_them():
                            "[8, 16)                0 |"), text
     assert "\n\n@ops[comm=fio, opcode=NOP]: 211\n@ops[comm=fio, opcode=READ]: " in text, text
     assert ".bss" not in text
+
+
+@bpf
+def test_jupyter_shows_a_log2_map_as_bars_above_its_entries():
+    obj = compile_source(LOG2, "hist.py")
+    Args = args_type()
+    with obj.load() as live:
+        for v in (5, 6, 200):
+            live.programs["add"].test_run(ctx=Args(v=v, opcode=0))
+        page = live.maps["lat"]._repr_html_()
+        plain = live.maps["ops"]._repr_html_()
+    assert page.startswith("<svg") and page.count("<rect") == 6 and "<table" in page   # [4, 8) .. [128, 256)
+    assert not plain.startswith("<svg") and "<table" in plain

@@ -279,3 +279,15 @@ def tool_args(description: str | None, argv: list[str] | None = None):
     p.add_argument("--duration", type=float, default=None, metavar="S", help="stop after S seconds")
     p.add_argument("--interval", type=float, default=None, metavar="S", help="print every S seconds")
     return p.parse_args(argv)
+
+
+def map_html(m: Any) -> str:
+    """Jupyter's view of a loaded map: a map keyed by a `log2` field as its histograms (SVG),
+    above the entries table every map gets (display.map_html)."""
+    from .. import display
+    table = display.map_html(m)
+    try:
+        shown = [r for r in report(m) if isinstance(r, Histogram)]
+    except (OSError, ValueError):          # closed, or entries that cannot be read: the table says
+        return table
+    return "".join(h._repr_html_() for h in shown) + table

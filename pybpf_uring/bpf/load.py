@@ -36,14 +36,14 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from .. import cells, display
-from . import complexity, kernel
+from . import complexity, hist, kernel
 from .attach import TRACING_PREFIXES, Attachment, SocketAttachment, attach_tracing, load_attrs
 from .btf import VMLINUX_BTF, kernel_btf
 from ..diagnostics import Diagnostic, Source, Span
 from ..errors import LoadError, ObjectError
 from .globals_view import Globals, global_vars, with_globals
-# update flags for KernelMap.set, re-exported so users need not import uapi
 from ..uapi import BPF_PROG_TYPE_KPROBE, BPF_PROG_TYPE_RAW_TRACEPOINT, BPF_PROG_TYPE_TRACING
+# update flags for KernelMap.set, re-exported so users need not import uapi
 from ..uapi import (BPF_ANY, BPF_EXIST, BPF_MAP_TYPE_LRU_PERCPU_HASH, BPF_MAP_TYPE_PERCPU_ARRAY,  # noqa: F401
                    BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE, BPF_MAP_TYPE_PERCPU_HASH, BPF_MAP_TYPE_RINGBUF, BPF_NOEXIST,
                    MAP_TYPE_NAMES, PROG_TYPE_NAMES)
@@ -291,7 +291,7 @@ class KernelMap:
     def info(self) -> kernel.MapInfo:
         return kernel.map_info(self.fd)
 
-    _repr_html_ = display.map_html   # Jupyter's view: the first entries, decoded
+    _repr_html_ = hist.map_html      # Jupyter's view: log2 histograms as bars, then the first entries
 
 
 class KernelSections:
