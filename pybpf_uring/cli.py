@@ -425,6 +425,7 @@ def run_module(path: str, text: str, args) -> int:
     from .compiler.parse import parse_source
     from .compiler.pipeline import compile_tree
     from .runtime.ring import Ring
+    from .uapi import BPF_MAP_TYPE_RINGBUF
     obj = compile_tree(parse_source(text, path), args.cpu).object
     names = [p.name for p in obj.programs if p.kind == "iouring"]
     if not names and any(p.kind == "struct_ops" for p in obj.programs):
@@ -453,8 +454,8 @@ def run_module(path: str, text: str, args) -> int:
             print(f"trace: {line}")
         for fault in ring.faults:
             print(f"fault: {fault}", file=sys.stderr)
-        for name, m in ring.maps.items():
-            print(f"map {name}: {dict(m.items())}")
+        for name, m in ring.maps.items():   # a ring buffer's records, the others' entries
+            print(f"map {name}: {list(m.records()) if m.type == BPF_MAP_TYPE_RINGBUF else dict(m.items())}")
         if ring.parked:
             print(f"{path}: error: {ring.parked} program(s) still waiting after {args.timeout} s",
                   file=sys.stderr)

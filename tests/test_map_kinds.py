@@ -714,3 +714,17 @@ def test_the_record_rule_holds_in_the_verifier_on_generated_programs(monkeypatch
         except VerifierError as exc:
             pytest.fail(f"seed {seed}: check accepts what the verifier refuses:\n{source}\n{exc}")
     assert accepted > RECORD_CASES // 2 and refused > RECORD_CASES // 20, (accepted, refused)
+
+
+@pytest.mark.uring
+def test_cli_run_prints_a_ring_buffers_records(tmp_path):
+    """`pybpf-uring run` prints each map after the run: a ring buffer's records (it has no
+    entries; printing them as a dict was an internal error)."""
+    import subprocess
+    import sys
+    path = tmp_path / "note.py"
+    path.write_text(IOURING)
+    done = subprocess.run([sys.executable, "-m", "pybpf_uring", "run", str(path)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    record = bytes(module(IOURING)["Done"](user_data=0, runs=1))
+    assert f"map runs: {{0: [1]}}\nmap last: {{0: 1}}\nmap done: {[record]}\n" in done.stdout
