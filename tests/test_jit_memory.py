@@ -7,13 +7,15 @@ instruction with the same message, same `executed`, at every budget.
 * a loop's translation of an anchor it never writes is made once, on entry, and a helper call
   (which may unmap the region) clears it, even when the loop is re-entered in the middle;
 * a loop block with effects runs a copy without budget guards when the budget covers it, and
-  the guarded copy otherwise: the budget sweep below runs out on every slot of such loops.
+  the guarded copy otherwise: the budget sweep below runs out on every slot of such loops;
+* generated loops of anchored loads, stores and atomics through derived addresses, with helper
+  calls (one unmapping a region) and branches, at any budget.
 """
 from __future__ import annotations
 
-import struct
 
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from pybpf_uring.conformance import assemble
 from pybpf_uring.runtime.engine import BpfFault, Interpreter, Memory
@@ -171,3 +173,51 @@ def test_a_stale_anchor_value_in_a_hoisted_loop_still_checks_its_region():
                    "mov %r7, %r2", "sub %r8, 1", "jne %r8, 0, outer", "exit")
     result = same(program)[0]
     assert result[:2] == ("BpfFault", 6) and "small+0 is out of bounds" in result[2]
+
+
+# ---------------------------------------------------------------------------------------------
+# Generated loops of anchored accesses: every shape the anchors, the hoisting and the copies
+# take, against the interpreter at any budget
+
+_OPS = {1: "b", 2: "h", 4: "w", 8: "dw"}
+
+
+@st.composite
+def anchored_loops(draw):
+    lines = ["mov %r0, 0", "mov %r6, 0"]
+    for reg in (7, 8):
+        lines += [f"mov %r{reg}, %r{draw(st.sampled_from([1, 2, 3]))}",
+                  f"add %r{reg}, {draw(st.integers(-16, 800))}"]
+    lines.append("loop:")
+    body = draw(st.integers(1, 6))
+    for i in range(body):
+        target = draw(st.sampled_from([5, 9]))
+        base = draw(st.sampled_from([7, 8, 1, 2, 4]))
+        lines += [f"mov %r{target}, %r6", f"and %r{target}, {draw(st.sampled_from([0, 3, 7, 63, 255]))}",
+                  f"lsh %r{target}, {draw(st.integers(0, 3))}"]
+        lines.append(f"add %r{target}, %r{base}" if draw(st.booleans())
+                     else f"add %r{base}, %r{target}")
+        size, off = draw(st.sampled_from(list(_OPS))), draw(st.integers(-8, 16))
+        kind = draw(st.sampled_from(["load", "store", "imm", "atomic", "helper", "skip"]))
+        if kind == "load":
+            lines += [f"ldx{_OPS[size]} %r3, [%r{target}{off:+d}]", "add %r0, %r3"]
+        elif kind == "store":
+            lines.append(f"stx{_OPS[size]} [%r{target}{off:+d}], %r0")
+        elif kind == "imm":
+            lines.append(f"st{_OPS[size]} [%r{target}{off:+d}], {draw(st.integers(-5, 5))}")
+        elif kind == "atomic" and size >= 4:
+            lines.append(f"lock add{'32' if size == 4 else ''} [%r{target}{off:+d}], %r6")
+        elif kind == "helper":
+            lines += ["mov %r9, %r0", "mov %r1, %r6", f"call {draw(st.sampled_from([1, 2]))}",
+                      "mov %r0, %r9"]
+        if draw(st.booleans()):
+            lines += [f"jset %r6, {draw(st.integers(1, 7))}, skip{i}", "add %r0, 1", f"skip{i}:"]
+    lines += ["add %r6, 1", f"jlt %r6, {draw(st.integers(1, 40))}, loop", "exit"]
+    return lines, draw(st.one_of(st.integers(0, 400), st.just(100_000)))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(anchored_loops())
+def test_generated_loops_of_anchored_accesses_agree_with_the_interpreter(case):
+    lines, budget = case
+    same(prog(*lines), budget=budget)

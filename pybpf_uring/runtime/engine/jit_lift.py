@@ -34,7 +34,10 @@ host, whose `Memory.load/store` either serves the access (field-exact ctx, read-
 raises the interpreter's exact fault.  The table is replaced, never mutated, when the memory
 changes during a run, so its loads are `!invariant.load` and LLVM hoists them out of loops.
 Accesses through r10 at a constant offset inside the 512-byte frame are checked here, at lift
-time, and become plain native accesses.  `unchecked=True` drops the table bounds checks.
+time, and become plain native accesses.  An address derived from an anchor (jit_loops) is first
+checked against the anchor's translation, made once a block or once on entry to a loop
+(`anchored`); a miss takes the full path.  `unchecked=True` drops the table bounds checks (and
+trusts no anchor: a wrong guess there would be a wrong access).
 
 Budget.  Each block subtracts its instruction count on entry.  Before an instruction with an
 effect the host could see (a store, a helper call, an atomic, the slow path of a load, which
@@ -43,7 +46,9 @@ the budget ran out earlier in the block; if so the run stops with status BUDGET,
 block and the position in it where the budget ran out -- the slot the interpreter reports.  So
 effects before that point happen and effects after it do not, as in the interpreter.  (Only
 stores to the stack frame at static r10 offsets are not held back: a frame is scratch,
-invisible after the run.)  On the hot path a guard is a compare and a predicted branch.
+invisible after the run.)  On the hot path a guard is a compare and a predicted branch, and a
+block in a short loop with effects has a second copy without guards, run when one compare at its
+start says the budget covers the whole block.
 """
 from __future__ import annotations
 
