@@ -486,3 +486,31 @@ def f(ctx: Enter) -> i32:
         compile_source(src.replace("ctx: Enter", "ctx"), "sc.py", btf=btf)
     assert str(err.value).count("error:") == 1 and str(err.value).startswith(
         f"sc.py:8:7: error: no layout for the ctx of tracepoint/syscalls/sys_enter_getpid: --btf {btf}")
+
+
+@pytest.mark.parametrize("decorator, message", [
+    ("@tracepoint(1, 2)", "@tracepoint needs the name of what it traces"),
+    ("@kprobe()", "@kprobe needs the name of what it traces"),
+    ("@kprobe", "@kprobe needs the name of what it traces"),
+    ('@fentry(name="x")', "@fentry needs the name of what it traces"),
+    ('@tracepoint("a", "b", "c")', "@tracepoint needs the category and the event"),
+    ('@tracepoint("io_uring", "")', "@tracepoint needs the category and the event"),
+    ('@raw_tracepoint("a/b")', "@raw_tracepoint takes one name"),
+])
+def test_a_tracing_decorator_without_its_target_is_located(decorator, message):
+    with pytest.raises(CompileError) as err:
+        compile_source("from pybpf_uring import tracepoint, raw_tracepoint, kprobe, fentry, i32\n"
+                       f"{decorator}\ndef f(ctx) -> i32:\n    return 0\n", "d.py")
+    assert str(err.value).startswith(f"d.py:2:2: error: {message}\n"), str(err.value)
+
+
+@vmlinux
+def test_program_compile_takes_btf(tmp_path, monkeypatch):
+    """`prog.compile(btf=...)` on a decorated function of an imported module."""
+    (tmp_path / "tp_mod.py").write_text(HEAD + '@tracepoint("io_uring", "io_uring_complete")\n'
+                                        "def f(ctx) -> i32:\n    return ctx.res\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import tp_mod
+    assert "(r1 + 0x20)" in tp_mod.f.compile(btf=VMLINUX_BTF).disasm()
+    with pytest.raises(CompileError, match="cannot read the BTF file"):
+        tp_mod.f.compile(btf=str(tmp_path / "missing"))
