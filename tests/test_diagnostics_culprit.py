@@ -34,6 +34,13 @@ CASES = {
         '  note: recursion_through_two_functions.py:10:12: f calls g\n'
         '  note: the verifier refuses a cycle of calls; rewrite it as a loop with a constant bound',
     ),
+    'calls_nested_too_deep': (
+        ''.join(f'def f{k}(n: i64) -> i64:\n    return {f"f{k + 1}(n + 1)" if k < 8 else "n"}\n\n' for k in range(1, 9))
+        + '@syscall\ndef p(ctx: Args) -> i32:\n    return f1(1)\n',
+        'calls_nested_too_deep.py:26:12: error: this call is frame 9 of p -> f1 -> f2 -> f3 -> f4 -> f5 -> f6 -> f7 '
+        '-> f8; the verifier allows 8 frames\n    return f8(n + 1)\n           ^~~~~~~~~\n'
+        '  note: call 1 level(s) less deep: fold a function into its caller',
+    ),
     'falls_off_when_if_is_false': (
         '@syscall\ndef p(ctx: Args) -> i32:\n    if ctx.a > 1:\n        return 1\n',
         'falls_off_when_if_is_false.py:9:8: error: when `ctx.a > 1` is false, p reaches its end without a return\n'

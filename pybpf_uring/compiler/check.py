@@ -486,18 +486,23 @@ class ModuleChecker:
         funcs = self.out.functions
         sites = self.call_sites()
 
-        def depth(name: str, path: tuple[str, ...]) -> int:
+        def deepest(name: str, path: tuple[str, ...]) -> tuple[str, ...]:
+            """The longest chain of calls from `name`; a cycle is cut there, and reported."""
             if name not in funcs:   # its signature was refused, with its own error
-                return 0
+                return ()
             if name in path:
                 self.recursion(path[path.index(name):] + (name,), sites)
-                return 0
-            return 1 + max((depth(c, path + (name,)) for c in funcs[name].calls), default=0)
+                return ()
+            return (name,) + max((deepest(c, path + (name,)) for c in funcs[name].calls), key=len, default=())
 
         for p in self.out.programs:
-            d = depth(p.name, ())
-            if d > MAX_CALL_DEPTH:
-                self.error(p.node.span, f"calls nest {d} deep; the verifier allows {MAX_CALL_DEPTH}")
+            chain = deepest(p.name, ())
+            if len(chain) > MAX_CALL_DEPTH:
+                call = chain[MAX_CALL_DEPTH - 1:MAX_CALL_DEPTH + 1]
+                self.error(sites.get(call, p.node.span), f"this call is frame {MAX_CALL_DEPTH + 1} of "
+                           f"{' -> '.join(chain)}; the verifier allows {MAX_CALL_DEPTH} frames",
+                           f"call {len(chain) - MAX_CALL_DEPTH} level(s) less deep: fold a function "
+                           "into its caller")
         check_stack(self, sites)
 
     def call_sites(self) -> dict[tuple[str, str], Span]:
