@@ -514,3 +514,21 @@ def test_program_compile_takes_btf(tmp_path, monkeypatch):
     assert "(r1 + 0x20)" in tp_mod.f.compile(btf=VMLINUX_BTF).disasm()
     with pytest.raises(CompileError, match="cannot read the BTF file"):
         tp_mod.f.compile(btf=str(tmp_path / "missing"))
+
+
+def test_odd_fields_of_a_format_file_become_bytes():
+    """Arrays of structs, a struct, a 128-bit integer and an array length tracefs left as a
+    macro are read as bytes (u8[size]): named, at their offsets, never a crash."""
+    from pybpf_uring.compiler.check_trace import record_struct
+    rec = parse_format("""
+\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;
+\tfield:struct pair pairs[2];\toffset:8;\tsize:24;\tsigned:0;
+\tfield:char comm[TASK_COMM_LEN];\toffset:32;\tsize:16;\tsigned:1;
+\tfield:unsigned long args[6];\toffset:48;\tsize:48;\tsigned:0;
+\tfield:__int128 wide;\toffset:96;\tsize:16;\tsigned:1;
+""", "ev", "format")
+    st = record_struct(rec)
+    assert [(f.name, str(f.type), f.offset) for f in st.fields] == [
+        ("common_type", "u16", 0), ("pairs", "u8[24]", 8), ("comm", "u8[16]", 32),
+        ("args", "u64[6]", 48), ("wide", "u8[16]", 96)]
+    assert st.size == 112

@@ -105,11 +105,11 @@ def parse_format(text: str, event: str, source: str) -> Record:
             name = f"__{loc[1]}_loc_{name.split('[')[0]}"
         else:
             arr = _ARRAY.search(name)
-            if arr:
-                count, name = int(arr[1]), name[:arr.start()]
-            name = name.lstrip("*")
-        if count == 0 and size not in (1, 2, 4, 8):
-            count = size          # a struct inside the record: its bytes
+            if arr and int(arr[1]) and size % int(arr[1]) == 0:
+                count = int(arr[1])
+            name = name.split("[", 1)[0].lstrip("*")
+        if count and size // count not in (1, 2, 4, 8) or count == 0 and size not in (1, 2, 4, 8):
+            count = size          # structs inside the record, or an array of them: its bytes
         fields.append(RecordField(name, int(m["offset"]), size, m["signed"] == "1" and not count,
                                   count, decl.rsplit(None, 1)[0] if " " in decl else decl))
     if not fields:

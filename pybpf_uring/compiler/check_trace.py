@@ -124,6 +124,9 @@ def record_struct(record: tp.Record) -> StructT:
     kernel's width and signedness, arrays of their elements, pointers as u64."""
     fields = []
     for f in record.fields:
+        if f.elem_size not in (1, 2, 4, 8):          # a 128-bit integer, say: its bytes
+            fields.append(FieldT(f.name, ArrayT(INTS["u8"], f.size), f.offset))
+            continue
         elem = INTS[f"{'i' if f.signed else 'u'}{f.elem_size * 8}"]
         fields.append(FieldT(f.name, ArrayT(elem, f.count) if f.count else elem, f.offset))
     align = max((f.type.align for f in fields), default=1)
