@@ -75,3 +75,48 @@ def test_division_edges_match_python(cpu, bits, signed):
             for engine in engines:
                 _, out = engine.runner("divide").run(bytes(ctx))
                 assert bytes(out) == bytes(got), (engine.backend, cpu, name(bits, signed), a, b)
+
+
+ALIASED = """
+from pybpf_uring import syscall, Struct, i32, i64, {t}
+
+class Ctx(Struct):
+    a: {t}
+    out: i64[6]
+
+@syscall
+def aliased(ctx: Ctx) -> i32:
+    a = ctx.a
+    z: {t} = 0
+    x = {t}(0) if a > 5 else {t}(4)
+    ctx.out[0] = i64(a // a)
+    ctx.out[1] = i64(a % a)
+    ctx.out[2] = i64(a // z)
+    ctx.out[3] = i64(a % z)
+    ctx.out[4] = i64({t}(100) // x)
+    ctx.out[5] = i64({t}(100) % x)
+    return 0
+"""
+
+
+@pytest.mark.parametrize("cpu", ["v1", "v3", "v4"])
+@pytest.mark.parametrize("bits,signed", [(32, False), (32, True), (64, False), (64, True)],
+                         ids=["u32", "i32", "u64", "i64"])
+def test_divisors_llvm_could_fold(cpu, bits, signed):
+    """Divisors LLVM knows more about than the checker: the dividend itself (LLVM's instruction
+    selection folds x / x to 1, which is 0 for x == 0 here), a local holding 0, and a value that
+    is 0 on one side of a branch (x / 0 is anything to LLVM)."""
+    t = name(bits, signed)
+    obj = compile_source(ALIASED.format(t=t), "aliased.py", cpu)
+    ctype = getattr(ctypes, f"c_{'' if signed else 'u'}int{bits}")
+
+    class Ctx(ctypes.Structure):
+        _fields_ = [("a", ctype), ("out", ctypes.c_int64 * 6)]
+
+    with obj.load() as live:
+        for a in edges(bits, signed):
+            x = 0 if a > 5 else 4
+            model = [floordiv(a, a), floormod(a, a), floordiv(a, 0), floormod(a, 0),
+                     floordiv(100, x), floormod(100, x)]
+            got = live.programs["aliased"].test_run(ctx=Ctx(a=a)).ctx
+            assert list(got.out) == [wrap(wrap(v, bits, signed), 64, True) for v in model], (cpu, t, a)

@@ -100,17 +100,14 @@ class ValueLowering:
             return self.offset(base, self.b.mul(idx, ir.Constant(I64_IR, arr.elem.size)))
         return self.aggregate(e)
 
-    def opaque(self, v: ir.Value, shared: bool = False) -> ir.Value:
+    def opaque(self, v: ir.Value) -> ir.Value:
         """`v` through `llvm.bpf.passthrough`, which LLVM cannot see through: a bounds check
         LLVM could prove (`x % 40 < 40`) stays in the code, because the verifier cannot prove it
-        (it does not track ranges through `%`) and needs the comparison on this register.  Each
-        call is its own unless `shared`: shared calls on one value are one value to LLVM, so
-        two divisions by it (lower_div) share their work."""
-        if not shared:
-            self.passthrough_seq += 1
+        (it does not track ranges through `%`) and needs the comparison on this register."""
+        self.passthrough_seq += 1
         fn = self.ml.m.declare_intrinsic("llvm.bpf.passthrough", [v.type, v.type],
                                          ir.FunctionType(v.type, [I32, v.type]))
-        return self.b.call(fn, [ir.Constant(I32, 0 if shared else self.passthrough_seq), v])
+        return self.b.call(fn, [ir.Constant(I32, self.passthrough_seq), v])
 
     def guarded(self, guards: list[ir.Value]):
         """A block that runs only when every bounds guard holds."""
