@@ -34,6 +34,8 @@ import dataclasses
 from . import syntax as S
 from .checked import CallTarget, FunctionInfo
 from .typesys import I64, NONE, ArrayT, BoolT, IntT, MapT, PtrT, StructT, Type
+from ..bpf.ringbuf import record_length
+from ..uapi import BPF_RINGBUF_HDR_SZ
 
 PENDING, HELD, RELEASED, NULL, PARTLY = "pending", "held", "released", "none", "partly"
 OUTSTANDING = (PENDING, HELD, PARTLY)
@@ -83,16 +85,18 @@ def map_method(bc, e: S.Call) -> Type:
     m: MapT = bc.expr(e.func.value)
     name, args = e.func.attr, e.args
     allowed = RECORD_METHODS if not m.keyed else ("lookup", "setdefault") if m.hashed else ("lookup",)
+    # what a wrong call is typed as, so the errors after it are about the rest of the program
+    fallback = NONE if name in ("submit", "discard") else I64 if name in RECORD_METHODS \
+        else PtrT(m.value, nullable=True)
     if name not in allowed:
         bc.error(e.func.span, f"{m.kind} has no method {name!r}", methods_hint(m))
-        return NONE if name in ("submit", "discard") else PtrT(m.value, nullable=True) \
-            if name in ("lookup", "setdefault") else I64
+        return fallback
     want = {"lookup": "k", "setdefault": "k, v", "output": "value", "reserve": "T",
             "submit": "r", "discard": "r"}[name]
     if len(args) != want.count(",") + 1:
         bc.error(e.span, f"{name}() takes {want.count(',') + 1} argument{'s' * (',' in want)}",
                  f"write {bc.source_text(e.func)}({want})")
-        return NONE if name in ("submit", "discard") else I64
+        return fallback
     if name in ("lookup", "setdefault"):
         bc.convert(args[0], m.key, "map key")
         if name == "setdefault":
@@ -113,9 +117,9 @@ def map_method(bc, e: S.Call) -> Type:
         t = bc.mod.resolve_type(args[0], bc.scope)
         if t is None or t == NONE:
             return PtrT(NONE, nullable=True)
-        if t.size + 8 > m.max_entries:
-            bc.error(args[0].span, f"a record of {t.size} bytes (and its 8-byte header) does not fit "
-                     f"in a ring buffer of {m.max_entries} bytes")
+        if record_length(t.size) > m.max_entries:   # the kernel's reserve would always fail
+            bc.error(args[0].span, f"a record of {t.size} bytes (and its {BPF_RINGBUF_HDR_SZ}-byte header) "
+                     f"does not fit in a ring buffer of {m.max_entries} bytes")
         bc.out.calls[e] = CallTarget("ringbuf_reserve", (m, t))
         return PtrT(t, nullable=True)
     t = bc.expr(args[0])
