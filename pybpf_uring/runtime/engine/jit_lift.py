@@ -251,6 +251,8 @@ class _Function:
         self.scalars: set[int] = set()
         self.translations: dict = {}
         self.quick = False                         # emitting a block's copy without guards
+        self.fields: set[str] = set()              # the state block's fields the IR uses
+        self.callbacks: set[str] = set()           # ... and its function pointers
 
     # -- low level ------------------------------------------------------------------------------
     def val(self, expr: str) -> str:
@@ -291,10 +293,19 @@ class _Function:
         self.scalars.discard(reg)
 
     def field(self, name: str, ty: str = "i64") -> str:
+        self.fields.add(name)
         return self.val(f"load {ty}, ptr %p_{name}")
 
     def put_field(self, name: str, value: str) -> None:
+        self.fields.add(name)
         self.emit(f"store i64 {value}, ptr %p_{name}")
+
+    def callback(self, name: str) -> str:
+        """The state block's function pointer `name` (slow_load, slow_store, helper), loaded
+        once in the entry block."""
+        self.fields.add(name)
+        self.callbacks.add(name)
+        return f"%fn_{name}"
 
     def leave(self) -> None:
         """Return after a fault: every caller sees status != 0 and returns too."""
@@ -352,10 +363,7 @@ class _Function:
         for name, ty in (("REM", "i64"), ("TAB", "ptr"), ("TLEN", "i64"), ("DEPTH", "i64"),
                          ("FP", "ptr"), ("SAVE", f"[{MAX_CALL_DEPTH} x {_SAVED}]")):
             self.emit(f"%{name} = alloca {ty}")
-        for name, index in _F.items():
-            self.emit(f"%p_{name} = getelementptr i64, ptr %st, i64 {index}")
-        for name in ("slow_load", "slow_store", "helper"):   # fixed for the run
-            self.emit(f"%fn_{name} = load ptr, ptr %p_{name}")
+        prologue = len(self.lines)          # the state fields the program uses go here
         self.reload_table()
         self.emit(f"store i64 {self.field('budget')}, ptr %REM")
         for reg in range(10):
@@ -368,7 +376,11 @@ class _Function:
         self.loop_entries()
         self.returns_block()
         self.shared_exits()
-        return "\n".join([head, *self.lines, "}"])
+        fields = [f"  %p_{name} = getelementptr i64, ptr %st, i64 {index}"
+                  for name, index in _F.items() if name in self.fields]
+        fields += [f"  %fn_{name} = load ptr, ptr %p_{name}"        # fixed for the run
+                   for name in _F if name in self.callbacks]
+        return "\n".join([head, *self.lines[:prologue], *fields, *self.lines[prologue:], "}"])
 
     # -- hoisted translations (jit_loops) -------------------------------------------------------
     def hoisted_slots(self) -> None:
@@ -571,12 +583,12 @@ class _Function:
     def helper_call(self, ins: Instruction) -> None:
         self.guard(self.position)
         args = ", ".join(f"i64 {self.get(r)}" for r in range(1, 6))
-        target = "%fn_helper"
+        target = self.callback("helper")
         if ins.src == isa.CALL_HELPER and ins.imm in NATIVE_HELPERS:
             table = self.field("natives", "ptr")
             native = self.val(f"load ptr, ptr {self.val(f'getelementptr ptr, ptr {table}, i64 {ins.imm}')}")
             missing = self.val(f"icmp eq ptr {native}, null")
-            target = self.val(f"select i1 {missing}, ptr %fn_helper, ptr {native}")
+            target = self.val(f"select i1 {missing}, ptr {self.callback('helper')}, ptr {native}")
         r0 = self.val(f"call i64 {target}(ptr %st, i64 {self.pc}, {args})")
         self.check_status()
         self.reload_table()
@@ -710,7 +722,8 @@ class _Function:
         exact = self._widen(self.val(f"load {t}, ptr {pointer}, align 1"), size)
         self.emit(f"br label %{join}")
         self.label(call)
-        value = self.val(f"call i64 %fn_slow_load(ptr %st, i64 {self.pc}, i64 {addr}, i64 {size})")
+        value = self.val(f"call i64 {self.callback('slow_load')}(ptr %st, i64 {self.pc}, "
+                         f"i64 {addr}, i64 {size})")
         self.end_access(join)
         anchored = f"[{hit[0]}, %{hit[1]}], " if hit else ""
         return self.val(f"phi i64 {anchored}[{quick}, %{fast}], [{exact}, %{field}], "
@@ -741,7 +754,7 @@ class _Function:
         self.emit(f"store {t} {narrow}, ptr {pointer}, align 1")
         self.emit(f"br label %{join}")
         self.label(call)
-        self.emit(f"call void %fn_slow_store(ptr %st, i64 {self.pc}, i64 {addr}, i64 {size}, "
+        self.emit(f"call void {self.callback('slow_store')}(ptr %st, i64 {self.pc}, i64 {addr}, i64 {size}, "
                   f"i64 {value})")
         self.end_access(join)
 
