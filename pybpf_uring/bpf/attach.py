@@ -3,8 +3,9 @@
 `load.KernelProgram.attach()` (tracing programs) and `.attach_socket(sock)` (socket filters)
 check the program's kind and hand the mechanics to this module; the section says where:
 
-* `tracepoint/<category>/<event>` hangs off the tracepoint through a perf event
-  (`kernel.attach_tracepoint`); closing the event's fd detaches it;
+* `tracepoint/<category>/<event>` hangs off the tracepoint through a perf event, the program
+  linked to it (BPF_LINK_CREATE, BPF_PERF_EVENT; on kernels before 5.15, which have no perf
+  links, set on it with PERF_EVENT_IOC_SET_BPF); closing the attachment detaches it;
 * `raw_tp/<event>` is a BPF link from BPF_RAW_TRACEPOINT_OPEN, and so are `tp_btf/<event>`,
   `fentry/<function>` and `fexit/<function>`, BPF_PROG_TYPE_TRACING programs the kernel loads
   against the BTF id of their target (`load_attrs`: a BPF trampoline is built for them);
@@ -23,6 +24,8 @@ An attachment belongs to the loaded object that holds its program: it is detache
 from __future__ import annotations
 
 import ctypes
+import errno
+import fcntl
 import os
 import socket
 import weakref
@@ -149,7 +152,10 @@ def attach_tracing(prog_fd: int, section: str, owner: Any) -> Attachment:
     prefix, _, target = section.partition("/")
     if prefix == "tracepoint":
         category, _, name = target.partition("/")
-        return Attachment(target, kernel.attach_tracepoint(prog_fd, category, name), owner)
+        attr = kernel.PerfEventAttr(type=kernel.PERF_TYPE_TRACEPOINT, size=ctypes.sizeof(kernel.PerfEventAttr),
+                                    config=kernel.tracepoint_id(category, name), sample_period=1,
+                                    wakeup_events=1)
+        return _perf_link(prog_fd, attr, target, owner)
     if prefix == "raw_tp":
         return Attachment(f"raw_tp/{target}", _raw_open(prog_fd, target, section), owner)
     if prefix in TRACING_TARGETS:
@@ -180,12 +186,27 @@ def _attach_kprobe(prog_fd: int, function: str, ret: bool, owner: Any) -> Attach
     attr = kernel.PerfEventAttr(type=pmu, size=ctypes.sizeof(kernel.PerfEventAttr),
                                 config=(1 << ret_bit) if ret else 0,
                                 config1=ctypes.addressof(name), config2=0)
+    return _perf_link(prog_fd, attr, what, owner)
+
+
+def _perf_link(prog_fd: int, attr: Any, what: str, owner: Any) -> Attachment:
+    """A perf event for `attr` with the program linked to it (BPF_LINK_CREATE, BPF_PERF_EVENT:
+    Linux 5.15+); a kernel without perf links (EINVAL) gets the program set on the event with
+    PERF_EVENT_IOC_SET_BPF, as before links.  Either way closing the attachment detaches."""
     perf = kernel.perf_event_open(attr, what)
     try:
-        link = kernel.link_create(prog_fd, perf, BPF_PERF_EVENT)
+        try:
+            link = kernel.link_create(prog_fd, perf, BPF_PERF_EVENT)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            fcntl.ioctl(perf, kernel.PERF_EVENT_IOC_SET_BPF, prog_fd)
+            fcntl.ioctl(perf, kernel.PERF_EVENT_IOC_ENABLE, 0)
+            return Attachment(what, perf, owner)
     except OSError as exc:
         os.close(perf)
-        raise OSError(exc.errno, f"linking {what} failed: {exc.strerror}") from None
+        raise OSError(exc.errno, f"attaching to {what} failed: {kernel.errno_name(exc.errno)} "
+                                 f"({os.strerror(exc.errno)})") from None
     return Attachment(what, link, owner, also=(perf,))
 
 

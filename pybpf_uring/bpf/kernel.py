@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import ctypes
 import errno as _errno
-import fcntl
 import os
 import platform
 from dataclasses import dataclass
@@ -449,23 +448,6 @@ def perf_event_open(attr: PerfEventAttr, what: str) -> int:
     if fd < 0:
         code = ctypes.get_errno()
         raise OSError(code, f"perf_event_open for {what} failed: {errno_name(code)} ({os.strerror(code)})")
-    return fd
-
-
-def attach_tracepoint(prog_fd: int, category: str, name: str) -> int:
-    """Runs a BPF_PROG_TYPE_TRACEPOINT program on every hit of `category/name`, on any CPU (the
-    program hangs off the tracepoint itself; the perf event only carries it).  Returns the perf
-    event fd: closing it detaches the program."""
-    attr = PerfEventAttr(type=PERF_TYPE_TRACEPOINT, size=ctypes.sizeof(PerfEventAttr),
-                         config=tracepoint_id(category, name), sample_period=1, wakeup_events=1)
-    fd = perf_event_open(attr, f"tracepoint {category}/{name}")
-    try:
-        fcntl.ioctl(fd, PERF_EVENT_IOC_SET_BPF, prog_fd)
-        fcntl.ioctl(fd, PERF_EVENT_IOC_ENABLE, 0)
-    except OSError as exc:
-        os.close(fd)
-        raise OSError(exc.errno, f"attaching to tracepoint {category}/{name} failed: "
-                      f"{errno_name(exc.errno)} ({os.strerror(exc.errno)})") from None
     return fd
 
 
