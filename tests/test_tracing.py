@@ -4,6 +4,7 @@ with their near misses, and the other tracing kinds (raw tracepoints, tp_btf, fe
 kprobes) loaded and attached to real io_uring events this test issues itself."""
 from __future__ import annotations
 
+import errno
 import os
 import re
 import subprocess
@@ -532,3 +533,23 @@ def test_odd_fields_of_a_format_file_become_bytes():
         ("common_type", "u16", 0), ("pairs", "u8[24]", 8), ("comm", "u8[16]", 32),
         ("args", "u64[6]", 48), ("wide", "u8[16]", 96)]
     assert st.size == 112
+
+
+@bpf
+@uring
+def test_a_kernel_without_perf_links_gets_the_program_set_on_the_perf_event(monkeypatch):
+    """Before 5.15 BPF_LINK_CREATE refuses perf events (EINVAL): the tracepoint program is then
+    set on its perf event with PERF_EVENT_IOC_SET_BPF, and counts the same."""
+    from pybpf_uring.bpf import attach
+
+    def no_perf_links(prog_fd, target_fd, attach_type, flags=0):
+        raise OSError(errno.EINVAL, "BPF_LINK_CREATE failed: EINVAL")
+
+    monkeypatch.setattr(attach.kernel, "link_create", no_perf_links)
+    obj = compile_source(COUNTING, "count.py")
+    with obj.load(only={"complete"}) as live:
+        live.globals.me = os.getpid()
+        with live.programs["complete"].attach():
+            nops_and_a_bad_read(3)
+        nops_and_a_bad_read(1)                 # detached
+        assert dict(live.maps["results"].items()) == {0: 3, -9: 1}
