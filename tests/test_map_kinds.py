@@ -230,6 +230,12 @@ def test_ring_buffer_records_then_the_timeout(where):
         assert [(e.seq, e.k, e.v) for e in ring.records(as_type=Event)] == [(100, 6, 2)]
         with pytest.raises(ValueError, match="timeout"):
             next(ring.records(timeout=-1))
+        assert t.run(Args(k=8, v=6, n=2))[0] == 0
+        assert len(ring) == 4 and len(ring) == 4           # ready, not consumed by counting
+        assert len(list(ring)) == 4 and len(ring) == 0     # iterating consumes, as records() does
+        for keyed in (lambda: ring[0], lambda: ring.keys(), lambda: ring.items(), lambda: 0 in ring):
+            with pytest.raises(TypeError, match="'events' is a ringbuf: it has records, not keys"):
+                keyed()
     finally:
         t.close()
 

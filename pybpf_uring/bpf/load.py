@@ -201,7 +201,15 @@ class KernelMap:
         return self._slot * possible_cpus() if self.per_cpu else self.value_size
 
     def _key(self, key: Any) -> bytes:
+        self._keyed()
         return pack(key, self.key_size, f"map {self.name!r} key")
+
+    def _keyed(self) -> None:
+        """A ring buffer has no keys (the kernel refuses lookups and key walks on it): a
+        TypeError saying what to use, as an engine ring buffer says it."""
+        if self.type == BPF_MAP_TYPE_RINGBUF:
+            raise TypeError(f"map {self.name!r} is a ringbuf: it has records, not keys (read them "
+                            "with records())")
 
     def _value(self, value: Any) -> bytes:
         if not self.per_cpu:
@@ -220,9 +228,12 @@ class KernelMap:
         if self.type != BPF_MAP_TYPE_RINGBUF:
             raise TypeError(f"map {self.name!r} is a {MAP_TYPE_NAMES.get(self.type, self.type)} map; "
                             "records() reads a ring buffer")
+        return self._ring_buffer().records(timeout, as_type)
+
+    def _ring_buffer(self) -> KernelRingBuffer:
         if self._ring is None:
             self._ring = KernelRingBuffer(self.fd, self.max_entries, self.name)
-        return self._ring.records(timeout, as_type)
+        return self._ring
 
     def close_ring(self) -> None:
         """Unmap the ring buffer's pages (LoadedObject.close does it with the fds)."""
@@ -262,6 +273,7 @@ class KernelMap:
             raise KeyError(key) from None
 
     def _raw_keys(self) -> Iterator[bytes]:
+        self._keyed()
         key = None
         while (key := kernel.map_get_next_key(self.fd, key, self.key_size)) is not None:
             yield key
@@ -272,9 +284,13 @@ class KernelMap:
         return [unpack(k, self.key_type) for k in self._raw_keys()]
 
     def __iter__(self) -> Iterator:
-        return iter(self.keys())
+        """The keys; a ring buffer's records (consumed), as an engine ring buffer iterates."""
+        return self.records() if self.type == BPF_MAP_TYPE_RINGBUF else iter(self.keys())
 
     def __len__(self) -> int:
+        """The keys; for a ring buffer, the records ready to be read."""
+        if self.type == BPF_MAP_TYPE_RINGBUF:
+            return self._ring_buffer().ready()
         return sum(1 for _ in self._raw_keys())
 
     def items(self) -> list[tuple]:

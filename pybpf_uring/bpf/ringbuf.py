@@ -111,10 +111,18 @@ class KernelRingBuffer:
     def producer_pos(self) -> int:
         return ctypes.c_uint64.from_address(self._producer).value
 
+    def ready(self) -> int:
+        """How many records a consume() would return now (submitted ones before the first still
+        reserved, discarded ones left out), without consuming them."""
+        return len(self._walk(None, take=False))
+
     def consume(self, limit: int | None = None) -> list[bytes]:
         """The submitted records, oldest first, up to the first one still reserved (at most
         `limit`), skipping discarded ones; the consumer position moves past them, which gives
         their space back to the producer."""
+        return self._walk(limit, take=True)
+
+    def _walk(self, limit: int | None, take: bool) -> list[bytes]:
         if self._consumer is None:
             raise ValueError(f"ringbuf {self.name!r} is closed")
         out: list[bytes] = []
@@ -126,9 +134,10 @@ class KernelRingBuffer:
                 break
             length = header & ~(BPF_RINGBUF_BUSY_BIT | BPF_RINGBUF_DISCARD_BIT)
             if not header & BPF_RINGBUF_DISCARD_BIT:
-                out.append(ctypes.string_at(at + BPF_RINGBUF_HDR_SZ, length))
+                out.append(ctypes.string_at(at + BPF_RINGBUF_HDR_SZ, length) if take else b"")
             cons += record_length(length)
-            ctypes.c_uint64.from_address(self._consumer).value = cons
+            if take:
+                ctypes.c_uint64.from_address(self._consumer).value = cons
         return out
 
     def wait(self, timeout: float | None) -> None:
