@@ -734,3 +734,21 @@ def test_cli_run_prints_a_ring_buffers_records(tmp_path):
     assert done.returncode == 0, done.stderr
     record = bytes(module(IOURING)["Done"](user_data=0, runs=1))
     assert f"map runs: {{0: [1]}}\nmap last: {{0: 1}}\nmap done: {[record]}\n" in done.stdout
+
+
+def test_a_function_compiled_alone_finds_the_new_kinds_among_its_globals(tmp_path):
+    """`prog.compile()` reads the module's maps as Python objects (a notebook's, a script's):
+    each kind, a ring buffer included, declares the same map as the source does; and a host
+    RingBuf of a size the kernel refuses fails where it is made."""
+    import importlib.util
+    path = tmp_path / "alone.py"
+    path.write_text(TWIN)
+    spec = importlib.util.spec_from_file_location("alone", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    alone = mod.use.compile()
+    shape = lambda o: sorted((m.name, m.type, m.key_size, m.value_size, m.max_entries) for m in o.maps)  # noqa: E731
+    assert shape(alone) == shape(compile_source(TWIN, "twin.py"))
+    assert map_btf(alone) == map_btf(compile_source(TWIN, "twin.py"))
+    with pytest.raises(ValueError, match="power of 2 and a multiple of the page size"):
+        mod.RingBuf(3000)
