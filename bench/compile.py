@@ -9,7 +9,9 @@ Prints:
 - cold compiles in CPU time, fresh processes taking turns (bench/measure.py says why both):
   `pybpf-uring compile` of programs.py against `clang-22 -c` of programs.c, and of the
   one-program sample packet_stats.py against `clang-22 -c` of its C twin packet_stats.c
-  (target: <= 2.00), each as both medians, their ratio and the min-max of the per-round ratios.
+  (target: <= 2.00), each as both medians, their ratio and the min-max of the per-round ratios;
+  and the floor under any such compile -- python3 starting and loading llvmlite's LLVM library,
+  before a line of ours runs -- against the same clang-22 run.
 
 Run: python3 bench/compile.py [--rounds N]
 """
@@ -90,7 +92,8 @@ def main() -> int:
         commands = {"pybpf-uring compile programs.py": ours(PROGRAMS_PY),
                     "clang-22 -c programs.c": clang("v3", os.path.join(tmp, "t.o")),
                     "pybpf-uring compile packet_stats.py": ours(SMALL_PY),
-                    "clang-22 -c packet_stats.c": clang("v3", os.path.join(tmp, "s.o"), SMALL_C)}
+                    "clang-22 -c packet_stats.c": clang("v3", os.path.join(tmp, "s.o"), SMALL_C),
+                    "floor": [sys.executable, "-c", "import llvmlite.binding"]}
         # the warm-up round writes __pycache__, as a user's first run does
         cold = interleave({label: lambda cmd=cmd: child_cpu(cmd, env=env)[0]
                            for label, cmd in commands.items()}, args.rounds, warmup=1)
@@ -104,6 +107,9 @@ def main() -> int:
         print(f"  pybpf-uring compile packet_stats.py (1 program) {small.median:.3f} s, "
               f"clang-22 -c packet_stats.c {small.base_median:.3f} s: ratio {small.ratio:.2f} "
               f"(spread {small.spread()}; target <= 2.00)")
+        floor = compare(cold["floor"], cold["clang-22 -c packet_stats.c"])
+        print(f"  the floor of any compile in this process: python3 starting and loading llvmlite's "
+              f"LLVM library, {floor.median:.3f} s: ratio {floor.ratio:.2f} (spread {floor.spread()})")
     return 0
 
 
