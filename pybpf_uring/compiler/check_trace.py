@@ -16,6 +16,7 @@ and an unannotated one is an error saying so.
 """
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
 from . import syntax as S
@@ -70,38 +71,38 @@ _UNKNOWN = object()
 
 def lookup(checker, kind: str, sec: str, span) -> "tp.Record | None | object":
     """The kernel's layout of `sec`'s ctx (None where nothing here describes it; _UNKNOWN after
-    an error, reported once per section)."""
-    cache = checker.__dict__.setdefault("_trace_records", {})
-    if sec in cache:
-        return cache[sec]
+    an error, which is reported at `span`)."""
     # imported here, not at the top: BTF's reader costs a cold compile of a module without
     # tracing programs tens of milliseconds (bench/compile.py's cold figures)
     from ..bpf import tracepoints as tp
     try:
-        types = tp.kernel_types(checker.btf)
+        return _layout(checker.btf, kind, sec)
     except (OSError, ValueError) as exc:
         checker.error(span, f"cannot read the BTF file: {exc}", "pass a raw BTF file such as "
                       "/sys/kernel/btf/vmlinux of the kernel the program is for")
-        cache[sec] = _UNKNOWN
-        return _UNKNOWN
-    name = sec.partition("/")[2]
-    try:
-        if kind == "tracepoint":
-            found = types.record(*name.split("/"))
-        elif kind in ("raw_tracepoint", "tp_btf"):
-            found = types.raw_args(name)
-        elif kind in ("fentry", "fexit"):
-            found = types.function_args(name, kind == "fexit")
-        else:
-            types.function(name)
-            found = types.pt_regs()
     except tp.UnknownEvent as exc:
         near = f"did you mean {' or '.join(repr(n) for n in exc.near)}?" if exc.near else \
             "see /sys/kernel/tracing/available_events (tracepoints) or available_filter_functions"
         checker.error(span, exc.message, near)
-        found = _UNKNOWN
-    cache[sec] = found
-    return found
+    return _UNKNOWN
+
+
+@functools.lru_cache(maxsize=256)
+def _layout(btf: str | None, kind: str, sec: str):
+    """`lookup`'s answer, once per process for each (BTF, section): a decorator, the ctx and a
+    hand-written record ask it in turn, and a kernel's layouts do not change under it.  Raises
+    UnknownEvent, or OSError/ValueError for a BTF file that cannot be read (never cached)."""
+    from ..bpf import tracepoints as tp
+    types = tp.kernel_types(btf)
+    name = sec.partition("/")[2]
+    if kind == "tracepoint":
+        return types.record(*name.split("/"))
+    if kind in ("raw_tracepoint", "tp_btf"):
+        return types.raw_args(name)
+    if kind in ("fentry", "fexit"):
+        return types.function_args(name, kind == "fexit")
+    types.function(name)
+    return types.pt_regs()
 
 
 def kernel_ctx(checker, d: S.FunctionDef, kind: str, sec: str) -> Type | None:
