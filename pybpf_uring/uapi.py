@@ -142,7 +142,6 @@ BPF_RINGBUF_BUSY_BIT = 1 << 31      # reserved, not yet submitted or discarded
 BPF_RINGBUF_DISCARD_BIT = 1 << 30   # discarded: the consumer skips it
 BPF_RINGBUF_HDR_SZ = 8
 
-
 # --- instructions ----------------------------------------------------------------------------
 INSN_SIZE = 8      # sizeof(struct bpf_insn): one slot; lddw takes two
 BPF_OBJ_NAME_LEN = 16

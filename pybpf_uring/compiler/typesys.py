@@ -11,7 +11,6 @@ from ..uapi import (BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_LRU_HASH
                     BPF_MAP_TYPE_PERCPU_ARRAY, BPF_MAP_TYPE_PERCPU_HASH, BPF_MAP_TYPE_RINGBUF)
 
 
-
 class Type:
     size: int = 0
     align: int = 1
