@@ -130,6 +130,21 @@ def test_a_helper_call_clears_a_hoisted_translation_even_on_a_jump_into_the_loop
     assert result[:2] == ("BpfFault", 8) and "no region is mapped" in result[2]
 
 
+BASE_LOOP = ["mov %r6, 0", "mov %r0, 0",
+             "loop:",
+             "ldxdw %r5, [%r1+8]", "add %r0, %r5", "stxw [%r1+600], %r6",
+             "ldxb %r5, [%r2+5]", "add %r0, %r5",
+             "add %r6, 1", "jlt %r6, 30, loop", "exit"]
+
+
+def test_a_base_read_at_fixed_offsets_in_a_loop_is_translated_once():
+    text = lift(validate(prog(*BASE_LOOP)), {}).text
+    assert all(f"%H2_{name} = alloca" in text for name in ("1_read8", "1_write4", "2_read1"))
+    assert isinstance(same(prog(*BASE_LOOP))[0], int)
+    past = BASE_LOOP[:7] + ["ldxb %r5, [%r2+6]"] + BASE_LOOP[7:]      # one byte past small
+    assert same(prog(*past))[0][:2] == ("BpfFault", 6)
+
+
 def test_a_loop_calling_helpers_is_not_hoisted_and_agrees():
     program = prog("mov %r7, %r1", "mov %r6, 0", "mov %r0, 0",
                    "loop:",
@@ -197,6 +212,8 @@ def anchored_loops(draw):
                   f"lsh %r{target}, {draw(st.integers(0, 3))}"]
         lines.append(f"add %r{target}, %r{base}" if draw(st.booleans())
                      else f"add %r{base}, %r{target}")
+        if draw(st.booleans()):
+            target = base                  # through the base itself (its own anchor)
         size, off = draw(st.sampled_from(list(_OPS))), draw(st.integers(-8, 16))
         kind = draw(st.sampled_from(["load", "store", "imm", "atomic", "helper", "skip"]))
         if kind == "load":

@@ -642,9 +642,13 @@ class _Function:
         whatever V is, so a wrong guess only costs the full check after it.  A translation is
         made once a block, or once on entry to a loop that never writes V (`loop_entries`):
         what is left per access is a subtract, a compare and a branch."""
-        known = self.anchors.get(reg)
-        if known is None or self.lifter.unchecked:
+        if self.lifter.unchecked:
             return None
+        known = self.anchors.get(reg)
+        if known is None:                  # its own anchor, worth it only when hoisted
+            if self.loop is None or (reg, kind, size) not in self.loop.hoisted:
+                return None
+            known = (reg, None)
         k, anchor = known
         if self.loop is not None and (k, kind, size) in self.loop.hoisted:
             h = self.loop.header          # k is the same on every iteration: translated on entry

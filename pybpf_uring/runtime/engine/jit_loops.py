@@ -15,7 +15,9 @@ Loops.  A loop's header is the target of a jump back; its range runs from the he
 jump back to it.  When no instruction in that range calls anything (a helper may map and unmap
 regions, a local call runs code outside the range) and an anchor register is not written in it,
 the anchor's value is the same on every iteration: its translation is computed once, on entry
-to the loop (`Loop.hoisted`), not once an iteration.  (LLVM would hoist it with LICM, which the
+to the loop (`Loop.hoisted`), not once an iteration.  An access through a register with no
+anchor in its block is its own anchor there, so a base the loop reads through at fixed offsets
+(`r5 = *(u64 *)(r1 + 8)` every iteration) is translated once too.  (LLVM would hoist it with LICM, which the
 JIT's short pass pipeline leaves out for its compile time.)
 """
 from __future__ import annotations
@@ -101,14 +103,15 @@ class Loop:
 
 
 def _track(slots: Sequence[Instruction | None], pcs: Sequence[int]):
-    """(pc, anchor register, kind, size) of each access in a block through an anchor."""
+    """(pc, anchor register, kind, size) of each access in a block: through an anchor, or
+    through a register with none (its own anchor: hoisted, a loop-invariant base costs an
+    access no translation either)."""
     anchors: dict[int, Anchor] = {}
     scalars: set[int] = set()
     for pc in pcs:
         ins = slots[pc]
         for reg, kind, size in accesses(ins):
-            if reg in anchors:
-                yield pc, anchors[reg][0], kind, size
+            yield pc, anchors[reg][0] if reg in anchors else reg, kind, size
         if ins.cls in (ALU, ALU64) and ins.op != END:
             anchor, scalar = derive(ins, anchors, scalars, None, None)
         else:
