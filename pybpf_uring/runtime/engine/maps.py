@@ -32,7 +32,6 @@ one (a `Struct` value reads back as a ctypes structure with its fields), else as
 """
 from __future__ import annotations
 
-import ctypes
 import errno as _errno
 import mmap
 import os
