@@ -491,6 +491,27 @@ def test_bench_nop_chain_runs_natively_and_agrees():
 
 
 @pytest.mark.uring
+def test_submitting_more_chains_runs_the_due_ones_natively():
+    """Each submit_bpf runs the new request in Python and the parked ones it finds due natively:
+    32 chains submitted one after the other make 32 Python runs, not 32 * 33 / 2."""
+    depth, n = 32, 3000
+    source = importlib.util.spec_from_file_location("bench_ring_depth", ROOT / "bench" / "ring.py")
+    module = importlib.util.module_from_spec(source)
+    source.loader.exec_module(module)
+
+    def host(ring):
+        for i in range(1, depth + 1):
+            ring.submit_bpf("chains", user_data=n | i << 48)
+        return sorted(take(ring, 0) for _ in range(depth))
+
+    obj = compiled(module.DEPTH_CHAIN_SOURCE, "chains.py")
+    out, probe, ref = differential(Scenario(obj, host, entries=64, cq_sizes=(64,) + (4,) * depth))
+    assert out.host == sorted((n | i << 48, 0, 0) for i in range(1, depth + 1))
+    assert out.maps["count"] == [(0, n)] and out.runs == {"chains": n + depth}
+    assert probe.python_runs == depth and ref.python_runs == n + depth
+
+
+@pytest.mark.uring
 def test_emit_to_an_application_cq_that_the_host_waits_on():
     nops, every, rounds = 60, 3, 20
     ud = relay_data(nops, every, 1, 2)
@@ -945,7 +966,9 @@ def test_a_program_reparking_on_a_true_condition_does_not_spin():
     # and after the timeout's CQE) -- not a spin while the timeout ran
     assert out.runs["lazy"] == out.maps["seen"][1][1] == 6
     assert out.parked == 1
-    assert probe.codes == [READY]
+    # submit_bpf left the request due (its CQ holds its CQE): it polled natively (STALLED: a
+    # poll's normal end), as a submit_bpf does for parked requests that are due
+    assert probe.codes == [STALLED, READY]
 
 
 @pytest.mark.uring
@@ -958,7 +981,7 @@ def test_a_deadlock_with_a_request_reparking_on_a_true_condition_runs_it_as_ofte
     reference, _ = run(Scenario(obj, host, cq_sizes=(4, 4)), native=False)
     assert reference.host[0][0] == "DeadlockError" and reference.runs["lazy"] == 4
     out, probe, _ = differential(Scenario(obj, host, cq_sizes=(4, 4)))
-    assert probe.codes == [STALLED]
+    assert probe.codes == [STALLED, STALLED]     # submit_bpf's poll of the due request, the wait
 
 
 # --- the run budget must not hold a wait whose CQ has a CQE --------------------------------------

@@ -471,6 +471,19 @@ class Ring:
         index = self._program_index(program)
         _check_int("user_data", user_data, 0, _U64)
         self._runnable.append(BpfRequest(index, user_data, 0))
+        if self._native is not None:
+            # The new request starts in Python (as every runnable one does); the parked requests
+            # it finds due run natively, in the order _progress would run them, whose own pass
+            # then finds them done.  Run in Python, each submit of a chain d deep ran the chains
+            # submitted before it: d*(d+1)/2 Python runs, ~10 ms for 32 chains.
+            self._drain()
+            for _ in range(_RUN_BUDGET):
+                if not self._runnable:
+                    break
+                self._run(self._runnable.popleft())
+            cqs = self._cqs
+            if any(len(cqs[r.wait_idx]) >= r.wait_nr for r in self._parked):
+                self._native_poll(cqs[0])
         self._progress()
         self._enter(0, 0)
 
