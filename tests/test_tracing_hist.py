@@ -13,7 +13,7 @@ from pybpf_uring.compiler.pipeline import compile_source
 bpf = pytest.mark.kernel("bpf", "syscall_programs")
 
 LOG2 = """
-from pybpf_uring import syscall, Struct, HashMap, log2, i32, u8, u32, u64
+from pybpf_uring import syscall, Struct, ArrayMap, HashMap, log2, i32, u8, u32, u64
 
 class Args(Struct):
     v: u64
@@ -30,6 +30,7 @@ class OpKey(Struct):
 
 lat = HashMap(LatKey, u64, 256)
 ops = HashMap(OpKey, u64, 16)
+per_opcode = ArrayMap(u64, 32)
 
 @syscall
 def add(ctx: Args) -> i32:
@@ -40,6 +41,7 @@ def add(ctx: Args) -> i32:
     k.comm[1] = 105
     k.comm[2] = 111
     ops[k] += ctx.v
+    per_opcode[ctx.opcode] += 1
     return 0
 """
 
@@ -98,6 +100,7 @@ def test_log2_in_the_kernel_and_the_maps_as_bpftrace_prints_them():
                            "[8, 16)                0 |"), text
     assert "\n\n@ops[comm=fio, opcode=NOP]: 211\n@ops[comm=fio, opcode=READ]: " in text, text
     assert ".bss" not in text
+    assert f"\n\n@per_opcode[0]: 3\n@per_opcode[22]: {len(values)}" in text, text   # the other 30 slots are 0
 
 
 @bpf

@@ -19,9 +19,10 @@ exit (and what Jupyter shows):
       [256, 512)            3 |@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@|
       [512, 1K)             1 |@@@@@@@@@@@@@@@@@                                   |
 
-* any other map prints its entries sorted by value, largest last (`@ops[comm=fio, opcode=READ]: 9`);
-  a per-CPU value is summed, a `u8[N]` field (a command name from get_current_comm) is text and
-  a field named `opcode` is the io_uring opcode's name.
+* any other map prints its entries sorted by value, largest last (`@ops[comm=fio, opcode=READ]: 9`):
+  an array's slots that are 0 are left out (a hash map has no entry for them), a per-CPU value
+  is summed, a `u8[N]` field (a command name from get_current_comm) is text and a field named
+  `opcode` is the io_uring opcode's name.
 
 `report(m)` gives the Histogram/Counts objects (each `str()` is the text, `_repr_html_` an SVG or
 table for Jupyter); `format_maps(maps)` is the text of every map of a loaded object, as
@@ -36,7 +37,7 @@ from typing import Any
 
 from .. import uapi
 from .values import ctype_from_btf, unpack
-from ..uapi import BPF_MAP_TYPE_RINGBUF
+from ..uapi import BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_PERCPU_ARRAY, BPF_MAP_TYPE_RINGBUF
 
 __all__ = ["Histogram", "Counts", "report", "format_maps", "bucket_label", "SLOT_FIELD"]
 
@@ -192,12 +193,14 @@ def report(m: Any, name: str | None = None) -> list:
             slots[slot] = slots.get(slot, 0) + _number(value)
         return [Histogram(name, group, groups[group]) for group in sorted(groups)]
     rows = []
+    dense = getattr(m, "type", None) in (BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_PERCPU_ARRAY)
     for key, value in entries:
         if isinstance(key, ctypes.Structure):
             text = ", ".join(_field(key, f) for f in fields)
         else:
             text = _text(key)
-        rows.append((text, _number(value)))
+        if not (dense and _number(value) == 0):     # an array's every slot exists: show those set
+            rows.append((text, _number(value)))
     rows.sort(key=lambda r: (r[1], r[0]))
     return [Counts(name, rows)]
 
