@@ -2,8 +2,9 @@
 
 Per program and cpu, our object has at most clang-22 -O2's instructions (subprograms included,
 as the kernel gets them), but for the programs KNOWN_LONGER names with the reason.  The twins
-must mean the same thing for that to mean anything, so both objects are loaded into the kernel and run with test_run on the same ctx values, edge cases
-first: each must leave the same ctx and return value, and the maps the same contents.
+must mean the same thing for that to mean anything, so both objects are loaded into the kernel
+and run with test_run on the same ctx values, edge cases first: each must leave the same ctx
+and return value, and the maps the same contents.
 
 Loops: a constant-trip loop's exit value is folded as clang folds it (the sum of squares of 0..99
 is one constant), and a loop whose closed form would need a multiply wider than 64 bits -- which
