@@ -161,3 +161,14 @@ def test_mainline_nops_says_what_a_kernel_before_7_1_lacks(runner):
                                   "loop_step programs: it lacks BTF type `struct io_uring_bpf_ops`")
     assert "\n  note: io_uring_bpf_ops needs Linux 7.1 or later" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.kernel("bpf", "tracefs", "vmlinux")
+@pytest.mark.parametrize("name", ["iouring_latency.py", "iouring_top.py", "iouring_errors.py"])
+def test_io_uring_tracing_tools_run_for_their_duration(runner, name):
+    """Each tool attaches, prints its maps when its --duration ends, and exits 0 (what they
+    count is checked against a known workload in tests/test_tracing_tools.py)."""
+    proc = start(runner, name, "--pid", str(os.getpid()), "--duration", "0.3")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.startswith("attached submit")
+    assert re.search(r"^--- at exit \(duration, 0\.\d s\) ---$", proc.stdout, re.M), proc.stdout
