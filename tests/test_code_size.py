@@ -151,6 +151,44 @@ def test_compiling_a_wide_closed_form_does_not_change_later_compiles():
     assert len(after.programs[6].instructions) == before <= 4
 
 
+def test_threads_compiling_at_once_each_get_their_exit_value_setting():
+    """Two threads compile at once, one a module whose loops keep their exit values (the wide
+    closed form) and one whose constant-trip loop folds: each always gets its own setting."""
+    import threading
+    small = textwrap.dedent("""
+        from pybpf_uring import syscall, Struct, i32, u64
+
+        class A(Struct):
+            out: u64
+
+        @syscall
+        def squares(ctx: A) -> i32:
+            total: u64 = 0
+            for i in range(100):
+                total += u64(i * i)
+            ctx.out = total
+            return 0
+    """)
+    sizes, errors = [], []
+
+    def compile_many(src: str, keep: bool) -> None:
+        try:
+            for _ in range(8):
+                obj = compile_source(src, "t.py")
+                if keep:
+                    sizes.append(len(obj.programs[0].instructions))
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=compile_many, args=(QUADRATIC_FROM_RUNTIME_START, False)),
+               threading.Thread(target=compile_many, args=(small, True))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and sizes == [sizes[0]] * 8 and sizes[0] <= 4, (errors, sizes)
+
+
 @pytest.mark.kernel("syscall_programs")
 @pytest.mark.parametrize("m", (0, 1, 2, 999, 1000, 5000, 2**32 + 3, 2**64 - 1))
 def test_the_wide_closed_form_loop_runs_right(m):
