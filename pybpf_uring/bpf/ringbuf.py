@@ -72,12 +72,17 @@ def iterate(take: Callable[[], bytes | None], wait: Callable[[float | None], Non
         raw = take()
         if raw is not None:
             yield decode_record(raw, as_type, name)
-            deadline = None if timeout is None else time.monotonic() + timeout
+            deadline = None       # the idle time counts from the first look that finds nothing
             continue
-        left = None if deadline is None else deadline - time.monotonic()
-        if left is not None and left <= 0:
+        if timeout is None:
+            wait(None)
+            continue
+        now = time.monotonic()
+        if deadline is None:
+            deadline = now + timeout
+        if now >= deadline:
             return
-        wait(left)
+        wait(deadline - now)
 
 
 class KernelRingBuffer:
@@ -93,6 +98,12 @@ class KernelRingBuffer:
             _munmap(self._consumer, self.page)
             raise
         self._data = self._producer + self.page
+        # the two positions as ctypes words made once: each read is then one load
+        self._cons = ctypes.c_uint64.from_address(self._consumer)
+        self._prod = ctypes.c_uint64.from_address(self._producer)
+        # the data (mapped twice in a row) as 32-bit words for the headers, and as bytes
+        self._words = (ctypes.c_uint32 * (size // 2)).from_address(self._data)
+        self._bytes = (ctypes.c_char * (2 * size)).from_address(self._data)
         self._epoll = select.epoll()
         self._epoll.register(fd, select.EPOLLIN)
 
@@ -105,51 +116,64 @@ class KernelRingBuffer:
 
     @property
     def consumer_pos(self) -> int:
-        return ctypes.c_uint64.from_address(self._consumer).value
+        return self._cons.value
 
     @property
     def producer_pos(self) -> int:
-        return ctypes.c_uint64.from_address(self._producer).value
+        return self._prod.value
 
     def ready(self) -> int:
         """How many records a consume() would return now (submitted ones before the first still
         reserved, discarded ones left out), without consuming them."""
-        return len(self._walk(None, take=False))
+        count, cons, prod = 0, self._positions(), self._prod.value
+        while cons < prod:
+            header = self._words[(cons & self.mask) >> 2]
+            if header & BPF_RINGBUF_BUSY_BIT:
+                break
+            count += not header & BPF_RINGBUF_DISCARD_BIT
+            cons += record_length(header & ~(BPF_RINGBUF_BUSY_BIT | BPF_RINGBUF_DISCARD_BIT))
+        return count
 
     def consume(self, limit: int | None = None) -> list[bytes]:
         """The submitted records, oldest first, up to the first one still reserved (at most
         `limit`), skipping discarded ones; the consumer position moves past them, which gives
         their space back to the producer."""
-        return self._walk(limit, take=True)
+        out: list[bytes] = []
+        while (limit is None or len(out) < limit) and (raw := self.take()) is not None:
+            out.append(raw)
+        return out
 
-    def _walk(self, limit: int | None, take: bool) -> list[bytes]:
+    def take(self) -> bytes | None:
+        """The oldest submitted record, consumed, or None when there is none (yet)."""
+        cons, prod = self._positions(), self._prod.value
+        while cons < prod:
+            at = cons & self.mask
+            header = self._words[at >> 2]   # one aligned load, as the kernel writes it
+            if header & BPF_RINGBUF_BUSY_BIT:
+                return None
+            length = header & ~(BPF_RINGBUF_BUSY_BIT | BPF_RINGBUF_DISCARD_BIT)
+            cons += record_length(length)
+            self._cons.value = cons
+            if not header & BPF_RINGBUF_DISCARD_BIT:
+                start = at + BPF_RINGBUF_HDR_SZ
+                return self._bytes[start:start + length]
+        return None
+
+    def _positions(self) -> int:
         if self._consumer is None:
             raise ValueError(f"ringbuf {self.name!r} is closed")
-        out: list[bytes] = []
-        cons = self.consumer_pos
-        while cons < self.producer_pos and (limit is None or len(out) < limit):
-            at = self._data + (cons & self.mask)
-            header = ctypes.c_uint32.from_address(at).value   # one aligned load, as the kernel writes it
-            if header & BPF_RINGBUF_BUSY_BIT:
-                break
-            length = header & ~(BPF_RINGBUF_BUSY_BIT | BPF_RINGBUF_DISCARD_BIT)
-            if not header & BPF_RINGBUF_DISCARD_BIT:
-                out.append(ctypes.string_at(at + BPF_RINGBUF_HDR_SZ, length) if take else b"")
-            cons += record_length(length)
-            if take:
-                ctypes.c_uint64.from_address(self._consumer).value = cons
-        return out
+        return self._cons.value
 
     def wait(self, timeout: float | None) -> None:
         """Until the kernel signals a record (epoll on the map fd) or `timeout` seconds pass."""
         self._epoll.poll(-1 if timeout is None else timeout)
 
     def records(self, timeout: float | None = 0, as_type: Any = None) -> Iterator:
-        return iterate(lambda: next(iter(self.consume(1)), None), self.wait, timeout, as_type, self.name)
+        return iterate(self.take, self.wait, timeout, as_type, self.name)
 
     def close(self) -> None:
         if self._consumer is not None:
             self._epoll.close()
             _munmap(self._producer, self.page + 2 * self.size)
             _munmap(self._consumer, self.page)
-            self._consumer = self._producer = None
+            self._consumer = self._producer = self._cons = self._prod = self._words = self._bytes = None
