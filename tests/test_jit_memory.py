@@ -145,6 +145,19 @@ def test_a_base_read_at_fixed_offsets_in_a_loop_is_translated_once():
     assert same(prog(*past))[0][:2] == ("BpfFault", 6)
 
 
+@pytest.mark.parametrize("offset, fault", [(-16, None), (-512, None), (-8, None), (-4, 4),
+                                           (-520, 4), (0, 4)])
+def test_a_pointer_made_from_r10_is_a_frame_slot_when_it_stays_inside(offset, fault):
+    # r2 = r10 + offset; an 8-byte store at r2+0, a load at r2+0: inside the frame they are
+    # native frame accesses, proven at lift time; outside, the full path faults exactly
+    program = prog("mov %r2, %r10", f"add %r2, {offset}", "mov %r3, %r2", "sub %r3, 0",
+                   "stxdw [%r3+0], %r4", "ldxdw %r0, [%r2+0]", "add %r0, 1", "exit")
+    text = lift(validate(program), {}).text
+    assert ("fn_slow_store" in text) == (fault is not None or offset > -8)
+    result = same(program)[0]
+    assert result == 8 if fault is None else result[:2] == ("BpfFault", fault)
+
+
 def test_a_loop_calling_helpers_is_not_hoisted_and_agrees():
     program = prog("mov %r7, %r1", "mov %r6, 0", "mov %r0, 0",
                    "loop:",
@@ -201,8 +214,9 @@ _OPS = {1: "b", 2: "h", 4: "w", 8: "dw"}
 def anchored_loops(draw):
     lines = ["mov %r0, 0", "mov %r6, 0"]
     for reg in (7, 8):
-        lines += [f"mov %r{reg}, %r{draw(st.sampled_from([1, 2, 3]))}",
-                  f"add %r{reg}, {draw(st.integers(-16, 800))}"]
+        source = draw(st.sampled_from([1, 2, 3, 10]))
+        lines += [f"mov %r{reg}, %r{source}",
+                  f"add %r{reg}, {draw(st.integers(-530, 16) if source == 10 else st.integers(-16, 800))}"]
     lines.append("loop:")
     body = draw(st.integers(1, 6))
     for i in range(body):

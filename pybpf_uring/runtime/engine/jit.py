@@ -13,7 +13,8 @@ list, not Python source, so clang's objects run too.
 Differences from the interpreter, all by design:
 * no `trace=` (there is no per-instruction hook in native code): `select_engine` falls back;
 * registers after a fault are not observable (the interpreter's are "unspecified" too);
-* stores to the stack frame at constant r10 offsets inside the frame are not held back when the
+* stores to the stack frame at offsets from r10 known at lift time (r10, or a register the block
+  made r10 plus constants, at an offset inside the frame) are not held back when the
   budget runs out mid-block, so a frame may hold a few more bytes than the interpreter's after
   a BudgetExceeded (frames are scratch; every other effect stops at the same instruction);
 * `executed` is set on success and on BudgetExceeded (= the budget), not after other faults;

@@ -32,9 +32,10 @@ the id up in the run's region table (`{ptr, readable bytes, writable bytes}` per
 regions the fast path may not serve) and does one unsigned compare; anything else calls the
 host, whose `Memory.load/store` either serves the access (field-exact ctx, read-only data) or
 raises the interpreter's exact fault.  The table is replaced, never mutated, when the memory
-changes during a run, so its loads are `!invariant.load` and LLVM hoists them out of loops.
-Accesses through r10 at a constant offset inside the 512-byte frame are checked here, at lift
-time, and become plain native accesses.  An address derived from an anchor (jit_loops) is first
+changes during a run, so its loads are `!invariant.load` (but no pass of the JIT's pipeline
+hoists loads out of loops: jit_loops does what matters of that).  Accesses through r10, or
+through a register the block made r10 plus constants, at an offset inside the 512-byte frame
+are checked here, at lift time, and become plain native accesses.  An address derived from an anchor (jit_loops) is first
 checked against the anchor's translation, made once a block or once on entry to a loop
 (`anchored`); a miss takes the full path.  `unchecked=True` drops the table bounds checks (and
 trusts no anchor: a wrong guess there would be a wrong access).
@@ -45,7 +46,7 @@ may fault) and before the block's last instruction, a compare against a constant
 the budget ran out earlier in the block; if so the run stops with status BUDGET, naming the
 block and the position in it where the budget ran out -- the slot the interpreter reports.  So
 effects before that point happen and effects after it do not, as in the interpreter.  (Only
-stores to the stack frame at static r10 offsets are not held back: a frame is scratch,
+stores to the stack frame at offsets known at lift time are not held back: a frame is scratch,
 invisible after the run.)  On the hot path a guard is a compare and a predicted branch, and a
 block in a short loop with effects has a second copy without guards, run when one compare at its
 start says the budget covers the whole block.
@@ -61,7 +62,8 @@ from ...bpf.isa import (ADD, ALU, ALU64, AND, ARSH, ATOMIC, CMPXCHG, DIV, END, F
                    JEQ, JGE, JGT, JLE, JLT, JMP, JMP32, JNE, JSET, JSGE, JSGT, JSLE, JSLT, LD, LDX,
                    LSH, MEMSX, MOD, MOV, MUL, NEG, OR, RSH, ST, STX, SUB, XCHG, XOR, X, Instruction)
 from ...limits import MAX_CALL_DEPTH, STACK_BYTES
-from .jit_loops import MAX_LOOP_SLOTS, accesses, derive, find_loops, in_loops, loop_ranges
+from .jit_loops import (MAX_LOOP_SLOTS, accesses, derive, find_loops, frame_offset, in_frame,
+                        in_loops, loop_ranges)
 from .semantics import branch_target, is_helper_call, leaders
 
 __all__ = ["lift", "Lifted", "STATE_FIELDS", "NATIVE_HELPERS", "STATUS_OK", "STATUS_HOST", "STATUS_BUDGET",
@@ -250,6 +252,7 @@ class _Function:
         self.anchors: dict[int, tuple] = {}
         self.scalars: set[int] = set()
         self.translations: dict = {}
+        self.frame: dict[int, int] = {10: 0}       # reg -> its offset from r10 (this block)
         self.quick = False                         # emitting a block's copy without guards
         self.fields: set[str] = set()              # the state block's fields the IR uses
         self.callbacks: set[str] = set()           # ... and its function pointers
@@ -291,6 +294,8 @@ class _Function:
         self.emit(f"store i64 {value}, ptr %R{reg}")
         self.anchors.pop(reg, None)
         self.scalars.discard(reg)
+        if reg != 10:
+            self.frame.pop(reg, None)
 
     def field(self, name: str, ty: str = "i64") -> str:
         self.fields.add(name)
@@ -463,6 +468,7 @@ class _Function:
         """The instructions of a block (after its budget is charged)."""
         slots = self.lifter.program.slots
         self.anchors, self.scalars, self.translations = {}, set(), {}
+        self.frame = {10: 0}
         for position, pc in enumerate(pcs):
             ins = slots[pc]
             self.position, self.pc = position, pc
@@ -488,11 +494,14 @@ class _Function:
             b = str(ins.imm)            # sign-extended to 64 bits, or the low 32 bits as i32
         result = _ALU_OPS[key](self, t, a, b, w)
         anchor, scalar = derive(ins, self.anchors, self.scalars, a, b)
+        offset = frame_offset(ins, self.frame)
         self.set(ins.dst, result if wide else self.val(f"zext i32 {result} to i64"))
         if anchor is not None:
             self.anchors[ins.dst] = anchor
         if scalar:
             self.scalars.add(ins.dst)
+        if offset is not None:
+            self.frame[ins.dst] = offset
 
     def byteswap(self, ins: Instruction, wide: bool) -> str:
         width, value = ins.imm, self.get(ins.dst)
@@ -604,10 +613,12 @@ class _Function:
         return self.val(f"add i64 {self.get(reg)}, {off}")
 
     def stack_slot(self, reg: int, off: int, size: int) -> str | None:
-        """A native pointer for an r10 access proven inside the frame at lift time."""
-        if reg == 10 and -STACK_BYTES <= off and off + size <= 0:
-            return self.val(f"getelementptr i8, ptr {self.val('load ptr, ptr %FP')}, i64 {off}")
-        return None
+        """A native pointer for an access proven inside the frame at lift time: through r10,
+        or a register this block made r10 plus constants (jit_loops.frame_offset)."""
+        base = self.frame.get(reg)
+        if base is None or not in_frame(base + off, size):
+            return None
+        return self.val(f"getelementptr i8, ptr {self.val('load ptr, ptr %FP')}, i64 {base + off}")
 
     def host_pointer(self, addr: str, size: int, kind: str) -> tuple[str, str]:
         """(i1 in bounds of a fast region, native pointer) -- pointer valid only when in bounds.

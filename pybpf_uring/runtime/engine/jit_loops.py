@@ -31,7 +31,7 @@ from ...bpf.isa import (ADD, ALU, ALU64, ATOMIC, CMPXCHG, END, FETCH, JMP, JMP32
 from ...limits import STACK_BYTES
 from .semantics import branch_target
 
-__all__ = ["derive", "written", "accesses", "Loop", "loop_ranges", "in_loops", "find_loops",
+__all__ = ["derive", "frame_offset", "in_frame", "written", "accesses", "Loop", "loop_ranges", "in_loops", "find_loops",
            "MAX_HOISTED", "MAX_LOOP_SLOTS"]
 
 # The most translations hoisted in one program: each is a few allocas, set on loop entry and
@@ -62,6 +62,25 @@ def derive(ins: Instruction, anchors: Mapping[int, Anchor], scalars: set[int],
     return None, dst in scalars and src in scalars
 
 
+def frame_offset(ins: Instruction, frame: Mapping[int, int]) -> int | None:
+    """The offset from r10 of an ALU result that is r10 plus constants (`r2 = r10; r2 += -8`),
+    given those of the registers before (`frame`, r10 itself 0), else None.  Within a block r10
+    is its frame's top, so an access through such a register at an offset inside the frame is
+    proven at lift time, like one through r10."""
+    if ins.cls != ALU64 or ins.off:
+        return None
+    if ins.op == MOV and ins.source == X:
+        return 0 if ins.src == 10 else frame.get(ins.src)
+    if ins.op in (ADD, SUB) and ins.source != X and ins.dst in frame:
+        return frame[ins.dst] + (ins.imm if ins.op == ADD else -ins.imm)
+    return None
+
+
+def in_frame(offset: int | None, size: int) -> bool:
+    """Whether `size` bytes at `offset` from r10 lie inside the frame."""
+    return offset is not None and -STACK_BYTES <= offset and offset + size <= 0
+
+
 def written(ins: Instruction) -> tuple[int, ...]:
     """The registers an instruction writes (a local call's callee is not counted here)."""
     cls = ins.cls
@@ -74,13 +93,16 @@ def written(ins: Instruction) -> tuple[int, ...]:
     return ()
 
 
-def accesses(ins: Instruction) -> tuple[tuple[int, str, int], ...]:
-    """(register, kind, size) of each access an instruction makes through a register other
-    than a frame slot the lifter resolves statically (r10 at an offset inside the frame)."""
+_TOP = {10: 0}               # r10 is its frame's top
+
+
+def accesses(ins: Instruction, frame: Mapping[int, int] = _TOP
+             ) -> tuple[tuple[int, str, int], ...]:
+    """(register, kind, size) of each access an instruction makes, but for a frame slot the
+    lifter resolves statically (through r10, or `frame`'s registers, inside the frame)."""
     cls = ins.cls
     reg = ins.src if cls == LDX else ins.dst
-    if cls not in (LDX, ST, STX) or (reg == 10 and -STACK_BYTES <= ins.off
-                                     and ins.off + ins.size <= 0):
+    if cls not in (LDX, ST, STX) or (reg in frame and in_frame(frame[reg] + ins.off, ins.size)):
         return ()
     if cls == LDX:
         return ((reg, "read", ins.size),)
@@ -108,21 +130,28 @@ def _track(slots: Sequence[Instruction | None], pcs: Sequence[int]):
     access no translation either)."""
     anchors: dict[int, Anchor] = {}
     scalars: set[int] = set()
+    frame = {10: 0}
     for pc in pcs:
         ins = slots[pc]
-        for reg, kind, size in accesses(ins):
+        for reg, kind, size in accesses(ins, frame):
             yield pc, anchors[reg][0] if reg in anchors else reg, kind, size
+        offset = None
         if ins.cls in (ALU, ALU64) and ins.op != END:
             anchor, scalar = derive(ins, anchors, scalars, None, None)
+            offset = frame_offset(ins, frame)
         else:
             anchor, scalar = None, False
         for reg in written(ins):
             anchors.pop(reg, None)
             scalars.discard(reg)
+            if reg != 10:
+                frame.pop(reg, None)
         if anchor is not None:
             anchors[ins.dst] = anchor
         if scalar:
             scalars.add(ins.dst)
+        if offset is not None:
+            frame[ins.dst] = offset
 
 
 def loop_ranges(slots: Sequence[Instruction | None]) -> dict[int, int]:
