@@ -34,7 +34,6 @@ import dataclasses
 from . import syntax as S
 from .checked import CallTarget, FunctionInfo
 from .typesys import I64, NONE, ArrayT, BoolT, IntT, MapT, PtrT, StructT, Type
-from ..bpf.ringbuf import record_length
 from ..uapi import BPF_RINGBUF_HDR_SZ
 
 PENDING, HELD, RELEASED, NULL, PARTLY = "pending", "held", "released", "none", "partly"
@@ -117,6 +116,9 @@ def map_method(bc, e: S.Call) -> Type:
         t = bc.mod.resolve_type(args[0], bc.scope)
         if t is None or t == NONE:
             return PtrT(NONE, nullable=True)
+        # imported here: bpf/ringbuf.py reads records through values.py and BTF, which a compile
+        # without ring buffers should not pay for at start-up (tests/test_startup.py)
+        from ..bpf.ringbuf import record_length
         if record_length(t.size) > m.max_entries:   # the kernel's reserve would always fail
             bc.error(args[0].span, f"a record of {t.size} bytes (and its {BPF_RINGBUF_HDR_SZ}-byte header) "
                      f"does not fit in a ring buffer of {m.max_entries} bytes")
