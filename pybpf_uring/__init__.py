@@ -11,7 +11,7 @@ from .types import ktime_get_ns, get_prandom_u32, get_smp_processor_id, get_curr
 from .decorators import iouring, syscall, socket_filter, tracepoint, loop_step
 from .decorators import raw_tracepoint, tp_btf, fentry, fexit, kprobe, kretprobe
 from .types import get_current_comm, probe_read_kernel, probe_read_user, probe_read_kernel_str, probe_read_user_str
-from .types import log2
+from .types import log2, linear
 from . import hooks
 
 # name → the module defining it, imported when the name is first used
@@ -36,7 +36,7 @@ __all__ = [
     "get_current_pid_tgid", "skb_load_bytes", "iouring", "syscall", "socket_filter", "tracepoint", "loop_step",
     "raw_tracepoint", "tp_btf", "fentry", "fexit", "kprobe", "kretprobe",
     "get_current_comm", "probe_read_kernel", "probe_read_user", "probe_read_kernel_str", "probe_read_user_str",
-    "log2",
+    "log2", "linear",
     *_LAZY, "__version__",
 ]
 

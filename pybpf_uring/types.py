@@ -231,3 +231,4 @@ probe_read_user = _program_only("probe_read_user")
 probe_read_kernel_str = _program_only("probe_read_kernel_str")
 probe_read_user_str = _program_only("probe_read_user_str")
 log2 = _program_only("log2")   # a compiler intrinsic: the log2 histogram bucket of a value
+linear = _program_only("linear")   # a compiler intrinsic: the linear histogram bucket of a value

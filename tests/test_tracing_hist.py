@@ -114,3 +114,60 @@ def test_jupyter_shows_a_log2_map_as_bars_above_its_entries():
         plain = live.maps["ops"]._repr_html_()
     assert page.startswith("<svg") and page.count("<rect") == 6 and "<table" in page   # [4, 8) .. [128, 256)
     assert not plain.startswith("<svg") and "<table" in plain
+
+
+LINEAR = """
+from pybpf_uring import syscall, Struct, HashMap, linear, i32, u32, u64
+
+class Args(Struct):
+    v: u64
+    bucket: u64
+    opcode: u32
+
+class LatKey(Struct):
+    opcode: u32
+    linear: u64
+
+lat = HashMap(LatKey, u64, 256)
+
+@syscall
+def add(ctx: Args) -> i32:
+    ctx.bucket = linear(ctx.v, 100, 1000, 100)
+    lat[LatKey(opcode=ctx.opcode, linear=linear(ctx.v, 100, 1000, 100))] += 1
+    return 0
+"""
+
+
+@bpf
+def test_linear_in_the_kernel_and_its_histogram_as_bpftraces_lhist():
+    """linear(v, lo, hi, step) in the kernel is linear_bucket's value for every kind of v, and
+    the map keyed by it prints bpftrace's lhist: (..., lo), [a, a+step) between, [hi, ...)."""
+    from pybpf_uring.bpf.hist import linear_bucket
+
+    class Args(ctypes.Structure):
+        _fields_ = [("v", ctypes.c_uint64), ("bucket", ctypes.c_uint64), ("opcode", ctypes.c_uint32)]
+    obj = compile_source(LINEAR, "lin.py")
+    values = [0, 99, 100, 101, 199, 200, 450, 999, 1000, 1001, (1 << 64) - 1]
+    with obj.load() as live:
+        prog = live.programs["add"]
+        got = [prog.test_run(ctx=Args(v=v, opcode=22)).ctx.bucket for v in values]
+        assert got == [linear_bucket(v, 100, 1000, 100) for v in values]
+        [h] = report(live.maps["lat"])
+    rows = str(h).splitlines()
+    assert rows[0] == "@lat[opcode=READ]:"
+    assert [(r[:16].strip(), int(r[16:24])) for r in rows[1:]] == [
+        ("(..., 100)", 2), ("[100, 200)", 3), ("[200, 300)", 1), ("[300, 400)", 0), ("[400, 500)", 1),
+        ("[500, 600)", 0), ("[600, 700)", 0), ("[700, 800)", 0), ("[800, 900)", 0), ("[900, 1000)", 1),
+        ("[1000, ...)", 3)]
+    assert rows[2].endswith("|" + "@" * 52 + "|") and rows[3].endswith("|" + "@" * 17 + " " * 35 + "|")
+
+
+@pytest.mark.parametrize("call, message", [
+    ("linear(ctx.v, 0, 1000)", r"linear\(\) takes an integer and three constants"),
+    ("linear(ctx.v, ctx.v, 1000, 10)", r"linear\(\)'s lo must be an integer constant"),
+    ("linear(ctx.v, 10, 10, 1)", r"linear\(\) needs 0 <= lo < hi <= 4294967295, not lo=10, hi=10"),
+    ("linear(ctx.v, 0, 100, 0)", r"linear\(\)'s step must be from 1 to hi - lo \(100\), not 0"),
+])
+def test_linear_takes_constant_bounds(call, message):
+    with pytest.raises(CompileError, match=message):
+        compile_source(LINEAR.replace("linear(ctx.v, 100, 1000, 100)", call, 1), "lin.py")

@@ -19,6 +19,9 @@ exit (and what Jupyter shows):
       [256, 512)            3 |@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@|
       [512, 1K)             1 |@@@@@@@@@@@@@@@@@                                   |
 
+* a key with a field named `linear` (a u64 the `linear(v, lo, hi, step)` intrinsic fills) is a
+  set of linear histograms, bpftrace's lhist: `(..., lo)`, `[lo, lo+step)`, ..., `[hi, ...)`;
+
 * any other map prints its entries sorted by value, largest last (`@ops[comm=fio, opcode=READ]: 9`):
   an array's slots that are 0 are left out (a hash map has no entry for them), a per-CPU value
   is summed, a `u8[N]` field (a command name from get_current_comm) is text and a field named
@@ -36,12 +39,21 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import uapi
+from . import values
 from .values import ctype_from_btf, unpack
 from ..uapi import BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_PERCPU_ARRAY, BPF_MAP_TYPE_RINGBUF
 
-__all__ = ["Histogram", "Counts", "report", "format_maps", "bucket_label", "SLOT_FIELD"]
+__all__ = ["Histogram", "LinearHistogram", "Counts", "report", "format_maps", "bucket_label",
+           "linear_bucket", "SLOT_FIELD", "LINEAR_FIELD"]
 
 SLOT_FIELD = "log2"     # the key field that makes a map a log2 histogram
+# The key field that makes a map a linear histogram.  The linear(v, lo, hi, step) intrinsic
+# fills it with a u64 that says all the host needs to print it: the bucket's lower bound in the
+# low 32 bits, the step in bits 32-61, and a flag for the values below lo (bit 63) or at or past
+# hi (bit 62), whose "lower bound" is lo or hi.
+LINEAR_FIELD = "linear"
+LINEAR_BELOW, LINEAR_ABOVE = 1 << 63, 1 << 62
+LINEAR_BOUND_MAX, LINEAR_STEP_MAX = (1 << 32) - 1, (1 << 30) - 1
 BAR_WIDTH = 52          # bpftrace's
 _SUFFIXES = ["", "K", "M", "G", "T", "P", "E"]
 # A key field named `opcode` shows the io_uring opcode's name (the RFC's IORING_OP_BPF, a number
@@ -55,6 +67,18 @@ def bucket_label(slot: int) -> str:
     if slot <= 1:
         return f"[{slot}]"
     return f"[{_short(1 << (slot - 1))}, {_short(1 << slot)})"
+
+
+def linear_bucket(v: int, lo: int, hi: int, step: int) -> int:
+    """What linear(v, lo, hi, step) computes in a program (v read as a u64), for the host."""
+    v &= (1 << 64) - 1
+    if v < lo:
+        bucket = lo | LINEAR_BELOW
+    elif v >= hi:
+        bucket = hi | LINEAR_ABOVE
+    else:
+        bucket = lo + (v - lo) // step * step
+    return bucket | step << 32
 
 
 def _short(n: int) -> str:
@@ -112,6 +136,27 @@ class Histogram:
                          f'<rect x="110" y="{y + 3}" width="{count * width // most}" height="12" '
                          f'fill="#4c72b0"/><text x="{115 + count * width // most}" y="{y + 13}">{count}</text>')
         return "".join(parts) + "</svg>"
+
+
+@dataclass(frozen=True)
+class LinearHistogram(Histogram):
+    """One linear histogram: `buckets` maps linear()'s packed bucket to its count.  Rows run
+    from the lowest bucket with a count to the highest, a step apart, like bpftrace's lhist:
+    (..., lo) for the values below lo, [a, a + step), and [hi, ...) for those at or past hi."""
+
+    @property
+    def rows(self) -> list[tuple[str, int]]:
+        if not self.buckets:
+            return []
+        step = max(b >> 32 & LINEAR_STEP_MAX for b in self.buckets) or 1
+        bounds = {b & LINEAR_BOUND_MAX: c for b, c in self.buckets.items()
+                  if not b & (LINEAR_BELOW | LINEAR_ABOVE)}
+        rows = [(f"(..., {b & LINEAR_BOUND_MAX})", c) for b, c in self.buckets.items() if b & LINEAR_BELOW]
+        if bounds:
+            first, last = min(bounds), max(bounds)
+            rows += [(f"[{a}, {a + step})", bounds.get(a, 0)) for a in range(first, last + 1, step)]
+        rows += [(f"[{b & LINEAR_BOUND_MAX}, ...)", c) for b, c in self.buckets.items() if b & LINEAR_ABOVE]
+        return rows
 
 
 @dataclass(frozen=True)
@@ -183,15 +228,18 @@ def report(m: Any, name: str | None = None) -> list:
     name = name or getattr(m, "name", "map")
     ktype = key_type(m)
     entries = [(_key(k, ktype, m.key_size), v) for k, v in m.items()]
-    fields = [f[0] for f in getattr(ktype, "_fields_", ())]
-    if SLOT_FIELD in fields:
+    struct_key = isinstance(ktype, type) and issubclass(ktype, ctypes.Structure)
+    fields = [name for name, *_ in values.fields(ktype)] if struct_key else []
+    for field, kind in ((SLOT_FIELD, Histogram), (LINEAR_FIELD, LinearHistogram)):
+        if field not in fields:
+            continue
         groups: dict[str, dict[int, int]] = {}
         for key, value in entries:
-            others = ", ".join(_field(key, f) for f in fields if f != SLOT_FIELD)
+            others = ", ".join(_field(key, f) for f in fields if f != field)
             slots = groups.setdefault(others, {})
-            slot = int(getattr(key, SLOT_FIELD))
+            slot = int(getattr(key, field))
             slots[slot] = slots.get(slot, 0) + _number(value)
-        return [Histogram(name, group, groups[group]) for group in sorted(groups)]
+        return [kind(name, group, groups[group]) for group in sorted(groups)]
     rows = []
     dense = getattr(m, "type", None) in (BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_PERCPU_ARRAY)
     for key, value in entries:

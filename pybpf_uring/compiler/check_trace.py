@@ -162,8 +162,9 @@ def read_only(kind: str) -> str:
 
 
 # Compiler intrinsics of tracing tools: name → what the call takes.  log2(v) is a value's bucket
-# in a log2 histogram (bpf/hist.py prints a map keyed by it as one).
-INTRINSICS = {"log2": "one integer"}
+# in a log2 histogram, linear(v, lo, hi, step) in a linear one (bpf/hist.py prints a map keyed
+# by a `log2` or `linear` field as histograms).
+INTRINSICS = {"log2": "one integer", "linear": "an integer and three constants: linear(v, lo, hi, step)"}
 
 
 class TracingRules:
@@ -172,9 +173,38 @@ class TracingRules:
     def call_intrinsic(self, e: S.Call, sym) -> Type:
         from .checked import CallTarget
         name = sym.value
-        if len(e.args) != 1 or e.keywords:
-            self.error(e.span, f"{name}() takes {INTRINSICS[name]}", f"write {name}(value)")
-            return INTS["u32"]
+        want = 1 if name == "log2" else 4
+        result = INTS["u32"] if name == "log2" else INTS["u64"]
+        if len(e.args) != want or e.keywords:
+            self.error(e.span, f"{name}() takes {INTRINSICS[name]}",
+                       "write log2(value)" if name == "log2" else "e.g. linear(ns, 0, 1000000, 100000)")
+            return result
         self.convert(e.args[0], INTS["u64"], f"{name}() argument")
-        self.out.calls[e] = CallTarget(name, INTS["u32"])
-        return INTS["u32"]
+        if name == "log2":
+            self.out.calls[e] = CallTarget(name, result)
+            return result
+        params = self.linear_params(e)
+        if params is not None:
+            self.out.calls[e] = CallTarget(name, params)
+        return result
+
+    def linear_params(self, e: S.Call) -> tuple[int, int, int] | None:
+        """linear()'s lo, hi and step: constants the host can print the buckets from (they are
+        packed into each bucket: bpf/hist.py)."""
+        from ..bpf.hist import LINEAR_BOUND_MAX, LINEAR_STEP_MAX
+        values = [self.fold(a) for a in e.args[1:]]
+        for a, v, what in zip(e.args[1:], values, ("lo", "hi", "step")):
+            if v is None:
+                self.error(a.span, f"linear()'s {what} must be an integer constant",
+                           "the buckets are fixed when the program is compiled")
+                return None
+        lo, hi, step = values
+        if not 0 <= lo < hi <= LINEAR_BOUND_MAX:
+            self.error(e.args[1].span, f"linear() needs 0 <= lo < hi <= {LINEAR_BOUND_MAX}, not "
+                       f"lo={lo}, hi={hi}", "a bucket's bound is kept in 32 bits")
+            return None
+        if not 1 <= step <= min(hi - lo, LINEAR_STEP_MAX):
+            self.error(e.args[3].span, f"linear()'s step must be from 1 to hi - lo ({hi - lo}), "
+                       f"not {step}" + (f" (at most {LINEAR_STEP_MAX})" if step > LINEAR_STEP_MAX else ""))
+            return None
+        return lo, hi, step

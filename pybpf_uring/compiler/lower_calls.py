@@ -142,6 +142,20 @@ class CallLowering:
         bits = self.b.call(ctlz, [v, ir.Constant(ir.IntType(1), 0)])
         return self.b.trunc(self.b.sub(ir.Constant(I64_IR, 64), bits), ir_type(t))
 
+    def call_linear(self, e: S.Call, params: tuple[int, int, int]) -> ir.Value:
+        """linear(v, lo, hi, step): v's bucket, packed as bpf/hist.py reads it: the bucket's
+        lower bound (lo or hi, flagged, for the values outside), the step above it."""
+        from ..bpf.hist import LINEAR_ABOVE, LINEAR_BELOW
+        lo, hi, step = params
+        v = self.value(e.args[0], U64)
+
+        def c(n: int) -> ir.Constant:
+            return ir.Constant(I64_IR, n)
+        inside = self.b.add(self.b.mul(self.b.udiv(self.b.sub(v, c(lo)), c(step)), c(step)), c(lo))
+        bucket = self.b.select(self.b.icmp_unsigned(">=", v, c(hi)), c(hi | LINEAR_ABOVE), inside)
+        bucket = self.b.select(self.b.icmp_unsigned("<", v, c(lo)), c(lo | LINEAR_BELOW), bucket)
+        return self.b.or_(bucket, c(step << 32))
+
     def call_subprog(self, e: S.Call, name: str) -> ir.Value:
         callee = self.c.functions[name]
         args = []
