@@ -253,3 +253,26 @@ def test_missing_tracefs_is_named(monkeypatch, tmp_path):
         TraceReader()
     with pytest.raises(FileNotFoundError, match="tracefs is not mounted"):
         tracemod.trace_lines(timeout=0)
+
+
+@tracefs
+def test_root_mounts_tracefs_where_it_is_missing():
+    """A machine that booted without tracefs mounted: root's first tracing call mounts it (in a
+    mount namespace of its own here, so the test leaves the host's mounts as they were)."""
+    import shutil
+    import subprocess
+    import sys
+    if shutil.which("unshare") is None:
+        pytest.skip("unshare (util-linux) is not installed")
+    script = ("from pybpf_uring.bpf import kernel\n"
+              "print(kernel.tracefs_root('t'))\n"
+              "print(any(l.split()[1:3] == ['/sys/kernel/tracing', 'tracefs'] for l in open('/proc/self/mounts')))\n")
+    run = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+         'umount /sys/kernel/tracing 2>/dev/null; umount /sys/kernel/debug/tracing 2>/dev/null; '
+         'grep -c " tracefs " /proc/self/mounts; exec "$0" -c "$1"', sys.executable, script],
+        capture_output=True, text=True, timeout=60)
+    assert run.returncode in (0,), run.stderr
+    before, root, mounted = run.stdout.split()
+    assert before == "0"          # no tracefs left in the namespace before the call
+    assert (root, mounted) == ("/sys/kernel/tracing", "True")

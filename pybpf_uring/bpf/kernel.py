@@ -415,12 +415,28 @@ class PerfEventAttr(ctypes.Structure):
 
 
 def tracefs_root(needed_for: str) -> str:
-    """Where tracefs is mounted; FileNotFoundError saying what cannot work without it."""
+    """Where tracefs is mounted; FileNotFoundError saying what cannot work without it.
+
+    A fresh machine often boots without tracefs mounted, though the kernel has it: root mounts
+    it at its usual place first, as perf does for itself, so a tracing tool run as root works
+    there as it does where systemd mounted it."""
     roots = [r for r in TRACEFS_ROOTS if os.path.isdir(os.path.join(r, "events"))]
+    if not roots and _mount_tracefs(TRACEFS_ROOTS[0]):
+        roots = [TRACEFS_ROOTS[0]]
     if not roots:
         raise FileNotFoundError(ENOENT, "tracefs is not mounted (mount -t tracefs nodev "
                                 f"/sys/kernel/tracing), so {needed_for}")
     return roots[0]
+
+
+def _mount_tracefs(root: str) -> bool:
+    """mount -t tracefs nodev ROOT, when this process may (root, the directory there); False
+    when it cannot, which the caller reports as tracefs missing."""
+    if os.geteuid() != 0 or not os.path.isdir(root):
+        return False
+    if _libc.mount(b"nodev", root.encode(), b"tracefs", ctypes.c_ulong(0), None) != 0:
+        return False
+    return os.path.isdir(os.path.join(root, "events"))
 
 
 def tracepoint_id(category: str, name: str) -> int:
