@@ -35,3 +35,9 @@ MAX_PROGRAMS = 100         # the RFC's IORING_REGISTER_BPF table size (Ring.regi
 MAX_EXTRA_CQS = 1024       # the RFC's nr_cq limit (Ring(cq_sizes=...))
 MAX_SQ_ENTRIES = 32768     # the kernel's IORING_MAX_ENTRIES (io_uring_setup)
 MAX_CQ_SIZE = 65536        # the kernel's IORING_MAX_CQ_ENTRIES
+
+
+def frame_in_chain(size: int) -> int:
+    """A frame of `size` bytes as the verifier counts it in a chain of calls (rounded up to
+    STACK_FRAME_ALIGN), whose frames together are at most STACK_BYTES."""
+    return -(-size // STACK_FRAME_ALIGN) * STACK_FRAME_ALIGN

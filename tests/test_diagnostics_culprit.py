@@ -8,7 +8,7 @@ import pytest
 
 from pybpf_uring import compile_source
 from kernel_harness import clang_object
-from pybpf_uring.compiler import check_loops
+from pybpf_uring.compiler import check_loops, emit
 from pybpf_uring.compiler.check import check
 from pybpf_uring.compiler.parse import parse_source
 from pybpf_uring.diagnostics import CompileError
@@ -314,3 +314,24 @@ def test_the_verifiers_complexity_refusal_of_a_c_loop_is_advised_by_its_bound(tm
                    "pass of it, each path through its body separately, takes the verifier past its limit: "
                    "lower the bound, take branches out of the body, or split the work across calls (keep "
                    "where to resume in a map and do a bounded share per call)"}[name]
+
+
+@pytest.mark.tools("clang")
+@pytest.mark.kernel("syscall_programs")
+def test_the_emitted_stack_of_a_call_chain_is_measured_as_the_verifier_adds_it(tmp_path):
+    """The frames of the emitted code, spills included, added up along each chain of calls:
+    clang-22's two 272-byte frames are refused by emit's measure and by the kernel alike."""
+    body = ('struct args { unsigned long long a; unsigned long long out; };\n\n'
+            'static __attribute__((noinline)) unsigned long long g(unsigned long long n)\n{\n'
+            '\tvolatile unsigned long long b[34];\n\tb[n & 31] = n;\n\treturn b[3];\n}\n\n'
+            '__attribute__((section("syscall"), used)) int p(struct args *ctx)\n{\n'
+            '\tvolatile unsigned long long a[34];\n\ta[ctx->a & 31] = g(ctx->a);\n\tctx->out = a[1];\n'
+            '\treturn 0;\n}\n\nchar _license[] __attribute__((section("license"), used)) = "GPL";\n')
+    obj = clang_object(tmp_path, "chain", body)
+    with pytest.raises(CompileError) as info:
+        emit.check_stack((tmp_path / "chain.o").read_bytes(), "chain.c")
+    assert str(info.value) == (
+        "error: chain.c: the calls p -> g use 544 bytes of stack together after optimisation; the verifier "
+        "allows 512\n  note: bytes per frame, each rounded up to 16 as the verifier does: p 272, g 272; keep "
+        "large structs in a map value (m.lookup(k)) instead of locals")
+    assert "combined stack size of 2 calls is 544" in verifier_refusal(obj)[0]

@@ -13,7 +13,7 @@ from __future__ import annotations
 from . import syntax as S
 from .check_loops import nodes
 from ..diagnostics import Span
-from ..limits import STACK_BYTES, STACK_FRAME_ALIGN
+from ..limits import STACK_BYTES, STACK_FRAME_ALIGN, frame_in_chain
 from .typesys import ArrayT, StructT
 
 MAP_HINT = "keep large data in a map value (m.lookup(k)) instead of locals"
@@ -33,10 +33,6 @@ def frame(mod, name: str) -> list[tuple[str, object, Span]]:
     found = [(local, t, first[local]) for local, t in info.locals.items()
              if isinstance(t, (StructT, ArrayT)) and local in first]
     return sorted(found, key=lambda x: (x[2].line, x[2].col))
-
-
-def aligned(size: int) -> int:
-    return -(-size // STACK_FRAME_ALIGN) * STACK_FRAME_ALIGN
 
 
 def check_stack(mod, sites: dict[tuple[str, str], Span]) -> None:
@@ -65,9 +61,9 @@ def check_stack(mod, sites: dict[tuple[str, str], Span]) -> None:
             if callee not in funcs or callee in path:
                 continue
             chain = path + (callee,)
-            combined = total + aligned(sizes[callee])
+            combined = total + frame_in_chain(sizes[callee])
             if combined > STACK_BYTES:
-                parts = ", ".join(f"{n} {aligned(sizes[n])}" for n in chain)
+                parts = ", ".join(f"{n} {frame_in_chain(sizes[n])}" for n in chain)
                 mod.error(sites.get((name, callee)),
                           f"this call takes the stack of {' -> '.join(chain)} to {combined} bytes; the "
                           f"verifier allows {STACK_BYTES} for a chain of calls together",
@@ -77,4 +73,4 @@ def check_stack(mod, sites: dict[tuple[str, str], Span]) -> None:
                 walk(callee, chain, combined)
 
     for p in mod.out.programs:
-        walk(p.name, (p.name,), aligned(sizes[p.name]))
+        walk(p.name, (p.name,), frame_in_chain(sizes[p.name]))

@@ -5,6 +5,7 @@ The -O2 pipeline is LLVM's own (new pass manager); the BPF backend then writes t
 """
 from __future__ import annotations
 
+import bisect
 import re
 import threading
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from functools import lru_cache
 import llvmlite.binding as llvm
 
 from ..diagnostics import CompileError, Diagnostic
-from ..limits import JUMP_RANGE, STACK_BYTES
+from ..limits import JUMP_RANGE, STACK_BYTES, STACK_FRAME_ALIGN, frame_in_chain
 from .lower import CPUS, LoweredModule
 
 
@@ -49,7 +50,7 @@ def emit(lowered: LoweredModule) -> Emitted:
         elf = tm.emit_object(mod)
     except RuntimeError as exc:  # the BPF backend's own refusals
         raise CompileError([Diagnostic(None, "the BPF backend refused the program: " + str(exc).strip())]) from None
-    if max(lowered.frames.values(), default=0) > STACK_BYTES - SPILL_MARGIN:
+    if sum(frame + SPILL_MARGIN for frame in lowered.frames.values()) > STACK_BYTES:
         check_stack(elf, lowered.path)
     return Emitted(elf, ir_opt)
 
@@ -138,21 +139,58 @@ SPILL_MARGIN = 64  # below 512 minus this, slots plus LLVM's spills cannot reach
 
 
 def check_stack(elf: bytes, path: str) -> None:
-    """Measure each function's frame on the emitted code: the deepest r10-relative slot."""
+    """Measure each function's frame on the emitted code (the deepest r10-relative slot), and
+    each chain of calls from a program as the verifier adds them up: each frame rounded up to
+    STACK_FRAME_ALIGN, at most STACK_BYTES together ("combined stack size of 2 calls is 544")."""
     from ..bpf.objfile import BpfObject
     obj = BpfObject.read(elf)
     functions = {p.name: p for p in obj.programs}
+    text = {}
     for p in obj.programs:
         functions.update((s.name, s) for s in p.subprograms)
+        text.update((s.offset, s.name) for s in p.subprograms)
+    depths = {name: frame_depth(fn.instructions) for name, fn in functions.items()}
     errors = []
-    for name, fn in functions.items():
-        depth = frame_depth(fn.instructions)
+    for name, depth in depths.items():
         if depth > STACK_BYTES:
             errors.append(Diagnostic(None, f"{path}: {name} uses {depth} bytes of stack after "
-                                     f"optimisation; BPF allows {STACK_BYTES}",
-                                     "keep large structs in a map value (m.lookup(k)) instead of locals"))
+                                     f"optimisation; BPF allows {STACK_BYTES}", STACK_HINT))
     if errors:
         raise CompileError(errors)
+    starts = sorted(text)
+
+    def callees(name: str) -> list[str]:
+        found = []
+        for rel in functions[name].relocations:
+            at = bisect.bisect_right(starts, rel.target) - 1 if rel.kind == "call" else -1
+            if at >= 0 and text[starts[at]] not in found:
+                found.append(text[starts[at]])
+        return found
+
+    def chain(path_: tuple[str, ...], total: int) -> tuple[tuple[str, ...], int] | None:
+        if total > STACK_BYTES:
+            return path_, total
+        for callee in callees(path_[-1]):
+            if callee not in path_:
+                found = chain(path_ + (callee,), total + frame_in_chain(depths[callee]))
+                if found is not None:
+                    return found
+        return None
+
+    for p in obj.programs:
+        found = chain((p.name,), frame_in_chain(depths[p.name]))
+        if found is not None:
+            names, total = found
+            sizes = ", ".join(f"{n} {frame_in_chain(depths[n])}" for n in names)
+            errors.append(Diagnostic(None, f"{path}: the calls {' -> '.join(names)} use {total} bytes of "
+                                     f"stack together after optimisation; the verifier allows {STACK_BYTES}",
+                                     f"bytes per frame, each rounded up to {STACK_FRAME_ALIGN} as the verifier "
+                                     f"does: {sizes}; {STACK_HINT}"))
+    if errors:
+        raise CompileError(errors)
+
+
+STACK_HINT = "keep large structs in a map value (m.lookup(k)) instead of locals"
 
 
 def frame_depth(insns) -> int:
