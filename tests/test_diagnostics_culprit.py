@@ -41,6 +41,23 @@ CASES = {
         '-> f8; the verifier allows 8 frames\n    return f8(n + 1)\n           ^~~~~~~~~\n'
         '  note: call 1 level(s) less deep: fold a function into its caller',
     ),
+    'too_many_parameters': (
+        'def six(a: i64, b: i64, c: i64, d: i64, e: i64, f: i64) -> i64:\n    return a\n\n'
+        '@syscall\ndef p(ctx: Args) -> i32:\n    return six(1, 2, 3, 4, 5, 6)\n',
+        'too_many_parameters.py:7:49: error: six takes 6 parameters; BPF passes at most 5 in registers\n'
+        'def six(a: i64, b: i64, c: i64, d: i64, e: i64, f: i64) -> i64:\n'
+        '                                                ^~~~~~\n'
+        '  note: group them in a Struct and pass that',
+    ),
+    'two_decorators': (
+        '@syscall\n@syscall\ndef p(ctx: Args) -> i32:\n    return 0\n',
+        'two_decorators.py:8:2: error: p has 2 decorators; a program has exactly one\n@syscall\n ^~~~~~~',
+    ),
+    'program_returns_none': (
+        '@syscall\ndef p(ctx: Args) -> None:\n    return\n',
+        'program_returns_none.py:8:21: error: a program returns an integer\ndef p(ctx: Args) -> None:\n'
+        '                    ^~~~\n  note: write `-> i32`',
+    ),
     'falls_off_when_if_is_false': (
         '@syscall\ndef p(ctx: Args) -> i32:\n    if ctx.a > 1:\n        return 1\n',
         'falls_off_when_if_is_false.py:9:8: error: when `ctx.a > 1` is false, p reaches its end without a return\n'

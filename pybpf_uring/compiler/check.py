@@ -368,7 +368,8 @@ class ModuleChecker:
     # ----- functions ------------------------------------------------------------------
     def program(self, d: S.FunctionDef) -> None:
         if len(d.decorators) != 1:
-            self.error(d.span, f"{d.name} has {len(d.decorators)} decorators; a program has exactly one")
+            self.error(d.decorators[1].span if d.decorators else d.span,
+                       f"{d.name} has {len(d.decorators)} decorators; a program has exactly one")
             return
         kind, section = self.decorator(d.decorators[0], d.name)
         if kind is None:
@@ -426,7 +427,8 @@ class ModuleChecker:
         if kind is not None:
             self.program_rules(d, kind, params, ret)
         if len(params) > MAX_HELPER_ARGS:
-            self.error(d.span, f"{d.name} takes {len(params)} parameters; BPF passes at most "
+            self.error(d.params[MAX_HELPER_ARGS].span,
+                       f"{d.name} takes {len(params)} parameters; BPF passes at most "
                        f"{MAX_HELPER_ARGS} in registers", "group them in a Struct and pass that")
         info = FunctionInfo(d, kind, section, params, ret)
         self.out.functions[d.name] = info
@@ -461,7 +463,7 @@ class ModuleChecker:
                            f"write `def {d.name}(ctx: IouCtx, lp: IouLoopParams) -> i32:` "
                            "(from pybpf_uring.iou import IouCtx, IouLoopParams)")
             if not isinstance(ret, IntT):
-                self.error(d.span, "a program returns an integer", "write `-> i32`")
+                self.error(d.returns.span, "a program returns an integer", "write `-> i32`")
             return
         if len(params) != 1 or not isinstance(params[0][1], PtrT):
             want = {"iouring": "ctx: IoUringCtx", "syscall": "ctx: YourStruct",
@@ -478,7 +480,7 @@ class ModuleChecker:
         if not isinstance(ctx, StructT):
             self.error(d.params[0].annotation.span, "a program's ctx must be a Struct")
         if not isinstance(ret, IntT):
-            self.error(d.span, "a program returns an integer", "write `-> i32`")
+            self.error(d.returns.span, "a program returns an integer", "write `-> i32`")
 
     def check_call_graph(self) -> None:
         """No recursion (the verifier rejects it), at most MAX_CALL_DEPTH frames, and the stack
