@@ -107,6 +107,11 @@ CASES = {
         "    return ktime_get_nss()\n           ^~~~~~~~~~~~~\n"
         "  note: did you mean 'ktime_get_ns' (from pybpf_uring import ktime_get_ns)?",
     ),
+    'misspelt_builtin': (
+        '@syscall\ndef p(ctx: Args) -> i32:\n    return mn(ctx.a, 7)\n',
+        "misspelt_builtin.py:9:12: error: name 'mn' is not defined\n    return mn(ctx.a, 7)\n           ^~\n"
+        "  note: did you mean 'min'?",
+    ),
     'helper_not_imported': (
         '@syscall\ndef p(ctx: Args) -> i32:\n    return ktime_get_ns()\n',
         "helper_not_imported.py:9:12: error: name 'ktime_get_ns' is not defined\n"

@@ -42,7 +42,7 @@ LIBRARY_MODULES = ("pybpf_uring", "pybpf_uring.uring", "pybpf_uring.iou")
 # Each map kind's arguments, as its declaration is written (and as an error says to write it).
 MAP_FORMS = {kind: "value_type, max_entries" if kind in ARRAY_KINDS else "size_bytes" if kind == RINGBUF
              else "key_type, value_type, max_entries" for kind in MAP_TYPES}
-DSL_BUILTINS = ("print", "range")  # Python's builtins a program uses as Python does
+DSL_BUILTINS = ("print", "range", *PYTHON_BUILTINS)  # Python's builtins a program uses as Python does
 
 
 @on_deep_stack
