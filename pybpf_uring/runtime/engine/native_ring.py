@@ -41,6 +41,7 @@ from .. import ring_sys
 from ..ring_protocol import BpfRequest, CompletionQueue, NativeHost, RingState
 from . import native_helpers_ir as helpers_ir
 from . import native_ring_ir as ir
+from . import native_run_ir as run_ir
 from .jit import Jit, compile_module
 
 __all__ = ["NativeRing", "NativeProgram", "FastRun", "HashIndex", "native_helpers", "MAP_WORDS",
@@ -56,7 +57,7 @@ _W = {name: i for i, name in enumerate(ir.RING_WORDS)}
 _CQ = {name: i for i, name in enumerate(ir.CQ_WORDS)}
 _PG = {name: i for i, name in enumerate(ir.PROGRAM_WORDS)}
 MAP_WORDS = ir.MAP_WORDS
-RUN_WORDS = ir.RUN_WORDS
+RUN_WORDS = run_ir.RUN_WORDS
 _RN = {name: i for i, name in enumerate(RUN_WORDS)}
 _MP = {name: i for i, name in enumerate(MAP_WORDS)}
 _NCQ, _NRQ, _NPG = len(ir.CQ_WORDS), len(ir.REQUEST_WORDS), len(ir.PROGRAM_WORDS)
@@ -173,8 +174,8 @@ _API_DATA = ("PyBytes_Type", "_Py_NoneStruct")
 def _run_function() -> int:
     """The address of @nr_run, compiled once per process with this interpreter's C API."""
     api = {name: ctypes.addressof(ctypes.c_char.in_dll(_api, name)) if name in _API_DATA
-           else ctypes.cast(getattr(_api, name), _VP).value for name in ir.RUN_API}
-    return compile_module(ir.run_text(api), ("nr_run",))["nr_run"]
+           else ctypes.cast(getattr(_api, name), _VP).value for name in run_ir.RUN_API}
+    return compile_module(run_ir.run_text(api), ("nr_run",))["nr_run"]
 
 
 class FastRun:
@@ -479,10 +480,12 @@ class NativeRing:
                 w[_W["runs_left"]] = _RUN_BUDGET
                 code = self._wait(self.address, cq)
         finally:
-            if registered is not None:
-                w[_W["enter_fd"]], w[_W["enter_flags"]] = self.raw.fd, 0
-                self.raw.unregister_ring_fd(registered)
-            self._import(full=True)
+            try:
+                self._import(full=True)
+            finally:
+                if registered is not None:
+                    w[_W["enter_fd"]], w[_W["enter_flags"]] = self.raw.fd, 0
+                    self.raw.unregister_ring_fd(registered)
         if code in (FAULTED, COMPLETE, BAD_WAIT):
             w, start = self.words, _W["rec0"]
             self.handed_back = tuple(w[start:start + _NRQ])
