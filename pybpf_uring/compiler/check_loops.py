@@ -282,12 +282,17 @@ class Cost(NamedTuple):
 
 
 def branches_of(n) -> int:
-    """The conditional branches node `n` adds to a path: an if (or a conditional expression),
-    and each `and`/`or` beyond the first operand."""
+    """The conditional branches node `n` may add to a path: an if (or a conditional
+    expression), each `and`/`or` beyond the first operand, a division or modulo by a variable
+    (lowering tests a zero divisor of a signed one), and each comparison min() or max() makes."""
     if isinstance(n, (S.If, S.IfExp)):
         return 1
     if isinstance(n, S.BoolOp):
         return len(n.values) - 1
+    if isinstance(n, S.BinOp) and n.op in ("//", "%") and not isinstance(n.right, S.Constant):
+        return 1
+    if isinstance(n, S.Call) and isinstance(n.func, S.Name) and n.func.id in ("min", "max", "abs"):
+        return max(1, len(n.args) - 1)
     return 0
 
 
