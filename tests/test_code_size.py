@@ -153,7 +153,8 @@ def test_compiling_a_wide_closed_form_does_not_change_later_compiles():
 
 def test_threads_compiling_at_once_each_get_their_exit_value_setting():
     """Two threads compile at once, one a module whose loops keep their exit values (the wide
-    closed form) and one whose constant-trip loop folds: each always gets its own setting."""
+    closed form) and one whose constant-trip loop folds: each always gets its own setting, and
+    neither races the other inside LLVM (one global context for every module llvmlite parses)."""
     import threading
     small = textwrap.dedent("""
         from pybpf_uring import syscall, Struct, i32, u64

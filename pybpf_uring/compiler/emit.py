@@ -38,18 +38,19 @@ def target_machine(cpu: str):
 def emit(lowered: LoweredModule) -> Emitted:
     if lowered.cpu not in CPUS:
         raise CompileError([Diagnostic(None, f"unknown cpu {lowered.cpu!r}", "use v1, v2, v3 or v4")])
-    tm = target_machine(lowered.cpu)
-    mod = optimise(lowered.ir, tm, replace_exit_values=True)
-    ir_opt = str(mod)
-    if WIDE.search(ir_opt):
-        mod = optimise(lowered.ir, tm, replace_exit_values=False)
+    with LLVM:
+        tm = target_machine(lowered.cpu)
+        mod = optimise(lowered.ir, tm, replace_exit_values=True)
         ir_opt = str(mod)
-    if lowered.cpu != LONG_JUMP_CPU and code_estimate(ir_opt) > JUMP_RANGE:
-        check_branches(tm.emit_assembly(mod), lowered)
-    try:
-        elf = tm.emit_object(mod)
-    except RuntimeError as exc:  # the BPF backend's own refusals
-        raise CompileError([Diagnostic(None, "the BPF backend refused the program: " + str(exc).strip())]) from None
+        if WIDE.search(ir_opt):
+            mod = optimise(lowered.ir, tm, replace_exit_values=False)
+            ir_opt = str(mod)
+        if lowered.cpu != LONG_JUMP_CPU and code_estimate(ir_opt) > JUMP_RANGE:
+            check_branches(tm.emit_assembly(mod), lowered)
+        try:
+            elf = tm.emit_object(mod)
+        except RuntimeError as exc:  # the BPF backend's own refusals
+            raise CompileError([Diagnostic(None, "the BPF backend refused the program: " + str(exc).strip())]) from None
     if sum(frame + SPILL_MARGIN for frame in lowered.frames.values()) > STACK_BYTES:
         check_stack(elf, lowered.path)
     return Emitted(elf, ir_opt)
@@ -65,20 +66,21 @@ def emit(lowered: LoweredModule) -> Emitted:
 # (A type stands between spaces, commas and brackets: not a %name, a "string" or the
 # datalayout's "i128:128".)
 WIDE = re.compile(r"(?<=[\s(<\[{,])i(?:6[5-9]|[7-9][0-9]|[1-9][0-9]{2,})(?=[\s,)>\]}*])")
-# -replexitval is one of LLVM's process-wide options, read by the pass as it runs: a compile sets
-# it and runs its passes under this lock, so two threads compiling at once each get their own.
-EXIT_VALUES = threading.Lock()
+# LLVM lets one thread at a time into a context, and llvmlite parses every module into its one
+# global context, releasing the GIL in each call; -replexitval is a process-wide option the pass
+# reads as it runs.  A compile holds this lock from parsing its IR to writing the object, so
+# threads compiling at once neither race inside LLVM nor run with each other's setting.
+LLVM = threading.Lock()
 
 
 def optimise(ir_text: str, tm, replace_exit_values: bool):
-    """The module parsed and run through LLVM's -O2 pipeline."""
+    """The module parsed and run through LLVM's -O2 pipeline (under the LLVM lock)."""
     mod = llvm.parse_assembly(ir_text)
     mod.verify()
     pto = llvm.create_pipeline_tuning_options(speed_level=2)
     pb = llvm.create_pass_builder(tm, pto)
-    with EXIT_VALUES:
-        llvm.set_option("pybpf_uring", "-replexitval=" + ("cheap" if replace_exit_values else "never"))
-        pb.getModulePassManager().run(mod, pb)
+    llvm.set_option("pybpf_uring", "-replexitval=" + ("cheap" if replace_exit_values else "never"))
+    pb.getModulePassManager().run(mod, pb)
     return mod
 
 
