@@ -43,6 +43,9 @@ LIBRARY_MODULES = ("pybpf_uring", "pybpf_uring.uring", "pybpf_uring.iou")
 MAP_FORMS = {kind: "value_type, max_entries" if kind in ARRAY_KINDS else "size_bytes" if kind == RINGBUF
              else "key_type, value_type, max_entries" for kind in MAP_TYPES}
 DSL_BUILTINS = ("print", "range", *PYTHON_BUILTINS)  # Python's builtins a program uses as Python does
+# How alike a name must be to be suggested for a misspelt one (difflib's ratio): 'totl' and
+# 'total' are 0.89, 'mn' and 'min' 0.8, but 'missing' and 'min' only 0.6.
+NEAR = 0.75
 
 
 @on_deep_stack
@@ -276,7 +279,7 @@ class ModuleChecker:
         env = self.module.environment or {}
         known = set(scope) | set(self.globals) | set(DSL_BUILTINS) | \
             {n for n, v in env.items() if runtime_symbol(v, n) is not None}
-        near = difflib.get_close_matches(name, sorted(known | set(importable())), n=2)
+        near = difflib.get_close_matches(name, sorted(known | set(importable())), n=2, cutoff=NEAR)
         if not near:
             return "assign it before use, or declare it at module level"
         return "did you mean " + " or ".join(
