@@ -209,6 +209,9 @@ def report(sides: dict, n: int, batch: int, rounds: int) -> str:
         steps = f"{1000 * last[name]['steps'] / n:.1f}" if last[name]["steps"] else "-"
         lines.append(f"{name:<18}{c.median:>12,.0f}{1000 * last[name]['enters'] / n:>12.2f}"
                      f"{steps:>12}{c.ratio:>21.2f}x{c.spread():>13}")
+    if "bpf loop (Python)" in sides:      # the compiled sample against its C twin, same rounds
+        c = compare(samples["bpf loop (Python)"], samples["bpf loop"])
+        lines.append(f"bpf loop (Python) vs bpf loop (C): {c.ratio:.2f}x (spread {c.spread()})")
     return "\n".join(lines)
 
 
