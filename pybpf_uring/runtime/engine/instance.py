@@ -256,7 +256,7 @@ class EngineProgram:
         self._ring_helpers: Any = None
         # runs and the last run's instruction count live in the words a native run from Python
         # counts in (native_ring.FastRun), whichever path ran
-        from .native_ring import RUN_WORDS
+        from .native_run_ir import RUN_WORDS       # (not native_ring: ~9 ms to import)
         self._counts = (ctypes.c_uint64 * len(RUN_WORDS))()
         self._runs_i, self._executed_i = RUN_WORDS.index("runs"), RUN_WORDS.index("executed")
         self._fast: Any = None      # FastRun.call once the program has run on the JIT, if it may

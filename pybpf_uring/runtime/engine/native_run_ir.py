@@ -6,7 +6,6 @@ block, the ctx rule and the frame are native_ring_ir's (CONSTANTS), whose templa
 """
 from __future__ import annotations
 
-from . import native_ring_ir as ring_ir
 from .codegen import fill
 
 __all__ = ["RUN_WORDS", "RUN_API", "run_text"]
@@ -126,5 +125,7 @@ fail:
 
 def run_text(api: dict[str, int]) -> str:
     """The IR of @nr_run with this process's C API addresses (`api`: RUN_API name -> address)."""
+    # (imported here: the engine reads RUN_WORDS for every program, the ring's IR only for these)
+    from . import native_ring_ir as ring_ir
     return fill(_RUN + ring_ir.DECLS, {**ring_ir.CONSTANTS, **_RN,
                                 **{f"API_{name}": api[name] for name in RUN_API}})
