@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import html
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 __all__ = ["ROWS", "object_html", "program_html", "disasm_html", "loaded_html", "map_html",
            "ring_html", "test_run_html", "value_text"]
@@ -129,9 +129,11 @@ def _in_order(keys: list) -> list:
         return keys
 
 
-def map_html(m: Any, rows: int = ROWS) -> str:
+def map_html(m: Any, rows: int = ROWS, key_text: Callable[[Any], str] = value_text) -> str:
     """A KernelMap or an engine map: what it is, then its first `rows` entries (by key) decoded
-    as the host reads them (`m.get`), and how many more there are."""
+    as the host reads them (`m.get`), and how many more there are.  `key_text` writes a key: the
+    host hands a struct key out as bytes (or an int when it fits in 8), which only a caller that
+    knows the key's type from the object's BTF can spell by its fields (hist.map_html)."""
     per_cpu = getattr(m, "per_cpu", False)
     kind = _map_type(m)
     head = (f"<b>map</b> {_e(m.name)} ({_e(kind)}, key {m.key_size} B, value {m.value_size} B, "
@@ -151,7 +153,7 @@ def map_html(m: Any, rows: int = ROWS) -> str:
     except (OSError, ValueError) as exc:
         return f"<div>{head}: entries cannot be read: {_e(str(exc))}</div>"
     value_head = "value per CPU" if per_cpu else "value"
-    body = table(["key", value_head], ([value_text(k), value_text(v)] for k, v in entries))
+    body = table(["key", value_head], ([key_text(k), value_text(v)] for k, v in entries))
     more = total - len(keys[:rows])
     note = f"<p>… {more} more entr{'y' if more == 1 else 'ies'} ({total} in all)</p>" if more > 0 else ""
     if not total:

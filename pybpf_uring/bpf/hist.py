@@ -332,11 +332,23 @@ def tool_args(description: str | None, argv: list[str] | None = None):
     return p.parse_args(argv)
 
 
+def key_fields(m: Any):
+    """How to write a key of `m` for a reader: a struct key (from the object's BTF) by its fields
+    as the text reports write them (`pid=4242, comm=fio, opcode=READ`); None for any other key."""
+    ktype = key_type(m)
+    if not (isinstance(ktype, type) and issubclass(ktype, ctypes.Structure)):
+        return None
+    fields = [name for name, *_ in values.fields(ktype)]
+    return lambda key: ", ".join(_field(_key(key, ktype, m.key_size), f) for f in fields)
+
+
 def map_html(m: Any) -> str:
     """Jupyter's view of a loaded map: a map keyed by a `log2` field as its histograms (SVG),
-    above the entries table every map gets (display.map_html)."""
+    above the entries table every map gets (display.map_html), whose struct keys are written by
+    their fields (the host reads them as bytes, which a reader cannot tell apart)."""
     from .. import display
-    table = display.map_html(m)
+    spell = key_fields(m)
+    table = display.map_html(m) if spell is None else display.map_html(m, key_text=spell)
     try:
         shown = [r for r in report(m) if isinstance(r, Histogram)]
     except (OSError, ValueError):          # closed, or entries that cannot be read: the table says
