@@ -1,6 +1,6 @@
 """The frontend: source text → `syntax.Module`, or a `CompileError` that says what is wrong.
 
-lark's LALR parser (grammar in `grammar/pybpf.lark`, built once and cached on disk) turns text
+lark's LALR parser (grammar in `grammar/pybpf.lark`, built once and pickled to disk) turns text
 into a parse tree; `parse_tree.Builder`, a lark Transformer dispatching on rule names, turns that tree into
 the frozen dataclasses of `syntax.py` right away, so no later stage sees lark.  The grammar also
 recognises the Python constructs the language rejects, so each gets a diagnostic that names it at
@@ -15,10 +15,12 @@ text, and `parse_function(fn)` for a decorated function in a script, module or n
 from __future__ import annotations
 
 import ast
+import contextlib
 import dataclasses
 import functools
 import hashlib
 import os
+import pickle
 import re
 import sys
 import types
@@ -27,6 +29,7 @@ import warnings
 from lark import Lark, __version__ as lark_version
 from lark.exceptions import LarkError, UnexpectedInput, VisitError
 from lark.indenter import DedentError, PythonIndenter
+from lark.parsers.lalr_analysis import Action, Reduce, Shift
 
 from .. import cells
 from . import syntax as S
@@ -87,29 +90,102 @@ class _BadDedent(Exception):
         self.token = token
 
 
+# How the parser is built; part of the cache file's name, so a change builds it again.
+LARK_OPTIONS = {"parser": "lalr", "lexer": "basic", "propagate_positions": True, "maybe_placeholders": True}
+
+
 @functools.lru_cache(maxsize=None)
 def _lark():
-    """The LALR parser, built once per process; the tables are cached on disk because building
-    them takes longer than a whole cold compile may."""
+    """The LALR parser, once per process.  Building its tables takes longer than a whole cold
+    compile may, and even lark's own cache (`cache=`) re-creates every rule, table entry and
+    terminal from a serialized form and then builds the lexer's scanner on the first parse, a
+    tenth of a cold compile; so the parser object itself, scanner included, is pickled to the
+    user's cache directory when first built and unpickled by later starts, in half that time."""
     with open(GRAMMAR, encoding="utf-8") as f:
         grammar = f.read()
-    return Lark(grammar, parser="lalr", lexer="basic", postlex=_Indenter(),
-                propagate_positions=True, maybe_placeholders=True, cache=_cache_file(grammar))
+    path = _cache_file(grammar)
+    parser = _read_parser(path) if path else None
+    if parser is None:
+        parser = _build(grammar)
+        if path:
+            _write_parser(parser, path)
+    return parser
 
 
-def _cache_file(grammar: str) -> str | bool:
-    """A file in the user's cache directory, one per grammar text, lark and Python version, so
-    two checkouts of different versions do not overwrite each other's tables (lark also checks
-    a hash of the grammar and options stored inside)."""
+def _build(grammar: str):
+    """The parser in the form lark's own cache loads it: a parser built from the grammar keeps
+    the grammar and its analysis as well, which would make the pickle larger and slower to load
+    than lark's own cache.  The detour through lark's
+    cache, in a temporary directory, costs one more load on the one start that builds it."""
+    import tempfile
+    with tempfile.TemporaryDirectory(prefix="pybpf_uring-") as folder:
+        cache = os.path.join(folder, "lark.cache")
+        Lark(grammar, postlex=_Indenter(), cache=cache, **LARK_OPTIONS)
+        parser = Lark(grammar, postlex=_Indenter(), cache=cache, **LARK_OPTIONS)
+    parser.parse("\n")  # builds the lexer's scanner (lark does on first use), so it is cached too
+    return parser
+
+
+def _cache_file(grammar: str) -> str | None:
+    """A file in the user's cache directory, one per grammar text, parser options, lark and
+    Python version (a pickle holds lark's classes as that version defines them), so two
+    checkouts of different versions do not overwrite each other's parsers."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     folder = os.path.join(base, "pybpf_uring")
     try:
         os.makedirs(folder, exist_ok=True)
     except OSError:
-        return False  # an unwritable home: build the tables every time, still correct
-    digest = hashlib.sha256(grammar.encode()).hexdigest()[:16]
-    name = f"grammar-{digest}-lark{lark_version}-py{sys.version_info[0]}{sys.version_info[1]}.cache"
+        return None  # an unwritable home: build the parser every time, still correct
+    key = f"{grammar}\0{sorted(LARK_OPTIONS.items())}\0{_Indenter.__qualname__}"
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    name = f"parser-{digest}-lark{lark_version}-py{sys.version_info[0]}{sys.version_info[1]}.pickle"
     return os.path.join(folder, name)
+
+
+class _ParserPickler(pickle.Pickler):
+    """Pickles a Lark parser: modules (the lexer keeps `re`) by name, and lark's two parse
+    actions, which its parser tells apart by identity (`action is Shift`), as themselves."""
+
+    def persistent_id(self, obj):
+        if isinstance(obj, types.ModuleType):
+            return ("module", obj.__name__)
+        if isinstance(obj, Action):
+            return ("action", obj.name)
+        return None
+
+
+class _ParserUnpickler(pickle.Unpickler):
+    def persistent_load(self, pid):
+        kind, name = pid
+        if kind == "module":
+            return sys.modules[name]  # only `re`, which lark has imported
+        return {"Shift": Shift, "Reduce": Reduce}[name]
+
+
+def _read_parser(path: str):
+    """The cached parser, or None when there is none or it cannot be read back: any failure
+    (a file cut short by a crash, one written by another lark release under the same name)
+    just means building it again."""
+    try:
+        with open(path, "rb") as f:
+            parser = _ParserUnpickler(f).load()
+    except Exception:  # noqa: BLE001 - whatever unpickling raises, the fix is to rebuild
+        return None
+    return parser if isinstance(parser, Lark) else None
+
+
+def _write_parser(parser, path: str) -> None:
+    """Written to a temporary name and renamed, so a process starting meanwhile reads either
+    no file or a whole one.  The file only saves time: when it cannot be written (a full disk,
+    a lark release holding something pickle cannot write), every start builds the parser."""
+    tmp = f"{path}.{os.getpid()}-{id(parser)}.tmp"
+    try:
+        with open(tmp, "wb") as f:
+            _ParserPickler(f, protocol=pickle.HIGHEST_PROTOCOL).dump(parser)
+        os.replace(tmp, path)
+    except Exception:  # noqa: BLE001 - OSError or whatever pickling raises: no file, still correct
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
 
 
 def _parse(source: Source, text: str, line_offset: int, col_offset: int) -> tuple[S.Stmt, ...]:
