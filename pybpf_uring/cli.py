@@ -150,7 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`argv` None: this process is the command (the console script, `python -m pybpf_uring`)."""
     args = build_parser().parse_args(argv)
+    if argv is None and args.command in RUN_NO_USER_CODE:
+        _without_optional_regex()
     try:
         status = COMMANDS[args.command](args)
         sys.stdout.flush()  # a closed pipe shows up here, while it can still be handled
@@ -161,6 +164,19 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except Exception as exc:  # noqa: BLE001 - the one place user-facing errors are rendered
         return report(exc)
+
+
+# The commands whose process runs no code of the user's: they read and compile it, or load objects.
+RUN_NO_USER_CODE = ("compile", "disasm", "check", "verify")
+
+
+def _without_optional_regex() -> None:
+    """lark imports the third-party `regex` module when it is installed, for its `regex=True`
+    option, which the parser does not use; that import is a twentieth of a cold compile.  A
+    command's own process, which runs no code of the user's that could want the module, marks
+    it absent (None in sys.modules: `import regex` raises ImportError, which lark expects).
+    Not done for main() called from Python: that process is the caller's."""
+    sys.modules.setdefault("regex", None)
 
 
 def _closed_stdout() -> int:

@@ -3,27 +3,36 @@
 Start-up is most of a cold compile (bench/compile.py measures it against clang-22), and an import
 at the top of a module on the compile path is paid by every compile whether it needs it or not.
 The object reader (pyelftools), BTF and the kernel layer, the ring runtime and its engines are
-for reading, loading and running objects; tracing layouts only for tracing programs.  This
-checks the modules a fresh process has imported after compiling a sample, not a time.
+for reading, loading and running objects; tracing layouts only for tracing programs; the
+`regex` module lark looks for serves an option the parser does not use.  This checks the modules
+a fresh process has imported after compiling a sample, not a time; and that the parser a start
+unpickles (parse.py) parses as the one built from the grammar does.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+from pybpf_uring.compiler import parse
+from pybpf_uring.compiler.parse import parse_source
+from pybpf_uring.diagnostics import CompileError, Span
+
 ROOT = Path(__file__).resolve().parents[1]
 
 NOT_FOR_COMPILING = ("elftools", "pybpf_uring.bpf.objfile", "pybpf_uring.bpf.btf", "pybpf_uring.bpf.kernel",
                      "pybpf_uring.bpf.load", "pybpf_uring.bpf.tracepoints", "pybpf_uring.runtime",
-                     "pybpf_uring.mainline", "pybpf_uring.display", "importlib.metadata")
+                     "pybpf_uring.mainline", "pybpf_uring.display", "importlib.metadata", "regex")
 
+# as the console script runs it: main() reads the command line itself
 CHILD = """
 import json, sys
 from pybpf_uring.cli import main
-status = main(["compile", sys.argv[1], "-o", sys.argv[2]])
-print(json.dumps([status, sorted(sys.modules)]))
+sys.argv = ["pybpf-uring", "compile", sys.argv[1], "-o", sys.argv[2]]
+status = main()
+print(json.dumps([status, sorted(m for m, module in sys.modules.items() if module is not None)]))
 """
 
 
@@ -36,3 +45,64 @@ def test_a_cold_compile_imports_only_the_compiler(tmp_path):
     assert "pybpf_uring.compiler.emit" in modules       # it did compile, in this process
     loaded = [m for m in modules if any(m == name or m.startswith(name + ".") for name in NOT_FOR_COMPILING)]
     assert not loaded, f"a cold compile imported {loaded}"
+
+
+BAD = "def f(x: u32) -> u32:\n    y = (x +\n    return y\n"
+
+
+def _parsed(text: str) -> list:
+    """What users see of a parse: every node with its whole span, or the diagnostics."""
+    try:
+        return _nodes(parse_source(text, "p.py").body)
+    except CompileError as e:
+        return [d.render() for d in e.diagnostics]
+
+
+def _nodes(node) -> list:
+    if isinstance(node, tuple):
+        return [_nodes(item) for item in node]
+    if isinstance(node, Span):
+        return [node.line, node.col, node.end_line, node.end_col]
+    if dataclasses.is_dataclass(node):
+        return [type(node).__name__, *(_nodes(getattr(node, f.name)) for f in dataclasses.fields(node))]
+    return repr(node)
+
+
+def test_the_unpickled_parser_parses_as_the_built_one(tmp_path, monkeypatch):
+    """A start that finds the pickled parser neither builds nor loads lark's grammar, and its
+    trees, spans and diagnostics are those of a parser built from the grammar."""
+    from lark import Lark
+    sample = (ROOT / "samples" / "packet_stats.py").read_text()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    parse._lark.cache_clear()
+    try:
+        built = [_parsed(sample), _parsed(BAD)]  # no cache yet: built, then pickled
+        (pickled,) = (tmp_path / "pybpf_uring").iterdir()
+        assert pickled.suffix == ".pickle" and pickled.stat().st_size > 0
+        parse._lark.cache_clear()
+
+        def no_building(*args, **kwargs):
+            raise AssertionError("the parser was built again instead of unpickled")
+        monkeypatch.setattr(Lark, "__init__", no_building)
+        assert [_parsed(sample), _parsed(BAD)] == built
+    finally:
+        parse._lark.cache_clear()
+    assert "p.py:3:5: error: invalid syntax: unexpected 'return'" in built[1][0]
+    assert built[0][-1][0] == "FunctionDef" and len(built[0][-1][1]) == 4  # a span, start to end
+
+
+def test_a_damaged_pickle_is_built_again(tmp_path, monkeypatch):
+    """A parser file cut short (a crash while writing, a full disk) is not an error: the parser
+    is built again and the file rewritten whole."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    parse._lark.cache_clear()
+    try:
+        expected = _parsed(BAD)
+        (pickled,) = (tmp_path / "pybpf_uring").iterdir()
+        whole = pickled.read_bytes()
+        pickled.write_bytes(whole[:len(whole) // 2])
+        parse._lark.cache_clear()
+        assert _parsed(BAD) == expected
+        assert parse._read_parser(str(pickled)) is not None  # whole again
+    finally:
+        parse._lark.cache_clear()
