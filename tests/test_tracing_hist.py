@@ -112,12 +112,14 @@ def test_jupyter_shows_a_log2_map_as_bars_above_its_entries():
             live.programs["add"].test_run(ctx=Args(v=v, opcode=0))
         page = live.maps["lat"]._repr_html_()
         plain = live.maps["ops"]._repr_html_()
+        whole = live._repr_html_()
     assert page.startswith("<svg") and page.count("<rect") == 6 and "<table" in page   # [4, 8) .. [128, 256)
     assert not plain.startswith("<svg") and "<table" in plain
     # struct keys by their fields, as the text prints them: the host reads them as bytes (or an
     # int when they fit in 8), which the table showed as hex and as 34359738368
     assert "<td>opcode=NOP, log2=3</td><td>2</td>" in page and "<td>opcode=NOP, log2=8</td><td>1</td>" in page
     assert "<td>comm=fio, opcode=NOP</td><td>211</td>" in plain
+    assert page in whole and plain in whole        # the loaded object shows each map as it shows itself
 
 
 LINEAR = """
