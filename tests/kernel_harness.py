@@ -10,17 +10,37 @@ import subprocess
 from pathlib import Path
 
 import probes
-from pybpf_uring import compile_source
+import pytest
+from pybpf_uring import CompileError, compile_source
+
+
+def module(src: str, name: str = "<bpf module>") -> dict:
+    """The host side of a BPF module (its Structs, constants, functions), as a script importing
+    it would have: executed as plain Python, without this file's __future__ flags."""
+    namespace: dict = {}
+    exec(compile(src, name, "exec", dont_inherit=True), namespace)
+    return namespace
+
+
+def compiled(src: str, name: str = "<bpf module>", cpu: str = "v3"):
+    """(BpfObject, the module's namespace) for a BPF module's source."""
+    return compile_source(src, name, cpu), module(src, name)
 
 
 @contextlib.contextmanager
 def loaded(src: str, cpu: str = "v3"):
     """(loaded object, the module's namespace) for a BPF module's source."""
-    namespace: dict = {}
-    exec(compile(src, "<bpf module>", "exec", dont_inherit=True), namespace)
-    obj = compile_source(src, "<bpf module>", cpu)
+    obj, namespace = compiled(src, cpu=cpu)
     with obj.load() as live:
         yield live, namespace
+
+
+def diagnostic(src: str, path: str) -> str:
+    """The text a user sees for a module the compiler must refuse: compiling src as path raises
+    CompileError (the test fails if it compiles), rendered with carets and notes."""
+    with pytest.raises(CompileError) as info:
+        compile_source(src, path)
+    return str(info.value)
 
 
 def wrap(value: int, bits: int, signed: bool) -> int:

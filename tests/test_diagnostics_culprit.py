@@ -7,7 +7,7 @@ import os
 import pytest
 
 from pybpf_uring import compile_source
-from kernel_harness import clang_object
+from kernel_harness import clang_object, diagnostic
 from pybpf_uring.compiler import check_loops, emit
 from pybpf_uring.compiler.check import check
 from pybpf_uring.compiler.parse import parse_source
@@ -146,9 +146,7 @@ CASES = {
 @pytest.mark.parametrize("name", CASES)
 def test_the_diagnostic_points_at_the_culprit(name):
     body, expected = CASES[name]
-    with pytest.raises(CompileError) as info:
-        compile_source(HEAD + body, f"{name}.py")
-    assert str(info.value) == expected
+    assert diagnostic(HEAD + body, f"{name}.py") == expected
 
 
 @pytest.mark.parametrize("body", [
@@ -241,9 +239,7 @@ BRANCHY = ('@syscall\ndef p(ctx: Args) -> i32:\n    t = ctx.a\n    for j in rang
 def test_a_loop_calling_a_looping_subprogram_is_too_large_at_the_loop():
     """The subprogram's walk counts at each call: 200 calls of a 3000-pass loop compiled, and
     the kernel refused it ("The sequence of 8193 jumps is too complex")."""
-    with pytest.raises(CompileError) as info:
-        compile_source(HEAD + SPIN, "spin.py")
-    assert str(info.value) == (
+    assert diagnostic(HEAD + SPIN, "spin.py") == (
         "spin.py:18:5: error: the verifier would walk ~37212006 instructions of this loop (200 passes × "
         "~186060 instructions, its nested loops and calls included); the kernel stops at 1000000\n"
         "    for i in range(200):\n    ^\n"
@@ -252,9 +248,7 @@ def test_a_loop_calling_a_looping_subprogram_is_too_large_at_the_loop():
 
 
 def test_a_loop_leaving_too_many_branches_pending_is_refused_at_the_loop():
-    with pytest.raises(CompileError) as info:
-        compile_source(HEAD + BRANCHY.format(n=9000), "branchy.py")
-    assert str(info.value) == (
+    assert diagnostic(HEAD + BRANCHY.format(n=9000), "branchy.py") == (
         "branchy.py:10:5: error: the verifier would keep ~9000 branches of this loop pending (9000 passes "
         "× 1 conditional branches); the kernel stops at 8192 (\"The sequence of 8193 jumps is too complex\")\n"
         "    for j in range(9000):\n    ^\n"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import struct
 
 import pytest
+from kernel_harness import module
 from probes import require
 
 from pybpf_uring import Ring, compile_source
@@ -94,9 +95,7 @@ RUNS = [
 
 def host_class(name: str) -> type:
     """A class of SRC as the host has it (a Struct is a ctypes structure)."""
-    namespace: dict = {}
-    exec(compile(SRC, "<bpf module>", "exec", dont_inherit=True), namespace)
-    return namespace[name]
+    return module(SRC)[name]
 
 
 Point = host_class("Point")

@@ -15,7 +15,7 @@ from pybpf_uring import Ring, compile_source
 from pybpf_uring.errors import LoadError
 from pybpf_uring.bpf.globals_view import ArrayView, FrozenGlobalError, StructView, global_vars
 
-from kernel_harness import clang_object
+from kernel_harness import clang_object, module
 
 
 bpf = pytest.mark.kernel
@@ -53,12 +53,6 @@ def read_back(ctx: Args) -> i32:
         return pt.y >> 32
     return small
 '''
-
-
-def module(src: str) -> dict:
-    namespace: dict = {}
-    exec(compile(src, "<bpf module>", "exec", dont_inherit=True), namespace)
-    return namespace
 
 
 def run(live, which: int) -> int:

@@ -11,6 +11,7 @@ import struct
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from kernel_harness import compiled
 from pybpf_uring.conformance import assemble
 from pybpf_uring.runtime.engine import (BpfFault, BudgetExceeded, Interpreter, InvalidProgram, Memory,
                                 MemoryFault)
@@ -932,10 +933,7 @@ def crunch(ctx: Args) -> i32:
 @pytest.mark.parametrize("cpu", ["v3", "v4"])
 def test_compiled_programs_match_the_kernel(cpu):
     import random
-    from pybpf_uring import compile_source
-    namespace: dict = {}
-    exec(compile(COMPILED, "<bpf module>", "exec", dont_inherit=True), namespace)
-    obj = compile_source(COMPILED, "<bpf module>", cpu)
+    obj, namespace = compiled(COMPILED, cpu=cpu)
     spec = next(p for p in obj.programs if p.name == "crunch")
     rnd = random.Random(7)
     with obj.load() as live:

@@ -15,6 +15,7 @@ import struct
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+from kernel_harness import compiled
 from pybpf_uring.bpf import isa
 from pybpf_uring import conformance
 from pybpf_uring.conformance import assemble, read_case
@@ -521,13 +522,6 @@ def digest(ctx: Buf) -> i32:
 """
 
 
-def _compiled(cpu: str, source: str = COMPILED):
-    from pybpf_uring import compile_source
-    namespace: dict = {}
-    exec(compile(source, "<bpf module>", "exec", dont_inherit=True), namespace)
-    obj = compile_source(source, "<bpf module>", cpu)
-    return obj, namespace
-
 
 def _args(namespace, rnd):
     return namespace["Args"](
@@ -549,7 +543,7 @@ def _run_both(instructions, raw: bytes):
 @pytest.mark.parametrize("cpu", ["v3", "v4"])
 def test_compiled_programs_match_the_interpreter(cpu):
     import random
-    obj, namespace = _compiled(cpu)
+    obj, namespace = compiled(COMPILED, cpu=cpu)
     instructions = obj.program("crunch").linked().instructions
     rnd = random.Random(11)
     for _ in range(25):
@@ -560,7 +554,7 @@ def test_compiled_programs_match_the_interpreter(cpu):
 @pytest.mark.kernel("syscall_programs")
 def test_compiled_program_matches_the_kernel_and_the_interpreter():
     import random
-    obj, namespace = _compiled("v4")
+    obj, namespace = compiled(COMPILED, cpu="v4")
     instructions = obj.program("crunch").linked().instructions
     rnd = random.Random(5)
     with obj.load() as live:
@@ -579,7 +573,7 @@ def test_compiled_program_matches_the_kernel_and_the_interpreter():
 @pytest.mark.parametrize("cpu", ["v3", "v4"])
 def test_hash_loop_matches_the_kernel_and_the_interpreter(cpu):
     import random
-    obj, namespace = _compiled(cpu, DIGEST)
+    obj, namespace = compiled(DIGEST, cpu=cpu)
     instructions = obj.program("digest").linked().instructions
     rnd = random.Random(9)
     with obj.load() as live:

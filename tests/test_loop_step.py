@@ -7,6 +7,7 @@ import subprocess
 
 import pytest
 
+from kernel_harness import compiled
 from pybpf_uring import compile_file, compile_source
 from pybpf_uring.diagnostics import CompileError
 
@@ -113,9 +114,7 @@ def bump(ctx: Args) -> i32:
     ctx.a = count + limit
     return 0
 """
-    obj = compile_source(src, "g.py")
-    ns: dict = {}
-    exec(compile(src, "g.py", "exec", dont_inherit=True), ns)
+    obj, ns = compiled(src, "g.py")
     with obj.load() as live:
         prog = live.programs["bump"]
         assert prog.test_run(ctx=ns["Args"](a=5)).ctx.a == 5 + 4

@@ -18,7 +18,7 @@ import threading
 import time
 
 import pytest
-from kernel_harness import clang_object
+from kernel_harness import clang_object, module
 from probes import engine_backends
 
 from pybpf_uring import CompileError, compile_source
@@ -99,13 +99,6 @@ def emit(ctx: Args) -> i32:
     events.submit(r)
     return 0
 """
-
-
-def module(source: str):
-    """The host side of a program's module (its Structs), as a script importing it would have."""
-    namespace: dict = {}
-    exec(compile(source, "<module>", "exec"), namespace)
-    return namespace
 
 
 @pytest.fixture

@@ -16,10 +16,10 @@ import subprocess
 import textwrap
 
 import pytest
+from kernel_harness import diagnostic
 from probes import GCC
 
 from pybpf_uring import Ring, compile_source
-from pybpf_uring.diagnostics import CompileError
 from pybpf_uring.runtime.engine import instantiate
 from pybpf_uring.uring import Sqe, prep_close, prep_openat, prep_recv, prep_send
 
@@ -234,9 +234,7 @@ def check_error(body: str) -> str:
            "from pybpf_uring.uring import IoUringCtx, Sqe, Cqe, prep_openat, prep_close, prep_send, prep_recv\n\n"
            "@iouring\ndef f(ctx: IoUringCtx) -> i32:\n    sqe = Sqe()\n    cqe = Cqe()\n"
            f"    {body}\n    return 0\n")
-    with pytest.raises(CompileError) as info:
-        compile_source(src, "bad.py")
-    return str(info.value)
+    return diagnostic(src, "bad.py")
 
 
 @pytest.mark.parametrize("body, message", [

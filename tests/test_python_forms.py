@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import test_semantics as semantics
-from kernel_harness import clang_object, loaded, wrap
+from kernel_harness import clang_object, compiled, loaded, module, wrap
 from pybpf_uring import compile_source
 from pybpf_uring.compiler import syntax as S
 from pybpf_uring.compiler.parse import parse_source
@@ -212,8 +212,7 @@ def test_const_sizes_are_the_declared_value():
 
 def test_the_module_is_python():
     """The sample module runs as Python: its function computes the same values on host ctypes."""
-    ns: dict = {}
-    exec(compile(FORMS, "forms.py", "exec"), ns)
+    ns = module(FORMS, "forms.py")
     assert ns["WIDE"] == 4 and ns["pick"](0, 5, 6) == 6
 
 
@@ -431,9 +430,7 @@ def forms(ctx: IoUringCtx) -> i32:
 def test_the_forms_run_in_the_engine_on_a_real_ring(backend):
     from pybpf_uring import Ring
     from pybpf_uring.runtime.engine import instantiate
-    obj = compile_source(RING, "ring.py")
-    ns: dict = {}
-    exec(compile(RING, "ring.py", "exec"), ns)
+    obj, ns = compiled(RING, "ring.py")
     src = ns["In"](v=[-7, 20, -3, 5])
     with Ring(entries=8, cq_sizes=(16, 16)) as ring:
         ring.register(obj, engine=lambda o: instantiate(o, backend=backend))

@@ -4,12 +4,11 @@ kinds (socket filter, syscall) loaded into the running kernel's verifier."""
 from __future__ import annotations
 
 import ctypes
-import os
 import subprocess
 
 import pytest
 
-from kernel_harness import loaded
+from kernel_harness import compiled, loaded
 from probes import CLANG
 from pybpf_uring import Ring, compile_source
 from pybpf_uring.diagnostics import CompileError
@@ -116,9 +115,7 @@ def test_ctx_fields_through_the_reference_keep_their_own_offsets_and_sizes():
 @pytest.mark.uring
 @pytest.mark.parametrize("backend", ["interpreter", "jit"])
 def test_the_relay_runs_on_a_real_ring(backend):
-    obj = compile_source(RELAY, "relay.py")
-    ns: dict = {}
-    exec(compile(RELAY, "relay.py", "exec"), ns)
+    obj, ns = compiled(RELAY, "relay.py")
     args = ns["Args"](limit=3)
     with Ring(entries=8, cq_sizes=(8, 8)) as ring:
         ring.register(obj, engine=lambda o: instantiate(o, backend=backend))
@@ -134,9 +131,7 @@ def test_the_relay_runs_on_a_real_ring(backend):
 
 @pytest.mark.uring
 def test_the_relay_runs_with_the_rings_own_engine():
-    obj = compile_source(RELAY, "relay.py")
-    ns: dict = {}
-    exec(compile(RELAY, "relay.py", "exec"), ns)
+    obj, ns = compiled(RELAY, "relay.py")
     args = ns["Args"](limit=5)
     with Ring(entries=8, cq_sizes=(8, 8)) as ring:
         ring.register(obj)
