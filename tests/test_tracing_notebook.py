@@ -3,8 +3,9 @@ ipykernel): the three io_uring tracing tools loaded and attached from a notebook
 notebook kernel's own pid, while the notebook runs a workload with known counts on a real ring.
 What the cells show must be those counts, as the kernel's maps hold them: the latency histograms
 (SVG bars) with every NOP and every read in its opcode's, top's operations per opcode, errors'
-EBADF reads, and the same in the text `pybpf-uring run` prints.  The copy in docs/ must hold the
-outputs of such a run."""
+EBADF reads, and the same in the text `pybpf-uring run` prints; and a record written by hand
+without the kernel's common header refused at compile time, located in its cell.  The copy in
+docs/ must hold the outputs of such a run."""
 from __future__ import annotations
 
 import ast
@@ -85,6 +86,11 @@ def check_outputs(nb) -> None:
     assert "@start: (empty)" in text and "@opcode_of: (empty)" in text, text
     # detached at the end
     assert cell_output(nb, "[link.attached for link in links]", "text/plain") == repr([False] * 5)
+    # a hand-written record without the common header: refused at compile time, in the cell
+    refused = printed(nb, "print(exc)")
+    assert re.match(r"Cell In\[\d+\], line 10, col 19: error: Complete: the record starts with the "
+                    r"8-byte common header .*\(ctx is at 8\)\n", refused), refused
+    assert "note: add `_common: u64` as the first field" in refused, refused
 
 
 @pytest.fixture(scope="module")
