@@ -13,6 +13,7 @@ closed stdout (`| head`) ends the command quietly.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 from dataclasses import dataclass
@@ -152,8 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """`argv` None: this process is the command (the console script, `python -m pybpf_uring`)."""
     args = build_parser().parse_args(argv)
-    if argv is None and args.command in RUN_NO_USER_CODE:
-        _without_optional_regex()
+    own_process = argv is None and args.command in RUN_NO_USER_CODE
+    if own_process:
+        _start_own_process()
     try:
         status = COMMANDS[args.command](args)
         sys.stdout.flush()  # a closed pipe shows up here, while it can still be handled
@@ -164,19 +166,29 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except Exception as exc:  # noqa: BLE001 - the one place user-facing errors are rendered
         return report(exc)
+    finally:
+        if own_process:
+            gc.freeze()  # what is left is freed by the exit; the collector need not walk it first
 
 
 # The commands whose process runs no code of the user's: they read and compile it, or load objects.
 RUN_NO_USER_CODE = ("compile", "disasm", "check", "verify")
 
 
-def _without_optional_regex() -> None:
-    """lark imports the third-party `regex` module when it is installed, for its `regex=True`
-    option, which the parser does not use; that import is a twentieth of a cold compile.  A
-    command's own process, which runs no code of the user's that could want the module, marks
-    it absent (None in sys.modules: `import regex` raises ImportError, which lark expects).
-    Not done for main() called from Python: that process is the caller's."""
+def _start_own_process() -> None:
+    """Two settings for a command's own process, which runs none of the user's code that could
+    want otherwise; not made when main() is called from Python, whose process is the caller's.
+
+    - lark imports the third-party `regex` module when it is installed, for its `regex=True`
+      option, which the parser does not use; that import is a twentieth of a cold compile.  It
+      is marked absent (None in sys.modules: `import regex` raises ImportError, as lark expects).
+    - Python's cyclic garbage collector would walk the parser's tables, LLVM's wrappers and the
+      syntax trees again and again while a compile builds them, and once more at exit, a fifth
+      of a cold compile, to find little: a compile's cycles are a couple of MB for a file of 18
+      programs.  It is off; each_file collects between inputs, and main() freezes what is left
+      for the exit."""
     sys.modules.setdefault("regex", None)
+    gc.disable()
 
 
 def _closed_stdout() -> int:
@@ -219,7 +231,9 @@ def report(exc: Exception, path: str | None = None) -> int:
 def each_file(args, one) -> int:
     """Run `one(path)` for every input; an error in one is reported and the others still run."""
     status = EXIT_OK
-    for path in args.files:
+    for i, path in enumerate(args.files):
+        if i and not gc.isenabled():  # the collector is off (_start_own_process): the last input's cycles
+            gc.collect()
         try:
             status = max(status, one(path))
         except (BrokenPipeError, KeyboardInterrupt):

@@ -32,7 +32,9 @@ import json, sys
 from pybpf_uring.cli import main
 sys.argv = ["pybpf-uring", "compile", sys.argv[1], "-o", sys.argv[2]]
 status = main()
-print(json.dumps([status, sorted(m for m, module in sys.modules.items() if module is not None)]))
+import gc
+print(json.dumps([status, sorted(m for m, module in sys.modules.items() if module is not None),
+                  gc.isenabled(), gc.get_freeze_count()]))
 """
 
 
@@ -40,11 +42,36 @@ def test_a_cold_compile_imports_only_the_compiler(tmp_path):
     run = subprocess.run([sys.executable, "-c", CHILD, str(ROOT / "samples" / "packet_stats.py"),
                           str(tmp_path / "p.o")], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert run.returncode == 0, run.stderr
-    status, modules = json.loads(run.stdout.splitlines()[-1])
+    status, modules, collecting, frozen = json.loads(run.stdout.splitlines()[-1])
     assert status == 0 and (tmp_path / "p.o").read_bytes()[:4] == b"\x7fELF"
+    assert not collecting and frozen > 0  # cli._start_own_process: no collector walks, at exit neither
     assert "pybpf_uring.compiler.emit" in modules       # it did compile, in this process
     loaded = [m for m in modules if any(m == name or m.startswith(name + ".") for name in NOT_FOR_COMPILING)]
     assert not loaded, f"a cold compile imported {loaded}"
+
+
+def test_main_called_from_python_leaves_the_process_as_it_was(tmp_path):
+    """The command's own-process settings (no `regex`, no cyclic collector) are not made for a
+    caller's process."""
+    import gc
+    from pybpf_uring.cli import main
+    assert main(["compile", str(ROOT / "samples" / "packet_stats.py"), "-o", str(tmp_path / "p.o")]) == 0
+    assert gc.isenabled() and sys.modules.get("regex", "absent") is not None
+
+
+def test_a_command_with_several_inputs_compiles_each_as_alone(tmp_path):
+    """Between inputs the command process collects the last one's cycles; each object is the
+    one the input compiles to alone."""
+    names = ("packet_stats", "counting")
+    for name in names:
+        (tmp_path / f"{name}.py").write_text((ROOT / "samples" / f"{name}.py").read_text())
+    run = subprocess.run([sys.executable, "-m", "pybpf_uring", "compile", *(f"{n}.py" for n in names)],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert run.returncode == 0, run.stderr
+    for name in names:
+        alone = subprocess.run([sys.executable, "-m", "pybpf_uring", "compile", f"{name}.py", "-o", "-"],
+                               capture_output=True, cwd=tmp_path, timeout=120)
+        assert alone.returncode == 0 and alone.stdout == (tmp_path / f"{name}.o").read_bytes()
 
 
 BAD = "def f(x: u32) -> u32:\n    y = (x +\n    return y\n"
