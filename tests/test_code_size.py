@@ -1,7 +1,7 @@
 """Code as tight as clang's: bench/programs.py against its C twin bench/programs.c.
 
 Per program and cpu, our object has at most clang-22 -O2's instructions (subprograms included,
-as the kernel gets them), but for the programs KNOWN_LONGER names with the reason.  The twins
+as the kernel gets them).  The twins
 must mean the same thing for that to mean anything, so both objects are loaded into the kernel
 and run with test_run on the same ctx values, edge cases first: each must leave the same ctx
 and return value, and the maps the same contents.
@@ -29,10 +29,6 @@ from pybpf_uring import BpfObject, compile_file, compile_source
 ROOT = Path(__file__).resolve().parents[1]
 PROGRAMS_PY, PROGRAMS_C = ROOT / "bench" / "programs.py", ROOT / "bench" / "programs.c"
 CPUS = ("v1", "v2", "v3", "v4")
-# Longer than clang's, and why (bench/compile.py prints by how much).  A zero divisor takes a
-# branch before the division, and a // b + a % b joins two results there where clang's
-# `n ? k / n + k % n : k` joins one; ctx stores between a // b and a % b reload the operands.
-KNOWN_LONGER = {"udiv", "divmod_store"}
 
 
 def host_module():
@@ -59,13 +55,13 @@ def objects(tmp_path_factory):
 
 @pytest.mark.tools("clang")
 @pytest.mark.parametrize("cpu", CPUS)
-def test_only_the_known_programs_are_longer_than_their_c_twins(objects, cpu):
+def test_no_program_is_longer_than_its_c_twin(objects, cpu):
     ours, theirs = objects[cpu]
     mine = {p.name: len(p.linked().instructions) for p in ours.programs}
     clangs = {p.name: len(p.linked().instructions) for p in theirs.programs}
     assert set(mine) == set(clangs)
     longer = {name: (mine[name], clangs[name]) for name in mine if mine[name] > clangs[name]}
-    assert set(longer) == KNOWN_LONGER, f"cpu {cpu}: (ours, clang's) instructions: {longer}"
+    assert not longer, f"cpu {cpu}: (ours, clang's) instructions: {longer}"
     # the folds this file's docstring names, exactly as clang makes them
     assert mine["sum_squares"] == clangs["sum_squares"] <= 4
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import itertools
+import re
 
 import pytest
 
@@ -120,3 +121,97 @@ def test_divisors_llvm_could_fold(cpu, bits, signed):
                      floordiv(100, x), floormod(100, x)]
             got = live.programs["aliased"].test_run(ctx=Ctx(a=a)).ctx
             assert list(got.out) == [wrap(wrap(v, bits, signed), 64, True) for v in model], (cpu, t, a)
+
+
+SHARED = """
+from pybpf_uring import syscall, Struct, i32, i64, {t}
+
+class Ctx(Struct):
+    a: {t}
+    b: {t}
+    c: {t}
+    out: i64[5]
+
+@syscall
+def shared(ctx: Ctx) -> i32:
+    a = ctx.a
+    ctx.out[0] = i64(a // ctx.b + a % ctx.b)
+    ctx.out[1] = i64((a % ctx.b) // ctx.b - ctx.c % ctx.b * a)
+    ctx.out[2] = i64(-(a // ctx.b) ^ ctx.b // ctx.b)
+    ctx.out[3] = i64(a // ctx.b + a % ctx.c)
+    ctx.out[4] = i64(ctx.c // (a + ctx.b) + ctx.c % (ctx.b + a) + ctx.c % (a + ctx.b))
+    return 0
+"""
+
+
+def shared_model(a: int, b: int, c: int, bits: int, signed: bool) -> list[int]:
+    """SHARED's outputs, each operation wrapped to the type as the program computes it."""
+    def w(v):
+        return wrap(v, bits, signed)
+
+    def fd(x, y):
+        return w(floordiv(x, y))
+
+    def fm(x, y):
+        return w(floormod(x, y))
+
+    s = w(a + b)
+    results = [w(fd(a, b) + fm(a, b)), w(fd(fm(a, b), b) - w(fm(c, b) * a)), w(-fd(a, b)) ^ fd(b, b),
+               w(fd(a, b) + fm(a, c)), w(w(fd(c, s) + fm(c, w(b + a))) + fm(c, s))]
+    return [wrap(r, 64, True) for r in results]
+
+
+@pytest.mark.parametrize("cpu", ["v1", "v2", "v3", "v4"])
+@pytest.mark.parametrize("bits,signed", TYPES, ids=[name(*t) for t in TYPES])
+def test_divisions_by_one_divisor_share_its_tests(cpu, bits, signed):
+    """Divisions by one divisor in one expression test it once and the expression is lowered
+    per outcome (lower_div.split): each result is still the model's at every edge, the divisor
+    itself as dividend, nested in another division, beside a second divisor, and a divisor
+    that is a sum (`a + b` and `b + a` are tested apart)."""
+    t = name(bits, signed)
+    obj = compile_source(SHARED.format(t=t), "shared.py", cpu)
+    ctype = getattr(ctypes, f"c_{'' if signed else 'u'}int{bits}")
+
+    class Ctx(ctypes.Structure):
+        _fields_ = [("a", ctype), ("b", ctype), ("c", ctype), ("out", ctypes.c_int64 * 5)]
+
+    values = edges(bits, signed)
+    engines = [instantiate(obj, backend=b) for b in engine_backends()]
+    with obj.load() as live:
+        prog = live.programs["shared"]
+        for i, (a, b) in enumerate(itertools.product(values, repeat=2)):
+            c = values[i * 7 % len(values)]
+            ctx = Ctx(a=a, b=b, c=c)
+            got = prog.test_run(ctx=ctx).ctx
+            assert list(got.out) == shared_model(a, b, c, bits, signed), (cpu, t, a, b, c)
+            for engine in engines:
+                _, out = engine.runner("shared").run(bytes(ctx))
+                assert bytes(out) == bytes(got), (engine.backend, cpu, t, a, b, c)
+
+
+QUOTIENT_AND_REMAINDER = """
+from pybpf_uring import syscall, Struct, i32, u32, u64
+
+class Ctx(Struct):
+    k: u32
+    n: u32
+    out: u64
+
+@syscall
+def both(ctx: Ctx) -> i32:
+    ctx.out = ctx.k // ctx.n + ctx.k % ctx.n
+    return 0
+"""
+
+
+@pytest.mark.parametrize("cpu", ["v1", "v2", "v3", "v4"])
+def test_quotient_and_remainder_test_the_divisor_once(cpu):
+    """k // n + k % n: one test of n, one division (the remainder is k - q * n), and the zero
+    side stores k as it is -- clang's code for `n ? k / n + k % n : k` -- where a join per
+    division would first set a register to the quotient's 0."""
+    obj = compile_source(QUOTIENT_AND_REMAINDER, "both.py", cpu)
+    lines = obj.disasm().splitlines()
+    jumps = [line for line in lines if re.search(r"\sif\s", line)]
+    divisions = [line for line in lines if "/=" in line]
+    zeros = [line for line in lines if re.search(r"\s[rw][1-9] = 0x0$", line)]
+    assert (len(jumps), len(divisions), zeros) == (1, 1, []), "\n".join(lines)

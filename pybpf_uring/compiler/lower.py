@@ -11,6 +11,7 @@ array index outside the array reads 0 and writes nothing.
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 import llvmlite.ir as ir
@@ -20,7 +21,7 @@ from .builtins import CTX, MAP_DELETE_ELEM, TYPE_SIZE
 from .checked import Checked, FunctionInfo
 from .debuginfo import DebugInfo
 from .lower_calls import CallLowering
-from .lower_values import I8, I8P, I32, I64_IR, ValueLowering, ir_type, untyped
+from .lower_values import I8, I8P, I32, I64_IR, CtxAliasing, ValueLowering, ir_type, untyped
 from .typesys import I64, NONE, U64, ArrayT, BoolT, IntT, MapT, PtrT, StructT, Type
 from ..uapi import BPF_ANY
 
@@ -63,6 +64,7 @@ class ModuleLowering:
         self.funcs: dict[str, ir.Function] = {}
         self.kfuncs: dict[str, ir.Function] = {}
         self.frames: dict[str, int] = {}
+        self.ctx_aliasing = CtxAliasing(self.m)
 
     def run(self) -> LoweredModule:
         for name, (mt, line) in self.c.maps.items():
@@ -77,6 +79,7 @@ class ModuleLowering:
             if info.kind == "loop_step":
                 self.struct_ops(info)
         self.license()
+        self.ctx_aliasing.finish()
         self.dbg.finish()
         return LoweredModule(str(self.m), self.cpu, self.c.module.source.path, self.frames,
                              {name: f.node.span for name, f in self.c.functions.items()})
@@ -159,7 +162,12 @@ class FunctionLowering(ValueLowering, CallLowering):
         self.loops: list[tuple[ir.Block, ir.Block]] = []  # (continue target, break target)
         self.temps: list[ir.AllocaInstr] = []  # helper-argument slots of the current statement
         self.direct: dict[str, ir.Value] = {}  # locals used as SSA values, never through a slot
+        self.ctx_structs: dict[ir.Value, StructT] = {}  # a ctx pointer (static_offsets) → its struct
         self.passthrough_seq = 0
+        # lower_div's divisors shared by the divisions of one expression
+        self.known_divisors: dict[tuple, tuple] = {}  # divisor → (outcome, value tested), in a split
+        self.division_counts: dict[S.Expr, Counter | None] = {}  # expression → its divisions by divisor
+        self.divisor_exprs: dict[tuple, tuple] = {}  # divisor → (an expression of it, its type)
 
     # ----- setup ----------------------------------------------------------------------
     def run(self) -> None:
@@ -172,7 +180,7 @@ class FunctionLowering(ValueLowering, CallLowering):
         for name, t in info.locals.items():
             self.slots[name] = self.alloca(t, name)
         if info.kind == "loop_step":  # the arguments arrive as an array of u64 (BPF_PROG's ctx)
-            array = self.static_offsets(self.fn.args[0])
+            array = self.static_offsets(self.fn.args[0], machine_params(info)[0][1])
             values = [self.load(self.offset(array, 8 * i), t) for i, (_, t) in enumerate(info.params)]
         else:
             values = list(self.fn.args)
@@ -181,10 +189,10 @@ class FunctionLowering(ValueLowering, CallLowering):
         if info.kind == "loop_step":
             self.direct[info.params[0][0]] = values[0]
         elif info.kind:  # the ctx: never reassigned, so used as the value itself
-            self.direct[info.params[0][0]] = self.static_offsets(self.fn.args[0])
-        for (name, _), arg in zip(info.params, self.fn.args):
+            self.direct[info.params[0][0]] = self.static_offsets(self.fn.args[0], info.params[0][1])
+        for (name, t), arg in zip(info.params, self.fn.args):
             if not info.kind and info.ctx_params.get(name, {"loop_step"}) != {"loop_step"}:
-                self.direct[name] = self.static_offsets(arg)  # a ctx passed on: the same rules
+                self.direct[name] = self.static_offsets(arg, t)  # a ctx passed on: the same rules
         for name, t in info.locals.items():
             if name not in dict(info.params) and isinstance(t, (IntT, BoolT, PtrT)):
                 self.b.store(ir.Constant(ir_type(t), None), self.slots[name], align=t.align)
@@ -195,13 +203,17 @@ class FunctionLowering(ValueLowering, CallLowering):
         if not self.b.block.is_terminated:
             self.b.ret_void() if info.ret == NONE else self.b.ret(ir.Constant(ir_type(info.ret), 0))
 
-    def static_offsets(self, ctx: ir.Value) -> ir.Value:
+    def static_offsets(self, ctx: ir.Value, t: Type) -> ir.Value:
         """The ctx through `llvm.preserve.static.offset` (clang's preserve_static_offset): the
         BPF backend then keeps every field access at its constant offset from the ctx register.
         The verifier refuses any other ctx access ("dereference of modified ctx ptr"), and LLVM
-        would otherwise turn `if c: v = ctx.a else: v = ctx.b` into one load at ctx + select."""
+        would otherwise turn `if c: v = ctx.a else: v = ctx.b` into one load at ctx + select.
+        A struct ctx's field accesses get TBAA tags (`CtxAliasing`)."""
         fn = self.ml.m.declare_intrinsic("llvm.preserve.static.offset", (), ir.FunctionType(I8P, [I8P]))
-        return self.b.call(fn, [ctx])
+        ptr = self.b.call(fn, [ctx])
+        if isinstance(t, PtrT) and isinstance(t.target, StructT):
+            self.ctx_structs[ptr] = t.target
+        return ptr
 
     def new_block(self, name: str) -> ir.Block:
         """A block placed in the function only when code is emitted into it (as clang does), so
@@ -301,7 +313,7 @@ class FunctionLowering(ValueLowering, CallLowering):
             else:
                 self.memcpy(addr, self.aggregate(value), t)
             return
-        self.store(self.value(value, t), addr, t)
+        self.store(self.value(value, t), addr, t, field=True)
 
     def stmt_AugAssign(self, s: S.AugAssign) -> None:
         target = s.target
@@ -312,7 +324,7 @@ class FunctionLowering(ValueLowering, CallLowering):
         guards: list[ir.Value] = []
         addr = self.address(target, guards)
         with self.guarded(guards):
-            self.store(self.binop(s.op, self.load(addr, t), t, s.value, t), addr, t)
+            self.store(self.binop(s.op, self.load(addr, t, field=True), t, s.value, t), addr, t, field=True)
 
     def stmt_If(self, s: S.If) -> None:
         cond = self.condition(s.test)

@@ -12,49 +12,176 @@
   the magnitudes (v1-v3) gives that by itself; LLVM calls sdiv's overflow undefined, so at v4
   -1 takes its own branch too.
 - A constant divisor is divided as it is: LLVM turns it into its multiply-and-shift sequence.
+- Divisions by one divisor in one expression share its tests (`k // n + k % n`): the expression
+  is lowered once per special divisor value and once for the others, joined once -- clang's
+  shape for `n ? k / n + k % n : k`.  Each division testing for itself would join its own result
+  (0 for `//`, k for `%`) and the sum after both, a join LLVM does not move into the branches.
 """
 from __future__ import annotations
 
+from collections import Counter
+from dataclasses import dataclass
+
 import llvmlite.ir as ir
 
-from .typesys import IntT
+from . import syntax as S
+from .typesys import IntT, MapT
+
+GENERAL = "general"  # a known divisor that is none of the special values
 
 
-def divide(fl, op: str, a: ir.Value, b: ir.Value, t: IntT, const: int | None) -> ir.Value:
+def divide(fl, op: str, a: ir.Value, b: ir.Value, t: IntT, const: int | None,
+           known: int | str | None = None) -> ir.Value:
+    """a // b or a % b; `known` is the divisor's special value, or GENERAL, when a test shared
+    by the expression (`split`) has decided it."""
     bld = fl.b
     ty = a.type
     if t.signed and t.bits < 32:  # BPF divides 32 or 64 bits wide; narrow values are exact in 32
         wide = ir.IntType(32)
-        r = divide(fl, op, bld.sext(a, wide), bld.sext(b, wide), IntT(32, True), const)
+        r = divide(fl, op, bld.sext(a, wide), bld.sext(b, wide), IntT(32, True), const, known)
         return bld.trunc(r, ty)
     if const is not None:
         c = t.wrap(const)
-        if c == 0:  # never a division LLVM could call undefined
-            return ir.Constant(ty, 0) if op == "//" else a
-        if t.signed and c == -1:
-            return bld.neg(a) if op == "//" else ir.Constant(ty, 0)
+        if c == 0 or (t.signed and c == -1):  # never a division LLVM could call undefined
+            return special_result(bld, op, a, c)
         return core(fl, op, a, b, t, c)
-    special = [(ir.Constant(ty, 0), ir.Constant(ty, 0) if op == "//" else a)]
-    if t.signed and fl.ml.cpu == "v4":
-        special.append((ir.Constant(ty, -1), bld.neg(a) if op == "//" else ir.Constant(ty, 0)))
-    done = fl.new_block("div.end")
-    general = fl.new_block("div")
+    if known is None:
+        return by_divisor(fl, b, t, lambda value: divide(fl, op, a, b, t, None, value))
+    return core(fl, op, a, b, t, None) if known == GENERAL else special_result(bld, op, a, known)
+
+
+def special_values(fl, t: IntT) -> list[int]:
+    """The divisors tested before dividing: 0, and -1 when signed at v4 (sdiv)."""
+    return [0, -1] if t.signed and fl.ml.cpu == "v4" else [0]
+
+
+def special_result(bld: ir.IRBuilder, op: str, a: ir.Value, divisor: int) -> ir.Value:
+    """a // d or a % d for a special divisor d, without dividing."""
+    if divisor == 0:
+        return ir.Constant(a.type, 0) if op == "//" else a
+    return bld.neg(a) if op == "//" else ir.Constant(a.type, 0)
+
+
+def by_divisor(fl, b: ir.Value, t: IntT, arm) -> ir.Value:
+    """`arm(v)` for each special value v of the divisor `b`, each lowered before the test that
+    takes it (the shape clang gives `b ? a / b : 0`), and `arm(GENERAL)` on the branch past
+    them all, joined."""
+    bld = fl.b
+    done, general = fl.new_block("div.end"), fl.new_block("div")
     incoming = []
-    for value, result in special:
+    for value in special_values(fl, t):
+        result = arm(value)
         nxt = fl.new_block("div.check")
-        bld.cbranch(bld.icmp_signed("==", b, value), done, nxt)
+        bld.cbranch(bld.icmp_signed("==", b, ir.Constant(b.type, value)), done, nxt)
         incoming.append((result, bld.block))
         fl.enter(nxt)
     bld.branch(general)
     fl.enter(general)
-    r = core(fl, op, a, b, t, None)
-    incoming.append((r, bld.block))
+    incoming.append((arm(GENERAL), bld.block))
     bld.branch(done)
     fl.enter(done)
-    phi = bld.phi(ty)
+    phi = bld.phi(incoming[0][0].type)
     for value, block in incoming:
         phi.add_incoming(value, block)
     return phi
+
+
+@dataclass(frozen=True)
+class SharedDivisor:
+    """A divisor that two or more divisions in one expression divide by."""
+
+    expr: S.Expr
+    t: IntT  # the divisions' type, which the divisor is converted to
+    key: tuple
+
+
+def split(fl, shared: SharedDivisor, lower) -> ir.Value:
+    """`lower()` once per outcome of the divisor's tests, each division in it taking the
+    outcome and the tested value, joined once."""
+    b = fl.value(shared.expr, shared.t)
+
+    def arm(value):
+        fl.known_divisors[shared.key] = (value, b)
+        try:
+            return lower()
+        finally:
+            del fl.known_divisors[shared.key]
+    return by_divisor(fl, b, shared.t, arm)
+
+
+def known_divisor(fl, right: S.Expr, t: IntT) -> tuple | None:
+    """(outcome, tested value) of the shared divisor `right` is, inside `split`."""
+    return fl.known_divisors.get((shape(fl, right), t)) if fl.known_divisors else None
+
+
+def shared_divisor(fl, e: S.BinOp) -> SharedDivisor | None:
+    """The divisor whose tests `e` takes on for the divisions in it, when `e` is the smallest
+    expression holding two or more of them.  Only a plain expression qualifies -- reads of
+    locals, fields and elements at constant or proven indices, constants, operators, and
+    divisions by that one divisor -- so lowering it once per outcome adds no other test, and
+    each read gives the same value in every copy (nothing in it writes)."""
+    found = divisions(fl, e)
+    if found is None or len(found) != 1:
+        return None
+    (key, n), = found.items()
+    if n < 2 or key in fl.known_divisors:
+        return None
+    if any(divisions(fl, side)[key] == n for side in (e.left, e.right)):
+        return None  # a smaller expression holds them all
+    return SharedDivisor(*fl.divisor_exprs[key], key)
+
+
+def divisions(fl, e: S.Expr) -> Counter | None:
+    """The divisions by a variable in `e`, counted by divisor; None when `e` is not plain."""
+    if e not in fl.division_counts:
+        fl.division_counts[e] = plain_divisions(fl, e)
+    return fl.division_counts[e]
+
+
+def plain_divisions(fl, e: S.Expr) -> Counter | None:
+    c = fl.c
+    if e in c.values or isinstance(e, S.Constant):
+        return Counter()
+    if isinstance(e, S.Name):
+        if e.id in fl.slots or e.id in fl.direct:
+            return Counter()
+        g = c.globals.get(e.id)  # a Const one is re-read each time (volatile): not plain
+        return Counter() if g is not None and not g.const else None
+    if isinstance(e, S.Attribute):
+        return divisions(fl, e.value)
+    if isinstance(e, S.Subscript):
+        if isinstance(c.types.get(e.value), MapT) or (e.index not in c.values and e not in c.in_bounds):
+            return None  # a map lookup, or an index tested at run time
+        parts = [divisions(fl, e.value), divisions(fl, e.index)]
+    elif isinstance(e, S.UnaryOp) and e.op != "not":
+        parts = [divisions(fl, e.operand)]
+    elif isinstance(e, S.BinOp):
+        parts = [divisions(fl, e.left), divisions(fl, e.right)]
+    else:
+        return None
+    if None in parts:
+        return None
+    counts = sum(parts, Counter())
+    if isinstance(e, S.BinOp) and e.op in ("//", "%") and e.right not in c.values:
+        key = (shape(fl, e.right), c.types[e])
+        fl.divisor_exprs.setdefault(key, (e.right, c.types[e]))
+        counts[key] += 1
+    return counts
+
+
+def shape(fl, e: S.Expr) -> tuple:
+    """A plain expression as a value: two of one shape in one plain expression read the same."""
+    if e in fl.c.values or isinstance(e, S.Constant):
+        return ("const", fl.c.values.get(e, getattr(e, "value", None)))
+    if isinstance(e, S.Name):
+        return ("name", e.id)
+    if isinstance(e, S.Attribute):
+        return ("attr", shape(fl, e.value), e.attr)
+    if isinstance(e, S.Subscript):
+        return ("item", shape(fl, e.value), shape(fl, e.index))
+    if isinstance(e, S.UnaryOp):
+        return ("unary", e.op, shape(fl, e.operand), fl.c.types[e])
+    return ("binop", e.op, shape(fl, e.left), shape(fl, e.right), fl.c.types[e])
 
 
 def core(fl, op: str, a: ir.Value, b: ir.Value, t: IntT, const: int | None) -> ir.Value:

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 
 import llvmlite.ir as ir
 
 from . import syntax as S
+from .lower_div import divide, known_divisor, shared_divisor, split
 from .typesys import BOOL, U64, ArrayT, BoolT, IntT, MapT, PtrT, StructT, Type, common_int
 
 I8P = ir.PointerType()  # opaque `ptr`, as LLVM 22 has them: no bitcasts between a GEP and its load
@@ -39,16 +41,70 @@ def ir_type(t: Type) -> ir.Type:
     raise AssertionError(f"no LLVM type for {t}")
 
 
+class CtxAliasing:
+    """Struct-path TBAA tags (`!tbaa`) on the ctx's scalar fields, as clang tags `ctx->field`.
+
+    A ctx field is read and written through llvm.bpf.getelementptr.and.load/store (see
+    `FunctionLowering.static_offsets`): calls that hide their offset from LLVM's alias analysis,
+    so without a tag a store to one field clobbers every other one, and `ctx.out = ctx.a // ctx.b`
+    then `ctx.b = ctx.a % ctx.b` reloads ctx.a and ctx.b and divides twice.  A tag names the
+    struct and the field's offset; TBAA then says what C's struct-path TBAA says -- two scalar
+    fields of one struct at different offsets never overlap -- and no more:
+    - only a scalar field read or written whole at a constant offset from the ctx is tagged; a
+      word copy spanning fields, a variable index, a memcpy, a helper or a call are not, and an
+      untagged access may alias anything;
+    - each ctx struct has a TBAA root of its own, so tags of two different structs (one memory
+      seen as two types) may alias each other too.
+    """
+
+    def __init__(self, m: ir.Module) -> None:
+        self.m = m
+        self.accesses: dict[StructT, list[tuple[ir.Instruction, int]]] = {}
+
+    def tag(self, instr: ir.Instruction, struct: StructT, offset: int) -> None:
+        self.accesses.setdefault(struct, []).append((instr, offset))
+
+    def finish(self) -> None:
+        """Attach the tags, once every access is known: a struct's type node lists the offsets
+        accessed (LLVM's verifier walks from the struct by offset to the field's type)."""
+        for n, (struct, accesses) in enumerate(self.accesses.items()):
+            root = self.m.add_metadata([f"pybpf_uring ctx {n} {struct.name}"])
+            scalar = self.m.add_metadata([f"{struct.name} field", root, ir.Constant(I64_IR, 0)])
+            offsets = sorted({off for _, off in accesses})
+            base = self.m.add_metadata([struct.name, *itertools.chain.from_iterable(
+                (scalar, ir.Constant(I64_IR, off)) for off in offsets)])
+            tags = {off: self.m.add_metadata([base, scalar, ir.Constant(I64_IR, off)]) for off in offsets}
+            for instr, off in accesses:
+                instr.set_metadata("tbaa", tags[off])
+
+
 class ValueLowering:
     # ----- memory ---------------------------------------------------------------------
-    def load(self, addr: ir.Value, t: Type, volatile: bool = False) -> ir.Value:
+    def load(self, addr: ir.Value, t: Type, volatile: bool = False, field: bool = False) -> ir.Value:
+        """`field`: `addr` is an lvalue of type `t` (a whole variable, field or element)."""
         ld = self.b.load(addr, typ=ir_type(t), align=t.align)
         if volatile:
             ld.__class__ = VolatileLoad
+        if field:
+            self.tag_ctx_field(ld, addr, t)
         return ld
 
-    def store(self, value: ir.Value, addr: ir.Value, t: Type) -> None:
-        self.b.store(value, addr, align=t.align)
+    def store(self, value: ir.Value, addr: ir.Value, t: Type, field: bool = False) -> None:
+        st = self.b.store(value, addr, align=t.align)
+        if field:
+            self.tag_ctx_field(st, addr, t)
+
+    def tag_ctx_field(self, instr: ir.Instruction, addr: ir.Value, t: Type) -> None:
+        """Tag an access to a scalar lvalue at a constant offset from a ctx (`CtxAliasing`)."""
+        if not isinstance(t, (IntT, BoolT, PtrT)):
+            return
+        offset = 0
+        while isinstance(addr, ir.GEPInstr) and isinstance(addr.indices[0], ir.Constant):
+            offset += addr.indices[0].constant
+            addr = addr.pointer
+        struct = self.ctx_structs.get(addr)
+        if struct is not None:
+            self.ml.ctx_aliasing.tag(instr, struct, offset)
 
     def offset(self, base: ir.Value, off: ir.Value | int) -> ir.Value:
         if isinstance(off, int):
@@ -136,8 +192,8 @@ class ValueLowering:
         guards: list[ir.Value] = []
         addr = self.address(e, guards)
         if not guards:
-            return self.load(addr, t)
-        return self.either(functools.reduce(self.b.and_, guards), lambda: self.load(addr, t))
+            return self.load(addr, t, field=True)
+        return self.either(functools.reduce(self.b.and_, guards), lambda: self.load(addr, t, field=True))
 
     # ----- values ---------------------------------------------------------------------
     def value(self, e: S.Expr, want: Type | None = None) -> ir.Value:
@@ -247,6 +303,9 @@ class ValueLowering:
         return (self.b.icmp_signed if t.signed else self.b.icmp_unsigned)(op, va, vb)
 
     def expr_BinOp(self, e: S.BinOp, t: Type) -> ir.Value:
+        shared = shared_divisor(self, e)
+        if shared is not None:  # divisions by one divisor in e share its tests
+            return split(self, shared, lambda: self.expr_BinOp(e, t))
         return self.binop(e.op, self.value(e.left, t if e.op not in ("<<", ">>") else None), t, e.right, t)
 
     def binop(self, op: str, a: ir.Value, t: IntT, right: S.Expr, rt: Type) -> ir.Value:
@@ -263,7 +322,9 @@ class ValueLowering:
                   "|": self.b.or_, "^": self.b.xor}
         if op in simple:
             return simple[op](a, b)
-        from .lower_div import divide
+        known = known_divisor(self, right, t)
+        if known is not None:  # inside `split`: the outcome of the tests and the value tested
+            return divide(self, op, a, known[1], t, None, known[0])
         return divide(self, op, a, b, t, self.c.values.get(right))
 
 
