@@ -65,7 +65,7 @@ _EMIT_CQE = r"""
 einval:
   ret i64 ${NEG_EINVAL}
 drain:
-  %d = call i64 @nr_drain(ptr %r)
+  %d = call i64 @drain(ptr %r)
   %drained = icmp eq i64 %d, 0
   br i1 %drained, label %post, label %slow
 post:
@@ -94,7 +94,7 @@ full:
 push:
   %res = trunc i64 %arg.res to i32
   %fl = trunc i64 %arg.flags to i32
-  call void @push(ptr %q, i64 %arg.user_data, i32 %res, i32 %fl)
+  call void @push(ptr %r, ptr %q, i64 %arg.user_data, i32 %res, i32 %fl)
   call void @bump(ptr %r)
   ret i64 0
 """
@@ -111,7 +111,7 @@ find:
   %found = icmp ne ptr %out, null
   br i1 %found, label %drain, label %slow
 drain:
-  %d = call i64 @nr_drain(ptr %r)
+  %d = call i64 @drain(ptr %r)
   %drained = icmp eq i64 %d, 0
   br i1 %drained, label %take, label %slow
 take:

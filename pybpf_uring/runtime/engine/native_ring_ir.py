@@ -49,11 +49,13 @@ from .memory import BIAS, REGION_SHIFT
 RING_WORDS = (
     "sq_local", "sq_head", "sq_tail", "sq_flags", "sq_mask", "sq_entries", "sqes", "enter_calls",
     "cq_head", "cq_tail", "cq_mask", "cqes", "tag_ud", "tag_cq", "tag_cap", "free",
-    "nfree", "fresh", "in_flight", "cqs", "ncqs", "version", "parked", "nparked",
+    "nfree", "fresh", "in_flight", "cqs", "ncqs", "version", "parked", "nparked", "wakes",
     "programs", "runs_left", "active", "py_work", "retired", "backoff", "deadline", "syscall",
     "enter_fd", "enter_flags",            # the fd io_uring_enter takes (a registered index) and its flag
     # (backoff: submit-and-wait enters left before a round submits alone again)
     "fd", "errno", "slow", "out",
+    # (wakes: CQEs pushed to CQs and requests parked on a condition that already holds -- what
+    # can make a parked request runnable; a pass that changed neither leaves none to run)
     "rec0", "rec1", "rec2", "rec3", "rec4", "rec5",      # the request a code hands back
     "clock",                              # (deadline: a timed wait's CLOCK_MONOTONIC deadline, ns; 0: none)
     "arg_sigmask", "arg_sz", "arg_ts",    # struct io_uring_getevents_arg for a timed enter
@@ -215,8 +217,12 @@ define internal i1 @has_room(ptr %q) alwaysinline {
   ret i1 %ok
 }
 
-; append a CQE (the caller checked has_room)
-define internal void @push(ptr %q, i64 %ud, i32 %res, i32 %flags) alwaysinline {
+; append a CQE (the caller checked has_room): a wake
+define internal void @push(ptr %r, ptr %q, i64 %ud, i32 %res, i32 %flags) alwaysinline {
+${W}
+  %k = load i64, ptr %W.wakes
+  %k1 = add i64 %k, 1
+  store i64 %k1, ptr %W.wakes
   %hp = getelementptr i64, ptr %q, i64 ${CQ_HEAD}
   %h = load i64, ptr %hp
   %cp = getelementptr i64, ptr %q, i64 ${CQ_COUNT}
@@ -239,6 +245,29 @@ define internal void @push(ptr %q, i64 %ud, i32 %res, i32 %flags) alwaysinline {
   %c1 = add i64 %c, 1
   store i64 %c1, ptr %cp
   ret void
+}
+
+; nr_drain when the kernel has something for it (a CQE at the head, CQEs or task work held
+; back), else 0 at the cost of three loads: most drains of a round (the helpers', the settling
+; pass's) find nothing, and nr_drain in that case does nothing either
+define internal i64 @drain(ptr %r) alwaysinline {
+${W}
+  %sqfp = load ptr, ptr %W.sq_flags
+  %f = load atomic i32, ptr %sqfp acquire, align 4
+  %held = and i32 %f, ${HELD_BACK}
+  %headp = load ptr, ptr %W.cq_head
+  %h = load i32, ptr %headp
+  %tailp = load ptr, ptr %W.cq_tail
+  %t = load atomic i32, ptr %tailp acquire, align 4
+  %new = xor i32 %h, %t
+  %any = or i32 %held, %new
+  %idle = icmp eq i32 %any, 0
+  br i1 %idle, label %none, label %work
+none:
+  ret i64 0
+work:
+  %d = call i64 @nr_drain(ptr %r)
+  ret i64 %d
 }
 
 define internal void @bump(ptr %r) alwaysinline {
@@ -302,10 +331,14 @@ no:
   ret ptr null
 }
 
+; the Python helper may post to any CQ: a wake
 define internal i64 @slow(ptr %r, ptr %st, i64 %pc, i64 %a1, i64 %a2, i64 %a3, i64 %a4, i64 %a5) alwaysinline {
 ${W}
   %f = load ptr, ptr %W.slow
   %v = call i64 %f(ptr %st, i64 %pc, i64 %a1, i64 %a2, i64 %a3, i64 %a4, i64 %a5)
+  %k = load i64, ptr %W.wakes
+  %k1 = add i64 %k, 1
+  store i64 %k1, ptr %W.wakes
   ret i64 %v
 }
 """
@@ -382,7 +415,7 @@ tagged:
   %room = call i1 @has_room(ptr %q)
   br i1 %room, label %post_tagged, label %stop
 post_tagged:
-  call void @push(ptr %q, i64 %oud, i32 %cres, i32 %cfl)
+  call void @push(ptr %r, ptr %q, i64 %oud, i32 %cres, i32 %cfl)
   %more = and i32 %cfl, ${F_MORE}
   %last = icmp eq i32 %more, 0
   br i1 %last, label %untag, label %next
@@ -403,7 +436,7 @@ foreign:
   %room0 = call i1 @has_room(ptr %q0)
   br i1 %room0, label %post_foreign, label %stop
 post_foreign:
-  call void @push(ptr %q0, i64 %ud, i32 %cres, i32 %cfl)
+  call void @push(ptr %r, ptr %q0, i64 %ud, i32 %cres, i32 %cfl)
   br label %next
 next:
   %h1 = add i32 %h, 1
@@ -556,7 +589,7 @@ submit:
   %bad = icmp slt i64 %res, 0
   br i1 %bad, label %no, label %drain
 drain:
-  %d = call i64 @nr_drain(ptr %r)
+  %d = call i64 @drain(ptr %r)
   %drained = icmp eq i64 %d, 0
   br i1 %drained, label %post, label %no
 post:
@@ -564,7 +597,7 @@ post:
   %room = call i1 @has_room(ptr %q)
   br i1 %room, label %yes, label %no
 yes:
-  call void @push(ptr %q, i64 %ud, i32 0, i32 0)
+  call void @push(ptr %r, ptr %q, i64 %ud, i32 0, i32 0)
   call void @bump(ptr %r)
   ret i1 true
 no:
@@ -730,6 +763,19 @@ bad:
 park:
   store i64 %nr, ptr %wnp
   store i64 %nwi, ptr %wip
+  ; parked on a condition that already holds: a wake (Ring._progress runs it again when the
+  ; pass changed anything)
+  %pq = call ptr @cq(ptr %r, i64 %nwi)
+  %pcp = getelementptr i64, ptr %pq, i64 ${CQ_COUNT}
+  %pc = load i64, ptr %pcp
+  %pbp = getelementptr i64, ptr %pq, i64 ${CQ_BACKLOG}
+  %pb = load i64, ptr %pbp
+  %phave = add i64 %pc, %pb
+  %pready = icmp uge i64 %phave, %nr
+  %pk = load i64, ptr %W.wakes
+  %pk1 = add i64 %pk, 1
+  %pk2 = select i1 %pready, i64 %pk1, i64 %pk
+  store i64 %pk2, ptr %W.wakes
   %pw2 = load i64, ptr %W.py_work
   %busy2 = icmp ne i64 %pw2, 0
   br i1 %busy2, label %work_after_park, label %keep
@@ -772,7 +818,7 @@ ${W}
   br label %top
 top:
   %tried = phi i1 [false, %entry], [%tr, %entered], [false, %failed]
-  %d = call i64 @nr_drain(ptr %r)
+  %d = call i64 @drain(ptr %r)
   %drained = icmp eq i64 %d, 0
   br i1 %drained, label %parked, label %python
 python:
@@ -783,6 +829,7 @@ parked:
   br i1 %none, label %check, label %progress
 progress:
   %before = load i64, ptr %W.version
+  %woken = load i64, ptr %W.wakes
   %s = call i64 @nr_scan(ptr %r)
   %scanned = icmp eq i64 %s, 0
   br i1 %scanned, label %settled, label %handback
@@ -793,9 +840,15 @@ settled:
   %same = icmp eq i64 %after, %before
   br i1 %same, label %check, label %again
 again:
-  %d2 = call i64 @nr_drain(ptr %r)
+  ; Ring._progress passes again when the pass changed a CQ or the SQ; the pass finds something
+  ; to run only after a wake (the drain's CQEs included), else it is skipped
+  %d2 = call i64 @drain(ptr %r)
   %drained2 = icmp eq i64 %d2, 0
-  br i1 %drained2, label %progress, label %python
+  br i1 %drained2, label %woke, label %python
+woke:
+  %wakes = load i64, ptr %W.wakes
+  %asleep = icmp eq i64 %wakes, %woken
+  br i1 %asleep, label %check, label %progress
 check:
   %q = call ptr @cq(ptr %r, i64 %ci)
   %cp = getelementptr i64, ptr %q, i64 ${CQ_COUNT}
