@@ -732,10 +732,48 @@ def test_program_whose_btf_the_kernel_refuses_loads_without_it(c_object):
     mixed = dataclasses.replace(obj, programs=[broken])
     before = open_fds()
     with loadmod.load(mixed) as live:
-        assert "'calc' was loaded without BTF" in live.btf_error
+        assert live.btf_error.endswith("'calc' was loaded without BTF, which the kernel refused: EINVAL "
+                                       "(the kernel rejected an argument or instruction as invalid): "
+                                       "invalid type id 1 in func info")
         assert live.programs["calc"].info().btf_id == 0
         assert live.programs["calc"].test_run(Args(a=2, b=3, op=2)).ctx.out == 6
     assert open_fds() == before
+
+
+@pytest.fixture
+def prog_loads(monkeypatch):
+    """Every BPF_PROG_LOAD the loader makes, as (log_level, with BTF?, errno)."""
+    calls, real = [], kernel.prog_load
+
+    def counted(*args, **kw):
+        res = real(*args, **kw)
+        calls.append((args[5], bool(kw.get("btf_fd")), res.errno))
+        return res
+    monkeypatch.setattr(kernel, "prog_load", counted)
+    return calls
+
+
+@pytest.mark.tools("clang")
+def test_a_rejection_costs_one_walk_with_a_log(c_object, prog_loads):
+    """The fast attempt without a log, then one logged walk with the same BTF to explain it; no
+    attempt without BTF, since the verifier walked the program (its BTF was not the problem)."""
+    with pytest.raises(loadmod.VerifierError) as info:
+        loadmod.load(c_object("load_reject"), only={"variable_ctx"})
+    assert prog_loads == [(0, True, errno.EACCES), (1, True, errno.EACCES)]
+    assert "variable ctx access" in str(info.value)
+
+
+@pytest.mark.tools("clang")
+def test_a_walk_to_the_verifiers_limit_is_explained_from_the_logs_tail(c_object, prog_loads):
+    """fib() is global with BTF, so the verifier walks it to its 1M-instruction limit: a whole
+    log of that walk is ~180 MB.  The explanation keeps the kernel's tail of it, and the errno
+    is the refusal's (E2BIG), not the ENOSPC of a log that did not fit."""
+    with pytest.raises(loadmod.VerifierError) as info:
+        loadmod.load(c_object("read_recursion"))
+    err = info.value
+    assert err.errno == errno.E2BIG and "BPF program is too large" in str(err)
+    assert "read_recursion.c:7:" in str(err) and len(err.log) <= loadmod.DEFAULT_LOG_SIZE
+    assert [level for level, _, _ in prog_loads] == [0, 1]
 
 
 def test_btf_the_kernel_refuses_is_skipped_not_fatal():

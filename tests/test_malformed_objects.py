@@ -46,8 +46,8 @@ BATCH = 100                    # mutants per worker process
 CASE_SECONDS = 10              # a case slower than this is a hang
 MAP_BUDGET = 64 << 20          # bytes of kernel memory the maps of one loaded mutant may ask for
 MAX_SEED_BYTES = 64 << 10      # larger objects (disasm_gotol.c's) make slow cases, not new ones
-# seeds whose every load makes the verifier walk to its 1M-instruction limit (~12 s a run, and a
-# rejected load runs it three times): their mutants are read, not loaded
+# seeds whose every load makes the verifier walk to its 1M-instruction limit (~3 s a rejected
+# load, most of it the logged walk that explains the refusal): their mutants are read, not loaded
 SLOW_TO_VERIFY = ("read_recursion.c",)
 
 

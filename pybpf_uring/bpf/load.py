@@ -32,7 +32,7 @@ import os
 import re
 import weakref
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterator
 
 from .. import cells, display
@@ -667,7 +667,9 @@ def _make_map(loaded: LoadedObject, spec: Any) -> None:
 def _load_program(loaded: LoadedObject, prog: Any, obj: Any, log_level: int) -> None:
     """Loads with the object's BTF (func_info, line_info: the verifier log then quotes source
     lines) when there is one; if the kernel refuses the program only because of its BTF, loads it
-    without.  A rejection is explained from a log of the same attempt that failed."""
+    without.  A rejection is explained from a log of the same attempt that failed, and costs one
+    walk with a log: the first attempt writes none (log level 0 walks ~10x faster), and BTF
+    records are checked before the walk, so only a refusal that walked nothing is retried."""
     prog_type, flags = KERNEL_KINDS[prog.kind]
     if getattr(prog, "sleepable", False):
         flags |= kernel.BPF_F_SLEEPABLE
@@ -682,20 +684,27 @@ def _load_program(loaded: LoadedObject, prog: Any, obj: Any, log_level: int) -> 
     attempt = _ProgLoad(prog_type, code, license, prog.name, flags, target)
     btf = loaded.btf.records(linked) if loaded.btf else None
     res = attempt.run(log_level, btf)
-    if res.fd < 0 and btf is not None:  # the program, or only its BTF records?
+    if res.fd < 0 and not res.log:  # refused without a log: verify once more to learn why
+        told = attempt.run(1, btf, whole_log=False)
+        res = told if told.fd >= 0 else replace(res, log=told.log)
+    if res.fd < 0 and btf is not None and not _walked(res.log):  # the program, or its BTF records?
         plain = attempt.run(log_level, None)
         if plain.fd >= 0:
             loaded.btf_error = (f"program {prog.name!r} was loaded without BTF, which the kernel "
                                 f"refused: {kernel.errno_meaning(res.errno)}: {verifier_reason(res.log)}")
             res = plain
     if res.fd < 0:
-        if not res.log:  # loaded without a log: verify again to learn why
-            res = attempt.run(max(log_level, 1), btf)
-        if res.fd < 0:
-            raise verifier_error(prog.name, res.errno, res.log, line_info_of(linked), linked.instructions)
+        raise verifier_error(prog.name, res.errno, res.log, line_info_of(linked), linked.instructions)
     fd = loaded._own(res.fd)
     loaded.programs._loaded[prog.name] = KernelProgram(prog.name, fd, prog.kind, prog_type, res.log,
                                                        prog, loaded)
+
+
+def _walked(log: str) -> bool:
+    """Whether the verifier walked any instruction before the refusal (the log's closing
+    `processed N insns`): func_info and line_info are judged before the walk."""
+    m = _PROCESSED.search(log)
+    return bool(m and int(m.group(1)))
 
 
 @dataclass(frozen=True)
@@ -707,15 +716,17 @@ class _ProgLoad:
     flags: int
     target: tuple = ()   # a tracing program's expected_attach_type and attach_btf_id
 
-    def run(self, log_level: int, btf: "BtfRecords | None") -> kernel.ProgLoadResult:
+    def run(self, log_level: int, btf: "BtfRecords | None", whole_log: bool = True) -> kernel.ProgLoadResult:
         """BPF_PROG_LOAD, growing the log buffer when the kernel reports (log_true_size) that the
-        log did not fit: on success a short buffer turns into ENOSPC since 6.4."""
+        log did not fit: on success a short buffer turns into ENOSPC since 6.4.  A load known
+        to be refused needs no whole log: the kernel keeps the tail, which explains it."""
         size = DEFAULT_LOG_SIZE
         extra = {**(btf.attrs() if btf else {}), **dict(self.target)}
         while True:
             res = kernel.prog_load(self.prog_type, self.code, self.license, self.name, self.flags,
                                    log_level, log_size=size if log_level else 0, **extra)
-            if not (log_level and res.errno == _errno.ENOSPC and size < res.log_true_size <= MAX_LOG_SIZE):
+            if not (whole_log and log_level and res.errno == _errno.ENOSPC
+                    and size < res.log_true_size <= MAX_LOG_SIZE):
                 return res
             size = res.log_true_size + 1
 
@@ -855,9 +866,13 @@ _BOOKKEEPING = re.compile(r"^(processed |verification time|stack depth|-- END PR
                           r"(cur|old) state:|R\d+[_=]|mark_precise|last_idx|regs=|frame\d|func#|;|\d+: )")
 
 
+_PROCESSED = re.compile(r"processed (\d+) insns")
+
+
 def verifier_reason(log: str) -> str:
-    """The verifier's own sentence for the rejection."""
-    rows = [r.strip() for r in log.strip().splitlines()]
+    """The verifier's own sentence for the rejection (a refusal before the walk may lack its
+    newline, running into the `processed` line: "invalid type id 1 in func infoprocessed 0")."""
+    rows = [r.strip() for r in _PROCESSED.sub(r"\n\g<0>", log).strip().splitlines()]
     for row in reversed(rows[-16:]):
         if m := _INLINE_REASONS.search(row):
             return m.group(1)
@@ -870,14 +885,12 @@ def verifier_reason(log: str) -> str:
 def failing_insn(log: str) -> tuple[int, str] | None:
     """The last `N: (op) ...` line of a verifier log (where the verifier gave up), as its index
     and its disassembly without the register states or messages the kernel appended to it."""
-    found = None
-    for line in log.splitlines():
+    for line in reversed(log.splitlines()):
         m = re.match(r"^(\d+): \([0-9a-f]{2}\) ", line)
         if m:
             text = re.split(r"\s+;|\s+\d+: R\d", line.strip())[0]
-            text = _INLINE_REASONS.split(text)[0].rstrip()
-            found = (int(m.group(1)), text)
-    return found
+            return int(m.group(1)), _INLINE_REASONS.split(text)[0].rstrip()
+    return None
 
 
 def log_tail(log: str, lines: int = LOG_TAIL_LINES) -> str:
