@@ -12,7 +12,7 @@ from . import syntax as S
 from .builtins import (CTX, INT, MAP_LOOKUP_ELEM, MAP_UPDATE_ELEM, PREPS, RINGBUF_DISCARD, RINGBUF_OUTPUT,
                        RINGBUF_RESERVE, RINGBUF_SUBMIT, TRACE_PRINTK)
 from .lower_values import I8P, I32, I64_IR, ir_type
-from .typesys import I64, INTS, U8, U32, U64, ArrayT, BoolT, IntT, MapT, PtrT, StructT, Type
+from .typesys import I64, U8, U32, U64, ArrayT, BoolT, IntT, MapT, PtrT, StructT, Type
 from ..uapi import BPF_NOEXIST, EINVAL, ENOENT
 
 
@@ -325,9 +325,7 @@ class CallLowering:
         if not self.in_ctx(e):
             return addr
         copy = self.temp(t)
-        word = INTS[f"u{8 * t.align}"]
-        for off in range(0, t.size, t.align):
-            self.store(self.load(self.offset(addr, off), word), self.offset(copy, off), word)
+        self.copy_words(copy, addr, t)
         return self.opaque(copy)
 
     def call_lookup_key(self, e: S.Subscript, m: MapT) -> ir.Value:

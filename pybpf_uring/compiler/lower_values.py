@@ -13,7 +13,7 @@ import llvmlite.ir as ir
 
 from . import syntax as S
 from .lower_div import divide, known_divisor, shared_divisor, split
-from .typesys import BOOL, U64, ArrayT, BoolT, IntT, MapT, PtrT, StructT, Type, common_int
+from .typesys import BOOL, INTS, U64, ArrayT, BoolT, IntT, MapT, PtrT, StructT, Type, common_int
 
 I8P = ir.PointerType()  # opaque `ptr`, as LLVM 22 has them: no bitcasts between a GEP and its load
 I1, I8, I32, I64_IR = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64)
@@ -96,15 +96,18 @@ class ValueLowering:
 
     def tag_ctx_field(self, instr: ir.Instruction, addr: ir.Value, t: Type) -> None:
         """Tag an access to a scalar lvalue at a constant offset from a ctx (`CtxAliasing`)."""
-        if not isinstance(t, (IntT, BoolT, PtrT)):
-            return
+        field = self.ctx_field(addr)
+        if field is not None and isinstance(t, (IntT, BoolT, PtrT)):
+            self.ml.ctx_aliasing.tag(instr, *field)
+
+    def ctx_field(self, addr: ir.Value) -> tuple[StructT, int] | None:
+        """(the ctx's struct, the offset) when `addr` is a constant offset from a ctx."""
         offset = 0
         while isinstance(addr, ir.GEPInstr) and isinstance(addr.indices[0], ir.Constant):
             offset += addr.indices[0].constant
             addr = addr.pointer
         struct = self.ctx_structs.get(addr)
-        if struct is not None:
-            self.ml.ctx_aliasing.tag(instr, struct, offset)
+        return None if struct is None else (struct, offset)
 
     def offset(self, base: ir.Value, off: ir.Value | int) -> ir.Value:
         if isinstance(off, int):
@@ -115,13 +118,30 @@ class ValueLowering:
 
     def memcpy(self, dst: ir.Value, src: ir.Value, t: Type) -> None:
         """Copy a struct or array; both sides hold a `t`, so both are `t.align` aligned, which
-        lets the backend copy in words rather than bytes."""
+        lets the backend copy in words rather than bytes.  A copy to or from the ctx is loads
+        and stores of words (`copy_words`): the backend expands a memcpy after LLVM has shared
+        the field's address between statements (`arr = ctx.data` ... `ctx.data = arr`), a
+        pointer moved off the ctx, which the verifier refuses ("dereference of modified ctx
+        ptr"), where each load and store stays at its constant offset from the ctx."""
+        if self.ctx_field(dst) is not None or self.ctx_field(src) is not None:
+            self.copy_words(dst, src, t)
+            return
         fn = self.ml.m.declare_intrinsic("llvm.memcpy", [I8P, I8P, I64_IR])
         call = self.b.call(fn, [dst, src, ir.Constant(I64_IR, t.size), ir.Constant(I1, 0)],
                            arg_attrs={0: (), 1: ()})
         call.arg_attributes[0].align = call.arg_attributes[1].align = t.align
 
+    def copy_words(self, dst: ir.Value, src: ir.Value | None, t: Type) -> None:
+        """Copy `t` (zero it when `src` is None) in loads and stores of its alignment."""
+        word = INTS[f"u{8 * t.align}"]
+        for off in range(0, t.size, t.align):
+            v = ir.Constant(ir_type(word), 0) if src is None else self.load(self.offset(src, off), word)
+            self.store(v, self.offset(dst, off), word)
+
     def memset(self, dst: ir.Value, t: Type) -> None:
+        if self.ctx_field(dst) is not None:  # the ctx: as in memcpy
+            self.copy_words(dst, None, t)
+            return
         fn = self.ml.m.declare_intrinsic("llvm.memset", [I8P, I64_IR])
         call = self.b.call(fn, [dst, ir.Constant(I8, 0), ir.Constant(I64_IR, t.size), ir.Constant(I1, 0)],
                            arg_attrs={0: ()})
