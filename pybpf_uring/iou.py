@@ -13,7 +13,7 @@ Struct names in BTF are the kernel's (`_btf_name_`), which the kernel matches ag
 """
 from __future__ import annotations
 
-from .types import Struct, _program_only, u32
+from .types import Struct, program_only, u32
 
 # the kernel's enum values, from uapi; the checker folds them as integer constants
 from .uapi import IOU_LOOP_CONTINUE, IOU_LOOP_STOP, IOU_REGION_CQ, IOU_REGION_MEM, IOU_REGION_SQ  # noqa: F401
@@ -47,11 +47,11 @@ class CqRing(Struct):
     cq_ring_entries: u32
 
 
-submit_sqes = _program_only("submit_sqes")
-get_region = _program_only("get_region")
+submit_sqes = program_only("submit_sqes")
+get_region = program_only("get_region")
 # The RFC's reap and wait, on a CQ view (a Struct with `ring: CqRing` and `cqes: Cqe[N]`):
 # cq_reap(cq, cqe) copies the CQE at the head into `cqe` and advances the head: 0, or -ENOENT
 # when the CQ is empty (-EINVAL when the ring's mask reaches past the view's N CQEs);
 # cq_wait(lp, cq, n) sleeps the loop until n more CQEs arrived after the head.
-cq_reap = _program_only("cq_reap")
-cq_wait = _program_only("cq_wait")
+cq_reap = program_only("cq_reap")
+cq_wait = program_only("cq_wait")

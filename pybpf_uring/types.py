@@ -213,22 +213,25 @@ class SkBuff(Struct):
     hash: u32
 
 
-def _program_only(name: str):
+def program_only(name: str):
+    """What a name a program calls but Python cannot run is bound to (a BPF helper, a kfunc, a
+    compiler intrinsic): the compiler reads the call from the source and never runs this, and the
+    module must still import as Python, where a call says where it runs instead of doing nothing."""
     def helper(*args):
         raise RuntimeError(f"{name}() runs only inside a BPF program, not in Python")
     helper.__name__ = name
     return helper
 
 
-ktime_get_ns = _program_only("ktime_get_ns")
-get_prandom_u32 = _program_only("get_prandom_u32")
-get_smp_processor_id = _program_only("get_smp_processor_id")
-get_current_pid_tgid = _program_only("get_current_pid_tgid")
-skb_load_bytes = _program_only("skb_load_bytes")
-get_current_comm = _program_only("get_current_comm")
-probe_read_kernel = _program_only("probe_read_kernel")
-probe_read_user = _program_only("probe_read_user")
-probe_read_kernel_str = _program_only("probe_read_kernel_str")
-probe_read_user_str = _program_only("probe_read_user_str")
-log2 = _program_only("log2")   # a compiler intrinsic: the log2 histogram bucket of a value
-linear = _program_only("linear")   # a compiler intrinsic: the linear histogram bucket of a value
+ktime_get_ns = program_only("ktime_get_ns")
+get_prandom_u32 = program_only("get_prandom_u32")
+get_smp_processor_id = program_only("get_smp_processor_id")
+get_current_pid_tgid = program_only("get_current_pid_tgid")
+skb_load_bytes = program_only("skb_load_bytes")
+get_current_comm = program_only("get_current_comm")
+probe_read_kernel = program_only("probe_read_kernel")
+probe_read_user = program_only("probe_read_user")
+probe_read_kernel_str = program_only("probe_read_kernel_str")
+probe_read_user_str = program_only("probe_read_user_str")
+log2 = program_only("log2")   # a compiler intrinsic: the log2 histogram bucket of a value
+linear = program_only("linear")   # a compiler intrinsic: the linear histogram bucket of a value

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ctypes
 
-from .types import Struct, _program_only, i32, u8, u16, u32, u64
+from .types import Struct, program_only, i32, u8, u16, u32, u64
 
 # Every opcode and SQE flag under the kernel's name, from uapi (their one home), so host code and
 # programs alike write `from pybpf_uring.uring import IORING_OP_NOP, IOSQE_IO_LINK`; the checker
@@ -120,8 +120,8 @@ def prep_recv(sqe: Sqe, fd: int, buf: int, length: int, flags: int) -> None:
     sqe.rw_flags = flags  # msg_flags (MSG_*), at offset 28
 
 
-queue_sqe = _program_only("queue_sqe")
-emit_cqe = _program_only("emit_cqe")
-reap_cqe = _program_only("reap_cqe")
-copy_from_user = _program_only("copy_from_user")
-copy_to_user = _program_only("copy_to_user")
+queue_sqe = program_only("queue_sqe")
+emit_cqe = program_only("emit_cqe")
+reap_cqe = program_only("reap_cqe")
+copy_from_user = program_only("copy_from_user")
+copy_to_user = program_only("copy_to_user")

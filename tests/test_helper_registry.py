@@ -48,6 +48,19 @@ def test_labels_name_the_helper_and_its_id():
     assert registry.HELPERS[165].kernel == "iouring_emit_cqe"
 
 
+@pytest.mark.parametrize("h", [h for h in ALL_HELPERS if h.dsl], ids=lambda h: h.name)
+def test_each_dsl_helper_imports_as_python_and_says_where_it_runs(h):
+    """A program's module runs as Python: every helper the compiler calls by name is importable
+    (the io_uring ones from pybpf_uring.uring, the others from pybpf_uring), and a call from
+    Python says it runs only in a program rather than returning something."""
+    import pybpf_uring
+    from pybpf_uring import uring
+    stub = getattr(uring if h.programs == registry.IOURING else pybpf_uring, h.name)
+    assert stub.__name__ == h.name
+    with pytest.raises(RuntimeError, match=rf"^{h.name}\(\) runs only inside a BPF program, not in Python$"):
+        stub()
+
+
 # -- the compiler -----------------------------------------------------------------------------------
 def test_the_compiler_calls_by_name_exactly_the_dsl_helpers():
     assert set(COMPILER_HELPERS) == {h.name for h in ALL_HELPERS if h.dsl}
