@@ -167,7 +167,6 @@ class FunctionLowering(ValueLowering, CallLowering):
         # lower_div's divisors shared by the divisions of one expression
         self.known_divisors: dict[tuple, tuple] = {}  # divisor → (outcome, value tested), in a split
         self.division_counts: dict[S.Expr, Counter | None] = {}  # expression → its divisions by divisor
-        self.divisor_exprs: dict[tuple, tuple] = {}  # divisor → (an expression of it, its type)
 
     # ----- setup ----------------------------------------------------------------------
     def run(self) -> None:

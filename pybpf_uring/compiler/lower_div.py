@@ -110,7 +110,7 @@ def split(fl, shared: SharedDivisor, lower) -> ir.Value:
 
 
 def known_divisor(fl, right: S.Expr, t: IntT) -> tuple | None:
-    """(outcome, tested value) of the shared divisor `right` is, inside `split`."""
+    """(outcome, value tested) when `right` is the divisor a `split` being lowered shares."""
     return fl.known_divisors.get((shape(fl, right), t)) if fl.known_divisors else None
 
 
@@ -128,7 +128,25 @@ def shared_divisor(fl, e: S.BinOp) -> SharedDivisor | None:
         return None
     if any(divisions(fl, side)[key] == n for side in (e.left, e.right)):
         return None  # a smaller expression holds them all
-    return SharedDivisor(*fl.divisor_exprs[key], key)
+    return SharedDivisor(first_divisor(fl, e, key), key[1], key)
+
+
+def first_divisor(fl, e: S.Expr, key: tuple) -> S.Expr:
+    """The divisor expression of the first division by `key` in the plain expression `e`."""
+    todo = [e]
+    while todo:
+        n = todo.pop()
+        if isinstance(n, S.BinOp):
+            if n.op in ("//", "%") and n.right not in fl.c.values and divisor_key(fl, n) == key:
+                return n.right
+            todo += [n.right, n.left]
+        elif isinstance(n, S.UnaryOp):
+            todo.append(n.operand)
+    raise AssertionError("a shared divisor outside its expression")
+
+
+def divisor_key(fl, division: S.BinOp) -> tuple:
+    return shape(fl, division.right), fl.c.types[division]
 
 
 def divisions(fl, e: S.Expr) -> Counter | None:
@@ -163,9 +181,7 @@ def plain_divisions(fl, e: S.Expr) -> Counter | None:
         return None
     counts = sum(parts, Counter())
     if isinstance(e, S.BinOp) and e.op in ("//", "%") and e.right not in c.values:
-        key = (shape(fl, e.right), c.types[e])
-        fl.divisor_exprs.setdefault(key, (e.right, c.types[e]))
-        counts[key] += 1
+        counts[divisor_key(fl, e)] += 1
     return counts
 
 
