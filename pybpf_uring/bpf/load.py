@@ -48,6 +48,7 @@ from ..uapi import (BPF_ANY, BPF_EXIST, BPF_MAP_TYPE_LRU_PERCPU_HASH, BPF_MAP_TY
                    BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE, BPF_MAP_TYPE_PERCPU_HASH, BPF_MAP_TYPE_RINGBUF, BPF_NOEXIST,
                    MAP_TYPE_NAMES, PROG_TYPE_NAMES)
 from .ringbuf import KernelRingBuffer
+from .mapview import MapView
 from .values import INT_CTYPES, ctype_from_btf, pack, pack_per_cpu, per_cpu_slot, unpack, unpack_per_cpu
 
 __all__ = ["load", "LoadedObject", "KernelProgram", "KernelMap", "TestRunResult", "Attachment",
@@ -152,7 +153,7 @@ def possible_cpus() -> int:
 
 
 # --- live maps --------------------------------------------------------------------------------
-class KernelMap:
+class KernelMap(MapView):
     """A map the kernel holds, used like a dict from the host.
 
     `m[k]` raises KeyError for a missing key (a hash map's absent key, an array index past
@@ -226,8 +227,7 @@ class KernelMap:
         class, an int type); the iteration ends once no record has arrived for `timeout`
         seconds (0: what is there now, None: wait for ever).  See `ringbuf.iterate`."""
         if self.type != BPF_MAP_TYPE_RINGBUF:
-            raise TypeError(f"map {self.name!r} is a {MAP_TYPE_NAMES.get(self.type, self.type)} map; "
-                            "records() reads a ring buffer")
+            return super().records(timeout, as_type)
         return self._ring_buffer().records(timeout, as_type)
 
     def _ring_buffer(self) -> KernelRingBuffer:
@@ -241,25 +241,8 @@ class KernelMap:
             self._ring.close()
             self._ring = None
 
-    def _lookup(self, key: bytes) -> bytes | None:
+    def raw_value(self, key: bytes) -> bytes | None:
         return kernel.map_lookup_elem(self.fd, key, self._buffer_size)
-
-    def __getitem__(self, key: Any) -> Any:
-        """The value (a list with one value per possible CPU for per-CPU maps)."""
-        raw = self._lookup(self._key(key))
-        if raw is None:
-            raise KeyError(key)
-        return self._decode(raw)
-
-    def get(self, key: Any, default: Any = None) -> Any:
-        raw = self._lookup(self._key(key))
-        return default if raw is None else self._decode(raw)
-
-    def __contains__(self, key: Any) -> bool:
-        return self._lookup(self._key(key)) is not None
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        self.set(key, value)
 
     def set(self, key: Any, value: Any, flags: int = kernel.BPF_ANY) -> None:
         """Update with explicit flags: BPF_NOEXIST raises FileExistsError (EEXIST) if the key is
@@ -272,37 +255,21 @@ class KernelMap:
         except FileNotFoundError:
             raise KeyError(key) from None
 
-    def _raw_keys(self) -> Iterator[bytes]:
+    def raw_keys(self) -> Iterator[bytes]:
         self._keyed()
         key = None
         while (key := kernel.map_get_next_key(self.fd, key, self.key_size)) is not None:
             yield key
 
-    def keys(self) -> list:
-        """A snapshot of the keys (walking a hash map while a program changes it may skip keys
-        or restart, so the walk is done once, here)."""
-        return [unpack(k, self.key_type) for k in self._raw_keys()]
-
     def __iter__(self) -> Iterator:
         """The keys; a ring buffer's records (consumed), as an engine ring buffer iterates."""
-        return self.records() if self.type == BPF_MAP_TYPE_RINGBUF else iter(self.keys())
+        return self.records() if self.type == BPF_MAP_TYPE_RINGBUF else super().__iter__()
 
     def __len__(self) -> int:
         """The keys; for a ring buffer, the records ready to be read."""
         if self.type == BPF_MAP_TYPE_RINGBUF:
             return self._ring_buffer().ready()
-        return sum(1 for _ in self._raw_keys())
-
-    def items(self) -> list[tuple]:
-        out = []
-        for raw in self._raw_keys():
-            value = self._lookup(raw)
-            if value is not None:  # deleted by a program between the two calls
-                out.append((unpack(raw, self.key_type), self._decode(value)))
-        return out
-
-    def values(self) -> list:
-        return [v for _, v in self.items()]
+        return super().__len__()
 
     def info(self) -> kernel.MapInfo:
         return kernel.map_info(self.fd)

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 from ... import display
+from ...bpf.mapview import MapView
 from ...bpf.ringbuf import decode_record, iterate, record_length
 from ...bpf.values import ctype_from_btf, pack, pack_per_cpu, unpack, unpack_per_cpu
 from ...bpf.objfile import MapSpec
@@ -61,13 +62,14 @@ ENGINE_CPUS = 1           # get_smp_processor_id() is always 0
 _MAX_ENTRIES = 1 << 24    # far more than any sample needs, and a guard against a corrupt spec
 
 
-class EngineMap:
+class EngineMap(MapView):
     """What the host and the helpers share for one map; see the module docstring.
 
     The helper side (`lookup`, `update`, `delete` on raw key bytes) returns the kernel's
-    numbers: a value address or 0, and 0 or -errno.  The host side is a dict: `m[k]` (KeyError
-    when missing), `m.get(k)`, `k in m`, `m[k] = v`, `m.set(k, v, flags)` (FileExistsError /
-    FileNotFoundError / OSError like the bpf() syscall), `del m[k]`, `keys()`, `items()`, `len()`.
+    numbers: a value address or 0, and 0 or -errno.  The host side is the dict of
+    `bpf.mapview.MapView`, which `KernelMap` shares: `m[k]`, `m.get(k)`, `k in m`, `keys()`,
+    `items()`, `len()`, ..., with `m.set(k, v, flags)` (FileExistsError / FileNotFoundError /
+    OSError like the bpf() syscall) and `del m[k]` here.
     """
 
     def __init__(self, spec: MapSpec, memory: Memory, btf: Any = None) -> None:
@@ -133,22 +135,6 @@ class EngineMap:
     def _decode(self, raw: bytes) -> Any:
         return unpack(raw, self.value_type)
 
-    def __getitem__(self, key: Any) -> Any:
-        raw = self.raw_value(self._key(key))
-        if raw is None:
-            raise KeyError(key)
-        return self._decode(raw)
-
-    def get(self, key: Any, default: Any = None) -> Any:
-        raw = self.raw_value(self._key(key))
-        return default if raw is None else self._decode(raw)
-
-    def __contains__(self, key: Any) -> bool:
-        return self.raw_value(self._key(key)) is not None
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        self.set(key, value)
-
     def set(self, key: Any, value: Any, flags: int = BPF_ANY) -> None:
         """Update with the kernel's flags; errors raise as the bpf() syscall's would."""
         # the syscall refuses BPF_F_LOCK on a value without a spin lock before the map sees it
@@ -162,31 +148,6 @@ class EngineMap:
             raise KeyError(key)
         if res < 0:
             raise _os_error(-res, f"map {self.name!r} delete of key {key!r}")
-
-    def keys(self) -> list:
-        return [unpack(k, self.key_type) for k in self.raw_keys()]
-
-    def __iter__(self) -> Iterator:
-        return iter(self.keys())
-
-    def __len__(self) -> int:
-        return len(self.raw_keys())
-
-    def items(self) -> list[tuple]:
-        out = []
-        for raw in self.raw_keys():
-            value = self.raw_value(raw)
-            if value is not None:
-                out.append((unpack(raw, self.key_type), self._decode(value)))
-        return out
-
-    def values(self) -> list:
-        return [v for _, v in self.items()]
-
-    def records(self, timeout: float | None = 0, as_type: Any = None) -> Iterator:
-        """A ring buffer's records (`RingbufMap.records`); other maps have keys instead."""
-        raise TypeError(f"map {self.name!r} is a {MAP_TYPE_NAMES.get(self.type, self.type)} map; "
-                        "records() reads a ring buffer")
 
     def view(self, key: Any) -> memoryview:
         """The live bytes of one value (writes show at once in the program's view); KeyError if
