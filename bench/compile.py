@@ -11,7 +11,7 @@ Prints:
   one-program sample packet_stats.py against `clang-22 -c` of its C twin packet_stats.c
   (target: <= 2.00), each as both medians, their ratio and the min-max of the per-round ratios;
   and the floor under any such compile -- python3 starting and loading llvmlite's LLVM library,
-  before a line of ours runs -- against the same clang-22 run.
+  before a line of ours runs -- and python3 starting alone, against the same clang-22 run.
 
 Run: python3 bench/compile.py [--rounds N]
 """
@@ -93,7 +93,8 @@ def main() -> int:
                     "clang-22 -c programs.c": clang("v3", os.path.join(tmp, "t.o")),
                     "pybpf-uring compile packet_stats.py": ours(SMALL_PY),
                     "clang-22 -c packet_stats.c": clang("v3", os.path.join(tmp, "s.o"), SMALL_C),
-                    "floor": [sys.executable, "-c", "import llvmlite.binding"]}
+                    "floor": [sys.executable, "-c", "import llvmlite.binding"],
+                    "python3": [sys.executable, "-c", "pass"]}
         # the warm-up round writes __pycache__, as a user's first run does
         cold = interleave({label: lambda cmd=cmd: child_cpu(cmd, env=env)[0]
                            for label, cmd in commands.items()}, args.rounds, warmup=1)
@@ -110,6 +111,9 @@ def main() -> int:
         floor = compare(cold["floor"], cold["clang-22 -c packet_stats.c"])
         print(f"  the floor of any compile in this process: python3 starting and loading llvmlite's "
               f"LLVM library, {floor.median:.3f} s: ratio {floor.ratio:.2f} (spread {floor.spread()})")
+        bare = compare(cold["python3"], cold["clang-22 -c packet_stats.c"])
+        print(f"    of which python3 starting alone (its site-packages' .pth files included) "
+              f"{bare.median:.3f} s: ratio {bare.ratio:.2f} (spread {bare.spread()})")
     return 0
 
 
