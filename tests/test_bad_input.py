@@ -90,14 +90,14 @@ STRUCT_8 = "\n".join(["from pybpf_uring import syscall, Struct, i32, u64", "", "
 
 def long_jump_program(copies: int) -> str:
     """An `if` over `copies` copies of 800 bytes: each a load and a store per u64, ~36k
-    instructions for 88 of them, past a 16-bit jump offset."""
+    instructions for 176 of them, past a 16-bit jump offset."""
     body = [f"        if ctx.c != {i}:\n            ctx.f{i % 8} = ctx.f{(i + 1) % 8}" for i in range(copies)]
     return STRUCT_8 + "\n" + "\n".join(body) + "\n    return 0\n"
 
 
 def test_a_jump_too_long_for_v3_is_an_error_and_v4_uses_long_jumps(tmp_path):
     path = tmp_path / "long.py"
-    path.write_text(long_jump_program(88))
+    path.write_text(long_jump_program(176))
     err = assert_clean(run("compile", "-o", str(tmp_path / "long.o"), str(path)), 1)
     assert err.startswith(f"{path}:17:1: error: f is too long for cpu v3: the jump at line 18 spans ")
     assert "instructions, and a jump reaches at most 32767 before cpu v4" in err
