@@ -40,9 +40,9 @@ from pybpf_uring.uring import (IORING_OP_ASYNC_CANCEL, IORING_OP_BPF, IOSQE_CQE_
                                prep_nop, prep_timeout)
 
 ROOT = Path(__file__).parents[1]
-READY, MORE, PYTHON, FAULTED, COMPLETE, BAD_WAIT, STALLED = (
+READY, MORE, PYTHON, FAULTED, COMPLETE, BAD_WAIT, STALLED, TIMED_OUT = (
     native_ring.READY, native_ring.MORE, native_ring.PYTHON, native_ring.FAULTED,
-    native_ring.COMPLETE, native_ring.BAD_WAIT, native_ring.STALLED)
+    native_ring.COMPLETE, native_ring.BAD_WAIT, native_ring.STALLED, native_ring.TIMED_OUT)
 WATCHDOG = 5.0          # seconds one run of a scenario may take before it counts as a hang
 
 
@@ -92,7 +92,8 @@ def watchdog(seconds: float):
 @dataclass
 class Probe:
     """What the native machinery did during one run (not part of the compared outcome)."""
-    codes: list[int] = field(default_factory=list)    # NativeRing.wait's return codes
+    codes: list[int] = field(default_factory=list)    # NativeRing.wait's return codes in waits
+    polls: list[int] = field(default_factory=list)    # ... in polls (submit_bpf, peek_cqe, ready)
     python_runs: int = 0                               # EngineProgram.run calls (Python-side runs)
     enter_calls: int = 0
     native: bool = False                               # the ring built a NativeRing
@@ -100,14 +101,23 @@ class Probe:
 
 @contextlib.contextmanager
 def probing():
-    """Record NativeRing.wait's codes and count EngineProgram.run calls while the block runs."""
+    """Record NativeRing.wait's codes (a poll's apart) and count EngineProgram.run calls while
+    the block runs."""
     probe = Probe()
-    wait, run = native_ring.NativeRing.wait, instance_module.EngineProgram.run
+    wait, run, poll = native_ring.NativeRing.wait, instance_module.EngineProgram.run, Ring._native_poll
+    polling = []
 
     def counted_wait(self, *args, **kwargs):
         code = wait(self, *args, **kwargs)
-        probe.codes.append(code)
+        (probe.polls if polling else probe.codes).append(code)
         return code
+
+    def counted_poll(self, *args, **kwargs):
+        polling.append(True)
+        try:
+            return poll(self, *args, **kwargs)
+        finally:
+            polling.pop()
 
     def counted_run(self, ctx, helpers=None):
         probe.python_runs += 1
@@ -115,11 +125,13 @@ def probing():
 
     native_ring.NativeRing.wait = counted_wait
     instance_module.EngineProgram.run = counted_run
+    Ring._native_poll = counted_poll
     try:
         yield probe
     finally:
         native_ring.NativeRing.wait = wait
         instance_module.EngineProgram.run = run
+        Ring._native_poll = poll
 
 
 @dataclass
@@ -200,9 +212,9 @@ def differential(scenario: Scenario) -> tuple[Outcome, Probe, Probe]:
     """Both modes; asserts they agree and that the native one used native waits."""
     reference, python_probe = run(scenario, native=False)
     native, native_probe = run(scenario, native=True)
-    assert not python_probe.native and python_probe.codes == []
+    assert not python_probe.native and python_probe.codes == python_probe.polls == []
     assert native_probe.native, "the ring built no NativeRing for JIT-compiled programs"
-    assert native_probe.codes, "no wait went through NativeRing.wait"
+    assert native_probe.codes or native_probe.polls, "nothing went through NativeRing.wait"
     assert native == reference
     return native, native_probe, python_probe
 
@@ -483,17 +495,19 @@ def test_bench_nop_chain_runs_natively_and_agrees():
     assert out.maps["count"] == [(0, n)]
     assert out.runs == {"chain": n + 1}
     assert (out.faults, out.overflows, out.parked) == ([], (0, 0), 0)
-    # one native wait ran the whole chain; Python ran only submit_bpf's first run
-    assert probe.codes == [READY]
-    assert probe.python_runs == 1 and ref.python_runs == n + 1
+    # submit_bpf's poll made the first run natively (a poll's deadline has passed: TIMED_OUT
+    # is its normal end), one native wait ran the rest: Python ran none
+    assert probe.polls == [TIMED_OUT] and probe.codes == [READY]
+    assert probe.python_runs == 0 and ref.python_runs == n + 1
     # one io_uring_enter per NOP, as the Python ring
     assert probe.enter_calls == ref.enter_calls == n
 
 
 @pytest.mark.uring
 def test_submitting_more_chains_runs_the_due_ones_natively():
-    """Each submit_bpf runs the new request in Python and the parked ones it finds due natively:
-    32 chains submitted one after the other make 32 Python runs, not 32 * 33 / 2."""
+    """Each submit_bpf runs the new request and the parked ones it finds due natively, in the
+    Python ring's order: 32 chains submitted one after the other make no Python run (run by
+    Python, they made 32 * 33 / 2)."""
     depth, n = 32, 3000
     source = importlib.util.spec_from_file_location("bench_ring_depth", ROOT / "bench" / "ring.py")
     module = importlib.util.module_from_spec(source)
@@ -508,7 +522,7 @@ def test_submitting_more_chains_runs_the_due_ones_natively():
     out, probe, ref = differential(Scenario(obj, host, entries=64, cq_sizes=(64,) + (4,) * depth))
     assert out.host == sorted((n | i << 48, 0, 0) for i in range(1, depth + 1))
     assert out.maps["count"] == [(0, n)] and out.runs == {"chains": n + depth}
-    assert probe.python_runs == depth and ref.python_runs == n + depth
+    assert probe.python_runs == 0 and ref.python_runs == n + depth
 
 
 @pytest.mark.uring
@@ -531,7 +545,7 @@ def test_emit_to_an_application_cq_that_the_host_waits_on():
         [(n, 0) for n in range(every, nops + 1, every)]
     assert out.runs == {"relay": nops + 1} and out.overflows == (0, 0, 0, 0)
     assert probe.codes == [READY] * rounds       # the last run completed it: CQ 0 needed no wait
-    assert probe.python_runs == 1
+    assert probe.python_runs == 0
 
 
 # --- FAULTED -----------------------------------------------------------------------------------
@@ -553,7 +567,7 @@ def test_a_runaway_loop_faults_inside_a_native_wait():
     assert (fault.user_data, fault.program, fault.res) == (3, "heavy", -errno.EFAULT)
     assert fault.message.startswith("program 'heavy': instruction ")
     assert "instruction budget of 3000 exhausted" in fault.message and "heavy.py:" in fault.message
-    assert FAULTED in probe.codes and probe.python_runs == 1
+    assert FAULTED in probe.codes and probe.python_runs == 0
     assert out.parked == 0
 
 
@@ -612,7 +626,7 @@ def test_a_bad_pointer_faults_inside_a_native_wait(wild_object):
     assert fault.program == "wild" and fault.res == -errno.EFAULT
     assert "no region is mapped there" in fault.message and "wild.c:" in fault.message
     assert "ctx->user_data" in fault.message
-    assert probe.codes == [FAULTED] and probe.python_runs == 1
+    assert probe.codes == [FAULTED] and probe.python_runs == 0
 
 
 STALE_C = WILD_C.split("__u64 rounds;")[0] + r"""
@@ -632,7 +646,7 @@ int stale(struct io_uring_bpf_ctx *ctx)
     __u32 k = 0;
     __u64 one = 1, *v;
     reap_cqe(ctx, 1, &cqe, sizeof(cqe));
-    if (++rounds == 2) {                   /* the first run is Python's (submit_bpf) */
+    if (++rounds == 2) {                   /* a native wait's run (after submit_bpf's) */
         map_update(&h, &k, &one, 0);
         v = map_lookup(&h, &k);
         if (!v)
@@ -667,7 +681,7 @@ def test_a_hash_value_deleted_by_a_native_run_is_freed_when_that_run_ends(tmp_pa
     assert out.host == [(5, -errno.EFAULT, 0)] and out.runs == {"stale": 4}
     [fault] = out.faults
     assert "stale.c:" in fault.message and "return *(volatile __u64 *)stash" in fault.message
-    assert probe.codes == [FAULTED] and probe.python_runs == 1
+    assert probe.codes == [FAULTED] and probe.python_runs == 0
 
 
 # --- BAD_WAIT ----------------------------------------------------------------------------------
@@ -688,7 +702,7 @@ def test_a_wait_idx_naming_no_cq_fails_the_request_inside_a_native_wait():
     [fault] = out.faults
     assert (fault.user_data, fault.program, fault.res) == (11, "wanderer", -errno.EINVAL)
     assert fault.message == "ctx.wait_idx = 9 names no CQ (the ring has 2)"
-    assert probe.codes == [BAD_WAIT] and probe.python_runs == 1
+    assert probe.codes == [BAD_WAIT] and probe.python_runs == 0
 
 
 # --- overflow: emit_cqe into a full CQ ---------------------------------------------------------
@@ -708,7 +722,7 @@ def test_emit_into_a_full_cq_is_enomem_and_counted_the_same():
     assert out.maps["count"] == [(0, nops)]
     assert [v for _, v in out.maps["rets"][1:nops + 1]] == [0, 0] + [-errno.ENOMEM] * (nops - 2)
     assert out.overflows == (0, 0, nops - 2)
-    assert probe.codes == [READY] and probe.python_runs == 1
+    assert probe.codes == [READY] and probe.python_runs == 0
 
 
 # --- COMPLETE: the request's own CQ is full ----------------------------------------------------
@@ -729,7 +743,7 @@ def test_completion_into_a_full_cq_is_handed_to_the_python_ring():
     assert out.host == [(nops, 1000 + nops - 1, 0), (1, 0, 0), (2, 0, 0), (ud, 0, 0)]
     assert out.overflows == (0, 0, 1, 0)
     assert out.runs == {"relay": nops + 1} and out.parked == 0
-    assert COMPLETE in probe.codes and probe.python_runs == 1
+    assert COMPLETE in probe.codes and probe.python_runs == 1   # (an SQE's request starts in Python)
 
 
 # --- PYTHON: SQEs only the Python ring queues (the _slow callback) -----------------------------
@@ -801,7 +815,7 @@ def test_pingpong_sample_with_untimed_waits():
     assert sorted(out.host[:2]) == [(1, 0, 0), (2, 0, 0)] and out.host[2:] == [[], []]
     assert out.maps["hits"] == [(0, 0), (1, 11), (2, 10)] and out.maps["last"] == [(0, 20)]
     assert out.runs == {"pingpong": 23}
-    assert READY in probe.codes and probe.python_runs == 2
+    assert READY in probe.codes and probe.python_runs == 0
 
 
 # --- MORE: more runs than one native wait's budget ---------------------------------------------
@@ -829,7 +843,7 @@ def test_a_rally_longer_than_the_run_budget_stays_in_one_native_wait():
     assert sorted(out.host) == [(1 | limit << 8, 0, 0), (2 | limit << 8, 0, 0)]
     assert out.maps["hits"] == [(0, 0), (1, limit // 2 + 1), (2, limit // 2)]
     assert out.runs == {"rally": limit + 3}
-    assert probe.python_runs == 2 and MORE not in probe.codes
+    assert probe.python_runs == 0 and MORE not in probe.codes
     native_ring.NativeRing._cq_count = counted
     try:
         again, probe, _ = differential(Scenario(obj, host, cq_sizes=(4, 4)))
@@ -884,9 +898,9 @@ def test_a_tier_0_program_runs_natively_and_tiers_up_when_hot():
     out, probe, _ = differential(Scenario(obj, host, cq_sizes=(4,)))
     assert out.host == [(n, 0, 0)]
     assert out.maps["count"][0] == (0, n) and out.runs == {"big": n + 1}
-    # only the first run (submit_bpf's) is Python's; one native wait runs the rest at tier 0,
+    # no run is Python's: submit_bpf's poll and one native wait run them all at tier 0,
     # and the instructions it ran make the program hot
-    assert probe.codes == [READY] and probe.python_runs == 1
+    assert probe.codes == [READY] and probe.python_runs == 0
 
 
 @pytest.mark.uring
@@ -907,7 +921,7 @@ def test_hash_map_values_created_updated_and_deleted_in_native_waits():
         if k % 7 == 6:
             del survivors[k % 4]
     assert dict(out.maps["seen"]) == survivors
-    assert probe.codes == [READY] and probe.python_runs == 1
+    assert probe.codes == [READY] and probe.python_runs == 0
 
 
 # --- the Python ring only: the interpreter -----------------------------------------------------
@@ -966,9 +980,9 @@ def test_a_program_reparking_on_a_true_condition_does_not_spin():
     # and after the timeout's CQE) -- not a spin while the timeout ran
     assert out.runs["lazy"] == out.maps["seen"][1][1] == 6
     assert out.parked == 1
-    # submit_bpf left the request due (its CQ holds its CQE): it polled natively (STALLED: a
-    # poll's normal end), as a submit_bpf does for parked requests that are due
-    assert probe.codes == [STALLED, READY]
+    # submit_bpf ran the request natively (a poll: STALLED is its normal end when nothing is
+    # in flight)
+    assert probe.polls == [STALLED] and probe.codes == [READY]
 
 
 @pytest.mark.uring
@@ -981,7 +995,7 @@ def test_a_deadlock_with_a_request_reparking_on_a_true_condition_runs_it_as_ofte
     reference, _ = run(Scenario(obj, host, cq_sizes=(4, 4)), native=False)
     assert reference.host[0][0] == "DeadlockError" and reference.runs["lazy"] == 4
     out, probe, _ = differential(Scenario(obj, host, cq_sizes=(4, 4)))
-    assert probe.codes == [STALLED, STALLED]     # submit_bpf's poll of the due request, the wait
+    assert probe.polls == [STALLED] and probe.codes == [STALLED]  # submit_bpf's poll, the wait
 
 
 # `sleeper` parks on CQ 2 before `waker` does; when the NOP wakes `waker`, it emits onto CQ 2
@@ -1035,7 +1049,7 @@ def test_a_cqe_emitted_behind_the_scan_wakes_an_earlier_request_in_the_same_wait
     out, probe, _ = differential(Scenario(obj, host, cq_sizes=(4, 4, 4, 4)))
     assert out.host == [(1, 0, 0)]
     assert out.runs == {"sleeper": 2, "waker": 2} and out.parked == 1
-    assert probe.codes == [READY] and probe.python_runs == 2
+    assert probe.codes == [READY] and probe.python_runs == 0
 
 
 # --- the run budget must not hold a wait whose CQ has a CQE --------------------------------------
@@ -1247,13 +1261,13 @@ def test_hash_map_operations_agree_with_the_python_ring(commands):
             model.pop(key, None)
     assert dict(out.maps["table"]) == model
     assert all(dict(out.maps["out"])[i] == v for i, v in expect.items())
-    # in the native run, only the first run (Python's) and the updates that create a key (or are
-    # refused: a full table) and deletes reach Python; lookups and in-place updates do not
+    # in the native run, only the updates that create a key (or are refused: a full table) and
+    # deletes reach Python; lookups and in-place updates do not, the first run's included
     native_calls = calls[1]
-    assert native_calls.get(1, 0) <= (commands[0][0] == 0)
+    assert native_calls.get(1, 0) == 0
     assert native_calls.get(3, 0) == sum(op == 2 for op, _ in commands)
     assert native_calls.get(2, 0) <= sum(op == 1 for op, _ in commands)
-    assert probe.python_runs == 1
+    assert probe.python_runs == 0
 
 
 @pytest.mark.uring
@@ -1353,12 +1367,12 @@ def test_user_memory_and_the_clock_in_native_waits():
     efault = -errno.EFAULT
     assert [v for _, v in out.maps["rets"][:12]] == [0 if i != 5 else efault * 256 + efault
                                                      for i in range(12)]
-    assert probe.codes == [READY] and probe.python_runs == 1
-    # in the native run only the first run's helpers (and the first lookup of each array
-    # element) reach Python: every copy and clock reading after it is native
+    assert probe.codes == [READY] and probe.python_runs == 0
+    # in the native run only the first lookup of an array element reaches Python: every copy
+    # and clock reading is native, the first run's (submit_bpf's) too
     python, native = calls
     assert python[148] == python[167] - 12 == python[5] == 12
-    assert native[148] == native[5] == 1 and native[167] == 2
+    assert native.get(148, 0) == native.get(167, 0) == native.get(5, 0) == 0 and native
     # the clock: CLOCK_MONOTONIC, read in each run (the native run is the second of the two)
     native = stamps[1]
     assert native == sorted(native) and starts[2] <= native[0] and native[-1] <= starts[3]
@@ -1380,7 +1394,7 @@ def test_a_cq_deeper_than_its_native_buffer_is_left_to_python(monkeypatch):
     assert out.host == [(ud, 0, 0), [(n, 999 + n, 0) for n in range(1, nops + 1)]]
     assert [v for _, v in out.maps["rets"][1:nops + 1]] == [0] * nops
     # once CQ 2 outgrew its buffer, each emit went through Python, the rest stayed native
-    assert probe.codes[-1] == READY and probe.python_runs == 1
+    assert probe.codes[-1] == READY and probe.python_runs == 0
 
 
 SHARED = """

@@ -311,6 +311,7 @@ class NativeRing:
         self._tiering = False
         self._registers = True               # until the kernel refuses a registered ring fd
         self.handed_back: tuple | None = None
+        self.last_code: int | None = None     # what the last wait returned
 
     # -- moving state between the Python ring and the native arrays ----------------------------
     # Cost matters: a wait exports and imports once, so each is O(tags in use + CQs holding
@@ -384,8 +385,8 @@ class NativeRing:
 
     def _export_parked(self, parked: Sequence[BpfRequest]) -> None:
         w, W = self.words, _W
-        if len(parked) > self._parked_cap:
-            self._parked_cap = 2 * len(parked)
+        if len(parked) >= self._parked_cap:    # one more: nr_scan appends a runnable that parks
+            self._parked_cap = 2 * len(parked) + 1
             self._parked = (_U64 * (_NRQ * self._parked_cap))()
             w[W["parked"]] = ctypes.addressof(self._parked)
         records = []
@@ -486,6 +487,7 @@ class NativeRing:
                 if registered is not None:
                     w[_W["enter_fd"]], w[_W["enter_flags"]] = self.raw.fd, 0
                     self.raw.unregister_ring_fd(registered)
+        self.last_code = code
         if code in (FAULTED, COMPLETE, BAD_WAIT):
             w, start = self.words, _W["rec0"]
             self.handed_back = tuple(w[start:start + _NRQ])

@@ -605,18 +605,21 @@ no:
   ret i1 false
 }
 
-; one pass over the parked requests: run each whose CQ holds wait_nr CQEs
+; one pass over the parked requests: run each whose CQ holds wait_nr CQEs.  A record with
+; wait_nr 0 is a runnable request (Ring.submit_bpf exports a new one first): it runs, and if it
+; parks, it moves to the end of the list, where this pass reaches it again -- as Ring._progress
+; runs its runnable requests, appending those that park, before it scans the parked ones.
 define i64 @nr_scan(ptr %r) {
 entry:
 ${W}
-  %n = load i64, ptr %W.nparked
   %base = load ptr, ptr %W.parked
   %progs = load ptr, ptr %W.programs
   %ncqs = load i64, ptr %W.ncqs
   br label %loop
 loop:
-  %i = phi i64 [0, %entry], [%i1k, %kept], [%i1, %completed]
-  %w = phi i64 [0, %entry], [%w1, %kept], [%w, %completed]
+  %i = phi i64 [0, %entry], [%i1k, %kept], [%i1, %completed], [%i1a, %appended]
+  %w = phi i64 [0, %entry], [%w1, %kept], [%w, %completed], [%w, %appended]
+  %n = load i64, ptr %W.nparked
   %end = icmp eq i64 %i, %n
   br i1 %end, label %finished, label %look
 finished:
@@ -777,6 +780,26 @@ park:
   %pk1 = add i64 %pk, 1
   %pk2 = select i1 %pready, i64 %pk1, i64 %pk
   store i64 %pk2, ptr %W.wakes
+  %wasrunnable = icmp eq i64 %wn, 0
+  br i1 %wasrunnable, label %append, label %parked_here
+append:
+  ; (room for it: native_ring exports the list into an array one record longer)
+  %aoff = mul i64 %n, ${RQD}
+  %adst = getelementptr i8, ptr %base, i64 %aoff
+  call void @llvm.memcpy.p0.p0.i64(ptr %adst, ptr %rec, i64 ${RQD}, i1 false)
+  %n1 = add i64 %n, 1
+  store i64 %n1, ptr %W.nparked
+  %pw3 = load i64, ptr %W.py_work
+  %busy3 = icmp ne i64 %pw3, 0
+  br i1 %busy3, label %work_after_append, label %appended
+work_after_append:
+  %after6 = add i64 %i, 1
+  call void @close_gap(ptr %r, i64 %w, i64 %after6)
+  ret i64 ${PYTHON}
+appended:
+  %i1a = add i64 %i, 1
+  br label %loop
+parked_here:
   %pw2 = load i64, ptr %W.py_work
   %busy2 = icmp ne i64 %pw2, 0
   br i1 %busy2, label %work_after_park, label %keep
