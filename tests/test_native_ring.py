@@ -1052,6 +1052,45 @@ def test_a_cqe_emitted_behind_the_scan_wakes_an_earlier_request_in_the_same_wait
     assert probe.codes == [READY] and probe.python_runs == 0
 
 
+# Each run logs its request's user_data, reaps a CQE from the CQ of that number and finishes,
+# or parks there for one.
+ORDER = """
+    from pybpf_uring import iouring, ArrayMap, i32, u64
+    from pybpf_uring.uring import IoUringCtx, Cqe, reap_cqe
+
+    log = ArrayMap(u64, 8)
+
+    @iouring
+    def logged(ctx: IoUringCtx) -> i32:
+        n = log[0]
+        log[n + 1] = ctx.user_data
+        log[0] = n + 1
+        cqe = Cqe()
+        if reap_cqe(ctx, ctx.user_data, cqe) != 0:
+            ctx.wait_idx = ctx.user_data
+            ctx.wait_nr = 1
+        return 0
+"""
+
+
+@pytest.mark.uring
+def test_a_request_submit_bpf_ran_natively_parks_behind_the_parked_ones():
+    # as Ring._progress: the runnable request runs first and parks at the end of the list, so
+    # when both CQs get their CQE in one round, request 1 runs before request 2
+    def host(ring):
+        ring.submit_bpf("logged", user_data=1)
+        ring.submit_bpf("logged", user_data=2)
+        ring.queue(nop(5, 1))
+        ring.queue(nop(6, 2))
+        return [take(ring, 0), take(ring, 0)]     # one enter submits both; one round runs both
+
+    obj = compiled(ORDER, "order.py")
+    out, probe, _ = differential(Scenario(obj, host, cq_sizes=(4, 4, 4)))
+    assert out.maps["log"][:5] == [(0, 4), (1, 1), (2, 2), (3, 1), (4, 2)]
+    assert out.host == [(1, 0, 0), (2, 0, 0)] and out.parked == 0
+    assert probe.python_runs == 0 and probe.codes == [READY]
+
+
 # --- the run budget must not hold a wait whose CQ has a CQE --------------------------------------
 
 @pytest.mark.uring
