@@ -92,7 +92,6 @@ CASES = {
         'LIMIT = 8\ncounts = ArrayMap(u64, 4)\n\n@syscall\ndef p(ctx: Args) -> i32:\n    cunts[0] = LIMT\n    return 0\n',
         "misspelt_constant_and_map.py:12:5: error: name 'cunts' is not defined\n    cunts[0] = LIMT\n    ^~~~~\n"
         "  note: did you mean 'counts'?\n"
-        "misspelt_constant_and_map.py:12:5: error: i64 cannot be indexed\n    cunts[0] = LIMT\n    ^~~~~~~~\n"
         "misspelt_constant_and_map.py:12:16: error: name 'LIMT' is not defined\n    cunts[0] = LIMT\n               ^~~~\n"
         "  note: did you mean 'LIMIT'?",
     ),
@@ -123,6 +122,30 @@ CASES = {
         "misspelt_import.py:7:1: error: pybpf_uring.uring has no name 'IOSQE_IO_LNK'\n"
         "from pybpf_uring.uring import IOSQE_IO_LNK\n^~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~\n"
         "  note: did you mean 'IOSQE_IO_LINK' or 'IOSQE_IO_HARDLINK'?",
+    ),
+    # An undefined name is typed i64 to go on checking: "i64 cannot be indexed" would follow.
+    'undefined_name_said_once': (
+        'counts = ArrayMap(u64, 4)\n\n@syscall\ndef p(ctx: Args) -> i32:\n    cunts[1] += 1\n    return cunts[0] + 1\n',
+        "undefined_name_said_once.py:11:5: error: name 'cunts' is not defined\n    cunts[1] += 1\n    ^~~~~\n"
+        "  note: did you mean 'counts'?\n"
+        "undefined_name_said_once.py:12:12: error: name 'cunts' is not defined\n    return cunts[0] + 1\n"
+        "           ^~~~~\n  note: did you mean 'counts'?",
+    ),
+    'misspelt_module_function': (
+        'from pybpf_uring import uring\n\n@syscall\ndef p(ctx: Args) -> i32:\n    return uring.quue_sqe(ctx)\n',
+        "misspelt_module_function.py:11:12: error: module 'pybpf_uring.uring' has no attribute 'quue_sqe'\n"
+        "    return uring.quue_sqe(ctx)\n           ^~~~~~~~~~~~~~\n  note: did you mean 'queue_sqe'?",
+    ),
+    'misspelt_module_constant': (
+        'import pybpf_uring.uring as uring\n\n@syscall\ndef p(ctx: Args) -> i32:\n    return uring.IOSQE_IO_LNK + 1\n',
+        "misspelt_module_constant.py:11:12: error: module 'pybpf_uring.uring' has no attribute 'IOSQE_IO_LNK'\n"
+        "    return uring.IOSQE_IO_LNK + 1\n           ^~~~~~~~~~~~~~~~~~\n"
+        "  note: did you mean 'IOSQE_IO_LINK' or 'IOSQE_IO_HARDLINK'?",
+    ),
+    'module_function_as_a_value': (
+        'from pybpf_uring import uring\n\n@syscall\ndef p(ctx: Args) -> i32:\n    return uring.queue_sqe + 1\n',
+        "module_function_as_a_value.py:11:12: error: 'uring.queue_sqe' is a helper and cannot be used as a value\n"
+        "    return uring.queue_sqe + 1\n           ^~~~~~~~~~~~~~~",
     ),
     'stack_local_past_the_frame': (
         'class Buf(Struct):\n    d: u64[34]\n\n@syscall\ndef p(ctx: Args) -> i32:\n    c = Args()\n'
@@ -157,6 +180,19 @@ def test_the_diagnostic_points_at_the_culprit(name):
 def test_a_function_that_returns_on_every_path_compiles(body):
     obj = compile_source(HEAD + '@syscall\ndef p(ctx: Args) -> i32:\n    ' + body, "ok.py")
     assert [p.name for p in obj.programs] == ["p"]
+
+
+@pytest.mark.kernel()
+def test_a_module_constant_is_folded_where_it_is_written():
+    """`uring.IOSQE_IO_LINK` (the module imported either way) is the constant itself, as Python
+    reads it: the kernel runs the folded values."""
+    for head in ("import pybpf_uring.uring as uring\n", "from pybpf_uring import uring\n"):
+        obj = compile_source(HEAD + head + '@syscall\ndef p(ctx: Args) -> i32:\n'
+                             '    ctx.a = uring.IOSQE_IO_LINK | uring.IORING_OP_READ\n'
+                             '    return uring.IOSQE_IO_HARDLINK + 1\n', "consts.py")
+        with obj.load() as live:
+            run = live.programs["p"].test_run(ctx=b"\0" * 24)
+        assert (run.retval, int.from_bytes(run.ctx[:8], "little")) == (8 + 1, 4 | 22)
 
 
 @pytest.mark.kernel()

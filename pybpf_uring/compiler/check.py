@@ -67,12 +67,23 @@ class ModuleChecker:
         self.lengths: dict[S.Call, int] = {}  # len() of a fixed-size array (check_python)
         # (caller, argument name or None, callee, parameter, span): a struct passed by reference
         self.ref_edges: list[tuple[str, str | None, str, str, Span]] = []
+        self.undefined_spans: list[Span] = []  # names reported undefined (undefined_name)
 
     def error(self, span: Span | None, message: str, hint: str = "") -> None:
         """Each error is kept once (the Collector's rule): a constant expression is folded
         whenever a rule asks for its value, and every fold resolves the types in it
-        (`sizeof(T)`) again."""
+        (`sizeof(T)`) again.  An error about an expression on one line around a name already
+        reported undefined is that error's consequence (the name was typed i64 to go on: "i64
+        cannot be indexed"), and is dropped, as Python stops at the NameError."""
+        if span is not None and any(around(span, u) for u in self.undefined_spans):
+            return
         self.errors.error(span, message, hint)
+
+    def undefined_name(self, span: Span, message: str, hint: str) -> None:
+        """A name (or a module's attribute) defined nowhere: reported, and the expressions
+        around it report nothing more."""
+        self.error(span, message, hint)
+        self.undefined_spans.append(span)
 
     # ----- module level ---------------------------------------------------------------
     def run(self, only: set[str] | None) -> Checked:
@@ -114,12 +125,13 @@ class ModuleChecker:
             return
         lib = importlib.import_module(stmt.module)
         for name, alias in stmt.names:
+            if f"{stmt.module}.{name}" in LIBRARY_MODULES:  # from pybpf_uring import uring
+                self.globals[alias] = Symbol("module", value=importlib.import_module(f"{stmt.module}.{name}"))
+                continue
             sym = library_symbol(lib, name)
             if sym is None:
-                near = difflib.get_close_matches(name, [n for n, m in importable().items() if m == stmt.module
-                                                        or library_symbol(lib, n) is not None], n=2)
-                self.error(stmt.span, f"{stmt.module} has no name {name!r}",
-                           "did you mean " + " or ".join(map(repr, near)) + "?" if near else "")
+                self.error(stmt.span, f"{stmt.module} has no name {name!r}", did_you_mean(
+                    name, [n for n, m in importable().items() if m == stmt.module or library_symbol(lib, n) is not None]))
             else:
                 self.globals[alias] = sym
                 if sym.kind == "struct":
@@ -279,11 +291,20 @@ class ModuleChecker:
         env = self.module.environment or {}
         known = set(scope) | set(self.globals) | set(DSL_BUILTINS) | \
             {n for n, v in env.items() if runtime_symbol(v, n) is not None}
-        near = difflib.get_close_matches(name, sorted(known | set(importable())), n=2, cutoff=NEAR)
-        if not near:
-            return "assign it before use, or declare it at module level"
-        return "did you mean " + " or ".join(
-            repr(n) + ("" if n in known else f" (from {importable()[n]} import {n})") for n in near) + "?"
+        return did_you_mean(name, known | set(importable()), lambda n: repr(n) + (
+            "" if n in known else f" (from {importable()[n]} import {n})")) or \
+            "assign it before use, or declare it at module level"
+
+    def missing_attribute(self, e: S.Expr, local: frozenset[str] = frozenset()) -> tuple[str, str] | None:
+        """For `module.name` where the imported module has no such name: Python's AttributeError
+        message, and the module's closest names."""
+        if isinstance(e, S.Attribute) and isinstance(e.value, S.Name) and e.value.id not in local:
+            mod = self.globals.get(e.value.id)
+            if mod is not None and mod.kind == "module" and not hasattr(mod.value, e.attr):
+                lib = mod.value
+                names = [n for n in dir(lib) if not n.startswith("_") and library_symbol(lib, n) is not None]
+                return f"module {lib.__name__!r} has no attribute {e.attr!r}", did_you_mean(e.attr, names)
+        return None
 
     def resolve_type(self, e: S.Expr, local: frozenset[str] = frozenset(), returns: bool = False) -> Type | None:
         """An annotation: an integer type, a struct, or `T[n]` (and None for a function's
@@ -348,6 +369,9 @@ class ModuleChecker:
             if sizes and sym is not None and sym.kind == "global" and sym.value.const:
                 return sym.value.init
             return sym.value if sym is not None and sym.kind == "const" else None
+        if isinstance(e, S.Attribute):  # `uring.IOSQE_IO_LINK`: a constant of an imported module
+            sym = self.callee_symbol(e, local)
+            return sym.value if sym.kind == "const" else None
         if isinstance(e, S.UnaryOp) and e.op in ("-", "+", "~"):
             v = self.fold(e.operand, local, sizes)
             return None if v is None else {"-": -v, "+": v, "~": ~v}[e.op]
@@ -635,6 +659,19 @@ def span_text(span: Span) -> str:
     if span.line != span.end_line:
         return "..."
     return span.source.line(span.line)[span.col - 1:span.end_col - 1]
+
+
+def did_you_mean(name: str, candidates, label=repr) -> str:
+    """Python's "did you mean" for a misspelt name: the two candidates most alike, at least NEAR
+    alike, each shown by `label`; "" when none is."""
+    near = difflib.get_close_matches(name, sorted(set(candidates)), n=2, cutoff=NEAR)
+    return "did you mean " + " or ".join(map(label, near)) + "?" if near else ""
+
+
+def around(outer: Span, inner: Span) -> bool:
+    """Whether `outer`, on one line, covers `inner` (an expression and one of its parts)."""
+    return outer.source is inner.source and outer.line == outer.end_line == inner.line == inner.end_line \
+        and outer.col <= inner.col and inner.end_col <= outer.end_col
 
 
 @lru_cache(maxsize=None)

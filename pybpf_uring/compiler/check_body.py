@@ -259,7 +259,7 @@ class BodyChecker(LoopRules, IntRules, PythonRules, TracingRules):
             return I64
         sym = self.mod.global_symbol(e.id)
         if sym is None:
-            self.error(e.span, f"name {e.id!r} is not defined", self.undefined_hint(e.id))
+            self.mod.undefined_name(e.span, f"name {e.id!r} is not defined", self.undefined_hint(e.id))
             return I64
         self.out.symbols[e] = sym
         if sym.kind in ("map", "global"):
@@ -362,6 +362,13 @@ class BodyChecker(LoopRules, IntRules, PythonRules, TracingRules):
         return set(), set()
 
     def expr_Attribute(self, e: S.Attribute, want) -> Type:
+        if missing := self.mod.missing_attribute(e, self.scope):
+            self.mod.undefined_name(e.span, *missing)
+            return I64
+        sym = self.mod.callee_symbol(e, self.scope)
+        if sym.kind != "unknown":  # a module's name that is not a constant (those are folded)
+            self.error(e.span, f"{self.source_text(e)!r} is a {sym.kind} and cannot be used as a value")
+            return I64
         base = self.expr(e.value)
         if isinstance(base, PtrT) and base.nullable:
             self.error(e.value.span, f"{self.source_text(e.value)} may be None here",
@@ -565,7 +572,11 @@ class BodyChecker(LoopRules, IntRules, PythonRules, TracingRules):
                        "pass the arguments by position")
         handler = getattr(self, "call_" + sym.kind, None)
         if handler is None and self.mod.undefined(e.func):
-            self.error(e.func.span, f"name {e.func.id!r} is not defined", self.undefined_hint(e.func.id))
+            self.mod.undefined_name(e.func.span, f"name {e.func.id!r} is not defined",
+                                    self.undefined_hint(e.func.id))
+            return I64
+        if handler is None and (missing := self.mod.missing_attribute(e.func, self.scope)):
+            self.mod.undefined_name(e.func.span, *missing)
             return I64
         if handler is None:
             name = self.source_text(e.func)
