@@ -133,3 +133,25 @@ def test_a_damaged_pickle_is_built_again(tmp_path, monkeypatch):
         assert parse._read_parser(str(pickled)) is not None  # whole again
     finally:
         parse._lark.cache_clear()
+
+
+def test_without_a_temporary_directory_the_parser_is_still_built_and_pickled(tmp_path, monkeypatch):
+    """The leaner form goes through a temporary directory; without one (a read-only /tmp) the
+    parser is pickled as built, and parses the same."""
+    import tempfile
+
+    def no_tmp(*args, **kwargs):
+        raise OSError(30, "Read-only file system")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "first"))
+    parse._lark.cache_clear()
+    try:
+        expected = _parsed(BAD)
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "second"))
+        monkeypatch.setattr(tempfile, "TemporaryDirectory", no_tmp)
+        parse._lark.cache_clear()
+        assert _parsed(BAD) == expected
+        (pickled,) = (tmp_path / "second" / "pybpf_uring").iterdir()
+        parse._lark.cache_clear()
+        assert _parsed(BAD) == expected and parse._read_parser(str(pickled)) is not None
+    finally:
+        parse._lark.cache_clear()

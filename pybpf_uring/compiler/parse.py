@@ -104,25 +104,30 @@ def _lark():
     with open(GRAMMAR, encoding="utf-8") as f:
         grammar = f.read()
     path = _cache_file(grammar)
-    parser = _read_parser(path) if path else None
+    if path is None:  # nowhere to keep it: built for this process only
+        return Lark(grammar, postlex=_Indenter(), **LARK_OPTIONS)
+    parser = _read_parser(path)
     if parser is None:
         parser = _build(grammar)
-        if path:
-            _write_parser(parser, path)
+        _write_parser(parser, path)
     return parser
 
 
 def _build(grammar: str):
     """The parser in the form lark's own cache loads it: a parser built from the grammar keeps
     the grammar and its analysis as well, which would make the pickle larger and slower to load
-    than lark's own cache.  The detour through lark's
-    cache, in a temporary directory, costs one more load on the one start that builds it."""
+    than lark's own cache.  The detour through lark's cache, in a temporary directory, costs one
+    more load on the one start that builds it; without a temporary directory, the parser as
+    built is pickled, the same parser."""
     import tempfile
-    with tempfile.TemporaryDirectory(prefix="pybpf_uring-") as folder:
-        cache = os.path.join(folder, "lark.cache")
-        Lark(grammar, postlex=_Indenter(), cache=cache, **LARK_OPTIONS)
-        parser = Lark(grammar, postlex=_Indenter(), cache=cache, **LARK_OPTIONS)
-    parser.parse("\n")  # builds the lexer's scanner (lark does on first use), so it is cached too
+    try:
+        with tempfile.TemporaryDirectory(prefix="pybpf_uring-") as folder:
+            cache = os.path.join(folder, "lark.cache")
+            Lark(grammar, postlex=_Indenter(), cache=cache, **LARK_OPTIONS)
+            parser = Lark(grammar, postlex=_Indenter(), cache=cache, **LARK_OPTIONS)
+    except OSError:
+        parser = Lark(grammar, postlex=_Indenter(), **LARK_OPTIONS)
+    parser.parse("\n")  # builds the lexer's scanner (lark does on first use), so it is pickled too
     return parser
 
 
