@@ -648,12 +648,9 @@ def _load_program(loaded: LoadedObject, prog: Any, obj: Any, log_level: int) -> 
     except FileNotFoundError as exc:
         raise UnsupportedProgramError([Diagnostic(None, f"program {prog.name!r}: {exc}")],
                                       prog.name, prog.kind) from None
-    attempt = _ProgLoad(prog_type, code, license, prog.name, flags, target)
+    attempt = ProgLoad(prog_type, code, license, prog.name, flags, target)
     btf = loaded.btf.records(linked) if loaded.btf else None
-    res = attempt.run(log_level, btf)
-    if res.fd < 0 and not res.log:  # refused without a log: verify once more to learn why
-        told = attempt.run(1, btf, whole_log=False)
-        res = told if told.fd >= 0 else replace(res, log=told.log)
+    res = attempt.explained(log_level, btf)
     if res.fd < 0 and btf is not None and not _walked(res.log):  # the program, or its BTF records?
         plain = attempt.run(log_level, None)
         if plain.fd >= 0:
@@ -675,13 +672,16 @@ def _walked(log: str) -> bool:
 
 
 @dataclass(frozen=True)
-class _ProgLoad:
+class ProgLoad:
+    """One program's BPF_PROG_LOAD, for a kernel object's programs and a mainline loop's
+    struct_ops members alike."""
+
     prog_type: int
     code: bytes
     license: str
     name: str
     flags: int
-    target: tuple = ()   # a tracing program's expected_attach_type and attach_btf_id
+    target: tuple = ()   # expected_attach_type and attach_btf_id: tracing, struct_ops
 
     def run(self, log_level: int, btf: "BtfRecords | None", whole_log: bool = True) -> kernel.ProgLoadResult:
         """BPF_PROG_LOAD, growing the log buffer when the kernel reports (log_true_size) that the
@@ -696,6 +696,15 @@ class _ProgLoad:
                     and size < res.log_true_size <= MAX_LOG_SIZE):
                 return res
             size = res.log_true_size + 1
+
+    def explained(self, log_level: int, btf: "BtfRecords | None") -> kernel.ProgLoadResult:
+        """`run`, and for a refusal without a log (log level 0) one more walk whose log tail
+        explains it; the errno stays the refusal's, not the ENOSPC of a tail."""
+        res = self.run(log_level, btf)
+        if res.fd < 0 and not res.log:
+            told = self.run(1, btf, whole_log=False)
+            res = told if told.fd >= 0 else replace(res, log=told.log)
+        return res
 
 
 # --- BTF for the kernel -----------------------------------------------------------------------

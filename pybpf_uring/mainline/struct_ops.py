@@ -157,16 +157,9 @@ def _load_program(att: LoopAttachment, obj: Any, name: str, member: str, kops: K
     code = loadmod.relocate(linked, att.loaded.maps)   # kfunc ids from btf.kernel_btf()
     flags = kernel.BPF_F_SLEEPABLE if prog.sleepable else 0
     index = [m.name for m in kops.ops.members].index(member)
-    records = att.loaded.btf.records(linked)
-    extra = records.attrs() if records else {}
-
-    def attempt(level: int) -> kernel.ProgLoadResult:
-        return kernel.prog_load(kops.numbers["prog_type"], code, obj.license or "GPL", name,
-                                flags, level, log_size=(loadmod.DEFAULT_LOG_SIZE if level else 0),
-                                expected_attach_type=index, attach_btf_id=kops.ops_id, **extra)
-    res = attempt(log_level)
-    if res.fd < 0 and not res.log:
-        res = attempt(max(log_level, 1))
+    attempt = loadmod.ProgLoad(kops.numbers["prog_type"], code, obj.license or "GPL", name, flags,
+                               (("expected_attach_type", index), ("attach_btf_id", kops.ops_id)))
+    res = attempt.explained(log_level, att.loaded.btf.records(linked))
     if res.fd < 0:
         raise loadmod.verifier_error(name, res.errno, res.log, loadmod.line_info_of(linked))
     fd = att._own(res.fd)
