@@ -473,11 +473,8 @@ class Ring:
         req = BpfRequest(index, user_data, 0)
         native = self._native
         if native is not None and not self._runnable and native.programs[index] is not None:
-            # The new request runs natively with the parked ones it finds due, in the order
-            # _progress would run them (runnable first: first in the list, wait_nr 0; nr_scan
-            # moves it to the end if it parks), whose own pass then finds them done.  Run in
-            # Python, each submit of a chain d deep ran the chains submitted before it (d*(d+1)/2
-            # Python runs, ~10 ms for 32 chains); the new one alone cost ~25 us in Python.
+            # The new request runs natively, first in the parked list as runnable (wait_nr 0),
+            # then the parked ones it finds due: _progress's order (docs/runtime.md)
             self._parked.insert(0, req)
             if self._native_poll(self._cqs[0]):
                 self._enter(0, 0)             # the rounds were _progress's, to its end
@@ -662,13 +659,11 @@ class Ring:
     def _native_poll(self, q: CompletionQueue) -> bool:
         """The rounds that are due now, natively (a wait that may not block: its deadline has
         passed); the Python pass after it finds them done.  True when they ended as _progress
-        ends, with a pass that changed nothing (native code settled: READY, STALLED or
-        TIMED_OUT), rather than by handing a moment to the Python ring."""
+        ends (native code settled) rather than by handing a moment to the Python ring."""
         if not self._native_due():
             return False
-        from .engine import native_ring as nr
         self._native_wait(q, time.monotonic(), poll=True)
-        return self._native.last_code in (nr.READY, nr.STALLED, nr.TIMED_OUT)
+        return self._native.settled
 
     def session_helpers(self) -> Helpers:
         """The Helpers a program's Python helper calls use inside a native wait."""
@@ -705,12 +700,9 @@ class Ring:
             state.sq_tail, state.tags, state.free, state.in_flight)
         self._version, self.enter_calls = state.version, state.enter_calls
         if state.parked is not None:
-            # a request submit_bpf handed over as runnable (wait_nr 0) that native code did not
-            # get to run is runnable again, ahead of any the rounds made
-            waiting = [r for r in state.parked if r.wait_nr]
-            if len(waiting) != len(state.parked):
-                self._runnable.extendleft(reversed([r for r in state.parked if not r.wait_nr]))
-            self._parked = waiting
+            # a runnable one submit_bpf handed over (wait_nr 0) and native code did not run
+            self._runnable.extendleft(reversed([r for r in state.parked if not r.wait_nr]))
+            self._parked = [r for r in state.parked if r.wait_nr]
 
     def _stalled(self, q: CompletionQueue) -> None:
         waits = ", ".join(f"{self._programs[r.prog][0]} on CQ {r.wait_idx} for {r.wait_nr}"

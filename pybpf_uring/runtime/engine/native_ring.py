@@ -311,7 +311,7 @@ class NativeRing:
         self._tiering = False
         self._registers = True               # until the kernel refuses a registered ring fd
         self.handed_back: tuple | None = None
-        self.last_code: int | None = None     # what the last wait returned
+        self.settled = False                  # the last wait ended on a pass that changed nothing
 
     # -- moving state between the Python ring and the native arrays ----------------------------
     # Cost matters: a wait exports and imports once, so each is O(tags in use + CQs holding
@@ -487,7 +487,7 @@ class NativeRing:
                 if registered is not None:
                     w[_W["enter_fd"]], w[_W["enter_flags"]] = self.raw.fd, 0
                     self.raw.unregister_ring_fd(registered)
-        self.last_code = code
+        self.settled = code in (READY, STALLED, TIMED_OUT)
         if code in (FAULTED, COMPLETE, BAD_WAIT):
             w, start = self.words, _W["rec0"]
             self.handed_back = tuple(w[start:start + _NRQ])
