@@ -62,6 +62,7 @@ _RN = {name: i for i, name in enumerate(RUN_WORDS)}
 _MP = {name: i for i, name in enumerate(MAP_WORDS)}
 _NCQ, _NRQ, _NPG = len(ir.CQ_WORDS), len(ir.REQUEST_WORDS), len(ir.PROGRAM_WORDS)
 _CQE = struct.Struct("<QiI")
+_REQUEST = struct.Struct(f"<{_NRQ}Q")      # a parked request's record (BpfRequest's fields)
 _HELPER = ctypes.CFUNCTYPE(_U64, _VP, _U64, _U64, _U64, _U64, _U64, _U64)
 _WAIT = ctypes.CFUNCTYPE(ctypes.c_int64, _VP, _U64)
 _END_RUN = ctypes.CFUNCTYPE(None, _VP)
@@ -307,6 +308,7 @@ class NativeRing:
         self._tag_cap = 0
         self._cq_shown: set[int] = set()     # CQs whose native copy may hold something
         self._parked = None
+        self._parked_bytes: memoryview | None = None
         self._parked_cap = 0
         self._tiering = False
         self._registers = True               # until the kernel refuses a registered ring fd
@@ -388,11 +390,12 @@ class NativeRing:
         if len(parked) >= self._parked_cap:    # one more: nr_scan appends a runnable that parks
             self._parked_cap = 2 * len(parked) + 1
             self._parked = (_U64 * (_NRQ * self._parked_cap))()
+            self._parked_bytes = memoryview(self._parked).cast("B")
             w[W["parked"]] = ctypes.addressof(self._parked)
-        records = []
-        for req in parked:
-            records += (req.prog, req.user_data, req.cq_idx, req.wait_nr, req.wait_idx, req.runs)
-        self._parked[:len(records)] = records
+        pack, into = _REQUEST.pack_into, self._parked_bytes
+        for k, req in enumerate(parked):
+            pack(into, k * _REQUEST.size, req.prog, req.user_data, req.cq_idx, req.wait_nr,
+                 req.wait_idx, req.runs)
         w[W["nparked"]] = len(parked)
 
     def _import(self, full: bool) -> None:
@@ -415,8 +418,8 @@ class NativeRing:
                 shown.discard(i)
         parked = None
         if full:
-            records = self._parked[:_NRQ * w[W["nparked"]]] if self._parked is not None else []
-            parked = [BpfRequest(*records[k:k + _NRQ]) for k in range(0, len(records), _NRQ)]
+            parked = [] if self._parked is None else [BpfRequest(*r) for r in _REQUEST.iter_unpack(
+                self._parked_bytes[:_REQUEST.size * w[W["nparked"]]])]
         tags, free, in_flight = self._import_tags()
         self.host.adopt_native_state(RingState(
             w[W["sq_local"]], tags, free, in_flight, cqs, w[W["version"]], w[W["enter_calls"]],
