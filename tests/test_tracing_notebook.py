@@ -13,12 +13,9 @@ import errno
 import re
 from pathlib import Path
 
-import nbformat
 import pytest
-from nbclient import NotebookClient
-from nbclient.exceptions import CellExecutionError
 
-from test_tutorial import cell_output, table
+from test_tutorial import cell_output, check_stored_run, execute, table
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "docs" / "tracing.ipynb"
 NOPS, READS, BAD_READS = 10, 3, 2          # the notebook's workload
@@ -95,17 +92,7 @@ def check_outputs(nb) -> None:
 
 @pytest.fixture(scope="module")
 def executed():
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    for cell in nb.cells:          # nothing of the stored run may stand in for this one's
-        if cell.cell_type == "code":
-            cell.outputs, cell.execution_count = [], None
-    client = NotebookClient(nb, kernel_name="python3", timeout=60, allow_errors=False,
-                            resources={"metadata": {"path": str(NOTEBOOK.parent)}})
-    try:
-        client.execute()
-    except CellExecutionError as exc:
-        pytest.fail(f"a cell of {NOTEBOOK.name} failed:\n{exc}", pytrace=False)
-    return nb
+    return execute(NOTEBOOK)
 
 
 @pytest.mark.kernel("bpf", "tracefs", "vmlinux")
@@ -115,10 +102,4 @@ def test_the_tools_count_the_notebooks_workload_in_every_view(executed):
 
 
 def test_the_stored_notebook_holds_the_outputs_of_a_run():
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    nbformat.validate(nb)
-    code = [c for c in nb.cells if c.cell_type == "code"]
-    assert [c.execution_count for c in code] == list(range(1, len(code) + 1))
-    assert not [o for c in code for o in c.outputs if o.output_type == "error"]
-    check_outputs(nb)
-    assert "/work/" not in NOTEBOOK.read_text()   # no path of the machine it was executed on
+    check_stored_run(NOTEBOOK, check_outputs)
