@@ -346,8 +346,14 @@ ${W}
 # Ring._drain + Ring._route
 _DRAIN = r"""
 ; 0: the kernel CQ is empty; DRAIN_PYTHON: the CQE at the head needs the Python ring (its CQ has a backlog
-; or is full); < 0: io_uring_enter failed (-errno)
+; or is full); < 0: io_uring_enter failed (-errno).  Inlined into nr_wait, whose round starts
+; with it; the helpers' drains call nr_drain.
 define i64 @nr_drain(ptr %r) {
+  %d = call i64 @route(ptr %r)
+  ret i64 %d
+}
+
+define internal i64 @route(ptr %r) alwaysinline {
 ${W}
   br label %top
 top:
@@ -609,7 +615,7 @@ no:
 ; wait_nr 0 is a runnable request (Ring.submit_bpf exports a new one first): it runs, and if it
 ; parks, it moves to the end of the list, where this pass reaches it again -- as Ring._progress
 ; runs its runnable requests, appending those that park, before it scans the parked ones.
-define i64 @nr_scan(ptr %r) {
+define internal i64 @nr_scan(ptr %r) alwaysinline {
 entry:
 ${W}
   %base = load ptr, ptr %W.parked
@@ -842,7 +848,7 @@ ${W}
   br label %top
 top:
   %tried = phi i1 [false, %entry], [%tr, %entered], [false, %failed]
-  %d = call i64 @drain(ptr %r)
+  %d = call i64 @route(ptr %r)
   %drained = icmp eq i64 %d, 0
   br i1 %drained, label %parked, label %python
 python:
@@ -958,5 +964,5 @@ declare void @llvm.memcpy.p0.p0.i64(ptr, ptr, i64, i1)
 declare void @llvm.memmove.p0.p0.i64(ptr, ptr, i64, i1)
 """
 
-FUNCTIONS = ("nr_drain", "nr_scan", "nr_wait")
+FUNCTIONS = ("nr_drain", "nr_wait")
 TEXT = fill(_PIECES + _DRAIN + _QUEUE + _SCAN + DECLS, CONSTANTS)
