@@ -155,3 +155,18 @@ def test_without_a_temporary_directory_the_parser_is_still_built_and_pickled(tmp
         assert _parsed(BAD) == expected and parse._read_parser(str(pickled)) is not None
     finally:
         parse._lark.cache_clear()
+
+
+def test_a_compile_reads_its_object_back_once(monkeypatch):
+    """A module of many functions has its stack measured on the emitted object (emit reads it
+    back); the object compile_file returns is that one, not a second reading of the same ELF."""
+    from pybpf_uring import compile_file
+    from pybpf_uring.bpf.objfile import BpfObject
+    reads = []
+    read = BpfObject.read.__func__
+    monkeypatch.setattr(BpfObject, "read", classmethod(lambda cls, *a, **k: reads.append(a) or read(cls, *a, **k)))
+    obj = compile_file(ROOT / "bench" / "programs.py")
+    assert len(reads) == 1 and obj.elf == reads[0][0]
+    assert {"arith", "subprog", "divmod_store"} <= {p.name for p in obj.programs}
+    reads.clear()
+    assert compile_file(ROOT / "samples" / "packet_stats.py").programs and len(reads) == 1

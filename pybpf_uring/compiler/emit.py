@@ -22,6 +22,10 @@ from .lower import CPUS, LoweredModule
 class Emitted:
     elf: bytes
     ir_opt: str
+    # The object as read back, when measuring its stack already read it (a module whose
+    # frames could add up past the limit: any of more than a few functions), so the pipeline
+    # does not read it a second time.
+    object: object = None
 
 
 @lru_cache(maxsize=None)
@@ -51,9 +55,10 @@ def emit(lowered: LoweredModule) -> Emitted:
             elf = tm.emit_object(mod)
         except RuntimeError as exc:  # the BPF backend's own refusals
             raise CompileError([Diagnostic(None, "the BPF backend refused the program: " + str(exc).strip())]) from None
+    obj = None
     if sum(frame + SPILL_MARGIN for frame in lowered.frames.values()) > STACK_BYTES:
-        check_stack(elf, lowered.path)
-    return Emitted(elf, ir_opt)
+        obj = check_stack(elf, lowered.path)
+    return Emitted(elf, ir_opt, obj)
 
 
 # IndVarSimplify replaces a loop's exit value by its closed form: a constant-trip sum of squares
@@ -140,10 +145,11 @@ def check_branches(asm: str, lowered: LoweredModule) -> None:
 SPILL_MARGIN = 64  # below 512 minus this, slots plus LLVM's spills cannot reach the limit
 
 
-def check_stack(elf: bytes, path: str) -> None:
+def check_stack(elf: bytes, path: str):
     """Measure each function's frame on the emitted code (the deepest r10-relative slot), and
     each chain of calls from a program as the verifier adds them up: each frame rounded up to
-    STACK_FRAME_ALIGN, at most STACK_BYTES together ("combined stack size of 2 calls is 544")."""
+    STACK_FRAME_ALIGN, at most STACK_BYTES together ("combined stack size of 2 calls is 544").
+    Returns the object read back (a BpfObject) when it fits."""
     from ..bpf.objfile import BpfObject
     obj = BpfObject.read(elf)
     functions = {p.name: p for p in obj.programs}
@@ -190,6 +196,7 @@ def check_stack(elf: bytes, path: str) -> None:
                                      f"does: {sizes}; {STACK_HINT}"))
     if errors:
         raise CompileError(errors)
+    return obj
 
 
 STACK_HINT = "keep large structs in a map value (m.lookup(k)) instead of locals"

@@ -20,10 +20,14 @@ class Compilation:
     ir_opt: str       # after the -O2 pipeline
     elf: bytes        # the object file
     warnings: list    # Diagnostics that did not stop compilation
+    read_back: object = None  # the BpfObject, when emit read it back to measure the stack
 
     @cached_property
     def object(self):
-        """The object read back (pyelftools is imported only when something looks inside)."""
+        """The object read back (pyelftools is imported only when something looks inside),
+        once per compile: emit's, when it has read it."""
+        if self.read_back is not None:
+            return self.read_back
         from ..bpf.objfile import BpfObject
         return BpfObject.read(self.elf)
 
@@ -39,7 +43,7 @@ def compile_tree(module, cpu: str = "v3", only: set[str] | None = None,
     checked = check(module, only, btf)
     lowered = lower(checked, cpu)
     emitted = emit(lowered)
-    return Compilation(module, lowered.ir, emitted.ir_opt, emitted.elf, checked.warnings)
+    return Compilation(module, lowered.ir, emitted.ir_opt, emitted.elf, checked.warnings, emitted.object)
 
 
 @user_facing
