@@ -4,8 +4,9 @@ never an abort inside LLVM, a hang, a flood of output or an internal error.
 Every case runs `python -m pybpf_uring check/compile` in a subprocess with a timeout, so an
 abort (SIGABRT from LLVM) or a hang fails the test instead of ending the test run.  One case per
 defect class found by fuzzing lives in tests/data/bad_input/ (or is generated here, when it is
-long); the mutation fuzzer at the end runs the samples' sources, mutated, through both commands
-(PYBPF_URING_FUZZ_CASES=N for more than the default 200).
+long); the mutation fuzzer at the end runs the samples' sources and tests/data/fuzz_corpus/ (the
+language's newer forms in one module), mutated, through both commands
+(PYBPF_URING_FUZZ_CASES=N for more than the default 200, PYBPF_URING_FUZZ_SEED=N for another run).
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import pytest
 
 DATA = Path(__file__).parent / "data" / "bad_input"
 SAMPLES = Path(__file__).parent.parent / "samples"
+CORPUS = Path(__file__).parent / "data" / "fuzz_corpus"
 LOCATED = re.compile(r"^\S+:\d+:\d+: error: ", re.M)
 MAX_OUTPUT = 64 * 1024  # 20 errors with their lines cut to 160 characters fit many times over
 
@@ -209,7 +211,7 @@ def bisect(files: list[Path], cwd: Path) -> tuple[Path, str]:
 def test_mutated_samples_never_abort_hang_or_fail_internally(tmp_path):
     cases = int(os.environ.get("PYBPF_URING_FUZZ_CASES", "200"))
     rng = random.Random(int(os.environ.get("PYBPF_URING_FUZZ_SEED", "11")))
-    sources = [p.read_text() for p in sorted(SAMPLES.glob("*.py"))]
+    sources = [p.read_text() for p in sorted(SAMPLES.glob("*.py")) + sorted(CORPUS.glob("*.py"))]
     files = []
     for n in range(cases):
         path = tmp_path / f"mutant{n:05}.py"
