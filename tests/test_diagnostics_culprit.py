@@ -163,7 +163,55 @@ CASES = {
         "  note: bytes per frame, each rounded up to 16 as the verifier does: p 272, g 272; keep large data in a map "
         "value (m.lookup(k)) instead of locals, or call g from a shallower frame",
     ),
+    # A reference copied out before its None test: the verifier refused the load of r0 (NULL).
+    'reference_read_before_its_none_test': (
+        'm = ArrayMap(u64, 4)\n\n@syscall\ndef p(ctx: Args) -> i32:\n    r = m.lookup(1)\n'
+        '    ctx.a = r\n    return 0\n',
+        "reference_read_before_its_none_test.py:12:13: error: r may be None here\n    ctx.a = r\n"
+        "            ^\n  note: check first: `if r is not None:`",
+    ),
+    # A map whose declaration is refused is still the map its uses name: no "not defined".
+    'bad_ring_buffer_size_said_once': (
+        'from pybpf_uring import RingBuf\nrb = RingBuf(1000)\n\n@syscall\ndef p(ctx: Args) -> i32:\n    rb.output(ctx.a)\n    return 0\n',
+        "bad_ring_buffer_size_said_once.py:8:14: error: RingBuf: a ring buffer's size is a power of 2 and a "
+        "multiple of the page size (4096), not 1000\nrb = RingBuf(1000)\n             ^~~~\n"
+        "  note: e.g. RingBuf(262144) (256 KiB): a power of 2, a multiple of 4096",
+    ),
+    'bad_max_entries_said_once': (
+        'm = ArrayMap(u64, 0)\n\n@syscall\ndef p(ctx: Args) -> i32:\n    m[1] += 1\n    return 0\n',
+        "bad_max_entries_said_once.py:7:19: error: max_entries must be a positive integer constant\n"
+        "m = ArrayMap(u64, 0)\n                  ^",
+    ),
+    'misspelt_global_statement': (
+        'total: u64 = 0\n\n@syscall\ndef p(ctx: Args) -> i32:\n    global totl\n    totl += 1\n    return 0\n',
+        "misspelt_global_statement.py:11:5: error: global 'totl' is not declared at module level\n"
+        "    global totl\n    ^~~~~~~~~~~\n  note: did you mean 'total'?",
+    ),
+    'array_global_with_values': (
+        'hist: u64[4] = [1, 2, 3, 4]\n\n@syscall\ndef p(ctx: Args) -> i32:\n    return hist[0]\n',
+        "array_global_with_values.py:7:16: error: global 'hist' needs a constant initial value (a struct or "
+        "array global starts zeroed)\nhist: u64[4] = [1, 2, 3, 4]\n               ^~~~~~~~~~~~\n"
+        "  note: declare it without a value (hist: u64[4], all zeros) and set it from the host before "
+        "loading (load(globals={'hist': ...}))",
+    ),
+    'array_global_of_the_wrong_length': (
+        'hist: u64[8] = [0] * 4\n\n@syscall\ndef p(ctx: Args) -> i32:\n    return hist[0]\n',
+        "array_global_of_the_wrong_length.py:7:16: error: u64[8] needs 8 values, got 4\n"
+        "hist: u64[8] = [0] * 4\n               ^~~~~~~\n  note: list every element, or repeat one: [0] * 8",
+    ),
 }
+
+
+@pytest.mark.kernel()
+def test_an_array_global_written_as_zeros_loads_zeroed():
+    """`[0] * 8` and `[[0] * 3] * 2` are what an array global without a value is (zeros), written
+    as a local's zeros are; the kernel sees them zeroed and the program writes them."""
+    obj = compile_source(HEAD + 'history: u64[8] = [0] * 8\ngrid: u32[3][2] = [[0, 0, 0], [0] * 3]\n\n'
+                         '@syscall\ndef p(ctx: Args) -> i32:\n    history[ctx.a & 7] += 5\n'
+                         '    grid[1][2] = 7\n    return history[3] + grid[0][0] + grid[1][2]\n', "zeros.py")
+    with obj.load() as live:
+        assert live.programs["p"].test_run(ctx=(3).to_bytes(8, "little") + bytes(16)).retval == 12
+        assert list(live.globals.history) == [0, 0, 0, 5, 0, 0, 0, 0]
 
 
 @pytest.mark.parametrize("name", CASES)

@@ -553,3 +553,56 @@ def test_a_kernel_without_perf_links_gets_the_program_set_on_the_perf_event(monk
             nops_and_a_bad_read(3)
         nops_and_a_bad_read(1)                 # detached
         assert dict(live.maps["results"].items()) == {0: 3, -9: 1}
+
+
+POINTERS = HEAD.replace("tracepoint,", "tp_btf, log2,") + """
+seen = HashMap(u64, u64, 64)
+
+@tp_btf("io_uring_submit_req")
+def typed(ctx) -> i32:
+    req = ctx.arg0
+    if req != 0:
+        seen[req] += 1
+        seen[ctx.arg0] = req
+    BODY
+    return 0
+"""
+
+
+@vmlinux
+def test_a_btf_typed_kernel_pointer_is_refused_as_an_operand_of_arithmetic():
+    """A tp_btf (fentry, fexit) argument that points to a kernel struct is a pointer the verifier
+    tracks, and it refuses any arithmetic on it ("R2 pointer arithmetic with >>= operator
+    prohibited" for log2(ctx.arg0)): the checker says so at the operand, read from the ctx or
+    from a local holding it."""
+    from kernel_harness import diagnostic
+    src = POINTERS.replace("BODY", "seen[1] = log2(ctx.arg0) + (req >> 4)")
+    assert diagnostic(src, "ptr.py") == (
+        "ptr.py:11:20: error: ctx.arg0 (struct io_kiocb *) is a kernel pointer in a @tp_btf program: "
+        "the verifier allows no arithmetic on it\n"
+        "    seen[1] = log2(ctx.arg0) + (req >> 4)\n                   ^~~~~~~~\n"
+        "  note: compare it, store it or use it as a map key as it is; for a number to compute with, "
+        "trace with @raw_tracepoint or @kprobe, whose arguments are plain u64 values\n"
+        "ptr.py:11:33: error: req, a copy of ctx.arg0 (struct io_kiocb *), is a kernel pointer in a "
+        "@tp_btf program: the verifier allows no arithmetic on it\n"
+        "    seen[1] = log2(ctx.arg0) + (req >> 4)\n                                ^~~\n"
+        "  note: compare it, store it or use it as a map key as it is; for a number to compute with, "
+        "trace with @raw_tracepoint or @kprobe, whose arguments are plain u64 values")
+    for body in ("req += 1", "seen[2] = min(req, 5)", "seen[3] = -ctx.arg0", "seen[u32(req)] = 1",
+                 "low: u32 = ctx.arg0"):
+        with pytest.raises(CompileError, match="is a kernel pointer in a @tp_btf program"):
+            compile_source(POINTERS.replace("BODY", body), "ptr.py")
+
+
+@bpf
+def test_what_the_pointer_rule_accepts_loads_and_what_it_refuses_the_verifier_refuses(monkeypatch):
+    """A kernel pointer compared, copied and used as a map key loads; with the rule switched off,
+    its log2 and its low 32 bits are programs the verifier refuses."""
+    from pybpf_uring import VerifierError
+    from pybpf_uring.compiler.check_trace import TracingRules
+    compile_source(POINTERS.replace("BODY", "seen[2] = req if ctx.arg0 == req else 0"), "ok.py").load().close()
+    monkeypatch.setattr(TracingRules, "no_pointer_arithmetic", lambda self, *operands: None)
+    for body in ("seen[1] = log2(ctx.arg0)", "seen[u32(req)] = 1"):
+        obj = compile_source(POINTERS.replace("BODY", body), "ptr.py")
+        with pytest.raises(VerifierError, match="pointer arithmetic"):
+            obj.load().close()

@@ -34,7 +34,8 @@ from .checked import (PROGRAM_KINDS, Checked, FunctionInfo, GlobalVar, Symbol, d
                       struct_from_ctypes)
 from .depth import on_deep_stack
 from ..diagnostics import Collector, Span
-from ..limits import MAX_CALL_DEPTH, MAX_HELPER_ARGS, MAX_MAP_ENTRIES, MAX_TYPE_SIZE, ringbuf_size_problem
+from ..limits import (MAX_CALL_DEPTH, MAX_HELPER_ARGS, MAX_MAP_ENTRIES, MAX_RINGBUF_BYTES, MAX_TYPE_SIZE,
+                      ringbuf_size_problem)
 from .typesys import (ARRAY_KINDS, I64, INTS, MAP_TYPES, NONE, RINGBUF, TYPE_SIZE_WHY, ArrayT, IntT, MapT,
                       PtrT, StructT, Type)
 
@@ -165,18 +166,47 @@ class ModuleChecker:
         t = self.resolve_type(ann)
         if t is None:
             return
-        init = 0 if stmt.value is None else self.fold(stmt.value)
-        if init is None or not isinstance(t, IntT) and init != 0:
+        init = 0 if stmt.value is None or self.zeros(stmt.value, t) else self.fold(stmt.value)
+        parts = self.list_parts(stmt.value) if isinstance(t, ArrayT) else None
+        count = parts and len(parts[0]) * parts[1]
+        if parts is not None and count != t.length:
+            self.error(stmt.value.span, f"{t} needs {t.length} values, got {count}",
+                       f"list every element, or repeat one: [0] * {t.length}")
+            init = 0
+        elif init is None or not isinstance(t, IntT) and init != 0:
             self.error((stmt.value or stmt).span, f"global {name!r} needs a constant initial value"
                        + ("" if isinstance(t, IntT) else " (a struct or array global starts zeroed)"),
-                       f"e.g. {name}: u64 = 0")
-            return
-        if isinstance(t, IntT) and not t.min <= init <= t.max:
+                       f"e.g. {name}: u64 = 0" if isinstance(t, IntT) else
+                       f"declare it without a value ({name}: {f'Const[{t}]' if const else t}, all zeros) and set it "
+                       f"from the host before loading (load(globals={{{name!r}: ...}}))")
+            init = 0    # declared all the same: its uses are not reported as undefined names too
+        elif isinstance(t, IntT) and not t.min <= init <= t.max:
             self.error(stmt.value.span, f"{init} does not fit in {t}")
-            return
+            init = 0
         g = GlobalVar(name, t, init, const, stmt.span.line)
         self.globals[name] = Symbol("global", t, g)
         self.out.globals[name] = g
+
+    def zeros(self, e: S.Expr, t: Type) -> bool:
+        """Whether `e` is an array's all-zero list (`[0] * 8`, `[[0] * 3] * 2`, `[0, 0]`) of as
+        many elements as `t` has: what an array global without a value is, written as the
+        docs write a local's zeros."""
+        if not isinstance(t, ArrayT):
+            return isinstance(t, IntT) and self.fold(e) == 0
+        parts = self.list_parts(e)
+        return parts is not None and len(parts[0]) * parts[1] == t.length \
+            and all(self.zeros(x, t.elem) for x in parts[0])
+
+    def list_parts(self, e: S.Expr | None) -> tuple[tuple[S.Expr, ...], int] | None:
+        """A global's list as (the elements written, how many times they repeat), or None."""
+        if isinstance(e, S.ListDisplay):
+            return e.elts, 1
+        if isinstance(e, S.BinOp) and e.op == "*":
+            for items, count in ((e.left, e.right), (e.right, e.left)):
+                n = self.fold(count, sizes=True)
+                if isinstance(items, S.ListDisplay) and n is not None:
+                    return items.elts, max(n, 0)
+        return None
 
     def declare_map(self, name: str, stmt: S.Assign, call: S.Call) -> None:
         kind = self.callee_symbol(call.func).value
@@ -197,18 +227,18 @@ class ModuleChecker:
             if problem is not None:
                 self.error(size.span, f"RingBuf: {problem}",
                            f"e.g. RingBuf({1 << 18}) (256 KiB): a power of 2, a multiple of {mmap.PAGESIZE}")
-                return
+                entries = MAX_RINGBUF_BYTES   # declared all the same, so its uses are checked
             m = MapT(kind, NONE, NONE, entries)
             self.globals[name] = Symbol("map", m)
             self.out.maps[name] = (m, stmt.span.line)
             return
         if entries is None or entries <= 0:
             self.error(size.span, "max_entries must be a positive integer constant")
-            return
-        if entries > MAX_MAP_ENTRIES:
+            entries = MAX_MAP_ENTRIES   # declared all the same, so its uses are checked as its kind's
+        elif entries > MAX_MAP_ENTRIES:
             self.error(size.span, f"max_entries {entries} does not fit the kernel's 32-bit field "
                        f"(at most {MAX_MAP_ENTRIES})")
-            return
+            entries = MAX_MAP_ENTRIES
         key, value = (INTS["u32"], types[0]) if kind in ARRAY_KINDS else types
         for t, node in zip((key, value), (type_args[0], type_args[-1])):
             if isinstance(t, PtrT):
@@ -280,6 +310,11 @@ class ModuleChecker:
         one of Python's builtins (those the DSL lacks are "cannot be called", not undefined)."""
         return isinstance(e, S.Name) and self.global_symbol(e.id) is None \
             and not hasattr(builtins, e.id)
+
+    def global_hint(self, name: str) -> str:
+        """What to write for `global name` when the module declares no such global: the
+        module's globals most alike, else the declaration."""
+        return did_you_mean(name, self.out.globals) or f"declare it there with its type: {name}: u64 = 0"
 
     def undefined_hint(self, name: str, scope=()) -> str:
         """What to write for a name defined nowhere: its import when pybpf_uring has it, else

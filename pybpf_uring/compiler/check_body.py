@@ -43,6 +43,7 @@ class BodyChecker(LoopRules, IntRules, PythonRules, TracingRules):
         else:
             self.ctxs = {n: k for n, t in info.params if (k := ctx_type_kind(t))}
         self.kind = info.kind or next(iter(self.ctxs.values()), None)
+        self.pointer_locals: dict[str, str] = {}  # locals assigned a kernel pointer (check_trace)
         self.scope = bound_names(mod, info)
 
     def error(self, span, message: str, hint: str = "") -> None:
@@ -162,6 +163,9 @@ class BodyChecker(LoopRules, IntRules, PythonRules, TracingRules):
         else:
             self.convert(s.value, want, "assigned value")
         self.locals[name] = want
+        pointer = self.kernel_pointer(s.value) if s.value is not None else None
+        if pointer is not None:
+            self.pointer_locals[name] = f"{name}, a copy of {pointer},"
         self.out.symbols[target] = Symbol("local", want)
         self.out.types[target] = want
         if isinstance(want, PtrT):
@@ -173,6 +177,7 @@ class BodyChecker(LoopRules, IntRules, PythonRules, TracingRules):
 
     def stmt_AugAssign(self, s: S.AugAssign) -> None:
         target = s.target
+        self.no_pointer_arithmetic(target, s.value)
         if isinstance(target, S.Subscript) and isinstance(self.expr_type_of_base(target.value), MapT):
             m = self.expr(target.value)
             if element_error(self, m, target.span):
@@ -271,6 +276,7 @@ class BodyChecker(LoopRules, IntRules, PythonRules, TracingRules):
         return self.mod.undefined_hint(name, self.scope | self.locals.keys())
 
     def expr_BinOp(self, e: S.BinOp, want) -> Type:
+        self.no_pointer_arithmetic(e.left, e.right)
         if e.op not in ARITH:
             self.error(e.span, f"operator {e.op!r} is not supported")
             return I64
@@ -311,6 +317,7 @@ class BodyChecker(LoopRules, IntRules, PythonRules, TracingRules):
         if e.op == "not":
             self.condition(e.operand)
             return BOOL
+        self.no_pointer_arithmetic(e.operand)
         return self.int_operand(e.operand, want)
 
     def expr_BoolOp(self, e: S.BoolOp, want) -> Type:
@@ -405,6 +412,7 @@ class BodyChecker(LoopRules, IntRules, PythonRules, TracingRules):
             self.error(e.span, f"{base} cannot be indexed")
             return I64
         idx = self.fold(e.index)
+        self.no_pointer_arithmetic(e.index)
         self.int_operand(e.index, U64 if idx is not None else None)
         if idx is not None and not 0 <= idx < base.length:
             self.error(e.index.span, f"index {idx} is out of range for {base} (0 to {base.length - 1})")
@@ -496,12 +504,17 @@ class BodyChecker(LoopRules, IntRules, PythonRules, TracingRules):
             return
         got = self.expr(e, want)
         if isinstance(want, IntT) and isinstance(got, (IntT, BoolT)):
+            if want.bits < 64:
+                self.no_pointer_arithmetic(e)
             self.narrowing_warning(e, got, want)
             return
         if got == want:
             return
-        if isinstance(got, PtrT) and got.target == want:
-            return  # copy out of a reference: `c: Pair = ctx`
+        if isinstance(got, PtrT) and got.target == want:   # copy out of a reference: `c: Pair = ctx`
+            if got.nullable:   # a lookup's reference, read before its None test: the verifier refuses it
+                self.error(e.span, f"{self.source_text(e)} may be None here",
+                           f"check first: `if {self.source_text(e)} is not None:`")
+            return
         if isinstance(want, PtrT) and isinstance(got, PtrT) and got.target == want.target:
             return
         self.error(e.span, f"{what} has type {got}, expected {want}")
@@ -597,6 +610,8 @@ class BodyChecker(LoopRules, IntRules, PythonRules, TracingRules):
             self.error(e.span, f"{sym.type}() takes one argument")
             return sym.type
         self.out.calls[e] = CallTarget("cast", sym.type)
+        if sym.type.bits < 64:   # the low bits of a kernel pointer are computed (shifts or a mask)
+            self.no_pointer_arithmetic(e.args[0])
         v = self.fold(e.args[0])
         if v is not None:
             self.record(e.args[0], I64 if default_int(v) == I64 else default_int(v), v)

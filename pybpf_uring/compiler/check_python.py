@@ -36,8 +36,8 @@ class PythonRules:
                 self.error(s.span, f"name {name!r} is parameter and global",
                            f"rename the parameter, or drop {name!r} from the global statement")
             elif sym is None:
-                self.error(s.span, f"global {name!r} is not declared at module level",
-                           f"declare it there with its type: {name}: u64 = 0")
+                self.error(s.span, f"global {name!r} is not declared at module level", self.mod.global_hint(name))
+                self.locals.setdefault(name, I64)   # its uses are not reported as unassigned too
             elif sym.kind != "global":
                 hint = NOT_A_GLOBAL.get(sym.kind, "a global statement names a module-level variable "
                                                   "declared with a type (n: u64 = 0)")
@@ -187,6 +187,7 @@ class PythonRules:
                 self.expr(a)
             return I64
         constant = [self.fold(a) is not None for a in e.args]
+        self.no_pointer_arithmetic(*e.args)
         types = [self.int_operand(a, None) for a, c in zip(e.args, constant) if not c]
         t = types[0] if types else I64
         for u in types[1:]:

@@ -167,8 +167,47 @@ def read_only(kind: str) -> str:
 INTRINSICS = {"log2": "one integer", "linear": "an integer and three constants: linear(v, lo, hi, step)"}
 
 
+# Kinds whose ctx the kernel types from its BTF: an argument that points to a struct is a
+# pointer the verifier tracks (PTR_TO_BTF_ID), and refuses arithmetic on ("R2 pointer arithmetic
+# with >>= operator prohibited"), where a raw tracepoint's or kprobe's is a plain u64.
+BTF_TYPED = frozenset({"tp_btf", "fentry", "fexit"})
+
+
+def struct_pointer(c_type: str) -> bool:
+    return c_type.endswith("*") and c_type.removeprefix("const ").startswith(("struct ", "union "))
+
+
 class TracingRules:
-    """BodyChecker's rules for the tracing intrinsics (a mixin: `self` is the BodyChecker)."""
+    """BodyChecker's rules for the tracing intrinsics and a BTF-typed ctx's pointers (a mixin:
+    `self` is the BodyChecker)."""
+
+    def kernel_pointer(self, e: S.Expr) -> str | None:
+        """What `e` is when it holds a kernel struct pointer of a BTF-typed ctx (`ctx.req
+        (struct io_kiocb *)`), read from the ctx or a local assigned from it; else None."""
+        if isinstance(e, S.Name):
+            return self.pointer_locals.get(e.id)
+        kind, sec = self.info.kind, self.info.section
+        if kind not in BTF_TYPED or not isinstance(e, S.Attribute) or not isinstance(e.value, S.Name) \
+                or e.value.id not in self.ctxs:
+            return None
+        try:
+            found = _layout(self.mod.btf, kind, sec)
+        except Exception:  # reported where the ctx was typed
+            return None
+        f = found.field(e.attr) if found is not None else None
+        return f"{e.value.id}.{e.attr} ({f.c_type})" if f is not None and struct_pointer(f.c_type) else None
+
+    def no_pointer_arithmetic(self, *operands: S.Expr) -> None:
+        """An error at an operand of arithmetic (an operator, min/max/abs, log2/linear, an
+        index) that is a kernel pointer: the verifier would refuse the program."""
+        for e in operands:
+            what = self.kernel_pointer(e)
+            if what is not None:
+                self.error(e.span, f"{what} is a kernel pointer in a @{self.kind} program: the "
+                           "verifier allows no arithmetic on it",
+                           "compare it, store it or use it as a map key as it is; for a number to "
+                           "compute with, trace with @raw_tracepoint or @kprobe, whose arguments are "
+                           "plain u64 values")
 
     def call_intrinsic(self, e: S.Call, sym) -> Type:
         from .checked import CallTarget
@@ -179,6 +218,7 @@ class TracingRules:
             self.error(e.span, f"{name}() takes {INTRINSICS[name]}",
                        "write log2(value)" if name == "log2" else "e.g. linear(ns, 0, 1000000, 100000)")
             return result
+        self.no_pointer_arithmetic(e.args[0])
         self.convert(e.args[0], INTS["u64"], f"{name}() argument")
         if name == "log2":
             self.out.calls[e] = CallTarget(name, result)
