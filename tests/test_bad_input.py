@@ -208,6 +208,16 @@ def bisect(files: list[Path], cwd: Path) -> tuple[Path, str]:
     return files[0], fuzz_batch(files, cwd) or "(flaky: the batch failed, no single case does)"
 
 
+@pytest.mark.kernel("bpf", "vmlinux", "tracefs")
+def test_the_fuzz_corpus_is_a_module_the_kernel_loads():
+    """The corpus is mutated from a correct module: each of its programs passes the verifier."""
+    from pybpf_uring import compile_file
+    for path in sorted(CORPUS.glob("*.py")):
+        obj = compile_file(str(path))
+        with obj.load() as live:
+            assert sorted(live.programs) == sorted(p.name for p in obj.programs)
+
+
 def test_mutated_samples_never_abort_hang_or_fail_internally(tmp_path):
     cases = int(os.environ.get("PYBPF_URING_FUZZ_CASES", "200"))
     rng = random.Random(int(os.environ.get("PYBPF_URING_FUZZ_SEED", "11")))
