@@ -199,6 +199,19 @@ CASES = {
         "array_global_of_the_wrong_length.py:7:16: error: u64[8] needs 8 values, got 4\n"
         "hist: u64[8] = [0] * 4\n               ^~~~~~~\n  note: list every element, or repeat one: [0] * 8",
     ),
+    # A misspelt field is reported once: not also "i64 cannot be indexed" around it.
+    'misspelt_field_said_once': (
+        'class Ev(Struct):\n    pid: u32\n    comm: u8[16]\n\n@syscall\ndef p(ctx: Args) -> i32:\n'
+        '    e = Ev()\n    return e.com[ctx.a & 15] + 1\n',
+        "misspelt_field_said_once.py:14:12: error: struct Ev has no field 'com'\n"
+        "    return e.com[ctx.a & 15] + 1\n           ^~~~~\n  note: did you mean 'comm'? its fields are: pid, comm",
+    ),
+    'submit_of_a_struct_said_once': (
+        'from pybpf_uring import RingBuf\nrb = RingBuf(4096)\n\n@syscall\ndef p(ctx: Args) -> i32:\n'
+        '    e = Args()\n    rb.submit(e)\n    return 0\n',
+        "submit_of_a_struct_said_once.py:13:15: error: submit() takes a record from rb.reserve(T), not Args\n"
+        "    rb.submit(e)\n              ^",
+    ),
 }
 
 
@@ -295,6 +308,18 @@ WARNINGS = {
         '    if i64(ctx.b[0]) < ctx.a:\n        t += 1\n    if (t & 7) < ctx.a:\n        t += 1\n'
         '    if t % 5 < ctx.a:\n        t += 1\n    return t\n',
         [],
+    ),
+    # min/max/abs and ?: are bounded by their operands: min(ctx.a, 255) fits a u8.
+    'quiet_when_min_max_abs_or_a_choice_fits': (
+        '    ctx.tag = min(ctx.a, 255)\n    ctx.tag = max(ctx.a & 7, 3)\n    ctx.tag = abs(i64(ctx.a & 127) - 100)\n'
+        '    ctx.tag = 7 if ctx.a else ctx.a & 15\n    return 0\n',
+        [],
+    ),
+    'min_that_can_exceed_the_field': (
+        '    ctx.tag = min(i64(ctx.a), 255)\n    return 0\n',
+        ["min_that_can_exceed_the_field.py:14:15: warning: min(i64(ctx.a), 255) is a i64, stored in ctx.tag, a u8: "
+         "only its low 8 bits are kept\n    ctx.tag = min(i64(ctx.a), 255)\n              ^~~~~~~~~~~~~~~~~~~~\n"
+         "  note: write the conversion to show it is meant: `ctx.tag = u8(min(i64(ctx.a), 255))`"],
     ),
 }
 

@@ -316,6 +316,11 @@ class ModuleChecker:
         module's globals most alike, else the declaration."""
         return did_you_mean(name, self.out.globals) or f"declare it there with its type: {name}: u64 = 0"
 
+    @staticmethod
+    def near(name: str, candidates) -> str:
+        """did_you_mean for the function checkers, which cannot import this module."""
+        return did_you_mean(name, candidates)
+
     def undefined_hint(self, name: str, scope=()) -> str:
         """What to write for a name defined nowhere: its import when pybpf_uring has it, else
         the closest names in reach (Python's "did you mean"): the function's `scope`, the

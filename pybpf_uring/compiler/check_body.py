@@ -387,7 +387,9 @@ class BodyChecker(LoopRules, IntRules, PythonRules, TracingRules):
         f = st.field(e.attr)
         if f is None:
             names = ", ".join(x.name for x in st.fields)
-            self.error(e.span, f"struct {st.name} has no field {e.attr!r}", f"its fields are: {names}")
+            near = self.mod.near(e.attr, [x.name for x in st.fields])
+            self.mod.undefined_name(e.span, f"struct {st.name} has no field {e.attr!r}",
+                                    f"{near + ' ' if near else ''}its fields are: {names}")
             return I64
         return f.type
 

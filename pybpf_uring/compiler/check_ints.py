@@ -35,6 +35,14 @@ class IntRules:
         if call is not None and call.kind == "cast" and len(e.args) == 1:
             inner = self.value_range(e.args[0])
             return inner if inner is not None and t.min <= inner[0] <= inner[1] <= t.max else whole
+        if call is not None and call.kind in ("min", "max", "abs"):
+            found = builtin_range(call.kind, [self.value_range(a) for a in e.args], call.target)
+            return found if found is not None and t.min <= found[0] <= found[1] <= t.max else whole
+        if isinstance(e, S.IfExp):
+            sides = [self.value_range(x) for x in (e.then, e.otherwise)]
+            if None not in sides and all(t.min <= lo <= hi <= t.max for lo, hi in sides):
+                return min(lo for lo, _ in sides), max(hi for _, hi in sides)
+            return whole
         if isinstance(e, S.BinOp):
             a, b = self.value_range(e.left), self.value_range(e.right)
             if a is None or b is None:
@@ -101,3 +109,16 @@ def binop_range(op: str, a: tuple[int, int], b: tuple[int, int]) -> tuple[int, i
     if op == ">>" and alo >= 0 and blo >= 0:
         return alo >> bhi, ahi >> blo
     return None
+
+
+def builtin_range(name: str, args: list, t: IntT) -> tuple[int, int] | None:
+    """The bounds of min/max/abs over arguments of those bounds, computed in their common type
+    `t` (None when an argument's bounds do not fit it: its conversion could wrap)."""
+    if None in args or not all(t.min <= lo <= hi <= t.max for lo, hi in args):
+        return None
+    if name == "min":
+        return min(lo for lo, _ in args), min(hi for _, hi in args)
+    if name == "max":
+        return max(lo for lo, _ in args), max(hi for _, hi in args)
+    (lo, hi), = args
+    return (lo, hi) if lo >= 0 else (-hi, -lo) if hi <= 0 else (0, max(-lo, hi))

@@ -241,7 +241,8 @@ class RecordRules:
         arg = e.args[0] if e.args else None
         self.uses(e.func, state)
         if not isinstance(arg, S.Name) or arg.id not in self.records:
-            if arg is not None:
+            # not a reference at all: the type check said so ("takes a record from rb.reserve(T)")
+            if arg is not None and isinstance(self.mod.out.types.get(arg), PtrT):
                 self.error(arg.span, f"{e.func.attr}() takes a record this function reserved",
                            "pass the name assigned from rb.reserve(T)")
             return state
