@@ -38,7 +38,7 @@ class DebugInfo:
         self.types: dict[object, ir.DIValue] = {}
         self.scopes: dict[str, ir.DIValue] = {}
         self.locations: dict[tuple, ir.DIValue] = {}
-        self.pending: list[tuple[ir.DIValue, int, list]] = []
+        self.pending: list[tuple] = []  # (subprogram, file, line, params, its type or None)
 
     def node(self, kind: str, distinct: bool = False, **operands) -> ir.DIValue:
         return self.m.add_debug_info(kind, operands, is_distinct=distinct)
@@ -149,7 +149,7 @@ class DebugInfo:
         sp = self.node("DISubprogram", name=k.symbol, scope=self.file, file=self.file,
                        type=self.node("DISubroutineType", types=self.m.add_metadata([ret] + params)),
                        flags=ir.DIToken("DIFlagPrototyped"), spFlags=ir.DIToken("DISPFlagOptimized"))
-        self.pending.append((sp, self.file, 0, list(zip(k.arg_names, params))))
+        self.pending.append((sp, self.file, 0, list(zip(k.arg_names, params)), None))
         fn.set_metadata("dbg", sp)
 
     def struct_ops_variable(self, gv: ir.GlobalVariable, info) -> None:
@@ -174,11 +174,11 @@ class DebugInfo:
                           types=self.m.add_metadata([ret] + [self.type(t) for _, t in params]))
         line, file = info.node.span.line, self.file_of(info.node.span)
         sp = self.node("DISubprogram", distinct=True, name=info.name, scope=file, file=file,
-                       line=line, type=proto, scopeLine=line, flags=ir.DIToken("DIFlagPrototyped"),
+                       line=line, scopeLine=line, flags=ir.DIToken("DIFlagPrototyped"),
                        spFlags=ir.DIToken("DISPFlagDefinition | DISPFlagOptimized"
                                            + ("" if info.kind else " | DISPFlagLocalToUnit")),
                        unit=self.cu)
-        self.pending.append((sp, file, line, params))
+        self.pending.append((sp, file, line, params, proto))
         fn.set_metadata("dbg", sp)
         self.scopes[fn.name] = sp
 
@@ -193,12 +193,16 @@ class DebugInfo:
         """Give each subprogram its parameters.  BTF takes parameter names from them (the kernel
         rejects a FUNC with unnamed arguments).  They point back at their subprogram, and
         llvmlite hashes metadata by content, so the cycle is closed last, once no more nodes
-        are created."""
-        for sp, file, line, params in self.pending:
+        are created.  A program's subprogram gets its type here too: every DILocation names
+        it as its scope, and llvmlite hashes a new node's operands all the way down, which
+        through the type (the ctx struct, its members' types) took a fifth of lowering."""
+        for sp, file, line, params, proto in self.pending:
             nodes = [self.node("DILocalVariable", name=name, arg=i + 1, scope=sp, file=file, line=line,
                                type=t if isinstance(t, ir.DIValue) else self.type(t))
                      for i, (name, t) in enumerate(params)]
             sp.operands += (("retainedNodes", self.m.add_metadata(nodes)),)
+            if proto is not None:
+                sp.operands += (("type", proto),)
 
 
 def _file_key(source) -> tuple[str, str]:
