@@ -558,6 +558,9 @@ def test_a_kernel_without_perf_links_gets_the_program_set_on_the_perf_event(monk
 POINTERS = HEAD.replace("tracepoint,", "tp_btf, log2,") + """
 seen = HashMap(u64, u64, 64)
 
+def shifted(x: u64) -> u64:
+    return x >> 3
+
 @tp_btf("io_uring_submit_req")
 def typed(ctx) -> i32:
     req = ctx.arg0
@@ -574,35 +577,41 @@ def test_a_btf_typed_kernel_pointer_is_refused_as_an_operand_of_arithmetic():
     """A tp_btf (fentry, fexit) argument that points to a kernel struct is a pointer the verifier
     tracks, and it refuses any arithmetic on it ("R2 pointer arithmetic with >>= operator
     prohibited" for log2(ctx.arg0)): the checker says so at the operand, read from the ctx or
-    from a local holding it."""
+    from a local holding it, and where it would escape its reach: a subprogram's argument, a
+    local struct or array (the verifier keeps a pointer spilled to the stack a pointer)."""
     from kernel_harness import diagnostic
     src = POINTERS.replace("BODY", "seen[1] = log2(ctx.arg0) + (req >> 4)")
     assert diagnostic(src, "ptr.py") == (
-        "ptr.py:11:20: error: ctx.arg0 (struct io_kiocb *) is a kernel pointer in a @tp_btf program: "
+        "ptr.py:14:20: error: ctx.arg0 (struct io_kiocb *) is a kernel pointer in a @tp_btf program: "
         "the verifier allows no arithmetic on it\n"
         "    seen[1] = log2(ctx.arg0) + (req >> 4)\n                   ^~~~~~~~\n"
         "  note: compare it, store it or use it as a map key as it is; for a number to compute with, "
         "trace with @raw_tracepoint or @kprobe, whose arguments are plain u64 values\n"
-        "ptr.py:11:33: error: req, a copy of ctx.arg0 (struct io_kiocb *), is a kernel pointer in a "
+        "ptr.py:14:33: error: req, a copy of ctx.arg0 (struct io_kiocb *), is a kernel pointer in a "
         "@tp_btf program: the verifier allows no arithmetic on it\n"
         "    seen[1] = log2(ctx.arg0) + (req >> 4)\n                                ^~~\n"
         "  note: compare it, store it or use it as a map key as it is; for a number to compute with, "
         "trace with @raw_tracepoint or @kprobe, whose arguments are plain u64 values")
     for body in ("req += 1", "seen[2] = min(req, 5)", "seen[3] = -ctx.arg0", "seen[u32(req)] = 1",
-                 "low: u32 = ctx.arg0"):
+                 "low: u32 = ctx.arg0", "seen[3] = shifted(req)", "a: u64[2] = [req, 0]",
+                 "a: u64[2] = [0, 0]\n    a[1] = ctx.arg0"):
         with pytest.raises(CompileError, match="is a kernel pointer in a @tp_btf program"):
             compile_source(POINTERS.replace("BODY", body), "ptr.py")
 
 
 @bpf
 def test_what_the_pointer_rule_accepts_loads_and_what_it_refuses_the_verifier_refuses(monkeypatch):
-    """A kernel pointer compared, copied and used as a map key loads; with the rule switched off,
-    its log2 and its low 32 bits are programs the verifier refuses."""
+    """A kernel pointer compared, copied, used as a map key, or stored in a map and read back
+    (a number then) loads; with the rule switched off, its log2, its low 32 bits, a subprogram
+    shifting it and a shift of its copy on the stack are programs the verifier refuses."""
     from pybpf_uring import VerifierError
     from pybpf_uring.compiler.check_trace import TracingRules
-    compile_source(POINTERS.replace("BODY", "seen[2] = req if ctx.arg0 == req else 0"), "ok.py").load().close()
-    monkeypatch.setattr(TracingRules, "no_pointer_arithmetic", lambda self, *operands: None)
-    for body in ("seen[1] = log2(ctx.arg0)", "seen[u32(req)] = 1"):
+    compile_source(POINTERS.replace("BODY", "seen[2] = req if ctx.arg0 == req else 0\n"
+                                    "    seen[5] = req\n    seen[6] = seen[5] >> 3"), "ok.py").load().close()
+    monkeypatch.setattr(TracingRules, "no_pointer_arithmetic", lambda self, *operands, where="": None)
+    monkeypatch.setattr(TracingRules, "no_pointer_on_stack", lambda self, e, value, where: None)
+    for body in ("seen[1] = log2(ctx.arg0)", "seen[u32(req)] = 1", "seen[3] = shifted(req)",
+                 "a: u64[2] = [0, 0]\n    a[1] = ctx.arg0\n    seen[a[1] >> 3] = 1"):
         obj = compile_source(POINTERS.replace("BODY", body), "ptr.py")
         with pytest.raises(VerifierError, match="pointer arithmetic"):
             obj.load().close()

@@ -122,6 +122,11 @@ class BodyChecker(LoopRules, IntRules, PythonRules, TracingRules):
             return
         t = self.lvalue(target)
         if t is not None:
+            root = target
+            while isinstance(root, (S.Attribute, S.Subscript)):
+                root = root.value
+            if isinstance(root, S.Name) and root.id in self.locals and not isinstance(self.locals[root.id], PtrT):
+                self.no_pointer_on_stack(s.value, s.value, f"local {root.id}")
             self.convert(s.value, t, "assigned value")
 
     def assign_name(self, s: S.Assign, target: S.Name) -> None:
@@ -633,6 +638,7 @@ class BodyChecker(LoopRules, IntRules, PythonRules, TracingRules):
             if f is None:
                 self.error(kw.span, f"struct {st.name} has no field {kw.name!r}")
             else:
+                self.no_pointer_on_stack(kw.value, e, f"a {st.name}")
                 self.convert(kw.value, f.type, f"field {kw.name}")
         return st
 
@@ -798,6 +804,7 @@ class BodyChecker(LoopRules, IntRules, PythonRules, TracingRules):
                     self.mod.ref_edges.append((self.info.name, a.id if isinstance(a, S.Name) else None,
                                                d.name, pname, a.span))
             else:
+                self.no_pointer_arithmetic(a, where=f"passed to {d.name}, which could compute with it")
                 self.convert(a, pt, f"argument {pname}")
         return callee.ret
 

@@ -129,6 +129,7 @@ class PythonRules:
                        f"list every element, or repeat one: [0] * {want.length}")
             times = 1
         for i, elt in enumerate(elts):
+            self.no_pointer_on_stack(elt, e, "a list")
             self.convert(elt, want.elem, f"element {i}")
         if count == want.length:
             self.out.lists[e] = elts * times

@@ -197,14 +197,32 @@ class TracingRules:
         f = found.field(e.attr) if found is not None else None
         return f"{e.value.id}.{e.attr} ({f.c_type})" if f is not None and struct_pointer(f.c_type) else None
 
-    def no_pointer_arithmetic(self, *operands: S.Expr) -> None:
+    def no_pointer_on_stack(self, e: S.Expr, value: S.Expr, where: str) -> None:
+        """An error at a kernel pointer stored into a local struct or array (`where`): the
+        verifier tracks a pointer spilled to the stack, so reading it back is the pointer
+        again, beyond what the checker follows.  A struct or list that is itself the value of
+        a map store (`m[k] = Rec(req=ctx.arg0)`) goes to the map, and reads back as a number."""
+        body, index = self.position
+        stmt = body[index] if index < len(body) else None
+        if isinstance(stmt, S.Assign) and stmt.value is value and isinstance(stmt.target, S.Subscript) \
+                and self.expr_type_of_base(stmt.target.value) is not None:
+            return
+        what = self.kernel_pointer(e)
+        if what is not None:
+            self.error(e.span, f"{what} is a kernel pointer in a @{self.kind} program, stored in {where}: "
+                       "the verifier keeps it a pointer there and allows no arithmetic on it",
+                       "store it in a map value or a global, which the program reads back as a number, "
+                       "or keep it in a plain local to compare it or use it as a map key")
+
+    def no_pointer_arithmetic(self, *operands: S.Expr, where: str = "") -> None:
         """An error at an operand of arithmetic (an operator, min/max/abs, log2/linear, an
-        index) that is a kernel pointer: the verifier would refuse the program."""
+        index, a narrowing) that is a kernel pointer: the verifier would refuse the program.
+        `where` says where else it goes (a subprogram's argument)."""
         for e in operands:
             what = self.kernel_pointer(e)
             if what is not None:
-                self.error(e.span, f"{what} is a kernel pointer in a @{self.kind} program: the "
-                           "verifier allows no arithmetic on it",
+                self.error(e.span, f"{what} is a kernel pointer in a @{self.kind} program{', ' + where if where else ''}: "
+                           "the verifier allows no arithmetic on it",
                            "compare it, store it or use it as a map key as it is; for a number to "
                            "compute with, trace with @raw_tracepoint or @kprobe, whose arguments are "
                            "plain u64 values")
