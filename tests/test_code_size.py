@@ -147,6 +147,17 @@ def test_compiling_a_wide_closed_form_does_not_change_later_compiles():
     assert len(after.programs[6].instructions) == before <= 4
 
 
+def test_a_comment_naming_a_wide_type_does_not_change_the_code():
+    """Only instructions are searched for a multiply wider than 64 bits: the source text, which
+    travels in the debug metadata, once sent a module whose comment said "i65" down the
+    fallback, and sum_squares' constant-trip loop stayed a loop (11 instructions, not 4)."""
+    src = (ROOT / "bench" / "programs.py").read_text()
+    plain = compile_source(src, "p.py")
+    commented = compile_source(src + "# the closed form multiplies in i65 ( i128, i65)\n", "p.py")
+    assert [len(p.instructions) for p in commented.programs] == [len(p.instructions) for p in plain.programs]
+    assert len(commented.programs[6].instructions) <= 4
+
+
 def test_threads_compiling_at_once_each_get_their_exit_value_setting():
     """Two threads compile at once, one a module whose loops keep their exit values (the wide
     closed form) and one whose constant-trip loop folds: each always gets its own setting, and

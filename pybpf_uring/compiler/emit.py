@@ -68,9 +68,11 @@ def emit(lowered: LoweredModule) -> Emitted:
 # handler, ending the process.  Our lowering has no integer wider than 64 bits, so one in a
 # function body is such a closed form: the module is then optimised again with the loops' exit
 # values left as they are.
-# (A type stands between spaces, commas and brackets: not a %name, a "string" or the
-# datalayout's "i128:128".)
-WIDE = re.compile(r"(?<=[\s(<\[{,])i(?:6[5-9]|[7-9][0-9]|[1-9][0-9]{2,})(?=[\s,)>\]}*])")
+# Only instructions are searched (the lines indented two spaces, in function bodies): the
+# source text travels in the debug metadata and format strings in globals, and a comment
+# "an i65 product" must not change the code.  (A type stands between spaces, commas and
+# brackets: not a %name or the datalayout's "i128:128".)
+WIDE = re.compile(r"^  .*?(?<=[\s(<\[{,])i(?:6[5-9]|[7-9][0-9]|[1-9][0-9]{2,})(?=[\s,)>\]}*])", re.M)
 # LLVM lets one thread at a time into a context, and llvmlite parses every module into its one
 # global context, releasing the GIL in each call; -replexitval is a process-wide option the pass
 # reads as it runs.  A compile holds this lock from parsing its IR to writing the object, so
