@@ -23,6 +23,8 @@ TYPE_SIZE = "type"     # a type, passed as its size; the call returns a referenc
 
 @dataclass(frozen=True)
 class Param:
+    """How one Python argument of a helper call becomes machine arguments."""
+
     kind: str                 # CTX, INT, REF_SIZE or TYPE_SIZE
     type: Type = U64          # for INT: the parameter's width
     struct: str | None = None  # for REF_SIZE: the struct it must be (None: any local)
@@ -30,6 +32,8 @@ class Param:
 
 @dataclass(frozen=True)
 class Helper:
+    """A helper as the checker and lowering see it: called by `id` with `params`."""
+
     name: str
     id: int
     params: tuple[Param, ...]

@@ -21,6 +21,8 @@ class Type:
 
 @dataclass(frozen=True)
 class IntT(Type):
+    """A fixed-width integer (u8..u64, i8..i64): arithmetic wraps at `bits`, as BPF's does."""
+
     bits: int
     signed: bool
 
@@ -51,6 +53,8 @@ class IntT(Type):
 
 @dataclass(frozen=True)
 class BoolT(Type):
+    """A comparison's or `not`'s result, one byte as C's _Bool."""
+
     name = "bool"
     size = 1
     align = 1
@@ -58,6 +62,9 @@ class BoolT(Type):
 
 @dataclass(frozen=True)
 class NoneT(Type):
+    """What a function without a value returns (`-> None`), and the `None` a nullable
+    reference is tested against."""
+
     name = "None"
 
 
@@ -73,6 +80,8 @@ TYPE_SIZE_WHY = "BTF, which describes the program's types to the kernel, gives o
 
 @dataclass(frozen=True)
 class ArrayT(Type):
+    """`elem[length]`: C's array, its elements contiguous at the element's alignment."""
+
     elem: Type
     length: int
 
@@ -91,6 +100,8 @@ class ArrayT(Type):
 
 @dataclass(frozen=True)
 class FieldT:
+    """A struct member at its byte offset; `line` is its declaration's, for BTF and errors."""
+
     name: str
     type: Type
     offset: int
@@ -148,6 +159,9 @@ RINGBUF = "RingBuf"                                     # records, not keys
 
 @dataclass(frozen=True, eq=False)
 class MapT(Type):
+    """A map declared at module level.  Compared by identity: two maps of one shape are
+    still two maps."""
+
     kind: str  # a key of MAP_TYPES
     key: Type  # NONE for a ring buffer, which has neither key nor value
     value: Type
