@@ -212,6 +212,13 @@ CASES = {
         "submit_of_a_struct_said_once.py:13:15: error: submit() takes a record from rb.reserve(T), not Args\n"
         "    rb.submit(e)\n              ^",
     ),
+    # An array map has no such slot: a read is always 0 and a write is lost, silently.
+    'array_map_key_past_the_last_slot': (
+        'counts = ArrayMap(u64, 4)\n\n@syscall\ndef p(ctx: Args) -> i32:\n    counts[3] += 1\n    counts[4] += 1\n'
+        '    return 0\n',
+        "array_map_key_past_the_last_slot.py:12:12: error: key 4 is out of range for ArrayMap(..., 4) (0 to 3)\n"
+        "    counts[4] += 1\n           ^\n  note: an array map has max_entries slots, numbered from 0",
+    ),
 }
 
 

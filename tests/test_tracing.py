@@ -615,3 +615,14 @@ def test_what_the_pointer_rule_accepts_loads_and_what_it_refuses_the_verifier_re
         obj = compile_source(POINTERS.replace("BODY", body), "ptr.py")
         with pytest.raises(VerifierError, match="pointer arithmetic"):
             obj.load().close()
+
+
+@tracefs
+def test_a_tracepoint_string_named_without_its_data_loc_says_where_it_is():
+    from kernel_harness import diagnostic
+    src = HEAD + ('h = HashMap(u32, u64, 16)\n\n@tracepoint("io_uring", "io_uring_submit_req")\n'
+                  'def p(ctx) -> i32:\n    h[ctx.op_str] += 1\n    return 0\n')
+    assert "error: struct trace_event_raw_io_uring_submit_req has no field 'op_str'\n" \
+           "    h[ctx.op_str] += 1\n      ^~~~~~~~~~\n" \
+           "  note: op_str is a string stored after the record: ctx.__data_loc_op_str is its offset in " \
+           "the record (low 16 bits) and length (high 16 bits); its fields are: " in diagnostic(src, "s.py")

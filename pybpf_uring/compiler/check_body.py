@@ -13,7 +13,7 @@ from .builtins import CQ_INTRINSICS, CTX, INT, PREPS, Helper, Kfunc
 from .check_ints import IntRules
 from .check_loops import Cost, LoopRules
 from .check_trace import READ_ONLY_CTX, TracingRules, read_only
-from .check_maps import delete_error, element_error, element_write_error, map_method
+from .check_maps import delete_error, element_error, element_write_error, map_key, map_method
 from .check_python import PythonRules
 from .checked import CTX_TYPE_NAMES, PROGRAM_KINDS, CallTarget, FunctionInfo, Symbol, ctx_type_kind, describe
 from ..limits import MAX_PRINT_ARGS
@@ -105,7 +105,7 @@ class BodyChecker(LoopRules, IntRules, PythonRules, TracingRules):
         m = self.expr(t.value)
         delete_error(self, m, s.span)
         if m.keyed:
-            self.convert(t.index, m.key, "map key")
+            map_key(self, m, t.index)
 
     def stmt_Assign(self, s: S.Assign) -> None:
         target = s.target
@@ -117,7 +117,7 @@ class BodyChecker(LoopRules, IntRules, PythonRules, TracingRules):
         if isinstance(target, S.Subscript) and isinstance(self.expr_type_of_base(target.value), MapT):
             m = self.expr(target.value)
             if not element_error(self, m, target.span):
-                self.convert(target.index, m.key, "map key")
+                map_key(self, m, target.index)
                 self.convert(s.value, m.value, "map value")
             return
         t = self.lvalue(target)
@@ -187,7 +187,7 @@ class BodyChecker(LoopRules, IntRules, PythonRules, TracingRules):
             m = self.expr(target.value)
             if element_error(self, m, target.span):
                 return
-            self.convert(target.index, m.key, "map key")
+            map_key(self, m, target.index)
             if not isinstance(m.value, IntT):
                 self.error(s.span, f"{s.op}= needs an integer map value, not {m.value}")
                 return
@@ -393,6 +393,9 @@ class BodyChecker(LoopRules, IntRules, PythonRules, TracingRules):
         if f is None:
             names = ", ".join(x.name for x in st.fields)
             near = self.mod.near(e.attr, [x.name for x in st.fields])
+            if st.field(f"__data_loc_{e.attr}") is not None:   # a tracepoint's string
+                near = (f"{e.attr} is a string stored after the record: ctx.__data_loc_{e.attr} is its "
+                        "offset in the record (low 16 bits) and length (high 16 bits);")
             self.mod.undefined_name(e.span, f"struct {st.name} has no field {e.attr!r}",
                                     f"{near + ' ' if near else ''}its fields are: {names}")
             return I64
@@ -403,7 +406,7 @@ class BodyChecker(LoopRules, IntRules, PythonRules, TracingRules):
         if isinstance(base, MapT):
             if element_error(self, base, e.span):
                 return I64
-            self.convert(e.index, base.key, "map key")
+            map_key(self, base, e.index)
             return base.value
         if isinstance(base, PtrT):
             if base.nullable:

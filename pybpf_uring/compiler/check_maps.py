@@ -57,6 +57,16 @@ def element_error(bc, m: MapT, span) -> bool:
     return True
 
 
+def map_key(bc, m: MapT, key: S.Expr) -> None:
+    """`key` converted to `m`'s key type; a constant key past an array kind's last slot is an
+    error (the kernel has no such slot: every read of it is 0 and every write is lost)."""
+    bc.convert(key, m.key, "map key")
+    k = bc.fold(key)
+    if m.keyed and not m.hashed and k is not None and 0 <= k <= m.key.max and k >= m.max_entries:
+        bc.error(key.span, f"key {k} is out of range for {m.kind}(..., {m.max_entries}) (0 to {m.max_entries - 1})",
+                 "an array map has max_entries slots, numbered from 0")
+
+
 def delete_error(bc, m: MapT, span) -> None:
     """`del m[k]`: the array kinds keep every slot (the kernel's delete is -EINVAL)."""
     if not element_error(bc, m, span) and not m.hashed:
@@ -97,7 +107,7 @@ def map_method(bc, e: S.Call) -> Type:
                  f"write {bc.source_text(e.func)}({want})")
         return fallback
     if name in ("lookup", "setdefault"):
-        bc.convert(args[0], m.key, "map key")
+        map_key(bc, m, args[0])
         if name == "setdefault":
             bc.convert(args[1], m.value, "map value")
         bc.out.calls[e] = CallTarget(name, m)
