@@ -167,3 +167,23 @@ def test_watch_prints_at_each_interval_and_at_the_end_on_a_clock_it_is_given():
     assert watch(Maps(), 3.5, 1.0, lines.append, clock=lambda: now[0],
                  sleep=lambda s: now.__setitem__(0, now[0] + s)) == "duration"
     assert lines == ["--- 1.0 s ---", "--- 2.0 s ---", "--- 3.0 s ---", "--- at exit (duration, 3.5 s) ---"]
+
+
+def test_a_signal_just_before_the_wait_ends_it():
+    """Ctrl-C landing after the interpreter last looked for signals and before the sleep's system
+    call (a tool stopped right after it attached, on a loaded machine) must still end the wait:
+    the signal handler's byte on the wakeup pipe, written here as the handler writes it, ends a
+    60 s sleep at once; and the process's wakeup fd is put back after."""
+    import signal as sig
+    from pybpf_uring.bpf.hist import _Waker
+    before = sig.set_wakeup_fd(-1)
+    sig.set_wakeup_fd(before)
+    waker = _Waker()
+    try:
+        os.write(waker._fds[1], bytes([sig.SIGINT]))
+        start = time.monotonic()
+        waker.sleep(60)
+        assert time.monotonic() - start < 30
+    finally:
+        waker.close()
+    assert sig.set_wakeup_fd(before) == before

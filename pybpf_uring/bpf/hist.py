@@ -271,7 +271,9 @@ def watch(maps: Any, duration: float | None, interval: float | None, write=print
     Each interval's print starts with the time since the start.  `ready()` runs first, where a
     Ctrl-C already ends the watch as it should (a caller announces the start there)."""
     import time
-    clock, sleep = clock or time.monotonic, sleep or time.sleep
+    clock = clock or time.monotonic
+    waker = _Waker() if sleep is None else None
+    sleep = sleep or waker.sleep
     start = clock()
     end = start + duration if duration is not None else None
     next_print = start + interval if interval else None
@@ -295,11 +297,55 @@ def watch(maps: Any, duration: float | None, interval: float | None, write=print
         how = "interrupt"
     else:
         how = "duration"
+    finally:
+        if waker is not None:
+            waker.close()
     write(f"--- at exit ({how}, {clock() - start:.1f} s) ---")
     text = format_maps(maps)
     if text:
         write(text)
     return how
+
+
+class _Waker:
+    """A sleep that Ctrl-C always ends.  time.sleep misses a SIGINT that lands after the
+    interpreter last looked for signals and before the sleep's system call (under load a tool
+    stopped right after it attached slept on for its whole interval): the signal's handler also
+    writes to a pipe (signal.set_wakeup_fd), and the sleep waits on that pipe, so a signal from
+    just before the wait ends it at once.  Off the main thread, where no handler runs, it is
+    time.sleep."""
+
+    def __init__(self) -> None:
+        import os
+        import signal
+        import threading
+        import time
+        self._fds = self._old = None
+        if threading.current_thread() is threading.main_thread():
+            self._fds = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+            self._old = signal.set_wakeup_fd(self._fds[1], warn_on_full_buffer=False)
+        self._time_sleep = time.sleep
+
+    def sleep(self, seconds: float) -> None:
+        import os
+        import select
+        if self._fds is None:
+            self._time_sleep(seconds)
+            return
+        if select.select([self._fds[0]], [], [], seconds)[0]:
+            try:
+                os.read(self._fds[0], 512)
+            except BlockingIOError:
+                pass
+
+    def close(self) -> None:
+        import os
+        import signal
+        if self._fds is not None:
+            signal.set_wakeup_fd(self._old)
+            for fd in self._fds:
+                os.close(fd)
+            self._fds = None
 
 
 # Program kinds, as an object names them, that run_tool attaches.
