@@ -5,7 +5,8 @@ Prints:
   for bench/programs.py and its C twin bench/programs.c, as ratios (target: <= 1.0 everywhere);
 - in-process compile time per program, warm, in the process's CPU time (the pipeline runs on a
   worker thread of its own, depth.py, which a thread clock would miss): the median over rounds and
-  its min-max (target: <= 5 ms; no ratio, since clang has no in-process twin to set beside it);
+  its min-max (target: <= 5 ms; no ratio, since clang has no in-process twin to set beside it),
+  and the same compile stage by stage (parse, check, lower, emit, the object read back);
 - cold compiles in CPU time, fresh processes taking turns (bench/measure.py says why both):
   `pybpf-uring compile` of programs.py against `clang-22 -c` of programs.c, and of the
   one-program sample packet_stats.py against `clang-22 -c` of its C twin packet_stats.c
@@ -81,6 +82,10 @@ def main() -> int:
               f"{statistics.median(warm) * 1e3 / n_programs:.2f} ms per program "
               f"({spread(warm, 1e3 / n_programs)}; {n_programs} programs in "
               f"{statistics.median(warm) * 1e3:.1f} ms; target <= 5 ms per program)")
+        stages = interleave({"warm": lambda: stage_times(PROGRAMS_PY)}, args.rounds, warmup=1)["warm"]
+        print("  of which, per program (medians): " + ", ".join(
+            f"{name} {statistics.median(s[name] for s in stages) * 1e3 / n_programs:.2f} ms"
+            for name in stages[0]))
 
         # A user's shell writes bytecode caches; this session's environment may forbid them.
         env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
@@ -115,6 +120,33 @@ def main() -> int:
         print(f"    of which python3 starting alone (its site-packages' .pth files included) "
               f"{bare.median:.3f} s: ratio {bare.ratio:.2f} (spread {bare.spread()})")
     return 0
+
+
+def stage_times(path: str) -> dict[str, float]:
+    """Each stage of compile_file(path) in turn, in the process's CPU time: where the time goes.
+    emit is LLVM's -O2 and code generation, and for a module of many functions the object
+    read back to measure the stack, which is then the object returned (pipeline.py)."""
+    from pybpf_uring.compiler.check import check
+    from pybpf_uring.compiler.emit import emit
+    from pybpf_uring.compiler.lower import lower
+    from pybpf_uring.compiler.parse import parse_source
+    from pybpf_uring.compiler.pipeline import Compilation
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    times: dict[str, float] = {}
+
+    def stage(name: str, fn):
+        t0 = time.process_time()
+        result = fn()
+        times[name] = time.process_time() - t0
+        return result
+    module = stage("parse", lambda: parse_source(text, path))
+    checked = stage("check", lambda: check(module))
+    lowered = stage("lower", lambda: lower(checked))
+    emitted = stage("emit", lambda: emit(lowered))
+    stage("object read back", lambda: Compilation(module, lowered.ir, emitted.ir_opt, emitted.elf, [],
+                                                  emitted.object).object)
+    return times
 
 
 def timed(fn) -> float:
