@@ -201,11 +201,13 @@ def fuzz_batch(files: list[Path], cwd: Path) -> str | None:
     return None
 
 
-def bisect(files: list[Path], cwd: Path) -> tuple[Path, str]:
+def bisect(files: list[Path], cwd: Path, why: str) -> tuple[Path, str]:
+    """The case of a failed batch that fails alone; when none does, the batch's own failure
+    (`why`), so a run that failed once (a timeout on a busy machine, say) still says how."""
     while len(files) > 1:
         half = files[:len(files) // 2]
         files = half if fuzz_batch(half, cwd) else files[len(files) // 2:]
-    return files[0], fuzz_batch(files, cwd) or "(flaky: the batch failed, no single case does)"
+    return files[0], fuzz_batch(files, cwd) or f"(flaky: the batch failed, no single case does) {why}"
 
 
 @pytest.mark.kernel("bpf", "vmlinux", "tracefs")
@@ -230,7 +232,7 @@ def test_mutated_samples_never_abort_hang_or_fail_internally(tmp_path):
     failures = []
     for start in range(0, len(files), 25):
         batch = files[start:start + 25]
-        if fuzz_batch(batch, tmp_path):
-            case, why = bisect(batch, tmp_path)
+        if why := fuzz_batch(batch, tmp_path):
+            case, why = bisect(batch, tmp_path, why)
             failures.append(f"{case.name}: {why}\n--- source ---\n{case.read_text()[:3000]}")
     assert not failures, "\n\n".join(failures[:3])
