@@ -219,6 +219,13 @@ CASES = {
         "array_map_key_past_the_last_slot.py:12:12: error: key 4 is out of range for ArrayMap(..., 4) (0 to 3)\n"
         "    counts[4] += 1\n           ^\n  note: an array map has max_entries slots, numbered from 0",
     ),
+    'min_of_structs': (
+        '@syscall\ndef p(ctx: Args) -> i32:\n    e = Args()\n    return min(e, ctx)\n',
+        "min_of_structs.py:10:16: error: min() takes integers, not Args\n    return min(e, ctx)\n"
+        "               ^\n  note: pass a field of it: e.a\n"
+        "min_of_structs.py:10:19: error: min() takes integers, not ref[Args]\n    return min(e, ctx)\n"
+        "                  ^~~\n  note: pass a field of it: ctx.a",
+    ),
 }
 
 

@@ -14,7 +14,7 @@ from . import syntax as S
 from .builtins import PYTHON_BUILTINS
 from .check_loops import nodes
 from .checked import CallTarget
-from .typesys import BOOL, I64, U64, ArrayT, BoolT, IntT, PtrT, Type, common_int
+from .typesys import BOOL, I64, U64, ArrayT, BoolT, IntT, PtrT, StructT, Type, common_int
 
 # What `global NAME` says when NAME is a module-level name of another kind.
 NOT_A_GLOBAL = {
@@ -188,6 +188,16 @@ class PythonRules:
                 self.expr(a)
             return I64
         constant = [self.fold(a) is not None for a in e.args]
+        wrong = [(a, t) for a, c in zip(e.args, constant) if not c
+                 and not isinstance(t := self.expr(a), (IntT, BoolT))]
+        for a, t in wrong:   # one error an argument, with what to pass instead
+            inner, src = t.target if isinstance(t, PtrT) else t, self.source_text(a)
+            self.error(a.span, f"{name}() takes integers, not {t}",
+                       f"pass a field of it: {src}.{inner.fields[0].name}" if isinstance(inner, StructT) else
+                       f"pass the value it refers to: {src}[0], once {src} is tested against None"
+                       if isinstance(inner, IntT) else "")
+        if wrong:
+            return I64
         self.no_pointer_arithmetic(*e.args)
         types = [self.int_operand(a, None) for a, c in zip(e.args, constant) if not c]
         t = types[0] if types else I64
