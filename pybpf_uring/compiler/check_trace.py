@@ -186,6 +186,8 @@ class TracingRules:
         (struct io_kiocb *)`), read from the ctx or a local assigned from it; else None."""
         if isinstance(e, S.Name):
             return self.pointer_locals.get(e.id)
+        if isinstance(e, S.IfExp):   # either side may be the one chosen
+            return self.kernel_pointer(e.then) or self.kernel_pointer(e.otherwise)
         kind, sec = self.info.kind, self.info.section
         if kind not in BTF_TYPED or not isinstance(e, S.Attribute) or not isinstance(e.value, S.Name) \
                 or e.value.id not in self.ctxs:
