@@ -170,3 +170,25 @@ def test_a_compile_reads_its_object_back_once(monkeypatch):
     assert {"arith", "subprog", "divmod_store"} <= {p.name for p in obj.programs}
     reads.clear()
     assert compile_file(ROOT / "samples" / "packet_stats.py").programs and len(reads) == 1
+
+
+def test_the_lean_position_bookkeeping_gives_lark_s_spans(monkeypatch):
+    """The `?rule` levels a child passes through unchanged skip lark's position bookkeeping
+    (parse._lean_positions): every node's whole span and every diagnostic stay those of the
+    parser lark builds, over every sample, the bench programs, parenthesised and chained
+    expressions and bad input."""
+    texts = [p.read_text() for p in sorted((ROOT / "samples").glob("*.py"))]
+    texts += [(ROOT / "bench" / "programs.py").read_text(), BAD,
+              "x: u64 = ((1 + 2) * (3)) << (4 if not a and (b or c) else -(5))\n",
+              "def f() -> u32:\n    return (a < b) == (not c)\n", "y = [1, (2), ((3))] ; z = (y)[0]\n",
+              "def g(:\n", "x = (1 +\n"]
+    parse._lark.cache_clear()
+    try:
+        lean = [_parsed(text) for text in texts]
+        assert parse._pass_through in parse._lark().parser.parser.parser.callbacks.values()
+        parse._lark.cache_clear()
+        monkeypatch.setattr(parse, "_lean_positions", lambda parser: parser)
+        assert parse._pass_through not in parse._lark().parser.parser.parser.callbacks.values()
+        assert [_parsed(text) for text in texts] == lean
+    finally:
+        parse._lark.cache_clear()

@@ -28,6 +28,7 @@ import warnings
 
 from lark import Lark, __version__ as lark_version
 from lark.exceptions import LarkError, UnexpectedInput, VisitError
+from lark.grammar import NonTerminal, Terminal
 from lark.indenter import DedentError, PythonIndenter
 from lark.parsers.lalr_analysis import Action, Reduce, Shift
 
@@ -105,12 +106,37 @@ def _lark():
         grammar = f.read()
     path = _cache_file(grammar)
     if path is None:  # nowhere to keep it: built for this process only
-        return Lark(grammar, postlex=_Indenter(), **LARK_OPTIONS)
+        return _lean_positions(Lark(grammar, postlex=_Indenter(), **LARK_OPTIONS))
     parser = _read_parser(path)
     if parser is None:
         parser = _build(grammar)
         _write_parser(parser, path)
+    return _lean_positions(parser)
+
+
+def _lean_positions(parser):
+    """The parser with lark's position bookkeeping skipped where it changes nothing: a `?rule`
+    whose one symbol is kept (`?expr: or_expr`, each level of the operator precedence chain)
+    hands its child on as it is, and lark would still recompute that child's positions from
+    itself -- a fifth of parsing, since every expression passes through each level.  Those
+    rules' callbacks become `_pass_through`.  Should lark's parser be laid out otherwise, it is
+    left as built: slower, the same trees."""
+    try:
+        callbacks = parser.parser.parser.parser.callbacks
+        for rule in list(callbacks):
+            if (len(rule.expansion) == 1 and rule.options.expand1 and not rule.alias
+                    and not rule.options.empty_indices):
+                symbol = rule.expansion[0]
+                if (isinstance(symbol, NonTerminal) and not symbol.name.startswith("_")
+                        or isinstance(symbol, Terminal) and not symbol.filter_out):
+                    callbacks[rule] = _pass_through
+    except AttributeError:
+        pass
     return parser
+
+
+def _pass_through(children: list):
+    return children[0]
 
 
 def _build(grammar: str):
