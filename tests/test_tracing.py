@@ -594,7 +594,8 @@ def test_a_btf_typed_kernel_pointer_is_refused_as_an_operand_of_arithmetic():
         "trace with @raw_tracepoint or @kprobe, whose arguments are plain u64 values")
     for body in ("req += 1", "seen[2] = min(req, 5)", "seen[3] = -ctx.arg0", "seen[u32(req)] = 1",
                  "low: u32 = ctx.arg0", "seen[3] = shifted(req)", "a: u64[2] = [req, 0]",
-                 "a: u64[2] = [0, 0]\n    a[1] = ctx.arg0", "seen[(req if ctx.arg0 else 0) >> 3] = 1"):
+                 "a: u64[2] = [0, 0]\n    a[1] = ctx.arg0", "seen[(req if ctx.arg0 else 0) >> 3] = 1",
+                 "p = u64(0)\n    for i in range(2):\n        seen[p >> 1] = 1\n        p = ctx.arg0"):
         with pytest.raises(CompileError, match="is a kernel pointer in a @tp_btf program"):
             compile_source(POINTERS.replace("BODY", body), "ptr.py")
 
@@ -612,7 +613,8 @@ def test_what_the_pointer_rule_accepts_loads_and_what_it_refuses_the_verifier_re
     monkeypatch.setattr(TracingRules, "no_pointer_on_stack", lambda self, e, value, where: None)
     for body in ("seen[1] = log2(ctx.arg0)", "seen[u32(req)] = 1", "seen[3] = shifted(req)",
                  "a: u64[2] = [0, 0]\n    a[1] = ctx.arg0\n    seen[a[1] >> 3] = 1",
-                 "seen[(req if ctx.arg0 else 0) >> 3] = 1"):
+                 "seen[(req if ctx.arg0 else 0) >> 3] = 1",
+                 "p = u64(0)\n    for i in range(2):\n        seen[p >> 1] = 1\n        p = ctx.arg0"):
         obj = compile_source(POINTERS.replace("BODY", body), "ptr.py")
         with pytest.raises(VerifierError, match="pointer arithmetic"):
             obj.load().close()

@@ -57,6 +57,7 @@ class BodyChecker(LoopRules, IntRules, PythonRules, TracingRules):
             self.locals[name] = t
             if isinstance(t, PtrT):
                 self.nonnull.add(name)
+        self.find_pointer_locals(self.info.node.body)
         self.block(self.info.node.body)
 
     def block(self, body) -> None:
@@ -168,9 +169,6 @@ class BodyChecker(LoopRules, IntRules, PythonRules, TracingRules):
         else:
             self.convert(s.value, want, "assigned value")
         self.locals[name] = want
-        pointer = self.kernel_pointer(s.value) if s.value is not None else None
-        if pointer is not None:
-            self.pointer_locals[name] = f"{name}, a copy of {pointer},"
         self.out.symbols[target] = Symbol("local", want)
         self.out.types[target] = want
         if isinstance(want, PtrT):

@@ -20,6 +20,7 @@ import functools
 from typing import TYPE_CHECKING
 
 from . import syntax as S
+from .check_loops import nodes
 from .typesys import INTS, ArrayT, FieldT, StructT, Type
 
 if TYPE_CHECKING:
@@ -198,6 +199,23 @@ class TracingRules:
             return None
         f = found.field(e.attr) if found is not None else None
         return f"{e.value.id}.{e.attr} ({f.c_type})" if f is not None and struct_pointer(f.c_type) else None
+
+    def find_pointer_locals(self, body) -> None:
+        """The locals assigned a kernel pointer anywhere in the function, before its statements
+        are checked: a loop's earlier statement reads what a later one assigned on the
+        previous pass (`x = p >> 1` then `p = ctx.arg0`)."""
+        if self.info.kind not in BTF_TYPED:
+            return
+        assigns = [n for n in nodes(*body) if isinstance(n, S.Assign) and isinstance(n.target, S.Name)
+                   and n.value is not None]
+        changed = True
+        while changed:
+            changed = False
+            for a in assigns:
+                what = self.kernel_pointer(a.value) if a.target.id not in self.pointer_locals else None
+                if what is not None:
+                    self.pointer_locals[a.target.id] = f"{a.target.id}, a copy of {what},"
+                    changed = True
 
     def no_pointer_on_stack(self, e: S.Expr, value: S.Expr, where: str) -> None:
         """An error at a kernel pointer stored into a local struct or array (`where`): the
