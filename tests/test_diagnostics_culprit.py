@@ -187,12 +187,12 @@ CASES = {
         "misspelt_global_statement.py:11:5: error: global 'totl' is not declared at module level\n"
         "    global totl\n    ^~~~~~~~~~~\n  note: did you mean 'total'?",
     ),
-    'array_global_with_values': (
-        'hist: u64[4] = [1, 2, 3, 4]\n\n@syscall\ndef p(ctx: Args) -> i32:\n    return hist[0]\n',
-        "array_global_with_values.py:7:16: error: global 'hist' needs a constant initial value (a struct or "
-        "array global starts zeroed)\nhist: u64[4] = [1, 2, 3, 4]\n               ^~~~~~~~~~~~\n"
-        "  note: declare it without a value (hist: u64[4], all zeros) and set it from the host before "
-        "loading (load(globals={'hist': ...}))",
+    'array_global_with_a_computed_value': (
+        'total: u64 = 0\nhist: u64[4] = [1, 2, total, 4]\n\n@syscall\ndef p(ctx: Args) -> i32:\n    return hist[0]\n',
+        "array_global_with_a_computed_value.py:8:23: error: global 'hist' needs constant values: numbers, "
+        "module-level constants and expressions of them\nhist: u64[4] = [1, 2, total, 4]\n"
+        "                      ^~~~~\n  note: write a constant here; the program or the host "
+        "(live.globals.hist) can set other values after loading",
     ),
     'array_global_of_the_wrong_length': (
         'hist: u64[8] = [0] * 4\n\n@syscall\ndef p(ctx: Args) -> i32:\n    return hist[0]\n',

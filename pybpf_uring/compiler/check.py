@@ -166,36 +166,84 @@ class ModuleChecker:
         t = self.resolve_type(ann)
         if t is None:
             return
-        init = 0 if stmt.value is None or self.zeros(stmt.value, t) else self.fold(stmt.value)
-        parts = self.list_parts(stmt.value) if isinstance(t, ArrayT) else None
-        count = parts and len(parts[0]) * parts[1]
-        if parts is not None and count != t.length:
-            self.error(stmt.value.span, f"{t} needs {t.length} values, got {count}",
-                       f"list every element, or repeat one: [0] * {t.length}")
-            init = 0
-        elif init is None or not isinstance(t, IntT) and init != 0:
-            self.error((stmt.value or stmt).span, f"global {name!r} needs a constant initial value"
-                       + ("" if isinstance(t, IntT) else " (a struct or array global starts zeroed)"),
-                       f"e.g. {name}: u64 = 0" if isinstance(t, IntT) else
-                       f"declare it without a value ({name}: {f'Const[{t}]' if const else t}, all zeros) and set it "
-                       f"from the host before loading (load(globals={{{name!r}: ...}}))")
-            init = 0    # declared all the same: its uses are not reported as undefined names too
-        elif isinstance(t, IntT) and not t.min <= init <= t.max:
-            self.error(stmt.value.span, f"{init} does not fit in {t}")
-            init = 0
+        init = 0 if stmt.value is None else self.initial_value(name, stmt.value, t)
         g = GlobalVar(name, t, init, const, stmt.span.line)
         self.globals[name] = Symbol("global", t, g)
         self.out.globals[name] = g
 
-    def zeros(self, e: S.Expr, t: Type) -> bool:
-        """Whether `e` is an array's all-zero list (`[0] * 8`, `[[0] * 3] * 2`, `[0, 0]`) of as
-        many elements as `t` has: what an array global without a value is, written as the
-        docs write a local's zeros."""
-        if not isinstance(t, ArrayT):
-            return isinstance(t, IntT) and self.fold(e) == 0
-        parts = self.list_parts(e)
-        return parts is not None and len(parts[0]) * parts[1] == t.length \
-            and all(self.zeros(x, t.elem) for x in parts[0])
+    def initial_value(self, name: str, e: S.Expr, t: Type) -> int | bytes:
+        """A global's initial value: an integer's number, or a struct's or an array's bytes as
+        the object's `.data` (`.rodata`) holds them, as clang lays out `__u64 h[2] = {1, 2}`.
+        All zeros is 0, so the global goes to `.bss` as clang puts a zero one.  On an error it
+        is 0 all the same: the global is declared, so its uses are not undefined names too."""
+        if isinstance(t, IntT):
+            v = self.fold(e)
+            if v is None:
+                self.error(e.span, f"global {name!r} needs a constant initial value", f"e.g. {name}: {t} = 0")
+                return 0
+            if not t.min <= v <= t.max:
+                self.error(e.span, f"{v} does not fit in {t}")
+                return 0
+            return v
+        buf = bytearray(t.size)
+        if not self.initial_bytes(name, e, t, buf, 0):
+            return 0
+        return bytes(buf) if any(buf) else 0
+
+    def initial_bytes(self, name: str, e: S.Expr, t: Type, buf: bytearray, offset: int) -> bool:
+        """Writes the constant `e` of type `t` into `buf` at `offset`; False after an error.
+        A repeated list (`[1, 2] * 4`) is checked and laid out once, then copied."""
+        if isinstance(t, IntT):
+            v = self.fold(e)
+            if v is None:
+                self.error(e.span, f"global {name!r} needs constant values: numbers, module-level constants "
+                           "and expressions of them", f"write a constant here; the program or the host "
+                           f"(live.globals.{name}) can set other values after loading")
+                return False
+            if not t.min <= v <= t.max:
+                self.error(e.span, f"{v} does not fit in {t}")
+                return False
+            buf[offset:offset + t.size] = t.wrap(v).to_bytes(t.size, "little", signed=t.signed)
+            return True
+        if isinstance(t, ArrayT):
+            parts = self.list_parts(e)
+            if parts is None:
+                self.error(e.span, f"the value of {t} is a list",
+                           f"e.g. [0] * {t.length}, or every element listed: [1, 2, ...]")
+                return False
+            elts, times = parts
+            if len(elts) * times != t.length:
+                self.error(e.span, f"{t} needs {t.length} values, got {len(elts) * times}",
+                           f"list every element, or repeat one: [0] * {t.length}")
+                return False
+            size = t.elem.size
+            if not all([self.initial_bytes(name, x, t.elem, buf, offset + i * size) for i, x in enumerate(elts)]):
+                return False
+            block = bytes(buf[offset:offset + len(elts) * size])
+            buf[offset:offset + t.size] = block * times
+            return True
+        if isinstance(t, StructT):
+            sym = self.callee_symbol(e.func) if isinstance(e, S.Call) else None
+            if sym is None or sym.kind != "struct" or sym.type is not t:
+                self.error(e.span, f"the value of struct {t.name} is {t.name}(...)",
+                           f"e.g. {t.name}({t.fields[0].name}=...), its fields by keyword, the others zero")
+                return False
+            if e.args:
+                self.error(e.args[0].span, f"{t.name}(...) takes keyword arguments",
+                           f"write {t.name}({t.fields[0].name}=...)")
+                return False
+            ok = True
+            for kw in e.keywords:
+                f = t.field(kw.name)
+                if f is None:
+                    self.error(kw.span, f"struct {t.name} has no field {kw.name!r}",
+                               did_you_mean(kw.name, [x.name for x in t.fields]))
+                    ok = False
+                else:
+                    ok = self.initial_bytes(name, kw.value, f.type, buf, offset + f.offset) and ok
+            return ok
+        self.error(e.span, f"a global of type {t} cannot have an initial value")
+        return False
 
     def list_parts(self, e: S.Expr | None) -> tuple[tuple[S.Expr, ...], int] | None:
         """A global's list as (the elements written, how many times they repeat), or None."""
@@ -406,7 +454,8 @@ class ModuleChecker:
             return int(e.value)
         if isinstance(e, S.Name):
             sym = self.global_symbol(e.id) if e.id not in local else None
-            if sizes and sym is not None and sym.kind == "global" and sym.value.const:
+            if sizes and sym is not None and sym.kind == "global" and sym.value.const \
+                    and isinstance(sym.value.type, IntT):
                 return sym.value.init
             return sym.value if sym is not None and sym.kind == "const" else None
         if isinstance(e, S.Attribute):  # `uring.IOSQE_IO_LINK`: a constant of an imported module

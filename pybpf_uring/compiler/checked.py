@@ -55,11 +55,12 @@ class FunctionInfo:
 @dataclass(frozen=True)
 class GlobalVar:
     """A module-level variable in `.data`/`.bss`, or `.rodata` when `const` (set by the host
-    before loading)."""
+    before loading).  `init` is an integer's value, or a struct's or an array's bytes (0: all
+    zeros, which puts it in `.bss`)."""
 
     name: str
     type: Type
-    init: int
+    init: int | bytes
     const: bool
     line: int
 

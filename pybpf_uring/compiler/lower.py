@@ -100,7 +100,8 @@ class ModuleLowering:
         the host sets before loading is the one read), else `.data`, or `.bss` when zero."""
         ty = ir_type(g.type)
         gv = untyped(ir.GlobalVariable(self.m, ty, g.name))
-        gv.initializer = ir.Constant(ty, g.type.wrap(g.init) if isinstance(g.type, IntT) else None)
+        gv.initializer = ir.Constant(ty, g.type.wrap(g.init) if isinstance(g.type, IntT)
+                                     else bytearray(g.init) if g.init else None)
         gv.global_constant = g.const
         gv.align = g.type.align
         self.dbg.global_variable(gv, g)
