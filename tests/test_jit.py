@@ -153,6 +153,15 @@ def test_gotol_and_sign_extending_loads():
               "add %r0, %r2", "exit"), mem=b"\x80\x00\x01\x90\xff\xff\xff\xf0" + bytes(56))
 
 
+def test_a_loop_no_run_can_enter_is_not_lifted():
+    """Found by test_random_programs_match_the_interpreter: slots 0-2 loop for ever, so the loop
+    at slots 3-8 (a memory access through r9, which hoists its translation) is unreachable; its
+    entry block branched to a header block that was never emitted, and LLVM refused the IR."""
+    same(prog("mov %r9, %r1", "add32 %r0, 0", "ja -3", "add32 %r0, 0", "jeq %r0, 0, -5",
+              "add32 %r0, 0", "ldxb %r0, [%r9+0]", "add32 %r0, %r0", "jeq %r0, 0, -6",
+              "add32 %r0, 0", "exit"), budget=10_000)
+
+
 # ---------------------------------------------------------------------------------------------
 # Faults: same type, instruction and words
 

@@ -203,6 +203,10 @@ class _Program:
         ranges = loop_ranges(slots)
         self.loops, self.loop_of = find_loops(
             slots, {b: pcs for b, pcs in self.blocks.items() if b < self.n}, ranges)
+        # only loops a run can enter: an unreachable header's block is never emitted, so its
+        # entry (`pre<header>`) would branch to nothing
+        reached = set(self.reachable())
+        self.loops = {h: loop for h, loop in self.loops.items() if h in reached}
         self.in_loop = in_loops({h: end for h, end in ranges.items()
                                  if end - h < MAX_LOOP_SLOTS}, self.n)
 
