@@ -22,6 +22,19 @@ def ringbuf_size_problem(size: int, page: int) -> str | None:
 # BTF gives a struct member's offset in bits, in 32 bits: a type of 2**29 bytes or more has
 # members BTF cannot place (and LLVM's BTF writer would truncate them silently).
 MAX_TYPE_SIZE = (1 << 29) - 1
+# The BPF backend writes a copy or a zeroing of a constant size as loads and stores of 8, 4, 2
+# and 1 bytes, and counts them as if the memory were 8-byte aligned (1018 bytes: 127 words, a
+# u16): at most 128 (BPFSelectionDAGInfo's getCommonMaxStoresPerMemFunc).  Past that it calls
+# memcpy or memset, which BPF has not, and LLVM's fatal error handler ends the process.
+MAX_COPY_STORES = 128
+
+
+def copy_stores(size: int) -> int:
+    """The stores the backend counts for copying or zeroing `size` bytes at once, at most
+    MAX_COPY_STORES: 8-byte words, then one store of each smaller power of 2 the rest needs."""
+    return size // 8 + bin(size % 8).count("1")
+
+
 JUMP_RANGE = 32767         # a jump's 16-bit offset before cpu v4 (v4 has gotol's 32 bits)
 MAX_NESTING = 3000         # syntax tree levels, as many as CPython 3.11 compiles (~2990)
 

@@ -16,7 +16,7 @@ from .check_trace import READ_ONLY_CTX, TracingRules, read_only
 from .check_maps import delete_error, element_error, element_write_error, map_key, map_method
 from .check_python import PythonRules
 from .checked import CTX_TYPE_NAMES, PROGRAM_KINDS, CallTarget, FunctionInfo, Symbol, ctx_type_kind, describe
-from ..limits import MAX_PRINT_ARGS
+from ..limits import MAX_COPY_STORES, MAX_PRINT_ARGS, copy_stores
 from .parse import local_names
 from .typesys import (BOOL, I32, I64, NONE, STR, U32, U64, ArrayT, BoolT, IntT, MapT, PtrT,
                       StructT, Type, common_int)
@@ -129,6 +129,26 @@ class BodyChecker(LoopRules, IntRules, PythonRules, TracingRules):
             if isinstance(root, S.Name) and root.id in self.locals and not isinstance(self.locals[root.id], PtrT):
                 self.no_pointer_on_stack(s.value, s.value, f"local {root.id}")
             self.convert(s.value, t, "assigned value")
+            self.whole_copy(target, s.value, t)
+
+    def whole_copy(self, target: S.Expr, value: S.Expr, t: Type) -> None:
+        """A struct or array assigned whole is one copy (or zeroing), which the BPF backend
+        writes as at most MAX_COPY_STORES loads and stores; a larger one it could only call
+        memcpy for.  Only a global or a map value can be that large (a local is on the
+        512-byte stack), and an element at a time in a loop is what works instead."""
+        if not isinstance(t, (StructT, ArrayT)) or copy_stores(t.size) <= MAX_COPY_STORES:
+            return
+        dst = self.source_text(target)
+        if isinstance(t, StructT):
+            hint = f"assign its fields one at a time ({dst}.{t.fields[0].name} = ...), an array field in a loop"
+        elif isinstance(value, (S.ListDisplay, S.BinOp)):
+            hint = f"fill it an element at a time in a loop: for i in range({t.length}): {dst}[i] = ..."
+        else:
+            hint = (f"copy it an element at a time in a loop: for i in range({t.length}): "
+                    f"{dst}[i] = {self.source_text(value)}[i]")
+        self.error(value.span, f"a whole {t} ({t.size} bytes) is too large to assign at once: the BPF "
+                   f"backend copies at most {MAX_COPY_STORES} words of up to 8 bytes in one go, and "
+                   f"{t.size} bytes take {copy_stores(t.size)}", hint)
 
     def assign_name(self, s: S.Assign, target: S.Name) -> None:
         name = target.id
@@ -150,6 +170,7 @@ class BodyChecker(LoopRules, IntRules, PythonRules, TracingRules):
                 self.out.symbols[target] = g
                 self.out.types[target] = g.type
                 self.convert(s.value, g.type, "assigned value")
+                self.whole_copy(target, s.value, g.type)
             return
         declared = self.mod.resolve_type(s.annotation) if s.annotation is not None else None
         current = self.locals.get(name)

@@ -14,7 +14,8 @@ from functools import lru_cache
 import llvmlite.binding as llvm
 
 from ..diagnostics import CompileError, Diagnostic
-from ..limits import JUMP_RANGE, STACK_BYTES, STACK_FRAME_ALIGN, frame_in_chain
+from ..limits import (JUMP_RANGE, MAX_COPY_STORES, STACK_BYTES, STACK_FRAME_ALIGN, copy_stores,
+                      frame_in_chain)
 from .lower import CPUS, LoweredModule
 
 
@@ -46,9 +47,11 @@ def emit(lowered: LoweredModule) -> Emitted:
         tm = target_machine(lowered.cpu)
         mod = optimise(lowered.ir, tm, replace_exit_values=True)
         ir_opt = str(mod)
-        if WIDE.search(ir_opt):
-            mod = optimise(lowered.ir, tm, replace_exit_values=False)
+        wide, large = WIDE.search(ir_opt), large_copies(ir_opt)
+        if wide or large:
+            mod = optimise(without_builtins(lowered.ir) if large else lowered.ir, tm, replace_exit_values=not wide)
             ir_opt = str(mod)
+            refuse_large_copies(ir_opt, lowered)
         if lowered.cpu != LONG_JUMP_CPU and code_estimate(ir_opt) > JUMP_RANGE:
             check_branches(tm.emit_assembly(mod), lowered)
         try:
@@ -73,6 +76,47 @@ def emit(lowered: LoweredModule) -> Emitted:
 # "an i65 product" must not change the code.  (A type stands between spaces, commas and
 # brackets: not a %name or the datalayout's "i128:128".)
 WIDE = re.compile(r"^  .*?(?<=[\s(<\[{,])i(?:6[5-9]|[7-9][0-9]|[1-9][0-9]{2,})(?=[\s,)>\]}*])", re.M)
+# The checker refuses a struct or array assigned whole past what the backend expands
+# (limits.copy_stores), but LLVM's -O2 makes memcpy and memset calls of its own: a loop copying
+# or zeroing an array element by element (LoopIdiomRecognize; of a variable length when the
+# loop stops early), and neighbouring copies and zeroings merged into one (MemCpyOpt: two
+# 600-byte fields zeroed one after the other).  Past the limit the backend can only call
+# memcpy, which BPF has not, and it says so through LLVM's fatal error handler, ending the
+# process.  Such a module is optimised again with its functions marked "no-builtins", as
+# clang's -fno-builtin marks them: the loops then stay loops.  What is still too large (copies
+# MemCpyOpt merged all the same) is an error at its function and line.
+LARGE_COPY = re.compile(r"^  .*call void @llvm\.mem(?:cpy|set|move)\.[\w.]+\(.*, i64 ([^,\s]+), i1 \w+\)"
+                        r"(?:.*!dbg !(\d+))?", re.M)
+
+
+def large_copies(ir_opt: str) -> list[re.Match]:
+    """The memcpy, memset and memmove calls the backend cannot expand: of a variable length, or
+    of more than MAX_COPY_STORES stores."""
+    return [m for m in LARGE_COPY.finditer(ir_opt)
+            if not m[1].isdigit() or copy_stores(int(m[1])) > MAX_COPY_STORES]
+
+
+def without_builtins(ir_text: str) -> str:
+    """The module's functions marked "no-builtins" (each is `define ... nounwind`, lower.py)."""
+    return re.sub(r"^(define .*?\) nounwind)", r'\1 "no-builtins"', ir_text, flags=re.M)
+
+
+def refuse_large_copies(ir_opt: str, lowered: LoweredModule) -> None:
+    """A large copy left after optimising without builtins, as an error at its function rather
+    than the end of the process: LLVM merged copies the program wrote one after the other."""
+    errors = []
+    for m in large_copies(ir_opt):
+        function = re.findall(r'^define [^@]*@"?([\w.]+)', ir_opt[:m.start()], re.M)[-1]
+        line = re.search(rf"^!{m[2]} = !DILocation\(line: (\d+)", ir_opt, re.M) if m[2] else None
+        errors.append(Diagnostic(
+            lowered.spans.get(function), f"{function}: LLVM merged the copies or zeroings ending at line "
+            f"{line[1] if line else '?'} into one of {m[1]} bytes, more than the BPF backend copies in one go "
+            f"(at most {MAX_COPY_STORES} words of up to 8 bytes)",
+            "copy or zero one of them an element at a time in a loop"))
+    if errors:
+        raise CompileError(errors)
+
+
 # LLVM lets one thread at a time into a context, and llvmlite parses every module into its one
 # global context, releasing the GIL in each call; -replexitval is a process-wide option the pass
 # reads as it runs.  A compile holds this lock from parsing its IR to writing the object, so
