@@ -143,3 +143,16 @@ def test_copies_llvm_merges_past_the_limit_are_an_error_not_the_end_of_the_proce
         "def p(ctx: Args) -> i32:\n^\n  note: copy or zero one of them an element at a time in a loop")
     looped = src.replace("    h.y = g.x\n", "    for i in range(600):\n        h.y[i] = g.x[i]\n")
     assert compile_source(looped, "x.py").elf
+
+
+def test_a_byte_copy_whose_spills_pass_the_stack_is_refused_when_compiling():
+    """A 200-byte map value of bytes copied into a local and back: 400 bytes of slots, but the
+    backend's expanded copies spill past 512 bytes, which the verifier refuses ("invalid write
+    to stack"); the stack is measured whenever the module copies, not only past 448 of slots."""
+    src = HEAD + ('class Blob(Struct):\n    d: u8[200]\n\nblobs = ArrayMap(Blob, 2)\n\n'
+                  '@syscall\ndef p(ctx: Args) -> i32:\n    c = blobs[0]\n    c.d[ctx.which & 7] = 1\n'
+                  '    blobs[1] = c\n    return c.d[3]\n')
+    text = diagnostic(src, "x.py")
+    assert text.startswith("x.py: error: x.py: p uses ") and text.endswith(
+        " bytes of stack after optimisation; BPF allows 512\n"
+        "  note: keep large structs in a map value (m.lookup(k)) instead of locals")
