@@ -44,20 +44,14 @@ def emit(lowered: LoweredModule) -> Emitted:
     if lowered.cpu not in CPUS:
         raise CompileError([Diagnostic(None, f"unknown cpu {lowered.cpu!r}", "use v1, v2, v3 or v4")])
     with LLVM:
-        tm = target_machine(lowered.cpu)
-        mod = optimise(lowered.ir, tm, replace_exit_values=True)
-        ir_opt = str(mod)
-        wide, large = WIDE.search(ir_opt), large_copies(ir_opt)
-        if wide or large:
-            mod = optimise(without_builtins(lowered.ir) if large else lowered.ir, tm, replace_exit_values=not wide)
-            ir_opt = str(mod)
-            refuse_large_copies(ir_opt, lowered)
-        if lowered.cpu != LONG_JUMP_CPU and code_estimate(ir_opt) > JUMP_RANGE:
-            check_branches(tm.emit_assembly(mod), lowered)
+        modules = []
         try:
-            elf = tm.emit_object(mod)
-        except RuntimeError as exc:  # the BPF backend's own refusals
-            raise CompileError([Diagnostic(None, "the BPF backend refused the program: " + str(exc).strip())]) from None
+            elf, ir_opt = _emit(lowered, modules)
+        finally:
+            # freeing a module touches the one global context: here, under the lock, not
+            # wherever the last reference happens to go (another thread's compile may be in LLVM)
+            for mod in modules:
+                mod.close()
     obj = None
     if sum(frame + SPILL_MARGIN for frame in lowered.frames.values()) > STACK_BYTES or COPY.search(ir_opt):
         obj = check_stack(elf, lowered.path)
@@ -75,6 +69,25 @@ def emit(lowered: LoweredModule) -> Emitted:
 # source text travels in the debug metadata and format strings in globals, and a comment
 # "an i65 product" must not change the code.  (A type stands between spaces, commas and
 # brackets: not a %name or the datalayout's "i128:128".)
+def _emit(lowered: LoweredModule, modules: list) -> tuple[bytes, str]:
+    """The object and its optimised IR (under the LLVM lock); each module made goes in `modules`."""
+    tm = target_machine(lowered.cpu)
+    mod = optimise(lowered.ir, tm, replace_exit_values=True, modules=modules)
+    ir_opt = str(mod)
+    wide, large = WIDE.search(ir_opt), large_copies(ir_opt)
+    if wide or large:
+        mod = optimise(without_builtins(lowered.ir) if large else lowered.ir, tm,
+                       replace_exit_values=not wide, modules=modules)
+        ir_opt = str(mod)
+        refuse_large_copies(ir_opt, lowered)
+    if lowered.cpu != LONG_JUMP_CPU and code_estimate(ir_opt) > JUMP_RANGE:
+        check_branches(tm.emit_assembly(mod), lowered)
+    try:
+        return tm.emit_object(mod), ir_opt
+    except RuntimeError as exc:  # the BPF backend's own refusals
+        raise CompileError([Diagnostic(None, "the BPF backend refused the program: " + str(exc).strip())]) from None
+
+
 WIDE = re.compile(r"^  .*?(?<=[\s(<\[{,])i(?:6[5-9]|[7-9][0-9]|[1-9][0-9]{2,})(?=[\s,)>\]}*])", re.M)
 # The checker refuses a struct or array assigned whole past what the backend expands
 # (limits.copy_stores), but LLVM's -O2 makes memcpy and memset calls of its own: a loop copying
@@ -124,9 +137,12 @@ def refuse_large_copies(ir_opt: str, lowered: LoweredModule) -> None:
 LLVM = threading.Lock()
 
 
-def optimise(ir_text: str, tm, replace_exit_values: bool):
-    """The module parsed and run through LLVM's -O2 pipeline (under the LLVM lock)."""
+def optimise(ir_text: str, tm, replace_exit_values: bool, modules: list | None = None):
+    """The module parsed and run through LLVM's -O2 pipeline (under the LLVM lock); put in
+    `modules` as soon as it exists, so the caller closes it under the lock whatever happens."""
     mod = llvm.parse_assembly(ir_text)
+    if modules is not None:
+        modules.append(mod)
     mod.verify()
     pto = llvm.create_pipeline_tuning_options(speed_level=2)
     pb = llvm.create_pass_builder(tm, pto)
