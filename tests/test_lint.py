@@ -9,12 +9,11 @@ import io
 import re
 from pathlib import Path
 
+import pyflakes.api as pyflakes_api
 import pytest
+from pyflakes.reporter import Reporter
 
-pyflakes_api = pytest.importorskip("pyflakes.api")
-from pyflakes.reporter import Reporter  # noqa: E402
-
-import test_python_forms  # noqa: E402
+import test_python_forms
 
 ROOT = Path(__file__).resolve().parent.parent
 
