@@ -17,6 +17,7 @@ from pybpf_uring.bpf import kernel
 from pybpf_uring.bpf.btf import VMLINUX_BTF, kernel_btf
 from pybpf_uring.bpf.tracepoints import kernel_types, layout_mismatches, parse_format
 from pybpf_uring.compiler.pipeline import compile_source
+from pybpf_uring.uapi import BPF_PROG_TYPE_TRACING, BPF_TRACE_FENTRY
 from pybpf_uring.uring import prep_nop, prep_read
 
 bpf = pytest.mark.kernel("bpf", "tracefs", "vmlinux")
@@ -291,8 +292,8 @@ def _fentry_refused() -> str | None:
     if target is None:
         return "no io_submit_sqes in this kernel's BTF"
     ret0_exit = bytes.fromhex("b700000000000000" "9500000000000000")
-    res = kernel.prog_load(kernel.BPF_PROG_TYPE_TRACING if hasattr(kernel, "BPF_PROG_TYPE_TRACING") else 26,
-                           ret0_exit, "GPL", "probe", expected_attach_type=24, attach_btf_id=target)
+    res = kernel.prog_load(BPF_PROG_TYPE_TRACING, ret0_exit, "GPL", "probe",
+                           expected_attach_type=BPF_TRACE_FENTRY, attach_btf_id=target)
     if res.fd < 0:
         return f"this kernel refuses fentry programs ({kernel.errno_name(res.errno)})"
     os.close(res.fd)
