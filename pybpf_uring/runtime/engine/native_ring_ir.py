@@ -148,6 +148,43 @@ CONSTANTS: dict[str, object] = {
 }
 
 
+# A JIT entry's run, as the native ring runs a parked request's program (@nr_wait, from its
+# PROGRAM_WORDS record) and FastRun a program run from Python (native_run_ir's @nr_run, from its
+# RUN_WORDS block): one text for both, so that the two stay the same run.  Frame 0 is zeroed when
+# the program has one, the state block's fault status cleared and its budget set, the entry called
+# on the ctx's engine address; what follows reads %st, %statusp, %bg, %stbp and %r0.
+_ENTER = r"""
+  %frp = getelementptr i64, ptr ${BLOCK}, i64 ${FRAME}
+  %frame = load ptr, ptr %frp
+  %hasframe = icmp ne ptr %frame, null
+  br i1 %hasframe, label %zero, label %call
+zero:
+  call void @llvm.memset.p0.i64(ptr %frame, i8 0, i64 ${STACK_BYTES}, i1 false)
+  br label %call
+call:
+  %stp = getelementptr i64, ptr ${BLOCK}, i64 ${STATE}
+  %st = load ptr, ptr %stp
+  %statusp = getelementptr i64, ptr %st, i64 ${ST_STATUS}
+  store i64 0, ptr %statusp
+  %bgp = getelementptr i64, ptr ${BLOCK}, i64 ${BUDGET}
+  %bg = load i64, ptr %bgp
+  %stbp = getelementptr i64, ptr %st, i64 ${ST_BUDGET}
+  store i64 %bg, ptr %stbp
+  %entp = getelementptr i64, ptr ${BLOCK}, i64 ${ENTRY}
+  %fn = load ptr, ptr %entp
+  %cap = getelementptr i64, ptr ${BLOCK}, i64 ${CTX_ADDR}
+  %ctxaddr = load i64, ptr %cap
+  %r0 = call i64 %fn(ptr %st, i64 %ctxaddr, i64 0, i64 0, i64 0, i64 0)
+"""
+
+
+def enter(block: str, words: tuple[str, ...]) -> str:
+    """_ENTER filled for a block of `words` (`block`: the IR value pointing to it)."""
+    return fill(_ENTER, {**CONSTANTS, "BLOCK": block,
+                         **{name: words.index(name.lower()) for name in
+                            ("FRAME", "STATE", "BUDGET", "ENTRY", "CTX_ADDR")}}).strip()
+
+
 # Small pieces, always inlined.
 _PIECES = r"""
 ; libc's syscall(2): the result, or -errno
@@ -676,27 +713,7 @@ run:
   store i64 %ud, ptr %ctx
   %waitf = getelementptr i8, ptr %ctx, i64 ${CTX_WAIT_NR}
   store i64 0, ptr %waitf
-  %frp = getelementptr i64, ptr %prog, i64 ${PG_FRAME}
-  %frame = load ptr, ptr %frp
-  %hasframe = icmp ne ptr %frame, null
-  br i1 %hasframe, label %zero, label %call
-zero:
-  call void @llvm.memset.p0.i64(ptr %frame, i8 0, i64 ${STACK_BYTES}, i1 false)
-  br label %call
-call:
-  %stp = getelementptr i64, ptr %prog, i64 ${PG_STATE}
-  %st = load ptr, ptr %stp
-  %statusp = getelementptr i64, ptr %st, i64 ${ST_STATUS}
-  store i64 0, ptr %statusp
-  %bgp = getelementptr i64, ptr %prog, i64 ${PG_BUDGET}
-  %bg = load i64, ptr %bgp
-  %stbp = getelementptr i64, ptr %st, i64 ${ST_BUDGET}
-  store i64 %bg, ptr %stbp
-  %entp = getelementptr i64, ptr %prog, i64 ${PG_ENTRY}
-  %fn = load ptr, ptr %entp
-  %cap = getelementptr i64, ptr %prog, i64 ${PG_CTX_ADDR}
-  %ctxaddr = load i64, ptr %cap
-  %r0 = call i64 %fn(ptr %st, i64 %ctxaddr, i64 0, i64 0, i64 0, i64 0)
+  ${ENTER_PROGRAM}
   %retp = load ptr, ptr %W.retired
   %ret = load i64, ptr %retp
   %deleted = icmp ne i64 %ret, 0
@@ -965,4 +982,5 @@ declare void @llvm.memmove.p0.p0.i64(ptr, ptr, i64, i1)
 """
 
 FUNCTIONS = ("nr_drain", "nr_wait")
-TEXT = fill(_PIECES + _DRAIN + _QUEUE + _SCAN + DECLS, CONSTANTS)
+TEXT = fill(_PIECES + _DRAIN + _QUEUE + _SCAN + DECLS,
+            {**CONSTANTS, "ENTER_PROGRAM": enter("%prog", PROGRAM_WORDS)})

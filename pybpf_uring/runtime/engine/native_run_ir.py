@@ -65,27 +65,7 @@ copy:
   %ctxp = getelementptr i64, ptr %b, i64 ${RN_CTX}
   %ctx = load ptr, ptr %ctxp
   call void @llvm.memcpy.p0.p0.i64(ptr %ctx, ptr %src, i64 %n, i1 false)
-  %frp = getelementptr i64, ptr %b, i64 ${RN_FRAME}
-  %frame = load ptr, ptr %frp
-  %hasframe = icmp ne ptr %frame, null
-  br i1 %hasframe, label %zero, label %call
-zero:
-  call void @llvm.memset.p0.i64(ptr %frame, i8 0, i64 ${STACK_BYTES}, i1 false)
-  br label %call
-call:
-  %stp = getelementptr i64, ptr %b, i64 ${RN_STATE}
-  %st = load ptr, ptr %stp
-  %statusp = getelementptr i64, ptr %st, i64 ${ST_STATUS}
-  store i64 0, ptr %statusp
-  %bgp = getelementptr i64, ptr %b, i64 ${RN_BUDGET}
-  %bg = load i64, ptr %bgp
-  %stbp = getelementptr i64, ptr %st, i64 ${ST_BUDGET}
-  store i64 %bg, ptr %stbp
-  %entp = getelementptr i64, ptr %b, i64 ${RN_ENTRY}
-  %fn = load ptr, ptr %entp
-  %cap = getelementptr i64, ptr %b, i64 ${RN_CTX_ADDR}
-  %ctxaddr = load i64, ptr %cap
-  %r0 = call i64 %fn(ptr %st, i64 %ctxaddr, i64 0, i64 0, i64 0, i64 0)
+  ${ENTER_RUN}
   %runsp = getelementptr i64, ptr %b, i64 ${RN_RUNS}
   %runs = load i64, ptr %runsp
   %runs1 = add i64 %runs, 1
@@ -128,4 +108,5 @@ def run_text(api: dict[str, int]) -> str:
     # (imported here: the engine reads RUN_WORDS for every program, the ring's IR only for these)
     from . import native_ring_ir as ring_ir
     return fill(_RUN + ring_ir.DECLS, {**ring_ir.CONSTANTS, **_RN,
+                                "ENTER_RUN": ring_ir.enter("%b", RUN_WORDS),
                                 **{f"API_{name}": api[name] for name in RUN_API}})
