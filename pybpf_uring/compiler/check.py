@@ -245,13 +245,16 @@ class ModuleChecker:
         self.error(e.span, f"a global of type {t} cannot have an initial value")
         return False
 
-    def list_parts(self, e: S.Expr | None) -> tuple[tuple[S.Expr, ...], int] | None:
-        """A global's list as (the elements written, how many times they repeat), or None."""
+    def list_parts(self, e: S.Expr | None, local: frozenset[str] = frozenset()) -> \
+            tuple[tuple[S.Expr, ...], int] | None:
+        """A list as (the elements written, how many times Python repeats them): `[a, b]` is
+        once, `[0] * 64` and `64 * [0]` a constant number of times; None for anything else.
+        For a global's value, and in a function with the names it binds as `local` (fold)."""
         if isinstance(e, S.ListDisplay):
             return e.elts, 1
         if isinstance(e, S.BinOp) and e.op == "*":
             for items, count in ((e.left, e.right), (e.right, e.left)):
-                n = self.fold(count, sizes=True)
+                n = self.fold(count, local, sizes=True)  # a count of elements is a size
                 if isinstance(items, S.ListDisplay) and n is not None:
                     return items.elts, max(n, 0)
         return None

@@ -102,16 +102,7 @@ class PythonRules:
 
     # ----- lists ---------------------------------------------------------------------------
     def list_parts(self, e: S.Expr) -> tuple[tuple[S.Expr, ...], int] | None:
-        """A list as (the elements written, how many times Python repeats them): `[a, b]` is
-        once, `[0] * 64` and `64 * [0]` a constant number of times; None for anything else."""
-        if isinstance(e, S.ListDisplay):
-            return e.elts, 1
-        if isinstance(e, S.BinOp) and e.op == "*":
-            for items, count in ((e.left, e.right), (e.right, e.left)):
-                n = self.mod.fold(count, self.scope, sizes=True)  # a count of elements is a size
-                if isinstance(items, S.ListDisplay) and n is not None:
-                    return items.elts, max(n, 0)
-        return None
+        return self.mod.list_parts(e, self.scope)  # check.py: a global's list is read alike
 
     def list_value(self, e: S.Expr, want: Type, what: str) -> None:
         """A list stored into an array of as many elements, each converted to the element
