@@ -114,17 +114,9 @@ class KernelRingBuffer:
             raise OSError(err, f"mmap of ringbuf {self.name!r}: {os.strerror(err)}")
         return address
 
-    @property
-    def consumer_pos(self) -> int:
-        return self._cons.value
-
-    @property
-    def producer_pos(self) -> int:
-        return self._prod.value
-
     def ready(self) -> int:
-        """How many records a consume() would return now (submitted ones before the first still
-        reserved, discarded ones left out), without consuming them."""
+        """How many records take() would return one by one now (submitted ones before the first
+        still reserved, discarded ones left out), without consuming them."""
         count, cons, prod = 0, self._positions(), self._prod.value
         while cons < prod:
             header = self._words[(cons & self.mask) >> 2]
@@ -134,17 +126,10 @@ class KernelRingBuffer:
             cons += record_length(header & ~(BPF_RINGBUF_BUSY_BIT | BPF_RINGBUF_DISCARD_BIT))
         return count
 
-    def consume(self, limit: int | None = None) -> list[bytes]:
-        """The submitted records, oldest first, up to the first one still reserved (at most
-        `limit`), skipping discarded ones; the consumer position moves past them, which gives
-        their space back to the producer."""
-        out: list[bytes] = []
-        while (limit is None or len(out) < limit) and (raw := self.take()) is not None:
-            out.append(raw)
-        return out
-
     def take(self) -> bytes | None:
-        """The oldest submitted record, consumed, or None when there is none (yet)."""
+        """The oldest submitted record, consumed (the consumer position moves past it, which
+        gives its space back to the producer; discarded ones are skipped), or None when there
+        is none (yet)."""
         cons, prod = self._positions(), self._prod.value
         while cons < prod:
             at = cons & self.mask
