@@ -173,8 +173,7 @@ def loaded_html(live: Any) -> str:
     btf = f"<p>{_e(live.btf_error)}</p>" if live.btf_error else ""
     # each map as it shows itself: a kernel map knows its key type from the object's BTF, so its
     # own view (hist.map_html) draws its histograms and writes its struct keys by their fields
-    maps = "".join(m._repr_html_() if hasattr(m, "_repr_html_") else map_html(m)
-                   for m in live.maps.values())
+    maps = "".join(m._repr_html_() for m in live.maps.values())
     return (f"<div><b>loaded BPF object</b>{progs}{skipped}{btf}"
             f"<details open><summary>maps</summary>{maps or '(none)'}</details></div>")
 
