@@ -28,6 +28,7 @@ thread, as the Ring.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import struct
 import time
@@ -172,8 +173,11 @@ _new_capsule.restype, _new_capsule.argtypes = ctypes.py_object, (_VP, ctypes.c_c
 _API_DATA = ("PyBytes_Type", "_Py_NoneStruct")
 
 
+@functools.cache
 def _run_function() -> int:
-    """The address of @nr_run, compiled once per process with this interpreter's C API."""
+    """The address of @nr_run, compiled once per process with this interpreter's C API (cached
+    here too: every FastRun asks, and the module's text is ~25 us to build before the
+    compiler's cache finds it)."""
     api = {name: ctypes.addressof(ctypes.c_char.in_dll(_api, name)) if name in _API_DATA
            else ctypes.cast(getattr(_api, name), _VP).value for name in run_ir.RUN_API}
     return compile_module(run_ir.run_text(api), ("nr_run",))["nr_run"]
