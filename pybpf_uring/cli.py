@@ -68,7 +68,7 @@ def _count(what: str, lo: int, hi: int):
 
 def _cq_sizes(text: str) -> tuple[int, ...]:
     """`--cq-sizes A,B,…`: the extra CQs' sizes, each checked against the ring's own limits."""
-    from .runtime.ring import MAX_CQ_SIZE, MAX_EXTRA_CQS
+    from .limits import MAX_CQ_SIZE, MAX_EXTRA_CQS
     size = _count("a CQ size", 1, MAX_CQ_SIZE)
     sizes = tuple(size(part.strip()) for part in text.split(",") if part.strip())
     if len(sizes) > MAX_EXTRA_CQS:
