@@ -38,7 +38,7 @@ import html
 from dataclasses import dataclass
 from typing import Any
 
-from .. import uapi
+from .. import display, uapi
 from . import values
 from .values import ctype_from_btf, unpack
 from ..uapi import BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_PERCPU_ARRAY, BPF_MAP_TYPE_RINGBUF
@@ -392,7 +392,6 @@ def map_html(m: Any) -> str:
     """Jupyter's view of a loaded map: a map keyed by a `log2` field as its histograms (SVG),
     above the entries table every map gets (display.map_html), whose struct keys are written by
     their fields (the host reads them as bytes, which a reader cannot tell apart)."""
-    from .. import display
     spell = key_fields(m)
     table = display.map_html(m) if spell is None else display.map_html(m, key_text=spell)
     try:
