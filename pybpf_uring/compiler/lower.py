@@ -324,7 +324,7 @@ class FunctionLowering(ValueLowering, CallLowering):
         guards: list[ir.Value] = []
         addr = self.address(target, guards)
         with self.guarded(guards):
-            self.store(self.binop(s.op, self.load(addr, t, field=True), t, s.value, t), addr, t, field=True)
+            self.store(self.binop(s.op, self.load(addr, t, field=True), t, s.value), addr, t, field=True)
 
     def stmt_If(self, s: S.If) -> None:
         cond = self.condition(s.test)

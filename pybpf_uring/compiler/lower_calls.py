@@ -368,8 +368,8 @@ class CallLowering:
         t = m.value
         with self.b.if_else(found) as (then, otherwise):
             with then:
-                self.store(self.binop(s.op, self.load(ref, t), t, s.value, t), ref, t)
+                self.store(self.binop(s.op, self.load(ref, t), t, s.value), ref, t)
             with otherwise:
                 slot = self.temp(t)
-                self.store(self.binop(s.op, ir.Constant(ir_type(t), 0), t, s.value, t), slot, t)
+                self.store(self.binop(s.op, ir.Constant(ir_type(t), 0), t, s.value), slot, t)
                 self.map_update(target.value, key, slot, BPF_NOEXIST)

@@ -326,11 +326,9 @@ class ValueLowering:
         shared = shared_divisor(self, e)
         if shared is not None:  # divisions by one divisor in e share its tests
             return split(self, shared, lambda: self.expr_BinOp(e, t))
-        return self.binop(e.op, self.value(e.left, t if e.op not in ("<<", ">>") else None), t, e.right, t)
+        return self.binop(e.op, self.value(e.left, t if e.op not in ("<<", ">>") else None), t, e.right)
 
-    def binop(self, op: str, a: ir.Value, t: IntT, right: S.Expr, rt: Type) -> ir.Value:
-        if a.type != ir_type(t):
-            a = self.convert(a, self.c.types.get(right) if False else t, t)
+    def binop(self, op: str, a: ir.Value, t: IntT, right: S.Expr) -> ir.Value:
         if op in ("<<", ">>"):
             count = self.value(right, t)
             if right not in self.c.values:
