@@ -17,7 +17,7 @@ from dataclasses import fields
 from typing import NamedTuple
 
 from . import syntax as S
-from .checked import Symbol
+from .checked import PROGRAM_KINDS, Symbol
 from ..limits import MAX_PENDING_BRANCHES, MAX_VERIFIED_INSNS
 from .typesys import I64, IntT
 
@@ -28,10 +28,9 @@ from .typesys import I64, IntT
 # tests/test_checker_soundness.py, which loads what this accepts.
 INSNS_PER_NODE = 4
 LOOP_OVERHEAD = 6
-# The program kinds the kernel's verifier walks: @iouring programs run in the userspace engine
-# (the RFC ABI), and a subprogram without a ctx is walked as its callers are.
-VERIFIED_KINDS = frozenset({"syscall", "socket_filter", "tracepoint", "loop_step", "raw_tracepoint",
-                            "tp_btf", "fentry", "fexit", "kprobe", "kretprobe"})
+# The program kinds the kernel's verifier walks: all but @iouring programs, which run in the
+# userspace engine (the RFC ABI); a subprogram without a ctx is walked as its callers are.
+VERIFIED_KINDS = frozenset(PROGRAM_KINDS - {"iouring"})
 
 
 class LoopRules:
