@@ -53,8 +53,9 @@ from .interpreter import (DEFAULT_BUDGET, MAX_BUDGET, BpfFault, BudgetExceeded, 
                           slot_disassembly, unknown_call, validate)
 from .jit_lift import (ENTRY_FIELDS, STATE_FIELDS, STATUS_BUDGET, STATUS_DEPTH, STATUS_FELL_OFF, STATUS_HOST,
                        lift)
+from .jit_loops import loop_ranges
 from .memory import Memory, MemoryFault, Region
-from .semantics import LDDW_SOURCES, branch_target
+from .semantics import LDDW_SOURCES
 from .suite_helpers import default_helpers
 
 __all__ = ["Jit", "JitUnavailable", "select_engine", "EngineChoice", "jit_available",
@@ -204,16 +205,10 @@ def runs_hot(slots: Sequence) -> bool:
     """Whether a program's code is likely to run many times soon: it has a loop (a jump back;
     a local call back is none, the call depth bounds it) or calls helpers (an engine program,
     bound to maps and rings and run per event -- by a ring's native wait, millions of times).
-    A program with neither computes once over its input per run."""
-    for pc, ins in enumerate(slots):
-        if ins is None or ins.cls not in (isa.JMP, isa.JMP32):
-            continue
-        if ins.is_call and not ins.is_pseudo_call:
-            return True
-        target = branch_target(pc, ins) if ins.is_jump else None
-        if target is not None and target <= pc:
-            return True
-    return False
+    A program with neither computes once over its input per run.  (Its loops are the lifter's:
+    jit_loops.loop_ranges.)"""
+    return (any(ins is not None and ins.is_call and not ins.is_pseudo_call for ins in slots)
+            or bool(loop_ranges(slots)))
 
 
 def compile_module(text: str, names: Sequence[str], inline: bool = False) -> dict[str, int]:
