@@ -162,6 +162,14 @@ def test_a_loop_no_run_can_enter_is_not_lifted():
               "add32 %r0, 0", "exit"), budget=10_000)
 
 
+def test_a_reachable_block_in_an_unreachable_loop_hoists_nothing():
+    """Slot 2 lies in the range of the loop that slot 4 jumps back to (slots 1-4) and is reached
+    by slot 0's jump, but the loop's header is not: its access through r1 read the translation
+    the loop's entry would have made, and LLVM refused the IR (use of undefined value)."""
+    same(prog("ja +1", "mov %r0, 0", "ldxdw %r0, [%r1+0]", "exit", "ja -4"),
+         mem=b"\x07" + bytes(63))
+
+
 # ---------------------------------------------------------------------------------------------
 # Faults: same type, instruction and words
 

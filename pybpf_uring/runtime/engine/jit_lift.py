@@ -201,12 +201,13 @@ class _Program:
         # a slot is in a short loop (where a block's budget guards get a copy without them:
         # only short ones, so a program of long jumps back is not lifted twice)
         ranges = loop_ranges(slots)
-        self.loops, self.loop_of = find_loops(
-            slots, {b: pcs for b, pcs in self.blocks.items() if b < self.n}, ranges)
-        # only loops a run can enter: an unreachable header's block is never emitted, so its
-        # entry (`pre<header>`) would branch to nothing
+        # only loops a run can enter hoist: an unreachable header's block is never emitted, so
+        # its entry (`pre<header>`) would branch to nothing, and a reachable block in its range
+        # (entered by a jump from outside) would read translations no entry made
         reached = set(self.reachable())
-        self.loops = {h: loop for h, loop in self.loops.items() if h in reached}
+        self.loops, self.loop_of = find_loops(
+            slots, {b: pcs for b, pcs in self.blocks.items() if b < self.n},
+            {h: end for h, end in ranges.items() if h in reached})
         self.in_loop = in_loops({h: end for h, end in ranges.items()
                                  if end - h < MAX_LOOP_SLOTS}, self.n)
 
