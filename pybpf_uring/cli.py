@@ -207,7 +207,9 @@ def report(exc: Exception, path: str | None = None) -> int:
     from .errors import DiagnosedError, ObjectError, PybpfUringError, debugging
     if isinstance(exc, DiagnosedError):  # CompileError, and LoadErrors such as VerifierError
         text = str(exc)
-        if path and text.startswith("error: "):  # about the whole object (a map): name the file
+        # about the whole object (a map): name the file, unless the message already does (emit's
+        # measure of the stack after optimisation starts `error: FILE: ...`)
+        if path and text.startswith("error: ") and not text.startswith(f"error: {path}: "):
             text = f"{path}: {text}"
         print(text, file=sys.stderr)
     elif isinstance(exc, ObjectError):

@@ -190,6 +190,20 @@ def test_verify_names_the_file_of_a_map_the_kernel_refuses(tmp_path):
     assert run.stderr.startswith(f"{big}: error: cannot create map 'big': BPF_MAP_CREATE failed: "), run.stderr
 
 
+def test_an_error_that_names_its_file_names_it_once(tmp_path):
+    """The stack measured after optimisation is an error about the file, which it names: the
+    command does not name it a second time."""
+    big = write(tmp_path / "big.py", "from pybpf_uring import syscall, Struct, HashMap, i32, u32, u64\n\n\n"
+                "class Big(Struct):\n    data: u64[40]\n\n\nm = HashMap(u32, Big, 4)\n\n\n"
+                "class Args(Struct):\n    a: u64\n\n\n@syscall\ndef big(ctx: Args) -> i32:\n"
+                "    local = Big()\n    local.data[1] = ctx.a\n    m[1] = local\n"
+                "    m[2] = Big(data=local.data)\n    ctx.a = local.data[3]\n    return 0\n")
+    run = cli("compile", big, "-o", str(tmp_path / "big.o"))
+    assert run.returncode == 1
+    assert run.stderr == (f"error: {big}: big uses 648 bytes of stack after optimisation; BPF allows 512\n"
+                          "  note: keep large structs in a map value (m.lookup(k)) instead of locals\n")
+
+
 @pytest.mark.tools("clang")
 @pytest.mark.kernel
 def test_verify_fails_for_programs_the_verifier_rejects(tmp_path):
