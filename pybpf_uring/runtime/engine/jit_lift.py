@@ -204,7 +204,8 @@ class _Program:
         # only loops a run can enter hoist: an unreachable header's block is never emitted, so
         # its entry (`pre<header>`) would branch to nothing, and a reachable block in its range
         # (entered by a jump from outside) would read translations no entry made
-        reached = set(self.reachable())
+        self.reached = self.reachable()          # (the blocks emitted, in order)
+        reached = set(self.reached)
         self.loops, self.loop_of = find_loops(
             slots, {b: pcs for b, pcs in self.blocks.items() if b < self.n},
             {h: end for h, end in ranges.items() if h in reached})
@@ -381,7 +382,7 @@ class _Function:
         self.enter_frame("0")
         self.hoisted_slots()
         self.emit(f"br label {self.goto(0, -1)}")
-        for start in lifter.program.reachable():
+        for start in lifter.program.reached:
             self.block(start)
         self.loop_entries()
         self.returns_block()
