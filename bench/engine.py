@@ -403,8 +403,8 @@ def compile_times(rounds: int, ubpf: Ubpf | None = None) -> None:
         print(f"  against uBPF's compile (create, load, compile, destroy), the same rounds, "
               f"{len(against)} programs: JIT median {statistics.median(c.median for c in against) * 1e3:.2f} ms, "
               f"uBPF median {statistics.median(c.base_median for c in against) * 1e3:.3f} ms "
-              f"({statistics.median(c.median for c in against) / statistics.median(c.base_median for c in against):.1f}x; "
-              f"per-program ratios: median {statistics.median(c.ratio for c in against):.1f}x, "
+              f"(each program's median against uBPF's in the same rounds: median ratio "
+              f"{statistics.median(c.ratio for c in against):.1f}x, "
               f"range {min(c.ratio for c in against):.1f}-{max(c.ratio for c in against):.1f}x)")
         for name, why in refused:
             print(f"    uBPF refused {name}: {why}")
